@@ -1,0 +1,127 @@
+"""Clocks: the engine reads time and waits only through one of these.
+
+``RealClock`` follows the wall clock (serve mode, external endpoints).
+``VirtualClock`` follows the running event loop's time, which on a loop made by
+:func:`new_virtual_loop` jumps to the next timer whenever nothing is ready, so
+hours of backoff pass in milliseconds while HTTP over loopback stays real.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timezone
+from typing import Any, Protocol, TypeVar
+
+import looptime
+
+T = TypeVar("T")
+
+#: Default start of simulated time: a fixed instant so runs are reproducible.
+VIRTUAL_EPOCH = datetime(2026, 4, 10, 14, 30, tzinfo=timezone.utc).timestamp()
+
+
+class Clock(Protocol):
+    """What the engine needs from time."""
+
+    virtual: bool
+
+    def now(self) -> float:
+        """Seconds since the Unix epoch (float)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    async def wait(self, event: asyncio.Event, timeout: float | None) -> bool:
+        """Wait for ``event`` at most ``timeout`` seconds; True when it was set."""
+        ...
+
+
+class _LoopWaits:
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+    async def wait(self, event: asyncio.Event, timeout: float | None) -> bool:
+        if event.is_set():
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+
+
+class RealClock(_LoopWaits):
+    virtual = False
+
+    def now(self) -> float:
+        return time.time()
+
+
+class VirtualClock(_LoopWaits):
+    """Simulated time: ``epoch`` plus the loop time elapsed since the clock was made.
+
+    Must be created and used inside a loop from :func:`new_virtual_loop`; any other
+    loop would make "virtual" time crawl at wall speed, so that is refused.
+    """
+
+    virtual = True
+
+    def __init__(self, epoch: float = VIRTUAL_EPOCH) -> None:
+        loop = asyncio.get_running_loop()
+        if not isinstance(loop, looptime.LoopTimeEventLoop) or not loop.looptime_on:
+            raise RuntimeError(
+                "VirtualClock needs a time-compacting event loop: run your coroutine with "
+                "engine.clock.run_virtual(...) or create the loop with engine.clock.new_virtual_loop()"
+            )
+        self._loop = loop
+        self._epoch = epoch
+        self._t0 = loop.time()
+
+    def now(self) -> float:
+        return self._epoch + (self._loop.time() - self._t0)
+
+
+def new_virtual_loop() -> asyncio.AbstractEventLoop:
+    """A fresh event loop whose time jumps to the next timer when nothing runs."""
+    return looptime.new_event_loop(start=0.0, noop_cycles=42)
+
+
+def run_virtual(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on a new virtual-time loop."""
+    with asyncio.Runner(loop_factory=new_virtual_loop) as runner:
+        return runner.run(main)
+
+
+def iso(ts: float) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z`` — the wire format of every timestamp."""
+    dt = datetime.fromtimestamp(round(ts, 3), tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> float:
+    """Inverse of :func:`iso` (also accepts offsets and no fraction)."""
+    value = text.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def fmt_offset(seconds: float) -> str:
+    """Compact simulated-time offset: ``+0s``, ``+1m``, ``+2h05m03s``."""
+    s = int(round(seconds))
+    sign = "-" if s < 0 else "+"
+    s = abs(s)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{sign}{h}h{m:02d}m{sec:02d}s"
+    if m:
+        return f"{sign}{m}m{sec:02d}s"
+    return f"{sign}{sec}s"
