@@ -1,0 +1,198 @@
+"""Dispatch configurations: validation and the snapshot deliveries keep.
+
+A configuration is tenant x provider x channel -> endpoint, auth, mapping, policies.
+Everything is validated before anything is stored; secrets live only in the snapshot
+and leave it only as request headers.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+from .policy import (OrderingPolicy, RetryPolicy, Timeouts, ordering_policy_from,
+                     retry_policy_from, timeouts_from)
+
+REDACTED = "***"
+AUTH_TYPES = ("none", "api_key", "bearer", "basic")
+_AUTH_FIELDS = {
+    "none": ({"type"}, set()),
+    "api_key": ({"type", "value"}, {"header"}),
+    "bearer": ({"type", "token"}, set()),
+    "basic": ({"type", "username", "password"}, set()),
+}
+_SECRET_FIELDS = ("value", "token", "password")
+
+
+@dataclass(frozen=True)
+class Auth:
+    type: str = "none"
+    header: str = "X-Api-Key"
+    value: str | None = None
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, data: Auth | dict[str, Any] | None) -> Auth:
+        if data is None:
+            return cls()
+        if isinstance(data, Auth):
+            return data
+        if not isinstance(data, dict):
+            raise ConfigError("auth: expected a mapping with a type (none, api_key, bearer, basic)")
+        typ = data.get("type")
+        if typ not in AUTH_TYPES:
+            raise ConfigError(f"auth.type: must be one of {', '.join(AUTH_TYPES)}, not {typ!r}")
+        required, optional = _AUTH_FIELDS[typ]
+        missing = sorted(required - set(data))
+        unknown = sorted(set(data) - required - optional)
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
+        if unknown:
+            problems.append(f"unknown field(s) {', '.join(unknown)} for type {typ}")
+        for key in required | optional:
+            if key in data and key != "type" and (not isinstance(data[key], str) or not data[key]):
+                problems.append(f"{key} must be a non-empty string")
+        if problems:
+            raise ConfigError("auth: " + "; ".join(problems))
+        return cls(**data)
+
+    def headers(self) -> dict[str, str]:
+        if self.type == "api_key":
+            return {self.header: self.value or ""}
+        if self.type == "bearer":
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.type == "basic":
+            raw = f"{self.username}:{self.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {}
+
+    def secrets(self) -> list[str]:
+        vals = [getattr(self, f) for f in _SECRET_FIELDS if getattr(self, f)]
+        if self.type == "basic":
+            vals.append(self.headers()["Authorization"].split(" ", 1)[1])
+        return vals
+
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        required, optional = _AUTH_FIELDS[self.type]
+        out: dict[str, Any] = {}
+        for key in sorted(required | optional):
+            val = getattr(self, key)
+            out[key] = REDACTED if (redact and key in _SECRET_FIELDS and val) else val
+        return out
+
+
+def _check_url(url: Any) -> str:
+    if not isinstance(url, str) or not url:
+        raise ConfigError("endpoint_url: required, an http(s) URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"endpoint_url: must be an absolute http(s) URL, got {redact_url(url)!r}")
+    return url
+
+
+def redact_url(url: str) -> str:
+    """Hide userinfo credentials in a URL (``https://***@host/…``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, f"{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
+    return url
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a delivery needs to be sent, frozen at the configuration version it was made with."""
+
+    endpoint_url: str
+    auth: Auth = field(default_factory=Auth)
+    signing_secret: str | None = None
+    mapping: dict[str, Any] | None = None
+    mapping_digest: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    ordering: OrderingPolicy = field(default_factory=OrderingPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def secrets(self) -> list[str]:
+        out = self.auth.secrets()
+        if self.signing_secret:
+            out.append(self.signing_secret)
+        return out
+
+    def to_dict(self, *, redact: bool) -> dict[str, Any]:
+        return {
+            "endpoint_url": redact_url(self.endpoint_url) if redact else self.endpoint_url,
+            "auth": self.auth.to_dict(redact=redact),
+            "signing_secret": (REDACTED if redact and self.signing_secret else self.signing_secret),
+            "mapping": self.mapping,
+            "mapping_digest": self.mapping_digest,
+            "retry": self.retry.to_dict(),
+            "ordering": self.ordering.to_dict(),
+            "timeouts": self.timeouts.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        return cls(
+            endpoint_url=data["endpoint_url"],
+            auth=Auth.parse(data.get("auth")),
+            signing_secret=data.get("signing_secret"),
+            mapping=data.get("mapping"),
+            mapping_digest=data.get("mapping_digest"),
+            retry=retry_policy_from(data.get("retry")),
+            ordering=ordering_policy_from(data.get("ordering")),
+            timeouts=timeouts_from(data.get("timeouts")),
+        )
+
+
+CONFIG_FIELDS = ("endpoint_url", "auth", "signing_secret", "mapping", "retry", "ordering", "timeouts")
+
+
+def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
+    """Validate the editable fields of a configuration; returns (snapshot, mapping warnings)."""
+    unknown = sorted(set(data) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)} (known: {', '.join(CONFIG_FIELDS)})")
+    url = _check_url(data.get("endpoint_url"))
+    secret = data.get("signing_secret")
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ConfigError("signing_secret: must be a non-empty string (e.g. whsec_<base64>) or null")
+    if isinstance(secret, str) and secret.startswith("whsec_"):
+        try:
+            base64.b64decode(secret[6:], validate=True)
+        except ValueError:
+            raise ConfigError("signing_secret: whsec_ secrets must be base64 after the prefix") from None
+    mapping_spec, digest, warnings = compile_mapping_spec(data.get("mapping"))
+    snap = Snapshot(
+        endpoint_url=url,
+        auth=Auth.parse(data.get("auth")),
+        signing_secret=secret,
+        mapping=mapping_spec,
+        mapping_digest=digest,
+        retry=retry_policy_from(data.get("retry")),
+        ordering=ordering_policy_from(data.get("ordering")),
+        timeouts=timeouts_from(data.get("timeouts")),
+    )
+    return snap, warnings
+
+
+def compile_mapping_spec(spec: Any) -> tuple[dict[str, Any] | None, str | None, list[str]]:
+    """Compile (and so validate) a payload mapping; None means the seed payload as is."""
+    if spec is None:
+        return None, None, []
+    import mapping  # the engine uses mapping; never the other way round
+
+    try:
+        compiled = mapping.compile_mapping(spec)
+    except mapping.MappingSpecError as exc:
+        raise ConfigError(f"mapping: {exc}") from None
+    return compiled.spec, compiled.digest, [str(w) for w in compiled.warnings]

@@ -1,0 +1,415 @@
+"""The engine: the library API that the CLI, the scenario runner and the HTTP API call."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .clock import Clock, RealClock, VirtualClock, iso
+from .config import Snapshot, build_snapshot, redact_url
+from .dispatcher import Dispatcher, PayloadUnmappable, Prepared
+from .errors import ActivationRefused, ConfigError, DispatchsimError, NotFound
+from .log import Redactor, make_logger
+from .payload import DISPATCHED_TYPES, build_stored_payload
+from .sender import Sender
+from .states import Status
+from .store import Store
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Where a drain ended."""
+
+    started_at: float
+    finished_at: float
+    counts: dict[str, int]
+    idle: bool  #: False when the deadline stopped it with work left
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished_at - self.started_at
+
+
+def _check_id(kind: str, value: Any) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ConfigError(f"{kind} id {value!r}: use 1-64 letters, digits, '_', '-', '.', ':'")
+    return value
+
+
+class Engine:
+    """A dispatch engine on one SQLite file.
+
+    Open it with :meth:`open` (or ``async with Engine.open(...)``); everything is an async call.
+    ``seed`` makes ids deterministic (and a virtual run byte-for-byte reproducible); without
+    one, ids are random UUIDs.
+    """
+
+    def __init__(self, store: Store, *, clock: Clock, seed: int | None = None,
+                 log_stream: TextIO | None = None, log_format: str = "json", concurrency: int = 100,
+                 lease_margin: float = 30.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.seed = seed
+        self.redactor = Redactor()
+        self._sinks: list[Any] = []
+        self.log = make_logger(now=clock.now, redactor=self.redactor, stream=log_stream, fmt=log_format,
+                               sinks=self._sinks)
+        self.sender = Sender(now=clock.now, limit=max(concurrency, 10))
+        self._prepared: dict[tuple[str, int], Prepared] = {}
+        self.instance = uuid.uuid4().hex[:8] if seed is None else f"e{seed}"
+        self.dispatcher = Dispatcher(store=store, sender=self.sender, clock=clock, log=self.log,
+                                     prepared=self.prepared, instance=self.instance, concurrency=concurrency,
+                                     lease_margin=lease_margin)
+        self._task: asyncio.Task[None] | None = None
+        for cfg in store.configs():
+            self.redactor.add(*Snapshot.from_dict(store.snapshot(cfg["id"], cfg["version"])).secrets())
+
+    @classmethod
+    async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
+                   seed: int | None = None, **kw: Any) -> Engine:
+        """Open (creating or migrating) the database at ``path``; ``virtual=True`` uses the virtual clock."""
+        if clock is None:
+            clock = VirtualClock() if virtual else RealClock()
+        engine = cls(Store(path), clock=clock, seed=seed, **kw)
+        await engine.sender.start()
+        return engine
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self, *, deadline: float = 10.0) -> int:
+        """Graceful stop: no new claims, wait for in-flight attempts up to ``deadline`` s."""
+        abandoned = await self.stop(deadline=deadline)
+        await self.sender.close()
+        self.store.close()
+        return abandoned
+
+    async def crash(self) -> None:
+        """Simulate sudden death (tests, scenarios): in-flight attempts vanish, leases stay."""
+        self.dispatcher.abandon()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await asyncio.sleep(0)
+        await self.sender.close()
+        self.store.close()
+
+    def subscribe(self, sink: Any) -> None:
+        """Receive every event (a dict, secrets redacted) as it is logged."""
+        self._sinks.append(sink)
+
+    # -- tenants, providers, configurations ---------------------------------------------
+
+    async def add_tenant(self, tenant_id: str, name: str | None = None) -> dict[str, Any]:
+        _check_id("tenant", tenant_id)
+        if self.store.tenant(tenant_id):
+            raise ConfigError(f"tenant {tenant_id!r} already exists")
+        self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now())
+        self.log.info("tenant.created", tenant_id=tenant_id)
+        return self.store.tenant(tenant_id) or {}
+
+    async def add_provider(self, provider_id: str, name: str | None = None) -> dict[str, Any]:
+        _check_id("provider", provider_id)
+        if self.store.provider(provider_id):
+            raise ConfigError(f"provider {provider_id!r} already exists")
+        self.store.add_provider(provider_id, name or provider_id, self.clock.now())
+        self.log.info("provider.registered", provider_id=provider_id)
+        return self.store.provider(provider_id) or {}
+
+    async def add_config(self, tenant_id: str, provider_id: str, channel: str, *, config_id: str | None = None,
+                         activate: bool = False, **fields: Any) -> dict[str, Any]:
+        """Create a dispatch configuration (inactive unless ``activate``); validated before storing."""
+        if self.store.tenant(tenant_id) is None:
+            raise NotFound(f"tenant {tenant_id!r} not found; add it first")
+        if self.store.provider(provider_id) is None:
+            raise NotFound(f"provider {provider_id!r} is not registered; providers are registered centrally")
+        if not isinstance(channel, str) or not channel.strip():
+            raise ConfigError("channel: required, e.g. SALESMAN")
+        snap, warnings = build_snapshot(fields)
+        cid = _check_id("configuration", config_id) if config_id else self._new_config_id(tenant_id, provider_id,
+                                                                                          channel)
+        if self.store.config(cid):
+            raise ConfigError(f"configuration {cid!r} already exists")
+        self.redactor.add(*snap.secrets())
+        self.store.insert_config(cid, tenant_id, provider_id, channel, snap.to_dict(redact=False), self.clock.now())
+        self.log.info("config.created", config_id=cid, tenant_id=tenant_id, provider_id=provider_id,
+                      channel=channel, endpoint=redact_url(snap.endpoint_url), warnings=warnings or None)
+        if activate:
+            await self.activate(cid)
+        view = self.config_view(cid)
+        view["warnings"] = warnings
+        return view
+
+    def _new_config_id(self, tenant_id: str, provider_id: str, channel: str) -> str:
+        n = len(self.store.configs()) + 1
+        base = f"{tenant_id}.{provider_id}.{channel}".lower()[:56]
+        cid = base
+        while self.store.config(cid):
+            n += 1
+            cid = f"{base}.{n}"
+        return cid
+
+    async def edit_config(self, config_id: str, **changes: Any) -> dict[str, Any]:
+        """New immutable version; deliveries already created keep the version they were made with.
+
+        An active configuration whose endpoint or auth changes is verified again first.
+        """
+        cfg = self._config(config_id)
+        current = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"])).to_dict(redact=False)
+        for key in ("mapping_digest",):
+            current.pop(key, None)
+        merged = {**current, **changes}
+        snap, warnings = build_snapshot(merged)
+        if cfg["active"] and ("endpoint_url" in changes or "auth" in changes):
+            await self._verify(config_id, snap)
+        self.redactor.add(*snap.secrets())
+        version = self.store.new_config_version(config_id, snap.to_dict(redact=False), self.clock.now())
+        self.log.info("config.edited", config_id=config_id, version=version, changed=sorted(changes))
+        view = self.config_view(config_id)
+        view["warnings"] = warnings
+        return view
+
+    async def activate(self, config_id: str) -> dict[str, Any]:
+        """Send the verification GET; only a 2xx activates (as Reteno does on save)."""
+        cfg = self._config(config_id)
+        snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"]))
+        await self._verify(config_id, snap)
+        self.store.set_config_active(config_id, True, self.clock.now())
+        self.log.info("config.activated", config_id=config_id, endpoint=redact_url(snap.endpoint_url))
+        self.dispatcher.wake()
+        return self.config_view(config_id)
+
+    async def _verify(self, config_id: str, snap: Snapshot) -> None:
+        out = await self.sender.verify(snap.endpoint_url, snap.auth, connect=snap.timeouts.connect,
+                                       total=snap.timeouts.total)
+        if not out.ok:
+            reason = (f"HTTP {out.status} (expected 2xx)" if out.status is not None
+                      else f"{out.kind.value.lower()}: {out.error}")
+            reason = self.redactor.scrub(reason)
+            self.log.warning("config.activation_refused", config_id=config_id, reason=reason)
+            raise ActivationRefused(f"configuration {config_id!r} not activated: verification GET to "
+                                    f"{redact_url(snap.endpoint_url)} failed: {reason}")
+
+    async def deactivate(self, config_id: str, reason: str = "manual") -> dict[str, Any]:
+        """No new deliveries; those already created still go out (they keep their snapshot)."""
+        self._config(config_id)
+        self.store.set_config_active(config_id, False, self.clock.now(), reason)
+        self.log.info("config.deactivated", config_id=config_id, reason=reason)
+        return self.config_view(config_id)
+
+    async def delete_config(self, config_id: str) -> None:
+        self._config(config_id)
+        self.store.delete_config(config_id, self.clock.now())
+        self.log.info("config.deleted", config_id=config_id)
+
+    def _config(self, config_id: str) -> dict[str, Any]:
+        cfg = self.store.config(config_id)
+        if cfg is None or cfg["deleted"]:
+            raise NotFound(f"configuration {config_id!r} not found")
+        return cfg
+
+    def config_view(self, config_id: str) -> dict[str, Any]:
+        """The configuration as any read API shows it: secrets replaced by ``***``."""
+        cfg = self._config(config_id)
+        snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"]))
+        return {
+            "id": cfg["id"], "tenant_id": cfg["tenant_id"], "provider_id": cfg["provider_id"],
+            "channel": cfg["channel"], "version": cfg["version"], "active": bool(cfg["active"]),
+            "inactive_reason": cfg["inactive_reason"], "created_at": iso(cfg["created_at"]),
+            "updated_at": iso(cfg["updated_at"]), **snap.to_dict(redact=True),
+        }
+
+    def prepared(self, config_id: str, version: int) -> Prepared:
+        """Snapshot and compiled mapping of one configuration version (cached; versions are immutable)."""
+        key = (config_id, version)
+        prep = self._prepared.get(key)
+        if prep is None:
+            snap = Snapshot.from_dict(self.store.snapshot(config_id, version))
+            prep = self._prepared[key] = Prepared(snapshot=snap, mapper=_mapper(snap))
+        return prep
+
+    # -- activities ---------------------------------------------------------------------
+
+    async def create_activity(self, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Store an activity and fan it out: one delivery per active configuration of its tenant and channel."""
+        if self.store.tenant(tenant_id) is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        now = self.clock.now()
+        with self.store.tx():
+            aid = self._new_activity_id()
+            payload = build_stored_payload(data, activity_id=aid, created_at=now)
+            self.store.insert_activity(aid, tenant_id, payload["type"], payload["channel"], payload, now)
+            made = []
+            if payload["type"] in DISPATCHED_TYPES:
+                for cfg in self.store.active_configs(tenant_id, payload["channel"]):
+                    prep = self.prepared(cfg["id"], cfg["version"])
+                    queue = _queue(cfg["id"], prep.snapshot, payload)
+                    did = self.store.insert_delivery(
+                        webhook_id=self._webhook_id(aid, cfg["id"]), activity_id=aid, config_id=cfg["id"],
+                        config_version=cfg["version"], queue=queue, ordered=prep.snapshot.ordering.ordered,
+                        now=now)
+                    made.append((did, cfg["id"], queue))
+        if made:
+            for did, cid, queue in made:
+                self.log.info("delivery.created", delivery_id=did, activity_id=aid, config_id=cid, queue=queue,
+                              status="READY")
+            self.dispatcher.wake()
+        else:
+            why = ("dispatch of MESSAGE activities is not available yet (seed: 'available soon')"
+                   if payload["type"] not in DISPATCHED_TYPES
+                   else f"no active configuration for tenant {tenant_id} and channel {payload['channel']}")
+            self.log.info("activity.not_dispatched", activity_id=aid, reason=why)
+        return self.store.activity_view(aid)
+
+    def _new_activity_id(self) -> str:
+        if self.seed is None:
+            return str(uuid.uuid4())
+        n = self.store.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM activities").fetchone()[0]
+        digest = hashlib.sha256(f"{self.seed}:activity:{n}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def _webhook_id(self, activity_id: str, config_id: str) -> str:
+        digest = hashlib.sha256(f"{activity_id}:{config_id}".encode()).hexdigest()
+        return "msg_" + digest[:24]
+
+    async def activity(self, activity_id: str) -> dict[str, Any]:
+        return self.store.activity_view(activity_id)
+
+    async def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
+                              after: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        return self.store.list_activities(tenant_id=tenant_id, channel=channel, after_seq=after, limit=limit)
+
+    async def submit_result(self, activity_id: str, result: Any) -> dict[str, Any]:
+        """``POST /api/integration/activity-results/tasks``: fills ``activityResult``."""
+        self.store.set_result(activity_id, result)
+        self.log.info("activity.result", activity_id=activity_id)
+        return self.store.activity_view(activity_id)
+
+    async def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
+        return [_delivery_view(d) for d in self.store.deliveries(**filters)]
+
+    async def delivery(self, delivery_id: int) -> dict[str, Any]:
+        return _delivery_view(self.store.delivery(delivery_id))
+
+    async def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
+        return [_attempt_view(a) for a in self.store.attempts(delivery_id)]
+
+    async def force_retry(self, delivery_id: int) -> dict[str, Any]:
+        """FAILED -> READY with a fresh attempt budget (the only way out of FAILED)."""
+        d = self.store.delivery(delivery_id)
+        prep = self.prepared(d["config_id"], d["config_version"])
+        row = self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered)
+        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row["queue"], status="READY")
+        self.dispatcher.wake()
+        return _delivery_view(row)
+
+    async def skip(self, delivery_id: int) -> dict[str, Any]:
+        """Unblock a queue held by a FAILED head (``on_exhausted: block``); the delivery stays FAILED."""
+        row = self.store.skip(delivery_id, self.clock.now())
+        self.log.info("delivery.skipped", delivery_id=delivery_id, queue=row["queue"], status="FAILED")
+        self.dispatcher.wake()
+        return _delivery_view(row)
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run_until_idle(self, *, max_time: float | None = None) -> RunSummary:
+        """Drain: dispatch (advancing through retry waits) until nothing is pending or in flight.
+
+        ``max_time`` bounds the run in clock seconds (needed when an endpoint never recovers
+        and the policy never gives up).
+        """
+        if self._task is not None:
+            raise DispatchsimError("the engine is already running in the background; use stop() first")
+        start = self.clock.now()
+        deadline = None if max_time is None else start + max_time
+        await self.dispatcher.run(until_idle=True, deadline=deadline)
+        idle = self.dispatcher.in_flight == 0 and self.store.next_wakeup() is None
+        return RunSummary(started_at=start, finished_at=self.clock.now(), counts=self.counts(), idle=idle)
+
+    async def run_for(self, seconds: float) -> RunSummary:
+        """Dispatch for ``seconds`` of clock time (attempts still in flight keep going)."""
+        start = self.clock.now()
+        await self.dispatcher.run(until_idle=False, deadline=start + seconds)
+        return RunSummary(start, self.clock.now(), self.counts(), idle=self.store.next_wakeup() is None)
+
+    def start(self) -> None:
+        """Dispatch in the background until :meth:`stop` (serve mode)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+
+    async def stop(self, *, deadline: float = 10.0) -> int:
+        abandoned = await self.dispatcher.stop(deadline=deadline)
+        if self._task is not None:
+            await self._task
+            self._task = None
+        return abandoned
+
+
+def _mapper(snap: Snapshot) -> Any:
+    if snap.mapping is None:
+        return None
+    import mapping
+
+    compiled = mapping.compile_mapping(snap.mapping)
+
+    def apply(payload: dict[str, Any]) -> Any:
+        try:
+            return compiled.apply(payload)
+        except mapping.MappingApplyError as exc:
+            raise PayloadUnmappable(str(exc)) from None
+
+    return apply
+
+
+def _queue(config_id: str, snap: Snapshot, payload: dict[str, Any]) -> str:
+    if snap.ordering.mode != "partitioned":
+        return config_id
+    value: Any = payload
+    for part in (snap.ordering.partition_key or "").split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return f"{config_id}/{'' if value is None else value}"
+
+
+def _delivery_view(d: dict[str, Any]) -> dict[str, Any]:
+    def t(v: float | None) -> str | None:
+        return iso(v) if v is not None else None
+
+    status = d["status"]
+    return {
+        "id": d["id"], "webhook_id": d["webhook_id"], "activity_id": d["activity_id"],
+        "config_id": d["config_id"], "config_version": d["config_version"], "queue": d["queue"],
+        "status": status, "attempts": d["attempts"], "budget_attempts": d["budget_attempts"],
+        "next_attempt_at": t(d["next_attempt_at"]) if status in ("READY", "RETRYING") else None,
+        "in_flight": d["lease_until"] is not None, "blocks_queue": bool(d["holds"]) and status == "FAILED",
+        "failed_reason": d["failed_reason"], "last_error": d["last_error"],
+        "dispatched_at": t(d["dispatched_at"]), "created_at": t(d["created_at"]),
+        "canForceRetryDispatch": status == Status.FAILED.value,
+    }
+
+
+def _attempt_view(a: dict[str, Any]) -> dict[str, Any]:
+    def t(v: float | None) -> str | None:
+        return iso(v) if v is not None else None
+
+    return {
+        "id": a["id"], "delivery_id": a["delivery_id"], "number": a["number"],
+        "started_at": t(a["started_at"]), "finished_at": t(a["finished_at"]), "status_code": a["status_code"],
+        "outcome": a["outcome"], "error": a["error"], "retry_after": a["retry_after"], "latency": a["latency"],
+        "excerpt": a["excerpt"], "next_attempt_at": t(a["next_attempt_at"]),
+    }

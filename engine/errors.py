@@ -1,0 +1,29 @@
+"""One exception base; each subclass says what went wrong and what to do."""
+from __future__ import annotations
+
+
+class DispatchsimError(Exception):
+    """dispatchsim failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(DispatchsimError):
+    """The dispatch configuration is invalid; nothing was stored."""
+
+
+class NotFound(DispatchsimError):
+    """No such object."""
+
+
+class ActivationRefused(DispatchsimError):
+    """The endpoint's verification GET failed, so the configuration stays inactive."""
+
+
+class InvalidTransition(DispatchsimError):
+    """That status change is not allowed."""
+
+
+class ActivityError(DispatchsimError):
+    """The activity is invalid; nothing was stored."""

@@ -1,0 +1,96 @@
+"""Structured events: one per transition, on the engine's clock, secrets redacted."""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import structlog
+
+from .clock import iso
+
+_SECRET_KEY_PARTS = ("secret", "password", "token", "authorization", "api_key", "apikey")
+REDACTED = "***"
+
+
+class Redactor:
+    """A structlog processor that hides secrets by key name and by known value."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def add(self, *values: str | None) -> None:
+        for v in values:
+            if v and len(v) >= 3:
+                self._values.add(v)
+
+    def scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._values:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: (REDACTED if _secret_key(k) and v else self.scrub(v)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        return self.scrub(event)
+
+
+def _secret_key(key: Any) -> bool:
+    k = str(key).lower()
+    return any(p in k for p in _SECRET_KEY_PARTS)
+
+
+def make_logger(*, now: Callable[[], float], redactor: Redactor, stream: TextIO | None = None,
+                fmt: str = "json", sinks: list[Callable[[dict[str, Any]], None]] | None = None) -> Any:
+    """An engine-local structlog logger (no global configuration is touched).
+
+    ``stream=None`` writes nowhere; ``sinks`` receive each event dict (already redacted),
+    which is how the demo and the scenario runner follow what happens.
+    """
+    sink_list = sinks if sinks is not None else []
+
+    def add_time(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["ts"] = iso(now())
+        return event
+
+    def fan_out(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        for sink in sink_list:
+            sink(dict(event))
+        return event
+
+    if stream is None:
+        renderer: Any = lambda _l, _m, e: ""  # noqa: E731 - events go to sinks only
+        out = _NullFile()
+    elif fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
+        out = stream
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_json)
+        out = stream
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=out),
+        processors=[structlog.processors.add_log_level, add_time, redactor, fan_out, renderer],
+        cache_logger_on_first_use=False,
+    )
+
+
+def _json(obj: Any, **kw: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=False, default=str)
+
+
+class _NullFile:
+    def write(self, _s: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def stderr() -> TextIO:
+    return sys.stderr

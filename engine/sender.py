@@ -1,0 +1,198 @@
+"""One HTTP try -> one ``Outcome``. Classification happens here, once, by exception type."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any
+
+import aiohttp
+
+from .config import Auth, redact_url
+
+VERSION = "0.1.0"
+USER_AGENT = f"dispatchsim/{VERSION}"
+BODY_READ_CAP = 64 * 1024
+EXCERPT_CAP = 1024
+
+
+class OutcomeKind(str, Enum):
+    #: 2xx: the receiver confirmed.
+    SUCCESS = "SUCCESS"
+    #: Any other status, 3xx included (redirects are not followed).
+    HTTP_ERROR = "HTTP_ERROR"
+    #: Connect or total timeout.
+    TIMEOUT = "TIMEOUT"
+    #: Refused, reset, closed before a response.
+    CONNECT_ERROR = "CONNECT_ERROR"
+    #: Not HTTP, or a response that broke off (truncated body, garbage).
+    PROTOCOL_ERROR = "PROTOCOL_ERROR"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    status: int | None = None
+    retry_after: float | None = None  #: seconds, from a Retry-After header on 429/503
+    latency: float = 0.0
+    excerpt: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is OutcomeKind.SUCCESS
+
+    def describe(self) -> str:
+        if self.status is not None:
+            return f"HTTP {self.status}"
+        return f"{self.kind.value.lower()}: {self.error}" if self.error else self.kind.value.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    url: str
+    body: bytes
+    webhook_id: str
+    timestamp: int
+    auth: Auth
+    signing_secret: str | None
+    connect_timeout: float
+    total_timeout: float
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks ``webhook-signature``: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def encode_body(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent or unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class Sender:
+    """Owns the one aiohttp session of an engine; bounded connections globally."""
+
+    def __init__(self, *, now, limit: int = 100, limit_per_host: int = 0) -> None:
+        self._now = now
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host,
+                                             force_close=False, enable_cleanup_closed=False)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                                  headers={"User-Agent": USER_AGENT})
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("sender not started")
+        return self._session
+
+    def _timeout(self, connect: float, total: float) -> aiohttp.ClientTimeout:
+        # ceil_threshold: never round timeouts up, so they are exact on the virtual clock too
+        return aiohttp.ClientTimeout(total=total, connect=connect, ceil_threshold=10 ** 9)
+
+    async def send(self, req: Request) -> Outcome:
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": req.webhook_id,
+            "webhook-timestamp": str(req.timestamp),
+            **req.auth.headers(),
+        }
+        if req.signing_secret:
+            headers["webhook-signature"] = sign(req.signing_secret, req.webhook_id, req.timestamp, req.body)
+        return await self._request("POST", req.url, headers=headers, data=req.body,
+                                   timeout=self._timeout(req.connect_timeout, req.total_timeout))
+
+    async def verify(self, url: str, auth: Auth, *, connect: float, total: float) -> Outcome:
+        """The verification GET sent on activation (as Reteno does when a webhook URL is saved)."""
+        return await self._request("GET", url, headers=auth.headers(), data=None,
+                                   timeout=self._timeout(connect, total))
+
+    async def _request(self, method: str, url: str, *, headers: dict[str, str], data: bytes | None,
+                       timeout: aiohttp.ClientTimeout) -> Outcome:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        def done(kind: OutcomeKind, **kw: Any) -> Outcome:
+            return Outcome(kind=kind, latency=round(loop.time() - t0, 6), **kw)
+
+        try:
+            async with self.session.request(method, url, headers=headers, data=data, timeout=timeout,
+                                            allow_redirects=False) as resp:
+                raw = await _read_capped(resp)
+                status = resp.status
+                excerpt = raw[:EXCERPT_CAP].decode("utf-8", errors="replace") if raw else None
+                if 200 <= status < 300:
+                    return done(OutcomeKind.SUCCESS, status=status, excerpt=excerpt)
+                retry_after = None
+                if status in (429, 503):
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now())
+                return done(OutcomeKind.HTTP_ERROR, status=status, excerpt=excerpt, retry_after=retry_after)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            return done(OutcomeKind.TIMEOUT, error=_describe(exc, url) or "timed out")
+        except aiohttp.ClientConnectorError as exc:
+            return done(OutcomeKind.CONNECT_ERROR, error=_describe(exc, url))
+        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+            # aiohttp reports a garbage response as a 400 ClientResponseError: it is not a status
+            return done(OutcomeKind.PROTOCOL_ERROR, error=_describe(exc, url))
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
+            return done(OutcomeKind.CONNECT_ERROR, error=_describe(exc, url))
+        except aiohttp.ClientError as exc:
+            return done(OutcomeKind.PROTOCOL_ERROR, error=_describe(exc, url))
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < BODY_READ_CAP:
+        chunk = await resp.content.read(BODY_READ_CAP - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    """Exception class and message with the URL's credentials hidden."""
+    text = str(exc)
+    safe = redact_url(url)
+    if safe != url:
+        text = text.replace(url, safe)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,480 @@
+"""All SQL lives here: the store is the source of truth and exposes named operations.
+
+The dispatcher keeps no state a restart cannot rebuild: leases, queue heads and
+due times are columns, and every transition is a conditional UPDATE whose rowcount
+is checked, so ordering and the transition table hold even if Python code is wrong.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .errors import InvalidTransition, NotFound
+from .payload import render
+from .states import Status
+
+_ACTIVE_SQL = "('READY', 'RETRYING')"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def migrations() -> list[tuple[int, str]]:
+    """Numbered ``NNNN_name.sql`` files of ``engine/migrations``, in order."""
+    out = []
+    for entry in resources.files("engine.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One leased attempt: what the dispatcher needs to send it and to finish it."""
+
+    delivery_id: int
+    attempt_id: int
+    number: int
+    webhook_id: str
+    activity_id: str
+    config_id: str
+    config_version: int
+    queue: str
+    budget_attempts: int
+    budget_started_at: float
+    lease_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one try produced, as stored on its attempt row."""
+
+    finished_at: float
+    outcome: str
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    latency: float | None = None
+    excerpt: str | None = None
+
+
+class Store:
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self.migrate()
+        self._snapshots: dict[tuple[str, int], dict[str, Any]] = {}
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        current = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, sql in migrations():
+            if number > current:
+                with self.tx():
+                    for stmt in _split_sql(sql):
+                        self.conn.execute(stmt)
+                    self.conn.execute(f"PRAGMA user_version = {number}")
+                current = number
+        return current
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction (nested calls join the outer one)."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    # -- tenants and providers ----------------------------------------------------------
+
+    def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
+        self.db["tenants"].insert({"id": tenant_id, "name": name, "created_at": now})
+
+    def add_provider(self, provider_id: str, name: str, now: float) -> None:
+        self.db["providers"].insert({"id": provider_id, "name": name, "created_at": now})
+
+    def tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM tenants WHERE id = ?", (tenant_id,))
+        return dict(row) if row else None
+
+    def provider(self, provider_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM providers WHERE id = ?", (provider_id,))
+        return dict(row) if row else None
+
+    def tenants(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM tenants ORDER BY id")]
+
+    def providers(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM providers ORDER BY id")]
+
+    # -- configurations -----------------------------------------------------------------
+
+    def insert_config(self, config_id: str, tenant_id: str, provider_id: str, channel: str,
+                      snapshot: dict[str, Any], now: float) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO configurations (id, tenant_id, provider_id, channel, version, active, deleted,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 1, 0, 0, ?, ?)",
+                (config_id, tenant_id, provider_id, channel, now, now))
+            c.execute("INSERT INTO config_versions (config_id, version, snapshot, created_at) VALUES (?, 1, ?, ?)",
+                      (config_id, _dumps(snapshot), now))
+
+    def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
+        with self.tx() as c:
+            row = c.execute("SELECT version FROM configurations WHERE id = ? AND deleted = 0", (config_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"configuration {config_id!r} not found")
+            version = row["version"] + 1
+            c.execute("INSERT INTO config_versions (config_id, version, snapshot, created_at) VALUES (?, ?, ?, ?)",
+                      (config_id, version, _dumps(snapshot), now))
+            c.execute("UPDATE configurations SET version = ?, updated_at = ? WHERE id = ?", (version, now, config_id))
+        return version
+
+    def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
+        cur = self.conn.execute(
+            "UPDATE configurations SET active = ?, inactive_reason = ?, updated_at = ? WHERE id = ? AND deleted = 0",
+            (1 if active else 0, None if active else reason, now, config_id))
+        if cur.rowcount != 1:
+            raise NotFound(f"configuration {config_id!r} not found")
+
+    def delete_config(self, config_id: str, now: float) -> None:
+        cur = self.conn.execute(
+            "UPDATE configurations SET deleted = 1, active = 0, inactive_reason = 'deleted', updated_at = ?"
+            " WHERE id = ? AND deleted = 0", (now, config_id))
+        if cur.rowcount != 1:
+            raise NotFound(f"configuration {config_id!r} not found")
+
+    def config(self, config_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM configurations WHERE id = ?", (config_id,))
+        return dict(row) if row else None
+
+    def configs(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        if tenant_id is None:
+            rows = self.conn.execute("SELECT * FROM configurations WHERE deleted = 0 ORDER BY created_at, id")
+        else:
+            rows = self.conn.execute("SELECT * FROM configurations WHERE deleted = 0 AND tenant_id = ?"
+                                     " ORDER BY created_at, id", (tenant_id,))
+        return [dict(r) for r in rows]
+
+    def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
+        """The immutable snapshot of one configuration version (cached: versions never change)."""
+        key = (config_id, version)
+        snap = self._snapshots.get(key)
+        if snap is None:
+            row = self._one("SELECT snapshot FROM config_versions WHERE config_id = ? AND version = ?", key)
+            if row is None:
+                raise NotFound(f"configuration {config_id!r} version {version} not found")
+            snap = self._snapshots[key] = json.loads(row["snapshot"])
+        return snap
+
+    def active_configs(self, tenant_id: str, channel: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, version FROM configurations WHERE tenant_id = ? AND channel = ? AND active = 1"
+            " AND deleted = 0 ORDER BY created_at, id", (tenant_id, channel))
+        return [dict(r) for r in rows]
+
+    # -- activities and deliveries ------------------------------------------------------
+
+    def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
+                        payload: dict[str, Any], now: float) -> None:
+        self.conn.execute(
+            "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (activity_id, tenant_id, typ, channel, _dumps(payload), now))
+
+    def insert_delivery(self, *, webhook_id: str, activity_id: str, config_id: str, config_version: int,
+                        queue: str, ordered: bool, now: float) -> int:
+        """A new READY delivery at the tail of its queue (it is the head only if nothing holds the queue)."""
+        if ordered:
+            held = self._one("SELECT 1 FROM deliveries WHERE queue = ? AND holds = 1 LIMIT 1", (queue,))
+            holds, eligible = 1, 0 if held else 1
+        else:
+            holds, eligible = 0, 1
+        cur = self.conn.execute(
+            "INSERT INTO deliveries (webhook_id, activity_id, config_id, config_version, queue, status, holds,"
+            " eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 'READY', ?, ?, ?, ?, ?, ?)",
+            (webhook_id, activity_id, config_id, config_version, queue, holds, eligible, now, now, now, now))
+        return int(cur.lastrowid)
+
+    def activity_row(self, activity_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM activities WHERE id = ?", (activity_id,))
+        return dict(row) if row else None
+
+    def activity_view(self, activity_id: str) -> dict[str, Any]:
+        """The activity as the API returns it and as it is dispatched (seed shape)."""
+        row = self._one(
+            "SELECT payload, result, EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
+            " AND d.status = 'FAILED') AS failed FROM activities a WHERE a.id = ?", (activity_id,))
+        if row is None:
+            raise NotFound(f"activity {activity_id!r} not found")
+        result = json.loads(row["result"]) if row["result"] is not None else None
+        return render(json.loads(row["payload"]), can_force_retry=bool(row["failed"]), result=result)
+
+    def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
+                        after_seq: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        sql = ("SELECT seq, id FROM activities WHERE seq > ?" + (" AND tenant_id = ?" if tenant_id else "")
+               + (" AND channel = ?" if channel else "") + " ORDER BY seq LIMIT ?")
+        params: list[Any] = [after_seq] + ([tenant_id] if tenant_id else []) + ([channel] if channel else []) + [limit]
+        return [(r["seq"], self.activity_view(r["id"])) for r in self.conn.execute(sql, params)]
+
+    def set_result(self, activity_id: str, result: Any) -> None:
+        cur = self.conn.execute("UPDATE activities SET result = ? WHERE id = ?", (_dumps(result), activity_id))
+        if cur.rowcount != 1:
+            raise NotFound(f"activity {activity_id!r} not found")
+
+    def delivery(self, delivery_id: int) -> dict[str, Any]:
+        row = self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        if row is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        return dict(row)
+
+    def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
+                   status: Status | str | None = None, queue: str | None = None,
+                   after_id: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        where, params = ["id > ?"], [after_id]
+        for col, val in (("activity_id", activity_id), ("config_id", config_id), ("queue", queue),
+                         ("status", str(status) if status else None)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        sql = "SELECT * FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [dict(r) for r in self.conn.execute(sql, params)]
+
+    def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
+        if delivery_id is None:
+            rows = self.conn.execute("SELECT * FROM attempts ORDER BY id")
+        else:
+            rows = self.conn.execute("SELECT * FROM attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,))
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in Status}
+        for row in self.conn.execute("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status"):
+            out[row["status"]] = row["n"]
+        return out
+
+    # -- the dispatch cycle -------------------------------------------------------------
+
+    def due_candidates(self, now: float, limit: int, *, exclude_configs: Sequence[str] = ()) -> list[sqlite3.Row]:
+        """Claimable rows (queue heads and unordered deliveries) due by ``now``, earliest first."""
+        excl = ""
+        params: list[Any] = [now]
+        if exclude_configs:
+            excl = " AND config_id NOT IN (" + ",".join("?" * len(exclude_configs)) + ")"
+            params.extend(exclude_configs)
+        params.append(limit)
+        return self.conn.execute(
+            "SELECT id, config_id, config_version FROM deliveries INDEXED BY deliveries_due"
+            f" WHERE eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= ?{excl}"
+            " ORDER BY next_attempt_at, id LIMIT ?", params).fetchall()
+
+    def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
+        """Lease the given (delivery id, lease_until) pairs and open an attempt row for each.
+
+        The UPDATE re-checks claimability, so a row taken meanwhile is simply skipped.
+        """
+        claims: list[Claim] = []
+        with self.tx() as c:
+            for did, lease_until in leases:
+                row = c.execute(
+                    "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
+                    f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+                    " RETURNING id, webhook_id, activity_id, config_id, config_version, queue, attempts,"
+                    " budget_attempts, budget_started_at", (lease_until, token, now, did)).fetchone()
+                if row is None:
+                    continue
+                att = c.execute("INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
+                                (did, row["attempts"], now))
+                claims.append(Claim(
+                    delivery_id=did, attempt_id=int(att.lastrowid), number=row["attempts"],
+                    webhook_id=row["webhook_id"], activity_id=row["activity_id"], config_id=row["config_id"],
+                    config_version=row["config_version"], queue=row["queue"],
+                    budget_attempts=row["budget_attempts"], budget_started_at=row["budget_started_at"],
+                    lease_token=token))
+        return claims
+
+    def _record(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
+        c.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
+            " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?",
+            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
+             res.excerpt, next_at, claim.attempt_id))
+
+    def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
+        """2xx: DISPATCHED, and the next delivery of an ordered queue becomes its head."""
+        with self.tx() as c:
+            self._record(c, claim, res, None)
+            cur = c.execute(
+                "UPDATE deliveries SET status = 'DISPATCHED', holds = 0, eligible = 0, lease_until = NULL,"
+                " lease_token = NULL, budget_attempts = budget_attempts + 1, dispatched_at = ?, last_error = NULL,"
+                f" updated_at = ? WHERE id = ? AND lease_token = ? AND status IN {_ACTIVE_SQL}",
+                (res.finished_at, res.finished_at, claim.delivery_id, claim.lease_token))
+            if cur.rowcount != 1:
+                return False
+            if ordered:
+                self._promote(c, claim.queue, res.finished_at)
+        return True
+
+    def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
+        """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
+        with self.tx() as c:
+            self._record(c, claim, res, next_at)
+            cur = c.execute(
+                "UPDATE deliveries SET status = 'RETRYING', lease_until = NULL, lease_token = NULL,"
+                " budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?, updated_at = ?"
+                f" WHERE id = ? AND lease_token = ? AND status IN {_ACTIVE_SQL}",
+                (next_at, error, res.finished_at, claim.delivery_id, claim.lease_token))
+            return cur.rowcount == 1
+
+    def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
+                    ordered: bool, block: bool) -> bool:
+        """Budget exhausted or unfixable: FAILED. With ``block`` it keeps its queue waiting."""
+        holds = 1 if (ordered and block) else 0
+        with self.tx() as c:
+            self._record(c, claim, res, None)
+            cur = c.execute(
+                "UPDATE deliveries SET status = 'FAILED', holds = ?, eligible = ?, lease_until = NULL,"
+                " lease_token = NULL, budget_attempts = budget_attempts + 1, failed_reason = ?, last_error = ?,"
+                f" updated_at = ? WHERE id = ? AND lease_token = ? AND status IN {_ACTIVE_SQL}",
+                (holds, holds, reason, error, res.finished_at, claim.delivery_id, claim.lease_token))
+            if cur.rowcount != 1:
+                return False
+            if ordered and not block:
+                self._promote(c, claim.queue, res.finished_at)
+        return True
+
+    def _promote(self, c: sqlite3.Connection, queue: str, now: float) -> None:
+        """Make the earliest holder of ``queue`` its head, unless an attempt of the queue is in flight."""
+        current = c.execute("SELECT id, lease_until FROM deliveries WHERE queue = ? AND eligible = 1",
+                            (queue,)).fetchall()
+        if any(r["lease_until"] is not None for r in current):
+            return
+        head = c.execute("SELECT id FROM deliveries WHERE queue = ? AND holds = 1 ORDER BY id LIMIT 1",
+                         (queue,)).fetchone()
+        head_id = head["id"] if head else None
+        for r in current:
+            if r["id"] != head_id:
+                c.execute("UPDATE deliveries SET eligible = 0 WHERE id = ?", (r["id"],))
+        if head_id is not None:
+            c.execute("UPDATE deliveries SET eligible = 1, updated_at = ? WHERE id = ? AND eligible = 0",
+                      (now, head_id))
+
+    def force_retry(self, delivery_id: int, now: float, *, ordered: bool) -> dict[str, Any]:
+        """FAILED -> READY with a fresh budget; the only way out of FAILED."""
+        with self.tx() as c:
+            row = c.execute(
+                "UPDATE deliveries SET status = 'READY', budget_attempts = 0, budget_started_at = ?,"
+                " next_attempt_at = ?, failed_reason = NULL, holds = ?, eligible = ?, updated_at = ?"
+                " WHERE id = ? AND status = 'FAILED' RETURNING queue",
+                (now, now, 1 if ordered else 0, 0 if ordered else 1, now, delivery_id)).fetchone()
+            if row is None:
+                self._refuse(c, delivery_id, Status.READY)
+            if ordered:
+                self._promote(c, row["queue"], now)
+        return self.delivery(delivery_id)
+
+    def skip(self, delivery_id: int, now: float) -> dict[str, Any]:
+        """Let a blocked queue move on past its FAILED head (the delivery stays FAILED)."""
+        with self.tx() as c:
+            row = c.execute(
+                "UPDATE deliveries SET holds = 0, eligible = 0, updated_at = ? WHERE id = ? AND status = 'FAILED'"
+                " AND holds = 1 RETURNING queue", (now, delivery_id)).fetchone()
+            if row is None:
+                cur = c.execute("SELECT status, holds FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+                if cur is None:
+                    raise NotFound(f"delivery {delivery_id} not found")
+                raise InvalidTransition(f"delivery {delivery_id} is {cur['status']} and does not block its queue;"
+                                        " only a FAILED head of a blocked queue can be skipped")
+            self._promote(c, row["queue"], now)
+        return self.delivery(delivery_id)
+
+    def _refuse(self, c: sqlite3.Connection, delivery_id: int, target: Status) -> None:
+        cur = c.execute("SELECT status FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        if cur is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        raise InvalidTransition(f"delivery {delivery_id} is {cur['status']}; {cur['status']} -> {target} is not"
+                                " allowed (force retry applies to FAILED deliveries only)")
+
+    def release_expired_leases(self, now: float) -> list[int]:
+        """Attempts whose engine died: mark them INTERRUPTED and make the delivery due again now."""
+        with self.tx() as c:
+            rows = c.execute("SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?",
+                             (now,)).fetchall()
+            ids = [r["id"] for r in rows]
+            for did in ids:
+                c.execute("UPDATE attempts SET finished_at = ?, outcome = 'INTERRUPTED',"
+                          " error = 'lease expired: the engine stopped during this attempt'"
+                          " WHERE delivery_id = ? AND finished_at IS NULL", (now, did))
+                c.execute("UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ?,"
+                          " updated_at = ? WHERE id = ?", (now, now, did))
+        return ids
+
+    def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
+        """Earliest moment something becomes claimable: a due time or a lease expiry."""
+        excl = ""
+        if exclude_configs:
+            excl = " AND config_id NOT IN (" + ",".join("?" * len(exclude_configs)) + ")"
+        due = self._one("SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due WHERE eligible = 1"
+                        f" AND lease_until IS NULL AND status IN {_ACTIVE_SQL}{excl} ORDER BY next_attempt_at, id"
+                        " LIMIT 1", tuple(exclude_configs))
+        lease = self._one("SELECT MIN(lease_until) AS t FROM deliveries WHERE lease_until IS NOT NULL")
+        times = [t for t in ((due["next_attempt_at"] if due else None), (lease["t"] if lease else None))
+                 if t is not None]
+        return min(times) if times else None
+
+    def in_flight(self) -> int:
+        return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (no semicolons inside our literals)."""
+    stmts, buf = [], []
+    for line in script.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--") or not stripped:
+            continue
+        buf.append(line)
+        if stripped.endswith(";"):
+            stmts.append("\n".join(buf))
+            buf = []
+    if buf:
+        stmts.append("\n".join(buf))
+    return stmts
