@@ -1,0 +1,427 @@
+"""The engine end to end: real SQLite file, real aiohttp receiver on 127.0.0.1, virtual clock."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import socket
+
+import pytest
+
+from engine import ActivationRefused, ConfigError, Engine, InvalidTransition, NotFound
+from engine.payload import PAYLOAD_KEYS
+
+from support import Receiver
+
+ACT = {"channel": "SALESMAN", "commerceExternalId": "COM-001", "commerceName": "Farmacia Central"}
+
+
+def offsets(engine, hits, t0):
+    return [round(h.at - t0, 3) for h in hits]
+
+
+async def test_happy_path_dispatches_seed_payload(engine, receiver, setup_config):
+    await setup_config(receiver.url)
+    act = await engine.create_activity("acme", ACT)
+    summary = await engine.run_until_idle()
+    assert summary.counts["DISPATCHED"] == 1 and summary.idle
+    [hit] = receiver.posts()
+    assert list(hit.body) == list(PAYLOAD_KEYS)
+    assert hit.body == act == await engine.activity(act["id"])
+    assert hit.headers["Content-Type"] == "application/json"
+    assert hit.headers["User-Agent"].startswith("dispatchsim/")
+    assert hit.webhook_id.startswith("msg_")
+    assert hit.headers["webhook-timestamp"].isdigit()
+    [d] = await engine.deliveries()
+    assert d["status"] == "DISPATCHED" and d["attempts"] == 1
+    [a] = await engine.attempts(d["id"])
+    assert a["status_code"] == 200 and a["outcome"] == "SUCCESS" and a["excerpt"] == "ok"
+    assert a["finished_at"] is not None
+
+
+async def test_500_then_200_follows_exact_1_2_4_minute_timeline(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if n <= 3 else (200, {}, 0))
+    await setup_config(receiver.url)
+    t0 = engine.clock.now()
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    assert offsets(engine, receiver.posts(), t0) == [0, 60, 180, 420]
+    attempts = await engine.attempts()
+    assert [a["status_code"] for a in attempts] == [500, 500, 500, 200]
+    assert [a["outcome"] for a in attempts] == ["HTTP_ERROR"] * 3 + ["SUCCESS"]
+    # the same webhook-id on every retry so receivers can de-duplicate
+    assert len({h.webhook_id for h in receiver.posts()}) == 1
+
+
+async def test_3xx_is_a_failure_and_redirects_are_not_followed(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((302, {"Location": "http://127.0.0.1:1/x"}, 0) if n == 1 else (200, {}, 0))
+    await setup_config(receiver.url)
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    assert [a["status_code"] for a in await engine.attempts()] == [302, 200]
+
+
+async def test_timeout_is_exact_and_retried(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((200, {}, 3600) if n == 1 else (200, {}, 0))
+    await setup_config(receiver.url, timeouts={"connect": 2, "total": 7.5})
+    t0 = engine.clock.now()
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    first, second = await engine.attempts()
+    assert first["outcome"] == "TIMEOUT" and first["status_code"] is None
+    assert first["latency"] == pytest.approx(7.5)
+    # retry scheduled one minute after the timed-out attempt ended
+    assert offsets(engine, receiver.posts(), t0) == [0, 67.5]
+    assert second["outcome"] == "SUCCESS"
+
+
+async def test_connection_refused_is_retried(engine, setup_config):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks",
+                            retry={"max_attempts": 3}, config_id="down")
+    # activation would be refused, so force the row active to test sending
+    engine.store.set_config_active("down", True, engine.clock.now())
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    attempts = await engine.attempts()
+    assert [a["outcome"] for a in attempts] == ["CONNECT_ERROR"] * 3
+    [d] = await engine.deliveries()
+    assert d["status"] == "FAILED" and d["failed_reason"] == "exhausted"
+    assert "ClientConnectorError" in attempts[0]["error"]
+
+
+async def test_429_retry_after_longer_than_backoff_is_honoured(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((429, {"Retry-After": "300"}, 0) if n == 1 else
+                                       (503, {"Retry-After": "5"}, 0) if n == 2 else (200, {}, 0))
+    await setup_config(receiver.url)
+    t0 = engine.clock.now()
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    # 300 s (Retry-After beats 60 s backoff), then 120 s (backoff beats Retry-After 5)
+    assert offsets(engine, receiver.posts(), t0) == [0, 300, 420]
+    assert [a["retry_after"] for a in await engine.attempts()] == [300, 5, None]
+
+
+async def test_retry_after_http_date(engine, receiver, setup_config):
+    from email.utils import formatdate
+    receiver.respond = lambda hit, n: ((503, {"Retry-After": formatdate(engine.clock.now() + 900, usegmt=True)}, 0)
+                                       if n == 1 else (200, {}, 0))
+    await setup_config(receiver.url)
+    t0 = engine.clock.now()
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    assert offsets(engine, receiver.posts(), t0) == [0, 900]
+
+
+async def test_ordered_head_blocks_followers_then_all_drain_in_order(engine, receiver, setup_config):
+    t0 = engine.clock.now()
+    receiver.respond = lambda hit, n: ((500, {}, 0) if engine.clock.now() - t0 < 2 * 3600 else (200, {}, 0))
+    await setup_config(receiver.url, retry="reteno")
+    ids = [(await engine.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"}))["id"] for i in range(5)]
+    await engine.run_until_idle()
+    posts = receiver.posts()
+    # while the head retries nobody else is sent
+    assert {h.body["id"] for h in posts if h.at - t0 < 2 * 3600} == {ids[0]}
+    delivered = [h.body["id"] for h in posts if h.at - t0 >= 2 * 3600]
+    assert delivered == ids
+    assert all(d["status"] == "DISPATCHED" for d in await engine.deliveries())
+
+
+async def test_on_exhausted_skip_moves_on(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if hit.body["commerceExternalId"] == "C0" else (200, {}, 0))
+    await setup_config(receiver.url, retry={"max_attempts": 2}, ordering={"on_exhausted": "skip"})
+    for i in range(3):
+        await engine.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
+    await engine.run_until_idle()
+    statuses = [d["status"] for d in await engine.deliveries()]
+    assert statuses == ["FAILED", "DISPATCHED", "DISPATCHED"]
+    first = (await engine.deliveries())[0]
+    assert first["canForceRetryDispatch"] is True and first["blocks_queue"] is False
+    act = await engine.activity(first["activity_id"])
+    assert act["canForceRetryDispatch"] is True
+
+
+async def test_on_exhausted_block_holds_queue_until_force_retry(engine, receiver, setup_config):
+    healthy = False
+    receiver.respond = lambda hit, n: ((200, {}, 0) if healthy else (500, {}, 0))
+    await setup_config(receiver.url, retry={"max_attempts": 2}, ordering={"on_exhausted": "block"})
+    for i in range(3):
+        await engine.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
+    summary = await engine.run_until_idle()
+    assert summary.idle
+    ds = await engine.deliveries()
+    assert [d["status"] for d in ds] == ["FAILED", "READY", "READY"]
+    assert ds[0]["blocks_queue"] is True
+    assert len(receiver.posts()) == 2  # only the head was tried
+    healthy = True
+    await engine.force_retry(ds[0]["id"])
+    await engine.run_until_idle()
+    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"] * 3
+    assert [h.body["commerceExternalId"] for h in receiver.posts()[2:]] == ["C0", "C1", "C2"]
+
+
+async def test_explicit_skip_unblocks_a_blocked_queue(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if n <= 1 else (200, {}, 0))
+    await setup_config(receiver.url, retry={"max_attempts": 1}, ordering={"on_exhausted": "block"})
+    for i in range(2):
+        await engine.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
+    await engine.run_until_idle()
+    head, tail = await engine.deliveries()
+    assert head["status"] == "FAILED" and tail["status"] == "READY"
+    with pytest.raises(InvalidTransition):
+        await engine.skip(tail["id"])
+    await engine.skip(head["id"])
+    await engine.run_until_idle()
+    head, tail = await engine.deliveries()
+    assert head["status"] == "FAILED" and tail["status"] == "DISPATCHED"
+
+
+async def test_partitioned_ordering_one_queue_per_key(engine, receiver, setup_config):
+    t0 = engine.clock.now()
+    receiver.respond = lambda hit, n: ((500, {}, 0) if hit.body["commerceExternalId"] == "A" and
+                                       engine.clock.now() - t0 < 600 else (200, {}, 0))
+    await setup_config(receiver.url, ordering={"mode": "partitioned", "partition_key": "commerceExternalId"})
+    acts = [await engine.create_activity("acme", {**ACT, "commerceExternalId": key}) for key in "ABABC"]
+    await engine.run_until_idle()
+    queues = sorted({d["queue"] for d in await engine.deliveries()})
+    assert queues == ["acme.crm.salesman/A", "acme.crm.salesman/B", "acme.crm.salesman/C"]
+    by_key: dict[str, list[tuple[float, str]]] = {}
+    for h in receiver.posts():
+        by_key.setdefault(h.body["commerceExternalId"], []).append((h.at - t0, h.body["id"]))
+    # A's head retries 0, 1, 3, 7, 15 min; A's second item waits for it, then goes
+    assert by_key["A"] == [(t, acts[0]["id"]) for t in (0, 60, 180, 420, 900)] + [(900, acts[2]["id"])]
+    # other partitions are not held back by A
+    assert by_key["B"] == [(0, acts[1]["id"]), (0, acts[3]["id"])]
+    assert by_key["C"] == [(0, acts[4]["id"])]
+
+
+async def test_unordered_mode_sends_concurrently_with_a_limit(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: (200, {}, 10)
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 3})
+    t0 = engine.clock.now()
+    for i in range(7):
+        await engine.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
+    await engine.run_until_idle()
+    times = sorted(round(h.at - t0) for h in receiver.posts())
+    assert times == [0, 0, 0, 10, 10, 10, 20]
+
+
+async def test_force_retry_gives_a_fresh_budget(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if n <= 2 else (200, {}, 0))
+    await setup_config(receiver.url, retry={"max_attempts": 2})
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    [d] = await engine.deliveries()
+    assert d["status"] == "FAILED" and d["canForceRetryDispatch"]
+    with pytest.raises(NotFound, match="delivery 999 not found"):
+        await engine.force_retry(999)
+    d = await engine.force_retry(d["id"])
+    assert d["status"] == "READY" and d["budget_attempts"] == 0
+    await engine.run_until_idle()
+    [d] = await engine.deliveries()
+    assert d["status"] == "DISPATCHED" and d["attempts"] == 3
+    act = await engine.activity(d["activity_id"])
+    assert act["canForceRetryDispatch"] is False
+
+
+async def test_force_retry_only_from_failed(engine, receiver, setup_config):
+    await setup_config(receiver.url)
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    [d] = await engine.deliveries()
+    with pytest.raises(InvalidTransition, match="DISPATCHED -> READY is not allowed"):
+        await engine.force_retry(d["id"])
+
+
+async def test_verification_get_refuses_activation(engine, receiver):
+    receiver.verify_status = 404
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    cfg = await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, config_id="c1")
+    with pytest.raises(ActivationRefused, match=r"verification GET to http://127.0.0.1:\d+/hooks failed: HTTP 404"):
+        await engine.activate("c1")
+    assert engine.config_view("c1")["active"] is False
+    await engine.create_activity("acme", ACT)
+    assert await engine.deliveries() == []
+    receiver.verify_status = 204
+    assert (await engine.activate("c1"))["active"] is True
+
+
+async def test_verification_get_refused_on_connection_error(engine):
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    with pytest.raises(ActivationRefused, match="connect_error"):
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:9/hooks",
+                                activate=True)
+
+
+async def test_fan_out_to_two_providers_one_down(engine, setup_config):
+    async with Receiver(engine.clock.now) as up, Receiver(engine.clock.now) as down:
+        down.respond = lambda hit, n: (503, {}, 0)
+        await setup_config(up.url, provider="crm")
+        await setup_config(down.url, provider="erp", retry={"max_attempts": 3})
+        act = await engine.create_activity("acme", ACT)
+        await engine.run_until_idle()
+        assert len(up.posts()) == 1 and len(down.posts()) == 3
+        statuses = {d["config_id"]: d["status"] for d in await engine.deliveries(activity_id=act["id"])}
+        assert statuses == {"acme.crm.salesman": "DISPATCHED", "acme.erp.salesman": "FAILED"}
+        assert up.posts()[0].webhook_id != down.posts()[0].webhook_id
+
+
+async def test_no_active_config_stores_activity_without_deliveries(engine):
+    await engine.add_tenant("acme")
+    act = await engine.create_activity("acme", {"channel": "PHONE"})
+    assert await engine.deliveries() == []
+    assert (await engine.activity(act["id"]))["channel"] == "PHONE"
+    assert "no active configuration" in engine.log_buffer.getvalue()
+
+
+async def test_deactivated_config_gets_nothing_new_but_finishes_work(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if n == 1 else (200, {}, 0))
+    cfg = await setup_config(receiver.url)
+    await engine.create_activity("acme", ACT)
+    await engine.deactivate(cfg["id"])
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"]
+
+
+async def test_edit_keeps_snapshot_of_deliveries_in_flight(engine, setup_config):
+    async with Receiver(engine.clock.now) as old, Receiver(engine.clock.now) as new:
+        cfg = await setup_config(old.url)
+        await engine.create_activity("acme", ACT)
+        await engine.edit_config(cfg["id"], endpoint_url=new.url)
+        await engine.create_activity("acme", ACT)
+        await engine.run_until_idle()
+        assert len(old.posts()) == 1 and len(new.posts()) == 1
+        assert [d["config_version"] for d in await engine.deliveries()] == [1, 2]
+
+
+async def test_bad_config_is_refused_before_anything_is_stored(engine):
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    with pytest.raises(ConfigError, match="auth.type"):
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:1/h",
+                                auth={"type": "magic"})
+    with pytest.raises(ConfigError, match="endpoint_url"):
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="ftp://x")
+    with pytest.raises(ConfigError, match="unknown configuration field"):
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:1/h", retries=3)
+    assert engine.store.configs() == []
+
+
+async def test_auth_headers_and_signature(engine, receiver, setup_config):
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef").decode()
+    await setup_config(receiver.url, auth={"type": "basic", "username": "u", "password": "p@ss"},
+                       signing_secret=secret)
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    [hit] = receiver.posts()
+    assert hit.headers["Authorization"] == "Basic " + base64.b64encode(b"u:p@ss").decode()
+    body = json.dumps(hit.body, ensure_ascii=False, separators=(",", ":")).encode()
+    msg = f"{hit.webhook_id}.{hit.headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(b"0123456789abcdef", msg, hashlib.sha256).digest()).decode()
+    assert hit.headers["webhook-signature"] == "v1," + expected
+
+
+async def test_secrets_never_in_logs_views_or_errors(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if n == 1 else (200, {}, 0))
+    cfg = await setup_config(receiver.url, auth={"type": "api_key", "header": "X-Key", "value": "sk-live-TOPSECRET"},
+                             signing_secret="hmac-SIGNSECRET")
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    everything = (engine.log_buffer.getvalue() + json.dumps(cfg) + json.dumps(engine.config_view(cfg["id"]))
+                  + json.dumps(await engine.attempts()) + json.dumps(await engine.deliveries()))
+    assert "TOPSECRET" not in everything and "SIGNSECRET" not in everything
+    assert cfg["auth"]["value"] == "***" and cfg["signing_secret"] == "***"
+    receiver.verify_status = 401
+    with pytest.raises(ActivationRefused) as e:
+        await engine.edit_config(cfg["id"], auth={"type": "bearer", "token": "tok-NEWSECRET"})
+    assert "NEWSECRET" not in str(e.value)
+    assert engine.config_view(cfg["id"])["version"] == 1  # the refused edit stored nothing
+
+
+async def test_message_activities_are_stored_not_dispatched(engine, receiver, setup_config):
+    await setup_config(receiver.url)
+    await engine.create_activity("acme", {"channel": "SALESMAN", "type": "MESSAGE"})
+    await engine.run_until_idle()
+    assert receiver.posts() == []
+    assert "MESSAGE" in engine.log_buffer.getvalue()
+
+
+async def test_one_event_per_transition_in_the_log(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if n == 1 else (200, {}, 0))
+    await setup_config(receiver.url)
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    events = [json.loads(line) for line in engine.log_buffer.getvalue().splitlines()]
+    transitions = [e for e in events if e["event"].startswith("delivery.")]
+    assert [e["event"] for e in transitions] == ["delivery.created", "delivery.retrying", "delivery.dispatched"]
+    retry = transitions[1]
+    assert retry["delivery_id"] == 1 and retry["attempt"] == 1 and retry["status"] == "RETRYING"
+    assert retry["next_attempt_at"] == "2026-04-10T14:31:00.000Z" and retry["queue"] == "acme.crm.salesman"
+
+
+async def test_crash_mid_flight_then_restart_loses_nothing(db_path):
+    async with Receiver(lambda: 0.0) as receiver:
+        eng = await Engine.open(db_path, virtual=True, seed=3)
+        receiver.clock_now = eng.clock.now
+        receiver.respond = lambda hit, n: ((200, {}, 50) if n == 1 else (200, {}, 0))
+        await eng.add_tenant("acme")
+        await eng.add_provider("crm")
+        await eng.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, activate=True,
+                             ordering="none", timeouts={"connect": 5, "total": 60})
+        for i in range(4):
+            await eng.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
+        await eng.run_for(10)  # first attempt is in flight (receiver takes 50 s); others done
+        ds = await eng.deliveries()
+        assert [d["in_flight"] for d in ds].count(True) == 1
+        await eng.crash()
+
+        eng2 = await Engine.open(db_path, virtual=True, seed=3)
+        receiver.clock_now = eng2.clock.now
+        await eng2.run_until_idle()
+        ds = await eng2.deliveries()
+        assert [d["status"] for d in ds] == ["DISPATCHED"] * 4
+        received = [h.body["commerceExternalId"] for h in receiver.posts()]
+        # at-least-once: only the attempt in flight at the crash arrives twice
+        assert sorted(received) == ["C0", "C0", "C1", "C2", "C3"]
+        interrupted = [a for a in await eng2.attempts() if a["outcome"] == "INTERRUPTED"]
+        assert len(interrupted) == 1 and interrupted[0]["delivery_id"] == ds[0]["id"]
+        await eng2.close()
+
+
+async def test_graceful_stop_waits_for_in_flight(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: (200, {}, 5)
+    await setup_config(receiver.url)
+    await engine.create_activity("acme", ACT)
+    engine.start()
+    await asyncio.sleep(1)
+    assert engine.dispatcher.in_flight == 1
+    abandoned = await engine.stop(deadline=30)
+    assert abandoned == 0
+    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"]
+
+
+async def test_reopen_database_is_migrated_once(db_path):
+    e1 = await Engine.open(db_path, virtual=True)
+    assert e1.store.schema_version == 1
+    await e1.add_tenant("acme")
+    await e1.close()
+    e2 = await Engine.open(db_path, virtual=True)
+    assert e2.store.schema_version == 1 and e2.store.tenant("acme")
+    await e2.close()
+
+
+async def test_results_fill_activity_result(engine, receiver, setup_config):
+    await setup_config(receiver.url)
+    act = await engine.create_activity("acme", ACT)
+    res = await engine.submit_result(act["id"], {"status": "COMPLETED", "notes": "visited"})
+    assert res["activityResult"] == {"status": "COMPLETED", "notes": "visited"}

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.errors import ConfigError
+from engine.policy import PRESETS, OrderingPolicy, RetryPolicy, delay, ordering_policy_from, retry_policy_from
+from engine.states import ACTIVE, TERMINAL, TRANSITIONS, Status, allowed, sources_of
+
+
+def test_backoff_is_reteno_sequence_then_hourly():
+    got = [delay(n, base=60, factor=2, cap=3600) for n in range(1, 10)]
+    assert got == [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+
+
+def test_backoff_huge_attempt_numbers_stay_at_cap():
+    assert delay(10_000, base=60, factor=2, cap=3600) == 3600
+
+
+def test_backoff_rejects_attempt_zero():
+    with pytest.raises(ValueError):
+        delay(0, base=60, factor=2, cap=3600)
+
+
+@given(st.integers(1, 40), st.integers(0, 2**32))
+def test_jitter_stays_within_bounds(attempt, seed):
+    full = delay(attempt, base=60, factor=2, cap=3600, jitter="full", rng=random.Random(seed))
+    equal = delay(attempt, base=60, factor=2, cap=3600, jitter="equal", rng=random.Random(seed))
+    plain = delay(attempt, base=60, factor=2, cap=3600)
+    assert 0 <= full <= plain
+    assert plain / 2 <= equal <= plain
+
+
+def test_seeded_jitter_is_reproducible_per_delivery():
+    p = RetryPolicy(jitter="full", seed=42)
+    a = [p.delay_for(n, delivery_key="msg_1") for n in range(1, 6)]
+    assert a == [p.delay_for(n, delivery_key="msg_1") for n in range(1, 6)]
+    assert a != [p.delay_for(n, delivery_key="msg_2") for n in range(1, 6)]
+
+
+def test_decide_exhausts_after_max_attempts():
+    p = RetryPolicy(max_attempts=3)
+    assert p.decide(attempt=1, now=0, budget_started_at=0).at == 60
+    assert p.decide(attempt=2, now=60, budget_started_at=0).at == 180
+    last = p.decide(attempt=3, now=180, budget_started_at=0)
+    assert not last.retry and "3 of 3" in last.reason
+
+
+def test_decide_max_age_boundary_exact():
+    p = RetryPolicy(max_attempts=None, max_age=420)
+    assert p.decide(attempt=3, now=180, budget_started_at=0).at == 420
+    assert not RetryPolicy(max_attempts=None, max_age=419).decide(attempt=3, now=180, budget_started_at=0).retry
+
+
+def test_retry_after_longer_than_backoff_wins_but_is_capped():
+    p = RetryPolicy()
+    assert p.decide(attempt=1, now=0, budget_started_at=0, retry_after=300).delay == 300
+    assert p.decide(attempt=1, now=0, budget_started_at=0, retry_after=30).delay == 60
+    assert p.decide(attempt=1, now=0, budget_started_at=0, retry_after=99999).delay == 3600
+
+
+def test_presets():
+    assert PRESETS["reteno"].max_attempts is None
+    assert PRESETS["reten"].max_attempts == 10
+    assert retry_policy_from("reteno") == PRESETS["reteno"]
+    assert retry_policy_from({"preset": "reteno", "base": 5}).base == 5
+    assert retry_policy_from(None) == PRESETS["reten"]
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"preset": "nope"}, "unknown preset 'nope'"),
+    ({"bogus": 1}, "unknown field(s) bogus"),
+    ({"base": 0}, "base must be > 0"),
+    ({"cap": 1}, "cap must be >= base"),
+    ({"max_attempts": 0}, "max_attempts must be >= 1"),
+    ({"jitter": "some"}, "jitter must be one of"),
+    (42, "expected a preset name or a mapping"),
+])
+def test_retry_policy_errors_are_clear(bad, msg):
+    with pytest.raises(ConfigError) as e:
+        retry_policy_from(bad)
+    assert msg in str(e.value)
+
+
+def test_ordering_policy_parsing():
+    assert ordering_policy_from(None) == OrderingPolicy(mode="ordered", on_exhausted="skip")
+    assert ordering_policy_from("none").ordered is False
+    with pytest.raises(ConfigError, match="partition_key"):
+        ordering_policy_from({"mode": "partitioned"})
+    with pytest.raises(ConfigError, match="on_exhausted must be skip or block"):
+        ordering_policy_from({"on_exhausted": "wait"})
+    with pytest.raises(ConfigError, match="unknown field"):
+        ordering_policy_from({"mood": "ordered"})
+
+
+def test_transition_table():
+    assert allowed(Status.READY, Status.DISPATCHED)
+    assert allowed(Status.RETRYING, Status.FAILED)
+    assert allowed(Status.FAILED, Status.READY)
+    assert not allowed(Status.DISPATCHED, Status.READY)
+    assert not allowed(Status.FAILED, Status.DISPATCHED)
+    assert not allowed(Status.FAILED, Status.RETRYING)
+    # nothing leaves DISPATCHED; FAILED only to READY (manual)
+    assert {d for (s, d) in TRANSITIONS if s == Status.DISPATCHED} == set()
+    assert {d for (s, d) in TRANSITIONS if s == Status.FAILED} == {Status.READY}
+    assert sources_of(Status.DISPATCHED) == ("READY", "RETRYING")
+    assert ACTIVE == {Status.READY, Status.RETRYING} and TERMINAL == {Status.DISPATCHED}
