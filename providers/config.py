@@ -1,0 +1,552 @@
+"""Endpoint configuration: strict, data-only, with errors that name file, line and field.
+
+The same structure is read from a standalone YAML file (:func:`load_config`) and from the
+``providers:`` part of a scenario file (:func:`parse_config`, given the line map of that part).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .behaviour import (
+    FAULTS,
+    OK,
+    REFUSE,
+    Behaviour,
+    Fault,
+    Latency,
+    Mix,
+    Respond,
+    Sequence,
+    Window,
+    Windows,
+)
+from .durations import parse_duration
+from .errors import ProviderConfigError
+
+Path = tuple[str | int, ...]
+Lines = Mapping[Path, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthCheck:
+    """Credentials the receiver expects; anything else gets a 401."""
+
+    type: str  #: api_key | bearer | basic
+    header: str = "X-Api-Key"  #: api_key only
+    value: str = ""  #: the API key or the bearer token
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchemaCheck:
+    """Fields (dotted paths) every payload object must carry; otherwise 400."""
+
+    required: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultsCallback:
+    """After a 2xx, POST the activity result back to the sender (Reten's results API)."""
+
+    url: str
+    delay: float = 5.0
+    api_key: str | None = None
+    header: str = "X-Api-Key"
+    status: str = "COMPLETED"
+    result: Mapping[str, Any] = field(default_factory=lambda: {"outcome": "DONE"})
+    once: bool = True  #: one callback per activity id, even if it is delivered twice
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndpointConfig:
+    name: str
+    path: str = "/hooks"
+    port: int | None = None
+    behaviour: Behaviour = OK
+    verify_get: Behaviour = OK
+    auth: AuthCheck | None = None
+    signing_secret: str | None = None
+    signature_tolerance: float | None = None
+    schema: SchemaCheck | None = None
+    results_callback: ResultsCallback | None = None
+
+
+@dataclass(frozen=True)
+class ProvidersConfig:
+    endpoints: dict[str, EndpointConfig]
+    source: str = "<config>"
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+def yaml_with_lines(text: str, *, source: str = "<config>") -> tuple[Any, dict[Path, int]]:
+    """Parse YAML and map every key / list item path to its 1-based line.
+
+    Duplicate keys are an error (PyYAML would silently keep the last one).
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        data = loader.construct_document(node)
+        lines: dict[Path, int] = {(): node.start_mark.line + 1}
+        _walk_lines(loader, node, (), lines, source)
+        return data, lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ProviderConfigError(f"invalid YAML: {exc.problem or exc}", source=source, line=line) from None
+    finally:
+        loader.dispose()
+
+
+def _walk_lines(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict[Path, int], source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int)):
+                continue
+            sub = path + (key,)
+            if key in seen:
+                raise ProviderConfigError("duplicate key", source=source, line=key_node.start_mark.line + 1,
+                                          field=_dotted(sub))
+            seen.add(key)
+            lines[sub] = key_node.start_mark.line + 1
+            _walk_lines(loader, value_node, sub, lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _walk_lines(loader, item, path + (i,), lines, source)
+
+
+def lines_under(lines: Lines, prefix: Path) -> dict[Path, int]:
+    """Re-root a line map at ``prefix`` (e.g. a scenario's ``("providers",)`` part)."""
+    n = len(prefix)
+    return {p[n:]: line for p, line in lines.items() if p[:n] == prefix}
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_config(path: str | os.PathLike[str]) -> ProvidersConfig:
+    """Read a providers YAML file; errors name the file, line and field."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ProviderConfigError(f"cannot read file: {exc.strerror}", source=source) from None
+    data, lines = yaml_with_lines(text, source=source)
+    return parse_config(data, source=source, lines=lines)
+
+
+def parse_config(data: Any, *, source: str = "<config>", lines: Lines | None = None) -> ProvidersConfig:
+    """Validate the ``{endpoints: {...}}`` structure (already parsed) into a :class:`ProvidersConfig`.
+
+    ``lines`` maps key paths (relative to ``data``) to line numbers; see :func:`yaml_with_lines`.
+    """
+    return _Parser(source, lines or {}).config(data)
+
+
+def parse_behaviour(data: Any, *, source: str = "<behaviour>", lines: Lines | None = None) -> Behaviour:
+    """Validate one behaviour (the value of ``behaviour:``), e.g. for ``set_behaviour``."""
+    return _Parser(source, lines or {}).behaviour(data, (), allow_refuse=True)
+
+
+# --------------------------------------------------------------------------- the parser
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENDPOINT_KEYS = {"path", "port", "behaviour", "verify_get", "auth", "signing_secret", "signature_tolerance",
+                  "schema", "results_callback"}
+_RESPOND_KEYS = {"status", "body", "content_type", "headers", "latency", "retry_after", "retry_after_date",
+                 "location"}
+_FAULT_KEYS = {
+    "hang": set(),
+    "headers_then_stall": {"status", "headers"},
+    "slow_body": {"status", "headers", "body", "chunk", "interval"},
+    "truncated": {"status", "headers", "body", "send"},
+    "garbage": {"data"},
+    "reset": set(),
+    "close": set(),
+    REFUSE: set(),
+}
+_COMPOSITES = {"mix": {"mix"}, "sequence": {"sequence", "cycle"}, "windows": {"windows", "else"}}
+
+
+class _Parser:
+    def __init__(self, source: str, lines: Lines) -> None:
+        self.source = source
+        self.lines = lines
+
+    def fail(self, path: Path, message: str) -> ProviderConfigError:
+        line = None
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                line = self.lines[path[:n]]
+                break
+        return ProviderConfigError(message, source=self.source, line=line, field=_dotted(path) or None)
+
+    def mapping(self, value: Any, path: Path, allowed: set[str], what: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"{what} must be a mapping, got {_kind(value)}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail(path + (key,), f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}")
+        return value
+
+    # ---- top level
+
+    def config(self, data: Any) -> ProvidersConfig:
+        top = self.mapping(data, (), {"endpoints"}, "the providers config")
+        if "endpoints" not in top:
+            raise self.fail((), "missing required key 'endpoints'")
+        endpoints = top["endpoints"]
+        if not isinstance(endpoints, dict) or not endpoints:
+            raise self.fail(("endpoints",), "endpoints must be a non-empty mapping of name -> endpoint")
+        out: dict[str, EndpointConfig] = {}
+        for name, spec in endpoints.items():
+            path: Path = ("endpoints", name)
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise self.fail(path, f"endpoint name {name!r} must be letters, digits, '_', '.', '-'")
+            out[name] = self.endpoint(name, spec if spec is not None else {}, path)
+        ports = [e.port for e in out.values() if e.port]
+        if len(ports) != len(set(ports)):
+            raise self.fail(("endpoints",), "two endpoints use the same port")
+        return ProvidersConfig(out, self.source)
+
+    def endpoint(self, name: str, spec: Any, path: Path) -> EndpointConfig:
+        spec = self.mapping(spec, path, _ENDPOINT_KEYS, f"endpoint {name!r}")
+        kw: dict[str, Any] = {"name": name}
+        if "path" in spec:
+            p = spec["path"]
+            if not isinstance(p, str) or not p.startswith("/") or "?" in p:
+                raise self.fail(path + ("path",), f"must be an absolute URL path like /hooks, got {p!r}")
+            kw["path"] = p
+        if "port" in spec:
+            kw["port"] = self.integer(spec["port"], path + ("port",), 0, 65535)
+        if "behaviour" in spec:
+            kw["behaviour"] = self.behaviour(spec["behaviour"], path + ("behaviour",), allow_refuse=True)
+        if "verify_get" in spec:
+            kw["verify_get"] = self.behaviour(spec["verify_get"], path + ("verify_get",), allow_refuse=False)
+        if "auth" in spec:
+            kw["auth"] = self.auth(spec["auth"], path + ("auth",))
+        if "signing_secret" in spec:
+            kw["signing_secret"] = self.string(spec["signing_secret"], path + ("signing_secret",))
+        if "signature_tolerance" in spec:
+            kw["signature_tolerance"] = self.duration(spec["signature_tolerance"], path + ("signature_tolerance",))
+        if "schema" in spec:
+            s = self.mapping(spec["schema"], path + ("schema",), {"required"}, "schema")
+            req = s.get("required", [])
+            if not isinstance(req, list) or not all(isinstance(x, str) and x for x in req):
+                raise self.fail(path + ("schema", "required"), "must be a list of field names (dotted paths allowed)")
+            kw["schema"] = SchemaCheck(required=tuple(req))
+        if "results_callback" in spec:
+            kw["results_callback"] = self.callback(spec["results_callback"], path + ("results_callback",))
+        return EndpointConfig(**kw)
+
+    def auth(self, value: Any, path: Path) -> AuthCheck:
+        if not isinstance(value, dict) or value.get("type") not in ("api_key", "bearer", "basic"):
+            raise self.fail(path + ("type",), "auth.type must be one of api_key, bearer, basic")
+        kind = value["type"]
+        allowed = {"api_key": {"type", "header", "value"}, "bearer": {"type", "token"},
+                   "basic": {"type", "username", "password"}}[kind]
+        self.mapping(value, path, allowed, f"{kind} auth")
+        for key in allowed - {"type", "header"}:
+            if key not in value:
+                raise self.fail(path, f"{kind} auth needs {key!r}")
+        if kind == "api_key":
+            return AuthCheck(type=kind, header=self.string(value.get("header", "X-Api-Key"), path + ("header",)),
+                             value=self.string(value["value"], path + ("value",)))
+        if kind == "bearer":
+            return AuthCheck(type=kind, value=self.string(value["token"], path + ("token",)))
+        return AuthCheck(type=kind, username=self.string(value["username"], path + ("username",)),
+                         password=self.string(value["password"], path + ("password",), allow_empty=True))
+
+    def callback(self, value: Any, path: Path) -> ResultsCallback:
+        allowed = {"url", "delay", "api_key", "header", "status", "result", "once"}
+        spec = self.mapping(value, path, allowed, "results_callback")
+        if "url" not in spec:
+            raise self.fail(path, "results_callback needs 'url'")
+        url = self.string(spec["url"], path + ("url",))
+        if not re.match(r"^https?://", url):
+            raise self.fail(path + ("url",), f"must be an http(s) URL, got {url!r}")
+        kw: dict[str, Any] = {"url": url}
+        if "delay" in spec:
+            kw["delay"] = self.duration(spec["delay"], path + ("delay",))
+        for key in ("api_key", "header", "status"):
+            if key in spec:
+                kw[key] = self.string(spec[key], path + (key,))
+        if "result" in spec:
+            if not isinstance(spec["result"], dict):
+                raise self.fail(path + ("result",), "must be a mapping (sent as the result object)")
+            kw["result"] = spec["result"]
+        if "once" in spec:
+            if not isinstance(spec["once"], bool):
+                raise self.fail(path + ("once",), "must be true or false")
+            kw["once"] = spec["once"]
+        return ResultsCallback(**kw)
+
+    # ---- behaviours
+
+    def behaviour(self, value: Any, path: Path, *, allow_refuse: bool) -> Behaviour:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"status": value}
+        elif isinstance(value, str) and value in FAULTS:
+            value = {"fault": value}
+        if not isinstance(value, dict):
+            raise self.fail(path, f"a behaviour must be a mapping, a status code or a fault name, got {_kind(value)}")
+        composite = [k for k in _COMPOSITES if k in value]
+        if len(composite) > 1:
+            raise self.fail(path, f"choose one of mix, sequence, windows (got {', '.join(composite)})")
+        if composite:
+            kind = composite[0]
+            self.mapping(value, path, _COMPOSITES[kind], kind)
+            if kind == "mix":
+                return self.mix(value["mix"], path + ("mix",))
+            if kind == "sequence":
+                return self.sequence(value, path)
+            return self.windows(value, path, allow_refuse=allow_refuse)
+        if "fault" in value:
+            return self.fault(value, path, allow_refuse=allow_refuse)
+        return self.respond(value, path)
+
+    def _entries(self, value: Any, path: Path, extra: set[str], what: str) -> list[tuple[dict, Path]]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(path, f"{what} must be a non-empty list")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, int) and not isinstance(item, bool):
+                item = {"status": item}
+            elif isinstance(item, str) and item in FAULTS:
+                item = {"fault": item}
+            if not isinstance(item, dict):
+                raise self.fail(path + (i,), f"each {what} entry must be a mapping, got {_kind(item)}")
+            out.append((item, path + (i,)))
+        return out
+
+    @staticmethod
+    def _rest(item: dict, extra: set[str]) -> dict:
+        return {k: v for k, v in item.items() if k not in extra}
+
+    def mix(self, value: Any, path: Path) -> Mix:
+        entries = self._entries(value, path, {"p"}, "mix")
+        fixed: list[float | None] = []
+        for item, ipath in entries:
+            if "p" in item:
+                p = item["p"]
+                if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+                    raise self.fail(ipath + ("p",), f"p must be a probability between 0 and 1, got {p!r}")
+                fixed.append(float(p))
+            else:
+                fixed.append(None)
+        total = sum(p for p in fixed if p is not None)
+        free = fixed.count(None)
+        if total > 1 + 1e-9:
+            raise self.fail(path, f"probabilities sum to {total:g}, more than 1")
+        if not free and abs(total - 1) > 1e-9:
+            raise self.fail(path, f"probabilities sum to {total:g}; give one entry no 'p' to take the rest")
+        rest = (1 - total) / free if free else 0.0
+        choices = tuple(
+            (p if p is not None else rest, self.behaviour(self._rest(item, {"p"}), ipath, allow_refuse=False))
+            for p, (item, ipath) in zip(fixed, entries)
+        )
+        return Mix(choices=choices)
+
+    def sequence(self, value: dict, path: Path) -> Sequence:
+        entries = self._entries(value["sequence"], path + ("sequence",), {"times"}, "sequence")
+        steps = []
+        for item, ipath in entries:
+            times = self.integer(item.get("times", 1), ipath + ("times",), 1, None)
+            steps.append((times, self.behaviour(self._rest(item, {"times"}), ipath, allow_refuse=False)))
+        cycle = value.get("cycle", False)
+        if not isinstance(cycle, bool):
+            raise self.fail(path + ("cycle",), "must be true or false")
+        return Sequence(steps=tuple(steps), cycle=cycle)
+
+    def windows(self, value: dict, path: Path, *, allow_refuse: bool) -> Windows:
+        entries = self._entries(value["windows"], path + ("windows",), {"from", "to"}, "windows")
+        windows = []
+        for item, ipath in entries:
+            start = self.duration(item.get("from", 0), ipath + ("from",))
+            end = self.duration(item["to"], ipath + ("to",)) if "to" in item else None
+            if end is not None and end <= start:
+                raise self.fail(ipath + ("to",), "'to' must be later than 'from'")
+            inner = self._rest(item, {"from", "to"})
+            if not inner:
+                raise self.fail(ipath, "a window needs a behaviour (e.g. status: 503 or fault: refuse)")
+            windows.append(Window(start=start, end=end,
+                                  behaviour=self.behaviour(inner, ipath, allow_refuse=allow_refuse)))
+        otherwise = (self.behaviour(value["else"], path + ("else",), allow_refuse=allow_refuse)
+                     if "else" in value else OK)
+        return Windows(windows=tuple(windows), otherwise=otherwise)
+
+    def respond(self, value: dict, path: Path) -> Respond:
+        self.mapping(value, path, _RESPOND_KEYS, "a response")
+        kw: dict[str, Any] = {}
+        if "status" in value:
+            kw["status"] = self.integer(value["status"], path + ("status",), 200, 599)
+        if "body" in value:
+            kw["body"], kw["content_type"] = self.body(value["body"], path + ("body",))
+        if "content_type" in value:
+            kw["content_type"] = self.string(value["content_type"], path + ("content_type",))
+        if "headers" in value:
+            kw["headers"] = self.headers(value["headers"], path + ("headers",))
+        if "latency" in value:
+            kw["latency"] = self.latency(value["latency"], path + ("latency",))
+        if "retry_after" in value:
+            ra = value["retry_after"]
+            try:
+                kw["retry_after"] = str(int(-(-parse_duration(ra) // 1)))
+            except ValueError:
+                if not isinstance(ra, str) or not ra.strip():
+                    raise self.fail(path + ("retry_after",),
+                                    f"must be seconds (120, 2m) or an HTTP-date string, got {ra!r}") from None
+                kw["retry_after"] = ra.strip()
+        if "retry_after_date" in value:
+            kw["retry_after_date"] = self.duration(value["retry_after_date"], path + ("retry_after_date",))
+        if "location" in value:
+            kw["location"] = self.string(value["location"], path + ("location",))
+        return Respond(**kw)
+
+    def fault(self, value: dict, path: Path, *, allow_refuse: bool) -> Fault:
+        kind = value["fault"]
+        if kind not in FAULTS:
+            raise self.fail(path + ("fault",), f"unknown fault {kind!r}; one of {', '.join(FAULTS)}")
+        if kind == REFUSE and not allow_refuse:
+            raise self.fail(path + ("fault",), "refuse closes the whole port, so it can only be an endpoint's "
+                                               "entire behaviour or a time window's behaviour (not in a mix, "
+                                               "a sequence or verify_get)")
+        allowed = {"fault"} | _FAULT_KEYS[kind] | (set() if kind == REFUSE else {"latency"})
+        self.mapping(value, path, allowed, f"fault {kind}")
+        kw: dict[str, Any] = {"kind": kind}
+        if "status" in value:
+            kw["status"] = self.integer(value["status"], path + ("status",), 200, 599)
+        if "headers" in value:
+            kw["headers"] = self.headers(value["headers"], path + ("headers",))
+        if "latency" in value:
+            kw["latency"] = self.latency(value["latency"], path + ("latency",))
+        if "body" in value:
+            kw["body"], _ = self.body(value["body"], path + ("body",))
+            if not kw["body"]:
+                raise self.fail(path + ("body",), "must not be empty for this fault")
+        if "chunk" in value:
+            kw["chunk"] = self.integer(value["chunk"], path + ("chunk",), 1, None)
+        if "interval" in value:
+            kw["interval"] = self.duration(value["interval"], path + ("interval",))
+        if "send" in value:
+            kw["send"] = self.integer(value["send"], path + ("send",), 0, None)
+        if "data" in value:
+            kw["data"] = self.string(value["data"], path + ("data",)).encode("utf-8")
+        fault = Fault(**kw)
+        if fault.send is not None and fault.send >= len(fault.body):
+            raise self.fail(path + ("send",), f"must be less than the body length ({len(fault.body)} bytes)")
+        return fault
+
+    def latency(self, value: Any, path: Path) -> Latency:
+        if not isinstance(value, dict):
+            return Latency(kind="fixed", a=self.duration(value, path))
+        if len(value) != 1:
+            raise self.fail(path, "latency needs exactly one of fixed, uniform, normal, lognormal")
+        kind, spec = next(iter(value.items()))
+        sub = path + (kind,)
+        if kind == "fixed":
+            return Latency(kind=kind, a=self.duration(spec, sub))
+        if kind == "uniform":
+            if not isinstance(spec, list) or len(spec) != 2:
+                raise self.fail(sub, "uniform latency is [low, high], e.g. [100ms, 2s]")
+            lo, hi = self.duration(spec[0], sub + (0,)), self.duration(spec[1], sub + (1,))
+            if hi < lo:
+                raise self.fail(sub, "high must not be below low")
+            return Latency(kind=kind, a=lo, b=hi)
+        if kind == "normal":
+            s = self.mapping(spec, sub, {"mean", "stddev"}, "normal latency")
+            if set(s) != {"mean", "stddev"}:
+                raise self.fail(sub, "normal latency needs mean and stddev")
+            return Latency(kind=kind, a=self.duration(s["mean"], sub + ("mean",)),
+                           b=self.duration(s["stddev"], sub + ("stddev",)))
+        if kind == "lognormal":
+            s = self.mapping(spec, sub, {"median", "sigma"}, "lognormal latency")
+            if set(s) != {"median", "sigma"}:
+                raise self.fail(sub, "lognormal latency needs median (a duration) and sigma (a number)")
+            sigma = s["sigma"]
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
+                raise self.fail(sub + ("sigma",), f"must be a number >= 0, got {sigma!r}")
+            return Latency(kind=kind, a=self.duration(s["median"], sub + ("median",)), b=float(sigma))
+        raise self.fail(sub, f"unknown latency distribution {kind!r}; one of fixed, uniform, normal, lognormal")
+
+    # ---- scalars
+
+    def body(self, value: Any, path: Path) -> tuple[bytes, str | None]:
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), "application/json"
+        if value is None:
+            return b"", None
+        if isinstance(value, str):
+            return value.encode("utf-8"), None
+        raise self.fail(path, f"body must be a string or a mapping/list (sent as JSON), got {_kind(value)}")
+
+    def headers(self, value: Any, path: Path) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            raise self.fail(path, "headers must be a mapping of name -> value")
+        out = []
+        for k, v in value.items():
+            if not isinstance(k, str) or not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", k):
+                raise self.fail(path + (k,), f"invalid header name {k!r}")
+            if isinstance(v, (dict, list)) or v is None or "\n" in str(v) or "\r" in str(v):
+                raise self.fail(path + (k,), "header value must be a single-line string")
+            out.append((k, str(v)))
+        return tuple(out)
+
+    def integer(self, value: Any, path: Path, lo: int, hi: int | None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise self.fail(path, f"must be an integer {rng}, got {value!r}")
+        return value
+
+    def string(self, value: Any, path: Path, *, allow_empty: bool = False) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or (not value and not allow_empty):
+            raise self.fail(path, f"must be a non-empty string, got {_kind(value)}")
+        return value
+
+    def duration(self, value: Any, path: Path) -> float:
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
+
+
+def check_host(host: str) -> str:
+    """Endpoints bind to an IP address, never a name (``localhost`` may resolve to ::1 first)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ProviderConfigError(f"host must be an IP address such as 127.0.0.1, got {host!r}",
+                                  source="<EndpointSet>", field="host") from None
+    return host
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (str, int, float, bool)) else type(value).__name__

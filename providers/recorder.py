@@ -1,0 +1,312 @@
+"""What the endpoints received and what they answered — the evidence scenarios and tests check.
+
+A record is opened when a request's body has been read and closed when the endpoint is done
+with it (answered, injected its fault, or saw the client go away). The checks read only
+closed facts: arrival order (``seq``), clock time, the key of the delivery and whether the
+endpoint acknowledged it (a 2xx fully written before the client left).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+from .checks import _MISSING, lookup
+
+
+@dataclass
+class Record:
+    seq: int  #: arrival order over the whole endpoint set, from 1
+    endpoint: str
+    at: float  #: clock time the request arrived
+    offset: float  #: seconds since the endpoint set's t0
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  #: lower-cased names, secrets redacted
+    body: str
+    json: Any  #: the body parsed as JSON, or None
+    response_status: int | None = None  #: status line actually sent; None when none was
+    fault: str | None = None  #: injected fault, e.g. "hang", "reset"
+    latency: float = 0.0  #: delay the endpoint added before answering
+    note: str | None = None  #: why: "auth: wrong X-Api-Key", "schema: missing id", "no such path" …
+    client_disconnected: bool = False  #: the client went away before the endpoint finished
+    duration: float | None = None  #: clock seconds from arrival to the end of the exchange
+
+    @property
+    def acknowledged(self) -> bool:
+        """The sender saw a 2xx: the response was complete before the client left."""
+        return (self.response_status is not None and 200 <= self.response_status < 300
+                and self.fault in (None, "slow_body") and not self.client_disconnected)
+
+    @property
+    def delivery_key(self) -> str | None:
+        """``webhook-id`` header, else the payload's ``id``."""
+        if self.headers.get("webhook-id"):
+            return self.headers["webhook-id"]
+        if isinstance(self.json, dict) and self.json.get("id") is not None:
+            return str(self.json["id"])
+        return None
+
+    def outcome(self) -> str:
+        """One word or code for logs: ``200``, ``503``, ``hang``, ``reset`` …"""
+        text = self.fault or (str(self.response_status) if self.response_status is not None else "no response")
+        if self.client_disconnected:
+            text += " (client gone)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CallbackRecord:
+    """One results callback the endpoint sent back to the sender."""
+
+    at: float
+    endpoint: str
+    url: str
+    activity_id: str
+    status: int | None  #: HTTP status of the callback, None when it failed
+    error: str | None = None
+
+
+@dataclass
+class EndpointEvent:
+    """The endpoint stopped or started listening (``down`` / ``up``)."""
+
+    at: float
+    endpoint: str
+    event: str
+
+
+@dataclass
+class DuplicateInfo:
+    key: str
+    received: int
+    acknowledged: int
+    seqs: list[int] = field(default_factory=list)
+
+
+@dataclass
+class OrderViolation:
+    partition: str | None
+    position: int  #: index in the partition's actual order
+    expected: str
+    actual: str
+
+    def __str__(self) -> str:
+        where = f" in partition {self.partition!r}" if self.partition is not None else ""
+        return f"position {self.position}{where}: expected {self.expected!r}, got {self.actual!r}"
+
+
+@dataclass
+class OrderReport:
+    ok: bool
+    first_violation: OrderViolation | None
+    actual: dict[str | None, list[str]]  #: acknowledged order per partition (None: unpartitioned)
+    missing: list[str]  #: expected but never acknowledged (see also :meth:`Recorder.gaps`)
+    unexpected: list[str]  #: acknowledged but not in the expected list
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.callbacks: list[CallbackRecord] = []
+        self.events: list[EndpointEvent] = []
+        self._listeners: list[Callable[[Record], None]] = []
+
+    # ---- writing (used by endpoints)
+
+    def subscribe(self, listener: Callable[[Record], None]) -> None:
+        """Call ``listener(record)`` each time a record is closed (e.g. to log a line)."""
+        self._listeners.append(listener)
+
+    def open(self, **fields: Any) -> Record:
+        record = Record(seq=len(self.records) + 1, **fields)
+        self.records.append(record)
+        return record
+
+    def close(self, record: Record, at: float) -> None:
+        if record.duration is not None:
+            return
+        record.duration = at - record.at
+        for listener in self._listeners:
+            listener(record)
+
+    # ---- reading
+
+    def for_endpoint(self, name: str) -> list[Record]:
+        return [r for r in self.records if r.endpoint == name]
+
+    def _select(self, endpoint: str | None) -> list[Record]:
+        return self.records if endpoint is None else self.for_endpoint(endpoint)
+
+    @staticmethod
+    def _deliveries(records: Iterable[Record]) -> list[Record]:
+        """Deliveries only: not verification GETs, not requests to unknown paths."""
+        return [r for r in records if r.method not in ("GET", "HEAD") and r.note != "no such path"]
+
+    def deliveries(self, endpoint: str | None = None) -> dict[str, DuplicateInfo]:
+        """Every delivery key with how often it was received and acknowledged."""
+        out: dict[str, DuplicateInfo] = {}
+        for r in self._deliveries(self._select(endpoint)):
+            key = r.delivery_key
+            if key is None:
+                continue
+            info = out.setdefault(key, DuplicateInfo(key, 0, 0))
+            info.received += 1
+            info.acknowledged += r.acknowledged
+            info.seqs.append(r.seq)
+        return out
+
+    def duplicates(self, endpoint: str | None = None) -> dict[str, DuplicateInfo]:
+        """Keys (``webhook-id``, else payload ``id``) received more than once."""
+        return {k: v for k, v in self.deliveries(endpoint).items() if v.received > 1}
+
+    def order(self, endpoint: str | None = None, key: str = "id", *, acknowledged: bool = True) -> list[str]:
+        """Keys in order of first acknowledgement (or of first arrival with ``acknowledged=False``)."""
+        seen: dict[str, None] = {}
+        for r in self._deliveries(self._select(endpoint)):
+            if acknowledged and not r.acknowledged:
+                continue
+            for k in _keys(r, key):
+                seen.setdefault(k, None)
+        return list(seen)
+
+    def partitions(self, endpoint: str | None, partition_key: str, key: str = "id") -> dict[str, list[str]]:
+        """Acknowledged order per value of ``partition_key`` (a payload field, dotted paths allowed)."""
+        out: dict[str, list[str]] = {}
+        part_of = self._partition_map(endpoint, partition_key, key)
+        for k in self.order(endpoint, key):
+            out.setdefault(part_of.get(k, ""), []).append(k)
+        return out
+
+    def _partition_map(self, endpoint: str | None, partition_key: str, key: str) -> dict[str, str]:
+        part_of: dict[str, str] = {}
+        for r in self._deliveries(self._select(endpoint)):
+            for item in (r.json if isinstance(r.json, list) else [r.json]):
+                k, p = lookup(item, key), lookup(item, partition_key)
+                if k is not _MISSING and p is not _MISSING:
+                    part_of.setdefault(str(k), str(p))
+        return part_of
+
+    def check_order(self, endpoint: str | None, expected: list[str], partition_key: str | None = None, *,
+                    key: str = "id", strict: bool = False) -> OrderReport:
+        """Were deliveries acknowledged in ``expected`` order (per partition when ``partition_key``)?
+
+        Plain mode compares the order of first acknowledgements. ``strict`` also requires that
+        nothing arrived (not even a failing attempt) before every earlier item that was ever
+        acknowledged had been acknowledged — the seeds' "postponed until the successful delivery
+        of the first one". Items never acknowledged (e.g. skipped after FAILED) do not block.
+        """
+        expected = [str(e) for e in expected]
+        part_of = self._partition_map(endpoint, partition_key, key) if partition_key else {}
+
+        def part(k: str) -> str | None:
+            return part_of.get(k, "") if partition_key else None
+
+        acked = self.order(endpoint, key)
+        exp_set = set(expected)
+        actual: dict[str | None, list[str]] = {}
+        for k in acked:
+            if k in exp_set:
+                actual.setdefault(part(k), []).append(k)
+        acked_set = set(acked)
+        missing = [k for k in expected if k not in acked_set]
+        unexpected = [k for k in acked if k not in exp_set]
+
+        violation: OrderViolation | None = None
+        for p, got in actual.items():
+            want = [k for k in expected if k in acked_set and part(k) == p]
+            for i, (w, g) in enumerate(zip(want, got)):
+                if w != g:
+                    violation = _earliest(violation, OrderViolation(p, i, w, g))
+                    break
+        if violation is None and strict:
+            violation = self._strict_violation(endpoint, expected, key, part)
+        return OrderReport(violation is None, violation, actual, missing, unexpected)
+
+    def _strict_violation(self, endpoint: str | None, expected: list[str], key: str,
+                          part: Callable[[str], str | None]) -> OrderViolation | None:
+        records = self._deliveries(self._select(endpoint))
+        ack_seq: dict[str, int] = {}
+        for r in records:
+            if r.acknowledged:
+                for k in _keys(r, key):
+                    ack_seq.setdefault(k, r.seq)
+        position = {k: i for i, k in enumerate(expected)}
+        # per item: the latest acknowledgement among earlier items of its partition, and whose it was
+        barrier: dict[str, tuple[int, str | None]] = {}
+        running: dict[str | None, tuple[int, str | None]] = {}
+        for k in expected:
+            p = part(k)
+            barrier[k] = running.get(p, (0, None))
+            if k in ack_seq and ack_seq[k] > barrier[k][0]:
+                running[p] = (ack_seq[k], k)
+        for r in records:
+            for k in _keys(r, key):
+                if k in position and r.seq < barrier[k][0]:
+                    return OrderViolation(part(k), position[k], barrier[k][1] or "?", k)
+        return None
+
+    def gaps(self, endpoint: str | None = None, expected: list[str] | None = None, *, key: str = "id") -> list[str]:
+        """What never got acknowledged: the ``expected`` keys missing, or — without ``expected`` —
+        the integers missing between the smallest and largest integer keys acknowledged."""
+        acked = self.order(endpoint, key)
+        if expected is not None:
+            have = set(acked)
+            return [str(k) for k in expected if str(k) not in have]
+        numbers = sorted({int(k) for k in acked if k.lstrip("-").isdigit()})
+        if not numbers:
+            return []
+        present = set(numbers)
+        return [str(n) for n in range(numbers[0], numbers[-1] + 1) if n not in present]
+
+    def retry_intervals(self, webhook_id: str, endpoint: str | None = None) -> list[float]:
+        """Clock seconds between successive arrivals of one delivery (by :attr:`Record.delivery_key`)."""
+        times = [r.at for r in self._deliveries(self._select(endpoint)) if r.delivery_key == webhook_id]
+        return [b - a for a, b in zip(times, times[1:])]
+
+    # ---- export
+
+    def to_jsonl(self, path_or_file: str | os.PathLike[str] | IO[str]) -> None:
+        """One JSON object per record, in arrival order, keys sorted (byte-identical for one seed)."""
+        if hasattr(path_or_file, "write"):
+            self._write(path_or_file)  # type: ignore[arg-type]
+            return
+        with open(path_or_file, "w", encoding="utf-8") as fh:  # type: ignore[arg-type]
+            self._write(fh)
+
+    def _write(self, fh: IO[str]) -> None:
+        for r in self.records:
+            fh.write(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
+
+    def jsonl(self) -> str:
+        return "".join(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n" for r in self.records)
+
+    @classmethod
+    def from_jsonl(cls, path: str | os.PathLike[str]) -> Recorder:
+        rec = cls()
+        with open(path, encoding="utf-8") as fh:
+            rec.records = [Record(**json.loads(line)) for line in fh if line.strip()]
+        return rec
+
+
+def _keys(record: Record, key: str) -> list[str]:
+    """The ordering keys a record carries: one per object (batches carry several)."""
+    items = record.json if isinstance(record.json, list) else [record.json]
+    out = []
+    for item in items:
+        value = lookup(item, key)
+        if value is not _MISSING and value is not None:
+            out.append(str(value))
+    if not out and key in ("webhook-id", "id") and record.delivery_key is not None and not isinstance(record.json, list):
+        out.append(record.delivery_key)
+    return out
+
+
+def _earliest(a: OrderViolation | None, b: OrderViolation) -> OrderViolation:
+    return b if a is None or b.position < a.position else a
