@@ -151,7 +151,11 @@ class Endpoint:
         if not on and self._listening and not self._lock.locked():
             self._down()  # at once, so a request sent right after set_behaviour is refused
         elif on != self._listening:
-            asyncio.get_running_loop().create_task(self._reconcile())
+            if on and self._idle_sock is not None and not self._lock.locked():
+                self._idle_sock.listen(128)  # at once: the kernel queues connects until we serve
+            task = asyncio.get_running_loop().create_task(self._reconcile())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _reconcile(self) -> None:
         async with self._lock:
@@ -172,7 +176,10 @@ class Endpoint:
             self._listener = None
         self._listening = False
         self._drop_connections()
-        if self._idle_sock is None and not self._stopping:
+        if self._idle_sock is not None:  # it may already be listening for a pending start
+            self._idle_sock.close()
+            self._idle_sock = None
+        if not self._stopping:
             self._idle_sock = self._bind(self.port)  # keep the port: connects are refused, not stolen
 
     def _drop_connections(self) -> None:
