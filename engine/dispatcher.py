@@ -45,6 +45,9 @@ class Dispatcher:
         self._per_config: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._stopping = False
+        #: finished attempts waiting for the next group commit (one transaction per loop tick)
+        self._results: list[tuple[Claim, Snapshot, Outcome | str]] = []
+        self._flush_scheduled = False
 
     # -- control ------------------------------------------------------------------------
 
@@ -98,12 +101,15 @@ class Dispatcher:
                 task.cancel()
             if not_done:
                 await asyncio.wait(not_done)
+            self.flush()
             return len(not_done)
+        self.flush()
         return 0
 
     def abandon(self) -> None:
         """Crash simulation: drop every attempt in flight without touching the store."""
         self._stopping = True
+        self._results.clear()
         for task in self._inflight.values():
             task.cancel()
 
@@ -170,19 +176,46 @@ class Dispatcher:
             try:
                 body = self._body(claim, prep)
             except PayloadUnmappable as exc:
-                self._finish_unmappable(claim, snap, str(exc))
+                self._queue_result(claim, snap, str(exc))
                 return
             req = Request(url=snap.endpoint_url, body=body, webhook_id=claim.webhook_id,
                           timestamp=int(started), auth=snap.auth, signing_secret=snap.signing_secret,
                           connect_timeout=snap.timeouts.connect, total_timeout=snap.timeouts.total)
             outcome = await self.sender.send(req)
-            self._finish(claim, snap, outcome)
+            self._queue_result(claim, snap, outcome)
         finally:
             self._inflight.pop(claim.delivery_id, None)
             self._per_config[claim.config_id] -= 1
             if self._per_config[claim.config_id] <= 0:
                 del self._per_config[claim.config_id]
             self._wake.set()
+
+    def _queue_result(self, claim: Claim, snap: Snapshot, result: Outcome | str) -> None:
+        """Group commit: results finished in the same loop tick are stored in one transaction.
+
+        Until it commits, the delivery keeps its lease, so nothing else of its queue can start;
+        a crash before the commit means the attempt is re-sent (at-least-once).
+        """
+        self._results.append((claim, snap, result))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._results:
+            return
+        batch, self._results = self._results, []
+        events: list[tuple[str, str, dict[str, Any]]] = []
+        with self.store.tx():
+            for claim, snap, result in batch:
+                if isinstance(result, str):
+                    events.extend(self._finish_unmappable(claim, snap, result))
+                else:
+                    events.extend(self._finish(claim, snap, result))
+        for level, name, fields in events:
+            getattr(self.log, level)(name, **fields)
+        self._wake.set()
 
     def _body(self, claim: Claim, prep: Prepared) -> bytes:
         payload = self.store.activity_view(claim.activity_id)
@@ -194,16 +227,18 @@ class Dispatcher:
         return {"delivery_id": claim.delivery_id, "queue": claim.queue, "attempt": claim.number,
                 "activity_id": claim.activity_id, "config_id": claim.config_id}
 
-    def _finish_unmappable(self, claim: Claim, snap: Snapshot, message: str) -> None:
+    def _finish_unmappable(self, claim: Claim, snap: Snapshot, message: str) -> list[tuple[str, str, dict]]:
+        """Resending cannot fix a payload the mapping rejects: FAILED at once, reason mapping_error."""
         now = self.clock.now()
         res = AttemptResult(finished_at=now, outcome="MAPPING_ERROR", error=message, latency=0.0)
         ok = self.store.mark_failed(claim, res, "mapping_error", message, ordered=snap.ordering.ordered,
                                     block=snap.ordering.on_exhausted == "block")
         if ok:
-            self.log.error("delivery.failed", **self._fields(claim), status="FAILED", reason="mapping_error",
-                           error=message)
+            return [("error", "delivery.failed", {**self._fields(claim), "status": "FAILED",
+                                                  "reason": "mapping_error", "error": message})]
+        return self._stale(claim)
 
-    def _finish(self, claim: Claim, snap: Snapshot, out: Outcome) -> None:
+    def _finish(self, claim: Claim, snap: Snapshot, out: Outcome) -> list[tuple[str, str, dict]]:
         now = self.clock.now()
         res = AttemptResult(finished_at=now, outcome=out.kind.value, status_code=out.status,
                             error=out.error, retry_after=out.retry_after, latency=out.latency, excerpt=out.excerpt)
@@ -211,10 +246,8 @@ class Dispatcher:
         ordered = snap.ordering.ordered
         if out.kind is OutcomeKind.SUCCESS:
             if self.store.mark_dispatched(claim, res, ordered=ordered):
-                self.log.info("delivery.dispatched", **fields, status="DISPATCHED")
-            else:
-                self._stale(claim)
-            return
+                return [("info", "delivery.dispatched", {**fields, "status": "DISPATCHED"})]
+            return self._stale(claim)
         decision = snap.retry.decide(attempt=claim.budget_attempts + 1, now=now,
                                      budget_started_at=claim.budget_started_at,
                                      retry_after=out.retry_after, delivery_key=claim.webhook_id)
@@ -222,21 +255,20 @@ class Dispatcher:
         if decision.retry:
             assert decision.at is not None
             if self.store.schedule_retry(claim, res, decision.at, error):
-                self.log.warning("delivery.retrying", **fields, status="RETRYING", error=out.error,
-                                 retry_after=out.retry_after, next_attempt_at=iso(decision.at),
-                                 delay=decision.delay)
-            else:
-                self._stale(claim)
+                return [("warning", "delivery.retrying", {
+                    **fields, "status": "RETRYING", "error": out.error, "retry_after": out.retry_after,
+                    "next_attempt_at": iso(decision.at), "delay": decision.delay})]
+            return self._stale(claim)
         else:
             block = snap.ordering.on_exhausted == "block"
             if self.store.mark_failed(claim, res, "exhausted", f"{error}; {decision.reason}",
                                       ordered=ordered, block=block):
-                self.log.error("delivery.failed", **fields, status="FAILED", reason="exhausted",
-                               error=out.error, detail=decision.reason,
-                               queue_blocked=bool(ordered and block))
-            else:
-                self._stale(claim)
+                return [("error", "delivery.failed", {
+                    **fields, "status": "FAILED", "reason": "exhausted", "error": out.error,
+                    "detail": decision.reason, "queue_blocked": bool(ordered and block)})]
+            return self._stale(claim)
 
-    def _stale(self, claim: Claim) -> None:
-        self.log.warning("attempt.stale", **self._fields(claim),
-                         reason="lease lost before the attempt finished; result recorded, status untouched")
+    def _stale(self, claim: Claim) -> list[tuple[str, str, dict]]:
+        return [("warning", "attempt.stale", {
+            **self._fields(claim),
+            "reason": "lease lost before the attempt finished; result recorded, status untouched"})]

@@ -1,6 +1,7 @@
 """Structured events: one per transition, on the engine's clock, secrets redacted."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -26,6 +27,8 @@ class Redactor:
                 self._values.add(v)
 
     def scrub(self, value: Any) -> Any:
+        if value is None or isinstance(value, (int, float, bool)):
+            return value
         if isinstance(value, str):
             for secret in self._values:
                 if secret in value:
@@ -41,6 +44,7 @@ class Redactor:
         return self.scrub(event)
 
 
+@functools.lru_cache(maxsize=4096)
 def _secret_key(key: Any) -> bool:
     k = str(key).lower()
     return any(p in k for p in _SECRET_KEY_PARTS)

@@ -435,6 +435,9 @@ class Store:
 
     def release_expired_leases(self, now: float) -> list[int]:
         """Attempts whose engine died: mark them INTERRUPTED and make the delivery due again now."""
+        if self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ? LIMIT 1",
+                     (now,)) is None:
+            return []
         with self.tx() as c:
             rows = c.execute("SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?",
                              (now,)).fetchall()

@@ -213,13 +213,13 @@ class DispatchMachine(RuleBasedStateMachine):
             policy = self.retries[d["config_id"]]
             k = 0
             prev_next = None
-            last_time = None
+            pending_retries = sorted(retried_at[d["id"]])
             for a in store.attempts(d["id"]):
-                if any(last_time is not None and last_time <= t <= a["started_at"] for t in retried_at[d["id"]]):
+                if pending_retries and pending_retries[0] <= a["started_at"]:
+                    pending_retries.pop(0)  # a force retry happened before this attempt: fresh budget
                     k, prev_next = 0, None
                 if a["outcome"] is None or a["outcome"] == "INTERRUPTED":
                     prev_next = None
-                    last_time = a["started_at"]
                     continue
                 if prev_next is not None:
                     assert abs(a["started_at"] - prev_next) < 1e-3, (d["id"], a, prev_next)
@@ -227,7 +227,6 @@ class DispatchMachine(RuleBasedStateMachine):
                 if a["next_attempt_at"] is not None:
                     assert abs(a["next_attempt_at"] - a["finished_at"] - policy.delay_for(k)) < 1e-3
                 prev_next = a["next_attempt_at"]
-                last_time = a["finished_at"]
 
     @invariant()
     def no_duplicates_without_a_crash(self):
