@@ -1,0 +1,100 @@
+"""``dispatchsim mapping check|preview``: validate a mapping file, or show what it sends."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .compiler import CompiledMapping, compile_mapping
+from .errors import MappingApplyError, MappingSpecError
+from .seed import SEED_PAYLOAD
+
+EXIT_OK = 0
+EXIT_APPLY_FAILED = 1
+EXIT_INVALID = 2
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``mapping check FILE`` and ``mapping preview FILE [--payload JSON_FILE]``."""
+    mapping = subparsers.add_parser(
+        "mapping", help="check or preview a payload mapping file",
+        description="Validate a payload mapping (YAML or JSON) or show the payload it produces.")
+    sub = mapping.add_subparsers(dest="mapping_command", metavar="SUBCOMMAND", required=True)
+    check = sub.add_parser(
+        "check", help="report errors and warnings with file:line (exit 0 valid, 2 invalid)",
+        description="Compile a mapping file and report every error and warning as FILE:LINE. Warnings "
+                    "(sources that find nothing in the seed example payload) do not fail the check.")
+    check.add_argument("file", help="mapping file (.yaml, .yml or .json)")
+    check.set_defaults(func=run_check)
+    preview = sub.add_parser(
+        "preview", help="print the mapped payload as JSON",
+        description="Apply a mapping to the seed example activity (or --payload) and print the result.")
+    preview.add_argument("file", help="mapping file (.yaml, .yml or .json)")
+    preview.add_argument("--payload", metavar="JSON_FILE",
+                         help="activity payload to map (default: the seed example payload)")
+    preview.set_defaults(func=run_preview)
+
+
+def _compile_file(path: str) -> CompiledMapping:
+    from .loader import load_mapping_file
+
+    spec, lines = load_mapping_file(path)
+    try:
+        return compile_mapping(spec, lines=lines)
+    except MappingSpecError as exc:
+        raise MappingSpecError(exc.problems, source=path) from None
+
+
+def run_check(args: argparse.Namespace, out: Any = None) -> int:
+    out = out or sys.stdout
+    try:
+        compiled = _compile_file(args.file)
+    except MappingSpecError as exc:
+        for problem in exc.problems:
+            print(f"{problem.located(exc.source or args.file)} [error]", file=out)
+        print(f"{args.file}: invalid mapping ({_count(len(exc.problems), 'error')})", file=out)
+        return EXIT_INVALID
+    for warning in compiled.warnings:
+        print(f"{warning.located(args.file)} [warning]", file=out)
+    fields = len(compiled.spec.get("fields", {}))
+    summary = f"{args.file}: ok, version {compiled.digest}, {_count(fields, 'field')}"
+    if compiled.warnings:
+        summary += f", {_count(len(compiled.warnings), 'warning')}"
+    print(summary, file=out)
+    return EXIT_OK
+
+
+def run_preview(args: argparse.Namespace, out: Any = None, err: Any = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        compiled = _compile_file(args.file)
+    except MappingSpecError as exc:
+        for problem in exc.problems:
+            print(f"{problem.located(exc.source or args.file)} [error]", file=err)
+        return EXIT_INVALID
+    for warning in compiled.warnings:
+        print(f"{warning.located(args.file)} [warning]", file=err)
+    payload: Any = SEED_PAYLOAD
+    if getattr(args, "payload", None):
+        try:
+            with open(args.payload, encoding="utf-8") as handle:
+                payload = json.load(handle)
+        except OSError as exc:
+            print(f"{args.payload}: cannot read the payload: {exc.strerror or exc}", file=err)
+            return EXIT_INVALID
+        except json.JSONDecodeError as exc:
+            print(f"{args.payload}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})", file=err)
+            return EXIT_INVALID
+    try:
+        result = compiled.apply(payload)
+    except MappingApplyError as exc:
+        print(f"{args.payload or 'seed payload'}: cannot be mapped: {exc}", file=err)
+        return EXIT_APPLY_FAILED
+    print(json.dumps(result, indent=2, ensure_ascii=False), file=out)
+    return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
