@@ -125,6 +125,9 @@ class Recorder:
         self._listeners.append(listener)
 
     def open(self, **fields: Any) -> Record:
+        """Times are kept to the microsecond, so float noise of the clock never reaches the record."""
+        for name in ("at", "offset"):
+            fields[name] = _micro(fields[name])
         record = Record(seq=len(self.records) + 1, **fields)
         self.records.append(record)
         return record
@@ -132,7 +135,8 @@ class Recorder:
     def close(self, record: Record, at: float) -> None:
         if record.duration is not None:
             return
-        record.duration = at - record.at
+        record.duration = _micro(at - record.at)
+        record.latency = _micro(record.latency)
         for listener in self._listeners:
             listener(record)
 
@@ -293,6 +297,10 @@ class Recorder:
         with open(path, encoding="utf-8") as fh:
             rec.records = [Record(**json.loads(line)) for line in fh if line.strip()]
         return rec
+
+
+def _micro(seconds: float) -> float:
+    return round(seconds, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def _keys(record: Record, key: str) -> list[str]:
