@@ -52,11 +52,11 @@ def run_check(args: argparse.Namespace, out: Any = None) -> int:
         compiled = _compile_file(args.file)
     except MappingSpecError as exc:
         for problem in exc.problems:
-            print(f"{problem.located(exc.source or args.file)} [error]", file=out)
+            print(problem.located(exc.source or args.file, "error"), file=out)
         print(f"{args.file}: invalid mapping ({_count(len(exc.problems), 'error')})", file=out)
         return EXIT_INVALID
     for warning in compiled.warnings:
-        print(f"{warning.located(args.file)} [warning]", file=out)
+        print(warning.located(args.file, "warning"), file=out)
     fields = len(compiled.spec.get("fields", {}))
     summary = f"{args.file}: ok, version {compiled.digest}, {_count(fields, 'field')}"
     if compiled.warnings:
@@ -72,10 +72,10 @@ def run_preview(args: argparse.Namespace, out: Any = None, err: Any = None) -> i
         compiled = _compile_file(args.file)
     except MappingSpecError as exc:
         for problem in exc.problems:
-            print(f"{problem.located(exc.source or args.file)} [error]", file=err)
+            print(problem.located(exc.source or args.file, "error"), file=err)
         return EXIT_INVALID
     for warning in compiled.warnings:
-        print(f"{warning.located(args.file)} [warning]", file=err)
+        print(warning.located(args.file, "warning"), file=err)
     payload: Any = SEED_PAYLOAD
     if getattr(args, "payload", None):
         try:

@@ -337,6 +337,12 @@ class _Compiler:
                 continue
             if isinstance(key, (str, bool, int, float)):
                 text = map_key(key)
+                if text in out:
+                    first = next(k for k in vmap if k is not None and map_key(k) == text)
+                    self.problem(name, f"map: keys {first!r} and {key!r} both match the value {text!r}",
+                                 raw + (key,))
+                    ok = False
+                    continue
             else:
                 self.problem(name, f"map: keys must be strings, numbers or booleans, got {json_type(key)}",
                              raw + (key,))
@@ -467,7 +473,8 @@ class _Compiler:
                         continue
                     if not leaf.has_default:
                         tail = " (required: such a delivery would fail)" if leaf.required else ""
-                        warn(leaf.name, f"'{source.expression}' is null in the seed payload{tail}", where)
+                        what = "is null" if source.steps is not None else "resolves to nothing (null)"
+                        warn(leaf.name, f"'{source.expression}' {what} in the seed payload{tail}", where)
                         continue
             try:
                 leaf.value_of(SEED_PAYLOAD)

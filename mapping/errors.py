@@ -20,11 +20,11 @@ class Problem:
         text = f"{self.field}: {self.message}" if self.field else self.message
         return f"line {self.line}: {text}" if self.line is not None else text
 
-    def located(self, source: str) -> str:
-        """``file:line: field: message`` — the form editors and CI logs link to."""
+    def located(self, source: str, severity: str | None = None) -> str:
+        """``file:line: [severity: ]field: message`` — the form editors and CI logs link to."""
         text = f"{self.field}: {self.message}" if self.field else self.message
         where = f"{source}:{self.line}" if self.line is not None else source
-        return f"{where}: {text}"
+        return f"{where}: {severity}: {text}" if severity else f"{where}: {text}"
 
 
 class MappingError(Exception):
