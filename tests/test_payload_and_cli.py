@@ -1,0 +1,114 @@
+"""Payload shape against the seed, and the CLI commands of the engine (demo, status)."""
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from dispatchsim.cli import main
+from dispatchsim.demo import run_demo
+from dispatchsim.status import print_status
+from engine import ActivityError, Engine, run_virtual
+from engine.payload import PAYLOAD_KEYS, build_stored_payload
+from mapping import SEED_PAYLOAD
+
+SEED_INPUT = {k: v for k, v in SEED_PAYLOAD.items()
+              if k not in ("id", "createdAt", "canForceRetryDispatch", "activityResult")}
+
+
+def _shape(value):
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+async def test_default_payload_is_the_seed_object_field_for_field(engine):
+    await engine.add_tenant("acme")
+    act = await engine.create_activity("acme", SEED_INPUT)
+    assert list(act) == list(SEED_PAYLOAD) == list(PAYLOAD_KEYS)
+    for key in SEED_INPUT:
+        assert act[key] == SEED_PAYLOAD[key], key
+    assert _shape({k: v for k, v in act.items() if k != "activityResult"}) == \
+        _shape({k: v for k, v in SEED_PAYLOAD.items() if k != "activityResult"})
+    assert uuid.UUID(act["id"]).version == 4
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", act["createdAt"])
+    assert act["scheduledAt"] == "2026-04-15T09:00:00.000Z"
+    assert act["canForceRetryDispatch"] is False and act["activityResult"] is None
+
+
+def test_activity_validation_names_every_problem():
+    with pytest.raises(ActivityError) as e:
+        build_stored_payload({"channel": "", "type": "CALL", "reason": "x", "scheduledAt": "yesterday",
+                              "colour": 1, "id": "mine"}, activity_id="a", created_at=0)
+    msg = str(e.value)
+    for part in ("unknown field(s): colour", "set by the engine, not the caller: id", "channel: required",
+                 "type: must be one of TASK, MESSAGE", "reason: must be an object",
+                 "scheduledAt: not an ISO-8601 timestamp"):
+        assert part in msg
+
+
+async def test_seeded_engines_make_identical_ids(tmp_path):
+    ids = []
+    for name in ("a.db", "b.db"):
+        eng = await Engine.open(tmp_path / name, virtual=True, seed=9)
+        await eng.add_tenant("acme")
+        ids.append([(await eng.create_activity("acme", {"channel": "X"}))["id"] for _ in range(3)])
+        await eng.close()
+    assert ids[0] == ids[1] and len(set(ids[0])) == 3
+
+
+def test_demo_prints_attempts_and_final_statuses():
+    out = io.StringIO()
+    assert run_demo(out) == 0
+    text = out.getvalue()
+    assert "+1m00s  delivery 1  attempt 2  -> 503  RETRYING    next: +3m00s" in text
+    assert "+15m00s  delivery 1  attempt 5  -> 200  DISPATCHED" in text
+    assert text.count("DISPATCHED  attempts") == 3
+    wall = float(re.search(r"wall time ([\d.]+)s", text).group(1))
+    assert wall < 2.0
+
+
+def test_status_command_summarises_a_database(tmp_path, capsys):
+    db = tmp_path / "s.db"
+
+    async def fill():
+        eng = await Engine.open(db, virtual=True, seed=1)
+        await eng.add_tenant("acme")
+        await eng.add_provider("crm")
+        await eng.add_config("acme", "crm", "SALESMAN", config_id="c", endpoint_url="http://127.0.0.1:9/h",
+                             retry={"max_attempts": 1}, ordering={"on_exhausted": "block"})
+        eng.store.set_config_active("c", True, eng.clock.now())
+        for _ in range(2):
+            await eng.create_activity("acme", {"channel": "SALESMAN"})
+        await eng.run_until_idle()
+        await eng.close()
+
+    run_virtual(fill())
+    out = io.StringIO()
+    assert print_status(str(db), out) == 0
+    text = out.getvalue()
+    assert "deliveries: READY 1, DISPATCHED 0, RETRYING 0, FAILED 1" in text
+    assert "blocked queue: c (FAILED head: delivery 1" in text
+    assert "delivery 1 (c): exhausted: connect_error" in text
+    assert print_status(str(tmp_path / "missing.db")) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "status"):
+        assert cmd in out
+
+
+def test_console_script_runs_the_demo():
+    res = subprocess.run([sys.executable, "-m", "dispatchsim.cli", "demo", "--outage", "3"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "attempt 3  -> 200  DISPATCHED" in res.stdout
