@@ -31,7 +31,7 @@ def fake(rec: Recorder, payload, status=200, *, at=0.0, endpoint="a", webhook_id
 # ------------------------------------------------------------------ checks
 
 
-def test_duplicates_count_received_and_acknowledged():
+async def test_duplicates_count_received_and_acknowledged():
     rec = Recorder()
     fake(rec, {"id": "a"}, 503, webhook_id="msg_a")
     fake(rec, {"id": "a"}, 200, webhook_id="msg_a")
@@ -46,7 +46,7 @@ def test_duplicates_count_received_and_acknowledged():
     assert rec.deliveries()["c"].received == 1
 
 
-def test_order_and_check_order():
+async def test_order_and_check_order():
     rec = Recorder()
     for key, status in [("1", 503), ("1", 200), ("3", 200), ("2", 200), ("4", 200)]:
         fake(rec, {"id": key}, status)
@@ -60,7 +60,7 @@ def test_order_and_check_order():
     assert rec.check_order("a", ["1", "3", "2", "4"]).ok
 
 
-def test_check_order_per_partition_and_missing():
+async def test_check_order_per_partition_and_missing():
     rec = Recorder()
     rows = [("1", "C1"), ("3", "C2"), ("2", "C1"), ("5", "C2"), ("4", "C1")]
     for key, shop in rows:
@@ -79,7 +79,7 @@ def test_check_order_per_partition_and_missing():
     assert (bad.first_violation.expected, bad.first_violation.actual) == ("6", "7")
 
 
-def test_strict_order_flags_attempts_that_overtake_a_retrying_head():
+async def test_strict_order_flags_attempts_that_overtake_a_retrying_head():
     rec = Recorder()
     fake(rec, {"id": "1"}, 503)
     fake(rec, {"id": "2"}, 503)  # sent while 1 was still retrying: not "postponed"
@@ -98,7 +98,7 @@ def test_strict_order_flags_attempts_that_overtake_a_retrying_head():
     assert ok.check_order("a", ["1", "2", "3"], strict=True).ok
 
 
-def test_gaps():
+async def test_gaps():
     rec = Recorder()
     for key in ["1", "2", "4", "7"]:
         fake(rec, {"id": key})
@@ -107,14 +107,14 @@ def test_gaps():
     assert rec.gaps("a", ["1", "2", "3", "4", "7", "8"]) == ["3", "8"]
 
 
-def test_batches_carry_several_keys():
+async def test_batches_carry_several_keys():
     rec = Recorder()
     fake(rec, [{"id": "e1"}, {"id": "e2"}])
     fake(rec, [{"id": "e3"}])
     assert rec.order("a") == ["e1", "e2", "e3"]
 
 
-def test_retry_intervals_and_jsonl_round_trip(tmp_path):
+async def test_retry_intervals_and_jsonl_round_trip(tmp_path):
     rec = Recorder()
     for at in (0, 60, 180, 420, 900):
         fake(rec, {"id": "d1"}, 503, at=at, webhook_id="msg_1")
@@ -193,7 +193,7 @@ async def test_same_seed_gives_an_identical_record():
 # ------------------------------------------------------------------ CLI
 
 
-def test_register_cli_adds_the_provider_subcommand(tmp_path):
+async def test_register_cli_adds_the_provider_subcommand(tmp_path):
     parser = argparse.ArgumentParser(prog="dispatchsim")
     register_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["provider", "--config", "p.yaml", "--port", "9100"])
@@ -204,7 +204,7 @@ def test_register_cli_adds_the_provider_subcommand(tmp_path):
     assert args.func(args) == 2
 
 
-def test_assign_ports_skips_explicit_ones():
+async def test_assign_ports_skips_explicit_ones():
     cfg = parse_config({"endpoints": {"a": {}, "b": {"port": 9101}, "c": {}}})
     assert assign_ports(cfg, 9100) == {"a": 9100, "c": 9102}
     assert assign_ports(cfg, None) == {}
