@@ -17,21 +17,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mapping import SEED_PAYLOAD, compile_mapping  # noqa: E402
 
-SPEC = {
+SPEC = {  # the CRM example of docs/mapping.md, sent as a one-item batch
     "fields": {
         "externalId": "id",
-        "kind": {"from": "type", "fn": "lower"},
         "channel": {"from": "channel", "map": {"SALESMAN": "sales"}, "map_default": "other"},
         "task": {
             "title": {"from": "commerceName", "fn": {"format": "{reason.label}: {value}"}},
             "dueAt": {"from": "scheduledAt", "fn": "epoch_seconds"},
             "dueDate": {"from": "scheduledAt", "fn": [{"to_timezone": "Europe/Madrid"}, "date_only"]},
-            "status": {"from": "lifecycleStatus", "fn": "lower", "default": "unknown"},
+            "status": {"from": "lifecycleStatus", "fn": "lower"},
         },
         "customer.id": {"from": "commerceExternalId", "required": True},
         "customer.name": "commerceName",
         "assignee": {"from": "activityDetails.assignedOperator.externalId", "required": True},
         "route": "activityDetails.assignedRoute.code",
+        "reason": {"from": "[reason.code, reason.label]", "fn": {"join": " / "}},
         "source": {"const": "reten"},
     },
     "wrap": "array",
@@ -49,19 +49,20 @@ def by_hand(p: dict) -> list:
     if p.get("commerceExternalId") is None or operator.get("externalId") is None:
         raise ValueError("required value missing")
     status = p.get("lifecycleStatus")
+    reason = p.get("reason") or {}
     return [{
         "externalId": p.get("id"),
-        "kind": p["type"].lower(),
         "channel": {"SALESMAN": "sales"}.get(p.get("channel"), "other"),
         "task": {
-            "title": f"{p['reason']['label']}: {p['commerceName']}",
+            "title": f"{reason['label']}: {p['commerceName']}",
             "dueAt": int(scheduled.timestamp()),
             "dueDate": scheduled.astimezone(_MADRID).date().isoformat(),
-            "status": status.lower() if status is not None else "unknown",
+            "status": status.lower() if status is not None else None,
         },
         "customer": {"id": p["commerceExternalId"], "name": p.get("commerceName")},
         "assignee": operator["externalId"],
         "route": route.get("code"),
+        "reason": " / ".join(x for x in (reason.get("code"), reason.get("label")) if x is not None),
         "source": "reten",
     }]
 

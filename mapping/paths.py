@@ -1,8 +1,9 @@
 """JMESPath sources compiled once into getters.
 
 Plain field/index paths (``activityDetails.assignedOperator.externalId``, ``items[0].id``) — the
-bulk of real mappings — become nested ``dict.get`` closures with JMESPath's exact semantics (a
-field of a non-object or an index out of range is null). Everything else runs on one shared
+bulk of real mappings — and multi-selects of them (``[reason.code, reason.label]``) become nested
+``dict.get`` closures with JMESPath's exact semantics (a field of a non-object or an index out of
+range is null). Everything else runs on one shared
 jmespath ``TreeInterpreter``, skipping the per-call setup of ``ParsedResult.search``.
 """
 from __future__ import annotations
@@ -59,6 +60,9 @@ def compile_source(expression: str) -> Source:
     steps = _plain_steps(parsed)
     if steps is not None:
         return Source(expression, _path_getter(steps), steps)
+    fast = _multi_select_getter(parsed)
+    if fast is not None:
+        return Source(expression, fast, None)
 
     def get(value: Any, _visit: Any = _INTERPRETER.visit, _node: Any = parsed) -> Any:
         return _visit(_node, value)
@@ -124,6 +128,30 @@ def _plain_steps(node: dict[str, Any]) -> tuple[str | int, ...] | None:
             return None
         part = _plain_steps(left)
         return None if part is None else part + (right["value"],)
+    return None
+
+
+def _multi_select_getter(node: dict[str, Any]) -> Getter | None:
+    """``[a.b, c]`` and ``{x: a.b, y: c}`` over plain paths, as jmespath evaluates them."""
+    kind = node["type"]
+    if kind == "multi_select_list":
+        parts = [_plain_steps(child) for child in node["children"]]
+        if any(p is None for p in parts):
+            return None
+        getters = tuple(_path_getter(p) for p in parts)  # type: ignore[arg-type]
+
+        def select_list(value: Any) -> Any:
+            return None if value is None else [get(value) for get in getters]
+        return select_list
+    if kind == "multi_select_dict":
+        pairs = [(child["value"], _plain_steps(child["children"][0])) for child in node["children"]]
+        if any(p is None for _, p in pairs):
+            return None
+        named = tuple((key, _path_getter(p)) for key, p in pairs)  # type: ignore[arg-type]
+
+        def select_dict(value: Any) -> Any:
+            return None if value is None else {key: get(value) for key, get in named}
+        return select_dict
     return None
 
 

@@ -99,8 +99,11 @@ def test_plain_paths_follow_jmespath_semantics():
     assert field('"quoted key"', {"quoted key": 3}) == 3
     assert field("a.b", payload) is None  # a field of an array is null, as in jmespath
     import jmespath
-    for expr in ("a[0].b", "a[-1].b", "a[5].b", "s.x", "s[0]", "n.x.y.z", "a.b", "a[*].b"):
+    for expr in ("a[0].b", "a[-1].b", "a[5].b", "s.x", "s[0]", "n.x.y.z", "a.b", "a[*].b", "@", "[s, a[0].b]",
+                 "{x: s, y: a[1].b, z: n.q}", "n.[x, y]", "s.{x: y}", "[s, a[*].b]"):
         assert field(expr, payload) == jmespath.search(expr, payload), expr
+        assert field(expr, "text") == jmespath.search(expr, "text"), expr
+        assert compile_mapping({"fields": {"v": expr}}).apply(None)["v"] == jmespath.search(expr, None), expr
 
 
 def test_const_any_json_value():
