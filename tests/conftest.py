@@ -8,6 +8,39 @@ sys.path.insert(0, os.path.dirname(__file__))
 from engine.clock import new_virtual_loop
 
 
+def pytest_sessionstart(session):
+    """Give the main thread a loop of its own up front and close it at the end.
+
+    pytest-asyncio asks ``asyncio.get_event_loop()`` for "the previous loop" around each test; with
+    none set, Python creates one that nobody closes, which ``filterwarnings=error`` turns into a
+    failure whenever a sync test runs first.
+    """
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        session.config._dispatchsim_loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(session.config._dispatchsim_loop)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loops = [getattr(session.config, "_dispatchsim_loop", None)]
+        try:
+            loops.append(asyncio.get_event_loop_policy().get_event_loop())
+        except RuntimeError:
+            pass
+        asyncio.set_event_loop(None)
+        for loop in loops:
+            if loop is not None and not loop.is_running() and not loop.is_closed():
+                loop.close()
+
+
 def pytest_asyncio_loop_factories(config, item):
     """All async tests and fixtures run on a time-compacting loop."""
     return {"virtual": new_virtual_loop}
