@@ -308,11 +308,20 @@ class Engine:
         return [_attempt_view(a) for a in self.store.attempts(delivery_id)]
 
     async def force_retry(self, delivery_id: int) -> dict[str, Any]:
-        """FAILED -> READY with a fresh attempt budget (the only way out of FAILED)."""
+        """FAILED -> READY with a fresh attempt budget (the only way out of FAILED).
+
+        The retried delivery moves to the configuration's current version, so fixing a mapping
+        or an endpoint and then force-retrying sends the fixed request.
+        """
         d = self.store.delivery(delivery_id)
-        prep = self.prepared(d["config_id"], d["config_version"])
-        row = self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered)
-        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row["queue"], status="READY")
+        cfg = self.store.config(d["config_id"])
+        # a manual retry uses the configuration as it is now (e.g. a fixed mapping or URL)
+        version = cfg["version"] if cfg and not cfg["deleted"] else d["config_version"]
+        prep = self.prepared(d["config_id"], version)
+        row = self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
+                                     config_version=version)
+        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row["queue"], status="READY",
+                      config_version=version)
         self.dispatcher.wake()
         return _delivery_view(row)
 

@@ -397,14 +397,17 @@ class Store:
             c.execute("UPDATE deliveries SET eligible = 1, updated_at = ? WHERE id = ? AND eligible = 0",
                       (now, head_id))
 
-    def force_retry(self, delivery_id: int, now: float, *, ordered: bool) -> dict[str, Any]:
-        """FAILED -> READY with a fresh budget; the only way out of FAILED."""
+    def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
+                    config_version: int | None = None) -> dict[str, Any]:
+        """FAILED -> READY with a fresh budget (and the given configuration version); the only way out of FAILED."""
         with self.tx() as c:
             row = c.execute(
                 "UPDATE deliveries SET status = 'READY', budget_attempts = 0, budget_started_at = ?,"
-                " next_attempt_at = ?, failed_reason = NULL, holds = ?, eligible = ?, updated_at = ?"
+                " next_attempt_at = ?, failed_reason = NULL, holds = ?, eligible = ?, updated_at = ?,"
+                " config_version = COALESCE(?, config_version)"
                 " WHERE id = ? AND status = 'FAILED' RETURNING queue",
-                (now, now, 1 if ordered else 0, 0 if ordered else 1, now, delivery_id)).fetchone()
+                (now, now, 1 if ordered else 0, 0 if ordered else 1, now, config_version,
+                 delivery_id)).fetchone()
             if row is None:
                 self._refuse(c, delivery_id, Status.READY)
             if ordered:
