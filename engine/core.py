@@ -347,6 +347,7 @@ class Engine:
             raise DispatchsimError("the engine is already running in the background; use stop() first")
         start = self.clock.now()
         deadline = None if max_time is None else start + max_time
+        self.dispatcher.arm()
         await self.dispatcher.run(until_idle=True, deadline=deadline)
         idle = self.dispatcher.in_flight == 0 and self.store.next_wakeup() is None
         return RunSummary(started_at=start, finished_at=self.clock.now(), counts=self.counts(), idle=idle)
@@ -354,12 +355,14 @@ class Engine:
     async def run_for(self, seconds: float) -> RunSummary:
         """Dispatch for ``seconds`` of clock time (attempts still in flight keep going)."""
         start = self.clock.now()
+        self.dispatcher.arm()
         await self.dispatcher.run(until_idle=False, deadline=start + seconds)
         return RunSummary(start, self.clock.now(), self.counts(), idle=self.store.next_wakeup() is None)
 
     def start(self) -> None:
         """Dispatch in the background until :meth:`stop` (serve mode)."""
         if self._task is None:
+            self.dispatcher.arm()
             self._task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
 
     async def stop(self, *, deadline: float = 10.0) -> int:

@@ -51,6 +51,11 @@ class Dispatcher:
 
     # -- control ------------------------------------------------------------------------
 
+    def arm(self) -> None:
+        """Allow :meth:`run` again after a :meth:`stop` (called before starting a run, never inside it,
+        so a stop issued before the run task first gets scheduled is not lost)."""
+        self._stopping = False
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -64,7 +69,6 @@ class Dispatcher:
         "Pending" includes retries scheduled in the future: on the virtual clock the wait
         for them is instant. Deliveries behind a blocked queue head are not pending.
         """
-        self._stopping = False
         while not self._stopping:
             self._wake.clear()
             now = self.clock.now()

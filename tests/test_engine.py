@@ -425,3 +425,14 @@ async def test_results_fill_activity_result(engine, receiver, setup_config):
     act = await engine.create_activity("acme", ACT)
     res = await engine.submit_result(act["id"], {"status": "COMPLETED", "notes": "visited"})
     assert res["activityResult"] == {"status": "COMPLETED", "notes": "visited"}
+
+
+async def test_stop_right_after_start_is_not_lost(engine, receiver, setup_config):
+    await setup_config(receiver.url)
+    engine.start()
+    await asyncio.wait_for(engine.stop(), timeout=60)  # the run task had not even started yet
+    engine.start()
+    await engine.create_activity("acme", ACT)
+    await asyncio.sleep(1)
+    await engine.stop()
+    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"]

@@ -1,0 +1,306 @@
+"""Run a scenario: engine + simulated providers on one clock, timeline, drain, collect."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
+from engine.clock import fmt_offset
+from engine.payload import example_activity
+from providers import EndpointSet, ProvidersConfig, Recorder
+
+from .spec import Event, Scenario
+
+
+@dataclass
+class RunResult:
+    """Everything a report or an expectation needs, read back from the store and the recorder."""
+
+    scenario: Scenario
+    t0: float
+    finished_at: float
+    wall: float
+    idle: bool
+    events: list[dict[str, Any]]
+    key_events: list[tuple[float, str]]
+    deliveries: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]
+    activities: list[str]
+    recorder: Recorder
+    endpoint_names: dict[str, str]  #: config id -> provider name
+    refused: dict[str, str]  #: config id -> activation refusal reason
+    secrets: list[str]
+    force_retried: set[int] = field(default_factory=set)
+    checks: list[Any] = field(default_factory=list)
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished_at - self.t0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"READY": 0, "RETRYING": 0, "DISPATCHED": 0, "FAILED": 0}
+        for d in self.deliveries:
+            out[d["status"]] += 1
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def events_jsonl(self) -> str:
+        return "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in self.events)
+
+
+Progress = Callable[[float, float], None]
+
+
+def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
+                 progress: Progress | None = None) -> RunResult:
+    """Run to completion (virtual clock by default) and evaluate its expectations."""
+    from .expect import evaluate
+
+    coro = _run(scenario, db=db, progress=progress)
+    if scenario.clock == "virtual":
+        result = run_virtual(coro)
+    else:
+        result = asyncio.run(coro)
+    result.checks = evaluate(result)
+    return result
+
+
+async def _run(scenario: Scenario, *, db: str | Path | None, progress: Progress | None) -> RunResult:
+    wall = time.perf_counter()
+    clock = VirtualClock(scenario.start) if scenario.clock == "virtual" else RealClock()
+    tmp = None
+    if db is None:
+        import tempfile
+        tmp = tempfile.TemporaryDirectory(prefix="dispatchsim-")
+        db = Path(tmp.name) / "scenario.db"
+    events: list[dict[str, Any]] = []
+    key_events: list[tuple[float, str]] = []
+    t0 = clock.now()
+    endpoints = EndpointSet(scenario.simulated or ProvidersConfig(endpoints={}), seed=scenario.seed,
+                            now=clock.now, t0=t0)
+    await endpoints.start()
+    names: dict[str, str] = {}
+    sanitize = _Sanitizer()
+    run = _Run(scenario, clock, db, endpoints, events, key_events, sanitize)
+    try:
+        for name in (scenario.simulated.endpoints if scenario.simulated else {}):
+            sanitize.add(endpoints.url(name), f"sim://{name}")
+            sanitize.add(f"127.0.0.1:{endpoints.ports[name]}", f"sim:{name}")
+        await run.open()
+        await run.setup()
+        for cfg in scenario.configurations:
+            names[cfg.id] = cfg.provider
+        await run.timeline(progress)
+        remaining = max(0.0, scenario.duration - (clock.now() - t0))
+        idle = await run.drain(remaining, progress)
+        deliveries = await run.engine.deliveries()
+        attempts = await run.engine.attempts()
+        activities = [row[0] for row in run.engine.store.conn.execute("SELECT id FROM activities ORDER BY seq")]
+        await endpoints.settle()
+        finished = clock.now()
+        await run.engine.close()
+    finally:
+        await endpoints.stop()
+        if run.engine is not None and not run.closed:
+            try:
+                await run.engine.close()
+            except Exception:
+                pass
+        if tmp is not None:
+            tmp.cleanup()
+    return RunResult(scenario=scenario, t0=t0, finished_at=finished, wall=time.perf_counter() - wall, idle=idle,
+                     events=events, key_events=key_events, deliveries=deliveries, attempts=attempts,
+                     activities=activities, recorder=endpoints.recorder, endpoint_names=names,
+                     refused=run.refused, secrets=run.secrets, force_retried=run.force_retried)
+
+
+class _Sanitizer:
+    """Ports of simulated endpoints change run to run; the event log names them instead."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, str]] = []
+        self._re: re.Pattern[str] | None = None
+
+    def add(self, old: str, new: str) -> None:
+        self.pairs.append((old, new))
+        self.pairs.sort(key=lambda p: -len(p[0]))
+        self._map = dict(self.pairs)
+        self._re = re.compile("|".join(re.escape(o) for o, _ in self.pairs))
+
+    def __call__(self, value: Any) -> Any:
+        if self._re is None:
+            return value
+        if isinstance(value, str):
+            return self._re.sub(lambda m: self._map[m.group(0)], value)
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        return value
+
+
+class _Run:
+    def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
+                 events: list[dict[str, Any]], key_events: list[tuple[float, str]], sanitize: _Sanitizer) -> None:
+        self.s = scenario
+        self.clock = clock
+        self.db = db
+        self.endpoints = endpoints
+        self.events = events
+        self.key_events = key_events
+        self.sanitize = sanitize
+        self.engine: Engine | None = None  # type: ignore[assignment]
+        self.closed = False
+        self.t0 = clock.now()
+        self.rng = random.Random(f"{scenario.seed}:activities")
+        self.refused: dict[str, str] = {}
+        self.secrets: list[str] = []
+        self.force_retried: set[int] = set()
+        self.crashed = False
+
+    def note(self, text: str) -> None:
+        self.key_events.append((self.clock.now() - self.t0, text))
+
+    def _sink(self, event: dict[str, Any]) -> None:
+        event = self.sanitize(event)
+        event.pop("level", None)
+        self.events.append(event)
+        name = event.get("event")
+        if name == "delivery.failed":
+            self.note(f"delivery {event.get('delivery_id')} FAILED ({event.get('reason')}) on {event.get('queue')}")
+        elif name == "attempt.interrupted":
+            self.note(f"attempt of delivery {event.get('delivery_id')} interrupted by the crash; re-sent")
+
+    async def open(self) -> None:
+        self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed)
+        self.engine.subscribe(self._sink)
+        self.closed = False
+
+    async def setup(self) -> None:
+        e = self.engine
+        for tid, name in self.s.tenants.items():
+            await e.add_tenant(tid, name)
+        for provider in sorted({c.provider for c in self.s.configurations}):
+            await e.add_provider(provider)
+        for c in self.s.configurations:
+            url = self.s.external.get(c.provider) or self.endpoints.url(c.provider)
+            await e.add_config(c.tenant, c.provider, c.channel, config_id=c.id, endpoint_url=url, **c.fields)
+            for key in ("auth", "signing_secret"):
+                val = c.fields.get(key)
+                if isinstance(val, dict):
+                    self.secrets += [v for k, v in val.items() if k in ("value", "token", "password") and v]
+                elif isinstance(val, str):
+                    self.secrets.append(val)
+            if c.active:
+                await self._activate(c.id)
+
+    async def _activate(self, cid: str) -> None:
+        try:
+            await self.engine.activate(cid)
+            self.note(f"configuration {cid} activated (verification GET answered 2xx)")
+        except ActivationRefused as exc:
+            reason = self.sanitize(str(exc))
+            self.refused[cid] = reason
+            self.note(f"configuration {cid} NOT activated: {reason.split('failed: ', 1)[-1]}")
+
+    async def timeline(self, progress: Progress | None) -> None:
+        """Expand generators into single steps, then play them in time order with the dispatcher running."""
+        steps: list[tuple[float, int, Event, int]] = []
+        for ev in self.s.timeline:
+            if ev.kind == "create":
+                for k, off in enumerate(ev.args["offsets"]):
+                    steps.append((ev.at + off, ev.index, ev, k))
+            else:
+                steps.append((ev.at, ev.index, ev, 0))
+        steps.sort(key=lambda s: (s[0], s[1], s[3]))
+        self.engine.start()
+        last_progress = 0.0
+        for at, _, ev, k in steps:
+            wait = self.t0 + at - self.clock.now()
+            if wait > 0:
+                await self.clock.sleep(wait)
+            if ev.kind == "create":
+                await self._create(ev, k)
+            else:
+                await self._apply(ev)
+            if progress and at - last_progress >= 60:
+                progress(at, self.s.duration)
+                last_progress = at
+        await self.engine.stop()
+
+    async def drain(self, remaining: float, progress: Progress | None) -> bool:
+        await self.engine.stop()
+        end = self.clock.now() + remaining
+        while True:
+            left = end - self.clock.now()
+            if left <= 0:
+                return False
+            summary = await self.engine.run_until_idle(max_time=min(left, 3600))
+            if progress:
+                progress(self.clock.now() - self.t0, self.s.duration)
+            if summary.idle:
+                return True
+
+    async def _create(self, ev: Event, k: int) -> None:
+        args = ev.args
+        data = example_activity(self.rng, channel=args["channel"]) if args["generate"] else {
+            "channel": args["channel"]}
+        data.update(args["activity"])
+        data.setdefault("channel", args["channel"])
+        await self.engine.create_activity(args["tenant"], data)
+        n = len(ev.args["offsets"])
+        if k == 0:
+            self.note(f"create {n} activit{'y' if n == 1 else 'ies'} for {args['tenant']}/{args['channel']}"
+                      + ("" if n == 1 else f" (until {fmt_offset(ev.at + ev.args['offsets'][-1])})"))
+
+    async def _apply(self, ev: Event) -> None:
+        e = self.engine
+        a = ev.args
+        if ev.kind == "endpoint":
+            self.endpoints.set_behaviour(a["name"], a["behaviour"])
+            self.note(f"endpoint {a['name']} -> {_short(a['behaviour'])}")
+        elif ev.kind == "activate":
+            await self._activate(a["config"])
+        elif ev.kind == "deactivate":
+            await e.deactivate(a["config"], reason="scenario")
+            self.note(f"configuration {a['config']} deactivated")
+        elif ev.kind == "edit":
+            await e.edit_config(a["config"], **a["changes"])
+            self.note(f"configuration {a['config']} edited: {', '.join(sorted(a['changes']))}")
+        elif ev.kind == "force_retry":
+            failed = e.store.deliveries(status="FAILED", config_id=a.get("config"))
+            failed = [d for d in failed if not a.get("reason") or d["failed_reason"] == a["reason"]]
+            for d in failed:
+                await e.force_retry(d["id"])
+                self.force_retried.add(d["id"])
+            self.note(f"force retry of {len(failed)} FAILED deliver{'y' if len(failed) == 1 else 'ies'}")
+        elif ev.kind == "skip":
+            blocked = [d for d in e.store.deliveries(status="FAILED", config_id=a.get("config")) if d["holds"]]
+            for d in blocked:
+                await e.skip(d["id"])
+            self.note(f"skipped {len(blocked)} blocked queue head(s)")
+        elif ev.kind == "crash":
+            await e.crash()
+            self.closed = True
+            self.note("engine crashed (in-flight attempts lost, leases left in the database)")
+            if a["restart_after"]:
+                await self.clock.sleep(a["restart_after"])
+            await self.open()
+            self.engine.start()
+            self.note("engine restarted on the same database")
+
+
+def _short(behaviour: Any) -> str:
+    text = json.dumps(behaviour, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "..."
