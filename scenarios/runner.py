@@ -168,6 +168,7 @@ class _Run:
         self.secrets: list[str] = []
         self.force_retried: set[int] = set()
         self.crashed = False
+        self._failing: set[str] = set()
 
     def note(self, text: str) -> None:
         self.key_events.append((self.clock.now() - self.t0, text))
@@ -177,7 +178,15 @@ class _Run:
         event.pop("level", None)
         self.events.append(event)
         name = event.get("event")
-        if name == "delivery.failed":
+        if name == "delivery.retrying" and event.get("attempt") == 1 and event.get("queue") not in self._failing:
+            self._failing.add(event.get("queue"))
+            what = f"HTTP {event['code']}" if event.get("code") else event.get("outcome", "").lower()
+            self.note(f"queue {event.get('queue')}: delivery {event.get('delivery_id')} failed ({what}), retrying")
+        elif name == "delivery.dispatched" and event.get("queue") in self._failing:
+            self._failing.discard(event.get("queue"))
+            self.note(f"queue {event.get('queue')}: delivery {event.get('delivery_id')} DISPATCHED "
+                      f"on attempt {event.get('attempt')}; the queue flows again")
+        elif name == "delivery.failed":
             self.note(f"delivery {event.get('delivery_id')} FAILED ({event.get('reason')}) on {event.get('queue')}")
         elif name == "attempt.interrupted":
             self.note(f"attempt of delivery {event.get('delivery_id')} interrupted by the crash; re-sent")

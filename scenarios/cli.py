@@ -1,0 +1,101 @@
+"""``dispatchsim run SCENARIO...``: run scenario files, report, exit 0/1/2."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from .report import human, junit, svg_timeline, write_json
+from .runner import RunResult, run_scenario
+from .spec import ScenarioError, load_scenario
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="run scenario files (virtual clock) and check their expectations",
+        description="Run one or more scenario files: simulated providers and the engine on one clock "
+                    "(virtual by default: hours pass in seconds), then check the expectations. Every file "
+                    "is validated before anything runs. Exit code: 0 all expectations hold, 1 some failed, "
+                    "2 a file is invalid.")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario YAML files (e.g. scenarios/*.yaml)")
+    p.add_argument("--json", metavar="FILE", help="write a JSON report (one object, or a list for several files)")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per expectation)")
+    p.add_argument("--events", metavar="PATH", help="write the event log as JSON lines (a directory when "
+                                                     "running several files: one NAME.jsonl each)")
+    p.add_argument("--record", metavar="DIR", help="write what each simulated provider received (JSON lines)")
+    p.add_argument("--plot", metavar="DIR", help="write a retry-timeline SVG per scenario into DIR")
+    p.add_argument("--db", metavar="FILE", help="keep the SQLite database (one scenario only; default: temporary)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the result line per scenario")
+    p.set_defaults(func=main)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "scenario"
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        scenarios = [load_scenario(path) for path in args.scenarios]
+    except ScenarioError as exc:
+        print(f"dispatchsim run: invalid scenario: {exc}", file=sys.stderr)
+        return 2
+    if args.db and len(scenarios) > 1:
+        print("dispatchsim run: --db needs exactly one scenario", file=sys.stderr)
+        return 2
+    results: list[RunResult] = []
+    tty = sys.stderr.isatty() and not args.quiet
+    for sc in scenarios:
+        progress = _progress(sc.name) if tty else None
+        result = run_scenario(sc, db=args.db, progress=progress)
+        if tty:
+            sys.stderr.write("\r\033[K")
+        results.append(result)
+        if args.quiet:
+            print(f"{'PASS' if result.ok else 'FAIL'}  {sc.name}  ({sc.source}, "
+                  f"{sum(c.ok for c in result.checks)}/{len(result.checks)} expectations, {result.wall:.2f} s)")
+        else:
+            print(human(result))
+    several = len(results) > 1
+    if args.events:
+        _write_each(results, args.events, several, ".jsonl", lambda r: r.events_jsonl())
+    if args.record:
+        d = Path(args.record)
+        d.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            (d / f"{_slug(r.scenario.name)}.record.jsonl").write_text(r.recorder.jsonl(), encoding="utf-8")
+    if args.plot:
+        d = Path(args.plot)
+        d.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            (d / f"{_slug(r.scenario.name)}.svg").write_text(svg_timeline(r), encoding="utf-8")
+    if args.json:
+        write_json(results, args.json)
+    if args.junit:
+        Path(args.junit).write_text(junit(results), encoding="utf-8")
+    if several:
+        ok = sum(r.ok for r in results)
+        print(f"{ok}/{len(results)} scenarios passed")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _write_each(results, path: str, several: bool, suffix: str, content) -> None:
+    if several:
+        d = Path(path)
+        d.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            (d / f"{_slug(r.scenario.name)}{suffix}").write_text(content(r), encoding="utf-8")
+    else:
+        Path(path).write_text(content(results[0]), encoding="utf-8")
+
+
+def _progress(name: str):
+    from engine.clock import fmt_offset
+
+    def show(simulated: float, duration: float) -> None:
+        frac = min(1.0, simulated / duration) if duration else 1.0
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r\033[K{name}: [{bar:<30}] {fmt_offset(simulated)[1:]} simulated")
+        sys.stderr.flush()
+
+    return show
