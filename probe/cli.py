@@ -1,0 +1,188 @@
+"""``dispatchsim probe URL``: a thin shell over :func:`probe.run_probe` (real clock, real HTTP)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.errors import ConfigError
+
+from .listener import RESULTS_PATH, ResultsListener
+from .report import ProbeReport
+from .runner import CHECKS, run_probe
+from .settings import LOCAL_CAPS, REMOTE_CAPS, ProbeError, ProbeSettings, check_target
+
+_D = ProbeSettings()
+
+EPILOG = f"""\
+auth (--auth):
+  api_key:HEADER:VALUE     e.g. api_key:X-Api-Key:s3cret
+  bearer:TOKEN
+  basic:USER:PASSWORD
+  A VALUE, TOKEN, PASSWORD or --secret written as env:NAME is read from the environment
+  variable NAME (keeps it out of the process list). Credentials never appear in any report.
+
+checks, in order: {", ".join(CHECKS)}
+
+duplicate processing is verified through results callbacks: start the probe with
+--results-port P and point the endpoint's results call at
+http://127.0.0.1:P{RESULTS_PATH} (the body carries "activity_id"), or give
+--status-url 'https://…/deliveries/{{id}}' answering {{"processed": N}}; otherwise "cannot verify" (warn).
+
+limits: loopback targets rate <= {LOCAL_CAPS['rate']:g}/s, burst <= {LOCAL_CAPS['burst']}; any other host needs --yes
+(or a typed confirmation) and is capped at rate {REMOTE_CAPS['rate']:g}/s, concurrency {REMOTE_CAPS['concurrency']},
+burst {REMOTE_CAPS['burst']}, ordered {REMOTE_CAPS['ordered']}. Exit status: 0 no check failed, 1 a check failed, 2 usage
+error or refused.
+"""
+
+
+def register_cli(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "probe", help="check a provider endpoint against realistic sender behaviour (real HTTP)",
+        description="Send a provider's receiving endpoint what a real sender sends (verification GET, "
+                    "seed-shape activities, bad credentials and signatures, duplicates, bursts, edge "
+                    "payloads, slow and aborted requests), bounded in count and time, and report "
+                    "pass/warn/fail per check with evidence.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("url", help="the endpoint URL (only this URL is contacted)")
+    p.add_argument("--auth", metavar="SPEC", help="credentials the endpoint expects (see below)")
+    p.add_argument("--secret", metavar="SECRET", help="Standard Webhooks signing secret (whsec_… or raw)")
+    p.add_argument("--timeout", type=float, default=_D.timeout, metavar="S",
+                   help=f"sender timeout per request, seconds (default {_D.timeout:g})")
+    p.add_argument("--connect-timeout", type=float, default=_D.connect_timeout, metavar="S",
+                   help=f"connect timeout, seconds (default {_D.connect_timeout:g})")
+    p.add_argument("--ordered", type=int, default=_D.ordered, metavar="N",
+                   help=f"deliveries of one queue sent in sequence (default {_D.ordered})")
+    p.add_argument("--burst", type=int, default=_D.burst, metavar="N",
+                   help=f"concurrent deliveries in the burst (default {_D.burst})")
+    p.add_argument("--rate", type=float, default=_D.rate, metavar="R",
+                   help=f"burst start rate per second (default {_D.rate:g})")
+    p.add_argument("--concurrency", type=int, default=_D.concurrency, metavar="C",
+                   help=f"burst requests in flight at most (default {_D.concurrency})")
+    p.add_argument("--max-body", type=int, default=_D.max_body, metavar="BYTES",
+                   help=f"size of the max-size payload (default {_D.max_body})")
+    p.add_argument("--slow-body", type=float, default=_D.slow_body, metavar="S",
+                   help=f"seconds over which the slow body is sent (default {_D.slow_body:g})")
+    p.add_argument("--results-port", type=int, metavar="PORT",
+                   help=f"listen on 127.0.0.1:PORT{RESULTS_PATH} for results callbacks")
+    p.add_argument("--callback-wait", type=float, default=_D.callback_wait, metavar="S",
+                   help=f"how long to wait for results callbacks (default {_D.callback_wait:g})")
+    p.add_argument("--status-url", metavar="URL", help="URL with {id}: how many times that delivery was processed")
+    p.add_argument("--max-time", type=float, default=_D.max_time, metavar="S",
+                   help=f"time budget of the whole probe (default {_D.max_time:g})")
+    p.add_argument("--seed", type=int, default=0, help="seed of payload ids and contents (default 0)")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML (one testcase per check)")
+    p.add_argument("--report", metavar="FILE", help="write the report: .json → JSON, .xml → JUnit, else the table")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every check")
+    p.add_argument("--yes", action="store_true", help="probe a non-loopback URL without asking")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def parse_auth(spec: str | None, environ: dict[str, str] | None = None) -> dict[str, str] | None:
+    """``api_key:HEADER:VALUE`` / ``bearer:TOKEN`` / ``basic:USER:PASSWORD`` → an engine auth dict."""
+    if not spec:
+        return None
+    kind, _, rest = spec.partition(":")
+    if kind == "api_key":
+        header, _, value = rest.partition(":")
+        if header and value:
+            return {"type": "api_key", "header": header, "value": _resolve(value, environ)}
+    elif kind == "bearer" and rest:
+        return {"type": "bearer", "token": _resolve(rest, environ)}
+    elif kind == "basic":
+        user, _, password = rest.partition(":")
+        if user and password:
+            return {"type": "basic", "username": user, "password": _resolve(password, environ)}
+    raise ProbeError("--auth: expected api_key:HEADER:VALUE, bearer:TOKEN or basic:USER:PASSWORD "
+                     f"(got type {kind!r})")
+
+
+def _resolve(value: str, environ: dict[str, str] | None = None) -> str:
+    if value.startswith("env:"):
+        env = os.environ if environ is None else environ
+        name = value[4:]
+        if name not in env or not env[name]:
+            raise ProbeError(f"environment variable {name} is not set or empty")
+        return env[name]
+    return value
+
+
+def estimate_requests(s: ProbeSettings) -> int:
+    """An upper bound of the requests a probe sends with these settings."""
+    # verify, seed, 2 auth, 2 signature, duplicate (+ status), bursts, 4 edges, slow, 2×connections, abort
+    return 1 + 1 + 2 + 2 + 3 + s.ordered + s.burst + 4 + 2 + 4 + 4 + 2
+
+
+def run_cli(args: argparse.Namespace, *, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    stdin = stdin or sys.stdin
+    try:
+        settings: dict[str, Any] = dict(
+            auth=parse_auth(args.auth), secret=_resolve(args.secret) if args.secret else None,
+            timeout=args.timeout, connect_timeout=args.connect_timeout, ordered=args.ordered, burst=args.burst,
+            rate=args.rate, concurrency=args.concurrency, max_body=args.max_body, slow_body=args.slow_body,
+            callback_wait=args.callback_wait, status_url=args.status_url, max_time=args.max_time, seed=args.seed)
+        validated = ProbeSettings.build(**settings)
+        loopback = check_target(args.url)
+    except (ProbeError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not loopback:
+        capped, _ = validated.capped(False)
+        if not args.yes and not _confirm(args.url, estimate_requests(capped), capped, stdin):
+            return 2
+        settings["allow_remote"] = True
+    try:
+        report = asyncio.run(_run(args.url, settings, args.results_port))
+    except ProbeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen for results callbacks: {exc}", file=sys.stderr)
+        return 2
+    print(report.table(verbose=args.verbose), file=out)
+    for path, render in ((args.json, report.to_json), (args.junit, report.to_junit)):
+        if path:
+            Path(path).write_text(render(), encoding="utf-8")
+    if args.report:
+        Path(args.report).write_text(_by_extension(report, args.report), encoding="utf-8")
+    return report.exit_code
+
+
+async def _run(url: str, settings: dict[str, Any], results_port: int | None) -> ProbeReport:
+    if results_port is None:
+        return await run_probe(url, **settings)
+    async with ResultsListener(port=results_port) as listener:
+        print(f"listening for results callbacks on {listener.url}", file=sys.stderr)
+        return await run_probe(url, results_listener=listener, **settings)
+
+
+def _confirm(url: str, requests: int, s: ProbeSettings, stdin: TextIO) -> bool:
+    from engine.config import redact_url
+    where = redact_url(url)
+    if not stdin.isatty():
+        print(f"error: {where} is not a loopback address and there is no terminal to confirm: the probe would "
+              f"send up to {requests} requests there. Re-run with --yes if this endpoint is yours.",
+              file=sys.stderr)
+        return False
+    print(f"The probe will send up to {requests} requests to {where} (at most {s.rate:g}/s, "
+          f"{s.concurrency} at once), including bad credentials and aborted requests.", file=sys.stderr)
+    print("Is this endpoint yours to test? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = stdin.readline().strip().lower()
+    if answer in ("y", "yes"):
+        return True
+    print("not confirmed; nothing sent", file=sys.stderr)
+    return False
+
+
+def _by_extension(report: ProbeReport, path: str) -> str:
+    if path.endswith(".json"):
+        return report.to_json() + "\n"
+    if path.endswith(".xml"):
+        return report.to_junit()
+    return report.table(verbose=True) + "\n"

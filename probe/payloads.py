@@ -1,0 +1,78 @@
+"""Payloads the probe sends: the seed's activity JSON, field for field, and its awkward variants."""
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+from engine.clock import iso
+from engine.payload import PAYLOAD_KEYS, example_activity
+from engine.sender import encode_body
+from mapping import seed_payload
+
+#: Fields a receiver cannot count on being set (null in the seed or optional in the engine).
+NULLABLE = ("scheduledAt", "occurredAt", "lifecycleStatusLabel", "lifecycleStatusDetail", "commerceName",
+            "userStatus", "commerceAssignment", "activityDetails", "activityResult")
+
+
+class Payloads:
+    """Seeded ids and contents, so one seed sends the same probe twice."""
+
+    def __init__(self, seed: int, now: Any) -> None:
+        self.rng = random.Random(f"probe:{seed}")
+        self.now = now
+
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def webhook_id(self) -> str:
+        return f"msg_probe_{self.rng.getrandbits(96):024x}"
+
+    def seed(self) -> dict[str, Any]:
+        """The seed example with a fresh id and creation time."""
+        out = seed_payload()
+        out["id"] = self.new_id()
+        out["createdAt"] = iso(self.now())
+        return out
+
+    def varied(self, *, commerce: str | None = None) -> dict[str, Any]:
+        """A realistic activity in the seed's shape (all 19 keys), optionally of one commerce (queue)."""
+        out = self.seed()
+        out.update(example_activity(self.rng))
+        if commerce is not None:
+            out["commerceExternalId"] = commerce
+            out["commerceAssignment"]["commerceExternalId"] = commerce
+            out["commerceAssignment"]["commerce"]["externalId"] = commerce
+        return {k: out[k] for k in PAYLOAD_KEYS}
+
+    def unicode(self) -> dict[str, Any]:
+        out = self.seed()
+        name = "Café Ñandú — 東京店 🏪 Ελληνικά عربي"
+        out["commerceName"] = name
+        out["commerceAssignment"]["commerce"]["name"] = name
+        out["commerceAssignment"]["assignmentReason"] = "Asignación por ruta ✓ (zero\u200bwidth, e\u0301 combining)"
+        out["reason"]["label"] = "Riesgo de fuga ⚠️ 🚨"
+        out["activityDetails"]["assignedOperator"]["name"] = "Zoë Ångström-Łukasiewicz 👩‍💼"
+        return out
+
+    def nulls(self) -> dict[str, Any]:
+        out = self.seed()
+        for key in NULLABLE:
+            out[key] = None
+        return out
+
+    def unknown_fields(self) -> dict[str, Any]:
+        out = self.seed()
+        out["probeFutureField"] = {"addedIn": "v2", "values": [1, 2.5, True, None]}
+        out["reason"]["probeCategory"] = "RETENTION"
+        out["activityDetails"]["probeNotes"] = ["extra", "fields", "must", "be", "ignored"]
+        return out
+
+    def max_size(self, size: int) -> dict[str, Any]:
+        """The seed padded (in ``lifecycleStatusDetail``) to exactly ``size`` bytes of JSON."""
+        out = self.seed()
+        out["lifecycleStatusDetail"] = ""
+        pad = size - len(encode_body(out))
+        filler = "probe max-size padding 0123456789 "
+        out["lifecycleStatusDetail"] = (filler * (max(pad, 0) // len(filler) + 1))[:max(pad, 0)]
+        return out

@@ -1,0 +1,110 @@
+"""What a probe may send, and where: bounded counts, a capped rate, loopback unless confirmed."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from engine.config import Auth
+from engine.errors import DispatchsimError
+
+
+class ProbeError(DispatchsimError):
+    """The probe cannot run with these settings."""
+
+
+class RemoteNotConfirmed(ProbeError):
+    """The target is not a loopback address; confirm with --yes (library: allow_remote=True)."""
+
+
+#: Limits for a target that is not this machine: a probe must never look like a load test.
+REMOTE_CAPS = {"rate": 5.0, "concurrency": 4, "burst": 50, "ordered": 20}
+#: Limits for loopback targets.
+LOCAL_CAPS = {"rate": 100.0, "concurrency": 50, "burst": 500, "ordered": 200}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeSettings:
+    auth: Auth = Auth()
+    secret: str | None = None  #: Standard Webhooks signing secret (``whsec_…`` or raw)
+    connect_timeout: float = 5.0
+    timeout: float = 10.0  #: total per request: the sender's timeout the endpoint must answer within
+    ordered: int = 10  #: deliveries of one queue sent one after the other
+    burst: int = 20  #: concurrent deliveries …
+    rate: float = 10.0  #: … started at this many per second …
+    concurrency: int = 5  #: … with at most this many in flight
+    max_body: int = 64 * 1024  #: bytes of the max-size payload
+    slow_body: float = 3.0  #: seconds over which the slow body trickles in
+    callback_wait: float = 10.0  #: seconds to wait for results callbacks after the duplicate
+    status_url: str | None = None  #: ``https://…/deliveries/{id}`` answering ``{"processed": n}``
+    max_time: float = 300.0  #: the whole probe's time budget, seconds
+    seed: int = 0  #: payload ids and contents
+    allow_remote: bool = False  #: a non-loopback target is probed only when True
+
+    @classmethod
+    def build(cls, **kw: Any) -> ProbeSettings:
+        if "auth" in kw:
+            kw["auth"] = Auth.parse(kw["auth"])
+        unknown = sorted(set(kw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ProbeError(f"unknown probe setting(s): {', '.join(unknown)}")
+        settings = cls(**kw)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        problems = []
+        if not 0 < self.connect_timeout <= self.timeout:
+            problems.append("need 0 < connect_timeout <= timeout")
+        for name in ("ordered", "burst", "concurrency"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        for name in ("rate", "max_time"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        for name in ("slow_body", "callback_wait"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} cannot be negative")
+        if not 1024 <= self.max_body <= 16 * 1024 * 1024:
+            problems.append("max_body must be between 1 KiB and 16 MiB")
+        if self.status_url is not None and "{id}" not in self.status_url:
+            problems.append("status_url must contain {id} (replaced by the payload id)")
+        if problems:
+            raise ProbeError("invalid probe settings: " + "; ".join(problems))
+
+    def capped(self, loopback: bool) -> tuple[ProbeSettings, list[str]]:
+        """These settings within the caps for the target; notes say what was lowered."""
+        caps = LOCAL_CAPS if loopback else REMOTE_CAPS
+        changes: dict[str, Any] = {}
+        notes = []
+        for name, cap in caps.items():
+            if getattr(self, name) > cap:
+                changes[name] = type(getattr(self, name))(cap)
+                notes.append(f"{name} capped at {cap} for a {'loopback' if loopback else 'remote'} target")
+        return replace(self, **changes), notes
+
+    def public(self) -> dict[str, Any]:
+        """The settings as they may appear in a report (credentials out)."""
+        out = asdict(self)
+        out["auth"] = self.auth.type if self.auth.type == "none" else f"{self.auth.type} (***)"
+        out["secret"] = "***" if self.secret else None
+        return out
+
+
+def check_target(url: str) -> bool:
+    """Validate the URL; True when its host is this machine (loopback)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ProbeError(f"not a usable URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ProbeError(f"the probe needs an http:// or https:// URL with a host, got {url.split('?')[0]!r}")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
