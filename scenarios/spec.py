@@ -264,10 +264,7 @@ def _configs(P: _P, value: Any, tenants: dict[str, str], providers: set[str], ba
                                                          "timeouts")}
         if isinstance(fields.get("mapping"), str):
             fields["mapping"] = _mapping_file(P, base / fields["mapping"], path + ("mapping",))
-        try:  # validate now, before anything runs (the URL is a stand-in)
-            build_snapshot({**fields, "endpoint_url": "http://127.0.0.1:1/check"})
-        except ConfigError as exc:
-            raise P.fail(path + (_config_key(str(exc)),), str(exc)) from None
+        _check_config_fields(P, fields, path)
         active = spec.get("active", True)
         if not isinstance(active, bool):
             raise P.fail(path + ("active",), "expected true or false")
@@ -277,6 +274,34 @@ def _configs(P: _P, value: Any, tenants: dict[str, str], providers: set[str], ba
         out.append(ConfigSpec(id=cid, tenant=tenant, provider=provider, channel=channel, fields=fields,
                               active=active, activation=activation, line=P.line(path)))
     return out
+
+
+def _check_config_fields(P: _P, fields: dict[str, Any], path: tuple) -> None:
+    """Validate configuration fields now, before anything runs (the URL is a stand-in)."""
+    stand_in = {"endpoint_url": "http://127.0.0.1:1/check"}
+    try:
+        build_snapshot({**fields, **stand_in})
+    except ConfigError as exc:
+        raise P.fail(path + (_config_key(str(exc)),), str(exc)) from None
+    except (TypeError, ValueError) as exc:  # a wrong type the engine's validation does not name, e.g. cap: 1h
+        key = "configuration"
+        for name in fields:
+            try:
+                build_snapshot({name: fields[name], **stand_in})
+            except (ConfigError, TypeError, ValueError):
+                key = name
+                break
+        value = fields.get(key)
+        texts = [k for k, v in value.items() if isinstance(v, str) and k not in _TEXT_FIELDS] \
+            if isinstance(value, dict) else []
+        if texts:
+            raise P.fail(path + (key, texts[0]), f"expected a number (seconds for times), got "
+                                                 f"{value[texts[0]]!r}") from None
+        raise P.fail(path + (key,), f"invalid value: {exc}") from None
+
+
+_TEXT_FIELDS = {"preset", "jitter", "mode", "on_exhausted", "partition_key", "type", "header", "value", "token",
+                "username", "password"}
 
 
 def _config_key(message: str) -> str:
@@ -342,10 +367,7 @@ def _timeline(P: _P, value: Any, tenants: dict[str, str], configs: set[str], end
                                                                "activation"}), "a configuration edit")
             cid = _config_ref(P, arg.get("config"), apath + ("config",), configs)
             changes = {k: v for k, v in arg.items() if k != "config"}
-            try:
-                build_snapshot({**changes, "endpoint_url": "http://127.0.0.1:1/check"})
-            except ConfigError as exc:
-                raise P.fail(apath + (_config_key(str(exc)),), str(exc)) from None
+            _check_config_fields(P, changes, apath)
             args = {"config": cid, "changes": changes}
         elif kind in ("force_retry", "skip"):
             if arg in (None, "all"):
