@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "queue, oldest pending, blocked queues, recent failures.")
     status.add_argument("db", help="path to the SQLite file")
     status.set_defaults(func=_status)
-    for module in ("mapping.cli", "providers.cli", "scenarios.cli", "probe.cli"):
+    for module in ("mapping.cli", "providers.cli", "scenarios.cli", "probe.cli", "dispatchsim.serve_cli"):
         try:
             mod = __import__(module, fromlist=["register_cli"])
         except ImportError:

@@ -1,0 +1,600 @@
+"""The HTTP API of serve mode (aiohttp): the seed's resources, JSON in, JSON (or problem documents) out.
+
+Every error is an RFC 9457 problem document (``application/problem+json``) with a clear
+``detail``; bodies are checked completely before the engine is called, so a rejected request
+stores nothing. Keys: ``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from . import api_queries as q
+from .clock import iso, parse_iso
+from .config import CONFIG_FIELDS, REDACTED
+from .errors import (ActivationRefused, ActivityError, ConfigError, DispatchsimError, InvalidTransition,
+                     NotFound)
+from .keys import KeyRing, Principal
+from .openapi import openapi_document
+from .states import Status
+
+MAX_BODY = 1024 * 1024
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/openapi.json"})
+ENGINE_KEY = web.AppKey("engine", Any)
+EVENTS_KEY = web.AppKey("events", Any)
+KEYS_KEY = web.AppKey("keys", KeyRing)
+STARTED_KEY = web.AppKey("started", float)
+PROBLEM_BASE = "https://dispatchsim.dev/problems/"
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Problem(Exception):
+    """An error answer: status, a short slug for ``type``, and the detail shown to the caller."""
+
+    def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.slug, self.detail, self.extra = status, slug, detail, extra
+
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+           500: "Internal Server Error"}
+
+
+def problem_response(request: web.Request, p: Problem) -> web.Response:
+    doc = {"type": PROBLEM_BASE + p.slug, "title": _TITLES.get(p.status, "Error"), "status": p.status,
+           "detail": p.detail, "instance": request.path, **p.extra}
+    headers = {"WWW-Authenticate": 'ApiKey header="X-Api-Key"'} if p.status == 401 else None
+    return web.json_response(doc, status=p.status, content_type="application/problem+json", headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as p:
+        return problem_response(request, p)
+    except web.HTTPRequestEntityTooLarge:
+        return problem_response(request, Problem(413, "too-large", f"request body over {MAX_BODY} bytes"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "http-error")
+        detail = {404: f"no route {request.method} {request.path}",
+                  405: f"{request.method} is not allowed on {request.path}"}.get(exc.status, exc.reason)
+        return problem_response(request, Problem(exc.status, slug, detail))
+    except NotFound as exc:
+        return problem_response(request, Problem(404, "not-found", str(exc)))
+    except ActivationRefused as exc:
+        return problem_response(request, Problem(422, "activation-refused", str(exc), reason=str(exc)))
+    except InvalidTransition as exc:
+        return problem_response(request, Problem(409, "invalid-transition", str(exc)))
+    except (ConfigError, ActivityError) as exc:
+        return problem_response(request, Problem(400, "invalid", str(exc)))
+    except DispatchsimError as exc:
+        return problem_response(request, Problem(400, "invalid", str(exc)))
+    except Exception as exc:  # a bug: still a problem document, and logged
+        request.app[ENGINE_KEY].log.error("api.error", path=request.path, error=f"{type(exc).__name__}: {exc}")
+        return problem_response(request, Problem(500, "internal", "internal error; see the server log"))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    key = request.headers.get("X-Api-Key")
+    if key is None:
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+    principal = request.app[KEYS_KEY].lookup(key)
+    if principal is None:
+        raise Problem(401, "unauthorized", "missing or invalid API key (send X-Api-Key: <key>)"
+                      if key else "missing API key (send X-Api-Key: <key> or Authorization: Bearer <key>)")
+    request["principal"] = principal
+    return await handler(request)
+
+
+# -- request helpers -----------------------------------------------------------------------
+
+
+def _principal(request: web.Request) -> Principal:
+    return request["principal"]
+
+
+def _require_admin(request: web.Request) -> None:
+    if not _principal(request).admin:
+        raise Problem(403, "forbidden", "this needs the admin key")
+
+
+def _allow(request: web.Request, tenant_id: str) -> None:
+    p = _principal(request)
+    if not p.admin and p.tenant_id != tenant_id:
+        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
+
+
+def _tenant_of_call(request: web.Request, given: Any) -> str:
+    """The tenant a write is for: a tenant key's own (or 403), or the admin's explicit ``tenant_id``."""
+    p = _principal(request)
+    if given is not None and not isinstance(given, str):
+        raise Problem(400, "invalid", "tenant_id: must be a string")
+    if p.admin:
+        if not given:
+            raise Problem(400, "invalid", "tenant_id: required with the admin key")
+        return given
+    if given is not None and given != p.tenant_id:
+        raise Problem(403, "forbidden", f"your key belongs to tenant {p.tenant_id!r}, not {given!r}")
+    assert p.tenant_id is not None
+    return p.tenant_id
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+async def read_json(request: web.Request, *, kind: type = dict) -> Any:
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype.startswith("multipart/"):
+        raise Problem(415, "unsupported-media-type", f"send a JSON body, not {ctype}")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Problem(413, "too-large", f"request body over {MAX_BODY} bytes")
+    raw = await request.read()
+    if not raw.strip():
+        raise Problem(400, "malformed-json", "request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise Problem(400, "malformed-json", "request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise Problem(400, "malformed-json", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                      ) from None
+    except (ValueError, RecursionError) as exc:
+        raise Problem(400, "malformed-json", f"malformed JSON: {exc}") from None
+    if not isinstance(data, kind):
+        want = "an object" if kind is dict else "an array"
+        raise Problem(400, "invalid", f"request body must be a JSON {want}, got {type(data).__name__}")
+    return data
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "object": (dict,), "boolean": (bool,),
+                                       "array": (list,), "integer": (int,), "number": (int, float)}
+
+
+def check_fields(data: dict[str, Any], *, required: dict[str, str] | None = None,
+                 optional: dict[str, str] | None = None, where: str = "body") -> None:
+    """Unknown fields and wrong types, all reported at once. ``"string?"`` allows null."""
+    required, optional = required or {}, optional or {}
+    problems = []
+    unknown = sorted(set(data) - set(required) - set(optional))
+    if unknown:
+        problems.append(f"unknown field(s) {', '.join(unknown)} (known: {', '.join([*required, *optional])})")
+    for key in required:
+        if key not in data:
+            problems.append(f"{key}: required")
+    for key, spec in {**required, **optional}.items():
+        if key not in data:
+            continue
+        value, nullable, typ = data[key], spec.endswith("?"), spec.rstrip("?")
+        if value is None:
+            if not nullable:
+                problems.append(f"{key}: must not be null")
+            continue
+        ok = isinstance(value, _TYPES[typ]) and not (typ in ("integer", "number") and isinstance(value, bool))
+        if not ok:
+            problems.append(f"{key}: must be {'an' if typ[0] in 'aeiou' else 'a'} {typ}"
+                            f"{' or null' if nullable else ''}, got {_json_type(value)}")
+    if problems:
+        raise Problem(400, "invalid", f"invalid {where}: " + "; ".join(problems))
+
+
+def _json_type(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
+            type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise Problem(400, "invalid", f"unknown query parameter(s) {', '.join(unknown)}"
+                      f" (known: {', '.join(sorted(allowed))})")
+    return {k: request.query[k] for k in request.query}
+
+
+def _limit(value: str | None, default: int = 50, top: int = 500) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= top:
+        raise Problem(400, "invalid", f"limit: an integer from 1 to {top}")
+    return int(value)
+
+
+def _time_param(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise Problem(400, "invalid", f"{name}: not an ISO-8601 timestamp: {value!r}") from None
+
+
+def _delivery_id(request: web.Request) -> int:
+    raw = request.match_info["delivery_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Problem(404, "not-found", f"delivery {raw!r} not found (ids are integers)")
+    return int(raw)
+
+
+def _no_body(request: web.Request) -> None:
+    if request.content_length:
+        raise Problem(400, "invalid", "this call takes no request body")
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    engine.store.conn.execute("SELECT 1").fetchone()
+    return web.json_response({"status": "ok", "uptime": round(time.monotonic() - request.app[STARTED_KEY], 3),
+                              "in_flight": engine.dispatcher.in_flight})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    engine, events = request.app[ENGINE_KEY], request.app[EVENTS_KEY]
+    extra: dict[str, float] = {}
+    if events is not None:
+        counts = events.store.counts()
+        extra = {"dispatchsim_event_batches_open": counts["READY"] + counts["RETRYING"],
+                 "dispatchsim_event_batches_dispatched": counts["DISPATCHED"],
+                 "dispatchsim_events_unbatched": counts["unbatched_events"]}
+    text = q.prometheus_text(q.metrics(engine.store), extra=extra)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    _query(request, set())
+    store = request.app[ENGINE_KEY].store
+    p = _principal(request)
+    rows = store.tenants() if p.admin else [t for t in [store.tenant(p.tenant_id)] if t]
+    return web.json_response({"items": [_tenant_view(t) for t in rows]})
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    _require_admin(request)
+    body = await read_json(request)
+    check_fields(body, required={"id": "string"}, optional={"name": "string?"})
+    t = await request.app[ENGINE_KEY].add_tenant(body["id"], body.get("name"))
+    return web.json_response(_tenant_view(t), status=201)
+
+
+async def get_tenant(request: web.Request) -> web.Response:
+    tid = request.match_info["tenant_id"]
+    _allow(request, tid)
+    t = request.app[ENGINE_KEY].store.tenant(tid)
+    if t is None:
+        raise NotFound(f"tenant {tid!r} not found")
+    return web.json_response(_tenant_view(t))
+
+
+def _tenant_view(t: dict[str, Any]) -> dict[str, Any]:
+    return {"id": t["id"], "name": t["name"], "created_at": iso(t["created_at"])}
+
+
+async def list_providers(request: web.Request) -> web.Response:
+    _query(request, set())
+    rows = request.app[ENGINE_KEY].store.providers()
+    return web.json_response({"items": [_tenant_view(p) for p in rows]})
+
+
+async def create_provider(request: web.Request) -> web.Response:
+    _require_admin(request)
+    body = await read_json(request)
+    check_fields(body, required={"id": "string"}, optional={"name": "string?"})
+    p = await request.app[ENGINE_KEY].add_provider(body["id"], body.get("name"))
+    return web.json_response(_tenant_view(p), status=201)
+
+
+_CONFIG_TYPES = {"endpoint_url": "string", "auth": "object?", "signing_secret": "string?", "mapping": "object?",
+                 "retry": "object?", "ordering": "object?", "timeouts": "object?"}
+assert set(_CONFIG_TYPES) == set(CONFIG_FIELDS)
+
+
+def _check_secrets(body: dict[str, Any]) -> None:
+    """Secrets are write-only: a read shows ``***``; sending that back would overwrite the real one."""
+    auth = body.get("auth") or {}
+    values = [body.get("signing_secret")] + [auth.get(k) for k in ("value", "token", "password")
+                                             if isinstance(auth, dict)]
+    if REDACTED in values:
+        raise Problem(400, "invalid", "secrets are write-only: send the real value (reads show ***), or leave"
+                                      " auth/signing_secret out of the edit to keep them")
+
+
+async def list_configs(request: web.Request) -> web.Response:
+    qs = _query(request, {"tenant_id"})
+    engine = request.app[ENGINE_KEY]
+    p = _principal(request)
+    tenant = qs.get("tenant_id") if p.admin else p.tenant_id
+    if not p.admin and qs.get("tenant_id") not in (None, p.tenant_id):
+        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
+    items = [engine.config_view(c["id"]) for c in engine.store.configs(tenant)]
+    return web.json_response({"items": items})
+
+
+async def create_config(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    check_fields(body, required={"provider_id": "string", "channel": "string", "endpoint_url": "string"},
+                 optional={"tenant_id": "string", "id": "string",
+                           **{k: v for k, v in _CONFIG_TYPES.items() if k != "endpoint_url"}})
+    _check_secrets(body)
+    tenant = _tenant_of_call(request, body.pop("tenant_id", None))
+    fields = {k: v for k, v in body.items() if k in CONFIG_FIELDS}
+    view = await request.app[ENGINE_KEY].add_config(tenant, body["provider_id"], body["channel"],
+                                                    config_id=body.get("id"), **fields)
+    return web.json_response(view, status=201)
+
+
+def _owned_config(request: web.Request) -> str:
+    cid = request.match_info["config_id"]
+    engine = request.app[ENGINE_KEY]
+    cfg = engine.store.config(cid)
+    if cfg is None or cfg["deleted"]:
+        raise NotFound(f"configuration {cid!r} not found")
+    _allow(request, cfg["tenant_id"])
+    return cid
+
+
+async def get_config(request: web.Request) -> web.Response:
+    cid = _owned_config(request)
+    return web.json_response(request.app[ENGINE_KEY].config_view(cid))
+
+
+async def edit_config(request: web.Request) -> web.Response:
+    cid = _owned_config(request)
+    body = await read_json(request)
+    check_fields(body, optional=_CONFIG_TYPES)
+    if not body:
+        raise Problem(400, "invalid", f"nothing to change; send one or more of {', '.join(CONFIG_FIELDS)}")
+    if "endpoint_url" in body and body["endpoint_url"] is None:
+        raise Problem(400, "invalid", "endpoint_url: must not be null")
+    _check_secrets(body)
+    return web.json_response(await request.app[ENGINE_KEY].edit_config(cid, **body))
+
+
+async def activate_config(request: web.Request) -> web.Response:
+    cid = _owned_config(request)
+    _no_body(request)
+    return web.json_response(await request.app[ENGINE_KEY].activate(cid))
+
+
+async def deactivate_config(request: web.Request) -> web.Response:
+    cid = _owned_config(request)
+    _no_body(request)
+    return web.json_response(await request.app[ENGINE_KEY].deactivate(cid))
+
+
+async def delete_config(request: web.Request) -> web.Response:
+    cid = _owned_config(request)
+    await request.app[ENGINE_KEY].delete_config(cid)
+    return web.Response(status=204)
+
+
+async def create_activity(request: web.Request) -> web.Response:
+    qs = _query(request, {"tenant_id"})
+    body = await read_json(request)
+    tenant = _tenant_of_call(request, qs.get("tenant_id"))
+    activity = await request.app[ENGINE_KEY].create_activity(tenant, body)
+    return web.json_response(activity, status=201, headers={"Location": f"/api/activities/{activity['id']}"})
+
+
+async def list_activities(request: web.Request) -> web.Response:
+    qs = _query(request, {"tenant_id", "channel", "status", "dispatch_status", "created_from", "created_to",
+                          "cursor", "limit"})
+    p = _principal(request)
+    if not p.admin and qs.get("tenant_id") not in (None, p.tenant_id):
+        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
+    ds = qs.get("dispatch_status")
+    if ds is not None and ds not in {s.value for s in Status}:
+        raise Problem(400, "invalid", f"dispatch_status: one of {', '.join(s.value for s in Status)}")
+    after = 0
+    if "cursor" in qs:
+        try:
+            after = q.decode_cursor(qs["cursor"])
+        except ValueError as exc:
+            raise Problem(400, "invalid", str(exc)) from None
+    f = q.ActivityFilter(tenant_id=qs.get("tenant_id") if p.admin else p.tenant_id, channel=qs.get("channel"),
+                         status=qs.get("status"), dispatch_status=ds,
+                         created_from=_time_param("created_from", qs.get("created_from")),
+                         created_to=_time_param("created_to", qs.get("created_to")))
+    items, cursor = q.list_activities(request.app[ENGINE_KEY].store, f, after_seq=after,
+                                      limit=_limit(qs.get("limit")))
+    return web.json_response({"items": items, "next_cursor": cursor})
+
+
+def _owned_activity(request: web.Request) -> str:
+    aid = request.match_info["activity_id"]
+    _allow(request, q.activity_tenant(request.app[ENGINE_KEY].store, aid))
+    return aid
+
+
+async def get_activity(request: web.Request) -> web.Response:
+    aid = _owned_activity(request)
+    return web.json_response(await request.app[ENGINE_KEY].activity(aid))
+
+
+async def activity_deliveries(request: web.Request) -> web.Response:
+    aid = _owned_activity(request)
+    return web.json_response({"items": await request.app[ENGINE_KEY].deliveries(activity_id=aid)})
+
+
+def _owned_delivery(request: web.Request) -> int:
+    did = _delivery_id(request)
+    _allow(request, q.delivery_tenant(request.app[ENGINE_KEY].store, did))
+    return did
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    did = _owned_delivery(request)
+    return web.json_response(await request.app[ENGINE_KEY].delivery(did))
+
+
+async def delivery_attempts(request: web.Request) -> web.Response:
+    did = _owned_delivery(request)
+    return web.json_response({"items": await request.app[ENGINE_KEY].attempts(did)})
+
+
+async def force_retry(request: web.Request) -> web.Response:
+    did = _owned_delivery(request)
+    _no_body(request)
+    return web.json_response(await request.app[ENGINE_KEY].force_retry(did))
+
+
+async def skip_delivery(request: web.Request) -> web.Response:
+    did = _owned_delivery(request)
+    _no_body(request)
+    return web.json_response(await request.app[ENGINE_KEY].skip(did))
+
+
+async def submit_result(request: web.Request) -> web.Response:
+    """Idempotent per activity: the same result again is a 200 no-op; a different one is a 409."""
+    body = await read_json(request)
+    check_fields(body, required={"activity_id": "string", "status": "string"},
+                 optional={"result": "object?", "completedAt": "string?", "comment": "string?"})
+    aid = body["activity_id"]
+    try:
+        uuid.UUID(aid)
+    except ValueError:
+        raise Problem(400, "invalid", f"activity_id: use the payload's id (a UUID), got {aid!r}") from None
+    if not body["status"].strip():
+        raise Problem(400, "invalid", "status: must not be empty (e.g. COMPLETED)")
+    if body.get("completedAt") is not None:
+        body["completedAt"] = iso(_time_param("completedAt", body["completedAt"]) or 0.0)
+    _allow(request, q.activity_tenant(request.app[ENGINE_KEY].store, aid))
+    engine = request.app[ENGINE_KEY]
+    result = {"status": body["status"], "result": body.get("result"), "completedAt": body.get("completedAt"),
+              "comment": body.get("comment")}
+    current = (await engine.activity(aid))["activityResult"]
+    if current is not None:
+        same = {k: v for k, v in current.items() if k != "submittedAt"} == result
+        if same:
+            return web.json_response(await engine.activity(aid), status=200)
+        raise Problem(409, "result-exists", f"activity {aid} already has a different result; results are"
+                                            " accepted once per activity", activityResult=current)
+    activity = await engine.submit_result(aid, {**result, "submittedAt": iso(engine.clock.now())})
+    return web.json_response(activity, status=201)
+
+
+# -- message events ------------------------------------------------------------------------
+
+
+def _events(request: web.Request) -> Any:
+    events = request.app[EVENTS_KEY]
+    if events is None:
+        raise Problem(404, "not-found", "message events are not enabled on this server")
+    return events
+
+
+async def put_webhook(request: web.Request) -> web.Response:
+    events = _events(request)
+    account = request.match_info["account_id"]
+    _allow(request, account)
+    body = await read_json(request)
+    check_fields(body, required={"url": "string"},
+                 optional={"auth": "object?", "signing_secret": "string?", "batch_size": "integer",
+                           "max_wait": "number", "retry": "object?", "timeouts": "object?"})
+    _check_secrets(body)
+    return web.json_response(await events.configure_webhook(account, {k: v for k, v in body.items()
+                                                                      if v is not None}))
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    events = _events(request)
+    account = request.match_info["account_id"]
+    _allow(request, account)
+    return web.json_response(events.webhook(account))
+
+
+async def list_event_batches(request: web.Request) -> web.Response:
+    events = _events(request)
+    account = request.match_info["account_id"]
+    _allow(request, account)
+    qs = _query(request, {"after", "limit"})
+    after = qs.get("after", "0")
+    if not after.isdigit():
+        raise Problem(400, "invalid", "after: a batch id (integer)")
+    rows = events.store.batches(account, after_id=int(after), limit=_limit(qs.get("limit")))
+    items = [{**r, **{k: (iso(r[k]) if r[k] is not None else None)
+                      for k in ("next_attempt_at", "lease_until", "dispatched_at", "created_at", "updated_at")}}
+             for r in rows]
+    return web.json_response({"items": items})
+
+
+async def post_message_events(request: web.Request) -> web.Response:
+    events = _events(request)
+    body = await read_json(request)
+    check_fields(body, required={"events": "array"}, optional={"account_id": "string"})
+    account = _tenant_of_call(request, body.get("account_id"))
+    return web.json_response(await events.post(account, body["events"]), status=202)
+
+
+#: (method, path, handler): the one list the router and the OpenAPI test read.
+ROUTES: list[tuple[str, str, _Handler]] = [
+    ("GET", "/healthz", healthz),
+    ("GET", "/metrics", metrics),
+    ("GET", "/api/openapi.json", openapi),
+    ("GET", "/api/tenants", list_tenants),
+    ("POST", "/api/tenants", create_tenant),
+    ("GET", "/api/tenants/{tenant_id}", get_tenant),
+    ("GET", "/api/providers", list_providers),
+    ("POST", "/api/providers", create_provider),
+    ("GET", "/api/dispatch-configurations", list_configs),
+    ("POST", "/api/dispatch-configurations", create_config),
+    ("GET", "/api/dispatch-configurations/{config_id}", get_config),
+    ("PATCH", "/api/dispatch-configurations/{config_id}", edit_config),
+    ("DELETE", "/api/dispatch-configurations/{config_id}", delete_config),
+    ("POST", "/api/dispatch-configurations/{config_id}/activate", activate_config),
+    ("POST", "/api/dispatch-configurations/{config_id}/deactivate", deactivate_config),
+    ("GET", "/api/activities", list_activities),
+    ("POST", "/api/activities", create_activity),
+    ("GET", "/api/activities/{activity_id}", get_activity),
+    ("GET", "/api/activities/{activity_id}/deliveries", activity_deliveries),
+    ("GET", "/api/deliveries/{delivery_id}", get_delivery),
+    ("GET", "/api/deliveries/{delivery_id}/attempts", delivery_attempts),
+    ("POST", "/api/deliveries/{delivery_id}/force-retry", force_retry),
+    ("POST", "/api/deliveries/{delivery_id}/skip", skip_delivery),
+    ("POST", "/api/integration/activity-results/tasks", submit_result),
+    ("GET", "/api/accounts/{account_id}/webhook", get_webhook),
+    ("PUT", "/api/accounts/{account_id}/webhook", put_webhook),
+    ("GET", "/api/accounts/{account_id}/event-batches", list_event_batches),
+    ("POST", "/api/message-events", post_message_events),
+]
+
+
+def make_app(engine: Any, *, keys: KeyRing, events: Any = None) -> web.Application:
+    """The aiohttp application over ``engine`` (and a ``MessageEvents``, if any)."""
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY)
+    app[ENGINE_KEY] = engine
+    app[EVENTS_KEY] = events
+    app[KEYS_KEY] = keys
+    app[STARTED_KEY] = time.monotonic()
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,71 @@
+"""API keys of serve mode: an admin key manages tenants and providers; a tenant key sees its tenant only.
+
+Only a SHA-256 of a key is stored (keys are long random tokens, so a plain hash is enough);
+the key itself is shown once, when it is created.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, NotFound
+from .store import Store
+
+KEY_PREFIX = "dsk_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: ``tenant_id`` None means the admin."""
+
+    key_id: str
+    tenant_id: str | None
+
+    @property
+    def admin(self) -> bool:
+        return self.tenant_id is None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(store: Store, *, tenant_id: str | None, name: str | None = None, now: float,
+               key: str | None = None) -> tuple[str, str]:
+    """Store a new key (hashed); returns (key id, the key). ``tenant_id`` None makes an admin key."""
+    if tenant_id is not None and store.tenant(tenant_id) is None:
+        raise NotFound(f"tenant {tenant_id!r} not found; create it first")
+    if key is not None and len(key) < 16:
+        raise ConfigError("api key: at least 16 characters")
+    key = key or KEY_PREFIX + secrets.token_urlsafe(24)
+    key_id = "key_" + hash_key(key)[:12]
+    store.conn.execute("INSERT INTO api_keys (id, hash, tenant_id, name, created_at) VALUES (?, ?, ?, ?, ?)",
+                       (key_id, hash_key(key), tenant_id, name, now))
+    return key_id, key
+
+
+def list_keys(store: Store) -> list[dict[str, Any]]:
+    return [dict(r) for r in store.conn.execute(
+        "SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id")]
+
+
+class KeyRing:
+    """Looks keys up in the database, plus keys given in a config file (kept hashed, in memory)."""
+
+    def __init__(self, store: Store, extra: dict[str, str | None] | None = None) -> None:
+        self.store = store
+        self._extra = {hash_key(k): Principal(key_id="cfg_" + hash_key(k)[:12], tenant_id=t)
+                       for k, t in (extra or {}).items()}
+
+    def lookup(self, key: str | None) -> Principal | None:
+        if not key:
+            return None
+        digest = hash_key(key)
+        hit = self._extra.get(digest)
+        if hit is not None:
+            return hit
+        row = self.store.conn.execute("SELECT id, tenant_id FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
+                                      (digest,)).fetchone()
+        return Principal(key_id=row["id"], tenant_id=row["tenant_id"]) if row else None

@@ -1,0 +1,199 @@
+"""Serve mode: the engine on the real clock, the HTTP API, message events and recurring jobs.
+
+Shutdown (SIGTERM/SIGINT) is graceful: the HTTP server stops taking requests, the dispatchers
+stop claiming, attempts in flight get ``shutdown_deadline`` seconds, and anything still running
+after that is released (marked INTERRUPTED, due again), so the next ``serve`` on the same file
+re-sends it at once. The database is the only state: a restart resumes where this one stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from . import api_queries
+from .api import make_app
+from .core import Engine
+from .errors import ConfigError
+from .events import MessageEvents
+from .keys import KeyRing
+
+
+@dataclass
+class ServeOptions:
+    db: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    shutdown_deadline: float = 10.0
+    #: api key -> tenant id (None: admin), from the config file
+    keys: dict[str, str | None] = field(default_factory=dict)
+    tenants: list[str] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)
+    sweep_interval: float = 5.0
+    stats_interval: float = 60.0
+    retention_days: float | None = None
+    log_format: str = "json"
+
+
+def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
+    """``--config FILE`` (YAML or JSON): keys, tenants, providers, jobs."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys, tenants, providers")
+    known = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for i, entry in enumerate(data.get("keys") or []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or len(entry["key"]) < 16 \
+                or set(entry) - {"key", "tenant", "admin", "name"} or bool(entry.get("admin")) == ("tenant" in entry):
+            raise ConfigError(f"{path}: keys[{i}]: need key (16+ characters) and either admin: true or tenant: ID")
+        opts.keys[entry["key"]] = None if entry.get("admin") else str(entry["tenant"])
+    for name in ("tenants", "providers"):
+        values = data.get(name) or []
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"{path}: {name}: a list of ids")
+        getattr(opts, name).extend(values)
+    for name in ("sweep_interval", "stats_interval", "retention_days"):
+        if name in data:
+            setattr(opts, name, float(data[name]) if data[name] is not None else None)
+    return opts
+
+
+class Server:
+    """One serve process: ``await start()``, then ``await stop()`` (or :func:`serve` for the CLI)."""
+
+    def __init__(self, opts: ServeOptions, *, log_stream: TextIO | None = None) -> None:
+        self.opts = opts
+        self._log_stream = log_stream
+        self.engine: Engine | None = None
+        self.events: MessageEvents | None = None
+        self.runner: web.AppRunner | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
+                                                 log_format=self.opts.log_format)
+        for tid in self.opts.tenants:
+            if engine.store.tenant(tid) is None:
+                await engine.add_tenant(tid)
+        for pid in self.opts.providers:
+            if engine.store.provider(pid) is None:
+                await engine.add_provider(pid)
+        for tenant in {t for t in self.opts.keys.values() if t is not None}:
+            if engine.store.tenant(tenant) is None:
+                raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
+        self.events = MessageEvents(engine)
+        app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys), events=self.events)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.opts.host, self.opts.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        engine.start()
+        self.events.start()
+        self.scheduler = AsyncIOScheduler()
+        self.scheduler.add_job(self.sweep, "interval", seconds=self.opts.sweep_interval, id="lease-sweep",
+                               coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.stats, "interval", seconds=self.opts.stats_interval, id="stats",
+                               coalesce=True, max_instances=1)
+        if self.opts.retention_days:
+            self.scheduler.add_job(self.retention, "interval", hours=1, id="retention", coalesce=True,
+                                   max_instances=1)
+        self.scheduler.start()
+        engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=self.opts.db,
+                        counts=engine.counts())
+
+    async def sweep(self) -> None:
+        """Lease-expiry sweep: wake both senders so expired leases are released even when idle."""
+        assert self.engine is not None and self.events is not None
+        self.engine.dispatcher.wake()
+        self.events.wake()
+
+    async def stats(self) -> None:
+        assert self.engine is not None and self.events is not None
+        self.engine.log.info("serve.stats", counts=self.engine.counts(), in_flight=self.engine.dispatcher.in_flight,
+                             event_batches=self.events.store.counts())
+
+    async def retention(self) -> None:
+        assert self.engine is not None and self.opts.retention_days
+        cutoff = self.engine.clock.now() - self.opts.retention_days * 86400
+        n = api_queries.delete_old_attempts(self.engine.store, cutoff)
+        self.engine.log.info("serve.retention", deleted_attempts=n, before_days=self.opts.retention_days)
+
+    async def stop(self) -> dict[str, int]:
+        """Graceful: stop HTTP, stop claiming, wait for in-flight up to the deadline, release the rest."""
+        engine, events = self.engine, self.events
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        out = {"abandoned": 0, "abandoned_batches": 0}
+        if engine is None:
+            return out
+        deadline = self.opts.shutdown_deadline
+        if events is not None:
+            stop_events = asyncio.create_task(events.stop(deadline=deadline))
+        out["abandoned"] = await engine.stop(deadline=deadline)
+        if events is not None:
+            out["abandoned_batches"] = await stop_events
+            events.release_all_leases()
+        if out["abandoned"]:
+            # this process is the only sender on the file: its abandoned attempts can go again at once
+            released = api_queries.release_all_leases(engine.store, engine.clock.now())
+            for did in released:
+                engine.log.warning("attempt.interrupted", delivery_id=did, reason="shutdown deadline passed")
+        engine.log.info("serve.stopped", counts=engine.counts(), **out)
+        await engine.close(deadline=0)
+        self.engine = None
+        return out
+
+
+async def serve(opts: ServeOptions, *, log_stream: TextIO | None = sys.stderr, out: TextIO = sys.stdout,
+                stop_event: asyncio.Event | None = None, on_ready: Callable[[Server], Any] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop_event``), then shut down gracefully."""
+    server = Server(opts, log_stream=log_stream)
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        try:
+            await server.start()
+        except BaseException:
+            await server.stop()
+            raise
+        print(f"dispatchsim serve: listening on http://{opts.host}:{server.port} (db {opts.db})", file=out,
+              flush=True)
+        if on_ready is not None:
+            on_ready(server)
+        await stop.wait()
+        print("dispatchsim serve: stopping (waiting for attempts in flight up to "
+              f"{opts.shutdown_deadline:g}s)", file=out, flush=True)
+        result = await server.stop()
+        print(f"dispatchsim serve: stopped; {result['abandoned']} attempt(s) released for the next start",
+              file=out, flush=True)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return 0
