@@ -96,6 +96,12 @@ def evaluate(r: Any) -> list[Check]:
         add("activation_refused", sorted(r.refused) == sorted(exp["activation_refused"]),
             f"refused: {sorted(exp['activation_refused'])}",
             "; ".join(f"{k}: {v.split('failed: ', 1)[-1]}" for k, v in sorted(r.refused.items())) or "none refused")
+    for c in r.scenario.configurations:  # a configuration's own `activation: refused` is an expectation too
+        refused = c.id in r.refused
+        if c.activation == "refused" or refused:
+            checks.append(Check(f"activation.{c.id}", (c.activation == "refused") == refused,
+                                f"activation {c.activation}", f"refused: {r.refused[c.id].split('failed: ', 1)[-1]}"
+                                if refused else "activated", c.line))
     if "received" in exp:
         for prov, n in exp["received"].items():
             got = len([x for x in r.recorder.records if x.endpoint == prov and x.method == "POST"])
