@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.clock import Clock
+from engine.config import redact_url
 from engine.errors import ConfigError
 
 from .listener import RESULTS_PATH, ResultsListener
@@ -118,7 +120,13 @@ def estimate_requests(s: ProbeSettings) -> int:
     return 1 + 1 + 2 + 2 + 3 + s.ordered + s.burst + 4 + 2 + 4 + 4 + 2
 
 
-def run_cli(args: argparse.Namespace, *, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+def run_cli(args: argparse.Namespace) -> int:
+    return asyncio.run(probe_command(args))
+
+
+async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None, stdin: TextIO | None = None,
+                        out: TextIO | None = None) -> int:
+    """The whole command as one async call (tests run it on the virtual clock)."""
     out = out or sys.stdout
     stdin = stdin or sys.stdin
     try:
@@ -138,7 +146,7 @@ def run_cli(args: argparse.Namespace, *, stdin: TextIO | None = None, out: TextI
             return 2
         settings["allow_remote"] = True
     try:
-        report = asyncio.run(_run(args.url, settings, args.results_port))
+        report = await _run(args.url, settings, args.results_port, clock)
     except ProbeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -154,16 +162,15 @@ def run_cli(args: argparse.Namespace, *, stdin: TextIO | None = None, out: TextI
     return report.exit_code
 
 
-async def _run(url: str, settings: dict[str, Any], results_port: int | None) -> ProbeReport:
+async def _run(url: str, settings: dict[str, Any], results_port: int | None, clock: Clock | None) -> ProbeReport:
     if results_port is None:
-        return await run_probe(url, **settings)
+        return await run_probe(url, clock=clock, **settings)
     async with ResultsListener(port=results_port) as listener:
         print(f"listening for results callbacks on {listener.url}", file=sys.stderr)
-        return await run_probe(url, results_listener=listener, **settings)
+        return await run_probe(url, clock=clock, results_listener=listener, **settings)
 
 
 def _confirm(url: str, requests: int, s: ProbeSettings, stdin: TextIO) -> bool:
-    from engine.config import redact_url
     where = redact_url(url)
     if not stdin.isatty():
         print(f"error: {where} is not a loopback address and there is no terminal to confirm: the probe would "

@@ -133,17 +133,25 @@ class ProbeReport:
         for c in self.checks:
             lines.append(f"  {c.status.value.upper():4}  {c.id:<{width}}  {c.summary}")
             if verbose or c.status in (Status.FAIL, Status.WARN):
-                for e in c.evidence[:6]:
+                shown = c.evidence if verbose else _telling(c.evidence, 3)
+                for e in shown:
                     lines.append(f"  {'':4}  {'':<{width}}    {e.describe()}")
                     if e.response_excerpt and c.status is Status.FAIL:
                         lines.append(f"  {'':4}  {'':<{width}}      response: {_one_line(e.response_excerpt)}")
-                if len(c.evidence) > 6:
-                    lines.append(f"  {'':4}  {'':<{width}}    … {len(c.evidence) - 6} more exchanges")
+                if len(shown) < len(c.evidence):
+                    lines.append(f"  {'':4}  {'':<{width}}    … {len(c.evidence) - len(shown)} more exchanges "
+                                 f"(--verbose or --json for all)")
         n = self.counts()
         verdict = "FAILED" if not self.ok else "ok"
         lines.append(f"{verdict}: {n['pass']} passed, {n['warn']} warnings, {n['fail']} failed, "
                      f"{n['skip']} skipped; {self.requests_sent} requests in {self.duration:.1f}s")
         return "\n".join(lines)
+
+
+def _telling(evidence: list[Evidence], n: int) -> list[Evidence]:
+    """The first ``n`` exchanges that did not get a 2xx, else the first ``n``."""
+    bad = [e for e in evidence if e.status is None or not 200 <= e.status < 300]
+    return (bad or evidence)[:n]
 
 
 def _one_line(text: str, cap: int = 160) -> str:

@@ -59,7 +59,7 @@ class _Dup:
 @dataclass
 class _Run:
     results: list[CheckResult] = field(default_factory=list)
-    baseline_ok: bool = True  #: the verification GET answered 2xx, so "still up" means 2xx again
+    baseline: str = "2xx"  #: what the verification GET got: "2xx", "other" (an HTTP answer) or "none"
     dup: _Dup = field(default_factory=_Dup)
 
 
@@ -102,6 +102,11 @@ class _Probe:
         self.sender = ProbeSender(now=clock.now, limit=max(opts.concurrency, 1))
         self.state = _Run()
 
+    def _unreachable(self) -> bool:
+        """The verification GET and the first POST both got no HTTP response at all."""
+        first = self.state.results[:2]
+        return len(first) == 2 and all(c.evidence and not any(responded(e) for e in c.evidence) for c in first)
+
     def elapsed(self) -> float:
         return self.loop.time() - self.t0
 
@@ -124,6 +129,10 @@ class _Probe:
         await self.sender.start()
         try:
             for check_id, step in steps:
+                if self._unreachable():
+                    self.state.results.append(CheckResult(check_id, CHECKS[check_id], Status.SKIP,
+                                                          "not run: the endpoint is unreachable"))
+                    continue
                 await self._run_check(check_id, step)
             dup = self.state.results[[c.id for c in self.state.results].index("duplicate")]
             if dup.status is Status.PASS and self.state.dup.acknowledged:
@@ -163,15 +172,19 @@ class _Probe:
                                     self.wire.headers(body, self.payloads.webhook_id(), **header_kw))
 
     async def _still_up(self, after: str) -> tuple[bool, Evidence]:
+        """Re-check with the GET: 2xx again if it was 2xx, else any HTTP answer; an endpoint whose GET
+        never answered is re-checked with a seed POST instead."""
+        if self.state.baseline == "none":
+            ev = await self._post(f"re-check after {after} (the GET never answers)", self.payloads.seed())
+            return outcome_ok(ev), ev
         ev = await self.wire.get(self.sender, f"re-check after {after}")
-        up = outcome_ok(ev) if self.state.baseline_ok else responded(ev)
-        return up, ev
+        return (outcome_ok(ev) if self.state.baseline == "2xx" else responded(ev)), ev
 
     # ---- checks: each returns (status, summary, metrics)
 
     async def verify_get(self) -> tuple[Status, str, dict[str, Any]]:
         ev = await self.wire.get(self.sender, "verification")
-        self.state.baseline_ok = outcome_ok(ev)
+        self.state.baseline = "2xx" if outcome_ok(ev) else "other" if responded(ev) else "none"
         if outcome_ok(ev):
             return Status.PASS, f"HTTP {ev.status} in {_ms(ev.latency)}", {}
         return Status.FAIL, (f"got {_got(ev)}: activation of a dispatch configuration would be refused"), {}

@@ -49,6 +49,8 @@ class ProbeSettings:
         unknown = sorted(set(kw) - set(cls.__dataclass_fields__))
         if unknown:
             raise ProbeError(f"unknown probe setting(s): {', '.join(unknown)}")
+        if "connect_timeout" not in kw and "timeout" in kw:
+            kw["connect_timeout"] = min(cls.connect_timeout, kw["timeout"])
         settings = cls(**kw)
         settings.validate()
         return settings
