@@ -253,8 +253,8 @@ class Dispatcher:
                 return [("info", "delivery.dispatched", {**fields, "status": "DISPATCHED"})]
             return self._stale(claim)
         decision = snap.retry.decide(attempt=claim.budget_attempts + 1, now=now,
-                                     budget_started_at=claim.budget_started_at,
-                                     retry_after=out.retry_after, delivery_key=claim.webhook_id)
+                                     budget_started_at=claim.budget_started_at, retry_after=out.retry_after,
+                                     status=out.status, delivery_key=claim.webhook_id)
         error = out.describe()
         if decision.retry:
             assert decision.at is not None
@@ -265,10 +265,10 @@ class Dispatcher:
             return self._stale(claim)
         else:
             block = snap.ordering.on_exhausted == "block"
-            if self.store.mark_failed(claim, res, "exhausted", f"{error}; {decision.reason}",
+            if self.store.mark_failed(claim, res, decision.kind, f"{error}; {decision.reason}",
                                       ordered=ordered, block=block):
                 return [("error", "delivery.failed", {
-                    **fields, "status": "FAILED", "reason": "exhausted", "error": out.error,
+                    **fields, "status": "FAILED", "reason": decision.kind, "error": out.error,
                     "detail": decision.reason, "queue_blocked": bool(ordered and block)})]
             return self._stale(claim)
 

@@ -436,3 +436,21 @@ async def test_stop_right_after_start_is_not_lost(engine, receiver, setup_config
     await asyncio.sleep(1)
     await engine.stop()
     assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"]
+
+
+async def test_permanent_status_fails_without_further_tries(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: (410, {}, 0)
+    await setup_config(receiver.url, retry={"permanent_statuses": [410]})
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    [d] = await engine.deliveries()
+    assert d["status"] == "FAILED" and d["failed_reason"] == "permanent_status" and d["attempts"] == 1
+
+
+async def test_svix_schedule_timeline(engine, receiver, setup_config):
+    receiver.respond = lambda hit, n: ((500, {}, 0) if n <= 4 else (200, {}, 0))
+    await setup_config(receiver.url, retry="svix")
+    t0 = engine.clock.now()
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    assert offsets(engine, receiver.posts(), t0) == [0, 5, 305, 2105, 9305]

@@ -108,3 +108,53 @@ def test_transition_table():
     assert {d for (s, d) in TRANSITIONS if s == Status.FAILED} == {Status.READY}
     assert sources_of(Status.DISPATCHED) == ("READY", "RETRYING")
     assert ACTIVE == {Status.READY, Status.RETRYING} and TERMINAL == {Status.DISPATCHED}
+
+
+def test_explicit_schedule_then_gives_up():
+    p = retry_policy_from({"schedule": [0, 5, 300]})
+    assert p.budget == 4
+    assert [p.decide(attempt=n, now=0, budget_started_at=0).delay for n in (1, 2, 3)] == [0, 5, 300]
+    end = p.decide(attempt=4, now=0, budget_started_at=0)
+    assert not end.retry and end.kind == "exhausted" and "4 of 4" in end.reason
+
+
+def test_schedule_repeat_last_and_max_age():
+    p = retry_policy_from({"schedule": [60, 600], "repeat_last": True, "max_age": 3000})
+    assert p.budget is None
+    assert [p.delay_for(n) for n in (1, 2, 3, 4)] == [60, 600, 600, 600]
+    assert p.decide(attempt=5, now=2500, budget_started_at=0).retry is False  # 2500 + 600 > 3000
+
+
+def test_svix_preset_matches_its_documented_schedule():
+    p = PRESETS["svix"]
+    assert [p.delay_for(n) for n in range(1, 8)] == [5, 300, 1800, 7200, 18000, 36000, 36000]
+    assert p.budget == 8
+    # "an attempt that fails three times before eventually succeeding ... roughly 35 minutes and 5 seconds"
+    assert sum(p.delay_for(n) for n in (1, 2, 3)) == 35 * 60 + 5
+
+
+def test_convoy_presets():
+    lin, exp = PRESETS["convoy_linear"], PRESETS["convoy_exponential"]
+    assert [lin.delay_for(n) for n in (1, 2, 3)] == [10, 10, 10] and lin.budget == 10
+    assert [exp.delay_for(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 80] and exp.delay_for(20) == 7200
+
+
+def test_permanent_status_ends_at_once():
+    p = retry_policy_from({"permanent_statuses": [400, 410]})
+    d = p.decide(attempt=1, now=0, budget_started_at=0, status=410)
+    assert not d.retry and d.kind == "permanent_status"
+    assert p.decide(attempt=1, now=0, budget_started_at=0, status=500).retry
+    with pytest.raises(ConfigError, match="outside 2xx"):
+        retry_policy_from({"permanent_statuses": [204]})
+
+
+def test_retry_after_ceiling_is_configurable():
+    p = retry_policy_from({"retry_after_ceiling": 900})
+    assert p.decide(attempt=1, now=0, budget_started_at=0, retry_after=5000).delay == 900
+    assert retry_policy_from("svix").decide(attempt=1, now=0, budget_started_at=0, retry_after=600).delay == 600
+
+
+@given(st.lists(st.floats(0, 1e5, allow_nan=False), min_size=1, max_size=10), st.integers(1, 30))
+def test_schedule_delays_come_from_the_list(schedule, attempt):
+    p = RetryPolicy(schedule=tuple(schedule), max_attempts=None, repeat_last=True)
+    assert p.delay_for(attempt) == schedule[min(attempt, len(schedule)) - 1]

@@ -1,0 +1,358 @@
+"""The HTTP API through a real aiohttp client on 127.0.0.1 (virtual clock for the engine)."""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from engine.api import ROUTES, make_app
+from engine.events import MessageEvents
+from engine.keys import KeyRing, create_key
+from engine.openapi import openapi_document
+
+ADMIN, ACME, OTHER = "admin-key-000000000000", "acme-key-0000000000000", "other-key-000000000000"
+
+
+@dataclass
+class Api:
+    session: aiohttp.ClientSession
+    engine: Any
+    app: web.Application
+
+    async def call(self, method: str, path: str, *, key: str | None = ACME, body: Any = None,
+                   raw: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        h = dict(headers or {})
+        if key is not None:
+            h["X-Api-Key"] = key
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            h.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, path, data=data, headers=h) as resp:
+            text = await resp.text()
+            if resp.content_type.endswith("json"):
+                return resp.status, json.loads(text)
+            return resp.status, text
+
+
+@pytest.fixture
+async def api(engine) -> AsyncIterator[Api]:
+    await engine.add_tenant("acme")
+    await engine.add_tenant("other")
+    await engine.add_provider("crm")
+    app = make_app(engine, keys=KeyRing(engine.store, {ADMIN: None, ACME: "acme", OTHER: "other"}),
+                   events=MessageEvents(engine))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
+            yield Api(session, engine, app)
+    finally:
+        await runner.cleanup()
+
+
+async def _config(api: Api, url: str, *, key: str = ACME, activate: bool = True, **fields: Any) -> dict:
+    status, body = await api.call("POST", "/api/dispatch-configurations", key=key,
+                                  body={"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": url, **fields})
+    assert status == 201, body
+    if activate:
+        status, body = await api.call("POST", f"/api/dispatch-configurations/{body['id']}/activate", key=key)
+        assert status == 200, body
+    return body
+
+
+def _is_problem(body: Any, status: int) -> None:
+    assert isinstance(body, dict) and body["status"] == status and body["detail"] and body["type"].startswith("http")
+
+
+async def test_keys_401_and_public_endpoints(api: Api) -> None:
+    for key in (None, "wrong-key-0000000000000"):
+        status, body = await api.call("GET", "/api/activities", key=key)
+        assert status == 401
+        _is_problem(body, 401)
+    status, body = await api.call("GET", "/api/activities", key=None, headers={"Authorization": f"Bearer {ACME}"})
+    assert status == 200
+    assert (await api.call("GET", "/healthz", key=None))[0] == 200
+    assert (await api.call("GET", "/api/openapi.json", key=None))[0] == 200
+    # keys created with `dispatchsim keys create` live hashed in the database
+    _, key = create_key(api.engine.store, tenant_id="other", now=0.0)
+    stored = api.engine.store.conn.execute("SELECT hash FROM api_keys").fetchone()[0]
+    assert key not in stored
+    status, body = await api.call("GET", "/api/tenants", key=key)
+    assert status == 200 and [t["id"] for t in body["items"]] == ["other"]
+
+
+async def test_admin_only_tenants_and_providers(api: Api) -> None:
+    status, body = await api.call("POST", "/api/tenants", body={"id": "beta"})
+    assert status == 403
+    _is_problem(body, 403)
+    assert (await api.call("POST", "/api/tenants", key=ADMIN, body={"id": "beta", "name": "Beta"}))[0] == 201
+    status, body = await api.call("POST", "/api/tenants", key=ADMIN, body={"id": "beta"})
+    assert status == 400 and "already exists" in body["detail"]
+    assert (await api.call("POST", "/api/providers", key=ACME, body={"id": "erp"}))[0] == 403
+    assert (await api.call("POST", "/api/providers", key=ADMIN, body={"id": "erp"}))[0] == 201
+    status, body = await api.call("GET", "/api/providers")
+    assert [p["id"] for p in body["items"]] == ["crm", "erp"]
+    status, body = await api.call("GET", "/api/tenants", key=ADMIN)
+    assert [t["id"] for t in body["items"]] == ["acme", "beta", "other"]
+    assert (await api.call("GET", "/api/tenants/other"))[0] == 403
+
+
+async def test_configuration_lifecycle_and_write_only_secrets(api: Api, receiver) -> None:
+    secret = "s3cr3t-value-xyz"
+    receiver.verify_status = 403
+    cfg = await _config(api, receiver.url, activate=False, auth={"type": "api_key", "header": "X-Key", "value": secret},
+                        signing_secret="whsec_MDEyMzQ1Njc4OWFiY2RlZg==")
+    assert cfg["active"] is False and cfg["auth"]["value"] == "***" and cfg["signing_secret"] == "***"
+    status, body = await api.call("POST", f"/api/dispatch-configurations/{cfg['id']}/activate")
+    assert status == 422 and "HTTP 403" in body["reason"]
+    receiver.verify_status = 200
+    status, body = await api.call("POST", f"/api/dispatch-configurations/{cfg['id']}/activate")
+    assert status == 200 and body["active"] is True
+    status, body = await api.call("PATCH", f"/api/dispatch-configurations/{cfg['id']}",
+                                  body={"auth": {"type": "api_key", "header": "X-Key", "value": "***"}})
+    assert status == 400 and "write-only" in body["detail"]
+    status, body = await api.call("PATCH", f"/api/dispatch-configurations/{cfg['id']}",
+                                  body={"timeouts": {"connect": 2, "total": 5}})
+    assert status == 200 and body["version"] == 2 and body["timeouts"] == {"connect": 2, "total": 5}
+    for path in ("/api/dispatch-configurations", f"/api/dispatch-configurations/{cfg['id']}"):
+        status, body = await api.call("GET", path)
+        assert status == 200 and secret not in json.dumps(body)
+    status, body = await api.call("POST", f"/api/dispatch-configurations/{cfg['id']}/deactivate")
+    assert body["active"] is False
+    assert (await api.call("GET", f"/api/dispatch-configurations/{cfg['id']}", key=OTHER))[0] == 403
+    assert (await api.call("DELETE", f"/api/dispatch-configurations/{cfg['id']}", key=OTHER))[0] == 403
+    assert (await api.call("DELETE", f"/api/dispatch-configurations/{cfg['id']}"))[0] == 204
+    assert (await api.call("GET", f"/api/dispatch-configurations/{cfg['id']}"))[0] == 404
+
+
+async def test_activity_json_equals_dispatched_payload(api: Api, receiver) -> None:
+    await _config(api, receiver.url)
+    status, created = await api.call("POST", "/api/activities", body={
+        "channel": "SALESMAN", "commerceExternalId": "COM-001", "commerceName": "Farmacia Central",
+        "reason": {"code": "CHURN_RISK", "label": "Riesgo de fuga"}})
+    assert status == 201
+    await api.engine.run_until_idle(max_time=60)
+    status, shown = await api.call("GET", f"/api/activities/{created['id']}")
+    assert status == 200 and shown == created
+    assert receiver.posts()[0].body == shown
+    status, body = await api.call("GET", f"/api/activities/{created['id']}/deliveries")
+    assert [d["status"] for d in body["items"]] == ["DISPATCHED"]
+    did = body["items"][0]["id"]
+    status, body = await api.call("GET", f"/api/deliveries/{did}/attempts")
+    assert [a["status_code"] for a in body["items"]] == [200]
+
+
+async def test_tenant_isolation(api: Api, receiver) -> None:
+    await _config(api, receiver.url)
+    _, act = await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    await api.engine.run_until_idle(max_time=60)
+    did = (await api.engine.deliveries(activity_id=act["id"]))[0]["id"]
+    for method, path in (("GET", f"/api/activities/{act['id']}"), ("GET", f"/api/activities/{act['id']}/deliveries"),
+                         ("GET", f"/api/deliveries/{did}"), ("GET", f"/api/deliveries/{did}/attempts"),
+                         ("POST", f"/api/deliveries/{did}/force-retry"), ("GET", "/api/activities?tenant_id=acme"),
+                         ("GET", "/api/tenants/acme")):
+        status, body = await api.call(method, path, key=OTHER)
+        assert status == 403, (method, path, body)
+        _is_problem(body, 403)
+    status, body = await api.call("POST", "/api/integration/activity-results/tasks", key=OTHER,
+                                  body={"activity_id": act["id"], "status": "COMPLETED"})
+    assert status == 403
+    status, body = await api.call("GET", "/api/activities", key=OTHER)
+    assert body["items"] == []
+    status, body = await api.call("POST", "/api/dispatch-configurations", key=OTHER, body={
+        "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url})
+    assert status == 403
+    status, body = await api.call("GET", "/api/activities", key=ADMIN)
+    assert [a["id"] for a in body["items"]] == [act["id"]]
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    (b'{"channel": "SALESMAN",', "malformed JSON"),
+    (b"", "empty"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b'{"channel": "SALESMAN", "commerceName": NaN}', "NaN"),
+    (b'{"channel": "SALESMAN", "channel": "X"}', "duplicate key"),
+    (b'{"channel": "SALESMAN", "colour": "red"}', "unknown field"),
+    (b'{"channel": 7}', "channel"),
+    (b'{"channel": "SALESMAN", "reason": "CHURN"}', "reason: must be an object"),
+    (b'{"channel": "SALESMAN", "scheduledAt": "tomorrow"}', "scheduledAt"),
+    (b'{"channel": "SALESMAN", "id": "x"}', "set by the engine"),
+    (b"\xff\xfe", "UTF-8"),
+])
+async def test_bad_activity_bodies_are_400_and_store_nothing(api: Api, raw: bytes, fragment: str) -> None:
+    status, body = await api.call("POST", "/api/activities", raw=raw)
+    assert status == 400, body
+    _is_problem(body, 400)
+    assert fragment in body["detail"]
+    assert api.engine.store.conn.execute("SELECT COUNT(*) FROM activities").fetchone()[0] == 0
+
+
+async def test_oversized_body_is_413(api: Api) -> None:
+    big = json.dumps({"channel": "SALESMAN", "commerceName": "x" * (1024 * 1024 + 10)}).encode()
+    status, body = await api.call("POST", "/api/activities", raw=big)
+    assert status == 413
+    _is_problem(body, 413)
+    assert api.engine.store.conn.execute("SELECT COUNT(*) FROM activities").fetchone()[0] == 0
+
+
+async def test_bad_configuration_bodies_store_nothing(api: Api, receiver) -> None:
+    cases = [
+        {"provider_id": "crm", "channel": "SALESMAN"},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": 42},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "colour": "red"},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": "ftp://x"},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "retry": {"base": -1}},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "auth": {"type": "magic"}},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "mapping": {"fields": 3}},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "timeouts": "fast"},
+    ]
+    for body in cases:
+        status, out = await api.call("POST", "/api/dispatch-configurations", body=body)
+        assert status == 400, (body, out)
+        _is_problem(out, 400)
+    status, out = await api.call("POST", "/api/dispatch-configurations",
+                                 body={"provider_id": "nope", "channel": "S", "endpoint_url": receiver.url})
+    assert status == 404
+    assert api.engine.store.configs() == []
+
+
+async def test_list_filters_and_cursor_pagination(api: Api, receiver) -> None:
+    import asyncio
+
+    receiver.respond = lambda hit, n: (500, {}, 0.0) if hit.body["commerceName"] == "bad" else (200, {}, 0.0)
+    await _config(api, receiver.url, retry={"max_attempts": 1}, ordering={"mode": "none"})
+    ids = []
+    for i in range(7):
+        channel = "SALESMAN" if i % 2 == 0 else "PHONE"
+        name = "bad" if i == 4 else f"c{i}"
+        _, a = await api.call("POST", "/api/activities", body={"channel": channel, "commerceName": name})
+        ids.append(a["id"])
+        await asyncio.sleep(60)  # virtual time
+    await api.engine.run_until_idle(max_time=60)
+    seen, cursor, pages = [], None, 0
+    while True:
+        path = "/api/activities?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        status, body = await api.call("GET", path)
+        assert status == 200
+        seen += [a["id"] for a in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids and pages == 3
+    _, body = await api.call("GET", "/api/activities?channel=PHONE")
+    assert [a["id"] for a in body["items"]] == ids[1::2]
+    _, body = await api.call("GET", "/api/activities?dispatch_status=FAILED")
+    assert [a["id"] for a in body["items"]] == [ids[4]] and body["items"][0]["canForceRetryDispatch"] is True
+    _, body = await api.call("GET", "/api/activities?dispatch_status=DISPATCHED&channel=SALESMAN")
+    assert [a["id"] for a in body["items"]] == [ids[0], ids[2], ids[6]]
+    _, first = await api.call("GET", f"/api/activities/{ids[2]}")
+    _, last = await api.call("GET", f"/api/activities/{ids[5]}")
+    _, body = await api.call("GET", f"/api/activities?created_from={first['createdAt']}&created_to={last['createdAt']}")
+    assert [a["id"] for a in body["items"]] == ids[2:5]
+    _, body = await api.call("GET", "/api/activities?status=PENDING&limit=500")
+    assert len(body["items"]) == 7
+    for bad in ("cursor=zzz", "limit=0", "limit=501", "dispatch_status=LOST", "created_from=yesterday", "colour=1"):
+        status, body = await api.call("GET", f"/api/activities?{bad}")
+        assert status == 400, bad
+        _is_problem(body, 400)
+
+
+async def test_results_flow_is_validated_and_idempotent(api: Api, receiver) -> None:
+    await _config(api, receiver.url)
+    _, act = await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    url = "/api/integration/activity-results/tasks"
+    result = {"activity_id": act["id"], "status": "COMPLETED", "result": {"outcome": "DONE"}}
+    for bad, fragment in (({"status": "COMPLETED"}, "activity_id: required"),
+                          ({"activity_id": "not-a-uuid", "status": "DONE"}, "UUID"),
+                          ({"activity_id": act["id"]}, "status: required"),
+                          ({**result, "result": "DONE"}, "result: must be an object"),
+                          ({**result, "extra": 1}, "unknown field")):
+        status, body = await api.call("POST", url, body=bad)
+        assert status == 400 and fragment in body["detail"], body
+    status, body = await api.call("POST", url, body={**result, "activity_id": "00000000-0000-4000-8000-000000000000"})
+    assert status == 404
+    status, first = await api.call("POST", url, body=result)
+    assert status == 201 and first["activityResult"]["status"] == "COMPLETED"
+    assert first["activityResult"]["result"] == {"outcome": "DONE"}
+    status, again = await api.call("POST", url, body=result)
+    assert status == 200 and again == first
+    status, body = await api.call("POST", url, body={**result, "status": "CANCELLED"})
+    assert status == 409 and body["activityResult"]["status"] == "COMPLETED"
+    _, shown = await api.call("GET", f"/api/activities/{act['id']}")
+    assert shown["activityResult"] == first["activityResult"]
+
+
+async def test_force_retry_through_the_api(api: Api, receiver) -> None:
+    receiver.respond = lambda hit, n: (503, {}, 0.0) if n <= 2 else (200, {}, 0.0)
+    await _config(api, receiver.url, retry={"max_attempts": 2})
+    _, act = await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    await api.engine.run_until_idle(max_time=3600)
+    _, deliveries = await api.call("GET", f"/api/activities/{act['id']}/deliveries")
+    d = deliveries["items"][0]
+    assert d["status"] == "FAILED" and d["canForceRetryDispatch"] is True
+    _, shown = await api.call("GET", f"/api/activities/{act['id']}")
+    assert shown["canForceRetryDispatch"] is True
+    status, body = await api.call("POST", f"/api/deliveries/{d['id']}/force-retry")
+    assert status == 200 and body["status"] == "READY"
+    status, body = await api.call("POST", f"/api/deliveries/{d['id']}/force-retry")
+    assert status == 409
+    _is_problem(body, 409)
+    await api.engine.run_until_idle(max_time=3600)
+    _, body = await api.call("GET", f"/api/deliveries/{d['id']}")
+    assert body["status"] == "DISPATCHED"
+    _, attempts = await api.call("GET", f"/api/deliveries/{d['id']}/attempts")
+    assert [a["status_code"] for a in attempts["items"]] == [503, 503, 200]
+    for path in ("/api/deliveries/999/force-retry", "/api/deliveries/abc/force-retry"):
+        assert (await api.call("POST", path))[0] == 404
+
+
+async def test_unknown_routes_and_methods_are_problems(api: Api) -> None:
+    status, body = await api.call("GET", "/api/nothing-here")
+    assert status == 404
+    _is_problem(body, 404)
+    status, body = await api.call("PUT", "/api/activities", body={})
+    assert status == 405
+    _is_problem(body, 405)
+
+
+async def test_metrics_in_prometheus_text(api: Api, receiver) -> None:
+    receiver.respond = lambda hit, n: (503, {}, 0.0) if n == 1 else (200, {}, 0.0)
+    await _config(api, receiver.url)
+    for _ in range(2):
+        await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    await api.engine.run_until_idle(max_time=3600)
+    await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    status, text = await api.call("GET", "/metrics", key=None)
+    assert status == 200
+    lines = set(text.splitlines())
+    assert 'dispatchsim_deliveries{status="DISPATCHED"} 2' in lines
+    assert 'dispatchsim_deliveries{status="READY"} 1' in lines
+    assert 'dispatchsim_attempts_total{outcome="SUCCESS"} 2' in lines
+    assert 'dispatchsim_attempts_total{outcome="HTTP_ERROR"} 1' in lines
+    assert 'dispatchsim_queue_depth{queue="acme.crm.salesman"} 1' in lines
+    assert 'dispatchsim_attempt_latency_seconds_count 3' in lines
+    assert 'dispatchsim_attempt_latency_seconds_bucket{le="+Inf"} 3' in lines
+
+
+async def test_openapi_documents_exactly_the_routes(api: Api) -> None:
+    routed = {(m.lower(), p) for m, p, _ in ROUTES}
+    registered = {(r.method.lower(), r.resource.canonical) for r in api.app.router.routes()
+                  if r.method != "HEAD"}
+    assert routed == registered
+    _, doc = await api.call("GET", "/api/openapi.json", key=None)
+    assert doc == json.loads(json.dumps(openapi_document()))
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert documented == routed, (sorted(documented - routed), sorted(routed - documented))
+    for p, ops in doc["paths"].items():
+        for m, op in ops.items():
+            params = {x["name"] for x in op.get("parameters", []) if x["in"] == "path"}
+            assert params == set(__import__("re").findall(r"{(\w+)}", p)), (m, p)
