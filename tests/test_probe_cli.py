@@ -1,0 +1,130 @@
+"""``dispatchsim probe``: options, reports on disk, exit codes, remote-target confirmation, redaction."""
+from __future__ import annotations
+
+import io
+import json
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from dispatchsim.cli import build_parser
+from engine.clock import VirtualClock
+from probe import ProbeError, ProbeSettings, RemoteNotConfirmed, ResultsListener, run_probe
+from probe.cli import parse_auth, probe_command
+from probe.http import Redactor
+from providers import EndpointSet, parse_config
+
+from test_probe import KEY, SECRET, good_spec
+
+
+def args(*argv: str):
+    return build_parser().parse_args(["probe", *argv])
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_parse_auth_forms(monkeypatch):
+    assert parse_auth("api_key:X-Api-Key:a:b") == {"type": "api_key", "header": "X-Api-Key", "value": "a:b"}
+    assert parse_auth("bearer:t0k") == {"type": "bearer", "token": "t0k"}
+    assert parse_auth("basic:ana:pa:ss") == {"type": "basic", "username": "ana", "password": "pa:ss"}
+    monkeypatch.setenv("PROBE_TOKEN", "from-env")
+    assert parse_auth("bearer:env:PROBE_TOKEN") == {"type": "bearer", "token": "from-env"}
+    assert parse_auth(None) is None
+    for bad in ("api_key:only", "bearer:", "basic:user", "digest:x", "bearer:env:PROBE_UNSET_VAR"):
+        with pytest.raises(ProbeError):
+            parse_auth(bad)
+
+
+def test_help_lists_probe_and_its_auth_forms(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["probe", "--help"])
+    text = capsys.readouterr().out
+    assert "api_key:HEADER:VALUE" in text and "bearer:TOKEN" in text and "basic:USER:PASSWORD" in text
+    assert "--results-port" in text and "--yes" in text
+
+
+async def test_cli_good_endpoint_writes_reports_without_secrets(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PROBE_KEY", KEY)
+    clock = VirtualClock()
+    async with ResultsListener() as listener:
+        async with EndpointSet(parse_config({"endpoints": {"p": good_spec(listener.url)}}), now=clock.now) as eps:
+            # the listener is already running: the CLI's --results-port would start its own
+            out = io.StringIO()
+            a = args(eps.url("p"), "--auth", "api_key:X-Api-Key:env:PROBE_KEY", "--secret", SECRET,
+                     "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"),
+                     "--report", str(tmp_path / "r.txt"), "--callback-wait", "0", "-v")
+            code = await probe_command(a, clock=clock, out=out)
+    assert code == 0, out.getvalue()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["ok"] is True and data["counts"]["fail"] == 0
+    assert data["counts"]["warn"] == 1  # the duplicate: no results listener given to the CLI
+    suite = ET.fromstring((tmp_path / "r.xml").read_text())
+    assert suite.get("tests") == "17" and suite.get("failures") == "0"
+    texts = [out.getvalue(), (tmp_path / "r.json").read_text(), (tmp_path / "r.xml").read_text(),
+             (tmp_path / "r.txt").read_text(), capsys.readouterr().err]
+    for text in texts:
+        assert KEY not in text and SECRET not in text and SECRET[6:] not in text
+    assert '"X-Api-Key": "***"' in texts[1]
+
+
+async def test_cli_results_port_and_failing_check_exit_1(tmp_path, unused_tcp_port):
+    clock = VirtualClock()
+    spec = good_spec(f"http://127.0.0.1:{unused_tcp_port}/api/integration/activity-results/tasks")
+    spec["results_callback"]["once"] = False
+    async with EndpointSet(parse_config({"endpoints": {"p": spec}}), now=clock.now) as eps:
+        out = io.StringIO()
+        a = args(eps.url("p"), "--auth", f"api_key:X-Api-Key:{KEY}", "--secret", SECRET,
+                 "--results-port", str(unused_tcp_port), "--junit", str(tmp_path / "r.xml"))
+        code = await probe_command(a, clock=clock, out=out)
+    assert code == 1
+    assert "FAIL  duplicate" in out.getvalue() and "processed 2 times" in out.getvalue()
+    suite = ET.fromstring((tmp_path / "r.xml").read_text())
+    assert [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None] == ["duplicate"]
+
+
+async def test_remote_target_without_terminal_is_refused(capsys):
+    code = await probe_command(args("https://hooks.example.com/in"), stdin=io.StringIO())
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not a loopback address" in err and "--yes" in err
+
+
+async def test_remote_target_not_confirmed_at_the_prompt(capsys):
+    code = await probe_command(args("https://user:pw@hooks.example.com/in"), stdin=Tty("n\n"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Is this endpoint yours" in err and "nothing sent" in err and "pw@" not in err
+
+
+async def test_library_refuses_remote_unless_allowed():
+    with pytest.raises(RemoteNotConfirmed, match="allow_remote=True"):
+        await run_probe("https://hooks.example.com/in")
+
+
+def test_remote_settings_are_capped():
+    s, notes = ProbeSettings.build(rate=50, burst=500, concurrency=20, ordered=10).capped(loopback=False)
+    assert (s.rate, s.burst, s.concurrency, s.ordered) == (5.0, 50, 4, 10)
+    assert len(notes) == 3
+    local, notes = ProbeSettings.build(rate=50).capped(loopback=True)
+    assert local.rate == 50 and notes == []
+
+
+async def test_usage_errors_exit_2(capsys):
+    assert await probe_command(args("ftp://127.0.0.1/x")) == 2
+    assert await probe_command(args("http://127.0.0.1:9/x", "--auth", "bearer:")) == 2
+    assert await probe_command(args("http://127.0.0.1:9/x", "--status-url", "http://127.0.0.1:9/s")) == 2
+    assert await probe_command(args("http://127.0.0.1:9/x", "--burst", "0")) == 2
+    assert capsys.readouterr().err.count("error:") == 4
+
+
+def test_redactor_hides_every_form_of_a_credential():
+    from engine.config import Auth
+    r = Redactor(Auth.parse({"type": "basic", "username": "ana", "password": "hunter22"}), "whsec_c2VjcmV0a2V5")
+    headers = r.headers({**Auth.parse({"type": "basic", "username": "ana", "password": "hunter22"}).headers(),
+                         "X-Echo": "pw=hunter22"})
+    assert headers == {"Authorization": "***", "X-Echo": "pw=***"}
+    assert r.text("body says whsec_c2VjcmV0a2V5 and c2VjcmV0a2V5") == "body says *** and ***"
+    assert r.url("http://ana:hunter22@h/x") == "http://***@h/x"
