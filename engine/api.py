@@ -29,6 +29,7 @@ ENGINE_KEY = web.AppKey("engine", Any)
 EVENTS_KEY = web.AppKey("events", Any)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 STARTED_KEY = web.AppKey("started", float)
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 PROBLEM_BASE = "https://dispatchsim.dev/problems/"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -96,7 +97,7 @@ async def auth_middleware(request: web.Request, handler: _Handler) -> web.Stream
     if principal is None:
         raise Problem(401, "unauthorized", "missing or invalid API key (send X-Api-Key: <key>)"
                       if key else "missing API key (send X-Api-Key: <key> or Authorization: Bearer <key>)")
-    request["principal"] = principal
+    request[PRINCIPAL_KEY] = principal
     return await handler(request)
 
 
@@ -104,7 +105,7 @@ async def auth_middleware(request: web.Request, handler: _Handler) -> web.Stream
 
 
 def _principal(request: web.Request) -> Principal:
-    return request["principal"]
+    return request[PRINCIPAL_KEY]
 
 
 def _require_admin(request: web.Request) -> None:
@@ -156,7 +157,7 @@ async def read_json(request: web.Request, *, kind: type = dict) -> Any:
     if not raw.strip():
         raise Problem(400, "malformed-json", "request body is empty; send a JSON object")
     try:
-        data = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError:
         raise Problem(400, "malformed-json", "request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -165,8 +166,8 @@ async def read_json(request: web.Request, *, kind: type = dict) -> Any:
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "malformed-json", f"malformed JSON: {exc}") from None
     if not isinstance(data, kind):
-        want = "an object" if kind is dict else "an array"
-        raise Problem(400, "invalid", f"request body must be a JSON {want}, got {type(data).__name__}")
+        want = "a JSON object" if kind is dict else "a JSON array"
+        raise Problem(400, "invalid", f"request body must be {want}, got {_json_type(data)}")
     return data
 
 

@@ -1,6 +1,7 @@
 """The HTTP API through a real aiohttp client on 127.0.0.1 (virtual clock for the engine)."""
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ class Api:
         h = dict(headers or {})
         if key is not None:
             h["X-Api-Key"] = key
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        data: Any = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if isinstance(data, bytes) and len(data) > 1024 * 1024:
+            data = io.BytesIO(data)
         if data is not None:
             h.setdefault("Content-Type", "application/json")
         async with self.session.request(method, path, data=data, headers=h) as resp:
