@@ -1,0 +1,287 @@
+"""Scenario files: parser errors name file:line:key before anything runs; every expectation passes and fails."""
+from __future__ import annotations
+
+import pytest
+
+from scenarios.runner import run_scenario
+from scenarios.spec import ScenarioError, parse_scenario
+
+#: Seven lines; what a test appends starts on line 8.
+BASE = """\
+name: t
+providers:
+  crm: {behaviour: {status: 200}}
+configurations:
+  - id: c
+    tenant: acme
+    provider: crm
+"""
+
+ERRORS = [
+    ("unknown top-level key", BASE + "expectations: {}\n",
+     "s.yaml:8: expectations: unknown key 'expectations' in a scenario (expected one of: clock, configurations, "
+     "description, duration, expect, name, providers, seed, start, tenants, timeline)"),
+    ("unknown key in a configuration", BASE + "    retries: 3\n",
+     "s.yaml:8: configurations[0].retries: unknown key 'retries' in a dispatch configuration (expected one of: "
+     "activation, active, auth, channel, id, mapping, ordering, provider, retry, signing_secret, tenant, timeouts)"),
+    ("bad duration", BASE + "timeline:\n  - at: 10 minutes\n    create: {}\n",
+     "s.yaml:9: timeline[0].at: expected a duration like 30s, 10m, 6h or a number of seconds, got '10 minutes'"),
+    ("unknown provider", BASE.replace("provider: crm", "provider: erp"),
+     "s.yaml:7: configurations[0].provider: unknown provider 'erp' (providers: crm)"),
+    ("unknown configuration in the timeline", BASE + "timeline:\n  - at: 1m\n    deactivate: d\n",
+     "s.yaml:10: timeline[0].deactivate: unknown configuration 'd' (configurations: c)"),
+    ("two actions in one event", BASE + "timeline:\n  - at: 1m\n    create: {}\n    crash: {}\n",
+     "s.yaml:9: timeline[0]: expected exactly one action besides 'at' (one of: activate, crash, create, deactivate,"
+     " edit, endpoint, force_retry, skip), got create, crash"),
+    ("bad rate", BASE + "timeline:\n  - at: 0s\n    create: {rate: 5 per second, for: 1m}\n",
+     "s.yaml:10: timeline[0].create.rate: expected a rate like 5/s or 30/m, got '5 per second'"),
+    ("rate without for", BASE + "timeline:\n  - at: 0s\n    create: {rate: 5/s}\n",
+     "s.yaml:10: timeline[0].create: a rate needs 'for' (how long, e.g. for: 10m)"),
+    ("count and rate", BASE + "timeline:\n  - at: 0s\n    create: {count: 3, rate: 1/s, for: 1m}\n",
+     "s.yaml:10: timeline[0].create: use one of count, rate, cron — not count and rate"),
+    ("bad cron", BASE + "timeline:\n  - at: 0s\n    create: {cron: '61 * * * *'}\n",
+     "s.yaml:10: timeline[0].create.cron: not a crontab expression (Error validating expression '61': the last "
+     "value (61) is higher than the maximum value (59)); e.g. '*/15 * * * *'"),
+    ("bad behaviour key", BASE.replace("{behaviour: {status: 200}}", "{behaviour: {status: 200, latncy: 1s}}"),
+     "s.yaml:3: providers.crm.behaviour.latncy: unknown key 'latncy' in a response; allowed: body, content_type, "
+     "headers, latency, location, retry_after, retry_after_date, status"),
+    ("bad fault inside a mix", BASE.replace("{behaviour: {status: 200}}",
+                                            "\n    behaviour:\n      mix: [{p: 0.3, status: 503}, {fault: explode}]"),
+     "s.yaml:5: providers.crm.behaviour.mix[1].fault: unknown fault 'explode'; one of hang, headers_then_stall, "
+     "slow_body, truncated, garbage, reset, close, refuse"),
+    ("bad retry value", BASE + "    retry: {max_attempts: 0}\n",
+     "s.yaml:8: configurations[0].retry: retry policy: max_attempts must be >= 1 (or null for never give up)"),
+    ("retry duration given as text", BASE + "    retry:\n      preset: reten\n      cap: 1h\n",
+     "s.yaml:10: configurations[0].retry.cap: expected a number (seconds for times), got '1h'"),
+    ("timeouts given as text", BASE + "    timeouts: {connect: 5, total: 30s}\n",
+     "s.yaml:8: configurations[0].timeouts.total: expected a number (seconds for times), got '30s'"),
+    ("bad ordering", BASE + "    ordering: {mode: partitioned}\n",
+     "s.yaml:8: configurations[0].ordering: ordering: mode partitioned needs partition_key (e.g. commerceExternalId)"),
+    ("bad mapping", BASE + "    mapping: {fields: {a: {from: id, fn: uper}}}\n",
+     "s.yaml:8: configurations[0].mapping: mapping: a: unknown function 'uper' (known: concat, date_format, "
+     "date_only, epoch_ms, epoch_seconds, format, join, lower, to_bool, to_number, to_string, to_timezone, trim, "
+     "upper)"),
+    ("bad activation", BASE + "    activation: maybe\n",
+     "s.yaml:8: configurations[0].activation: expected ok or refused (what the verification GET should do)"),
+    ("duplicate configuration id", BASE + "  - id: c\n    tenant: acme\n    provider: crm\n",
+     "s.yaml:8: configurations[1].id: duplicate configuration id 'c'"),
+    ("external URL on the virtual clock",
+     "name: t\nclock: virtual\nproviders:\n  crm: {url: 'https://crm.example.com/hooks'}\n"
+     "configurations:\n  - {id: c, tenant: acme, provider: crm}\n",
+     "s.yaml:2: clock: provider(s) crm are external URLs, which only work on the real clock: use clock: real "
+     "(or remove clock:)"),
+    ("event after the duration", BASE.replace("name: t\n", "name: t\nduration: 1h\n")
+     + "timeline:\n  - at: 2h\n    create: {}\n",
+     "s.yaml:10: timeline[0].at: 2h is after the scenario's duration"),
+    ("unknown simulated endpoint", BASE + "timeline:\n  - at: 1m\n    endpoint: {name: erp, behaviour: {status: 503}}\n",
+     "s.yaml:10: timeline[0].endpoint.name: unknown simulated endpoint 'erp' (simulated: crm)"),
+    ("bad behaviour in the timeline", BASE + "timeline:\n  - at: 1m\n    endpoint:\n      name: crm\n"
+                                             "      behaviour: {status: 200, fault: hang}\n",
+     "s.yaml:12: timeline[0].endpoint.behaviour: status: unknown key 'status' in fault hang; allowed: fault, "
+     "latency"),
+    ("bad edit", BASE + "timeline:\n  - at: 1m\n    edit: {config: c, retry: {max_attempts: 0}}\n",
+     "s.yaml:10: timeline[0].edit.retry: retry policy: max_attempts must be >= 1 (or null for never give up)"),
+    ("missing name", BASE.replace("name: t\n", "description: x\n"),
+     "s.yaml:1: missing required key 'name'"),
+    ("unknown expectation", BASE + "expect:\n  all_deliverd: true\n",
+     "s.yaml:9: expect.all_deliverd: unknown key 'all_deliverd' in the expectations (expected one of: "
+     "activation_refused, all_delivered, attempts_per_delivery, counts, delivered_by, failed, mapping_shape, "
+     "max_duplicates, no_secrets_in_logs, order, received, retry_delays)"),
+    ("unknown status in counts", BASE + "expect:\n  counts: {DELIVERED: 3}\n",
+     "s.yaml:9: expect.counts.DELIVERED: unknown key 'DELIVERED' in counts per status (expected one of: "
+     "DISPATCHED, FAILED, READY, RETRYING)"),
+    ("unknown provider in received", BASE + "expect:\n  received: {erp: 1}\n",
+     "s.yaml:9: expect.received.erp: unknown key 'erp' in requests received per provider (expected one of: crm)"),
+    ("bad delay in retry_delays", BASE + "expect:\n  retry_delays: [1m, soon]\n",
+     "s.yaml:9: expect.retry_delays.delays[1]: expected a duration like 30s, 10m, 6h or a number of seconds, "
+     "got 'soon'"),
+    ("YAML syntax", BASE + "timeline: [\n",
+     "s.yaml:9: invalid YAML: expected the node content, but found '<stream end>'"),
+]
+
+
+@pytest.mark.parametrize("text, message", [(t, m) for _, t, m in ERRORS], ids=[n for n, _, _ in ERRORS])
+def test_parser_error_names_file_line_and_key(text, message):
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, source="s.yaml")
+    assert str(info.value) == message
+    assert str(info.value).startswith(f"s.yaml:{info.value.line}: ")
+
+
+# ---- expectations: each kind passing and failing, with the observed value
+
+#: Two activities on one ordered queue; the endpoint refuses the first two requests. Delivery 1 is tried
+#: at 0, 1m and 3m; delivery 2 waits and goes once at 3m. Four POSTs in all.
+RETRIED = """\
+name: retried
+seed: 1
+duration: 2h
+providers:
+  crm:
+    behaviour: {sequence: [{times: 2, status: 503}, {status: 200}]}
+    auth: {type: bearer, token: tok-secret-1}
+configurations:
+  - id: c
+    tenant: acme
+    provider: crm
+    auth: {type: bearer, token: tok-secret-1}
+timeline:
+  - at: 0s
+    create: {count: 2}
+expect:
+"""
+
+PASSING = RETRIED + """\
+  all_delivered: true
+  counts: {DISPATCHED: 2, FAILED: 0}
+  order: strict
+  max_duplicates: 0
+  attempts_per_delivery: {min: 1, max: 3}
+  retry_delays: [1m, 2m]
+  delivered_by: 3m
+  failed: 0
+  mapping_shape: {provider: crm, has: [id, reason.code], lacks: [externalId], array: false}
+  no_secrets_in_logs: true
+  received: {crm: 4}
+"""
+
+FAILING = RETRIED + """\
+  counts: {DISPATCHED: 1}
+  attempts_per_delivery: {exactly: 3}
+  retry_delays: [1m, 1m]
+  delivered_by: 2m
+  failed: [1]
+  mapping_shape: {provider: crm, has: [externalId], lacks: [id], array: true, equals: {id: x}}
+  received: {crm: 3}
+"""
+
+
+def _checks(text):
+    result = run_scenario(parse_scenario(text, source="x.yaml"))
+    return result, {c.name: c for c in result.checks}
+
+
+def test_every_expectation_kind_can_pass():
+    result, checks = _checks(PASSING)
+    assert result.ok, [c for c in result.checks if not c.ok]
+    assert set(checks) == {
+        "all_delivered", "counts.DISPATCHED", "counts.FAILED", "order", "max_duplicates", "attempts_per_delivery",
+        "retry_delays", "delivered_by", "failed", "mapping_shape.crm.array", "mapping_shape.crm.has.id",
+        "mapping_shape.crm.has.reason.code", "mapping_shape.crm.lacks.externalId", "no_secrets_in_logs",
+        "received.crm"}
+    assert checks["retry_delays"].observed == "1m00s, 2m00s"
+    assert checks["delivered_by"].observed == "last at +3m00s"
+    assert checks["received.crm"].line == 27
+
+
+def test_expectations_fail_with_the_observed_value():
+    result, checks = _checks(FAILING)
+    assert not result.ok
+    observed = {name: (c.ok, c.observed) for name, c in checks.items()}
+    assert observed["counts.DISPATCHED"] == (False, "2")
+    assert observed["attempts_per_delivery"] == (False, "1..3")
+    assert observed["retry_delays"] == (False, "1m00s, 2m00s")
+    assert observed["delivered_by"] == (False, "late or missing: [1, 2]")
+    assert observed["failed"] == (False, "FAILED []")
+    assert observed["mapping_shape.crm.has.externalId"] == (False, "missing in 4 of 4")  # every POST, refused ones too
+    assert observed["mapping_shape.crm.lacks.id"] == (False, "present in 4 of 4")
+    assert observed["mapping_shape.crm.array"] == (False, "first body is dict")
+    assert checks["mapping_shape.crm.equals"].ok is False
+    assert checks["mapping_shape.crm.equals"].observed.startswith("{'id': '")
+    assert observed["received.crm"] == (False, "4 POSTs")
+    assert checks["counts.DISPATCHED"].line == 17 and checks["received.crm"].line == 23
+
+
+#: An unordered configuration that acknowledges delivery 3 before delivery 1, one whose endpoint is down
+#: and gives up after one try, one refused at activation.
+MIXED = """\
+name: mixed
+seed: 2
+duration: 2h
+providers:
+  crm:
+    behaviour:
+      windows: [{from: 0s, to: 10s, status: 503}]
+      else: {status: 200}
+  down: {behaviour: {status: 503}}
+  picky: {behaviour: {status: 200}, verify_get: 403}
+tenants: [acme]
+configurations:
+  - {id: c1, tenant: acme, provider: crm, ordering: none}
+  - {id: c2, tenant: acme, provider: down, retry: {max_attempts: 1}}
+  - {id: c3, tenant: acme, provider: picky, activation: refused}
+timeline:
+  - at: 0s
+    create: {count: 1}
+  - at: 30s
+    create: {count: 1}
+expect:
+"""
+
+
+def test_failed_activation_and_order_expectations():
+    result, checks = _checks(MIXED + "  failed: [2, 4]\n  activation_refused: [c3]\n  all_delivered: false\n")
+    assert result.ok
+    assert checks["activation_refused"].observed == "c3: HTTP 403 (expected 2xx)"
+    assert checks["activation.c3"].ok and checks["activation.c3"].line == 15
+    assert "all_delivered" not in checks
+
+    result, checks = _checks(MIXED + "  failed: 1\n  activation_refused: []\n  all_delivered: true\n  order: strict\n")
+    assert {c.name for c in result.checks if not c.ok} == {"failed", "activation_refused", "all_delivered", "order"}
+    assert checks["failed"].observed == "2 FAILED [2, 4]"
+    assert checks["activation_refused"].observed == "c3: HTTP 403 (expected 2xx)"
+    assert checks["all_delivered"].observed == "DISPATCHED 2, FAILED 2"
+    # The check treats every queue as ordered, even a configuration with ordering: none.
+    assert checks["order"].observed == "queue c1: delivery 1 acknowledged after 3"
+
+
+def test_activation_declared_ok_but_refused_fails():
+    result, checks = _checks(MIXED.replace(", activation: refused", ""))
+    assert not checks["activation.c3"].ok
+    assert checks["activation.c3"].expected == "activation ok"
+    assert checks["activation.c3"].observed == "refused: HTTP 403 (expected 2xx)"
+
+
+#: The engine dies at the very instant the endpoint answers 200: the answer is acknowledged but never
+#: recorded, so the restarted engine sends the delivery again — an acknowledged duplicate.
+CRASH_DUPLICATE = """\
+name: crash-duplicate
+seed: 1
+duration: 1h
+providers:
+  crm: {behaviour: {status: 200, latency: 10s}}
+configurations:
+  - {id: c, tenant: acme, provider: crm, timeouts: {connect: 5, total: 30}}
+timeline:
+  - at: 0s
+    create: {count: 1}
+  - at: 10s
+    crash: {restart_after: 2m}
+expect:
+"""
+
+
+def test_max_duplicates_counts_acknowledged_duplicates():
+    result, checks = _checks(CRASH_DUPLICATE + "  max_duplicates: 1\n  received: {crm: 2}\n")
+    assert result.ok and checks["max_duplicates"].observed == "1 extra receptions"
+    result, checks = _checks(CRASH_DUPLICATE + "  max_duplicates: 0\n")
+    assert not checks["max_duplicates"].ok
+    assert checks["max_duplicates"].expected == "<= 0 extra receptions"
+
+
+def test_secrets_check_reads_the_provider_record():
+    # A payload that carries the token itself: the check must find it in what the provider received.
+    text = RETRIED.replace("create: {count: 2}", "create: {count: 1, activity: {commerceName: tok-secret-1}}")
+    result, checks = _checks(text + "  no_secrets_in_logs: true\n")
+    assert not checks["no_secrets_in_logs"].ok
+    assert checks["no_secrets_in_logs"].observed == "found: ['tok…']"
+
+
+def test_unfinished_run_is_a_failed_check():
+    text = RETRIED.replace("duration: 2h", "duration: 30m").replace(
+        "{sequence: [{times: 2, status: 503}, {status: 200}]}", "{status: 503}").replace(
+        "    provider: crm\n    auth", "    provider: crm\n    retry: reteno\n    auth")
+    result, checks = _checks(text + "  all_delivered: true\n")
+    assert not checks["finished"].ok
+    assert checks["finished"].observed.startswith("work left at +30m00s: {'READY': 1, 'RETRYING': 1")
+    assert checks["all_delivered"].observed == "READY 1, RETRYING 1"
