@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import CONFIG_FIELDS
 from .sender import VERSION
 
 
@@ -65,6 +66,8 @@ def openapi_document() -> dict[str, Any]:
         "mapping": {"type": ["object", "null"]}, "retry": {"type": ["object", "null"]},
         "ordering": {"type": ["object", "null"]}, "timeouts": {"type": ["object", "null"]}},
         "required": ["provider_id", "channel", "endpoint_url"]}
+    for name in CONFIG_FIELDS:  # fields the engine grows later are objects validated by the engine
+        cfg_write["properties"].setdefault(name, {"type": ["object", "null"]})
     cfg_edit = {**cfg_write, "required": [],
                 "properties": {k: v for k, v in cfg_write["properties"].items()
                                if k not in ("tenant_id", "id", "provider_id", "channel")}}
