@@ -265,8 +265,6 @@ class _Probe:
                 result.summary = (f"re-send acknowledged; cannot verify processing: no results callback for "
                                   f"{dup.activity_id} within {self.opts.callback_wait:g}s")
         elif self.opts.status_url is not None:
-            await self.clock.sleep(max(0.0, min(self.opts.callback_wait,
-                                                dup.resent_at + 1.0 - self.loop.time())))
             status_url = self.opts.status_url.replace("{id}", dup.activity_id)
             ev = await self.wire.get(self.sender, "status URL", url=status_url)
             n = _processed_count(ev)
