@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .health import AutoDisable, CircuitBreaker, auto_disable_from, circuit_breaker_from
+from .health import to_dict as _health_dict
 from .policy import (OrderingPolicy, RetryPolicy, Timeouts, ordering_policy_from,
                      retry_policy_from, timeouts_from)
 
@@ -121,11 +123,15 @@ class Snapshot:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     ordering: OrderingPolicy = field(default_factory=OrderingPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    circuit_breaker: CircuitBreaker | None = None
+    auto_disable: AutoDisable | None = None
 
     def secrets(self) -> list[str]:
         out = self.auth.secrets()
         if self.signing_secret:
             out.append(self.signing_secret)
+        if self.auto_disable is not None and self.auto_disable.notify_secret:
+            out.append(self.auto_disable.notify_secret)
         return out
 
     def to_dict(self, *, redact: bool) -> dict[str, Any]:
@@ -138,7 +144,15 @@ class Snapshot:
             "retry": self.retry.to_dict(),
             "ordering": self.ordering.to_dict(),
             "timeouts": self.timeouts.to_dict(),
+            "circuit_breaker": _health_dict(self.circuit_breaker),
+            "auto_disable": self._auto_disable_dict(redact),
         }
+
+    def _auto_disable_dict(self, redact: bool) -> dict[str, Any] | None:
+        out = _health_dict(self.auto_disable)
+        if out is not None and redact and out.get("notify_secret"):
+            out["notify_secret"] = REDACTED
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Snapshot:
@@ -151,10 +165,13 @@ class Snapshot:
             retry=retry_policy_from(data.get("retry")),
             ordering=ordering_policy_from(data.get("ordering")),
             timeouts=timeouts_from(data.get("timeouts")),
+            circuit_breaker=circuit_breaker_from(data.get("circuit_breaker")),
+            auto_disable=auto_disable_from(data.get("auto_disable")),
         )
 
 
-CONFIG_FIELDS = ("endpoint_url", "auth", "signing_secret", "mapping", "retry", "ordering", "timeouts")
+CONFIG_FIELDS = ("endpoint_url", "auth", "signing_secret", "mapping", "retry", "ordering", "timeouts",
+                 "circuit_breaker", "auto_disable")
 
 
 def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
@@ -181,6 +198,8 @@ def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
         retry=retry_policy_from(data.get("retry")),
         ordering=ordering_policy_from(data.get("ordering")),
         timeouts=timeouts_from(data.get("timeouts")),
+        circuit_breaker=circuit_breaker_from(data.get("circuit_breaker")),
+        auto_disable=auto_disable_from(data.get("auto_disable")),
     )
     return snap, warnings
 

@@ -228,7 +228,9 @@ class Engine:
         return {
             "id": cfg["id"], "tenant_id": cfg["tenant_id"], "provider_id": cfg["provider_id"],
             "channel": cfg["channel"], "version": cfg["version"], "active": bool(cfg["active"]),
-            "inactive_reason": cfg["inactive_reason"], "created_at": iso(cfg["created_at"]),
+            "inactive_reason": cfg["inactive_reason"],
+            "inactive_since": iso(cfg["inactive_since"]) if cfg.get("inactive_since") else None,
+            "created_at": iso(cfg["created_at"]),
             "updated_at": iso(cfg["updated_at"]), **snap.to_dict(redact=True),
         }
 
@@ -325,6 +327,66 @@ class Engine:
         self.dispatcher.wake()
         return _delivery_view(row)
 
+    async def force_retry_where(self, *, config_id: str | None = None, since: float | None = None,
+                                until: float | None = None, reason: str | None = None) -> list[int]:
+        """Force-retry every FAILED delivery matching the filter (creation time range, failed reason),
+        in creation order, so ordered queues get them back in their original sequence."""
+        ids = self.store.failed_ids(config_id=config_id, since=since, until=until, reason=reason)
+        for did in ids:
+            await self.force_retry(did)
+        self.log.info("recovery.force_retry", config_id=config_id, count=len(ids),
+                      since=iso(since) if since is not None else None, reason=reason)
+        return ids
+
+    async def recover_since(self, config_id: str, since: float) -> list[int]:
+        """Re-queue every FAILED delivery of ``config_id`` created since ``since``, in original order."""
+        self._config(config_id)
+        return await self.force_retry_where(config_id=config_id, since=since)
+
+    async def replay(self, delivery_id: int) -> dict[str, Any]:
+        """Send a DISPATCHED delivery again (same ``webhook-id``); recorded as a replay attempt.
+
+        History is never changed: the delivery keeps its status and counters.
+        """
+        d = self.store.delivery(delivery_id)
+        prep = self.prepared(d["config_id"], d["config_version"])
+        attempt_id = self.store.start_replay(delivery_id, self.clock.now())
+        payload = self.store.activity_view(d["activity_id"])
+        from .dispatcher import PayloadUnmappable
+        from .sender import Request, encode_body
+        from .store import AttemptResult
+        snap = prep.snapshot
+        try:
+            body = encode_body(prep.mapper(payload) if prep.mapper else payload)
+        except PayloadUnmappable as exc:
+            self.store.finish_replay(attempt_id, AttemptResult(finished_at=self.clock.now(), outcome="MAPPING_ERROR",
+                                                               error=str(exc)))
+            raise
+        out = await self.sender.send(Request(
+            url=snap.endpoint_url, body=body, webhook_id=d["webhook_id"], timestamp=int(self.clock.now()),
+            auth=snap.auth, signing_secret=snap.signing_secret, connect_timeout=snap.timeouts.connect,
+            total_timeout=snap.timeouts.total))
+        self.store.finish_replay(attempt_id, AttemptResult(
+            finished_at=self.clock.now(), outcome=out.kind.value, status_code=out.status, error=out.error,
+            retry_after=out.retry_after, latency=out.latency, excerpt=out.excerpt))
+        self.log.info("delivery.replayed", delivery_id=delivery_id, queue=d["queue"], code=out.status,
+                      outcome=out.kind.value, status=d["status"])
+        return [a for a in await self.attempts(delivery_id) if a["id"] == attempt_id][0]
+
+    async def notifications(self, config_id: str | None = None) -> list[dict[str, Any]]:
+        """Operator notifications (auto-disable, circuit changes), oldest first."""
+        return [{**n, "at": iso(n["at"])} for n in self.store.notifications(config_id)]
+
+    def health(self, config_id: str) -> dict[str, Any]:
+        """Circuit state and failure streak of a configuration's endpoint."""
+        self._config(config_id)
+        st = self.dispatcher._health.get(config_id)
+        if st is None:
+            return {"circuit": "closed", "circuit_until": None, "consecutive_failures": 0, "failing_since": None}
+        return {"circuit": st.circuit, "circuit_until": iso(st.circuit_until) if st.circuit_until else None,
+                "consecutive_failures": st.consecutive_failures,
+                "failing_since": iso(st.failing_since) if st.failing_since else None}
+
     async def skip(self, delivery_id: int) -> dict[str, Any]:
         """Unblock a queue held by a FAILED head (``on_exhausted: block``); the delivery stays FAILED."""
         row = self.store.skip(delivery_id, self.clock.now())
@@ -349,7 +411,7 @@ class Engine:
         deadline = None if max_time is None else start + max_time
         self.dispatcher.arm()
         await self.dispatcher.run(until_idle=True, deadline=deadline)
-        idle = self.dispatcher.in_flight == 0 and self.store.next_wakeup() is None
+        idle = self.dispatcher.idle()
         return RunSummary(started_at=start, finished_at=self.clock.now(), counts=self.counts(), idle=idle)
 
     async def run_for(self, seconds: float) -> RunSummary:
@@ -357,7 +419,7 @@ class Engine:
         start = self.clock.now()
         self.dispatcher.arm()
         await self.dispatcher.run(until_idle=False, deadline=start + seconds)
-        return RunSummary(start, self.clock.now(), self.counts(), idle=self.store.next_wakeup() is None)
+        return RunSummary(start, self.clock.now(), self.counts(), idle=self.dispatcher.idle())
 
     def start(self) -> None:
         """Dispatch in the background until :meth:`stop` (serve mode)."""
@@ -423,5 +485,5 @@ def _attempt_view(a: dict[str, Any]) -> dict[str, Any]:
         "id": a["id"], "delivery_id": a["delivery_id"], "number": a["number"],
         "started_at": t(a["started_at"]), "finished_at": t(a["finished_at"]), "status_code": a["status_code"],
         "outcome": a["outcome"], "error": a["error"], "retry_after": a["retry_after"], "latency": a["latency"],
-        "excerpt": a["excerpt"], "next_attempt_at": t(a["next_attempt_at"]),
+        "excerpt": a["excerpt"], "next_attempt_at": t(a["next_attempt_at"]), "replay": bool(a.get("replay")),
     }

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock, iso
-from .config import Snapshot
+from .config import Auth, Snapshot
+from .health import Change, EndpointState, record, tick
 from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
 from .store import AttemptResult, Claim, Store
 
@@ -48,6 +49,13 @@ class Dispatcher:
         #: finished attempts waiting for the next group commit (one transaction per loop tick)
         self._results: list[tuple[Claim, Snapshot, Outcome | str]] = []
         self._flush_scheduled = False
+        #: circuit breaker / auto-disable state per configuration (persisted in endpoint_health)
+        self._health: dict[str, EndpointState] = {}
+        for row in store.health_rows():
+            self._health[row["config_id"]] = EndpointState(
+                circuit=row["circuit"], circuit_until=row["circuit_until"],
+                consecutive_failures=row["consecutive_failures"], failing_since=row["failing_since"])
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     # -- control ------------------------------------------------------------------------
 
@@ -63,6 +71,26 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    def idle(self) -> bool:
+        """Nothing in flight and nothing that will ever become due without outside action
+        (paused configurations and blocked queues do not count as pending)."""
+        if self._inflight or self._side_tasks:
+            return False
+        blocked = set(self.store.paused_configs())
+        pending_circuit = False
+        for cid, st in self._health.items():
+            if st.circuit != "closed":
+                blocked.add(cid)
+                pending_circuit = True
+        if self.store.next_wakeup(exclude_configs=sorted(blocked)) is not None:
+            return False
+        if pending_circuit:
+            open_ids = [cid for cid, st in self._health.items() if st.circuit != "closed" and cid not in
+                        self.store.paused_configs()]
+            return not any(self.store.deliveries(config_id=cid, status="READY", limit=1) or
+                           self.store.deliveries(config_id=cid, status="RETRYING", limit=1) for cid in open_ids)
+        return True
+
     async def run(self, *, until_idle: bool = False, deadline: float | None = None) -> None:
         """Dispatch until stopped; with ``until_idle`` return once nothing is due, pending or in flight.
 
@@ -75,16 +103,20 @@ class Dispatcher:
             if deadline is not None and now >= deadline:
                 return
             self._release(now)
-            saturated = self._fill(now)
+            blocked, probes, next_change = self._gate(now)
+            saturated = self._fill(now, blocked, probes)
             if self._inflight and len(self._inflight) >= self._concurrency:
                 timeout = None
             else:
                 nxt = self.store.next_wakeup(exclude_configs=saturated)
-                if nxt is None and not self._inflight and until_idle:
+                if nxt is None and next_change is None and not self._inflight and not self._side_tasks and until_idle:
                     return
                 timeout = None if nxt is None else max(0.0, nxt - now)
                 if timeout == 0.0 and self._inflight:
                     timeout = None  # due work waits for capacity; a finishing attempt wakes us
+                if next_change is not None:
+                    left = max(0.0, next_change - now)
+                    timeout = left if timeout is None else min(timeout, left)
             if deadline is not None:
                 left = deadline - now
                 timeout = left if timeout is None else min(timeout, left)
@@ -106,15 +138,23 @@ class Dispatcher:
             if not_done:
                 await asyncio.wait(not_done)
             self.flush()
+            await self._drain_side_tasks(deadline)
             return len(not_done)
         self.flush()
+        await self._drain_side_tasks(deadline)
         return 0
+
+    async def _drain_side_tasks(self, deadline: float) -> None:
+        if self._side_tasks:
+            _, late = await asyncio.wait(list(self._side_tasks), timeout=deadline)
+            for task in late:
+                task.cancel()
 
     def abandon(self) -> None:
         """Crash simulation: drop every attempt in flight without touching the store."""
         self._stopping = True
         self._results.clear()
-        for task in self._inflight.values():
+        for task in list(self._inflight.values()) + list(self._side_tasks):
             task.cancel()
 
     # -- one cycle ----------------------------------------------------------------------
@@ -124,9 +164,31 @@ class Dispatcher:
             self.log.warning("attempt.interrupted", delivery_id=did,
                              reason="lease expired; will be re-sent now")
 
-    def _fill(self, now: float) -> list[str]:
-        """Claim as much due work as capacity allows; returns configs at their concurrency limit."""
-        saturated = {cid for cid, n in self._per_config.items() if n >= self._limit(cid)}
+    def _gate(self, now: float) -> tuple[set[str], set[str], float | None]:
+        """Configurations nothing may be sent to now (paused, open circuit, probe in flight), those
+        allowed exactly one probe (half-open), and when a circuit's cool-down ends next."""
+        blocked = set(self.store.paused_configs())
+        probes: set[str] = set()
+        next_change: float | None = None
+        changes: list[Change] = []
+        for cid, st in self._health.items():
+            changes += tick(st, now, cid)
+            if st.circuit == "open":
+                blocked.add(cid)
+                if st.circuit_until is not None:
+                    next_change = st.circuit_until if next_change is None else min(next_change, st.circuit_until)
+            elif st.circuit == "half_open":
+                (blocked if st.probing else probes).add(cid)
+        if changes:
+            with self.store.tx():
+                events = self._apply_changes(changes, now)
+            self._emit(events)
+        return blocked, probes, next_change
+
+    def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None) -> list[str]:
+        """Claim as much due work as capacity allows; returns the configs nothing more may be claimed for."""
+        probes = probes or set()
+        saturated = {cid for cid, n in self._per_config.items() if n >= self._limit(cid)} | (blocked or set())
         room = self._concurrency - len(self._inflight)
         while room > 0:
             asked = room * 2
@@ -140,7 +202,7 @@ class Dispatcher:
                 if cid in saturated:
                     continue
                 prep = self._prepared(cid, row["config_version"])
-                limit = prep.snapshot.ordering.concurrency
+                limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
                 if self._per_config[cid] + planned[cid] >= limit:
                     saturated.add(cid)
                     continue
@@ -153,6 +215,9 @@ class Dispatcher:
             token = f"{self._instance}:{next(self._tokens)}"
             claims = self.store.claim(leases, token=token, now=now)
             for claim in claims:
+                if claim.config_id in probes:
+                    self._health[claim.config_id].probing = True
+                    saturated.add(claim.config_id)
                 self._per_config[claim.config_id] += 1
                 task = asyncio.create_task(self._attempt(claim), name=f"attempt-{claim.delivery_id}")
                 self._inflight[claim.delivery_id] = task
@@ -217,9 +282,85 @@ class Dispatcher:
                     events.extend(self._finish_unmappable(claim, snap, result))
                 else:
                     events.extend(self._finish(claim, snap, result))
-        for level, name, fields in events:
-            getattr(self.log, level)(name, **fields)
+                    events.extend(self._account(claim.config_id, result.ok, claim.attempt_id))
+        self._emit(events)
         self._wake.set()
+
+    def _emit(self, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+        for level, name, fields in events:
+            if name == "_notify":
+                self._start_notify(**fields)
+                continue
+            getattr(self.log, level)(name, **fields)
+
+    # -- endpoint health ------------------------------------------------------------------
+
+    def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """Feed one outcome to the circuit breaker / auto-disable of the configuration as it is now."""
+        cfg = self.store.config(config_id)
+        if cfg is None:
+            return []
+        snap = self._prepared(config_id, cfg["version"]).snapshot
+        cb, ad = snap.circuit_breaker, snap.auto_disable
+        if cb is None and ad is None and config_id not in self._health:
+            return []
+        now = self.clock.now()
+        st = self._health.setdefault(config_id, EndpointState())
+        if cb is not None and not st.loaded_window:
+            st.loaded_window = True
+            # rebuild the sliding window from the store (e.g. after a restart), minus this very attempt
+            st.window.extend(self.store.recent_outcomes(config_id, now - cb.window, exclude_attempt=attempt_id))
+        changes = record(st, ok, now, cb, ad, config_id)
+        if not cfg["active"]:
+            changes = [c for c in changes if c.kind != "config.auto_disabled"]
+        return self._apply_changes(changes, now, state=st, config_id=config_id)
+
+    def _apply_changes(self, changes: list[Change], now: float, *, state: EndpointState | None = None,
+                       config_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        """Persist state and notifications (inside the caller's transaction); return events to emit."""
+        events: list[tuple[str, str, dict[str, Any]]] = []
+        touched = {c.config_id for c in changes} | ({config_id} if config_id else set())
+        for cid in touched:
+            st = self._health[cid]
+            self.store.save_health(cid, circuit=st.circuit, circuit_until=st.circuit_until,
+                                   consecutive_failures=st.consecutive_failures, failing_since=st.failing_since,
+                                   now=now)
+        for ch in changes:
+            fields = {"config_id": ch.config_id, "reason": ch.message, **ch.fields}
+            if "until" in fields and fields["until"] is not None:
+                fields["until"] = iso(fields["until"])
+            level = "warning" if ch.kind in ("circuit.opened", "config.auto_disabled") else "info"
+            if ch.kind != "circuit.half_open":
+                nid = self.store.add_notification(at=now, kind=ch.kind, config_id=ch.config_id, message=ch.message)
+                fields["notification_id"] = nid
+            if ch.kind == "config.auto_disabled":
+                self.store.set_config_active(ch.config_id, False, now, ch.message)
+                cfg = self.store.config(ch.config_id)
+                ad = self._prepared(ch.config_id, cfg["version"]).snapshot.auto_disable if cfg else None
+                if ad is not None and ad.notify_url:
+                    events.append(("info", "_notify", {
+                        "nid": fields["notification_id"], "url": ad.notify_url, "secret": ad.notify_secret,
+                        "payload": {"type": ch.kind, "config_id": ch.config_id, "reason": ch.message,
+                                    "at": iso(now)}}))
+            events.insert(0, (level, ch.kind, fields))
+        return events
+
+    def _start_notify(self, *, nid: int, url: str, secret: str | None, payload: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._notify(nid, url, secret, payload), name=f"notify-{nid}")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_done)
+
+    def _side_done(self, task: asyncio.Task[None]) -> None:
+        self._side_tasks.discard(task)
+        self._wake.set()
+
+    async def _notify(self, nid: int, url: str, secret: str | None, payload: dict[str, Any]) -> None:
+        """The operator webhook: sent by the engine itself, signed like any delivery."""
+        req = Request(url=url, body=encode_body(payload), webhook_id=f"ntf_{nid}", timestamp=int(self.clock.now()),
+                      auth=Auth(), signing_secret=secret, connect_timeout=5.0, total_timeout=10.0)
+        out = await self.sender.send(req)
+        self.store.set_notification_delivery(nid, out.describe())
+        self.log.info("notification.sent", notification_id=nid, outcome=out.describe())
 
     def _body(self, claim: Claim, prep: Prepared) -> bytes:
         payload = self.store.activity_view(claim.activity_id)

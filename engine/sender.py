@@ -107,7 +107,8 @@ class Sender:
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host,
-                                             force_close=False, enable_cleanup_closed=False)
+                                             force_close=False, enable_cleanup_closed=False,
+                                             keepalive_timeout=60.0)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                                   headers={"User-Agent": USER_AGENT})
 

@@ -167,8 +167,9 @@ class Store:
 
     def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
         cur = self.conn.execute(
-            "UPDATE configurations SET active = ?, inactive_reason = ?, updated_at = ? WHERE id = ? AND deleted = 0",
-            (1 if active else 0, None if active else reason, now, config_id))
+            "UPDATE configurations SET active = ?, inactive_reason = ?, inactive_since = ?, updated_at = ?"
+            " WHERE id = ? AND deleted = 0",
+            (1 if active else 0, None if active else reason, None if active else now, now, config_id))
         if cur.rowcount != 1:
             raise NotFound(f"configuration {config_id!r} not found")
 
@@ -321,8 +322,8 @@ class Store:
                     " budget_attempts, budget_started_at", (lease_until, token, now, did)).fetchone()
                 if row is None:
                     continue
-                att = c.execute("INSERT INTO attempts (delivery_id, number, started_at) VALUES (?, ?, ?)",
-                                (did, row["attempts"], now))
+                att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES (?, ?, ?, ?)",
+                                (did, row["attempts"], now, row["config_id"]))
                 claims.append(Claim(
                     delivery_id=did, attempt_id=int(att.lastrowid), number=row["attempts"],
                     webhook_id=row["webhook_id"], activity_id=row["activity_id"], config_id=row["config_id"],
@@ -465,6 +466,83 @@ class Store:
         times = [t for t in ((due["next_attempt_at"] if due else None), (lease["t"] if lease else None))
                  if t is not None]
         return min(times) if times else None
+
+    def paused_configs(self) -> list[str]:
+        """Inactive or deleted configurations: their pending deliveries wait (nothing is sent)."""
+        return [r[0] for r in self.conn.execute("SELECT id FROM configurations WHERE active = 0")]
+
+    # -- endpoint health, notifications, recovery ----------------------------------------
+
+    def health_rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM endpoint_health ORDER BY config_id")]
+
+    def save_health(self, config_id: str, *, circuit: str, circuit_until: float | None,
+                    consecutive_failures: int, failing_since: float | None, now: float) -> None:
+        self.conn.execute(
+            "INSERT INTO endpoint_health (config_id, circuit, circuit_until, consecutive_failures, failing_since,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(config_id) DO UPDATE SET circuit = excluded.circuit,"
+            " circuit_until = excluded.circuit_until, consecutive_failures = excluded.consecutive_failures,"
+            " failing_since = excluded.failing_since, updated_at = excluded.updated_at",
+            (config_id, circuit, circuit_until, consecutive_failures, failing_since, now))
+
+    def recent_outcomes(self, config_id: str, since: float, *, exclude_attempt: int = 0) -> list[tuple[float, bool]]:
+        rows = self.conn.execute(
+            "SELECT finished_at, outcome FROM attempts WHERE config_id = ? AND finished_at >= ? AND replay = 0"
+            " AND outcome IS NOT NULL AND outcome NOT IN ('INTERRUPTED', 'MAPPING_ERROR') AND id != ?"
+            " ORDER BY finished_at, id", (config_id, since, exclude_attempt))
+        return [(r["finished_at"], r["outcome"] == "SUCCESS") for r in rows]
+
+    def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
+        cur = self.conn.execute("INSERT INTO notifications (at, kind, config_id, message) VALUES (?, ?, ?, ?)",
+                                (at, kind, config_id, message))
+        return int(cur.lastrowid)
+
+    def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
+        self.conn.execute("UPDATE notifications SET delivery = ? WHERE id = ?", (delivery, notification_id))
+
+    def notifications(self, config_id: str | None = None) -> list[dict[str, Any]]:
+        if config_id is None:
+            rows = self.conn.execute("SELECT * FROM notifications ORDER BY id")
+        else:
+            rows = self.conn.execute("SELECT * FROM notifications WHERE config_id = ? ORDER BY id", (config_id,))
+        return [dict(r) for r in rows]
+
+    def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
+                   reason: str | None = None) -> list[int]:
+        """FAILED deliveries matching a filter (creation time range, reason), in creation order."""
+        where, params = ["status = 'FAILED'"], []
+        for clause, val in (("config_id = ?", config_id), ("created_at >= ?", since), ("created_at <= ?", until),
+                            ("failed_reason = ?", reason)):
+            if val is not None:
+                where.append(clause)
+                params.append(val)
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id", params)]
+
+    def start_replay(self, delivery_id: int, now: float) -> int:
+        with self.tx() as c:
+            row = c.execute("SELECT config_id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts"
+                            " WHERE delivery_id = d.id) AS n FROM deliveries d WHERE id = ? AND status = 'DISPATCHED'",
+                            (delivery_id,)).fetchone()
+            if row is None:
+                self._refuse_replay(c, delivery_id)
+            cur = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id, replay)"
+                            " VALUES (?, ?, ?, ?, 1)", (delivery_id, row["n"], now, row["config_id"]))
+            return int(cur.lastrowid)
+
+    def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
+        self.conn.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
+            " latency = ?, excerpt = ? WHERE id = ?",
+            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt,
+             attempt_id))
+
+    def _refuse_replay(self, c: sqlite3.Connection, delivery_id: int) -> None:
+        cur = c.execute("SELECT status FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        if cur is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        raise InvalidTransition(f"delivery {delivery_id} is {cur['status']}; only a DISPATCHED delivery can be"
+                                " replayed (use force retry for FAILED ones)")
 
     def in_flight(self) -> int:
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]

@@ -283,14 +283,22 @@ async def test_no_active_config_stores_activity_without_deliveries(engine):
     assert "no active configuration" in engine.log_buffer.getvalue()
 
 
-async def test_deactivated_config_gets_nothing_new_but_finishes_work(engine, receiver, setup_config):
+async def test_deactivated_config_pauses_and_resumes_in_order(engine, receiver, setup_config):
     receiver.respond = lambda hit, n: ((500, {}, 0) if n == 1 else (200, {}, 0))
     cfg = await setup_config(receiver.url)
-    await engine.create_activity("acme", ACT)
+    first = await engine.create_activity("acme", {**ACT, "commerceExternalId": "C0"})
+    await engine.create_activity("acme", {**ACT, "commerceExternalId": "C1"})
+    await engine.run_for(1)  # the head failed once and waits to retry
     await engine.deactivate(cfg["id"])
-    await engine.create_activity("acme", ACT)
+    await engine.create_activity("acme", ACT)  # inactive: gets no delivery
+    summary = await engine.run_until_idle()  # nothing is sent to a paused configuration
+    assert summary.idle and len(receiver.posts()) == 1
+    assert [d["status"] for d in await engine.deliveries()] == ["RETRYING", "READY"]
+    await engine.activate(cfg["id"])
     await engine.run_until_idle()
-    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"]
+    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED", "DISPATCHED"]
+    assert [h.body["commerceExternalId"] for h in receiver.posts()] == ["C0", "C0", "C1"]
+    assert receiver.posts()[0].body["id"] == first["id"]
 
 
 async def test_edit_keeps_snapshot_of_deliveries_in_flight(engine, setup_config):
