@@ -65,6 +65,9 @@ def _parse(cls: type, data: Any, name: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{name}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    from .policy import check_numbers
+
+    check_numbers(name, cls, data)
     return cls(**data)
 
 

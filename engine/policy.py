@@ -10,6 +10,18 @@ from .errors import ConfigError
 JitterMode = Literal["none", "full", "equal"]
 
 
+def check_numbers(what: str, cls: type, values: dict[str, Any]) -> None:
+    """Refuse text where a number of seconds (or a count) is expected, naming the field."""
+    for f in fields(cls):
+        default = f.default
+        val = values.get(f.name)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if f.name in ("max_attempts", "max_age", "retry_after_ceiling", "after_failures", "after"):
+            numeric = True
+        if numeric and val is not None and (isinstance(val, bool) or not isinstance(val, (int, float))):
+            raise ConfigError(f"{what}: {f.name} must be a number (seconds for times), got {val!r}")
+
+
 def delay(attempt: int, *, base: float, factor: float, cap: float,
           jitter: JitterMode = "none", rng: random.Random | None = None) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based).
@@ -184,12 +196,15 @@ def retry_policy_from(data: RetryPolicy | dict[str, Any] | str | None) -> RetryP
     start = PRESETS[preset].to_dict() if preset else DEFAULT_RETRY.to_dict()
     if "schedule" in values and values["schedule"] is not None and "max_attempts" not in values:
         start["max_attempts"] = None  # the schedule's length is the budget unless said otherwise
+    check_numbers("retry policy", RetryPolicy, values)
     start.update(values)
     for key in ("schedule", "permanent_statuses"):
         if isinstance(start.get(key), list):
             start[key] = tuple(start[key])
     if start.get("schedule") is not None and not isinstance(start["schedule"], tuple):
         raise ConfigError("retry policy: schedule must be a list of delays in seconds")
+    if not isinstance(start.get("permanent_statuses"), tuple):
+        raise ConfigError("retry policy: permanent_statuses must be a list of HTTP status codes")
     return RetryPolicy(**start)
 
 
@@ -241,6 +256,7 @@ def ordering_policy_from(data: OrderingPolicy | dict[str, Any] | str | None) -> 
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"ordering: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    check_numbers("ordering", OrderingPolicy, data)
     return OrderingPolicy(**data)
 
 
@@ -269,4 +285,5 @@ def timeouts_from(data: Timeouts | dict[str, Any] | None) -> Timeouts:
     unknown = sorted(set(data) - {"connect", "total"})
     if unknown:
         raise ConfigError(f"timeouts: unknown field(s) {', '.join(unknown)} (known: connect, total)")
+    check_numbers("timeouts", Timeouts, data)
     return Timeouts(**data)

@@ -38,6 +38,8 @@ class RunResult:
     refused: dict[str, str]  #: config id -> activation refusal reason
     secrets: list[str]
     force_retried: set[int] = field(default_factory=set)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    inactive: list[str] = field(default_factory=list)
     checks: list[Any] = field(default_factory=list)
 
     @property
@@ -107,6 +109,8 @@ async def _run(scenario: Scenario, *, db: str | Path | None, progress: Progress 
         deliveries = await run.engine.deliveries()
         attempts = await run.engine.attempts()
         activities = [row[0] for row in run.engine.store.conn.execute("SELECT id FROM activities ORDER BY seq")]
+        notifications = await run.engine.notifications()
+        inactive = [c["id"] for c in run.engine.store.configs() if not c["active"]]
         await endpoints.settle()
         for record in endpoints.recorder.records:  # the Host header names a port that changes run to run
             record.headers = sanitize(record.headers)
@@ -124,7 +128,8 @@ async def _run(scenario: Scenario, *, db: str | Path | None, progress: Progress 
     return RunResult(scenario=scenario, t0=t0, finished_at=finished, wall=time.perf_counter() - wall, idle=idle,
                      events=events, key_events=key_events, deliveries=deliveries, attempts=attempts,
                      activities=activities, recorder=endpoints.recorder, endpoint_names=names,
-                     refused=run.refused, secrets=run.secrets, force_retried=run.force_retried)
+                     refused=run.refused, secrets=run.secrets, force_retried=run.force_retried,
+                     notifications=notifications, inactive=inactive)
 
 
 class _Sanitizer:
@@ -171,6 +176,8 @@ class _Run:
         self.force_retried: set[int] = set()
         self.crashed = False
         self._failing: set[str] = set()
+        from .expect import unordered_configs
+        self._unordered = unordered_configs(scenario)
 
     def note(self, text: str) -> None:
         self.key_events.append((self.clock.now() - self.t0, text))
@@ -180,7 +187,8 @@ class _Run:
         event.pop("level", None)
         self.events.append(event)
         name = event.get("event")
-        if name == "delivery.retrying" and event.get("attempt") == 1 and event.get("queue") not in self._failing:
+        if name == "delivery.retrying" and event.get("attempt") == 1 and event.get("queue") not in self._failing \
+                and event.get("config_id") not in self._unordered:
             self._failing.add(event.get("queue"))
             what = f"HTTP {event['code']}" if event.get("code") else event.get("outcome", "").lower()
             self.note(f"queue {event.get('queue')}: delivery {event.get('delivery_id')} failed ({what}), retrying")
@@ -190,6 +198,8 @@ class _Run:
                       f"on attempt {event.get('attempt')}; the queue flows again")
         elif name == "delivery.failed":
             self.note(f"delivery {event.get('delivery_id')} FAILED ({event.get('reason')}) on {event.get('queue')}")
+        elif name in ("circuit.opened", "circuit.closed", "config.auto_disabled"):
+            self.note(f"{name} {event.get('config_id')}: {event.get('reason')}")
         elif name == "attempt.interrupted":
             self.note(f"attempt of delivery {event.get('delivery_id')} interrupted by the crash; re-sent")
 
@@ -290,12 +300,16 @@ class _Run:
             await e.edit_config(a["config"], **a["changes"])
             self.note(f"configuration {a['config']} edited: {', '.join(sorted(a['changes']))}")
         elif ev.kind == "force_retry":
-            failed = e.store.deliveries(status="FAILED", config_id=a.get("config"))
-            failed = [d for d in failed if not a.get("reason") or d["failed_reason"] == a["reason"]]
-            for d in failed:
-                await e.force_retry(d["id"])
-                self.force_retried.add(d["id"])
-            self.note(f"force retry of {len(failed)} FAILED deliver{'y' if len(failed) == 1 else 'ies'}")
+            ids = await e.force_retry_where(
+                config_id=a.get("config"), reason=a.get("reason"),
+                since=self.t0 + a["since"] if "since" in a else None,
+                until=self.t0 + a["until"] if "until" in a else None)
+            self.force_retried.update(ids)
+            scope = f" created since {fmt_offset(a['since'])}" if "since" in a else ""
+            self.note(f"force retry of {len(ids)} FAILED deliver{'y' if len(ids) == 1 else 'ies'}{scope}")
+        elif ev.kind == "replay":
+            attempt = await e.replay(a["delivery"])
+            self.note(f"replay of delivery {a['delivery']}: {attempt['outcome']} {attempt['status_code'] or ''}")
         elif ev.kind == "skip":
             blocked = [d for d in e.store.deliveries(status="FAILED", config_id=a.get("config")) if d["holds"]]
             for d in blocked:

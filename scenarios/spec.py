@@ -74,12 +74,15 @@ class Scenario:
 TOP_KEYS = {"name", "description", "seed", "clock", "duration", "start", "providers", "tenants",
             "configurations", "timeline", "expect"}
 CONFIG_KEYS = {"id", "tenant", "provider", "channel", "auth", "signing_secret", "mapping", "retry", "ordering",
-               "timeouts", "active", "activation"}
-EVENT_KINDS = {"create", "endpoint", "activate", "deactivate", "edit", "force_retry", "skip", "crash"}
+               "timeouts", "circuit_breaker", "auto_disable", "active", "activation"}
+#: configuration fields whose values are durations: written 30s / 10m / 6h in scenario files
+DURATION_FIELDS = {"retry": ("base", "cap", "max_age", "retry_after_ceiling"), "timeouts": ("connect", "total"),
+                   "circuit_breaker": ("window", "cooldown"), "auto_disable": ("after",)}
+EVENT_KINDS = {"create", "endpoint", "activate", "deactivate", "edit", "force_retry", "skip", "crash", "replay"}
 CREATE_KEYS = {"tenant", "channel", "count", "every", "rate", "for", "cron", "until", "activity", "generate"}
 EXPECT_KEYS = {"all_delivered", "counts", "order", "max_duplicates", "attempts_per_delivery", "retry_delays",
                "delivered_by", "failed", "mapping_shape", "no_secrets_in_logs", "activation_refused",
-               "received"}
+               "received", "notifications", "inactive"}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 MAX_GENERATED = 200_000
@@ -260,8 +263,9 @@ def _configs(P: _P, value: Any, tenants: dict[str, str], providers: set[str], ba
             raise P.fail(path + ("provider",), f"unknown provider {provider!r} (providers: "
                                                f"{', '.join(sorted(providers))})")
         channel = P.string(spec.get("channel", "SALESMAN"), path + ("channel",))
-        fields = {k: v for k, v in spec.items() if k in ("auth", "signing_secret", "mapping", "retry", "ordering",
-                                                         "timeouts")}
+        fields = _durations(P, {k: v for k, v in spec.items() if k in (
+            "auth", "signing_secret", "mapping", "retry", "ordering", "timeouts", "circuit_breaker", "auto_disable")},
+            path)
         if isinstance(fields.get("mapping"), str):
             fields["mapping"] = _mapping_file(P, base / fields["mapping"], path + ("mapping",))
         _check_config_fields(P, fields, path)
@@ -273,6 +277,23 @@ def _configs(P: _P, value: Any, tenants: dict[str, str], providers: set[str], ba
             raise P.fail(path + ("activation",), "expected ok or refused (what the verification GET should do)")
         out.append(ConfigSpec(id=cid, tenant=tenant, provider=provider, channel=channel, fields=fields,
                               active=active, activation=activation, line=P.line(path)))
+    return out
+
+
+def _durations(P: _P, fields: dict[str, Any], path: tuple) -> dict[str, Any]:
+    """Turn durations written as text (``5m``, ``1h30m``) into the seconds the engine takes."""
+    out = dict(fields)
+    for key, names in DURATION_FIELDS.items():
+        value = out.get(key)
+        if not isinstance(value, dict):
+            continue
+        value = dict(value)
+        for name in names:
+            if isinstance(value.get(name), str):
+                value[name] = P.duration(value[name], path + (key, name))
+        if key == "retry" and isinstance(value.get("schedule"), list):
+            value["schedule"] = [P.duration(d, path + (key, "schedule", i)) for i, d in enumerate(value["schedule"])]
+        out[key] = value
     return out
 
 
@@ -305,7 +326,8 @@ _TEXT_FIELDS = {"preset", "jitter", "mode", "on_exhausted", "partition_key", "ty
 
 
 def _config_key(message: str) -> str:
-    for key in ("auth", "signing_secret", "mapping", "retry", "ordering", "timeouts"):
+    for key in ("auth", "signing_secret", "mapping", "retry", "ordering", "timeouts", "circuit_breaker",
+                "auto_disable"):
         if message.startswith(key) or message.startswith(f"{key} ") or message.startswith(f"{key}:") \
                 or message.startswith(f"{key}."):
             return key
@@ -366,7 +388,7 @@ def _timeline(P: _P, value: Any, tenants: dict[str, str], configs: set[str], end
             P.mapping(arg, apath, {"config"} | (CONFIG_KEYS - {"id", "tenant", "provider", "channel", "active",
                                                                "activation"}), "a configuration edit")
             cid = _config_ref(P, arg.get("config"), apath + ("config",), configs)
-            changes = {k: v for k, v in arg.items() if k != "config"}
+            changes = _durations(P, {k: v for k, v in arg.items() if k != "config"}, apath)
             _check_config_fields(P, changes, apath)
             args = {"config": cid, "changes": changes}
         elif kind in ("force_retry", "skip"):
@@ -375,9 +397,16 @@ def _timeline(P: _P, value: Any, tenants: dict[str, str], configs: set[str], end
             elif isinstance(arg, str):
                 args = {"config": _config_ref(P, arg, apath, configs)}
             else:
-                P.mapping(arg, apath, {"config", "reason"}, f"a {kind}")
+                allowed = {"config", "reason", "since", "until"} if kind == "force_retry" else {"config"}
+                P.mapping(arg, apath, allowed, f"a {kind}")
                 args = {"config": _config_ref(P, arg["config"], apath + ("config",), configs)
                         if arg.get("config") is not None else None, "reason": arg.get("reason")}
+                for key in ("since", "until"):  # creation time range, as offsets from the scenario start
+                    if key in arg:
+                        args[key] = P.duration(arg[key], apath + (key,))
+        elif kind == "replay":
+            P.mapping(arg, apath, {"delivery"}, "a replay")
+            args = {"delivery": P.integer(arg.get("delivery"), apath + ("delivery",), lo=1)}
         else:  # crash
             if arg is None:
                 arg = {}
@@ -522,6 +551,14 @@ def _expect(P: _P, value: Any, providers: set[str], configs: set[str]) -> tuple[
         elif key == "activation_refused":
             if not isinstance(v, list):
                 raise P.fail(kp, "expected a list of configuration ids")
+            out[key] = [_config_ref(P, c, kp + (i,), configs) for i, c in enumerate(v)]
+        elif key == "notifications":
+            kinds = {"config.auto_disabled", "circuit.opened", "circuit.closed"}
+            P.mapping(v, kp, kinds, "notification counts per kind")
+            out[key] = {k: P.integer(n, kp + (k,)) for k, n in v.items()}
+        elif key == "inactive":
+            if not isinstance(v, list):
+                raise P.fail(kp, "expected a list of configuration ids (inactive at the end)")
             out[key] = [_config_ref(P, c, kp + (i,), configs) for i, c in enumerate(v)]
         elif key == "received":
             P.mapping(v, kp, providers, "requests received per provider")

@@ -23,7 +23,7 @@ ERRORS = [
      "description, duration, expect, name, providers, seed, start, tenants, timeline)"),
     ("unknown key in a configuration", BASE + "    retries: 3\n",
      "s.yaml:8: configurations[0].retries: unknown key 'retries' in a dispatch configuration (expected one of: "
-     "activation, active, auth, channel, id, mapping, ordering, provider, retry, signing_secret, tenant, timeouts)"),
+     "activation, active, auth, auto_disable, channel, circuit_breaker, id, mapping, ordering, provider, retry, signing_secret, tenant, timeouts)"),
     ("bad duration", BASE + "timeline:\n  - at: 10 minutes\n    create: {}\n",
      "s.yaml:9: timeline[0].at: expected a duration like 30s, 10m, 6h or a number of seconds, got '10 minutes'"),
     ("unknown provider", BASE.replace("provider: crm", "provider: erp"),
@@ -32,7 +32,7 @@ ERRORS = [
      "s.yaml:10: timeline[0].deactivate: unknown configuration 'd' (configurations: c)"),
     ("two actions in one event", BASE + "timeline:\n  - at: 1m\n    create: {}\n    crash: {}\n",
      "s.yaml:9: timeline[0]: expected exactly one action besides 'at' (one of: activate, crash, create, deactivate,"
-     " edit, endpoint, force_retry, skip), got create, crash"),
+     " edit, endpoint, force_retry, replay, skip), got create, crash"),
     ("bad rate", BASE + "timeline:\n  - at: 0s\n    create: {rate: 5 per second, for: 1m}\n",
      "s.yaml:10: timeline[0].create.rate: expected a rate like 5/s or 30/m, got '5 per second'"),
     ("rate without for", BASE + "timeline:\n  - at: 0s\n    create: {rate: 5/s}\n",
@@ -51,10 +51,14 @@ ERRORS = [
      "slow_body, truncated, garbage, reset, close, refuse"),
     ("bad retry value", BASE + "    retry: {max_attempts: 0}\n",
      "s.yaml:8: configurations[0].retry: retry policy: max_attempts must be >= 1 (or null for never give up)"),
-    ("retry duration given as text", BASE + "    retry:\n      preset: reten\n      cap: 1h\n",
-     "s.yaml:10: configurations[0].retry.cap: expected a number (seconds for times), got '1h'"),
-    ("timeouts given as text", BASE + "    timeouts: {connect: 5, total: 30s}\n",
-     "s.yaml:8: configurations[0].timeouts.total: expected a number (seconds for times), got '30s'"),
+    ("retry duration not a duration", BASE + "    retry:\n      preset: reten\n      cap: one hour\n",
+     "s.yaml:10: configurations[0].retry.cap: expected a duration like 30s, 10m, 6h or a number of seconds, "
+     "got 'one hour'"),
+    ("timeouts not a number", BASE + "    timeouts: {connect: 5, total: [30]}\n",
+     "s.yaml:8: configurations[0].timeouts: timeouts: total must be a number (seconds for times), got [30]"),
+    ("bad schedule entry", BASE + "    retry: {schedule: [5s, soon]}\n",
+     "s.yaml:8: configurations[0].retry.schedule[1]: expected a duration like 30s, 10m, 6h or a number of seconds, "
+     "got 'soon'"),
     ("bad ordering", BASE + "    ordering: {mode: partitioned}\n",
      "s.yaml:8: configurations[0].ordering: ordering: mode partitioned needs partition_key (e.g. commerceExternalId)"),
     ("bad mapping", BASE + "    mapping: {fields: {a: {from: id, fn: uper}}}\n",
@@ -85,8 +89,8 @@ ERRORS = [
      "s.yaml:1: missing required key 'name'"),
     ("unknown expectation", BASE + "expect:\n  all_deliverd: true\n",
      "s.yaml:9: expect.all_deliverd: unknown key 'all_deliverd' in the expectations (expected one of: "
-     "activation_refused, all_delivered, attempts_per_delivery, counts, delivered_by, failed, mapping_shape, "
-     "max_duplicates, no_secrets_in_logs, order, received, retry_delays)"),
+     "activation_refused, all_delivered, attempts_per_delivery, counts, delivered_by, failed, inactive, "
+     "mapping_shape, max_duplicates, no_secrets_in_logs, notifications, order, received, retry_delays)"),
     ("unknown status in counts", BASE + "expect:\n  counts: {DELIVERED: 3}\n",
      "s.yaml:9: expect.counts.DELIVERED: unknown key 'DELIVERED' in counts per status (expected one of: "
      "DISPATCHED, FAILED, READY, RETRYING)"),
@@ -227,12 +231,15 @@ def test_failed_activation_and_order_expectations():
     assert "all_delivered" not in checks
 
     result, checks = _checks(MIXED + "  failed: 1\n  activation_refused: []\n  all_delivered: true\n  order: strict\n")
-    assert {c.name for c in result.checks if not c.ok} == {"failed", "activation_refused", "all_delivered", "order"}
+    assert {c.name for c in result.checks if not c.ok} == {"failed", "activation_refused", "all_delivered"}
     assert checks["failed"].observed == "2 FAILED [2, 4]"
     assert checks["activation_refused"].observed == "c3: HTTP 403 (expected 2xx)"
     assert checks["all_delivered"].observed == "DISPATCHED 2, FAILED 2"
-    # The check treats every queue as ordered, even a configuration with ordering: none.
-    assert checks["order"].observed == "queue c1: delivery 1 acknowledged after 3"
+    # c1 has ordering: none, so it promises no order and the check leaves it out
+    assert checks["order"].ok and checks["order"].observed == "in order"
+    ordered = MIXED.replace("provider: crm, ordering: none", "provider: crm")
+    result, checks = _checks(ordered + "  order: strict\n")
+    assert checks["order"].ok  # the ordered queue held delivery 3 back until delivery 1 got through
 
 
 def test_activation_declared_ok_but_refused_fails():
@@ -263,10 +270,10 @@ expect:
 
 def test_max_duplicates_counts_acknowledged_duplicates():
     result, checks = _checks(CRASH_DUPLICATE + "  max_duplicates: 1\n  received: {crm: 2}\n")
-    assert result.ok and checks["max_duplicates"].observed == "1 extra receptions"
+    assert result.ok and checks["max_duplicates"].observed == "1 extra acknowledgements"
     result, checks = _checks(CRASH_DUPLICATE + "  max_duplicates: 0\n")
     assert not checks["max_duplicates"].ok
-    assert checks["max_duplicates"].expected == "<= 0 extra receptions"
+    assert checks["max_duplicates"].expected == "<= 0 deliveries acknowledged more than once (extra acknowledgements)"
 
 
 def test_secrets_check_reads_the_provider_record():
