@@ -27,13 +27,23 @@ class Record:
     query: str
     headers: dict[str, str]  #: lower-cased names, secrets redacted
     body: str
-    json: Any  #: the body parsed as JSON, or None
     response_status: int | None = None  #: status line actually sent; None when none was
     fault: str | None = None  #: injected fault, e.g. "hang", "reset"
     latency: float = 0.0  #: delay the endpoint added before answering
     note: str | None = None  #: why: "auth: wrong X-Api-Key", "schema: missing id", "no such path" …
     client_disconnected: bool = False  #: the client went away before the endpoint finished
     duration: float | None = None  #: clock seconds from arrival to the end of the exchange
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON, or None. Parsed on each use rather than kept: a long simulation
+        records tens of thousands of bodies, and the parsed trees would be most of its memory."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
 
     @property
     def acknowledged(self) -> bool:
@@ -58,7 +68,9 @@ class Record:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["json"] = self.json
+        return out
 
 
 @dataclass
@@ -128,6 +140,7 @@ class Recorder:
         """Times are kept to the microsecond, so float noise of the clock never reaches the record."""
         for name in ("at", "offset"):
             fields[name] = _micro(fields[name])
+        fields.pop("json", None)  # derived from the body on demand
         record = Record(seq=len(self.records) + 1, **fields)
         self.records.append(record)
         return record
@@ -295,7 +308,10 @@ class Recorder:
     def from_jsonl(cls, path: str | os.PathLike[str]) -> Recorder:
         rec = cls()
         with open(path, encoding="utf-8") as fh:
-            rec.records = [Record(**json.loads(line)) for line in fh if line.strip()]
+            rows = [json.loads(line) for line in fh if line.strip()]
+            for row in rows:
+                row.pop("json", None)
+            rec.records = [Record(**row) for row in rows]
         return rec
 
 

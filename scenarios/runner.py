@@ -28,7 +28,7 @@ class RunResult:
     finished_at: float
     wall: float
     idle: bool
-    events: list[dict[str, Any]]
+    events: list[str]  #: the event log, one JSON line each (kept serialised: it is the bulk of a long run)
     key_events: list[tuple[float, str]]
     deliveries: list[dict[str, Any]]
     attempts: list[dict[str, Any]]
@@ -58,7 +58,10 @@ class RunResult:
         return all(c.ok for c in self.checks)
 
     def events_jsonl(self) -> str:
-        return "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in self.events)
+        return "".join(line + "\n" for line in self.events)
+
+    def event_dicts(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.events]
 
 
 Progress = Callable[[float, float], None]
@@ -86,7 +89,7 @@ async def _run(scenario: Scenario, *, db: str | Path | None, progress: Progress 
         import tempfile
         tmp = tempfile.TemporaryDirectory(prefix="dispatchsim-")
         db = Path(tmp.name) / "scenario.db"
-    events: list[dict[str, Any]] = []
+    events: list[str] = []
     key_events: list[tuple[float, str]] = []
     t0 = clock.now()
     endpoints = EndpointSet(scenario.simulated or ProvidersConfig(endpoints={}), seed=scenario.seed,
@@ -159,7 +162,7 @@ class _Sanitizer:
 
 class _Run:
     def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
-                 events: list[dict[str, Any]], key_events: list[tuple[float, str]], sanitize: _Sanitizer) -> None:
+                 events: list[str], key_events: list[tuple[float, str]], sanitize: _Sanitizer) -> None:
         self.s = scenario
         self.clock = clock
         self.db = db
@@ -185,7 +188,7 @@ class _Run:
     def _sink(self, event: dict[str, Any]) -> None:
         event = self.sanitize(event)
         event.pop("level", None)
-        self.events.append(event)
+        self.events.append(json.dumps(event, ensure_ascii=False, sort_keys=True))
         name = event.get("event")
         if name == "delivery.retrying" and event.get("attempt") == 1 and event.get("queue") not in self._failing \
                 and event.get("config_id") not in self._unordered:
