@@ -16,7 +16,7 @@ install-test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 
 demo: install
-	$(BIN)/dispatchsim demo
+	$(BIN)/dispatchsim run scenarios/ordered_head_outage.yaml
 
 test: install-test
 	$(BIN)/python -m pytest -q
