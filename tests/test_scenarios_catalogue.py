@@ -21,7 +21,8 @@ def test_catalogue_is_complete():
     assert {"happy_path_seed_payload", "reteno_backoff", "ordered_head_outage", "skip_vs_block",
             "partitioned_by_commerce", "flaky_at_load", "timeouts_duplicates", "retry_after_429",
             "force_retry_failed", "mapping_own_format", "fan_out_one_down", "verification_refused",
-            "crash_restart", "outage_6h_10k"} <= names
+            "crash_restart", "outage_6h_10k", "svix_schedule", "auto_disable_reenable", "circuit_breaker_flapping",
+            "recover_since_long_outage"} <= names
 
 
 @pytest.mark.parametrize("path", CATALOGUE, ids=[p.stem for p in CATALOGUE])
