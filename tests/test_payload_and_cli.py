@@ -98,6 +98,45 @@ def test_status_command_summarises_a_database(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_status_shows_circuits_auto_disabled_configurations_and_notifications(tmp_path):
+    db = tmp_path / "h.db"
+
+    async def fill():
+        from support import Receiver
+
+        eng = await Engine.open(db, virtual=True, seed=1)
+        async with Receiver(eng.clock.now) as r:
+            r.respond = lambda hit, n: (503, {}, 0)
+            await eng.add_tenant("acme")
+            for p in ("crm", "erp"):
+                await eng.add_provider(p)
+            await eng.add_config("acme", "crm", "SALESMAN", config_id="guarded", endpoint_url=r.url, activate=True,
+                                 retry="reteno", ordering="none",
+                                 circuit_breaker={"window": 60, "failure_rate": 1.0, "min_requests": 2,
+                                                  "cooldown": 3600})
+            await eng.add_config("acme", "erp", "SALESMAN", config_id="fragile", endpoint_url=r.url, activate=True,
+                                 retry="reteno", auto_disable={"after_failures": 2})
+            await eng.add_config("acme", "erp", "OTHER", config_id="draft", endpoint_url=r.url)
+            for _ in range(2):
+                await eng.create_activity("acme", {"channel": "SALESMAN"})
+            await eng.run_for(120)
+        await eng.close()
+
+    run_virtual(fill())
+    out = io.StringIO()
+    assert print_status(str(db), out) == 0
+    text = out.getvalue()
+    assert "inactive configurations (pending deliveries wait; activate to resume):" in text
+    assert re.search(r"  draft +: not activated", text)
+    assert re.search(r"  fragile +since 2026-04-10T14:31:00.000Z: auto-disabled: 2 consecutive failed attempts",
+                     text)
+    assert re.search(r"  guarded +circuit open until 2026-04-10T15:30:00.000Z, 2 consecutive failures since "
+                     r"2026-04-10T14:30:00.000Z", text)
+    assert "latest notifications:" in text
+    assert "2026-04-10T14:30:00.000Z circuit.opened        guarded: 2 of 2 attempts failed" in text
+    assert "2026-04-10T14:31:00.000Z config.auto_disabled  fragile: auto-disabled: 2 consecutive" in text
+
+
 def test_cli_help_lists_commands(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
