@@ -556,6 +556,63 @@ async def post_message_events(request: web.Request) -> web.Response:
     return web.json_response(await events.post(account, body["events"]), status=202)
 
 
+# -- endpoint health and recovery ----------------------------------------------------------
+
+
+async def replay_delivery(request: web.Request) -> web.Response:
+    """Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt (409 otherwise)."""
+    did = _owned_delivery(request)
+    _no_body(request)
+    from .dispatcher import PayloadUnmappable
+
+    try:
+        return web.json_response(await request.app[ENGINE_KEY].replay(did))
+    except PayloadUnmappable as exc:
+        raise Problem(422, "unmappable", f"the payload cannot be mapped for this provider: {exc}") from None
+
+
+async def recover_config(request: web.Request) -> web.Response:
+    """Force-retry the configuration's FAILED deliveries matching since/until/reason, in creation order."""
+    cid = _owned_config(request)
+    body = await read_json(request) if request.content_length else {}
+    check_fields(body, optional={"since": "string?", "until": "string?", "reason": "string?", "status": "string"})
+    if body.get("status", "FAILED") != "FAILED":
+        raise Problem(400, "invalid", "status: only FAILED deliveries can be recovered (force retry)")
+    ids = await request.app[ENGINE_KEY].force_retry_where(
+        config_id=cid, since=_time_param("since", body.get("since")), until=_time_param("until", body.get("until")),
+        reason=body.get("reason"))
+    return web.json_response({"config_id": cid, "count": len(ids), "requeued": ids})
+
+
+async def config_health(request: web.Request) -> web.Response:
+    cid = _owned_config(request)
+    engine = request.app[ENGINE_KEY]
+    view = engine.config_view(cid)
+    return web.json_response({"config_id": cid, "active": view["active"], "inactive_reason": view["inactive_reason"],
+                              "inactive_since": view["inactive_since"], **engine.health(cid),
+                              "notifications": await engine.notifications(cid)})
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    """Operator notifications (auto-disable, circuit changes) of the caller's configurations, oldest first."""
+    qs = _query(request, {"tenant_id", "config_id", "limit"})
+    p = _principal(request)
+    if not p.admin and qs.get("tenant_id") not in (None, p.tenant_id):
+        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
+    engine = request.app[ENGINE_KEY]
+    tenant = qs.get("tenant_id") if p.admin else p.tenant_id
+    if "config_id" in qs:
+        cfg = engine.store.config(qs["config_id"])
+        if cfg is None or cfg["deleted"]:
+            raise NotFound(f"configuration {qs['config_id']!r} not found")
+        _allow(request, cfg["tenant_id"])
+        mine = {cfg["id"]}
+    else:
+        mine = {c["id"] for c in engine.store.configs(tenant)} if tenant else None
+    items = [n for n in await engine.notifications() if mine is None or n["config_id"] in mine]
+    return web.json_response({"items": items[-_limit(qs.get("limit")):]})
+
+
 #: (method, path, handler): the one list the router and the OpenAPI test read.
 ROUTES: list[tuple[str, str, _Handler]] = [
     ("GET", "/healthz", healthz),
@@ -581,6 +638,10 @@ ROUTES: list[tuple[str, str, _Handler]] = [
     ("GET", "/api/deliveries/{delivery_id}/attempts", delivery_attempts),
     ("POST", "/api/deliveries/{delivery_id}/force-retry", force_retry),
     ("POST", "/api/deliveries/{delivery_id}/skip", skip_delivery),
+    ("POST", "/api/deliveries/{delivery_id}/replay", replay_delivery),
+    ("POST", "/api/dispatch-configurations/{config_id}/recover", recover_config),
+    ("GET", "/api/dispatch-configurations/{config_id}/health", config_health),
+    ("GET", "/api/notifications", list_notifications),
     ("POST", "/api/integration/activity-results/tasks", submit_result),
     ("GET", "/api/accounts/{account_id}/webhook", get_webhook),
     ("PUT", "/api/accounts/{account_id}/webhook", put_webhook),

@@ -133,6 +133,30 @@ def openapi_document() -> dict[str, Any]:
         "/api/deliveries/{delivery_id}/skip": {
             "post": _op("let a queue blocked by this FAILED head move on", schema=_ref("Delivery"), params=[did],
                         extra={"409": _PROBLEM})},
+        "/api/deliveries/{delivery_id}/replay": {
+            "post": _op("send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt; its"
+                        " status and counters never change (409 unless DISPATCHED)", schema=_ref("Attempt"),
+                        params=[did], extra={"409": _PROBLEM, "422": _PROBLEM})},
+        "/api/dispatch-configurations/{config_id}/recover": {
+            "post": _op("force-retry the configuration's FAILED deliveries created in [since, until] (and with this"
+                        " failed reason), in creation order; no body: all of them", params=[cid],
+                        schema={"type": "object", "properties": {
+                            "config_id": {"type": "string"}, "count": {"type": "integer"},
+                            "requeued": {"type": "array", "items": {"type": "integer"}}}},
+                        body={"type": "object", "additionalProperties": False, "properties": {
+                            "since": {"type": ["string", "null"], "format": "date-time"},
+                            "until": {"type": ["string", "null"], "format": "date-time"},
+                            "reason": {"type": ["string", "null"],
+                                       "description": "failed reason: exhausted, permanent_status, mapping_error"},
+                            "status": {"type": "string", "enum": ["FAILED"]}}})},
+        "/api/dispatch-configurations/{config_id}/health": {
+            "get": _op("circuit state, failure streak, active flag (auto-disable reason and time) and the"
+                       " configuration's notifications", params=[cid], schema=_ref("EndpointHealth"))},
+        "/api/notifications": {
+            "get": _op("operator notifications (circuit.opened, circuit.closed, config.auto_disabled) of your"
+                       " configurations, oldest first; the latest `limit`", schema=_list("Notification"),
+                       params=[_qp("tenant_id", "admin key only"), _qp("config_id", "one configuration"),
+                               _qp("limit", "1-500, default 50", {"type": "integer"})])},
         "/api/integration/activity-results/tasks": {
             "post": _op("submit a result; fills activityResult. Same result again: 200; a different one: 409",
                         ok="201", schema=_ref("Activity"), extra={"200": _json(_ref("Activity")), "409": _PROBLEM},
@@ -175,6 +199,20 @@ def openapi_document() -> dict[str, Any]:
         "Delivery": {"type": "object", "properties": {"id": {"type": "integer"},
                                                       "status": {"type": "string", "enum": _STATUSES}}},
         "Attempt": {"type": "object"},
+        "Notification": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+            "kind": {"enum": ["circuit.opened", "circuit.closed", "config.auto_disabled"]},
+            "config_id": {"type": ["string", "null"]}, "message": {"type": "string"},
+            "delivery": {"type": ["string", "null"], "description": "operator webhook outcome, e.g. HTTP 200"}}},
+        "EndpointHealth": {"type": "object", "properties": {
+            "config_id": {"type": "string"}, "active": {"type": "boolean"},
+            "inactive_reason": {"type": ["string", "null"]},
+            "inactive_since": {"type": ["string", "null"], "format": "date-time"},
+            "circuit": {"enum": ["closed", "open", "half_open"]},
+            "circuit_until": {"type": ["string", "null"], "format": "date-time"},
+            "consecutive_failures": {"type": "integer"},
+            "failing_since": {"type": ["string", "null"], "format": "date-time"},
+            "notifications": {"type": "array", "items": _ref("Notification")}}},
         "MessageEvent": {"type": "object", "required": ["activityStatus"], "description": "the Reteno seed's parameters",
                          "properties": {"activityStatus": {"enum": ["DELIVERED", "UNDELIVERED", "READ", "CLICKED",
                                                                     "UNSUBSCRIBED", "SPAM", "SUBSCRIPTION_CHANGED"]},
