@@ -188,6 +188,7 @@ class Engine:
         snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"]))
         await self._verify(config_id, snap)
         self.store.set_config_active(config_id, True, self.clock.now())
+        self.dispatcher.reset_streak(config_id)  # re-enabled: auto-disable counts new failures from zero
         self.log.info("config.activated", config_id=config_id, endpoint=redact_url(snap.endpoint_url))
         self.dispatcher.wake()
         return self.config_view(config_id)
@@ -204,7 +205,7 @@ class Engine:
                                     f"{redact_url(snap.endpoint_url)} failed: {reason}")
 
     async def deactivate(self, config_id: str, reason: str = "manual") -> dict[str, Any]:
-        """No new deliveries; those already created still go out (they keep their snapshot)."""
+        """Pause: no new deliveries, and those already created wait (nothing is sent) until re-activation."""
         self._config(config_id)
         self.store.set_config_active(config_id, False, self.clock.now(), reason)
         self.log.info("config.deactivated", config_id=config_id, reason=reason)

@@ -315,6 +315,15 @@ class Dispatcher:
             changes = [c for c in changes if c.kind != "config.auto_disabled"]
         return self._apply_changes(changes, now, state=st, config_id=config_id)
 
+    def reset_streak(self, config_id: str) -> None:
+        """Forget the failure streak (not the circuit) of a configuration, e.g. when it is re-enabled."""
+        st = self._health.get(config_id)
+        if st is not None and (st.consecutive_failures or st.failing_since is not None):
+            st.consecutive_failures, st.failing_since = 0, None
+            with self.store.tx():
+                self.store.save_health(config_id, circuit=st.circuit, circuit_until=st.circuit_until,
+                                       consecutive_failures=0, failing_since=None, now=self.clock.now())
+
     def _apply_changes(self, changes: list[Change], now: float, *, state: EndpointState | None = None,
                        config_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
         """Persist state and notifications (inside the caller's transaction); return events to emit."""

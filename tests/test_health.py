@@ -163,3 +163,18 @@ async def test_circuit_state_survives_a_restart(db_path):
         await eng2.run_for(300)
         assert len(r.posts()) == 3  # still open after the restart: nothing sent
         await eng2.close()
+
+
+async def test_re_enabling_starts_a_new_failure_streak(engine, receiver, setup_config):
+    """After an operator re-enables a configuration, auto-disable needs N new consecutive failures again."""
+    receiver.respond = lambda hit, n: (500, {}, 0)
+    cfg = await setup_config(receiver.url, retry="reteno", auto_disable={"after_failures": 3})
+    await engine.create_activity("acme", ACT)
+    await engine.run_until_idle(max_time=86400)
+    assert engine.config_view(cfg["id"])["active"] is False and len(receiver.posts()) == 3
+    await engine.activate(cfg["id"])
+    assert engine.health(cfg["id"])["consecutive_failures"] == 0
+    await engine.run_until_idle(max_time=86400)
+    assert engine.config_view(cfg["id"])["active"] is False
+    assert len(receiver.posts()) == 6  # three new failures, not one
+    assert [n["kind"] for n in await engine.notifications(cfg["id"])] == ["config.auto_disabled"] * 2
