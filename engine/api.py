@@ -172,7 +172,8 @@ async def read_json(request: web.Request, *, kind: type = dict) -> Any:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "object": (dict,), "boolean": (bool,),
-                                       "array": (list,), "integer": (int,), "number": (int, float)}
+                                       "array": (list,), "integer": (int,), "number": (int, float),
+                                       "preset": (str, dict)}
 
 
 def check_fields(data: dict[str, Any], *, required: dict[str, str] | None = None,
@@ -196,7 +197,8 @@ def check_fields(data: dict[str, Any], *, required: dict[str, str] | None = None
             continue
         ok = isinstance(value, _TYPES[typ]) and not (typ in ("integer", "number") and isinstance(value, bool))
         if not ok:
-            problems.append(f"{key}: must be {'an' if typ[0] in 'aeiou' else 'a'} {typ}"
+            label = "preset name (string) or an object" if typ == "preset" else typ
+            problems.append(f"{key}: must be {'an' if typ[0] in 'aeiou' else 'a'} {label}"
                             f"{' or null' if nullable else ''}, got {_json_type(value)}")
     if problems:
         raise Problem(400, "invalid", f"invalid {where}: " + "; ".join(problems))
@@ -316,7 +318,8 @@ async def create_provider(request: web.Request) -> web.Response:
 
 #: JSON types of the configuration fields; a field the engine adds later defaults to "object or null"
 #: (the engine validates its content either way).
-_CONFIG_TYPES = {f: {"endpoint_url": "string", "signing_secret": "string?"}.get(f, "object?") for f in CONFIG_FIELDS}
+_CONFIG_TYPES = {f: {"endpoint_url": "string", "signing_secret": "string?", "retry": "preset?",
+                     "ordering": "preset?"}.get(f, "object?") for f in CONFIG_FIELDS}
 
 
 def _check_secrets(body: dict[str, Any]) -> None:

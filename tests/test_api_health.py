@@ -138,3 +138,13 @@ async def test_health_routes_are_tenant_isolated(api: Api, receiver) -> None:
     assert (await api.call("POST", "/api/dispatch-configurations/other-c/recover"))[0] == 403
     assert (await api.call("GET", "/api/dispatch-configurations/nope/health"))[0] == 404
     assert (await api.call("GET", "/api/notifications?config_id=nope"))[0] == 404
+
+
+async def test_retry_and_ordering_accept_preset_names(api: Api, receiver) -> None:
+    """The engine and scenario files take ``retry: reteno``; so does the API."""
+    body = await _config(api, receiver.url, activate=False, retry="svix", ordering="none")
+    assert body["retry"]["schedule"][:2] == [5.0, 300.0] and body["ordering"]["mode"] == "none"
+    status, body = await api.call("POST", "/api/dispatch-configurations", key=ACME, body={
+        "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "retry": 5})
+    assert status == 400
+    assert "retry: must be a preset name (string) or an object or null, got integer" in body["detail"]
