@@ -7,6 +7,7 @@ and leave it only as request headers.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,6 +19,8 @@ from .policy import (OrderingPolicy, RetryPolicy, Timeouts, ordering_policy_from
                      retry_policy_from, timeouts_from)
 
 REDACTED = "***"
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+_SECRET_QUERY = re.compile(r"(?i)(token|key|secret|signature|sig|password|passwd|auth|access_token|api_key)")
 AUTH_TYPES = ("none", "api_key", "bearer", "basic")
 _AUTH_FIELDS = {
     "none": ({"type"}, set()),
@@ -59,6 +62,13 @@ class Auth:
         for key in required | optional:
             if key in data and key != "type" and (not isinstance(data[key], str) or not data[key]):
                 problems.append(f"{key} must be a non-empty string")
+            elif key in data and key != "type" and any(ord(ch) < 32 or ord(ch) == 127 for ch in data[key]):
+                problems.append(f"{key} must not contain control characters (CR, LF, …)")
+        header = data.get("header")
+        if isinstance(header, str) and header and not _TOKEN.match(header):
+            problems.append(f"header {header!r} is not a valid HTTP header name (letters, digits, '-', no spaces)")
+        if typ == "basic" and ":" in str(data.get("username", "")):
+            problems.append("username must not contain ':' (basic auth joins user:password)")
         if problems:
             raise ConfigError("auth: " + "; ".join(problems))
         return cls(**data)
@@ -98,17 +108,40 @@ def _check_url(url: Any) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Hide userinfo credentials in a URL (``https://***@host/…``)."""
+    """Hide credentials in a URL: userinfo (``https://***@host/…``) and query values whose names look
+    like secrets (``?token=***``)."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
+    netloc, query = parts.netloc, parts.query
     if parts.username or parts.password:
         host = parts.hostname or ""
         if parts.port:
             host += f":{parts.port}"
-        return urlunsplit((parts.scheme, f"{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
-    return url
+        netloc = f"{REDACTED}@{host}"
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            name, sep, _value = pair.partition("=")
+            pairs.append(f"{name}={REDACTED}" if sep and _SECRET_QUERY.search(name) else pair)
+        query = "&".join(pairs)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _url_secrets(url: str) -> list[str]:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    out = [v for v in (parts.password,) if v]
+    for pair in parts.query.split("&") if parts.query else []:
+        name, sep, value = pair.partition("=")
+        if sep and value and _SECRET_QUERY.search(name):
+            out.append(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -127,7 +160,7 @@ class Snapshot:
     auto_disable: AutoDisable | None = None
 
     def secrets(self) -> list[str]:
-        out = self.auth.secrets()
+        out = self.auth.secrets() + _url_secrets(self.endpoint_url)
         if self.signing_secret:
             out.append(self.signing_secret)
         if self.auto_disable is not None and self.auto_disable.notify_secret:

@@ -464,3 +464,33 @@ async def test_svix_schedule_timeline(engine, receiver, setup_config):
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     assert offsets(engine, receiver.posts(), t0) == [0, 5, 305, 2105, 9305]
+
+
+@pytest.mark.parametrize("auth, message", [
+    ({"type": "api_key", "header": "X Bad: Header", "value": "v"}, "not a valid HTTP header name"),
+    ({"type": "api_key", "value": "abc\r\nX-Injected: 1"}, "value must not contain control characters"),
+    ({"type": "bearer", "token": "t\n"}, "token must not contain control characters"),
+    ({"type": "basic", "username": "a:b", "password": "p"}, "username must not contain ':'"),
+])
+async def test_auth_that_cannot_be_sent_is_refused(engine, auth, message):
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    with pytest.raises(ConfigError, match=message):
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:1/h", auth=auth)
+
+
+def test_redact_url_hides_userinfo_and_secret_query_values():
+    from engine.config import redact_url
+    assert redact_url("https://u:p@h.test/x?token=T0K&page=2") == "https://***@h.test/x?token=***&page=2"
+    assert redact_url("http://127.0.0.1:8/h?api_key=K&sig=S") == "http://127.0.0.1:8/h?api_key=***&sig=***"
+    assert redact_url("http://127.0.0.1:8/h?page=2") == "http://127.0.0.1:8/h?page=2"
+
+
+async def test_secret_in_endpoint_query_stays_out_of_errors_and_logs(engine):
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    with pytest.raises(ActivationRefused) as e:
+        await engine.add_config("acme", "crm", "SALESMAN", activate=True,
+                                endpoint_url="http://127.0.0.1:9/hooks?token=QS-S3CRET")
+    assert "QS-S3CRET" not in str(e.value) and "token=***" in str(e.value)
+    assert "QS-S3CRET" not in engine.log_buffer.getvalue()
