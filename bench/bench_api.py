@@ -88,11 +88,11 @@ async def receiver_main() -> None:
 # -- measurement helpers ----------------------------------------------------------------------
 
 
-def proc_cpu(pid: int, *, reaped: bool = False) -> float:
-    """CPU seconds (user + system) a process has used so far (plus its reaped children's with ``reaped``)."""
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15 if reaped else 13]) / TICK
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def runqueue_wait(pid: int) -> float:
@@ -110,7 +110,7 @@ def all_cpu() -> dict[int, float]:
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                out[int(name)] = proc_cpu(int(name), reaped=True)
+                out[int(name)] = proc_cpu(int(name))
             except (OSError, IndexError, ValueError):
                 pass
     return out
@@ -118,8 +118,8 @@ def all_cpu() -> dict[int, float]:
 
 class CpuMeter:
     """CPU seconds of our three processes and of every other process on the machine (other jobs
-    share these cores; processes that start and end between two samples are missed, so "others" is
-    a lower bound)."""
+    share these cores; processes that end between two samples are missed, so "others" is a lower
+    bound)."""
 
     def __init__(self, **pids: int) -> None:
         self.pids = pids
@@ -257,7 +257,7 @@ async def open_loop(client: RawClient, rate: float, seconds: float, raw: bytes
     return latencies, lags, errors
 
 
-async def main(rate: float, seconds: float) -> None:
+async def main(rate: float, seconds: float, serve_options: dict[str, str]) -> None:
     here = Path(__file__).resolve()
     rx = subprocess.Popen([sys.executable, str(here), "--receiver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           text=True)
@@ -267,7 +267,8 @@ async def main(rate: float, seconds: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_api_"))
     cfg = tmp / "serve.yaml"
     cfg.write_text(f"keys: [{{key: {ADMIN}, admin: true}}, {{key: {ACME}, tenant: acme}}]\n"
-                   "tenants: [acme]\nproviders: [crm]\nstats_interval: 3600\n")
+                   "tenants: [acme]\nproviders: [crm]\nstats_interval: 3600\n"
+                   + "".join(f"{k}: {v}\n" for k, v in serve_options.items()))
     # the server logs JSON to stderr as in production; it goes to a file, not a terminal
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "dispatchsim.cli", "serve", "--db", str(tmp / "b.db"), "--port",
@@ -323,7 +324,7 @@ async def main(rate: float, seconds: float) -> None:
     p50, p99, lag99 = pct(lat, 50) * 1000, pct(lat, 99) * 1000, pct(lag, 99) * 1000
     b50, b99 = pct(base_lat, 50) * 1000, pct(base_lat, 99) * 1000
     ms_per_activity = load_cpu["server"] / max(1, accepted) * 1000
-    print(json.dumps({"rate": rate, "seconds": seconds, "dispatch": DISPATCH, "accepted": accepted, "errors": err,
+    print(json.dumps({"rate": rate, "seconds": seconds, "dispatch": DISPATCH, "serve_options": serve_options, "accepted": accepted, "errors": err,
                       "accepted_per_s": round(accepted / wall, 1), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
                       "max_ms": round(max(lat) * 1000, 2), "mean_ms": round(statistics.mean(lat) * 1000, 2),
                       "generator_lag_p99_ms": round(lag99, 2), "healthz_p50_ms": round(b50, 2),
@@ -352,6 +353,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a serve config key for this run, e.g. dispatch_interval=0 (the defaults otherwise)")
     ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    asyncio.run(receiver_main() if args.receiver else main(args.rate, args.seconds))
+    opts = dict(kv.split("=", 1) for kv in args.set)
+    asyncio.run(receiver_main() if args.receiver else main(args.rate, args.seconds, opts))

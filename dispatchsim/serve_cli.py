@@ -16,13 +16,23 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if args.config:
             load_serve_config(args.config, opts)
-        return asyncio.run(serve(opts))
+        return asyncio.run(serve(opts, on_ready=_freeze_startup_objects))
     except DispatchsimError as exc:
         print(f"dispatchsim serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"dispatchsim serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
+
+
+def _freeze_startup_objects(_server: object) -> None:
+    """Move everything allocated at startup (modules, app, routes, ~65,000 objects) out of the
+    cyclic garbage collector's reach: a full collection then scans only what was allocated since,
+    instead of pausing the event loop (and every API request) for ~40-60 ms a few times a minute."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _keys_create(args: argparse.Namespace) -> int:

@@ -56,6 +56,10 @@ class Dispatcher:
                 circuit=row["circuit"], circuit_until=row["circuit_until"],
                 consecutive_failures=row["consecutive_failures"], failing_since=row["failing_since"])
         self._side_tasks: set[asyncio.Task[None]] = set()
+        #: pacing (serve mode, see :meth:`pace`); off by default
+        self._cycle_interval = 0.0
+        self._claim_chunk: int | None = None
+        self._chunk_limited = False
 
     # -- control ------------------------------------------------------------------------
 
@@ -66,6 +70,20 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def pace(self, *, interval: float = 0.0, chunk: int | None = None) -> None:
+        """Pacing for a real-clock engine that shares its event loop with an API (serve mode).
+
+        ``interval``: at most one dispatch cycle per ``interval`` seconds. Every new activity wakes
+        the dispatcher, and a cycle costs several queries whether it claims one delivery or twenty:
+        at hundreds of activities per second, one cycle per activity made dispatch bookkeeping the
+        largest CPU cost of the process. Waiting a few milliseconds claims them in small batches.
+        ``chunk``: claim at most this many deliveries per cycle, so one cycle (its claim transaction
+        and the first steps of the attempts it starts) never holds the event loop long while API
+        requests wait; a cycle that stopped at the limit is followed after one pass of the loop.
+        """
+        self._cycle_interval = max(0.0, interval)
+        self._claim_chunk = chunk if chunk is None else max(1, chunk)
 
     @property
     def in_flight(self) -> int:
@@ -97,8 +115,10 @@ class Dispatcher:
         "Pending" includes retries scheduled in the future: on the virtual clock the wait
         for them is instant. Deliveries behind a blocked queue head are not pending.
         """
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
+            started = loop.time()
             now = self.clock.now()
             if deadline is not None and now >= deadline:
                 return
@@ -117,10 +137,15 @@ class Dispatcher:
                 if next_change is not None:
                     left = max(0.0, next_change - now)
                     timeout = left if timeout is None else min(timeout, left)
+            if self._chunk_limited:
+                timeout = 0.0  # more may be due right now: the next cycle follows after one loop pass
             if deadline is not None:
                 left = deadline - now
                 timeout = left if timeout is None else min(timeout, left)
             await self.clock.wait(self._wake, timeout)
+            if (self._cycle_interval or self._chunk_limited) and not self._stopping:
+                left = 0.0 if self._chunk_limited else started + self._cycle_interval - loop.time()
+                await asyncio.sleep(max(0.0, left))
 
     async def stop(self, *, deadline: float = 10.0) -> int:
         """Stop claiming; wait for attempts in flight up to ``deadline`` seconds, then abandon them.
@@ -190,6 +215,10 @@ class Dispatcher:
         probes = probes or set()
         saturated = {cid for cid, n in self._per_config.items() if n >= self._limit(cid)} | (blocked or set())
         room = self._concurrency - len(self._inflight)
+        self._chunk_limited = False
+        if self._claim_chunk is not None and room > self._claim_chunk:
+            room = self._claim_chunk
+            self._chunk_limited = True  # cleared below unless the chunk is used up
         while room > 0:
             asked = room * 2
             rows = self.store.due_candidates(now, asked, exclude_configs=sorted(saturated))
@@ -227,6 +256,8 @@ class Dispatcher:
                     saturated.add(cid)
             if len(rows) < asked or not claims:
                 break
+        if room > 0:
+            self._chunk_limited = False
         return sorted(saturated)
 
     def _limit(self, config_id: str) -> int:

@@ -40,6 +40,12 @@ class ServeOptions:
     stats_interval: float = 60.0
     retention_days: float | None = None
     log_format: str = "json"
+    #: dispatcher pacing (see Dispatcher.pace): at most one dispatch cycle per this many seconds,
+    #: at most this many claims per cycle; keeps API latency low while dispatch runs
+    dispatch_interval: float = 0.005
+    claim_chunk: int = 25
+    #: WAL checkpoints in a worker thread every this many seconds (not inside an API request's commit)
+    checkpoint_interval: float = 1.0
 
 
 def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
@@ -52,7 +58,8 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
         raise ConfigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys, tenants, providers")
-    known = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days"}
+    known = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days",
+             "dispatch_interval", "claim_chunk"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -69,6 +76,16 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
     for name in ("sweep_interval", "stats_interval", "retention_days"):
         if name in data:
             setattr(opts, name, float(data[name]) if data[name] is not None else None)
+    if "dispatch_interval" in data:
+        value = data["dispatch_interval"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise ConfigError(f"{path}: dispatch_interval: seconds between 0 and 1")
+        opts.dispatch_interval = float(value)
+    if "claim_chunk" in data:
+        value = data["claim_chunk"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{path}: claim_chunk: a positive integer")
+        opts.claim_chunk = value
     return opts
 
 
@@ -83,10 +100,15 @@ class Server:
         self.runner: web.AppRunner | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.port: int | None = None
+        self.checkpointer: api_queries.WalCheckpointer | None = None
+        self._checkpoint_lock = asyncio.Lock()
 
     async def start(self) -> None:
         engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
                                                  log_format=self.opts.log_format)
+        engine.dispatcher.pace(interval=self.opts.dispatch_interval, chunk=self.opts.claim_chunk)
+        self.checkpointer = api_queries.WalCheckpointer(engine.store)
+        self.checkpointer.take_over()
         for tid in self.opts.tenants:
             if engine.store.tenant(tid) is None:
                 await engine.add_tenant(tid)
@@ -110,6 +132,9 @@ class Server:
                                coalesce=True, max_instances=1)
         self.scheduler.add_job(self.stats, "interval", seconds=self.opts.stats_interval, id="stats",
                                coalesce=True, max_instances=1)
+        if self.checkpointer.enabled:
+            self.scheduler.add_job(self.checkpoint, "interval", seconds=self.opts.checkpoint_interval,
+                                   id="wal-checkpoint", coalesce=True, max_instances=1)
         if self.opts.retention_days:
             self.scheduler.add_job(self.retention, "interval", hours=1, id="retention", coalesce=True,
                                    max_instances=1)
@@ -128,6 +153,12 @@ class Server:
         self.engine.log.info("serve.stats", counts=self.engine.counts(), in_flight=self.engine.dispatcher.in_flight,
                              event_batches=self.events.store.counts())
 
+    async def checkpoint(self) -> None:
+        """WAL checkpoint in a worker thread (see ``api_queries.WalCheckpointer``)."""
+        async with self._checkpoint_lock:
+            if self.checkpointer is not None:
+                await self.checkpointer.run()
+
     async def retention(self) -> None:
         assert self.engine is not None and self.opts.retention_days
         cutoff = self.engine.clock.now() - self.opts.retention_days * 86400
@@ -143,6 +174,10 @@ class Server:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        async with self._checkpoint_lock:  # let a checkpoint in progress finish
+            if self.checkpointer is not None:
+                self.checkpointer.close()
+                self.checkpointer = None
         out = {"abandoned": 0, "abandoned_batches": 0}
         if engine is None:
             return out

@@ -1,0 +1,78 @@
+"""Serve-mode latency measures: dispatcher pacing, WAL checkpoints off the event loop, their config keys."""
+from __future__ import annotations
+
+import pytest
+
+from engine.api_queries import WalCheckpointer
+from engine.errors import ConfigError
+from engine.serve import ServeOptions, load_serve_config
+from engine.store import Store
+
+ACT = {"channel": "SALESMAN", "commerceExternalId": "COM-001", "commerceName": "Farmacia Central",
+       "reason": {"code": "CHURN_RISK", "label": "Riesgo de fuga"}}
+
+
+async def test_paced_dispatcher_claims_in_bounded_chunks_and_delivers_everything(engine, receiver, setup_config,
+                                                                                 monkeypatch):
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 50})
+    engine.dispatcher.pace(interval=0.005, chunk=3)
+    batches: list[int] = []
+    claim = engine.store.claim
+
+    def recording_claim(leases, **kw):
+        batches.append(len(leases))
+        return claim(leases, **kw)
+
+    monkeypatch.setattr(engine.store, "claim", recording_claim)
+    made = [await engine.create_activity("acme", ACT) for _ in range(10)]
+    summary = await engine.run_until_idle()
+    assert summary.counts["DISPATCHED"] == 10 and summary.idle
+    assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
+    assert batches == [3, 3, 3, 1]
+
+
+async def test_unpaced_dispatcher_claims_all_due_at_once(engine, receiver, setup_config, monkeypatch):
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 50})
+    batches: list[int] = []
+    claim = engine.store.claim
+    monkeypatch.setattr(engine.store, "claim", lambda leases, **kw: batches.append(len(leases)) or claim(leases, **kw))
+    for _ in range(10):
+        await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    assert batches == [10]
+
+
+async def test_wal_checkpointer_takes_over_and_completes_the_wal(tmp_path):
+    store = Store(tmp_path / "c.db")
+    ck = WalCheckpointer(store)
+    assert ck.enabled
+    ck.take_over()
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    store.add_tenant("acme", "acme", 0.0)
+    for i in range(50):
+        store.add_provider(f"p{i}", f"p{i}", 0.0)
+    log, done = await ck.run()
+    assert log > 0 and done == log  # every frame copied: the next write restarts the WAL
+    ck.close()
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    store.close()
+
+
+async def test_wal_checkpointer_is_off_for_memory_databases():
+    store = Store(":memory:")
+    ck = WalCheckpointer(store)
+    ck.take_over()
+    assert not ck.enabled and await ck.run() == (0, 0)
+    ck.close()
+    store.close()
+
+
+def test_pacing_keys_in_the_serve_config(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("dispatch_interval: 0.02\nclaim_chunk: 10\n")
+    opts = load_serve_config(cfg, ServeOptions(db="x.db"))
+    assert (opts.dispatch_interval, opts.claim_chunk) == (0.02, 10)
+    for bad in ("dispatch_interval: fast\n", "dispatch_interval: 5\n", "claim_chunk: 0\n", "claim_chunk: 2.5\n"):
+        cfg.write_text(bad)
+        with pytest.raises(ConfigError):
+            load_serve_config(cfg, ServeOptions(db="x.db"))
