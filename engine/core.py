@@ -66,6 +66,7 @@ class Engine:
         self.dispatcher = Dispatcher(store=store, sender=self.sender, clock=clock, log=self.log,
                                      prepared=self.prepared, instance=self.instance, concurrency=concurrency,
                                      lease_margin=lease_margin)
+        self.dispatcher.scrub = self.redactor.scrub
         self._task: asyncio.Task[None] | None = None
         for cfg in store.configs():
             self.redactor.add(*Snapshot.from_dict(store.snapshot(cfg["id"], cfg["version"])).secrets())
@@ -368,8 +369,9 @@ class Engine:
             auth=snap.auth, signing_secret=snap.signing_secret, connect_timeout=snap.timeouts.connect,
             total_timeout=snap.timeouts.total))
         self.store.finish_replay(attempt_id, AttemptResult(
-            finished_at=self.clock.now(), outcome=out.kind.value, status_code=out.status, error=out.error,
-            retry_after=out.retry_after, latency=out.latency, excerpt=out.excerpt))
+            finished_at=self.clock.now(), outcome=out.kind.value, status_code=out.status,
+            error=self.redactor.scrub(out.error), retry_after=out.retry_after, latency=out.latency,
+            excerpt=self.redactor.scrub(out.excerpt)))
         self.log.info("delivery.replayed", delivery_id=delivery_id, queue=d["queue"], code=out.status,
                       outcome=out.kind.value, status=d["status"])
         return [a for a in await self.attempts(delivery_id) if a["id"] == attempt_id][0]

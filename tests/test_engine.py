@@ -494,3 +494,30 @@ async def test_secret_in_endpoint_query_stays_out_of_errors_and_logs(engine):
                                 endpoint_url="http://127.0.0.1:9/hooks?token=QS-S3CRET")
     assert "QS-S3CRET" not in str(e.value) and "token=***" in str(e.value)
     assert "QS-S3CRET" not in engine.log_buffer.getvalue()
+
+
+async def test_secret_echoed_by_the_receiver_is_not_stored(engine, setup_config):
+    from aiohttp import web
+
+    async def echo(request):
+        if request.method == "GET":
+            return web.Response(text="ok")
+        return web.Response(status=401, text=f"bad key {request.headers.get('X-Key')}")
+
+    app = web.Application()
+    app.router.add_route("*", "/hooks", echo)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]
+        await setup_config(f"http://127.0.0.1:{port}/hooks", retry={"max_attempts": 1},
+                           auth={"type": "api_key", "header": "X-Key", "value": "sk-ECHOED-SECRET"})
+        await engine.create_activity("acme", ACT)
+        await engine.run_until_idle()
+        [a] = await engine.attempts()
+        assert a["status_code"] == 401 and a["excerpt"] == "bad key ***"
+        assert "ECHOED" not in json.dumps(await engine.deliveries())
+    finally:
+        await runner.cleanup()
