@@ -110,6 +110,12 @@ def evaluate(r: Any) -> list[Check]:
     if "inactive" in exp:
         add("inactive", sorted(r.inactive) == sorted(exp["inactive"]), f"inactive at the end: {sorted(exp['inactive'])}",
             f"inactive: {sorted(r.inactive)}")
+    if "events_received" in exp:
+        for prov, n in exp["events_received"].items():
+            got = sum(len(x.json) for x in r.recorder.records if x.endpoint == prov and x.method == "POST"
+                      and x.acknowledged and isinstance(x.json, list))
+            add(f"events_received.{prov}", got == n, f"{n} message events acknowledged in batches",
+                f"{got} acknowledged")
     if "received" in exp:
         for prov, n in exp["received"].items():
             got = len([x for x in r.recorder.records if x.endpoint == prov and x.method == "POST"])

@@ -6,6 +6,7 @@ import json
 import random
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,26 @@ class _Run:
         self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed)
         self.engine.subscribe(self._sink)
         self.closed = False
+        self.msg = None
+        if self.s.accounts:
+            from engine.events import MessageEvents
+            self.msg = MessageEvents(self.engine)
+
+    def _start(self) -> None:
+        self.engine.start()
+        if self.msg is not None:
+            self.msg.start()
+
+    async def _stop(self) -> None:
+        await self.engine.stop()
+        if self.msg is not None:
+            await self.msg.stop()
+
+    def _message_idle(self) -> bool:
+        if self.msg is None:
+            return True
+        counts = self.msg.store.counts()
+        return counts["READY"] + counts["RETRYING"] + counts["unbatched_events"] == 0
 
     async def setup(self) -> None:
         e = self.engine
@@ -228,6 +249,20 @@ class _Run:
                     self.secrets.append(val)
             if c.active:
                 await self._activate(c.id)
+        for acc, spec in self.s.accounts.items():
+            url = self.s.external.get(spec["provider"]) or self.endpoints.url(spec["provider"])
+            for key in ("auth", "signing_secret"):
+                val = spec["webhook"].get(key)
+                if isinstance(val, dict):
+                    self.secrets += [v for k, v in val.items() if k in ("value", "token", "password") and v]
+                elif isinstance(val, str):
+                    self.secrets.append(val)
+            try:
+                await self.msg.configure_webhook(acc, {**spec["webhook"], "url": url})
+                self.note(f"account {acc}: message-event webhook saved (test GET answered 2xx)")
+            except ActivationRefused as exc:
+                self.refused[f"account:{acc}"] = self.sanitize(str(exc))
+                self.note(f"account {acc}: webhook NOT saved: {self.sanitize(str(exc)).split('failed: ', 1)[-1]}")
 
     async def _activate(self, cid: str) -> None:
         try:
@@ -242,13 +277,13 @@ class _Run:
         """Expand generators into single steps, then play them in time order with the dispatcher running."""
         steps: list[tuple[float, int, Event, int]] = []
         for ev in self.s.timeline:
-            if ev.kind == "create":
+            if ev.kind in ("create", "message_events"):
                 for k, off in enumerate(ev.args["offsets"]):
                     steps.append((ev.at + off, ev.index, ev, k))
             else:
                 steps.append((ev.at, ev.index, ev, 0))
         steps.sort(key=lambda s: (s[0], s[1], s[3]))
-        self.engine.start()
+        self._start()
         last_progress = 0.0
         for at, _, ev, k in steps:
             wait = self.t0 + at - self.clock.now()
@@ -256,25 +291,52 @@ class _Run:
                 await self.clock.sleep(wait)
             if ev.kind == "create":
                 await self._create(ev, k)
+            elif ev.kind == "message_events":
+                await self._message(ev, k)
             else:
                 await self._apply(ev)
             if progress and at - last_progress >= 60:
                 progress(at, self.s.duration)
                 last_progress = at
-        await self.engine.stop()
+        await self._stop()
 
     async def drain(self, remaining: float, progress: Progress | None) -> bool:
-        await self.engine.stop()
+        await self._stop()
         end = self.clock.now() + remaining
         while True:
             left = end - self.clock.now()
             if left <= 0:
                 return False
             summary = await self.engine.run_until_idle(max_time=min(left, 3600))
+            if self.msg is not None:
+                await self.msg.run_until_idle(max_time=max(0.0, min(end - self.clock.now(), 3600)))
             if progress:
                 progress(self.clock.now() - self.t0, self.s.duration)
-            if summary.idle:
+            if summary.idle and self._message_idle():
                 return True
+
+    async def _message(self, ev: Event, k: int) -> None:
+        """One message event of the seed's shape (Reteno webhooks doc), varied from the seed."""
+        from engine.events import EVENT_STATUSES
+
+        a = ev.args
+        status = a["status"] if a["status"] != "mixed" else self.rng.choice(EVENT_STATUSES)
+        contact = self.rng.randrange(10_000_000, 2_000_000_000)
+        event: dict[str, Any] = {
+            "broadcastId": 3459207, "messageName": "test", "iid": str(uuid.UUID(int=self.rng.getrandbits(128))),
+            "contactId": contact, "externalCustomerId": str(contact % 1_000_000_000),
+            "email": f"contact{contact}@example.test", "mediaType": "email", "activityStatus": status,
+            "messageId": 2489300, "messageInstanceId": 4702518 + k, "statusData": {},
+        }
+        if status == "UNDELIVERED":
+            event.update(hardBounce=False, statusDescription="5.1.2 (bad destination system: no such domain)")
+        elif status == "CLICKED":
+            event["clickEventLink"] = "https://example.test/promo"
+        event.update(a["fields"])
+        await self.msg.post(a["account"], [event])
+        n = len(a["offsets"])
+        if k == 0:
+            self.note(f"{n} message event{'s' if n != 1 else ''} ({a['status']}) for account {a['account']}")
 
     async def _create(self, ev: Event, k: int) -> None:
         args = ev.args
@@ -319,13 +381,15 @@ class _Run:
                 await e.skip(d["id"])
             self.note(f"skipped {len(blocked)} blocked queue head(s)")
         elif ev.kind == "crash":
+            if self.msg is not None:
+                await self.msg.stop(deadline=0)
             await e.crash()
             self.closed = True
             self.note("engine crashed (in-flight attempts lost, leases left in the database)")
             if a["restart_after"]:
                 await self.clock.sleep(a["restart_after"])
             await self.open()
-            self.engine.start()
+            self._start()
             self.note("engine restarted on the same database")
 
 

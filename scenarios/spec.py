@@ -65,6 +65,8 @@ class Scenario:
     external: dict[str, str] = field(default_factory=dict)
     tenants: dict[str, str] = field(default_factory=dict)
     configurations: list[ConfigSpec] = field(default_factory=list)
+    #: Reteno message-event webhooks: account (tenant) -> {provider, batch_size, max_wait, …}
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     timeline: list[Event] = field(default_factory=list)
     expect: dict[str, Any] = field(default_factory=dict)
     expect_lines: dict[str, int] = field(default_factory=dict)
@@ -72,17 +74,20 @@ class Scenario:
 
 
 TOP_KEYS = {"name", "description", "seed", "clock", "duration", "start", "providers", "tenants",
-            "configurations", "timeline", "expect"}
+            "configurations", "accounts", "timeline", "expect"}
+ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_secret", "timeouts"}
+MESSAGE_KEYS = {"account", "count", "every", "status", "fields"}
 CONFIG_KEYS = {"id", "tenant", "provider", "channel", "auth", "signing_secret", "mapping", "retry", "ordering",
                "timeouts", "circuit_breaker", "auto_disable", "active", "activation"}
 #: configuration fields whose values are durations: written 30s / 10m / 6h in scenario files
 DURATION_FIELDS = {"retry": ("base", "cap", "max_age", "retry_after_ceiling"), "timeouts": ("connect", "total"),
                    "circuit_breaker": ("window", "cooldown"), "auto_disable": ("after",)}
-EVENT_KINDS = {"create", "endpoint", "activate", "deactivate", "edit", "force_retry", "skip", "crash", "replay"}
+EVENT_KINDS = {"create", "endpoint", "activate", "deactivate", "edit", "force_retry", "skip", "crash", "replay",
+               "message_events"}
 CREATE_KEYS = {"tenant", "channel", "count", "every", "rate", "for", "cron", "until", "activity", "generate"}
 EXPECT_KEYS = {"all_delivered", "counts", "order", "max_duplicates", "attempts_per_delivery", "retry_delays",
                "delivered_by", "failed", "mapping_shape", "no_secrets_in_logs", "activation_refused",
-               "received", "notifications", "inactive"}
+               "received", "notifications", "inactive", "events_received"}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 MAX_GENERATED = 200_000
@@ -185,12 +190,15 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
 
     tenants = _tenants(P, data.get("tenants"))
     providers = set(external) | set(simulated.endpoints if simulated else ())
-    configs = _configs(P, data.get("configurations"), tenants, providers, base_dir or Path("."))
+    accounts = _accounts(P, data.get("accounts"), tenants, providers)
+    configs = _configs(P, data.get("configurations"), tenants, providers, base_dir or Path("."),
+                       required=not accounts)
     timeline = _timeline(P, data.get("timeline", []), tenants, {c.id for c in configs},
-                         set(simulated.endpoints) if simulated else set(), duration)
+                         set(simulated.endpoints) if simulated else set(), duration, set(accounts))
     expect, expect_lines = _expect(P, data.get("expect", {}), providers, {c.id for c in configs})
     return Scenario(name=name, source=source, description=description, seed=seed, clock=clock, duration=duration,
                     start=start, simulated=simulated, external=external, tenants=tenants, configurations=configs,
+                    accounts=accounts,
                     timeline=timeline, expect=expect, expect_lines=expect_lines, base_dir=base_dir or Path("."))
 
 
@@ -239,7 +247,40 @@ def _tenants(P: _P, value: Any) -> dict[str, str]:
     raise P.fail(("tenants",), f"expected a list of tenant ids, got {_kind(value)}")
 
 
-def _configs(P: _P, value: Any, tenants: dict[str, str], providers: set[str], base: Path) -> list[ConfigSpec]:
+def _accounts(P: _P, value: Any, tenants: dict[str, str], providers: set[str]) -> dict[str, dict[str, Any]]:
+    """Reteno message-event webhooks, one per account (an account is a tenant)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise P.fail(("accounts",), "expected a mapping of account (tenant) id -> {provider, batch_size, max_wait}")
+    from engine.events import WebhookSettings
+
+    out = {}
+    for acc, spec in value.items():
+        path = ("accounts", acc)
+        P.mapping(spec, path, ACCOUNT_KEYS, "an account's message-event webhook")
+        if tenants and acc not in tenants:
+            raise P.fail(path, f"unknown tenant {acc!r} (tenants: {', '.join(tenants)}); an account is a tenant")
+        tenants.setdefault(acc, acc)
+        provider = P.string(spec.get("provider"), path + ("provider",))
+        if provider not in providers:
+            raise P.fail(path + ("provider",), f"unknown provider {provider!r} (providers: {', '.join(sorted(providers))})")
+        webhook = {k: v for k, v in spec.items() if k != "provider"}
+        if isinstance(webhook.get("max_wait"), str):
+            webhook["max_wait"] = P.duration(webhook["max_wait"], path + ("max_wait",))
+        webhook = _durations(P, webhook, path)
+        try:
+            WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
+        except ConfigError as exc:
+            raise P.fail(path, str(exc)) from None
+        out[acc] = {"provider": provider, "webhook": webhook}
+    return out
+
+
+def _configs(P: _P, value: Any, tenants: dict[str, str], providers: set[str], base: Path,
+             required: bool = True) -> list[ConfigSpec]:
+    if value is None and not required:
+        return []
     if not isinstance(value, list) or not value:
         raise P.fail(("configurations",), "expected a non-empty list of dispatch configurations")
     out: list[ConfigSpec] = []
@@ -348,7 +389,7 @@ def _mapping_file(P: _P, path: Path, where: tuple) -> Any:
 
 
 def _timeline(P: _P, value: Any, tenants: dict[str, str], configs: set[str], endpoints: set[str],
-              duration: float) -> list[Event]:
+              duration: float, accounts: set[str] = frozenset()) -> list[Event]:
     if not isinstance(value, list):
         raise P.fail(("timeline",), f"expected a list of events, got {_kind(value)}")
     events: list[Event] = []
@@ -404,6 +445,8 @@ def _timeline(P: _P, value: Any, tenants: dict[str, str], configs: set[str], end
                 for key in ("since", "until"):  # creation time range, as offsets from the scenario start
                     if key in arg:
                         args[key] = P.duration(arg[key], apath + (key,))
+        elif kind == "message_events":
+            args = _message_events(P, arg, apath, accounts)
         elif kind == "replay":
             P.mapping(arg, apath, {"delivery"}, "a replay")
             args = {"delivery": P.integer(arg.get("delivery"), apath + ("delivery",), lo=1)}
@@ -414,6 +457,33 @@ def _timeline(P: _P, value: Any, tenants: dict[str, str], configs: set[str], end
             args = {"restart_after": P.duration(arg.get("restart_after", 0), apath + ("restart_after",))}
         events.append(Event(at=at, kind=kind, args=args, line=P.line(path), index=i))
     return sorted(events, key=lambda e: (e.at, e.index))
+
+
+def _message_events(P: _P, arg: Any, path: tuple, accounts: set[str]) -> dict[str, Any]:
+    from engine.events import EVENT_STATUSES, validate_event
+
+    P.mapping(arg, path, MESSAGE_KEYS, "a batch of message events")
+    if not accounts:
+        raise P.fail(path, "no accounts: add a top-level 'accounts:' with the message-event webhook")
+    account = arg.get("account")
+    if account is None and len(accounts) == 1:
+        account = next(iter(accounts))
+    if account not in accounts:
+        raise P.fail(path + ("account",), f"unknown account {account!r} (accounts: {', '.join(sorted(accounts))})")
+    status = arg.get("status", "DELIVERED")
+    if status != "mixed" and status not in EVENT_STATUSES:
+        raise P.fail(path + ("status",), f"expected one of {', '.join(EVENT_STATUSES)} or mixed, got {status!r}")
+    fields = arg.get("fields", {})
+    if not isinstance(fields, dict):
+        raise P.fail(path + ("fields",), "expected a mapping of the seed's event parameters")
+    if fields:
+        _, problems = validate_event({"activityStatus": "DELIVERED", **fields}, now=0.0, where="fields")
+        problems = [p for p in problems if "only sent with" not in p]
+        if problems:
+            raise P.fail(path + ("fields",), "; ".join(problems))
+    count = P.integer(arg.get("count", 1), path + ("count",), lo=1)
+    every = P.duration(arg.get("every", 0), path + ("every",))
+    return {"account": account, "status": status, "fields": fields, "offsets": [k * every for k in range(count)]}
 
 
 def _config_ref(P: _P, value: Any, path: tuple, configs: set[str]) -> str:
@@ -560,6 +630,9 @@ def _expect(P: _P, value: Any, providers: set[str], configs: set[str]) -> tuple[
             if not isinstance(v, list):
                 raise P.fail(kp, "expected a list of configuration ids (inactive at the end)")
             out[key] = [_config_ref(P, c, kp + (i,), configs) for i, c in enumerate(v)]
+        elif key == "events_received":
+            P.mapping(v, kp, providers, "message events acknowledged per provider")
+            out[key] = {p: P.integer(n, kp + (p,)) for p, n in v.items()}
         elif key == "received":
             P.mapping(v, kp, providers, "requests received per provider")
             out[key] = {p: P.integer(n, kp + (p,)) for p, n in v.items()}

@@ -19,7 +19,7 @@ configurations:
 
 ERRORS = [
     ("unknown top-level key", BASE + "expectations: {}\n",
-     "s.yaml:8: expectations: unknown key 'expectations' in a scenario (expected one of: clock, configurations, "
+     "s.yaml:8: expectations: unknown key 'expectations' in a scenario (expected one of: accounts, clock, configurations, "
      "description, duration, expect, name, providers, seed, start, tenants, timeline)"),
     ("unknown key in a configuration", BASE + "    retries: 3\n",
      "s.yaml:8: configurations[0].retries: unknown key 'retries' in a dispatch configuration (expected one of: "
@@ -32,7 +32,7 @@ ERRORS = [
      "s.yaml:10: timeline[0].deactivate: unknown configuration 'd' (configurations: c)"),
     ("two actions in one event", BASE + "timeline:\n  - at: 1m\n    create: {}\n    crash: {}\n",
      "s.yaml:9: timeline[0]: expected exactly one action besides 'at' (one of: activate, crash, create, deactivate,"
-     " edit, endpoint, force_retry, replay, skip), got create, crash"),
+     " edit, endpoint, force_retry, message_events, replay, skip), got create, crash"),
     ("bad rate", BASE + "timeline:\n  - at: 0s\n    create: {rate: 5 per second, for: 1m}\n",
      "s.yaml:10: timeline[0].create.rate: expected a rate like 5/s or 30/m, got '5 per second'"),
     ("rate without for", BASE + "timeline:\n  - at: 0s\n    create: {rate: 5/s}\n",
@@ -89,7 +89,8 @@ ERRORS = [
      "s.yaml:1: missing required key 'name'"),
     ("unknown expectation", BASE + "expect:\n  all_deliverd: true\n",
      "s.yaml:9: expect.all_deliverd: unknown key 'all_deliverd' in the expectations (expected one of: "
-     "activation_refused, all_delivered, attempts_per_delivery, counts, delivered_by, failed, inactive, "
+     "activation_refused, all_delivered, attempts_per_delivery, counts, delivered_by, events_received, failed, "
+     "inactive, "
      "mapping_shape, max_duplicates, no_secrets_in_logs, notifications, order, received, retry_delays)"),
     ("unknown status in counts", BASE + "expect:\n  counts: {DELIVERED: 3}\n",
      "s.yaml:9: expect.counts.DELIVERED: unknown key 'DELIVERED' in counts per status (expected one of: "
@@ -292,3 +293,42 @@ def test_unfinished_run_is_a_failed_check():
     assert not checks["finished"].ok
     assert checks["finished"].observed.startswith("work left at +30m00s: {'READY': 1, 'RETRYING': 1")
     assert checks["all_delivered"].observed == "READY 1, RETRYING 1"
+
+
+MESSAGES = """\
+name: messages
+providers:
+  hooks: {behaviour: {status: 200}}
+accounts:
+  acme: {provider: hooks, batch_size: 5, max_wait: 30s}
+timeline:
+  - at: 0s
+    message_events: {count: 12, status: UNDELIVERED}
+expect:
+  events_received: {hooks: 12}
+  received: {hooks: 3}
+"""
+
+
+def test_message_events_are_batched_to_the_account_webhook():
+    result = run_scenario(parse_scenario(MESSAGES, source="m.yaml"))
+    assert result.ok, [c for c in result.checks if not c.ok]
+    bodies = [x.json for x in result.recorder.records if x.method == "POST"]
+    assert [len(b) for b in bodies] == [5, 5, 2]
+    assert all(e["activityStatus"] == "UNDELIVERED" and e["hardBounce"] is False and e["statusDescription"]
+               for b in bodies for e in b)
+
+
+@pytest.mark.parametrize("text, message", [
+    (MESSAGES.replace("provider: hooks,", "provider: nope,"),
+     "m.yaml:5: accounts.acme.provider: unknown provider 'nope' (providers: hooks)"),
+    (MESSAGES.replace("status: UNDELIVERED", "status: BOUNCED"),
+     "m.yaml:8: timeline[0].message_events.status: expected one of DELIVERED, UNDELIVERED, READ, CLICKED, "
+     "UNSUBSCRIBED, SPAM, SUBSCRIPTION_CHANGED or mixed, got 'BOUNCED'"),
+    (MESSAGES.replace("batch_size: 5", "batch_size: 5000"),
+     "m.yaml:5: accounts.acme: webhook.batch_size: an integer from 1 to 1000"),
+])
+def test_message_event_errors_name_file_line_and_key(text, message):
+    with pytest.raises(ScenarioError) as e:
+        parse_scenario(text, source="m.yaml")
+    assert str(e.value) == message
