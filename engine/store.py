@@ -280,11 +280,14 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql, params)]
 
     def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
-        if delivery_id is None:
-            rows = self.conn.execute("SELECT * FROM attempts ORDER BY id")
-        else:
-            rows = self.conn.execute("SELECT * FROM attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,))
-        return [dict(r) for r in rows]
+        return self._rows("attempts", "delivery_id", delivery_id)
+
+    def _rows(self, table: str, column: str, value: Any) -> list[dict[str, Any]]:
+        """All rows of ``table`` in id order, or those whose ``column`` equals ``value`` (when not None)."""
+        if value is None:
+            return [dict(r) for r in self.conn.execute(f"SELECT * FROM {table} ORDER BY id")]
+        return [dict(r) for r in self.conn.execute(f"SELECT * FROM {table} WHERE {column} = ? ORDER BY id",
+                                                   (value,))]
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in Status}
@@ -501,11 +504,7 @@ class Store:
         self.conn.execute("UPDATE notifications SET delivery = ? WHERE id = ?", (delivery, notification_id))
 
     def notifications(self, config_id: str | None = None) -> list[dict[str, Any]]:
-        if config_id is None:
-            rows = self.conn.execute("SELECT * FROM notifications ORDER BY id")
-        else:
-            rows = self.conn.execute("SELECT * FROM notifications WHERE config_id = ? ORDER BY id", (config_id,))
-        return [dict(r) for r in rows]
+        return self._rows("notifications", "config_id", config_id)
 
     def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
                    reason: str | None = None) -> list[int]:
