@@ -1,11 +1,21 @@
 """Shared fixtures: every async test runs on a virtual-time loop (no real sleeps)."""
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
-import sys, os
+from hypothesis import settings as _hypothesis_settings
+
 sys.path.insert(0, os.path.dirname(__file__))
 
-from engine.clock import new_virtual_loop
+from engine.clock import new_virtual_loop  # noqa: E402
+
+# CI runs the properties with a fixed seed, so a landing is never decided by a lucky draw; locally
+# each run explores new examples (and `DISPATCHSIM_PROPERTY_EXAMPLES` explores more).
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
 
 
 def pytest_sessionstart(session):
