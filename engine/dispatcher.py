@@ -56,6 +56,7 @@ class Dispatcher:
                 circuit=row["circuit"], circuit_until=row["circuit_until"],
                 consecutive_failures=row["consecutive_failures"], failing_since=row["failing_since"])
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._batch_configs: dict[str, dict[str, Any]] = {}
         #: hides known secrets in what is stored from a response (a receiver may echo a key back)
         self.scrub: Callable[[Any], Any] = lambda value: value
         #: pacing (serve mode, see :meth:`pace`); off by default
@@ -309,6 +310,7 @@ class Dispatcher:
             return
         batch, self._results = self._results, []
         events: list[tuple[str, str, dict[str, Any]]] = []
+        self._batch_configs: dict[str, dict[str, Any]] = {}
         with self.store.tx():
             for claim, snap, result in batch:
                 if isinstance(result, str):
@@ -330,8 +332,10 @@ class Dispatcher:
 
     def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:
         """Feed one outcome to the circuit breaker / auto-disable of the configuration as it is now."""
-        cfg = self.store.config(config_id)
-        if cfg is None:
+        cfg = self._batch_configs.get(config_id)
+        if cfg is None:  # one lookup per configuration and group commit, not per attempt
+            cfg = self._batch_configs[config_id] = self.store.config(config_id) or {}
+        if not cfg:
             return []
         snap = self._prepared(config_id, cfg["version"]).snapshot
         cb, ad = snap.circuit_breaker, snap.auto_disable
@@ -377,6 +381,8 @@ class Dispatcher:
                 fields["notification_id"] = nid
             if ch.kind == "config.auto_disabled":
                 self.store.set_config_active(ch.config_id, False, now, ch.message)
+                if ch.config_id in self._batch_configs:
+                    self._batch_configs[ch.config_id] = {**self._batch_configs[ch.config_id], "active": 0}
                 cfg = self.store.config(ch.config_id)
                 ad = self._prepared(ch.config_id, cfg["version"]).snapshot.auto_disable if cfg else None
                 if ad is not None and ad.notify_url:
