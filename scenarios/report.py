@@ -113,27 +113,30 @@ def svg_timeline(r: RunResult, *, max_queues: int = 40) -> str:
             queues[d["queue"]].append(a)
     names = sorted(queues)[:max_queues]
     span = max(r.elapsed, 1.0)
-    left, width, row_h, top = 180, 760, 22, 40
-    height = top + row_h * max(1, len(names)) + 40
+    left, width, row_h, top = 190, 740, 22, 44
+    rows_h = row_h * max(1, len(names))
+    height = top + rows_h + 70
 
     def x(t: float) -> float:
         return left + (t - r.t0) / span * width
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 20}" height="{height}" '
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" height="{height}" '
            'font-family="sans-serif" font-size="11">',
-           f'<text x="10" y="18" font-size="14">{escape(r.scenario.name)}: attempts per queue over '
+           f'<rect width="100%" height="100%" fill="white"/>',
+           f'<text x="10" y="20" font-size="14">{escape(r.scenario.name)}: attempts per queue over '
            f'{escape(fmt_offset(span)[1:])} simulated</text>']
+    axis_y = top + rows_h + 6
     for i in range(6):
         t = r.t0 + span * i / 5
-        out.append(f'<line x1="{x(t):.1f}" y1="{top - 8}" x2="{x(t):.1f}" y2="{height - 30}" stroke="#ddd"/>')
-        out.append(f'<text x="{x(t):.1f}" y="{height - 16}" text-anchor="middle">{escape(fmt_offset(t - r.t0))}</text>')
+        out.append(f'<line x1="{x(t):.1f}" y1="{top - 8}" x2="{x(t):.1f}" y2="{axis_y}" stroke="#ddd"/>')
+        out.append(f'<text x="{x(t):.1f}" y="{axis_y + 14}" text-anchor="middle">'
+                   f'{escape(fmt_offset(t - r.t0))}</text>')
     for row, q in enumerate(names):
         y = top + row * row_h + row_h / 2
-        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{escape(q[-28:])}</text>')
+        out.append(f'<text x="{left - 10}" y="{y + 4:.1f}" text-anchor="end">{escape(q[-30:])}</text>')
         per_delivery: dict[int, list[float]] = defaultdict(list)
         for a in queues[q]:
-            t = parse_iso(a["started_at"])
-            per_delivery[a["delivery_id"]].append(t)
+            per_delivery[a["delivery_id"]].append(parse_iso(a["started_at"]))
         for did, times in per_delivery.items():
             if len(times) > 1:
                 out.append(f'<line x1="{x(min(times)):.1f}" y1="{y:.1f}" x2="{x(max(times)):.1f}" y2="{y:.1f}" '
@@ -144,10 +147,16 @@ def svg_timeline(r: RunResult, *, max_queues: int = 40) -> str:
             label = f"delivery {a['delivery_id']} attempt {a['number']}: {a['outcome']} {a['status_code'] or ''}"
             out.append(f'<circle cx="{x(t):.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"><title>{escape(label)}'
                        f' at {escape(fmt_offset(t - r.t0))}</title></circle>')
-    lx = left
+    lx, ly = 10, axis_y + 40
+    seen = {a["outcome"] for a in r.attempts}
     for name, colour in _COLOURS.items():
-        out.append(f'<circle cx="{lx}" cy="28" r="4" fill="{colour}"/><text x="{lx + 7}" y="31">{name}</text>')
-        lx += 105
+        if name not in seen:
+            continue
+        out.append(f'<circle cx="{lx + 4}" cy="{ly - 4}" r="4" fill="{colour}"/>'
+                   f'<text x="{lx + 12}" y="{ly}">{name}</text>')
+        lx += 24 + 7 * len(name)
+    if len(queues) > max_queues:
+        out.append(f'<text x="{lx + 10}" y="{ly}">(first {max_queues} of {len(queues)} queues)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
