@@ -79,13 +79,17 @@ def evaluate(r: Any) -> list[Check]:
         add("delivered_by", not late, f"all DISPATCHED by {fmt_offset(exp['delivered_by'])}",
             f"last at {fmt_offset(last - r.t0)}" if last and not late else f"late or missing: {late[:10]}")
     if "failed" in exp:
+        spec = exp["failed"]
         failed = [d["id"] for d in r.deliveries if d["status"] == "FAILED"]
-        if "count" in exp["failed"]:
-            add("failed", len(failed) == exp["failed"]["count"], f"{exp['failed']['count']} FAILED",
+        if "count" in spec:
+            add("failed", len(failed) == spec["count"], f"{spec['count']} FAILED",
                 f"{len(failed)} FAILED {failed[:10]}")
-        else:
-            add("failed", failed == sorted(exp["failed"]["deliveries"]), f"FAILED {exp['failed']['deliveries']}",
-                f"FAILED {failed}")
+        if "deliveries" in spec:
+            add("failed", failed == sorted(spec["deliveries"]), f"FAILED {spec['deliveries']}", f"FAILED {failed}")
+        if "reason" in spec:
+            reasons = sorted({d["failed_reason"] for d in r.deliveries if d["status"] == "FAILED"})
+            add("failed.reason", reasons == [spec["reason"]],
+                f"every FAILED delivery failed with {spec['reason']}", f"reasons: {reasons or 'none'}")
     if "mapping_shape" in exp:
         checks.extend(_mapping_shape(r, exp["mapping_shape"], lines.get("mapping_shape")))
     if exp.get("no_secrets_in_logs"):

@@ -610,8 +610,26 @@ def _expect(P: _P, value: Any, providers: set[str], configs: set[str]) -> tuple[
                 out[key] = {"count": v}
             elif isinstance(v, list):
                 out[key] = {"deliveries": [P.integer(x, kp + (i,), lo=1) for i, x in enumerate(v)]}
+            elif isinstance(v, dict):
+                P.mapping(v, kp, {"count", "deliveries", "reason"}, "the FAILED set")
+                spec: dict[str, Any] = {}
+                if "count" in v:
+                    spec["count"] = P.integer(v["count"], kp + ("count",))
+                if "deliveries" in v:
+                    if not isinstance(v["deliveries"], list):
+                        raise P.fail(kp + ("deliveries",), "expected a list of delivery ids")
+                    spec["deliveries"] = [P.integer(x, kp + ("deliveries", i), lo=1)
+                                          for i, x in enumerate(v["deliveries"])]
+                if "reason" in v:
+                    reasons = ("exhausted", "permanent_status", "mapping_error")
+                    if v["reason"] not in reasons:
+                        raise P.fail(kp + ("reason",), f"expected one of {', '.join(reasons)}, got {v['reason']!r}")
+                    spec["reason"] = v["reason"]
+                if "count" not in spec and "deliveries" not in spec:
+                    raise P.fail(kp, "give count and/or deliveries (and optionally reason)")
+                out[key] = spec
             else:
-                raise P.fail(kp, "expected a count or a list of delivery ids")
+                raise P.fail(kp, "expected a count, a list of delivery ids, or {count, deliveries, reason}")
         elif key == "mapping_shape":
             P.mapping(v, kp, {"provider", "has", "lacks", "array", "equals"}, "a mapping shape")
             prov = P.string(v.get("provider"), kp + ("provider",))

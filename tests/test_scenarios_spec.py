@@ -332,3 +332,14 @@ def test_message_event_errors_name_file_line_and_key(text, message):
     with pytest.raises(ScenarioError) as e:
         parse_scenario(text, source="m.yaml")
     assert str(e.value) == message
+
+
+def test_failed_expectation_can_name_the_reason():
+    result, checks = _checks(MIXED + "  failed: {count: 2, reason: exhausted}\n")
+    assert checks["failed"].ok and checks["failed.reason"].ok
+    result, checks = _checks(MIXED + "  failed: {deliveries: [2, 4], reason: mapping_error}\n")
+    assert checks["failed"].ok and not checks["failed.reason"].ok
+    assert checks["failed.reason"].observed == "reasons: ['exhausted']"
+    with pytest.raises(ScenarioError, match=r"expect.failed.reason: expected one of exhausted, permanent_status, "
+                                            r"mapping_error, got 'gone'"):
+        parse_scenario(MIXED + "  failed: {count: 1, reason: gone}\n", source="s.yaml")
