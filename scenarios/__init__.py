@@ -1,0 +1,9 @@
+"""Scenario files: format (spec), runner, expectations, reports and the bundled catalogue."""
+from __future__ import annotations
+
+from .expect import Check, evaluate
+from .runner import RunResult, run_scenario, run_scenario_async
+from .spec import Scenario, ScenarioError, load_scenario, parse_scenario
+
+__all__ = ["Check", "RunResult", "Scenario", "ScenarioError", "evaluate", "load_scenario", "parse_scenario",
+           "run_scenario", "run_scenario_async"]

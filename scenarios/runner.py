@@ -73,7 +73,7 @@ def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
     """Run to completion (virtual clock by default) and evaluate its expectations."""
     from .expect import evaluate
 
-    coro = _run(scenario, db=db, progress=progress)
+    coro = run_scenario_async(scenario, db=db, progress=progress)
     if scenario.clock == "virtual":
         result = run_virtual(coro)
     else:
@@ -82,7 +82,11 @@ def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
     return result
 
 
-async def _run(scenario: Scenario, *, db: str | Path | None, progress: Progress | None) -> RunResult:
+async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None,
+                             progress: Progress | None = None) -> RunResult:
+    """The scenario as a plain async call, in the running loop (a virtual-time loop from
+    ``engine.new_virtual_loop()`` for ``clock: virtual``). Expectations are not evaluated here:
+    ``scenarios.expect.evaluate(result)`` does that; :func:`run_scenario` does both."""
     wall = time.perf_counter()
     clock = VirtualClock(scenario.start) if scenario.clock == "virtual" else RealClock()
     tmp = None
