@@ -76,6 +76,8 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-time", type=float, default=_D.max_time, metavar="S",
                    help=f"time budget of the whole probe (default {_D.max_time:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of payload ids and contents (default 0)")
+    p.add_argument("--mapping", metavar="FILE", help="the provider's payload mapping (YAML/JSON): payloads are "
+                                                     "sent in the shape the endpoint expects")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML (one testcase per check)")
     p.add_argument("--report", metavar="FILE", help="write the report: .json → JSON, .xml → JUnit, else the table")
@@ -135,6 +137,8 @@ async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None,
             timeout=args.timeout, connect_timeout=args.connect_timeout, ordered=args.ordered, burst=args.burst,
             rate=args.rate, concurrency=args.concurrency, max_body=args.max_body, slow_body=args.slow_body,
             callback_wait=args.callback_wait, status_url=args.status_url, max_time=args.max_time, seed=args.seed)
+        if getattr(args, "mapping", None):
+            settings["mapping"] = _load_mapping(args.mapping)
         validated = ProbeSettings.build(**settings)
         loopback = check_target(args.url)
     except (ProbeError, ConfigError) as exc:
@@ -160,6 +164,17 @@ async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None,
     if args.report:
         Path(args.report).write_text(_by_extension(report, args.report), encoding="utf-8")
     return report.exit_code
+
+
+def _load_mapping(path: str) -> dict[str, Any]:
+    """Load and compile the mapping now, so a bad one is refused before anything is sent."""
+    from mapping import MappingError, compile_mapping, load_mapping_file
+
+    try:
+        spec, lines = load_mapping_file(path)
+        return compile_mapping(spec, lines=lines).spec
+    except MappingError as exc:
+        raise ProbeError(f"mapping {path}: {exc}") from None
 
 
 async def _run(url: str, settings: dict[str, Any], results_port: int | None, clock: Clock | None) -> ProbeReport:

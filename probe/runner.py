@@ -98,7 +98,7 @@ class _Probe:
         self.redactor = Redactor(opts.auth, opts.secret)
         self.wire = Wire(url, auth=opts.auth, secret=opts.secret, now=clock.now, connect=opts.connect_timeout,
                          total=opts.timeout, redactor=self.redactor, t0=self.t0)
-        self.payloads = Payloads(opts.seed, clock.now)
+        self.payloads = Payloads(opts.seed, clock.now, opts.mapping)
         self.sender = ProbeSender(now=clock.now, limit=max(opts.concurrency, 1))
         self.state = _Run()
 

@@ -41,6 +41,7 @@ class ProbeSettings:
     max_time: float = 300.0  #: the whole probe's time budget, seconds
     seed: int = 0  #: payload ids and contents
     allow_remote: bool = False  #: a non-loopback target is probed only when True
+    mapping: dict[str, Any] | None = None  #: the provider's payload mapping (payloads are sent mapped)
 
     @classmethod
     def build(cls, **kw: Any) -> ProbeSettings:

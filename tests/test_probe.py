@@ -319,3 +319,29 @@ async def test_same_seed_same_requests():
 
 def test_checks_run_in_the_documented_order():
     assert list(CHECKS)[:2] == ["verify_get", "seed_post"] and list(CHECKS)[-1] == "abort_mid_body"
+
+
+#: A provider with its own format: it requires task.ref / customer.id and keeps the payload's id.
+OWN_FORMAT = {"fields": {"id": "id", "task.ref": "id", "customer.id": "commerceExternalId"}, "include_rest": True}
+
+
+def _own_schema(spec: dict[str, Any]) -> None:
+    spec["schema"] = {"required": ["id", "task.ref", "customer.id"]}
+
+
+async def test_mapping_sends_the_shape_the_endpoint_expects():
+    without = await probe_provider(_own_schema)
+    assert "seed_post" in failing(without)  # the seed shape is rejected by the provider's schema (400)
+    report = await probe_provider(_own_schema, mapping=OWN_FORMAT)
+    assert report.ok, report.table()
+    assert not failing(report)
+
+
+def test_probe_cli_refuses_an_invalid_mapping(tmp_path, capsys):
+    from dispatchsim.cli import main
+
+    bad = tmp_path / "m.yaml"
+    bad.write_text("fields:\n  x: {from: id, fn: uper}\n", encoding="utf-8")
+    assert main(["probe", "http://127.0.0.1:9/hooks", "--mapping", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "mapping" in err and "uper" in err
