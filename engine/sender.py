@@ -98,19 +98,25 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 class Sender:
     """Owns the one aiohttp session of an engine; bounded connections globally."""
 
-    def __init__(self, *, now, limit: int = 100, limit_per_host: int = 0) -> None:
+    def __init__(self, *, now, limit: int = 100, limit_per_host: int = 0, force_close: bool = False,
+                 trace_configs: tuple[aiohttp.TraceConfig, ...] = ()) -> None:
+        """``force_close``: a new connection per request; ``trace_configs``: aiohttp connection tracing
+        (the probe counts new and reused connections with it)."""
         self._now = now
         self._limit = limit
         self._limit_per_host = limit_per_host
+        self._force_close = force_close
+        self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host,
-                                             force_close=False, enable_cleanup_closed=False,
-                                             keepalive_timeout=60.0)
+                                             force_close=self._force_close, enable_cleanup_closed=False,
+                                             keepalive_timeout=None if self._force_close else 60.0)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                                  headers={"User-Agent": USER_AGENT})
+                                                  headers={"User-Agent": USER_AGENT},
+                                                  trace_configs=self._trace_configs or None)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -138,6 +144,12 @@ class Sender:
             headers["webhook-signature"] = sign(req.signing_secret, req.webhook_id, req.timestamp, req.body)
         return await self._request("POST", req.url, headers=headers, data=req.body,
                                    timeout=self._timeout(req.connect_timeout, req.total_timeout))
+
+    async def exchange(self, method: str, url: str, *, headers: dict[str, str], data: Any,
+                       connect: float, total: float) -> Outcome:
+        """One request with exactly these headers and body, classified like any delivery attempt
+        (used by the probe to send crafted requests)."""
+        return await self._request(method, url, headers=headers, data=data, timeout=self._timeout(connect, total))
 
     async def verify(self, url: str, auth: Auth, *, connect: float, total: float) -> Outcome:
         """The verification GET sent on activation (as Reteno does when a webhook URL is saved)."""

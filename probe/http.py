@@ -52,29 +52,18 @@ class ProbeSender(Sender):
     """The engine's sender with a choice of connection policy and a count of connections made."""
 
     def __init__(self, *, now: Callable[[], float], limit: int, force_close: bool = False) -> None:
-        super().__init__(now=now, limit=limit)
-        self._force_close = force_close
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(self._created)
+        trace.on_connection_reuseconn.append(self._reused)
+        super().__init__(now=now, limit=limit, force_close=force_close, trace_configs=(trace,))
         self.connections_created = 0
         self.connections_reused = 0
-
-    async def start(self) -> None:
-        if self._session is None:
-            trace = aiohttp.TraceConfig()
-            trace.on_connection_create_end.append(self._created)
-            trace.on_connection_reuseconn.append(self._reused)
-            connector = aiohttp.TCPConnector(limit=self._limit, force_close=self._force_close)
-            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
-                                                  trace_configs=[trace])
 
     async def _created(self, *_: Any) -> None:
         self.connections_created += 1
 
     async def _reused(self, *_: Any) -> None:
         self.connections_reused += 1
-
-    async def exchange(self, method: str, url: str, *, headers: dict[str, str], data: Any,
-                       connect: float, total: float) -> Outcome:
-        return await self._request(method, url, headers=headers, data=data, timeout=self._timeout(connect, total))
 
 
 class Wire:
