@@ -91,6 +91,6 @@ async def main(n: int, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
     c = int(sys.argv[2]) if len(sys.argv) > 2 else 50
     asyncio.run(main(n, c))
