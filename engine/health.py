@@ -132,7 +132,9 @@ def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None
                 state.window.popleft()
             total = len(state.window)
             failed = sum(1 for _, good in state.window if not good)
-            if state.circuit == "closed" and total >= cb.min_requests and failed / total >= cb.failure_rate:
+            # only a failure can open the circuit: a success never makes the endpoint look worse
+            if (not ok and state.circuit == "closed" and total >= cb.min_requests
+                    and failed / total >= cb.failure_rate):
                 state.circuit, state.circuit_until = "open", now + cb.cooldown
                 state.window.clear()
                 changes.append(Change("circuit.opened", config_id,

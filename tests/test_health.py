@@ -178,3 +178,15 @@ async def test_re_enabling_starts_a_new_failure_streak(engine, receiver, setup_c
     assert engine.config_view(cfg["id"])["active"] is False
     assert len(receiver.posts()) == 6  # three new failures, not one
     assert [n["kind"] for n in await engine.notifications(cfg["id"])] == ["config.auto_disabled"] * 2
+
+
+def test_a_success_never_opens_the_circuit():
+    from engine.health import CircuitBreaker, EndpointState, record
+
+    cb = CircuitBreaker(window=600, failure_rate=0.5, min_requests=2, cooldown=60)
+    st = EndpointState()
+    assert record(st, False, 0.0, cb, None, "c") == []  # 1 of 1 failed, below min_requests
+    assert record(st, True, 1.0, cb, None, "c") == []  # 1 of 2 failed (50%), but this one succeeded
+    assert st.circuit == "closed"
+    [change] = record(st, False, 2.0, cb, None, "c")  # 2 of 3 failed, and this one failed
+    assert change.kind == "circuit.opened" and st.circuit == "open" and st.circuit_until == 62.0

@@ -19,7 +19,7 @@ from engine.policy import retry_policy_from
 from support import Receiver
 
 EXAMPLES = int(os.environ.get("DISPATCHSIM_HEALTH_EXAMPLES", "40"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 #: a drain that has not finished after this much virtual time is looping forever
 NEVER = 10 * 365 * 86400.0
