@@ -49,6 +49,12 @@ def evaluate(r: Any) -> list[Check]:
         add("max_duplicates", dups <= exp["max_duplicates"],
             f"<= {exp['max_duplicates']} deliveries acknowledged more than once (extra acknowledgements)",
             f"{dups} extra acknowledgements")
+    if "duplicates" in exp:
+        for kind in ("received", "acknowledged"):
+            if kind in exp["duplicates"]:
+                got = duplicates(r, acknowledged=kind == "acknowledged")
+                add(f"duplicates.{kind}", got == exp["duplicates"][kind],
+                    f"{exp['duplicates'][kind]} extra {kind} copies", f"{got} extra {kind} copies")
     if "attempts_per_delivery" in exp:
         spec = exp["attempts_per_delivery"]
         ds = r.deliveries
@@ -172,10 +178,12 @@ def order_violations(r: Any) -> list[str]:
     return out
 
 
-def duplicates(r: Any) -> int:
+def duplicates(r: Any, *, acknowledged: bool = True) -> int:
+    """Extra copies of one delivery (same webhook-id) beyond the first: acknowledged ones (the sender
+    saw a 2xx), or with ``acknowledged=False`` every reception that reached the receiver's handler."""
     counts: dict[str, int] = defaultdict(int)
     for rec in r.recorder.records:
-        if rec.method == "POST" and rec.acknowledged and rec.delivery_key:
+        if rec.method == "POST" and rec.delivery_key and (rec.acknowledged or not acknowledged):
             counts[rec.delivery_key] += 1
     return sum(n - 1 for n in counts.values() if n > 1)
 

@@ -87,7 +87,7 @@ EVENT_KINDS = {"create", "endpoint", "activate", "deactivate", "edit", "force_re
 CREATE_KEYS = {"tenant", "channel", "count", "every", "rate", "for", "cron", "until", "activity", "generate"}
 EXPECT_KEYS = {"all_delivered", "counts", "order", "max_duplicates", "attempts_per_delivery", "retry_delays",
                "delivered_by", "failed", "mapping_shape", "no_secrets_in_logs", "activation_refused",
-               "received", "notifications", "inactive", "events_received"}
+               "received", "notifications", "inactive", "events_received", "duplicates"}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 MAX_GENERATED = 200_000
@@ -591,6 +591,9 @@ def _expect(P: _P, value: Any, providers: set[str], configs: set[str]) -> tuple[
             if v not in ("strict", "none"):
                 raise P.fail(kp, "expected strict (every queue acknowledged in creation order) or none")
             out[key] = v
+        elif key == "duplicates":
+            P.mapping(v, kp, {"received", "acknowledged"}, "duplicate counts")
+            out[key] = {k: P.integer(n, kp + (k,)) for k, n in v.items()}
         elif key == "max_duplicates":
             out[key] = P.integer(v, kp)
         elif key == "attempts_per_delivery":

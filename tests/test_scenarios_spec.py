@@ -89,7 +89,8 @@ ERRORS = [
      "s.yaml:1: missing required key 'name'"),
     ("unknown expectation", BASE + "expect:\n  all_deliverd: true\n",
      "s.yaml:9: expect.all_deliverd: unknown key 'all_deliverd' in the expectations (expected one of: "
-     "activation_refused, all_delivered, attempts_per_delivery, counts, delivered_by, events_received, failed, "
+     "activation_refused, all_delivered, attempts_per_delivery, counts, delivered_by, duplicates, events_received, "
+     "failed, "
      "inactive, "
      "mapping_shape, max_duplicates, no_secrets_in_logs, notifications, order, received, retry_delays)"),
     ("unknown status in counts", BASE + "expect:\n  counts: {DELIVERED: 3}\n",
