@@ -168,15 +168,7 @@ def release_all_leases(store: Store, now: float) -> list[int]:
     """After a graceful stop, when this process is the only sender on the file: attempts it abandoned
     are marked INTERRUPTED and their deliveries are due again ``now`` (the same effect as
     ``Store.release_expired_leases`` once the leases end, without waiting for them)."""
-    with store.tx() as c:
-        ids = [r["id"] for r in c.execute("SELECT id FROM deliveries WHERE lease_until IS NOT NULL")]
-        for did in ids:
-            c.execute("UPDATE attempts SET finished_at = ?, outcome = 'INTERRUPTED',"
-                      " error = 'shutdown deadline passed during this attempt'"
-                      " WHERE delivery_id = ? AND finished_at IS NULL", (now, did))
-            c.execute("UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ?,"
-                      " updated_at = ? WHERE id = ?", (now, now, did))
-    return ids
+    return store.release_leases(now, ending_by=float("inf"), error="shutdown deadline passed during this attempt")
 
 
 class WalCheckpointer:

@@ -442,17 +442,23 @@ class Store:
 
     def release_expired_leases(self, now: float) -> list[int]:
         """Attempts whose engine died: mark them INTERRUPTED and make the delivery due again now."""
+        return self.release_leases(now, ending_by=now,
+                                   error="lease expired: the engine stopped during this attempt")
+
+    def release_leases(self, now: float, *, ending_by: float, error: str) -> list[int]:
+        """Leases ending by ``ending_by``: their open attempts become INTERRUPTED (with ``error``) and
+        the deliveries are due again ``now``. A graceful stop passes ``ending_by=inf`` to release all
+        the leases it abandoned at once, without waiting for them to expire."""
         if self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ? LIMIT 1",
-                     (now,)) is None:
+                     (ending_by,)) is None:
             return []
         with self.tx() as c:
             rows = c.execute("SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?",
-                             (now,)).fetchall()
+                             (ending_by,)).fetchall()
             ids = [r["id"] for r in rows]
             for did in ids:
-                c.execute("UPDATE attempts SET finished_at = ?, outcome = 'INTERRUPTED',"
-                          " error = 'lease expired: the engine stopped during this attempt'"
-                          " WHERE delivery_id = ? AND finished_at IS NULL", (now, did))
+                c.execute("UPDATE attempts SET finished_at = ?, outcome = 'INTERRUPTED', error = ?"
+                          " WHERE delivery_id = ? AND finished_at IS NULL", (now, error, did))
                 c.execute("UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ?,"
                           " updated_at = ? WHERE id = ?", (now, now, did))
         return ids
