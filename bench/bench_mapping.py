@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mapping import SEED_PAYLOAD, compile_mapping  # noqa: E402
+from dispatchsim.mapping import SEED_PAYLOAD, compile_mapping  # noqa: E402
 
 SPEC = {  # the CRM example of docs/mapping.md, sent as a one-item batch
     "fields": {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import rss_mb
 
-from engine.store import AttemptResult, Store
+from dispatchsim.engine.store import AttemptResult, Store
 
 QUEUES = 1000
 SAMPLES = 300

@@ -16,9 +16,9 @@ from pathlib import Path
 from common import peak_rss_mb
 from aiohttp import web
 
-from engine import Engine, run_virtual
-from engine.clock import fmt_offset
-from engine.payload import example_activity
+from dispatchsim.engine import Engine, run_virtual
+from dispatchsim.engine.clock import fmt_offset
+from dispatchsim.engine.payload import example_activity
 
 ENDPOINTS = 10
 DOWN = {0, 3, 7}

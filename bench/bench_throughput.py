@@ -17,9 +17,9 @@ import common  # noqa: F401
 import aiohttp
 from aiohttp import web
 
-from engine import Engine
-from engine.payload import example_activity
-from engine.sender import encode_body
+from dispatchsim.engine import Engine
+from dispatchsim.engine.payload import example_activity
+from dispatchsim.engine.sender import encode_body
 
 
 async def serve():

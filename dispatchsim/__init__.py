@@ -1,2 +1,63 @@
-"""dispatchsim: dispatch engine and simulator for webhook-style push delivery."""
-__version__ = "0.1.0"
+"""dispatchsim: a dispatch engine and simulator for webhook-style push delivery.
+
+The public face of the package. Everything the ``dispatchsim`` command does is a plain call here first::
+
+    from dispatchsim import Engine, run_scenario, run_probe
+
+Names are imported on first use, so ``import dispatchsim`` stays cheap and the parts below
+(``dispatchsim.engine``, ``dispatchsim.mapping``, ``dispatchsim.providers``, ``dispatchsim.scenarios``,
+``dispatchsim.probe``, ``dispatchsim.server``) are loaded only when needed.
+"""
+from __future__ import annotations
+
+from importlib import import_module, metadata
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = metadata.version("dispatchsim")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Engine": "dispatchsim.engine",
+    "RunSummary": "dispatchsim.engine",
+    "Status": "dispatchsim.engine",
+    "RetryPolicy": "dispatchsim.engine",
+    "OrderingPolicy": "dispatchsim.engine",
+    "VirtualClock": "dispatchsim.engine",
+    "RealClock": "dispatchsim.engine",
+    "run_virtual": "dispatchsim.engine",
+    "DispatchsimError": "dispatchsim.engine",
+    "run_scenario": "dispatchsim.scenarios",
+    "run_scenario_async": "dispatchsim.scenarios",
+    "load_scenario": "dispatchsim.scenarios",
+    "run_probe": "dispatchsim.probe",
+    "ProbeSettings": "dispatchsim.probe",
+    "compile_mapping": "dispatchsim.mapping",
+    "load_mapping_file": "dispatchsim.mapping",
+    "EndpointSet": "dispatchsim.providers",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
+    from .engine import (DispatchsimError, Engine, OrderingPolicy, RealClock, RetryPolicy,
+                         RunSummary, Status, VirtualClock, run_virtual)
+    from .mapping import compile_mapping, load_mapping_file
+    from .probe import ProbeSettings, run_probe
+    from .providers import EndpointSet
+    from .scenarios import load_scenario, run_scenario, run_scenario_async
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dispatchsim' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

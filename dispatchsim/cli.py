@@ -38,14 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                                         "queue, oldest pending, blocked queues, recent failures.")
     status.add_argument("db", help="path to the SQLite file")
     status.set_defaults(func=_status)
-    for module in ("mapping.cli", "providers.cli", "scenarios.cli", "probe.cli", "dispatchsim.serve_cli"):
-        try:
-            mod = __import__(module, fromlist=["register_cli"])
-        except ImportError:
-            continue
-        register = getattr(mod, "register_cli", None)
-        if register is not None:
-            register(sub)
+    from .mapping import cli as mapping_cli
+    from .probe import cli as probe_cli
+    from .providers import cli as providers_cli
+    from .scenarios import cli as scenarios_cli
+    from .server import cli as server_cli
+
+    for mod in (mapping_cli, providers_cli, scenarios_cli, probe_cli, server_cli):
+        mod.register_cli(sub)
     return parser
 
 

@@ -7,8 +7,8 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from engine import Engine, run_virtual
-from engine.clock import fmt_offset, iso
+from dispatchsim.engine import Engine, run_virtual
+from dispatchsim.engine.clock import fmt_offset, iso
 
 
 async def _demo(out: TextIO, outage: float) -> dict[str, int]:
@@ -69,7 +69,7 @@ async def _demo(out: TextIO, outage: float) -> dict[str, int]:
 
 
 def _parse(text: str) -> float:
-    from engine.clock import parse_iso
+    from dispatchsim.engine.clock import parse_iso
 
     return parse_iso(text)
 

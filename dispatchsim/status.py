@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from engine.clock import iso
-from engine.store import Store
+from dispatchsim.engine.clock import iso
+from dispatchsim.engine.store import Store
 
 
 def print_status(db: str, out: TextIO = sys.stdout) -> int:

@@ -241,7 +241,7 @@ def compile_mapping_spec(spec: Any) -> tuple[dict[str, Any] | None, str | None, 
     """Compile (and so validate) a payload mapping; None means the seed payload as is."""
     if spec is None:
         return None, None, []
-    import mapping  # the engine uses mapping; never the other way round
+    import dispatchsim.mapping as mapping  # the engine uses mapping; never the other way round
 
     try:
         compiled = mapping.compile_mapping(spec)

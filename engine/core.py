@@ -441,7 +441,7 @@ class Engine:
 def _mapper(snap: Snapshot) -> Any:
     if snap.mapping is None:
         return None
-    import mapping
+    import dispatchsim.mapping as mapping
 
     compiled = mapping.compile_mapping(snap.mapping)
 

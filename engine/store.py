@@ -31,7 +31,7 @@ def _dumps(value: Any) -> str:
 def migrations() -> list[tuple[int, str]]:
     """Numbered ``NNNN_name.sql`` files of ``engine/migrations``, in order."""
     out = []
-    for entry in resources.files("engine.migrations").iterdir():
+    for entry in resources.files("dispatchsim.engine.migrations").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             out.append((int(name[:4]), entry.read_text(encoding="utf-8")))

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.clock import Clock
-from engine.config import redact_url
-from engine.errors import ConfigError
+from dispatchsim.engine.clock import Clock
+from dispatchsim.engine.config import redact_url
+from dispatchsim.engine.errors import ConfigError
 
 from .listener import RESULTS_PATH, ResultsListener
 from .report import ProbeReport
@@ -168,7 +168,7 @@ async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None,
 
 def _load_mapping(path: str) -> dict[str, Any]:
     """Load and compile the mapping now, so a bad one is refused before anything is sent."""
-    from mapping import MappingError, compile_mapping, load_mapping_file
+    from dispatchsim.mapping import MappingError, compile_mapping, load_mapping_file
 
     try:
         spec, lines = load_mapping_file(path)

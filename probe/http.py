@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from engine.config import REDACTED, Auth, redact_url
-from engine.sender import USER_AGENT, Outcome, OutcomeKind, Sender, sign
+from dispatchsim.engine.config import REDACTED, Auth, redact_url
+from dispatchsim.engine.sender import USER_AGENT, Outcome, OutcomeKind, Sender, sign
 
 from .report import Evidence
 

@@ -5,10 +5,10 @@ import random
 import uuid
 from typing import Any
 
-from engine.clock import iso
-from engine.payload import PAYLOAD_KEYS, example_activity
-from engine.sender import encode_body
-from mapping import seed_payload
+from dispatchsim.engine.clock import iso
+from dispatchsim.engine.payload import PAYLOAD_KEYS, example_activity
+from dispatchsim.engine.sender import encode_body
+from dispatchsim.mapping import seed_payload
 
 #: Fields a receiver cannot count on being set (null in the seed or optional in the engine).
 NULLABLE = ("scheduledAt", "occurredAt", "lifecycleStatusLabel", "lifecycleStatusDetail", "commerceName",
@@ -24,7 +24,7 @@ class Payloads:
         #: the provider's payload mapping: every payload is sent in the shape its endpoint expects
         self._mapping = None
         if mapping is not None:
-            from mapping import compile_mapping
+            from dispatchsim.mapping import compile_mapping
 
             self._mapping = compile_mapping(mapping)
 

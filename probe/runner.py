@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.clock import Clock, RealClock, iso
-from engine.config import Auth
-from engine.sender import Outcome, OutcomeKind, encode_body, sign
+from dispatchsim.engine.clock import Clock, RealClock, iso
+from dispatchsim.engine.config import Auth
+from dispatchsim.engine.sender import Outcome, OutcomeKind, encode_body, sign
 
 from .http import (ProbeSender, Redactor, Wire, abort_mid_body, evidences_by_status, outcome_ok, responded,
                    slow_chunks)

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.config import Auth
-from engine.errors import DispatchsimError
+from dispatchsim.engine.config import Auth
+from dispatchsim.engine.errors import DispatchsimError
 
 
 class ProbeError(DispatchsimError):

@@ -90,7 +90,7 @@ def _write_each(results, path: str, several: bool, suffix: str, content) -> None
 
 
 def _progress(name: str):
-    from engine.clock import fmt_offset
+    from dispatchsim.engine.clock import fmt_offset
 
     def show(simulated: float, duration: float) -> None:
         frac = min(1.0, simulated / duration) if duration else 1.0

@@ -5,8 +5,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from engine.clock import fmt_offset, parse_iso
-from providers.durations import parse_duration
+from dispatchsim.engine.clock import fmt_offset, parse_iso
+from dispatchsim.providers.durations import parse_duration
 
 
 @dataclass(frozen=True)

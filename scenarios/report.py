@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from engine.clock import fmt_offset, parse_iso
+from dispatchsim.engine.clock import fmt_offset, parse_iso
 
 from .runner import RunResult
 

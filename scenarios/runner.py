@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
-from engine.clock import fmt_offset
-from engine.payload import example_activity
-from providers import EndpointSet, ProvidersConfig, Recorder
+from dispatchsim.engine import ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
+from dispatchsim.engine.clock import fmt_offset
+from dispatchsim.engine.payload import example_activity
+from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
 from .spec import Event, Scenario
 
@@ -217,7 +217,7 @@ class _Run:
         self.closed = False
         self.msg = None
         if self.s.accounts:
-            from engine.events import MessageEvents
+            from dispatchsim.engine.events import MessageEvents
             self.msg = MessageEvents(self.engine)
 
     def _start(self) -> None:
@@ -321,7 +321,7 @@ class _Run:
 
     async def _message(self, ev: Event, k: int) -> None:
         """One message event of the seed's shape (Reteno webhooks doc), varied from the seed."""
-        from engine.events import EVENT_STATUSES
+        from dispatchsim.engine.events import EVENT_STATUSES
 
         a = ev.args
         status = a["status"] if a["status"] != "mixed" else self.rng.choice(EVENT_STATUSES)

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from engine.clock import VIRTUAL_EPOCH, parse_iso
-from engine.config import build_snapshot
-from engine.errors import ConfigError
-from providers import ProviderConfigError, ProvidersConfig, parse_behaviour, parse_config, yaml_with_lines
-from providers.durations import parse_duration
+from dispatchsim.engine.clock import VIRTUAL_EPOCH, parse_iso
+from dispatchsim.engine.config import build_snapshot
+from dispatchsim.engine.errors import ConfigError
+from dispatchsim.providers import ProviderConfigError, ProvidersConfig, parse_behaviour, parse_config, yaml_with_lines
+from dispatchsim.providers.durations import parse_duration
 
 Lines = dict[tuple, int]
 STATUSES = ("READY", "RETRYING", "DISPATCHED", "FAILED")
@@ -253,7 +253,7 @@ def _accounts(P: _P, value: Any, tenants: dict[str, str], providers: set[str]) -
         return {}
     if not isinstance(value, dict) or not value:
         raise P.fail(("accounts",), "expected a mapping of account (tenant) id -> {provider, batch_size, max_wait}")
-    from engine.events import WebhookSettings
+    from dispatchsim.engine.events import WebhookSettings
 
     out = {}
     for acc, spec in value.items():
@@ -460,7 +460,7 @@ def _timeline(P: _P, value: Any, tenants: dict[str, str], configs: set[str], end
 
 
 def _message_events(P: _P, arg: Any, path: tuple, accounts: set[str]) -> dict[str, Any]:
-    from engine.events import EVENT_STATUSES, validate_event
+    from dispatchsim.engine.events import EVENT_STATUSES, validate_event
 
     P.mapping(arg, path, MESSAGE_KEYS, "a batch of message events")
     if not accounts:

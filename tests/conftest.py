@@ -9,7 +9,7 @@ from hypothesis import settings as _hypothesis_settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from engine.clock import new_virtual_loop  # noqa: E402
+from dispatchsim.engine.clock import new_virtual_loop  # noqa: E402
 
 # CI runs the properties with a fixed seed, so a landing is never decided by a lucky draw; locally
 # each run explores new examples (and `DISPATCHSIM_PROPERTY_EXAMPLES` explores more).
@@ -59,7 +59,7 @@ def pytest_asyncio_loop_factories(config, item):
 import io
 from collections.abc import AsyncIterator, Callable
 
-from engine import Engine
+from dispatchsim.engine import Engine
 
 from support import Receiver
 

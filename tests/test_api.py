@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from engine.api import ROUTES, make_app
-from engine.events import MessageEvents
-from engine.keys import KeyRing, create_key
-from engine.openapi import openapi_document
+from dispatchsim.server.api import ROUTES, make_app
+from dispatchsim.engine.events import MessageEvents
+from dispatchsim.server.keys import KeyRing, create_key
+from dispatchsim.server.openapi import openapi_document
 
 ADMIN, ACME, OTHER = "admin-key-000000000000", "acme-key-0000000000000", "other-key-000000000000"
 

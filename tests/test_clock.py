@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from engine.clock import VIRTUAL_EPOCH, VirtualClock, fmt_offset, iso, parse_iso, run_virtual
+from dispatchsim.engine.clock import VIRTUAL_EPOCH, VirtualClock, fmt_offset, iso, parse_iso, run_virtual
 
 
 async def test_virtual_clock_jumps_hours_without_waiting():

@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
-from engine import ActivationRefused, ConfigError, Engine, InvalidTransition, NotFound
-from engine.payload import PAYLOAD_KEYS
+from dispatchsim.engine import ActivationRefused, ConfigError, Engine, InvalidTransition, NotFound
+from dispatchsim.engine.payload import PAYLOAD_KEYS
 
 from support import Receiver
 
@@ -419,7 +419,7 @@ async def test_graceful_stop_waits_for_in_flight(engine, receiver, setup_config)
 
 
 async def test_reopen_database_is_migrated_once(db_path):
-    from engine.store import migrations
+    from dispatchsim.engine.store import migrations
     latest = migrations()[-1][0]
     e1 = await Engine.open(db_path, virtual=True)
     assert e1.store.schema_version == latest
@@ -480,7 +480,7 @@ async def test_auth_that_cannot_be_sent_is_refused(engine, auth, message):
 
 
 def test_redact_url_hides_userinfo_and_secret_query_values():
-    from engine.config import redact_url
+    from dispatchsim.engine.config import redact_url
     assert redact_url("https://u:p@h.test/x?token=T0K&page=2") == "https://***@h.test/x?token=***&page=2"
     assert redact_url("http://127.0.0.1:8/h?api_key=K&sig=S") == "http://127.0.0.1:8/h?api_key=***&sig=***"
     assert redact_url("http://127.0.0.1:8/h?page=2") == "http://127.0.0.1:8/h?page=2"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import ConfigError
+from dispatchsim.engine import ConfigError
 
 from support import Receiver
 

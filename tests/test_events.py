@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.errors import ActivationRefused, ConfigError, NotFound
-from engine.events import MessageEvents, validate_event
+from dispatchsim.engine.errors import ActivationRefused, ConfigError, NotFound
+from dispatchsim.engine.events import MessageEvents, validate_event
 
 from test_api import ACME, OTHER, Api, api  # noqa: F401  (fixture)
 
@@ -171,7 +171,7 @@ async def test_message_events_through_the_api(api: Api, receiver) -> None:  # no
     status, body = await api.call("POST", "/api/message-events",
                                   body={"events": [ev(1), ev(2, "CLICKED", clickEventLink="https://x"), ev(3)]})
     assert status == 202 and body["accepted"] == 3
-    events = api.app[__import__("engine.api", fromlist=["EVENTS_KEY"]).EVENTS_KEY]
+    events = api.app[__import__("dispatchsim.server.api", fromlist=["EVENTS_KEY"]).EVENTS_KEY]
     await events.run_until_idle(max_time=60)
     assert [[e["contactId"] for e in p.body] for p in receiver.posts()] == [[1, 2], [3]]
     assert receiver.posts()[0].headers["Authorization"] == f"Bearer {secret}"

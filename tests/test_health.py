@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from engine import ConfigError, Engine, InvalidTransition
+from dispatchsim.engine import ConfigError, Engine, InvalidTransition
 
 from support import Receiver
 
@@ -181,7 +181,7 @@ async def test_re_enabling_starts_a_new_failure_streak(engine, receiver, setup_c
 
 
 def test_a_success_never_opens_the_circuit():
-    from engine.health import CircuitBreaker, EndpointState, record
+    from dispatchsim.engine.health import CircuitBreaker, EndpointState, record
 
     cb = CircuitBreaker(window=600, failure_rate=0.5, min_requests=2, cooldown=60)
     st = EndpointState()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import mapping
-from mapping import (
+import dispatchsim.mapping as mapping
+from dispatchsim.mapping import (
     SEED_PAYLOAD, MappingApplyError, MappingError, MappingSpecError, Problem, compile_mapping, seed_payload,
 )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mapping import SEED_PAYLOAD, MappingSpecError, compile_mapping, load_mapping_file, register_cli
+from dispatchsim.mapping import SEED_PAYLOAD, MappingSpecError, compile_mapping, load_mapping_file, register_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

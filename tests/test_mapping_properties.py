@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mapping import SEED_PAYLOAD, FUNCTIONS, MappingApplyError, compile_mapping
+from dispatchsim.mapping import SEED_PAYLOAD, FUNCTIONS, MappingApplyError, compile_mapping
 
 json_scalars = st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False,
                                                                                   allow_infinity=False) | st.text()

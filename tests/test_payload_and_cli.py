@@ -12,9 +12,9 @@ import pytest
 from dispatchsim.cli import main
 from dispatchsim.demo import run_demo
 from dispatchsim.status import print_status
-from engine import ActivityError, Engine, run_virtual
-from engine.payload import PAYLOAD_KEYS, build_stored_payload
-from mapping import SEED_PAYLOAD
+from dispatchsim.engine import ActivityError, Engine, run_virtual
+from dispatchsim.engine.payload import PAYLOAD_KEYS, build_stored_payload
+from dispatchsim.mapping import SEED_PAYLOAD
 
 SEED_INPUT = {k: v for k, v in SEED_PAYLOAD.items()
               if k not in ("id", "createdAt", "canForceRetryDispatch", "activityResult")}

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import ConfigError
-from engine.policy import PRESETS, OrderingPolicy, RetryPolicy, delay, ordering_policy_from, retry_policy_from
-from engine.states import ACTIVE, TERMINAL, TRANSITIONS, Status, allowed, sources_of
+from dispatchsim.engine.errors import ConfigError
+from dispatchsim.engine.policy import PRESETS, OrderingPolicy, RetryPolicy, delay, ordering_policy_from, retry_policy_from
+from dispatchsim.engine.states import ACTIVE, TERMINAL, TRANSITIONS, Status, allowed, sources_of
 
 
 def test_backoff_is_reteno_sequence_then_hourly():

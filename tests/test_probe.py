@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from engine.clock import VirtualClock
-from engine.payload import PAYLOAD_KEYS
-from probe import CHECKS, ProbeReport, ResultsListener, Status, run_probe
-from providers import EndpointSet, parse_config
+from dispatchsim.engine.clock import VirtualClock
+from dispatchsim.engine.payload import PAYLOAD_KEYS
+from dispatchsim.probe import CHECKS, ProbeReport, ResultsListener, Status, run_probe
+from dispatchsim.providers import EndpointSet, parse_config
 
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZg=="
 KEY = "k3y-s3cret-value"
@@ -110,8 +110,8 @@ async def test_bearer_credentials_checked_and_no_secret_skips_signatures():
     (400, "HTTP_ERROR", Status.WARN), (500, "HTTP_ERROR", Status.FAIL), (None, "TIMEOUT", Status.FAIL),
 ])
 def test_rejection_verdicts(status, outcome, verdict):
-    from probe.report import Evidence
-    from probe.runner import _rejection
+    from dispatchsim.probe.report import Evidence
+    from dispatchsim.probe.runner import _rejection
     ev = Evidence(label="x", method="POST", url="u", status=status, outcome=outcome)
     assert _rejection(ev, "with wrong credentials")[0] is verdict
 

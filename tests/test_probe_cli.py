@@ -8,11 +8,11 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from dispatchsim.cli import build_parser
-from engine.clock import VirtualClock
-from probe import ProbeError, ProbeSettings, RemoteNotConfirmed, ResultsListener, run_probe
-from probe.cli import parse_auth, probe_command
-from probe.http import Redactor
-from providers import EndpointSet, parse_config
+from dispatchsim.engine.clock import VirtualClock
+from dispatchsim.probe import ProbeError, ProbeSettings, RemoteNotConfirmed, ResultsListener, run_probe
+from dispatchsim.probe.cli import parse_auth, probe_command
+from dispatchsim.probe.http import Redactor
+from dispatchsim.providers import EndpointSet, parse_config
 
 from test_probe import KEY, SECRET, good_spec
 
@@ -121,7 +121,7 @@ async def test_usage_errors_exit_2(capsys):
 
 
 def test_redactor_hides_every_form_of_a_credential():
-    from engine.config import Auth
+    from dispatchsim.engine.config import Auth
     r = Redactor(Auth.parse({"type": "basic", "username": "ana", "password": "hunter22"}), "whsec_c2VjcmV0a2V5")
     headers = r.headers({**Auth.parse({"type": "basic", "username": "ana", "password": "hunter22"}).headers(),
                          "X-Echo": "pw=hunter22"})

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from engine import Engine
-from engine.clock import new_virtual_loop
-from engine.policy import retry_policy_from
+from dispatchsim.engine import Engine
+from dispatchsim.engine.clock import new_virtual_loop
+from dispatchsim.engine.policy import retry_policy_from
 
 MODES = ("up", "down", "slow")
 TOTAL_TIMEOUT = 5.0

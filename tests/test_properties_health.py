@@ -13,8 +13,8 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import Engine, run_virtual
-from engine.policy import retry_policy_from
+from dispatchsim.engine import Engine, run_virtual
+from dispatchsim.engine.policy import retry_policy_from
 
 from support import Receiver
 
@@ -244,7 +244,7 @@ def test_open_circuit_receives_nothing_and_order_holds(windows, n, mode, window,
 
 
 def parse(text):
-    from engine.clock import parse_iso
+    from dispatchsim.engine.clock import parse_iso
 
     return parse_iso(text)
 

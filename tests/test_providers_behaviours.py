@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 import pytest
 
-from providers import EndpointSet, ProviderConfigError, parse_config, sign
+from dispatchsim.providers import EndpointSet, ProviderConfigError, parse_config, sign
 
 
 def client(total: float = 10.0) -> aiohttp.ClientSession:

@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from providers import EndpointSet, ProviderConfigError, lines_under, load_config, parse_config, yaml_with_lines
-from providers.behaviour import Fault, Latency, Mix, Respond, Sequence, Windows
-from providers.durations import parse_duration
+from dispatchsim.providers import EndpointSet, ProviderConfigError, lines_under, load_config, parse_config, yaml_with_lines
+from dispatchsim.providers.behaviour import Fault, Latency, Mix, Respond, Sequence, Windows
+from dispatchsim.providers.durations import parse_duration
 
 
 def write(tmp_path, text: str):

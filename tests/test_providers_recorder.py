@@ -9,8 +9,8 @@ import json
 import aiohttp
 import pytest
 
-from providers import EndpointSet, Recorder, load_config, parse_config
-from providers.cli import assign_ports, register_cli, serve
+from dispatchsim.providers import EndpointSet, Recorder, load_config, parse_config
+from dispatchsim.providers.cli import assign_ports, register_cli, serve
 
 
 def client(total: float = 10.0) -> aiohttp.ClientSession:

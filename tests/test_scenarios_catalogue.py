@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.runner import run_scenario
-from scenarios.spec import load_scenario, parse_scenario
+from dispatchsim.scenarios.runner import run_scenario
+from dispatchsim.scenarios.spec import load_scenario, parse_scenario
 
 CATALOGUE = sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml"))
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.serve import ServeOptions, load_serve_config
-from engine.store import Store
+from dispatchsim.engine.errors import ConfigError
+from dispatchsim.server.serve import ServeOptions, load_serve_config
+from dispatchsim.engine.store import Store
 
 ADMIN, ACME = "admin-key-000000000000", "acme-key-0000000000000"
 
@@ -197,7 +197,7 @@ def test_keys_cli_stores_only_a_hash(tmp_path, capsys) -> None:
     try:
         rows = store.conn.execute("SELECT * FROM api_keys").fetchall()
         assert len(rows) == 1 and key not in json.dumps([list(r) for r in rows])
-        from engine.keys import KeyRing
+        from dispatchsim.server.keys import KeyRing
 
         assert KeyRing(store).lookup(key).tenant_id == "acme"
         assert KeyRing(store).lookup(key + "x") is None
@@ -206,7 +206,7 @@ def test_keys_cli_stores_only_a_hash(tmp_path, capsys) -> None:
 
 
 def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_path) -> None:
-    from engine.api_queries import delete_old_attempts
+    from dispatchsim.server.api_queries import delete_old_attempts
 
     store = Store(tmp_path / "r.db")
     try:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.api_queries import WalCheckpointer
-from engine.errors import ConfigError
-from engine.serve import ServeOptions, load_serve_config
-from engine.store import Store
+from dispatchsim.server.api_queries import WalCheckpointer
+from dispatchsim.engine.errors import ConfigError
+from dispatchsim.server.serve import ServeOptions, load_serve_config
+from dispatchsim.engine.store import Store
 
 ACT = {"channel": "SALESMAN", "commerceExternalId": "COM-001", "commerceName": "Farmacia Central",
        "reason": {"code": "CHURN_RISK", "label": "Riesgo de fuga"}}

@@ -20,9 +20,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import api_queries
 from .api import make_app
-from .core import Engine
-from .errors import ConfigError
-from .events import MessageEvents
+from dispatchsim.engine.core import Engine
+from dispatchsim.engine.errors import ConfigError
+from dispatchsim.engine.events import MessageEvents
 from .keys import KeyRing
 
 

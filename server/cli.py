@@ -1,15 +1,15 @@
-"""``dispatchsim serve`` and ``dispatchsim keys create``: thin shells over ``engine.serve`` and ``engine.keys``."""
+"""``dispatchsim serve`` and ``dispatchsim keys create``: thin shells over ``dispatchsim.server.serve`` and ``dispatchsim.server.keys``."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
 
-from engine.errors import DispatchsimError
+from dispatchsim.engine.errors import DispatchsimError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from engine.serve import ServeOptions, load_serve_config, serve
+    from dispatchsim.server.serve import ServeOptions, load_serve_config, serve
 
     opts = ServeOptions(db=args.db, host=args.host, port=args.port, shutdown_deadline=args.shutdown_deadline,
                         log_format=args.log_format)
@@ -38,8 +38,8 @@ def _freeze_startup_objects(_server: object) -> None:
 def _keys_create(args: argparse.Namespace) -> int:
     import time
 
-    from engine.keys import create_key
-    from engine.store import Store
+    from dispatchsim.server.keys import create_key
+    from dispatchsim.engine.store import Store
 
     if bool(args.admin) == bool(args.tenant):
         print("dispatchsim keys create: give exactly one of --admin or --tenant ID", file=sys.stderr)
@@ -61,9 +61,9 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from engine.clock import iso
-    from engine.keys import list_keys
-    from engine.store import Store
+    from dispatchsim.engine.clock import iso
+    from dispatchsim.server.keys import list_keys
+    from dispatchsim.engine.store import Store
 
     store = Store(args.db)
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import CONFIG_FIELDS
-from .sender import VERSION
+from dispatchsim.engine.config import CONFIG_FIELDS
+from dispatchsim.engine.sender import VERSION
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -12,8 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NotFound
-from .store import Store
+from dispatchsim.engine.errors import NotFound
+from dispatchsim.engine.store import Store
 
 #: Buckets (seconds) of the attempt latency histogram.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -10,8 +10,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, NotFound
-from .store import Store
+from dispatchsim.engine.errors import ConfigError, NotFound
+from dispatchsim.engine.store import Store
 
 KEY_PREFIX = "dsk_"
 

@@ -15,13 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from . import api_queries as q
-from .clock import iso, parse_iso
-from .config import CONFIG_FIELDS, REDACTED
-from .errors import (ActivationRefused, ActivityError, ConfigError, DispatchsimError, InvalidTransition,
+from dispatchsim.engine.clock import iso, parse_iso
+from dispatchsim.engine.config import CONFIG_FIELDS, REDACTED
+from dispatchsim.engine.errors import (ActivationRefused, ActivityError, ConfigError, DispatchsimError, InvalidTransition,
                      NotFound)
 from .keys import KeyRing, Principal
 from .openapi import openapi_document
-from .states import Status
+from dispatchsim.engine.states import Status
 
 MAX_BODY = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/openapi.json"})
@@ -566,7 +566,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
     """Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt (409 otherwise)."""
     did = _owned_delivery(request)
     _no_body(request)
-    from .dispatcher import PayloadUnmappable
+    from dispatchsim.engine.dispatcher import PayloadUnmappable
 
     try:
         return web.json_response(await request.app[ENGINE_KEY].replay(did))

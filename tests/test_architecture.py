@@ -1,0 +1,81 @@
+"""The architecture is a test: one import root, imports pointing one way, nothing importing bench."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dispatchsim
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("engine", "mapping", "providers", "scenarios", "probe", "server")
+
+
+def _installed_layout(dest: Path) -> Path:
+    """Copy the source folders into the layout they install as (dispatchsim/<part>/...)."""
+    pkg = dest / "dispatchsim"
+    shutil.copytree(ROOT / "dispatchsim", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in PARTS:
+        shutil.copytree(ROOT / part, pkg / part, ignore=shutil.ignore_patterns("__pycache__", "*.yaml"))
+    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    return dest
+
+
+def test_import_contracts_hold(tmp_path: Path) -> None:
+    tree = _installed_layout(tmp_path)
+    lint = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("KEPT") >= 3
+
+
+def test_import_contracts_catch_a_violation(tmp_path: Path) -> None:
+    """The contracts are not vacuous: a mapping module importing the engine breaks them."""
+    tree = _installed_layout(tmp_path)
+    (tree / "dispatchsim" / "mapping" / "bad.py").write_text("from dispatchsim.engine import Engine\n")
+    lint = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "dispatchsim.mapping.bad -> dispatchsim.engine" in proc.stdout
+
+
+def test_nothing_imports_bench() -> None:
+    pattern = re.compile(r"^\s*(from|import)\s+bench\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for part in (*PARTS, "dispatchsim", "tests")
+                 for p in (ROOT / part).rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_one_import_root_and_version_from_metadata() -> None:
+    from importlib import metadata
+
+    assert dispatchsim.__version__ == metadata.version("dispatchsim")
+    dist = metadata.distribution("dispatchsim")
+    top = {name.split("/")[0] for name in (dist.read_text("top_level.txt") or "").split()}
+    assert top <= {"dispatchsim"}
+    for name in ("Engine", "run_scenario", "run_probe", "compile_mapping"):
+        assert name in dispatchsim.__all__
+        assert getattr(dispatchsim, name) is not None
+
+
+def test_python_dash_m_dispatchsim(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dispatchsim", "--version"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"dispatchsim {dispatchsim.__version__}"
+
+
+def test_a_users_own_engine_module_does_not_shadow_ours(tmp_path: Path) -> None:
+    (tmp_path / "engine.py").write_text("raise SystemExit('the user module was imported')\n")
+    (tmp_path / "scenarios.py").write_text("raise SystemExit('the user module was imported')\n")
+    proc = subprocess.run([sys.executable, "-c", "from dispatchsim import run_scenario, Engine; print('ok')"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
