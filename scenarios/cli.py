@@ -6,9 +6,10 @@ import re
 import sys
 from pathlib import Path
 
+from . import catalogue
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, run_scenario
-from .spec import ScenarioError, load_scenario
+from .spec import ScenarioError
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +19,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "(virtual by default: hours pass in seconds), then check the expectations. Every file "
                     "is validated before anything runs. Exit code: 0 all expectations hold, 1 some failed, "
                     "2 a file is invalid.")
-    p.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario YAML files (e.g. scenarios/*.yaml)")
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                   help="scenario YAML files (e.g. scenarios/*.yaml) or names of bundled scenarios "
+                        "(e.g. ordered_head_outage; see --list)")
+    p.add_argument("--list", action="store_true", help="list the bundled scenarios, one line each, and exit")
     p.add_argument("--json", metavar="FILE", help="write a JSON report (one object, or a list for several files)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per expectation)")
     p.add_argument("--events", metavar="PATH", help="write the event log as JSON lines (a directory when "
@@ -35,8 +39,18 @@ def _slug(name: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.list:
+        rows = catalogue.entries()
+        width = max(len(e.name) for e in rows)
+        for e in rows:
+            print(f"{e.name:<{width}}  {e.summary}")
+        return 0
+    if not args.scenarios:
+        print("dispatchsim run: name at least one scenario file or bundled scenario (--list shows them)",
+              file=sys.stderr)
+        return 2
     try:
-        scenarios = [load_scenario(path) for path in args.scenarios]
+        scenarios = [catalogue.resolve(arg) for arg in args.scenarios]
     except ScenarioError as exc:
         print(f"dispatchsim run: invalid scenario: {exc}", file=sys.stderr)
         return 2
