@@ -350,7 +350,7 @@ class Dispatcher:
         changes = record(st, ok, now, cb, ad, config_id)
         if not cfg["active"]:
             changes = [c for c in changes if c.kind != "config.auto_disabled"]
-        return self._apply_changes(changes, now, state=st, config_id=config_id)
+        return self._apply_changes(changes, now, config_id=config_id)
 
     def reset_streak(self, config_id: str) -> None:
         """Forget the failure streak (not the circuit) of a configuration, e.g. when it is re-enabled."""
@@ -361,8 +361,7 @@ class Dispatcher:
                 self.store.save_health(config_id, circuit=st.circuit, circuit_until=st.circuit_until,
                                        consecutive_failures=0, failing_since=None, now=self.clock.now())
 
-    def _apply_changes(self, changes: list[Change], now: float, *, state: EndpointState | None = None,
-                       config_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    def _apply_changes(self, changes: list[Change], now: float, *, config_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
         """Persist state and notifications (inside the caller's transaction); return events to emit."""
         events: list[tuple[str, str, dict[str, Any]]] = []
         touched = {c.config_id for c in changes} | ({config_id} if config_id else set())

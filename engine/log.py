@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -95,6 +94,3 @@ class _NullFile:
     def flush(self) -> None:
         pass
 
-
-def stderr() -> TextIO:
-    return sys.stderr

@@ -20,7 +20,6 @@ class Status(str, Enum):
 
 ACTIVE = frozenset({Status.READY, Status.RETRYING})
 TERMINAL = frozenset({Status.DISPATCHED})
-NEEDS_ACTION = frozenset({Status.FAILED})
 
 #: (from, to) -> the event that may cause it. Nothing else is allowed.
 TRANSITIONS: dict[tuple[Status, Status], str] = {

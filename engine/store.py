@@ -232,10 +232,6 @@ class Store:
             (webhook_id, activity_id, config_id, config_version, queue, holds, eligible, now, now, now, now))
         return int(cur.lastrowid)
 
-    def activity_row(self, activity_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM activities WHERE id = ?", (activity_id,))
-        return dict(row) if row else None
-
     def activity_view(self, activity_id: str) -> dict[str, Any]:
         """The activity as the API returns it and as it is dispatched (seed shape)."""
         row = self._one(

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatchsim.engine.clock import fmt_offset, parse_iso
-from dispatchsim.providers.durations import parse_duration
 
 
 @dataclass(frozen=True)
@@ -229,4 +228,4 @@ def _has(obj: Any, path: str) -> bool:
     return True
 
 
-__all__ = ["Check", "evaluate", "order_violations", "duplicates", "retry_delays", "parse_duration"]
+__all__ = ["Check", "evaluate", "order_violations", "duplicates", "retry_delays"]

@@ -61,9 +61,6 @@ class RunResult:
     def events_jsonl(self) -> str:
         return "".join(line + "\n" for line in self.events)
 
-    def event_dicts(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.events]
-
 
 Progress = Callable[[float, float], None]
 
