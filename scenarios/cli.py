@@ -57,6 +57,10 @@ def main(args: argparse.Namespace) -> int:
     if args.db and len(scenarios) > 1:
         print("dispatchsim run: --db needs exactly one scenario", file=sys.stderr)
         return 2
+    problem = _check_outputs(args, several=len(scenarios) > 1)
+    if problem:
+        print(f"dispatchsim run: {problem}", file=sys.stderr)
+        return 2
     results: list[RunResult] = []
     tty = sys.stderr.isatty() and not args.quiet
     for sc in scenarios:
@@ -91,6 +95,30 @@ def main(args: argparse.Namespace) -> int:
         ok = sum(r.ok for r in results)
         print(f"{ok}/{len(results)} scenarios passed")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _check_outputs(args: argparse.Namespace, *, several: bool) -> str | None:
+    """Refuse unusable output paths before a long run, not after it; create missing parent folders."""
+    files = [("--json", args.json), ("--junit", args.junit)] + ([] if several else [("--events", args.events)])
+    dirs = [("--record", args.record), ("--plot", args.plot)] + ([("--events", args.events)] if several else [])
+    for flag, value in files:
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            return f"{flag} {value}: is a directory, expected a file"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"{flag} {value}: cannot create its folder ({exc.strerror})"
+    for flag, value in dirs:
+        if value is None:
+            continue
+        try:
+            Path(value).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"{flag} {value}: cannot create this folder ({exc.strerror})"
+    return None
 
 
 def _write_each(results, path: str, several: bool, suffix: str, content) -> None:

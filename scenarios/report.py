@@ -64,10 +64,11 @@ def human(r: RunResult) -> str:
 
 
 def to_json(r: RunResult) -> dict[str, Any]:
+    """The JSON report: byte-identical for the same scenario and seed (no wall-clock times in it)."""
     s = r.scenario
     return {
         "name": s.name, "source": s.source, "seed": s.seed, "clock": s.clock, "ok": r.ok,
-        "simulated_seconds": round(r.elapsed, 6), "wall_seconds": round(r.wall, 3), "idle": r.idle,
+        "simulated_seconds": round(r.elapsed, 6), "idle": r.idle,
         "counts": r.counts, "attempts": len(r.attempts),
         "checks": [{"name": c.name, "ok": c.ok, "expected": c.expected, "observed": c.observed, "line": c.line}
                    for c in r.checks],
