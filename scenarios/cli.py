@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import catalogue
+from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, run_scenario
 from .spec import ScenarioError
@@ -64,10 +65,12 @@ def main(args: argparse.Namespace) -> int:
     results: list[RunResult] = []
     tty = sys.stderr.isatty() and not args.quiet
     for sc in scenarios:
-        progress = _progress(sc.name) if tty else None
-        result = run_scenario(sc, db=args.db, progress=progress)
-        if tty:
-            sys.stderr.write("\r\033[K")
+        progress = ProgressBar(sc, stream=sys.stderr) if tty else None
+        try:
+            result = run_scenario(sc, db=args.db, progress=progress)
+        finally:
+            if progress is not None:
+                progress.close()
         results.append(result)
         if args.quiet:
             print(f"{'PASS' if result.ok else 'FAIL'}  {sc.name}  ({sc.source}, "
@@ -130,14 +133,3 @@ def _write_each(results, path: str, several: bool, suffix: str, content) -> None
     else:
         Path(path).write_text(content(results[0]), encoding="utf-8")
 
-
-def _progress(name: str):
-    from dispatchsim.engine.clock import fmt_offset
-
-    def show(simulated: float, duration: float) -> None:
-        frac = min(1.0, simulated / duration) if duration else 1.0
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r\033[K{name}: [{bar:<30}] {fmt_offset(simulated)[1:]} simulated")
-        sys.stderr.flush()
-
-    return show

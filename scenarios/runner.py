@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dispatchsim.engine import ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
 from dispatchsim.engine.clock import fmt_offset
@@ -62,7 +62,17 @@ class RunResult:
         return "".join(line + "\n" for line in self.events)
 
 
-Progress = Callable[[float, float], None]
+class Progress(Protocol):
+    """Follows a run as it goes (``scenarios.progress.ProgressBar`` draws it on a terminal)."""
+
+    def begin(self, now: Callable[[], float]) -> None:
+        """The engine is open (again, after a simulated crash); ``now`` reads the run's clock."""
+
+    def event(self, event: dict[str, Any]) -> None:
+        """One engine event, as logged."""
+
+    def tick(self) -> None:
+        """The timeline or the drain made a step."""
 
 
 def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
@@ -99,7 +109,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     await endpoints.start()
     names: dict[str, str] = {}
     sanitize = _Sanitizer()
-    run = _Run(scenario, clock, db, endpoints, events, key_events, sanitize)
+    run = _Run(scenario, clock, db, endpoints, events, key_events, sanitize, progress)
     try:
         for name in (scenario.simulated.endpoints if scenario.simulated else {}):
             sanitize.add(endpoints.url(name), f"sim://{name}")
@@ -108,9 +118,9 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         await run.setup()
         for cfg in scenario.configurations:
             names[cfg.id] = cfg.provider
-        await run.timeline(progress)
+        await run.timeline()
         remaining = max(0.0, scenario.duration - (clock.now() - t0))
-        idle = await run.drain(remaining, progress)
+        idle = await run.drain(remaining)
         deliveries = await run.engine.deliveries()
         attempts = await run.engine.attempts()
         activities = [row[0] for row in run.engine.store.conn.execute("SELECT id FROM activities ORDER BY seq")]
@@ -164,7 +174,8 @@ class _Sanitizer:
 
 class _Run:
     def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
-                 events: list[str], key_events: list[tuple[float, str]], sanitize: _Sanitizer) -> None:
+                 events: list[str], key_events: list[tuple[float, str]], sanitize: _Sanitizer,
+                 progress: Progress | None = None) -> None:
         self.s = scenario
         self.clock = clock
         self.db = db
@@ -172,6 +183,7 @@ class _Run:
         self.events = events
         self.key_events = key_events
         self.sanitize = sanitize
+        self.progress = progress
         self.engine: Engine | None = None  # type: ignore[assignment]
         self.closed = False
         self.t0 = clock.now()
@@ -211,6 +223,9 @@ class _Run:
     async def open(self) -> None:
         self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed)
         self.engine.subscribe(self._sink)
+        if self.progress is not None:
+            self.engine.subscribe(self.progress.event)
+            self.progress.begin(self.clock.now)
         self.closed = False
         self.msg = None
         if self.s.accounts:
@@ -274,7 +289,7 @@ class _Run:
             self.refused[cid] = reason
             self.note(f"configuration {cid} NOT activated: {reason.split('failed: ', 1)[-1]}")
 
-    async def timeline(self, progress: Progress | None) -> None:
+    async def timeline(self) -> None:
         """Expand generators into single steps, then play them in time order with the dispatcher running."""
         steps: list[tuple[float, int, Event, int]] = []
         for ev in self.s.timeline:
@@ -285,7 +300,6 @@ class _Run:
                 steps.append((ev.at, ev.index, ev, 0))
         steps.sort(key=lambda s: (s[0], s[1], s[3]))
         self._start()
-        last_progress = 0.0
         for at, _, ev, k in steps:
             wait = self.t0 + at - self.clock.now()
             if wait > 0:
@@ -296,12 +310,11 @@ class _Run:
                 await self._message(ev, k)
             else:
                 await self._apply(ev)
-            if progress and at - last_progress >= 60:
-                progress(at, self.s.duration)
-                last_progress = at
+            if self.progress is not None:
+                self.progress.tick()
         await self._stop()
 
-    async def drain(self, remaining: float, progress: Progress | None) -> bool:
+    async def drain(self, remaining: float) -> bool:
         await self._stop()
         end = self.clock.now() + remaining
         while True:
@@ -311,8 +324,8 @@ class _Run:
             summary = await self.engine.run_until_idle(max_time=min(left, 3600))
             if self.msg is not None:
                 await self.msg.run_until_idle(max_time=max(0.0, min(end - self.clock.now(), 3600)))
-            if progress:
-                progress(self.clock.now() - self.t0, self.s.duration)
+            if self.progress is not None:
+                self.progress.tick()
             if summary.idle and self._message_idle():
                 return True
 
