@@ -5,8 +5,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from dispatchsim.engine.clock import iso
-from dispatchsim.engine.store import Store
+from dispatchsim.engine import Store, iso
 
 
 def print_status(db: str, out: TextIO = sys.stdout) -> int:
@@ -15,29 +14,25 @@ def print_status(db: str, out: TextIO = sys.stdout) -> int:
         return 2
     store = Store(db)
     try:
-        c = store.conn
         counts = store.counts()
         out.write(f"{db} (schema v{store.schema_version})\n")
         out.write("deliveries: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "\n")
-        rows = c.execute("SELECT queue, status, COUNT(*) AS n FROM deliveries GROUP BY queue, status"
-                         " ORDER BY queue, status").fetchall()
+        rows = store.queue_status_counts()
         if rows:
             out.write("per queue:\n")
-            for r in rows:
-                out.write(f"  {r['queue']:<40} {r['status']:<10} {r['n']}\n")
-        oldest = c.execute("SELECT id, queue, created_at FROM deliveries WHERE status IN ('READY','RETRYING')"
-                           " ORDER BY created_at, id LIMIT 1").fetchone()
+            for queue, status, n in rows:
+                out.write(f"  {queue:<40} {status:<10} {n}\n")
+        oldest = store.oldest_pending()
         if oldest:
-            out.write(f"oldest pending: delivery {oldest['id']} in {oldest['queue']} since {iso(oldest['created_at'])}\n")
-        blocked = c.execute("SELECT id, queue FROM deliveries WHERE status = 'FAILED' AND holds = 1").fetchall()
-        for b in blocked:
-            out.write(f"blocked queue: {b['queue']} (FAILED head: delivery {b['id']}; force-retry or skip it)\n")
-        failures = c.execute("SELECT id, queue, failed_reason, last_error FROM deliveries WHERE status = 'FAILED'"
-                             " ORDER BY updated_at DESC LIMIT 5").fetchall()
+            did, queue, created = oldest
+            out.write(f"oldest pending: delivery {did} in {queue} since {iso(created)}\n")
+        for did, queue in store.blocked_heads():
+            out.write(f"blocked queue: {queue} (FAILED head: delivery {did}; force-retry or skip it)\n")
+        failures = store.recent_failures(5)
         if failures:
             out.write("recent failures:\n")
-            for f in failures:
-                out.write(f"  delivery {f['id']} ({f['queue']}): {f['failed_reason']}: {f['last_error']}\n")
+            for did, queue, reason, error in failures:
+                out.write(f"  delivery {did} ({queue}): {reason}: {error}\n")
         _health(store, out)
     finally:
         store.close()
@@ -46,16 +41,13 @@ def print_status(db: str, out: TextIO = sys.stdout) -> int:
 
 def _health(store: Store, out: TextIO, notifications: int = 5) -> None:
     """Inactive configurations (auto-disabled ones with their reason), circuits, latest notifications."""
-    c = store.conn
-    inactive = c.execute("SELECT id, inactive_reason, inactive_since FROM configurations"
-                         " WHERE active = 0 AND deleted = 0 ORDER BY id").fetchall()
+    inactive = store.inactive_configs()
     if inactive:
         out.write("inactive configurations (pending deliveries wait; activate to resume):\n")
-        for r in inactive:
-            since = f" since {iso(r['inactive_since'])}" if r["inactive_since"] is not None else ""
-            out.write(f"  {r['id']:<40}{since}: {r['inactive_reason'] or 'not activated'}\n")
-    circuits = c.execute("SELECT config_id, circuit, circuit_until, consecutive_failures, failing_since"
-                         " FROM endpoint_health ORDER BY config_id").fetchall()
+        for cid, reason, since_at in inactive:
+            since = f" since {iso(since_at)}" if since_at is not None else ""
+            out.write(f"  {cid:<40}{since}: {reason or 'not activated'}\n")
+    circuits = store.health_rows()
     if circuits:
         out.write("endpoint health:\n")
         for r in circuits:
@@ -67,10 +59,9 @@ def _health(store: Store, out: TextIO, notifications: int = 5) -> None:
                 if r["failing_since"] is not None:
                     line += f" since {iso(r['failing_since'])}"
             out.write(line + "\n")
-    notes = c.execute("SELECT at, kind, config_id, message, delivery FROM notifications"
-                      " ORDER BY id DESC LIMIT ?", (notifications,)).fetchall()
+    notes = store.latest_notifications(notifications)
     if notes:
         out.write("latest notifications:\n")
-        for n in reversed(notes):
+        for n in notes:
             sent = f" [operator webhook: {n['delivery']}]" if n["delivery"] else ""
             out.write(f"  {iso(n['at'])} {n['kind']:<21} {n['config_id']}: {n['message']}{sent}\n")

@@ -1,17 +1,22 @@
 """dispatchsim engine: the sender side of Reten dispatch / Reteno webhooks, on SQLite."""
 from __future__ import annotations
 
-from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, run_virtual
-from .core import Engine, RunSummary
+from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
+from .config import CONFIG_FIELDS, REDACTED
+from .core import ActivityPage, Engine, ResultSubmission, RunSummary
 from .errors import (ActivationRefused, ActivityError, ConfigError, DispatchsimError, InvalidTransition,
-                     NotFound)
+                     NotFound, PayloadUnmappable, ResultConflict)
+from .events import MessageEvents
 from .policy import PRESETS, OrderingPolicy, RetryPolicy, Timeouts, delay
-from .sender import Outcome, OutcomeKind
+from .sender import VERSION, Outcome, OutcomeKind
 from .states import ACTIVE, TERMINAL, TRANSITIONS, Status
+from .store import Store
+from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
 
 __all__ = [
-    "ACTIVE", "ActivationRefused", "ActivityError", "Clock", "ConfigError", "DispatchsimError", "Engine",
-    "InvalidTransition", "NotFound", "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "RealClock",
-    "RetryPolicy", "RunSummary", "Status", "TERMINAL", "TRANSITIONS", "Timeouts", "VirtualClock", "delay", "iso",
-    "new_virtual_loop", "run_virtual",
+    "ACTIVE", "ActivationRefused", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "Clock",
+    "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
+    "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",
+    "ResultConflict", "ResultSubmission", "RetryPolicy", "RunSummary", "Status", "Store", "TERMINAL", "TRANSITIONS",
+    "Timeouts", "VERSION", "VirtualClock", "WalCheckpointer", "delay", "iso", "new_virtual_loop", "parse_iso", "run_virtual",
 ]

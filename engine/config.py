@@ -234,6 +234,9 @@ def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
         circuit_breaker=circuit_breaker_from(data.get("circuit_breaker")),
         auto_disable=auto_disable_from(data.get("auto_disable")),
     )
+    if REDACTED in snap.secrets():
+        raise ConfigError("secrets are write-only: send the real value (reads show ***), or leave"
+                          " auth/signing_secret out of the edit to keep them")
     return snap, warnings
 
 

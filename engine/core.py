@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .clock import Clock, RealClock, VirtualClock, iso
-from .config import Snapshot, build_snapshot, redact_url
-from .dispatcher import Dispatcher, PayloadUnmappable, Prepared
-from .errors import ActivationRefused, ConfigError, DispatchsimError, NotFound
+from .config import CONFIG_FIELDS, Snapshot, build_snapshot, redact_url
+from .dispatcher import Dispatcher, Prepared
+from .errors import ActivationRefused, ConfigError, DispatchsimError, NotFound, PayloadUnmappable, ResultConflict
 from .log import Redactor, make_logger
 from .payload import DISPATCHED_TYPES, build_stored_payload
 from .sender import Sender
 from .states import Status
-from .store import Store
+from .store import AttemptResult, Store
+from .store_queries import ActivityFilter
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
@@ -34,6 +35,22 @@ class RunSummary:
     @property
     def elapsed(self) -> float:
         return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class ActivityPage:
+    """One page of an activity listing, oldest first."""
+
+    items: list[dict[str, Any]]
+    next_after: int | None  #: pass as ``after`` for the next page; None on the last page
+
+
+@dataclass(frozen=True)
+class ResultSubmission:
+    """What a result submission did: ``created`` is False when the same result was already there."""
+
+    activity: dict[str, Any]
+    created: bool
 
 
 def _check_id(kind: str, value: Any) -> str:
@@ -168,7 +185,9 @@ class Engine:
 
         An active configuration whose endpoint or auth changes is verified again first.
         """
-        cfg = self._config(config_id)
+        if not changes:
+            raise ConfigError(f"nothing to change; send one or more of {', '.join(CONFIG_FIELDS)}")
+        cfg = self.config(config_id)
         current = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"])).to_dict(redact=False)
         for key in ("mapping_digest",):
             current.pop(key, None)
@@ -185,7 +204,7 @@ class Engine:
 
     async def activate(self, config_id: str) -> dict[str, Any]:
         """Send the verification GET; only a 2xx activates (as Reteno does on save)."""
-        cfg = self._config(config_id)
+        cfg = self.config(config_id)
         snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"]))
         await self._verify(config_id, snap)
         self.store.set_config_active(config_id, True, self.clock.now())
@@ -207,17 +226,18 @@ class Engine:
 
     async def deactivate(self, config_id: str, reason: str = "manual") -> dict[str, Any]:
         """Pause: no new deliveries, and those already created wait (nothing is sent) until re-activation."""
-        self._config(config_id)
+        self.config(config_id)
         self.store.set_config_active(config_id, False, self.clock.now(), reason)
         self.log.info("config.deactivated", config_id=config_id, reason=reason)
         return self.config_view(config_id)
 
     async def delete_config(self, config_id: str) -> None:
-        self._config(config_id)
+        self.config(config_id)
         self.store.delete_config(config_id, self.clock.now())
         self.log.info("config.deleted", config_id=config_id)
 
-    def _config(self, config_id: str) -> dict[str, Any]:
+    def config(self, config_id: str) -> dict[str, Any]:
+        """The stored configuration row (NotFound when it does not exist or was deleted)."""
         cfg = self.store.config(config_id)
         if cfg is None or cfg["deleted"]:
             raise NotFound(f"configuration {config_id!r} not found")
@@ -225,7 +245,7 @@ class Engine:
 
     def config_view(self, config_id: str) -> dict[str, Any]:
         """The configuration as any read API shows it: secrets replaced by ``***``."""
-        cfg = self._config(config_id)
+        cfg = self.config(config_id)
         snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"]))
         return {
             "id": cfg["id"], "tenant_id": cfg["tenant_id"], "provider_id": cfg["provider_id"],
@@ -281,7 +301,7 @@ class Engine:
     def _new_activity_id(self) -> str:
         if self.seed is None:
             return str(uuid.uuid4())
-        n = self.store.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM activities").fetchone()[0]
+        n = self.store.next_activity_seq()
         digest = hashlib.sha256(f"{self.seed}:activity:{n}".encode()).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
@@ -293,14 +313,39 @@ class Engine:
         return self.store.activity_view(activity_id)
 
     async def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
-                              after: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
-        return self.store.list_activities(tenant_id=tenant_id, channel=channel, after_seq=after, limit=limit)
+                              status: str | None = None, dispatch_status: str | None = None,
+                              created_from: float | None = None, created_to: float | None = None,
+                              after: int = 0, limit: int = 100) -> ActivityPage:
+        """Activities matching every given filter, oldest first, ``limit`` at a time after ``after``.
 
-    async def submit_result(self, activity_id: str, result: Any) -> dict[str, Any]:
-        """``POST /api/integration/activity-results/tasks``: fills ``activityResult``."""
-        self.store.set_result(activity_id, result)
+        ``status`` is the payload's status (e.g. PENDING); ``dispatch_status`` keeps activities with
+        at least one delivery in that status; ``created_from`` is inclusive, ``created_to`` exclusive.
+        """
+        if dispatch_status is not None and dispatch_status not in {s.value for s in Status}:
+            raise DispatchsimError(f"dispatch_status: one of {', '.join(s.value for s in Status)}")
+        f = ActivityFilter(tenant_id=tenant_id, channel=channel, status=status, dispatch_status=dispatch_status,
+                           created_from=created_from, created_to=created_to)
+        rows = self.store.activity_page(f, after_seq=after, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return ActivityPage(items=[self.store.activity_view(aid) for _, aid in rows],
+                            next_after=rows[-1][0] if more and rows else None)
+
+    async def submit_result(self, activity_id: str, result: dict[str, Any]) -> ResultSubmission:
+        """``POST /api/integration/activity-results/tasks``: fills ``activityResult`` once.
+
+        The same result again is a no-op (``created`` False); a different one raises
+        :class:`ResultConflict` and changes nothing. ``submittedAt`` is stamped here.
+        """
+        stamped = {**result, "submittedAt": iso(self.clock.now())}
+        current = self.store.set_result(activity_id, stamped)
+        if current is not None:
+            if {k: v for k, v in current.items() if k != "submittedAt"} != result:
+                raise ResultConflict(f"activity {activity_id} already has a different result; results are"
+                                     " accepted once per activity", current=current)
+            return ResultSubmission(activity=self.store.activity_view(activity_id), created=False)
         self.log.info("activity.result", activity_id=activity_id)
-        return self.store.activity_view(activity_id)
+        return ResultSubmission(activity=self.store.activity_view(activity_id), created=True)
 
     async def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
         return [_delivery_view(d) for d in self.store.deliveries(**filters)]
@@ -342,7 +387,7 @@ class Engine:
 
     async def recover_since(self, config_id: str, since: float) -> list[int]:
         """Re-queue every FAILED delivery of ``config_id`` created since ``since``, in original order."""
-        self._config(config_id)
+        self.config(config_id)
         return await self.force_retry_where(config_id=config_id, since=since)
 
     async def replay(self, delivery_id: int) -> dict[str, Any]:
@@ -354,9 +399,7 @@ class Engine:
         prep = self.prepared(d["config_id"], d["config_version"])
         attempt_id = self.store.start_replay(delivery_id, self.clock.now())
         payload = self.store.activity_view(d["activity_id"])
-        from .dispatcher import PayloadUnmappable
         from .sender import Request, encode_body
-        from .store import AttemptResult
         snap = prep.snapshot
         try:
             body = encode_body(prep.mapper(payload) if prep.mapper else payload)
@@ -376,13 +419,17 @@ class Engine:
                       outcome=out.kind.value, status=d["status"])
         return [a for a in await self.attempts(delivery_id) if a["id"] == attempt_id][0]
 
-    async def notifications(self, config_id: str | None = None) -> list[dict[str, Any]]:
-        """Operator notifications (auto-disable, circuit changes), oldest first."""
-        return [{**n, "at": iso(n["at"])} for n in self.store.notifications(config_id)]
+    async def notifications(self, config_id: str | None = None, *,
+                            tenant_id: str | None = None) -> list[dict[str, Any]]:
+        """Operator notifications (auto-disable, circuit changes), oldest first: of one configuration,
+        or of a tenant's configurations, or all."""
+        mine = {c["id"] for c in self.store.configs(tenant_id)} if tenant_id is not None else None
+        return [{**n, "at": iso(n["at"])} for n in self.store.notifications(config_id)
+                if mine is None or n["config_id"] in mine]
 
     def health(self, config_id: str) -> dict[str, Any]:
         """Circuit state and failure streak of a configuration's endpoint."""
-        self._config(config_id)
+        self.config(config_id)
         st = self.dispatcher._health.get(config_id)
         if st is None:
             return {"circuit": "closed", "circuit_until": None, "consecutive_failures": 0, "failing_since": None}

@@ -16,11 +16,8 @@ from .clock import Clock, iso
 from .config import Auth, Snapshot
 from .health import Change, EndpointState, record, tick
 from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
+from .errors import PayloadUnmappable
 from .store import AttemptResult, Claim, Store
-
-
-class PayloadUnmappable(Exception):
-    """The payload cannot be mapped for this provider (resending cannot fix it)."""
 
 
 @dataclass(frozen=True)

@@ -27,3 +27,15 @@ class InvalidTransition(DispatchsimError):
 
 class ActivityError(DispatchsimError):
     """The activity is invalid; nothing was stored."""
+
+
+class ResultConflict(DispatchsimError):
+    """The activity already has a different result; results are accepted once per activity."""
+
+    def __init__(self, message: str | None = None, *, current: object = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class PayloadUnmappable(DispatchsimError):
+    """The payload cannot be mapped for this provider (resending cannot fix it)."""

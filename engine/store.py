@@ -20,6 +20,7 @@ import sqlite_utils
 from .errors import InvalidTransition, NotFound
 from .payload import render
 from .states import Status
+from .store_queries import QueryOps
 
 _ACTIVE_SQL = "('READY', 'RETRYING')"
 
@@ -68,7 +69,9 @@ class AttemptResult:
     excerpt: str | None = None
 
 
-class Store:
+class Store(QueryOps):
+    """The SQLite store: one file (WAL), one connection, named operations."""
+
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -242,17 +245,21 @@ class Store:
         result = json.loads(row["result"]) if row["result"] is not None else None
         return render(json.loads(row["payload"]), can_force_retry=bool(row["failed"]), result=result)
 
-    def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
-                        after_seq: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
-        sql = ("SELECT seq, id FROM activities WHERE seq > ?" + (" AND tenant_id = ?" if tenant_id else "")
-               + (" AND channel = ?" if channel else "") + " ORDER BY seq LIMIT ?")
-        params: list[Any] = [after_seq] + ([tenant_id] if tenant_id else []) + ([channel] if channel else []) + [limit]
-        return [(r["seq"], self.activity_view(r["id"])) for r in self.conn.execute(sql, params)]
 
-    def set_result(self, activity_id: str, result: Any) -> None:
-        cur = self.conn.execute("UPDATE activities SET result = ? WHERE id = ?", (_dumps(result), activity_id))
-        if cur.rowcount != 1:
+    def set_result(self, activity_id: str, result: Any) -> Any | None:
+        """Store the activity's result unless it has one: returns None when stored, else the result it has.
+
+        The guard is in the UPDATE, so two concurrent submissions cannot both win.
+        """
+        with self.tx() as c:
+            cur = c.execute("UPDATE activities SET result = ? WHERE id = ? AND result IS NULL",
+                            (_dumps(result), activity_id))
+            if cur.rowcount == 1:
+                return None
+            row = c.execute("SELECT result FROM activities WHERE id = ?", (activity_id,)).fetchone()
+        if row is None:
             raise NotFound(f"activity {activity_id!r} not found")
+        return json.loads(row[0])
 
     def delivery(self, delivery_id: int) -> dict[str, Any]:
         row = self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))

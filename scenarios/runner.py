@@ -123,7 +123,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         idle = await run.drain(remaining)
         deliveries = await run.engine.deliveries()
         attempts = await run.engine.attempts()
-        activities = [row[0] for row in run.engine.store.conn.execute("SELECT id FROM activities ORDER BY seq")]
+        activities = run.engine.store.activity_ids()
         notifications = await run.engine.notifications()
         inactive = [c["id"] for c in run.engine.store.configs() if not c["active"]]
         await endpoints.settle()

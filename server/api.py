@@ -6,6 +6,7 @@ stores nothing. Keys: ``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``.
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -14,14 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import api_queries as q
-from dispatchsim.engine.clock import iso, parse_iso
-from dispatchsim.engine.config import CONFIG_FIELDS, REDACTED
-from dispatchsim.engine.errors import (ActivationRefused, ActivityError, ConfigError, DispatchsimError, InvalidTransition,
-                     NotFound)
+from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ConfigError, DispatchsimError,
+                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, iso, parse_iso)
+
 from .keys import KeyRing, Principal
 from .openapi import openapi_document
-from dispatchsim.engine.states import Status
+from .prometheus import prometheus_text
 
 MAX_BODY = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/openapi.json"})
@@ -75,6 +74,11 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
         return problem_response(request, Problem(422, "activation-refused", str(exc), reason=str(exc)))
     except InvalidTransition as exc:
         return problem_response(request, Problem(409, "invalid-transition", str(exc)))
+    except ResultConflict as exc:
+        return problem_response(request, Problem(409, "result-exists", str(exc), activityResult=exc.current))
+    except PayloadUnmappable as exc:
+        return problem_response(request, Problem(422, "unmappable",
+                                                 f"the payload cannot be mapped for this provider: {exc}"))
     except (ConfigError, ActivityError) as exc:
         return problem_response(request, Problem(400, "invalid", str(exc)))
     except DispatchsimError as exc:
@@ -241,6 +245,22 @@ def _delivery_id(request: web.Request) -> int:
     return int(raw)
 
 
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"a:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The last ``seq`` seen; a 400 for anything that is not one of our cursors."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raw = ""
+    kind, _, num = raw.partition(":")
+    if kind != "a" or not num.isdigit():
+        raise Problem(400, "invalid", "cursor: not a cursor returned by this API")
+    return int(num)
+
+
 def _no_body(request: web.Request) -> None:
     if request.content_length:
         raise Problem(400, "invalid", "this call takes no request body")
@@ -251,7 +271,7 @@ def _no_body(request: web.Request) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
-    engine.store.conn.execute("SELECT 1").fetchone()
+    engine.store.ping()
     return web.json_response({"status": "ok", "uptime": round(time.monotonic() - request.app[STARTED_KEY], 3),
                               "in_flight": engine.dispatcher.in_flight})
 
@@ -264,7 +284,7 @@ async def metrics(request: web.Request) -> web.Response:
         extra = {"dispatchsim_event_batches_open": counts["READY"] + counts["RETRYING"],
                  "dispatchsim_event_batches_dispatched": counts["DISPATCHED"],
                  "dispatchsim_events_unbatched": counts["unbatched_events"]}
-    text = q.prometheus_text(q.metrics(engine.store), extra=extra)
+    text = prometheus_text(engine.store.metrics(), extra=extra)
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Prometheus-Format": "0.0.4"})
 
@@ -322,16 +342,6 @@ _CONFIG_TYPES = {f: {"endpoint_url": "string", "signing_secret": "string?", "ret
                      "ordering": "preset?"}.get(f, "object?") for f in CONFIG_FIELDS}
 
 
-def _check_secrets(body: dict[str, Any]) -> None:
-    """Secrets are write-only: a read shows ``***``; sending that back would overwrite the real one."""
-    auth = body.get("auth") or {}
-    values = [body.get("signing_secret")] + [auth.get(k) for k in ("value", "token", "password")
-                                             if isinstance(auth, dict)]
-    if REDACTED in values:
-        raise Problem(400, "invalid", "secrets are write-only: send the real value (reads show ***), or leave"
-                                      " auth/signing_secret out of the edit to keep them")
-
-
 async def list_configs(request: web.Request) -> web.Response:
     qs = _query(request, {"tenant_id"})
     engine = request.app[ENGINE_KEY]
@@ -348,7 +358,6 @@ async def create_config(request: web.Request) -> web.Response:
     check_fields(body, required={"provider_id": "string", "channel": "string", "endpoint_url": "string"},
                  optional={"tenant_id": "string", "id": "string",
                            **{k: v for k, v in _CONFIG_TYPES.items() if k != "endpoint_url"}})
-    _check_secrets(body)
     tenant = _tenant_of_call(request, body.pop("tenant_id", None))
     fields = {k: v for k, v in body.items() if k in CONFIG_FIELDS}
     view = await request.app[ENGINE_KEY].add_config(tenant, body["provider_id"], body["channel"],
@@ -358,11 +367,7 @@ async def create_config(request: web.Request) -> web.Response:
 
 def _owned_config(request: web.Request) -> str:
     cid = request.match_info["config_id"]
-    engine = request.app[ENGINE_KEY]
-    cfg = engine.store.config(cid)
-    if cfg is None or cfg["deleted"]:
-        raise NotFound(f"configuration {cid!r} not found")
-    _allow(request, cfg["tenant_id"])
+    _allow(request, request.app[ENGINE_KEY].config(cid)["tenant_id"])
     return cid
 
 
@@ -375,11 +380,8 @@ async def edit_config(request: web.Request) -> web.Response:
     cid = _owned_config(request)
     body = await read_json(request)
     check_fields(body, optional=_CONFIG_TYPES)
-    if not body:
-        raise Problem(400, "invalid", f"nothing to change; send one or more of {', '.join(CONFIG_FIELDS)}")
     if "endpoint_url" in body and body["endpoint_url"] is None:
         raise Problem(400, "invalid", "endpoint_url: must not be null")
-    _check_secrets(body)
     return web.json_response(await request.app[ENGINE_KEY].edit_config(cid, **body))
 
 
@@ -415,27 +417,19 @@ async def list_activities(request: web.Request) -> web.Response:
     p = _principal(request)
     if not p.admin and qs.get("tenant_id") not in (None, p.tenant_id):
         raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
-    ds = qs.get("dispatch_status")
-    if ds is not None and ds not in {s.value for s in Status}:
-        raise Problem(400, "invalid", f"dispatch_status: one of {', '.join(s.value for s in Status)}")
-    after = 0
-    if "cursor" in qs:
-        try:
-            after = q.decode_cursor(qs["cursor"])
-        except ValueError as exc:
-            raise Problem(400, "invalid", str(exc)) from None
-    f = q.ActivityFilter(tenant_id=qs.get("tenant_id") if p.admin else p.tenant_id, channel=qs.get("channel"),
-                         status=qs.get("status"), dispatch_status=ds,
-                         created_from=_time_param("created_from", qs.get("created_from")),
-                         created_to=_time_param("created_to", qs.get("created_to")))
-    items, cursor = q.list_activities(request.app[ENGINE_KEY].store, f, after_seq=after,
-                                      limit=_limit(qs.get("limit")))
-    return web.json_response({"items": items, "next_cursor": cursor})
+    page = await request.app[ENGINE_KEY].list_activities(
+        tenant_id=qs.get("tenant_id") if p.admin else p.tenant_id, channel=qs.get("channel"),
+        status=qs.get("status"), dispatch_status=qs.get("dispatch_status"),
+        created_from=_time_param("created_from", qs.get("created_from")),
+        created_to=_time_param("created_to", qs.get("created_to")),
+        after=decode_cursor(qs["cursor"]) if "cursor" in qs else 0, limit=_limit(qs.get("limit")))
+    cursor = encode_cursor(page.next_after) if page.next_after is not None else None
+    return web.json_response({"items": page.items, "next_cursor": cursor})
 
 
 def _owned_activity(request: web.Request) -> str:
     aid = request.match_info["activity_id"]
-    _allow(request, q.activity_tenant(request.app[ENGINE_KEY].store, aid))
+    _allow(request, request.app[ENGINE_KEY].store.activity_tenant(aid))
     return aid
 
 
@@ -451,7 +445,7 @@ async def activity_deliveries(request: web.Request) -> web.Response:
 
 def _owned_delivery(request: web.Request) -> int:
     did = _delivery_id(request)
-    _allow(request, q.delivery_tenant(request.app[ENGINE_KEY].store, did))
+    _allow(request, request.app[ENGINE_KEY].store.delivery_tenant(did))
     return did
 
 
@@ -491,19 +485,12 @@ async def submit_result(request: web.Request) -> web.Response:
         raise Problem(400, "invalid", "status: must not be empty (e.g. COMPLETED)")
     if body.get("completedAt") is not None:
         body["completedAt"] = iso(_time_param("completedAt", body["completedAt"]) or 0.0)
-    _allow(request, q.activity_tenant(request.app[ENGINE_KEY].store, aid))
     engine = request.app[ENGINE_KEY]
+    _allow(request, engine.store.activity_tenant(aid))
     result = {"status": body["status"], "result": body.get("result"), "completedAt": body.get("completedAt"),
               "comment": body.get("comment")}
-    current = (await engine.activity(aid))["activityResult"]
-    if current is not None:
-        same = {k: v for k, v in current.items() if k != "submittedAt"} == result
-        if same:
-            return web.json_response(await engine.activity(aid), status=200)
-        raise Problem(409, "result-exists", f"activity {aid} already has a different result; results are"
-                                            " accepted once per activity", activityResult=current)
-    activity = await engine.submit_result(aid, {**result, "submittedAt": iso(engine.clock.now())})
-    return web.json_response(activity, status=201)
+    done = await engine.submit_result(aid, result)
+    return web.json_response(done.activity, status=201 if done.created else 200)
 
 
 # -- message events ------------------------------------------------------------------------
@@ -524,7 +511,6 @@ async def put_webhook(request: web.Request) -> web.Response:
     check_fields(body, required={"url": "string"},
                  optional={"auth": "object?", "signing_secret": "string?", "batch_size": "integer",
                            "max_wait": "number", "retry": "object?", "timeouts": "object?"})
-    _check_secrets(body)
     return web.json_response(await events.configure_webhook(account, {k: v for k, v in body.items()
                                                                       if v is not None}))
 
@@ -566,12 +552,7 @@ async def replay_delivery(request: web.Request) -> web.Response:
     """Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt (409 otherwise)."""
     did = _owned_delivery(request)
     _no_body(request)
-    from dispatchsim.engine.dispatcher import PayloadUnmappable
-
-    try:
-        return web.json_response(await request.app[ENGINE_KEY].replay(did))
-    except PayloadUnmappable as exc:
-        raise Problem(422, "unmappable", f"the payload cannot be mapped for this provider: {exc}") from None
+    return web.json_response(await request.app[ENGINE_KEY].replay(did))
 
 
 async def recover_config(request: web.Request) -> web.Response:
@@ -605,14 +586,10 @@ async def list_notifications(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     tenant = qs.get("tenant_id") if p.admin else p.tenant_id
     if "config_id" in qs:
-        cfg = engine.store.config(qs["config_id"])
-        if cfg is None or cfg["deleted"]:
-            raise NotFound(f"configuration {qs['config_id']!r} not found")
-        _allow(request, cfg["tenant_id"])
-        mine = {cfg["id"]}
+        _allow(request, engine.config(qs["config_id"])["tenant_id"])
+        items = await engine.notifications(qs["config_id"])
     else:
-        mine = {c["id"] for c in engine.store.configs(tenant)} if tenant else None
-    items = [n for n in await engine.notifications() if mine is None or n["config_id"] in mine]
+        items = await engine.notifications(tenant_id=tenant or None)
     return web.json_response({"items": items[-_limit(qs.get("limit")):]})
 
 

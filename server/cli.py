@@ -5,7 +5,7 @@ import argparse
 import asyncio
 import sys
 
-from dispatchsim.engine.errors import DispatchsimError
+from dispatchsim.engine import DispatchsimError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def _keys_create(args: argparse.Namespace) -> int:
     import time
 
     from dispatchsim.server.keys import create_key
-    from dispatchsim.engine.store import Store
+    from dispatchsim.engine import Store
 
     if bool(args.admin) == bool(args.tenant):
         print("dispatchsim keys create: give exactly one of --admin or --tenant ID", file=sys.stderr)
@@ -61,9 +61,9 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from dispatchsim.engine.clock import iso
+    from dispatchsim.engine import iso
     from dispatchsim.server.keys import list_keys
-    from dispatchsim.engine.store import Store
+    from dispatchsim.engine import Store
 
     store = Store(args.db)
     try:

@@ -10,8 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from dispatchsim.engine.errors import ConfigError, NotFound
-from dispatchsim.engine.store import Store
+from dispatchsim.engine import ConfigError, NotFound, Store
 
 KEY_PREFIX = "dsk_"
 
@@ -41,14 +40,12 @@ def create_key(store: Store, *, tenant_id: str | None, name: str | None = None, 
         raise ConfigError("api key: at least 16 characters")
     key = key or KEY_PREFIX + secrets.token_urlsafe(24)
     key_id = "key_" + hash_key(key)[:12]
-    store.conn.execute("INSERT INTO api_keys (id, hash, tenant_id, name, created_at) VALUES (?, ?, ?, ?, ?)",
-                       (key_id, hash_key(key), tenant_id, name, now))
+    store.add_api_key(key_id, hash_key(key), tenant_id=tenant_id, name=name, now=now)
     return key_id, key
 
 
 def list_keys(store: Store) -> list[dict[str, Any]]:
-    return [dict(r) for r in store.conn.execute(
-        "SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id")]
+    return store.api_keys()
 
 
 class KeyRing:
@@ -66,6 +63,5 @@ class KeyRing:
         hit = self._extra.get(digest)
         if hit is not None:
             return hit
-        row = self.store.conn.execute("SELECT id, tenant_id FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
-                                      (digest,)).fetchone()
-        return Principal(key_id=row["id"], tenant_id=row["tenant_id"]) if row else None
+        row = self.store.api_key_by_hash(digest)
+        return Principal(key_id=row[0], tenant_id=row[1]) if row else None

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatchsim.engine.config import CONFIG_FIELDS
-from dispatchsim.engine.sender import VERSION
+from dispatchsim.engine import CONFIG_FIELDS, VERSION
 
 
 def _ref(name: str) -> dict[str, str]:

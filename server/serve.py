@@ -18,11 +18,9 @@ from typing import Any, TextIO
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from . import api_queries
+from dispatchsim.engine import ConfigError, Engine, MessageEvents, WalCheckpointer
+
 from .api import make_app
-from dispatchsim.engine.core import Engine
-from dispatchsim.engine.errors import ConfigError
-from dispatchsim.engine.events import MessageEvents
 from .keys import KeyRing
 
 
@@ -100,14 +98,14 @@ class Server:
         self.runner: web.AppRunner | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.port: int | None = None
-        self.checkpointer: api_queries.WalCheckpointer | None = None
+        self.checkpointer: WalCheckpointer | None = None
         self._checkpoint_lock = asyncio.Lock()
 
     async def start(self) -> None:
         engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
                                                  log_format=self.opts.log_format)
         engine.dispatcher.pace(interval=self.opts.dispatch_interval, chunk=self.opts.claim_chunk)
-        self.checkpointer = api_queries.WalCheckpointer(engine.store)
+        self.checkpointer = engine.store.wal_checkpointer()
         self.checkpointer.take_over()
         for tid in self.opts.tenants:
             if engine.store.tenant(tid) is None:
@@ -154,7 +152,7 @@ class Server:
                              event_batches=self.events.store.counts())
 
     async def checkpoint(self) -> None:
-        """WAL checkpoint in a worker thread (see ``api_queries.WalCheckpointer``)."""
+        """WAL checkpoint in a worker thread (see ``dispatchsim.engine.WalCheckpointer``)."""
         async with self._checkpoint_lock:
             if self.checkpointer is not None:
                 await self.checkpointer.run()
@@ -162,7 +160,7 @@ class Server:
     async def retention(self) -> None:
         assert self.engine is not None and self.opts.retention_days
         cutoff = self.engine.clock.now() - self.opts.retention_days * 86400
-        n = api_queries.delete_old_attempts(self.engine.store, cutoff)
+        n = self.engine.store.delete_old_attempts(cutoff)
         self.engine.log.info("serve.retention", deleted_attempts=n, before_days=self.opts.retention_days)
 
     async def stop(self) -> dict[str, int]:
@@ -190,7 +188,7 @@ class Server:
             events.release_all_leases()
         if out["abandoned"]:
             # this process is the only sender on the file: its abandoned attempts can go again at once
-            released = api_queries.release_all_leases(engine.store, engine.clock.now())
+            released = engine.store.release_all_leases(engine.clock.now())
             for did in released:
                 engine.log.warning("attempt.interrupted", delivery_id=did, reason="shutdown deadline passed")
         engine.log.info("serve.stopped", counts=engine.counts(), **out)

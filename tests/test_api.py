@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from dispatchsim.engine import ResultConflict
 from dispatchsim.server.api import ROUTES, make_app
 from dispatchsim.engine.events import MessageEvents
 from dispatchsim.server.keys import KeyRing, create_key
@@ -292,6 +293,32 @@ async def test_results_flow_is_validated_and_idempotent(api: Api, receiver) -> N
     assert status == 409 and body["activityResult"]["status"] == "COMPLETED"
     _, shown = await api.call("GET", f"/api/activities/{act['id']}")
     assert shown["activityResult"] == first["activityResult"]
+
+
+async def test_results_rule_is_the_engines_so_library_and_api_agree(api: Api, receiver) -> None:
+    """A result given through the library is the one the API guards: same again 200, different 409."""
+    await _config(api, receiver.url)
+    _, act = await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    result = {"status": "COMPLETED", "result": None, "completedAt": None, "comment": "by library"}
+    done = await api.engine.submit_result(act["id"], result)
+    url = "/api/integration/activity-results/tasks"
+    status, again = await api.call("POST", url, body={"activity_id": act["id"], **result})
+    assert status == 200 and again == done.activity
+    status, body = await api.call("POST", url, body={"activity_id": act["id"], **result, "comment": "by API"})
+    assert status == 409 and body["activityResult"] == done.activity["activityResult"]
+    with pytest.raises(ResultConflict):
+        await api.engine.submit_result(act["id"], {**result, "comment": "by API"})
+
+
+async def test_secrets_and_empty_edits_refused_alike_through_api(api: Api, receiver) -> None:
+    cfg = await _config(api, receiver.url)
+    path = f"/api/dispatch-configurations/{cfg['id']}"
+    status, body = await api.call("PATCH", path, body={"signing_secret": "***"})
+    assert status == 400 and "write-only" in body["detail"]
+    status, body = await api.call("PATCH", path, body={})
+    assert status == 400 and "nothing to change" in body["detail"]
+    status, body = await api.call("GET", "/api/activities?dispatch_status=NOPE")
+    assert status == 400 and "dispatch_status" in body["detail"]
 
 
 async def test_force_retry_through_the_api(api: Api, receiver) -> None:

@@ -79,3 +79,20 @@ def test_a_users_own_engine_module_does_not_shadow_ours(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_every_sql_statement_lives_in_the_store() -> None:
+    """SQL runs only in files whose path names the store: everyone else calls named store operations."""
+    pattern = re.compile(r"\.(execute|executemany|executescript)\(")
+    offenders = [str(p.relative_to(ROOT)) for part in (*PARTS, "dispatchsim")
+                 for p in (ROOT / part).rglob("*.py")
+                 if "store" not in str(p.relative_to(ROOT)) and pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_server_uses_only_the_engines_public_names() -> None:
+    """Serve mode imports ``dispatchsim.engine`` itself, never its modules (their insides may change)."""
+    pattern = re.compile(r"^\s*(from|import)\s+dispatchsim\.engine\.\w+", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "server").rglob("*.py")
+                 if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []

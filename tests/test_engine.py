@@ -10,7 +10,8 @@ import socket
 
 import pytest
 
-from dispatchsim.engine import ActivationRefused, ConfigError, Engine, InvalidTransition, NotFound
+from dispatchsim.engine import (ActivationRefused, ConfigError, Engine, InvalidTransition, NotFound, ResultConflict,
+                                iso)
 from dispatchsim.engine.payload import PAYLOAD_KEYS
 
 from support import Receiver
@@ -434,7 +435,35 @@ async def test_results_fill_activity_result(engine, receiver, setup_config):
     await setup_config(receiver.url)
     act = await engine.create_activity("acme", ACT)
     res = await engine.submit_result(act["id"], {"status": "COMPLETED", "notes": "visited"})
-    assert res["activityResult"] == {"status": "COMPLETED", "notes": "visited"}
+    assert res.created
+    assert res.activity["activityResult"] == {"status": "COMPLETED", "notes": "visited",
+                                              "submittedAt": iso(engine.clock.now())}
+
+
+async def test_a_second_different_result_is_refused_by_the_engine(engine, receiver, setup_config):
+    """The rule lives in the engine: the same result again is a no-op, a different one a ResultConflict."""
+    await setup_config(receiver.url)
+    act = await engine.create_activity("acme", ACT)
+    first = await engine.submit_result(act["id"], {"status": "COMPLETED"})
+    again = await engine.submit_result(act["id"], {"status": "COMPLETED"})
+    assert first.created and not again.created and again.activity == first.activity
+    with pytest.raises(ResultConflict) as info:
+        await engine.submit_result(act["id"], {"status": "FAILED"})
+    assert info.value.current == first.activity["activityResult"]
+    assert (await engine.activity(act["id"]))["activityResult"] == first.activity["activityResult"]
+    with pytest.raises(NotFound):
+        await engine.submit_result("00000000-0000-4000-8000-000000000000", {"status": "COMPLETED"})
+
+
+async def test_secrets_sent_back_redacted_are_refused_by_the_engine(engine, receiver, setup_config):
+    """Reads show ***; storing *** as a secret would lose the real one, through any door."""
+    cfg = await setup_config(receiver.url)
+    with pytest.raises(ConfigError, match="write-only"):
+        await engine.edit_config(cfg["id"], auth={"type": "bearer", "token": "***"})
+    with pytest.raises(ConfigError, match="write-only"):
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, signing_secret="***")
+    with pytest.raises(ConfigError, match="nothing to change"):
+        await engine.edit_config(cfg["id"])
 
 
 async def test_stop_right_after_start_is_not_lost(engine, receiver, setup_config):

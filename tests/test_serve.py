@@ -206,8 +206,6 @@ def test_keys_cli_stores_only_a_hash(tmp_path, capsys) -> None:
 
 
 def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_path) -> None:
-    from dispatchsim.server.api_queries import delete_old_attempts
-
     store = Store(tmp_path / "r.db")
     try:
         c = store.conn
@@ -224,7 +222,7 @@ def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_path) ->
             for n in (1, 2, 3):
                 c.execute("INSERT INTO attempts (delivery_id, number, started_at, finished_at) VALUES (?, ?, ?, ?)",
                           (did, n, n, n))
-        assert delete_old_attempts(store, before=100) == 2  # delivery 1's first two; its last one is kept
+        assert store.delete_old_attempts(before=100) == 2  # delivery 1's first two; its last one is kept
         left = [tuple(r) for r in c.execute("SELECT delivery_id, number FROM attempts ORDER BY id")]
         assert left == [(1, 3), (2, 1), (2, 2), (2, 3)]
     finally:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from dispatchsim.server.api_queries import WalCheckpointer
 from dispatchsim.engine.errors import ConfigError
 from dispatchsim.server.serve import ServeOptions, load_serve_config
 from dispatchsim.engine.store import Store
@@ -44,7 +43,7 @@ async def test_unpaced_dispatcher_claims_all_due_at_once(engine, receiver, setup
 
 async def test_wal_checkpointer_takes_over_and_completes_the_wal(tmp_path):
     store = Store(tmp_path / "c.db")
-    ck = WalCheckpointer(store)
+    ck = store.wal_checkpointer()
     assert ck.enabled
     ck.take_over()
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
@@ -60,7 +59,7 @@ async def test_wal_checkpointer_takes_over_and_completes_the_wal(tmp_path):
 
 async def test_wal_checkpointer_is_off_for_memory_databases():
     store = Store(":memory:")
-    ck = WalCheckpointer(store)
+    ck = store.wal_checkpointer()
     ck.take_over()
     assert not ck.enabled and await ck.run() == (0, 0)
     ck.close()
