@@ -18,7 +18,7 @@ from aiohttp import web
 
 from dispatchsim.engine import Engine, run_virtual
 from dispatchsim.engine.clock import fmt_offset
-from dispatchsim.engine.payload import example_activity
+from dispatchsim.mapping.activity import example_activity
 
 ENDPOINTS = 10
 DOWN = {0, 3, 7}

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from dispatchsim.engine import Engine
-from dispatchsim.engine.payload import example_activity
+from dispatchsim.mapping.activity import example_activity
 from dispatchsim.engine.sender import encode_body
 
 

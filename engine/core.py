@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from dispatchsim.mapping.activity import DISPATCHED_TYPES
+
 from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, Snapshot, build_snapshot, redact_url
 from .dispatcher import Dispatcher, Prepared
 from .errors import ActivationRefused, ConfigError, DispatchsimError, NotFound, PayloadUnmappable, ResultConflict
 from .log import Redactor, make_logger
-from .payload import DISPATCHED_TYPES, build_stored_payload
+from .payload import build_stored_payload
 from .sender import Sender
 from .states import Status
 from .store import AttemptResult, Store

@@ -1,4 +1,4 @@
-"""The activity payload: the seed's JSON object, field for field.
+"""Activities as the engine accepts and renders them, in the one shape of :mod:`dispatchsim.mapping.activity`.
 
 The stored form keeps everything except the derived fields (``canForceRetryDispatch``,
 ``activityResult``), which the store fills in when it renders an activity, so the payload
@@ -6,46 +6,13 @@ sent always equals what the store returns for that activity at that moment.
 """
 from __future__ import annotations
 
-import random
 from typing import Any
+
+from dispatchsim.mapping.activity import (ACTIVITY_TYPES, DEFAULTS, DERIVED, OBJECT_OR_NULL, PAYLOAD_KEYS,
+                                       STRING_OR_NULL, TIMESTAMPS)
 
 from .clock import iso, parse_iso
 from .errors import ActivityError
-
-#: Top-level keys in the seed's order (Reten dispatch doc, "Activity payload").
-PAYLOAD_KEYS: tuple[str, ...] = (
-    "id", "activityOrigin", "type", "status", "channel", "scheduledAt", "occurredAt", "createdAt",
-    "lifecycleStatus", "lifecycleStatusLabel", "lifecycleStatusDetail", "canForceRetryDispatch",
-    "commerceExternalId", "commerceName", "reason", "userStatus", "commerceAssignment",
-    "activityDetails", "activityResult",
-)
-#: Fields the engine owns; callers cannot set them.
-DERIVED = frozenset({"id", "createdAt", "canForceRetryDispatch", "activityResult"})
-ACTIVITY_TYPES = ("TASK", "MESSAGE")
-#: The seed: "Dispatch for MESSAGE type activities will be available soon."
-DISPATCHED_TYPES = frozenset({"TASK"})
-
-_DEFAULTS: dict[str, Any] = {
-    "activityOrigin": "ACTIVITY",
-    "type": "TASK",
-    "status": "PENDING",
-    "scheduledAt": None,
-    "occurredAt": None,
-    "lifecycleStatus": "SCHEDULED",
-    "lifecycleStatusLabel": None,
-    "lifecycleStatusDetail": None,
-    "commerceExternalId": None,
-    "commerceName": None,
-    "reason": None,
-    "userStatus": None,
-    "commerceAssignment": None,
-    "activityDetails": None,
-}
-_STRING_OR_NULL = ("activityOrigin", "status", "lifecycleStatus", "lifecycleStatusLabel",
-                   "lifecycleStatusDetail", "commerceExternalId", "commerceName", "userStatus")
-_OBJECT_OR_NULL = ("reason", "commerceAssignment", "activityDetails")
-_TIMESTAMPS = ("scheduledAt", "occurredAt")
-
 
 def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: float) -> dict[str, Any]:
     """Validate caller fields and return the stored payload (seed key order, derived fields unset)."""
@@ -64,14 +31,14 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
     typ = data.get("type", "TASK")
     if typ not in ACTIVITY_TYPES:
         problems.append(f"type: must be one of {', '.join(ACTIVITY_TYPES)}, not {typ!r}")
-    for key in _STRING_OR_NULL:
+    for key in STRING_OR_NULL:
         if key in data and data[key] is not None and not isinstance(data[key], str):
             problems.append(f"{key}: must be a string or null")
-    for key in _OBJECT_OR_NULL:
+    for key in OBJECT_OR_NULL:
         if key in data and data[key] is not None and not isinstance(data[key], dict):
             problems.append(f"{key}: must be an object or null")
     stamps: dict[str, str | None] = {}
-    for key in _TIMESTAMPS:
+    for key in TIMESTAMPS:
         value = data.get(key)
         if value is None:
             stamps[key] = None
@@ -92,10 +59,10 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
             out[key] = iso(created_at)
         elif key in ("canForceRetryDispatch", "activityResult"):
             out[key] = None  # rendered by the store
-        elif key in _TIMESTAMPS:
+        elif key in TIMESTAMPS:
             out[key] = stamps[key]
         else:
-            out[key] = data.get(key, _DEFAULTS.get(key))
+            out[key] = data.get(key, DEFAULTS.get(key))
     return out
 
 
@@ -104,44 +71,3 @@ def render(stored: dict[str, Any], *, can_force_retry: bool, result: Any) -> dic
     out["canForceRetryDispatch"] = bool(can_force_retry)
     out["activityResult"] = result
     return out
-
-
-_COMMERCES = [("Farmacia Central", "COM"), ("Kiosco Norte", "COM"), ("Almacén Sur", "COM"),
-              ("Drogería del Parque", "COM"), ("Minimarket Oeste", "COM"), ("Bodega Real", "COM")]
-_REASONS = [("CHURN_RISK", "Riesgo de fuga"), ("LOW_STOCK", "Bajo stock"),
-            ("NEW_PRODUCT", "Lanzamiento de producto"), ("PAYMENT_DUE", "Pago pendiente")]
-_ROUTES = [("RUTA-NORTE-01", "Ruta Norte"), ("RUTA-SUR-02", "Ruta Sur"), ("RUTA-CENTRO-03", "Ruta Centro")]
-_OPERATORS = [("OP-042", "Carlos Pérez"), ("OP-007", "Ana Gómez"), ("OP-113", "Lucía Fernández"),
-              ("OP-256", "Jorge Díaz")]
-
-
-def example_activity(rng: random.Random, *, channel: str = "SALESMAN", scheduled_at: float | None = None,
-                     commerces: int = 50) -> dict[str, Any]:
-    """A realistic, varied activity in the seed's shape (caller fields only)."""
-    n = rng.randrange(1, commerces + 1)
-    name, _ = _COMMERCES[n % len(_COMMERCES)]
-    ext = f"COM-{n:03d}"
-    code, label = rng.choice(_REASONS)
-    route_code, route_name = rng.choice(_ROUTES)
-    op_id, op_name = rng.choice(_OPERATORS)
-    return {
-        "type": "TASK",
-        "channel": channel,
-        "scheduledAt": iso(scheduled_at) if scheduled_at is not None else None,
-        "lifecycleStatusLabel": "Programada",
-        "commerceExternalId": ext,
-        "commerceName": f"{name} {n}",
-        "reason": {"code": code, "label": label},
-        "commerceAssignment": {
-            "commerceExternalId": ext,
-            "assignmentReason": "Asignación por ruta",
-            "commerce": {"externalId": ext, "name": f"{name} {n}"},
-        },
-        "activityDetails": {
-            "type": "TASK",
-            "assignedRouteCode": route_code,
-            "assignedOperatorExternalId": op_id,
-            "assignedRoute": {"code": route_code, "name": route_name},
-            "assignedOperator": {"externalId": op_id, "name": op_name, "type": channel},
-        },
-    }

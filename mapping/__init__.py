@@ -12,7 +12,7 @@ from .compiler import CompiledMapping, compile_mapping
 from .errors import MappingApplyError, MappingError, MappingSpecError, Problem
 from .functions import FUNCTIONS
 from .loader import load_mapping_file
-from .seed import SEED_PAYLOAD, seed_payload
+from .activity import SEED_PAYLOAD, seed_payload
 
 __all__ = [
     "SEED_PAYLOAD", "seed_payload", "MappingError", "MappingSpecError", "MappingApplyError", "Problem",

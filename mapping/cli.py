@@ -8,7 +8,7 @@ from typing import Any
 
 from .compiler import CompiledMapping, compile_mapping
 from .errors import MappingApplyError, MappingSpecError
-from .seed import SEED_PAYLOAD
+from .activity import SEED_PAYLOAD
 
 EXIT_OK = 0
 EXIT_APPLY_FAILED = 1

@@ -17,7 +17,7 @@ from jmespath import exceptions as jexc
 from .errors import MappingApplyError, MappingSpecError, Problem
 from .functions import ArgumentError, Step, StepError, build_step
 from .paths import ExpressionError, Source, compile_source, explain_missing, json_type
-from .seed import SEED_PAYLOAD
+from .activity import SEED_PAYLOAD
 
 TOP_KEYS = ("description", "fields", "include_rest", "drop", "wrap", "root")
 FIELD_OPTIONS = ("from", "const", "default", "required", "map", "map_default", "fn")

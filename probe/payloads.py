@@ -6,13 +6,8 @@ import uuid
 from typing import Any
 
 from dispatchsim.engine.clock import iso
-from dispatchsim.engine.payload import PAYLOAD_KEYS, example_activity
 from dispatchsim.engine.sender import encode_body
-from dispatchsim.mapping import seed_payload
-
-#: Fields a receiver cannot count on being set (null in the seed or optional in the engine).
-NULLABLE = ("scheduledAt", "occurredAt", "lifecycleStatusLabel", "lifecycleStatusDetail", "commerceName",
-            "userStatus", "commerceAssignment", "activityDetails", "activityResult")
+from dispatchsim.mapping.activity import NULLABLE, PAYLOAD_KEYS, example_activity, seed_payload
 
 
 class Payloads:

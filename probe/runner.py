@@ -16,11 +16,12 @@ from typing import Any
 from dispatchsim.engine.clock import Clock, RealClock, iso
 from dispatchsim.engine.config import Auth
 from dispatchsim.engine.sender import Outcome, OutcomeKind, encode_body, sign
+from dispatchsim.mapping.activity import NULLABLE
 
 from .http import (ProbeSender, Redactor, Wire, abort_mid_body, evidences_by_status, outcome_ok, responded,
                    slow_chunks)
 from .listener import ResultsListener
-from .payloads import NULLABLE, Payloads
+from .payloads import Payloads
 from .report import CheckResult, Evidence, ProbeReport, Status
 from .settings import ProbeSettings, RemoteNotConfirmed, check_target
 

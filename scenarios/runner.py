@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from dispatchsim.engine import ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
 from dispatchsim.engine.clock import fmt_offset
-from dispatchsim.engine.payload import example_activity
+from dispatchsim.mapping.activity import example_activity
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
 from .spec import Event, Scenario

@@ -12,7 +12,7 @@ import pytest
 
 from dispatchsim.engine import (ActivationRefused, ConfigError, Engine, InvalidTransition, NotFound, ResultConflict,
                                 iso)
-from dispatchsim.engine.payload import PAYLOAD_KEYS
+from dispatchsim.mapping.activity import PAYLOAD_KEYS
 
 from support import Receiver
 

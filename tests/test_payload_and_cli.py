@@ -13,8 +13,9 @@ from dispatchsim.cli import main
 from dispatchsim.demo import run_demo
 from dispatchsim.status import print_status
 from dispatchsim.engine import ActivityError, Engine, run_virtual
-from dispatchsim.engine.payload import PAYLOAD_KEYS, build_stored_payload
+from dispatchsim.engine.payload import build_stored_payload
 from dispatchsim.mapping import SEED_PAYLOAD
+from dispatchsim.mapping.activity import DEFAULTS, DERIVED, NULLABLE, PAYLOAD_KEYS, example_activity
 
 SEED_INPUT = {k: v for k, v in SEED_PAYLOAD.items()
               if k not in ("id", "createdAt", "canForceRetryDispatch", "activityResult")}
@@ -38,6 +39,19 @@ async def test_default_payload_is_the_seed_object_field_for_field(engine):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", act["createdAt"])
     assert act["scheduledAt"] == "2026-04-15T09:00:00.000Z"
     assert act["canForceRetryDispatch"] is False and act["activityResult"] is None
+
+
+def test_one_activity_shape_defaults_examples_and_nullables_agree():
+    """The shape is defined once (mapping.activity): defaults cover exactly the caller's optional keys,
+    generated examples pass the engine's validation, and what the probe sends null is part of the shape."""
+    import random
+
+    assert set(DEFAULTS) == set(PAYLOAD_KEYS) - DERIVED - {"channel"}
+    assert set(NULLABLE) <= set(PAYLOAD_KEYS)
+    rng = random.Random(7)
+    for _ in range(20):
+        stored = build_stored_payload(example_activity(rng), activity_id="x", created_at=0.0)
+        assert list(stored) == list(PAYLOAD_KEYS)
 
 
 def test_activity_validation_names_every_problem():

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from dispatchsim.engine.clock import VirtualClock
-from dispatchsim.engine.payload import PAYLOAD_KEYS
+from dispatchsim.mapping.activity import PAYLOAD_KEYS
 from dispatchsim.probe import CHECKS, ProbeReport, ResultsListener, Status, run_probe
 from dispatchsim.providers import EndpointSet, parse_config
 
