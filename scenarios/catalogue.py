@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from .spec import Scenario, ScenarioError, load_scenario, parse_scenario
+from .errors import ScenarioError
+from .spec import Scenario, load_scenario, parse_scenario
 
 #: prefix of the ``source`` of a bundled scenario: reports name the file, never a machine's install path
 BUNDLED = "bundled:"

@@ -10,7 +10,7 @@ from . import catalogue
 from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, run_scenario
-from .spec import ScenarioError
+from .errors import ScenarioError
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -1,15 +1,31 @@
-"""Expectations: each one turns into a Check with the expected and the observed value."""
+"""Expectations: each kind is one class that parses its value from the file and checks a finished run.
+
+To add one, write a class here with ``key`` (the name under ``expect:``), ``parse`` and ``check``, and add
+it to :data:`EXPECTATIONS`: the table is what the parser accepts and the order the report lists checks in.
+Classes with ``key = None`` are not written in files; they hold for every run (e.g. "the run finished").
+"""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dispatchsim.engine.clock import fmt_offset, parse_iso
+
+from .parsing import KeyPath, ParseContext
+
+if TYPE_CHECKING:
+    from .runner import RunResult
+    from .spec import Scenario
+
+STATUSES = ("READY", "RETRYING", "DISPATCHED", "FAILED")
 
 
 @dataclass(frozen=True)
 class Check:
+    """One expectation, checked: what was expected, what the run showed, and the file line it came from."""
+
     name: str
     ok: bool
     expected: str
@@ -17,119 +33,520 @@ class Check:
     line: int | None = None
 
 
-def _t(value: str | None) -> float | None:
-    return parse_iso(value) if value else None
+@dataclass(frozen=True, kw_only=True)
+class Expectation(ABC):
+    """One kind of expectation: its parse (from the file) and its check (against a finished run)."""
+
+    key: ClassVar[str | None]  #: its name under ``expect:``; None for one that every run is checked against
+    line: int | None = field(default=None, compare=False)  #: where the file states it
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        """Validate the value written under ``expect: <key>``; errors name ``file:line: key``."""
+
+    @classmethod
+    def implied(cls, scenario: Scenario) -> Expectation | None:
+        """For ``key = None`` kinds: the expectation every run of ``scenario`` is held to, if any."""
+        return None
+
+    @abstractmethod
+    def check(self, r: RunResult) -> list[Check]:
+        """The checks this expectation makes on a finished run (passing or not)."""
+
+    def result(self, name: str, ok: Any, expected: Any, observed: Any) -> Check:
+        return Check(name, bool(ok), str(expected), str(observed), self.line)
 
 
-def evaluate(r: Any) -> list[Check]:
-    exp = r.scenario.expect
-    lines = r.scenario.expect_lines
-    checks: list[Check] = []
+# ---------------------------------------------------------------------------------------------- the kinds
 
-    def add(name: str, ok: bool, expected: Any, observed: Any) -> None:
-        checks.append(Check(name, bool(ok), str(expected), str(observed), lines.get(name.split(".")[0])))
 
-    counts = r.counts
-    if not r.idle:
-        checks.append(Check("finished", False, f"idle within duration {fmt_offset(r.scenario.duration)}",
-                            f"work left at {fmt_offset(r.elapsed)}: {counts}", None))
-    if exp.get("all_delivered"):
-        add("all_delivered", counts["DISPATCHED"] == len(r.deliveries) and r.deliveries,
-            f"all {len(r.deliveries)} deliveries DISPATCHED", _fmt_counts(counts))
-    if "counts" in exp:
-        for status, n in exp["counts"].items():
-            add(f"counts.{status}", counts[status] == n, n, counts[status])
-    if exp.get("order") == "strict":
+@dataclass(frozen=True, kw_only=True)
+class Finished(Expectation):
+    """Every run must go idle within its duration: work left over is a failure of its own."""
+
+    key: ClassVar[str | None] = None
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        raise NotImplementedError("implied, not written")
+
+    @classmethod
+    def implied(cls, scenario: Scenario) -> Expectation:
+        return cls()
+
+    def check(self, r: RunResult) -> list[Check]:
+        if r.idle:
+            return []
+        return [Check("finished", False, f"idle within duration {fmt_offset(r.scenario.duration)}",
+                      f"work left at {fmt_offset(r.elapsed)}: {r.counts}", None)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Flag(Expectation):
+    """``key: true`` switches the check on; ``false`` states nothing."""
+
+    on: bool
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        return cls(on=ctx.reader.boolean(value, path), line=ctx.reader.line(path))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllDelivered(_Flag):
+    key: ClassVar[str | None] = "all_delivered"
+
+    def check(self, r: RunResult) -> list[Check]:
+        if not self.on:
+            return []
+        counts = r.counts
+        return [self.result("all_delivered", counts["DISPATCHED"] == len(r.deliveries) and r.deliveries,
+                            f"all {len(r.deliveries)} deliveries DISPATCHED", _fmt_counts(counts))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Tally(Expectation):
+    """A count per name (status, notification kind, provider): ``{name: n}``."""
+
+    counts: dict[str, int]
+    what: ClassVar[str]
+
+    @classmethod
+    def allowed(cls, ctx: ParseContext) -> set[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        P = ctx.reader
+        P.mapping(value, path, cls.allowed(ctx), cls.what)
+        return cls(counts={k: P.integer(n, path + (k,)) for k, n in value.items()}, line=P.line(path))
+
+    def observed(self, r: RunResult, name: str) -> int:
+        raise NotImplementedError
+
+    def check(self, r: RunResult) -> list[Check]:
+        out = []
+        for name, n in self.counts.items():
+            got = self.observed(r, name)
+            out.append(self.result(f"{self.key}.{name}", got == n, *self.texts(n, got)))
+        return out
+
+    def texts(self, expected: int, got: int) -> tuple[str, str]:
+        return str(expected), str(got)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Counts(_Tally):
+    """Deliveries per status at the end."""
+
+    key: ClassVar[str | None] = "counts"
+    what: ClassVar[str] = "counts per status"
+
+    @classmethod
+    def allowed(cls, ctx: ParseContext) -> set[str]:
+        return set(STATUSES)
+
+    def observed(self, r: RunResult, name: str) -> int:
+        return r.counts[name]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Order(Expectation):
+    """``strict``: every ordered queue acknowledged its deliveries in creation order."""
+
+    key: ClassVar[str | None] = "order"
+    mode: str
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        if value not in ("strict", "none"):
+            raise ctx.reader.fail(path, "expected strict (every queue acknowledged in creation order) or none")
+        return cls(mode=value, line=ctx.reader.line(path))
+
+    def check(self, r: RunResult) -> list[Check]:
+        if self.mode != "strict":
+            return []
         violations = order_violations(r)
-        add("order", not violations, "every queue acknowledged in creation order",
-            "in order" if not violations else "; ".join(violations[:3]))
-    if "max_duplicates" in exp:
+        return [self.result("order", not violations, "every queue acknowledged in creation order",
+                            "in order" if not violations else "; ".join(violations[:3]))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaxDuplicates(Expectation):
+    """At most N extra acknowledgements of one delivery (a timeout after the receiver answered)."""
+
+    key: ClassVar[str | None] = "max_duplicates"
+    limit: int
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        return cls(limit=ctx.reader.integer(value, path), line=ctx.reader.line(path))
+
+    def check(self, r: RunResult) -> list[Check]:
         dups = duplicates(r)
-        add("max_duplicates", dups <= exp["max_duplicates"],
-            f"<= {exp['max_duplicates']} deliveries acknowledged more than once (extra acknowledgements)",
-            f"{dups} extra acknowledgements")
-    if "duplicates" in exp:
+        return [self.result("max_duplicates", dups <= self.limit,
+                            f"<= {self.limit} deliveries acknowledged more than once (extra acknowledgements)",
+                            f"{dups} extra acknowledgements")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Duplicates(Expectation):
+    """Exactly this many extra copies ``received`` by the receiver and/or ``acknowledged`` to the sender."""
+
+    key: ClassVar[str | None] = "duplicates"
+    counts: dict[str, int]
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        P = ctx.reader
+        P.mapping(value, path, {"received", "acknowledged"}, "duplicate counts")
+        return cls(counts={k: P.integer(n, path + (k,)) for k, n in value.items()}, line=P.line(path))
+
+    def check(self, r: RunResult) -> list[Check]:
+        out = []
         for kind in ("received", "acknowledged"):
-            if kind in exp["duplicates"]:
+            if kind in self.counts:
                 got = duplicates(r, acknowledged=kind == "acknowledged")
-                add(f"duplicates.{kind}", got == exp["duplicates"][kind],
-                    f"{exp['duplicates'][kind]} extra {kind} copies", f"{got} extra {kind} copies")
-    if "attempts_per_delivery" in exp:
-        spec = exp["attempts_per_delivery"]
+                out.append(self.result(f"duplicates.{kind}", got == self.counts[kind],
+                                       f"{self.counts[kind]} extra {kind} copies", f"{got} extra {kind} copies"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptsPerDelivery(Expectation):
+    """Attempts of every delivery (or of one): ``{min, max, exactly, delivery}``."""
+
+    key: ClassVar[str | None] = "attempts_per_delivery"
+    bounds: dict[str, int]
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        P = ctx.reader
+        P.mapping(value, path, {"max", "min", "exactly", "delivery"}, "attempts per delivery")
+        return cls(bounds={k: P.integer(n, path + (k,), lo=1) for k, n in value.items()}, line=P.line(path))
+
+    def check(self, r: RunResult) -> list[Check]:
+        spec = self.bounds
         ds = r.deliveries
         if "delivery" in spec:
             ds = [d for d in ds if d["id"] == spec["delivery"]]
         values = [d["attempts"] for d in ds]
         label = f"delivery {spec['delivery']}" if "delivery" in spec else "every delivery"
+        out = []
         if "exactly" in spec:
-            add("attempts_per_delivery", values and all(v == spec["exactly"] for v in values),
-                f"{label}: exactly {spec['exactly']}", _range(values))
+            out.append(self.result(self.key, values and all(v == spec["exactly"] for v in values),
+                                   f"{label}: exactly {spec['exactly']}", _range(values)))
         if "max" in spec:
-            add("attempts_per_delivery", all(v <= spec["max"] for v in values), f"{label}: at most {spec['max']}",
-                _range(values))
+            out.append(self.result(self.key, all(v <= spec["max"] for v in values), f"{label}: at most {spec['max']}",
+                                   _range(values)))
         if "min" in spec:
-            add("attempts_per_delivery", values and all(v >= spec["min"] for v in values),
-                f"{label}: at least {spec['min']}", _range(values))
-    if "retry_delays" in exp:
-        spec = exp["retry_delays"]
-        got = retry_delays(r, spec["delivery"])
-        want = spec["delays"]
-        add("retry_delays", [round(g, 3) for g in got[:len(want)]] == [round(w, 3) for w in want],
-            f"delivery {spec['delivery']}: {', '.join(fmt_offset(w)[1:] for w in want)}",
-            ", ".join(fmt_offset(g)[1:] for g in got) or "no retries")
-    if "delivered_by" in exp:
-        limit = r.t0 + exp["delivered_by"]
+            out.append(self.result(self.key, values and all(v >= spec["min"] for v in values),
+                                   f"{label}: at least {spec['min']}", _range(values)))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryDelays(Expectation):
+    """The first waits between one delivery's attempts: ``[1m, 2m, 4m]`` or ``{delivery, delays}``."""
+
+    key: ClassVar[str | None] = "retry_delays"
+    delivery: int
+    delays: list[float]
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        P = ctx.reader
+        spec = value if isinstance(value, dict) else {"delays": value}
+        P.mapping(spec, path, {"delivery", "delays"}, "retry delays")
+        if not isinstance(spec.get("delays"), list) or not spec["delays"]:
+            raise P.fail(path, "expected a list of delays such as [1m, 2m, 4m, 8m]")
+        return cls(delivery=P.integer(spec.get("delivery", 1), path + ("delivery",), lo=1),
+                   delays=[P.duration(d, path + ("delays", i)) for i, d in enumerate(spec["delays"])],
+                   line=P.line(path))
+
+    def check(self, r: RunResult) -> list[Check]:
+        got = retry_delays(r, self.delivery)
+        want = self.delays
+        return [self.result("retry_delays", [round(g, 3) for g in got[:len(want)]] == [round(w, 3) for w in want],
+                            f"delivery {self.delivery}: {', '.join(fmt_offset(w)[1:] for w in want)}",
+                            ", ".join(fmt_offset(g)[1:] for g in got) or "no retries")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveredBy(Expectation):
+    """Every delivery DISPATCHED by this offset from the start."""
+
+    key: ClassVar[str | None] = "delivered_by"
+    by: float
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        return cls(by=ctx.reader.duration(value, path), line=ctx.reader.line(path))
+
+    def check(self, r: RunResult) -> list[Check]:
+        limit = r.t0 + self.by
         late = [d["id"] for d in r.deliveries if d["status"] != "DISPATCHED" or _t(d["dispatched_at"]) > limit + 1e-6]
         last = max((_t(d["dispatched_at"]) for d in r.deliveries if d["dispatched_at"]), default=None)
-        add("delivered_by", not late, f"all DISPATCHED by {fmt_offset(exp['delivered_by'])}",
-            f"last at {fmt_offset(last - r.t0)}" if last and not late else f"late or missing: {late[:10]}")
-    if "failed" in exp:
-        spec = exp["failed"]
+        return [self.result("delivered_by", not late, f"all DISPATCHED by {fmt_offset(self.by)}",
+                            f"last at {fmt_offset(last - r.t0)}" if last and not late
+                            else f"late or missing: {late[:10]}")]
+
+
+FAILED_REASONS = ("exhausted", "permanent_status", "mapping_error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed(Expectation):
+    """The FAILED set: a count, a list of delivery ids, or ``{count, deliveries, reason}``."""
+
+    key: ClassVar[str | None] = "failed"
+    count: int | None = None
+    deliveries: list[int] | None = None
+    reason: str | None = None
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        P = ctx.reader
+        line = P.line(path)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(count=value, line=line)
+        if isinstance(value, list):
+            return cls(deliveries=[P.integer(x, path + (i,), lo=1) for i, x in enumerate(value)], line=line)
+        if not isinstance(value, dict):
+            raise P.fail(path, "expected a count, a list of delivery ids, or {count, deliveries, reason}")
+        P.mapping(value, path, {"count", "deliveries", "reason"}, "the FAILED set")
+        count = P.integer(value["count"], path + ("count",)) if "count" in value else None
+        deliveries = None
+        if "deliveries" in value:
+            if not isinstance(value["deliveries"], list):
+                raise P.fail(path + ("deliveries",), "expected a list of delivery ids")
+            deliveries = [P.integer(x, path + ("deliveries", i), lo=1) for i, x in enumerate(value["deliveries"])]
+        reason = value.get("reason")
+        if "reason" in value and reason not in FAILED_REASONS:
+            raise P.fail(path + ("reason",), f"expected one of {', '.join(FAILED_REASONS)}, got {reason!r}")
+        if count is None and deliveries is None:
+            raise P.fail(path, "give count and/or deliveries (and optionally reason)")
+        return cls(count=count, deliveries=deliveries, reason=reason, line=line)
+
+    def check(self, r: RunResult) -> list[Check]:
         failed = [d["id"] for d in r.deliveries if d["status"] == "FAILED"]
-        if "count" in spec:
-            add("failed", len(failed) == spec["count"], f"{spec['count']} FAILED",
-                f"{len(failed)} FAILED {failed[:10]}")
-        if "deliveries" in spec:
-            add("failed", failed == sorted(spec["deliveries"]), f"FAILED {spec['deliveries']}", f"FAILED {failed}")
-        if "reason" in spec:
+        out = []
+        if self.count is not None:
+            out.append(self.result("failed", len(failed) == self.count, f"{self.count} FAILED",
+                                   f"{len(failed)} FAILED {failed[:10]}"))
+        if self.deliveries is not None:
+            out.append(self.result("failed", failed == sorted(self.deliveries), f"FAILED {self.deliveries}",
+                                   f"FAILED {failed}"))
+        if self.reason is not None:
             reasons = sorted({d["failed_reason"] for d in r.deliveries if d["status"] == "FAILED"})
-            add("failed.reason", reasons == [spec["reason"]],
-                f"every FAILED delivery failed with {spec['reason']}", f"reasons: {reasons or 'none'}")
-    if "mapping_shape" in exp:
-        checks.extend(_mapping_shape(r, exp["mapping_shape"], lines.get("mapping_shape")))
-    if exp.get("no_secrets_in_logs"):
+            out.append(self.result("failed.reason", reasons == [self.reason],
+                                   f"every FAILED delivery failed with {self.reason}", f"reasons: {reasons or 'none'}"))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class MappingShape(Expectation):
+    """What the bodies one provider received look like: ``{provider, has, lacks, array, equals}``."""
+
+    key: ClassVar[str | None] = "mapping_shape"
+    spec: dict[str, Any]
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        P = ctx.reader
+        P.mapping(value, path, {"provider", "has", "lacks", "array", "equals"}, "a mapping shape")
+        prov = P.string(value.get("provider"), path + ("provider",))
+        if prov not in ctx.providers:
+            raise P.fail(path + ("provider",), f"unknown provider {prov!r}")
+        return cls(spec=dict(value), line=P.line(path))
+
+    def check(self, r: RunResult) -> list[Check]:
+        spec, line = self.spec, self.line
+        bodies = [x.json for x in r.recorder.records if x.endpoint == spec["provider"] and x.method == "POST"]
+        name = f"mapping_shape.{spec['provider']}"
+        if not bodies:
+            return [Check(name, False, "at least one POST received", "none received", line)]
+        out = []
+        if "array" in spec:
+            ok = all(isinstance(b, list) for b in bodies) == bool(spec["array"])
+            out.append(Check(name + ".array", ok, f"array: {spec['array']}",
+                             f"first body is {type(bodies[0]).__name__}", line))
+        items = [b[0] if isinstance(b, list) and b else b for b in bodies]
+        for path in spec.get("has", []):
+            missing = sum(1 for b in items if not _has(b, path))
+            out.append(Check(f"{name}.has.{path}", missing == 0, f"every body has {path}",
+                             f"missing in {missing} of {len(items)}", line))
+        for path in spec.get("lacks", []):
+            present = sum(1 for b in items if _has(b, path))
+            out.append(Check(f"{name}.lacks.{path}", present == 0, f"no body has {path}",
+                             f"present in {present} of {len(items)}", line))
+        if "equals" in spec:
+            out.append(Check(name + ".equals", bodies[0] == spec["equals"], str(spec["equals"]), str(bodies[0]),
+                             line))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoSecretsInLogs(_Flag):
+    """No configured credential appears in the event log, the attempts or what providers recorded."""
+
+    key: ClassVar[str | None] = "no_secrets_in_logs"
+
+    def check(self, r: RunResult) -> list[Check]:
+        if not self.on:
+            return []
         text = r.events_jsonl() + r.recorder.jsonl() + "".join(str(a.get("error")) for a in r.attempts)
         leaked = [s[:3] + "…" for s in r.secrets if s and s in text]
-        add("no_secrets_in_logs", not leaked and r.secrets, f"none of {len(r.secrets)} secrets in events, "
-            "attempts or the provider record", "none found" if not leaked else f"found: {leaked}")
-    if "activation_refused" in exp:
-        add("activation_refused", sorted(r.refused) == sorted(exp["activation_refused"]),
-            f"refused: {sorted(exp['activation_refused'])}",
-            "; ".join(f"{k}: {v.split('failed: ', 1)[-1]}" for k, v in sorted(r.refused.items())) or "none refused")
-    for c in r.scenario.configurations:  # a configuration's own `activation: refused` is an expectation too
-        refused = c.id in r.refused
-        if c.activation == "refused" or refused:
-            checks.append(Check(f"activation.{c.id}", (c.activation == "refused") == refused,
-                                f"activation {c.activation}", f"refused: {r.refused[c.id].split('failed: ', 1)[-1]}"
-                                if refused else "activated", c.line))
-    if "notifications" in exp:
-        for kind, n in exp["notifications"].items():
-            got = sum(1 for x in r.notifications if x["kind"] == kind)
-            add(f"notifications.{kind}", got == n, n, got)
-    if "inactive" in exp:
-        add("inactive", sorted(r.inactive) == sorted(exp["inactive"]), f"inactive at the end: {sorted(exp['inactive'])}",
-            f"inactive: {sorted(r.inactive)}")
-    if "events_received" in exp:
-        for prov, n in exp["events_received"].items():
-            got = sum(len(x.json) for x in r.recorder.records if x.endpoint == prov and x.method == "POST"
-                      and x.acknowledged and isinstance(x.json, list))
-            add(f"events_received.{prov}", got == n, f"{n} message events acknowledged in batches",
-                f"{got} acknowledged")
-    if "received" in exp:
-        for prov, n in exp["received"].items():
-            got = len([x for x in r.recorder.records if x.endpoint == prov and x.method == "POST"])
-            add(f"received.{prov}", got == n, f"{n} POSTs", f"{got} POSTs")
+        return [self.result("no_secrets_in_logs", not leaked and r.secrets,
+                            f"none of {len(r.secrets)} secrets in events, attempts or the provider record",
+                            "none found" if not leaked else f"found: {leaked}")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ConfigList(Expectation):
+    """A list of configuration ids the file declared."""
+
+    ids: list[str]
+    what: ClassVar[str]
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        P = ctx.reader
+        if not isinstance(value, list):
+            raise P.fail(path, f"expected a list of configuration ids{cls.what}")
+        return cls(ids=[P.config_ref(c, path + (i,), ctx.configs) for i, c in enumerate(value)], line=P.line(path))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationRefused(_ConfigList):
+    """Exactly these configurations had their verification GET refused."""
+
+    key: ClassVar[str | None] = "activation_refused"
+    what: ClassVar[str] = ""
+
+    def check(self, r: RunResult) -> list[Check]:
+        return [self.result("activation_refused", sorted(r.refused) == sorted(self.ids),
+                            f"refused: {sorted(self.ids)}",
+                            "; ".join(f"{k}: {v.split('failed: ', 1)[-1]}" for k, v in sorted(r.refused.items()))
+                            or "none refused")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeclaredActivation(Expectation):
+    """A configuration's own ``activation: refused`` (or an unexpected refusal) is an expectation too."""
+
+    key: ClassVar[str | None] = None
+    configs: tuple[tuple[str, str, int | None], ...]  #: (id, declared activation, line)
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
+        raise NotImplementedError("implied, not written")
+
+    @classmethod
+    def implied(cls, scenario: Scenario) -> Expectation:
+        return cls(configs=tuple((c.id, c.activation, c.line) for c in scenario.configurations))
+
+    def check(self, r: RunResult) -> list[Check]:
+        out = []
+        for cid, activation, line in self.configs:
+            refused = cid in r.refused
+            if activation == "refused" or refused:
+                out.append(Check(f"activation.{cid}", (activation == "refused") == refused, f"activation {activation}",
+                                 f"refused: {r.refused[cid].split('failed: ', 1)[-1]}" if refused else "activated",
+                                 line))
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notifications(_Tally):
+    """Notifications per kind (auto-disable, circuit opened/closed)."""
+
+    key: ClassVar[str | None] = "notifications"
+    what: ClassVar[str] = "notification counts per kind"
+
+    @classmethod
+    def allowed(cls, ctx: ParseContext) -> set[str]:
+        return {"config.auto_disabled", "circuit.opened", "circuit.closed"}
+
+    def observed(self, r: RunResult, name: str) -> int:
+        return sum(1 for x in r.notifications if x["kind"] == name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inactive(_ConfigList):
+    """Exactly these configurations are inactive at the end."""
+
+    key: ClassVar[str | None] = "inactive"
+    what: ClassVar[str] = " (inactive at the end)"
+
+    def check(self, r: RunResult) -> list[Check]:
+        return [self.result("inactive", sorted(r.inactive) == sorted(self.ids),
+                            f"inactive at the end: {sorted(self.ids)}", f"inactive: {sorted(r.inactive)}")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventsReceived(_Tally):
+    """Message events acknowledged in batches, per provider."""
+
+    key: ClassVar[str | None] = "events_received"
+    what: ClassVar[str] = "message events acknowledged per provider"
+
+    @classmethod
+    def allowed(cls, ctx: ParseContext) -> set[str]:
+        return set(ctx.providers)
+
+    def observed(self, r: RunResult, name: str) -> int:
+        return sum(len(x.json) for x in r.recorder.records if x.endpoint == name and x.method == "POST"
+                   and x.acknowledged and isinstance(x.json, list))
+
+    def texts(self, expected: int, got: int) -> tuple[str, str]:
+        return f"{expected} message events acknowledged in batches", f"{got} acknowledged"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Received(_Tally):
+    """POST requests received per provider (every copy, acknowledged or not)."""
+
+    key: ClassVar[str | None] = "received"
+    what: ClassVar[str] = "requests received per provider"
+
+    @classmethod
+    def allowed(cls, ctx: ParseContext) -> set[str]:
+        return set(ctx.providers)
+
+    def observed(self, r: RunResult, name: str) -> int:
+        return len([x for x in r.recorder.records if x.endpoint == name and x.method == "POST"])
+
+    def texts(self, expected: int, got: int) -> tuple[str, str]:
+        return f"{expected} POSTs", f"{got} POSTs"
+
+
+#: Every expectation kind, in the order a report lists their checks.
+EXPECTATIONS: tuple[type[Expectation], ...] = (
+    Finished, AllDelivered, Counts, Order, MaxDuplicates, Duplicates, AttemptsPerDelivery, RetryDelays, DeliveredBy,
+    Failed, MappingShape, NoSecretsInLogs, ActivationRefused, DeclaredActivation, Notifications, Inactive,
+    EventsReceived, Received,
+)
+#: The kinds a file can state, by their key under ``expect:``.
+BY_KEY: dict[str, type[Expectation]] = {cls.key: cls for cls in EXPECTATIONS if cls.key is not None}
+
+
+def evaluate(r: RunResult) -> list[Check]:
+    """Every check of the run: the implied ones and those the file states, in :data:`EXPECTATIONS` order."""
+    checks: list[Check] = []
+    for cls in EXPECTATIONS:
+        exp = r.scenario.expect.get(cls.key) if cls.key is not None else cls.implied(r.scenario)
+        if exp is not None:
+            checks.extend(exp.check(r))
     return checks
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _t(value: str | None) -> float | None:
+    return parse_iso(value) if value else None
 
 
 def _fmt_counts(counts: dict[str, int]) -> str:
@@ -140,6 +557,14 @@ def _range(values: list[int]) -> str:
     if not values:
         return "no deliveries"
     return f"{min(values)}" if min(values) == max(values) else f"{min(values)}..{max(values)}"
+
+
+def _has(obj: Any, path: str) -> bool:
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return False
+        obj = obj[part]
+    return True
 
 
 def unordered_configs(scenario: Any) -> set[str]:
@@ -196,36 +621,5 @@ def retry_delays(r: Any, delivery_id: int) -> list[float]:
     return out
 
 
-def _mapping_shape(r: Any, spec: dict[str, Any], line: int | None) -> list[Check]:
-    bodies = [x.json for x in r.recorder.records if x.endpoint == spec["provider"] and x.method == "POST"]
-    name = f"mapping_shape.{spec['provider']}"
-    if not bodies:
-        return [Check(name, False, "at least one POST received", "none received", line)]
-    out = []
-    if "array" in spec:
-        ok = all(isinstance(b, list) for b in bodies) == bool(spec["array"])
-        out.append(Check(name + ".array", ok, f"array: {spec['array']}", f"first body is {type(bodies[0]).__name__}",
-                         line))
-    items = [b[0] if isinstance(b, list) and b else b for b in bodies]
-    for path in spec.get("has", []):
-        missing = sum(1 for b in items if not _has(b, path))
-        out.append(Check(f"{name}.has.{path}", missing == 0, f"every body has {path}",
-                         f"missing in {missing} of {len(items)}", line))
-    for path in spec.get("lacks", []):
-        present = sum(1 for b in items if _has(b, path))
-        out.append(Check(f"{name}.lacks.{path}", present == 0, f"no body has {path}",
-                         f"present in {present} of {len(items)}", line))
-    if "equals" in spec:
-        out.append(Check(name + ".equals", bodies[0] == spec["equals"], str(spec["equals"]), str(bodies[0]), line))
-    return out
-
-
-def _has(obj: Any, path: str) -> bool:
-    for part in path.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            return False
-        obj = obj[part]
-    return True
-
-
-__all__ = ["Check", "evaluate", "order_violations", "duplicates", "retry_delays"]
+__all__ = ["BY_KEY", "Check", "EXPECTATIONS", "Expectation", "evaluate", "order_violations", "duplicates",
+           "retry_delays"]

@@ -24,13 +24,12 @@ REFRESH = 0.25
 
 
 def planned_activities(scenario: Scenario) -> int:
-    return sum(len(ev.args["offsets"]) for ev in scenario.timeline if ev.kind == "create")
+    return sum(len(ev.action.offsets) for ev in scenario.timeline if ev.kind == "create")
 
 
 def last_timeline_event(scenario: Scenario) -> float:
     """Offset of the last thing the timeline does (generators expanded)."""
-    ends = [ev.at + (ev.args["offsets"][-1] if "offsets" in ev.args and ev.args["offsets"] else 0.0)
-            for ev in scenario.timeline]
+    ends = [ev.at + (ev.action.offsets[-1] if ev.action.offsets else 0.0) for ev in scenario.timeline]
     return max(ends, default=0.0)
 
 

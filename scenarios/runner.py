@@ -6,15 +6,12 @@ import json
 import random
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from dispatchsim.engine import ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
-from dispatchsim.engine.clock import fmt_offset
-from dispatchsim.mapping.activity import example_activity
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
 from .spec import Event, Scenario
@@ -109,7 +106,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     await endpoints.start()
     names: dict[str, str] = {}
     sanitize = _Sanitizer()
-    run = _Run(scenario, clock, db, endpoints, events, key_events, sanitize, progress)
+    run = ScenarioRun(scenario, clock, db, endpoints, events, key_events, sanitize, progress)
     try:
         for name in (scenario.simulated.endpoints if scenario.simulated else {}):
             sanitize.add(endpoints.url(name), f"sim://{name}")
@@ -172,7 +169,12 @@ class _Sanitizer:
         return value
 
 
-class _Run:
+class ScenarioRun:
+    """A scenario while it runs: the engine, the simulated endpoints, the clock and what is noted.
+
+    Timeline actions (:mod:`.actions`) act on it through these attributes and methods.
+    """
+
     def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
                  events: list[str], key_events: list[tuple[float, str]], sanitize: _Sanitizer,
                  progress: Progress | None = None) -> None:
@@ -232,7 +234,7 @@ class _Run:
             from dispatchsim.engine.events import MessageEvents
             self.msg = MessageEvents(self.engine)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         self.engine.start()
         if self.msg is not None:
             self.msg.start()
@@ -264,7 +266,7 @@ class _Run:
                 elif isinstance(val, str):
                     self.secrets.append(val)
             if c.active:
-                await self._activate(c.id)
+                await self.activate(c.id)
         for acc, spec in self.s.accounts.items():
             url = self.s.external.get(spec["provider"]) or self.endpoints.url(spec["provider"])
             for key in ("auth", "signing_secret"):
@@ -280,7 +282,7 @@ class _Run:
                 self.refused[f"account:{acc}"] = self.sanitize(str(exc))
                 self.note(f"account {acc}: webhook NOT saved: {self.sanitize(str(exc)).split('failed: ', 1)[-1]}")
 
-    async def _activate(self, cid: str) -> None:
+    async def activate(self, cid: str) -> None:
         try:
             await self.engine.activate(cid)
             self.note(f"configuration {cid} activated (verification GET answered 2xx)")
@@ -293,23 +295,15 @@ class _Run:
         """Expand generators into single steps, then play them in time order with the dispatcher running."""
         steps: list[tuple[float, int, Event, int]] = []
         for ev in self.s.timeline:
-            if ev.kind in ("create", "message_events"):
-                for k, off in enumerate(ev.args["offsets"]):
-                    steps.append((ev.at + off, ev.index, ev, k))
-            else:
-                steps.append((ev.at, ev.index, ev, 0))
+            for k, off in enumerate(ev.action.offsets):
+                steps.append((ev.at + off, ev.index, ev, k))
         steps.sort(key=lambda s: (s[0], s[1], s[3]))
-        self._start()
+        self.start()
         for at, _, ev, k in steps:
             wait = self.t0 + at - self.clock.now()
             if wait > 0:
                 await self.clock.sleep(wait)
-            if ev.kind == "create":
-                await self._create(ev, k)
-            elif ev.kind == "message_events":
-                await self._message(ev, k)
-            else:
-                await self._apply(ev)
+            await ev.action.apply(self, ev.at, k)
             if self.progress is not None:
                 self.progress.tick()
         await self._stop()
@@ -329,84 +323,9 @@ class _Run:
             if summary.idle and self._message_idle():
                 return True
 
-    async def _message(self, ev: Event, k: int) -> None:
-        """One message event of the seed's shape (Reteno webhooks doc), varied from the seed."""
-        from dispatchsim.engine.events import EVENT_STATUSES
-
-        a = ev.args
-        status = a["status"] if a["status"] != "mixed" else self.rng.choice(EVENT_STATUSES)
-        contact = self.rng.randrange(10_000_000, 2_000_000_000)
-        event: dict[str, Any] = {
-            "broadcastId": 3459207, "messageName": "test", "iid": str(uuid.UUID(int=self.rng.getrandbits(128))),
-            "contactId": contact, "externalCustomerId": str(contact % 1_000_000_000),
-            "email": f"contact{contact}@example.test", "mediaType": "email", "activityStatus": status,
-            "messageId": 2489300, "messageInstanceId": 4702518 + k, "statusData": {},
-        }
-        if status == "UNDELIVERED":
-            event.update(hardBounce=False, statusDescription="5.1.2 (bad destination system: no such domain)")
-        elif status == "CLICKED":
-            event["clickEventLink"] = "https://example.test/promo"
-        event.update(a["fields"])
-        await self.msg.post(a["account"], [event])
-        n = len(a["offsets"])
-        if k == 0:
-            self.note(f"{n} message event{'s' if n != 1 else ''} ({a['status']}) for account {a['account']}")
-
-    async def _create(self, ev: Event, k: int) -> None:
-        args = ev.args
-        data = example_activity(self.rng, channel=args["channel"]) if args["generate"] else {
-            "channel": args["channel"]}
-        data.update(args["activity"])
-        data.setdefault("channel", args["channel"])
-        await self.engine.create_activity(args["tenant"], data)
-        n = len(ev.args["offsets"])
-        if k == 0:
-            self.note(f"create {n} activit{'y' if n == 1 else 'ies'} for {args['tenant']}/{args['channel']}"
-                      + ("" if n == 1 else f" (until {fmt_offset(ev.at + ev.args['offsets'][-1])})"))
-
-    async def _apply(self, ev: Event) -> None:
-        e = self.engine
-        a = ev.args
-        if ev.kind == "endpoint":
-            self.endpoints.set_behaviour(a["name"], a["behaviour"])
-            self.note(f"endpoint {a['name']} -> {_short(a['behaviour'])}")
-        elif ev.kind == "activate":
-            await self._activate(a["config"])
-        elif ev.kind == "deactivate":
-            await e.deactivate(a["config"], reason="scenario")
-            self.note(f"configuration {a['config']} deactivated")
-        elif ev.kind == "edit":
-            await e.edit_config(a["config"], **a["changes"])
-            self.note(f"configuration {a['config']} edited: {', '.join(sorted(a['changes']))}")
-        elif ev.kind == "force_retry":
-            ids = await e.force_retry_where(
-                config_id=a.get("config"), reason=a.get("reason"),
-                since=self.t0 + a["since"] if "since" in a else None,
-                until=self.t0 + a["until"] if "until" in a else None)
-            self.force_retried.update(ids)
-            scope = f" created since {fmt_offset(a['since'])}" if "since" in a else ""
-            self.note(f"force retry of {len(ids)} FAILED deliver{'y' if len(ids) == 1 else 'ies'}{scope}")
-        elif ev.kind == "replay":
-            attempt = await e.replay(a["delivery"])
-            self.note(f"replay of delivery {a['delivery']}: {attempt['outcome']} {attempt['status_code'] or ''}")
-        elif ev.kind == "skip":
-            blocked = [d for d in e.store.deliveries(status="FAILED", config_id=a.get("config")) if d["holds"]]
-            for d in blocked:
-                await e.skip(d["id"])
-            self.note(f"skipped {len(blocked)} blocked queue head(s)")
-        elif ev.kind == "crash":
-            if self.msg is not None:
-                await self.msg.stop(deadline=0)
-            await e.crash()
-            self.closed = True
-            self.note("engine crashed (in-flight attempts lost, leases left in the database)")
-            if a["restart_after"]:
-                await self.clock.sleep(a["restart_after"])
-            await self.open()
-            self._start()
-            self.note("engine restarted on the same database")
-
-
-def _short(behaviour: Any) -> str:
-    text = json.dumps(behaviour, ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= 80 else text[:77] + "..."
+    async def crash(self) -> None:
+        """Stop as a killed process would: in-flight attempts lost, leases left in the database."""
+        if self.msg is not None:
+            await self.msg.stop(deadline=0)
+        await self.engine.crash()
+        self.closed = True

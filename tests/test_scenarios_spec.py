@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from dispatchsim.scenarios.runner import run_scenario
-from dispatchsim.scenarios.spec import ScenarioError, parse_scenario
+from dispatchsim.scenarios import ScenarioError, parse_scenario
 
 #: Seven lines; what a test appends starts on line 8.
 BASE = """\

@@ -1,0 +1,60 @@
+"""The one error root of dispatchsim, and the located error every input file and value check raises.
+
+This module imports nothing of ours, so every part (mapping and providers included, which may not know
+the engine) can raise these. A located error says where (``file:line``), which key (``retry.cap``) and
+what is wrong; one exception can carry every problem found in a file, so a user fixes them in one go.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class DispatchsimError(Exception):
+    """dispatchsim failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class LocatedError(DispatchsimError, ValueError):
+    """An input is invalid at a place we can name; nothing was done with it.
+
+    ``str()`` is ``source:line: field: message`` (the parts that are known), one line per problem when
+    the error carries several (``errors``). ``source``, ``line``, ``field`` and ``message`` are those of
+    the first problem.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.message = message
+        self.source = source
+        self.line = line
+        self.field = field
+        self.errors: tuple[LocatedError, ...] = (self,)
+        super().__init__(self.located())
+
+    def located(self) -> str:
+        """This one problem as ``source:line: field: message``, the form editors and CI logs link to."""
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        parts = [p for p in (where if self.source is not None else None, self.field) if p]
+        return ": ".join([*parts, self.message])
+
+    def __str__(self) -> str:
+        return "\n".join(e.located() for e in self.errors)
+
+    @classmethod
+    def of(cls, errors: Sequence[LocatedError]) -> LocatedError:
+        """One exception of this class carrying every problem in ``errors`` (at least one), in order."""
+        errors = all_errors(errors)
+        if not errors:
+            raise ValueError("no errors to report")
+        first = errors[0]
+        out = cls(first.message, source=first.source, line=first.line, field=first.field)
+        out.errors = (out, *(e for e in errors[1:]))
+        out.args = (str(out),)
+        return out
+
+
+def all_errors(errors: Iterable[LocatedError]) -> list[LocatedError]:
+    """Flatten exceptions that carry several problems into one list of single problems."""
+    return [single for exc in errors for single in exc.errors]

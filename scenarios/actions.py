@@ -1,0 +1,427 @@
+"""Timeline actions: each kind is one class that parses its value from the file and applies it to a run.
+
+A timeline event is ``at`` plus exactly one action (``- at: 10m`` / ``  endpoint: {...}``). To add an action,
+write a class here with ``key`` (its name in the file), ``parse`` and ``apply``, and add it to
+:data:`ACTIONS`. An action that fans out into several steps (``create: {count: 100, every: 1s}``)
+lists their offsets; the runner plays every step in time order.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dispatchsim.engine.clock import fmt_offset
+from dispatchsim.mapping.activity import example_activity
+from dispatchsim.providers import ProviderConfigError, parse_behaviour
+
+from .parsing import EDITABLE_KEYS, KeyPath, ParseContext
+
+if TYPE_CHECKING:
+    from .runner import ScenarioRun
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+#: Most steps one generator may make (a typo such as ``rate: 5000/s`` for a day stays refused).
+MAX_GENERATED = 200_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action(ABC):
+    """One kind of timeline action: its parse (from the file) and its apply (to a running scenario)."""
+
+    key: ClassVar[str]  #: its name in a timeline event
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        """Validate the value written under the action's key; errors name ``file:line: key``."""
+
+    @property
+    def offsets(self) -> Sequence[float]:
+        """When its steps happen, relative to the event's ``at``: one step, at once, unless it generates."""
+        return (0.0,)
+
+    @abstractmethod
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        """Do step ``step`` (of :attr:`offsets`) of the event at offset ``at`` to the running scenario."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Create(Action):
+    """Create activities: one, ``count`` (optionally ``every``), a ``rate`` ``for`` a span, or a ``cron``."""
+
+    key: ClassVar[str] = "create"
+    KEYS: ClassVar[set[str]] = {"tenant", "channel", "count", "every", "rate", "for", "cron", "until", "activity",
+                                "generate"}
+    tenant: str
+    channel: str
+    activity: dict[str, Any]
+    generate: bool
+    steps: tuple[float, ...]
+
+    @property
+    def offsets(self) -> Sequence[float]:
+        return self.steps
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        P, tenants = ctx.reader, ctx.tenants
+        arg = {} if value is None else value
+        P.mapping(arg, path, cls.KEYS, "an activity generator")
+        tenant = arg.get("tenant")
+        if tenant is None:
+            if len(tenants) != 1:
+                raise P.fail(path, "missing 'tenant' (required when the scenario has several tenants)")
+            tenant = next(iter(tenants))
+        elif tenant not in tenants:
+            raise P.fail(path + ("tenant",), f"unknown tenant {tenant!r} (tenants: {', '.join(tenants)})")
+        channel = P.string(arg.get("channel", "SALESMAN"), path + ("channel",))
+        activity = arg.get("activity", {})
+        if not isinstance(activity, dict):
+            raise P.fail(path + ("activity",), "expected a mapping of activity fields (seed payload names)")
+        generate = arg.get("generate", True)
+        if not isinstance(generate, bool):
+            raise P.fail(path + ("generate",), "expected true or false")
+        modes = [k for k in ("count", "rate", "cron") if k in arg]
+        if len(modes) > 1:
+            raise P.fail(path, f"use one of count, rate, cron — not {' and '.join(modes)}")
+        offsets: list[float]
+        if "rate" in arg:
+            m = _RATE.match(str(arg["rate"]))
+            if not m:
+                raise P.fail(path + ("rate",), f"expected a rate like 5/s or 30/m, got {arg['rate']!r}")
+            per_second = float(m.group(1)) / _RATE_UNITS[m.group(2)]
+            if "for" not in arg:
+                raise P.fail(path, "a rate needs 'for' (how long, e.g. for: 10m)")
+            span = P.duration(arg["for"], path + ("for",))
+            n = int(round(span * per_second))
+            if per_second <= 0 or n > MAX_GENERATED:
+                raise P.fail(path + ("rate",), f"makes {n} activities; the limit is {MAX_GENERATED}")
+            offsets = [k / per_second for k in range(n)]
+        elif "cron" in arg:
+            offsets = _cron(ctx, arg, path, ctx.duration - ctx.at)
+        else:
+            n = P.integer(arg.get("count", 1), path + ("count",), lo=1)
+            if n > MAX_GENERATED:
+                raise P.fail(path + ("count",), f"at most {MAX_GENERATED} activities per event")
+            every = P.duration(arg.get("every", 0), path + ("every",))
+            offsets = [k * every for k in range(n)]
+        for key in ("for", "until", "every"):
+            if key in arg and key not in {"rate": ("for",), "cron": ("until",)}.get(modes[0] if modes else "", ()) \
+                    and not (key == "every" and not modes or key == "every" and modes == ["count"]):
+                raise P.fail(path + (key,), f"'{key}' does not apply here")
+        return cls(tenant=tenant, channel=channel, activity=activity, generate=generate, steps=tuple(offsets))
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        data = example_activity(run.rng, channel=self.channel) if self.generate else {"channel": self.channel}
+        data.update(self.activity)
+        data.setdefault("channel", self.channel)
+        await run.engine.create_activity(self.tenant, data)
+        n = len(self.steps)
+        if step == 0:
+            run.note(f"create {n} activit{'y' if n == 1 else 'ies'} for {self.tenant}/{self.channel}"
+                     + ("" if n == 1 else f" (until {fmt_offset(at + self.steps[-1])})"))
+
+
+def _cron(ctx: ParseContext, arg: dict[str, Any], path: KeyPath, room: float) -> list[float]:
+    """Fire times of a crontab expression, computed with APScheduler's trigger (on the scenario's clock)."""
+    from datetime import datetime, timedelta, timezone
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    P = ctx.reader
+    expr = arg["cron"]
+    try:
+        trigger = CronTrigger.from_crontab(str(expr), timezone=timezone.utc)
+    except ValueError as exc:
+        raise P.fail(path + ("cron",), f"not a crontab expression ({exc}); e.g. '*/15 * * * *'") from None
+    until = P.duration(arg["until"], path + ("until",)) if "until" in arg else room
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)  # offsets only; the real start is added at run time
+    out: list[float] = []
+    prev = None
+    now = t0 - timedelta(microseconds=1)
+    while True:
+        nxt = trigger.get_next_fire_time(prev, now)
+        if nxt is None:
+            break
+        off = (nxt - t0).total_seconds()
+        if off > until:
+            break
+        out.append(off)
+        if len(out) > MAX_GENERATED:
+            raise P.fail(path + ("cron",), f"fires more than {MAX_GENERATED} times before 'until'")
+        prev, now = nxt, nxt
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint(Action):
+    """Change what a simulated endpoint does from now on (``{name, behaviour}``)."""
+
+    key: ClassVar[str] = "endpoint"
+    name: str
+    behaviour: Any
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        P = ctx.reader
+        P.mapping(value, path, {"name", "behaviour"}, "an endpoint change")
+        name = P.string(value.get("name"), path + ("name",))
+        if name not in ctx.endpoints:
+            raise P.fail(path + ("name",), f"unknown simulated endpoint {name!r} (simulated: "
+                                           f"{', '.join(sorted(ctx.endpoints)) or 'none'})")
+        if "behaviour" not in value:
+            raise P.fail(path, "missing required key 'behaviour'")
+        try:
+            parse_behaviour(value["behaviour"], source=P.source)
+        except ProviderConfigError as exc:
+            raise P.fail(path + ("behaviour",), str(exc).split(": ", 1)[-1]) from None
+        return cls(name=name, behaviour=value["behaviour"])
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        run.endpoints.set_behaviour(self.name, self.behaviour)
+        run.note(f"endpoint {self.name} -> {_short(self.behaviour)}")
+
+
+def _short(behaviour: Any) -> str:
+    text = json.dumps(behaviour, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OnConfig(Action):
+    """An action on one configuration, written as its id."""
+
+    config: str
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        return cls(config=ctx.reader.config_ref(value, path, ctx.configs))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Activate(_OnConfig):
+    """Activate a configuration (its verification GET decides)."""
+
+    key: ClassVar[str] = "activate"
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        await run.activate(self.config)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deactivate(_OnConfig):
+    """Pause a configuration: pending deliveries are kept, nothing is sent."""
+
+    key: ClassVar[str] = "deactivate"
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        await run.engine.deactivate(self.config, reason="scenario")
+        run.note(f"configuration {self.config} deactivated")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edit(Action):
+    """Change configuration fields (``{config, retry: …, mapping: …}``), validated before the run."""
+
+    key: ClassVar[str] = "edit"
+    config: str
+    changes: dict[str, Any]
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        P = ctx.reader
+        P.mapping(value, path, {"config"} | EDITABLE_KEYS, "a configuration edit")
+        cid = P.config_ref(value.get("config"), path + ("config",), ctx.configs)
+        changes = P.durations({k: v for k, v in value.items() if k != "config"}, path)
+        P.config_fields(changes, path)
+        return cls(config=cid, changes=changes)
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        await run.engine.edit_config(self.config, **self.changes)
+        run.note(f"configuration {self.config} edited: {', '.join(sorted(self.changes))}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FailedScope(Action):
+    """Which FAILED deliveries: ``all`` (or empty), a configuration id, or a mapping of filters."""
+
+    config: str | None = None
+    FILTERS: ClassVar[set[str]] = {"config"}
+
+    @classmethod
+    def scope(cls, value: Any, path: KeyPath, ctx: ParseContext) -> dict[str, Any]:
+        P = ctx.reader
+        if value in (None, "all"):
+            return {"config": None}
+        if isinstance(value, str):
+            return {"config": P.config_ref(value, path, ctx.configs)}
+        P.mapping(value, path, cls.FILTERS, f"a {cls.key}")
+        return {"config": P.config_ref(value["config"], path + ("config",), ctx.configs)
+                if value.get("config") is not None else None}
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        return cls(**cls.scope(value, path, ctx))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForceRetry(_FailedScope):
+    """Force-retry FAILED deliveries (of a configuration, with a reason, created in a time range)."""
+
+    key: ClassVar[str] = "force_retry"
+    FILTERS: ClassVar[set[str]] = {"config", "reason", "since", "until"}
+    reason: str | None = None
+    since: float | None = None  #: creation time range, as offsets from the scenario start
+    until: float | None = None
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        args = cls.scope(value, path, ctx)
+        if isinstance(value, dict):
+            args["reason"] = value.get("reason")
+            for key in ("since", "until"):
+                if key in value:
+                    args[key] = ctx.reader.duration(value[key], path + (key,))
+        return cls(**args)
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        ids = await run.engine.force_retry_where(
+            config_id=self.config, reason=self.reason,
+            since=run.t0 + self.since if self.since is not None else None,
+            until=run.t0 + self.until if self.until is not None else None)
+        run.force_retried.update(ids)
+        scope = f" created since {fmt_offset(self.since)}" if self.since is not None else ""
+        run.note(f"force retry of {len(ids)} FAILED deliver{'y' if len(ids) == 1 else 'ies'}{scope}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Skip(_FailedScope):
+    """Skip the FAILED heads that block their ordered queues (``ordering: {on_exhausted: block}``)."""
+
+    key: ClassVar[str] = "skip"
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        e = run.engine
+        blocked = [d for d in e.store.deliveries(status="FAILED", config_id=self.config) if d["holds"]]
+        for d in blocked:
+            await e.skip(d["id"])
+        run.note(f"skipped {len(blocked)} blocked queue head(s)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Replay(Action):
+    """Send one delivery again as it was (a manual replay; its status does not change)."""
+
+    key: ClassVar[str] = "replay"
+    delivery: int
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        ctx.reader.mapping(value, path, {"delivery"}, "a replay")
+        return cls(delivery=ctx.reader.integer(value.get("delivery"), path + ("delivery",), lo=1))
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        attempt = await run.engine.replay(self.delivery)
+        run.note(f"replay of delivery {self.delivery}: {attempt['outcome']} {attempt['status_code'] or ''}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Crash(Action):
+    """Kill the engine mid-flight (leases left in the database) and restart it on the same database."""
+
+    key: ClassVar[str] = "crash"
+    restart_after: float = 0.0
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        arg = {} if value is None else value
+        ctx.reader.mapping(arg, path, {"restart_after"}, "a crash")
+        return cls(restart_after=ctx.reader.duration(arg.get("restart_after", 0), path + ("restart_after",)))
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        await run.crash()
+        run.note("engine crashed (in-flight attempts lost, leases left in the database)")
+        if self.restart_after:
+            await run.clock.sleep(self.restart_after)
+        await run.open()
+        run.start()
+        run.note("engine restarted on the same database")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageEvents(Action):
+    """Reteno message events for an account's webhook: ``count`` of one ``status`` (or mixed), ``every``."""
+
+    key: ClassVar[str] = "message_events"
+    KEYS: ClassVar[set[str]] = {"account", "count", "every", "status", "fields"}
+    account: str
+    status: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[float, ...] = (0.0,)
+
+    @property
+    def offsets(self) -> Sequence[float]:
+        return self.steps
+
+    @classmethod
+    def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
+        from dispatchsim.engine.events import EVENT_STATUSES, validate_event
+
+        P, accounts = ctx.reader, ctx.accounts
+        P.mapping(value, path, cls.KEYS, "a batch of message events")
+        if not accounts:
+            raise P.fail(path, "no accounts: add a top-level 'accounts:' with the message-event webhook")
+        account = value.get("account")
+        if account is None and len(accounts) == 1:
+            account = next(iter(accounts))
+        if account not in accounts:
+            raise P.fail(path + ("account",), f"unknown account {account!r} (accounts: {', '.join(sorted(accounts))})")
+        status = value.get("status", "DELIVERED")
+        if status != "mixed" and status not in EVENT_STATUSES:
+            raise P.fail(path + ("status",), f"expected one of {', '.join(EVENT_STATUSES)} or mixed, got {status!r}")
+        fields = value.get("fields", {})
+        if not isinstance(fields, dict):
+            raise P.fail(path + ("fields",), "expected a mapping of the seed's event parameters")
+        if fields:
+            _, problems = validate_event({"activityStatus": "DELIVERED", **fields}, now=0.0, where="fields")
+            problems = [p for p in problems if "only sent with" not in p]
+            if problems:
+                raise P.fail(path + ("fields",), "; ".join(problems))
+        count = P.integer(value.get("count", 1), path + ("count",), lo=1)
+        every = P.duration(value.get("every", 0), path + ("every",))
+        return cls(account=account, status=status, fields=fields, steps=tuple(k * every for k in range(count)))
+
+    async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        """One message event of the seed's shape (Reteno webhooks doc), varied from the seed."""
+        from dispatchsim.engine.events import EVENT_STATUSES
+
+        status = self.status if self.status != "mixed" else run.rng.choice(EVENT_STATUSES)
+        contact = run.rng.randrange(10_000_000, 2_000_000_000)
+        event: dict[str, Any] = {
+            "broadcastId": 3459207, "messageName": "test", "iid": str(uuid.UUID(int=run.rng.getrandbits(128))),
+            "contactId": contact, "externalCustomerId": str(contact % 1_000_000_000),
+            "email": f"contact{contact}@example.test", "mediaType": "email", "activityStatus": status,
+            "messageId": 2489300, "messageInstanceId": 4702518 + step, "statusData": {},
+        }
+        if status == "UNDELIVERED":
+            event.update(hardBounce=False, statusDescription="5.1.2 (bad destination system: no such domain)")
+        elif status == "CLICKED":
+            event["clickEventLink"] = "https://example.test/promo"
+        event.update(self.fields)
+        await run.msg.post(self.account, [event])
+        n = len(self.steps)
+        if step == 0:
+            run.note(f"{n} message event{'s' if n != 1 else ''} ({self.status}) for account {self.account}")
+
+
+#: Every timeline action, by its key in a timeline event.
+ACTIONS: dict[str, type[Action]] = {cls.key: cls for cls in (
+    Create, Endpoint, Activate, Deactivate, Edit, ForceRetry, Skip, Replay, Crash, MessageEvents)}
+
+__all__ = ["ACTIONS", "Action", "MAX_GENERATED"]
