@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -14,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from .config import Auth, redact_url
+from .signing import webhook_headers
 
 VERSION = "0.1.0"
 USER_AGENT = f"dispatchsim/{VERSION}"
@@ -66,13 +64,6 @@ class Request:
     signing_secret: str | None
     connect_timeout: float
     total_timeout: float
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """Standard Webhooks ``webhook-signature``: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
-    key = base64.b64decode(secret[6:]) if secret.startswith("whsec_") else secret.encode()
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
 
 
 def encode_body(value: Any) -> bytes:
@@ -134,14 +125,8 @@ class Sender:
         return aiohttp.ClientTimeout(total=total, connect=connect, ceil_threshold=10 ** 9)
 
     async def send(self, req: Request) -> Outcome:
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": req.webhook_id,
-            "webhook-timestamp": str(req.timestamp),
-            **req.auth.headers(),
-        }
-        if req.signing_secret:
-            headers["webhook-signature"] = sign(req.signing_secret, req.webhook_id, req.timestamp, req.body)
+        headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
+                                  signing_secret=req.signing_secret)
         return await self._request("POST", req.url, headers=headers, data=req.body,
                                    timeout=self._timeout(req.connect_timeout, req.total_timeout))
 

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from dispatchsim.engine.config import REDACTED, Auth, redact_url
-from dispatchsim.engine.sender import USER_AGENT, Outcome, OutcomeKind, Sender, sign
+from dispatchsim.engine.sender import USER_AGENT, Outcome, OutcomeKind, Sender
+from dispatchsim.engine.signing import webhook_headers
 
 from .report import Evidence
 
@@ -86,13 +87,8 @@ class Wire:
                 signature: str | None = None) -> dict[str, str]:
         """A delivery's headers as the engine sends them; ``signature`` overrides the computed one."""
         ts = int(self.now()) if timestamp is None else timestamp
-        headers = {"Content-Type": "application/json", "webhook-id": webhook_id, "webhook-timestamp": str(ts),
-                   **(self.auth if auth is None else auth).headers()}
-        if signature is not None:
-            headers["webhook-signature"] = signature
-        elif self.secret:
-            headers["webhook-signature"] = sign(self.secret, webhook_id, ts, body)
-        return headers
+        return webhook_headers(webhook_id=webhook_id, timestamp=ts, body=body, auth=self.auth if auth is None else auth,
+                               signing_secret=self.secret, signature=signature)
 
     async def post(self, sender: ProbeSender, label: str, body: bytes, headers: dict[str, str], *,
                    data: Any = None, total: float | None = None) -> Evidence:

@@ -15,7 +15,8 @@ from typing import Any
 
 from dispatchsim.engine.clock import Clock, RealClock, iso
 from dispatchsim.engine.config import Auth
-from dispatchsim.engine.sender import Outcome, OutcomeKind, encode_body, sign
+from dispatchsim.engine.sender import Outcome, OutcomeKind, encode_body
+from dispatchsim.engine.signing import sign
 from dispatchsim.mapping.activity import NULLABLE
 
 from .http import (ProbeSender, Redactor, Wire, abort_mid_body, evidences_by_status, outcome_ok, responded,

@@ -1,6 +1,7 @@
 """The checks a careful receiver runs before accepting a webhook: credentials, signature, payload shape.
 
 Each returns ``None`` when the request passes, or a short reason (recorded as the record's ``note``).
+The signature check is the receiver's own, written apart from the engine's signing on purpose.
 """
 from __future__ import annotations
 
@@ -36,7 +37,12 @@ def check_auth(auth: AuthCheck, headers: Mapping[str, str]) -> str | None:
 
 
 def signing_key(secret: str) -> bytes:
-    """Standard Webhooks: ``whsec_<base64 key>``; any other secret is used as raw UTF-8 bytes."""
+    """Standard Webhooks: ``whsec_<base64 key>``; any other secret is used as raw UTF-8 bytes.
+
+    The receiver's own copy of the signing rules, deliberately independent of the engine's
+    (``dispatchsim.engine.signing``): a verifier that shared the sender's code would accept whatever
+    that code got wrong. This package imports nothing of the engine.
+    """
     if secret.startswith("whsec_"):
         try:
             return base64.b64decode(secret[len("whsec_"):], validate=True)
