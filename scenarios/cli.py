@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import catalogue
+from .html_report import html_report
 from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, run_scenario
@@ -29,6 +30,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--events", metavar="PATH", help="write the event log as JSON lines (a directory when "
                                                      "running several files: one NAME.jsonl each)")
     p.add_argument("--record", metavar="DIR", help="write what each simulated provider received (JSON lines)")
+    p.add_argument("--html", metavar="FILE", help="write one self-contained HTML report of the run (expectations, "
+                                                  "timelines per queue, backlog, latency, retry schedules, "
+                                                  "searchable event log)")
     p.add_argument("--plot", metavar="DIR", help="write a retry-timeline SVG per scenario into DIR")
     p.add_argument("--db", metavar="FILE", help="keep the SQLite database (one scenario only; default: temporary)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the result line per scenario")
@@ -90,6 +94,8 @@ def main(args: argparse.Namespace) -> int:
         d.mkdir(parents=True, exist_ok=True)
         for r in results:
             (d / f"{_slug(r.scenario.name)}.svg").write_text(svg_timeline(r), encoding="utf-8")
+    if args.html:
+        Path(args.html).write_text(html_report(results), encoding="utf-8")
     if args.json:
         write_json(results, args.json)
     if args.junit:
@@ -102,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace, *, several: bool) -> str | None:
     """Refuse unusable output paths before a long run, not after it; create missing parent folders."""
-    files = [("--json", args.json), ("--junit", args.junit)] + ([] if several else [("--events", args.events)])
+    files = [("--json", args.json), ("--junit", args.junit), ("--html", args.html)] + ([] if several else [("--events", args.events)])
     dirs = [("--record", args.record), ("--plot", args.plot)] + ([("--events", args.events)] if several else [])
     for flag, value in files:
         if value is None:

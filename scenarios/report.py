@@ -1,4 +1,5 @@
-"""Reports of a scenario run: human summary, JSON, JUnit XML, event log, SVG retry timeline."""
+"""Reports of a scenario run: human summary, JSON, JUnit XML, event log, SVG retry timeline
+(the HTML page is in ``html_report``)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from dispatchsim.engine.clock import fmt_offset, parse_iso
+from dispatchsim.engine.clock import fmt_offset
 
 from .runner import RunResult
 
@@ -99,67 +100,15 @@ def junit(results: list[RunResult]) -> str:
     return "\n".join(parts) + "\n"
 
 
-_COLOURS = {"SUCCESS": "#2e7d32", "HTTP_ERROR": "#c62828", "TIMEOUT": "#ef6c00", "CONNECT_ERROR": "#6a1b9a",
-            "PROTOCOL_ERROR": "#ad1457", "MAPPING_ERROR": "#37474f", "INTERRUPTED": "#9e9e9e"}
-
-
 def svg_timeline(r: RunResult, *, max_queues: int = 40) -> str:
-    """Retry timeline: one row per delivery queue, a dot per attempt coloured by outcome, a line per
-    delivery from its creation to its last attempt. Time axis in simulated time."""
-    by_id = {d["id"]: d for d in r.deliveries}
-    queues: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for a in r.attempts:
-        d = by_id.get(a["delivery_id"])
-        if d is not None:
-            queues[d["queue"]].append(a)
-    names = sorted(queues)[:max_queues]
-    span = max(r.elapsed, 1.0)
-    left, width, row_h, top = 190, 740, 22, 44
-    rows_h = row_h * max(1, len(names))
-    height = top + rows_h + 70
+    """Retry timeline (``--plot``): one row per queue, successes and failures in their own lanes,
+    ticks at round simulated times, aggregated into time bins when attempts are many."""
+    from .html_report import attempt_marks
+    from .plots import attempt_timeline
 
-    def x(t: float) -> float:
-        return left + (t - r.t0) / span * width
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" height="{height}" '
-           'font-family="sans-serif" font-size="11">',
-           f'<rect width="100%" height="100%" fill="white"/>',
-           f'<text x="10" y="20" font-size="14">{escape(r.scenario.name)}: attempts per queue over '
-           f'{escape(fmt_offset(span)[1:])} simulated</text>']
-    axis_y = top + rows_h + 6
-    for i in range(6):
-        t = r.t0 + span * i / 5
-        out.append(f'<line x1="{x(t):.1f}" y1="{top - 8}" x2="{x(t):.1f}" y2="{axis_y}" stroke="#ddd"/>')
-        out.append(f'<text x="{x(t):.1f}" y="{axis_y + 14}" text-anchor="middle">'
-                   f'{escape(fmt_offset(t - r.t0))}</text>')
-    for row, q in enumerate(names):
-        y = top + row * row_h + row_h / 2
-        out.append(f'<text x="{left - 10}" y="{y + 4:.1f}" text-anchor="end">{escape(q[-30:])}</text>')
-        per_delivery: dict[int, list[float]] = defaultdict(list)
-        for a in queues[q]:
-            per_delivery[a["delivery_id"]].append(parse_iso(a["started_at"]))
-        for did, times in per_delivery.items():
-            if len(times) > 1:
-                out.append(f'<line x1="{x(min(times)):.1f}" y1="{y:.1f}" x2="{x(max(times)):.1f}" y2="{y:.1f}" '
-                           'stroke="#90a4ae" stroke-width="1"/>')
-        for a in queues[q]:
-            colour = _COLOURS.get(a["outcome"] or "", "#000")
-            t = parse_iso(a["started_at"])
-            label = f"delivery {a['delivery_id']} attempt {a['number']}: {a['outcome']} {a['status_code'] or ''}"
-            out.append(f'<circle cx="{x(t):.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"><title>{escape(label)}'
-                       f' at {escape(fmt_offset(t - r.t0))}</title></circle>')
-    lx, ly = 10, axis_y + 40
-    seen = {a["outcome"] for a in r.attempts}
-    for name, colour in _COLOURS.items():
-        if name not in seen:
-            continue
-        out.append(f'<circle cx="{lx + 4}" cy="{ly - 4}" r="4" fill="{colour}"/>'
-                   f'<text x="{lx + 12}" y="{ly}">{name}</text>')
-        lx += 24 + 7 * len(name)
-    if len(queues) > max_queues:
-        out.append(f'<text x="{lx + 10}" y="{ly}">(first {max_queues} of {len(queues)} queues)</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    span = fmt_offset(max(r.elapsed, 1.0))[1:]
+    return attempt_timeline(f"{r.scenario.name}: attempts per queue over {span} simulated", attempt_marks(r),
+                            r.elapsed, max_rows=max_queues) + "\n"
 
 
 def write_json(results: list[RunResult], path: str | Path) -> None:

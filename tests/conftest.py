@@ -100,3 +100,16 @@ async def setup_config(engine) -> Callable:
             await engine.add_provider(provider)
         return await engine.add_config("acme", provider, channel, endpoint_url=url, activate=True, **fields)
     return make
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium via Playwright (see tests/browser.py); a missing browser is an error."""
+    import browser as _browser
+
+    reason = _browser.missing_reason()
+    if reason:
+        pytest.fail(reason)
+    b = _browser.Browser()
+    yield b
+    b.close()
