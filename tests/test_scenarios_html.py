@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from dispatchsim.cli import main
-from dispatchsim.scenarios.catalogue import resolve
 from dispatchsim.scenarios.html_report import html_report
 from dispatchsim.scenarios.plots import DENSE, fmt_tick, time_ticks
 from dispatchsim.scenarios.runner import run_scenario
+from dispatchsim.scenarios.spec import parse_scenario
 
 FAILING = """\
 name: small-fail
@@ -132,8 +132,27 @@ def test_event_log_is_searchable(browser, report):
     browser.visit(report, check)
 
 
+DENSE_SCENARIO = """\
+name: dense
+seed: 5
+providers:
+  crm:
+    behaviour:
+      windows: [{from: 0s, to: 2m30s, status: 503}]
+      else: {status: 200}
+tenants: [acme]
+configurations:
+  - {id: c1, tenant: acme, provider: crm, ordering: {mode: none, concurrency: 50}}
+timeline:
+  - at: 0s
+    create: {count: 250}
+expect:
+  all_delivered: true
+"""
+
+
 def test_dense_timeline_aggregates_instead_of_one_element_per_attempt(browser, tmp_path):
-    result = run_scenario(resolve("flaky_at_load"))
+    result = run_scenario(parse_scenario(DENSE_SCENARIO))  # 250 deliveries tried at 0, 1m and 3m
     assert len(result.attempts) > DENSE
     out = tmp_path / "flaky.html"
     out.write_text(html_report([result]), encoding="utf-8")
