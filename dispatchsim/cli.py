@@ -55,8 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .engine.errors import DispatchsimError
+
     try:
         return int(args.func(args) or 0)
+    except DispatchsimError as exc:  # e.g. a database that cannot be used: one line, no traceback
+        print(f"{parser.prog} {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -2,20 +2,26 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TextIO
 
-from dispatchsim.engine import Store, iso
+from dispatchsim.engine import Store, StoreError, iso, latest_schema_version
 
 
-def print_status(db: str, out: TextIO = sys.stdout) -> int:
-    if not Path(db).is_file():
-        print(f"dispatchsim status: {db}: no such file", file=sys.stderr)
+def print_status(db: str, out: TextIO | None = None) -> int:
+    """Read-only: a database is never created, migrated or changed here; one of another application,
+    with a newer schema, or damaged is refused with one line (``StoreError``)."""
+    out = out or sys.stdout
+    try:
+        Store.check(db, write=False)
+        store = Store(db, readonly=True)
+    except StoreError as exc:
+        print(f"dispatchsim status: {exc}", file=sys.stderr)
         return 2
-    store = Store(db)
     try:
         counts = store.counts()
-        out.write(f"{db} (schema v{store.schema_version})\n")
+        version, latest = store.schema_version, latest_schema_version()
+        older = f"; older than this dispatchsim's v{latest}: serve migrates it" if version < latest else ""
+        out.write(f"{db} (schema v{version}{older})\n")
         out.write("deliveries: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "\n")
         rows = store.queue_status_counts()
         if rows:
@@ -33,7 +39,8 @@ def print_status(db: str, out: TextIO = sys.stdout) -> int:
             out.write("recent failures:\n")
             for did, queue, reason, error in failures:
                 out.write(f"  delivery {did} ({queue}): {reason}: {error}\n")
-        _health(store, out)
+        if version >= 2:  # endpoint health came with schema v2
+            _health(store, out)
     finally:
         store.close()
     return 0

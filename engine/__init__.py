@@ -4,17 +4,19 @@ from __future__ import annotations
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
 from .config import CONFIG_FIELDS, REDACTED
 from .core import ActivityPage, Engine, ResultSubmission, RunSummary
-from .errors import (ActivationRefused, ActivityError, ConfigError, DispatchsimError, InvalidTransition,
-                     NotFound, PayloadUnmappable, ResultConflict)
+from .errors import (ActivationRefused, ActivityError, ConfigError, DatabaseInUse, DispatchsimError,
+                     InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable, StoreError)
 from .events import MessageEvents
 from .policy import PRESETS, OrderingPolicy, RetryPolicy, Timeouts, delay
 from .sender import VERSION, Outcome, OutcomeKind
 from .states import ACTIVE, TERMINAL, TRANSITIONS, Status
-from .store import Store
+from .store import Store, latest_schema_version
+from .store_file import OwnerLock, storage_error
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
 
 __all__ = [
-    "ACTIVE", "ActivationRefused", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "Clock",
+    "ACTIVE", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
+    "latest_schema_version", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "Clock",
     "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",
     "ResultConflict", "ResultSubmission", "RetryPolicy", "RunSummary", "Status", "Store", "TERMINAL", "TRANSITIONS",

@@ -18,6 +18,10 @@ from .health import Change, EndpointState, record, tick
 from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
 from .errors import PayloadUnmappable
 from .store import AttemptResult, Claim, Store
+from .store_file import storage_error
+
+#: seconds between tries while the database cannot take writes (disk full, busy)
+STORAGE_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,17 @@ class Dispatcher:
             now = self.clock.now()
             if deadline is not None and now >= deadline:
                 return
-            self._release(now)
-            blocked, probes, next_change = self._gate(now)
-            saturated = self._fill(now, blocked, probes)
+            try:
+                self._release(now)
+                blocked, probes, next_change = self._gate(now)
+                saturated = self._fill(now, blocked, probes)
+            except Exception as exc:
+                if storage_error(exc) is None:
+                    raise
+                # disk full, database busy or read-only: nothing was written; try again shortly
+                self.log.error("store.unavailable", error=str(storage_error(exc)), retry_in=STORAGE_RETRY)
+                await self.clock.wait(self._wake, STORAGE_RETRY)
+                continue
             if self._inflight and len(self._inflight) >= self._concurrency:
                 timeout = None
             else:
@@ -308,13 +320,26 @@ class Dispatcher:
         batch, self._results = self._results, []
         events: list[tuple[str, str, dict[str, Any]]] = []
         self._batch_configs: dict[str, dict[str, Any]] = {}
-        with self.store.tx():
-            for claim, snap, result in batch:
-                if isinstance(result, str):
-                    events.extend(self._finish_unmappable(claim, snap, result))
-                else:
-                    events.extend(self._finish(claim, snap, result))
-                    events.extend(self._account(claim.config_id, result.ok, claim.attempt_id))
+        try:
+            with self.store.tx():
+                for claim, snap, result in batch:
+                    if isinstance(result, str):
+                        events.extend(self._finish_unmappable(claim, snap, result))
+                    else:
+                        events.extend(self._finish(claim, snap, result))
+                        events.extend(self._account(claim.config_id, result.ok, claim.attempt_id))
+        except Exception as exc:
+            if storage_error(exc) is None:
+                raise
+            # rolled back: the results wait in memory (their deliveries keep their leases) and are
+            # stored once the database takes writes again; a crash meanwhile re-sends them
+            self.log.error("store.unavailable", error=str(storage_error(exc)), pending_results=len(batch),
+                           retry_in=STORAGE_RETRY)
+            self._results = batch + self._results
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_later(STORAGE_RETRY, self.flush)
+            return
         self._emit(events)
         self._wake.set()
 

@@ -39,3 +39,15 @@ class ResultConflict(DispatchsimError):
 
 class PayloadUnmappable(DispatchsimError):
     """The payload cannot be mapped for this provider (resending cannot fix it)."""
+
+
+class StoreError(DispatchsimError):
+    """The database cannot be used; nothing was written to it."""
+
+
+class DatabaseInUse(StoreError):
+    """Another process owns this database."""
+
+
+class StorageUnavailable(DispatchsimError):
+    """The database cannot take writes right now (disk full, busy or read-only); nothing was stored."""

@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import InvalidTransition, NotFound
+from . import store_file
+from .errors import InvalidTransition, NotFound, StoreError
 from .payload import render
 from .states import Status
 from .store_queries import QueryOps
@@ -27,6 +28,11 @@ _ACTIVE_SQL = "('READY', 'RETRYING')"
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def latest_schema_version() -> int:
+    """The schema version this code migrates a database to."""
+    return migrations()[-1][0]
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -70,20 +76,40 @@ class AttemptResult:
 
 
 class Store(QueryOps):
-    """The SQLite store: one file (WAL), one connection, named operations."""
+    """A dispatchsim database. The file is checked before it is opened (see ``store_file``): a
+    hostile environment is one :class:`StoreError` and nothing is written. ``readonly`` opens an
+    existing database without migrating or changing it (``dispatchsim status``)."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", *, readonly: bool = False) -> None:
         self.path = str(path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        memory = self.path == ":memory:"
+        if not memory:
+            store_file.check_file(self.path, write=not readonly)
+        conn = store_file.connect(self.path, readonly=readonly and not memory)
         conn.row_factory = sqlite3.Row
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
-        conn.execute("PRAGMA busy_timeout = 5000")
-        if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        self.migrate()
+        self.readonly = readonly
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            latest = latest_schema_version()
+            version = store_file.check_schema(conn, self.path, latest=latest)
+            if readonly:
+                if version == 0:
+                    raise StoreError(f"{self.path}: empty, not a dispatchsim database yet")
+            else:
+                if not memory:
+                    store_file.check_writable(conn, self.path)
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                self.migrate()
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise store_file.damaged(self.path, exc) from None
         self._snapshots: dict[tuple[str, int], dict[str, Any]] = {}
 
     # -- plumbing -----------------------------------------------------------------------
@@ -96,8 +122,24 @@ class Store(QueryOps):
                     for stmt in _split_sql(sql):
                         self.conn.execute(stmt)
                     self.conn.execute(f"PRAGMA user_version = {number}")
+                    store_file.mark_ours(self.conn)
                 current = number
+        if self.conn.execute("PRAGMA application_id").fetchone()[0] == 0:
+            store_file.mark_ours(self.conn)  # a database made before the stamp existed
         return current
+
+    @classmethod
+    def check(cls, path: str | Path, *, write: bool) -> None:
+        """Everything about a database file that can be checked without writing to it: where it is,
+        what it is (SQLite, ours, not newer, not damaged) and, with ``write``, that it can be
+        written. A ``StoreError`` names the problem in one line."""
+        store_file.check_file(path, write=write)
+        if Path(path).exists() and Path(path).stat().st_size:
+            probe = cls(path, readonly=True)
+            try:
+                store_file.check_integrity(probe.conn, probe.path)
+            finally:
+                probe.close()
 
     @property
     def schema_version(self) -> int:
@@ -112,10 +154,11 @@ class Store(QueryOps):
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
@@ -448,16 +491,19 @@ class Store(QueryOps):
         return self.release_leases(now, ending_by=now,
                                    error="lease expired: the engine stopped during this attempt")
 
-    def release_leases(self, now: float, *, ending_by: float, error: str) -> list[int]:
+    def release_leases(self, now: float, *, ending_by: float, error: str, owner: str | None = None) -> list[int]:
         """Leases ending by ``ending_by``: their open attempts become INTERRUPTED (with ``error``) and
-        the deliveries are due again ``now``. A graceful stop passes ``ending_by=inf`` to release all
-        the leases it abandoned at once, without waiting for them to expire."""
-        if self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ? LIMIT 1",
-                     (ending_by,)) is None:
+        the deliveries are due again ``now``. A graceful stop passes ``ending_by=inf`` and its own
+        ``owner`` (the engine instance that prefixes its lease tokens) to release the leases it
+        abandoned at once, without waiting for them to expire, and nobody else's."""
+        mine = "" if owner is None else " AND substr(lease_token, 1, ?) = ?"
+        params: tuple[Any, ...] = (ending_by,) if owner is None else (ending_by, len(owner) + 1, owner + ":")
+        if self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?" + mine
+                     + " LIMIT 1", params) is None:
             return []
         with self.tx() as c:
-            rows = c.execute("SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?",
-                             (ending_by,)).fetchall()
+            rows = c.execute("SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?" + mine,
+                             params).fetchall()
             ids = [r["id"] for r in rows]
             for did in ids:
                 c.execute("UPDATE attempts SET finished_at = ?, outcome = 'INTERRUPTED', error = ?"

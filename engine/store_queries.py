@@ -56,7 +56,8 @@ class QueryOps:
         def tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
         def counts(self) -> dict[str, int]: ...
         def in_flight(self) -> int: ...
-        def release_leases(self, now: float, *, ending_by: float, error: str) -> list[int]: ...
+        def release_leases(self, now: float, *, ending_by: float, error: str,
+                           owner: str | None = None) -> list[int]: ...
 
     def ping(self) -> None:
         """A round trip to the database (health checks)."""
@@ -195,11 +196,18 @@ class QueryOps:
                 (before,))
             return n + cur.rowcount
 
-    def release_all_leases(self, now: float) -> list[int]:
-        """After a graceful stop, when this process is the only sender on the file: attempts it abandoned
-        are marked INTERRUPTED and their deliveries are due again ``now`` (the same effect as
-        ``release_expired_leases`` once the leases end, without waiting for them)."""
-        return self.release_leases(now, ending_by=float("inf"), error="shutdown deadline passed during this attempt")
+    def release_own_leases(self, now: float, owner: str) -> list[int]:
+        """After a graceful stop: attempts this engine (``owner``, the prefix of its lease tokens)
+        abandoned are marked INTERRUPTED and their deliveries are due again ``now`` (the same effect
+        as ``release_expired_leases`` once the leases end, without waiting). Nobody else's leases."""
+        return self.release_leases(now, ending_by=float("inf"), owner=owner,
+                                   error="shutdown deadline passed during this attempt")
+
+    def release_dead_owners_leases(self, now: float) -> list[int]:
+        """At start, holding the database's owner lock: every lease in the file belongs to a process
+        that is gone, so its attempts are INTERRUPTED and due again now instead of after the lease."""
+        return self.release_leases(now, ending_by=float("inf"),
+                                   error="the previous owner of the database stopped during this attempt")
 
     def wal_checkpointer(self) -> WalCheckpointer:
         """A checkpointer that moves WAL checkpoints off the event loop (serve mode)."""
@@ -223,6 +231,7 @@ class WalCheckpointer:
         self.conn, self.path = conn, path
         self.enabled = path != ":memory:" and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
         self._conn: sqlite3.Connection | None = None
+        self._thread: asyncio.Future[None] | None = None
 
     def take_over(self) -> None:
         if self.enabled:
@@ -234,22 +243,33 @@ class WalCheckpointer:
         """The engine connection's automatic checkpoint threshold (0 while taken over)."""
         return int(self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
 
-    def _bulk(self) -> None:
-        assert self._conn is not None
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    @staticmethod
+    def _bulk(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     async def run(self) -> tuple[int, int]:
         """One checkpoint; returns (WAL frames, frames copied) as the engine's connection saw them."""
         if self._conn is None:
             return (0, 0)
-        await asyncio.to_thread(self._bulk)
+        # shielded: a cancelled caller must not leave the thread using a connection someone closes
+        self._thread = asyncio.ensure_future(asyncio.to_thread(self._bulk, self._conn))
+        await asyncio.shield(self._thread)
+        if self._conn is None:
+            return (0, 0)
         if self.conn.in_transaction:  # never the case between callbacks; be safe anyway
             return (0, 0)
         _busy, log, done = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return (log, done)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-            self.conn.execute("PRAGMA wal_autocheckpoint = 1000")
+        """Give automatic checkpoints back to the engine's connection and close our own; if the
+        worker thread is still copying, its connection is closed when the thread is done."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        thread = self._thread
+        if thread is not None and not thread.done():
+            thread.add_done_callback(lambda _f: conn.close())
+        else:
+            conn.close()
+        self.conn.execute("PRAGMA wal_autocheckpoint = 1000")

@@ -16,7 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ConfigError, DispatchsimError,
-                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, iso, parse_iso)
+                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, iso, parse_iso,
+                                storage_error)
 
 from .keys import KeyRing, Principal
 from .openapi import openapi_document
@@ -43,13 +44,16 @@ class Problem(Exception):
 
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-           500: "Internal Server Error"}
+           500: "Internal Server Error", 503: "Service Unavailable"}
+#: seconds a client is told to wait when storage cannot take writes (503)
+RETRY_AFTER_STORAGE = 5
 
 
-def problem_response(request: web.Request, p: Problem) -> web.Response:
+def problem_response(request: web.Request, p: Problem, *, headers: dict[str, str] | None = None) -> web.Response:
     doc = {"type": PROBLEM_BASE + p.slug, "title": _TITLES.get(p.status, "Error"), "status": p.status,
            "detail": p.detail, "instance": request.path, **p.extra}
-    headers = {"WWW-Authenticate": 'ApiKey header="X-Api-Key"'} if p.status == 401 else None
+    if p.status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'ApiKey header="X-Api-Key"'}
     return web.json_response(doc, status=p.status, content_type="application/problem+json", headers=headers)
 
 
@@ -83,7 +87,12 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
         return problem_response(request, Problem(400, "invalid", str(exc)))
     except DispatchsimError as exc:
         return problem_response(request, Problem(400, "invalid", str(exc)))
-    except Exception as exc:  # a bug: still a problem document, and logged
+    except Exception as exc:  # a bug (still a problem document, and logged), or storage unavailable
+        unavailable = storage_error(exc)
+        if unavailable is not None:  # disk full, busy, read-only: rolled back, nothing half-written
+            request.app[ENGINE_KEY].log.error("api.storage_unavailable", path=request.path, error=str(unavailable))
+            return problem_response(request, Problem(503, "storage-unavailable", str(unavailable)),
+                                    headers={"Retry-After": str(RETRY_AFTER_STORAGE)})
         request.app[ENGINE_KEY].log.error("api.error", path=request.path, error=f"{type(exc).__name__}: {exc}")
         return problem_response(request, Problem(500, "internal", "internal error; see the server log"))
 

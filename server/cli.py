@@ -21,8 +21,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"dispatchsim serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"dispatchsim serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"dispatchsim serve: {exc.filename or args.db}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port number from 0 to 65535")
+    return int(text)
 
 
 def _freeze_startup_objects(_server: object) -> None:
@@ -44,7 +50,12 @@ def _keys_create(args: argparse.Namespace) -> int:
     if bool(args.admin) == bool(args.tenant):
         print("dispatchsim keys create: give exactly one of --admin or --tenant ID", file=sys.stderr)
         return 2
-    store = Store(args.db)
+    try:
+        Store.check(args.db, write=True)
+        store = Store(args.db)
+    except DispatchsimError as exc:
+        print(f"dispatchsim keys create: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.tenant and store.tenant(args.tenant) is None and args.create_tenant:
             store.add_tenant(args.tenant, args.tenant, time.time())
@@ -65,7 +76,8 @@ def _keys_list(args: argparse.Namespace) -> int:
     from dispatchsim.server.keys import list_keys
     from dispatchsim.engine import Store
 
-    store = Store(args.db)
+    Store.check(args.db, write=False)
+    store = Store(args.db, readonly=True)
     try:
         for k in list_keys(store):
             print(f"{k['id']}  {k['tenant_id'] or 'admin':<20} {iso(k['created_at'])}  {k['name'] or ''}"
@@ -82,7 +94,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                                    "a restart on the same --db resumes.")
     p.add_argument("--db", required=True, help="SQLite file (created if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default: 8080; 0 picks a free one)")
     p.add_argument("--config", metavar="FILE", help="YAML: keys (admin or per tenant), tenants, providers, jobs")
     p.add_argument("--shutdown-deadline", type=float, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, how long attempts in flight may finish (default: 10)")

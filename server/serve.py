@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,12 +17,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from dispatchsim.engine import ConfigError, Engine, MessageEvents, WalCheckpointer
+from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, MessageEvents, OwnerLock, Store,
+                                WalCheckpointer, storage_error)
 
 from .api import make_app
+from .jobs import Jobs
 from .keys import KeyRing
+
+
+class ServeError(DispatchsimError):
+    """Serve mode cannot start in this environment."""
 
 
 @dataclass
@@ -57,7 +63,7 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys, tenants, providers")
     known = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days",
-             "dispatch_interval", "claim_chunk"}
+             "dispatch_interval", "claim_chunk", "checkpoint_interval"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -79,6 +85,11 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
             raise ConfigError(f"{path}: dispatch_interval: seconds between 0 and 1")
         opts.dispatch_interval = float(value)
+    if "checkpoint_interval" in data:
+        value = data["checkpoint_interval"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.01 <= value <= 3600:
+            raise ConfigError(f"{path}: checkpoint_interval: seconds between 0.01 and 3600")
+        opts.checkpoint_interval = float(value)
     if "claim_chunk" in data:
         value = data["claim_chunk"]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -88,7 +99,12 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
 
 
 class Server:
-    """One serve process: ``await start()``, then ``await stop()`` (or :func:`serve` for the CLI)."""
+    """One serve process: ``await start()``, then ``await stop()`` (or :func:`serve` for the CLI).
+
+    Start checks the environment before it writes anything: the database file,
+    its owner lock (one serve per SQLite file), the listening socket. Stop runs in order: HTTP,
+    recurring jobs (scheduling stops, the running one finishes), dispatchers, then connections.
+    """
 
     def __init__(self, opts: ServeOptions, *, log_stream: TextIO | None = None) -> None:
         self.opts = opts
@@ -96,15 +112,28 @@ class Server:
         self.engine: Engine | None = None
         self.events: MessageEvents | None = None
         self.runner: web.AppRunner | None = None
-        self.scheduler: AsyncIOScheduler | None = None
+        self.jobs: Jobs | None = None
         self.port: int | None = None
         self.checkpointer: WalCheckpointer | None = None
-        self._checkpoint_lock = asyncio.Lock()
+        self.lock: OwnerLock | None = None
 
     async def start(self) -> None:
-        engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
-                                                 log_format=self.opts.log_format)
+        memory = self.opts.db == ":memory:"
+        if not memory:
+            Store.check(self.opts.db, write=True)
+        sock = _listen(self.opts.host, self.opts.port)
+        try:
+            if not memory:
+                self.lock = OwnerLock(self.opts.db)
+                self.lock.acquire()
+            engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
+                                                     log_format=self.opts.log_format)
+        except BaseException:
+            sock.close()
+            raise
         engine.dispatcher.pace(interval=self.opts.dispatch_interval, chunk=self.opts.claim_chunk)
+        self.events = MessageEvents(engine)
+        self._recover_leases(engine, self.events)
         self.checkpointer = engine.store.wal_checkpointer()
         self.checkpointer.take_over()
         for tid in self.opts.tenants:
@@ -115,30 +144,38 @@ class Server:
                 await engine.add_provider(pid)
         for tenant in {t for t in self.opts.keys.values() if t is not None}:
             if engine.store.tenant(tenant) is None:
+                sock.close()
                 raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
-        self.events = MessageEvents(engine)
         app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys), events=self.events)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.opts.host, self.opts.port)
+        site = web.SockSite(self.runner, sock)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = sock.getsockname()[1]
         engine.start()
         self.events.start()
-        self.scheduler = AsyncIOScheduler()
-        self.scheduler.add_job(self.sweep, "interval", seconds=self.opts.sweep_interval, id="lease-sweep",
-                               coalesce=True, max_instances=1)
-        self.scheduler.add_job(self.stats, "interval", seconds=self.opts.stats_interval, id="stats",
-                               coalesce=True, max_instances=1)
+        jobs = self.jobs = Jobs(engine.log)
+        jobs.add("lease-sweep", self.sweep, seconds=self.opts.sweep_interval)
+        jobs.add("stats", self.stats, seconds=self.opts.stats_interval)
         if self.checkpointer.enabled:
-            self.scheduler.add_job(self.checkpoint, "interval", seconds=self.opts.checkpoint_interval,
-                                   id="wal-checkpoint", coalesce=True, max_instances=1)
+            jobs.add("wal-checkpoint", self.checkpoint, seconds=self.opts.checkpoint_interval)
         if self.opts.retention_days:
-            self.scheduler.add_job(self.retention, "interval", hours=1, id="retention", coalesce=True,
-                                   max_instances=1)
-        self.scheduler.start()
+            jobs.add("retention", self.retention, seconds=3600)
+        jobs.start()
         engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=self.opts.db,
                         counts=engine.counts())
+
+    def _recover_leases(self, engine: Engine, events: MessageEvents) -> None:
+        """Holding the owner lock, every lease in the file was left by a process that is gone: its
+        attempts go again now (an ordered queue resumes at once instead of after the lease)."""
+        if self.lock is None:
+            return
+        released = engine.store.release_dead_owners_leases(engine.clock.now())
+        batches = events.release_all_leases()
+        if released or batches:
+            engine.log.warning("serve.recovered", previous_pid=self.lock.previous_pid, attempts=len(released),
+                               event_batches=len(batches),
+                               reason="the previous owner of the database stopped during these attempts")
 
     async def sweep(self) -> None:
         """Lease-expiry sweep: wake both senders so expired leases are released even when idle."""
@@ -153,9 +190,8 @@ class Server:
 
     async def checkpoint(self) -> None:
         """WAL checkpoint in a worker thread (see ``dispatchsim.engine.WalCheckpointer``)."""
-        async with self._checkpoint_lock:
-            if self.checkpointer is not None:
-                await self.checkpointer.run()
+        if self.checkpointer is not None:
+            await self.checkpointer.run()
 
     async def retention(self) -> None:
         assert self.engine is not None and self.opts.retention_days
@@ -164,37 +200,56 @@ class Server:
         self.engine.log.info("serve.retention", deleted_attempts=n, before_days=self.opts.retention_days)
 
     async def stop(self) -> dict[str, int]:
-        """Graceful: stop HTTP, stop claiming, wait for in-flight up to the deadline, release the rest."""
+        """Graceful, in order: stop HTTP; stop the recurring jobs (the running one finishes); stop
+        claiming and wait for attempts in flight up to the deadline; release this process's
+        abandoned leases; close the connections; drop the owner lock."""
         engine, events = self.engine, self.events
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-        async with self._checkpoint_lock:  # let a checkpoint in progress finish
+        out = {"abandoned": 0, "abandoned_batches": 0}
+        try:
+            if self.runner is not None:
+                await self.runner.cleanup()
+                self.runner = None
+            if self.jobs is not None:
+                await self.jobs.stop()
+                self.jobs = None
             if self.checkpointer is not None:
                 self.checkpointer.close()
                 self.checkpointer = None
-        out = {"abandoned": 0, "abandoned_batches": 0}
-        if engine is None:
-            return out
-        deadline = self.opts.shutdown_deadline
-        if events is not None:
-            stop_events = asyncio.create_task(events.stop(deadline=deadline))
-        out["abandoned"] = await engine.stop(deadline=deadline)
-        if events is not None:
-            out["abandoned_batches"] = await stop_events
-            events.release_all_leases()
-        if out["abandoned"]:
-            # this process is the only sender on the file: its abandoned attempts can go again at once
-            released = engine.store.release_all_leases(engine.clock.now())
+            if engine is None:
+                return out
+            deadline = self.opts.shutdown_deadline
+            if events is not None:
+                stop_events = asyncio.create_task(events.stop(deadline=deadline))
+            out["abandoned"] = await engine.stop(deadline=deadline)
+            if events is not None:
+                out["abandoned_batches"] = await stop_events
+                events.release_all_leases()  # the owner lock makes every batch lease this process's
+            try:
+                released = engine.store.release_own_leases(engine.clock.now(), engine.instance)
+            except Exception as exc:
+                if storage_error(exc) is None:
+                    raise
+                released = []  # the leases stay; the next start (holding the lock) releases them at once
+                engine.log.error("serve.release_failed", error=str(storage_error(exc)))
             for did in released:
                 engine.log.warning("attempt.interrupted", delivery_id=did, reason="shutdown deadline passed")
-        engine.log.info("serve.stopped", counts=engine.counts(), **out)
-        await engine.close(deadline=0)
-        self.engine = None
-        return out
+            engine.log.info("serve.stopped", counts=engine.counts(), **out)
+            await engine.close(deadline=0)
+            self.engine = None
+            return out
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before the database is opened: a port in use is refused before
+    anything is written."""
+    try:
+        return socket.create_server((host, port), backlog=128)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def serve(opts: ServeOptions, *, log_stream: TextIO | None = sys.stderr, out: TextIO = sys.stdout,

@@ -1,0 +1,274 @@
+"""Hostile environments: every one is a one-line error and exit 2 before anything is written;
+a full disk is a 503 during a request and the service recovers when space returns."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dispatchsim.cli import main
+from dispatchsim.engine.errors import StoreError
+from dispatchsim.engine.store import Store, migrations
+from dispatchsim.engine.store_file import OwnerLock
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """Every file of ``folder`` and a digest of its content: 'nothing was written' is this unchanged."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _one_line_error(capsys, rc: int, fragment: str) -> str:
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _real_db(path: Path) -> Path:
+    Store(path).close()
+    return path
+
+
+def _make(tmp_path: Path, kind: str) -> Path:
+    """A database path of one hostile kind."""
+    if kind == "missing-dir":
+        return tmp_path / "nope" / "x.db"
+    if kind == "directory":
+        (tmp_path / "adir").mkdir()
+        return tmp_path / "adir"
+    db = tmp_path / "x.db"
+    if kind == "garbage":
+        db.write_bytes(b"this is not a database, just some text that is long enough to have a header" * 3)
+    elif kind == "truncated":
+        _real_db(tmp_path / "real.db")
+        conn = sqlite3.connect(tmp_path / "real.db")
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.close()
+        data = (tmp_path / "real.db").read_bytes()
+        (tmp_path / "real.db").unlink()
+        db.write_bytes(data[: len(data) // 2])
+    elif kind == "damaged":
+        _real_db(tmp_path / "real.db")
+        conn = sqlite3.connect(tmp_path / "real.db")
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.close()
+        data = bytearray((tmp_path / "real.db").read_bytes())
+        (tmp_path / "real.db").unlink()
+        data[5000:9000] = random.Random(1).randbytes(4000)  # pages 2 and 3 overwritten
+        db.write_bytes(bytes(data))
+    elif kind == "other-application":
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.commit()
+        conn.close()
+    elif kind == "newer-schema":
+        _real_db(db)
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA user_version = 999")
+        conn.close()
+    return db
+
+
+HOSTILE = {
+    "missing-dir": "does not exist",
+    "directory": "is a directory",
+    "garbage": "not a SQLite database",
+    "truncated": "truncated",
+    "damaged": "damaged",
+    "other-application": "not a dispatchsim database",
+    "newer-schema": f"schema v999 is newer than this dispatchsim (schema v{migrations()[-1][0]})",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize("command", ["serve", "status", "keys list", "keys create"])
+def test_hostile_database_is_one_line_and_nothing_is_written(tmp_path, capsys, kind, command) -> None:
+    db = _make(tmp_path, kind)
+    before = _files(tmp_path)
+    argv = {"serve": ["serve", "--db", str(db), "--port", "0"], "status": ["status", str(db)],
+            "keys list": ["keys", "list", "--db", str(db)],
+            "keys create": ["keys", "create", "--db", str(db), "--admin"]}[command]
+    fragment = HOSTILE[kind] if not (command == "status" and kind == "missing-dir") else "does not exist"
+    _one_line_error(capsys, main(argv), fragment)
+    assert _files(tmp_path) == before  # no lock file, no WAL, no migration
+
+
+def test_status_never_changes_a_database_it_did_not_create(tmp_path, capsys) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)  # schema v1 only, as an older dispatchsim left it
+    conn.executescript(migrations()[0][1] + "\nPRAGMA user_version = 1;")
+    conn.close()
+    before = _files(tmp_path)
+    assert main(["status", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "schema v1; older than this dispatchsim" in out and "deliveries: READY 0" in out
+    assert _files(tmp_path) == before
+    _one_line_error(capsys, main(["status", str(tmp_path / "missing.db")]), "no such file")
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_port_out_of_range_and_in_use(tmp_path, capsys) -> None:
+    db = tmp_path / "p.db"
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--db", str(db), "--port", "70000"])
+    assert exc.value.code == 2 and "a port number from 0 to 65535" in capsys.readouterr().err
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        _one_line_error(capsys, main(["serve", "--db", str(db), "--port", str(port)]),
+                        f"cannot listen on 127.0.0.1:{port}")
+    assert list(tmp_path.iterdir()) == []  # the database was not even created
+
+
+def test_second_owner_is_refused_naming_the_holder(tmp_path, capsys) -> None:
+    db = _real_db(tmp_path / "o.db")
+    holder = OwnerLock(db)
+    holder.acquire()
+    try:
+        _one_line_error(capsys, main(["serve", "--db", str(db), "--port", "0"]),
+                        f"in use by another dispatchsim serve (pid {os.getpid()})")
+    finally:
+        holder.release()
+    again = OwnerLock(db)
+    again.acquire()  # released cleanly: free again, and no pid of a dead owner is left behind
+    assert again.previous_pid is None
+    again.release()
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """``make(folder)``: the folder (and what is in it) becomes read-only for this process. Root
+    writes through file modes, so as root the folder is bind-mounted read-only instead."""
+    mounts: list[Path] = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            for p in folder.iterdir():
+                os.chmod(p, 0o444)
+            os.chmod(folder, 0o555)
+            return folder
+        view = folder.with_name(folder.name + "-ro")
+        view.mkdir()
+        for cmd in (["mount", "--bind", str(folder), str(view)], ["mount", "-o", "remount,ro,bind", str(view)]):
+            if subprocess.run(cmd, capture_output=True).returncode != 0:
+                pytest.skip("running as root without permission to mount: a read-only file cannot be made")
+        mounts.append(view)
+        return view
+
+    yield make
+    for view in mounts:
+        subprocess.run(["umount", str(view)], check=True)
+    for p in [tmp_path, *tmp_path.rglob("*")]:
+        os.chmod(p, 0o755)
+
+
+def _serve_refused(db: Path, fragment: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dispatchsim", "serve", "--db", str(db), "--port", "0"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and fragment in proc.stderr, proc.stderr
+
+
+def test_read_only_file_or_directory_is_refused_before_anything_is_written(tmp_path, read_only) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _real_db(data / "r.db")
+    folder = read_only(data)
+    before = _files(folder)
+    _serve_refused(folder / "r.db", "the file is read-only")
+    _serve_refused(folder / "new.db", "is read-only (SQLite needs to create files")
+    assert _files(folder) == before
+    # status only reads: it works on a read-only database and leaves it as it was
+    proc = subprocess.run([sys.executable, "-m", "dispatchsim", "status", str(folder / "r.db")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "schema v" in proc.stdout, proc.stderr
+    assert _files(folder) == before
+
+
+def test_store_refuses_newer_schema_in_the_library_too(tmp_path) -> None:
+    db = _make(tmp_path, "newer-schema")
+    with pytest.raises(StoreError, match="newer than this dispatchsim"):
+        Store(db)
+
+
+async def test_disk_full_is_a_503_nothing_half_written_and_the_service_recovers(engine, receiver, setup_config):
+    """SQLite's ``max_page_count`` caps the file as a full disk would: writes fail with SQLITE_FULL."""
+    import aiohttp
+    from aiohttp import web
+
+    from dispatchsim.server.api import make_app
+    from dispatchsim.server.keys import KeyRing
+
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 4})
+    runner = web.AppRunner(make_app(engine, keys=KeyRing(engine.store, {"acme-key-0000000000000": "acme"})),
+                           access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    conn = engine.store.conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 40}")
+    big = {"channel": "SALESMAN", "commerceName": "x" * 20000}
+    acked, refused = [], []
+    try:
+        async with aiohttp.ClientSession(base, headers={"X-Api-Key": "acme-key-0000000000000"}) as http:
+            for _ in range(100):
+                async with http.post("/api/activities", json=big) as resp:
+                    body = await resp.json(content_type=None)
+                    if resp.status == 201:
+                        acked.append(body["id"])
+                        continue
+                    assert resp.status == 503 and resp.content_type == "application/problem+json"
+                    assert resp.headers["Retry-After"] == "5" and "disk is full" in body["detail"], body
+                    refused.append(body)
+                    break
+            assert acked and refused
+            # nothing half-written: exactly the acknowledged activities, each with its delivery
+            rows = conn.execute("SELECT a.id, COUNT(d.id) FROM activities a LEFT JOIN deliveries d"
+                                " ON d.activity_id = a.id GROUP BY a.id").fetchall()
+            assert sorted(r[0] for r in rows) == sorted(acked) and all(r[1] == 1 for r in rows)
+            conn.execute("PRAGMA max_page_count = 1073741823")  # space returns
+            async with http.post("/api/activities", json=big) as resp:
+                assert resp.status == 201
+                acked.append((await resp.json())["id"])
+        summary = await engine.run_until_idle()
+        assert summary.counts["DISPATCHED"] == len(acked)
+        assert sorted(h.body["id"] for h in receiver.posts()) == sorted(acked)
+    finally:
+        await runner.cleanup()
+
+
+async def test_dispatcher_waits_out_an_unwritable_database_and_loses_nothing(engine, receiver, setup_config,
+                                                                              db_path):
+    """Another connection holds the write lock (as a full disk refuses writes) while attempts are in
+    flight: their results cannot be stored and nothing new can be claimed. The dispatcher keeps the
+    results, stores them once writes work again, and sends nothing twice."""
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 4})
+    receiver.respond = lambda hit, n: (200, {}, 1.0)
+    made = [await engine.create_activity("acme", {"channel": "SALESMAN"}) for _ in range(3)]
+    engine.store.conn.execute("PRAGMA busy_timeout = 0")
+    engine.start()
+    await engine.clock.sleep(0.5)
+    assert engine.dispatcher.in_flight == 3
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        await engine.clock.sleep(5)
+        assert len(receiver.posts()) == 3 and engine.counts()["DISPATCHED"] == 0
+        assert '"pending_results": 3' in engine.log_buffer.getvalue()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await engine.clock.sleep(5)
+    await engine.stop()
+    assert engine.counts()["DISPATCHED"] == 3
+    assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
