@@ -8,6 +8,7 @@ re-sends it at once. The database is the only state: a restart resumes where thi
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import sys
@@ -147,7 +148,8 @@ class Server:
                 sock.close()
                 raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
         app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys), events=self.events)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, max_line_size=MAX_REQUEST_LINE,
+                                    logger=_protocol_logger(engine))
         await self.runner.setup()
         site = web.SockSite(self.runner, sock)
         await site.start()
@@ -241,6 +243,27 @@ class Server:
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
+
+
+#: longest request line (method, path and query) accepted; aiohttp's default is 8,190 bytes
+MAX_REQUEST_LINE = 65536
+
+
+def _protocol_logger(engine: Engine) -> logging.Logger:
+    """aiohttp logs a request it cannot even parse (a request line over the limit, garbage instead
+    of HTTP) with a traceback; here it becomes one event in the engine's log."""
+
+    class OneLine(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            exc = record.exc_info[1] if record.exc_info else None
+            detail = " ".join(str(exc).split())[:300] if exc is not None else ""
+            engine.log.warning("http.unparsable_request", message=record.getMessage(),
+                               error=f"{type(exc).__name__}: {detail}" if exc is not None else None)
+
+    logger = logging.getLogger(f"dispatchsim.serve.http.{engine.instance}")
+    logger.propagate = False
+    logger.handlers[:] = [OneLine()]
+    return logger
 
 
 def _listen(host: str, port: int) -> socket.socket:
