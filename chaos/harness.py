@@ -54,6 +54,10 @@ class Receiver:
 
     def __init__(self) -> None:
         self.outage = False
+        #: POSTs to this path hang, unanswered, until :attr:`release` is set (an attempt in flight)
+        self.hold_path: str | None = None
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.lock = threading.Lock()
         #: (path, activity id) -> webhook-ids of every copy answered 2xx
         self.delivered: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -77,6 +81,11 @@ class Receiver:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path == outer.hold_path and not outer.release.is_set():
+                    outer.held.set()
+                    outer.release.wait(60)
+                    self.close_connection = True
+                    return
                 if outer.outage:
                     with outer.lock:
                         outer.refused += 1
@@ -99,6 +108,7 @@ class Receiver:
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
@@ -127,7 +137,8 @@ class ServeProcess:
         line = _readline(self.proc, start_timeout)
         if "listening on" not in line:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.communicate()
+            self._err.close()
             raise ChaosError(f"serve did not start: {line!r}; see {log}")
         self.base = line.split("listening on ")[1].split()[0]
         self.pid = self.proc.pid
