@@ -17,7 +17,6 @@ from chaos.fuzz import run_fuzz  # noqa: E402
 from chaos.harness import Receiver, ServeProcess, call, setup_configs, wait_for, write_config  # noqa: E402
 
 from dispatchsim.engine.store import Claim, Store  # noqa: E402
-from dispatchsim.server.api_queries import release_own_leases  # noqa: E402
 
 
 @pytest.mark.slow
@@ -98,6 +97,6 @@ def test_shutdown_releases_only_its_own_leases(tmp_path) -> None:
     mine: list[Claim] = store.claim([(1, 100.0)], token="me:1", now=0.0)
     theirs = store.claim([(2, 100.0)], token="other:1", now=0.0)
     assert mine and theirs
-    assert release_own_leases(store, 1.0, "me") == [1]
+    assert store.release_own_leases(1.0, "me") == [1]
     assert store.delivery(2)["lease_token"] == "other:1" and store.delivery(1)["lease_token"] is None
     store.close()
