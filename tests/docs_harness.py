@@ -15,6 +15,8 @@ The conventions (also written down in docs/contributing.md):
 * A command ending in ``&`` starts in the background (a server); when it names ``--port N`` the page
   waits until 127.0.0.1:N accepts connections. Background commands are stopped (SIGTERM) at the end
   of the page. Exported variables (``export KEY=$(...)``) carry over to later commands of the page.
+* The ports 8080 and 8090 shown on a page are placeholders: each page run replaces them (in commands,
+  files and expected output) with free ports, so pages never collide with other servers.
 
 The scratch folder starts with a copy of ``scenarios/``; commands run with the test venv first on PATH.
 """
@@ -34,6 +36,7 @@ from pathlib import Path
 _FENCE = re.compile(r"^```([a-zA-Z0-9_-]*)\s*$")
 _DIRECTIVE = re.compile(r"^<!--\s*doc:\s*(skip|file)\s+(.*?)\s*-->\s*$")
 ELLIPSIS = ("…", "...")
+PLACEHOLDER_PORTS = ("8080", "8090")
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,16 @@ class Page:
 
     workdir: Path
     background: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ports: dict[str, str] = field(default_factory=dict)
+
+    def fill(self, text: str) -> str:
+        """Replace the placeholder ports by this page's free ports."""
+        for shown in PLACEHOLDER_PORTS:
+            if shown not in self.ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    self.ports[shown] = str(s.getsockname()[1])
+        return re.sub(r"(?<!\d)(" + "|".join(PLACEHOLDER_PORTS) + r")(?!\d)", lambda m: self.ports[m.group(1)], text)
 
     def close(self) -> None:
         for proc in self.background:
@@ -177,12 +190,13 @@ def run_block(block: Block, page: Page, *, timeout: float = 120.0) -> None:
     """Run (or write) one block; AssertionError names the page, line and what differed."""
     where = f"{block.source}:{block.line}"
     workdir = page.workdir
+    text = page.fill(block.text)
     if block.file:
         (workdir / block.file).parent.mkdir(parents=True, exist_ok=True)
-        (workdir / block.file).write_text(block.text, encoding="utf-8")
+        (workdir / block.file).write_text(text, encoding="utf-8")
         return
     if block.lang == "console":
-        for cmd, expected in _console_steps(block.text):
+        for cmd, expected in _console_steps(text):
             proc = _shell(cmd, page, timeout)
             actual = (proc.stdout + proc.stderr).rstrip("\n").split("\n") if (proc.stdout + proc.stderr) else []
             if expected:
@@ -191,13 +205,13 @@ def run_block(block: Block, page: Page, *, timeout: float = 120.0) -> None:
             else:
                 assert proc.returncode == 0, f"{where}: `{cmd}` exited {proc.returncode}:\n{proc.stderr[-2000:]}"
     elif block.lang == "sh":
-        for line in block.text.splitlines():
+        for line in text.splitlines():
             cmd = line.split(" #", 1)[0].strip()
             if not cmd or cmd.startswith("#"):
                 continue
             proc = _shell(cmd, page, timeout)
             assert proc.returncode == 0, f"{where}: `{cmd}` exited {proc.returncode}:\n{proc.stderr[-2000:]}"
     elif block.lang == "python":
-        proc = subprocess.run([sys.executable, "-c", block.text], cwd=workdir, env=_env(workdir),
+        proc = subprocess.run([sys.executable, "-c", text], cwd=workdir, env=_env(workdir),
                               capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, f"{where}: the example failed:\n{proc.stderr[-3000:]}"
