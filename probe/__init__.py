@@ -6,12 +6,13 @@ pass/warn/fail checks with the exchanges as evidence. ``dispatchsim probe URL`` 
 """
 from __future__ import annotations
 
+from .checks import CHECKS, CheckSpec
 from .listener import RESULTS_PATH, ResultsListener
 from .report import CheckResult, Evidence, ProbeReport, Status
-from .runner import CHECKS, run_probe
+from .runner import run_probe
 from .settings import ProbeError, ProbeSettings, RemoteNotConfirmed, check_target
 
 __all__ = [
-    "CHECKS", "RESULTS_PATH", "CheckResult", "Evidence", "ProbeError", "ProbeReport", "ProbeSettings",
+    "CHECKS", "RESULTS_PATH", "CheckResult", "CheckSpec", "Evidence", "ProbeError", "ProbeReport", "ProbeSettings",
     "RemoteNotConfirmed", "ResultsListener", "Status", "check_target", "run_probe",
 ]

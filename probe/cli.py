@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from dispatchsim.engine.errors import ConfigError
 
 from .listener import RESULTS_PATH, ResultsListener
 from .report import ProbeReport
-from .runner import CHECKS, run_probe
+from .checks import CHECKS, select
+from .runner import run_probe
 from .settings import LOCAL_CAPS, REMOTE_CAPS, ProbeError, ProbeSettings, check_target
 
 _D = ProbeSettings()
@@ -27,12 +29,16 @@ auth (--auth):
   A VALUE, TOKEN, PASSWORD or --secret written as env:NAME is read from the environment
   variable NAME (keeps it out of the process list). Credentials never appear in any report.
 
-checks, in order: {", ".join(CHECKS)}
+checks, in order (select with --only / --skip): {", ".join(CHECKS)}
 
-duplicate processing is verified through results callbacks: start the probe with
---results-port P and point the endpoint's results call at
-http://127.0.0.1:P{RESULTS_PATH} (the body carries "activity_id"), or give
---status-url 'https://…/deliveries/{{id}}' answering {{"processed": N}}; otherwise "cannot verify" (warn).
+processing of every delivery is verified through results callbacks and/or a status URL:
+  --results            listen on a free port of 127.0.0.1 and print the callback URL
+  --results-url URL    listen at that URL (e.g. http://127.0.0.1:9200{RESULTS_PATH}),
+                       the one your endpoint's results call is configured with
+  --status-url 'https://…/deliveries/{{id}}' answering {{"processed": N}} (optional "sequence": K)
+Given both, both are used. "acknowledged but never processed", "processed more than once" and
+"processed in the wrong order" fail the check that sent the delivery. Without either, the report
+lists the checks whose processing it could not verify.
 
 limits: loopback targets rate <= {LOCAL_CAPS['rate']:g}/s, burst <= {LOCAL_CAPS['burst']}; any other host needs --yes
 (or a typed confirmation) and is capped at rate {REMOTE_CAPS['rate']:g}/s, concurrency {REMOTE_CAPS['concurrency']},
@@ -68,13 +74,26 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"size of the max-size payload (default {_D.max_body})")
     p.add_argument("--slow-body", type=float, default=_D.slow_body, metavar="S",
                    help=f"seconds over which the slow body is sent (default {_D.slow_body:g})")
+    p.add_argument("--results", action="store_true",
+                   help="listen for results callbacks on a free port of 127.0.0.1 (the URL is printed)")
+    p.add_argument("--results-url", metavar="URL", help="listen for results callbacks at this http://HOST:PORT/… URL")
     p.add_argument("--results-port", type=int, metavar="PORT",
-                   help=f"listen on 127.0.0.1:PORT{RESULTS_PATH} for results callbacks")
+                   help=f"listen on 127.0.0.1:PORT{RESULTS_PATH} for results callbacks (0: a free port)")
     p.add_argument("--callback-wait", type=float, default=_D.callback_wait, metavar="S",
-                   help=f"how long to wait for results callbacks (default {_D.callback_wait:g})")
+                   help=f"after the checks, how long deliveries may take to show as processed "
+                        f"(default {_D.callback_wait:g})")
+    p.add_argument("--settle", type=float, default=_D.settle, metavar="S",
+                   help=f"then how long to wait for late duplicates (default {_D.settle:g})")
     p.add_argument("--status-url", metavar="URL", help="URL with {id}: how many times that delivery was processed")
     p.add_argument("--max-time", type=float, default=_D.max_time, metavar="S",
                    help=f"time budget of the whole probe (default {_D.max_time:g})")
+    p.add_argument("--check-time", type=float, default=_D.check_time, metavar="S",
+                   help=f"each check's own deadline: a check that hangs fails alone (default {_D.check_time:g})")
+    p.add_argument("--only", action="append", default=[], metavar="CHECK[,CHECK]", help="run only these checks")
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK[,CHECK]", help="do not run these checks")
+    p.add_argument("--payload", action="append", default=[], metavar="FILE",
+                   help="your own payload (JSON object, or an array of them) sent through every check instead "
+                        "of the seed example; repeat for several files")
     p.add_argument("--seed", type=int, default=0, help="seed of payload ids and contents (default 0)")
     p.add_argument("--mapping", metavar="FILE", help="the provider's payload mapping (YAML/JSON): payloads are "
                                                      "sent in the shape the endpoint expects")
@@ -118,8 +137,12 @@ def _resolve(value: str, environ: dict[str, str] | None = None) -> str:
 
 def estimate_requests(s: ProbeSettings) -> int:
     """An upper bound of the requests a probe sends with these settings."""
-    # verify, seed, 2 auth, 2 signature, duplicate (+ status), bursts, 4 edges, slow, 2×connections, abort
-    return 1 + 1 + 2 + 2 + 3 + s.ordered + s.burst + 4 + 2 + 4 + 4 + 2
+    # verify; per starting payload: seed (+ its re-send after a timeout) and 4 edges; 2 auth, 3 signature,
+    # header case, malformed, 2 duplicates of 2, bursts, slow (+ re-check), 2 x (3 + re-check), abort (+ re-check);
+    # then one status URL read per delivery, twice (poll and final)
+    bases = max(1, len(s.payloads))
+    deliveries = 2 * bases + 4 * bases + 2 + 3 + 1 + 4 + s.ordered + s.burst + 1 + 6
+    return 1 + deliveries + 1 + 2 + 2 + (2 * deliveries if s.status_url else 0)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -136,11 +159,15 @@ async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None,
             auth=parse_auth(args.auth), secret=_resolve(args.secret) if args.secret else None,
             timeout=args.timeout, connect_timeout=args.connect_timeout, ordered=args.ordered, burst=args.burst,
             rate=args.rate, concurrency=args.concurrency, max_body=args.max_body, slow_body=args.slow_body,
-            callback_wait=args.callback_wait, status_url=args.status_url, max_time=args.max_time, seed=args.seed)
+            callback_wait=args.callback_wait, settle=args.settle, status_url=args.status_url,
+            max_time=args.max_time, check_time=args.check_time, seed=args.seed,
+            only=_ids(args.only), skip=_ids(args.skip), payloads=load_payloads(args.payload))
         if getattr(args, "mapping", None):
             settings["mapping"] = _load_mapping(args.mapping)
         validated = ProbeSettings.build(**settings)
+        select(validated.only, validated.skip)
         loopback = check_target(args.url)
+        listener = _listener(args)
     except (ProbeError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -150,13 +177,17 @@ async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None,
             return 2
         settings["allow_remote"] = True
     try:
-        report = await _run(args.url, settings, args.results_port, clock)
+        report = await _run(args.url, settings, listener, clock)
     except ProbeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot listen for results callbacks: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        report.report_path = args.json
+    elif args.report and args.report.endswith(".json"):
+        report.report_path = args.report
     print(report.table(verbose=args.verbose), file=out)
     for path, render in ((args.json, report.to_json), (args.junit, report.to_junit)):
         if path:
@@ -177,10 +208,49 @@ def _load_mapping(path: str) -> dict[str, Any]:
         raise ProbeError(f"mapping {path}: {exc}") from None
 
 
-async def _run(url: str, settings: dict[str, Any], results_port: int | None, clock: Clock | None) -> ProbeReport:
-    if results_port is None:
+def _ids(values: list[str]) -> tuple[str, ...]:
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
+
+
+def _listener(args: argparse.Namespace) -> ResultsListener | None:
+    """The results listener the options ask for (not started yet), or None."""
+    if args.results_url:
+        return ResultsListener.at(args.results_url)
+    if args.results or args.results_port is not None:
+        return ResultsListener(port=args.results_port or 0)
+    return None
+
+
+def load_payloads(paths: list[str]) -> tuple[dict[str, Any], ...]:
+    """The team's payload files: each a JSON object or an array of objects (``file:line: message`` if not)."""
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProbeError(f"{path}: cannot read payload file: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProbeError(f"{path}:{exc.lineno}: payload: not JSON: {exc.msg}") from None
+        items = data if isinstance(data, list) else [data]
+        if not items or not all(isinstance(i, dict) for i in items):
+            raise ProbeError(f"{path}:1: payload: expected a JSON object (or an array of objects)")
+        out.extend(items)
+    if len(out) > MAX_PAYLOADS:
+        raise ProbeError(f"--payload: at most {MAX_PAYLOADS} payloads (got {len(out)}): each is sent by every check")
+    return tuple(out)
+
+
+#: Team payloads per probe: single-delivery checks send each one, so this bounds the requests.
+MAX_PAYLOADS = 10
+
+
+async def _run(url: str, settings: dict[str, Any], listener: ResultsListener | None,
+               clock: Clock | None) -> ProbeReport:
+    if listener is None:
         return await run_probe(url, clock=clock, **settings)
-    async with ResultsListener(port=results_port) as listener:
+    async with listener:
         print(f"listening for results callbacks on {listener.url}", file=sys.stderr)
         return await run_probe(url, clock=clock, results_listener=listener, **settings)
 

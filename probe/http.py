@@ -7,6 +7,7 @@ bytes itself for the one thing aiohttp will not do: abandon a request half-way t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -18,9 +19,13 @@ from dispatchsim.engine.config import REDACTED, Auth, redact_url
 from dispatchsim.engine.sender import USER_AGENT, Outcome, OutcomeKind, Sender
 from dispatchsim.engine.signing import webhook_headers
 
+from .repro import curl_line
 from .report import Evidence
 
 BODY_EXCERPT = 300
+#: The response headers of the exchange running in this task (set by the trace hook, read by ``Wire``).
+_RESPONSE_HEADERS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("probe_response_headers",
+                                                                                         default=None)
 
 
 class Redactor:
@@ -31,7 +36,7 @@ class Redactor:
         if secret and secret.startswith("whsec_"):
             values.append(secret[len("whsec_"):])
         self._values = sorted({v for v in values if v and len(v) >= 3}, key=len, reverse=True)
-        self._names = {"authorization", "proxy-authorization", "cookie"}
+        self._names = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
         if auth.type == "api_key":
             self._names.add(auth.header.lower())
 
@@ -56,6 +61,7 @@ class ProbeSender(Sender):
         trace = aiohttp.TraceConfig()
         trace.on_connection_create_end.append(self._created)
         trace.on_connection_reuseconn.append(self._reused)
+        trace.on_request_end.append(self._response)
         super().__init__(now=now, limit=limit, force_close=force_close, trace_configs=(trace,))
         self.connections_created = 0
         self.connections_reused = 0
@@ -65,6 +71,12 @@ class ProbeSender(Sender):
 
     async def _reused(self, *_: Any) -> None:
         self.connections_reused += 1
+
+    async def _response(self, _session: Any, _ctx: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        # runs in the requesting task, so the context variable reaches the Wire that sent it
+        holder = _RESPONSE_HEADERS.get()
+        if holder is not None:
+            holder.update(params.response.headers)
 
 
 class Wire:
@@ -82,6 +94,7 @@ class Wire:
         self.t0 = t0
         self.sent = 0
         self.evidence: list[Evidence] = []  #: the current check's exchanges; the runner swaps it
+        self.check = ""  #: the current check's id (reproduction lines find large bodies by it)
 
     def headers(self, body: bytes, webhook_id: str, *, timestamp: int | None = None, auth: Auth | None = None,
                 signature: str | None = None) -> dict[str, str]:
@@ -103,21 +116,33 @@ class Wire:
         started = loop.time() - self.t0
         self.sent += 1
         target = url or self.url
-        outcome = await sender.exchange(method, target, headers=headers, data=data, connect=self.connect,
-                                        total=total if total is not None else self.total)
-        return self.record(label, method, headers, body, outcome, started, url=target)
+        response_headers: dict[str, str] = {}
+        token = _RESPONSE_HEADERS.set(response_headers)
+        try:
+            outcome = await sender.exchange(method, target, headers=headers, data=data, connect=self.connect,
+                                            total=total if total is not None else self.total)
+        finally:
+            _RESPONSE_HEADERS.reset(token)
+        return self.record(label, method, headers, body, outcome, started, url=target,
+                           response_headers=response_headers)
 
     def record(self, label: str, method: str, headers: dict[str, str], body: bytes, outcome: Outcome,
-               started: float, *, url: str | None = None) -> Evidence:
+               started: float, *, url: str | None = None, response_headers: dict[str, str] | None = None,
+               repro: bool = True) -> Evidence:
+        """The exchange as evidence: the whole request body (redacted), the response, its timing, and a
+        ``curl`` line that repeats it (``repro=False`` for what curl cannot do, e.g. an aborted body)."""
         r = self.redactor
-        excerpt = body[:BODY_EXCERPT].decode("utf-8", "replace") if body else None
-        if excerpt is not None and len(body) > BODY_EXCERPT:
-            excerpt += "…"
+        curl = None
+        if repro:
+            curl = r.text(curl_line(method=method, url=r.url(url or self.url), headers=headers, body=body,
+                                    auth=self.auth, secret=self.secret, now=int(self.now()), check=self.check,
+                                    index=len(self.evidence)))
         ev = Evidence(label=label, method=method, url=r.url(url or self.url), request_headers=r.headers(headers),
-                      request_body=r.text(excerpt), request_size=len(body), status=outcome.status,
-                      response_excerpt=r.text(outcome.excerpt[:BODY_EXCERPT] if outcome.excerpt else None),
-                      outcome=outcome.kind.value, error=r.text(outcome.error), started=round(started, 6),
-                      latency=outcome.latency)
+                      request_body=r.text(body.decode("utf-8", "replace")) if body else None,
+                      request_size=len(body), status=outcome.status,
+                      response_headers=r.headers(response_headers or {}),
+                      response_excerpt=r.text(outcome.excerpt), outcome=outcome.kind.value,
+                      error=r.text(outcome.error), started=round(started, 6), latency=outcome.latency, curl=curl)
         self.evidence.append(ev)
         return ev
 

@@ -6,10 +6,13 @@ report holds a credential: evidence is redacted when it is made (see ``probe.htt
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 from xml.etree import ElementTree as ET
+
+from .repro import REPORT_PLACEHOLDER
 
 
 class Status(str, Enum):
@@ -28,24 +31,35 @@ class Status(str, Enum):
 
 @dataclass(slots=True)
 class Evidence:
-    """One HTTP exchange (or an attempt at one), redacted."""
+    """One HTTP exchange (or an attempt at one), redacted: the whole request, the response, the timing."""
 
     label: str
     method: str
     url: str
     request_headers: dict[str, str] = field(default_factory=dict)
-    request_body: str | None = None  #: excerpt
+    request_body: str | None = None  #: the whole body as sent (UTF-8, redacted)
     request_size: int = 0
     status: int | None = None
-    response_excerpt: str | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_excerpt: str | None = None  #: the first KiB of the response body
     outcome: str = ""  #: SUCCESS, HTTP_ERROR, TIMEOUT, CONNECT_ERROR, PROTOCOL_ERROR
     error: str | None = None
     started: float = 0.0  #: seconds since the probe started
     latency: float = 0.0
+    curl: str | None = None  #: one shell line that repeats the request (secrets from the environment)
+
+    def answer(self) -> str:
+        """``HTTP 200``, ``HTTP 308 redirect to …`` or the error: what the sender would have seen."""
+        if self.status is None:
+            return self.error or self.outcome.lower()
+        if 300 <= self.status < 400:
+            where = next((v for k, v in self.response_headers.items() if k.lower() == "location"), None)
+            return f"HTTP {self.status} redirect{f' to {where}' if where else ''} (senders never follow redirects)"
+        return f"HTTP {self.status}"
 
     def describe(self) -> str:
-        got = f"HTTP {self.status}" if self.status is not None else (self.error or self.outcome.lower())
-        return f"{self.method} {self.label}: {got} in {self.latency * 1000:.0f} ms"
+        return (f"{self.method} {self.label}: {self.answer()} in {self.latency * 1000:.0f} ms "
+                f"(at +{self.started:.3f}s, {self.request_size} bytes sent)")
 
 
 @dataclass(slots=True)
@@ -57,11 +71,30 @@ class CheckResult:
     evidence: list[Evidence] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0
+    correct: str = ""  #: what a correct receiver does
+    findings: list[str] = field(default_factory=list)  #: every fault found, one line each
+    verified: list[str] = field(default_factory=list)  #: the channels that observed its processing
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["status"] = self.status.value
         return out
+
+    def detail(self, limit: int | None = None) -> list[str]:
+        """The lines a team acts on: faults, telling exchanges with response and curl, the correct way."""
+        shown = self.evidence if limit is None else _telling(self.evidence, limit)
+        lines = [f"fault: {f}" for f in self.findings]
+        for n, e in enumerate(shown):
+            lines.append(e.describe())
+            if e.response_excerpt:
+                lines.append(f"  response: {_one_line(e.response_excerpt)}")
+            if e.curl and self.status is Status.FAIL and (limit is None or n == 0):
+                lines.append(f"  reproduce: {e.curl}")
+        if len(shown) < len(self.evidence):
+            lines.append(f"… {len(self.evidence) - len(shown)} more exchanges (--verbose, or all of them in --json)")
+        if self.status is Status.FAIL and self.correct:
+            lines.append(f"a correct receiver {self.correct}")
+        return lines
 
 
 @dataclass(slots=True)
@@ -72,6 +105,10 @@ class ProbeReport:
     duration: float
     requests_sent: int
     settings: dict[str, Any] = field(default_factory=dict)
+    #: how processing was observed, the checks it could not verify and how to enable it
+    verification: dict[str, Any] = field(default_factory=dict)
+    environment: list[str] = field(default_factory=list)  #: variables the curl lines read
+    report_path: str = "probe.json"  #: where the JSON report is (curl lines read large bodies from it)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -101,11 +138,12 @@ class ProbeReport:
         return {
             "url": self.url, "started_at": self.started_at, "duration": round(self.duration, 3),
             "requests_sent": self.requests_sent, "ok": self.ok, "counts": self.counts(),
-            "settings": self.settings, "checks": [c.to_dict() for c in self.checks],
+            "settings": self.settings, "verification": self.verification, "environment": self.environment,
+            "checks": [c.to_dict() for c in self.checks],
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=False)
+        return self._placed(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=False))
 
     def to_junit(self) -> str:
         counts = self.counts()
@@ -114,9 +152,13 @@ class ProbeReport:
                            time=f"{self.duration:.3f}", timestamp=self.started_at)
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="url", value=self.url)
+        for name in ("channels", "unverified"):
+            if self.verification.get(name):
+                ET.SubElement(props, "property", name=f"verification.{name}",
+                              value=", ".join(self.verification[name]))
         for c in self.checks:
             case = ET.SubElement(suite, "testcase", classname="probe", name=c.id, time=f"{c.duration:.3f}")
-            detail = "\n".join([c.summary, *(e.describe() for e in c.evidence)])
+            detail = "\n".join([c.summary, *c.detail()])
             if c.status is Status.FAIL:
                 ET.SubElement(case, "failure", message=c.summary).text = detail
             elif c.status is Status.SKIP:
@@ -124,28 +166,31 @@ class ProbeReport:
             else:
                 ET.SubElement(case, "system-out").text = f"{c.status.value}: {detail}"
         ET.indent(suite)
-        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+        return self._placed('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n")
 
     def table(self, *, verbose: bool = False) -> str:
-        """The human report: one line per check, evidence under failures and warnings."""
+        """The human report: one line per check; under failures and warnings, what to act on."""
         width = max(len(c.id) for c in self.checks) if self.checks else 10
+        pad = " " * (4 + 2 + width + 4)
         lines = [f"dispatchsim probe {self.url}"]
         for c in self.checks:
             lines.append(f"  {c.status.value.upper():4}  {c.id:<{width}}  {c.summary}")
             if verbose or c.status in (Status.FAIL, Status.WARN):
-                shown = c.evidence if verbose else _telling(c.evidence, 3)
-                for e in shown:
-                    lines.append(f"  {'':4}  {'':<{width}}    {e.describe()}")
-                    if e.response_excerpt and c.status is Status.FAIL:
-                        lines.append(f"  {'':4}  {'':<{width}}      response: {_one_line(e.response_excerpt)}")
-                if len(shown) < len(c.evidence):
-                    lines.append(f"  {'':4}  {'':<{width}}    … {len(c.evidence) - len(shown)} more exchanges "
-                                 f"(--verbose or --json for all)")
+                lines.extend(pad + line for line in c.detail(None if verbose else 3))
         n = self.counts()
+        unverified = self.verification.get("unverified") or []
+        if unverified:
+            lines.append(f"not verified (processing not observed): {', '.join(unverified)}")
+            lines.append(f"  {self.verification.get('how', '')}")
+        if self.failed and self.environment:
+            lines.append(f"reproduce: set {', '.join(self.environment)} in the environment first")
         verdict = "FAILED" if not self.ok else "ok"
         lines.append(f"{verdict}: {n['pass']} passed, {n['warn']} warnings, {n['fail']} failed, "
                      f"{n['skip']} skipped; {self.requests_sent} requests in {self.duration:.1f}s")
-        return "\n".join(lines)
+        return self._placed("\n".join(lines))
+
+    def _placed(self, text: str) -> str:
+        return text.replace(REPORT_PLACEHOLDER, shlex.quote(self.report_path))
 
 
 def _telling(evidence: list[Evidence], n: int) -> list[Evidence]:

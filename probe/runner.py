@@ -19,50 +19,27 @@ from dispatchsim.engine.sender import Outcome, OutcomeKind, encode_body
 from dispatchsim.engine.signing import sign
 from dispatchsim.mapping.activity import NULLABLE
 
+from .checks import CHECKS, select
 from .http import (ProbeSender, Redactor, Wire, abort_mid_body, evidences_by_status, outcome_ok, responded,
                    slow_chunks)
 from .listener import ResultsListener
-from .payloads import Payloads
+from .payloads import Outgoing, Payloads
 from .report import CheckResult, Evidence, ProbeReport, Status
+from .repro import environment
 from .settings import ProbeSettings, RemoteNotConfirmed, check_target
-
-#: Check ids in the order they run.
-CHECKS: dict[str, str] = {
-    "verify_get": "verification GET answered 2xx",
-    "seed_post": "seed-shape activity acknowledged (2xx) within the timeout",
-    "auth_missing": "request without credentials rejected (401/403)",
-    "auth_wrong": "request with wrong credentials rejected (401/403)",
-    "signature_tampered": "tampered webhook-signature rejected",
-    "signature_stale": "stale webhook-timestamp rejected",
-    "duplicate": "re-sent delivery acknowledged and processed once",
-    "burst_ordered": "ordered burst (one queue, in sequence) acknowledged",
-    "burst_concurrent": "concurrent burst at a capped rate acknowledged",
-    "edge_unicode": "unicode names accepted",
-    "edge_nulls": "nulls in optional fields accepted",
-    "edge_unknown_fields": "unknown extra fields tolerated",
-    "edge_max_size": "max-size payload accepted",
-    "slow_body": "body sent slowly: acknowledged, endpoint still up",
-    "connection_reuse": "requests on one kept-alive connection acknowledged",
-    "connection_new": "a new connection per request acknowledged",
-    "abort_mid_body": "request aborted mid-body: endpoint still up",
-}
+from .verify import Finding, Tracked, Verifier
 
 #: Rejections a receiver may answer for a bad credential or signature.
 REJECTED = (401, 403)
 
 
 @dataclass
-class _Dup:
-    activity_id: str = ""
-    resent_at: float = 0.0  #: loop time
-    acknowledged: bool = False
-
-
-@dataclass
 class _Run:
     results: list[CheckResult] = field(default_factory=list)
     baseline: str = "2xx"  #: what the verification GET got: "2xx", "other" (an HTTP answer) or "none"
-    dup: _Dup = field(default_factory=_Dup)
+
+
+Step = Callable[[], Awaitable[tuple[Status, str, dict[str, Any]]]]
 
 
 async def run_probe(url: str, *, clock: Clock | None = None, results_listener: ResultsListener | None = None,
@@ -71,12 +48,15 @@ async def run_probe(url: str, *, clock: Clock | None = None, results_listener: R
 
     ``settings`` are :class:`ProbeSettings` fields: ``auth`` (an engine auth dict such as
     ``{"type": "bearer", "token": "…"}``), ``secret``, ``timeout``, ``ordered``, ``burst``, ``rate``,
-    ``concurrency``, ``max_body``, ``slow_body``, ``callback_wait``, ``status_url``, ``max_time``,
-    ``seed``, ``allow_remote``. A non-loopback ``url`` raises :class:`RemoteNotConfirmed` unless
-    ``allow_remote=True``; its rate, concurrency and burst sizes are then capped.
-    ``results_listener``: a started :class:`ResultsListener` the endpoint sends results callbacks to.
+    ``concurrency``, ``max_body``, ``slow_body``, ``callback_wait``, ``settle``, ``status_url``,
+    ``max_time``, ``check_time``, ``only``, ``skip``, ``payloads``, ``seed``, ``allow_remote``.
+    A non-loopback ``url`` raises :class:`RemoteNotConfirmed` unless ``allow_remote=True``; its rate,
+    concurrency and burst sizes are then capped. ``results_listener``: a started
+    :class:`ResultsListener` the endpoint sends results callbacks to. Every acknowledged delivery is
+    verified through the listener and the status URL, whichever are given (both when both are).
     """
     opts = ProbeSettings.build(**settings)
+    select(opts.only, opts.skip)
     loopback = check_target(url)
     if not loopback and not opts.allow_remote:
         raise RemoteNotConfirmed(
@@ -94,90 +74,118 @@ class _Probe:
         self.url = url
         self.opts = opts
         self.clock = clock
-        self.listener = listener
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.redactor = Redactor(opts.auth, opts.secret)
         self.wire = Wire(url, auth=opts.auth, secret=opts.secret, now=clock.now, connect=opts.connect_timeout,
                          total=opts.timeout, redactor=self.redactor, t0=self.t0)
-        self.payloads = Payloads(opts.seed, clock.now, opts.mapping)
+        self.payloads = Payloads(opts.seed, clock.now, opts.mapping, opts.payloads)
         self.sender = ProbeSender(now=clock.now, limit=max(opts.concurrency, 1))
+        self.verifier = Verifier(listener, opts.status_url)
         self.state = _Run()
 
     def _unreachable(self) -> bool:
         """The verification GET and the first POST both got no HTTP response at all."""
-        first = self.state.results[:2]
-        return len(first) == 2 and all(c.evidence and not any(responded(e) for e in c.evidence) for c in first)
+        first = {c.id: c for c in self.state.results[:2]}
+        return (set(first) == {"verify_get", "seed_post"}
+                and all(c.evidence and not any(responded(e) for e in c.evidence) for c in first.values()))
 
     def elapsed(self) -> float:
         return self.loop.time() - self.t0
 
+    def _steps(self) -> dict[str, Step]:
+        p = self.payloads
+        return {
+            "verify_get": self.verify_get, "seed_post": self.seed_post,
+            "auth_missing": self.auth_missing, "auth_wrong": self.auth_wrong,
+            "signature_missing": self.signature_missing, "signature_tampered": self.signature_tampered,
+            "signature_stale": self.signature_stale, "header_case": self.header_case,
+            "malformed_json": self.malformed_json,
+            "duplicate": self.duplicate_send, "duplicate_overlap": self.duplicate_overlap,
+            "burst_ordered": self.burst_ordered, "burst_concurrent": self.burst_concurrent,
+            "edge_unicode": lambda: self.edge(p.unicode, "unicode names"),
+            "edge_nulls": lambda: self.edge(p.nulls, f"{len(NULLABLE)} optional fields null"),
+            "edge_unknown_fields": lambda: self.edge(p.unknown_fields, "2 unknown fields"),
+            "edge_max_size": lambda: self.edge(lambda: p.max_size(self.opts.max_body), f"{self.opts.max_body} bytes"),
+            "slow_body": self.slow_body, "connection_reuse": lambda: self.connections(reuse=True),
+            "connection_new": lambda: self.connections(reuse=False), "abort_mid_body": self.abort,
+        }
+
     async def run(self) -> ProbeReport:
         started_at = iso(self.clock.now())
-        steps: list[tuple[str, Callable[[], Awaitable[tuple[Status, str, dict[str, Any]]]]]] = [
-            ("verify_get", self.verify_get), ("seed_post", self.seed_post),
-            ("auth_missing", self.auth_missing), ("auth_wrong", self.auth_wrong),
-            ("signature_tampered", self.signature_tampered), ("signature_stale", self.signature_stale),
-            ("duplicate", self.duplicate_send),
-            ("burst_ordered", self.burst_ordered), ("burst_concurrent", self.burst_concurrent),
-            ("edge_unicode", lambda: self.edge(self.payloads.unicode(), "unicode names")),
-            ("edge_nulls", lambda: self.edge(self.payloads.nulls(), f"{len(NULLABLE)} optional fields null")),
-            ("edge_unknown_fields", lambda: self.edge(self.payloads.unknown_fields(), "3 unknown fields")),
-            ("edge_max_size", lambda: self.edge(self.payloads.max_size(self.opts.max_body),
-                                                f"{self.opts.max_body} bytes")),
-            ("slow_body", self.slow_body), ("connection_reuse", lambda: self.connections(reuse=True)),
-            ("connection_new", lambda: self.connections(reuse=False)), ("abort_mid_body", self.abort),
-        ]
+        steps = self._steps()
         await self.sender.start()
         try:
-            for check_id, step in steps:
+            for check_id in select(self.opts.only, self.opts.skip):
                 if self._unreachable():
-                    self.state.results.append(CheckResult(check_id, CHECKS[check_id], Status.SKIP,
-                                                          "not run: the endpoint is unreachable"))
+                    self.state.results.append(self._result(check_id, Status.SKIP,
+                                                           "not run: the endpoint is unreachable"))
                     continue
-                await self._run_check(check_id, step)
-            dup = self.state.results[[c.id for c in self.state.results].index("duplicate")]
-            if dup.status is Status.PASS and self.state.dup.acknowledged:
-                await self._verify_duplicate(dup)
+                await self._run_check(check_id, steps[check_id])
+            verification = await self._verify()
         finally:
             await self.sender.close()
         return ProbeReport(url=self.redactor.url(self.url), checks=self.state.results, started_at=started_at,
                            duration=round(self.elapsed(), 6), requests_sent=self.wire.sent,
-                           settings=self.opts.public())
+                           settings=self.opts.public(), verification=verification,
+                           environment=environment(self.opts.auth, self.opts.secret))
 
-    async def _run_check(self, check_id: str, step: Callable[[], Awaitable[tuple[Status, str, dict[str, Any]]]]
-                         ) -> None:
-        title = CHECKS[check_id]
+    def _result(self, check_id: str, status: Status, summary: str, evidence: list[Evidence] | None = None,
+                metrics: dict[str, Any] | None = None) -> CheckResult:
+        spec = CHECKS[check_id]
+        return CheckResult(check_id, spec.title, status, summary, evidence or [], metrics or {}, correct=spec.correct)
+
+    async def _run_check(self, check_id: str, step: Step) -> None:
         evidence: list[Evidence] = []
-        self.wire.evidence = evidence
+        self.wire.evidence, self.wire.check = evidence, check_id
         start = self.elapsed()
         remaining = self.opts.max_time - start
         if remaining <= 0:
-            result = CheckResult(check_id, title, Status.SKIP, f"not run: the {self.opts.max_time:g}s time "
-                                                               f"budget is spent")
+            result = self._result(check_id, Status.SKIP, f"not run: the {self.opts.max_time:g}s time budget is spent")
         else:
+            own = remaining >= self.opts.check_time
             try:
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(min(remaining, self.opts.check_time)):
                     status, summary, metrics = await step()
             except TimeoutError:
-                status, summary, metrics = (Status.WARN, f"not finished within the {self.opts.max_time:g}s "
-                                                         f"time budget", {})
-            result = CheckResult(check_id, title, status, summary, evidence, metrics)
+                if own:
+                    status, summary, metrics = (Status.FAIL, f"hangs: not finished within the check's "
+                                                             f"{self.opts.check_time:g}s deadline "
+                                                             f"({len(evidence)} exchanges done)", {})
+                else:
+                    status, summary, metrics = (Status.WARN, f"not finished within the {self.opts.max_time:g}s "
+                                                             f"time budget", {})
+            result = self._result(check_id, status, summary, evidence, metrics)
         result.duration = round(self.elapsed() - start, 6)
         self.state.results.append(result)
 
     # ---- helpers
 
-    async def _post(self, label: str, payload: dict[str, Any], **header_kw: Any) -> Evidence:
-        body = encode_body(payload)
-        return await self.wire.post(self.sender, label, body,
-                                    self.wire.headers(body, self.payloads.webhook_id(), **header_kw))
+    async def deliver(self, label: str, out: Outgoing, *, expect: str = "processed", queue: str | None = None,
+                      webhook_id: str | None = None, **header_kw: Any) -> Evidence:
+        """POST one delivery and track it for verification: ``expect`` "processed" (once, when
+        acknowledged), "rejected" (never processed when rejected) or "" (not tracked)."""
+        body = encode_body(out.body)
+        headers = self.wire.headers(body, webhook_id or self.payloads.webhook_id(), **header_kw)
+        ev = await self.wire.post(self.sender, label, body, headers)
+        self.track(ev, out, label=label, expect=expect, queue=queue)
+        return ev
+
+    def track(self, ev: Evidence, out: Outgoing, *, label: str, expect: str = "processed",
+              queue: str | None = None) -> None:
+        if out.activity_id is None:
+            return
+        if expect == "processed" and outcome_ok(ev):
+            self.verifier.track(self.wire.check, out.activity_id, label=label, times=1, answer=ev.answer(),
+                                queue=queue)
+        elif expect == "rejected" and ev.status is not None and 400 <= ev.status < 500:
+            self.verifier.track(self.wire.check, out.activity_id, label=label, times=0, answer=ev.answer())
 
     async def _still_up(self, after: str) -> tuple[bool, Evidence]:
         """Re-check with the GET: 2xx again if it was 2xx, else any HTTP answer; an endpoint whose GET
         never answered is re-checked with a seed POST instead."""
         if self.state.baseline == "none":
-            ev = await self._post(f"re-check after {after} (the GET never answers)", self.payloads.seed())
+            ev = await self.deliver(f"re-check after {after} (the GET never answers)", self.payloads.seed())
             return outcome_ok(ev), ev
         ev = await self.wire.get(self.sender, f"re-check after {after}")
         return (outcome_ok(ev) if self.state.baseline == "2xx" else responded(ev)), ev
@@ -189,18 +197,31 @@ class _Probe:
         self.state.baseline = "2xx" if outcome_ok(ev) else "other" if responded(ev) else "none"
         if outcome_ok(ev):
             return Status.PASS, f"HTTP {ev.status} in {_ms(ev.latency)}", {}
-        return Status.FAIL, (f"got {_got(ev)}: activation of a dispatch configuration would be refused"), {}
+        return Status.FAIL, (f"got {ev.answer()}: activation of a dispatch configuration would be refused"), {}
 
     async def seed_post(self) -> tuple[Status, str, dict[str, Any]]:
-        ev = await self._post("seed payload", self.payloads.seed())
-        if outcome_ok(ev):
-            return Status.PASS, f"HTTP {ev.status} in {_ms(ev.latency)} (timeout {self.opts.timeout:g}s)", {}
-        return Status.FAIL, f"got {_got(ev)}: the sender would retry this delivery", {}
+        """Each starting payload once; one that times out is re-sent once, as a sender does."""
+        bad = []
+        for i in range(self.payloads.bases):
+            out = self.payloads.seed()
+            label = "seed payload" if not self.opts.payloads else f"team payload {i + 1}"
+            wid = self.payloads.webhook_id()
+            ev = await self.deliver(label, out, webhook_id=wid)
+            if ev.outcome == OutcomeKind.TIMEOUT.value:
+                again = await self.deliver(f"{label} re-sent after the timeout (same webhook-id), as a sender does",
+                                           out, webhook_id=wid)
+                bad.append(f"no answer within the sender's {self.opts.timeout:g}s timeout (re-send got "
+                           f"{again.answer()}): the sender counts it failed and retries, so a duplicate follows")
+            elif not outcome_ok(ev):
+                bad.append(f"got {ev.answer()}: the sender would retry this delivery")
+        if bad:
+            return Status.FAIL, "; ".join(dict.fromkeys(bad)), {}
+        return Status.PASS, f"HTTP 2xx in {_ms(self.wire.evidence[-1].latency)} (timeout {self.opts.timeout:g}s)", {}
 
     async def auth_missing(self) -> tuple[Status, str, dict[str, Any]]:
         if self.opts.auth.type == "none":
             return Status.SKIP, "no --auth given: nothing to leave out", {}
-        ev = await self._post("without credentials", self.payloads.seed(), auth=Auth())
+        ev = await self.deliver("without credentials", self.payloads.seed(), expect="rejected", auth=Auth())
         return _rejection(ev, "without credentials")
 
     async def auth_wrong(self) -> tuple[Status, str, dict[str, Any]]:
@@ -209,88 +230,109 @@ class _Probe:
             return Status.SKIP, "no --auth given: nothing to get wrong", {}
         wrong = {"api_key": {"value": "probe-wrong-key"}, "bearer": {"token": "probe-wrong-token"},
                  "basic": {"password": "probe-wrong-password"}}[auth.type]
-        ev = await self._post("with wrong credentials", self.payloads.seed(), auth=replace(auth, **wrong))
+        ev = await self.deliver("with wrong credentials", self.payloads.seed(), expect="rejected",
+                                auth=replace(auth, **wrong))
         return _rejection(ev, "with wrong credentials")
+
+    async def signature_missing(self) -> tuple[Status, str, dict[str, Any]]:
+        if not self.opts.secret:
+            return Status.SKIP, "no --secret given: signatures not checked", {}
+        out = self.payloads.seed()
+        body = encode_body(out.body)
+        headers = self.wire.headers(body, self.payloads.webhook_id())
+        headers.pop("webhook-signature")
+        ev = await self.wire.post(self.sender, "no webhook-signature header", body, headers)
+        self.track(ev, out, label="no webhook-signature header", expect="rejected")
+        return _rejection(ev, "without a webhook-signature header")
 
     async def signature_tampered(self) -> tuple[Status, str, dict[str, Any]]:
         if not self.opts.secret:
             return Status.SKIP, "no --secret given: signatures not checked", {}
-        payload = self.payloads.seed()
-        body = encode_body(payload)
+        out = self.payloads.seed()
+        body = encode_body(out.body)
         wid, ts = self.payloads.webhook_id(), int(self.clock.now())
         good = sign(self.opts.secret, wid, ts, body)
         mac = bytearray(good[3:].encode())
         mac[0] = ord("A") if mac[0] != ord("A") else ord("B")
         ev = await self.wire.post(self.sender, "tampered signature", body,
                                   self.wire.headers(body, wid, timestamp=ts, signature="v1," + mac.decode()))
+        self.track(ev, out, label="tampered signature", expect="rejected")
         return _rejection(ev, "with a tampered signature")
 
     async def signature_stale(self) -> tuple[Status, str, dict[str, Any]]:
         if not self.opts.secret:
             return Status.SKIP, "no --secret given: timestamps not checked", {}
-        ev = await self._post("stale timestamp (1 h old, correctly signed)", self.payloads.seed(),
-                              timestamp=int(self.clock.now()) - 3600)
+        ev = await self.deliver("stale timestamp (1 h old, correctly signed)", self.payloads.seed(),
+                                expect="rejected", timestamp=int(self.clock.now()) - 3600)
         return _rejection(ev, "with a 1-hour-old timestamp")
 
-    async def duplicate_send(self) -> tuple[Status, str, dict[str, Any]]:
-        payload = self.payloads.seed()
-        body = encode_body(payload)
-        wid = self.payloads.webhook_id()
-        first = await self.wire.post(self.sender, "delivery", body, self.wire.headers(body, wid))
-        if not outcome_ok(first):
-            return Status.FAIL, f"first delivery got {_got(first)}", {}
-        again = await self.wire.post(self.sender, "same delivery re-sent (same webhook-id and id)", body,
-                                     self.wire.headers(body, wid))
-        self.state.dup = _Dup(payload["id"], self.loop.time(), outcome_ok(again))
-        if not outcome_ok(again):
-            return Status.FAIL, (f"re-sent delivery got {_got(again)}: a sender re-sends after a timeout and "
-                                 f"retries until it gets a 2xx"), {"activity_id": payload["id"]}
-        return Status.PASS, "re-send acknowledged (processing verified at the end)", {"activity_id": payload["id"]}
+    async def header_case(self) -> tuple[Status, str, dict[str, Any]]:
+        out = self.payloads.seed()
+        body = encode_body(out.body)
+        headers = {k.upper(): v for k, v in self.wire.headers(body, self.payloads.webhook_id()).items()}
+        label = f"header names upper-cased ({', '.join(k for k in headers if k != 'CONTENT-TYPE')})"
+        ev = await self.wire.post(self.sender, label, body, headers)
+        self.track(ev, out, label=label)
+        if outcome_ok(ev):
+            return Status.PASS, f"HTTP {ev.status} with upper-case header names", {}
+        return Status.FAIL, (f"header names treated case-sensitively: the same delivery with upper-case header "
+                             f"names got {ev.answer()}"), {}
 
-    async def _verify_duplicate(self, result: CheckResult) -> None:
-        start = self.loop.time()
-        dup = self.state.dup
-        self.wire.evidence = result.evidence
-        if self.listener is not None:
-            wait = max(0.0, dup.resent_at + self.opts.callback_wait - self.loop.time())
-            wait = min(wait, max(0.0, self.opts.max_time - self.elapsed()))
-            await self.clock.sleep(wait)
-            n = self.listener.count(dup.activity_id)
-            result.metrics["callbacks"] = n
-            if n == 1:
-                result.summary = "re-send acknowledged; processed once (1 results callback)"
-            elif n > 1:
-                result.status = Status.FAIL
-                result.summary = f"processed {n} times: {n} results callbacks for activity {dup.activity_id}"
-            else:
-                result.status = Status.WARN
-                result.summary = (f"re-send acknowledged; cannot verify processing: no results callback for "
-                                  f"{dup.activity_id} within {self.opts.callback_wait:g}s")
-        elif self.opts.status_url is not None:
-            status_url = self.opts.status_url.replace("{id}", dup.activity_id)
-            ev = await self.wire.get(self.sender, "status URL", url=status_url)
-            n = _processed_count(ev)
-            result.metrics["processed"] = n
-            if n == 1:
-                result.summary = "re-send acknowledged; status URL says processed once"
-            elif n is not None and n > 1:
-                result.status = Status.FAIL
-                result.summary = f"processed {n} times (status URL) for activity {dup.activity_id}"
-            else:
-                result.status = Status.WARN
-                result.summary = ("re-send acknowledged; cannot verify processing: status URL answered "
-                                  f"{_got(ev)} without a processed count of 1 or more")
-        else:
-            result.status = Status.WARN
-            result.summary = ("re-send acknowledged; cannot verify it was processed once "
-                              "(give --results-port or --status-url)")
-        result.duration = round(result.duration + self.loop.time() - start, 6)
+    async def malformed_json(self) -> tuple[Status, str, dict[str, Any]]:
+        body = encode_body(self.payloads.seed().body)[:-9]
+        ev = await self.wire.post(self.sender, "body cut short (not JSON), correctly signed", body,
+                                  self.wire.headers(body, self.payloads.webhook_id()))
+        if ev.status is not None and 400 <= ev.status < 500:
+            return Status.PASS, f"rejected a body that is not JSON: {ev.answer()}", {}
+        if outcome_ok(ev):
+            return Status.FAIL, (f"2xx on malformed JSON ({ev.answer()}): the sender counts it delivered while "
+                                 f"nothing could be read from it"), {}
+        if ev.status is not None:
+            return Status.WARN, f"answered {ev.answer()} to a body that is not JSON; 400 expected", {}
+        return Status.FAIL, f"a body that is not JSON got {ev.answer()}", {}
+
+    async def duplicate_send(self) -> tuple[Status, str, dict[str, Any]]:
+        out = self.payloads.seed()
+        wid = self.payloads.webhook_id()
+        first = await self.deliver("delivery", out, webhook_id=wid)
+        if not outcome_ok(first):
+            return Status.FAIL, f"first delivery got {first.answer()}", {}
+        again = await self.deliver("same delivery re-sent (same webhook-id and id)", out, webhook_id=wid)
+        metrics = {"activity_id": out.activity_id}
+        if not outcome_ok(again):
+            return Status.FAIL, (f"re-sent delivery got {again.answer()}: a sender re-sends after a timeout and "
+                                 f"retries until it gets a 2xx"), metrics
+        return Status.PASS, "re-send acknowledged", metrics
+
+    async def duplicate_overlap(self) -> tuple[Status, str, dict[str, Any]]:
+        """The copy starts while the first is still in flight: what a retry after a timeout looks like
+        to a receiver that is still working on the first copy."""
+        out = self.payloads.seed()
+        wid = self.payloads.webhook_id()
+        first = asyncio.ensure_future(self.deliver("delivery", out, webhook_id=wid))
+        await self.clock.sleep(0.01)
+        overlapped = not first.done()
+        try:
+            again = await self.deliver("same delivery re-sent while the first is in flight", out, webhook_id=wid)
+        finally:
+            first_ev = await first
+        metrics = {"activity_id": out.activity_id, "overlapped": overlapped}
+        answers = (first_ev, again)
+        if all(outcome_ok(e) for e in answers):
+            note = "" if overlapped else " (the first copy was answered before the re-send started)"
+            return Status.PASS, f"both copies acknowledged{note}", metrics
+        if any(outcome_ok(e) for e in answers) and all(outcome_ok(e) or e.status in (409, 425, 429, 503)
+                                                       for e in answers):
+            return Status.WARN, (f"one copy answered {_counts(list(answers))}: the sender retries it later; 2xx "
+                                 f"for a copy already taken is simpler"), metrics
+        return Status.FAIL, f"overlapping copies got {_counts(list(answers))}", metrics
 
     async def burst_ordered(self) -> tuple[Status, str, dict[str, Any]]:
         queue = "COM-PROBE-ORDERED"
         evs = []
         for i in range(self.opts.ordered):
-            evs.append(await self._post(f"ordered {i + 1}/{self.opts.ordered}", self.payloads.varied(commerce=queue)))
+            evs.append(await self.deliver(f"ordered {i + 1}/{self.opts.ordered}", self.payloads.varied(commerce=queue),
+                                          queue=queue))
         return _burst_verdict(evs, f"{self.opts.ordered} in sequence")
 
     async def burst_concurrent(self) -> tuple[Status, str, dict[str, Any]]:
@@ -301,30 +343,37 @@ class _Probe:
         async def one(i: int) -> Evidence:
             await self.clock.sleep(start + i / rate - self.loop.time())
             async with gate:
-                return await self._post(f"burst {i + 1}/{n}", self.payloads.varied())
+                return await self.deliver(f"burst {i + 1}/{n}", self.payloads.varied())
 
         evs = await asyncio.gather(*(one(i) for i in range(n)))
         return _burst_verdict(list(evs), f"{n} at {rate:g}/s, ≤{self.opts.concurrency} in flight")
 
-    async def edge(self, payload: dict[str, Any], what: str) -> tuple[Status, str, dict[str, Any]]:
-        ev = await self._post(what, payload)
-        if outcome_ok(ev):
-            return Status.PASS, f"{what}: HTTP {ev.status}", {}
-        return Status.FAIL, f"{what}: got {_got(ev)}; a valid delivery would be retried until it fails", {}
+    async def edge(self, variant: Callable[[], Outgoing], what: str) -> tuple[Status, str, dict[str, Any]]:
+        bad = []
+        for i in range(self.payloads.bases):
+            ev = await self.deliver(what if self.payloads.bases == 1 else f"{what} (team payload {i + 1})", variant())
+            if not outcome_ok(ev):
+                bad.append(ev)
+        if not bad:
+            return Status.PASS, f"{what}: HTTP 2xx", {}
+        return Status.FAIL, f"{what}: got {_counts(bad)}; a valid delivery would be retried until it fails", {}
 
     async def slow_body(self) -> tuple[Status, str, dict[str, Any]]:
-        body = encode_body(self.payloads.seed())
+        out = self.payloads.seed()
+        body = encode_body(out.body)
         parts = 8
         interval = self.opts.slow_body / (parts - 1)
         headers = {**self.wire.headers(body, self.payloads.webhook_id()), "Content-Length": str(len(body))}
-        ev = await self.wire.post(self.sender, f"body in {parts} pieces over {self.opts.slow_body:g}s", body, headers,
+        label = f"body in {parts} pieces over {self.opts.slow_body:g}s"
+        ev = await self.wire.post(self.sender, label, body, headers,
                                   data=slow_chunks(body, parts, interval, self.clock.sleep),
                                   total=self.opts.timeout + self.opts.slow_body)
+        self.track(ev, out, label=label)
         up, check = await self._still_up("slow body")
         if not up:
-            return Status.FAIL, f"endpoint down after a slow body: re-check got {_got(check)}", {}
+            return Status.FAIL, f"endpoint down after a slow body: re-check got {check.answer()}", {}
         if not outcome_ok(ev):
-            return Status.FAIL, f"slow body got {_got(ev)} (endpoint still up)", {}
+            return Status.FAIL, f"slow body got {ev.answer()} (endpoint still up)", {}
         return Status.PASS, f"HTTP {ev.status} after {self.opts.slow_body:g}s of body; still up", {}
 
     async def connections(self, *, reuse: bool) -> tuple[Status, str, dict[str, Any]]:
@@ -333,17 +382,19 @@ class _Probe:
         evs = []
         try:
             for i in range(3):
-                body = encode_body(self.payloads.seed())
-                evs.append(await self.wire.post(sender, f"{'kept-alive' if reuse else 'new'} connection, "
-                                                        f"request {i + 1}/3", body,
-                                                self.wire.headers(body, self.payloads.webhook_id())))
+                out = self.payloads.seed()
+                body = encode_body(out.body)
+                label = f"{'kept-alive' if reuse else 'new'} connection, request {i + 1}/3"
+                ev = await self.wire.post(sender, label, body, self.wire.headers(body, self.payloads.webhook_id()))
+                self.track(ev, out, label=label)
+                evs.append(ev)
         finally:
             await sender.close()
         metrics = {"connections_opened": sender.connections_created, "connections_reused": sender.connections_reused}
         up, check = await self._still_up("connection test")
         ok = sum(outcome_ok(e) for e in evs)
         if not up:
-            return Status.FAIL, f"endpoint down afterwards: re-check got {_got(check)}", metrics
+            return Status.FAIL, f"endpoint down afterwards: re-check got {check.answer()}", metrics
         if ok < len(evs):
             return Status.FAIL, f"{ok}/{len(evs)} acknowledged: {_counts(evs)}", metrics
         how = (f"{sender.connections_created} connection(s), {sender.connections_reused} reuse(s)" if reuse
@@ -352,21 +403,100 @@ class _Probe:
         return Status.PASS, f"3/3 acknowledged on {how}{note}; still up", metrics
 
     async def abort(self) -> tuple[Status, str, dict[str, Any]]:
-        body = encode_body(self.payloads.max_size(min(self.opts.max_body, 16 * 1024)))
+        body = encode_body(self.payloads.max_size(min(self.opts.max_body, 16 * 1024)).body)
         headers = self.wire.headers(body, self.payloads.webhook_id())
         started = self.elapsed()
         self.wire.sent += 1
-        sent, error = await abort_mid_body(self.url, headers, body, sent_fraction=0.5, pause=0.5,
+        pause = min(0.5, self.opts.timeout / 2)
+        sent, error = await abort_mid_body(self.url, headers, body, sent_fraction=0.5, pause=pause,
                                            connect=self.opts.connect_timeout, sleep=self.clock.sleep)
         ev = self.wire.record(f"aborted after {sent} of {len(body)} body bytes", "POST", headers, body[:sent],
-                              _aborted(error, self.elapsed() - started), started)
-        await self.clock.sleep(0.5)
+                              _aborted(error, self.elapsed() - started), started, repro=False)
+        await self.clock.sleep(pause)
         up, check = await self._still_up("aborted request")
         if error is not None and sent == 0:
             return Status.FAIL, f"could not connect: {ev.error}", {}
         if not up:
-            return Status.FAIL, f"endpoint down after an aborted request: re-check got {_got(check)}", {}
+            return Status.FAIL, f"endpoint down after an aborted request: re-check got {check.answer()}", {}
         return Status.PASS, f"aborted after {sent} of {len(body)} bytes; still up", {}
+
+    # ---- verification of processing, for every check at once
+
+    async def _verify(self) -> dict[str, Any]:
+        """Wait for processing, then turn every fault into a FAIL of the check that sent the delivery."""
+        v = self.verifier
+        results = {c.id: c for c in self.state.results}
+        self._error_bodies(results)
+        info: dict[str, Any] = {"channels": v.channels, "unverified": [], "notes": []}
+        judged = [c for c in self.state.results if CHECKS[c.id].delivers and c.status is not Status.SKIP]
+        if not v.channels:
+            unverified = [c.id for c in judged if any(t.check == c.id and t.times for t in v.tracked)]
+            for cid in ("duplicate", "duplicate_overlap"):
+                c = results.get(cid)
+                if c is not None and c.status is Status.PASS:
+                    c.status = Status.WARN
+                    c.summary += "; cannot verify it was processed once (no results callback or status URL)"
+            info["unverified"] = unverified
+            info["how"] = HOW_TO_VERIFY
+            return info
+        wait_from = self.loop.time()
+        budget = max(0.0, self.opts.max_time - self.elapsed())
+        deadline = wait_from + min(self.opts.callback_wait, budget)
+        scratch: list[Evidence] = []
+
+        async def status(t: Tracked, keep: bool) -> Evidence:
+            self.wire.evidence = results[t.check].evidence if keep else scratch
+            self.wire.check = t.check
+            url = (self.opts.status_url or "").replace("{id}", t.activity_id)
+            return await self.wire.get(self.sender, f"status URL for {t.label}", url=url)
+
+        await self.sender.start()
+        await v.wait(deadline=deadline, settle=min(self.opts.settle, budget), poll=min(0.25, self.opts.callback_wait),
+                     sleep=self.clock.sleep, status=status)
+        findings, notes = v.findings(round(self.loop.time() - wait_from, 1))
+        info["notes"] = notes
+        for c in judged:
+            c.verified = list(v.channels)
+        for cid in ("duplicate", "duplicate_overlap"):
+            c = results.get(cid)
+            aid = c.metrics.get("activity_id") if c is not None else None
+            if aid is not None and v.listener is not None:
+                c.metrics["callbacks"] = v.listener.count(aid)
+            if aid is not None and v.status_url is not None:
+                c.metrics["processed"] = next((t.status_counts for t in v.tracked if t.activity_id == aid), None)
+        by_check: dict[str, list[Finding]] = {}
+        for f in findings:
+            by_check.setdefault(f.check, []).append(f)
+        for cid, found in by_check.items():
+            c = results[cid]
+            c.findings.extend(f"{f.fault}: {f.text}" for f in found)
+            first = found[0]
+            more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+            c.summary = (f"{first.fault.value.upper()}: {first.text}{more}" if c.status is not Status.FAIL
+                         else f"{c.summary}; {first.fault}{more}")
+            c.status = Status.FAIL
+        for c in judged:
+            if c.status is Status.PASS and c.id in ("duplicate", "duplicate_overlap"):
+                c.summary += f"; processed once ({', '.join(v.channels)})"
+        return info
+
+    def _error_bodies(self, results: dict[str, CheckResult]) -> None:
+        """A 2xx whose body says the request failed: the sender believes it and never retries."""
+        for c in results.values():
+            if not CHECKS[c.id].delivers:
+                continue
+            for e in c.evidence:
+                said = _error_said(e) if e.method == "POST" and outcome_ok(e) else None
+                if said is not None:
+                    c.findings.append(f"acknowledged with an error body: {e.label} got {e.answer()} {said}")
+            if c.findings and c.status is not Status.FAIL:
+                c.status = Status.FAIL
+                c.summary = f"2xx WITH AN ERROR BODY: {c.findings[0].split(': ', 1)[1]}"
+
+
+HOW_TO_VERIFY = ("processing is observed through the results callback (--results, then point the endpoint's "
+                 "results call at the printed URL; or --results-url URL) or a status URL (--status-url "
+                 "'https://…/{id}' answering {\"processed\": n}); give either or both")
 
 
 # ---- verdicts
@@ -378,7 +508,7 @@ def _rejection(ev: Evidence, what: str) -> tuple[Status, str, dict[str, Any]]:
         return Status.FAIL, f"ACCEPTED {what}: HTTP {ev.status}", {}
     if ev.status is not None and 400 <= ev.status < 500:
         return Status.WARN, f"rejected {what} with HTTP {ev.status}; 401 or 403 expected", {}
-    return Status.FAIL, f"{what}: got {_got(ev)} instead of 401/403", {}
+    return Status.FAIL, f"{what}: got {ev.answer()} instead of 401/403", {}
 
 
 def _burst_verdict(evs: list[Evidence], what: str) -> tuple[Status, str, dict[str, Any]]:
@@ -407,24 +537,22 @@ def _percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank - 1]
 
 
-def _processed_count(ev: Evidence) -> int | None:
-    if not outcome_ok(ev) or not ev.response_excerpt:
-        return None
+def _error_said(ev: Evidence) -> str | None:
+    """The error a 2xx response body reports (``{"ok": false}``, ``{"status": "error"}``, ``{"error": …}``,
+    ``{"errors": [...]}``), or None when the body does not say so."""
     try:
-        data = json.loads(ev.response_excerpt)
+        data = json.loads(ev.response_excerpt or "")
     except ValueError:
         return None
-    if isinstance(data, dict):
-        for key in ("processed", "count", "times_processed"):
-            if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
-                return data[key]
-    return None
-
-
-def _got(ev: Evidence) -> str:
-    if ev.status is not None:
-        return f"HTTP {ev.status}"
-    return ev.error or ev.outcome.lower()
+    if not isinstance(data, dict):
+        return None
+    said = [f'"{k}": {json.dumps(data[k], ensure_ascii=False)}' for k in ("ok", "success") if data.get(k) is False]
+    if str(data.get("status", "")).lower() in ("error", "fail", "failed", "failure", "rejected"):
+        said.append(f'"status": {json.dumps(data["status"], ensure_ascii=False)}')
+    for key in ("error", "errors"):
+        if data.get(key):
+            said.append(f'"{key}": {json.dumps(data[key], ensure_ascii=False)[:120]}')
+    return f"({', '.join(said)})" if said else None
 
 
 def _counts(evs: list[Evidence]) -> str:

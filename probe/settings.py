@@ -33,12 +33,17 @@ class ProbeSettings:
     ordered: int = 10  #: deliveries of one queue sent one after the other
     burst: int = 20  #: concurrent deliveries …
     rate: float = 10.0  #: … started at this many per second …
-    concurrency: int = 5  #: … with at most this many in flight
+    concurrency: int = 10  #: … with at most this many in flight (a receiver that serialises work shows here)
     max_body: int = 64 * 1024  #: bytes of the max-size payload
     slow_body: float = 3.0  #: seconds over which the slow body trickles in
-    callback_wait: float = 10.0  #: seconds to wait for results callbacks after the duplicate
+    callback_wait: float = 10.0  #: seconds after the last check to wait for deliveries to show as processed
+    settle: float = 1.0  #: then this much longer, for late duplicates
     status_url: str | None = None  #: ``https://…/deliveries/{id}`` answering ``{"processed": n}``
     max_time: float = 300.0  #: the whole probe's time budget, seconds
+    check_time: float = 60.0  #: each check's own deadline: a hanging check fails alone
+    only: tuple[str, ...] = ()  #: run only these checks
+    skip: tuple[str, ...] = ()  #: do not run these checks
+    payloads: tuple[dict[str, Any], ...] = ()  #: the team's own payloads: every check starts from them
     seed: int = 0  #: payload ids and contents
     allow_remote: bool = False  #: a non-loopback target is probed only when True
     mapping: dict[str, Any] | None = None  #: the provider's payload mapping (payloads are sent mapped)
@@ -47,6 +52,9 @@ class ProbeSettings:
     def build(cls, **kw: Any) -> ProbeSettings:
         if "auth" in kw:
             kw["auth"] = Auth.parse(kw["auth"])
+        for name in ("only", "skip", "payloads"):
+            if name in kw:
+                kw[name] = tuple(kw[name] or ())
         unknown = sorted(set(kw) - set(cls.__dataclass_fields__))
         if unknown:
             raise ProbeError(f"unknown probe setting(s): {', '.join(unknown)}")
@@ -63,16 +71,18 @@ class ProbeSettings:
         for name in ("ordered", "burst", "concurrency"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        for name in ("rate", "max_time"):
+        for name in ("rate", "max_time", "check_time"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
-        for name in ("slow_body", "callback_wait"):
+        for name in ("slow_body", "callback_wait", "settle"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} cannot be negative")
         if not 1024 <= self.max_body <= 16 * 1024 * 1024:
             problems.append("max_body must be between 1 KiB and 16 MiB")
         if self.status_url is not None and "{id}" not in self.status_url:
             problems.append("status_url must contain {id} (replaced by the payload id)")
+        if not all(isinstance(p, dict) for p in self.payloads):
+            problems.append("payloads must be JSON objects")
         if problems:
             raise ProbeError("invalid probe settings: " + "; ".join(problems))
 
@@ -92,6 +102,8 @@ class ProbeSettings:
         out = asdict(self)
         out["auth"] = self.auth.type if self.auth.type == "none" else f"{self.auth.type} (***)"
         out["secret"] = "***" if self.secret else None
+        out["payloads"] = len(self.payloads)
+        out["only"], out["skip"] = list(self.only), list(self.skip)
         return out
 
 

@@ -83,10 +83,10 @@ def _callback_every_time(spec):
 
 @pytest.mark.parametrize("change, expected", [
     pytest.param(_drop("auth"), {"auth_missing", "auth_wrong"}, id="accepts-any-credentials"),
-    pytest.param(_drop("signing_secret", "signature_tolerance"), {"signature_tampered", "signature_stale"},
-                 id="ignores-signatures"),
+    pytest.param(_drop("signing_secret", "signature_tolerance"),
+                 {"signature_missing", "signature_tampered", "signature_stale"}, id="ignores-signatures"),
     pytest.param(_drop("signature_tolerance"), {"signature_stale"}, id="no-timestamp-tolerance"),
-    pytest.param(_callback_every_time, {"duplicate"}, id="processes-duplicates-twice"),
+    pytest.param(_callback_every_time, {"duplicate", "duplicate_overlap"}, id="processes-duplicates-twice"),
     pytest.param(_set("verify_get", 405), {"verify_get"}, id="verification-get-405"),
     pytest.param(_set("verify_get", "reset"), {"verify_get"}, id="verification-get-reset"),
     pytest.param(_set("schema", {"required": ["id", "activityDetails.assignedOperator.externalId"]}),
@@ -127,10 +127,12 @@ async def test_duplicate_cannot_be_verified_without_callback_or_status_url():
     assert report.ok  # a warning does not fail the probe
 
 
-async def test_no_callback_within_the_wait_is_a_warning():
+async def test_acknowledged_but_not_processed_within_the_wait_fails_every_check():
     report = await probe_provider(lambda s: s["results_callback"].update(delay="1m"), callback_wait=10)
-    assert report.check("duplicate").status is Status.WARN
-    assert "no results callback" in report.check("duplicate").summary
+    lost = failing(report)
+    assert {"seed_post", "duplicate", "burst_ordered", "burst_concurrent", "edge_unicode", "slow_body"} <= lost
+    assert "ACKNOWLEDGED BUT NEVER PROCESSED" in report.check("duplicate").summary
+    assert "results callbacks = 0 after 11s" in report.check("seed_post").findings[0]
 
 
 # ---- a hand-made receiver for misbehaviour that depends on the request itself
@@ -198,7 +200,10 @@ class Receiver:
                 return web.json_response({"error": "overloaded"}, status=500)
         finally:
             self.in_flight -= 1
-        data = json.loads(raw)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return web.json_response({"error": "not JSON"}, status=400)
         if self.unknown_fields_500 and set(data) - set(PAYLOAD_KEYS):
             return web.json_response({"error": "Unrecognized field"}, status=500)
         wid = request.headers["webhook-id"]
@@ -230,7 +235,7 @@ async def test_bad_receiver_fails_exactly_its_check(receiver, expected):
     report = await probe_receiver(receiver())
     assert failing(report) == expected, report.table()
     skipped = {c.id for c in report.checks if c.status is Status.SKIP}
-    assert skipped == {"auth_missing", "auth_wrong", "signature_tampered", "signature_stale"}
+    assert skipped == {"auth_missing", "auth_wrong", "signature_missing", "signature_tampered", "signature_stale"}
 
 
 async def test_hang_is_reported_as_a_timeout_with_evidence():
@@ -252,17 +257,18 @@ async def test_status_url_verifies_duplicate_processing():
     async with receiver:
         report = await run_probe(receiver.url, clock=VirtualClock(),
                                  status_url=receiver.url.replace("/hooks", "/status/{id}"))
-    assert failing(report) == {"duplicate"}
+    assert failing(report) == {"duplicate", "duplicate_overlap"}
     assert report.check("duplicate").metrics["processed"] == 2
 
 
 async def test_backpressure_in_a_burst_is_a_warning():
     clock = VirtualClock()
-    # POSTs 1-13 are the seed, the duplicate pair and the ordered burst; 3 of the concurrent ones get 429
-    spec = {"behaviour": {"sequence": [{"times": 16, "status": 200}, {"times": 3, "status": 429, "retry_after": 1},
+    # only the burst runs: 2 acknowledged, then 3 get 429, then the rest are acknowledged
+    spec = {"behaviour": {"sequence": [{"times": 2, "status": 200}, {"times": 3, "status": 429, "retry_after": 1},
                                        {"status": 200}]}}
     async with EndpointSet(parse_config({"endpoints": {"p": spec}}), now=clock.now) as endpoints:
-        report = await run_probe(endpoints.url("p"), clock=clock, burst=10)
+        report = await run_probe(endpoints.url("p"), clock=clock, burst=10, only=["burst_concurrent"])
+    assert [c.id for c in report.checks] == ["burst_concurrent"]
     burst = report.check("burst_concurrent")
     assert burst.status is Status.WARN and burst.metrics["errors"] == {"HTTP 429": 3}, report.table()
     assert report.ok
@@ -302,7 +308,7 @@ async def test_payload_shapes_sent():
     ordered = [r.json for r in posts if r.json.get("commerceExternalId") == "COM-PROBE-ORDERED"]
     assert len(ordered) == 3 and all(list(p) == list(PAYLOAD_KEYS) for p in ordered)
     ids = [r.json["id"] for r in posts]
-    assert len(ids) - len(set(ids)) == 1  # only the duplicate check repeats an id
+    assert len(ids) - len(set(ids)) == 2  # only the two duplicate checks repeat an id
     assert report.requests_sent == len(endpoints.recorder.records) + 1  # + the aborted request
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from dispatchsim.cli import build_parser
 from dispatchsim.engine.clock import VirtualClock
-from dispatchsim.probe import ProbeError, ProbeSettings, RemoteNotConfirmed, ResultsListener, run_probe
+from dispatchsim.probe import CHECKS, ProbeError, ProbeSettings, RemoteNotConfirmed, ResultsListener, run_probe
 from dispatchsim.probe.cli import parse_auth, probe_command
 from dispatchsim.probe.http import Redactor
 from dispatchsim.providers import EndpointSet, parse_config
@@ -60,9 +60,9 @@ async def test_cli_good_endpoint_writes_reports_without_secrets(tmp_path, monkey
     assert code == 0, out.getvalue()
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["ok"] is True and data["counts"]["fail"] == 0
-    assert data["counts"]["warn"] == 1  # the duplicate: no results listener given to the CLI
+    assert data["counts"]["warn"] == 2  # the duplicates: no results listener given to the CLI
     suite = ET.fromstring((tmp_path / "r.xml").read_text())
-    assert suite.get("tests") == "17" and suite.get("failures") == "0"
+    assert suite.get("tests") == str(len(CHECKS)) and suite.get("failures") == "0"
     texts = [out.getvalue(), (tmp_path / "r.json").read_text(), (tmp_path / "r.xml").read_text(),
              (tmp_path / "r.txt").read_text(), capsys.readouterr().err]
     for text in texts:
@@ -82,7 +82,7 @@ async def test_cli_results_port_and_failing_check_exit_1(tmp_path, unused_tcp_po
     assert code == 1
     assert "FAIL  duplicate" in out.getvalue() and "processed 2 times" in out.getvalue()
     suite = ET.fromstring((tmp_path / "r.xml").read_text())
-    assert [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None] == ["duplicate"]
+    assert [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None] == ["duplicate", "duplicate_overlap"]
 
 
 async def test_remote_target_without_terminal_is_refused(capsys):
