@@ -48,6 +48,7 @@ class Tracked:
     times: int  #: 1: must be processed once; 0: must not be processed (it was rejected)
     answer: str  #: what the endpoint answered, e.g. "HTTP 200"
     queue: str | None = None  #: ordered deliveries: processed in the order they were tracked
+    exact: bool = True  #: False: never acknowledged (timed out), so only "more than once" is a fault
     status_counts: int | None = None  #: final answer of the status URL (None: no usable answer)
     status_sequence: float | None = None
 
@@ -73,10 +74,13 @@ class Verifier:
                                       ("status URL", self.status_url is not None)) if on]
 
     def track(self, check: str, activity_id: str, *, label: str, times: int, answer: str,
-              queue: str | None = None) -> None:
-        if any(t.activity_id == activity_id for t in self.tracked):
-            return  # a re-send of a delivery already tracked (duplicate checks, retries after a timeout)
-        self.tracked.append(Tracked(check, activity_id, label, times, answer, queue))
+              queue: str | None = None, exact: bool = True) -> None:
+        for t in self.tracked:
+            if t.activity_id == activity_id:  # a re-send (duplicate checks, a retry after a timeout)
+                if exact and not t.exact:
+                    t.label, t.answer, t.exact = label, answer, True
+                return
+        self.tracked.append(Tracked(check, activity_id, label, times, answer, queue, exact))
 
     def _seen_by_callback(self, t: Tracked) -> bool:
         return self.listener is not None and self.listener.count(t.activity_id) > 0
@@ -88,7 +92,7 @@ class Verifier:
         delivery. ``status(t, keep)`` fetches the status URL (``keep``: as evidence of the check)."""
         loop = asyncio.get_running_loop()
         while loop.time() < deadline:
-            pending = [t for t in self.tracked if t.times > 0 and not self._seen_by_callback(t)
+            pending = [t for t in self.tracked if t.times > 0 and t.exact and not self._seen_by_callback(t)
                        and (t.status_counts or 0) < 1]
             if not pending:
                 break
@@ -116,7 +120,7 @@ class Verifier:
                 else:
                     counts.append(("status URL processed", t.status_counts))
             for channel, n in counts:
-                if t.times == 1 and n == 0:
+                if t.times == 1 and n == 0 and t.exact:
                     out.append(Finding(t.check, Fault.LOST, f"{t.label} ({t.activity_id}) acknowledged with "
                                        f"{t.answer} but never processed: {channel} = 0 after {wait:g}s"))
                 elif t.times == 1 and n > 1:

@@ -113,3 +113,21 @@ def browser():
     b = _browser.Browser()
     yield b
     b.close()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The probe's score against the corpus of broken receivers (tests/probe_corpus.py), when it ran."""
+    corpus = sys.modules.get("probe_corpus")
+    if corpus is None or not corpus.SCORE:
+        return
+    broken = {c.name: c for c in corpus.CORPUS}
+    ran = [name for name in broken if name in corpus.SCORE]
+    caught = [name for name in ran if corpus.SCORE[name]]
+    terminalreporter.section("probe corpus")
+    for name in ran:
+        mark = "caught" if corpus.SCORE[name] else "MISSED"
+        terminalreporter.write_line(f"  {mark:6}  {name:<22} {broken[name].receiver.bug}")
+    if "CorrectReceiver" in corpus.SCORE:
+        verdict = "passed every check" if corpus.SCORE["CorrectReceiver"] else "FAILED a check"
+        terminalreporter.write_line(f"  the correct receiver {verdict}")
+    terminalreporter.write_line(f"probe score: caught {len(caught)}/{len(ran)} broken receivers")
