@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 
 from dispatchsim.engine.config import Auth
-from dispatchsim.engine.sender import sign
+from dispatchsim.engine.signing import SECRET_PREFIX, sign, signing_key
 
 #: Bodies up to this size are written into the line; larger ones are read from the JSON report.
 INLINE_BODY = 4096
@@ -43,7 +43,8 @@ def curl_line(*, method: str, url: str, headers: dict[str, str], body: bytes, au
                                                                   f"{abs(offset)} ))")
     if genuine and secret is not None:
         key = ('-macopt hexkey:"$(printf %s "${PROBE_SECRET#whsec_}" | base64 -d | od -An -vtx1 | tr -d \' \\n\')"'
-               if secret.startswith("whsec_") else '-macopt key:"$PROBE_SECRET"')
+               if secret.startswith(SECRET_PREFIX) and signing_key(secret) != secret.encode() else
+               '-macopt key:"$PROBE_SECRET"')
         setup.append(f"SIG=\"v1,$(printf '%s.%s.%s' {shlex.quote(wid)} \"$TS\" \"$BODY\" | openssl dgst -sha256 "
                      f"-mac HMAC {key} -binary | base64 | tr -d '\\n')\"")
     auth_values = {v for v in auth.headers().values()}
