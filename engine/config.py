@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .health import AutoDisable, CircuitBreaker, auto_disable_from, circuit_breaker_from
 from .health import to_dict as _health_dict
-from .policy import (OrderingPolicy, RetryPolicy, Timeouts, ordering_policy_from,
+from .policy import (BatchPolicy, OrderingPolicy, RetryPolicy, Timeouts, batch_policy_from, ordering_policy_from,
                      retry_policy_from, timeouts_from)
 
 REDACTED = "***"
@@ -29,6 +30,18 @@ _AUTH_FIELDS = {
     "basic": ({"type", "username", "password"}, set()),
 }
 _SECRET_FIELDS = ("value", "token", "password")
+
+
+class ConfigKind(str, Enum):
+    """What a configuration's deliveries carry."""
+
+    #: Tenant x provider x channel: one delivery per matching activity.
+    ACTIVITIES = "activities"
+    #: An account's Reteno message-event webhook: one delivery per batch of events.
+    MESSAGE_EVENTS = "message_events"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,8 @@ class Snapshot:
     timeouts: Timeouts = field(default_factory=Timeouts)
     circuit_breaker: CircuitBreaker | None = None
     auto_disable: AutoDisable | None = None
+    #: message-event webhooks only: how events are grouped into the arrays sent
+    batching: BatchPolicy | None = None
 
     def secrets(self) -> list[str]:
         out = self.auth.secrets() + _url_secrets(self.endpoint_url)
@@ -179,6 +194,7 @@ class Snapshot:
             "timeouts": self.timeouts.to_dict(),
             "circuit_breaker": _health_dict(self.circuit_breaker),
             "auto_disable": self._auto_disable_dict(redact),
+            **({"batching": self.batching.to_dict()} if self.batching is not None else {}),
         }
 
     def _auto_disable_dict(self, redact: bool) -> dict[str, Any] | None:
@@ -200,6 +216,7 @@ class Snapshot:
             timeouts=timeouts_from(data.get("timeouts")),
             circuit_breaker=circuit_breaker_from(data.get("circuit_breaker")),
             auto_disable=auto_disable_from(data.get("auto_disable")),
+            batching=batch_policy_from(data.get("batching")),
         )
 
 

@@ -12,9 +12,10 @@ from typing import Any, TextIO
 from dispatchsim.mapping.activity import DISPATCHED_TYPES
 
 from .clock import Clock, RealClock, VirtualClock, iso
-from .config import CONFIG_FIELDS, Snapshot, build_snapshot, redact_url
-from .dispatcher import Dispatcher, Prepared
+from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot, redact_url
+from .dispatcher import Dispatcher, Prepared, request_body
 from .errors import ActivationRefused, ConfigError, DispatchsimError, NotFound, PayloadUnmappable, ResultConflict
+from .events import MessageEvents
 from .log import Redactor, make_logger
 from .payload import build_stored_payload
 from .sender import Sender
@@ -82,12 +83,14 @@ class Engine:
         self.sender = Sender(now=clock.now, limit=max(concurrency, 10))
         self._prepared: dict[tuple[str, int], Prepared] = {}
         self.instance = uuid.uuid4().hex[:8] if seed is None else f"e{seed}"
+        #: Reteno message events: account webhooks and batching; the batches are deliveries
+        self.events = MessageEvents(self)
         self.dispatcher = Dispatcher(store=store, sender=self.sender, clock=clock, log=self.log,
                                      prepared=self.prepared, instance=self.instance, concurrency=concurrency,
-                                     lease_margin=lease_margin)
+                                     lease_margin=lease_margin, produce=self.events.form_due_batches)
         self.dispatcher.scrub = self.redactor.scrub
         self._task: asyncio.Task[None] | None = None
-        for cfg in store.configs():
+        for cfg in store.configs(kind=None):
             self.redactor.add(*Snapshot.from_dict(store.snapshot(cfg["id"], cfg["version"])).secrets())
 
     @classmethod
@@ -190,6 +193,9 @@ class Engine:
         if not changes:
             raise ConfigError(f"nothing to change; send one or more of {', '.join(CONFIG_FIELDS)}")
         cfg = self.config(config_id)
+        if cfg["kind"] != ConfigKind.ACTIVITIES.value:
+            raise ConfigError(f"configuration {config_id!r} is an account's message-event webhook: save the webhook"
+                              " again (PUT /api/accounts/{account}/webhook) to change it")
         current = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"])).to_dict(redact=False)
         for key in ("mapping_digest",):
             current.pop(key, None)
@@ -215,13 +221,19 @@ class Engine:
         self.dispatcher.wake()
         return self.config_view(config_id)
 
-    async def _verify(self, config_id: str, snap: Snapshot) -> None:
+    async def verification_failure(self, snap: Snapshot) -> str | None:
+        """Send the verification GET to the snapshot's endpoint; why it failed (secrets hidden), or None."""
         out = await self.sender.verify(snap.endpoint_url, snap.auth, connect=snap.timeouts.connect,
                                        total=snap.timeouts.total)
-        if not out.ok:
-            reason = (f"HTTP {out.status} (expected 2xx)" if out.status is not None
-                      else f"{out.kind.value.lower()}: {out.error}")
-            reason = self.redactor.scrub(reason)
+        if out.ok:
+            return None
+        reason = (f"HTTP {out.status} (expected 2xx)" if out.status is not None
+                  else f"{out.kind.value.lower()}: {out.error}")
+        return self.redactor.scrub(reason)
+
+    async def _verify(self, config_id: str, snap: Snapshot) -> None:
+        reason = await self.verification_failure(snap)
+        if reason is not None:
             self.log.warning("config.activation_refused", config_id=config_id, reason=reason)
             raise ActivationRefused(f"configuration {config_id!r} not activated: verification GET to "
                                     f"{redact_url(snap.endpoint_url)} failed: {reason}")
@@ -400,11 +412,10 @@ class Engine:
         d = self.store.delivery(delivery_id)
         prep = self.prepared(d["config_id"], d["config_version"])
         attempt_id = self.store.start_replay(delivery_id, self.clock.now())
-        payload = self.store.activity_view(d["activity_id"])
-        from .sender import Request, encode_body
+        from .sender import Request
         snap = prep.snapshot
         try:
-            body = encode_body(prep.mapper(payload) if prep.mapper else payload)
+            body = request_body(self.store, prep, activity_id=d["activity_id"], batch_id=d["batch_id"])
         except PayloadUnmappable as exc:
             self.store.finish_replay(attempt_id, AttemptResult(finished_at=self.clock.now(), outcome="MAPPING_ERROR",
                                                                error=str(exc)))
@@ -425,7 +436,7 @@ class Engine:
                             tenant_id: str | None = None) -> list[dict[str, Any]]:
         """Operator notifications (auto-disable, circuit changes), oldest first: of one configuration,
         or of a tenant's configurations, or all."""
-        mine = {c["id"] for c in self.store.configs(tenant_id)} if tenant_id is not None else None
+        mine = {c["id"] for c in self.store.configs(tenant_id, kind=None)} if tenant_id is not None else None
         return [{**n, "at": iso(n["at"])} for n in self.store.notifications(config_id)
                 if mine is None or n["config_id"] in mine]
 
@@ -518,7 +529,7 @@ def _delivery_view(d: dict[str, Any]) -> dict[str, Any]:
 
     status = d["status"]
     return {
-        "id": d["id"], "webhook_id": d["webhook_id"], "activity_id": d["activity_id"],
+        "id": d["id"], "webhook_id": d["webhook_id"], "activity_id": d["activity_id"], "batch_id": d["batch_id"],
         "config_id": d["config_id"], "config_version": d["config_version"], "queue": d["queue"],
         "status": status, "attempts": d["attempts"], "budget_attempts": d["budget_attempts"],
         "next_attempt_at": t(d["next_attempt_at"]) if status in ("READY", "RETRYING") else None,

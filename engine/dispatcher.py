@@ -30,15 +30,35 @@ class Prepared:
     mapper: Callable[[dict[str, Any]], Any] | None
 
 
+#: Creates the deliveries that are due by ``now`` (e.g. batches of message events); returns when it
+#: will next have something to create (None: nothing waits).
+Producer = Callable[[float], "float | None"]
+
+
+def request_body(store: Store, prep: Prepared, *, activity_id: str | None, batch_id: int | None) -> bytes:
+    """What a delivery POSTs: its batch of message events as a JSON array, or its activity in the seed
+    shape (mapped when the configuration has a mapping; raises PayloadUnmappable)."""
+    if batch_id is not None:
+        return encode_body(store.batch_events(batch_id))
+    assert activity_id is not None
+    payload = store.activity_view(activity_id)
+    if prep.mapper is not None:
+        payload = prep.mapper(payload)
+    return encode_body(payload)
+
+
 class Dispatcher:
     def __init__(self, *, store: Store, sender: Sender, clock: Clock, log: Any,
                  prepared: Callable[[str, int], Prepared], instance: str,
-                 concurrency: int = 100, lease_margin: float = 30.0) -> None:
+                 concurrency: int = 100, lease_margin: float = 30.0, produce: Producer | None = None) -> None:
         self.store = store
         self.sender = sender
         self.clock = clock
         self.log = log
         self._prepared = prepared
+        self._produce = produce
+        #: when the producer next has something to create (as of the last cycle)
+        self._next_produce: float | None = None
         self._instance = instance
         self._concurrency = concurrency
         self._lease_margin = lease_margin
@@ -96,7 +116,7 @@ class Dispatcher:
     def idle(self) -> bool:
         """Nothing in flight and nothing that will ever become due without outside action
         (paused configurations and blocked queues do not count as pending)."""
-        if self._inflight or self._side_tasks:
+        if self._inflight or self._side_tasks or self._next_produce is not None:
             return False
         blocked = set(self.store.paused_configs())
         pending_circuit = False
@@ -128,6 +148,8 @@ class Dispatcher:
                 return
             try:
                 self._release(now)
+                if self._produce is not None:
+                    self._next_produce = self._produce(now)
                 blocked, probes, next_change = self._gate(now)
                 saturated = self._fill(now, blocked, probes)
             except Exception as exc:
@@ -141,6 +163,8 @@ class Dispatcher:
                 timeout = None
             else:
                 nxt = self.store.next_wakeup(exclude_configs=saturated)
+                if self._next_produce is not None:
+                    nxt = self._next_produce if nxt is None else min(nxt, self._next_produce)
                 if nxt is None and next_change is None and not self._inflight and not self._side_tasks and until_idle:
                     return
                 timeout = None if nxt is None else max(0.0, nxt - now)
@@ -432,14 +456,12 @@ class Dispatcher:
         self.log.info("notification.sent", notification_id=nid, outcome=out.describe())
 
     def _body(self, claim: Claim, prep: Prepared) -> bytes:
-        payload = self.store.activity_view(claim.activity_id)
-        if prep.mapper is not None:
-            payload = prep.mapper(payload)
-        return encode_body(payload)
+        return request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id)
 
     def _fields(self, claim: Claim) -> dict[str, Any]:
-        return {"delivery_id": claim.delivery_id, "queue": claim.queue, "attempt": claim.number,
-                "activity_id": claim.activity_id, "config_id": claim.config_id}
+        what = {"activity_id": claim.activity_id} if claim.batch_id is None else {"batch_id": claim.batch_id}
+        return {"delivery_id": claim.delivery_id, "queue": claim.queue, "attempt": claim.number, **what,
+                "config_id": claim.config_id}
 
     def _finish_unmappable(self, claim: Claim, snap: Snapshot, message: str) -> list[tuple[str, str, dict]]:
         """Resending cannot fix a payload the mapping rejects: FAILED at once, reason mapping_error."""

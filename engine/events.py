@@ -7,20 +7,23 @@ the successful delivery of the first one and then they are delivered in their se
 the URL sends a test GET. Here an account is a tenant; a batch is formed when ``batch_size``
 events wait or the oldest has waited ``max_wait`` seconds, and its contents never change, so a
 retry sends the same array with the same ``webhook-id``.
+
+There is one sender: the account's webhook is a configuration of kind ``message_events``
+(``<account>@events``) and each batch is a delivery of it, claimed, sent, retried, ordered, scrubbed
+and health-tracked by the engine's dispatcher like any activity delivery. This module validates
+events, keeps webhook settings, and forms the batches.
 """
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from .clock import iso
-from .config import REDACTED, Auth, _check_url, redact_url
+from .config import REDACTED, ConfigKind, Snapshot, build_snapshot, redact_url
 from .errors import ActivationRefused, ConfigError, NotFound
-from .policy import RetryPolicy, Timeouts, retry_policy_from, timeouts_from
-from .sender import Outcome, OutcomeKind, Request, encode_body
-from .events_store import BatchClaim, EventsStore
+from .events_store import EventsStore
+from .policy import MAX_BATCH_SIZE, BatchPolicy
 
 #: activityStatus values of the seed.
 EVENT_STATUSES = ("DELIVERED", "UNDELIVERED", "READ", "CLICKED", "UNSUBSCRIBED", "SPAM", "SUBSCRIPTION_CHANGED")
@@ -42,8 +45,16 @@ EVENT_PARAMS: dict[str, str] = {
 _ONLY_WITH = {"statusDescription": "UNDELIVERED", "hardBounce": "UNDELIVERED", "clickEventLink": "CLICKED"}
 _REQUIRED_WITH = {"UNDELIVERED": ("statusDescription", "hardBounce"), "CLICKED": ("clickEventLink",)}
 
-MAX_BATCH_SIZE = 1000
-WEBHOOK_FIELDS = ("url", "auth", "signing_secret", "batch_size", "max_wait", "retry", "timeouts")
+#: What a user sets on an account's webhook (the message-event counterpart of a configuration).
+WEBHOOK_FIELDS = ("url", "auth", "signing_secret", "batch_size", "max_wait", "retry", "timeouts", "circuit_breaker",
+                  "auto_disable")
+#: Seed: "the following requests are postponed until the successful delivery of the first one".
+_WEBHOOK_ORDERING = {"mode": "ordered", "on_exhausted": "skip"}
+
+
+def webhook_config_id(account_id: str) -> str:
+    """The configuration (and queue) of an account's webhook; ``@`` cannot occur in a user's config id."""
+    return f"{account_id}@events"
 
 
 def seed_time(ts: float) -> str:
@@ -95,13 +106,14 @@ def validate_event(data: Any, *, now: float, where: str = "event") -> tuple[dict
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    url: str
-    auth: Auth
-    signing_secret: str | None
-    batch_size: int
-    max_wait: float
-    retry: RetryPolicy
-    timeouts: Timeouts
+    """An account's webhook as users write it (``url``, ``batch_size``, ``max_wait`` …).
+
+    It is kept as the snapshot of a ``message_events`` configuration: ordered, Reteno retries by
+    default, and the same endpoint-health options (circuit breaker, auto-disable) as any
+    configuration, because its batches are deliveries sent by the one dispatcher.
+    """
+
+    snapshot: Snapshot
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> WebhookSettings:
@@ -110,86 +122,100 @@ class WebhookSettings:
         unknown = sorted(set(data) - set(WEBHOOK_FIELDS))
         if unknown:
             raise ConfigError(f"webhook: unknown field(s) {', '.join(unknown)} (known: {', '.join(WEBHOOK_FIELDS)})")
-        size = data.get("batch_size", 100)
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH_SIZE:
-            raise ConfigError(f"webhook.batch_size: an integer from 1 to {MAX_BATCH_SIZE}")
-        wait = data.get("max_wait", 60.0)
-        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 86400:
-            raise ConfigError("webhook.max_wait: seconds from 0 to 86400")
+        batching = BatchPolicy(size=data.get("batch_size", 100), max_wait=data.get("max_wait", 60.0))
         secret = data.get("signing_secret")
         if secret is not None and (not isinstance(secret, str) or not secret):
             raise ConfigError("webhook.signing_secret: a non-empty string or null")
-        for value in (secret, *(Auth.parse(data.get("auth")).secrets())):
-            if value == REDACTED:
-                raise ConfigError("webhook: secrets are write-only; send the real value, not ***")
-        retry = data.get("retry", "reteno")
-        return cls(url=_check_url(data.get("url")), auth=Auth.parse(data.get("auth")), signing_secret=secret,
-                   batch_size=size, max_wait=float(wait), retry=retry_policy_from(retry),
-                   timeouts=timeouts_from(data.get("timeouts")))
+        fields = {"endpoint_url": data.get("url"), "retry": data.get("retry", "reteno"),
+                  "ordering": _WEBHOOK_ORDERING,
+                  **{k: data[k] for k in ("auth", "signing_secret", "timeouts", "circuit_breaker", "auto_disable")
+                     if data.get(k) is not None}}
+        snap, _ = build_snapshot(fields)
+        if REDACTED in snap.secrets():
+            raise ConfigError("webhook: secrets are write-only; send the real value, not ***")
+        return cls(replace(snap, batching=replace(batching, max_wait=float(batching.max_wait))))
+
+    @property
+    def batching(self) -> BatchPolicy:
+        assert self.snapshot.batching is not None
+        return self.snapshot.batching
 
     def to_dict(self, *, redact: bool) -> dict[str, Any]:
-        return {"url": redact_url(self.url) if redact else self.url, "auth": self.auth.to_dict(redact=redact),
-                "signing_secret": REDACTED if (redact and self.signing_secret) else self.signing_secret,
-                "batch_size": self.batch_size, "max_wait": self.max_wait, "retry": self.retry.to_dict(),
-                "timeouts": self.timeouts.to_dict()}
+        snap = self.snapshot.to_dict(redact=redact)
+        return {"url": snap["endpoint_url"], "auth": snap["auth"], "signing_secret": snap["signing_secret"],
+                "batch_size": self.batching.size, "max_wait": self.batching.max_wait, "retry": snap["retry"],
+                "timeouts": snap["timeouts"], "circuit_breaker": snap["circuit_breaker"],
+                "auto_disable": snap["auto_disable"]}
 
     def secrets(self) -> list[str]:
-        return self.auth.secrets() + ([self.signing_secret] if self.signing_secret else [])
+        return self.snapshot.secrets()
 
 
 class MessageEvents:
-    """Batches and sends an engine's message events; shares its store, clock, sender and log."""
+    """An engine's message events: webhooks, queued events, and the batches formed from them.
 
-    def __init__(self, engine: Any, *, lease_margin: float = 30.0) -> None:
+    Sending is not done here: a batch is a delivery of the account's webhook configuration, which
+    the engine's dispatcher claims, sends, retries, orders, scrubs and health-tracks like any
+    other. The dispatcher calls :meth:`form_due_batches` on every cycle.
+    """
+
+    def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.store = EventsStore(engine.store)
         self.clock = engine.clock
         self.log = engine.log
-        self._lease_margin = lease_margin
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._task: asyncio.Task[None] | None = None
-        for acc in self.store.accounts():
-            engine.redactor.add(*WebhookSettings.parse(acc["settings"]).secrets())
 
     # -- configuration and input --------------------------------------------------------
 
     async def configure_webhook(self, account_id: str, data: dict[str, Any], *, verify: bool = True) -> dict[str, Any]:
-        """Save the account's webhook; the test GET must answer 2xx first (as Reteno does on save)."""
+        """Save the account's webhook; the test GET must answer 2xx first (as Reteno does on save).
+
+        Saving again (a new version) also re-enables a webhook that auto-disable paused.
+        """
         if self.engine.store.tenant(account_id) is None:
             raise NotFound(f"account {account_id!r} not found (accounts are tenants; add the tenant first)")
         settings = WebhookSettings.parse(data)
+        snap = settings.snapshot
         self.engine.redactor.add(*settings.secrets())
         if verify:
-            out = await self.engine.sender.verify(settings.url, settings.auth, connect=settings.timeouts.connect,
-                                                  total=settings.timeouts.total)
-            if not out.ok:
-                reason = self.engine.redactor.scrub(f"HTTP {out.status} (expected 2xx)" if out.status is not None
-                                                    else f"{out.kind.value.lower()}: {out.error}")
+            reason = await self.engine.verification_failure(snap)
+            if reason is not None:
                 self.log.warning("webhook.refused", account_id=account_id, reason=reason)
                 raise ActivationRefused(f"webhook of account {account_id!r} not saved: test GET to "
-                                        f"{redact_url(settings.url)} failed: {reason}")
-        self.store.upsert_account(account_id, settings.url, settings.to_dict(redact=False), self.clock.now())
-        self.log.info("webhook.saved", account_id=account_id, url=redact_url(settings.url),
-                      batch_size=settings.batch_size, max_wait=settings.max_wait)
-        self._wake.set()
+                               f"{redact_url(snap.endpoint_url)} failed: {reason}")
+        cid = webhook_config_id(account_id)
+        now = self.clock.now()
+        store = self.engine.store
+        with store.tx():
+            cfg = store.config(cid)
+            if cfg is None or cfg["deleted"]:
+                if cfg is not None:
+                    raise ConfigError(f"the webhook of account {account_id!r} was deleted; its id is not reused")
+                store.insert_config(cid, account_id, None, None, snap.to_dict(redact=False), now,
+                                    kind=ConfigKind.MESSAGE_EVENTS)
+            else:
+                store.new_config_version(cid, snap.to_dict(redact=False), now)
+            store.set_config_active(cid, True, now)
+        self.engine.dispatcher.reset_streak(cid)
+        self.log.info("webhook.saved", account_id=account_id, config_id=cid, url=redact_url(snap.endpoint_url),
+                      batch_size=settings.batching.size, max_wait=settings.batching.max_wait)
+        self.engine.dispatcher.wake()
         return self.webhook(account_id)
 
-    def _settings(self, account_id: str) -> WebhookSettings:
-        acc = self.store.account(account_id)
-        if acc is None or not acc["active"]:
+    def _webhook_config(self, account_id: str) -> dict[str, Any]:
+        cfg = self.engine.store.config(webhook_config_id(account_id))
+        if cfg is None or cfg["deleted"]:
             raise NotFound(f"account {account_id!r} has no webhook; configure it with PUT /api/accounts/"
                            f"{account_id}/webhook")
-        return WebhookSettings.parse(acc["settings"])
+        return cfg
 
     def webhook(self, account_id: str) -> dict[str, Any]:
         """The account's webhook as read APIs show it (secrets ``***``) with batch counts."""
-        acc = self.store.account(account_id)
-        if acc is None:
-            raise NotFound(f"account {account_id!r} has no webhook")
-        return {"account_id": account_id, **WebhookSettings.parse(acc["settings"]).to_dict(redact=True),
-                "updated_at": iso(acc["updated_at"]), "counts": self.store.counts(account_id)}
+        cfg = self._webhook_config(account_id)
+        settings = WebhookSettings(self.engine.prepared(cfg["id"], cfg["version"]).snapshot)
+        return {"account_id": account_id, **settings.to_dict(redact=True), "config_id": cfg["id"],
+                "version": cfg["version"], "active": bool(cfg["active"]), "inactive_reason": cfg["inactive_reason"],
+                "updated_at": iso(cfg["updated_at"]), "counts": self.store.counts(account_id)}
 
     def validate(self, events: Any) -> list[dict[str, Any]]:
         """All or nothing: every problem of every event, or the events ready to store."""
@@ -209,141 +235,55 @@ class MessageEvents:
         return out
 
     async def post(self, account_id: str, events: list[Any]) -> dict[str, Any]:
-        """Queue events for the account's webhook (validated first; nothing is stored on error)."""
-        self._settings(account_id)
+        """Queue events for the account's webhook (validated first; nothing is stored on error).
+
+        A paused webhook (deactivated or auto-disabled) keeps them until it is enabled again.
+        """
+        self._webhook_config(account_id)
         checked = self.validate(events)
         seqs = self.store.insert_events(account_id, checked, self.clock.now())
         self.log.info("events.queued", account_id=account_id, count=len(seqs), first_seq=seqs[0])
-        self._wake.set()
+        self.engine.dispatcher.wake()
         return {"account_id": account_id, "accepted": len(seqs)}
 
-    # -- running ------------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._task is None:
-            self._stopping = False
-            self._task = asyncio.create_task(self.run(), name="message-events")
+    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        return self.store.batches(account_id, after_id=after_id, limit=limit)
 
-    def wake(self) -> None:
-        self._wake.set()
+    def attempts(self, batch_id: int) -> list[dict[str, Any]]:
+        """The attempts of the delivery that sends batch ``batch_id``."""
+        return self.engine.store.attempts(self.store.batch(batch_id)["delivery_id"])
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._inflight)
+    def counts(self, account_id: str | None = None) -> dict[str, int]:
+        return self.store.counts(account_id)
 
-    async def stop(self, *, deadline: float = 10.0) -> int:
-        """Stop forming and claiming; wait for batches in flight up to ``deadline``; returns abandoned."""
-        self._stopping = True
-        self._wake.set()
-        abandoned = 0
-        if self._inflight:
-            done, not_done = await asyncio.wait(list(self._inflight.values()), timeout=deadline)
-            for t in not_done:
-                t.cancel()
-            if not_done:
-                await asyncio.wait(not_done)
-            abandoned = len(not_done)
-        if self._task is not None:
-            await self._task
-            self._task = None
-        return abandoned
+    # -- batching (called by the dispatcher) --------------------------------------------
 
-    async def run_until_idle(self, *, max_time: float | None = None) -> None:
-        """Drain (tests, scenarios): send until nothing waits, advancing through backoff and max_wait."""
-        now = self.clock.now()
-        self._stopping = False
-        await self.run(until_idle=True, deadline=None if max_time is None else now + max_time)
+    def form_due_batches(self, now: float) -> float | None:
+        """Form the batches that are due; return when the next one will be (None: no event waits).
 
-    async def run(self, *, until_idle: bool = False, deadline: float | None = None) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            now = self.clock.now()
-            if deadline is not None and now >= deadline:
-                break
-            for bid in self.store.release_leases(before=now, now=now):
-                self.log.warning("event_batch.interrupted", batch_id=bid, reason="lease expired; re-sent now")
-            nxt = self._fill(now)
-            lease = self.store.next_lease_expiry() if not self._inflight else None
-            if lease is not None:
-                nxt = lease if nxt is None else min(nxt, lease)
-            if until_idle and nxt is None and not self._inflight:
-                break
-            timeout = None if nxt is None else max(0.0, nxt - now)
-            if deadline is not None:
-                left = deadline - now
-                timeout = left if timeout is None else min(timeout, left)
-            await self.clock.wait(self._wake, timeout)
-        if until_idle and self._inflight:
-            await asyncio.wait(list(self._inflight.values()))
-
-    def _fill(self, now: float) -> float | None:
-        """Start what is due; returns the next moment something becomes due (None: nothing waits)."""
+        A webhook whose queue still holds a batch gets none: the events wait, and go out in full
+        batches once that one has been delivered (as the seed's ordered delivery requires).
+        """
         nxt: float | None = None
-        for acc in self.store.accounts():
-            aid = acc["id"]
-            if aid in self._inflight:
+        for hook in self.store.webhooks_free():
+            policy = self.engine.prepared(hook["id"], hook["version"]).snapshot.batching
+            if policy is None:
                 continue
-            settings = WebhookSettings.parse(acc["settings"])
-            head = self.store.head(aid)
-            if head is None:
-                n, oldest = self.store.pending(aid)
-                if n == 0:
-                    continue
-                due = now if n >= settings.batch_size else oldest + settings.max_wait
-                if due > now:
-                    nxt = due if nxt is None else min(nxt, due)
-                    continue
-                bid = self.store.form_batch(aid, settings.batch_size, now)
-                head = self.store.batch(bid) if bid is not None else None
-                if head is None:
-                    continue
-                self.log.info("event_batch.created", account_id=aid, batch_id=bid, size=head["size"])
-            if head["lease_until"] is not None:
-                continue  # left by a dead sender: released when the lease ends
-            if head["next_attempt_at"] > now:
-                nxt = head["next_attempt_at"] if nxt is None else min(nxt, head["next_attempt_at"])
+            account = hook["tenant_id"]
+            n, oldest = self.store.pending(account, policy.size)
+            if n == 0 or oldest is None:
                 continue
-            claim = self.store.claim(head["id"], now + settings.timeouts.total + self._lease_margin, now)
-            if claim is not None:
-                self._inflight[aid] = asyncio.create_task(self._attempt(claim, settings),
-                                                          name=f"event-batch-{claim.batch_id}")
+            due = now if n >= policy.size else oldest + policy.max_wait
+            if due > now:
+                nxt = due if nxt is None else min(nxt, due)
+                continue
+            made = self.store.form_batch(account_id=account, config_id=hook["id"], config_version=hook["version"],
+                                         size=policy.size, now=now)
+            if made is not None:
+                bid, did, size = made
+                self.log.info("event_batch.created", account_id=account, batch_id=bid, size=size)
+                self.log.info("delivery.created", delivery_id=did, batch_id=bid, config_id=hook["id"],
+                              queue=hook["id"], status="READY")
         return nxt
-
-    async def _attempt(self, claim: BatchClaim, settings: WebhookSettings) -> None:
-        try:
-            body = encode_body(self.store.batch_events(claim.batch_id))
-            now = self.clock.now()
-            req = Request(url=settings.url, body=body, webhook_id=f"evb_{claim.account_id}_{claim.batch_id}",
-                          timestamp=int(now), auth=settings.auth, signing_secret=settings.signing_secret,
-                          connect_timeout=settings.timeouts.connect, total_timeout=settings.timeouts.total)
-            out = await self.engine.sender.send(req)
-            self._finish(claim, settings, out)
-        finally:
-            self._inflight.pop(claim.account_id, None)
-            self._wake.set()
-
-    def _finish(self, claim: BatchClaim, settings: WebhookSettings, out: Outcome) -> None:
-        now = self.clock.now()
-        common = dict(now=now, outcome=out.kind.value, status_code=out.status, latency=out.latency,
-                      excerpt=out.excerpt)
-        fields = {"account_id": claim.account_id, "batch_id": claim.batch_id, "attempt": claim.number,
-                  "code": out.status, "outcome": out.kind.value}
-        if out.kind is OutcomeKind.SUCCESS:
-            if self.store.finish(claim, status="DISPATCHED", error=None, next_at=None, **common):
-                self.log.info("event_batch.dispatched", **fields, status="DISPATCHED")
-            return
-        decision = settings.retry.decide(attempt=claim.number, now=now, budget_started_at=claim.created_at,
-                                         retry_after=out.retry_after, delivery_key=f"{claim.batch_id}")
-        error = out.describe()
-        if decision.retry:
-            if self.store.finish(claim, status="RETRYING", error=error, next_at=decision.at, **common):
-                self.log.warning("event_batch.retrying", **fields, status="RETRYING", error=out.error,
-                                 next_attempt_at=iso(decision.at or now), delay=decision.delay)
-        elif self.store.finish(claim, status="FAILED", error=f"{error}; {decision.reason}", next_at=None, **common):
-            self.log.error("event_batch.failed", **fields, status="FAILED", detail=decision.reason)
-
-    def release_all_leases(self) -> list[int]:
-        """After a graceful stop (this process is the only sender): abandoned batches are due again now."""
-        now = self.clock.now()
-        return self.store.release_leases(before=float("inf"), now=now)
-

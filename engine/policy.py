@@ -287,3 +287,37 @@ def timeouts_from(data: Timeouts | dict[str, Any] | None) -> Timeouts:
         raise ConfigError(f"timeouts: unknown field(s) {', '.join(unknown)} (known: connect, total)")
     check_numbers("timeouts", Timeouts, data)
     return Timeouts(**data)
+
+
+MAX_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchPolicy:
+    """How an account's message events are grouped into one POSTed JSON array.
+
+    A batch is formed when ``size`` events wait or the oldest has waited ``max_wait`` seconds, and
+    only once the account's previous batch has left its queue: events that arrive during an outage
+    then go out in full batches after it, not one tiny batch each.
+    """
+
+    size: int = 100
+    max_wait: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or not 1 <= self.size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"webhook.batch_size: an integer from 1 to {MAX_BATCH_SIZE}")
+        if not isinstance(self.max_wait, (int, float)) or isinstance(self.max_wait, bool) \
+                or not 0 <= self.max_wait <= 86400:
+            raise ConfigError("webhook.max_wait: seconds from 0 to 86400")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_policy_from(data: BatchPolicy | dict[str, Any] | None) -> BatchPolicy | None:
+    if data is None or isinstance(data, BatchPolicy):
+        return data
+    if not isinstance(data, dict) or set(data) - {"size", "max_wait"}:
+        raise ConfigError("batching: expected a mapping with size and max_wait")
+    return BatchPolicy(**data)

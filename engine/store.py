@@ -19,6 +19,7 @@ import sqlite_utils
 
 from . import store_file
 from .errors import InvalidTransition, NotFound, StoreError
+from .config import ConfigKind
 from .payload import render
 from .states import Status
 from .store_queries import QueryOps
@@ -53,7 +54,8 @@ class Claim:
     attempt_id: int
     number: int
     webhook_id: str
-    activity_id: str
+    activity_id: str | None  #: what is sent: the activity (seed payload) …
+    batch_id: int | None  #: … or a batch of message events (a JSON array)
     config_id: str
     config_version: int
     queue: str
@@ -115,15 +117,29 @@ class Store(QueryOps):
     # -- plumbing -----------------------------------------------------------------------
 
     def migrate(self) -> int:
+        """Apply the numbered migrations this file has not seen, each in its own transaction.
+
+        Foreign keys are off while migrating (a migration may rebuild a referenced table, the
+        SQLite way: new table, copy, drop, rename) and checked before each migration commits.
+        """
         current = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, sql in migrations():
-            if number > current:
-                with self.tx():
-                    for stmt in _split_sql(sql):
-                        self.conn.execute(stmt)
-                    self.conn.execute(f"PRAGMA user_version = {number}")
-                    store_file.mark_ours(self.conn)
-                current = number
+        pending = [(n, sql) for n, sql in migrations() if n > current]
+        if pending:
+            self.conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                for number, sql in pending:
+                    with self.tx():
+                        for stmt in _split_sql(sql):
+                            self.conn.execute(stmt)
+                        broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise StoreError(f"{self.path}: migration {number:04d} would leave {len(broken)} broken"
+                                             f" reference(s), first in table {broken[0][0]}; nothing was changed")
+                        self.conn.execute(f"PRAGMA user_version = {number}")
+                        store_file.mark_ours(self.conn)
+                    current = number
+            finally:
+                self.conn.execute("PRAGMA foreign_keys = ON")
         if self.conn.execute("PRAGMA application_id").fetchone()[0] == 0:
             store_file.mark_ours(self.conn)  # a database made before the stamp existed
         return current
@@ -190,13 +206,13 @@ class Store(QueryOps):
 
     # -- configurations -----------------------------------------------------------------
 
-    def insert_config(self, config_id: str, tenant_id: str, provider_id: str, channel: str,
-                      snapshot: dict[str, Any], now: float) -> None:
+    def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
+                      snapshot: dict[str, Any], now: float, *, kind: ConfigKind = ConfigKind.ACTIVITIES) -> None:
         with self.tx() as c:
             c.execute(
-                "INSERT INTO configurations (id, tenant_id, provider_id, channel, version, active, deleted,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, 1, 0, 0, ?, ?)",
-                (config_id, tenant_id, provider_id, channel, now, now))
+                "INSERT INTO configurations (id, kind, tenant_id, provider_id, channel, version, active, deleted,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, 0, 0, ?, ?)",
+                (config_id, kind.value, tenant_id, provider_id, channel, now, now))
             c.execute("INSERT INTO config_versions (config_id, version, snapshot, created_at) VALUES (?, 1, ?, ?)",
                       (config_id, _dumps(snapshot), now))
 
@@ -230,12 +246,16 @@ class Store(QueryOps):
         row = self._one("SELECT * FROM configurations WHERE id = ?", (config_id,))
         return dict(row) if row else None
 
-    def configs(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
-        if tenant_id is None:
-            rows = self.conn.execute("SELECT * FROM configurations WHERE deleted = 0 ORDER BY created_at, id")
-        else:
-            rows = self.conn.execute("SELECT * FROM configurations WHERE deleted = 0 AND tenant_id = ?"
-                                     " ORDER BY created_at, id", (tenant_id,))
+    def configs(self, tenant_id: str | None = None, *,
+                kind: ConfigKind | None = ConfigKind.ACTIVITIES) -> list[dict[str, Any]]:
+        """Configurations not deleted, oldest first; of one ``kind`` (``None``: every kind)."""
+        where, params = ["deleted = 0"], []
+        for clause, val in (("tenant_id = ?", tenant_id), ("kind = ?", kind.value if kind else None)):
+            if val is not None:
+                where.append(clause)
+                params.append(val)
+        rows = self.conn.execute("SELECT * FROM configurations WHERE " + " AND ".join(where)
+                                 + " ORDER BY created_at, id", params)
         return [dict(r) for r in rows]
 
     def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
@@ -263,19 +283,21 @@ class Store(QueryOps):
             "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (activity_id, tenant_id, typ, channel, _dumps(payload), now))
 
-    def insert_delivery(self, *, webhook_id: str, activity_id: str, config_id: str, config_version: int,
-                        queue: str, ordered: bool, now: float) -> int:
-        """A new READY delivery at the tail of its queue (it is the head only if nothing holds the queue)."""
+    def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
+                        now: float, activity_id: str | None = None, batch_id: int | None = None) -> int:
+        """A new READY delivery of an activity or of a batch of message events, at the tail of its
+        queue (it is the head only if nothing holds the queue)."""
         if ordered:
             held = self._one("SELECT 1 FROM deliveries WHERE queue = ? AND holds = 1 LIMIT 1", (queue,))
             holds, eligible = 1, 0 if held else 1
         else:
             holds, eligible = 0, 1
         cur = self.conn.execute(
-            "INSERT INTO deliveries (webhook_id, activity_id, config_id, config_version, queue, status, holds,"
-            " eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'READY', ?, ?, ?, ?, ?, ?)",
-            (webhook_id, activity_id, config_id, config_version, queue, holds, eligible, now, now, now, now))
+            "INSERT INTO deliveries (webhook_id, activity_id, batch_id, config_id, config_version, queue, status,"
+            " holds, eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'READY', ?, ?, ?, ?, ?, ?)",
+            (webhook_id, activity_id, batch_id, config_id, config_version, queue, holds, eligible, now, now, now,
+             now))
         return int(cur.lastrowid)
 
     def activity_view(self, activity_id: str) -> dict[str, Any]:
@@ -288,6 +310,11 @@ class Store(QueryOps):
         result = json.loads(row["result"]) if row["result"] is not None else None
         return render(json.loads(row["payload"]), can_force_retry=bool(row["failed"]), result=result)
 
+
+    def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
+        """The events of one batch in arrival order: the JSON array its delivery sends."""
+        return [json.loads(r["payload"]) for r in self.conn.execute(
+            "SELECT payload FROM message_events WHERE batch_id = ? ORDER BY seq", (batch_id,))]
 
     def set_result(self, activity_id: str, result: Any) -> Any | None:
         """Store the activity's result unless it has one: returns None when stored, else the result it has.
@@ -367,7 +394,7 @@ class Store(QueryOps):
                 row = c.execute(
                     "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
                     f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                    " RETURNING id, webhook_id, activity_id, config_id, config_version, queue, attempts,"
+                    " RETURNING id, webhook_id, activity_id, batch_id, config_id, config_version, queue, attempts,"
                     " budget_attempts, budget_started_at", (lease_until, token, now, did)).fetchone()
                 if row is None:
                     continue
@@ -375,7 +402,8 @@ class Store(QueryOps):
                                 (did, row["attempts"], now, row["config_id"]))
                 claims.append(Claim(
                     delivery_id=did, attempt_id=int(att.lastrowid), number=row["attempts"],
-                    webhook_id=row["webhook_id"], activity_id=row["activity_id"], config_id=row["config_id"],
+                    webhook_id=row["webhook_id"], activity_id=row["activity_id"], batch_id=row["batch_id"],
+                    config_id=row["config_id"],
                     config_version=row["config_version"], queue=row["queue"],
                     budget_attempts=row["budget_attempts"], budget_started_at=row["budget_started_at"],
                     lease_token=token))

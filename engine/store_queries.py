@@ -178,7 +178,8 @@ class QueryOps:
     # -- housekeeping -------------------------------------------------------------------------
 
     def delete_old_attempts(self, before: float) -> int:
-        """Retention: attempts finished before ``before`` of deliveries that are over (DISPATCHED or FAILED).
+        """Retention: attempts finished before ``before`` of deliveries (batches of message events included)
+        that are over (DISPATCHED or FAILED).
 
         The last attempt of each delivery is kept, so a FAILED delivery still shows why it failed.
         """
@@ -188,13 +189,7 @@ class QueryOps:
                 " (SELECT id FROM deliveries WHERE status IN ('DISPATCHED', 'FAILED'))"
                 " AND id < (SELECT MAX(b.id) FROM attempts b WHERE b.delivery_id = attempts.delivery_id)",
                 (before,))
-            n = cur.rowcount
-            cur = c.execute(
-                "DELETE FROM event_attempts WHERE finished_at IS NOT NULL AND finished_at < ? AND batch_id IN"
-                " (SELECT id FROM event_batches WHERE status IN ('DISPATCHED', 'FAILED'))"
-                " AND id < (SELECT MAX(b.id) FROM event_attempts b WHERE b.batch_id = event_attempts.batch_id)",
-                (before,))
-            return n + cur.rowcount
+            return cur.rowcount
 
     def release_own_leases(self, now: float, owner: str) -> list[int]:
         """After a graceful stop: attempts this engine (``owner``, the prefix of its lease tokens)

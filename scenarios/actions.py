@@ -414,7 +414,7 @@ class MessageEvents(Action):
         elif status == "CLICKED":
             event["clickEventLink"] = "https://example.test/promo"
         event.update(self.fields)
-        await run.msg.post(self.account, [event])
+        await run.engine.events.post(self.account, [event])
         n = len(self.steps)
         if step == 0:
             run.note(f"{n} message event{'s' if n != 1 else ''} ({self.status}) for account {self.account}")

@@ -122,7 +122,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         attempts = await run.engine.attempts()
         activities = run.engine.store.activity_ids()
         notifications = await run.engine.notifications()
-        inactive = [c["id"] for c in run.engine.store.configs() if not c["active"]]
+        inactive = [c["id"] for c in run.engine.store.configs(kind=None) if not c["active"]]
         await endpoints.settle()
         for record in endpoints.recorder.records:  # the Host header names a port that changes run to run
             record.headers = sanitize(record.headers)
@@ -229,26 +229,12 @@ class ScenarioRun:
             self.engine.subscribe(self.progress.event)
             self.progress.begin(self.clock.now)
         self.closed = False
-        self.msg = None
-        if self.s.accounts:
-            from dispatchsim.engine.events import MessageEvents
-            self.msg = MessageEvents(self.engine)
 
     def start(self) -> None:
         self.engine.start()
-        if self.msg is not None:
-            self.msg.start()
 
     async def _stop(self) -> None:
         await self.engine.stop()
-        if self.msg is not None:
-            await self.msg.stop()
-
-    def _message_idle(self) -> bool:
-        if self.msg is None:
-            return True
-        counts = self.msg.store.counts()
-        return counts["READY"] + counts["RETRYING"] + counts["unbatched_events"] == 0
 
     async def setup(self) -> None:
         e = self.engine
@@ -276,7 +262,7 @@ class ScenarioRun:
                 elif isinstance(val, str):
                     self.secrets.append(val)
             try:
-                await self.msg.configure_webhook(acc, {**spec["webhook"], "url": url})
+                await self.engine.events.configure_webhook(acc, {**spec["webhook"], "url": url})
                 self.note(f"account {acc}: message-event webhook saved (test GET answered 2xx)")
             except ActivationRefused as exc:
                 self.refused[f"account:{acc}"] = self.sanitize(str(exc))
@@ -316,16 +302,12 @@ class ScenarioRun:
             if left <= 0:
                 return False
             summary = await self.engine.run_until_idle(max_time=min(left, 3600))
-            if self.msg is not None:
-                await self.msg.run_until_idle(max_time=max(0.0, min(end - self.clock.now(), 3600)))
             if self.progress is not None:
                 self.progress.tick()
-            if summary.idle and self._message_idle():
+            if summary.idle:
                 return True
 
     async def crash(self) -> None:
         """Stop as a killed process would: in-flight attempts lost, leases left in the database."""
-        if self.msg is not None:
-            await self.msg.stop(deadline=0)
         await self.engine.crash()
         self.closed = True

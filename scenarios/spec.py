@@ -67,7 +67,8 @@ class Scenario:
 
 TOP_KEYS = {"name", "description", "seed", "clock", "duration", "start", "providers", "tenants",
             "configurations", "accounts", "timeline", "expect"}
-ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_secret", "timeouts"}
+ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_secret", "timeouts", "circuit_breaker",
+                "auto_disable"}
 EVENT_KINDS = set(ACTIONS)
 EXPECT_KEYS = set(BY_KEY)
 

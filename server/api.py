@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ConfigError, DispatchsimError,
-                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, iso, parse_iso,
+                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, Status, iso, parse_iso,
                                 storage_error)
 
 from .keys import KeyRing, Principal
@@ -26,7 +26,6 @@ from .prometheus import prometheus_text
 MAX_BODY = 1024 * 1024
 PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/openapi.json"})
 ENGINE_KEY = web.AppKey("engine", Any)
-EVENTS_KEY = web.AppKey("events", Any)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 STARTED_KEY = web.AppKey("started", float)
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
@@ -286,13 +285,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    engine, events = request.app[ENGINE_KEY], request.app[EVENTS_KEY]
-    extra: dict[str, float] = {}
-    if events is not None:
-        counts = events.store.counts()
-        extra = {"dispatchsim_event_batches_open": counts["READY"] + counts["RETRYING"],
-                 "dispatchsim_event_batches_dispatched": counts["DISPATCHED"],
-                 "dispatchsim_events_unbatched": counts["unbatched_events"]}
+    engine = request.app[ENGINE_KEY]
+    counts = engine.events.counts()
+    extra = {"dispatchsim_event_batches_open": counts[Status.READY.value] + counts[Status.RETRYING.value],
+             "dispatchsim_event_batches_dispatched": counts[Status.DISPATCHED.value],
+             "dispatchsim_events_unbatched": counts["unbatched_events"]}
     text = prometheus_text(engine.store.metrics(), extra=extra)
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Prometheus-Format": "0.0.4"})
@@ -506,10 +503,7 @@ async def submit_result(request: web.Request) -> web.Response:
 
 
 def _events(request: web.Request) -> Any:
-    events = request.app[EVENTS_KEY]
-    if events is None:
-        raise Problem(404, "not-found", "message events are not enabled on this server")
-    return events
+    return request.app[ENGINE_KEY].events
 
 
 async def put_webhook(request: web.Request) -> web.Response:
@@ -519,7 +513,8 @@ async def put_webhook(request: web.Request) -> web.Response:
     body = await read_json(request)
     check_fields(body, required={"url": "string"},
                  optional={"auth": "object?", "signing_secret": "string?", "batch_size": "integer",
-                           "max_wait": "number", "retry": "object?", "timeouts": "object?"})
+                           "max_wait": "number", "retry": "object?", "timeouts": "object?",
+                           "circuit_breaker": "object?", "auto_disable": "object?"})
     return web.json_response(await events.configure_webhook(account, {k: v for k, v in body.items()
                                                                       if v is not None}))
 
@@ -539,7 +534,7 @@ async def list_event_batches(request: web.Request) -> web.Response:
     after = qs.get("after", "0")
     if not after.isdigit():
         raise Problem(400, "invalid", "after: a batch id (integer)")
-    rows = events.store.batches(account, after_id=int(after), limit=_limit(qs.get("limit")))
+    rows = events.batches(account, after_id=int(after), limit=_limit(qs.get("limit")))
     items = [{**r, **{k: (iso(r[k]) if r[k] is not None else None)
                       for k in ("next_attempt_at", "lease_until", "dispatched_at", "created_at", "updated_at")}}
              for r in rows]
@@ -639,11 +634,10 @@ ROUTES: list[tuple[str, str, _Handler]] = [
 ]
 
 
-def make_app(engine: Any, *, keys: KeyRing, events: Any = None) -> web.Application:
-    """The aiohttp application over ``engine`` (and a ``MessageEvents``, if any)."""
+def make_app(engine: Any, *, keys: KeyRing) -> web.Application:
+    """The aiohttp application over ``engine`` (message events included: they are its deliveries too)."""
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[ENGINE_KEY] = engine
-    app[EVENTS_KEY] = events
     app[KEYS_KEY] = keys
     app[STARTED_KEY] = time.monotonic()
     for method, path, handler in ROUTES:

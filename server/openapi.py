@@ -173,7 +173,9 @@ def openapi_document() -> dict[str, Any]:
                                             "signing_secret": {"type": ["string", "null"]},
                                             "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000},
                                             "max_wait": {"type": "number"}, "retry": {"type": ["object", "null"]},
-                                            "timeouts": {"type": ["object", "null"]}}})},
+                                            "timeouts": {"type": ["object", "null"]},
+                                            "circuit_breaker": {"type": ["object", "null"]},
+                                            "auto_disable": {"type": ["object", "null"]}}})},
         "/api/accounts/{account_id}/event-batches": {
             "get": _op("batches sent or waiting, in order", params=[acc, _qp("after", "batch id", {"type": "integer"}),
                                                                       _qp("limit", "1-500", {"type": "integer"})])},

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, MessageEvents, OwnerLock, Store,
+from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock, Store,
                                 WalCheckpointer, storage_error)
 
 from .api import make_app
@@ -111,7 +111,6 @@ class Server:
         self.opts = opts
         self._log_stream = log_stream
         self.engine: Engine | None = None
-        self.events: MessageEvents | None = None
         self.runner: web.AppRunner | None = None
         self.jobs: Jobs | None = None
         self.port: int | None = None
@@ -133,8 +132,7 @@ class Server:
             sock.close()
             raise
         engine.dispatcher.pace(interval=self.opts.dispatch_interval, chunk=self.opts.claim_chunk)
-        self.events = MessageEvents(engine)
-        self._recover_leases(engine, self.events)
+        self._recover_leases(engine)
         self.checkpointer = engine.store.wal_checkpointer()
         self.checkpointer.take_over()
         for tid in self.opts.tenants:
@@ -147,7 +145,7 @@ class Server:
             if engine.store.tenant(tenant) is None:
                 sock.close()
                 raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
-        app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys), events=self.events)
+        app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys))
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, max_line_size=MAX_REQUEST_LINE,
                                     logger=_protocol_logger(engine))
         await self.runner.setup()
@@ -155,7 +153,6 @@ class Server:
         await site.start()
         self.port = sock.getsockname()[1]
         engine.start()
-        self.events.start()
         jobs = self.jobs = Jobs(engine.log)
         jobs.add("lease-sweep", self.sweep, seconds=self.opts.sweep_interval)
         jobs.add("stats", self.stats, seconds=self.opts.stats_interval)
@@ -167,28 +164,25 @@ class Server:
         engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=self.opts.db,
                         counts=engine.counts())
 
-    def _recover_leases(self, engine: Engine, events: MessageEvents) -> None:
+    def _recover_leases(self, engine: Engine) -> None:
         """Holding the owner lock, every lease in the file was left by a process that is gone: its
         attempts go again now (an ordered queue resumes at once instead of after the lease)."""
         if self.lock is None:
             return
         released = engine.store.release_dead_owners_leases(engine.clock.now())
-        batches = events.release_all_leases()
-        if released or batches:
+        if released:
             engine.log.warning("serve.recovered", previous_pid=self.lock.previous_pid, attempts=len(released),
-                               event_batches=len(batches),
                                reason="the previous owner of the database stopped during these attempts")
 
     async def sweep(self) -> None:
-        """Lease-expiry sweep: wake both senders so expired leases are released even when idle."""
-        assert self.engine is not None and self.events is not None
+        """Lease-expiry sweep: wake the dispatcher so expired leases are released even when idle."""
+        assert self.engine is not None
         self.engine.dispatcher.wake()
-        self.events.wake()
 
     async def stats(self) -> None:
-        assert self.engine is not None and self.events is not None
+        assert self.engine is not None
         self.engine.log.info("serve.stats", counts=self.engine.counts(), in_flight=self.engine.dispatcher.in_flight,
-                             event_batches=self.events.store.counts())
+                             event_batches=self.engine.events.counts())
 
     async def checkpoint(self) -> None:
         """WAL checkpoint in a worker thread (see ``dispatchsim.engine.WalCheckpointer``)."""
@@ -205,8 +199,8 @@ class Server:
         """Graceful, in order: stop HTTP; stop the recurring jobs (the running one finishes); stop
         claiming and wait for attempts in flight up to the deadline; release this process's
         abandoned leases; close the connections; drop the owner lock."""
-        engine, events = self.engine, self.events
-        out = {"abandoned": 0, "abandoned_batches": 0}
+        engine = self.engine
+        out = {"abandoned": 0}
         try:
             if self.runner is not None:
                 await self.runner.cleanup()
@@ -219,13 +213,7 @@ class Server:
                 self.checkpointer = None
             if engine is None:
                 return out
-            deadline = self.opts.shutdown_deadline
-            if events is not None:
-                stop_events = asyncio.create_task(events.stop(deadline=deadline))
-            out["abandoned"] = await engine.stop(deadline=deadline)
-            if events is not None:
-                out["abandoned_batches"] = await stop_events
-                events.release_all_leases()  # the owner lock makes every batch lease this process's
+            out["abandoned"] = await engine.stop(deadline=self.opts.shutdown_deadline)
             try:
                 released = engine.store.release_own_leases(engine.clock.now(), engine.instance)
             except Exception as exc:

@@ -21,7 +21,7 @@ class Hit:
 
 @dataclass
 class Receiver:
-    """Answers each request via ``respond(hit, n) -> (status, headers, delay)``; records every hit."""
+    """Answers each request via ``respond(hit, n) -> (status, headers, delay[, body text])``; records every hit."""
 
     clock_now: Callable[[], float]
     respond: Callable[[Hit, int], tuple[int, dict[str, str], float]] = lambda h, n: (200, {}, 0.0)
@@ -53,10 +53,10 @@ class Receiver:
         hit = Hit(at=self.clock_now(), method=request.method, webhook_id=request.headers.get("webhook-id"),
                   headers=dict(request.headers), body=json.loads(raw) if raw else None)
         self.hits.append(hit)
-        status, headers, delay = self.respond(hit, len(self.hits))
+        status, headers, delay, *text = self.respond(hit, len(self.hits))
         if delay:
             await asyncio.sleep(delay)
-        return web.Response(status=status, headers=headers, text="ok" if status < 300 else "nope")
+        return web.Response(status=status, headers=headers, text=text[0] if text else ("ok" if status < 300 else "nope"))
 
     def posts(self) -> list[Hit]:
         return [h for h in self.hits if h.method == "POST"]

@@ -13,7 +13,6 @@ from aiohttp import web
 
 from dispatchsim.engine import ResultConflict
 from dispatchsim.server.api import ROUTES, make_app
-from dispatchsim.engine.events import MessageEvents
 from dispatchsim.server.keys import KeyRing, create_key
 from dispatchsim.server.openapi import openapi_document
 
@@ -48,8 +47,7 @@ async def api(engine) -> AsyncIterator[Api]:
     await engine.add_tenant("acme")
     await engine.add_tenant("other")
     await engine.add_provider("crm")
-    app = make_app(engine, keys=KeyRing(engine.store, {ADMIN: None, ACME: "acme", OTHER: "other"}),
-                   events=MessageEvents(engine))
+    app = make_app(engine, keys=KeyRing(engine.store, {ADMIN: None, ACME: "acme", OTHER: "other"}))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

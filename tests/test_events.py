@@ -68,14 +68,14 @@ def test_missing_activity_date_time_is_filled_in_seed_format() -> None:
 async def _account(engine, receiver, **settings) -> MessageEvents:
     if engine.store.tenant("acme") is None:
         await engine.add_tenant("acme")
-    events = MessageEvents(engine)
+    events = engine.events
     await events.configure_webhook("acme", {"url": receiver.url, **settings})
     return events
 
 
 async def test_test_get_on_save_refuses_a_failing_url(engine, receiver) -> None:
     await engine.add_tenant("acme")
-    events = MessageEvents(engine)
+    events = engine.events
     receiver.verify_status = 404
     with pytest.raises(ActivationRefused, match="HTTP 404"):
         await events.configure_webhook("acme", {"url": receiver.url})
@@ -91,13 +91,13 @@ async def test_batches_by_size_and_max_wait(engine, receiver) -> None:
     events = await _account(engine, receiver, batch_size=3, max_wait=30)
     t0 = engine.clock.now()
     await events.post("acme", [ev(i) for i in range(7)])
-    await events.run_until_idle(max_time=3600)
+    await engine.run_until_idle(max_time=3600)
     posts = receiver.posts()
     assert [[e["contactId"] for e in p.body] for p in posts] == [[0, 1, 2], [3, 4, 5], [6]]
     assert [round(p.at - t0, 3) for p in posts] == [0, 0, 30]  # the last one waited max_wait
     assert all(isinstance(p.body, list) for p in posts)
     assert posts[0].webhook_id != posts[1].webhook_id
-    assert events.store.counts("acme")["DISPATCHED"] == 3
+    assert events.counts("acme")["DISPATCHED"] == 3
 
 
 async def test_ordered_per_account_with_reteno_backoff(engine, receiver) -> None:
@@ -105,7 +105,7 @@ async def test_ordered_per_account_with_reteno_backoff(engine, receiver) -> None
     events = await _account(engine, receiver, batch_size=2, max_wait=0)
     t0 = engine.clock.now()
     await events.post("acme", [ev(0), ev(1)])
-    runner = asyncio.create_task(events.run_until_idle(max_time=24 * 3600))
+    runner = asyncio.create_task(engine.run_until_idle(max_time=24 * 3600))
     for i in range(2, 8):  # more events arrive during the outage
         await asyncio.sleep(100)
         await events.post("acme", [ev(i)])
@@ -119,7 +119,7 @@ async def test_ordered_per_account_with_reteno_backoff(engine, receiver) -> None
     assert posts[:5] == head
     delivered = [e["contactId"] for p in posts[4:] for e in p.body]
     assert delivered == list(range(8))
-    attempts = events.store.attempts(events.store.batches("acme")[0]["id"])
+    attempts = events.attempts(events.batches("acme")[0]["id"])
     assert [a["status_code"] for a in attempts] == [503, 503, 503, 503, 200]
 
 
@@ -132,22 +132,23 @@ async def test_accounts_are_independent(engine, receiver) -> None:
         await events.configure_webhook("beta", {"url": down.url, "batch_size": 1, "max_wait": 0})
         await events.post("beta", [ev(1)])
         await events.post("acme", [ev(2)])
-        await events.run_until_idle(max_time=600)
+        await engine.run_until_idle(max_time=600)
         assert [p.body[0]["contactId"] for p in receiver.posts()] == [2]
         assert len(down.posts()) >= 3
-        assert events.store.counts("beta")["RETRYING"] == 1
+        assert events.counts("beta")["RETRYING"] == 1
 
 
 async def test_lease_left_by_a_dead_sender_is_resent(engine, receiver) -> None:
     events = await _account(engine, receiver, batch_size=5, max_wait=0)
     await events.post("acme", [ev(1), ev(2)])
-    bid = events.store.form_batch("acme", 5, engine.clock.now())
-    assert events.store.claim(bid, engine.clock.now() + 40, engine.clock.now()) is not None  # then "crash"
+    now = engine.clock.now()
+    bid, did, _ = events.store.form_batch(account_id="acme", config_id="acme@events", config_version=1, size=5, now=now)
+    assert engine.store.claim([(did, now + 40)], token="dead", now=now) != []  # then "crash"
     t0 = engine.clock.now()
-    await events.run_until_idle(max_time=600)
+    await engine.run_until_idle(max_time=600)
     posts = receiver.posts()
     assert len(posts) == 1 and round(posts[0].at - t0) == 40
-    assert [a["outcome"] for a in events.store.attempts(bid)] == ["INTERRUPTED", "SUCCESS"]
+    assert [a["outcome"] for a in events.attempts(bid)] == ["INTERRUPTED", "SUCCESS"]
 
 
 async def test_message_events_through_the_api(api: Api, receiver) -> None:  # noqa: F811
@@ -171,8 +172,7 @@ async def test_message_events_through_the_api(api: Api, receiver) -> None:  # no
     status, body = await api.call("POST", "/api/message-events",
                                   body={"events": [ev(1), ev(2, "CLICKED", clickEventLink="https://x"), ev(3)]})
     assert status == 202 and body["accepted"] == 3
-    events = api.app[__import__("dispatchsim.server.api", fromlist=["EVENTS_KEY"]).EVENTS_KEY]
-    await events.run_until_idle(max_time=60)
+    await api.engine.run_until_idle(max_time=60)
     assert [[e["contactId"] for e in p.body] for p in receiver.posts()] == [[1, 2], [3]]
     assert receiver.posts()[0].headers["Authorization"] == f"Bearer {secret}"
     status, body = await api.call("GET", "/api/accounts/acme/webhook")
