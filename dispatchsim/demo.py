@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from dispatchsim.engine import Engine, run_virtual
+from dispatchsim.engine import Engine, Status, run_virtual
 from dispatchsim.engine.clock import fmt_offset, iso
 
 
@@ -78,7 +78,7 @@ def run_demo(out: TextIO = sys.stdout, outage: float = 600.0) -> int:
     wall = time.perf_counter()
     counts = run_virtual(_demo(out, outage))
     out.write(f"wall time {time.perf_counter() - wall:.2f}s\n")
-    return 0 if counts.get("DISPATCHED") == 3 else 1
+    return 0 if counts.get(Status.DISPATCHED.value) == 3 else 1
 
 
 __all__ = ["run_demo", "iso"]

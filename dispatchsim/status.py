@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from dispatchsim.engine import Store, StoreError, iso, latest_schema_version
+from dispatchsim.engine import Circuit, Store, StoreError, iso, latest_schema_version
 
 
 def print_status(db: str, out: TextIO | None = None) -> int:
@@ -59,7 +59,7 @@ def _health(store: Store, out: TextIO, notifications: int = 5) -> None:
         out.write("endpoint health:\n")
         for r in circuits:
             line = f"  {r['config_id']:<40} circuit {r['circuit']}"
-            if r["circuit"] == "open" and r["circuit_until"] is not None:
+            if r["circuit"] == Circuit.OPEN.value and r["circuit_until"] is not None:
                 line += f" until {iso(r['circuit_until'])}"
             if r["consecutive_failures"]:
                 line += f", {r['consecutive_failures']} consecutive failures"

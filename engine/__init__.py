@@ -9,13 +9,13 @@ from .errors import (ActivationRefused, ActivityError, ConfigError, DatabaseInUs
 from .events import MessageEvents
 from .policy import PRESETS, OrderingPolicy, RetryPolicy, Timeouts, delay
 from .sender import VERSION, Outcome, OutcomeKind
-from .states import ACTIVE, TERMINAL, TRANSITIONS, Status
+from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
 from .store import Store, latest_schema_version
 from .store_file import OwnerLock, storage_error
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
 
 __all__ = [
-    "ACTIVE", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
+    "ACTIVE", "Circuit", "LIFECYCLE", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
     "latest_schema_version", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "Clock",
     "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",

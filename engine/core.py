@@ -19,7 +19,7 @@ from .events import MessageEvents
 from .log import Redactor, make_logger
 from .payload import build_stored_payload
 from .sender import Sender
-from .states import Status
+from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Store
 from .store_queries import ActivityFilter
 
@@ -303,7 +303,7 @@ class Engine:
         if made:
             for did, cid, queue in made:
                 self.log.info("delivery.created", delivery_id=did, activity_id=aid, config_id=cid, queue=queue,
-                              status="READY")
+                              status=Status.READY)
             self.dispatcher.wake()
         else:
             why = ("dispatch of MESSAGE activities is not available yet (seed: 'available soon')"
@@ -383,7 +383,7 @@ class Engine:
         prep = self.prepared(d["config_id"], version)
         row = self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
                                      config_version=version)
-        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row["queue"], status="READY",
+        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row["queue"], status=Status.READY,
                       config_version=version)
         self.dispatcher.wake()
         return _delivery_view(row)
@@ -445,7 +445,7 @@ class Engine:
         self.config(config_id)
         st = self.dispatcher._health.get(config_id)
         if st is None:
-            return {"circuit": "closed", "circuit_until": None, "consecutive_failures": 0, "failing_since": None}
+            return {"circuit": Circuit.CLOSED, "circuit_until": None, "consecutive_failures": 0, "failing_since": None}
         return {"circuit": st.circuit, "circuit_until": iso(st.circuit_until) if st.circuit_until else None,
                 "consecutive_failures": st.consecutive_failures,
                 "failing_since": iso(st.failing_since) if st.failing_since else None}
@@ -453,7 +453,7 @@ class Engine:
     async def skip(self, delivery_id: int) -> dict[str, Any]:
         """Unblock a queue held by a FAILED head (``on_exhausted: block``); the delivery stays FAILED."""
         row = self.store.skip(delivery_id, self.clock.now())
-        self.log.info("delivery.skipped", delivery_id=delivery_id, queue=row["queue"], status="FAILED")
+        self.log.info("delivery.skipped", delivery_id=delivery_id, queue=row["queue"], status=Status.FAILED)
         self.dispatcher.wake()
         return _delivery_view(row)
 
@@ -532,8 +532,8 @@ def _delivery_view(d: dict[str, Any]) -> dict[str, Any]:
         "id": d["id"], "webhook_id": d["webhook_id"], "activity_id": d["activity_id"], "batch_id": d["batch_id"],
         "config_id": d["config_id"], "config_version": d["config_version"], "queue": d["queue"],
         "status": status, "attempts": d["attempts"], "budget_attempts": d["budget_attempts"],
-        "next_attempt_at": t(d["next_attempt_at"]) if status in ("READY", "RETRYING") else None,
-        "in_flight": d["lease_until"] is not None, "blocks_queue": bool(d["holds"]) and status == "FAILED",
+        "next_attempt_at": t(d["next_attempt_at"]) if Status(status) in ACTIVE else None,
+        "in_flight": d["lease_until"] is not None, "blocks_queue": bool(d["holds"]) and status == Status.FAILED,
         "failed_reason": d["failed_reason"], "last_error": d["last_error"],
         "dispatched_at": t(d["dispatched_at"]), "created_at": t(d["created_at"]),
         "canForceRetryDispatch": status == Status.FAILED.value,

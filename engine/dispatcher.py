@@ -16,7 +16,8 @@ from .clock import Clock, iso
 from .config import Auth, Snapshot
 from .health import Change, EndpointState, record, tick
 from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
-from .errors import PayloadUnmappable
+from .errors import InvalidTransition, PayloadUnmappable
+from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Claim, Store
 from .store_file import storage_error
 
@@ -74,7 +75,7 @@ class Dispatcher:
         self._health: dict[str, EndpointState] = {}
         for row in store.health_rows():
             self._health[row["config_id"]] = EndpointState(
-                circuit=row["circuit"], circuit_until=row["circuit_until"],
+                circuit=Circuit(row["circuit"]), circuit_until=row["circuit_until"],
                 consecutive_failures=row["consecutive_failures"], failing_since=row["failing_since"])
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._batch_configs: dict[str, dict[str, Any]] = {}
@@ -121,16 +122,16 @@ class Dispatcher:
         blocked = set(self.store.paused_configs())
         pending_circuit = False
         for cid, st in self._health.items():
-            if st.circuit != "closed":
+            if st.circuit is not Circuit.CLOSED:
                 blocked.add(cid)
                 pending_circuit = True
         if self.store.next_wakeup(exclude_configs=sorted(blocked)) is not None:
             return False
         if pending_circuit:
-            open_ids = [cid for cid, st in self._health.items() if st.circuit != "closed" and cid not in
+            open_ids = [cid for cid, st in self._health.items() if st.circuit is not Circuit.CLOSED and cid not in
                         self.store.paused_configs()]
-            return not any(self.store.deliveries(config_id=cid, status="READY", limit=1) or
-                           self.store.deliveries(config_id=cid, status="RETRYING", limit=1) for cid in open_ids)
+            return not any(self.store.deliveries(config_id=cid, status=status, limit=1)
+                           for cid in open_ids for status in sorted(ACTIVE))
         return True
 
     async def run(self, *, until_idle: bool = False, deadline: float | None = None) -> None:
@@ -234,11 +235,11 @@ class Dispatcher:
         changes: list[Change] = []
         for cid, st in self._health.items():
             changes += tick(st, now, cid)
-            if st.circuit == "open":
+            if st.circuit is Circuit.OPEN:
                 blocked.add(cid)
                 if st.circuit_until is not None:
                     next_change = st.circuit_until if next_change is None else min(next_change, st.circuit_until)
-            elif st.circuit == "half_open":
+            elif st.circuit is Circuit.HALF_OPEN:
                 (blocked if st.probing else probes).add(cid)
         if changes:
             with self.store.tx():
@@ -347,10 +348,17 @@ class Dispatcher:
         try:
             with self.store.tx():
                 for claim, snap, result in batch:
-                    if isinstance(result, str):
-                        events.extend(self._finish_unmappable(claim, snap, result))
-                    else:
-                        events.extend(self._finish(claim, snap, result))
+                    try:
+                        if isinstance(result, str):
+                            events.extend(self._finish_unmappable(claim, snap, result))
+                        else:
+                            events.extend(self._finish(claim, snap, result))
+                    except InvalidTransition as exc:
+                        # the transition table refuses the change: the attempt stays recorded, the status
+                        # and the lease stay, so the delivery is sent again once its lease ends
+                        events.append(("error", "delivery.transition_refused", {**self._fields(claim),
+                                                                                "error": str(exc)}))
+                    if not isinstance(result, str):
                         events.extend(self._account(claim.config_id, result.ok, claim.attempt_id))
         except Exception as exc:
             if storage_error(exc) is None:
@@ -470,7 +478,7 @@ class Dispatcher:
         ok = self.store.mark_failed(claim, res, "mapping_error", message, ordered=snap.ordering.ordered,
                                     block=snap.ordering.on_exhausted == "block")
         if ok:
-            return [("error", "delivery.failed", {**self._fields(claim), "status": "FAILED",
+            return [("error", "delivery.failed", {**self._fields(claim), "status": Status.FAILED,
                                                   "reason": "mapping_error", "error": message})]
         return self._stale(claim)
 
@@ -483,7 +491,7 @@ class Dispatcher:
         ordered = snap.ordering.ordered
         if out.kind is OutcomeKind.SUCCESS:
             if self.store.mark_dispatched(claim, res, ordered=ordered):
-                return [("info", "delivery.dispatched", {**fields, "status": "DISPATCHED"})]
+                return [("info", "delivery.dispatched", {**fields, "status": Status.DISPATCHED})]
             return self._stale(claim)
         decision = snap.retry.decide(attempt=claim.budget_attempts + 1, now=now,
                                      budget_started_at=claim.budget_started_at, retry_after=out.retry_after,
@@ -493,7 +501,7 @@ class Dispatcher:
             assert decision.at is not None
             if self.store.schedule_retry(claim, res, decision.at, error):
                 return [("warning", "delivery.retrying", {
-                    **fields, "status": "RETRYING", "error": out.error, "retry_after": out.retry_after,
+                    **fields, "status": Status.RETRYING, "error": out.error, "retry_after": out.retry_after,
                     "next_attempt_at": iso(decision.at), "delay": decision.delay})]
             return self._stale(claim)
         else:
@@ -501,7 +509,7 @@ class Dispatcher:
             if self.store.mark_failed(claim, res, decision.kind, f"{error}; {decision.reason}",
                                       ordered=ordered, block=block):
                 return [("error", "delivery.failed", {
-                    **fields, "status": "FAILED", "reason": decision.kind, "error": out.error,
+                    **fields, "status": Status.FAILED, "reason": decision.kind, "error": out.error,
                     "detail": decision.reason, "queue_blocked": bool(ordered and block)})]
             return self._stale(claim)
 

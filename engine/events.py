@@ -24,6 +24,7 @@ from .config import REDACTED, ConfigKind, Snapshot, build_snapshot, redact_url
 from .errors import ActivationRefused, ConfigError, NotFound
 from .events_store import EventsStore
 from .policy import MAX_BATCH_SIZE, BatchPolicy
+from .states import Status
 
 #: activityStatus values of the seed.
 EVENT_STATUSES = ("DELIVERED", "UNDELIVERED", "READ", "CLICKED", "UNSUBSCRIBED", "SPAM", "SUBSCRIPTION_CHANGED")
@@ -285,5 +286,5 @@ class MessageEvents:
                 bid, did, size = made
                 self.log.info("event_batch.created", account_id=account, batch_id=bid, size=size)
                 self.log.info("delivery.created", delivery_id=did, batch_id=bid, config_id=hook["id"],
-                              queue=hook["id"], status="READY")
+                              queue=hook["id"], status=Status.READY)
         return nxt

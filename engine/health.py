@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .states import Circuit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +86,7 @@ def to_dict(value: Any) -> dict[str, Any] | None:
 
 @dataclass
 class EndpointState:
-    circuit: str = "closed"  #: closed | open | half_open
+    circuit: Circuit = Circuit.CLOSED
     circuit_until: float | None = None
     probing: bool = False  #: half-open: the one probe request is in flight
     consecutive_failures: int = 0
@@ -116,14 +117,14 @@ def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None
         if state.failing_since is None:
             state.failing_since = now
     if cb is not None:
-        if state.circuit == "half_open":
+        if state.circuit is Circuit.HALF_OPEN:
             state.probing = False
             state.window.clear()
             if ok:
-                state.circuit, state.circuit_until = "closed", None
+                state.circuit, state.circuit_until = Circuit.CLOSED, None
                 changes.append(Change("circuit.closed", config_id, "probe succeeded; circuit closed", {}))
             else:
-                state.circuit, state.circuit_until = "open", now + cb.cooldown
+                state.circuit, state.circuit_until = Circuit.OPEN, now + cb.cooldown
                 changes.append(Change("circuit.opened", config_id, "probe failed; circuit open again",
                                       {"until": state.circuit_until}))
         else:
@@ -133,9 +134,9 @@ def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None
             total = len(state.window)
             failed = sum(1 for _, good in state.window if not good)
             # only a failure can open the circuit: a success never makes the endpoint look worse
-            if (not ok and state.circuit == "closed" and total >= cb.min_requests
+            if (not ok and state.circuit is Circuit.CLOSED and total >= cb.min_requests
                     and failed / total >= cb.failure_rate):
-                state.circuit, state.circuit_until = "open", now + cb.cooldown
+                state.circuit, state.circuit_until = Circuit.OPEN, now + cb.cooldown
                 state.window.clear()
                 changes.append(Change("circuit.opened", config_id,
                                       f"{failed} of {total} attempts failed within {cb.window:g}s; circuit open "
@@ -154,7 +155,7 @@ def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None
 
 def tick(state: EndpointState, now: float, config_id: str) -> list[Change]:
     """Time passing: an open circuit whose cool-down ended becomes half-open."""
-    if state.circuit == "open" and state.circuit_until is not None and now >= state.circuit_until:
-        state.circuit, state.probing = "half_open", False
+    if state.circuit is Circuit.OPEN and state.circuit_until is not None and now >= state.circuit_until:
+        state.circuit, state.probing = Circuit.HALF_OPEN, False
         return [Change("circuit.half_open", config_id, "cool-down over; one probe request allowed", {})]
     return []

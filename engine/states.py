@@ -1,10 +1,17 @@
-"""Delivery statuses (the seed's names) and the one table of allowed transitions."""
+"""Delivery statuses (the seed's names), circuit states, and the one table of allowed transitions.
+
+The table is the rule, not a description of it: the store builds the condition of every status
+change (``UPDATE … WHERE status IN (…)``) from :func:`sources_of`, so a transition missing here is
+refused by the database whatever the Python code asks for.
+"""
 from __future__ import annotations
 
 from enum import Enum
 
 
 class Status(str, Enum):
+    """Where a delivery (of an activity or of a batch of message events) stands."""
+
     #: Created or force-retried; waits for its first (next) attempt.
     READY = "READY"
     #: Sent successfully: the endpoint answered 2xx.
@@ -18,8 +25,26 @@ class Status(str, Enum):
         return self.value
 
 
+class Circuit(str, Enum):
+    """Circuit-breaker state of one endpoint (a configuration)."""
+
+    #: Attempts flow; their outcomes fill the sliding window.
+    CLOSED = "closed"
+    #: Too many failures: nothing is sent until the cool-down ends.
+    OPEN = "open"
+    #: Cool-down over: exactly one probe attempt may go; it closes or re-opens the circuit.
+    HALF_OPEN = "half_open"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Statuses that are still to be sent (claimable when due).
 ACTIVE = frozenset({Status.READY, Status.RETRYING})
+#: Statuses nothing leaves.
 TERMINAL = frozenset({Status.DISPATCHED})
+#: Every status in the order a delivery meets them (for counts and reports).
+LIFECYCLE = (Status.READY, Status.RETRYING, Status.DISPATCHED, Status.FAILED)
 
 #: (from, to) -> the event that may cause it. Nothing else is allowed.
 TRANSITIONS: dict[tuple[Status, Status], str] = {
@@ -37,6 +62,7 @@ def allowed(src: Status, dst: Status) -> bool:
     return (src, dst) in TRANSITIONS
 
 
-def sources_of(dst: Status) -> tuple[str, ...]:
-    """Statuses from which ``dst`` may be reached — used in conditional UPDATEs."""
-    return tuple(sorted(s.value for (s, d) in TRANSITIONS if d == dst))
+def sources_of(dst: Status) -> tuple[Status, ...]:
+    """Statuses from which ``dst`` may be reached, read from the table at each call (the store's
+    conditional UPDATEs are built from it)."""
+    return tuple(sorted((s for (s, d) in TRANSITIONS if d == dst), key=lambda s: s.value))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -21,10 +21,21 @@ from . import store_file
 from .errors import InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
 from .payload import render
-from .states import Status
+from .states import ACTIVE, Circuit, Status, sources_of
 from .store_queries import QueryOps
 
-_ACTIVE_SQL = "('READY', 'RETRYING')"
+
+
+def status_in(statuses: Iterable[Status]) -> str:
+    """``('READY', 'RETRYING')`` for a ``status IN …`` condition, from enum members (never user input).
+
+    Conditions of status changes are built from the transition table with it at each call, so the
+    table in ``states.py`` is the rule the database enforces."""
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses, key=lambda s: s.value)) + ")"
+
+
+#: literally the condition of the partial indexes over claimable rows (the planner matches it as text)
+_ACTIVE_SQL = status_in(ACTIVE)
 
 
 def _dumps(value: Any) -> str:
@@ -295,16 +306,16 @@ class Store(QueryOps):
         cur = self.conn.execute(
             "INSERT INTO deliveries (webhook_id, activity_id, batch_id, config_id, config_version, queue, status,"
             " holds, eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, 'READY', ?, ?, ?, ?, ?, ?)",
-            (webhook_id, activity_id, batch_id, config_id, config_version, queue, holds, eligible, now, now, now,
-             now))
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (webhook_id, activity_id, batch_id, config_id, config_version, queue, Status.READY.value, holds, eligible,
+             now, now, now, now))
         return int(cur.lastrowid)
 
     def activity_view(self, activity_id: str) -> dict[str, Any]:
         """The activity as the API returns it and as it is dispatched (seed shape)."""
         row = self._one(
             "SELECT payload, result, EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
-            " AND d.status = 'FAILED') AS failed FROM activities a WHERE a.id = ?", (activity_id,))
+            " AND d.status = ?) AS failed FROM activities a WHERE a.id = ?", (Status.FAILED.value, activity_id))
         if row is None:
             raise NotFound(f"activity {activity_id!r} not found")
         result = json.loads(row["result"]) if row["result"] is not None else None
@@ -416,16 +427,29 @@ class Store(QueryOps):
             (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
              res.excerpt, next_at, claim.attempt_id))
 
+    def _transition(self, c: sqlite3.Connection, claim: Claim, dst: Status, sets: str, params: Sequence[Any]) -> bool:
+        """Move the claimed delivery to ``dst`` (and ``sets``), releasing its lease, if the transition
+        table allows ``dst`` from its current status. False: the lease was lost meanwhile (another
+        engine re-sent it); InvalidTransition: the table refuses the change."""
+        cur = c.execute(
+            f"UPDATE deliveries SET status = ?, lease_until = NULL, lease_token = NULL, {sets}"
+            f" WHERE id = ? AND lease_token = ? AND status IN {status_in(sources_of(dst))}",
+            (dst.value, *params, claim.delivery_id, claim.lease_token))
+        if cur.rowcount == 1:
+            return True
+        row = c.execute("SELECT status, lease_token FROM deliveries WHERE id = ?", (claim.delivery_id,)).fetchone()
+        if row is not None and row["lease_token"] == claim.lease_token:
+            raise InvalidTransition(f"delivery {claim.delivery_id} is {row['status']}; {row['status']} -> {dst} is not"
+                                    " an allowed transition")
+        return False
+
     def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         """2xx: DISPATCHED, and the next delivery of an ordered queue becomes its head."""
         with self.tx() as c:
             self._record(c, claim, res, None)
-            cur = c.execute(
-                "UPDATE deliveries SET status = 'DISPATCHED', holds = 0, eligible = 0, lease_until = NULL,"
-                " lease_token = NULL, budget_attempts = budget_attempts + 1, dispatched_at = ?, last_error = NULL,"
-                f" updated_at = ? WHERE id = ? AND lease_token = ? AND status IN {_ACTIVE_SQL}",
-                (res.finished_at, res.finished_at, claim.delivery_id, claim.lease_token))
-            if cur.rowcount != 1:
+            if not self._transition(c, claim, Status.DISPATCHED,
+                                    "holds = 0, eligible = 0, budget_attempts = budget_attempts + 1, dispatched_at = ?,"
+                                    " last_error = NULL, updated_at = ?", (res.finished_at, res.finished_at)):
                 return False
             if ordered:
                 self._promote(c, claim.queue, res.finished_at)
@@ -435,12 +459,9 @@ class Store(QueryOps):
         """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
         with self.tx() as c:
             self._record(c, claim, res, next_at)
-            cur = c.execute(
-                "UPDATE deliveries SET status = 'RETRYING', lease_until = NULL, lease_token = NULL,"
-                " budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?, updated_at = ?"
-                f" WHERE id = ? AND lease_token = ? AND status IN {_ACTIVE_SQL}",
-                (next_at, error, res.finished_at, claim.delivery_id, claim.lease_token))
-            return cur.rowcount == 1
+            return self._transition(c, claim, Status.RETRYING,
+                                    "budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?,"
+                                    " updated_at = ?", (next_at, error, res.finished_at))
 
     def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                     ordered: bool, block: bool) -> bool:
@@ -448,12 +469,9 @@ class Store(QueryOps):
         holds = 1 if (ordered and block) else 0
         with self.tx() as c:
             self._record(c, claim, res, None)
-            cur = c.execute(
-                "UPDATE deliveries SET status = 'FAILED', holds = ?, eligible = ?, lease_until = NULL,"
-                " lease_token = NULL, budget_attempts = budget_attempts + 1, failed_reason = ?, last_error = ?,"
-                f" updated_at = ? WHERE id = ? AND lease_token = ? AND status IN {_ACTIVE_SQL}",
-                (holds, holds, reason, error, res.finished_at, claim.delivery_id, claim.lease_token))
-            if cur.rowcount != 1:
+            if not self._transition(c, claim, Status.FAILED,
+                                    "holds = ?, eligible = ?, budget_attempts = budget_attempts + 1, failed_reason = ?,"
+                                    " last_error = ?, updated_at = ?", (holds, holds, reason, error, res.finished_at)):
                 return False
             if ordered and not block:
                 self._promote(c, claim.queue, res.finished_at)
@@ -480,11 +498,11 @@ class Store(QueryOps):
         """FAILED -> READY with a fresh budget (and the given configuration version); the only way out of FAILED."""
         with self.tx() as c:
             row = c.execute(
-                "UPDATE deliveries SET status = 'READY', budget_attempts = 0, budget_started_at = ?,"
+                "UPDATE deliveries SET status = ?, budget_attempts = 0, budget_started_at = ?,"
                 " next_attempt_at = ?, failed_reason = NULL, holds = ?, eligible = ?, updated_at = ?,"
                 " config_version = COALESCE(?, config_version)"
-                " WHERE id = ? AND status = 'FAILED' RETURNING queue",
-                (now, now, 1 if ordered else 0, 0 if ordered else 1, now, config_version,
+                f" WHERE id = ? AND status IN {status_in(sources_of(Status.READY))} RETURNING queue",
+                (Status.READY.value, now, now, 1 if ordered else 0, 0 if ordered else 1, now, config_version,
                  delivery_id)).fetchone()
             if row is None:
                 self._refuse(c, delivery_id, Status.READY)
@@ -496,8 +514,8 @@ class Store(QueryOps):
         """Let a blocked queue move on past its FAILED head (the delivery stays FAILED)."""
         with self.tx() as c:
             row = c.execute(
-                "UPDATE deliveries SET holds = 0, eligible = 0, updated_at = ? WHERE id = ? AND status = 'FAILED'"
-                " AND holds = 1 RETURNING queue", (now, delivery_id)).fetchone()
+                "UPDATE deliveries SET holds = 0, eligible = 0, updated_at = ? WHERE id = ? AND status = ?"
+                " AND holds = 1 RETURNING queue", (now, delivery_id, Status.FAILED.value)).fetchone()
             if row is None:
                 cur = c.execute("SELECT status, holds FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
                 if cur is None:
@@ -511,8 +529,9 @@ class Store(QueryOps):
         cur = c.execute("SELECT status FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
         if cur is None:
             raise NotFound(f"delivery {delivery_id} not found")
+        allowed_from = ", ".join(s.value for s in sources_of(target)) or "no status"
         raise InvalidTransition(f"delivery {delivery_id} is {cur['status']}; {cur['status']} -> {target} is not"
-                                " allowed (force retry applies to FAILED deliveries only)")
+                                f" allowed (force retry applies to {allowed_from} deliveries only)")
 
     def release_expired_leases(self, now: float) -> list[int]:
         """Attempts whose engine died: mark them INTERRUPTED and make the delivery due again now."""
@@ -562,14 +581,14 @@ class Store(QueryOps):
     def health_rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM endpoint_health ORDER BY config_id")]
 
-    def save_health(self, config_id: str, *, circuit: str, circuit_until: float | None,
+    def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
                     consecutive_failures: int, failing_since: float | None, now: float) -> None:
         self.conn.execute(
             "INSERT INTO endpoint_health (config_id, circuit, circuit_until, consecutive_failures, failing_since,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(config_id) DO UPDATE SET circuit = excluded.circuit,"
             " circuit_until = excluded.circuit_until, consecutive_failures = excluded.consecutive_failures,"
             " failing_since = excluded.failing_since, updated_at = excluded.updated_at",
-            (config_id, circuit, circuit_until, consecutive_failures, failing_since, now))
+            (config_id, circuit.value, circuit_until, consecutive_failures, failing_since, now))
 
     def recent_outcomes(self, config_id: str, since: float, *, exclude_attempt: int = 0) -> list[tuple[float, bool]]:
         rows = self.conn.execute(
@@ -592,7 +611,7 @@ class Store(QueryOps):
     def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
                    reason: str | None = None) -> list[int]:
         """FAILED deliveries matching a filter (creation time range, reason), in creation order."""
-        where, params = ["status = 'FAILED'"], []
+        where, params = ["status = ?"], [Status.FAILED.value]
         for clause, val in (("config_id = ?", config_id), ("created_at >= ?", since), ("created_at <= ?", until),
                             ("failed_reason = ?", reason)):
             if val is not None:
@@ -604,8 +623,8 @@ class Store(QueryOps):
     def start_replay(self, delivery_id: int, now: float) -> int:
         with self.tx() as c:
             row = c.execute("SELECT config_id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts"
-                            " WHERE delivery_id = d.id) AS n FROM deliveries d WHERE id = ? AND status = 'DISPATCHED'",
-                            (delivery_id,)).fetchone()
+                            " WHERE delivery_id = d.id) AS n FROM deliveries d WHERE id = ? AND status = ?",
+                            (delivery_id, Status.DISPATCHED.value)).fetchone()
             if row is None:
                 self._refuse_replay(c, delivery_id)
             cur = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id, replay)"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import NotFound
+from .states import Status
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -111,7 +112,7 @@ class QueryOps:
             "SELECT COALESCE(outcome, 'IN_FLIGHT') AS o, COUNT(*) AS n FROM attempts GROUP BY o")}
         depth = {r[0]: r[1] for r in c.execute(
             "SELECT queue, COUNT(*) AS n FROM deliveries INDEXED BY deliveries_status"
-            " WHERE status IN ('READY', 'RETRYING') GROUP BY queue")}
+            " WHERE status IN (?, ?) GROUP BY queue", (Status.READY.value, Status.RETRYING.value))}
         cols = ", ".join(f"SUM(latency <= {b!r})" for b in LATENCY_BUCKETS)
         row = c.execute(f"SELECT COUNT(*), COALESCE(SUM(latency), 0), {cols} FROM attempts"
                         " WHERE latency IS NOT NULL").fetchone()
@@ -132,20 +133,20 @@ class QueryOps:
 
     def oldest_pending(self) -> tuple[int, str, float] | None:
         """(id, queue, created_at) of the oldest READY or RETRYING delivery."""
-        row = self.conn.execute("SELECT id, queue, created_at FROM deliveries WHERE status IN ('READY','RETRYING')"
-                                " ORDER BY created_at, id LIMIT 1").fetchone()
+        row = self.conn.execute("SELECT id, queue, created_at FROM deliveries WHERE status IN (?, ?)"
+                                " ORDER BY created_at, id LIMIT 1", (Status.READY.value, Status.RETRYING.value)).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
     def blocked_heads(self) -> list[tuple[int, str]]:
         """(id, queue) of FAILED deliveries that keep their queue waiting (``on_exhausted: block``)."""
         return [(r[0], r[1]) for r in self.conn.execute(
-            "SELECT id, queue FROM deliveries WHERE status = 'FAILED' AND holds = 1 ORDER BY id")]
+            "SELECT id, queue FROM deliveries WHERE status = ? AND holds = 1 ORDER BY id", (Status.FAILED.value,))]
 
     def recent_failures(self, limit: int = 5) -> list[tuple[int, str, str | None, str | None]]:
         """(id, queue, failed_reason, last_error) of the latest FAILED deliveries, newest first."""
         return [(r[0], r[1], r[2], r[3]) for r in self.conn.execute(
-            "SELECT id, queue, failed_reason, last_error FROM deliveries WHERE status = 'FAILED'"
-            " ORDER BY updated_at DESC LIMIT ?", (limit,))]
+            "SELECT id, queue, failed_reason, last_error FROM deliveries WHERE status = ?"
+            " ORDER BY updated_at DESC LIMIT ?", (Status.FAILED.value, limit))]
 
     def inactive_configs(self) -> list[tuple[str, str | None, float | None]]:
         """(id, inactive_reason, inactive_since) of the configurations that exist but are paused."""
@@ -186,9 +187,9 @@ class QueryOps:
         with self.tx() as c:
             cur = c.execute(
                 "DELETE FROM attempts WHERE finished_at IS NOT NULL AND finished_at < ? AND delivery_id IN"
-                " (SELECT id FROM deliveries WHERE status IN ('DISPATCHED', 'FAILED'))"
+                " (SELECT id FROM deliveries WHERE status IN (?, ?))"
                 " AND id < (SELECT MAX(b.id) FROM attempts b WHERE b.delivery_id = attempts.delivery_id)",
-                (before,))
+                (before, Status.DISPATCHED.value, Status.FAILED.value))
             return cur.rowcount
 
     def release_own_leases(self, now: float, owner: str) -> list[int]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dispatchsim.engine import Status
 from dispatchsim.engine.clock import fmt_offset
 from dispatchsim.mapping.activity import example_activity
 from dispatchsim.providers import ProviderConfigError, parse_behaviour
@@ -308,7 +309,7 @@ class Skip(_FailedScope):
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
         e = run.engine
-        blocked = [d for d in e.store.deliveries(status="FAILED", config_id=self.config) if d["holds"]]
+        blocked = [d for d in e.store.deliveries(status=Status.FAILED, config_id=self.config) if d["holds"]]
         for d in blocked:
             await e.skip(d["id"])
         run.note(f"skipped {len(blocked)} blocked queue head(s)")

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dispatchsim.engine import LIFECYCLE, Status
 from dispatchsim.engine.clock import fmt_offset, parse_iso
 
 from .parsing import KeyPath, ParseContext
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from .runner import RunResult
     from .spec import Scenario
 
-STATUSES = ("READY", "RETRYING", "DISPATCHED", "FAILED")
+STATUSES = tuple(s.value for s in LIFECYCLE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class AllDelivered(_Flag):
         if not self.on:
             return []
         counts = r.counts
-        return [self.result("all_delivered", counts["DISPATCHED"] == len(r.deliveries) and r.deliveries,
+        return [self.result("all_delivered", counts[Status.DISPATCHED.value] == len(r.deliveries) and r.deliveries,
                             f"all {len(r.deliveries)} deliveries DISPATCHED", _fmt_counts(counts))]
 
 
@@ -286,7 +287,7 @@ class DeliveredBy(Expectation):
 
     def check(self, r: RunResult) -> list[Check]:
         limit = r.t0 + self.by
-        late = [d["id"] for d in r.deliveries if d["status"] != "DISPATCHED" or _t(d["dispatched_at"]) > limit + 1e-6]
+        late = [d["id"] for d in r.deliveries if d["status"] != Status.DISPATCHED.value or _t(d["dispatched_at"]) > limit + 1e-6]
         last = max((_t(d["dispatched_at"]) for d in r.deliveries if d["dispatched_at"]), default=None)
         return [self.result("delivered_by", not late, f"all DISPATCHED by {fmt_offset(self.by)}",
                             f"last at {fmt_offset(last - r.t0)}" if last and not late
@@ -330,7 +331,7 @@ class Failed(Expectation):
         return cls(count=count, deliveries=deliveries, reason=reason, line=line)
 
     def check(self, r: RunResult) -> list[Check]:
-        failed = [d["id"] for d in r.deliveries if d["status"] == "FAILED"]
+        failed = [d["id"] for d in r.deliveries if d["status"] == Status.FAILED.value]
         out = []
         if self.count is not None:
             out.append(self.result("failed", len(failed) == self.count, f"{self.count} FAILED",
@@ -339,7 +340,7 @@ class Failed(Expectation):
             out.append(self.result("failed", failed == sorted(self.deliveries), f"FAILED {self.deliveries}",
                                    f"FAILED {failed}"))
         if self.reason is not None:
-            reasons = sorted({d["failed_reason"] for d in r.deliveries if d["status"] == "FAILED"})
+            reasons = sorted({d["failed_reason"] for d in r.deliveries if d["status"] == Status.FAILED.value})
             out.append(self.result("failed.reason", reasons == [self.reason],
                                    f"every FAILED delivery failed with {self.reason}", f"reasons: {reasons or 'none'}"))
         return out

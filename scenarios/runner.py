@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from dispatchsim.engine import ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
+from dispatchsim.engine import LIFECYCLE, ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
 from .spec import Event, Scenario
@@ -46,7 +46,7 @@ class RunResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {"READY": 0, "RETRYING": 0, "DISPATCHED": 0, "FAILED": 0}
+        out = {s.value: 0 for s in LIFECYCLE}
         for d in self.deliveries:
             out[d["status"]] += 1
         return out

@@ -564,7 +564,7 @@ async def recover_config(request: web.Request) -> web.Response:
     cid = _owned_config(request)
     body = await read_json(request) if request.content_length else {}
     check_fields(body, optional={"since": "string?", "until": "string?", "reason": "string?", "status": "string"})
-    if body.get("status", "FAILED") != "FAILED":
+    if body.get("status", Status.FAILED.value) != Status.FAILED.value:
         raise Problem(400, "invalid", "status: only FAILED deliveries can be recovered (force retry)")
     ids = await request.app[ENGINE_KEY].force_retry_where(
         config_id=cid, since=_time_param("since", body.get("since")), until=_time_param("until", body.get("until")),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatchsim.engine import CONFIG_FIELDS, VERSION
+from dispatchsim.engine import CONFIG_FIELDS, VERSION, Circuit, Status
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -52,7 +52,7 @@ def _list(item: str) -> dict[str, Any]:
     return {"type": "object", "properties": {"items": {"type": "array", "items": _ref(item)}}}
 
 
-_STATUSES = ["READY", "DISPATCHED", "RETRYING", "FAILED"]
+_STATUSES = [s.value for s in Status]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -147,7 +147,7 @@ def openapi_document() -> dict[str, Any]:
                             "until": {"type": ["string", "null"], "format": "date-time"},
                             "reason": {"type": ["string", "null"],
                                        "description": "failed reason: exhausted, permanent_status, mapping_error"},
-                            "status": {"type": "string", "enum": ["FAILED"]}}})},
+                            "status": {"type": "string", "enum": [Status.FAILED.value]}}})},
         "/api/dispatch-configurations/{config_id}/health": {
             "get": _op("circuit state, failure streak, active flag (auto-disable reason and time) and the"
                        " configuration's notifications", params=[cid], schema=_ref("EndpointHealth"))},
@@ -209,7 +209,7 @@ def openapi_document() -> dict[str, Any]:
             "config_id": {"type": "string"}, "active": {"type": "boolean"},
             "inactive_reason": {"type": ["string", "null"]},
             "inactive_since": {"type": ["string", "null"], "format": "date-time"},
-            "circuit": {"enum": ["closed", "open", "half_open"]},
+            "circuit": {"enum": [c.value for c in Circuit]},
             "circuit_until": {"type": ["string", "null"], "format": "date-time"},
             "consecutive_failures": {"type": "integer"},
             "failing_since": {"type": ["string", "null"], "format": "date-time"},

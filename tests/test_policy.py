@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from dispatchsim.engine.errors import ConfigError
 from dispatchsim.engine.policy import PRESETS, OrderingPolicy, RetryPolicy, delay, ordering_policy_from, retry_policy_from
-from dispatchsim.engine.states import ACTIVE, TERMINAL, TRANSITIONS, Status, allowed, sources_of
 
 
 def test_backoff_is_reteno_sequence_then_hourly():
@@ -94,20 +93,6 @@ def test_ordering_policy_parsing():
         ordering_policy_from({"on_exhausted": "wait"})
     with pytest.raises(ConfigError, match="unknown field"):
         ordering_policy_from({"mood": "ordered"})
-
-
-def test_transition_table():
-    assert allowed(Status.READY, Status.DISPATCHED)
-    assert allowed(Status.RETRYING, Status.FAILED)
-    assert allowed(Status.FAILED, Status.READY)
-    assert not allowed(Status.DISPATCHED, Status.READY)
-    assert not allowed(Status.FAILED, Status.DISPATCHED)
-    assert not allowed(Status.FAILED, Status.RETRYING)
-    # nothing leaves DISPATCHED; FAILED only to READY (manual)
-    assert {d for (s, d) in TRANSITIONS if s == Status.DISPATCHED} == set()
-    assert {d for (s, d) in TRANSITIONS if s == Status.FAILED} == {Status.READY}
-    assert sources_of(Status.DISPATCHED) == ("READY", "RETRYING")
-    assert ACTIVE == {Status.READY, Status.RETRYING} and TERMINAL == {Status.DISPATCHED}
 
 
 def test_explicit_schedule_then_gives_up():
