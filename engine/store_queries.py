@@ -96,6 +96,22 @@ class QueryOps:
             raise NotFound(f"activity {activity_id!r} not found")
         return str(row[0])
 
+    def delivery_by_public_id(self, public_id: str) -> tuple[int, str, str] | None:
+        """(internal id, webhook-id, tenant) of the delivery the API knows as ``public_id`` (its
+        ``webhook-id``: random per activity, so ids reaching the API are not a guessable sequence)."""
+        row = self.conn.execute("SELECT d.id, d.webhook_id, a.tenant_id FROM deliveries d JOIN activities a"
+                                " ON a.id = d.activity_id WHERE d.webhook_id = ?", (public_id,)).fetchone()
+        return (int(row[0]), str(row[1]), str(row[2])) if row else None
+
+    def public_delivery_ids(self, delivery_ids: list[int]) -> dict[int, str]:
+        """Internal id -> public id (the ``webhook-id``)."""
+        out: dict[int, str] = {}
+        for i in range(0, len(delivery_ids), 500):
+            chunk = delivery_ids[i:i + 500]
+            out.update((int(r[0]), str(r[1])) for r in self.conn.execute(
+                f"SELECT id, webhook_id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
     def delivery_tenant(self, delivery_id: int) -> str:
         """The tenant a delivery belongs to (through its activity)."""
         row = self.conn.execute("SELECT a.tenant_id FROM deliveries d JOIN activities a ON a.id = d.activity_id"

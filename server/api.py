@@ -125,10 +125,23 @@ def _require_admin(request: web.Request) -> None:
         raise Problem(403, "forbidden", "this needs the admin key")
 
 
-def _allow(request: web.Request, tenant_id: str) -> None:
+def _allow(request: web.Request, tenant_id: str, missing: str) -> None:
+    """A tenant key sees its own tenant's things only; anything else answers exactly as a missing
+    one does (404, the same ``missing`` detail), so a key cannot learn what other tenants have."""
     p = _principal(request)
     if not p.admin and p.tenant_id != tenant_id:
-        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
+        raise NotFound(missing)
+
+
+def _tenant_filter(request: web.Request, given: str | None) -> str | None:
+    """The tenant a listing is restricted to: the admin's ``tenant_id`` (if any), a tenant key's own.
+    A tenant key naming another tenant gets the answer of a tenant that does not exist."""
+    p = _principal(request)
+    if p.admin:
+        return given
+    if given not in (None, p.tenant_id):
+        raise NotFound(f"tenant {given!r} not found")
+    return p.tenant_id
 
 
 def _tenant_of_call(request: web.Request, given: Any) -> str:
@@ -246,13 +259,6 @@ def _time_param(name: str, value: str | None) -> float | None:
         raise Problem(400, "invalid", f"{name}: not an ISO-8601 timestamp: {value!r}") from None
 
 
-def _delivery_id(request: web.Request) -> int:
-    raw = request.match_info["delivery_id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise Problem(404, "not-found", f"delivery {raw!r} not found (ids are integers)")
-    return int(raw)
-
-
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"a:{seq}".encode()).decode().rstrip("=")
 
@@ -317,7 +323,7 @@ async def create_tenant(request: web.Request) -> web.Response:
 
 async def get_tenant(request: web.Request) -> web.Response:
     tid = request.match_info["tenant_id"]
-    _allow(request, tid)
+    _allow(request, tid, f"tenant {tid!r} not found")
     t = request.app[ENGINE_KEY].store.tenant(tid)
     if t is None:
         raise NotFound(f"tenant {tid!r} not found")
@@ -351,10 +357,7 @@ _CONFIG_TYPES = {f: {"endpoint_url": "string", "signing_secret": "string?", "ret
 async def list_configs(request: web.Request) -> web.Response:
     qs = _query(request, {"tenant_id"})
     engine = request.app[ENGINE_KEY]
-    p = _principal(request)
-    tenant = qs.get("tenant_id") if p.admin else p.tenant_id
-    if not p.admin and qs.get("tenant_id") not in (None, p.tenant_id):
-        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
+    tenant = _tenant_filter(request, qs.get("tenant_id"))
     items = [engine.config_view(c["id"]) for c in engine.store.configs(tenant)]
     return web.json_response({"items": items})
 
@@ -373,7 +376,7 @@ async def create_config(request: web.Request) -> web.Response:
 
 def _owned_config(request: web.Request) -> str:
     cid = request.match_info["config_id"]
-    _allow(request, request.app[ENGINE_KEY].config(cid)["tenant_id"])
+    _allow(request, request.app[ENGINE_KEY].config(cid)["tenant_id"], f"configuration {cid!r} not found")
     return cid
 
 
@@ -420,11 +423,8 @@ async def create_activity(request: web.Request) -> web.Response:
 async def list_activities(request: web.Request) -> web.Response:
     qs = _query(request, {"tenant_id", "channel", "status", "dispatch_status", "created_from", "created_to",
                           "cursor", "limit"})
-    p = _principal(request)
-    if not p.admin and qs.get("tenant_id") not in (None, p.tenant_id):
-        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
     page = await request.app[ENGINE_KEY].list_activities(
-        tenant_id=qs.get("tenant_id") if p.admin else p.tenant_id, channel=qs.get("channel"),
+        tenant_id=_tenant_filter(request, qs.get("tenant_id")), channel=qs.get("channel"),
         status=qs.get("status"), dispatch_status=qs.get("dispatch_status"),
         created_from=_time_param("created_from", qs.get("created_from")),
         created_to=_time_param("created_to", qs.get("created_to")),
@@ -435,7 +435,7 @@ async def list_activities(request: web.Request) -> web.Response:
 
 def _owned_activity(request: web.Request) -> str:
     aid = request.match_info["activity_id"]
-    _allow(request, request.app[ENGINE_KEY].store.activity_tenant(aid))
+    _allow(request, request.app[ENGINE_KEY].store.activity_tenant(aid), f"activity {aid!r} not found")
     return aid
 
 
@@ -446,35 +446,52 @@ async def get_activity(request: web.Request) -> web.Response:
 
 async def activity_deliveries(request: web.Request) -> web.Response:
     aid = _owned_activity(request)
-    return web.json_response({"items": await request.app[ENGINE_KEY].deliveries(activity_id=aid)})
+    items = await request.app[ENGINE_KEY].deliveries(activity_id=aid)
+    return web.json_response({"items": [_public_delivery(d) for d in items]})
 
 
-def _owned_delivery(request: web.Request) -> int:
-    did = _delivery_id(request)
-    _allow(request, request.app[ENGINE_KEY].store.delivery_tenant(did))
-    return did
+def _owned_delivery(request: web.Request) -> tuple[int, str]:
+    """(internal id, public id) of the delivery named in the path by its public id (its ``webhook-id``)."""
+    raw = request.match_info["delivery_id"]
+    missing = f"delivery {raw!r} not found"
+    found = request.app[ENGINE_KEY].store.delivery_by_public_id(raw)
+    if found is None:
+        raise NotFound(missing)
+    did, public, tenant = found
+    _allow(request, tenant, missing)
+    return did, public
+
+
+def _public_delivery(view: dict[str, Any]) -> dict[str, Any]:
+    """A delivery as the API shows it: its id is the public one (the ``webhook-id``)."""
+    return {**view, "id": view["webhook_id"]}
+
+
+def _public_attempts(items: list[dict[str, Any]], public_id: str) -> list[dict[str, Any]]:
+    """Attempts as the API shows them: numbered within their delivery, never a global sequence."""
+    return [{**a, "id": f"{public_id}.{a['number']}", "delivery_id": public_id} for a in items]
 
 
 async def get_delivery(request: web.Request) -> web.Response:
-    did = _owned_delivery(request)
-    return web.json_response(await request.app[ENGINE_KEY].delivery(did))
+    did, _ = _owned_delivery(request)
+    return web.json_response(_public_delivery(await request.app[ENGINE_KEY].delivery(did)))
 
 
 async def delivery_attempts(request: web.Request) -> web.Response:
-    did = _owned_delivery(request)
-    return web.json_response({"items": await request.app[ENGINE_KEY].attempts(did)})
+    did, public = _owned_delivery(request)
+    return web.json_response({"items": _public_attempts(await request.app[ENGINE_KEY].attempts(did), public)})
 
 
 async def force_retry(request: web.Request) -> web.Response:
-    did = _owned_delivery(request)
+    did, _ = _owned_delivery(request)
     _no_body(request)
-    return web.json_response(await request.app[ENGINE_KEY].force_retry(did))
+    return web.json_response(_public_delivery(await request.app[ENGINE_KEY].force_retry(did)))
 
 
 async def skip_delivery(request: web.Request) -> web.Response:
-    did = _owned_delivery(request)
+    did, _ = _owned_delivery(request)
     _no_body(request)
-    return web.json_response(await request.app[ENGINE_KEY].skip(did))
+    return web.json_response(_public_delivery(await request.app[ENGINE_KEY].skip(did)))
 
 
 async def submit_result(request: web.Request) -> web.Response:
@@ -492,7 +509,7 @@ async def submit_result(request: web.Request) -> web.Response:
     if body.get("completedAt") is not None:
         body["completedAt"] = iso(_time_param("completedAt", body["completedAt"]) or 0.0)
     engine = request.app[ENGINE_KEY]
-    _allow(request, engine.store.activity_tenant(aid))
+    _allow(request, engine.store.activity_tenant(aid), f"activity {aid!r} not found")
     result = {"status": body["status"], "result": body.get("result"), "completedAt": body.get("completedAt"),
               "comment": body.get("comment")}
     done = await engine.submit_result(aid, result)
@@ -506,10 +523,19 @@ def _events(request: web.Request) -> Any:
     return request.app[ENGINE_KEY].events
 
 
+def _owned_account(request: web.Request) -> str:
+    """The account (a tenant) in the path; another tenant's answers as a missing one does."""
+    account = request.match_info["account_id"]
+    missing = f"account {account!r} not found (accounts are tenants)"
+    _allow(request, account, missing)
+    if request.app[ENGINE_KEY].store.tenant(account) is None:
+        raise NotFound(missing)
+    return account
+
+
 async def put_webhook(request: web.Request) -> web.Response:
     events = _events(request)
-    account = request.match_info["account_id"]
-    _allow(request, account)
+    account = _owned_account(request)
     body = await read_json(request)
     check_fields(body, required={"url": "string"},
                  optional={"auth": "object?", "signing_secret": "string?", "batch_size": "integer",
@@ -521,15 +547,13 @@ async def put_webhook(request: web.Request) -> web.Response:
 
 async def get_webhook(request: web.Request) -> web.Response:
     events = _events(request)
-    account = request.match_info["account_id"]
-    _allow(request, account)
+    account = _owned_account(request)
     return web.json_response(events.webhook(account))
 
 
 async def list_event_batches(request: web.Request) -> web.Response:
     events = _events(request)
-    account = request.match_info["account_id"]
-    _allow(request, account)
+    account = _owned_account(request)
     qs = _query(request, {"after", "limit"})
     after = qs.get("after", "0")
     if not after.isdigit():
@@ -554,9 +578,9 @@ async def post_message_events(request: web.Request) -> web.Response:
 
 async def replay_delivery(request: web.Request) -> web.Response:
     """Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt (409 otherwise)."""
-    did = _owned_delivery(request)
+    did, public = _owned_delivery(request)
     _no_body(request)
-    return web.json_response(await request.app[ENGINE_KEY].replay(did))
+    return web.json_response(_public_attempts([await request.app[ENGINE_KEY].replay(did)], public)[0])
 
 
 async def recover_config(request: web.Request) -> web.Response:
@@ -569,7 +593,8 @@ async def recover_config(request: web.Request) -> web.Response:
     ids = await request.app[ENGINE_KEY].force_retry_where(
         config_id=cid, since=_time_param("since", body.get("since")), until=_time_param("until", body.get("until")),
         reason=body.get("reason"))
-    return web.json_response({"config_id": cid, "count": len(ids), "requeued": ids})
+    public = request.app[ENGINE_KEY].store.public_delivery_ids(ids)
+    return web.json_response({"config_id": cid, "count": len(ids), "requeued": [public[i] for i in ids]})
 
 
 async def config_health(request: web.Request) -> web.Response:
@@ -584,13 +609,11 @@ async def config_health(request: web.Request) -> web.Response:
 async def list_notifications(request: web.Request) -> web.Response:
     """Operator notifications (auto-disable, circuit changes) of the caller's configurations, oldest first."""
     qs = _query(request, {"tenant_id", "config_id", "limit"})
-    p = _principal(request)
-    if not p.admin and qs.get("tenant_id") not in (None, p.tenant_id):
-        raise Problem(403, "forbidden", "this belongs to another tenant; your key cannot see it")
+    tenant = _tenant_filter(request, qs.get("tenant_id"))
     engine = request.app[ENGINE_KEY]
-    tenant = qs.get("tenant_id") if p.admin else p.tenant_id
     if "config_id" in qs:
-        _allow(request, engine.config(qs["config_id"])["tenant_id"])
+        cid = qs["config_id"]
+        _allow(request, engine.config(cid)["tenant_id"], f"configuration {cid!r} not found")
         items = await engine.notifications(qs["config_id"])
     else:
         items = await engine.notifications(tenant_id=tenant or None)

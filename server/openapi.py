@@ -70,7 +70,7 @@ def openapi_document() -> dict[str, Any]:
     cfg_edit = {**cfg_write, "required": [],
                 "properties": {k: v for k, v in cfg_write["properties"].items()
                                if k not in ("tenant_id", "id", "provider_id", "channel")}}
-    cid, aid, did, acc = (_path("config_id"), _path("activity_id"), _path("delivery_id", {"type": "integer"}),
+    cid, aid, did, acc = (_path("config_id"), _path("activity_id"), _path("delivery_id"),
                           _path("account_id"))
     paths: dict[str, dict[str, Any]] = {
         "/healthz": {"get": _op("liveness and database check", public=True)},

@@ -104,7 +104,7 @@ async def test_admin_only_tenants_and_providers(api: Api) -> None:
     assert [p["id"] for p in body["items"]] == ["crm", "erp"]
     status, body = await api.call("GET", "/api/tenants", key=ADMIN)
     assert [t["id"] for t in body["items"]] == ["acme", "beta", "other"]
-    assert (await api.call("GET", "/api/tenants/other"))[0] == 403
+    await _same_as_missing(api, "GET", "/api/tenants/other", "other", "ghost")
 
 
 async def test_configuration_lifecycle_and_write_only_secrets(api: Api, receiver) -> None:
@@ -129,8 +129,8 @@ async def test_configuration_lifecycle_and_write_only_secrets(api: Api, receiver
         assert status == 200 and secret not in json.dumps(body)
     status, body = await api.call("POST", f"/api/dispatch-configurations/{cfg['id']}/deactivate")
     assert body["active"] is False
-    assert (await api.call("GET", f"/api/dispatch-configurations/{cfg['id']}", key=OTHER))[0] == 403
-    assert (await api.call("DELETE", f"/api/dispatch-configurations/{cfg['id']}", key=OTHER))[0] == 403
+    for method in ("GET", "DELETE"):
+        await _same_as_missing(api, method, f"/api/dispatch-configurations/{cfg['id']}", cfg["id"], "nope", key=OTHER)
     assert (await api.call("DELETE", f"/api/dispatch-configurations/{cfg['id']}"))[0] == 204
     assert (await api.call("GET", f"/api/dispatch-configurations/{cfg['id']}"))[0] == 404
 
@@ -152,28 +152,50 @@ async def test_activity_json_equals_dispatched_payload(api: Api, receiver) -> No
     assert [a["status_code"] for a in body["items"]] == [200]
 
 
+async def _same_as_missing(api: Api, method: str, path: str, real: str, fake: str, *, key: str = ACME) -> None:
+    """Another tenant's resource answers exactly as a missing one: 404 and the same body."""
+    status, body = await api.call(method, path, key=key)
+    missing_status, missing = await api.call(method, path.replace(real, fake), key=key)
+    assert status == missing_status == 404, (method, path, body)
+    _is_problem(body, 404)
+    assert json.loads(json.dumps(body).replace(real, fake)) == missing, (body, missing)
+
+
 async def test_tenant_isolation(api: Api, receiver) -> None:
+    """Another tenant's things are indistinguishable from missing ones; ids in the API are not a sequence."""
     await _config(api, receiver.url)
     _, act = await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
     await api.engine.run_until_idle(max_time=60)
-    did = (await api.engine.deliveries(activity_id=act["id"]))[0]["id"]
-    for method, path in (("GET", f"/api/activities/{act['id']}"), ("GET", f"/api/activities/{act['id']}/deliveries"),
-                         ("GET", f"/api/deliveries/{did}"), ("GET", f"/api/deliveries/{did}/attempts"),
-                         ("POST", f"/api/deliveries/{did}/force-retry"), ("GET", "/api/activities?tenant_id=acme"),
-                         ("GET", "/api/tenants/acme")):
-        status, body = await api.call(method, path, key=OTHER)
-        assert status == 403, (method, path, body)
-        _is_problem(body, 403)
+    _, listed = await api.call("GET", f"/api/activities/{act['id']}/deliveries")
+    did = listed["items"][0]["id"]
+    assert did.startswith("msg_") and did == listed["items"][0]["webhook_id"]  # random per activity
+    assert (await api.call("GET", "/api/deliveries/1"))[0] == 404  # the internal sequence is not an id
+    fake_activity, fake_delivery = "6f1c0d4e-0000-4000-8000-000000000000", "msg_" + "0" * 24
+    for method, path, real, fake in (
+            ("GET", f"/api/activities/{act['id']}", act["id"], fake_activity),
+            ("GET", f"/api/activities/{act['id']}/deliveries", act["id"], fake_activity),
+            ("GET", f"/api/deliveries/{did}", did, fake_delivery),
+            ("GET", f"/api/deliveries/{did}/attempts", did, fake_delivery),
+            ("POST", f"/api/deliveries/{did}/force-retry", did, fake_delivery),
+            ("GET", "/api/activities?tenant_id=acme", "acme", "ghost"),
+            ("GET", "/api/dispatch-configurations?tenant_id=acme", "acme", "ghost"),
+            ("GET", "/api/tenants/acme", "acme", "ghost"),
+            ("GET", "/api/accounts/acme/webhook", "acme", "ghost")):
+        await _same_as_missing(api, method, path, real, fake, key=OTHER)
     status, body = await api.call("POST", "/api/integration/activity-results/tasks", key=OTHER,
                                   body={"activity_id": act["id"], "status": "COMPLETED"})
-    assert status == 403
+    missing_status, missing = await api.call("POST", "/api/integration/activity-results/tasks", key=OTHER,
+                                             body={"activity_id": fake_activity, "status": "COMPLETED"})
+    assert status == missing_status == 404 and body["detail"].replace(act["id"], fake_activity) == missing["detail"]
     status, body = await api.call("GET", "/api/activities", key=OTHER)
     assert body["items"] == []
     status, body = await api.call("POST", "/api/dispatch-configurations", key=OTHER, body={
         "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url})
-    assert status == 403
+    assert status == 403  # about the caller's own key: says nothing of tenant acme
     status, body = await api.call("GET", "/api/activities", key=ADMIN)
     assert [a["id"] for a in body["items"]] == [act["id"]]
+    _, attempts = await api.call("GET", f"/api/deliveries/{did}/attempts")
+    assert [a["id"] for a in attempts["items"]] == [f"{did}.1"] and attempts["items"][0]["delivery_id"] == did
 
 
 @pytest.mark.parametrize(("raw", "fragment"), [

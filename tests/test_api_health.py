@@ -19,22 +19,23 @@ async def test_replay_a_dispatched_delivery(api: Api, receiver) -> None:
     await _config(api, receiver.url)
     await _activities(api, 1)
     await api.engine.run_until_idle()
-    before = (await api.call("GET", "/api/deliveries/1"))[1]
-    status, attempt = await api.call("POST", "/api/deliveries/1/replay")
+    did = (await api.engine.delivery(1))["webhook_id"]  # the API's id of a delivery
+    before = (await api.call("GET", f"/api/deliveries/{did}"))[1]
+    status, attempt = await api.call("POST", f"/api/deliveries/{did}/replay")
     assert status == 200, attempt
     assert attempt["replay"] is True and attempt["number"] == 2 and attempt["status_code"] == 200
-    assert (await api.call("GET", "/api/deliveries/1"))[1] == before  # history unchanged
+    assert (await api.call("GET", f"/api/deliveries/{did}"))[1] == before  # history unchanged
     first, again = receiver.posts()
     assert first.webhook_id == again.webhook_id and first.body == again.body
-    _, attempts = await api.call("GET", "/api/deliveries/1/attempts")
+    _, attempts = await api.call("GET", f"/api/deliveries/{did}/attempts")
     assert [a["replay"] for a in attempts["items"]] == [False, True]
     # someone else's delivery, a body, an unknown one
-    status, body = await api.call("POST", "/api/deliveries/1/replay", key=OTHER)
-    assert status == 403
-    _is_problem(body, 403)
-    status, body = await api.call("POST", "/api/deliveries/1/replay", body={"x": 1})
+    status, body = await api.call("POST", f"/api/deliveries/{did}/replay", key=OTHER)
+    assert status == 404  # as if it did not exist
+    _is_problem(body, 404)
+    status, body = await api.call("POST", f"/api/deliveries/{did}/replay", body={"x": 1})
     assert status == 400
-    assert (await api.call("POST", "/api/deliveries/99/replay"))[0] == 404
+    assert (await api.call("POST", "/api/deliveries/1/replay"))[0] == 404
     assert len(receiver.posts()) == 2
 
 
@@ -43,7 +44,8 @@ async def test_replay_refuses_what_is_not_dispatched(api: Api, receiver) -> None
     await _config(api, receiver.url, retry={"max_attempts": 1})
     await _activities(api, 1)
     await api.engine.run_until_idle()
-    status, body = await api.call("POST", "/api/deliveries/1/replay")
+    did = (await api.engine.delivery(1))["webhook_id"]
+    status, body = await api.call("POST", f"/api/deliveries/{did}/replay")
     assert status == 409
     assert "is FAILED; only a DISPATCHED delivery can be replayed" in body["detail"]
 
@@ -63,19 +65,20 @@ async def test_recover_failed_deliveries_by_filter(api: Api, receiver) -> None:
         status, problem = await api.call("POST", path, body=body)
         assert status == 400 and fragment in problem["detail"], problem
     status, problem = await api.call("POST", path, key=OTHER, body={})
-    assert status == 403
+    assert status == 404
     assert (await api.call("POST", "/api/dispatch-configurations/nope/recover", body={}))[0] == 404
     assert api.engine.counts()["FAILED"] == 4  # nothing moved yet
 
     status, body = await api.call("POST", path, body={"since": "2026-04-10T14:40:00Z", "until": "2026-04-10T14:50:00Z",
                                                      "reason": "exhausted", "status": "FAILED"})
     assert status == 200, body
-    assert body == {"config_id": cfg["id"], "count": 2, "requeued": [2, 3]}
+    public = {d["id"]: d["webhook_id"] for d in await api.engine.deliveries()}
+    assert body == {"config_id": cfg["id"], "count": 2, "requeued": [public[2], public[3]]}
     await api.engine.run_until_idle()
     status, body = await api.call("POST", path, body={"reason": "permanent_status"})
     assert body["count"] == 0
     status, body = await api.call("POST", path)  # no body: every FAILED delivery of the configuration
-    assert body["requeued"] == [1, 4]
+    assert body["requeued"] == [public[1], public[4]]
     await api.engine.run_until_idle()
     assert [h.body["commerceExternalId"] for h in receiver.posts()[4:]] == ["C1", "C2", "C0", "C3"]
     assert [d["status"] for d in await api.engine.deliveries()] == ["DISPATCHED"] * 4
@@ -130,12 +133,14 @@ async def test_health_routes_are_tenant_isolated(api: Api, receiver) -> None:
     assert len((await api.call("GET", "/api/notifications", key=ADMIN))[1]["items"]) == 2
     assert kinds((await api.call("GET", "/api/notifications?tenant_id=other", key=ADMIN))[1]) == \
         [("config.auto_disabled", "other-c")]
-    for path in ("/api/notifications?tenant_id=other", "/api/notifications?config_id=other-c",
-                 "/api/dispatch-configurations/other-c/health"):
+    for path, real, fake in (("/api/notifications?tenant_id=other", "other", "ghost"),
+                             ("/api/notifications?config_id=other-c", "other-c", "nope"),
+                             ("/api/dispatch-configurations/other-c/health", "other-c", "nope")):
         status, body = await api.call("GET", path)
-        assert status == 403, (path, body)
-        _is_problem(body, 403)
-    assert (await api.call("POST", "/api/dispatch-configurations/other-c/recover"))[0] == 403
+        _, missing = await api.call("GET", path.replace(real, fake))
+        assert status == 404 and body["detail"].replace(real, fake) == missing["detail"], (path, body)
+        _is_problem(body, 404)
+    assert (await api.call("POST", "/api/dispatch-configurations/other-c/recover"))[0] == 404
     assert (await api.call("GET", "/api/dispatch-configurations/nope/health"))[0] == 404
     assert (await api.call("GET", "/api/notifications?config_id=nope"))[0] == 404
 

@@ -156,7 +156,7 @@ async def test_message_events_through_the_api(api: Api, receiver) -> None:  # no
     status, body = await api.call("PUT", "/api/accounts/acme/webhook", body={
         "url": receiver.url, "batch_size": 2, "max_wait": 5, "auth": {"type": "bearer", "token": secret}})
     assert status == 200 and body["auth"]["token"] == "***" and secret not in json.dumps(body)
-    assert (await api.call("PUT", "/api/accounts/acme/webhook", key=OTHER, body={"url": receiver.url}))[0] == 403
+    assert (await api.call("PUT", "/api/accounts/acme/webhook", key=OTHER, body={"url": receiver.url}))[0] == 404
     receiver.verify_status = 500
     status, body = await api.call("PUT", "/api/accounts/other/webhook", key=OTHER, body={"url": receiver.url})
     assert status == 422 and "HTTP 500" in body["reason"]
@@ -179,5 +179,5 @@ async def test_message_events_through_the_api(api: Api, receiver) -> None:  # no
     assert body["counts"]["DISPATCHED"] == 2
     status, body = await api.call("GET", "/api/accounts/acme/event-batches")
     assert [b["size"] for b in body["items"]] == [2, 1]
-    assert (await api.call("GET", "/api/accounts/acme/event-batches", key=OTHER))[0] == 403
+    assert (await api.call("GET", "/api/accounts/acme/event-batches", key=OTHER))[0] == 404
     assert ACME
