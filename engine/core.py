@@ -72,7 +72,9 @@ class Engine:
 
     def __init__(self, store: Store, *, clock: Clock, seed: int | None = None,
                  log_stream: TextIO | None = None, log_format: str = "json", concurrency: int = 100,
-                 lease_margin: float = 30.0) -> None:
+                 lease_margin: float = 30.0, sender: Sender | None = None) -> None:
+        """``sender``: the HTTP side to use instead of a plain :class:`Sender` (a scenario against a
+        team's own URL passes one that records and caps what reaches that URL)."""
         self.store = store
         self.clock = clock
         self.seed = seed
@@ -80,7 +82,7 @@ class Engine:
         self._sinks: list[Any] = []
         self.log = make_logger(now=clock.now, redactor=self.redactor, stream=log_stream, fmt=log_format,
                                sinks=self._sinks)
-        self.sender = Sender(now=clock.now, limit=max(concurrency, 10))
+        self.sender = sender if sender is not None else Sender(now=clock.now, limit=max(concurrency, 10))
         self._prepared: dict[tuple[str, int], Prepared] = {}
         self.instance = uuid.uuid4().hex[:8] if seed is None else f"e{seed}"
         #: Reteno message events: account webhooks and batching; the batches are deliveries

@@ -14,6 +14,11 @@ from typing import Any, Protocol
 from dispatchsim.engine import LIFECYCLE, ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
+from .external import ExternalGate
+
+#: Seconds the requests already sent to an external provider may take to finish once its cap is reached.
+SETTLE_CAPPED = 60.0
+
 from .spec import Event, Scenario
 
 
@@ -106,7 +111,11 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     await endpoints.start()
     names: dict[str, str] = {}
     sanitize = _Sanitizer()
-    run = ScenarioRun(scenario, clock, db, endpoints, events, key_events, sanitize, progress)
+    gate = None
+    if scenario.external_limits:  # the team's own URLs: recorded from the sender's side, and capped
+        gate = ExternalGate(list(scenario.external_limits.values()), recorder=endpoints.recorder, now=clock.now,
+                            sleep=clock.sleep, t0=t0)
+    run = ScenarioRun(scenario, clock, db, endpoints, events, key_events, sanitize, progress, gate=gate)
     try:
         for name in (scenario.simulated.endpoints if scenario.simulated else {}):
             sanitize.add(endpoints.url(name), f"sim://{name}")
@@ -177,8 +186,9 @@ class ScenarioRun:
 
     def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
                  events: list[str], key_events: list[tuple[float, str]], sanitize: _Sanitizer,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, *, gate: ExternalGate | None = None) -> None:
         self.s = scenario
+        self.gate = gate
         self.clock = clock
         self.db = db
         self.endpoints = endpoints
@@ -223,7 +233,7 @@ class ScenarioRun:
             self.note(f"attempt of delivery {event.get('delivery_id')} interrupted by the crash; re-sent")
 
     async def open(self) -> None:
-        self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed)
+        self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed, sender=self.gate)
         self.engine.subscribe(self._sink)
         if self.progress is not None:
             self.engine.subscribe(self.progress.event)
@@ -234,7 +244,11 @@ class ScenarioRun:
         self.engine.start()
 
     async def _stop(self) -> None:
-        await self.engine.stop()
+        if self.gate is not None and self.gate.capped.is_set():
+            await self.gate.settle(self.clock.wait, SETTLE_CAPPED)
+            await self.engine.stop(deadline=0)
+        else:
+            await self.engine.stop()
 
     async def setup(self) -> None:
         e = self.engine
@@ -287,7 +301,10 @@ class ScenarioRun:
         self.start()
         for at, _, ev, k in steps:
             wait = self.t0 + at - self.clock.now()
-            if wait > 0:
+            if self.gate is not None:
+                if await self.clock.wait(self.gate.capped, wait):
+                    break
+            elif wait > 0:
                 await self.clock.sleep(wait)
             await ev.action.apply(self, ev.at, k)
             if self.progress is not None:
@@ -301,11 +318,36 @@ class ScenarioRun:
             left = end - self.clock.now()
             if left <= 0:
                 return False
-            summary = await self.engine.run_until_idle(max_time=min(left, 3600))
+            summary = await self._run_until_idle(min(left, 3600))
+            if summary is None:
+                return False
             if self.progress is not None:
                 self.progress.tick()
             if summary.idle:
                 return True
+
+    async def _run_until_idle(self, max_time: float) -> Any:
+        """The engine's drain; None when an external provider's request cap stopped it."""
+        if self.gate is None:
+            return await self.engine.run_until_idle(max_time=max_time)
+        if self.gate.capped.is_set():
+            return self._capped()
+        drain = asyncio.ensure_future(self.engine.run_until_idle(max_time=max_time))
+        capped = asyncio.ensure_future(self.gate.capped.wait())
+        await asyncio.wait({drain, capped}, return_when=asyncio.FIRST_COMPLETED)
+        capped.cancel()
+        if not self.gate.capped.is_set():
+            return drain.result()
+        await self.gate.settle(self.clock.wait, SETTLE_CAPPED)
+        await self.engine.stop(deadline=0)
+        await asyncio.gather(drain, return_exceptions=True)
+        return self._capped()
+
+    def _capped(self) -> None:
+        p = self.gate.capped_provider if self.gate is not None else None
+        if p is not None and not any("max_requests" in text for _, text in self.key_events):
+            self.note(f"stopped: {p.max_requests} requests sent to {p.name}, its max_requests; nothing more was sent")
+        return None
 
     async def crash(self) -> None:
         """Stop as a killed process would: in-flight attempts lost, leases left in the database."""

@@ -15,6 +15,7 @@ from dispatchsim.providers import ProviderConfigError, ProvidersConfig, parse_co
 from .actions import ACTIONS, Action
 from .errors import ScenarioError
 from .expect import BY_KEY, Expectation
+from .external import DEFAULT_MAX_RATE, DEFAULT_MAX_REQUESTS, MAX_RATE, MAX_REQUESTS, ExternalProvider
 from .parsing import CONFIG_KEYS, ParseContext, Reader, kind_of
 
 
@@ -55,6 +56,8 @@ class Scenario:
     start: float = VIRTUAL_EPOCH
     simulated: ProvidersConfig | None = None
     external: dict[str, str] = field(default_factory=dict)
+    #: per external provider: its URL with the hard caps on request rate and count
+    external_limits: dict[str, ExternalProvider] = field(default_factory=dict)
     tenants: dict[str, str] = field(default_factory=dict)
     configurations: list[ConfigSpec] = field(default_factory=list)
     #: Reteno message-event webhooks: account (tenant) -> {provider, batch_size, max_wait, …}
@@ -65,6 +68,7 @@ class Scenario:
     base_dir: Path = Path(".")
 
 
+EXTERNAL_KEYS = {"url", "max_rate", "max_requests"}
 TOP_KEYS = {"name", "description", "seed", "clock", "duration", "start", "providers", "tenants",
             "configurations", "accounts", "timeline", "expect"}
 ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_secret", "timeouts", "circuit_breaker",
@@ -109,7 +113,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
         except ValueError:
             raise P.fail(("start",), f"expected an ISO-8601 timestamp, got {data['start']!r}") from None
 
-    simulated, external = _providers(P, data.get("providers"))
+    simulated, external, limits = _providers(P, data.get("providers"))
     clock = data.get("clock")
     if clock not in (None, "virtual", "real"):
         raise P.fail(("clock",), f"expected virtual or real, got {clock!r}")
@@ -130,28 +134,31 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
     timeline = _timeline(ctx, data.get("timeline", []))
     expect = _expect(ctx, data.get("expect", {}))
     return Scenario(name=name, source=source, description=description, seed=seed, clock=clock, duration=duration,
-                    start=start, simulated=simulated, external=external, tenants=tenants, configurations=configs,
-                    accounts=accounts, timeline=timeline, expect=expect, base_dir=base_dir or Path("."))
+                    start=start, simulated=simulated, external=external, external_limits=limits, tenants=tenants,
+                    configurations=configs, accounts=accounts, timeline=timeline, expect=expect, base_dir=base_dir or Path("."))
 
 
-def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str, str]]:
+def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str, str], dict[str, ExternalProvider]]:
     if value is None:
         raise P.fail((), "missing required key 'providers' (simulated endpoints or external URLs)")
     if not isinstance(value, dict) or not value:
         raise P.fail(("providers",), "expected a mapping of provider name -> endpoint settings")
     simulated: dict[str, Any] = {}
     external: dict[str, str] = {}
+    limits: dict[str, ExternalProvider] = {}
     for name, spec in value.items():
         if isinstance(spec, dict) and "url" in spec:
-            if set(spec) != {"url"}:
-                extra = sorted(set(spec) - {"url"})
-                raise P.fail(("providers", name, extra[0]), "an external provider takes only url: "
-                                                            "behaviours apply to simulated endpoints")
+            extra = sorted(set(spec) - EXTERNAL_KEYS)
+            if extra:
+                raise P.fail(("providers", name, extra[0]), "an external provider takes only url, max_rate and "
+                                                            "max_requests: behaviours apply to simulated endpoints")
             url = spec["url"]
             parts = urlsplit(url) if isinstance(url, str) else None
             if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                 raise P.fail(("providers", name, "url"), f"expected an http(s) URL, got {url!r}")
             external[name] = url
+            limits[name] = ExternalProvider(name, url, _max_rate(P, name, spec.get("max_rate", DEFAULT_MAX_RATE)),
+                                            _max_requests(P, name, spec.get("max_requests", DEFAULT_MAX_REQUESTS)))
         else:
             simulated[name] = spec if spec is not None else {}
     config = None
@@ -163,7 +170,32 @@ def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str,
             key = (exc.field or "").replace("endpoints.", "providers.", 1)
             raise ScenarioError(str(exc).split(": ", 2)[-1] if exc.field else str(exc), source=P.source,
                                 line=exc.line, field=key or None) from None
-    return config, external
+    return config, external, limits
+
+
+def _max_rate(P: Reader, name: str, value: Any) -> float:
+    """``5``, ``5/s`` or ``300/m``: requests per second to that URL, at most."""
+    rate: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str) and "/" in value:
+        number, _, unit = value.partition("/")
+        per = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(unit.strip())
+        try:
+            rate = float(number) / per if per else None
+        except ValueError:
+            rate = None
+    if rate is None or not 0 < rate <= MAX_RATE:
+        raise P.fail(("providers", name, "max_rate"), f"expected a rate above 0 and at most {MAX_RATE:g}/s "
+                                                      f"(e.g. 5/s), got {value!r}")
+    return rate
+
+
+def _max_requests(P: Reader, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REQUESTS:
+        raise P.fail(("providers", name, "max_requests"), f"expected a whole number from 1 to {MAX_REQUESTS}, "
+                                                          f"got {value!r}")
+    return value
 
 
 def _tenants(P: Reader, value: Any) -> dict[str, str]:

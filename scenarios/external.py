@@ -1,0 +1,148 @@
+"""A team's own URL in a scenario: what the engine sent it, recorded, and a hard cap on how much.
+
+A simulated endpoint records what it receives; an external one cannot, so the engine's side does:
+every request to an external provider's URL goes through :class:`ExternalGate`, which records it in
+the run's :class:`~providers.Recorder` (request headers with secrets redacted, body, the answer the
+sender got) exactly where a simulated endpoint would. Reports and expectations (requests,
+acknowledgements, duplicates, order) then read one source for both kinds of provider.
+
+The gate also bounds the run: at most ``max_rate`` requests per second and ``max_requests`` in all
+per external provider. A request beyond the count is never sent; the run stops there and says so.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from dispatchsim.engine.config import REDACTED, Auth
+from dispatchsim.engine.sender import Outcome, OutcomeKind, Request, Sender
+from dispatchsim.engine.signing import webhook_headers
+from dispatchsim.providers import Recorder
+
+#: Defaults for an external provider that names no limits: a scenario must never look like a load test.
+DEFAULT_MAX_RATE = 5.0
+DEFAULT_MAX_REQUESTS = 500
+#: Upper bounds a scenario file may set.
+MAX_RATE = 100.0
+MAX_REQUESTS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalProvider:
+    name: str
+    url: str
+    max_rate: float = DEFAULT_MAX_RATE  #: requests per second, at most
+    max_requests: int = DEFAULT_MAX_REQUESTS  #: requests in the whole run, at most
+
+
+class _Lane:
+    """One external provider's pacing and count."""
+
+    def __init__(self, provider: ExternalProvider) -> None:
+        self.provider = provider
+        self.sent = 0
+        self.next_at = 0.0
+        self.lock = asyncio.Lock()
+
+
+class ExternalGate(Sender):
+    """The engine's sender, with requests to external providers paced, counted, capped and recorded."""
+
+    def __init__(self, providers: list[ExternalProvider], *, recorder: Recorder, now: Callable[[], float],
+                 sleep: Callable[[float], Any], t0: float, limit: int = 100) -> None:
+        super().__init__(now=now, limit=limit)
+        self._lanes = {_key(p.url): _Lane(p) for p in providers}
+        self._recorder = recorder
+        self._sleep = sleep
+        self._t0 = t0
+        self.capped = asyncio.Event()  #: set when a provider's max_requests is reached
+        self.capped_provider: ExternalProvider | None = None
+        self._inflight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def sent(self, name: str) -> int:
+        return sum(lane.sent for lane in self._lanes.values() if lane.provider.name == name)
+
+    async def send(self, req: Request) -> Outcome:
+        lane = self._lanes.get(_key(req.url))
+        if lane is None:
+            return await super().send(req)
+        await self._admit(lane)
+        headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
+                                  signing_secret=req.signing_secret)
+        record = self._open(lane, "POST", req.url, _redacted(headers, req.auth), req.body.decode("utf-8", "replace"))
+        self._began()
+        try:
+            out = await super().send(req)
+        finally:
+            self._ended()
+        self._close(record, out)
+        return out
+
+    async def verify(self, url: str, auth: Auth, *, connect: float, total: float) -> Outcome:
+        lane = self._lanes.get(_key(url))
+        if lane is None:
+            return await super().verify(url, auth, connect=connect, total=total)
+        await self._admit(lane)
+        record = self._open(lane, "GET", url, _redacted(auth.headers(), auth), "")
+        self._began()
+        try:
+            out = await super().verify(url, auth, connect=connect, total=total)
+        finally:
+            self._ended()
+        self._close(record, out)
+        return out
+
+    def _began(self) -> None:
+        self._inflight += 1
+        self._quiet.clear()
+
+    def _ended(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._quiet.set()
+
+    async def settle(self, wait: Callable[[asyncio.Event, float], Any], timeout: float) -> None:
+        """Let the requests really sent finish (each has its own timeout); the held ones never go."""
+        await wait(self._quiet, timeout)
+
+    async def _admit(self, lane: _Lane) -> None:
+        """Wait for the lane's next slot; past ``max_requests`` wait for ever (the run stops first)."""
+        async with lane.lock:
+            if lane.sent >= lane.provider.max_requests:
+                if not self.capped.is_set():
+                    self.capped_provider = lane.provider
+                    self.capped.set()
+                await asyncio.Event().wait()  # never sent: cancelled when the run stops
+            now = self._now()
+            if lane.next_at > now:
+                await self._sleep(lane.next_at - now)
+            lane.next_at = max(now, lane.next_at) + 1.0 / lane.provider.max_rate
+            lane.sent += 1
+
+    def _open(self, lane: _Lane, method: str, url: str, headers: dict[str, str], body: str) -> Any:
+        parts = urlsplit(url)
+        now = self._now()
+        return self._recorder.open(endpoint=lane.provider.name, at=now, offset=now - self._t0, method=method,
+                                   path=parts.path or "/", query=parts.query, headers=headers, body=body)
+
+    def _close(self, record: Any, out: Outcome) -> None:
+        record.response_status = out.status
+        if out.kind not in (OutcomeKind.SUCCESS, OutcomeKind.HTTP_ERROR):
+            record.fault = out.kind.value.lower()
+            record.note = out.error
+        self._recorder.close(record, self._now())
+
+
+def _key(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port, parts.path or "/"
+
+
+def _redacted(headers: dict[str, str], auth: Auth) -> dict[str, str]:
+    secret_names = {k.lower() for k in auth.headers()}
+    return {k.lower(): REDACTED if k.lower() in secret_names else v for k, v in headers.items()}

@@ -1,0 +1,142 @@
+"""Scenarios against a team's own URL: on the real clock, the provider table and the expectations count
+what the engine sent that URL and what it acknowledged, and hard caps bound the rate and the count.
+
+The receiver runs in a thread of its own (its own event loop) because a real-clock scenario runs its
+own loop, as `dispatchsim run` does; every run here is a few requests and well under two seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from dispatchsim.scenarios import ScenarioError, parse_scenario, run_scenario
+from dispatchsim.scenarios.report import human, provider_table, to_json
+
+
+class ThreadedReceiver:
+    """A team's endpoint on 127.0.0.1: answers ``status`` to POSTs (200 to the verification GET)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.posts: list[tuple[float, dict]] = []  #: (monotonic time, body)
+        self.gets = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ThreadedReceiver:
+        self._thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/in", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/in"  # type: ignore[union-attr]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.method == "GET":
+            self.gets += 1
+            return web.json_response({"ok": True})
+        self.posts.append((time.monotonic(), json.loads(await request.read())))
+        return web.json_response({"ok": self.status < 300}, status=self.status)
+
+
+def scenario(url: str, *, count: int, limits: str = "", expect: str = "") -> str:
+    return f"""
+name: own-url
+seed: 3
+duration: 60s
+providers:
+  partner: {{url: "{url}"{limits}}}
+tenants: [acme]
+configurations:
+  - id: partner-sales
+    tenant: acme
+    provider: partner
+    ordering: {{mode: none, concurrency: 5}}
+    retry: {{max_attempts: 2, base: 1s}}
+    auth: {{type: api_key, header: X-Api-Key, value: partner-s3cret}}
+timeline:
+  - at: 0s
+    create: {{count: {count}}}
+{expect}"""
+
+
+def test_the_provider_table_counts_what_the_engine_sent_the_external_url():
+    with ThreadedReceiver() as receiver:
+        result = run_scenario(parse_scenario(scenario(receiver.url, count=6, limits=", max_rate: 50/s",
+                                                      expect="expect:\n  all_delivered: true\n"
+                                                             "  received: {partner: 6}\n  max_duplicates: 0\n")))
+    assert len(receiver.posts) == 6 and receiver.gets == 1
+    assert result.scenario.clock == "real" and result.counts["DISPATCHED"] == 6
+    row = next(r for r in provider_table(result) if r["provider"] == "partner")
+    assert (row["requests"], row["acknowledged"], row["outcomes"]) == (6, 6, {"200": 6})
+    assert row["latency_p50"] is not None
+    assert result.ok, [(c.name, c.observed) for c in result.checks]
+    text = human(result)
+    assert "partner" in text and "partner-s3cret" not in text
+    assert "partner-s3cret" not in json.dumps(to_json(result)) + result.recorder.jsonl()
+
+
+def test_refusals_of_the_external_url_are_requests_not_acknowledgements():
+    with ThreadedReceiver(status=503) as receiver:
+        result = run_scenario(parse_scenario(scenario(receiver.url, count=2, limits=", max_rate: 50/s")))
+    row = next(r for r in provider_table(result) if r["provider"] == "partner")
+    assert row["requests"] == len(receiver.posts) == 4  # 2 deliveries x 2 attempts
+    assert row["acknowledged"] == 0 and row["outcomes"] == {"503": 4}
+    assert result.counts["FAILED"] == 2
+
+
+def test_the_request_rate_to_an_external_url_is_capped():
+    with ThreadedReceiver() as receiver:
+        run_scenario(parse_scenario(scenario(receiver.url, count=5, limits=", max_rate: 10/s")))
+    times = [t for t, _ in receiver.posts]
+    assert len(times) == 5
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.08, gaps  # 10/s: one request per 0.1 s (the verification GET took the first slot)
+
+
+def test_the_request_count_to_an_external_url_is_capped_and_the_run_says_so():
+    with ThreadedReceiver() as receiver:
+        result = run_scenario(parse_scenario(scenario(receiver.url, count=8, limits=", max_rate: 100/s, max_requests: 4",
+                                                      expect="expect:\n  all_delivered: true\n")))
+    assert len(receiver.posts) == 3 and receiver.gets == 1  # the verification GET counts too
+    row = next(r for r in provider_table(result) if r["provider"] == "partner")
+    assert row["requests"] == 3
+    assert any("max_requests" in text and "4 requests sent to partner" in text for _, text in result.key_events)
+    assert not result.ok and not result.idle
+
+
+@pytest.mark.parametrize("limits, message", [
+    (", max_rate: 0", "providers.partner.max_rate"),
+    (", max_rate: 500/s", "at most 100/s"),
+    (", max_requests: 0", "providers.partner.max_requests"),
+    (", behaviour: {status: 200}", "takes only url, max_rate and max_requests"),
+])
+def test_bad_external_limits_are_refused_with_the_field(limits, message):
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(scenario("http://127.0.0.1:9/in", count=1, limits=limits), source="own.yaml")
+    assert message in str(err.value) and "own.yaml:" in str(err.value)
+
+
+def test_defaults_cap_an_external_url_that_names_no_limits():
+    s = parse_scenario(scenario("https://hooks.example.test/in", count=1))
+    limits = s.external_limits["partner"]
+    assert (limits.max_rate, limits.max_requests) == (5.0, 500)
+
