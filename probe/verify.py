@@ -20,6 +20,8 @@ from .listener import ResultsListener
 from .report import Evidence
 
 
+#: Longest pause between two reads of the status URL while waiting for processing.
+MAX_POLL = 2.0
 #: Callbacks arriving closer together than this are not taken as evidence of their processing order.
 ARRIVAL_SLACK = 0.005
 
@@ -100,6 +102,7 @@ class Verifier:
                 for t in pending:
                     _read_status(t, await status(t, False))
             await sleep(max(0.0, min(poll, deadline - loop.time())))
+            poll = min(poll * 2, MAX_POLL)  # a status URL is read a few times per delivery, not hammered
         await sleep(settle)
         if self.status_url is not None:
             for t in self.tracked:
