@@ -285,34 +285,51 @@ class Engine:
 
     async def create_activity(self, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Store an activity and fan it out: one delivery per active configuration of its tenant and channel."""
+        aid = (await self.create_activities(tenant_id, [data]))[0]
+        return self.store.activity_view(aid)
+
+    async def create_activities(self, tenant_id: str, items: list[dict[str, Any]]) -> list[str]:
+        """Several activities at one instant in one transaction (all or none); returns their ids.
+
+        What a burst costs is mostly its commits: a scenario creating 2,500 activities at once
+        commits once instead of 2,500 times. Events are the same as for one call per activity.
+        """
         if self.store.tenant(tenant_id) is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
         now = self.clock.now()
+        created: list[tuple[str, dict[str, Any], list[tuple[int, str, str]]]] = []
         with self.store.tx():
-            aid = self._new_activity_id()
-            payload = build_stored_payload(data, activity_id=aid, created_at=now)
-            self.store.insert_activity(aid, tenant_id, payload["type"], payload["channel"], payload, now)
-            made = []
-            if payload["type"] in DISPATCHED_TYPES:
-                for cfg in self.store.active_configs(tenant_id, payload["channel"]):
-                    prep = self.prepared(cfg["id"], cfg["version"])
-                    queue = _queue(cfg["id"], prep.snapshot, payload)
-                    did = self.store.insert_delivery(
-                        webhook_id=self._webhook_id(aid, cfg["id"]), activity_id=aid, config_id=cfg["id"],
-                        config_version=cfg["version"], queue=queue, ordered=prep.snapshot.ordering.ordered,
-                        now=now)
-                    made.append((did, cfg["id"], queue))
-        if made:
+            configs: dict[str, list[dict[str, Any]]] = {}
+            for data in items:
+                aid = self._new_activity_id()
+                payload = build_stored_payload(data, activity_id=aid, created_at=now)
+                self.store.insert_activity(aid, tenant_id, payload["type"], payload["channel"], payload, now)
+                made = []
+                if payload["type"] in DISPATCHED_TYPES:
+                    channel = payload["channel"]
+                    if channel not in configs:
+                        configs[channel] = self.store.active_configs(tenant_id, channel)
+                    for cfg in configs[channel]:
+                        prep = self.prepared(cfg["id"], cfg["version"])
+                        queue = _queue(cfg["id"], prep.snapshot, payload)
+                        did = self.store.insert_delivery(
+                            webhook_id=self._webhook_id(aid, cfg["id"]), activity_id=aid, config_id=cfg["id"],
+                            config_version=cfg["version"], queue=queue, ordered=prep.snapshot.ordering.ordered,
+                            now=now)
+                        made.append((did, cfg["id"], queue))
+                created.append((aid, payload, made))
+        for aid, payload, made in created:
             for did, cid, queue in made:
                 self.log.info("delivery.created", delivery_id=did, activity_id=aid, config_id=cid, queue=queue,
                               status=Status.READY)
+            if not made:
+                why = ("dispatch of MESSAGE activities is not available yet (seed: 'available soon')"
+                       if payload["type"] not in DISPATCHED_TYPES
+                       else f"no active configuration for tenant {tenant_id} and channel {payload['channel']}")
+                self.log.info("activity.not_dispatched", activity_id=aid, reason=why)
+        if any(made for _, _, made in created):
             self.dispatcher.wake()
-        else:
-            why = ("dispatch of MESSAGE activities is not available yet (seed: 'available soon')"
-                   if payload["type"] not in DISPATCHED_TYPES
-                   else f"no active configuration for tenant {tenant_id} and channel {payload['channel']}")
-            self.log.info("activity.not_dispatched", activity_id=aid, reason=why)
-        return self.store.activity_view(aid)
+        return [aid for aid, _, _ in created]
 
     def _new_activity_id(self) -> str:
         if self.seed is None:

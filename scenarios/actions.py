@@ -119,14 +119,21 @@ class Create(Action):
         return cls(tenant=tenant, channel=channel, activity=activity, generate=generate, steps=tuple(offsets))
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
+        await self.apply_batch(run, at, [step])
+
+    async def apply_batch(self, run: ScenarioRun, at: float, steps: Sequence[int]) -> None:
+        """Steps that fall on the same instant, created in one transaction (see Engine.create_activities)."""
+        await run.engine.create_activities(self.tenant, [self._data(run) for _ in steps])
+        n = len(self.steps)
+        if steps[0] == 0:
+            run.note(f"create {n} activit{'y' if n == 1 else 'ies'} for {self.tenant}/{self.channel}"
+                     + ("" if n == 1 else f" (until {fmt_offset(at + self.steps[-1])})"))
+
+    def _data(self, run: ScenarioRun) -> dict[str, Any]:
         data = example_activity(run.rng, channel=self.channel) if self.generate else {"channel": self.channel}
         data.update(self.activity)
         data.setdefault("channel", self.channel)
-        await run.engine.create_activity(self.tenant, data)
-        n = len(self.steps)
-        if step == 0:
-            run.note(f"create {n} activit{'y' if n == 1 else 'ies'} for {self.tenant}/{self.channel}"
-                     + ("" if n == 1 else f" (until {fmt_offset(at + self.steps[-1])})"))
+        return data
 
 
 def _cron(ctx: ParseContext, arg: dict[str, Any], path: KeyPath, room: float) -> list[float]:
