@@ -1,50 +1,113 @@
-"""The bundled 6-hour / 10,000-activity scenario: wall time and peak RSS (issue target: < 30 s, < 200 MB).
+"""The bundled 6-hour outage through the CLI, as ratios to bare aiohttp in the same run.
 
-Each run is a separate process (``dispatchsim run``) so its peak RSS is its own. Baseline in the same
-run: the same file scaled down to 1,000 activities (the fixed cost of Python, imports and servers).
-Usage: python bench/bench_scenario.py
+1. Baseline: the same number of POSTs the scenario makes (10,550), sent by a bare aiohttp client to an
+   aiohttp server in this process, at concurrency 10 and 50 (the scenario has 50 ordered queues, so
+   at most 50 attempts in flight). Same payloads (seed-shaped activities).
+2. ``dispatchsim run scenarios/outage_6h_10k.yaml -q`` in its own process: wall time and peak RSS
+   (from ``wait4``, so it is that process's own).
+3. The same file with 100,000 activities (25,000 per burst): wall time against the 10k run, peak RSS.
+
+Targets (issue 17): CLI 10k <= 2.5x the bare POSTs at concurrency 10, peak RSS < 100 MB; 100k within
+12x of the 10k run, peak RSS < 150 MB.
+Usage: python bench/bench_scenario.py [--skip-100k]
 """
 from __future__ import annotations
 
-import resource
+import asyncio
+import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401
+import aiohttp
+from aiohttp import web
+
+from dispatchsim.engine.sender import encode_body
+from dispatchsim.mapping.activity import example_activity
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "scenarios" / "outage_6h_10k.yaml"
+POSTS = 10_550  #: 10,000 deliveries + 50 queue heads x 11 failed tries
 
 
-def run(path: Path) -> tuple[float, float, str]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+async def bare_posts(n: int, concurrency: int) -> float:
+    """Seconds for ``n`` POSTs of seed-shaped bodies, server and client in this process."""
+    async def ok(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hooks", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hooks"
+    rng = random.Random(6)
+    bodies = [encode_body(example_activity(rng)) for _ in range(n)]
+    sem = asyncio.Semaphore(concurrency)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            async def one(body: bytes) -> None:
+                async with sem:
+                    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                        await r.read()
+                        assert r.status == 200
+
+            await asyncio.gather(*(one(b) for b in bodies[:300]))  # warm-up
+            t = time.perf_counter()
+            await asyncio.gather(*(one(b) for b in bodies))
+            return time.perf_counter() - t
+    finally:
+        await runner.cleanup()
+
+
+def cli_run(path: Path) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS in MB (of that process alone) and the result line."""
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "dispatchsim.cli", "run", str(path), "-q"], capture_output=True,
-                         text=True, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "dispatchsim", "run", str(path), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if res.returncode != 0:
-        raise SystemExit(f"{path} failed:\n{res.stdout}{res.stderr}")
-    return wall, max(peak, before) / 1024, res.stdout.strip()
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{path} failed ({proc.returncode}):\n{out}{err}")
+    return wall, usage.ru_maxrss / 1024, out.strip()
+
+
+def scaled(text: str, factor: int) -> str:
+    per_burst, total = 2500 * factor, 10_000 * factor
+    return (text.replace("count: 2500", f"count: {per_burst}").replace("DISPATCHED: 10000", f"DISPATCHED: {total}")
+            .replace("received: {crm: 10550}", f"received: {{crm: {total + 550}}}"))
 
 
 def main() -> None:
-    text = SCENARIO.read_text(encoding="utf-8")
-    # with 250 per burst a commerce may first appear after +0s, so the exact POST count is left out
-    small = "\n".join(line for line in text.replace("count: 2500", "count: 250")
-                       .replace("DISPATCHED: 10000", "DISPATCHED: 1000").splitlines()
-                       if not line.strip().startswith("received:"))
-    with tempfile.TemporaryDirectory() as d:
-        small_path = Path(d) / "outage_6h_1k.yaml"
-        small_path.write_text(small, encoding="utf-8")
-        base = run(small_path)  # smaller first: RUSAGE_CHILDREN keeps the max so far
-        big = run(SCENARIO)
-    print("scenario benchmark: scenarios/outage_6h_10k.yaml (6-hour outage, 50 ordered queues, virtual clock)")
-    print(f"  1,000 activities (baseline) : wall {base[0]:6.2f} s   peak RSS {base[1]:6.0f} MB   {base[2]}")
-    print(f"  10,000 activities           : wall {big[0]:6.2f} s   peak RSS {big[1]:6.0f} MB   {big[2]}")
-    print(f"  ratio 10k / 1k              : wall {big[0] / base[0]:.2f}x   RSS {big[1] / base[1]:.2f}x"
-          "   (targets for 10k: < 30 s, < 200 MB)")
+    skip_big = "--skip-100k" in sys.argv
+    bare10 = asyncio.run(bare_posts(POSTS, 10))
+    bare50 = asyncio.run(bare_posts(POSTS, 50))
+    small = cli_run(SCENARIO)
+    big = None
+    if not skip_big:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "outage_6h_100k.yaml"
+            path.write_text(scaled(SCENARIO.read_text(encoding="utf-8"), 10), encoding="utf-8")
+            big = cli_run(path)
+    print("scenario benchmark: outage_6h_10k (6-hour outage, 50 ordered queues, virtual clock) through the CLI")
+    print(f"  bare aiohttp, {POSTS:,} POSTs, concurrency 10 : {bare10:6.2f} s")
+    print(f"  bare aiohttp, {POSTS:,} POSTs, concurrency 50 : {bare50:6.2f} s")
+    print(f"  dispatchsim run, 10,000 activities         : {small[0]:6.2f} s   peak RSS {small[1]:5.0f} MB   "
+          f"{small[2]}")
+    print(f"  ratio CLI / bare (c=10)                    : {small[0] / bare10:6.2f}x   (target <= 2.5x; "
+          f"c=50: {small[0] / bare50:.2f}x)   RSS target < 100 MB")
+    if big is not None:
+        print(f"  dispatchsim run, 100,000 activities        : {big[0]:6.2f} s   peak RSS {big[1]:5.0f} MB   {big[2]}")
+        print(f"  ratio 100k / 10k                           : {big[0] / small[0]:6.2f}x   (target <= 12x; "
+              "RSS target < 150 MB)")
 
 
 if __name__ == "__main__":
