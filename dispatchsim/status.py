@@ -58,17 +58,17 @@ def _health(store: Store, out: TextIO, notifications: int = 5) -> None:
     if circuits:
         out.write("endpoint health:\n")
         for r in circuits:
-            line = f"  {r['config_id']:<40} circuit {r['circuit']}"
-            if r["circuit"] == Circuit.OPEN.value and r["circuit_until"] is not None:
-                line += f" until {iso(r['circuit_until'])}"
-            if r["consecutive_failures"]:
-                line += f", {r['consecutive_failures']} consecutive failures"
-                if r["failing_since"] is not None:
-                    line += f" since {iso(r['failing_since'])}"
+            line = f"  {r.config_id:<40} circuit {r.circuit}"
+            if r.circuit is Circuit.OPEN and r.circuit_until is not None:
+                line += f" until {iso(r.circuit_until)}"
+            if r.consecutive_failures:
+                line += f", {r.consecutive_failures} consecutive failures"
+                if r.failing_since is not None:
+                    line += f" since {iso(r.failing_since)}"
             out.write(line + "\n")
     notes = store.latest_notifications(notifications)
     if notes:
         out.write("latest notifications:\n")
         for n in notes:
-            sent = f" [operator webhook: {n['delivery']}]" if n["delivery"] else ""
-            out.write(f"  {iso(n['at'])} {n['kind']:<21} {n['config_id']}: {n['message']}{sent}\n")
+            sent = f" [operator webhook: {n.delivery}]" if n.delivery else ""
+            out.write(f"  {iso(n.at)} {n.kind:<21} {n.config_id}: {n.message}{sent}\n")

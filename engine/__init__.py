@@ -13,9 +13,13 @@ from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
 from .store import Store, latest_schema_version
 from .store_file import OwnerLock, storage_error
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
+from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
+                         Tenant)
 
 __all__ = [
-    "ACTIVE", "Circuit", "LIFECYCLE", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
+    "ACTIVE", "Activity", "ApiKey", "Attempt", "Circuit", "Configuration", "Delivery", "EndpointHealth", "LIFECYCLE",
+    "Notification", "Provider", "Tenant", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable",
+    "StoreError",
     "latest_schema_version", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "Clock",
     "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",

@@ -21,6 +21,7 @@ from .payload import build_stored_payload
 from .sender import Sender
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Store
+from .store_rows import Configuration, Provider, Tenant
 from .store_queries import ActivityFilter
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -93,7 +94,7 @@ class Engine:
         self.dispatcher.scrub = self.redactor.scrub
         self._task: asyncio.Task[None] | None = None
         for cfg in store.configs(kind=None):
-            self.redactor.add(*Snapshot.from_dict(store.snapshot(cfg["id"], cfg["version"])).secrets())
+            self.redactor.add(*Snapshot.from_dict(store.snapshot(cfg.id, cfg.version)).secrets())
 
     @classmethod
     async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
@@ -138,21 +139,25 @@ class Engine:
 
     # -- tenants, providers, configurations ---------------------------------------------
 
-    async def add_tenant(self, tenant_id: str, name: str | None = None) -> dict[str, Any]:
+    async def add_tenant(self, tenant_id: str, name: str | None = None) -> Tenant:
         _check_id("tenant", tenant_id)
         if self.store.tenant(tenant_id):
             raise ConfigError(f"tenant {tenant_id!r} already exists")
         self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now())
         self.log.info("tenant.created", tenant_id=tenant_id)
-        return self.store.tenant(tenant_id) or {}
+        tenant = self.store.tenant(tenant_id)
+        assert tenant is not None
+        return tenant
 
-    async def add_provider(self, provider_id: str, name: str | None = None) -> dict[str, Any]:
+    async def add_provider(self, provider_id: str, name: str | None = None) -> Provider:
         _check_id("provider", provider_id)
         if self.store.provider(provider_id):
             raise ConfigError(f"provider {provider_id!r} already exists")
         self.store.add_provider(provider_id, name or provider_id, self.clock.now())
         self.log.info("provider.registered", provider_id=provider_id)
-        return self.store.provider(provider_id) or {}
+        provider = self.store.provider(provider_id)
+        assert provider is not None
+        return provider
 
     async def add_config(self, tenant_id: str, provider_id: str, channel: str, *, config_id: str | None = None,
                          activate: bool = False, **fields: Any) -> dict[str, Any]:
@@ -195,15 +200,15 @@ class Engine:
         if not changes:
             raise ConfigError(f"nothing to change; send one or more of {', '.join(CONFIG_FIELDS)}")
         cfg = self.config(config_id)
-        if cfg["kind"] != ConfigKind.ACTIVITIES.value:
+        if cfg.kind is not ConfigKind.ACTIVITIES:
             raise ConfigError(f"configuration {config_id!r} is an account's message-event webhook: save the webhook"
                               " again (PUT /api/accounts/{account}/webhook) to change it")
-        current = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"])).to_dict(redact=False)
+        current = Snapshot.from_dict(self.store.snapshot(config_id, cfg.version)).to_dict(redact=False)
         for key in ("mapping_digest",):
             current.pop(key, None)
         merged = {**current, **changes}
         snap, warnings = build_snapshot(merged)
-        if cfg["active"] and ("endpoint_url" in changes or "auth" in changes):
+        if cfg.active and ("endpoint_url" in changes or "auth" in changes):
             await self._verify(config_id, snap)
         self.redactor.add(*snap.secrets())
         version = self.store.new_config_version(config_id, snap.to_dict(redact=False), self.clock.now())
@@ -215,7 +220,7 @@ class Engine:
     async def activate(self, config_id: str) -> dict[str, Any]:
         """Send the verification GET; only a 2xx activates (as Reteno does on save)."""
         cfg = self.config(config_id)
-        snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"]))
+        snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg.version))
         await self._verify(config_id, snap)
         self.store.set_config_active(config_id, True, self.clock.now())
         self.dispatcher.reset_streak(config_id)  # re-enabled: auto-disable counts new failures from zero
@@ -252,25 +257,17 @@ class Engine:
         self.store.delete_config(config_id, self.clock.now())
         self.log.info("config.deleted", config_id=config_id)
 
-    def config(self, config_id: str) -> dict[str, Any]:
+    def config(self, config_id: str) -> Configuration:
         """The stored configuration row (NotFound when it does not exist or was deleted)."""
         cfg = self.store.config(config_id)
-        if cfg is None or cfg["deleted"]:
+        if cfg is None or cfg.deleted:
             raise NotFound(f"configuration {config_id!r} not found")
         return cfg
 
     def config_view(self, config_id: str) -> dict[str, Any]:
         """The configuration as any read API shows it: secrets replaced by ``***``."""
         cfg = self.config(config_id)
-        snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg["version"]))
-        return {
-            "id": cfg["id"], "tenant_id": cfg["tenant_id"], "provider_id": cfg["provider_id"],
-            "channel": cfg["channel"], "version": cfg["version"], "active": bool(cfg["active"]),
-            "inactive_reason": cfg["inactive_reason"],
-            "inactive_since": iso(cfg["inactive_since"]) if cfg.get("inactive_since") else None,
-            "created_at": iso(cfg["created_at"]),
-            "updated_at": iso(cfg["updated_at"]), **snap.to_dict(redact=True),
-        }
+        return cfg.to_json(Snapshot.from_dict(self.store.snapshot(config_id, cfg.version)).to_dict(redact=True))
 
     def prepared(self, config_id: str, version: int) -> Prepared:
         """Snapshot and compiled mapping of one configuration version (cached; versions are immutable)."""
@@ -286,7 +283,7 @@ class Engine:
     async def create_activity(self, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Store an activity and fan it out: one delivery per active configuration of its tenant and channel."""
         aid = (await self.create_activities(tenant_id, [data]))[0]
-        return self.store.activity_view(aid)
+        return self.store.activity(aid).to_json()
 
     async def create_activities(self, tenant_id: str, items: list[dict[str, Any]]) -> list[str]:
         """Several activities at one instant in one transaction (all or none); returns their ids.
@@ -299,7 +296,7 @@ class Engine:
         now = self.clock.now()
         created: list[tuple[str, dict[str, Any], list[tuple[int, str, str]]]] = []
         with self.store.tx():
-            configs: dict[str, list[dict[str, Any]]] = {}
+            configs: dict[str, list[tuple[str, int]]] = {}
             for data in items:
                 aid = self._new_activity_id()
                 payload = build_stored_payload(data, activity_id=aid, created_at=now)
@@ -309,14 +306,13 @@ class Engine:
                     channel = payload["channel"]
                     if channel not in configs:
                         configs[channel] = self.store.active_configs(tenant_id, channel)
-                    for cfg in configs[channel]:
-                        prep = self.prepared(cfg["id"], cfg["version"])
-                        queue = _queue(cfg["id"], prep.snapshot, payload)
+                    for cid, version in configs[channel]:
+                        prep = self.prepared(cid, version)
+                        queue = _queue(cid, prep.snapshot, payload)
                         did = self.store.insert_delivery(
-                            webhook_id=self._webhook_id(aid, cfg["id"]), activity_id=aid, config_id=cfg["id"],
-                            config_version=cfg["version"], queue=queue, ordered=prep.snapshot.ordering.ordered,
-                            now=now)
-                        made.append((did, cfg["id"], queue))
+                            webhook_id=self._webhook_id(aid, cid), activity_id=aid, config_id=cid,
+                            config_version=version, queue=queue, ordered=prep.snapshot.ordering.ordered, now=now)
+                        made.append((did, cid, queue))
                 created.append((aid, payload, made))
         for aid, payload, made in created:
             for did, cid, queue in made:
@@ -343,7 +339,7 @@ class Engine:
         return "msg_" + digest[:24]
 
     async def activity(self, activity_id: str) -> dict[str, Any]:
-        return self.store.activity_view(activity_id)
+        return self.store.activity(activity_id).to_json()
 
     async def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
                               status: str | None = None, dispatch_status: str | None = None,
@@ -361,7 +357,7 @@ class Engine:
         rows = self.store.activity_page(f, after_seq=after, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return ActivityPage(items=[self.store.activity_view(aid) for _, aid in rows],
+        return ActivityPage(items=[self.store.activity(aid).to_json() for _, aid in rows],
                             next_after=rows[-1][0] if more and rows else None)
 
     async def submit_result(self, activity_id: str, result: dict[str, Any]) -> ResultSubmission:
@@ -376,18 +372,18 @@ class Engine:
             if {k: v for k, v in current.items() if k != "submittedAt"} != result:
                 raise ResultConflict(f"activity {activity_id} already has a different result; results are"
                                      " accepted once per activity", current=current)
-            return ResultSubmission(activity=self.store.activity_view(activity_id), created=False)
+            return ResultSubmission(activity=self.store.activity(activity_id).to_json(), created=False)
         self.log.info("activity.result", activity_id=activity_id)
-        return ResultSubmission(activity=self.store.activity_view(activity_id), created=True)
+        return ResultSubmission(activity=self.store.activity(activity_id).to_json(), created=True)
 
     async def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
-        return [_delivery_view(d) for d in self.store.deliveries(**filters)]
+        return [d.to_json() for d in self.store.deliveries(**filters)]
 
     async def delivery(self, delivery_id: int) -> dict[str, Any]:
-        return _delivery_view(self.store.delivery(delivery_id))
+        return self.store.delivery(delivery_id).to_json()
 
     async def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
-        return [_attempt_view(a) for a in self.store.attempts(delivery_id)]
+        return [a.to_json() for a in self.store.attempts(delivery_id)]
 
     async def force_retry(self, delivery_id: int) -> dict[str, Any]:
         """FAILED -> READY with a fresh attempt budget (the only way out of FAILED).
@@ -396,16 +392,16 @@ class Engine:
         or an endpoint and then force-retrying sends the fixed request.
         """
         d = self.store.delivery(delivery_id)
-        cfg = self.store.config(d["config_id"])
+        cfg = self.store.config(d.config_id)
         # a manual retry uses the configuration as it is now (e.g. a fixed mapping or URL)
-        version = cfg["version"] if cfg and not cfg["deleted"] else d["config_version"]
-        prep = self.prepared(d["config_id"], version)
+        version = cfg.version if cfg and not cfg.deleted else d.config_version
+        prep = self.prepared(d.config_id, version)
         row = self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
                                      config_version=version)
-        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row["queue"], status=Status.READY,
+        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row.queue, status=Status.READY,
                       config_version=version)
         self.dispatcher.wake()
-        return _delivery_view(row)
+        return row.to_json()
 
     async def force_retry_where(self, *, config_id: str | None = None, since: float | None = None,
                                 until: float | None = None, reason: str | None = None) -> list[int]:
@@ -429,35 +425,34 @@ class Engine:
         History is never changed: the delivery keeps its status and counters.
         """
         d = self.store.delivery(delivery_id)
-        prep = self.prepared(d["config_id"], d["config_version"])
+        prep = self.prepared(d.config_id, d.config_version)
         attempt_id = self.store.start_replay(delivery_id, self.clock.now())
         from .sender import Request
         snap = prep.snapshot
         try:
-            body = request_body(self.store, prep, activity_id=d["activity_id"], batch_id=d["batch_id"])
+            body = request_body(self.store, prep, activity_id=d.activity_id, batch_id=d.batch_id)
         except PayloadUnmappable as exc:
             self.store.finish_replay(attempt_id, AttemptResult(finished_at=self.clock.now(), outcome="MAPPING_ERROR",
                                                                error=str(exc)))
             raise
         out = await self.sender.send(Request(
-            url=snap.endpoint_url, body=body, webhook_id=d["webhook_id"], timestamp=int(self.clock.now()),
+            url=snap.endpoint_url, body=body, webhook_id=d.webhook_id, timestamp=int(self.clock.now()),
             auth=snap.auth, signing_secret=snap.signing_secret, connect_timeout=snap.timeouts.connect,
             total_timeout=snap.timeouts.total))
         self.store.finish_replay(attempt_id, AttemptResult(
             finished_at=self.clock.now(), outcome=out.kind.value, status_code=out.status,
             error=self.redactor.scrub(out.error), retry_after=out.retry_after, latency=out.latency,
             excerpt=self.redactor.scrub(out.excerpt)))
-        self.log.info("delivery.replayed", delivery_id=delivery_id, queue=d["queue"], code=out.status,
-                      outcome=out.kind.value, status=d["status"])
-        return [a for a in await self.attempts(delivery_id) if a["id"] == attempt_id][0]
+        self.log.info("delivery.replayed", delivery_id=delivery_id, queue=d.queue, code=out.status,
+                      outcome=out.kind.value, status=d.status.value)
+        return [a.to_json() for a in self.store.attempts(delivery_id) if a.id == attempt_id][0]
 
     async def notifications(self, config_id: str | None = None, *,
                             tenant_id: str | None = None) -> list[dict[str, Any]]:
         """Operator notifications (auto-disable, circuit changes), oldest first: of one configuration,
         or of a tenant's configurations, or all."""
-        mine = {c["id"] for c in self.store.configs(tenant_id, kind=None)} if tenant_id is not None else None
-        return [{**n, "at": iso(n["at"])} for n in self.store.notifications(config_id)
-                if mine is None or n["config_id"] in mine]
+        mine = {c.id for c in self.store.configs(tenant_id, kind=None)} if tenant_id is not None else None
+        return [n.to_json() for n in self.store.notifications(config_id) if mine is None or n.config_id in mine]
 
     def health(self, config_id: str) -> dict[str, Any]:
         """Circuit state and failure streak of a configuration's endpoint."""
@@ -472,9 +467,9 @@ class Engine:
     async def skip(self, delivery_id: int) -> dict[str, Any]:
         """Unblock a queue held by a FAILED head (``on_exhausted: block``); the delivery stays FAILED."""
         row = self.store.skip(delivery_id, self.clock.now())
-        self.log.info("delivery.skipped", delivery_id=delivery_id, queue=row["queue"], status=Status.FAILED)
+        self.log.info("delivery.skipped", delivery_id=delivery_id, queue=row.queue, status=Status.FAILED)
         self.dispatcher.wake()
-        return _delivery_view(row)
+        return row.to_json()
 
     def counts(self) -> dict[str, int]:
         return self.store.counts()
@@ -540,32 +535,3 @@ def _queue(config_id: str, snap: Snapshot, payload: dict[str, Any]) -> str:
     for part in (snap.ordering.partition_key or "").split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return f"{config_id}/{'' if value is None else value}"
-
-
-def _delivery_view(d: dict[str, Any]) -> dict[str, Any]:
-    def t(v: float | None) -> str | None:
-        return iso(v) if v is not None else None
-
-    status = d["status"]
-    return {
-        "id": d["id"], "webhook_id": d["webhook_id"], "activity_id": d["activity_id"], "batch_id": d["batch_id"],
-        "config_id": d["config_id"], "config_version": d["config_version"], "queue": d["queue"],
-        "status": status, "attempts": d["attempts"], "budget_attempts": d["budget_attempts"],
-        "next_attempt_at": t(d["next_attempt_at"]) if Status(status) in ACTIVE else None,
-        "in_flight": d["lease_until"] is not None, "blocks_queue": bool(d["holds"]) and status == Status.FAILED,
-        "failed_reason": d["failed_reason"], "last_error": d["last_error"],
-        "dispatched_at": t(d["dispatched_at"]), "created_at": t(d["created_at"]),
-        "canForceRetryDispatch": status == Status.FAILED.value,
-    }
-
-
-def _attempt_view(a: dict[str, Any]) -> dict[str, Any]:
-    def t(v: float | None) -> str | None:
-        return iso(v) if v is not None else None
-
-    return {
-        "id": a["id"], "delivery_id": a["delivery_id"], "number": a["number"],
-        "started_at": t(a["started_at"]), "finished_at": t(a["finished_at"]), "status_code": a["status_code"],
-        "outcome": a["outcome"], "error": a["error"], "retry_after": a["retry_after"], "latency": a["latency"],
-        "excerpt": a["excerpt"], "next_attempt_at": t(a["next_attempt_at"]), "replay": bool(a.get("replay")),
-    }

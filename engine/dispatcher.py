@@ -9,7 +9,7 @@ import asyncio
 import itertools
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .clock import Clock, iso
@@ -20,6 +20,7 @@ from .errors import InvalidTransition, PayloadUnmappable
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Claim, Store
 from .store_file import storage_error
+from .store_rows import Configuration
 
 #: seconds between tries while the database cannot take writes (disk full, busy)
 STORAGE_RETRY = 1.0
@@ -42,7 +43,7 @@ def request_body(store: Store, prep: Prepared, *, activity_id: str | None, batch
     if batch_id is not None:
         return encode_body(store.batch_events(batch_id))
     assert activity_id is not None
-    payload = store.activity_view(activity_id)
+    payload = store.activity(activity_id).to_json()
     if prep.mapper is not None:
         payload = prep.mapper(payload)
     return encode_body(payload)
@@ -74,11 +75,11 @@ class Dispatcher:
         #: circuit breaker / auto-disable state per configuration (persisted in endpoint_health)
         self._health: dict[str, EndpointState] = {}
         for row in store.health_rows():
-            self._health[row["config_id"]] = EndpointState(
-                circuit=Circuit(row["circuit"]), circuit_until=row["circuit_until"],
-                consecutive_failures=row["consecutive_failures"], failing_since=row["failing_since"])
+            self._health[row.config_id] = EndpointState(
+                circuit=row.circuit, circuit_until=row.circuit_until,
+                consecutive_failures=row.consecutive_failures, failing_since=row.failing_since)
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self._batch_configs: dict[str, dict[str, Any]] = {}
+        self._batch_configs: dict[str, Configuration | None] = {}
         #: hides known secrets in what is stored from a response (a receiver may echo a key back)
         self.scrub: Callable[[Any], Any] = lambda value: value
         #: pacing (serve mode, see :meth:`pace`); off by default
@@ -263,17 +264,16 @@ class Dispatcher:
                 break
             leases: list[tuple[int, float]] = []
             planned: Counter[str] = Counter()
-            for row in rows:
-                cid = row["config_id"]
+            for did, cid, version in rows:
                 if cid in saturated:
                     continue
-                prep = self._prepared(cid, row["config_version"])
+                prep = self._prepared(cid, version)
                 limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
                 if self._per_config[cid] + planned[cid] >= limit:
                     saturated.add(cid)
                     continue
                 planned[cid] += 1
-                leases.append((row["id"], now + prep.snapshot.timeouts.total + self._lease_margin))
+                leases.append((did, now + prep.snapshot.timeouts.total + self._lease_margin))
                 if len(leases) >= room:
                     break
             if not leases:
@@ -301,7 +301,7 @@ class Dispatcher:
         cfg = self.store.config(config_id)
         if cfg is None:
             return 1
-        return self._prepared(config_id, cfg["version"]).snapshot.ordering.concurrency
+        return self._prepared(config_id, cfg.version).snapshot.ordering.concurrency
 
     # -- one attempt --------------------------------------------------------------------
 
@@ -344,7 +344,7 @@ class Dispatcher:
             return
         batch, self._results = self._results, []
         events: list[tuple[str, str, dict[str, Any]]] = []
-        self._batch_configs: dict[str, dict[str, Any]] = {}
+        self._batch_configs: dict[str, Configuration | None] = {}
         try:
             with self.store.tx():
                 for claim, snap, result in batch:
@@ -386,12 +386,13 @@ class Dispatcher:
 
     def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:
         """Feed one outcome to the circuit breaker / auto-disable of the configuration as it is now."""
-        cfg = self._batch_configs.get(config_id)
-        if cfg is None:  # one lookup per configuration and group commit, not per attempt
-            cfg = self._batch_configs[config_id] = self.store.config(config_id) or {}
-        if not cfg:
+        if config_id in self._batch_configs:  # one lookup per configuration and group commit, not per attempt
+            cfg = self._batch_configs[config_id]
+        else:
+            cfg = self._batch_configs[config_id] = self.store.config(config_id)
+        if cfg is None:
             return []
-        snap = self._prepared(config_id, cfg["version"]).snapshot
+        snap = self._prepared(config_id, cfg.version).snapshot
         cb, ad = snap.circuit_breaker, snap.auto_disable
         if cb is None and ad is None and config_id not in self._health:
             return []
@@ -402,7 +403,7 @@ class Dispatcher:
             # rebuild the sliding window from the store (e.g. after a restart), minus this very attempt
             st.window.extend(self.store.recent_outcomes(config_id, now - cb.window, exclude_attempt=attempt_id))
         changes = record(st, ok, now, cb, ad, config_id)
-        if not cfg["active"]:
+        if not cfg.active:
             changes = [c for c in changes if c.kind != "config.auto_disabled"]
         return self._apply_changes(changes, now, config_id=config_id)
 
@@ -434,10 +435,11 @@ class Dispatcher:
                 fields["notification_id"] = nid
             if ch.kind == "config.auto_disabled":
                 self.store.set_config_active(ch.config_id, False, now, ch.message)
-                if ch.config_id in self._batch_configs:
-                    self._batch_configs[ch.config_id] = {**self._batch_configs[ch.config_id], "active": 0}
+                cached = self._batch_configs.get(ch.config_id)
+                if cached is not None:
+                    self._batch_configs[ch.config_id] = replace(cached, active=False)
                 cfg = self.store.config(ch.config_id)
-                ad = self._prepared(ch.config_id, cfg["version"]).snapshot.auto_disable if cfg else None
+                ad = self._prepared(ch.config_id, cfg.version).snapshot.auto_disable if cfg else None
                 if ad is not None and ad.notify_url:
                     events.append(("info", "_notify", {
                         "nid": fields["notification_id"], "url": ad.notify_url, "secret": ad.notify_secret,

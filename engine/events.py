@@ -23,6 +23,7 @@ from .clock import iso
 from .config import REDACTED, ConfigKind, Snapshot, build_snapshot, redact_url
 from .errors import ActivationRefused, ConfigError, NotFound
 from .events_store import EventsStore
+from .store_rows import Attempt, Configuration, EventBatch
 from .policy import MAX_BATCH_SIZE, BatchPolicy
 from .states import Status
 
@@ -189,7 +190,7 @@ class MessageEvents:
         store = self.engine.store
         with store.tx():
             cfg = store.config(cid)
-            if cfg is None or cfg["deleted"]:
+            if cfg is None or cfg.deleted:
                 if cfg is not None:
                     raise ConfigError(f"the webhook of account {account_id!r} was deleted; its id is not reused")
                 store.insert_config(cid, account_id, None, None, snap.to_dict(redact=False), now,
@@ -203,9 +204,9 @@ class MessageEvents:
         self.engine.dispatcher.wake()
         return self.webhook(account_id)
 
-    def _webhook_config(self, account_id: str) -> dict[str, Any]:
+    def _webhook_config(self, account_id: str) -> Configuration:
         cfg = self.engine.store.config(webhook_config_id(account_id))
-        if cfg is None or cfg["deleted"]:
+        if cfg is None or cfg.deleted:
             raise NotFound(f"account {account_id!r} has no webhook; configure it with PUT /api/accounts/"
                            f"{account_id}/webhook")
         return cfg
@@ -213,10 +214,10 @@ class MessageEvents:
     def webhook(self, account_id: str) -> dict[str, Any]:
         """The account's webhook as read APIs show it (secrets ``***``) with batch counts."""
         cfg = self._webhook_config(account_id)
-        settings = WebhookSettings(self.engine.prepared(cfg["id"], cfg["version"]).snapshot)
-        return {"account_id": account_id, **settings.to_dict(redact=True), "config_id": cfg["id"],
-                "version": cfg["version"], "active": bool(cfg["active"]), "inactive_reason": cfg["inactive_reason"],
-                "updated_at": iso(cfg["updated_at"]), "counts": self.store.counts(account_id)}
+        settings = WebhookSettings(self.engine.prepared(cfg.id, cfg.version).snapshot)
+        return {"account_id": account_id, **settings.to_dict(redact=True), "config_id": cfg.id,
+                "version": cfg.version, "active": cfg.active, "inactive_reason": cfg.inactive_reason,
+                "updated_at": iso(cfg.updated_at), "counts": self.store.counts(account_id)}
 
     def validate(self, events: Any) -> list[dict[str, Any]]:
         """All or nothing: every problem of every event, or the events ready to store."""
@@ -249,12 +250,12 @@ class MessageEvents:
 
     # -- reading ------------------------------------------------------------------------
 
-    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
         return self.store.batches(account_id, after_id=after_id, limit=limit)
 
-    def attempts(self, batch_id: int) -> list[dict[str, Any]]:
+    def attempts(self, batch_id: int) -> list[Attempt]:
         """The attempts of the delivery that sends batch ``batch_id``."""
-        return self.engine.store.attempts(self.store.batch(batch_id)["delivery_id"])
+        return self.engine.store.attempts(self.store.batch(batch_id).delivery_id)
 
     def counts(self, account_id: str | None = None) -> dict[str, int]:
         return self.store.counts(account_id)
@@ -269,10 +270,10 @@ class MessageEvents:
         """
         nxt: float | None = None
         for hook in self.store.webhooks_free():
-            policy = self.engine.prepared(hook["id"], hook["version"]).snapshot.batching
+            policy = self.engine.prepared(hook.id, hook.version).snapshot.batching
             if policy is None:
                 continue
-            account = hook["tenant_id"]
+            account = hook.tenant_id
             n, oldest = self.store.pending(account, policy.size)
             if n == 0 or oldest is None:
                 continue
@@ -280,11 +281,11 @@ class MessageEvents:
             if due > now:
                 nxt = due if nxt is None else min(nxt, due)
                 continue
-            made = self.store.form_batch(account_id=account, config_id=hook["id"], config_version=hook["version"],
+            made = self.store.form_batch(account_id=account, config_id=hook.id, config_version=hook.version,
                                          size=policy.size, now=now)
             if made is not None:
                 bid, did, size = made
                 self.log.info("event_batch.created", account_id=account, batch_id=bid, size=size)
-                self.log.info("delivery.created", delivery_id=did, batch_id=bid, config_id=hook["id"],
-                              queue=hook["id"], status=Status.READY)
+                self.log.info("delivery.created", delivery_id=did, batch_id=bid, config_id=hook.id,
+                              queue=hook.id, status=Status.READY)
         return nxt

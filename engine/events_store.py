@@ -13,6 +13,7 @@ from .config import ConfigKind
 from .errors import NotFound
 from .states import Status
 from .store import Store
+from .store_rows import Configuration, EventBatch, columns
 
 
 def _dumps(value: Any) -> str:
@@ -31,10 +32,11 @@ class EventsStore:
             return [int(c.execute("INSERT INTO message_events (account_id, payload, created_at) VALUES (?, ?, ?)",
                                   (account_id, _dumps(e), now)).lastrowid) for e in events]
 
-    def webhooks_free(self) -> list[dict[str, Any]]:
+    def webhooks_free(self) -> list[Configuration]:
         """Active message-event webhooks whose queue holds no batch: the only ones a batch may be formed for."""
-        return [dict(r) for r in self.conn.execute(
-            "SELECT c.id, c.tenant_id, c.version FROM configurations c INDEXED BY configurations_kind"
+        cols = ", ".join("c." + c for c in columns(Configuration).split(", "))
+        return [Configuration.from_row(r) for r in self.conn.execute(
+            f"SELECT {cols} FROM configurations c INDEXED BY configurations_kind"
             " WHERE c.kind = ? AND c.active = 1 AND c.deleted = 0 AND NOT EXISTS"
             " (SELECT 1 FROM deliveries d INDEXED BY deliveries_queue_holds WHERE d.queue = c.id AND d.holds = 1)"
             " ORDER BY c.id", (ConfigKind.MESSAGE_EVENTS.value,))]
@@ -73,16 +75,16 @@ class EventsStore:
               " d.last_error, d.dispatched_at, b.created_at, d.updated_at, d.id AS delivery_id"
               " FROM event_batches b JOIN deliveries d ON d.batch_id = b.id")
 
-    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
         """An account's batches in order, with the state of the delivery that sends each."""
-        return [dict(r) for r in self.conn.execute(
+        return [EventBatch.from_row(r) for r in self.conn.execute(
             f"{self._BATCH} WHERE b.account_id = ? AND b.id > ? ORDER BY b.id LIMIT ?", (account_id, after_id, limit))]
 
-    def batch(self, batch_id: int) -> dict[str, Any]:
+    def batch(self, batch_id: int) -> EventBatch:
         row = self.conn.execute(f"{self._BATCH} WHERE b.id = ?", (batch_id,)).fetchone()
         if row is None:
             raise NotFound(f"event batch {batch_id} not found")
-        return dict(row)
+        return EventBatch.from_row(row)
 
     def counts(self, account_id: str | None = None) -> dict[str, int]:
         """Batches per status and events not yet batched (of one account, or of all)."""

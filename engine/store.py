@@ -20,9 +20,10 @@ import sqlite_utils
 from . import store_file
 from .errors import InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
-from .payload import render
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store_queries import QueryOps
+from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
+                         columns)
 
 
 
@@ -201,19 +202,19 @@ class Store(QueryOps):
     def add_provider(self, provider_id: str, name: str, now: float) -> None:
         self.db["providers"].insert({"id": provider_id, "name": name, "created_at": now})
 
-    def tenant(self, tenant_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM tenants WHERE id = ?", (tenant_id,))
-        return dict(row) if row else None
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        row = self._one(f"SELECT {_TENANT} FROM tenants WHERE id = ?", (tenant_id,))
+        return Tenant(*row) if row else None
 
-    def provider(self, provider_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM providers WHERE id = ?", (provider_id,))
-        return dict(row) if row else None
+    def provider(self, provider_id: str) -> Provider | None:
+        row = self._one(f"SELECT {_PROVIDER} FROM providers WHERE id = ?", (provider_id,))
+        return Provider(*row) if row else None
 
-    def tenants(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute("SELECT * FROM tenants ORDER BY id")]
+    def tenants(self) -> list[Tenant]:
+        return [Tenant(*r) for r in self.conn.execute(f"SELECT {_TENANT} FROM tenants ORDER BY id")]
 
-    def providers(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute("SELECT * FROM providers ORDER BY id")]
+    def providers(self) -> list[Provider]:
+        return [Provider(*r) for r in self.conn.execute(f"SELECT {_PROVIDER} FROM providers ORDER BY id")]
 
     # -- configurations -----------------------------------------------------------------
 
@@ -253,21 +254,22 @@ class Store(QueryOps):
         if cur.rowcount != 1:
             raise NotFound(f"configuration {config_id!r} not found")
 
-    def config(self, config_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM configurations WHERE id = ?", (config_id,))
-        return dict(row) if row else None
+    def config(self, config_id: str) -> Configuration | None:
+        """The configuration, deleted ones included (``deleted`` says so)."""
+        row = self._one(f"SELECT {_CONFIG} FROM configurations WHERE id = ?", (config_id,))
+        return Configuration.from_row(row) if row else None
 
     def configs(self, tenant_id: str | None = None, *,
-                kind: ConfigKind | None = ConfigKind.ACTIVITIES) -> list[dict[str, Any]]:
+                kind: ConfigKind | None = ConfigKind.ACTIVITIES) -> list[Configuration]:
         """Configurations not deleted, oldest first; of one ``kind`` (``None``: every kind)."""
         where, params = ["deleted = 0"], []
         for clause, val in (("tenant_id = ?", tenant_id), ("kind = ?", kind.value if kind else None)):
             if val is not None:
                 where.append(clause)
                 params.append(val)
-        rows = self.conn.execute("SELECT * FROM configurations WHERE " + " AND ".join(where)
+        rows = self.conn.execute(f"SELECT {_CONFIG} FROM configurations WHERE " + " AND ".join(where)
                                  + " ORDER BY created_at, id", params)
-        return [dict(r) for r in rows]
+        return [Configuration.from_row(r) for r in rows]
 
     def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
         """The immutable snapshot of one configuration version (cached: versions never change)."""
@@ -280,11 +282,12 @@ class Store(QueryOps):
             snap = self._snapshots[key] = json.loads(row["snapshot"])
         return snap
 
-    def active_configs(self, tenant_id: str, channel: str) -> list[dict[str, Any]]:
+    def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
+        """(id, current version) of the active configurations a new activity fans out to, oldest first."""
         rows = self.conn.execute(
             "SELECT id, version FROM configurations WHERE tenant_id = ? AND channel = ? AND active = 1"
             " AND deleted = 0 ORDER BY created_at, id", (tenant_id, channel))
-        return [dict(r) for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     # -- activities and deliveries ------------------------------------------------------
 
@@ -311,16 +314,15 @@ class Store(QueryOps):
              now, now, now, now))
         return int(cur.lastrowid)
 
-    def activity_view(self, activity_id: str) -> dict[str, Any]:
-        """The activity as the API returns it and as it is dispatched (seed shape)."""
+    def activity(self, activity_id: str) -> Activity:
+        """The activity; ``to_json()`` gives what the API returns and what is dispatched (seed shape)."""
         row = self._one(
-            "SELECT payload, result, EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
-            " AND d.status = ?) AS failed FROM activities a WHERE a.id = ?", (Status.FAILED.value, activity_id))
+            "SELECT seq, id, tenant_id, type, channel, payload, result, created_at, EXISTS (SELECT 1 FROM"
+            " deliveries d WHERE d.activity_id = a.id AND d.status = ?) FROM activities a WHERE a.id = ?",
+            (Status.FAILED.value, activity_id))
         if row is None:
             raise NotFound(f"activity {activity_id!r} not found")
-        result = json.loads(row["result"]) if row["result"] is not None else None
-        return render(json.loads(row["payload"]), can_force_retry=bool(row["failed"]), result=result)
-
+        return Activity.from_row(row)
 
     def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """The events of one batch in arrival order: the JSON array its delivery sends."""
@@ -342,36 +344,36 @@ class Store(QueryOps):
             raise NotFound(f"activity {activity_id!r} not found")
         return json.loads(row[0])
 
-    def delivery(self, delivery_id: int) -> dict[str, Any]:
-        row = self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+    def delivery(self, delivery_id: int) -> Delivery:
+        row = self._one(f"SELECT {_DELIVERY} FROM deliveries WHERE id = ?", (delivery_id,))
         if row is None:
             raise NotFound(f"delivery {delivery_id} not found")
-        return dict(row)
+        return Delivery.from_row(row)
 
     def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
                    status: Status | str | None = None, queue: str | None = None,
-                   after_id: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+                   after_id: int = 0, limit: int | None = None) -> list[Delivery]:
         where, params = ["id > ?"], [after_id]
         for col, val in (("activity_id", activity_id), ("config_id", config_id), ("queue", queue),
                          ("status", str(status) if status else None)):
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
-        sql = "SELECT * FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id"
+        sql = f"SELECT {_DELIVERY} FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [dict(r) for r in self.conn.execute(sql, params)]
+        return [Delivery.from_row(r) for r in self.conn.execute(sql, params)]
 
-    def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
-        return self._rows("attempts", "delivery_id", delivery_id)
+    def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
+        """Attempts in id order: of one delivery, or all."""
+        return [Attempt.from_row(r) for r in self._rows("attempts", _ATTEMPT, "delivery_id", delivery_id)]
 
-    def _rows(self, table: str, column: str, value: Any) -> list[dict[str, Any]]:
+    def _rows(self, table: str, cols: str, column: str, value: Any) -> list[sqlite3.Row]:
         """All rows of ``table`` in id order, or those whose ``column`` equals ``value`` (when not None)."""
         if value is None:
-            return [dict(r) for r in self.conn.execute(f"SELECT * FROM {table} ORDER BY id")]
-        return [dict(r) for r in self.conn.execute(f"SELECT * FROM {table} WHERE {column} = ? ORDER BY id",
-                                                   (value,))]
+            return self.conn.execute(f"SELECT {cols} FROM {table} ORDER BY id").fetchall()
+        return self.conn.execute(f"SELECT {cols} FROM {table} WHERE {column} = ? ORDER BY id", (value,)).fetchall()
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in Status}
@@ -381,18 +383,21 @@ class Store(QueryOps):
 
     # -- the dispatch cycle -------------------------------------------------------------
 
-    def due_candidates(self, now: float, limit: int, *, exclude_configs: Sequence[str] = ()) -> list[sqlite3.Row]:
-        """Claimable rows (queue heads and unordered deliveries) due by ``now``, earliest first."""
+    def due_candidates(self, now: float, limit: int, *,
+                       exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
+        """(delivery id, config id, config version) of claimable deliveries (queue heads and unordered
+        deliveries) due by ``now``, earliest first."""
         excl = ""
         params: list[Any] = [now]
         if exclude_configs:
             excl = " AND config_id NOT IN (" + ",".join("?" * len(exclude_configs)) + ")"
             params.extend(exclude_configs)
         params.append(limit)
-        return self.conn.execute(
+        rows = self.conn.execute(
             "SELECT id, config_id, config_version FROM deliveries INDEXED BY deliveries_due"
             f" WHERE eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= ?{excl}"
-            " ORDER BY next_attempt_at, id LIMIT ?", params).fetchall()
+            " ORDER BY next_attempt_at, id LIMIT ?", params)
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease the given (delivery id, lease_until) pairs and open an attempt row for each.
@@ -494,7 +499,7 @@ class Store(QueryOps):
                       (now, head_id))
 
     def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
-                    config_version: int | None = None) -> dict[str, Any]:
+                    config_version: int | None = None) -> Delivery:
         """FAILED -> READY with a fresh budget (and the given configuration version); the only way out of FAILED."""
         with self.tx() as c:
             row = c.execute(
@@ -510,7 +515,7 @@ class Store(QueryOps):
                 self._promote(c, row["queue"], now)
         return self.delivery(delivery_id)
 
-    def skip(self, delivery_id: int, now: float) -> dict[str, Any]:
+    def skip(self, delivery_id: int, now: float) -> Delivery:
         """Let a blocked queue move on past its FAILED head (the delivery stays FAILED)."""
         with self.tx() as c:
             row = c.execute(
@@ -578,8 +583,10 @@ class Store(QueryOps):
 
     # -- endpoint health, notifications, recovery ----------------------------------------
 
-    def health_rows(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute("SELECT * FROM endpoint_health ORDER BY config_id")]
+    def health_rows(self) -> list[EndpointHealth]:
+        """The persisted endpoint health of every configuration that has one."""
+        return [EndpointHealth.from_row(r) for r in
+                self.conn.execute(f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id")]
 
     def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
                     consecutive_failures: int, failing_since: float | None, now: float) -> None:
@@ -605,8 +612,9 @@ class Store(QueryOps):
     def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
         self.conn.execute("UPDATE notifications SET delivery = ? WHERE id = ?", (delivery, notification_id))
 
-    def notifications(self, config_id: str | None = None) -> list[dict[str, Any]]:
-        return self._rows("notifications", "config_id", config_id)
+    def notifications(self, config_id: str | None = None) -> list[Notification]:
+        """Notifications in id order: of one configuration, or all."""
+        return [Notification(*r) for r in self._rows("notifications", _NOTIFICATION, "config_id", config_id)]
 
     def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
                    reason: str | None = None) -> list[int]:
@@ -647,6 +655,14 @@ class Store(QueryOps):
 
     def in_flight(self) -> int:
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
+
+
+_TENANT = columns(Tenant)
+_PROVIDER = columns(Provider)
+_CONFIG = columns(Configuration)
+_DELIVERY = columns(Delivery)
+_ATTEMPT = columns(Attempt)
+_NOTIFICATION = columns(Notification)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import NotFound
 from .states import Status
+from .store_rows import ApiKey, Notification, columns
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -170,10 +171,11 @@ class QueryOps:
             "SELECT id, inactive_reason, inactive_since FROM configurations WHERE active = 0 AND deleted = 0"
             " ORDER BY id")]
 
-    def latest_notifications(self, limit: int) -> list[dict[str, Any]]:
+    def latest_notifications(self, limit: int) -> list[Notification]:
         """The ``limit`` newest notifications, oldest of them first."""
-        rows = self.conn.execute("SELECT * FROM notifications ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in reversed(rows)]
+        rows = self.conn.execute(f"SELECT {columns(Notification)} FROM notifications ORDER BY id DESC LIMIT ?",
+                                 (limit,)).fetchall()
+        return [Notification(*r) for r in reversed(rows)]
 
     # -- API keys ---------------------------------------------------------------------------
 
@@ -181,10 +183,10 @@ class QueryOps:
         self.conn.execute("INSERT INTO api_keys (id, hash, tenant_id, name, created_at) VALUES (?, ?, ?, ?, ?)",
                           (key_id, digest, tenant_id, name, now))
 
-    def api_keys(self) -> list[dict[str, Any]]:
+    def api_keys(self) -> list[ApiKey]:
         """Every key's id, owner, label and dates (never a hash), oldest first."""
-        return [dict(r) for r in self.conn.execute(
-            "SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id")]
+        return [ApiKey(*r) for r in self.conn.execute(
+            f"SELECT {columns(ApiKey)} FROM api_keys ORDER BY created_at, id")]
 
     def api_key_by_hash(self, digest: str) -> tuple[str, str | None] | None:
         """(key id, tenant id or None for admin) of the unrevoked key with that hash."""

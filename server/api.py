@@ -310,7 +310,7 @@ async def list_tenants(request: web.Request) -> web.Response:
     store = request.app[ENGINE_KEY].store
     p = _principal(request)
     rows = store.tenants() if p.admin else [t for t in [store.tenant(p.tenant_id)] if t]
-    return web.json_response({"items": [_tenant_view(t) for t in rows]})
+    return web.json_response({"items": [t.to_json() for t in rows]})
 
 
 async def create_tenant(request: web.Request) -> web.Response:
@@ -318,7 +318,7 @@ async def create_tenant(request: web.Request) -> web.Response:
     body = await read_json(request)
     check_fields(body, required={"id": "string"}, optional={"name": "string?"})
     t = await request.app[ENGINE_KEY].add_tenant(body["id"], body.get("name"))
-    return web.json_response(_tenant_view(t), status=201)
+    return web.json_response(t.to_json(), status=201)
 
 
 async def get_tenant(request: web.Request) -> web.Response:
@@ -327,17 +327,13 @@ async def get_tenant(request: web.Request) -> web.Response:
     t = request.app[ENGINE_KEY].store.tenant(tid)
     if t is None:
         raise NotFound(f"tenant {tid!r} not found")
-    return web.json_response(_tenant_view(t))
-
-
-def _tenant_view(t: dict[str, Any]) -> dict[str, Any]:
-    return {"id": t["id"], "name": t["name"], "created_at": iso(t["created_at"])}
+    return web.json_response(t.to_json())
 
 
 async def list_providers(request: web.Request) -> web.Response:
     _query(request, set())
     rows = request.app[ENGINE_KEY].store.providers()
-    return web.json_response({"items": [_tenant_view(p) for p in rows]})
+    return web.json_response({"items": [p.to_json() for p in rows]})
 
 
 async def create_provider(request: web.Request) -> web.Response:
@@ -345,7 +341,7 @@ async def create_provider(request: web.Request) -> web.Response:
     body = await read_json(request)
     check_fields(body, required={"id": "string"}, optional={"name": "string?"})
     p = await request.app[ENGINE_KEY].add_provider(body["id"], body.get("name"))
-    return web.json_response(_tenant_view(p), status=201)
+    return web.json_response(p.to_json(), status=201)
 
 
 #: JSON types of the configuration fields; a field the engine adds later defaults to "object or null"
@@ -358,7 +354,7 @@ async def list_configs(request: web.Request) -> web.Response:
     qs = _query(request, {"tenant_id"})
     engine = request.app[ENGINE_KEY]
     tenant = _tenant_filter(request, qs.get("tenant_id"))
-    items = [engine.config_view(c["id"]) for c in engine.store.configs(tenant)]
+    items = [engine.config_view(c.id) for c in engine.store.configs(tenant)]
     return web.json_response({"items": items})
 
 
@@ -376,7 +372,7 @@ async def create_config(request: web.Request) -> web.Response:
 
 def _owned_config(request: web.Request) -> str:
     cid = request.match_info["config_id"]
-    _allow(request, request.app[ENGINE_KEY].config(cid)["tenant_id"], f"configuration {cid!r} not found")
+    _allow(request, request.app[ENGINE_KEY].config(cid).tenant_id, f"configuration {cid!r} not found")
     return cid
 
 
@@ -559,10 +555,7 @@ async def list_event_batches(request: web.Request) -> web.Response:
     if not after.isdigit():
         raise Problem(400, "invalid", "after: a batch id (integer)")
     rows = events.batches(account, after_id=int(after), limit=_limit(qs.get("limit")))
-    items = [{**r, **{k: (iso(r[k]) if r[k] is not None else None)
-                      for k in ("next_attempt_at", "lease_until", "dispatched_at", "created_at", "updated_at")}}
-             for r in rows]
-    return web.json_response({"items": items})
+    return web.json_response({"items": [r.to_json() for r in rows]})
 
 
 async def post_message_events(request: web.Request) -> web.Response:
@@ -613,7 +606,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     if "config_id" in qs:
         cid = qs["config_id"]
-        _allow(request, engine.config(cid)["tenant_id"], f"configuration {cid!r} not found")
+        _allow(request, engine.config(cid).tenant_id, f"configuration {cid!r} not found")
         items = await engine.notifications(qs["config_id"])
     else:
         items = await engine.notifications(tenant_id=tenant or None)

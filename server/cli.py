@@ -80,8 +80,8 @@ def _keys_list(args: argparse.Namespace) -> int:
     store = Store(args.db, readonly=True)
     try:
         for k in list_keys(store):
-            print(f"{k['id']}  {k['tenant_id'] or 'admin':<20} {iso(k['created_at'])}  {k['name'] or ''}"
-                  + ("  revoked" if k["revoked_at"] else ""))
+            print(f"{k.id}  {k.tenant_id or 'admin':<20} {iso(k.created_at)}  {k.name or ''}"
+                  + ("  revoked" if k.revoked_at else ""))
     finally:
         store.close()
     return 0

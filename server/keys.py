@@ -8,9 +8,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
-from dispatchsim.engine import ConfigError, NotFound, Store
+from dispatchsim.engine import ApiKey, ConfigError, NotFound, Store
 
 KEY_PREFIX = "dsk_"
 
@@ -44,7 +43,7 @@ def create_key(store: Store, *, tenant_id: str | None, name: str | None = None, 
     return key_id, key
 
 
-def list_keys(store: Store) -> list[dict[str, Any]]:
+def list_keys(store: Store) -> list[ApiKey]:
     return store.api_keys()
 
 

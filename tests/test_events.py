@@ -119,8 +119,8 @@ async def test_ordered_per_account_with_reteno_backoff(engine, receiver) -> None
     assert posts[:5] == head
     delivered = [e["contactId"] for p in posts[4:] for e in p.body]
     assert delivered == list(range(8))
-    attempts = events.attempts(events.batches("acme")[0]["id"])
-    assert [a["status_code"] for a in attempts] == [503, 503, 503, 503, 200]
+    attempts = events.attempts(events.batches("acme")[0].id)
+    assert [a.status_code for a in attempts] == [503, 503, 503, 503, 200]
 
 
 async def test_accounts_are_independent(engine, receiver) -> None:
@@ -148,7 +148,7 @@ async def test_lease_left_by_a_dead_sender_is_resent(engine, receiver) -> None:
     await engine.run_until_idle(max_time=600)
     posts = receiver.posts()
     assert len(posts) == 1 and round(posts[0].at - t0) == 40
-    assert [a["outcome"] for a in events.attempts(bid)] == ["INTERRUPTED", "SUCCESS"]
+    assert [a.outcome for a in events.attempts(bid)] == ["INTERRUPTED", "SUCCESS"]
 
 
 async def test_message_events_through_the_api(api: Api, receiver) -> None:  # noqa: F811

@@ -36,8 +36,8 @@ async def test_a_secret_echoed_by_the_webhook_is_not_stored(engine, receiver) ->
     await engine.events.post("acme", [ev(1)])
     await engine.run_until_idle(max_time=3600)
     [batch] = engine.events.batches("acme")
-    attempts = engine.events.attempts(batch["id"])
-    assert [a["status_code"] for a in attempts] == [401, 200]
+    attempts = engine.events.attempts(batch.id)
+    assert [a.status_code for a in attempts] == [401, 200]
     assert attempts[0]["excerpt"] == "bad token Bearer ***"
     stored = json.dumps(attempts) + json.dumps(await engine.deliveries()) + json.dumps(engine.events.webhook("acme"))
     assert "ECHOED" not in stored + engine.log_buffer.getvalue()
@@ -49,12 +49,12 @@ async def test_a_permanent_status_fails_the_batch_at_once_and_the_queue_moves_on
     await engine.events.post("acme", [ev(1), ev(2)])
     await engine.run_until_idle(max_time=3600)
     first, second = engine.events.batches("acme")
-    assert (first["status"], first["attempts"], second["status"]) == ("FAILED", 1, "DISPATCHED")
-    failed = await engine.delivery(first["delivery_id"])
+    assert (first.status, first.attempts, second.status) == ("FAILED", 1, "DISPATCHED")
+    failed = await engine.delivery(first.delivery_id)
     assert failed["failed_reason"] == "permanent_status" and failed["canForceRetryDispatch"]
     assert _arrays(receiver.posts()) == [[1], [2]]
     # a force retry sends the same array again, with the same webhook-id
-    await engine.force_retry(first["delivery_id"])
+    await engine.force_retry(first.delivery_id)
     await engine.run_until_idle(max_time=3600)
     posts = receiver.posts()
     assert _arrays(posts) == [[1], [2], [1]] and posts[2].webhook_id == posts[0].webhook_id
@@ -69,7 +69,7 @@ async def test_retry_after_longer_than_the_backoff_is_honoured(engine, receiver)
     await engine.run_until_idle(max_time=3600)
     assert [round(p.at - t0) for p in receiver.posts()] == [0, 600]  # the backoff alone: 60
     [batch] = engine.events.batches("acme")
-    assert [a["retry_after"] for a in engine.events.attempts(batch["id"])] == [600, None]
+    assert [a.retry_after for a in engine.events.attempts(batch.id)] == [600, None]
 
 
 async def test_the_circuit_breaker_holds_a_failing_webhook_and_a_probe_closes_it(engine, receiver) -> None:
@@ -161,9 +161,9 @@ async def test_a_database_of_the_old_event_sender_keeps_its_events_and_batches(t
             assert round(posts[0].at - t0) == 40
             assert [p.webhook_id for p in posts] == ["evb_acme_2", "evb_acme_3", "evb_acme_4"]
             assert posts[0].headers["Authorization"] == "Bearer tok-OLD-999"
-            outcomes = [a["outcome"] for a in engine.events.attempts(2)]
+            outcomes = [a.outcome for a in engine.events.attempts(2)]
             assert outcomes == ["HTTP_ERROR", "INTERRUPTED", "SUCCESS"]
-            assert [b["status"] for b in engine.events.batches("acme")] == ["DISPATCHED"] * 4
+            assert [b.status for b in engine.events.batches("acme")] == ["DISPATCHED"] * 4
             assert engine.events.counts("acme")["unbatched_events"] == 0
         finally:
             await engine.close()

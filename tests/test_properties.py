@@ -128,7 +128,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.engine.counts()["FAILED"] > 0)
     @rule(data=st.data())
     def force_retry(self, data):
-        failed = [d["id"] for d in self.engine.store.deliveries(status="FAILED")]
+        failed = [d.id for d in self.engine.store.deliveries(status="FAILED")]
         did = data.draw(st.sampled_from(failed))
         self.run(self.engine.force_retry(did))
         self.force_retried.add(did)
@@ -173,7 +173,7 @@ class DispatchMachine(RuleBasedStateMachine):
 
     @invariant()
     def nothing_leaves_failed_without_manual_action(self):
-        now_failed = {d["id"] for d in self.engine.store.deliveries(status="FAILED")}
+        now_failed = {d.id for d in self.engine.store.deliveries(status="FAILED")}
         left = self.failed_before - now_failed
         assert left <= self.manual, f"left FAILED without force retry: {left - self.manual}"
         self.failed_before = now_failed
@@ -182,7 +182,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @invariant()
     def successes_follow_creation_order_per_queue(self):
         store = self.engine.store
-        by_wid = {d["webhook_id"]: d for d in store.deliveries()}
+        by_wid = {d.webhook_id: d for d in store.deliveries()}
         for ep in self.endpoints.values():
             seen: set[str] = set()
             last_in_queue: dict[str, int] = {}
@@ -191,17 +191,17 @@ class DispatchMachine(RuleBasedStateMachine):
                     continue  # a duplicate (crash mid-flight) says nothing new about order
                 seen.add(wid)
                 d = by_wid[wid]
-                if d["id"] in self.force_retried:
+                if d.id in self.force_retried:
                     continue
-                prev = last_in_queue.get(d["queue"], 0)
-                assert d["id"] > prev, f"queue {d['queue']}: delivery {d['id']} acknowledged after {prev}"
-                last_in_queue[d["queue"]] = d["id"]
+                prev = last_in_queue.get(d.queue, 0)
+                assert d.id > prev, f"queue {d.queue}: delivery {d.id} acknowledged after {prev}"
+                last_in_queue[d.queue] = d.id
 
     @invariant()
     def dispatched_means_acknowledged(self):
         acked = {wid for ep in self.endpoints.values() for _, wid in ep.acks}
         for d in self.engine.store.deliveries(status="DISPATCHED"):
-            assert d["webhook_id"] in acked
+            assert d.webhook_id in acked
 
     @invariant()
     def attempt_times_follow_the_policy_exactly(self):
@@ -209,42 +209,42 @@ class DispatchMachine(RuleBasedStateMachine):
         retried_at = defaultdict(list)
         for did, t in self.force_retry_log:
             retried_at[did].append(t)
-        queue_of = {d["id"]: d["queue"] for d in store.deliveries()}
+        queue_of = {d.id: d.queue for d in store.deliveries()}
         queue_retries = defaultdict(list)  # force retries of earlier deliveries take the head back
         for did, t in self.force_retry_log:
             queue_retries[queue_of[did]].append((did, t))
         for d in store.deliveries():
-            policy = self.retries[d["config_id"]]
+            policy = self.retries[d.config_id]
             k = 0
             prev_next = None
             prev_end = None
-            pending_retries = sorted(retried_at[d["id"]])
-            for a in store.attempts(d["id"]):
-                if pending_retries and pending_retries[0] <= a["started_at"]:
+            pending_retries = sorted(retried_at[d.id])
+            for a in store.attempts(d.id):
+                if pending_retries and pending_retries[0] <= a.started_at:
                     pending_retries.pop(0)  # a force retry happened before this attempt: fresh budget
                     k, prev_next = 0, None
-                if a["outcome"] is None or a["outcome"] == "INTERRUPTED":
+                if a.outcome is None or a.outcome == "INTERRUPTED":
                     prev_next = None
                     continue
                 if prev_next is not None:
-                    overtaken = any(did < d["id"] and prev_end <= t <= a["started_at"]
-                                    for did, t in queue_retries[d["queue"]])
+                    overtaken = any(did < d.id and prev_end <= t <= a.started_at
+                                    for did, t in queue_retries[d.queue])
                     if overtaken:  # it waited behind a force-retried earlier delivery: later, never earlier
-                        assert a["started_at"] >= prev_next - 1e-3, (d["id"], a, prev_next)
+                        assert a.started_at >= prev_next - 1e-3, (d.id, a, prev_next)
                     else:
-                        assert abs(a["started_at"] - prev_next) < 1e-3, (d["id"], a, prev_next)
+                        assert abs(a.started_at - prev_next) < 1e-3, (d.id, a, prev_next)
                 k += 1
-                if a["next_attempt_at"] is not None:
-                    assert abs(a["next_attempt_at"] - a["finished_at"] - policy.delay_for(k)) < 1e-3
-                prev_next = a["next_attempt_at"]
-                prev_end = a["finished_at"]
+                if a.next_attempt_at is not None:
+                    assert abs(a.next_attempt_at - a.finished_at - policy.delay_for(k)) < 1e-3
+                prev_next = a.next_attempt_at
+                prev_end = a.finished_at
 
     @invariant()
     def no_duplicates_without_a_crash(self):
         store = self.engine.store
         interrupted = {r["delivery_id"] for r in store.conn.execute(
             "SELECT delivery_id FROM attempts WHERE outcome = 'INTERRUPTED'")}
-        by_wid = {d["webhook_id"]: d["id"] for d in store.deliveries()}
+        by_wid = {d.webhook_id: d.id for d in store.deliveries()}
         for ep in self.endpoints.values():
             counts = defaultdict(int)
             for _, wid in ep.acks:
@@ -261,10 +261,10 @@ class DispatchMachine(RuleBasedStateMachine):
         summary = self.run(self.engine.run_until_idle(max_time=48 * 3600))
         assert summary.idle
         store = self.engine.store
-        blocked = {d["queue"]: d["id"] for d in store.deliveries(status="FAILED") if d["holds"]}
+        blocked = {d.queue: d.id for d in store.deliveries(status="FAILED") if d.holds}
         for d in store.deliveries():
-            if d["status"] in ("READY", "RETRYING"):
-                assert d["queue"] in blocked and blocked[d["queue"]] < d["id"], d
+            if d.status in ("READY", "RETRYING"):
+                assert d.queue in blocked and blocked[d.queue] < d.id, d
         assert not store.conn.execute(
             "SELECT 1 FROM deliveries WHERE status = 'RETRYING' AND eligible = 1 AND next_attempt_at < ?",
             (self.clock.now(),)).fetchone()

@@ -55,7 +55,7 @@ async def _drain(eng: Engine, max_time: float | None = None):
 
 def _acks_in_order(eng: Engine, receiver: Receiver, ok=lambda hit: True) -> None:
     """Per queue, the first acknowledgement of each webhook-id comes in creation (id) order."""
-    by_wid = {d["webhook_id"]: d for d in eng.store.deliveries()}
+    by_wid = {d.webhook_id: d for d in eng.store.deliveries()}
     last: dict[str, int] = {}
     seen: set[str] = set()
     for hit in receiver.posts():
@@ -63,8 +63,8 @@ def _acks_in_order(eng: Engine, receiver: Receiver, ok=lambda hit: True) -> None
             continue
         seen.add(hit.webhook_id)
         d = by_wid[hit.webhook_id]
-        assert d["id"] > last.get(d["queue"], 0), f"queue {d['queue']}: {d['id']} acknowledged after {last}"
-        last[d["queue"]] = d["id"]
+        assert d.id > last.get(d.queue, 0), f"queue {d.queue}: {d.id} acknowledged after {last}"
+        last[d.queue] = d.id
 
 
 # -- strategies -----------------------------------------------------------------------------
@@ -121,9 +121,9 @@ def test_always_403_fails_every_delivery_after_exactly_its_budget(policy, n, mod
             summary = await _drain(eng)  # no max_time: a finite budget must end by itself
             assert summary.idle
             ds = eng.store.deliveries()
-            assert [d["status"] for d in ds] == ["FAILED"] * n
-            assert [d["attempts"] for d in ds] == [budget] * n
-            assert {d["failed_reason"] for d in ds} == {"permanent_status" if permanent else "exhausted"}
+            assert [d.status for d in ds] == ["FAILED"] * n
+            assert [d.attempts for d in ds] == [budget] * n
+            assert {d.failed_reason for d in ds} == {"permanent_status" if permanent else "exhausted"}
             per_wid = defaultdict(int)
             for hit in r.posts():
                 per_wid[hit.webhook_id] += 1
@@ -168,9 +168,9 @@ def test_no_retry_is_left_overdue_once_drained(windows, policy, creations, mode,
             assert not overdue, [tuple(o) for o in overdue]
             # the endpoint recovered: what is not DISPATCHED was FAILED by its policy
             for d in eng.store.deliveries():
-                assert d["status"] in ("DISPATCHED", "FAILED"), d
-                if d["status"] == "FAILED":
-                    assert d["failed_reason"] == "exhausted"
+                assert d.status in ("DISPATCHED", "FAILED"), d
+                if d.status == "FAILED":
+                    assert d.failed_reason == "exhausted"
 
     _virtual(main)
 
@@ -209,7 +209,7 @@ def test_open_circuit_receives_nothing_and_order_holds(windows, n, mode, window,
                 await eng.create_activity("acme", {**ACT, "commerceExternalId": f"C{i % 3}"})
             summary = await _drain(eng, max_time=30 * 86400)
             assert summary.idle
-            assert [d["status"] for d in eng.store.deliveries()] == ["DISPATCHED"] * n
+            assert [d.status for d in eng.store.deliveries()] == ["DISPATCHED"] * n
 
             # open intervals from the notifications: opened at t, half-open at t + cool-down
             notes = await eng.notifications("c")
@@ -288,7 +288,7 @@ def test_disabled_configuration_receives_nothing_loses_nothing_then_delivers_in_
                 await eng.deactivate("c", reason="maintenance")
             view = eng.config_view("c")
             assert view["active"] is False and view["inactive_reason"]
-            before = {d["id"]: (d["status"], d["attempts"]) for d in eng.store.deliveries()}
+            before = {d.id: (d.status, d.attempts) for d in eng.store.deliveries()}
             sent = len(r.posts())
             assert all(s in ("READY", "RETRYING") for s, _ in before.values())
 
@@ -299,14 +299,14 @@ def test_disabled_configuration_receives_nothing_loses_nothing_then_delivers_in_
             summary = await _drain(eng, max_time=pause / 2)
             assert summary.idle
             assert len(r.posts()) == sent, "a disabled configuration received requests"
-            after = {d["id"]: (d["status"], d["attempts"]) for d in eng.store.deliveries()}
+            after = {d.id: (d.status, d.attempts) for d in eng.store.deliveries()}
             assert after == before, "waiting while disabled changed deliveries"
 
             await eng.activate("c")
             summary = await _drain(eng)
             assert summary.idle
             ds = eng.store.deliveries()
-            assert len(ds) == n and [d["status"] for d in ds] == ["DISPATCHED"] * n
+            assert len(ds) == n and [d.status for d in ds] == ["DISPATCHED"] * n
             resumed = r.posts()[sent:]
             assert len(resumed) == n  # after re-enable each goes out once, acknowledged
             _acks_in_order(eng, r, ok=lambda hit: any(hit is x for x in resumed))

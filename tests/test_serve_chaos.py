@@ -98,5 +98,5 @@ def test_shutdown_releases_only_its_own_leases(tmp_path) -> None:
     theirs = store.claim([(2, 100.0)], token="other:1", now=0.0)
     assert mine and theirs
     assert store.release_own_leases(1.0, "me") == [1]
-    assert store.delivery(2)["lease_token"] == "other:1" and store.delivery(1)["lease_token"] is None
+    assert store.delivery(2).lease_token == "other:1" and store.delivery(1).lease_token is None
     store.close()
