@@ -11,17 +11,16 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .health import AutoDisable, CircuitBreaker, auto_disable_from, circuit_breaker_from
 from .health import to_dict as _health_dict
 from .policy import (BatchPolicy, OrderingPolicy, RetryPolicy, Timeouts, batch_policy_from, ordering_policy_from,
                      retry_policy_from, timeouts_from)
+from .redact import REDACTED, redact_url, url_secrets
 
-REDACTED = "***"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
-_SECRET_QUERY = re.compile(r"(?i)(token|key|secret|signature|sig|password|passwd|auth|access_token|api_key)")
 AUTH_TYPES = ("none", "api_key", "bearer", "basic")
 _AUTH_FIELDS = {
     "none": ({"type"}, set()),
@@ -96,6 +95,12 @@ class Auth:
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
         return {}
 
+    def secret_headers(self) -> list[str]:
+        """Names of the headers that carry the credential (hidden whole in reports)."""
+        if self.type == "api_key":
+            return [self.header]
+        return ["Authorization"] if self.type in ("bearer", "basic") else []
+
     def secrets(self) -> list[str]:
         vals = [getattr(self, f) for f in _SECRET_FIELDS if getattr(self, f)]
         if self.type == "basic":
@@ -120,43 +125,6 @@ def _check_url(url: Any) -> str:
     return url
 
 
-def redact_url(url: str) -> str:
-    """Hide credentials in a URL: userinfo (``https://***@host/…``) and query values whose names look
-    like secrets (``?token=***``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc, query = parts.netloc, parts.query
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        netloc = f"{REDACTED}@{host}"
-    if query:
-        pairs = []
-        for pair in query.split("&"):
-            name, sep, _value = pair.partition("=")
-            pairs.append(f"{name}={REDACTED}" if sep and _SECRET_QUERY.search(name) else pair)
-        query = "&".join(pairs)
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _url_secrets(url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    out = [v for v in (parts.password,) if v]
-    for pair in parts.query.split("&") if parts.query else []:
-        name, sep, value = pair.partition("=")
-        if sep and value and _SECRET_QUERY.search(name):
-            out.append(value)
-    return out
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """Everything a delivery needs to be sent, frozen at the configuration version it was made with."""
@@ -175,7 +143,7 @@ class Snapshot:
     batching: BatchPolicy | None = None
 
     def secrets(self) -> list[str]:
-        out = self.auth.secrets() + _url_secrets(self.endpoint_url)
+        out = self.auth.secrets() + url_secrets(self.endpoint_url)
         if self.signing_secret:
             out.append(self.signing_secret)
         if self.auto_disable is not None and self.auto_disable.notify_secret:

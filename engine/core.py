@@ -12,12 +12,13 @@ from typing import Any, TextIO
 from dispatchsim.mapping.activity import DISPATCHED_TYPES
 
 from .clock import Clock, RealClock, VirtualClock, iso
-from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot, redact_url
+from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
 from .errors import ActivationRefused, ConfigError, DispatchsimError, NotFound, PayloadUnmappable, ResultConflict
 from .events import MessageEvents
-from .log import Redactor, make_logger
+from .log import make_logger
 from .payload import build_stored_payload
+from .redact import Redactor, redact_url
 from .sender import Sender
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Store
@@ -79,11 +80,13 @@ class Engine:
         self.store = store
         self.clock = clock
         self.seed = seed
-        self.redactor = Redactor()
+        #: one redaction for the logs and for what the sender brings back (an injected sender's, if any)
+        self.redactor = sender.redactor if sender is not None else Redactor()
         self._sinks: list[Any] = []
         self.log = make_logger(now=clock.now, redactor=self.redactor, stream=log_stream, fmt=log_format,
                                sinks=self._sinks)
-        self.sender = sender if sender is not None else Sender(now=clock.now, limit=max(concurrency, 10))
+        self.sender = sender if sender is not None else Sender(now=clock.now, limit=max(concurrency, 10),
+                                                               redactor=self.redactor)
         self._prepared: dict[tuple[str, int], Prepared] = {}
         self.instance = uuid.uuid4().hex[:8] if seed is None else f"e{seed}"
         #: Reteno message events: account webhooks and batching; the batches are deliveries
@@ -91,7 +94,6 @@ class Engine:
         self.dispatcher = Dispatcher(store=store, sender=self.sender, clock=clock, log=self.log,
                                      prepared=self.prepared, instance=self.instance, concurrency=concurrency,
                                      lease_margin=lease_margin, produce=self.events.form_due_batches)
-        self.dispatcher.scrub = self.redactor.scrub
         self._task: asyncio.Task[None] | None = None
         for cfg in store.configs(kind=None):
             self.redactor.add(*Snapshot.from_dict(store.snapshot(cfg.id, cfg.version)).secrets())
@@ -236,7 +238,7 @@ class Engine:
             return None
         reason = (f"HTTP {out.status} (expected 2xx)" if out.status is not None
                   else f"{out.kind.value.lower()}: {out.error}")
-        return self.redactor.scrub(reason)
+        return reason  # the sender already scrubbed what the endpoint sent back
 
     async def _verify(self, config_id: str, snap: Snapshot) -> None:
         reason = await self.verification_failure(snap)
@@ -441,8 +443,7 @@ class Engine:
             total_timeout=snap.timeouts.total))
         self.store.finish_replay(attempt_id, AttemptResult(
             finished_at=self.clock.now(), outcome=out.kind.value, status_code=out.status,
-            error=self.redactor.scrub(out.error), retry_after=out.retry_after, latency=out.latency,
-            excerpt=self.redactor.scrub(out.excerpt)))
+            error=out.error, retry_after=out.retry_after, latency=out.latency, excerpt=out.excerpt))
         self.log.info("delivery.replayed", delivery_id=delivery_id, queue=d.queue, code=out.status,
                       outcome=out.kind.value, status=d.status.value)
         return [a.to_json() for a in self.store.attempts(delivery_id) if a.id == attempt_id][0]

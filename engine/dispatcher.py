@@ -81,7 +81,6 @@ class Dispatcher:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._batch_configs: dict[str, Configuration | None] = {}
         #: hides known secrets in what is stored from a response (a receiver may echo a key back)
-        self.scrub: Callable[[Any], Any] = lambda value: value
         #: pacing (serve mode, see :meth:`pace`); off by default
         self._cycle_interval = 0.0
         self._claim_chunk: int | None = None
@@ -487,8 +486,8 @@ class Dispatcher:
     def _finish(self, claim: Claim, snap: Snapshot, out: Outcome) -> list[tuple[str, str, dict]]:
         now = self.clock.now()
         res = AttemptResult(finished_at=now, outcome=out.kind.value, status_code=out.status,
-                            error=self.scrub(out.error), retry_after=out.retry_after, latency=out.latency,
-                            excerpt=self.scrub(out.excerpt))
+                            error=out.error, retry_after=out.retry_after, latency=out.latency,
+                            excerpt=out.excerpt)
         fields = {**self._fields(claim), "code": out.status, "outcome": out.kind.value, "latency": out.latency}
         ordered = snap.ordering.ordered
         if out.kind is OutcomeKind.SUCCESS:

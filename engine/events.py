@@ -20,11 +20,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .clock import iso
-from .config import REDACTED, ConfigKind, Snapshot, build_snapshot, redact_url
+from .config import ConfigKind, Snapshot, build_snapshot
 from .errors import ActivationRefused, ConfigError, NotFound
 from .events_store import EventsStore
 from .store_rows import Attempt, Configuration, EventBatch
 from .policy import MAX_BATCH_SIZE, BatchPolicy
+from .redact import REDACTED, redact_url
 from .states import Status
 
 #: activityStatus values of the seed.

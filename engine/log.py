@@ -1,7 +1,6 @@
-"""Structured events: one per transition, on the engine's clock, secrets redacted."""
+"""Structured events: one per transition, on the engine's clock, secrets redacted (:mod:`.redact`)."""
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -9,45 +8,7 @@ from typing import Any, TextIO
 import structlog
 
 from .clock import iso
-
-_SECRET_KEY_PARTS = ("secret", "password", "token", "authorization", "api_key", "apikey")
-REDACTED = "***"
-
-
-class Redactor:
-    """A structlog processor that hides secrets by key name and by known value."""
-
-    def __init__(self) -> None:
-        self._values: set[str] = set()
-
-    def add(self, *values: str | None) -> None:
-        for v in values:
-            if v and len(v) >= 3:
-                self._values.add(v)
-
-    def scrub(self, value: Any) -> Any:
-        if value is None or isinstance(value, (int, float, bool)):
-            return value
-        if isinstance(value, str):
-            for secret in self._values:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {k: (REDACTED if _secret_key(k) and v else self.scrub(v)) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.scrub(v) for v in value]
-        return value
-
-    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        return self.scrub(event)
-
-
-@functools.lru_cache(maxsize=4096)
-def _secret_key(key: Any) -> bool:
-    k = str(key).lower()
-    return any(p in k for p in _SECRET_KEY_PARTS)
-
+from .redact import Redactor
 
 def make_logger(*, now: Callable[[], float], redactor: Redactor, stream: TextIO | None = None,
                 fmt: str = "json", sinks: list[Callable[[dict[str, Any]], None]] | None = None) -> Any:

@@ -10,12 +10,14 @@ from typing import Any
 
 import aiohttp
 
-from .config import Auth, redact_url
+from .config import Auth
+from .redact import Redactor, redact_url, url_secrets
 from .signing import webhook_headers
 
 VERSION = "0.1.0"
 USER_AGENT = f"dispatchsim/{VERSION}"
 BODY_READ_CAP = 64 * 1024
+#: Stored excerpt of a response body (UTF-8 bytes), cut after scrubbing.
 EXCERPT_CAP = 1024
 
 
@@ -90,10 +92,12 @@ class Sender:
     """Owns the one aiohttp session of an engine; bounded connections globally."""
 
     def __init__(self, *, now, limit: int = 100, limit_per_host: int = 0, force_close: bool = False,
-                 trace_configs: tuple[aiohttp.TraceConfig, ...] = ()) -> None:
+                 trace_configs: tuple[aiohttp.TraceConfig, ...] = (), redactor: Redactor | None = None) -> None:
         """``force_close``: a new connection per request; ``trace_configs``: aiohttp connection tracing
-        (the probe counts new and reused connections with it)."""
+        (the probe counts new and reused connections with it); ``redactor``: the secrets to scrub from
+        what receivers send back (it also learns every credential this sender sends)."""
         self._now = now
+        self.redactor = redactor if redactor is not None else Redactor()
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._force_close = force_close
@@ -125,6 +129,7 @@ class Sender:
         return aiohttp.ClientTimeout(total=total, connect=connect, ceil_threshold=10 ** 9)
 
     async def send(self, req: Request) -> Outcome:
+        self.redactor.add(*req.auth.secrets(), req.signing_secret, *url_secrets(req.url))
         headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
                                   signing_secret=req.signing_secret)
         return await self._request("POST", req.url, headers=headers, data=req.body,
@@ -138,23 +143,29 @@ class Sender:
 
     async def verify(self, url: str, auth: Auth, *, connect: float, total: float) -> Outcome:
         """The verification GET sent on activation (as Reteno does when a webhook URL is saved)."""
+        self.redactor.add(*auth.secrets(), *url_secrets(url))
         return await self._request("GET", url, headers=auth.headers(), data=None,
                                    timeout=self._timeout(connect, total))
 
     async def _request(self, method: str, url: str, *, headers: dict[str, str], data: bytes | None,
                        timeout: aiohttp.ClientTimeout) -> Outcome:
+        """One exchange. What the receiver sent back (body, or the error it caused) is scrubbed of every
+        known secret here, at the edge, before it is cut, stored or logged anywhere."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
 
         def done(kind: OutcomeKind, **kw: Any) -> Outcome:
             return Outcome(kind=kind, latency=round(loop.time() - t0, 6), **kw)
 
+        def failed(kind: OutcomeKind, exc: BaseException) -> Outcome:
+            return done(kind, error=self.redactor.error(_describe(exc, url)))
+
         try:
             async with self.session.request(method, url, headers=headers, data=data, timeout=timeout,
                                             allow_redirects=False) as resp:
                 raw = await _read_capped(resp)
                 status = resp.status
-                excerpt = raw[:EXCERPT_CAP].decode("utf-8", errors="replace") if raw else None
+                excerpt = self.redactor.excerpt(raw, EXCERPT_CAP, truncated=len(raw) >= BODY_READ_CAP)
                 if 200 <= status < 300:
                     return done(OutcomeKind.SUCCESS, status=status, excerpt=excerpt)
                 retry_after = None
@@ -162,16 +173,16 @@ class Sender:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now())
                 return done(OutcomeKind.HTTP_ERROR, status=status, excerpt=excerpt, retry_after=retry_after)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            return done(OutcomeKind.TIMEOUT, error=_describe(exc, url) or "timed out")
+            return failed(OutcomeKind.TIMEOUT, exc)
         except aiohttp.ClientConnectorError as exc:
-            return done(OutcomeKind.CONNECT_ERROR, error=_describe(exc, url))
+            return failed(OutcomeKind.CONNECT_ERROR, exc)
         except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
             # aiohttp reports a garbage response as a 400 ClientResponseError: it is not a status
-            return done(OutcomeKind.PROTOCOL_ERROR, error=_describe(exc, url))
+            return failed(OutcomeKind.PROTOCOL_ERROR, exc)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
-            return done(OutcomeKind.CONNECT_ERROR, error=_describe(exc, url))
+            return failed(OutcomeKind.CONNECT_ERROR, exc)
         except aiohttp.ClientError as exc:
-            return done(OutcomeKind.PROTOCOL_ERROR, error=_describe(exc, url))
+            return failed(OutcomeKind.PROTOCOL_ERROR, exc)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:

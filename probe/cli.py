@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dispatchsim.engine.clock import Clock
-from dispatchsim.engine.config import redact_url
+from dispatchsim.engine.redact import redact_url
 from dispatchsim.engine.errors import ConfigError
 
 from .listener import RESULTS_PATH, ResultsListener

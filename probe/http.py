@@ -15,54 +15,34 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from dispatchsim.engine.config import REDACTED, Auth, redact_url
+from dispatchsim.engine.config import Auth
+from dispatchsim.engine.redact import Redactor
 from dispatchsim.engine.sender import USER_AGENT, Outcome, OutcomeKind, Sender
 from dispatchsim.engine.signing import webhook_headers
 
 from .repro import curl_line
 from .report import Evidence
 
-BODY_EXCERPT = 300
 #: The response headers of the exchange running in this task (set by the trace hook, read by ``Wire``).
 _RESPONSE_HEADERS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("probe_response_headers",
                                                                                          default=None)
 
 
-class Redactor:
-    """Replaces every credential (auth values, the signing secret) in text that reaches a report."""
-
-    def __init__(self, auth: Auth, secret: str | None) -> None:
-        values = [*auth.secrets(), *([secret] if secret else [])]
-        if secret and secret.startswith("whsec_"):
-            values.append(secret[len("whsec_"):])
-        self._values = sorted({v for v in values if v and len(v) >= 3}, key=len, reverse=True)
-        self._names = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
-        if auth.type == "api_key":
-            self._names.add(auth.header.lower())
-
-    def text(self, text: str | None) -> str | None:
-        if text is None:
-            return None
-        for value in self._values:
-            text = text.replace(value, REDACTED)
-        return text
-
-    def headers(self, headers: dict[str, str]) -> dict[str, str]:
-        return {k: REDACTED if k.lower() in self._names else (self.text(v) or "") for k, v in headers.items()}
-
-    def url(self, url: str) -> str:
-        return self.text(redact_url(url)) or ""
+def redactor_for(auth: Auth, secret: str | None) -> Redactor:
+    """The engine's one redaction, knowing the probe's credentials and signing secret: every exchange
+    is scrubbed when it is recorded, so no report can hold a credential."""
+    return Redactor(*auth.secrets(), secret, headers=auth.secret_headers())
 
 
 class ProbeSender(Sender):
     """The engine's sender with a choice of connection policy and a count of connections made."""
 
-    def __init__(self, *, now: Callable[[], float], limit: int, force_close: bool = False) -> None:
+    def __init__(self, *, now: Callable[[], float], limit: int, redactor: Redactor, force_close: bool = False) -> None:
         trace = aiohttp.TraceConfig()
         trace.on_connection_create_end.append(self._created)
         trace.on_connection_reuseconn.append(self._reused)
         trace.on_request_end.append(self._response)
-        super().__init__(now=now, limit=limit, force_close=force_close, trace_configs=(trace,))
+        super().__init__(now=now, limit=limit, force_close=force_close, trace_configs=(trace,), redactor=redactor)
         self.connections_created = 0
         self.connections_reused = 0
 
@@ -141,8 +121,8 @@ class Wire:
                       request_body=r.text(body.decode("utf-8", "replace")) if body else None,
                       request_size=len(body), status=outcome.status,
                       response_headers=r.headers(response_headers or {}),
-                      response_excerpt=r.text(outcome.excerpt), outcome=outcome.kind.value,
-                      error=r.text(outcome.error), started=round(started, 6), latency=outcome.latency, curl=curl)
+                      response_excerpt=outcome.excerpt, outcome=outcome.kind.value,
+                      error=r.error(outcome.error) if outcome.error else None, started=round(started, 6), latency=outcome.latency, curl=curl)
         self.evidence.append(ev)
         return ev
 

@@ -1,7 +1,7 @@
 """What a probe found: one :class:`CheckResult` per check, with the exchanges that justify it.
 
 Renderers (human table, JSON, JUnit XML) live here too, so the CLI only picks one. Nothing in a
-report holds a credential: evidence is redacted when it is made (see ``probe.http.Redactor``).
+report holds a credential: evidence is redacted when it is made (see ``probe.http.redactor_for``).
 """
 from __future__ import annotations
 

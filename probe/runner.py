@@ -20,7 +20,7 @@ from dispatchsim.engine.signing import sign
 from dispatchsim.mapping.activity import NULLABLE
 
 from .checks import CHECKS, select
-from .http import (ProbeSender, Redactor, Wire, abort_mid_body, evidences_by_status, outcome_ok, responded,
+from .http import (ProbeSender, Wire, abort_mid_body, evidences_by_status, outcome_ok, redactor_for, responded,
                    slow_chunks)
 from .listener import ResultsListener
 from .payloads import Outgoing, Payloads
@@ -60,7 +60,7 @@ async def run_probe(url: str, *, clock: Clock | None = None, results_listener: R
     loopback = check_target(url)
     if not loopback and not opts.allow_remote:
         raise RemoteNotConfirmed(
-            f"{Redactor(opts.auth, opts.secret).url(url)} is not a loopback address: the probe sends "
+            f"{redactor_for(opts.auth, opts.secret).url(url)} is not a loopback address: the probe sends "
             f"real traffic there. Confirm with --yes (library: allow_remote=True).")
     opts, notes = opts.capped(loopback)
     probe = _Probe(url, opts, clock or RealClock(), results_listener)
@@ -76,11 +76,11 @@ class _Probe:
         self.clock = clock
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
-        self.redactor = Redactor(opts.auth, opts.secret)
+        self.redactor = redactor_for(opts.auth, opts.secret)
         self.wire = Wire(url, auth=opts.auth, secret=opts.secret, now=clock.now, connect=opts.connect_timeout,
                          total=opts.timeout, redactor=self.redactor, t0=self.t0)
         self.payloads = Payloads(opts.seed, clock.now, opts.mapping, opts.payloads)
-        self.sender = ProbeSender(now=clock.now, limit=max(opts.concurrency, 1))
+        self.sender = ProbeSender(now=clock.now, limit=max(opts.concurrency, 1), redactor=self.redactor)
         self.verifier = Verifier(listener, opts.status_url)
         self.state = _Run()
 
@@ -382,7 +382,7 @@ class _Probe:
         return Status.PASS, f"HTTP {ev.status} after {self.opts.slow_body:g}s of body; still up", {}
 
     async def connections(self, *, reuse: bool) -> tuple[Status, str, dict[str, Any]]:
-        sender = ProbeSender(now=self.clock.now, limit=1, force_close=not reuse)
+        sender = ProbeSender(now=self.clock.now, limit=1, force_close=not reuse, redactor=self.redactor)
         await sender.start()
         evs = []
         try:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from dispatchsim.engine.config import Auth
 from dispatchsim.engine.errors import DispatchsimError
+from dispatchsim.engine.redact import REDACTED
 
 
 class ProbeError(DispatchsimError):
@@ -100,8 +101,8 @@ class ProbeSettings:
     def public(self) -> dict[str, Any]:
         """The settings as they may appear in a report (credentials out)."""
         out = asdict(self)
-        out["auth"] = self.auth.type if self.auth.type == "none" else f"{self.auth.type} (***)"
-        out["secret"] = "***" if self.secret else None
+        out["auth"] = self.auth.type if self.auth.type == "none" else f"{self.auth.type} ({REDACTED})"
+        out["secret"] = REDACTED if self.secret else None
         out["payloads"] = len(self.payloads)
         out["only"], out["skip"] = list(self.only), list(self.skip)
         return out

@@ -16,7 +16,8 @@ from .config import AuthCheck, SchemaCheck
 
 #: Header names whose values never reach the record.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
-REDACTED = "[redacted]"
+#: The same marker as the engine's redaction (``dispatchsim.engine.redact``), which this package may not import.
+REDACTED = "***"
 
 
 def check_auth(auth: AuthCheck, headers: Mapping[str, str]) -> str | None:
@@ -110,7 +111,11 @@ def lookup(obj: Any, dotted: str) -> Any:
 
 
 def redact(headers: Mapping[str, str], extra: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
-    """Lower-cased header names, secrets replaced; repeated headers joined with ``, ``."""
+    """Lower-cased header names, secrets replaced; repeated headers joined with ``, ``.
+
+    The simulated receiver's own record-keeping: it hides whole header values by name, and knows
+    nothing of the engine (whose one redaction scrubs everything the engine lets out).
+    """
     secret = SECRET_HEADERS | {h.lower() for h in extra}
     out: dict[str, str] = {}
     for name, value in headers.items():

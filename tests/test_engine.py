@@ -509,7 +509,7 @@ async def test_auth_that_cannot_be_sent_is_refused(engine, auth, message):
 
 
 def test_redact_url_hides_userinfo_and_secret_query_values():
-    from dispatchsim.engine.config import redact_url
+    from dispatchsim.engine.redact import redact_url
     assert redact_url("https://u:p@h.test/x?token=T0K&page=2") == "https://***@h.test/x?token=***&page=2"
     assert redact_url("http://127.0.0.1:8/h?api_key=K&sig=S") == "http://127.0.0.1:8/h?api_key=***&sig=***"
     assert redact_url("http://127.0.0.1:8/h?page=2") == "http://127.0.0.1:8/h?page=2"

@@ -11,7 +11,7 @@ from dispatchsim.cli import build_parser
 from dispatchsim.engine.clock import VirtualClock
 from dispatchsim.probe import CHECKS, ProbeError, ProbeSettings, RemoteNotConfirmed, ResultsListener, run_probe
 from dispatchsim.probe.cli import parse_auth, probe_command
-from dispatchsim.probe.http import Redactor
+from dispatchsim.probe.http import redactor_for
 from dispatchsim.providers import EndpointSet, parse_config
 
 from test_probe import KEY, SECRET, good_spec
@@ -122,7 +122,7 @@ async def test_usage_errors_exit_2(capsys):
 
 def test_redactor_hides_every_form_of_a_credential():
     from dispatchsim.engine.config import Auth
-    r = Redactor(Auth.parse({"type": "basic", "username": "ana", "password": "hunter22"}), "whsec_c2VjcmV0a2V5")
+    r = redactor_for(Auth.parse({"type": "basic", "username": "ana", "password": "hunter22"}), "whsec_c2VjcmV0a2V5")
     headers = r.headers({**Auth.parse({"type": "basic", "username": "ana", "password": "hunter22"}).headers(),
                          "X-Echo": "pw=hunter22"})
     assert headers == {"Authorization": "***", "X-Echo": "pw=***"}

@@ -1,0 +1,248 @@
+"""One redaction: secrets never leave in logs, reports, API responses, stored excerpts or errors.
+
+Every place that lets text out uses a :class:`Redactor`: the engine's logger (a structlog
+processor), the sender (response excerpts and error messages, at the edge where bytes come in),
+configuration reads and the probe's reports. One marker, :data:`REDACTED`, stands for whatever
+was hidden.
+
+The rule, and how it is kept:
+
+* A secret is every credential in play (API-key value, bearer token, basic password and the
+  base64 ``user:password`` token, signing secret and its ``whsec_`` key, notification secret,
+  secrets in URLs), in the forms a receiver may echo it: as is, JSON-escaped (also with ``\\/``),
+  percent-encoded and as Python writes it inside a ``b'…'`` literal (aiohttp's parser errors).
+* Nothing that leaves contains a run of :data:`FRAGMENT` (4) or more consecutive characters of a
+  secret unless the same run is also in the text around the secret (a word the secret happens to
+  share with ordinary text is not a leak). Shorter runs carry too little of a secret to matter and
+  cannot be told from ordinary text.
+* Scrub first, then cut: text is scrubbed whole, then cut to its cap (:func:`cut`), so a cap can
+  never leave the head of a secret behind. Where someone else already cut the text (a body read up
+  to its limit, the bytes aiohttp quotes in an error), an edge that could be part of a secret
+  (:data:`FRAGMENT` or more characters of it) is hidden too.
+"""
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+#: The one marker for anything hidden.
+REDACTED = "***"
+#: Runs of this many characters of a secret count as a leak (see the module docstring).
+FRAGMENT = 4
+#: Shorter values are not treated as secrets: hiding them would hide ordinary text everywhere.
+MIN_SECRET = 3
+#: Cap of an error message that is stored or logged (UTF-8 bytes).
+ERROR_CAP = 1024
+
+_SECRET_KEY_PARTS = ("secret", "password", "token", "authorization", "api_key", "apikey")
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_SECRET_QUERY = re.compile(r"(?i)(token|key|secret|signature|sig|password|passwd|auth|access_token|api_key)")
+_BYTES_LITERAL = re.compile(r"""(?<![\w'"])(b')((?:[^'\\]|\\.)*)(')|(?<![\w'"])(b")((?:[^"\\]|\\.)*)(")""")
+_ELLIPSES = ("...", "…")
+
+
+class Redactor:
+    """Hides known secret values (and values under secret-looking keys or headers).
+
+    One instance per engine learns every secret of every configuration as it is created, edited or
+    sent with; it is also the engine logger's redaction processor.
+    """
+
+    def __init__(self, *values: str | None, headers: Iterable[str] = ()) -> None:
+        self._known: set[str] = set()
+        self._forms: tuple[str, ...] = ()
+        self._headers = set(_SECRET_HEADERS)
+        self.add(*values)
+        self.add_headers(*headers)
+
+    def add(self, *values: str | None) -> None:
+        """Learn secret values (and the forms a receiver may echo them in)."""
+        new = [v for v in values if v and len(v) >= MIN_SECRET and v not in self._known]
+        if not new:
+            return
+        forms = set(self._forms)
+        for value in new:
+            self._known.add(value)
+            forms.update(f for f in _forms(value) if len(f) >= MIN_SECRET)
+        self._forms = tuple(sorted(forms, key=lambda f: (-len(f), f)))
+
+    def add_headers(self, *names: str) -> None:
+        """Header names whose values are hidden whole (e.g. an API-key header)."""
+        self._headers.update(n.lower() for n in names if n)
+
+    # -- text ------------------------------------------------------------------------------
+
+    def text(self, text: str) -> str:
+        """Every occurrence of a known secret replaced by :data:`REDACTED` (overlapping ones as one)."""
+        hits = [f for f in self._forms if f in text]
+        if not hits:
+            return text
+        spans: list[tuple[int, int]] = []
+        for form in hits:
+            at = text.find(form)
+            while at != -1:
+                spans.append((at, at + len(form)))
+                at = text.find(form, at + 1)
+        return _replace(text, spans)
+
+    def excerpt(self, raw: bytes | None, cap: int, *, truncated: bool = False) -> str | None:
+        """A body as text, scrubbed and then cut to ``cap`` UTF-8 bytes.
+
+        ``truncated``: the body was already cut (read up to a limit), so its end may be the head of a
+        secret; that end is hidden too.
+        """
+        if not raw:
+            return None
+        if truncated:
+            text = codecs.getincrementaldecoder("utf-8")("replace").decode(raw, final=False)
+            text = self._hide_tail(self.text(text))
+        else:
+            text = self.text(raw.decode("utf-8", "replace"))
+        return cut(text, cap)
+
+    def error(self, text: str, cap: int = ERROR_CAP) -> str:
+        """An error message from elsewhere (e.g. aiohttp), scrubbed then cut to ``cap`` UTF-8 bytes.
+
+        aiohttp quotes the bytes it choked on as ``b'…'``, cut at its own limits (a 100-byte line head,
+        the end of a network read): both edges of every such literal may be part of a secret.
+        """
+        text = _BYTES_LITERAL.sub(self._literal, self.text(text))
+        return cut(text, cap)
+
+    def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """Headers for a report: secret headers hidden whole, other values scrubbed."""
+        return {k: REDACTED if k.lower() in self._headers else self.text(v) for k, v in headers.items()}
+
+    def url(self, url: str) -> str:
+        """A URL for a report or a log: userinfo and secret-looking query values hidden, known secrets too."""
+        return self.text(redact_url(url))
+
+    # -- structured values -------------------------------------------------------------------
+
+    def scrub(self, value: Any) -> Any:
+        """Strings scrubbed, and values under secret-looking keys hidden, through dicts and lists."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: (REDACTED if v and _secret_key(k) else self.scrub(v)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        """structlog processor: every event is scrubbed before any renderer or sink sees it."""
+        return self.scrub(event)
+
+    # -- cut edges -------------------------------------------------------------------------
+
+    def _literal(self, m: re.Match[str]) -> str:
+        opening, body, closing = (m.group(1), m.group(2), m.group(3)) if m.group(1) else m.group(4, 5, 6)
+        ellipsis = next((e for e in _ELLIPSES if body.endswith(e)), "")
+        body = self._hide_head(self._hide_tail(body[:len(body) - len(ellipsis)]))
+        return f"{opening}{body}{ellipsis}{closing}"
+
+    def _hide_tail(self, text: str) -> str:
+        """Hide the longest end of ``text`` that is the head of a secret (at least FRAGMENT chars)."""
+        longest = 0
+        for form in self._forms:
+            for n in range(min(len(form) - 1, len(text)), max(FRAGMENT, longest + 1) - 1, -1):
+                if text.endswith(form[:n]):
+                    longest = n
+                    break
+        return text[:len(text) - longest] + REDACTED if longest else text
+
+    def _hide_head(self, text: str) -> str:
+        """Hide the longest start of ``text`` that is the end of a secret (at least FRAGMENT chars)."""
+        longest = 0
+        for form in self._forms:
+            for n in range(min(len(form) - 1, len(text)), max(FRAGMENT, longest + 1) - 1, -1):
+                if text.startswith(form[len(form) - n:]):
+                    longest = n
+                    break
+        return REDACTED + text[longest:] if longest else text
+
+
+def cut(text: str, cap: int) -> str:
+    """``text`` cut to at most ``cap`` UTF-8 bytes, on a character boundary."""
+    raw = text.encode("utf-8")
+    if len(raw) <= cap:
+        return text
+    return raw[:cap].decode("utf-8", "ignore")
+
+
+def redact_url(url: str) -> str:
+    """Hide credentials in a URL: userinfo (``https://***@host/…``) and query values whose names look
+    like secrets (``?token=***``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc, query = parts.netloc, parts.query
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        netloc = f"{REDACTED}@{host}"
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            name, sep, _value = pair.partition("=")
+            pairs.append(f"{name}={REDACTED}" if sep and _SECRET_QUERY.search(name) else pair)
+        query = "&".join(pairs)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL carries: its password and secret-looking query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    out = [v for v in (parts.password,) if v]
+    for pair in parts.query.split("&") if parts.query else []:
+        name, sep, value = pair.partition("=")
+        if sep and value and _SECRET_QUERY.search(name):
+            out.append(value)
+    return out
+
+
+def _forms(value: str) -> set[str]:
+    """The ways a receiver, or a library quoting it, may write a secret back."""
+    forms = {value}
+    if value.startswith("whsec_"):
+        forms.add(value[len("whsec_"):])
+    for v in list(forms):
+        escaped = json.dumps(v)[1:-1]
+        forms.update({escaped, escaped.replace("/", "\\/"), json.dumps(v, ensure_ascii=False)[1:-1],
+                      quote(v, safe=""), quote(v, safe="/")})
+        literal = repr(v.encode("utf-8"))[2:-1]
+        forms.update({literal, literal.replace("\\'", "'"), literal.replace("'", "\\'")})
+    return forms
+
+
+def _replace(text: str, spans: list[tuple[int, int]]) -> str:
+    spans.sort()
+    out: list[str] = []
+    pos = 0
+    start, end = spans[0]
+    for s, e in spans[1:]:
+        if s < end:  # overlapping occurrences: one marker
+            end = max(end, e)
+            continue
+        out += [text[pos:start], REDACTED]
+        pos, (start, end) = end, (s, e)
+    out += [text[pos:start], REDACTED, text[end:]]
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: Any) -> bool:
+    k = str(key).lower()
+    return any(p in k for p in _SECRET_KEY_PARTS)
