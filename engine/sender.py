@@ -98,6 +98,7 @@ class Sender:
         what receivers send back (it also learns every credential this sender sends)."""
         self._now = now
         self.redactor = redactor if redactor is not None else Redactor()
+        self._taught: set[tuple[Auth, str | None, str]] = set()  #: credentials the redactor already knows
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._force_close = force_close
@@ -128,8 +129,15 @@ class Sender:
         # ceil_threshold: never round timeouts up, so they are exact on the virtual clock too
         return aiohttp.ClientTimeout(total=total, connect=connect, ceil_threshold=10 ** 9)
 
+    def _teach(self, auth: Auth, signing_secret: str | None, url: str) -> None:
+        """Make sure whatever credential goes out is scrubbed from whatever comes back."""
+        key = (auth, signing_secret, url)
+        if key not in self._taught:
+            self.redactor.add(*auth.secrets(), signing_secret, *url_secrets(url))
+            self._taught.add(key)
+
     async def send(self, req: Request) -> Outcome:
-        self.redactor.add(*req.auth.secrets(), req.signing_secret, *url_secrets(req.url))
+        self._teach(req.auth, req.signing_secret, req.url)
         headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
                                   signing_secret=req.signing_secret)
         return await self._request("POST", req.url, headers=headers, data=req.body,
@@ -143,7 +151,7 @@ class Sender:
 
     async def verify(self, url: str, auth: Auth, *, connect: float, total: float) -> Outcome:
         """The verification GET sent on activation (as Reteno does when a webhook URL is saved)."""
-        self.redactor.add(*auth.secrets(), *url_secrets(url))
+        self._teach(auth, None, url)
         return await self._request("GET", url, headers=auth.headers(), data=None,
                                    timeout=self._timeout(connect, total))
 
