@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
-from .config import CONFIG_FIELDS, REDACTED
+from .config import CONFIG_FIELDS
 from .core import ActivityPage, Engine, ResultSubmission, RunSummary
 from .errors import (ActivationRefused, ActivityError, ConfigError, DatabaseInUse, DispatchsimError,
                      InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable, StoreError)
 from .events import MessageEvents
 from .policy import PRESETS, OrderingPolicy, RetryPolicy, Timeouts, delay
+from .redact import REDACTED
 from .sender import VERSION, Outcome, OutcomeKind
 from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
 from .store import Store, latest_schema_version

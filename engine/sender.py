@@ -129,15 +129,17 @@ class Sender:
         # ceil_threshold: never round timeouts up, so they are exact on the virtual clock too
         return aiohttp.ClientTimeout(total=total, connect=connect, ceil_threshold=10 ** 9)
 
-    def _teach(self, auth: Auth, signing_secret: str | None, url: str) -> None:
-        """Make sure whatever credential goes out is scrubbed from whatever comes back."""
+    def teach(self, auth: Auth, signing_secret: str | None, url: str) -> None:
+        """Make sure whatever credential goes out is scrubbed from whatever comes back (and hidden in
+        any record of the request's headers)."""
         key = (auth, signing_secret, url)
         if key not in self._taught:
             self.redactor.add(*auth.secrets(), signing_secret, *url_secrets(url))
+            self.redactor.add_headers(*auth.secret_headers())
             self._taught.add(key)
 
     async def send(self, req: Request) -> Outcome:
-        self._teach(req.auth, req.signing_secret, req.url)
+        self.teach(req.auth, req.signing_secret, req.url)
         headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
                                   signing_secret=req.signing_secret)
         return await self._request("POST", req.url, headers=headers, data=req.body,
@@ -151,7 +153,7 @@ class Sender:
 
     async def verify(self, url: str, auth: Auth, *, connect: float, total: float) -> Outcome:
         """The verification GET sent on activation (as Reteno does when a webhook URL is saved)."""
-        self._teach(auth, None, url)
+        self.teach(auth, None, url)
         return await self._request("GET", url, headers=auth.headers(), data=None,
                                    timeout=self._timeout(connect, total))
 

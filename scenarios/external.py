@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from dispatchsim.engine.config import REDACTED, Auth
+from dispatchsim.engine.config import Auth
 from dispatchsim.engine.sender import Outcome, OutcomeKind, Request, Sender
 from dispatchsim.engine.signing import webhook_headers
 from dispatchsim.providers import Recorder
@@ -74,7 +74,8 @@ class ExternalGate(Sender):
         await self._admit(lane)
         headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
                                   signing_secret=req.signing_secret)
-        record = self._open(lane, "POST", req.url, _redacted(headers, req.auth), req.body.decode("utf-8", "replace"))
+        self.teach(req.auth, req.signing_secret, req.url)
+        record = self._open(lane, "POST", req.url, self._recorded(headers), req.body.decode("utf-8", "replace"))
         self._began()
         try:
             out = await super().send(req)
@@ -88,7 +89,8 @@ class ExternalGate(Sender):
         if lane is None:
             return await super().verify(url, auth, connect=connect, total=total)
         await self._admit(lane)
-        record = self._open(lane, "GET", url, _redacted(auth.headers(), auth), "")
+        self.teach(auth, None, url)
+        record = self._open(lane, "GET", url, self._recorded(auth.headers()), "")
         self._began()
         try:
             out = await super().verify(url, auth, connect=connect, total=total)
@@ -96,6 +98,10 @@ class ExternalGate(Sender):
             self._ended()
         self._close(record, out)
         return out
+
+    def _recorded(self, headers: dict[str, str]) -> dict[str, str]:
+        """Headers as the record keeps them: lower-cased names, credentials hidden by the one redaction."""
+        return {k.lower(): v for k, v in self.redactor.headers(headers).items()}
 
     def _began(self) -> None:
         self._inflight += 1
@@ -141,8 +147,3 @@ class ExternalGate(Sender):
 def _key(url: str) -> tuple[str, str, int | None, str]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port, parts.path or "/"
-
-
-def _redacted(headers: dict[str, str], auth: Auth) -> dict[str, str]:
-    secret_names = {k.lower() for k in auth.headers()}
-    return {k.lower(): REDACTED if k.lower() in secret_names else v for k, v in headers.items()}
