@@ -6,7 +6,8 @@ what is wrong; one exception can carry every problem found in a file, so a user 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 
 class DispatchsimError(Exception):
@@ -20,8 +21,8 @@ class LocatedError(DispatchsimError, ValueError):
     """An input is invalid at a place we can name; nothing was done with it.
 
     ``str()`` is ``source:line: field: message`` (the parts that are known), one line per problem when
-    the error carries several (``errors``). ``source``, ``line``, ``field`` and ``message`` are those of
-    the first problem.
+    the error carries several (``errors``, each a single problem). ``source``, ``line``, ``field`` and
+    ``message`` are those of the first problem.
     """
 
     def __init__(self, message: str, *, source: str | None = None, line: int | None = None,
@@ -50,11 +51,34 @@ class LocatedError(DispatchsimError, ValueError):
             raise ValueError("no errors to report")
         first = errors[0]
         out = cls(first.message, source=first.source, line=first.line, field=first.field)
-        out.errors = (out, *(e for e in errors[1:]))
-        out.args = (str(out),)
+        if len(errors) > 1:
+            out.errors = tuple(errors)  # each a single problem (its own ``errors`` is itself)
+            out.args = (str(out),)
         return out
 
 
 def all_errors(errors: Iterable[LocatedError]) -> list[LocatedError]:
     """Flatten exceptions that carry several problems into one list of single problems."""
     return [single for exc in errors for single in exc.errors]
+
+
+class Collector:
+    """Gathers located errors so a parser can go on after a mistake and report every problem at once.
+
+    ``with collector.guard(): ...`` records a :class:`LocatedError` raised inside and continues after the
+    block; :meth:`raise_if_any` raises them all as one exception of the caller's class.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[LocatedError] = []
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except LocatedError as exc:
+            self.errors.extend(exc.errors)
+
+    def raise_if_any(self, cls: type[LocatedError]) -> None:
+        if self.errors:
+            raise cls.of(self.errors)

@@ -59,10 +59,10 @@ class Auth:
         if isinstance(data, Auth):
             return data
         if not isinstance(data, dict):
-            raise ConfigError("auth: expected a mapping with a type (none, api_key, bearer, basic)")
+            raise ConfigError("expected a mapping with a type (none, api_key, bearer, basic)", field="auth")
         typ = data.get("type")
         if typ not in AUTH_TYPES:
-            raise ConfigError(f"auth.type: must be one of {', '.join(AUTH_TYPES)}, not {typ!r}")
+            raise ConfigError(f"must be one of {', '.join(AUTH_TYPES)}, not {typ!r}", field="auth.type")
         required, optional = _AUTH_FIELDS[typ]
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - required - optional)
@@ -82,7 +82,7 @@ class Auth:
         if typ == "basic" and ":" in str(data.get("username", "")):
             problems.append("username must not contain ':' (basic auth joins user:password)")
         if problems:
-            raise ConfigError("auth: " + "; ".join(problems))
+            raise ConfigError("; ".join(problems), field="auth")
         return cls(**data)
 
     def headers(self) -> dict[str, str]:
@@ -118,10 +118,10 @@ class Auth:
 
 def _check_url(url: Any) -> str:
     if not isinstance(url, str) or not url:
-        raise ConfigError("endpoint_url: required, an http(s) URL")
+        raise ConfigError("required, an http(s) URL", field="endpoint_url")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"endpoint_url: must be an absolute http(s) URL, got {redact_url(url)!r}")
+        raise ConfigError(f"must be an absolute http(s) URL, got {redact_url(url)!r}", field="endpoint_url")
     return url
 
 
@@ -200,12 +200,12 @@ def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
     url = _check_url(data.get("endpoint_url"))
     secret = data.get("signing_secret")
     if secret is not None and (not isinstance(secret, str) or not secret):
-        raise ConfigError("signing_secret: must be a non-empty string (e.g. whsec_<base64>) or null")
+        raise ConfigError("must be a non-empty string (e.g. whsec_<base64>) or null", field="signing_secret")
     if isinstance(secret, str) and secret.startswith("whsec_"):
         try:
             base64.b64decode(secret[6:], validate=True)
         except ValueError:
-            raise ConfigError("signing_secret: whsec_ secrets must be base64 after the prefix") from None
+            raise ConfigError("whsec_ secrets must be base64 after the prefix", field="signing_secret") from None
     mapping_spec, digest, warnings = compile_mapping_spec(data.get("mapping"))
     snap = Snapshot(
         endpoint_url=url,
@@ -234,5 +234,5 @@ def compile_mapping_spec(spec: Any) -> tuple[dict[str, Any] | None, str | None, 
     try:
         compiled = mapping.compile_mapping(spec)
     except mapping.MappingSpecError as exc:
-        raise ConfigError(f"mapping: {exc}") from None
+        raise ConfigError(str(exc), field="mapping") from None
     return compiled.spec, compiled.digest, [str(w) for w in compiled.warnings]

@@ -1,16 +1,19 @@
-"""One exception base; each subclass says what went wrong and what to do."""
+"""The engine's errors: subclasses of the one root, each saying what went wrong and what to do."""
 from __future__ import annotations
 
-
-class DispatchsimError(Exception):
-    """dispatchsim failed."""
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+from dispatchsim.errors import DispatchsimError, LocatedError
 
 
-class ConfigError(DispatchsimError):
-    """The dispatch configuration is invalid; nothing was stored."""
+class ConfigError(LocatedError):
+    """The dispatch configuration is invalid; nothing was stored.
+
+    ``field`` names the configuration field (``retry``, ``auth.type``, …) when one is at fault; ``str()``
+    is ``field: message``. A scenario file adds where the field is written (``file:line``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, source: str | None = None,
+                 line: int | None = None) -> None:
+        super().__init__(message, source=source, line=line, field=field)
 
 
 class NotFound(DispatchsimError):
@@ -51,3 +54,7 @@ class DatabaseInUse(StoreError):
 
 class StorageUnavailable(DispatchsimError):
     """The database cannot take writes right now (disk full, busy or read-only); nothing was stored."""
+
+
+__all__ = ["ActivationRefused", "ActivityError", "ConfigError", "DatabaseInUse", "DispatchsimError", "InvalidTransition",
+           "NotFound", "PayloadUnmappable", "ResultConflict", "StorageUnavailable", "StoreError"]

@@ -28,11 +28,11 @@ class CircuitBreaker:
 
     def __post_init__(self) -> None:
         if self.window <= 0 or self.cooldown <= 0:
-            raise ConfigError("circuit_breaker: window and cooldown must be > 0 seconds")
+            raise ConfigError("window and cooldown must be > 0 seconds", field="circuit_breaker")
         if not (0 < self.failure_rate <= 1):
-            raise ConfigError("circuit_breaker: failure_rate must be in (0, 1]")
+            raise ConfigError("failure_rate must be in (0, 1]", field="circuit_breaker")
         if isinstance(self.min_requests, bool) or self.min_requests < 1:
-            raise ConfigError("circuit_breaker: min_requests must be >= 1")
+            raise ConfigError("min_requests must be >= 1", field="circuit_breaker")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,24 +48,24 @@ class AutoDisable:
 
     def __post_init__(self) -> None:
         if self.after_failures is None and self.after is None:
-            raise ConfigError("auto_disable: set after_failures (consecutive failed attempts) and/or after (seconds)")
+            raise ConfigError("set after_failures (consecutive failed attempts) and/or after (seconds)", field="auto_disable")
         if self.after_failures is not None and (isinstance(self.after_failures, bool) or self.after_failures < 1):
-            raise ConfigError("auto_disable: after_failures must be >= 1")
+            raise ConfigError("after_failures must be >= 1", field="auto_disable")
         if self.after is not None and self.after <= 0:
-            raise ConfigError("auto_disable: after must be > 0 seconds")
+            raise ConfigError("after must be > 0 seconds", field="auto_disable")
         if self.notify_url is not None and not str(self.notify_url).startswith(("http://", "https://")):
-            raise ConfigError("auto_disable: notify_url must be an http(s) URL")
+            raise ConfigError("notify_url must be an http(s) URL", field="auto_disable")
 
 
 def _parse(cls: type, data: Any, name: str) -> Any:
     if data is None or isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"{name}: expected a mapping")
+        raise ConfigError("expected a mapping", field=name)
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{name}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})", field=name)
     from .policy import check_numbers
 
     check_numbers(name, cls, data)

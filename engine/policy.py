@@ -19,7 +19,7 @@ def check_numbers(what: str, cls: type, values: dict[str, Any]) -> None:
         if f.name in ("max_attempts", "max_age", "retry_after_ceiling", "after_failures", "after"):
             numeric = True
         if numeric and val is not None and (isinstance(val, bool) or not isinstance(val, (int, float))):
-            raise ConfigError(f"{what}: {f.name} must be a number (seconds for times), got {val!r}")
+            raise ConfigError(f"{f.name} must be a number (seconds for times), got {val!r}", field=what)
 
 
 def delay(attempt: int, *, base: float, factor: float, cap: float,
@@ -109,7 +109,7 @@ class RetryPolicy:
                for c in self.permanent_statuses):
             problems.append("permanent_statuses must be HTTP status codes outside 2xx")
         if problems:
-            raise ConfigError("retry policy: " + "; ".join(problems))
+            raise ConfigError("; ".join(problems), field="retry")
 
     @property
     def budget(self) -> int | None:
@@ -184,27 +184,27 @@ def retry_policy_from(data: RetryPolicy | dict[str, Any] | str | None) -> RetryP
     if isinstance(data, str):
         data = {"preset": data}
     if not isinstance(data, dict):
-        raise ConfigError(f"retry policy: expected a preset name or a mapping, got {type(data).__name__}")
+        raise ConfigError(f"expected a preset name or a mapping, got {type(data).__name__}", field="retry")
     values = dict(data)
     preset = values.pop("preset", None)
     if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"retry policy: unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+        raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})", field="retry")
     known = {f.name for f in fields(RetryPolicy)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"retry policy: unknown field(s) {', '.join(unknown)} (known: preset, {', '.join(sorted(known))})")
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: preset, {', '.join(sorted(known))})", field="retry")
     start = PRESETS[preset].to_dict() if preset else DEFAULT_RETRY.to_dict()
     if "schedule" in values and values["schedule"] is not None and "max_attempts" not in values:
         start["max_attempts"] = None  # the schedule's length is the budget unless said otherwise
-    check_numbers("retry policy", RetryPolicy, values)
+    check_numbers("retry", RetryPolicy, values)
     start.update(values)
     for key in ("schedule", "permanent_statuses"):
         if isinstance(start.get(key), list):
             start[key] = tuple(start[key])
     if start.get("schedule") is not None and not isinstance(start["schedule"], tuple):
-        raise ConfigError("retry policy: schedule must be a list of delays in seconds")
+        raise ConfigError("schedule must be a list of delays in seconds", field="retry")
     if not isinstance(start.get("permanent_statuses"), tuple):
-        raise ConfigError("retry policy: permanent_statuses must be a list of HTTP status codes")
+        raise ConfigError("permanent_statuses must be a list of HTTP status codes", field="retry")
     return RetryPolicy(**start)
 
 
@@ -227,13 +227,13 @@ class OrderingPolicy:
 
     def __post_init__(self) -> None:
         if self.mode not in ("ordered", "partitioned", "none"):
-            raise ConfigError(f"ordering: mode must be ordered, partitioned or none, not {self.mode!r}")
+            raise ConfigError(f"mode must be ordered, partitioned or none, not {self.mode!r}", field="ordering")
         if self.on_exhausted not in ("skip", "block"):
-            raise ConfigError(f"ordering: on_exhausted must be skip or block, not {self.on_exhausted!r}")
+            raise ConfigError(f"on_exhausted must be skip or block, not {self.on_exhausted!r}", field="ordering")
         if self.mode == "partitioned" and not self.partition_key:
-            raise ConfigError("ordering: mode partitioned needs partition_key (e.g. commerceExternalId)")
+            raise ConfigError("mode partitioned needs partition_key (e.g. commerceExternalId)", field="ordering")
         if self.concurrency < 1:
-            raise ConfigError("ordering: concurrency must be >= 1")
+            raise ConfigError("concurrency must be >= 1", field="ordering")
 
     @property
     def ordered(self) -> bool:
@@ -251,11 +251,11 @@ def ordering_policy_from(data: OrderingPolicy | dict[str, Any] | str | None) -> 
     if isinstance(data, str):
         data = {"mode": data}
     if not isinstance(data, dict):
-        raise ConfigError(f"ordering: expected a mode name or a mapping, got {type(data).__name__}")
+        raise ConfigError(f"expected a mode name or a mapping, got {type(data).__name__}", field="ordering")
     known = {f.name for f in fields(OrderingPolicy)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"ordering: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})", field="ordering")
     check_numbers("ordering", OrderingPolicy, data)
     return OrderingPolicy(**data)
 
@@ -269,7 +269,7 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         if not (0 < self.connect <= self.total):
-            raise ConfigError("timeouts: need 0 < connect <= total (seconds)")
+            raise ConfigError("need 0 < connect <= total (seconds)", field="timeouts")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,10 +281,10 @@ def timeouts_from(data: Timeouts | dict[str, Any] | None) -> Timeouts:
     if isinstance(data, Timeouts):
         return data
     if not isinstance(data, dict):
-        raise ConfigError("timeouts: expected a mapping with connect/total seconds")
+        raise ConfigError("expected a mapping with connect/total seconds", field="timeouts")
     unknown = sorted(set(data) - {"connect", "total"})
     if unknown:
-        raise ConfigError(f"timeouts: unknown field(s) {', '.join(unknown)} (known: connect, total)")
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: connect, total)", field="timeouts")
     check_numbers("timeouts", Timeouts, data)
     return Timeouts(**data)
 

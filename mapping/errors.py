@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dispatchsim.errors import DispatchsimError, LocatedError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -27,17 +29,28 @@ class Problem:
         return f"{where}: {severity}: {text}" if severity else f"{where}: {text}"
 
 
-class MappingError(Exception):
+class MappingError(DispatchsimError):
     """A payload mapping could not be compiled or applied."""
 
 
-class MappingSpecError(MappingError):
-    """The mapping spec is invalid; every problem found is listed, not just the first."""
+class MappingSpecError(MappingError, LocatedError):
+    """The mapping spec is invalid; every problem found is listed, not just the first.
+
+    ``problems`` keep the mapping's own view (target field, severity); ``errors`` are the same problems as
+    located errors (``source:line: field: message``), as every other input file reports them.
+    """
 
     def __init__(self, problems: list[Problem], *, source: str | None = None) -> None:
         self.problems = list(problems)
-        self.source = source
-        super().__init__(self._render())
+        first = self.problems[0] if self.problems else Problem("", "invalid mapping")
+        LocatedError.__init__(self, first.message, source=source, line=first.line, field=first.field or None)
+        if len(self.problems) > 1:
+            self.errors = tuple(LocatedError(p.message, source=source, line=p.line, field=p.field or None)
+                                for p in self.problems)
+        self.args = (self._render(),)
+
+    def __str__(self) -> str:
+        return self._render()
 
     def _render(self) -> str:
         if self.source is not None:

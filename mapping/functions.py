@@ -14,16 +14,18 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dispatchsim.errors import DispatchsimError
+
 from .paths import ExpressionError, compile_source, json_type
 
 Step = Callable[[Any, Any], Any]
 
 
-class StepError(Exception):
+class StepError(DispatchsimError):
     """A function failed on the data (not on the spec)."""
 
 
-class ArgumentError(ValueError):
+class ArgumentError(DispatchsimError, ValueError):
     """A function's argument in the spec is wrong."""
 
 

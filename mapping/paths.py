@@ -18,6 +18,8 @@ from jmespath import exceptions as jexc
 from jmespath import functions as jfunctions
 from jmespath import visitor as jvisitor
 
+from dispatchsim.errors import DispatchsimError
+
 Getter = Callable[[Any], Any]
 
 _INTERPRETER = jvisitor.TreeInterpreter()
@@ -32,7 +34,7 @@ _TOKEN_NAMES = {
 }
 
 
-class ExpressionError(ValueError):
+class ExpressionError(DispatchsimError, ValueError):
     """A JMESPath expression that cannot be compiled; the message says where and why."""
 
 

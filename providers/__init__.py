@@ -11,11 +11,9 @@ from .checks import sign
 from .config import (
     EndpointConfig,
     ProvidersConfig,
-    lines_under,
     load_config,
     parse_behaviour,
     parse_config,
-    yaml_with_lines,
 )
 from .endpoint import Endpoint, EndpointSet
 from .errors import ProviderConfigError
@@ -44,10 +42,8 @@ __all__ = [
     "ProvidersConfig",
     "Record",
     "Recorder",
-    "lines_under",
     "load_config",
     "parse_behaviour",
     "parse_config",
     "sign",
-    "yaml_with_lines",
 ]

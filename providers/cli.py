@@ -43,12 +43,14 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ProviderConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in exc.errors:
+            print(f"error: {problem.located()}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(serve(config, port=args.port, host=args.host, seed=args.seed, record=args.record))
     except ProviderConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in exc.errors:
+            print(f"error: {problem.located()}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot listen: {exc}", file=sys.stderr)

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+from dispatchsim.errors import Collector
+from dispatchsim.yamlfile import dotted as _dotted
+from dispatchsim.yamlfile import load_file
 
 from .behaviour import (
     FAULTS,
@@ -86,83 +88,22 @@ class ProvidersConfig:
     source: str = "<config>"
 
 
-# --------------------------------------------------------------------------- YAML with lines
-
-
-def yaml_with_lines(text: str, *, source: str = "<config>") -> tuple[Any, dict[Path, int]]:
-    """Parse YAML and map every key / list item path to its 1-based line.
-
-    Duplicate keys are an error (PyYAML would silently keep the last one).
-    """
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        data = loader.construct_document(node)
-        lines: dict[Path, int] = {(): node.start_mark.line + 1}
-        _walk_lines(loader, node, (), lines, source)
-        return data, lines
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise ProviderConfigError(f"invalid YAML: {exc.problem or exc}", source=source, line=line) from None
-    finally:
-        loader.dispose()
-
-
-def _walk_lines(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict[Path, int], source: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[Any] = set()
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int)):
-                continue
-            sub = path + (key,)
-            if key in seen:
-                raise ProviderConfigError("duplicate key", source=source, line=key_node.start_mark.line + 1,
-                                          field=_dotted(sub))
-            seen.add(key)
-            lines[sub] = key_node.start_mark.line + 1
-            _walk_lines(loader, value_node, sub, lines, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _walk_lines(loader, item, path + (i,), lines, source)
-
-
-def lines_under(lines: Lines, prefix: Path) -> dict[Path, int]:
-    """Re-root a line map at ``prefix`` (e.g. a scenario's ``("providers",)`` part)."""
-    n = len(prefix)
-    return {p[n:]: line for p, line in lines.items() if p[:n] == prefix}
-
-
-def _dotted(path: Path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 # --------------------------------------------------------------------------- entry points
 
 
 def load_config(path: str | os.PathLike[str]) -> ProvidersConfig:
     """Read a providers YAML file; errors name the file, line and field."""
-    source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ProviderConfigError(f"cannot read file: {exc.strerror}", source=source) from None
-    data, lines = yaml_with_lines(text, source=source)
-    return parse_config(data, source=source, lines=lines)
+    data, lines = load_file(path, error=ProviderConfigError, what="the providers file")
+    if data is None:
+        raise ProviderConfigError("the file is empty; the providers config must be a mapping with 'endpoints'", source=os.fspath(path),
+                                  line=1)
+    return parse_config(data, source=os.fspath(path), lines=lines)
 
 
 def parse_config(data: Any, *, source: str = "<config>", lines: Lines | None = None) -> ProvidersConfig:
     """Validate the ``{endpoints: {...}}`` structure (already parsed) into a :class:`ProvidersConfig`.
 
-    ``lines`` maps key paths (relative to ``data``) to line numbers; see :func:`yaml_with_lines`.
+    ``lines`` maps key paths (relative to ``data``) to line numbers; see :func:`dispatchsim.yamlfile.load_yaml`.
     """
     return _Parser(source, lines or {}).config(data)
 
@@ -193,9 +134,12 @@ _COMPOSITES = {"mix": {"mix"}, "sequence": {"sequence", "cycle"}, "windows": {"w
 
 
 class _Parser:
+    """Validates a providers config; it goes on after a mistake, so one run reports every problem."""
+
     def __init__(self, source: str, lines: Lines) -> None:
         self.source = source
         self.lines = lines
+        self.found = Collector()
 
     def fail(self, path: Path, message: str) -> ProviderConfigError:
         line = None
@@ -208,9 +152,10 @@ class _Parser:
     def mapping(self, value: Any, path: Path, allowed: set[str], what: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(path, f"{what} must be a mapping, got {_kind(value)}")
-        for key in value:
-            if key not in allowed:
-                raise self.fail(path + (key,), f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}")
+        unknown = [self.fail(path + (key,), f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}")
+                   for key in value if key not in allowed]
+        if unknown:
+            raise ProviderConfigError.of(unknown)
         return value
 
     # ---- top level
@@ -225,43 +170,46 @@ class _Parser:
         out: dict[str, EndpointConfig] = {}
         for name, spec in endpoints.items():
             path: Path = ("endpoints", name)
-            if not isinstance(name, str) or not _NAME.match(name):
-                raise self.fail(path, f"endpoint name {name!r} must be letters, digits, '_', '.', '-'")
-            out[name] = self.endpoint(name, spec if spec is not None else {}, path)
+            with self.found.guard():
+                if not isinstance(name, str) or not _NAME.match(name):
+                    raise self.fail(path, f"endpoint name {name!r} must be letters, digits, '_', '.', '-'")
+                out[name] = self.endpoint(name, spec if spec is not None else {}, path)
         ports = [e.port for e in out.values() if e.port]
         if len(ports) != len(set(ports)):
-            raise self.fail(("endpoints",), "two endpoints use the same port")
+            self.found.errors.append(self.fail(("endpoints",), "two endpoints use the same port"))
+        self.found.raise_if_any(ProviderConfigError)
         return ProvidersConfig(out, self.source)
 
     def endpoint(self, name: str, spec: Any, path: Path) -> EndpointConfig:
         spec = self.mapping(spec, path, _ENDPOINT_KEYS, f"endpoint {name!r}")
         kw: dict[str, Any] = {"name": name}
-        if "path" in spec:
-            p = spec["path"]
-            if not isinstance(p, str) or not p.startswith("/") or "?" in p:
-                raise self.fail(path + ("path",), f"must be an absolute URL path like /hooks, got {p!r}")
-            kw["path"] = p
-        if "port" in spec:
-            kw["port"] = self.integer(spec["port"], path + ("port",), 0, 65535)
-        if "behaviour" in spec:
-            kw["behaviour"] = self.behaviour(spec["behaviour"], path + ("behaviour",), allow_refuse=True)
-        if "verify_get" in spec:
-            kw["verify_get"] = self.behaviour(spec["verify_get"], path + ("verify_get",), allow_refuse=False)
-        if "auth" in spec:
-            kw["auth"] = self.auth(spec["auth"], path + ("auth",))
-        if "signing_secret" in spec:
-            kw["signing_secret"] = self.string(spec["signing_secret"], path + ("signing_secret",))
-        if "signature_tolerance" in spec:
-            kw["signature_tolerance"] = self.duration(spec["signature_tolerance"], path + ("signature_tolerance",))
-        if "schema" in spec:
-            s = self.mapping(spec["schema"], path + ("schema",), {"required"}, "schema")
+        for key, value in spec.items():
+            with self.found.guard():
+                kw[key] = self.endpoint_field(key, value, path + (key,))
+        return EndpointConfig(**kw)
+
+    def endpoint_field(self, key: str, value: Any, path: Path) -> Any:
+        if key == "path":
+            if not isinstance(value, str) or not value.startswith("/") or "?" in value:
+                raise self.fail(path, f"must be an absolute URL path like /hooks, got {value!r}")
+            return value
+        if key == "port":
+            return self.integer(value, path, 0, 65535)
+        if key in ("behaviour", "verify_get"):
+            return self.behaviour(value, path, allow_refuse=key == "behaviour")
+        if key == "auth":
+            return self.auth(value, path)
+        if key == "signing_secret":
+            return self.string(value, path)
+        if key == "signature_tolerance":
+            return self.duration(value, path)
+        if key == "schema":
+            s = self.mapping(value, path, {"required"}, "schema")
             req = s.get("required", [])
             if not isinstance(req, list) or not all(isinstance(x, str) and x for x in req):
-                raise self.fail(path + ("schema", "required"), "must be a list of field names (dotted paths allowed)")
-            kw["schema"] = SchemaCheck(required=tuple(req))
-        if "results_callback" in spec:
-            kw["results_callback"] = self.callback(spec["results_callback"], path + ("results_callback",))
-        return EndpointConfig(**kw)
+                raise self.fail(path + ("required",), "must be a list of field names (dotted paths allowed)")
+            return SchemaCheck(required=tuple(req))
+        return self.callback(value, path)  # results_callback, the last of _ENDPOINT_KEYS
 
     def auth(self, value: Any, path: Path) -> AuthCheck:
         if not isinstance(value, dict) or value.get("type") not in ("api_key", "bearer", "basic"):

@@ -1,19 +1,16 @@
 """The one error the providers package raises on bad input."""
 from __future__ import annotations
 
+from dispatchsim.errors import LocatedError
 
-class ProviderConfigError(ValueError):
+
+class ProviderConfigError(LocatedError):
     """The provider endpoint configuration is invalid.
 
-    The message says where (``file:line``), which field (a dotted path such as
+    Each problem says where (``file:line``), which field (a dotted path such as
     ``endpoints.acme.behaviour.status``) and what is wrong with it.
     """
 
-    def __init__(self, message: str, *, source: str = "<config>", line: int | None = None,
+    def __init__(self, message: str, *, source: str | None = "<config>", line: int | None = None,
                  field: str | None = None) -> None:
-        self.source = source
-        self.line = line
-        self.field = field
-        where = source if line is None else f"{source}:{line}"
-        prefix = f"{where}: {field}: " if field else f"{where}: "
-        super().__init__(prefix + message)
+        super().__init__(message, source=source, line=line, field=field)

@@ -20,6 +20,7 @@ from dispatchsim.engine.clock import fmt_offset
 from dispatchsim.mapping.activity import example_activity
 from dispatchsim.providers import ProviderConfigError, parse_behaviour
 
+from .errors import ScenarioError
 from .parsing import EDITABLE_KEYS, KeyPath, ParseContext
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class Endpoint(Action):
         P = ctx.reader
         P.mapping(value, path, {"name", "behaviour"}, "an endpoint change")
         name = P.string(value.get("name"), path + ("name",))
-        if name not in ctx.endpoints:
+        if ctx.endpoints is not None and name not in ctx.endpoints:
             raise P.fail(path + ("name",), f"unknown simulated endpoint {name!r} (simulated: "
                                            f"{', '.join(sorted(ctx.endpoints)) or 'none'})")
         if "behaviour" not in value:
@@ -188,7 +189,8 @@ class Endpoint(Action):
         try:
             parse_behaviour(value["behaviour"], source=P.source)
         except ProviderConfigError as exc:
-            raise P.fail(path + ("behaviour",), str(exc).split(": ", 1)[-1]) from None
+            raise ScenarioError.of([P.fail(path + ("behaviour",), f"{e.field}: {e.message}" if e.field else e.message)
+                                    for e in exc.errors]) from None
         return cls(name=name, behaviour=value["behaviour"])
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
@@ -383,12 +385,12 @@ class MessageEvents(Action):
 
         P, accounts = ctx.reader, ctx.accounts
         P.mapping(value, path, cls.KEYS, "a batch of message events")
-        if not accounts:
+        if accounts is not None and not accounts:
             raise P.fail(path, "no accounts: add a top-level 'accounts:' with the message-event webhook")
         account = value.get("account")
-        if account is None and len(accounts) == 1:
+        if account is None and accounts is not None and len(accounts) == 1:
             account = next(iter(accounts))
-        if account not in accounts:
+        if accounts is not None and account not in accounts:
             raise P.fail(path + ("account",), f"unknown account {account!r} (accounts: {', '.join(sorted(accounts))})")
         status = value.get("status", "DELIVERED")
         if status != "mixed" and status not in EVENT_STATUSES:

@@ -6,12 +6,14 @@ import re
 import sys
 from pathlib import Path
 
+from dispatchsim.errors import LocatedError
+
 from . import catalogue
+from .errors import ScenarioError
 from .html_report import html_report
 from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, run_scenario
-from .errors import ScenarioError
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +41,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "scenario"
 
@@ -54,10 +60,18 @@ def main(args: argparse.Namespace) -> int:
         print("dispatchsim run: name at least one scenario file or bundled scenario (--list shows them)",
               file=sys.stderr)
         return 2
-    try:
-        scenarios = [catalogue.resolve(arg) for arg in args.scenarios]
-    except ScenarioError as exc:
-        print(f"dispatchsim run: invalid scenario: {exc}", file=sys.stderr)
+    scenarios = []
+    problems: list[LocatedError] = []
+    for arg in args.scenarios:  # every file is checked, so one run shows every mistake in all of them
+        try:
+            scenarios.append(catalogue.resolve(arg))
+        except ScenarioError as exc:
+            problems.extend(exc.errors)
+    if problems:
+        for problem in problems:
+            print(problem.located(), file=sys.stderr)
+        print(f"dispatchsim run: {_plural(len(problems), 'problem')} in the scenario files; nothing was run",
+              file=sys.stderr)
         return 2
     if args.db and len(scenarios) > 1:
         print("dispatchsim run: --db needs exactly one scenario", file=sys.stderr)

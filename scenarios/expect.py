@@ -114,7 +114,8 @@ class _Tally(Expectation):
     what: ClassVar[str]
 
     @classmethod
-    def allowed(cls, ctx: ParseContext) -> set[str]:
+    def allowed(cls, ctx: ParseContext) -> set[str] | frozenset[str] | None:
+        """The names this tally may count (None: any; the file's list of them is itself invalid)."""
         raise NotImplementedError
 
     @classmethod
@@ -357,9 +358,7 @@ class MappingShape(Expectation):
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
         P = ctx.reader
         P.mapping(value, path, {"provider", "has", "lacks", "array", "equals"}, "a mapping shape")
-        prov = P.string(value.get("provider"), path + ("provider",))
-        if prov not in ctx.providers:
-            raise P.fail(path + ("provider",), f"unknown provider {prov!r}")
+        P.known(P.string(value.get("provider"), path + ("provider",)), path + ("provider",), ctx.providers, "provider")
         return cls(spec=dict(value), line=P.line(path))
 
     def check(self, r: RunResult) -> list[Check]:
@@ -494,8 +493,8 @@ class EventsReceived(_Tally):
     what: ClassVar[str] = "message events acknowledged per provider"
 
     @classmethod
-    def allowed(cls, ctx: ParseContext) -> set[str]:
-        return set(ctx.providers)
+    def allowed(cls, ctx: ParseContext) -> frozenset[str] | None:
+        return ctx.providers
 
     def observed(self, r: RunResult, name: str) -> int:
         return sum(len(x.json) for x in r.recorder.records if x.endpoint == name and x.method == "POST"
@@ -513,8 +512,8 @@ class Received(_Tally):
     what: ClassVar[str] = "requests received per provider"
 
     @classmethod
-    def allowed(cls, ctx: ParseContext) -> set[str]:
-        return set(ctx.providers)
+    def allowed(cls, ctx: ParseContext) -> frozenset[str] | None:
+        return ctx.providers
 
     def observed(self, r: RunResult, name: str) -> int:
         return len([x for x in r.recorder.records if x.endpoint == name and x.method == "POST"])

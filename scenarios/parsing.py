@@ -11,7 +11,9 @@ from typing import Any
 
 from dispatchsim.engine.config import build_snapshot
 from dispatchsim.engine.errors import ConfigError
+from dispatchsim.errors import Collector
 from dispatchsim.providers.durations import parse_duration
+from dispatchsim.yamlfile import dotted
 
 from .errors import ScenarioError
 
@@ -30,14 +32,6 @@ _TEXT_FIELDS = {"preset", "jitter", "mode", "on_exhausted", "partition_key", "ty
                 "username", "password"}
 
 
-def dotted(path: KeyPath) -> str:
-    """``("configurations", 0, "retry")`` -> ``configurations[0].retry``: the key as a user writes it."""
-    key = ""
-    for part in path:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return key
-
-
 def kind_of(value: Any) -> str:
     """What a value is, in words, for "expected X, got Y" messages."""
     if value is None:
@@ -47,10 +41,15 @@ def kind_of(value: Any) -> str:
 
 
 class Reader:
-    """Parsing helpers that know where each key lives; every failure names ``file:line: key``."""
+    """Parsing helpers that know where each key lives; every failure names ``file:line: key``.
+
+    ``found`` gathers the problems of a whole file: parts of the parser guard each item
+    (``with reader.found.guard(): ...``) and go on, so one run reports every mistake.
+    """
 
     def __init__(self, source: str, lines: Lines) -> None:
         self.source, self.lines = source, lines
+        self.found = Collector()
 
     def line(self, path: KeyPath) -> int | None:
         while path and path not in self.lines:
@@ -60,14 +59,25 @@ class Reader:
     def fail(self, path: KeyPath, message: str) -> ScenarioError:
         return ScenarioError(message, source=self.source, line=self.line(path), field=dotted(path) or None)
 
-    def mapping(self, value: Any, path: KeyPath, allowed: set[str], what: str) -> dict[str, Any]:
+    def mapping(self, value: Any, path: KeyPath, allowed: set[str] | frozenset[str] | None,
+                what: str) -> dict[str, Any]:
+        """A mapping whose keys are all ``allowed`` (None: any key; the names are not known); every
+        unknown key is reported."""
         if not isinstance(value, dict):
             raise self.fail(path, f"expected a mapping ({what}), got {kind_of(value)}")
-        for key in value:
-            if key not in allowed:
-                raise self.fail(path + (key,), f"unknown key {key!r} in {what} (expected one of: "
-                                               f"{', '.join(sorted(allowed))})")
+        if allowed is not None:
+            unknown = [self.fail(path + (key,), f"unknown key {key!r} in {what} (expected one of: "
+                                                f"{', '.join(sorted(allowed))})") for key in value if key not in allowed]
+            if unknown:
+                raise ScenarioError.of(unknown)
         return value
+
+    def known(self, name: str, path: KeyPath, names: frozenset[str] | None, what: str) -> str:
+        """``name`` is one of the ``names`` the file declared (None: that part of the file is itself
+        invalid, so the name is not checked again)."""
+        if names is not None and name not in names:
+            raise self.fail(path, f"unknown {what} {name!r} ({what}s: {', '.join(sorted(names))})")
+        return name
 
     def duration(self, value: Any, path: KeyPath) -> float:
         try:
@@ -90,12 +100,9 @@ class Reader:
             raise self.fail(path, "expected true or false")
         return value
 
-    def config_ref(self, value: Any, path: KeyPath, configs: frozenset[str]) -> str:
+    def config_ref(self, value: Any, path: KeyPath, configs: frozenset[str] | None) -> str:
         """A configuration id the file declared."""
-        cid = self.string(value, path)
-        if cid not in configs:
-            raise self.fail(path, f"unknown configuration {cid!r} (configurations: {', '.join(sorted(configs))})")
-        return cid
+        return self.known(self.string(value, path), path, configs, "configuration")
 
     def durations(self, fields: dict[str, Any], path: KeyPath) -> dict[str, Any]:
         """Turn durations written as text (``5m``, ``1h30m``) into the seconds the engine takes."""
@@ -120,7 +127,8 @@ class Reader:
         try:
             build_snapshot({**fields, **stand_in})
         except ConfigError as exc:
-            raise self.fail(path + (_config_key(str(exc)),), str(exc)) from None
+            where = tuple(exc.field.split(".")) if exc.field else ("configuration",)
+            raise self.fail(path + where, exc.message) from None
         except (TypeError, ValueError) as exc:  # a wrong type the engine's validation does not name, e.g. cap: 1h
             key = "configuration"
             for name in fields:
@@ -138,26 +146,17 @@ class Reader:
             raise self.fail(path + (key,), f"invalid value: {exc}") from None
 
 
-def _config_key(message: str) -> str:
-    for key in ("auth", "signing_secret", "mapping", "retry", "ordering", "timeouts", "circuit_breaker",
-                "auto_disable"):
-        if message.startswith(key) or message.startswith(f"{key} ") or message.startswith(f"{key}:") \
-                or message.startswith(f"{key}."):
-            return key
-    if message.startswith("retry policy"):
-        return "retry"
-    return "configuration"
-
-
 @dataclass(frozen=True)
 class ParseContext:
     """The file's line map and what the rest of the scenario declared, for one expectation or action."""
 
     reader: Reader
     tenants: dict[str, str]  #: tenant id -> name
-    configs: frozenset[str] = frozenset()  #: configuration ids
-    providers: frozenset[str] = frozenset()  #: simulated and external provider names
-    endpoints: frozenset[str] = frozenset()  #: simulated endpoints (their behaviour can change)
-    accounts: frozenset[str] = frozenset()  #: accounts with a message-event webhook
+    #: The names the file declares; None where that part of the file is itself invalid (its own errors are
+    #: reported, references to it are not checked again).
+    configs: frozenset[str] | None = frozenset()  #: configuration ids
+    providers: frozenset[str] | None = frozenset()  #: simulated and external provider names
+    endpoints: frozenset[str] | None = frozenset()  #: simulated endpoints (their behaviour can change)
+    accounts: frozenset[str] | None = frozenset()  #: accounts with a message-event webhook
     duration: float = 48 * 3600.0
     at: float = 0.0  #: the timeline event's own time (actions only)

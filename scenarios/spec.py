@@ -6,17 +6,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from dispatchsim.engine.clock import VIRTUAL_EPOCH, parse_iso
 from dispatchsim.engine.errors import ConfigError
-from dispatchsim.providers import ProviderConfigError, ProvidersConfig, parse_config, yaml_with_lines
+from dispatchsim.errors import Collector
+from dispatchsim.mapping import MappingSpecError, load_mapping_file
+from dispatchsim.providers import ProviderConfigError, ProvidersConfig, parse_config
+from dispatchsim.yamlfile import load_yaml, read_text
 
 from .actions import ACTIONS, Action
 from .errors import ScenarioError
 from .expect import BY_KEY, Expectation
 from .external import DEFAULT_MAX_RATE, DEFAULT_MAX_REQUESTS, MAX_RATE, MAX_REQUESTS, ExternalProvider
-from .parsing import CONFIG_KEYS, ParseContext, Reader, kind_of
+from .parsing import CONFIG_KEYS, KeyPath, ParseContext, Reader, kind_of
 
 
 @dataclass(frozen=True)
@@ -78,64 +79,90 @@ EXPECT_KEYS = set(BY_KEY)
 
 
 def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; every problem in it is reported at once (:class:`ScenarioError`)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"cannot read the file: {exc.strerror}", source=str(path)) from None
+    text = read_text(p, error=ScenarioError)
     return parse_scenario(text, source=str(path), base_dir=p.parent)
 
 
 def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
-    try:
-        data, lines = yaml_with_lines(text, source=source)
-    except ProviderConfigError as exc:
-        raise ScenarioError(str(exc).split(": ", 1)[-1], source=source, line=exc.line) from None
-    P = Reader(source, lines)
+    """Validate a scenario's YAML text. The parser goes on after a mistake, so a :class:`ScenarioError`
+    carries every problem found (``errors``), each as ``file:line: key: message``."""
+    data, lines = load_yaml(text, source=source, error=ScenarioError)
     if data is None:
         raise ScenarioError("the file is empty; a scenario needs at least name, providers, configurations",
                             source=source, line=1)
-    P.mapping(data, (), TOP_KEYS, "a scenario")
-    if "name" not in data:
-        raise P.fail((), "missing required key 'name'")
-    name = P.string(data["name"], ("name",))
-    description = data.get("description") or ""
-    if not isinstance(description, str):
-        raise P.fail(("description",), "expected a string")
-    seed = P.integer(data.get("seed", 0), ("seed",))
-    duration = P.duration(data.get("duration", "48h"), ("duration",))
-    if duration <= 0:
-        raise P.fail(("duration",), "must be > 0")
-    start = VIRTUAL_EPOCH
+    if not isinstance(data, dict):
+        raise ScenarioError(f"expected a mapping of scenario keys (name, providers, configurations, …), got "
+                            f"{kind_of(data)}", source=source, line=lines.get((), 1))
+    P = Reader(source, lines)
+    guard = P.found.guard
+    with guard():
+        P.mapping(data, (), TOP_KEYS, "a scenario")
+    name, description, seed, duration, start = "", "", 0, 48 * 3600.0, VIRTUAL_EPOCH
+    with guard():
+        if "name" not in data:
+            raise P.fail((), "missing required key 'name'")
+        name = P.string(data["name"], ("name",))
+    with guard():
+        description = data.get("description") or ""
+        if not isinstance(description, str):
+            raise P.fail(("description",), "expected a string")
+    with guard():
+        seed = P.integer(data.get("seed", 0), ("seed",))
+    with guard():
+        duration = P.duration(data.get("duration", "48h"), ("duration",))
+        if duration <= 0:
+            raise P.fail(("duration",), "must be > 0")
     if "start" in data:
-        try:
-            start = parse_iso(str(data["start"]))
-        except ValueError:
-            raise P.fail(("start",), f"expected an ISO-8601 timestamp, got {data['start']!r}") from None
+        with guard():
+            try:
+                start = parse_iso(str(data["start"]))
+            except ValueError:
+                raise P.fail(("start",), f"expected an ISO-8601 timestamp, got {data['start']!r}") from None
 
-    simulated, external, limits = _providers(P, data.get("providers"))
+    simulated, external, limits = None, {}, {}
+    with guard():
+        simulated, external, limits = _providers(P, data.get("providers"))
     clock = data.get("clock")
-    if clock not in (None, "virtual", "real"):
-        raise P.fail(("clock",), f"expected virtual or real, got {clock!r}")
-    if external and clock == "virtual":
-        raise P.fail(("clock",), f"provider(s) {', '.join(sorted(external))} are external URLs, which only work "
-                                 "on the real clock: use clock: real (or remove clock:)")
-    clock = clock or ("real" if external else "virtual")
+    with guard():
+        if clock not in (None, "virtual", "real"):
+            raise P.fail(("clock",), f"expected virtual or real, got {clock!r}")
+        if external and clock == "virtual":
+            raise P.fail(("clock",), f"provider(s) {', '.join(sorted(external))} are external URLs, which only "
+                                     "work on the real clock: use clock: real (or remove clock:)")
+    clock = clock if clock in ("virtual", "real") else ("real" if external else "virtual")
 
-    tenants = _tenants(P, data.get("tenants"))
-    providers = set(external) | set(simulated.endpoints if simulated else ())
-    accounts = _accounts(P, data.get("accounts"), tenants, providers)
-    configs = _configs(P, data.get("configurations"), tenants, providers, base_dir or Path("."),
-                       required=not accounts)
-    ctx = ParseContext(reader=P, tenants=tenants, configs=frozenset(c.id for c in configs),
-                       providers=frozenset(providers),
-                       endpoints=frozenset(simulated.endpoints) if simulated else frozenset(),
-                       accounts=frozenset(accounts), duration=duration)
-    timeline = _timeline(ctx, data.get("timeline", []))
-    expect = _expect(ctx, data.get("expect", {}))
+    raw = data.get("providers")
+    ctx = ParseContext(reader=P, tenants={}, duration=duration,
+                       providers=frozenset(raw) if isinstance(raw, dict) else None,
+                       endpoints=frozenset(k for k, v in raw.items() if not (isinstance(v, dict) and "url" in v))
+                       if isinstance(raw, dict) else None)
+    with guard():
+        ctx.tenants.update(_tenants(P, data.get("tenants")))
+    accounts: dict[str, dict[str, Any]] = {}
+    with guard():
+        accounts = _accounts(ctx, data.get("accounts"))
+    raw = data.get("accounts")
+    ctx = replace(ctx, accounts=frozenset(raw) if isinstance(raw, dict) else (frozenset() if raw is None else None))
+    configs: list[ConfigSpec] = []
+    with guard():
+        configs = _configs(ctx, data.get("configurations"), base_dir or Path("."), required="accounts" not in data)
+    raw = data.get("configurations")
+    ctx = replace(ctx, configs=frozenset(c["id"] for c in raw if isinstance(c, dict) and isinstance(c.get("id"), str))
+                  if isinstance(raw, list) else None)
+    timeline: list[Event] = []
+    with guard():
+        timeline = _timeline(ctx, data.get("timeline", []))
+    expect: dict[str, Expectation] = {}
+    with guard():
+        expect = _expect(ctx, data.get("expect", {}))
+    P.found.errors.sort(key=lambda e: (e.source != source, e.line or 0))  # top to bottom, own file first
+    P.found.raise_if_any(ScenarioError)
     return Scenario(name=name, source=source, description=description, seed=seed, clock=clock, duration=duration,
-                    start=start, simulated=simulated, external=external, external_limits=limits, tenants=tenants,
-                    configurations=configs, accounts=accounts, timeline=timeline, expect=expect, base_dir=base_dir or Path("."))
+                    start=start, simulated=simulated, external=external, external_limits=limits, tenants=ctx.tenants,
+                    configurations=configs, accounts=accounts, timeline=timeline, expect=expect,
+                    base_dir=base_dir or Path("."))
 
 
 def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str, str], dict[str, ExternalProvider]]:
@@ -147,7 +174,10 @@ def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str,
     external: dict[str, str] = {}
     limits: dict[str, ExternalProvider] = {}
     for name, spec in value.items():
-        if isinstance(spec, dict) and "url" in spec:
+        if not (isinstance(spec, dict) and "url" in spec):
+            simulated[name] = spec if spec is not None else {}
+            continue
+        with P.found.guard():
             extra = sorted(set(spec) - EXTERNAL_KEYS)
             if extra:
                 raise P.fail(("providers", name, extra[0]), "an external provider takes only url, max_rate and "
@@ -159,17 +189,16 @@ def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str,
             external[name] = url
             limits[name] = ExternalProvider(name, url, _max_rate(P, name, spec.get("max_rate", DEFAULT_MAX_RATE)),
                                             _max_requests(P, name, spec.get("max_requests", DEFAULT_MAX_REQUESTS)))
-        else:
-            simulated[name] = spec if spec is not None else {}
     config = None
     if simulated:
         sub_lines = {("endpoints",) + p[1:]: n for p, n in P.lines.items() if p[:1] == ("providers",)}
         try:
             config = parse_config({"endpoints": simulated}, source=P.source, lines=sub_lines)
         except ProviderConfigError as exc:
-            key = (exc.field or "").replace("endpoints.", "providers.", 1)
-            raise ScenarioError(str(exc).split(": ", 2)[-1] if exc.field else str(exc), source=P.source,
-                                line=exc.line, field=key or None) from None
+            raise ScenarioError.of([
+                ScenarioError(e.message, source=P.source, line=e.line,
+                              field=(e.field or "").replace("endpoints", "providers", 1) or None)
+                for e in exc.errors]) from None
     return config, external, limits
 
 
@@ -211,8 +240,9 @@ def _tenants(P: Reader, value: Any) -> dict[str, str]:
     raise P.fail(("tenants",), f"expected a list of tenant ids, got {kind_of(value)}")
 
 
-def _accounts(P: Reader, value: Any, tenants: dict[str, str], providers: set[str]) -> dict[str, dict[str, Any]]:
+def _accounts(ctx: ParseContext, value: Any) -> dict[str, dict[str, Any]]:
     """Reteno message-event webhooks, one per account (an account is a tenant)."""
+    P, tenants = ctx.reader, ctx.tenants
     if value is None:
         return {}
     if not isinstance(value, dict) or not value:
@@ -222,27 +252,27 @@ def _accounts(P: Reader, value: Any, tenants: dict[str, str], providers: set[str
     out = {}
     for acc, spec in value.items():
         path = ("accounts", acc)
-        P.mapping(spec, path, ACCOUNT_KEYS, "an account's message-event webhook")
-        if tenants and acc not in tenants:
-            raise P.fail(path, f"unknown tenant {acc!r} (tenants: {', '.join(tenants)}); an account is a tenant")
-        tenants.setdefault(acc, acc)
-        provider = P.string(spec.get("provider"), path + ("provider",))
-        if provider not in providers:
-            raise P.fail(path + ("provider",), f"unknown provider {provider!r} (providers: {', '.join(sorted(providers))})")
-        webhook = {k: v for k, v in spec.items() if k != "provider"}
-        if isinstance(webhook.get("max_wait"), str):
-            webhook["max_wait"] = P.duration(webhook["max_wait"], path + ("max_wait",))
-        webhook = P.durations(webhook, path)
-        try:
-            WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
-        except ConfigError as exc:
-            raise P.fail(path, str(exc)) from None
-        out[acc] = {"provider": provider, "webhook": webhook}
+        with P.found.guard():
+            P.mapping(spec, path, ACCOUNT_KEYS, "an account's message-event webhook")
+            if tenants and acc not in tenants:
+                raise P.fail(path, f"unknown tenant {acc!r} (tenants: {', '.join(tenants)}); an account is a tenant")
+            tenants.setdefault(acc, acc)
+            provider = P.known(P.string(spec.get("provider"), path + ("provider",)), path + ("provider",),
+                               ctx.providers, "provider")
+            webhook = {k: v for k, v in spec.items() if k != "provider"}
+            if isinstance(webhook.get("max_wait"), str):
+                webhook["max_wait"] = P.duration(webhook["max_wait"], path + ("max_wait",))
+            webhook = P.durations(webhook, path)
+            try:
+                WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
+            except ConfigError as exc:
+                raise P.fail(path, str(exc)) from None
+            out[acc] = {"provider": provider, "webhook": webhook}
     return out
 
 
-def _configs(P: Reader, value: Any, tenants: dict[str, str], providers: set[str], base: Path,
-             required: bool = True) -> list[ConfigSpec]:
+def _configs(ctx: ParseContext, value: Any, base: Path, required: bool = True) -> list[ConfigSpec]:
+    P = ctx.reader
     if value is None and not required:
         return []
     if not isinstance(value, list) or not value:
@@ -250,50 +280,74 @@ def _configs(P: Reader, value: Any, tenants: dict[str, str], providers: set[str]
     out: list[ConfigSpec] = []
     seen: set[str] = set()
     for i, spec in enumerate(value):
-        path = ("configurations", i)
-        P.mapping(spec, path, CONFIG_KEYS, "a dispatch configuration")
-        for key in ("id", "tenant", "provider"):
-            if key not in spec:
-                raise P.fail(path, f"missing required key {key!r}")
-        cid = P.string(spec["id"], path + ("id",))
-        if cid in seen:
-            raise P.fail(path + ("id",), f"duplicate configuration id {cid!r}")
-        seen.add(cid)
-        tenant = P.string(spec["tenant"], path + ("tenant",))
-        if tenants and tenant not in tenants:
-            raise P.fail(path + ("tenant",), f"unknown tenant {tenant!r} (tenants: {', '.join(tenants)})")
-        tenants.setdefault(tenant, tenant)
-        provider = P.string(spec["provider"], path + ("provider",))
-        if provider not in providers:
-            raise P.fail(path + ("provider",), f"unknown provider {provider!r} (providers: "
-                                               f"{', '.join(sorted(providers))})")
-        channel = P.string(spec.get("channel", "SALESMAN"), path + ("channel",))
-        fields = P.durations({k: v for k, v in spec.items() if k in (
-            "auth", "signing_secret", "mapping", "retry", "ordering", "timeouts", "circuit_breaker", "auto_disable")},
-            path)
-        if isinstance(fields.get("mapping"), str):
-            fields["mapping"] = _mapping_file(P, base / fields["mapping"], path + ("mapping",))
-        P.config_fields(fields, path)
-        active = spec.get("active", True)
-        if not isinstance(active, bool):
-            raise P.fail(path + ("active",), "expected true or false")
-        activation = spec.get("activation", "ok")
-        if activation not in ("ok", "refused"):
-            raise P.fail(path + ("activation",), "expected ok or refused (what the verification GET should do)")
-        out.append(ConfigSpec(id=cid, tenant=tenant, provider=provider, channel=channel, fields=fields,
-                              active=active, activation=activation, line=P.line(path)))
+        with P.found.guard():
+            config = _config(ctx, spec, ("configurations", i), base, seen)
+            out.append(config)
     return out
 
 
-def _mapping_file(P: Reader, path: Path, where: tuple) -> Any:
+def _config(ctx: ParseContext, spec: Any, path: KeyPath, base: Path, seen: set[str]) -> ConfigSpec:
+    """One dispatch configuration; each of its keys is checked, so its mistakes are all reported."""
+    P, tenants = ctx.reader, ctx.tenants
+    found = Collector()
+    P.mapping(spec, path, CONFIG_KEYS, "a dispatch configuration")
+    with found.guard():
+        missing = [key for key in ("id", "tenant", "provider") if key not in spec]
+        if missing:
+            raise P.fail(path, f"missing required key {missing[0]!r}")
+    cid = tenant = provider = channel = ""
+    with found.guard():
+        cid = P.string(spec.get("id"), path + ("id",)) if "id" in spec else ""
+        if cid in seen:
+            raise P.fail(path + ("id",), f"duplicate configuration id {cid!r}")
+        seen.add(cid)
+    with found.guard():
+        if "tenant" in spec:
+            tenant = P.string(spec["tenant"], path + ("tenant",))
+            if tenants and tenant not in tenants:
+                raise P.fail(path + ("tenant",), f"unknown tenant {tenant!r} (tenants: {', '.join(tenants)})")
+            tenants.setdefault(tenant, tenant)
+    with found.guard():
+        if "provider" in spec:
+            provider = P.known(P.string(spec["provider"], path + ("provider",)), path + ("provider",),
+                               ctx.providers, "provider")
+    with found.guard():
+        channel = P.string(spec.get("channel", "SALESMAN"), path + ("channel",))
+    fields: dict[str, Any] = {}
+    for key in ("auth", "signing_secret", "mapping", "retry", "ordering", "timeouts", "circuit_breaker",
+                "auto_disable"):
+        if key not in spec:
+            continue
+        with found.guard():
+            value = P.durations({key: spec[key]}, path)
+            if key == "mapping" and isinstance(value["mapping"], str):
+                value["mapping"] = _mapping_file(P, base / value["mapping"], path + ("mapping",))
+            P.config_fields(value, path)
+            fields.update(value)
+    if not found.errors:
+        with found.guard():
+            P.config_fields(fields, path)  # fields that are valid alone but not together
+    active, activation = True, "ok"
+    with found.guard():
+        active = P.boolean(spec.get("active", True), path + ("active",))
+    with found.guard():
+        activation = spec.get("activation", "ok")
+        if activation not in ("ok", "refused"):
+            raise P.fail(path + ("activation",), "expected ok or refused (what the verification GET should do)")
+    found.raise_if_any(ScenarioError)
+    return ConfigSpec(id=cid, tenant=tenant, provider=provider, channel=channel, fields=fields, active=active,
+                      activation=activation, line=P.line(path))
+
+
+def _mapping_file(P: Reader, path: Path, where: KeyPath) -> Any:
+    """A mapping written in its own file; problems in that file name its own lines."""
+    if not path.is_file():
+        raise P.fail(where, f"cannot read mapping file {str(path)!r}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise P.fail(where, f"cannot read mapping file {str(path)!r}: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise P.fail(where, f"mapping file {str(path)!r} is not valid YAML/JSON: {exc}") from None
+        spec, _ = load_mapping_file(path)
+    except MappingSpecError as exc:
+        raise ScenarioError.of(exc.errors) from None
+    return spec
 
 
 def _timeline(ctx: ParseContext, value: Any) -> list[Event]:
@@ -302,21 +356,27 @@ def _timeline(ctx: ParseContext, value: Any) -> list[Event]:
         raise P.fail(("timeline",), f"expected a list of events, got {kind_of(value)}")
     events: list[Event] = []
     for i, ev in enumerate(value):
-        path = ("timeline", i)
-        P.mapping(ev, path, EVENT_KINDS | {"at"}, "a timeline event")
-        if "at" not in ev:
-            raise P.fail(path, "missing required key 'at' (a simulated time such as 10m or 2h30m)")
-        at = P.duration(ev["at"], path + ("at",))
-        if at > ctx.duration:
-            raise P.fail(path + ("at",), f"{ev['at']} is after the scenario's duration")
-        kinds = [k for k in ev if k != "at"]
-        if len(kinds) != 1:
-            raise P.fail(path, f"expected exactly one action besides 'at' (one of: {', '.join(sorted(EVENT_KINDS))}),"
-                               f" got {', '.join(kinds) or 'none'}")
-        kind = kinds[0]
-        action = ACTIONS[kind].parse(ev[kind], path + (kind,), replace(ctx, at=at))
-        events.append(Event(at=at, action=action, line=P.line(path), index=i))
+        with P.found.guard():
+            events.append(_event(ctx, ev, i))
     return sorted(events, key=lambda e: (e.at, e.index))
+
+
+def _event(ctx: ParseContext, ev: Any, i: int) -> Event:
+    P = ctx.reader
+    path = ("timeline", i)
+    P.mapping(ev, path, EVENT_KINDS | {"at"}, "a timeline event")
+    if "at" not in ev:
+        raise P.fail(path, "missing required key 'at' (a simulated time such as 10m or 2h30m)")
+    at = P.duration(ev["at"], path + ("at",))
+    if at > ctx.duration:
+        raise P.fail(path + ("at",), f"{ev['at']} is after the scenario's duration")
+    kinds = [k for k in ev if k != "at"]
+    if len(kinds) != 1:
+        raise P.fail(path, f"expected exactly one action besides 'at' (one of: {', '.join(sorted(EVENT_KINDS))}),"
+                           f" got {', '.join(kinds) or 'none'}")
+    kind = kinds[0]
+    action = ACTIONS[kind].parse(ev[kind], path + (kind,), replace(ctx, at=at))
+    return Event(at=at, action=action, line=P.line(path), index=i)
 
 
 def _expect(ctx: ParseContext, value: Any) -> dict[str, Expectation]:
@@ -324,4 +384,8 @@ def _expect(ctx: ParseContext, value: Any) -> dict[str, Expectation]:
         return {}
     path = ("expect",)
     ctx.reader.mapping(value, path, EXPECT_KEYS, "the expectations")
-    return {key: BY_KEY[key].parse(v, path + (key,), ctx) for key, v in value.items()}
+    out: dict[str, Expectation] = {}
+    for key, v in value.items():
+        with ctx.reader.found.guard():
+            out[key] = BY_KEY[key].parse(v, path + (key,), ctx)
+    return out

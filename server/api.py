@@ -33,7 +33,7 @@ PROBLEM_BASE = "https://dispatchsim.dev/problems/"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Problem(Exception):
+class Problem(DispatchsimError):
     """An error answer: status, a short slug for ``type``, and the detail shown to the caller."""
 
     def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:

@@ -31,7 +31,7 @@ def test_import_contracts_hold(tmp_path: Path) -> None:
     proc = subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert proc.stdout.count("KEPT") >= 3
+    assert proc.stdout.count("KEPT") >= 4
 
 
 def test_import_contracts_catch_a_violation(tmp_path: Path) -> None:
@@ -44,6 +44,19 @@ def test_import_contracts_catch_a_violation(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "dispatchsim.mapping.bad -> dispatchsim.engine" in proc.stdout
+
+
+def test_the_shared_bottom_may_not_import_a_part(tmp_path: Path) -> None:
+    """The error root and the YAML reader sit below mapping and providers: importing one of them breaks."""
+    tree = _installed_layout(tmp_path)
+    (tree / "dispatchsim" / "errors.py").write_text(
+        (tree / "dispatchsim" / "errors.py").read_text() + "\nfrom dispatchsim.providers import Recorder\n")
+    lint = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "dispatchsim.errors -> dispatchsim.providers" in proc.stdout
 
 
 def test_nothing_imports_bench() -> None:

@@ -5,7 +5,8 @@ import textwrap
 
 import pytest
 
-from dispatchsim.providers import EndpointSet, ProviderConfigError, lines_under, load_config, parse_config, yaml_with_lines
+from dispatchsim.providers import EndpointSet, ProviderConfigError, load_config, parse_config
+from dispatchsim.yamlfile import lines_under, load_yaml
 from dispatchsim.providers.behaviour import Fault, Latency, Mix, Respond, Sequence, Windows
 from dispatchsim.providers.durations import parse_duration
 
@@ -188,7 +189,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 def test_missing_file_and_empty_file(tmp_path):
-    with pytest.raises(ProviderConfigError, match="cannot read file"):
+    with pytest.raises(ProviderConfigError, match="cannot read the providers file"):
         load_config(tmp_path / "nope.yaml")
     (tmp_path / "empty.yaml").write_text("")
     with pytest.raises(ProviderConfigError, match="must be a mapping"):
@@ -205,7 +206,7 @@ def test_embedded_in_a_scenario_file_reports_the_scenario_line():
                 status: 99
         activities: []
     """)
-    data, lines = yaml_with_lines(text, source="scenarios/outage.yaml")
+    data, lines = load_yaml(text, source="scenarios/outage.yaml")
     with pytest.raises(ProviderConfigError, match=r"^scenarios/outage.yaml:7: endpoints.acme.behaviour.status: "):
         parse_config(data["providers"], source="scenarios/outage.yaml", lines=lines_under(lines, ("providers",)))
 

@@ -46,8 +46,9 @@ def test_unknown_name_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "no_such_scenario"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == ("dispatchsim run: invalid scenario: no_such_scenario: no such file or bundled scenario; "
-                           "`dispatchsim run --list` shows the bundled scenarios")
+    assert err.splitlines() == ["no_such_scenario: no such file or bundled scenario; "
+                                "`dispatchsim run --list` shows the bundled scenarios",
+                                "dispatchsim run: 1 problem in the scenario files; nothing was run"]
     assert main(["run"]) == 2
     assert "--list" in capsys.readouterr().err
 

@@ -50,19 +50,19 @@ ERRORS = [
      "s.yaml:5: providers.crm.behaviour.mix[1].fault: unknown fault 'explode'; one of hang, headers_then_stall, "
      "slow_body, truncated, garbage, reset, close, refuse"),
     ("bad retry value", BASE + "    retry: {max_attempts: 0}\n",
-     "s.yaml:8: configurations[0].retry: retry policy: max_attempts must be >= 1 (or null for never give up)"),
+     "s.yaml:8: configurations[0].retry: max_attempts must be >= 1 (or null for never give up)"),
     ("retry duration not a duration", BASE + "    retry:\n      preset: reten\n      cap: one hour\n",
      "s.yaml:10: configurations[0].retry.cap: expected a duration like 30s, 10m, 6h or a number of seconds, "
      "got 'one hour'"),
     ("timeouts not a number", BASE + "    timeouts: {connect: 5, total: [30]}\n",
-     "s.yaml:8: configurations[0].timeouts: timeouts: total must be a number (seconds for times), got [30]"),
+     "s.yaml:8: configurations[0].timeouts: total must be a number (seconds for times), got [30]"),
     ("bad schedule entry", BASE + "    retry: {schedule: [5s, soon]}\n",
      "s.yaml:8: configurations[0].retry.schedule[1]: expected a duration like 30s, 10m, 6h or a number of seconds, "
      "got 'soon'"),
     ("bad ordering", BASE + "    ordering: {mode: partitioned}\n",
-     "s.yaml:8: configurations[0].ordering: ordering: mode partitioned needs partition_key (e.g. commerceExternalId)"),
+     "s.yaml:8: configurations[0].ordering: mode partitioned needs partition_key (e.g. commerceExternalId)"),
     ("bad mapping", BASE + "    mapping: {fields: {a: {from: id, fn: uper}}}\n",
-     "s.yaml:8: configurations[0].mapping: mapping: a: unknown function 'uper' (known: concat, date_format, "
+     "s.yaml:8: configurations[0].mapping: a: unknown function 'uper' (known: concat, date_format, "
      "date_only, epoch_ms, epoch_seconds, format, join, lower, to_bool, to_number, to_string, to_timezone, trim, "
      "upper)"),
     ("bad activation", BASE + "    activation: maybe\n",
@@ -84,7 +84,7 @@ ERRORS = [
      "s.yaml:12: timeline[0].endpoint.behaviour: status: unknown key 'status' in fault hang; allowed: fault, "
      "latency"),
     ("bad edit", BASE + "timeline:\n  - at: 1m\n    edit: {config: c, retry: {max_attempts: 0}}\n",
-     "s.yaml:10: timeline[0].edit.retry: retry policy: max_attempts must be >= 1 (or null for never give up)"),
+     "s.yaml:10: timeline[0].edit.retry: max_attempts must be >= 1 (or null for never give up)"),
     ("missing name", BASE.replace("name: t\n", "description: x\n"),
      "s.yaml:1: missing required key 'name'"),
     ("unknown expectation", BASE + "expect:\n  all_deliverd: true\n",
