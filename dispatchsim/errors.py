@@ -36,9 +36,11 @@ class LocatedError(DispatchsimError, ValueError):
 
     def located(self) -> str:
         """This one problem as ``source:line: field: message``, the form editors and CI logs link to."""
-        where = self.source if self.line is None else f"{self.source}:{self.line}"
-        parts = [p for p in (where if self.source is not None else None, self.field) if p]
-        return ": ".join([*parts, self.message])
+        if self.source is not None:
+            where = self.source if self.line is None else f"{self.source}:{self.line}"
+        else:
+            where = None if self.line is None else f"line {self.line}"
+        return ": ".join([p for p in (where, self.field) if p] + [self.message])
 
     def __str__(self) -> str:
         return "\n".join(e.located() for e in self.errors)

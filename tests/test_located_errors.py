@@ -1,0 +1,314 @@
+"""One error root, one located error, one YAML reader: every input file reports every mistake at once.
+
+Each file kind (scenario, providers config, mapping) is checked through the library and through the CLI:
+a file with five mistakes gives five ``file:line: key: message`` lines and exit 2; a file that is not
+UTF-8, not YAML, empty or not a mapping gives one clear located error and exit 2, never a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dispatchsim
+from dispatchsim.cli import main
+from dispatchsim.engine.errors import ConfigError
+from dispatchsim.errors import Collector, DispatchsimError, LocatedError
+from dispatchsim.mapping import MappingSpecError, compile_mapping, load_mapping_file
+from dispatchsim.providers import ProviderConfigError, load_config
+from dispatchsim.scenarios import ScenarioError, load_scenario, parse_scenario
+from dispatchsim.yamlfile import load_yaml, read_text
+
+LOCATED = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<rest>.+)$")
+
+
+# ---------------------------------------------------------------------------------------------- the root
+
+
+def test_every_exception_class_of_the_package_has_the_one_root():
+    """No part defines an exception outside ``DispatchsimError`` (eight unrelated roots before)."""
+    names = [f"dispatchsim.{m.name}" for m in pkgutil.iter_modules(dispatchsim.__path__) if m.name != "__main__"]
+    for part in ("engine", "mapping", "providers", "scenarios", "probe", "server"):
+        package = importlib.import_module(f"dispatchsim.{part}")
+        names += [m.name for m in pkgutil.walk_packages(package.__path__, f"dispatchsim.{part}.")]
+    classes = []
+    for name in names:
+        module = importlib.import_module(name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == name:
+                classes.append(cls)
+    assert len(classes) >= 15
+    outside = [f"{c.__module__}.{c.__qualname__}" for c in classes if not issubclass(c, DispatchsimError)]
+    assert outside == []
+
+
+@pytest.mark.parametrize("cls", [ScenarioError, ProviderConfigError, MappingSpecError, ConfigError])
+def test_file_and_config_errors_are_located_value_errors(cls):
+    assert issubclass(cls, LocatedError) and issubclass(cls, ValueError) and issubclass(cls, DispatchsimError)
+
+
+def test_located_error_text_names_the_parts_it_knows():
+    assert str(LocatedError("bad", source="f.yaml", line=3, field="retry.cap")) == "f.yaml:3: retry.cap: bad"
+    assert str(LocatedError("bad", source="f.yaml", line=3)) == "f.yaml:3: bad"
+    assert str(LocatedError("bad", source="f.yaml", field="x")) == "f.yaml: x: bad"
+    assert str(LocatedError("bad", line=7, field="x")) == "line 7: x: bad"
+    assert str(ConfigError("must be >= 1", field="retry")) == "retry: must be >= 1"
+    assert str(ConfigError("tenant 'a' already exists")) == "tenant 'a' already exists"
+
+
+def test_several_problems_in_one_exception_are_each_one_line():
+    found = Collector()
+    for line in (4, 9):
+        with found.guard():
+            raise LocatedError("wrong", source="s.yaml", line=line, field=f"k{line}")
+    with found.guard():
+        raise LocatedError.of([LocatedError("a", source="s.yaml", line=12), LocatedError("b", source="s.yaml", line=13)])
+    with pytest.raises(ScenarioError) as info:
+        found.raise_if_any(ScenarioError)
+    err = info.value
+    assert str(err).splitlines() == ["s.yaml:4: k4: wrong", "s.yaml:9: k9: wrong", "s.yaml:12: a", "s.yaml:13: b"]
+    assert (err.source, err.line, err.field, err.message) == ("s.yaml", 4, "k4", "wrong")
+    assert [e.line for e in err.errors] == [4, 9, 12, 13]
+    assert all(e.errors == (e,) for e in err.errors)  # each a single problem: flattening twice adds nothing
+    with pytest.raises(ValueError):
+        LocatedError.of([])
+
+
+# ---------------------------------------------------------------------------------------------- the reader
+
+
+def test_yaml_reader_maps_every_key_and_item_to_its_line():
+    data, lines = load_yaml("# a comment\na:\n  b: 1\n  c: [x, y]\nd:\n  - e: 2\n", source="f.yaml")
+    assert data == {"a": {"b": 1, "c": ["x", "y"]}, "d": [{"e": 2}]}
+    assert lines[()] == 2
+    assert lines[("a",)] == 2 and lines[("a", "b")] == 3 and lines[("a", "c", 1)] == 4
+    assert lines[("d", 0)] == 6 and lines[("d", 0, "e")] == 6
+
+
+def test_yaml_reader_reports_every_duplicate_key():
+    with pytest.raises(LocatedError) as info:
+        load_yaml("a: 1\nb:\n  c: 1\n  c: 2\na: 3\n", source="f.yaml")
+    assert str(info.value).splitlines() == ["f.yaml:4: b.c: duplicate key 'c' (first on line 3)",
+                                            "f.yaml:5: a: duplicate key 'a' (first on line 1)"]
+
+
+def test_yaml_reader_merge_keys_are_not_duplicates():
+    data, _ = load_yaml("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  x: 3\n")
+    assert data["use"] == {"x": 3, "y": 2}
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("a: [\n", 2, "invalid YAML: expected the node content, but found '<stream end>'"),
+    ("a: 1\n---\nb: 2\n", 2, "invalid YAML: but found another document"),
+    ("a: 1\nb: \x00\n", 2, "invalid YAML: character U+0000 is not allowed in YAML text"),
+    ("a: 1\n  b: 2\n", 2, "invalid YAML: mapping values are not allowed here"),
+])
+def test_yaml_reader_syntax_errors_are_located(text, line, message):
+    with pytest.raises(LocatedError) as info:
+        load_yaml(text, source="f.yaml")
+    assert (info.value.line, info.value.message) == (line, message)
+
+
+def test_reader_refuses_text_that_is_not_utf8_naming_line_and_byte(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_bytes(b"name: ok\nother: caf\xe9\n")
+    with pytest.raises(LocatedError) as info:
+        read_text(path)
+    assert str(info.value) == (f"{path}:2: the file is not UTF-8 text: byte 0xe9 at column 11 cannot be decoded; "
+                               "save it as UTF-8")
+    path.write_bytes("\ufeffname: ok\n".encode())  # a BOM is fine
+    assert read_text(path) == "name: ok\n"
+
+
+# ---------------------------------------------------------------------------------------------- five mistakes
+
+SCENARIO_5 = """\
+name: five mistakes
+seed: -1
+providers:
+  crm:
+    behaviour: {status: 200, latncy: 1s}
+configurations:
+  - id: c
+    tenant: acme
+    provider: crm
+    retry: {max_attempts: 0}
+timeline:
+  - at: 10 minutes
+    create: {count: 3}
+expect:
+  all_deliverd: true
+"""
+SCENARIO_5_PROBLEMS = [
+    (2, "seed: expected an integer >= 0, got -1"),
+    (5, "providers.crm.behaviour.latncy: unknown key 'latncy' in a response"),
+    (10, "configurations[0].retry: max_attempts must be >= 1"),
+    (12, "timeline[0].at: expected a duration like 30s, 10m, 6h or a number of seconds, got '10 minutes'"),
+    (15, "expect.all_deliverd: unknown key 'all_deliverd' in the expectations"),
+]
+
+PROVIDERS_5 = """\
+endpoints:
+  a:
+    path: hooks
+    port: 99999
+    behaviour: {status: 200, latncy: 1s}
+  "bad name": {}
+  b:
+    auth: {type: oauth}
+"""
+PROVIDERS_5_PROBLEMS = [
+    (3, "endpoints.a.path: must be an absolute URL path like /hooks, got 'hooks'"),
+    (4, "endpoints.a.port: must be an integer 0..65535, got 99999"),
+    (5, "endpoints.a.behaviour.latncy: unknown key 'latncy' in a response"),
+    (6, "endpoints.bad name: endpoint name 'bad name' must be letters"),
+    (8, "endpoints.b.auth.type: auth.type must be one of api_key, bearer, basic"),
+]
+
+MAPPING_5 = """\
+fields:
+  a: {from: id, fn: uper}
+  b: {from: "a..b"}
+  c: {from: id, fn: upper, frm: x}
+  d: {const: 1, from: id}
+wrap: list
+"""
+MAPPING_5_PROBLEMS = [
+    (2, "a: unknown function 'uper'"),
+    (3, "b: invalid JMESPath 'a..b'"),
+    (4, "c: unknown option 'frm'"),
+    (5, "d:"),
+    (6, "wrap: expected 'array'"),
+]
+
+
+def _assert_problems(lines: list[str], path: Path, expected: list[tuple[int, str]]) -> None:
+    assert len(lines) == len(expected), lines
+    for text, (line, start) in zip(lines, expected):
+        m = LOCATED.match(text)
+        assert m, text
+        assert (m["file"], int(m["line"])) == (str(path), line), text
+        assert m["rest"].startswith(start), text
+
+
+def test_scenario_with_five_mistakes_library(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO_5)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    _assert_problems([e.located() for e in info.value.errors], path, SCENARIO_5_PROBLEMS)
+
+
+def test_scenario_with_five_mistakes_cli(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO_5)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    _assert_problems(err[:-1], path, SCENARIO_5_PROBLEMS)
+    assert err[-1] == "dispatchsim run: 5 problems in the scenario files; nothing was run"
+
+
+def test_every_scenario_file_is_checked_before_reporting(tmp_path, capsys):
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text(SCENARIO_5)
+    two.write_bytes(b"name: x\xff\n")
+    assert main(["run", str(one), str(two)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 7 and err[5].startswith(f"{two}:1: the file is not UTF-8 text")
+
+
+def test_providers_config_with_five_mistakes(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text(PROVIDERS_5)
+    with pytest.raises(ProviderConfigError) as info:
+        load_config(path)
+    _assert_problems([e.located() for e in info.value.errors], path, PROVIDERS_5_PROBLEMS)
+    assert main(["provider", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    _assert_problems([line.removeprefix("error: ") for line in err], path, PROVIDERS_5_PROBLEMS)
+
+
+def test_mapping_file_with_five_mistakes(tmp_path, capsys):
+    path = tmp_path / "m.yaml"
+    path.write_text(MAPPING_5)
+    spec, lines = load_mapping_file(path)
+    with pytest.raises(MappingSpecError) as info:
+        compile_mapping(spec, lines=lines)
+    assert [e.line for e in info.value.errors] == [2, 3, 4, 5, 6]
+    located = MappingSpecError(info.value.problems, source=str(path))  # what `mapping check` reports
+    _assert_problems([e.located() for e in located.errors], path, MAPPING_5_PROBLEMS)
+    assert main(["mapping", "check", str(path)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    _assert_problems([line.replace(": error: ", ": ", 1) for line in out[:-1]], path, MAPPING_5_PROBLEMS)
+    assert out[-1] == f"{path}: invalid mapping (5 errors)"
+
+
+def test_a_scenario_mapping_file_reports_its_own_lines(tmp_path):
+    (tmp_path / "m.yaml").write_text("fields:\n  a: 1\n  a: 2\n")
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\nproviders:\n  crm: {}\nconfigurations:\n"
+                    "  - {id: c, tenant: acme, provider: crm, mapping: m.yaml}\n"
+                    "  - {id: d, tenant: acme, provider: crm, mapping: none.yaml}\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert [e.located() for e in info.value.errors] == [
+        f"{path}:6: configurations[1].mapping: cannot read mapping file '{tmp_path / 'none.yaml'}': no such file",
+        f"{tmp_path / 'm.yaml'}:3: duplicate key 'a' (first on line 2)",
+    ]
+
+
+def test_mistakes_do_not_cascade_into_references(tmp_path):
+    """A configuration that is itself wrong is still declared: the timeline naming it is not an error too."""
+    text = ("name: t\nproviders:\n  crm: {}\nconfigurations:\n  - {id: c, tenant: acme, provider: crm, active: 3}\n"
+            "timeline:\n  - {at: 1m, deactivate: c}\nexpect:\n  inactive: [c]\n")
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, source="s.yaml")
+    assert [e.located() for e in info.value.errors] == ["s.yaml:5: configurations[0].active: expected true or false"]
+
+
+# ---------------------------------------------------------------------------------------------- broken files
+
+BROKEN = {
+    "not UTF-8": (b"a: caf\xe9\n", 1, "is not UTF-8 text: byte 0xe9 at column 7 cannot be decoded"),
+    "not YAML": (b"a: [\n", 2, "invalid YAML: expected the node content"),
+    "empty": (b"", 1, "the file is empty"),
+    "not a mapping": (b"- a\n- b\n", 1, None),
+}
+KINDS = {
+    "scenario": (["run"], "err", "expected a mapping of scenario keys"),
+    "providers": (["provider", "--config"], "err", "must be a mapping, got list"),
+    "mapping": (["mapping", "check"], "out", "a mapping must be an object with 'fields'"),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("broken", BROKEN)
+def test_broken_file_is_one_located_error_and_exit_2(tmp_path, capsys, kind, broken):
+    content, line, message = BROKEN[broken]
+    argv, stream, not_a_mapping = KINDS[kind]
+    path = tmp_path / "f.yaml"
+    path.write_bytes(content)
+    assert main([*argv, str(path)]) == 2
+    problems = [text.removeprefix("error: ") for text in getattr(capsys.readouterr(), stream).splitlines()
+                if LOCATED.match(text.removeprefix("error: "))]
+    assert len(problems) == 1, problems
+    m = LOCATED.match(problems[0].replace(": error: ", ": ", 1))
+    assert m and m["file"] == str(path) and int(m["line"]) == line, problems
+    assert (message or not_a_mapping) in m["rest"]
+
+
+def test_non_utf8_scenario_through_the_installed_command_is_exit_2_not_a_traceback(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\nproviders: {crm: {}}\n".encode("latin-1"))
+    proc = subprocess.run([sys.executable, "-m", "dispatchsim", "run", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0] == (f"{path}:1: the file is not UTF-8 text: byte 0xe9 at column 10 cannot be "
+                                           "decoded; save it as UTF-8")
