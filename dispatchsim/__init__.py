@@ -28,7 +28,9 @@ _EXPORTS = {
     "VirtualClock": "dispatchsim.engine",
     "RealClock": "dispatchsim.engine",
     "run_virtual": "dispatchsim.engine",
-    "DispatchsimError": "dispatchsim.engine",
+    "DispatchsimError": "dispatchsim.errors",
+    "LocatedError": "dispatchsim.errors",
+    "ScenarioError": "dispatchsim.scenarios",
     "run_scenario": "dispatchsim.scenarios",
     "run_scenario_async": "dispatchsim.scenarios",
     "load_scenario": "dispatchsim.scenarios",
@@ -42,12 +44,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
-    from .engine import (DispatchsimError, Engine, OrderingPolicy, RealClock, RetryPolicy,
-                         RunSummary, Status, VirtualClock, run_virtual)
+    from .engine import Engine, OrderingPolicy, RealClock, RetryPolicy, RunSummary, Status, VirtualClock, run_virtual
+    from .errors import DispatchsimError, LocatedError
     from .mapping import compile_mapping, load_mapping_file
     from .probe import ProbeSettings, run_probe
     from .providers import EndpointSet
-    from .scenarios import load_scenario, run_scenario, run_scenario_async
+    from .scenarios import ScenarioError, load_scenario, run_scenario, run_scenario_async
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from dispatchsim.engine import DispatchsimError
+from dispatchsim.errors import LocatedError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -13,9 +14,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     opts = ServeOptions(db=args.db, host=args.host, port=args.port, shutdown_deadline=args.shutdown_deadline,
                         log_format=args.log_format)
-    try:
-        if args.config:
+    if args.config:
+        try:
             load_serve_config(args.config, opts)
+        except LocatedError as exc:  # every mistake in the file, one located line each
+            for problem in exc.errors:
+                print(problem.located(), file=sys.stderr)
+            print("dispatchsim serve: invalid --config file; nothing was started", file=sys.stderr)
+            return 2
+    try:
         return asyncio.run(serve(opts, on_ready=_freeze_startup_objects))
     except DispatchsimError as exc:
         print(f"dispatchsim serve: {exc}", file=sys.stderr)

@@ -21,6 +21,8 @@ from aiohttp import web
 
 from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock, Store,
                                 WalCheckpointer, storage_error)
+from dispatchsim.errors import Collector
+from dispatchsim.yamlfile import dotted, load_file
 
 from .api import make_app
 from .jobs import Jobs
@@ -53,49 +55,62 @@ class ServeOptions:
     checkpoint_interval: float = 1.0
 
 
-def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
-    """``--config FILE`` (YAML or JSON): keys, tenants, providers, jobs."""
-    import yaml
+_SERVE_KEYS = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days",
+               "dispatch_interval", "claim_chunk", "checkpoint_interval"}
+#: number settings: name -> (lowest, highest, what the value is)
+_SERVE_NUMBERS = {"sweep_interval": (0.001, 86400.0, "seconds"), "stats_interval": (0.001, 86400.0, "seconds"),
+                  "retention_days": (0.0, 36500.0, "days"), "dispatch_interval": (0.0, 1.0, "seconds"),
+                  "checkpoint_interval": (0.01, 3600.0, "seconds")}
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+
+def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
+    """``--config FILE`` (YAML or JSON): keys, tenants, providers, jobs.
+
+    Read with the one YAML reader; every mistake is reported at once as ``file:line: key: message``.
+    """
+    source = str(path)
+    data, lines = load_file(path, error=ConfigError, what="the serve config")
+    data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys, tenants, providers")
-    known = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days",
-             "dispatch_interval", "claim_chunk", "checkpoint_interval"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    for i, entry in enumerate(data.get("keys") or []):
+        raise ConfigError("expected a mapping with keys, tenants, providers", source=source, line=1)
+    found = Collector()
+
+    def fail(key: tuple[str | int, ...], message: str) -> ConfigError:
+        return ConfigError(message, source=source, line=lines.get(key) or lines.get(key[:1]), field=dotted(key))
+
+    for name in sorted(set(data) - _SERVE_KEYS, key=str):
+        found.errors.append(fail((name,), f"unknown key {name!r} (known: {', '.join(sorted(_SERVE_KEYS))})"))
+    keys = data.get("keys") or []
+    if not isinstance(keys, list):
+        found.errors.append(fail(("keys",), "a list of {key, admin: true} or {key, tenant: ID}"))
+        keys = []
+    for i, entry in enumerate(keys):
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or len(entry["key"]) < 16 \
                 or set(entry) - {"key", "tenant", "admin", "name"} or bool(entry.get("admin")) == ("tenant" in entry):
-            raise ConfigError(f"{path}: keys[{i}]: need key (16+ characters) and either admin: true or tenant: ID")
+            found.errors.append(fail(("keys", i), "need key (16+ characters) and either admin: true or tenant: ID"))
+            continue
         opts.keys[entry["key"]] = None if entry.get("admin") else str(entry["tenant"])
     for name in ("tenants", "providers"):
         values = data.get(name) or []
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise ConfigError(f"{path}: {name}: a list of ids")
+            found.errors.append(fail((name,), "a list of ids"))
+            continue
         getattr(opts, name).extend(values)
-    for name in ("sweep_interval", "stats_interval", "retention_days"):
-        if name in data:
-            setattr(opts, name, float(data[name]) if data[name] is not None else None)
-    if "dispatch_interval" in data:
-        value = data["dispatch_interval"]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-            raise ConfigError(f"{path}: dispatch_interval: seconds between 0 and 1")
-        opts.dispatch_interval = float(value)
-    if "checkpoint_interval" in data:
-        value = data["checkpoint_interval"]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.01 <= value <= 3600:
-            raise ConfigError(f"{path}: checkpoint_interval: seconds between 0.01 and 3600")
-        opts.checkpoint_interval = float(value)
+    for name, (lo, hi, unit) in _SERVE_NUMBERS.items():
+        if name not in data or (name == "retention_days" and data[name] is None):
+            continue
+        value = data[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+            found.errors.append(fail((name,), f"{unit} between {lo:g} and {hi:g}, got {value!r}"))
+            continue
+        setattr(opts, name, float(value))
     if "claim_chunk" in data:
         value = data["claim_chunk"]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{path}: claim_chunk: a positive integer")
-        opts.claim_chunk = value
+            found.errors.append(fail(("claim_chunk",), f"a positive integer, got {value!r}"))
+        else:
+            opts.claim_chunk = value
+    found.raise_if_any(ConfigError)
     return opts
 
 

@@ -312,3 +312,20 @@ def test_non_utf8_scenario_through_the_installed_command_is_exit_2_not_a_traceba
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[0] == (f"{path}:1: the file is not UTF-8 text: byte 0xe9 at column 10 cannot be "
                                            "decoded; save it as UTF-8")
+
+
+def test_serve_config_reports_every_mistake_with_its_line(tmp_path, capsys):
+    path = tmp_path / "serve.yaml"
+    path.write_text("keys:\n  - {key: short, admin: true}\ntenants: acme\ncolour: red\nsweep_interval: soon\n"
+                    "claim_chunk: 0\n")
+    assert main(["serve", "--db", str(tmp_path / "x.db"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[:-1] == [
+        f"{path}:4: colour: unknown key 'colour' (known: checkpoint_interval, claim_chunk, dispatch_interval, keys, "
+        "providers, retention_days, stats_interval, sweep_interval, tenants)",
+        f"{path}:2: keys[0]: need key (16+ characters) and either admin: true or tenant: ID",
+        f"{path}:3: tenants: a list of ids",
+        f"{path}:5: sweep_interval: seconds between 0.001 and 86400, got 'soon'",
+        f"{path}:6: claim_chunk: a positive integer, got 0",
+    ]
+    assert not (tmp_path / "x.db").exists()  # nothing was started
