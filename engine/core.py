@@ -169,7 +169,7 @@ class Engine:
         if self.store.provider(provider_id) is None:
             raise NotFound(f"provider {provider_id!r} is not registered; providers are registered centrally")
         if not isinstance(channel, str) or not channel.strip():
-            raise ConfigError("channel: required, e.g. SALESMAN")
+            raise ConfigError("required, e.g. SALESMAN", field="channel")
         snap, warnings = build_snapshot(fields)
         cid = _check_id("configuration", config_id) if config_id else self._new_config_id(tenant_id, provider_id,
                                                                                           channel)

@@ -121,21 +121,21 @@ class WebhookSettings:
     @classmethod
     def parse(cls, data: dict[str, Any]) -> WebhookSettings:
         if not isinstance(data, dict):
-            raise ConfigError("webhook: expected an object")
+            raise ConfigError("expected an object", field="webhook")
         unknown = sorted(set(data) - set(WEBHOOK_FIELDS))
         if unknown:
-            raise ConfigError(f"webhook: unknown field(s) {', '.join(unknown)} (known: {', '.join(WEBHOOK_FIELDS)})")
+            raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(WEBHOOK_FIELDS)})", field="webhook")
         batching = BatchPolicy(size=data.get("batch_size", 100), max_wait=data.get("max_wait", 60.0))
         secret = data.get("signing_secret")
         if secret is not None and (not isinstance(secret, str) or not secret):
-            raise ConfigError("webhook.signing_secret: a non-empty string or null")
+            raise ConfigError("a non-empty string or null", field="webhook.signing_secret")
         fields = {"endpoint_url": data.get("url"), "retry": data.get("retry", "reteno"),
                   "ordering": _WEBHOOK_ORDERING,
                   **{k: data[k] for k in ("auth", "signing_secret", "timeouts", "circuit_breaker", "auto_disable")
                      if data.get(k) is not None}}
         snap, _ = build_snapshot(fields)
         if REDACTED in snap.secrets():
-            raise ConfigError("webhook: secrets are write-only; send the real value, not ***")
+            raise ConfigError("secrets are write-only; send the real value, not ***", field="webhook")
         return cls(replace(snap, batching=replace(batching, max_wait=float(batching.max_wait))))
 
     @property
@@ -223,9 +223,9 @@ class MessageEvents:
     def validate(self, events: Any) -> list[dict[str, Any]]:
         """All or nothing: every problem of every event, or the events ready to store."""
         if not isinstance(events, list) or not events:
-            raise ConfigError("events: a non-empty JSON array of events")
+            raise ConfigError("a non-empty JSON array of events", field="events")
         if len(events) > MAX_BATCH_SIZE:
-            raise ConfigError(f"events: at most {MAX_BATCH_SIZE} per request")
+            raise ConfigError(f"at most {MAX_BATCH_SIZE} per request", field="events")
         now = self.clock.now()
         out, problems = [], []
         for i, e in enumerate(events):

@@ -306,10 +306,10 @@ class BatchPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or isinstance(self.size, bool) or not 1 <= self.size <= MAX_BATCH_SIZE:
-            raise ConfigError(f"webhook.batch_size: an integer from 1 to {MAX_BATCH_SIZE}")
+            raise ConfigError(f"an integer from 1 to {MAX_BATCH_SIZE}", field="webhook.batch_size")
         if not isinstance(self.max_wait, (int, float)) or isinstance(self.max_wait, bool) \
                 or not 0 <= self.max_wait <= 86400:
-            raise ConfigError("webhook.max_wait: seconds from 0 to 86400")
+            raise ConfigError("seconds from 0 to 86400", field="webhook.max_wait")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -319,5 +319,5 @@ def batch_policy_from(data: BatchPolicy | dict[str, Any] | None) -> BatchPolicy 
     if data is None or isinstance(data, BatchPolicy):
         return data
     if not isinstance(data, dict) or set(data) - {"size", "max_wait"}:
-        raise ConfigError("batching: expected a mapping with size and max_wait")
+        raise ConfigError("expected a mapping with size and max_wait", field="batching")
     return BatchPolicy(**data)

@@ -265,8 +265,9 @@ def _accounts(ctx: ParseContext, value: Any) -> dict[str, dict[str, Any]]:
             webhook = P.durations(webhook, path)
             try:
                 WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
-            except ConfigError as exc:
-                raise P.fail(path, str(exc)) from None
+            except ConfigError as exc:  # its field is named as the API names it (webhook.batch_size)
+                key = tuple((exc.field or "").removeprefix("webhook").lstrip(".").split(".")) if exc.field else ()
+                raise P.fail(path + tuple(k for k in key if k), exc.message) from None
             out[acc] = {"provider": provider, "webhook": webhook}
     return out
 

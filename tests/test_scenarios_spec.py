@@ -327,7 +327,7 @@ def test_message_events_are_batched_to_the_account_webhook():
      "m.yaml:8: timeline[0].message_events.status: expected one of DELIVERED, UNDELIVERED, READ, CLICKED, "
      "UNSUBSCRIBED, SPAM, SUBSCRIPTION_CHANGED or mixed, got 'BOUNCED'"),
     (MESSAGES.replace("batch_size: 5", "batch_size: 5000"),
-     "m.yaml:5: accounts.acme: webhook.batch_size: an integer from 1 to 1000"),
+     "m.yaml:5: accounts.acme.batch_size: an integer from 1 to 1000"),
 ])
 def test_message_event_errors_name_file_line_and_key(text, message):
     with pytest.raises(ScenarioError) as e:
