@@ -24,12 +24,16 @@ def _installed_layout(dest: Path) -> Path:
     return dest
 
 
-def test_import_contracts_hold(tmp_path: Path) -> None:
-    tree = _installed_layout(tmp_path)
+def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     lint = Path(sys.executable).with_name("lint-imports")
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
+    return subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def test_import_contracts_hold(tmp_path: Path) -> None:
+    tree = _installed_layout(tmp_path)
+    proc = _lint_imports(tree)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.stdout.count("KEPT") >= 4
 
@@ -38,10 +42,7 @@ def test_import_contracts_catch_a_violation(tmp_path: Path) -> None:
     """The contracts are not vacuous: a mapping module importing the engine breaks them."""
     tree = _installed_layout(tmp_path)
     (tree / "dispatchsim" / "mapping" / "bad.py").write_text("from dispatchsim.engine import Engine\n")
-    lint = Path(sys.executable).with_name("lint-imports")
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = _lint_imports(tree)
     assert proc.returncode != 0
     assert "dispatchsim.mapping.bad -> dispatchsim.engine" in proc.stdout
 
@@ -51,10 +52,7 @@ def test_the_shared_bottom_may_not_import_a_part(tmp_path: Path) -> None:
     tree = _installed_layout(tmp_path)
     (tree / "dispatchsim" / "errors.py").write_text(
         (tree / "dispatchsim" / "errors.py").read_text() + "\nfrom dispatchsim.providers import Recorder\n")
-    lint = Path(sys.executable).with_name("lint-imports")
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run([str(lint), "--config", str(tree / "pyproject.toml")], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = _lint_imports(tree)
     assert proc.returncode != 0
     assert "dispatchsim.errors -> dispatchsim.providers" in proc.stdout
 
