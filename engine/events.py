@@ -167,6 +167,9 @@ class MessageEvents:
         self.store = EventsStore(engine.store)
         self.clock = engine.clock
         self.log = engine.log
+        #: an engine without webhooks (the common case) skips batching on every dispatch cycle; only
+        #: :meth:`configure_webhook` creates one, and a restart reads it again
+        self._webhooks = self.store.has_webhooks()
 
     # -- configuration and input --------------------------------------------------------
 
@@ -199,6 +202,7 @@ class MessageEvents:
             else:
                 store.new_config_version(cid, snap.to_dict(redact=False), now)
             store.set_config_active(cid, True, now)
+        self._webhooks = True
         self.engine.dispatcher.reset_streak(cid)
         self.log.info("webhook.saved", account_id=account_id, config_id=cid, url=redact_url(snap.endpoint_url),
                       batch_size=settings.batching.size, max_wait=settings.batching.max_wait)
@@ -269,6 +273,8 @@ class MessageEvents:
         A webhook whose queue still holds a batch gets none: the events wait, and go out in full
         batches once that one has been delivered (as the seed's ordered delivery requires).
         """
+        if not self._webhooks:
+            return None
         nxt: float | None = None
         for hook in self.store.webhooks_free():
             policy = self.engine.prepared(hook.id, hook.version).snapshot.batching

@@ -32,14 +32,21 @@ class EventsStore:
             return [int(c.execute("INSERT INTO message_events (account_id, payload, created_at) VALUES (?, ?, ?)",
                                   (account_id, _dumps(e), now)).lastrowid) for e in events]
 
+    def has_webhooks(self) -> bool:
+        """Whether any message-event webhook was ever configured (none: no batch can ever form)."""
+        return self.conn.execute("SELECT 1 FROM configurations INDEXED BY configurations_kind WHERE kind = ? LIMIT 1",
+                                 (ConfigKind.MESSAGE_EVENTS.value,)).fetchone() is not None
+
     def webhooks_free(self) -> list[Configuration]:
-        """Active message-event webhooks whose queue holds no batch: the only ones a batch may be formed for."""
+        """Active message-event webhooks with events waiting and no batch holding their queue: the only
+        ones a batch may be formed for."""
         cols = ", ".join("c." + c for c in columns(Configuration).split(", "))
         return [Configuration.from_row(r) for r in self.conn.execute(
             f"SELECT {cols} FROM configurations c INDEXED BY configurations_kind"
-            " WHERE c.kind = ? AND c.active = 1 AND c.deleted = 0 AND NOT EXISTS"
-            " (SELECT 1 FROM deliveries d INDEXED BY deliveries_queue_holds WHERE d.queue = c.id AND d.holds = 1)"
-            " ORDER BY c.id", (ConfigKind.MESSAGE_EVENTS.value,))]
+            " WHERE c.kind = ? AND c.active = 1 AND c.deleted = 0 AND EXISTS (SELECT 1 FROM message_events m"
+            " INDEXED BY message_events_unbatched WHERE m.account_id = c.tenant_id AND m.batch_id IS NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries d INDEXED BY deliveries_queue_holds"
+            " WHERE d.queue = c.id AND d.holds = 1) ORDER BY c.id", (ConfigKind.MESSAGE_EVENTS.value,))]
 
     def pending(self, account_id: str, limit: int) -> tuple[int, float | None]:
         """Events not yet in a batch (counted up to ``limit``), and when the oldest arrived."""

@@ -20,6 +20,7 @@ import sqlite_utils
 from . import store_file
 from .errors import InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
+from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store_queries import QueryOps
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
@@ -37,6 +38,16 @@ def status_in(statuses: Iterable[Status]) -> str:
 
 #: literally the condition of the partial indexes over claimable rows (the planner matches it as text)
 _ACTIVE_SQL = status_in(ACTIVE)
+_SOURCES_SQL: dict[tuple[Status, frozenset[tuple[Status, Status]]], str] = {}
+
+
+def _sources_sql(dst: Status) -> str:
+    """``status_in(sources_of(dst))`` for the table as it is now (memoised per table content)."""
+    key = (dst, frozenset(states.TRANSITIONS))
+    sql = _SOURCES_SQL.get(key)
+    if sql is None:
+        sql = _SOURCES_SQL[key] = status_in(sources_of(dst))
+    return sql
 
 
 def _dumps(value: Any) -> str:
@@ -438,7 +449,7 @@ class Store(QueryOps):
         engine re-sent it); InvalidTransition: the table refuses the change."""
         cur = c.execute(
             f"UPDATE deliveries SET status = ?, lease_until = NULL, lease_token = NULL, {sets}"
-            f" WHERE id = ? AND lease_token = ? AND status IN {status_in(sources_of(dst))}",
+            f" WHERE id = ? AND lease_token = ? AND status IN {_sources_sql(dst)}",
             (dst.value, *params, claim.delivery_id, claim.lease_token))
         if cur.rowcount == 1:
             return True
@@ -506,7 +517,7 @@ class Store(QueryOps):
                 "UPDATE deliveries SET status = ?, budget_attempts = 0, budget_started_at = ?,"
                 " next_attempt_at = ?, failed_reason = NULL, holds = ?, eligible = ?, updated_at = ?,"
                 " config_version = COALESCE(?, config_version)"
-                f" WHERE id = ? AND status IN {status_in(sources_of(Status.READY))} RETURNING queue",
+                f" WHERE id = ? AND status IN {_sources_sql(Status.READY)} RETURNING queue",
                 (Status.READY.value, now, now, 1 if ordered else 0, 0 if ordered else 1, now, config_version,
                  delivery_id)).fetchone()
             if row is None:
