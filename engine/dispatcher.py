@@ -85,6 +85,9 @@ class Dispatcher:
         self._cycle_interval = 0.0
         self._claim_chunk: int | None = None
         self._chunk_limited = False
+        #: results were committed since the last cycle: the next one starts at once, whatever the pacing,
+        #: so an ordered queue sends its next head as soon as the previous one is recorded
+        self._recorded = False
 
     # -- control ------------------------------------------------------------------------
 
@@ -180,7 +183,8 @@ class Dispatcher:
                 left = deadline - now
                 timeout = left if timeout is None else min(timeout, left)
             await self.clock.wait(self._wake, timeout)
-            if (self._cycle_interval or self._chunk_limited) and not self._stopping:
+            recorded, self._recorded = self._recorded, False
+            if (self._cycle_interval or self._chunk_limited) and not self._stopping and not recorded:
                 left = 0.0 if self._chunk_limited else started + self._cycle_interval - loop.time()
                 await asyncio.sleep(max(0.0, left))
 
@@ -372,6 +376,7 @@ class Dispatcher:
                 asyncio.get_running_loop().call_later(STORAGE_RETRY, self.flush)
             return
         self._emit(events)
+        self._recorded = True
         self._wake.set()
 
     def _emit(self, events: list[tuple[str, str, dict[str, Any]]]) -> None:

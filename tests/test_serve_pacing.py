@@ -1,6 +1,8 @@
 """Serve-mode latency measures: dispatcher pacing, WAL checkpoints off the event loop, their config keys."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from dispatchsim.engine.errors import ConfigError
@@ -28,6 +30,21 @@ async def test_paced_dispatcher_claims_in_bounded_chunks_and_delivers_everything
     assert summary.counts["DISPATCHED"] == 10 and summary.idle
     assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
     assert batches == [3, 3, 3, 1]
+
+
+async def test_pacing_does_not_cap_an_ordered_queue(engine, receiver, setup_config):
+    """The next head goes as soon as the previous one is recorded, not one head per cycle interval:
+    with a 1 s interval (loop time is virtual here) 20 deliveries of one ordered queue take far less
+    than the 20 s a cycle per head would."""
+    await setup_config(receiver.url)  # ordered: the default
+    engine.dispatcher.pace(interval=1.0, chunk=25)
+    await engine.create_activities("acme", [dict(ACT) for _ in range(20)])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    summary = await engine.run_until_idle()
+    assert summary.counts["DISPATCHED"] == 20
+    assert loop.time() - started < 2.0
+    assert [h.body["id"] for h in receiver.posts()] == [d["activity_id"] for d in await engine.deliveries()]
 
 
 async def test_unpaced_dispatcher_claims_all_due_at_once(engine, receiver, setup_config, monkeypatch):
