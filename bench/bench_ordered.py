@@ -16,29 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401
+from common import ok_server
 import aiohttp
-from aiohttp import web
 
 from dispatchsim.engine import Engine
 from dispatchsim.engine.sender import encode_body
 from dispatchsim.mapping.activity import example_activity
 from dispatchsim.server.serve import ServeOptions
-
-
-async def serve() -> tuple[web.AppRunner, str]:
-    async def ok(request: web.Request) -> web.Response:
-        if request.method == "POST":
-            await request.read()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/hooks", ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hooks"
 
 
 async def bare(url: str, bodies: list[bytes]) -> float:
@@ -68,7 +52,7 @@ async def ordered(url: str, n: int, db: Path) -> float:
 
 
 async def main(n: int) -> None:
-    runner, url = await serve()
+    runner, url = await ok_server()
     rng = random.Random(1)
     bodies = [encode_body(example_activity(rng)) for _ in range(n)]
     try:

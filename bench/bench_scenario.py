@@ -22,9 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401
+from common import ok_server
 import aiohttp
-from aiohttp import web
 
 from dispatchsim.engine.sender import encode_body
 from dispatchsim.mapping.activity import example_activity
@@ -36,17 +35,7 @@ POSTS = 10_550  #: 10,000 deliveries + 50 queue heads x 11 failed tries
 
 async def bare_posts(n: int, concurrency: int) -> float:
     """Seconds for ``n`` POSTs of seed-shaped bodies, server and client in this process."""
-    async def ok(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hooks", ok)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hooks"
+    runner, url = await ok_server()
     rng = random.Random(6)
     bodies = [encode_body(example_activity(rng)) for _ in range(n)]
     sem = asyncio.Semaphore(concurrency)
