@@ -56,5 +56,5 @@ class StorageUnavailable(DispatchsimError):
     """The database cannot take writes right now (disk full, busy or read-only); nothing was stored."""
 
 
-__all__ = ["ActivationRefused", "ActivityError", "ConfigError", "DatabaseInUse", "DispatchsimError", "InvalidTransition",
-           "NotFound", "PayloadUnmappable", "ResultConflict", "StorageUnavailable", "StoreError"]
+__all__ = ["ActivationRefused", "ActivityError", "ConfigError", "DatabaseInUse", "DispatchsimError",
+           "InvalidTransition", "NotFound", "PayloadUnmappable", "ResultConflict", "StorageUnavailable", "StoreError"]

@@ -48,7 +48,8 @@ class AutoDisable:
 
     def __post_init__(self) -> None:
         if self.after_failures is None and self.after is None:
-            raise ConfigError("set after_failures (consecutive failed attempts) and/or after (seconds)", field="auto_disable")
+            raise ConfigError("set after_failures (consecutive failed attempts) and/or after (seconds)",
+                              field="auto_disable")
         if self.after_failures is not None and (isinstance(self.after_failures, bool) or self.after_failures < 1):
             raise ConfigError("after_failures must be >= 1", field="auto_disable")
         if self.after is not None and self.after <= 0:

@@ -192,7 +192,8 @@ def retry_policy_from(data: RetryPolicy | dict[str, Any] | str | None) -> RetryP
     known = {f.name for f in fields(RetryPolicy)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: preset, {', '.join(sorted(known))})", field="retry")
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: preset, {', '.join(sorted(known))})",
+                          field="retry")
     start = PRESETS[preset].to_dict() if preset else DEFAULT_RETRY.to_dict()
     if "schedule" in values and values["schedule"] is not None and "max_attempts" not in values:
         start["max_attempts"] = None  # the schedule's length is the budget unless said otherwise
@@ -255,7 +256,8 @@ def ordering_policy_from(data: OrderingPolicy | dict[str, Any] | str | None) -> 
     known = {f.name for f in fields(OrderingPolicy)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})", field="ordering")
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})",
+                          field="ordering")
     check_numbers("ordering", OrderingPolicy, data)
     return OrderingPolicy(**data)
 

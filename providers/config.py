@@ -95,8 +95,8 @@ def load_config(path: str | os.PathLike[str]) -> ProvidersConfig:
     """Read a providers YAML file; errors name the file, line and field."""
     data, lines = load_file(path, error=ProviderConfigError, what="the providers file")
     if data is None:
-        raise ProviderConfigError("the file is empty; the providers config must be a mapping with 'endpoints'", source=os.fspath(path),
-                                  line=1)
+        raise ProviderConfigError("the file is empty; the providers config must be a mapping with 'endpoints'",
+                                  source=os.fspath(path), line=1)
     return parse_config(data, source=os.fspath(path), lines=lines)
 
 

@@ -528,8 +528,12 @@ EXPECTATIONS: tuple[type[Expectation], ...] = (
     Failed, MappingShape, NoSecretsInLogs, ActivationRefused, DeclaredActivation, Notifications, Inactive,
     EventsReceived, Received,
 )
-#: The kinds a file can state, by their key under ``expect:``.
-BY_KEY: dict[str, type[Expectation]] = {cls.key: cls for cls in EXPECTATIONS if cls.key is not None}
+
+
+def kinds() -> dict[str, type[Expectation]]:
+    """The kinds a file can state, by their key under ``expect:``; read from :data:`EXPECTATIONS` on each
+    call, so the table stays the one place a kind is registered."""
+    return {cls.key: cls for cls in EXPECTATIONS if cls.key is not None}
 
 
 def evaluate(r: RunResult) -> list[Check]:
@@ -621,5 +625,5 @@ def retry_delays(r: Any, delivery_id: int) -> list[float]:
     return out
 
 
-__all__ = ["BY_KEY", "Check", "EXPECTATIONS", "Expectation", "evaluate", "order_violations", "duplicates",
+__all__ = ["Check", "EXPECTATIONS", "Expectation", "evaluate", "kinds", "order_violations", "duplicates",
            "retry_delays"]

@@ -66,8 +66,9 @@ class Reader:
         if not isinstance(value, dict):
             raise self.fail(path, f"expected a mapping ({what}), got {kind_of(value)}")
         if allowed is not None:
-            unknown = [self.fail(path + (key,), f"unknown key {key!r} in {what} (expected one of: "
-                                                f"{', '.join(sorted(allowed))})") for key in value if key not in allowed]
+            expected = ", ".join(sorted(allowed))
+            unknown = [self.fail(path + (key,), f"unknown key {key!r} in {what} (expected one of: {expected})")
+                       for key in value if key not in allowed]
             if unknown:
                 raise ScenarioError.of(unknown)
         return value

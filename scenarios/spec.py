@@ -15,7 +15,8 @@ from dispatchsim.yamlfile import load_yaml, read_text
 
 from .actions import ACTIONS, Action
 from .errors import ScenarioError
-from .expect import BY_KEY, Expectation
+from .expect import Expectation
+from .expect import kinds as expectation_kinds
 from .external import DEFAULT_MAX_RATE, DEFAULT_MAX_REQUESTS, MAX_RATE, MAX_REQUESTS, ExternalProvider
 from .parsing import CONFIG_KEYS, KeyPath, ParseContext, Reader, kind_of
 
@@ -74,8 +75,6 @@ TOP_KEYS = {"name", "description", "seed", "clock", "duration", "start", "provid
             "configurations", "accounts", "timeline", "expect"}
 ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_secret", "timeouts", "circuit_breaker",
                 "auto_disable"}
-EVENT_KINDS = set(ACTIONS)
-EXPECT_KEYS = set(BY_KEY)
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -365,7 +364,7 @@ def _timeline(ctx: ParseContext, value: Any) -> list[Event]:
 def _event(ctx: ParseContext, ev: Any, i: int) -> Event:
     P = ctx.reader
     path = ("timeline", i)
-    P.mapping(ev, path, EVENT_KINDS | {"at"}, "a timeline event")
+    P.mapping(ev, path, set(ACTIONS) | {"at"}, "a timeline event")
     if "at" not in ev:
         raise P.fail(path, "missing required key 'at' (a simulated time such as 10m or 2h30m)")
     at = P.duration(ev["at"], path + ("at",))
@@ -373,7 +372,7 @@ def _event(ctx: ParseContext, ev: Any, i: int) -> Event:
         raise P.fail(path + ("at",), f"{ev['at']} is after the scenario's duration")
     kinds = [k for k in ev if k != "at"]
     if len(kinds) != 1:
-        raise P.fail(path, f"expected exactly one action besides 'at' (one of: {', '.join(sorted(EVENT_KINDS))}),"
+        raise P.fail(path, f"expected exactly one action besides 'at' (one of: {', '.join(sorted(ACTIONS))}),"
                            f" got {', '.join(kinds) or 'none'}")
     kind = kinds[0]
     action = ACTIONS[kind].parse(ev[kind], path + (kind,), replace(ctx, at=at))
@@ -384,9 +383,10 @@ def _expect(ctx: ParseContext, value: Any) -> dict[str, Expectation]:
     if value is None:
         return {}
     path = ("expect",)
-    ctx.reader.mapping(value, path, EXPECT_KEYS, "the expectations")
+    table = expectation_kinds()
+    ctx.reader.mapping(value, path, set(table), "the expectations")
     out: dict[str, Expectation] = {}
     for key, v in value.items():
         with ctx.reader.found.guard():
-            out[key] = BY_KEY[key].parse(v, path + (key,), ctx)
+            out[key] = table[key].parse(v, path + (key,), ctx)
     return out

@@ -68,7 +68,8 @@ def test_several_problems_in_one_exception_are_each_one_line():
         with found.guard():
             raise LocatedError("wrong", source="s.yaml", line=line, field=f"k{line}")
     with found.guard():
-        raise LocatedError.of([LocatedError("a", source="s.yaml", line=12), LocatedError("b", source="s.yaml", line=13)])
+        raise LocatedError.of([LocatedError("a", source="s.yaml", line=12),
+                               LocatedError("b", source="s.yaml", line=13)])
     with pytest.raises(ScenarioError) as info:
         found.raise_if_any(ScenarioError)
     err = info.value

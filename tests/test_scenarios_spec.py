@@ -344,3 +344,32 @@ def test_failed_expectation_can_name_the_reason():
     with pytest.raises(ScenarioError, match=r"expect.failed.reason: expected one of exhausted, permanent_status, "
                                             r"mapping_error, got 'gone'"):
         parse_scenario(MIXED + "  failed: {count: 1, reason: gone}\n", source="s.yaml")
+
+
+def test_replay_action_sends_a_delivery_again_with_the_same_webhook_id():
+    text = """\
+name: replay
+seed: 2
+duration: 1h
+providers:
+  crm: {behaviour: {status: 200}}
+configurations:
+  - {id: c, tenant: acme, provider: crm}
+timeline:
+  - at: 0s
+    create: {count: 1}
+  - at: 10m
+    replay: {delivery: 1}
+expect:
+  counts: {DISPATCHED: 1}
+  received: {crm: 2}
+  duplicates: {acknowledged: 1}
+  attempts_per_delivery: {exactly: 1}
+"""
+    result = run_scenario(parse_scenario(text, source="r.yaml"))
+    assert result.ok, [c for c in result.checks if not c.ok]
+    assert (600.0, "replay of delivery 1: SUCCESS 200") in result.key_events
+    ids = [x.headers.get("webhook-id") for x in result.recorder.records if x.method == "POST"]
+    assert len(ids) == 2 and ids[0] == ids[1]
+    with pytest.raises(ScenarioError, match=r"^r.yaml:12: timeline\[1\].replay.delivery: expected an integer >= 1"):
+        parse_scenario(text.replace("delivery: 1}", "delivery: 0}"), source="r.yaml")
