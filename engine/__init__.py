@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
-from .config import CONFIG_FIELDS
+from .config import CONFIG_FIELDS, ConfigKind
 from .core import ActivityPage, Engine, ResultSubmission, RunSummary
 from .errors import (ActivationRefused, ActivityError, ConfigError, DatabaseInUse, DispatchsimError,
                      InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable, StoreError)
@@ -13,6 +13,7 @@ from .sender import VERSION, Outcome, OutcomeKind
 from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
 from .store import Store, latest_schema_version
 from .store_file import OwnerLock, storage_error
+from .store_contract import EventsStoreContract, StoreContract
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
 from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          Tenant)
@@ -21,9 +22,9 @@ __all__ = [
     "ACTIVE", "Activity", "ApiKey", "Attempt", "Circuit", "Configuration", "Delivery", "EndpointHealth", "LIFECYCLE",
     "Notification", "Provider", "Tenant", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable",
     "StoreError",
-    "latest_schema_version", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "Clock",
+    "latest_schema_version", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
     "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",
-    "ResultConflict", "ResultSubmission", "RetryPolicy", "RunSummary", "Status", "Store", "TERMINAL", "TRANSITIONS",
+    "ResultConflict", "StoreContract", "EventsStoreContract", "ResultSubmission", "RetryPolicy", "RunSummary", "Status", "Store", "TERMINAL", "TRANSITIONS",
     "Timeouts", "VERSION", "VirtualClock", "WalCheckpointer", "delay", "iso", "new_virtual_loop", "parse_iso", "run_virtual",
 ]

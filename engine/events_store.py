@@ -13,6 +13,7 @@ from .config import ConfigKind
 from .errors import NotFound
 from .states import Status
 from .store import Store
+from .store_contract import EventsStoreContract
 from .store_rows import Configuration, EventBatch, columns
 
 
@@ -20,7 +21,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class EventsStore:
+class EventsStore(EventsStoreContract):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.conn = store.conn

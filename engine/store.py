@@ -22,6 +22,7 @@ from .errors import InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
 from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
+from .store_contract import StoreContract
 from .store_queries import QueryOps
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
@@ -100,7 +101,7 @@ class AttemptResult:
     excerpt: str | None = None
 
 
-class Store(QueryOps):
+class Store(QueryOps, StoreContract):
     """A dispatchsim database. The file is checked before it is opened (see ``store_file``): a
     hostile environment is one :class:`StoreError` and nothing is written. ``readonly`` opens an
     existing database without migrating or changing it (``dispatchsim status``)."""

@@ -1,0 +1,360 @@
+"""The store contract: every named operation the engine, serve mode and the status report use.
+
+One abstract class per store (as saq's ``queue/base.py`` and procrastinate's connectors do): the
+SQLite store implements it today, and a second backend (PostgreSQL) implements the same list, so
+nothing above the store asks which one it has. ``tests/test_store_contract.py`` runs every
+operation, transition and guard against each backend; ``test_the_contract_lists_every_operation``
+fails when a store grows a public operation that is not listed here.
+
+The operations are synchronous: SQLite answers in microseconds on the event-loop thread, which
+keeps the virtual clock free of threads. Times are seconds on the engine's clock. Guards are part
+of the contract: a status change happens only from the statuses the transition table allows and
+only under the caller's lease; a refused change returns False (dispatch cycle) or raises
+:class:`InvalidTransition` (manual actions), and a missing object raises :class:`NotFound`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import ConfigKind
+    from .states import Circuit, Status
+    from .store import AttemptResult, Claim
+    from .store_queries import ActivityFilter, Metrics, WalCheckpointer
+    from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
+                             Notification, Provider, Tenant)
+
+
+class StoreContract(ABC):
+    """What a dispatchsim store backend provides."""
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The migration the database is at."""
+
+    @abstractmethod
+    def tx(self) -> AbstractContextManager[Any]:
+        """One transaction around the operations called inside it (nested calls join the outer one)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; the store is unusable afterwards."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """A round trip to the database (health checks); raises when it cannot answer."""
+
+    # -- tenants and providers --------------------------------------------------------------
+
+    @abstractmethod
+    def add_tenant(self, tenant_id: str, name: str, now: float) -> None: ...
+
+    @abstractmethod
+    def add_provider(self, provider_id: str, name: str, now: float) -> None: ...
+
+    @abstractmethod
+    def tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    @abstractmethod
+    def provider(self, provider_id: str) -> Provider | None: ...
+
+    @abstractmethod
+    def tenants(self) -> list[Tenant]:
+        """All tenants by id."""
+
+    @abstractmethod
+    def providers(self) -> list[Provider]:
+        """All providers by id."""
+
+    # -- configurations -----------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
+                      snapshot: dict[str, Any], now: float, *, kind: ConfigKind = ...) -> None:
+        """A new, inactive configuration at version 1 with its first snapshot."""
+
+    @abstractmethod
+    def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
+        """The next version with its snapshot; earlier versions stay as they were. NotFound when deleted."""
+
+    @abstractmethod
+    def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
+        """Activate, or pause with a reason (pending deliveries wait). NotFound when deleted."""
+
+    @abstractmethod
+    def delete_config(self, config_id: str, now: float) -> None:
+        """Mark deleted (and inactive); its id is never reused. NotFound when already deleted."""
+
+    @abstractmethod
+    def config(self, config_id: str) -> Configuration | None:
+        """The configuration, deleted ones included."""
+
+    @abstractmethod
+    def configs(self, tenant_id: str | None = None, *, kind: ConfigKind | None = ...) -> list[Configuration]:
+        """Configurations not deleted, oldest first, of one tenant and kind (``kind=None``: every kind)."""
+
+    @abstractmethod
+    def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
+        """The immutable settings of one configuration version. NotFound when there is no such version."""
+
+    @abstractmethod
+    def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
+        """(id, version) of the active configurations a new activity fans out to, oldest first."""
+
+    @abstractmethod
+    def paused_configs(self) -> list[str]:
+        """Inactive or deleted configurations: their pending deliveries are not sent."""
+
+    @abstractmethod
+    def inactive_configs(self) -> list[tuple[str, str | None, float | None]]:
+        """(id, reason, since) of paused configurations that are not deleted."""
+
+    # -- activities ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
+                        payload: dict[str, Any], now: float) -> None: ...
+
+    @abstractmethod
+    def activity(self, activity_id: str) -> Activity:
+        """The activity (NotFound when missing); ``can_force_retry`` is true while a delivery of it is FAILED."""
+
+    @abstractmethod
+    def set_result(self, activity_id: str, result: Any) -> Any | None:
+        """Store the result unless one is there: None when stored, else the stored one (unchanged)."""
+
+    @abstractmethod
+    def next_activity_seq(self) -> int:
+        """The sequence number the next activity gets (deterministic ids derive from it)."""
+
+    @abstractmethod
+    def activity_ids(self) -> list[str]:
+        """Every activity id in creation order."""
+
+    @abstractmethod
+    def activity_page(self, f: ActivityFilter, *, after_seq: int = 0, limit: int = 100) -> list[tuple[int, str]]:
+        """(seq, id) of up to ``limit`` activities matching ``f`` after ``after_seq``, oldest first."""
+
+    @abstractmethod
+    def activity_tenant(self, activity_id: str) -> str:
+        """The tenant of an activity (NotFound when missing)."""
+
+    # -- deliveries and attempts --------------------------------------------------------------
+
+    @abstractmethod
+    def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
+                        now: float, activity_id: str | None = None, batch_id: int | None = None) -> int:
+        """A READY delivery at the tail of its queue; in an ordered queue it is claimable only as the head."""
+
+    @abstractmethod
+    def delivery(self, delivery_id: int) -> Delivery:
+        """The delivery (NotFound when missing)."""
+
+    @abstractmethod
+    def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
+                   status: Status | str | None = None, queue: str | None = None,
+                   after_id: int = 0, limit: int | None = None) -> list[Delivery]:
+        """Deliveries matching every given filter, in creation order."""
+
+    @abstractmethod
+    def delivery_tenant(self, delivery_id: int) -> str:
+        """The tenant of an activity's delivery (NotFound when missing)."""
+
+    @abstractmethod
+    def delivery_by_public_id(self, public_id: str) -> tuple[int, str, str] | None:
+        """(id, webhook-id, tenant) of the activity delivery with that webhook-id."""
+
+    @abstractmethod
+    def public_delivery_ids(self, delivery_ids: list[int]) -> dict[int, str]:
+        """Delivery id -> webhook-id."""
+
+    @abstractmethod
+    def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
+        """Attempts in order: of one delivery, or all."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Deliveries per status, every status present (0 when none)."""
+
+    @abstractmethod
+    def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
+                   reason: str | None = None) -> list[int]:
+        """FAILED deliveries matching the filter (creation time range, failed reason), in creation order."""
+
+    # -- the dispatch cycle -------------------------------------------------------------------
+
+    @abstractmethod
+    def due_candidates(self, now: float, limit: int, *,
+                       exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
+        """(id, config id, config version) of claimable deliveries due by ``now``: queue heads and
+        unordered deliveries, not leased, earliest first."""
+
+    @abstractmethod
+    def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
+        """Lease each (delivery id, lease end) that is still claimable and open its attempt; others are skipped."""
+
+    @abstractmethod
+    def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
+        """2xx: DISPATCHED, and an ordered queue's next delivery becomes its head. False when the lease is lost."""
+
+    @abstractmethod
+    def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
+        """A failed try with budget left: RETRYING until ``next_at``, still the head. False when the lease is lost."""
+
+    @abstractmethod
+    def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
+                    ordered: bool, block: bool) -> bool:
+        """No budget left or unfixable: FAILED; with ``block`` its ordered queue waits. False when the lease is lost."""
+
+    @abstractmethod
+    def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
+                    config_version: int | None = None) -> Delivery:
+        """FAILED -> READY with a fresh budget, back at its place in its queue; InvalidTransition otherwise."""
+
+    @abstractmethod
+    def skip(self, delivery_id: int, now: float) -> Delivery:
+        """A blocked queue moves past its FAILED head (which stays FAILED); InvalidTransition otherwise."""
+
+    @abstractmethod
+    def start_replay(self, delivery_id: int, now: float) -> int:
+        """Open a replay attempt of a DISPATCHED delivery (its status does not change); InvalidTransition otherwise."""
+
+    @abstractmethod
+    def finish_replay(self, attempt_id: int, res: AttemptResult) -> None: ...
+
+    @abstractmethod
+    def release_expired_leases(self, now: float) -> list[int]:
+        """Leases that ended: their attempts become INTERRUPTED and the deliveries are due ``now``."""
+
+    @abstractmethod
+    def release_leases(self, now: float, *, ending_by: float, error: str, owner: str | None = None) -> list[int]:
+        """Leases ending by ``ending_by`` (of one ``owner``, the prefix of its tokens, when given) released."""
+
+    @abstractmethod
+    def release_own_leases(self, now: float, owner: str) -> list[int]:
+        """After a graceful stop: this engine's leases released at once, nobody else's."""
+
+    @abstractmethod
+    def release_dead_owners_leases(self, now: float) -> list[int]:
+        """At start, as the database's only owner: every lease left belongs to a dead process."""
+
+    @abstractmethod
+    def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
+        """The earliest due time of a claimable delivery or lease end (None: nothing will happen)."""
+
+    @abstractmethod
+    def in_flight(self) -> int:
+        """Deliveries holding a lease."""
+
+    # -- endpoint health and notifications ----------------------------------------------------
+
+    @abstractmethod
+    def health_rows(self) -> list[EndpointHealth]: ...
+
+    @abstractmethod
+    def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
+                    consecutive_failures: int, failing_since: float | None, now: float) -> None:
+        """Insert or replace the configuration's endpoint health."""
+
+    @abstractmethod
+    def recent_outcomes(self, config_id: str, since: float, *, exclude_attempt: int = 0) -> list[tuple[float, bool]]:
+        """(finished at, success) of the configuration's finished, counted attempts since ``since``."""
+
+    @abstractmethod
+    def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int: ...
+
+    @abstractmethod
+    def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
+        """How the operator webhook of a notification went."""
+
+    @abstractmethod
+    def notifications(self, config_id: str | None = None) -> list[Notification]:
+        """Notifications in order: of one configuration, or all."""
+
+    @abstractmethod
+    def latest_notifications(self, limit: int) -> list[Notification]:
+        """The ``limit`` newest notifications, oldest of them first."""
+
+    # -- reports, metrics, keys, housekeeping -------------------------------------------------
+
+    @abstractmethod
+    def metrics(self) -> Metrics: ...
+
+    @abstractmethod
+    def attempt_count(self, outcome: str | None = None) -> int: ...
+
+    @abstractmethod
+    def queue_status_counts(self) -> list[tuple[str, str, int]]:
+        """(queue, status, deliveries) for every queue and status present."""
+
+    @abstractmethod
+    def oldest_pending(self) -> tuple[int, str, float] | None:
+        """(id, queue, created at) of the oldest READY or RETRYING delivery."""
+
+    @abstractmethod
+    def blocked_heads(self) -> list[tuple[int, str]]:
+        """(id, queue) of FAILED deliveries that keep their queue waiting."""
+
+    @abstractmethod
+    def recent_failures(self, limit: int = 5) -> list[tuple[int, str, str | None, str | None]]:
+        """(id, queue, reason, last error) of the latest FAILED deliveries, newest first."""
+
+    @abstractmethod
+    def add_api_key(self, key_id: str, digest: str, *, tenant_id: str | None, name: str | None, now: float) -> None:
+        """Store a key's hash (never the key)."""
+
+    @abstractmethod
+    def api_keys(self) -> list[ApiKey]: ...
+
+    @abstractmethod
+    def api_key_by_hash(self, digest: str) -> tuple[str, str | None] | None:
+        """(key id, tenant or None for admin) of the unrevoked key with that hash."""
+
+    @abstractmethod
+    def delete_old_attempts(self, before: float) -> int:
+        """Retention: finished attempts of finished deliveries, except each delivery's last one."""
+
+    @abstractmethod
+    def wal_checkpointer(self) -> WalCheckpointer:
+        """Serve mode's checkpoint job (``enabled`` False where the backend needs none)."""
+
+    @abstractmethod
+    def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
+        """The message events a batch delivery sends, in arrival order."""
+
+
+class EventsStoreContract(ABC):
+    """Message events and their batches (a batch is sent as a delivery of the account's webhook)."""
+
+    @abstractmethod
+    def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]: ...
+
+    @abstractmethod
+    def webhooks_free(self) -> list[Configuration]:
+        """Active message-event webhooks whose queue holds no batch."""
+
+    @abstractmethod
+    def pending(self, account_id: str, limit: int) -> tuple[int, float | None]:
+        """Unbatched events (counted up to ``limit``) and when the oldest arrived."""
+
+    @abstractmethod
+    def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
+                   now: float) -> tuple[int, int, int] | None:
+        """The oldest ``size`` unbatched events as a batch with its READY delivery: (batch, delivery, events)."""
+
+    @abstractmethod
+    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]: ...
+
+    @abstractmethod
+    def batch(self, batch_id: int) -> EventBatch:
+        """The batch (NotFound when missing)."""
+
+    @abstractmethod
+    def counts(self, account_id: str | None = None) -> dict[str, int]:
+        """Batches per status and ``unbatched_events``."""
