@@ -336,8 +336,12 @@ class EventsStoreContract(ABC):
     def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]: ...
 
     @abstractmethod
+    def has_webhooks(self) -> bool:
+        """Whether any message-event webhook was ever configured (none: no batch can ever form)."""
+
+    @abstractmethod
     def webhooks_free(self) -> list[Configuration]:
-        """Active message-event webhooks whose queue holds no batch."""
+        """Active message-event webhooks with events waiting and no batch holding their queue."""
 
     @abstractmethod
     def pending(self, account_id: str, limit: int) -> tuple[int, float | None]:

@@ -368,10 +368,12 @@ def test_wal_checkpointer_is_part_of_the_contract(store: StoreContract) -> None:
 
 def test_message_event_batches(backend: Backend, store: StoreContract) -> None:
     events = backend.events(store)
+    assert not events.has_webhooks()
     store.insert_config("t@events", "t", None, None, SNAP, T0, kind=ConfigKind.MESSAGE_EVENTS)
     store.set_config_active("t@events", True, T0)
-    assert [c.id for c in events.webhooks_free()] == ["t@events"]
+    assert events.has_webhooks() and events.webhooks_free() == []  # no event waits
     assert events.insert_events("t", [{"n": 1}, {"n": 2}, {"n": 3}], T0) == [1, 2, 3]
+    assert [c.id for c in events.webhooks_free()] == ["t@events"]
     assert events.pending("t", 2) == (2, T0)
     bid, did, size = events.form_batch(account_id="t", config_id="t@events", config_version=1, size=2, now=T0)
     assert size == 2 and store.batch_events(bid) == [{"n": 1}, {"n": 2}]
