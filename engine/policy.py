@@ -1,6 +1,7 @@
 """Retry and ordering policies: small frozen values with pure decisions."""
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -8,6 +9,25 @@ from typing import Any, Literal
 from .errors import ConfigError
 
 JitterMode = Literal["none", "full", "equal"]
+
+#: Documented bounds (docs/retries.md): a policy outside them is refused, naming the field, because a
+#: delay of a year or a NaN would leave a delivery that neither follows its policy nor ends.
+MAX_DELAY = 30 * 86400.0      #: any single wait (base, cap, schedule entries, Retry-After ceiling)
+MAX_AGE = 365 * 86400.0       #: max_age
+MAX_ATTEMPTS = 10_000         #: max_attempts
+MAX_SCHEDULE = 1_000          #: entries in a schedule
+MAX_FACTOR = 100.0            #: factor
+MAX_TIMEOUT = 3600.0          #: connect / total timeouts
+MAX_CONCURRENCY = 1_000       #: unordered attempts in flight per endpoint
+
+
+def _bad_number(value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> bool:
+    """True when ``value`` is not a finite number in [lo, hi] (or (lo, hi] with ``lo_open``)."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return True
+    if not math.isfinite(value):
+        return True
+    return value < lo or value > hi or (lo_open and value == lo)
 
 
 def check_numbers(what: str, cls: type, values: dict[str, Any]) -> None:
@@ -85,29 +105,37 @@ class RetryPolicy:
         if self.schedule is not None:
             if isinstance(self.schedule, list):
                 object.__setattr__(self, "schedule", tuple(self.schedule))
-            if not self.schedule or any(not isinstance(d, (int, float)) or isinstance(d, bool) or d < 0
-                                        for d in self.schedule):
-                problems.append("schedule must be a non-empty list of delays in seconds (>= 0)")
+            if (not isinstance(self.schedule, tuple) or not self.schedule or len(self.schedule) > MAX_SCHEDULE
+                    or any(_bad_number(d, 0, MAX_DELAY) for d in self.schedule)):
+                problems.append(f"schedule must be a list of 1 to {MAX_SCHEDULE} delays, each 0 to "
+                                f"{MAX_DELAY:g} seconds")
         else:
-            if self.base <= 0:
-                problems.append("base must be > 0 seconds")
-            if self.factor < 1:
-                problems.append("factor must be >= 1")
-            if self.cap < self.base:
-                problems.append("cap must be >= base")
-        if self.max_attempts is not None and (isinstance(self.max_attempts, bool) or self.max_attempts < 1):
-            problems.append("max_attempts must be >= 1 (or null for never give up)")
-        if self.max_age is not None and self.max_age <= 0:
-            problems.append("max_age must be > 0 seconds (or null)")
+            if _bad_number(self.base, 0, MAX_DELAY, lo_open=True):
+                problems.append(f"base must be a number of seconds > 0 and <= {MAX_DELAY:g}")
+            if _bad_number(self.factor, 1, MAX_FACTOR):
+                problems.append(f"factor must be a number from 1 to {MAX_FACTOR:g}")
+            if _bad_number(self.cap, 0, MAX_DELAY) or (not _bad_number(self.base, 0, MAX_DELAY)
+                                                       and self.cap < self.base):
+                problems.append(f"cap must be a number of seconds >= base and <= {MAX_DELAY:g}")
+            if self.repeat_last:
+                problems.append("repeat_last needs a schedule (exponential backoff already repeats its cap)")
+        if not isinstance(self.repeat_last, bool):
+            problems.append("repeat_last must be true or false")
+        if self.max_attempts is not None and _bad_number(self.max_attempts, 1, MAX_ATTEMPTS, integer=True):
+            problems.append(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS} (or null for never give up)")
+        if self.max_age is not None and _bad_number(self.max_age, 0, MAX_AGE, lo_open=True):
+            problems.append(f"max_age must be a number of seconds > 0 and <= {MAX_AGE:g} (or null)")
         if self.jitter not in ("none", "full", "equal"):
             problems.append("jitter must be one of none, full, equal")
-        if self.retry_after_ceiling is not None and self.retry_after_ceiling < 0:
-            problems.append("retry_after_ceiling must be >= 0 seconds")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            problems.append("seed must be a whole number")
+        if self.retry_after_ceiling is not None and _bad_number(self.retry_after_ceiling, 0, MAX_DELAY):
+            problems.append(f"retry_after_ceiling must be a number of seconds from 0 to {MAX_DELAY:g} (or null)")
         if isinstance(self.permanent_statuses, list):
             object.__setattr__(self, "permanent_statuses", tuple(self.permanent_statuses))
-        if any(not isinstance(c, int) or isinstance(c, bool) or not (100 <= c <= 599) or 200 <= c < 300
-               for c in self.permanent_statuses):
-            problems.append("permanent_statuses must be HTTP status codes outside 2xx")
+        if not isinstance(self.permanent_statuses, tuple) or any(
+                _bad_number(c, 100, 599, integer=True) or 200 <= c < 300 for c in self.permanent_statuses):
+            problems.append("permanent_statuses must be HTTP status codes (100-599) outside 2xx")
         if problems:
             raise ConfigError("; ".join(problems), field="retry")
 
@@ -198,7 +226,14 @@ def retry_policy_from(data: RetryPolicy | dict[str, Any] | str | None) -> RetryP
     if "schedule" in values and values["schedule"] is not None and "max_attempts" not in values:
         start["max_attempts"] = None  # the schedule's length is the budget unless said otherwise
     check_numbers("retry", RetryPolicy, values)
+    # base/factor/cap that differ from the starting point while a schedule gives the delays would be ignored:
+    # refuse them (a stored policy carries every field, unchanged ones included, and is accepted as is)
+    exponential = sorted(k for k in ("base", "factor", "cap") if k in values and values[k] != start[k])
     start.update(values)
+    if start.get("schedule") is not None and exponential:
+        origin = "this policy" if "schedule" in values else f"preset {preset or 'reten'}"
+        raise ConfigError(f"{', '.join(exponential)} shape exponential backoff, but {origin} has a schedule of "
+                          f"delays; give one or the other (schedule: null to use {exponential[0]})", field="retry")
     for key in ("schedule", "permanent_statuses"):
         if isinstance(start.get(key), list):
             start[key] = tuple(start[key])
@@ -233,8 +268,10 @@ class OrderingPolicy:
             raise ConfigError(f"on_exhausted must be skip or block, not {self.on_exhausted!r}", field="ordering")
         if self.mode == "partitioned" and not self.partition_key:
             raise ConfigError("mode partitioned needs partition_key (e.g. commerceExternalId)", field="ordering")
-        if self.concurrency < 1:
-            raise ConfigError("concurrency must be >= 1", field="ordering")
+        if _bad_number(self.concurrency, 1, MAX_CONCURRENCY, integer=True):
+            raise ConfigError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="ordering")
+        if self.partition_key is not None and (not isinstance(self.partition_key, str) or not self.partition_key.strip()):
+            raise ConfigError("partition_key must be a payload field name such as commerceExternalId", field="ordering")
 
     @property
     def ordered(self) -> bool:
@@ -270,8 +307,9 @@ class Timeouts:
     total: float = 30.0
 
     def __post_init__(self) -> None:
-        if not (0 < self.connect <= self.total):
-            raise ConfigError("need 0 < connect <= total (seconds)", field="timeouts")
+        if (_bad_number(self.connect, 0, MAX_TIMEOUT, lo_open=True) or _bad_number(self.total, 0, MAX_TIMEOUT, lo_open=True)
+                or not self.connect <= self.total):
+            raise ConfigError(f"need 0 < connect <= total <= {MAX_TIMEOUT:g} (seconds)", field="timeouts")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -32,6 +32,7 @@ def _run(workdir: Path, names: list[str], hashseed: str) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the whole catalogue, twice, in subprocesses
 def test_every_bundled_scenario_is_byte_identical_across_runs(tmp_path: Path) -> None:
     first = _run(tmp_path / "a", FAST, "1")
     second = _run(tmp_path / "b", FAST, "2")
@@ -41,6 +42,7 @@ def test_every_bundled_scenario_is_byte_identical_across_runs(tmp_path: Path) ->
     assert differing == []
 
 
+@pytest.mark.timeout(180)
 def test_crash_restart_scenario_is_byte_identical(tmp_path: Path) -> None:
     """The quick version for the default suite: the scenario with a crash and a restart in it."""
     first = _run(tmp_path / "a", ["crash_restart.yaml"], "3")

@@ -72,11 +72,27 @@ def test_presets():
 @pytest.mark.parametrize("bad, msg", [
     ({"preset": "nope"}, "unknown preset 'nope'"),
     ({"bogus": 1}, "unknown field(s) bogus"),
-    ({"base": 0}, "base must be > 0"),
-    ({"cap": 1}, "cap must be >= base"),
-    ({"max_attempts": 0}, "max_attempts must be >= 1"),
+    ({"base": 0}, "base must be a number of seconds > 0"),
+    ({"cap": 1}, "cap must be a number of seconds >= base"),
+    ({"max_attempts": 0}, "max_attempts must be a whole number from 1 to 10000"),
     ({"jitter": "some"}, "jitter must be one of"),
     (42, "expected a preset name or a mapping"),
+    # values that cannot be scheduled: not finite, out of the documented bounds, the wrong kind
+    ({"base": float("nan")}, "base must be a number of seconds > 0"),
+    ({"cap": float("inf")}, "cap must be a number of seconds >= base and <= 2.592e+06"),
+    ({"factor": 1e6}, "factor must be a number from 1 to 100"),
+    ({"schedule": [60, float("inf")]}, "schedule must be a list of 1 to 1000 delays"),
+    ({"schedule": [60, -1]}, "schedule must be a list of 1 to 1000 delays"),
+    ({"max_attempts": 2.5}, "max_attempts must be a whole number"),
+    ({"max_attempts": 10**9}, "max_attempts must be a whole number from 1 to 10000"),
+    ({"max_age": float("nan")}, "max_age must be a number of seconds > 0"),
+    ({"retry_after_ceiling": 1e12}, "retry_after_ceiling must be a number of seconds from 0"),
+    ({"seed": 1.5}, "seed must be a whole number"),
+    ({"permanent_statuses": [200]}, "permanent_statuses must be HTTP status codes"),
+    # combinations with no single meaning are refused (docs/retries.md)
+    ({"repeat_last": True}, "repeat_last needs a schedule"),
+    ({"schedule": [5, 60], "base": 10}, "base shape exponential backoff, but this policy has a schedule"),
+    ({"preset": "svix", "cap": 60}, "cap shape exponential backoff, but preset svix has a schedule"),
 ])
 def test_retry_policy_errors_are_clear(bad, msg):
     with pytest.raises(ConfigError) as e:

@@ -25,6 +25,7 @@ def test_catalogue_is_complete():
             "recover_since_long_outage"} <= names
 
 
+@pytest.mark.timeout(300)  # the catalogue includes the 10,000-activity outage (about 20 s alone, more on a busy machine)
 @pytest.mark.parametrize("path", CATALOGUE, ids=[p.stem for p in CATALOGUE])
 def test_bundled_scenario_passes(path):
     scenario = load_scenario(path)

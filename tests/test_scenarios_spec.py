@@ -50,7 +50,7 @@ ERRORS = [
      "s.yaml:5: providers.crm.behaviour.mix[1].fault: unknown fault 'explode'; one of hang, headers_then_stall, "
      "slow_body, truncated, garbage, reset, close, refuse"),
     ("bad retry value", BASE + "    retry: {max_attempts: 0}\n",
-     "s.yaml:8: configurations[0].retry: max_attempts must be >= 1 (or null for never give up)"),
+     "s.yaml:8: configurations[0].retry: max_attempts must be a whole number from 1 to 10000 (or null for never give up)"),
     ("retry duration not a duration", BASE + "    retry:\n      preset: reten\n      cap: one hour\n",
      "s.yaml:10: configurations[0].retry.cap: expected a duration like 30s, 10m, 6h or a number of seconds, "
      "got 'one hour'"),
