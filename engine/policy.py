@@ -72,6 +72,10 @@ class Decision:
     reason: str = ""
 
 
+#: base, factor and cap of every policy that has a schedule instead (see RetryPolicy.__post_init__)
+_DEFAULT_SHAPE = {"base": 60.0, "factor": 2.0, "cap": 3600.0}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """When to try again after a failure, and when to stop.
@@ -105,6 +109,12 @@ class RetryPolicy:
         if self.schedule is not None:
             if isinstance(self.schedule, list):
                 object.__setattr__(self, "schedule", tuple(self.schedule))
+            # base/factor/cap play no part beside a schedule: keep one canonical form (so a stored policy
+            # reads back equal), but the cap still bounds Retry-After unless a ceiling is given
+            if self.retry_after_ceiling is None and not _bad_number(self.cap, 0, MAX_DELAY):
+                object.__setattr__(self, "retry_after_ceiling", float(self.cap))
+            for name in ("base", "factor", "cap"):
+                object.__setattr__(self, name, _DEFAULT_SHAPE[name])
             if (not isinstance(self.schedule, tuple) or not self.schedule or len(self.schedule) > MAX_SCHEDULE
                     or any(_bad_number(d, 0, MAX_DELAY) for d in self.schedule)):
                 problems.append(f"schedule must be a list of 1 to {MAX_SCHEDULE} delays, each 0 to "
