@@ -149,7 +149,7 @@ expect:
 SCENARIO_5_PROBLEMS = [
     (2, "seed: expected an integer >= 0, got -1"),
     (5, "providers.crm.behaviour.latncy: unknown key 'latncy' in a response"),
-    (10, "configurations[0].retry: max_attempts must be >= 1"),
+    (10, "configurations[0].retry: max_attempts must be a whole number from 1 to 10000"),
     (12, "timeline[0].at: expected a duration like 30s, 10m, 6h or a number of seconds, got '10 minutes'"),
     (15, "expect.all_deliverd: unknown key 'all_deliverd' in the expectations"),
 ]

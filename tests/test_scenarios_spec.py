@@ -84,7 +84,7 @@ ERRORS = [
      "s.yaml:12: timeline[0].endpoint.behaviour: status: unknown key 'status' in fault hang; allowed: fault, "
      "latency"),
     ("bad edit", BASE + "timeline:\n  - at: 1m\n    edit: {config: c, retry: {max_attempts: 0}}\n",
-     "s.yaml:10: timeline[0].edit.retry: max_attempts must be >= 1 (or null for never give up)"),
+     "s.yaml:10: timeline[0].edit.retry: max_attempts must be a whole number from 1 to 10000 (or null for never give up)"),
     ("missing name", BASE.replace("name: t\n", "description: x\n"),
      "s.yaml:1: missing required key 'name'"),
     ("unknown expectation", BASE + "expect:\n  all_deliverd: true\n",
