@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test install-docs docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,16 @@ demo: install
 test: install-test
 	$(BIN)/python -m pytest -q
 
+install-docs: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[docs]'
+
+# The documentation site (MkDocs, Material theme) in site/; strict: a broken link or a missing page fails.
+docs: install-docs
+	$(BIN)/python tools/docs_source.py build/docs-src
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
 bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis build site
