@@ -6,6 +6,9 @@ import json
 import sys
 from typing import Any
 
+from dispatchsim.errors import LocatedError
+from dispatchsim.yamlfile import read_text
+
 from .compiler import CompiledMapping, compile_mapping
 from .errors import MappingApplyError, MappingSpecError
 from .activity import SEED_PAYLOAD
@@ -79,10 +82,9 @@ def run_preview(args: argparse.Namespace, out: Any = None, err: Any = None) -> i
     payload: Any = SEED_PAYLOAD
     if getattr(args, "payload", None):
         try:
-            with open(args.payload, encoding="utf-8") as handle:
-                payload = json.load(handle)
-        except OSError as exc:
-            print(f"{args.payload}: cannot read the payload: {exc.strerror or exc}", file=err)
+            payload = json.loads(read_text(args.payload, what="the payload"))
+        except LocatedError as exc:  # unreadable, or not UTF-8
+            print(exc.located(), file=err)
             return EXIT_INVALID
         except json.JSONDecodeError as exc:
             print(f"{args.payload}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})", file=err)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
+from dispatchsim.yamlfile import load_yaml
 
 from .errors import ScenarioError
 from .spec import Scenario, load_scenario, parse_scenario
@@ -36,7 +36,8 @@ def entries() -> list[Entry]:
     """Every bundled scenario, by name; the summary is read without validating the whole file."""
     out = []
     for name, item in sorted(_files().items()):
-        data = yaml.safe_load(item.read_text(encoding="utf-8")) or {}  # type: ignore[attr-defined]
+        text = item.read_text(encoding="utf-8")  # type: ignore[attr-defined]
+        data = load_yaml(text, source=f"{BUNDLED}{name}.yaml")[0] or {}
         text = " ".join(str(data.get("description") or "").split())
         out.append(Entry(name=name, summary=_first_sentence(text)))
     return out

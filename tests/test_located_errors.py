@@ -330,3 +330,13 @@ def test_serve_config_reports_every_mistake_with_its_line(tmp_path, capsys):
         f"{path}:6: claim_chunk: a positive integer, got 0",
     ]
     assert not (tmp_path / "x.db").exists()  # nothing was started
+
+
+def test_mapping_preview_payload_that_is_not_utf8_is_one_located_error(tmp_path, capsys):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("fields:\n  id: {from: id}\n")
+    payload = tmp_path / "p.json"
+    payload.write_bytes(b'{"id": "caf\xe9"}')
+    assert main(["mapping", "preview", str(mapping), "--payload", str(payload)]) == 2
+    assert capsys.readouterr().err == (f"{payload}:1: the payload is not UTF-8 text: byte 0xe9 at column 12 cannot be "
+                                       "decoded; save it as UTF-8\n")
