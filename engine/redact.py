@@ -40,10 +40,12 @@ MIN_SECRET = 3
 ERROR_CAP = 1024
 
 _SECRET_KEY_PARTS = ("secret", "password", "token", "authorization", "api_key", "apikey")
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
 _SECRET_QUERY = re.compile(r"(?i)(token|key|secret|signature|sig|password|passwd|auth|access_token|api_key)")
 _BYTES_LITERAL = re.compile(r"""(?<![\w'"])(b')((?:[^'\\]|\\.)*)(')|(?<![\w'"])(b")((?:[^"\\]|\\.)*)(")""")
 _ELLIPSES = ("...", "…")
+#: ``Name: value`` inside quoted HTTP bytes (lines end in an escaped ``\r\n``): secret headers' values hidden.
+_HEADER_LINE = re.compile(r"((?:^|(?<=\\n))([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*)[^\\]*")
 #: Characters that JSON, percent-encoding and bytes literals all leave as they are.
 _UNESCAPED = re.compile(r"[A-Za-z0-9_.~-]+")
 
@@ -158,6 +160,7 @@ class Redactor:
         opening, body, closing = (m.group(1), m.group(2), m.group(3)) if m.group(1) else m.group(4, 5, 6)
         ellipsis = next((e for e in _ELLIPSES if body.endswith(e)), "")
         body = self._hide_head(self._hide_tail(body[:len(body) - len(ellipsis)]))
+        body = _HEADER_LINE.sub(lambda h: h[1] + REDACTED if h[2].lower() in self._headers else h[0], body)
         return f"{opening}{body}{ellipsis}{closing}"
 
     def _hide_tail(self, text: str) -> str:

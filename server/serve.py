@@ -259,9 +259,10 @@ def _protocol_logger(engine: Engine) -> logging.Logger:
     class OneLine(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             exc = record.exc_info[1] if record.exc_info else None
-            detail = " ".join(str(exc).split())[:300] if exc is not None else ""
-            engine.log.warning("http.unparsable_request", message=record.getMessage(),
-                               error=f"{type(exc).__name__}: {detail}" if exc is not None else None)
+            # the request's bytes are quoted in the error: scrubbed first, then cut (the one redaction)
+            error = (engine.redactor.error(f"{type(exc).__name__}: {' '.join(str(exc).split())}", cap=300)
+                     if exc is not None else None)
+            engine.log.warning("http.unparsable_request", message=record.getMessage(), error=error)
 
     logger = logging.getLogger(f"dispatchsim.serve.http.{engine.instance}")
     logger.propagate = False

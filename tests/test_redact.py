@@ -67,3 +67,11 @@ def test_scrub_structures_and_header_names():
     assert r.headers({"x-key": "k", "Authorization": "Bearer z", "X-Echo": SECRET}) == {
         "x-key": REDACTED, "Authorization": REDACTED, "X-Echo": REDACTED}
     assert r.url(f"http://u:{quote(SECRET, safe='')}@h/x?page=2") == f"http://{REDACTED}@h/x?page=2"
+
+
+def test_secret_header_values_quoted_in_an_error_are_hidden():
+    r = Redactor(headers=["X-Key"])
+    msg = ("BadHttpMessage: 400, message: Invalid: b'GET / HTTP/1.1\\r\\nHost: h\\r\\nX-Api-Key: adm-123\\r\\n"
+           "Authorization: Bearer abc\\r\\nX-Key: k-9\\r\\nX-Other: visible'")
+    assert r.error(msg) == ("BadHttpMessage: 400, message: Invalid: b'GET / HTTP/1.1\\r\\nHost: h\\r\\nX-Api-Key: ***\\r\\n"
+                            "Authorization: ***\\r\\nX-Key: ***\\r\\nX-Other: visible'")

@@ -291,3 +291,38 @@ async def _attempts_by_case(engine, rec: EchoReceiver) -> dict[int, dict[str, An
         [attempt] = await engine.attempts(d["id"])
         out[rec.case_of[d["webhook_id"]]] = attempt
     return out
+
+
+async def test_an_unparsable_request_is_logged_scrubbed_then_cut(engine):
+    """serve logs a request it cannot parse with aiohttp's error, which quotes the request's bytes and is
+    cut to 300 characters: a known secret at any offset around that cut leaves no 4-character run."""
+    from dispatchsim.server.serve import _protocol_logger
+
+    engine.redactor.add(API_KEY)  # e.g. a configuration's API key that a client pasted into a header
+    runner = web.AppRunner(web.Application(), access_log=None, logger=_protocol_logger(engine))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def logged(secret: str, k: int) -> str:
+        mark = len(engine.log_buffer.getvalue())
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Echo: " + ("." * k + secret).encode() + b"\x01\r\n\r\n")
+        await writer.drain()
+        assert (await reader.read()).startswith(b"HTTP/1.0 400")
+        writer.close()
+        [line] = engine.log_buffer.getvalue()[mark:].splitlines()
+        event = json.loads(line)
+        assert event["event"] == "http.unparsable_request"
+        return event["error"]
+
+    try:
+        control = await logged("", 0)
+        start = control.index("b'X-Echo: ") + len("b'X-Echo: ")
+        for k in _around(300 - start, API_KEY):
+            error = await logged(API_KEY, k)
+            assert len(error) <= 300 and fragments(error) == [], (k, error)
+        assert REDACTED in await logged(API_KEY, 0)
+    finally:
+        await runner.cleanup()
