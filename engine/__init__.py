@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
 from .config import CONFIG_FIELDS, ConfigKind
-from .core import ActivityPage, Engine, ResultSubmission, RunSummary
+from .core import ActivityPage, Engine, ResultSubmission, RunSummary, config_name, scoped_config_id
 from .errors import (ActivationRefused, ActivityError, ConfigError, DatabaseInUse, DispatchsimError,
                      InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable, StoreError)
 from .events import MessageEvents
@@ -22,7 +22,7 @@ __all__ = [
     "ACTIVE", "Activity", "ApiKey", "Attempt", "Circuit", "Configuration", "Delivery", "EndpointHealth", "LIFECYCLE",
     "Notification", "Provider", "Tenant", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable",
     "StoreError",
-    "latest_schema_version", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
+    "config_name", "latest_schema_version", "scoped_config_id", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
     "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",
     "ResultConflict", "StoreContract", "EventsStoreContract", "ResultSubmission", "RetryPolicy", "RunSummary", "Status", "Store", "TERMINAL", "TRANSITIONS",

@@ -58,6 +58,22 @@ class ResultSubmission:
     created: bool
 
 
+_SCOPED_RE = re.compile(r"^(.+)~[0-9a-f]{8}$")
+
+
+def scoped_config_id(tenant_id: str, name: str) -> str:
+    """The stored id of a configuration a tenant names ``name`` (serve mode): names are per tenant,
+    so two tenants may both have ``crm`` and neither learns of the other's. The suffix is derived
+    from the tenant only ('~' never appears in a name), so it says nothing about other tenants."""
+    return f"{name}~{hashlib.sha256(tenant_id.encode()).hexdigest()[:8]}"
+
+
+def config_name(config_id: str) -> str:
+    """The name a tenant knows a configuration by (its id without the tenant scope)."""
+    m = _SCOPED_RE.match(config_id)
+    return m.group(1) if m else config_id
+
+
 def _check_id(kind: str, value: Any) -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise ConfigError(f"{kind} id {value!r}: use 1-64 letters, digits, '_', '-', '.', ':'")
@@ -162,8 +178,11 @@ class Engine:
         return provider
 
     async def add_config(self, tenant_id: str, provider_id: str, channel: str, *, config_id: str | None = None,
-                         activate: bool = False, **fields: Any) -> dict[str, Any]:
-        """Create a dispatch configuration (inactive unless ``activate``); validated before storing."""
+                         activate: bool = False, scoped: bool = False, **fields: Any) -> dict[str, Any]:
+        """Create a dispatch configuration (inactive unless ``activate``); validated before storing.
+
+        ``scoped`` (serve mode): ``config_id`` is a name within the tenant, stored as
+        :func:`scoped_config_id`, so a name taken by another tenant is no obstacle and no clue."""
         if self.store.tenant(tenant_id) is None:
             raise NotFound(f"tenant {tenant_id!r} not found; add it first")
         if self.store.provider(provider_id) is None:
@@ -171,10 +190,15 @@ class Engine:
         if not isinstance(channel, str) or not channel.strip():
             raise ConfigError("required, e.g. SALESMAN", field="channel")
         snap, warnings = build_snapshot(fields)
-        cid = _check_id("configuration", config_id) if config_id else self._new_config_id(tenant_id, provider_id,
-                                                                                          channel)
+        if scoped:
+            name = _check_id("configuration", config_id) if config_id else \
+                self._new_config_id(tenant_id, provider_id, channel, scoped=True)
+            cid = scoped_config_id(tenant_id, name)
+        else:
+            name = cid = _check_id("configuration", config_id) if config_id else \
+                self._new_config_id(tenant_id, provider_id, channel)
         if self.store.config(cid):
-            raise ConfigError(f"configuration {cid!r} already exists")
+            raise ConfigError(f"configuration {name!r} already exists")
         self.redactor.add(*snap.secrets())
         self.store.insert_config(cid, tenant_id, provider_id, channel, snap.to_dict(redact=False), self.clock.now())
         self.log.info("config.created", config_id=cid, tenant_id=tenant_id, provider_id=provider_id,
@@ -185,11 +209,16 @@ class Engine:
         view["warnings"] = warnings
         return view
 
-    def _new_config_id(self, tenant_id: str, provider_id: str, channel: str) -> str:
-        n = len(self.store.configs()) + 1
+    def _new_config_id(self, tenant_id: str, provider_id: str, channel: str, *, scoped: bool = False) -> str:
+        """A free id (a free name within the tenant when ``scoped``: counting the tenant's own only)."""
+        n = len(self.store.configs(tenant_id if scoped else None)) + 1
         base = f"{tenant_id}.{provider_id}.{channel}".lower()[:56]
         cid = base
-        while self.store.config(cid):
+
+        def taken(c: str) -> bool:
+            return self.store.config(scoped_config_id(tenant_id, c) if scoped else c) is not None
+
+        while taken(cid):
             n += 1
             cid = f"{base}.{n}"
         return cid

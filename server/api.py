@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ConfigError, DispatchsimError,
-                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, Status, iso, parse_iso,
-                                storage_error)
+                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, Status, config_name,
+                                iso, parse_iso, scoped_config_id, storage_error)
 
 from .keys import KeyRing, Principal
 from .openapi import openapi_document
@@ -354,7 +354,7 @@ async def list_configs(request: web.Request) -> web.Response:
     qs = _query(request, {"tenant_id"})
     engine = request.app[ENGINE_KEY]
     tenant = _tenant_filter(request, qs.get("tenant_id"))
-    items = [engine.config_view(c.id) for c in engine.store.configs(tenant)]
+    items = [_config_out(request, engine.config_view(c.id)) for c in engine.store.configs(tenant)]
     return web.json_response({"items": items})
 
 
@@ -366,19 +366,43 @@ async def create_config(request: web.Request) -> web.Response:
     tenant = _tenant_of_call(request, body.pop("tenant_id", None))
     fields = {k: v for k, v in body.items() if k in CONFIG_FIELDS}
     view = await request.app[ENGINE_KEY].add_config(tenant, body["provider_id"], body["channel"],
-                                                    config_id=body.get("id"), **fields)
-    return web.json_response(view, status=201)
+                                                    config_id=body.get("id"), scoped=True, **fields)
+    return web.json_response(_config_out(request, view), status=201)
 
 
-def _owned_config(request: web.Request) -> str:
-    cid = request.match_info["config_id"]
-    _allow(request, request.app[ENGINE_KEY].config(cid).tenant_id, f"configuration {cid!r} not found")
-    return cid
+def _owned_config(request: web.Request, name: str | None = None) -> str:
+    """The stored id of the configuration named in the path (or ``name``). A tenant key names its
+    configurations within its tenant (``scoped_config_id``); the admin uses stored ids. Another
+    tenant's configuration answers as a missing one."""
+    name = request.match_info["config_id"] if name is None else name
+    engine, p = request.app[ENGINE_KEY], _principal(request)
+    missing = f"configuration {name!r} not found"
+    if p.admin:
+        engine.config(name)
+        return name
+    assert p.tenant_id is not None
+    for cid in (scoped_config_id(p.tenant_id, name), name):  # the second: made before names were scoped
+        try:
+            if engine.config(cid).tenant_id == p.tenant_id:
+                return cid
+        except NotFound:
+            pass
+    raise NotFound(missing)
+
+
+def _config_out(request: web.Request, view: dict[str, Any], key: str = "id") -> dict[str, Any]:
+    """A tenant key sees its configurations by name; the admin sees stored ids."""
+    if _principal(request).admin or view.get(key) is None:
+        return view
+    out = {**view, key: config_name(view[key])}
+    if key == "config_id" and isinstance(view.get("queue"), str) and view["queue"].startswith(view[key]):
+        out["queue"] = out[key] + view["queue"][len(view[key]):]
+    return out
 
 
 async def get_config(request: web.Request) -> web.Response:
     cid = _owned_config(request)
-    return web.json_response(request.app[ENGINE_KEY].config_view(cid))
+    return web.json_response(_config_out(request, request.app[ENGINE_KEY].config_view(cid)))
 
 
 async def edit_config(request: web.Request) -> web.Response:
@@ -387,19 +411,19 @@ async def edit_config(request: web.Request) -> web.Response:
     check_fields(body, optional=_CONFIG_TYPES)
     if "endpoint_url" in body and body["endpoint_url"] is None:
         raise Problem(400, "invalid", "endpoint_url: must not be null")
-    return web.json_response(await request.app[ENGINE_KEY].edit_config(cid, **body))
+    return web.json_response(_config_out(request, await request.app[ENGINE_KEY].edit_config(cid, **body)))
 
 
 async def activate_config(request: web.Request) -> web.Response:
     cid = _owned_config(request)
     _no_body(request)
-    return web.json_response(await request.app[ENGINE_KEY].activate(cid))
+    return web.json_response(_config_out(request, await request.app[ENGINE_KEY].activate(cid)))
 
 
 async def deactivate_config(request: web.Request) -> web.Response:
     cid = _owned_config(request)
     _no_body(request)
-    return web.json_response(await request.app[ENGINE_KEY].deactivate(cid))
+    return web.json_response(_config_out(request, await request.app[ENGINE_KEY].deactivate(cid)))
 
 
 async def delete_config(request: web.Request) -> web.Response:
@@ -443,7 +467,7 @@ async def get_activity(request: web.Request) -> web.Response:
 async def activity_deliveries(request: web.Request) -> web.Response:
     aid = _owned_activity(request)
     items = await request.app[ENGINE_KEY].deliveries(activity_id=aid)
-    return web.json_response({"items": [_public_delivery(d) for d in items]})
+    return web.json_response({"items": [_public_delivery(request, d) for d in items]})
 
 
 def _owned_delivery(request: web.Request) -> tuple[int, str]:
@@ -458,9 +482,10 @@ def _owned_delivery(request: web.Request) -> tuple[int, str]:
     return did, public
 
 
-def _public_delivery(view: dict[str, Any]) -> dict[str, Any]:
-    """A delivery as the API shows it: its id is the public one (the ``webhook-id``)."""
-    return {**view, "id": view["webhook_id"]}
+def _public_delivery(request: web.Request, view: dict[str, Any]) -> dict[str, Any]:
+    """A delivery as the API shows it: its id is the public one (the ``webhook-id``), its
+    configuration and queue named as the caller knows them."""
+    return _config_out(request, {**view, "id": view["webhook_id"]}, "config_id")
 
 
 def _public_attempts(items: list[dict[str, Any]], public_id: str) -> list[dict[str, Any]]:
@@ -470,7 +495,7 @@ def _public_attempts(items: list[dict[str, Any]], public_id: str) -> list[dict[s
 
 async def get_delivery(request: web.Request) -> web.Response:
     did, _ = _owned_delivery(request)
-    return web.json_response(_public_delivery(await request.app[ENGINE_KEY].delivery(did)))
+    return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].delivery(did)))
 
 
 async def delivery_attempts(request: web.Request) -> web.Response:
@@ -481,13 +506,13 @@ async def delivery_attempts(request: web.Request) -> web.Response:
 async def force_retry(request: web.Request) -> web.Response:
     did, _ = _owned_delivery(request)
     _no_body(request)
-    return web.json_response(_public_delivery(await request.app[ENGINE_KEY].force_retry(did)))
+    return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].force_retry(did)))
 
 
 async def skip_delivery(request: web.Request) -> web.Response:
     did, _ = _owned_delivery(request)
     _no_body(request)
-    return web.json_response(_public_delivery(await request.app[ENGINE_KEY].skip(did)))
+    return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].skip(did)))
 
 
 async def submit_result(request: web.Request) -> web.Response:
@@ -587,16 +612,18 @@ async def recover_config(request: web.Request) -> web.Response:
         config_id=cid, since=_time_param("since", body.get("since")), until=_time_param("until", body.get("until")),
         reason=body.get("reason"))
     public = request.app[ENGINE_KEY].store.public_delivery_ids(ids)
-    return web.json_response({"config_id": cid, "count": len(ids), "requeued": [public[i] for i in ids]})
+    return web.json_response({"config_id": request.match_info["config_id"], "count": len(ids),
+                              "requeued": [public[i] for i in ids]})
 
 
 async def config_health(request: web.Request) -> web.Response:
     cid = _owned_config(request)
     engine = request.app[ENGINE_KEY]
     view = engine.config_view(cid)
-    return web.json_response({"config_id": cid, "active": view["active"], "inactive_reason": view["inactive_reason"],
-                              "inactive_since": view["inactive_since"], **engine.health(cid),
-                              "notifications": await engine.notifications(cid)})
+    notes = [_config_out(request, n, "config_id") for n in await engine.notifications(cid)]
+    return web.json_response({"config_id": request.match_info["config_id"], "active": view["active"],
+                              "inactive_reason": view["inactive_reason"], "inactive_since": view["inactive_since"],
+                              **engine.health(cid), "notifications": notes})
 
 
 async def list_notifications(request: web.Request) -> web.Response:
@@ -605,12 +632,11 @@ async def list_notifications(request: web.Request) -> web.Response:
     tenant = _tenant_filter(request, qs.get("tenant_id"))
     engine = request.app[ENGINE_KEY]
     if "config_id" in qs:
-        cid = qs["config_id"]
-        _allow(request, engine.config(cid).tenant_id, f"configuration {cid!r} not found")
-        items = await engine.notifications(qs["config_id"])
+        items = await engine.notifications(_owned_config(request, qs["config_id"]))
     else:
         items = await engine.notifications(tenant_id=tenant or None)
-    return web.json_response({"items": items[-_limit(qs.get("limit")):]})
+    items = [_config_out(request, n, "config_id") for n in items[-_limit(qs.get("limit")):]]
+    return web.json_response({"items": items})
 
 
 #: (method, path, handler): the one list the router and the OpenAPI test read.

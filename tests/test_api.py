@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from dispatchsim.engine import ResultConflict
+from dispatchsim.engine import scoped_config_id
 from dispatchsim.server.api import ROUTES, make_app
 from dispatchsim.server.keys import KeyRing, create_key
 from dispatchsim.server.openapi import openapi_document
@@ -192,6 +193,17 @@ async def test_tenant_isolation(api: Api, receiver) -> None:
     status, body = await api.call("POST", "/api/dispatch-configurations", key=OTHER, body={
         "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url})
     assert status == 403  # about the caller's own key: says nothing of tenant acme
+    # configuration names are per tenant: acme's name is free for other, and neither sees the other's
+    mine = await _config(api, receiver.url, id="crm-hook")
+    theirs = await _config(api, receiver.url, key=OTHER, id="crm-hook")
+    assert mine["id"] == theirs["id"] == "crm-hook"
+    status, body = await api.call("POST", "/api/dispatch-configurations", key=OTHER, body={
+        "id": "crm-hook", "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url})
+    assert status == 400 and "already exists" in body["detail"]  # its own
+    _, listed = await api.call("GET", "/api/dispatch-configurations", key=OTHER)
+    assert [c["id"] for c in listed["items"]] == ["crm-hook"]
+    _, ds = await api.call("GET", f"/api/activities/{act['id']}/deliveries")
+    assert ds["items"][0]["config_id"] == ds["items"][0]["queue"] == "acme.crm.salesman"
     status, body = await api.call("GET", "/api/activities", key=ADMIN)
     assert [a["id"] for a in body["items"]] == [act["id"]]
     _, attempts = await api.call("GET", f"/api/deliveries/{did}/attempts")
@@ -388,7 +400,7 @@ async def test_metrics_in_prometheus_text(api: Api, receiver) -> None:
     assert 'dispatchsim_deliveries{status="READY"} 1' in lines
     assert 'dispatchsim_attempts_total{outcome="SUCCESS"} 2' in lines
     assert 'dispatchsim_attempts_total{outcome="HTTP_ERROR"} 1' in lines
-    assert 'dispatchsim_queue_depth{queue="acme.crm.salesman"} 1' in lines
+    assert f'dispatchsim_queue_depth{{queue="{scoped_config_id("acme", "acme.crm.salesman")}"}} 1' in lines
     assert 'dispatchsim_attempt_latency_seconds_count 3' in lines
     assert 'dispatchsim_attempt_latency_seconds_bucket{le="+Inf"} 3' in lines
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dispatchsim.engine import scoped_config_id
+
 from test_api import ACME, ADMIN, OTHER, Api, _config, _is_problem, api  # noqa: F401 - the fixture
 
 ACT = {"channel": "SALESMAN"}
@@ -132,7 +134,7 @@ async def test_health_routes_are_tenant_isolated(api: Api, receiver) -> None:
     assert kinds((await api.call("GET", "/api/notifications", key=OTHER))[1]) == [("config.auto_disabled", "other-c")]
     assert len((await api.call("GET", "/api/notifications", key=ADMIN))[1]["items"]) == 2
     assert kinds((await api.call("GET", "/api/notifications?tenant_id=other", key=ADMIN))[1]) == \
-        [("config.auto_disabled", "other-c")]
+        [("config.auto_disabled", scoped_config_id("other", "other-c"))]  # the admin sees stored ids
     for path, real, fake in (("/api/notifications?tenant_id=other", "other", "ghost"),
                              ("/api/notifications?config_id=other-c", "other-c", "nope"),
                              ("/api/dispatch-configurations/other-c/health", "other-c", "nope")):
