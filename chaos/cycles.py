@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .harness import Load, Receiver, ServeProcess, Tally, setup_configs, settle, wait_for, write_config
+from .harness import (ChaosError, Load, Receiver, ServeProcess, Tally, setup_configs, settle, wait_for,
+                      write_config)
 
 #: what in a serve log means the process did not stop cleanly
 CRASH_MARKERS = ("Traceback", "Segmentation", "CancelledError", "Fatal Python error", '"api.error"', "job.failed")
@@ -70,7 +71,11 @@ def run_cycles(folder: Path, *, kind: str, cycles: int, seed: int = 1, max_secon
         load.start()
         for n in range(cycles):
             if n:
-                srv = ServeProcess(db, cfg, log, shutdown_deadline=rng.choice((0.05, 2.0)))
+                try:
+                    srv = ServeProcess(db, cfg, log, shutdown_deadline=rng.choice((0.05, 2.0)))
+                except ChaosError as exc:  # a finding: serve refused to start after the previous cycle
+                    report.bad_exits.append(f"cycle {n}: {exc}")
+                    break
             receiver.outage = kind == "kill" and rng.random() < 0.5
             load.target = srv.base
             before = len(load.acked)
@@ -92,7 +97,10 @@ def run_cycles(folder: Path, *, kind: str, cycles: int, seed: int = 1, max_secon
                 break
         load.stop()
         report.server_errors = list(load.server_errors)
-        report.tally = settle(db, cfg, log, receiver, load.acked, settle_timeout)
+        try:
+            report.tally = settle(db, cfg, log, receiver, load.acked, settle_timeout)
+        except ChaosError as exc:
+            report.bad_exits.append(f"settling: {exc}")
     finally:
         load.target = None
         if load._thread.is_alive():

@@ -62,6 +62,9 @@ def _check_header(p: Path) -> None:
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     change_counter, pages, valid_for = (int.from_bytes(head[i:i + 4], "big") for i in (24, 28, 92))
+    wal = Path(f"{p}-wal")
+    if wal.exists() and wal.stat().st_size:
+        return  # a checkpoint cut off (kill -9) can leave the header ahead of the file; the WAL completes it
     if pages and change_counter == valid_for and size < pages * page_size:
         raise StoreError(f"{p}: damaged database: the file is truncated ({size} bytes, its header says "
                          f"{pages * page_size}); restore it from a backup")

@@ -102,6 +102,30 @@ def test_hostile_database_is_one_line_and_nothing_is_written(tmp_path, capsys, k
     assert _files(tmp_path) == before  # no lock file, no WAL, no migration
 
 
+def test_a_checkpoint_cut_off_by_kill9_is_not_mistaken_for_truncation(tmp_path) -> None:
+    """Found by the chaos run: kill -9 during a WAL checkpoint can leave the database header saying more
+    pages than the file has; the WAL still holds them, so SQLite recovers and serve must start."""
+    db = tmp_path / "w.db"
+    store = Store(db)
+    store.conn.execute("PRAGMA wal_autocheckpoint = 0")
+    store.add_tenant("acme", "acme", 0.0)
+    for n in range(300):
+        store.add_provider(f"p{n}", "x" * 200, 0.0)  # pages in the WAL only
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for suffix in ("", "-wal"):
+        (copy / f"w.db{suffix}").write_bytes(Path(f"{db}{suffix}").read_bytes())  # as kill -9 leaves them
+    store.close()
+    data = bytearray((copy / "w.db").read_bytes())
+    pages = int.from_bytes(data[28:32], "big")
+    data[28:32] = (pages + 1).to_bytes(4, "big")  # the header written before the file was extended
+    (copy / "w.db").write_bytes(bytes(data))
+    Store.check(copy / "w.db", write=True)
+    again = Store(copy / "w.db")
+    assert len(again.providers()) == 300
+    again.close()
+
+
 def test_status_never_changes_a_database_it_did_not_create(tmp_path, capsys) -> None:
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)  # schema v1 only, as an older dispatchsim left it
