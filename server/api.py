@@ -400,6 +400,14 @@ def _config_out(request: web.Request, view: dict[str, Any], key: str = "id") -> 
     return out
 
 
+def _notification_out(request: web.Request, note: dict[str, Any]) -> dict[str, Any]:
+    """A notification as a tenant key sees it: its configuration by name, and without the global
+    sequence number (which would tell how many notifications other tenants have)."""
+    if _principal(request).admin:
+        return note
+    return _config_out(request, {k: v for k, v in note.items() if k != "id"}, "config_id")
+
+
 async def get_config(request: web.Request) -> web.Response:
     cid = _owned_config(request)
     return web.json_response(_config_out(request, request.app[ENGINE_KEY].config_view(cid)))
@@ -620,7 +628,7 @@ async def config_health(request: web.Request) -> web.Response:
     cid = _owned_config(request)
     engine = request.app[ENGINE_KEY]
     view = engine.config_view(cid)
-    notes = [_config_out(request, n, "config_id") for n in await engine.notifications(cid)]
+    notes = [_notification_out(request, n) for n in await engine.notifications(cid)]
     return web.json_response({"config_id": request.match_info["config_id"], "active": view["active"],
                               "inactive_reason": view["inactive_reason"], "inactive_since": view["inactive_since"],
                               **engine.health(cid), "notifications": notes})
@@ -635,7 +643,7 @@ async def list_notifications(request: web.Request) -> web.Response:
         items = await engine.notifications(_owned_config(request, qs["config_id"]))
     else:
         items = await engine.notifications(tenant_id=tenant or None)
-    items = [_config_out(request, n, "config_id") for n in items[-_limit(qs.get("limit")):]]
+    items = [_notification_out(request, n) for n in items[-_limit(qs.get("limit")):]]
     return web.json_response({"items": items})
 
 
