@@ -182,7 +182,7 @@ class OwnerLock:
             os.close(fd)
             who = f"pid {holder}" if holder else "another process"
             raise DatabaseInUse(f"{str(self.path)[:-5]}: in use by another dispatchsim serve ({who}); stop it or "
-                                "use another --db (many processes on one database need PostgreSQL)") from None
+                                "use another --db (one serve process owns a SQLite database)") from None
         self.previous_pid = _read_pid(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
