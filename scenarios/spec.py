@@ -98,28 +98,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
     guard = P.found.guard
     with guard():
         P.mapping(data, (), TOP_KEYS, "a scenario")
-    name, description, seed, duration, start = "", "", 0, 48 * 3600.0, VIRTUAL_EPOCH
-    with guard():
-        if "name" not in data:
-            raise P.fail((), "missing required key 'name'")
-        name = P.string(data["name"], ("name",))
-    with guard():
-        description = data.get("description") or ""
-        if not isinstance(description, str):
-            raise P.fail(("description",), "expected a string")
-    with guard():
-        seed = P.integer(data.get("seed", 0), ("seed",))
-    with guard():
-        duration = P.duration(data.get("duration", "48h"), ("duration",))
-        if duration <= 0:
-            raise P.fail(("duration",), "must be > 0")
-    if "start" in data:
-        with guard():
-            try:
-                start = parse_iso(str(data["start"]))
-            except ValueError:
-                raise P.fail(("start",), f"expected an ISO-8601 timestamp, got {data['start']!r}") from None
-
+    name, description, seed, duration, start = _header(P, data)
     simulated, external, limits = None, {}, {}
     with guard():
         simulated, external, limits = _providers(P, data.get("providers"))
@@ -162,6 +141,33 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
                     start=start, simulated=simulated, external=external, external_limits=limits, tenants=ctx.tenants,
                     configurations=configs, accounts=accounts, timeline=timeline, expect=expect,
                     base_dir=base_dir or Path("."))
+
+
+def _header(P: Reader, data: dict[str, Any]) -> tuple[str, str, int, float, float]:
+    """name, description, seed, duration and start; each checked on its own (defaults where wrong)."""
+    guard = P.found.guard
+    name, description, seed, duration, start = "", "", 0, 48 * 3600.0, VIRTUAL_EPOCH
+    with guard():
+        if "name" not in data:
+            raise P.fail((), "missing required key 'name'")
+        name = P.string(data["name"], ("name",))
+    with guard():
+        description = data.get("description") or ""
+        if not isinstance(description, str):
+            raise P.fail(("description",), "expected a string")
+    with guard():
+        seed = P.integer(data.get("seed", 0), ("seed",))
+    with guard():
+        duration = P.duration(data.get("duration", "48h"), ("duration",))
+        if duration <= 0:
+            raise P.fail(("duration",), "must be > 0")
+    if "start" in data:
+        with guard():
+            try:
+                start = parse_iso(str(data["start"]))
+            except ValueError:
+                raise P.fail(("start",), f"expected an ISO-8601 timestamp, got {data['start']!r}") from None
+    return name, description, seed, duration, start
 
 
 def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str, str], dict[str, ExternalProvider]]:
