@@ -27,8 +27,8 @@ def columns(cls: type) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Tenant:
-    """A tenant: the owner of configurations and activities."""
+class _Registered:
+    """An id with a display name: the shape tenants and providers share on the wire."""
 
     id: str
     name: str
@@ -39,15 +39,13 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
-class Provider:
+class Tenant(_Registered):
+    """A tenant: the owner of configurations and activities."""
+
+
+@dataclass(frozen=True, slots=True)
+class Provider(_Registered):
     """A provider, registered centrally."""
-
-    id: str
-    name: str
-    created_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "created_at": iso(self.created_at)}
 
 
 @dataclass(frozen=True, slots=True)
