@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .providers import cli as providers_cli
     from .scenarios import cli as scenarios_cli
     from .server import cli as server_cli
+    from .testing import cli as testing_cli
 
-    for mod in (mapping_cli, providers_cli, scenarios_cli, probe_cli, server_cli):
+    for mod in (mapping_cli, providers_cli, scenarios_cli, probe_cli, server_cli, testing_cli):
         mod.register_cli(sub)
     return parser
 

@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dispatchsim
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("engine", "mapping", "providers", "scenarios", "probe", "server")
+PARTS = ("engine", "mapping", "providers", "scenarios", "probe", "server", "testing")
 
 
 def _installed_layout(dest: Path) -> Path:
@@ -38,13 +40,18 @@ def test_import_contracts_hold(tmp_path: Path) -> None:
     assert proc.stdout.count("KEPT") >= 4
 
 
-def test_import_contracts_catch_a_violation(tmp_path: Path) -> None:
-    """The contracts are not vacuous: a mapping module importing the engine breaks them."""
+@pytest.mark.parametrize("part, line, arrow", [
+    ("mapping", "from dispatchsim.engine import Engine", "dispatchsim.mapping.bad -> dispatchsim.engine"),
+    ("engine", "from dispatchsim.testing import invariants", "dispatchsim.engine.bad -> dispatchsim.testing"),
+], ids=["mapping-imports-engine", "engine-imports-testing"])
+def test_import_contracts_catch_a_violation(tmp_path: Path, part: str, line: str, arrow: str) -> None:
+    """The contracts are not vacuous: a low layer importing a higher one (mapping importing the engine,
+    the engine importing the testing API) breaks them."""
     tree = _installed_layout(tmp_path)
-    (tree / "dispatchsim" / "mapping" / "bad.py").write_text("from dispatchsim.engine import Engine\n")
+    (tree / "dispatchsim" / part / "bad.py").write_text(line + "\n")
     proc = _lint_imports(tree)
     assert proc.returncode != 0
-    assert "dispatchsim.mapping.bad -> dispatchsim.engine" in proc.stdout
+    assert arrow in proc.stdout
 
 
 def test_the_shared_bottom_may_not_import_a_part(tmp_path: Path) -> None:

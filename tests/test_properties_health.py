@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from dispatchsim.engine import Engine, run_virtual
 from dispatchsim.engine.policy import retry_policy_from
+from dispatchsim.testing import invariants, simulate
+from dispatchsim.testing import strategies as ds
 
 from support import Receiver
 
@@ -67,33 +69,11 @@ def _acks_in_order(eng: Engine, receiver: Receiver, ok=lambda hit: True) -> None
         last[d.queue] = d.id
 
 
-# -- strategies -----------------------------------------------------------------------------
+# -- strategies (the public ones, from dispatchsim.testing.strategies) --------------------------
 
-DELAYS = st.sampled_from([0.0, 1.0, 5.0, 60.0, 300.0, 1800.0, 7200.0])
-
-
-@st.composite
-def finite_policies(draw):
-    """A finite retry budget: exponential with max_attempts, or an explicit schedule (maybe capped)."""
-    if draw(st.booleans()):
-        policy = {"base": draw(st.sampled_from([1.0, 10.0, 60.0])), "factor": draw(st.sampled_from([1.0, 2.0, 3.0])),
-                  "cap": 3600.0, "max_attempts": draw(st.integers(1, 7))}
-    else:
-        policy = {"schedule": draw(st.lists(DELAYS, min_size=1, max_size=6))}
-        if draw(st.booleans()):
-            policy["repeat_last"] = draw(st.booleans())
-            policy["max_attempts"] = draw(st.integers(1, 9))
-    policy["jitter"] = draw(st.sampled_from(["none", "full", "equal"]))
-    return policy
-
-
-@st.composite
-def outages(draw, horizon: float = 6 * 3600):
+def outages(horizon: int = 6 * 3600):
     """Disjoint down windows [from, to) in seconds after the start, all over before ``horizon``."""
-    points = sorted(draw(st.lists(st.integers(0, int(horizon)), min_size=0, max_size=6, unique=True)))
-    if len(points) % 2:
-        points = points[:-1]
-    return [(float(a), float(b)) for a, b in zip(points[::2], points[1::2])]
+    return ds.outage_windows(horizon=horizon, max_windows=3)
 
 
 def _down(windows, t):
@@ -103,9 +83,11 @@ def _down(windows, t):
 # -- 1. a finite budget ends in FAILED after exactly the budgeted attempts ---------------------
 
 @SETTINGS
-@given(policy=finite_policies(), n=st.integers(1, 4), mode=st.sampled_from(["ordered", "none"]),
-       permanent=st.booleans())
+@given(policy=ds.retry_policies(finite=True, permanent=False), n=st.integers(1, 4),
+       mode=st.sampled_from(["ordered", "none"]), permanent=st.booleans())
 def test_always_403_fails_every_delivery_after_exactly_its_budget(policy, n, mode, permanent):
+    if isinstance(policy, str):
+        policy = {"preset": policy}
     if permanent:
         policy = {**policy, "permanent_statuses": [403]}
     budget = 1 if permanent else retry_policy_from(policy).budget
@@ -135,44 +117,20 @@ def test_always_403_fails_every_delivery_after_exactly_its_budget(policy, n, mod
 # -- 2. retries never silently stop ---------------------------------------------------------
 
 @SETTINGS
-@given(windows=outages(), policy=st.one_of(st.just("reteno"), st.just("svix"), finite_policies()),
-       creations=st.lists(st.tuples(st.integers(0, 4 * 3600), st.integers(1, 3)), min_size=1, max_size=4),
-       mode=st.sampled_from(["ordered", "none", "partitioned"]),
-       breaker=st.none() | st.fixed_dictionaries({
-           "window": st.sampled_from([60.0, 600.0]), "failure_rate": st.sampled_from([0.5, 1.0]),
-           "min_requests": st.integers(1, 4), "cooldown": st.sampled_from([30.0, 300.0, 3600.0])}))
-def test_no_retry_is_left_overdue_once_drained(windows, policy, creations, mode, breaker):
-    ordering = {"mode": mode, "on_exhausted": "skip"}
-    if mode == "partitioned":
-        ordering["partition_key"] = "commerceExternalId"
-
-    async def main(eng):
-        t0 = eng.clock.now()
-        async with Receiver(eng.clock.now) as r:
-            r.respond = lambda hit, k: ((503, {}, 0) if _down(windows, hit.at - t0) else (200, {}, 0))
-            await eng.add_config("acme", "crm", "SALESMAN", config_id="c", endpoint_url=r.url, activate=True,
-                                 retry=policy, ordering=ordering, circuit_breaker=breaker)
-            k = 0
-            for at, count in sorted(creations):
-                if at > eng.clock.now() - t0:
-                    await eng.run_for(at - (eng.clock.now() - t0))
-                for _ in range(count):
-                    await eng.create_activity("acme", {**ACT, "commerceExternalId": f"C{k % 2}"})
-                    k += 1
-            summary = await _drain(eng, max_time=30 * 86400)
-            assert summary.idle, summary
-            now = eng.clock.now()
-            overdue = eng.store.conn.execute(
-                "SELECT id, next_attempt_at FROM deliveries WHERE status = 'RETRYING' AND next_attempt_at < ?",
-                (now,)).fetchall()
-            assert not overdue, [tuple(o) for o in overdue]
-            # the endpoint recovered: what is not DISPATCHED was FAILED by its policy
-            for d in eng.store.deliveries():
-                assert d.status in ("DISPATCHED", "FAILED"), d
-                if d.status == "FAILED":
-                    assert d.failed_reason == "exhausted"
-
-    _virtual(main)
+@given(windows=outages(), policy=st.one_of(st.just("reteno"), st.just("svix"), ds.retry_policies(finite=True)),
+       activities=ds.activity_streams(max_activities=8, horizon=4 * 3600, partitions=("C0", "C1")),
+       ordering=ds.ordering_policies(), breaker=ds.circuit_breakers())
+def test_no_retry_is_left_overdue_once_drained(windows, policy, activities, ordering, breaker):
+    config = {"retry": policy, "ordering": {**ordering, "on_exhausted": "skip"}, "circuit_breaker": breaker}
+    history = simulate(configuration=config, endpoint=ds.down_between(windows), activities=activities)
+    # drained before the end, nothing left overdue, and — the endpoint recovered — what is not
+    # DISPATCHED was FAILED by its policy
+    invariants.check(history, invariants.all_settled, invariants.no_overdue_retry, invariants.failed_only_by_policy,
+                     invariants.nothing_lost, invariants.nothing_sent_while_circuit_open)
+    for d in history.deliveries:
+        assert d.status in ("DISPATCHED", "FAILED"), d
+        if d.status == "FAILED":
+            assert d.failed_reason == "exhausted"
 
 
 # -- 3. an open circuit sends nothing; order holds across open / half-open / closed -----------

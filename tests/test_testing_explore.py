@@ -1,0 +1,138 @@
+"""``dispatchsim explore``: marked values vary, a failure is found and shrunk to a runnable scenario,
+bad markers are refused with file:line, exit codes as ``run``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import find, settings
+
+from dispatchsim.cli import main
+from dispatchsim.scenarios import ScenarioError, load_scenario, run_scenario
+from dispatchsim.testing.explore import ABSENT, Template, explore
+
+ROOT = Path(__file__).resolve().parent.parent
+PLANTED = ROOT / "scenarios" / "explore" / "budget_ends_before_outage.yaml"
+FLAPPING = ROOT / "scenarios" / "explore" / "svix_ordered_flapping.yaml"
+
+SMALL = """\
+name: small
+duration: 2d
+providers:
+  crm:
+    behaviour:
+      windows: [{from: 0s, to: {between: [10m, 6h]}, status: {one_of: [503, 500]}}]
+      else: {status: 200}
+tenants: [acme]
+configurations:
+  - {id: c, tenant: acme, provider: crm, retry: {one_of: [reteno, svix]}}
+timeline:
+  - at: 0s
+    create: {rate: {between: [1/m, 5/m]}, for: 10m}
+  - at: {between: [1m, 2h]}
+    crash: {maybe: {restart_after: {between: [0, 300]}}}
+expect:
+  all_delivered: true
+  order: strict
+"""
+
+
+def test_the_planted_bug_is_found_and_shrunk_to_the_shortest_losing_outage():
+    found = explore(Template.load(PLANTED), examples=30, seed_value=1)
+    ce = found.counterexample
+    assert ce is not None
+    assert ce.values["providers.crm.behaviour.windows[0].to"] == "2h35m06s"  # one second past the 5th try
+    assert ce.values["timeline[0].create.count"] == 1
+    assert ce.values["timeline[0].create.every"] == "0s"
+    assert ce.values["timeline[1].crash"] is ABSENT
+    assert [c.name for c in ce.result.checks if not c.ok] == ["all_delivered"]
+    assert "crash:" not in ce.text and "between" not in ce.text
+    assert found.examples <= 120  # generation and shrinking within a fixed budget
+
+
+def test_explore_cli_prints_a_ready_to_run_counterexample(tmp_path, capsys):
+    out = tmp_path / "minimal.yaml"
+    assert main(["explore", str(PLANTED), "--examples", "30", "--seed", "1", "--out", str(out), "-q"]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith(f"FAIL  {PLANTED}: an expectation failed")
+    assert "all_delivered (line 24): expected all 1 deliveries DISPATCHED; observed FAILED 1" in text
+    assert "#   providers.crm.behaviour.windows[0].to = 2h35m06s   (between 10m and 6h, line 12)" in text
+    assert "#   timeline[1].crash = left out   (maybe, line 21)" in text
+    assert "#   timeline[1].at = not used" in text
+    assert text.endswith(out.read_text())
+    # the printed scenario is a plain scenario file that fails the same way under `run`
+    rerun = run_scenario(load_scenario(out))
+    assert [c.name for c in rerun.checks if not c.ok] == ["all_delivered"]
+    assert main(["run", str(out), "-q"]) == 1
+
+
+def test_explore_passes_when_every_example_holds(tmp_path, capsys):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL)
+    assert main(["explore", str(path), "--examples", "6", "--seed", "2", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"PASS  {path}: 6 examples (seed 2), every expectation held; varied:\n")
+    assert "      timeline[0].create.rate: between 1/m and 5/m\n" in text
+    assert "      timeline[1].crash: maybe {restart_after: {between: [0, 300]}}\n" in text
+
+
+def test_markers_shrink_toward_the_simplest_scenario(tmp_path):
+    template = Template(SMALL, source="small.yaml")
+    simplest = find(template.strategy, lambda d: True, settings=settings(database=None))
+    assert simplest["providers"]["crm"]["behaviour"]["windows"][0] == {"from": "0s", "to": "10m00s", "status": 503}
+    assert simplest["configurations"][0]["retry"] == "reteno"
+    assert simplest["timeline"][0]["create"]["rate"] == "1/m"
+    assert simplest["timeline"][1] == {"at": "1m00s"}  # the crash left out (the entry is then dropped)
+    longest = find(template.strategy, lambda d: len(d["timeline"][1]) == 2
+                   and d["timeline"][1]["crash"]["restart_after"] >= 200, settings=settings(database=None))
+    assert longest["timeline"][1]["crash"] == {"restart_after": 200}
+    assert [v.key for v in template.variables] == [
+        "providers.crm.behaviour.windows[0].to", "providers.crm.behaviour.windows[0].status",
+        "configurations[0].retry", "timeline[0].create.rate", "timeline[1].at", "timeline[1].crash",
+        "timeline[1].crash.maybe.restart_after"]
+
+
+@pytest.mark.parametrize("marker, message", [
+    ("{between: [6h, 10m]}", "small.yaml:6: providers.crm.behaviour.windows[0].to.between: the lower bound 6h is "
+                             "above the upper bound 10m"),
+    ("{between: [10m]}", "small.yaml:6: providers.crm.behaviour.windows[0].to.between: expected two bounds, "
+                         "e.g. [10m, 6h], [1/s, 50/s] or [1, 20]"),
+    ("{between: [soon, later]}", "small.yaml:6: providers.crm.behaviour.windows[0].to.between: expected a duration "
+                                 "like 30s, 10m, 6h or a number of seconds, got 'soon'; bounds are two durations "
+                                 "(10m, 6h), two rates (1/s, 50/s) or two numbers"),
+    ("{one_of: []}", "small.yaml:6: providers.crm.behaviour.windows[0].to.one_of: expected a non-empty list"),
+    ("{maybe: false}", "small.yaml:6: providers.crm.behaviour.windows[0].to.maybe: expected true"),
+    ("{between: [1/s, 5/m]}", "small.yaml:6: providers.crm.behaviour.windows[0].to.between: give both rates in "
+                              "one unit"),
+])
+def test_bad_markers_are_refused_with_file_line_and_key(marker, message):
+    text = SMALL.replace("{between: [10m, 6h]}", marker)
+    with pytest.raises(ScenarioError) as exc:
+        Template(text, source="small.yaml")
+    assert str(exc.value).startswith(message)
+
+
+def test_bad_input_exits_2_with_file_line(tmp_path, capsys):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(SMALL.replace("{between: [10m, 6h]}", "1h").replace("{one_of: [503, 500]}", "503")
+                     .replace("{one_of: [reteno, svix]}", "reteno").replace("{between: [1/m, 5/m]}", "5/m")
+                     .replace("{between: [1m, 2h]}", "1m").replace("{maybe: {restart_after: {between: [0, 300]}}}",
+                                                                    "{restart_after: 0}"))
+    assert main(["explore", str(plain), "-q"]) == 2
+    assert f"{plain}:1: nothing is marked variable" in capsys.readouterr().err
+    late = tmp_path / "late.yaml"
+    late.write_text(SMALL.replace("{between: [1m, 2h]}", "{between: [1m, 3d]}"))
+    assert main(["explore", str(late), "--examples", "20", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dispatchsim explore: invalid scenario: {late}:14: timeline[1].at: an example is not a "
+                          "valid scenario:")
+    assert main(["explore", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read the file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_svix_ordered_flapping_never_loses_or_reorders():
+    """The worked example of docs/testing.md, answered with explore: no counterexample."""
+    found = explore(Template.load(FLAPPING), examples=8, seed_value=1)
+    assert found.ok, found.counterexample and found.counterexample.text
+    assert found.examples == 8
