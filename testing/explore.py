@@ -30,8 +30,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
-from dispatchsim.errors import LocatedError
-from dispatchsim.providers import ProviderConfigError, yaml_with_lines
+from dispatchsim.yamlfile import load_yaml, read_text
 from dispatchsim.providers.durations import parse_duration
 from dispatchsim.scenarios import RunResult, Scenario, ScenarioError, parse_scenario, run_scenario
 
@@ -106,10 +105,7 @@ class Template:
     def __init__(self, text: str, *, source: str, base_dir: Path | None = None) -> None:
         self.source = source
         self.base_dir = base_dir
-        try:
-            self.data, self.lines = yaml_with_lines(text, source=source)
-        except ProviderConfigError as exc:
-            raise ScenarioError(exc.message, source=source, line=exc.line) from None
+        self.data, self.lines = load_yaml(text, source=source, error=ScenarioError)
         if not isinstance(self.data, dict):
             raise ScenarioError("expected a scenario (a mapping with name, providers, configurations …)",
                                 source=source, line=1)
@@ -123,11 +119,7 @@ class Template:
     @classmethod
     def load(cls, path: str | Path) -> Template:
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ScenarioError(f"cannot read the file: {exc.strerror}", source=str(path)) from None
-        return cls(text, source=str(path), base_dir=p.parent)
+        return cls(read_text(p, error=ScenarioError), source=str(path), base_dir=p.parent)
 
     def fail(self, path: tuple[str | int, ...], message: str) -> ScenarioError:
         return ScenarioError(message, source=self.source, line=_line(self.lines, path), field=_dotted(path) or None)
@@ -370,5 +362,5 @@ def report(found: Exploration, *, examples: int, seed_value: int) -> str:
     return "\n".join(lines) + "\n" + ce.text
 
 
-__all__ = ["ABSENT", "Counterexample", "Exploration", "LocatedError", "MARKERS", "Template", "Variable",
+__all__ = ["ABSENT", "Counterexample", "Exploration", "MARKERS", "Template", "Variable",
            "explore", "report"]
