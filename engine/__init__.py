@@ -12,6 +12,7 @@ from .redact import REDACTED
 from .sender import VERSION, Outcome, OutcomeKind
 from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
 from .store import Store, latest_schema_version
+from .store_console import CONSOLE_ORDER, DeliveryCursor, DeliveryFilter, QueueRow
 from .store_file import OwnerLock, storage_error
 from .store_contract import EventsStoreContract, StoreContract
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
@@ -19,9 +20,9 @@ from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, End
                          Tenant)
 
 __all__ = [
-    "ACTIVE", "Activity", "ApiKey", "Attempt", "Circuit", "Configuration", "Delivery", "EndpointHealth", "LIFECYCLE",
-    "Notification", "Provider", "Tenant", "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable",
-    "StoreError",
+    "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
+    "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
+    "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
     "config_name", "latest_schema_version", "scoped_config_id", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
     "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",

@@ -484,6 +484,21 @@ class Engine:
         mine = {c.id for c in self.store.configs(tenant_id, kind=None)} if tenant_id is not None else None
         return [n.to_json() for n in self.store.notifications(config_id) if mine is None or n.config_id in mine]
 
+    async def record_operator_action(self, action: str, *, who: str, why: str, target: str,
+                                     config_id: str | None) -> dict[str, Any]:
+        """Keep a person's manual action (force retry, skip, recover, re-enable, replay) in the record:
+        an ``operator.<action>`` notification (who, when, why) beside the automatic ones, and one
+        ``operator.action`` event in the log, so an audit reads both without asking the console."""
+        why = " ".join(why.split())
+        if not why:
+            raise ConfigError("reason: say why (it is kept with the action)")
+        now = self.clock.now()
+        message = f"{action} {target} by {who}: {why}"
+        nid = self.store.add_notification(at=now, kind=f"operator.{action}", config_id=config_id, message=message)
+        self.log.info("operator.action", action=action, who=who, why=why, target=target, config_id=config_id,
+                      notification_id=nid)
+        return {"id": nid, "at": iso(now), "kind": f"operator.{action}", "config_id": config_id, "message": message}
+
     def health(self, config_id: str) -> dict[str, Any]:
         """Circuit state and failure streak of a configuration's endpoint."""
         self.config(config_id)

@@ -22,6 +22,7 @@ from .errors import InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
 from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
+from .store_console import ConsoleOps
 from .store_contract import StoreContract
 from .store_queries import QueryOps
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
@@ -101,7 +102,7 @@ class AttemptResult:
     excerpt: str | None = None
 
 
-class Store(QueryOps, StoreContract):
+class Store(QueryOps, ConsoleOps, StoreContract):
     """A dispatchsim database. The file is checked before it is opened (see ``store_file``): a
     hostile environment is one :class:`StoreError` and nothing is written. ``readonly`` opens an
     existing database without migrating or changing it (``dispatchsim status``)."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .config import ConfigKind
     from .states import Circuit, Status
     from .store import AttemptResult, Claim
+    from .store_console import DeliveryCursor, DeliveryFilter, QueueRow
     from .store_queries import ActivityFilter, Metrics, WalCheckpointer
     from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
                              Notification, Provider, Tenant)
@@ -327,6 +328,23 @@ class StoreContract(ABC):
     @abstractmethod
     def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """The message events a batch delivery sends, in arrival order."""
+
+    # -- the web console's read models (store_console) --------------------------------------
+
+    @abstractmethod
+    def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
+                           limit: int = 50) -> tuple[list[Delivery], DeliveryCursor | None]:
+        """A page of deliveries, FAILED first, then RETRYING, READY, DISPATCHED, newest created first
+        in each; and the next page's cursor (None at the end). Answers from an index, whatever the size."""
+
+    @abstractmethod
+    def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
+        """Every ordered queue of these configurations that holds something, with its head."""
+
+    @abstractmethod
+    def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
+                              failed_every: int, now: float) -> None:
+        """Benchmark only: ``count`` finished deliveries (and activities) written in bulk."""
 
 
 class EventsStoreContract(ABC):

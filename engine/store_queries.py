@@ -99,9 +99,10 @@ class QueryOps:
 
     def delivery_by_public_id(self, public_id: str) -> tuple[int, str, str] | None:
         """(internal id, webhook-id, tenant) of the delivery the API knows as ``public_id`` (its
-        ``webhook-id``: random per activity, so ids reaching the API are not a guessable sequence)."""
-        row = self.conn.execute("SELECT d.id, d.webhook_id, a.tenant_id FROM deliveries d JOIN activities a"
-                                " ON a.id = d.activity_id WHERE d.webhook_id = ?", (public_id,)).fetchone()
+        ``webhook-id``: random per activity, so ids reaching the API are not a guessable sequence).
+        The tenant is the configuration's, so a batch of message events is found as well."""
+        row = self.conn.execute("SELECT d.id, d.webhook_id, c.tenant_id FROM deliveries d JOIN configurations c"
+                                " ON c.id = d.config_id WHERE d.webhook_id = ?", (public_id,)).fetchone()
         return (int(row[0]), str(row[1]), str(row[2])) if row else None
 
     def public_delivery_ids(self, delivery_ids: list[int]) -> dict[int, str]:

@@ -19,6 +19,7 @@ from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError,
                                 InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, Status, config_name,
                                 iso, parse_iso, scoped_config_id, storage_error)
 
+from .console import is_console_path, mount_console
 from .keys import KeyRing, Principal
 from .openapi import openapi_document
 from .prometheus import prometheus_text
@@ -98,7 +99,7 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or is_console_path(request.path):  # the console has its own sign-in
         return await handler(request)
     key = request.headers.get("X-Api-Key")
     if key is None:
@@ -692,4 +693,5 @@ def make_app(engine: Any, *, keys: KeyRing) -> web.Application:
     app[STARTED_KEY] = time.monotonic()
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    mount_console(app, engine, keys)
     return app

@@ -1,0 +1,144 @@
+"""The store's read models for the web console: a tenant's deliveries page and its ordered queues.
+
+Named store operations like the others (``Store`` mixes them in). They answer from the existing
+indexes in time that does not grow with the table: the deliveries page walks
+``deliveries_status (status, config_id, rowid)`` backwards once per (status, configuration) and
+merges the short runs, so a page of 50 out of a million rows reads about 50 rows per run; the
+queue overview reads only rows that hold an ordered queue (the partial index ``deliveries_queue_holds``).
+"""
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .states import Status
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+#: The order of the console's list: what needs a person first, then what is still moving, then history.
+CONSOLE_ORDER = (Status.FAILED, Status.RETRYING, Status.READY, Status.DISPATCHED)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryFilter:
+    """Which deliveries a console page shows (all given conditions hold)."""
+
+    config_ids: tuple[str, ...]  #: the tenant's configurations (or the one chosen)
+    status: Status | None = None
+    created_from: float | None = None  #: inclusive
+    created_to: float | None = None  #: exclusive
+
+
+@dataclass(frozen=True)
+class DeliveryCursor:
+    """Where a page ends: the section (index into :data:`CONSOLE_ORDER`) and the last id shown."""
+
+    section: int
+    before_id: int
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One ordered queue that holds deliveries: its head, how many wait, and when the head goes next."""
+
+    queue: str
+    config_id: str
+    backlog: int
+    head_id: int
+    head_webhook_id: str
+    head_status: Status
+    head_attempts: int
+    next_attempt_at: float | None
+
+
+class ConsoleOps:
+    """Console read models; mixed into ``Store``, which provides the connection."""
+
+    conn: sqlite3.Connection
+
+    if TYPE_CHECKING:
+        def tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
+                           limit: int = 50) -> tuple[list[dict[str, Any]], DeliveryCursor | None]:
+        """A page of deliveries, FAILED first (then RETRYING, READY, DISPATCHED), newest first within
+        each status; and the cursor of the next page (None at the end)."""
+        sections = [i for i, s in enumerate(CONSOLE_ORDER) if f.status is None or s == f.status]
+        out: list[dict[str, Any]] = []
+        for section in sections:
+            if cursor is not None and section < cursor.section:
+                continue
+            before = cursor.before_id if cursor is not None and section == cursor.section else None
+            want = limit + 1 - len(out)
+            rows = self._newest(CONSOLE_ORDER[section], f, before=before, limit=want)
+            out.extend(rows)
+            if len(out) > limit:
+                last = out[limit - 1]
+                return out[:limit], DeliveryCursor(CONSOLE_ORDER.index(Status(last["status"])), last["id"])
+        return out, None
+
+    def _newest(self, status: Status, f: DeliveryFilter, *, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` newest deliveries in ``status`` over the filter's configurations: one
+        index walk per configuration, merged by id."""
+        runs = []
+        for config_id in f.config_ids:
+            where, params = ["status = ?", "config_id = ?"], [status.value, config_id]
+            for clause, val in (("id < ?", before), ("created_at >= ?", f.created_from),
+                                ("created_at < ?", f.created_to)):
+                if val is not None:
+                    where.append(clause)
+                    params.append(val)
+            params.append(limit)
+            rows = self.conn.execute("SELECT * FROM deliveries INDEXED BY deliveries_status WHERE "
+                                     + " AND ".join(where) + " ORDER BY id DESC LIMIT ?", params).fetchall()
+            runs.append([dict(r) for r in rows])
+        return list(heapq.merge(*runs, key=lambda r: -r["id"]))[:limit]
+
+    def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
+        """Every ordered queue of these configurations that holds something, with its head."""
+        if not config_ids:
+            return []
+        marks = ",".join("?" * len(config_ids))
+        groups = self.conn.execute(
+            "SELECT queue, config_id, COUNT(*) AS backlog, MIN(id) AS head FROM deliveries"
+            f" INDEXED BY deliveries_queue_holds WHERE holds = 1 AND config_id IN ({marks})"
+            " GROUP BY queue ORDER BY queue", list(config_ids)).fetchall()
+        out = []
+        for g in groups:
+            head = self.conn.execute("SELECT webhook_id, status, attempts, next_attempt_at FROM deliveries"
+                                     " WHERE id = ?", (g["head"],)).fetchone()
+            status = Status(head["status"])
+            out.append(QueueRow(queue=g["queue"], config_id=g["config_id"], backlog=g["backlog"], head_id=g["head"],
+                                head_webhook_id=head["webhook_id"], head_status=status, head_attempts=head["attempts"],
+                                next_attempt_at=head["next_attempt_at"] if status in (Status.READY, Status.RETRYING)
+                                else None))
+        return out
+
+    def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
+                              failed_every: int, now: float) -> None:
+        """Benchmark only: ``count`` activities of ``tenant_id`` and one finished delivery each
+        (every ``failed_every``-th FAILED, the rest DISPATCHED), written in one statement per table.
+        The rows are shaped like real ones but no attempt is recorded; never called by the engine."""
+        with self.tx() as c:
+            start = c.execute("SELECT COALESCE(MAX(seq), 0) FROM activities").fetchone()[0]
+            c.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+                " INSERT INTO activities (id, tenant_id, type, channel, payload, created_at)"
+                " SELECT 'bench-' || (? + i), ?, 'TASK', 'SALESMAN', '{}', ? + i * 0.001 FROM n",
+                (count, start, tenant_id, now))
+            c.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+                " INSERT INTO deliveries (webhook_id, activity_id, config_id, config_version, queue, status, holds,"
+                " eligible, attempts, budget_attempts, budget_started_at, next_attempt_at, failed_reason,"
+                " dispatched_at, created_at, updated_at)"
+                " SELECT 'msg_bench' || (? + i), 'bench-' || (? + i), ?, ?, ?,"
+                " CASE WHEN i % ? = 0 THEN 'FAILED' ELSE 'DISPATCHED' END, 0, 0,"
+                " CASE WHEN i % ? = 0 THEN 10 ELSE 1 END, CASE WHEN i % ? = 0 THEN 10 ELSE 1 END,"
+                " ? + i * 0.001, ? + i * 0.001, CASE WHEN i % ? = 0 THEN 'exhausted' END,"
+                " CASE WHEN i % ? = 0 THEN NULL ELSE ? + i * 0.001 END, ? + i * 0.001, ? + i * 0.001 FROM n",
+                (count, start, start, config_id, config_version, config_id, failed_every, failed_every,
+                 failed_every, now, now, failed_every, failed_every, now, now, now))
