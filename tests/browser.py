@@ -84,17 +84,33 @@ class Browser:
 
     def visit(self, path: Path, check: Callable[[Any], T], *, timeout: float = 60.0) -> T:
         """Open the local file ``path``, run ``check(page)``, then fail on any problem seen."""
+        url = path.resolve().as_uri()
+        return self.open(url, check, allowed=lambda u: u == url, timeout=timeout)
+
+    def open(self, url: str, check: Callable[[Any], T], *, allowed: Callable[[str], bool] | None = None,
+             error_statuses: bool = False, timeout: float = 60.0) -> T:
+        """Open ``url`` in a fresh context (no cookies), run ``check(page)``, then fail on any problem
+        seen; requests are allowed to ``url``'s origin only (or where ``allowed`` says).
+        ``error_statuses``: the check expects 4xx pages, so Chromium's "Failed to load resource: the
+        server responded with a status of …" lines are not errors (every other console error is)."""
+        origin = "/".join(url.split("/")[:3]) + "/"
+        ok = allowed or (lambda u: u.startswith(origin))
+
         def job(browser: Any) -> T:
-            url = path.resolve().as_uri()
             problems = PageProblems()
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             try:
                 page = context.new_page()
-                page.on("console", lambda m: problems.console_errors.append(m.text) if m.type == "error" else None)
+                def console(m: Any) -> None:
+                    expected = error_statuses and m.text.startswith("Failed to load resource: the server responded")
+                    if m.type == "error" and not expected:
+                        problems.console_errors.append(m.text)
+
+                page.on("console", console)
                 page.on("pageerror", lambda exc: problems.page_errors.append(str(exc)))
 
                 def route(r: Any) -> None:
-                    if r.request.url == url:
+                    if ok(r.request.url):
                         r.continue_()
                     else:
                         problems.outside_requests.append(r.request.url)
