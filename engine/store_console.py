@@ -1,9 +1,9 @@
 """The store's read models for the web console: a tenant's deliveries page and its ordered queues.
 
-Named store operations like the others (``Store`` mixes them in). They answer from the existing
-indexes in time that does not grow with the table: the deliveries page walks
-``deliveries_status (status, config_id, rowid)`` backwards once per (status, configuration) and
-merges the short runs, so a page of 50 out of a million rows reads about 50 rows per run; the
+Named store operations like the others (``Store`` mixes them in). They answer from indexes in
+time that does not grow with the table: the deliveries page walks ``deliveries_console (config_id,
+status, created_at, rowid)`` backwards once per (status, configuration), starting at the window's
+end, and merges the short runs, so a page of 50 out of a million rows reads about 50 rows per run; the
 queue overview reads only rows that hold an ordered queue (the partial index ``deliveries_queue_holds``).
 """
 from __future__ import annotations
@@ -35,9 +35,11 @@ class DeliveryFilter:
 
 @dataclass(frozen=True)
 class DeliveryCursor:
-    """Where a page ends: the section (index into :data:`CONSOLE_ORDER`) and the last id shown."""
+    """Where a page ends: the section (index into :data:`CONSOLE_ORDER`) and the last row shown
+    (its creation time and id: the list is newest first by creation time, then id)."""
 
     section: int
+    created_at: float
     before_id: int
 
 
@@ -65,38 +67,43 @@ class ConsoleOps:
 
     def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
                            limit: int = 50) -> tuple[list[dict[str, Any]], DeliveryCursor | None]:
-        """A page of deliveries, FAILED first (then RETRYING, READY, DISPATCHED), newest first within
-        each status; and the cursor of the next page (None at the end)."""
+        """A page of deliveries, FAILED first (then RETRYING, READY, DISPATCHED), newest created first
+        within each status; and the cursor of the next page (None at the end)."""
         sections = [i for i, s in enumerate(CONSOLE_ORDER) if f.status is None or s == f.status]
         out: list[dict[str, Any]] = []
         for section in sections:
             if cursor is not None and section < cursor.section:
                 continue
-            before = cursor.before_id if cursor is not None and section == cursor.section else None
+            before = cursor if cursor is not None and section == cursor.section else None
             want = limit + 1 - len(out)
             rows = self._newest(CONSOLE_ORDER[section], f, before=before, limit=want)
             out.extend(rows)
             if len(out) > limit:
                 last = out[limit - 1]
-                return out[:limit], DeliveryCursor(CONSOLE_ORDER.index(Status(last["status"])), last["id"])
+                return out[:limit], DeliveryCursor(CONSOLE_ORDER.index(Status(last["status"])), last["created_at"],
+                                                   last["id"])
         return out, None
 
-    def _newest(self, status: Status, f: DeliveryFilter, *, before: int | None, limit: int) -> list[dict[str, Any]]:
+    def _newest(self, status: Status, f: DeliveryFilter, *, before: DeliveryCursor | None,
+                limit: int) -> list[dict[str, Any]]:
         """The ``limit`` newest deliveries in ``status`` over the filter's configurations: one
-        index walk per configuration, merged by id."""
+        index walk per configuration, merged by (creation time, id)."""
         runs = []
         for config_id in f.config_ids:
-            where, params = ["status = ?", "config_id = ?"], [status.value, config_id]
-            for clause, val in (("id < ?", before), ("created_at >= ?", f.created_from),
-                                ("created_at < ?", f.created_to)):
+            where, params = ["config_id = ?", "status = ?"], [config_id, status.value]
+            for clause, val in (("created_at >= ?", f.created_from), ("created_at < ?", f.created_to)):
                 if val is not None:
                     where.append(clause)
                     params.append(val)
+            if before is not None:
+                where.append("(created_at, id) < (?, ?)")
+                params.extend((before.created_at, before.before_id))
             params.append(limit)
-            rows = self.conn.execute("SELECT * FROM deliveries INDEXED BY deliveries_status WHERE "
-                                     + " AND ".join(where) + " ORDER BY id DESC LIMIT ?", params).fetchall()
+            rows = self.conn.execute("SELECT * FROM deliveries INDEXED BY deliveries_console WHERE "
+                                     + " AND ".join(where) + " ORDER BY created_at DESC, id DESC LIMIT ?",
+                                     params).fetchall()
             runs.append([dict(r) for r in rows])
-        return list(heapq.merge(*runs, key=lambda r: -r["id"]))[:limit]
+        return list(heapq.merge(*runs, key=lambda r: (-r["created_at"], -r["id"])))[:limit]
 
     def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
         """Every ordered queue of these configurations that holds something, with its head."""

@@ -215,16 +215,20 @@ async def overview(request: web.Request) -> web.Response:
 
 
 def _encode_cursor(c: DeliveryCursor) -> str:
-    return f"{c.section}.{c.before_id}"
+    return f"{c.section}~{c.created_at!r}~{c.before_id}"
 
 
 def _decode_cursor(raw: str | None) -> DeliveryCursor | None:
     if not raw:
         return None
-    section, _, before = raw.partition(".")
-    if not (section.isdigit() and before.isdigit() and int(section) < len(CONSOLE_ORDER)):
+    parts = raw.split("~")
+    try:
+        section, created_at, before = int(parts[0]), float(parts[1]), int(parts[2])
+    except (ValueError, IndexError):
+        raise PageError(400, "cursor: not a cursor of this list") from None
+    if len(parts) != 3 or not 0 <= section < len(CONSOLE_ORDER) or created_at != created_at:
         raise PageError(400, "cursor: not a cursor of this list")
-    return DeliveryCursor(int(section), int(before))
+    return DeliveryCursor(section, created_at, before)
 
 
 async def deliveries(request: web.Request) -> web.Response:

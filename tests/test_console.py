@@ -265,3 +265,32 @@ async def test_message_event_webhook_and_its_batches(console: Console, receiver)
     assert status == 200 and "Batch" in html and '<td class="code">500</td>' in html
     _, html = await console.get("/console/")
     assert 'data-config="acme@events"' in html
+
+
+async def test_the_list_pages_through_failed_first_then_newest_first_without_gaps(engine: Engine, receiver) -> None:
+    """The store's page and cursor, across the FAILED section into DISPATCHED, over two configurations."""
+    from dispatchsim.engine import DeliveryFilter
+
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    receiver.respond = lambda hit, n: (500, {}, 0.0) if hit.body["channel"] == "BAD" else (200, {}, 0.0)
+    for channel in ("BAD", "GOOD"):
+        await engine.add_config("acme", "crm", channel, endpoint_url=receiver.url, activate=True,
+                                retry={"base": 1, "max_attempts": 1})
+    created = []
+    for channel in ("GOOD", "BAD", "GOOD", "BAD", "GOOD"):
+        await engine.create_activity("acme", {"channel": channel})
+        created.append(engine.clock.now())
+        await engine.run_until_idle()
+        await engine.run_for(10)
+    flt = DeliveryFilter(config_ids=tuple(c["id"] for c in engine.store.configs("acme")))
+    pages, cursor = [], None
+    while True:
+        rows, cursor = engine.store.console_deliveries(flt, cursor=cursor, limit=2)
+        pages.append([(r["status"], r["id"]) for r in rows])
+        if cursor is None:
+            break
+    assert pages == [[("FAILED", 4), ("FAILED", 2)], [("DISPATCHED", 5), ("DISPATCHED", 3)], [("DISPATCHED", 1)]]
+    since = DeliveryFilter(config_ids=flt.config_ids, created_from=created[2], created_to=created[4])
+    rows, cursor = engine.store.console_deliveries(since, limit=10)
+    assert [r["id"] for r in rows] == [4, 3] and cursor is None
