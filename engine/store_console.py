@@ -12,9 +12,10 @@ import heapq
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .states import Status
+from .states import ACTIVE, Status
+from .store_rows import Delivery, columns
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -57,6 +58,9 @@ class QueueRow:
     next_attempt_at: float | None
 
 
+_DELIVERY = columns(Delivery)
+
+
 class ConsoleOps:
     """Console read models; mixed into ``Store``, which provides the connection."""
 
@@ -66,11 +70,11 @@ class ConsoleOps:
         def tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
     def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
-                           limit: int = 50) -> tuple[list[dict[str, Any]], DeliveryCursor | None]:
+                           limit: int = 50) -> tuple[list[Delivery], DeliveryCursor | None]:
         """A page of deliveries, FAILED first (then RETRYING, READY, DISPATCHED), newest created first
         within each status; and the cursor of the next page (None at the end)."""
         sections = [i for i, s in enumerate(CONSOLE_ORDER) if f.status is None or s == f.status]
-        out: list[dict[str, Any]] = []
+        out: list[Delivery] = []
         for section in sections:
             if cursor is not None and section < cursor.section:
                 continue
@@ -80,12 +84,11 @@ class ConsoleOps:
             out.extend(rows)
             if len(out) > limit:
                 last = out[limit - 1]
-                return out[:limit], DeliveryCursor(CONSOLE_ORDER.index(Status(last["status"])), last["created_at"],
-                                                   last["id"])
+                return out[:limit], DeliveryCursor(CONSOLE_ORDER.index(last.status), last.created_at, last.id)
         return out, None
 
     def _newest(self, status: Status, f: DeliveryFilter, *, before: DeliveryCursor | None,
-                limit: int) -> list[dict[str, Any]]:
+                limit: int) -> list[Delivery]:
         """The ``limit`` newest deliveries in ``status`` over the filter's configurations: one
         index walk per configuration, merged by (creation time, id)."""
         runs = []
@@ -99,11 +102,11 @@ class ConsoleOps:
                 where.append("(created_at, id) < (?, ?)")
                 params.extend((before.created_at, before.before_id))
             params.append(limit)
-            rows = self.conn.execute("SELECT * FROM deliveries INDEXED BY deliveries_console WHERE "
+            rows = self.conn.execute(f"SELECT {_DELIVERY} FROM deliveries INDEXED BY deliveries_console WHERE "
                                      + " AND ".join(where) + " ORDER BY created_at DESC, id DESC LIMIT ?",
                                      params).fetchall()
-            runs.append([dict(r) for r in rows])
-        return list(heapq.merge(*runs, key=lambda r: (-r["created_at"], -r["id"])))[:limit]
+            runs.append([Delivery.from_row(r) for r in rows])
+        return list(heapq.merge(*runs, key=lambda d: (-d.created_at, -d.id)))[:limit]
 
     def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
         """Every ordered queue of these configurations that holds something, with its head."""
@@ -121,8 +124,7 @@ class ConsoleOps:
             status = Status(head["status"])
             out.append(QueueRow(queue=g["queue"], config_id=g["config_id"], backlog=g["backlog"], head_id=g["head"],
                                 head_webhook_id=head["webhook_id"], head_status=status, head_attempts=head["attempts"],
-                                next_attempt_at=head["next_attempt_at"] if status in (Status.READY, Status.RETRYING)
-                                else None))
+                                next_attempt_at=head["next_attempt_at"] if status in ACTIVE else None))
         return out
 
     def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,

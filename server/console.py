@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from dispatchsim.engine import (CONSOLE_ORDER, ActivationRefused, DeliveryCursor, DeliveryFilter, DispatchsimError,
+from dispatchsim.engine import (CONSOLE_ORDER, ActivationRefused, Configuration, DeliveryCursor, DeliveryFilter, DispatchsimError,
                                 Engine, InvalidTransition, NotFound, Status, iso, parse_iso, storage_error)
 
 from . import console_timeline
@@ -112,14 +112,14 @@ def _engine(request: web.Request) -> Engine:
     return request.app[_ENGINE]
 
 
-def _own_config(request: web.Request, config_id: str) -> dict[str, Any]:
+def _own_config(request: web.Request, config_id: str) -> Configuration:
     """The session tenant's configuration; anyone else's answers as a missing one."""
     missing = f"configuration {config_id!r} not found"
     try:
         cfg = _engine(request).config(config_id)
     except NotFound:
         raise NotFound(missing) from None
-    if cfg["tenant_id"] != _session(request).tenant_id:
+    if cfg.tenant_id != _session(request).tenant_id:
         raise NotFound(missing)
     return cfg
 
@@ -133,7 +133,7 @@ def _own_delivery(request: web.Request) -> tuple[int, str]:
 
 
 def _config_ids(request: web.Request) -> list[str]:
-    return [c["id"] for c in _engine(request).store.configs(_session(request).tenant_id, kind=None)]
+    return [c.id for c in _engine(request).store.configs(_session(request).tenant_id, kind=None)]
 
 
 def _time_field(name: str, value: str | None) -> float | None:
@@ -176,7 +176,7 @@ async def login(request: web.Request) -> web.Response:
     if principal.tenant_id is None:
         return _render(request, "login.html", status=403,
                        error="the console shows one tenant: sign in with a tenant's key, not the admin key")
-    names = {k["id"]: k.get("name") for k in _engine(request).store.api_keys()}
+    names = {k.id: k.name for k in _engine(request).store.api_keys()}
     label = names.get(principal.key_id)
     who = f"{label} ({principal.key_id})" if label else principal.key_id
     token, _ = request.app[_SESSIONS].open(key_id=principal.key_id, who=who, tenant_id=principal.tenant_id)
@@ -283,7 +283,7 @@ async def events(request: web.Request) -> web.Response:
     except NotFound:
         return _render(request, "events.html", hook=None, batches=[], public={})
     batches = engine.events.batches(tenant, limit=10_000)[-PAGE_SIZE:][::-1]
-    public = engine.store.public_delivery_ids([b["delivery_id"] for b in batches])
+    public = engine.store.public_delivery_ids([b.delivery_id for b in batches])
     return _render(request, "events.html", hook=hook, batches=batches, public=public, t=_t)
 
 

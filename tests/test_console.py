@@ -193,7 +193,7 @@ async def test_recover_since_reenable_and_skip(console: Console, receiver) -> No
     start = engine.clock.now()
     failed = await _outage(engine, receiver.url, n=2, ordering={"mode": "ordered", "on_exhausted": "block"},
                            auto_disable={"after_failures": 50})
-    cid = engine.store.configs("acme")[0]["id"]
+    cid = engine.store.configs("acme")[0].id
     await console.sign_in(console.acme_key)
     status, html = await console.get("/console/")
     assert status == 200 and "blocks" not in html  # the overview shows the queue, held by its FAILED head
@@ -226,7 +226,7 @@ async def test_another_tenants_ids_answer_as_missing_ones(console: Console, rece
     receiver.respond = lambda hit, n: (500, {}, 0.0)
     theirs = await _outage(console.engine, receiver.url, tenant="other", n=1)
     their_public = console.engine.store.public_delivery_ids(theirs)[theirs[0]]
-    their_config = console.engine.store.configs("other")[0]["id"]
+    their_config = console.engine.store.configs("other")[0].id
     await console.sign_in(console.acme_key)
     token = await console.csrf("/console/")
     for path, missing in ((f"/console/deliveries/{their_public}", "/console/deliveries/msg_nosuchid"),
@@ -283,14 +283,14 @@ async def test_the_list_pages_through_failed_first_then_newest_first_without_gap
         created.append(engine.clock.now())
         await engine.run_until_idle()
         await engine.run_for(10)
-    flt = DeliveryFilter(config_ids=tuple(c["id"] for c in engine.store.configs("acme")))
+    flt = DeliveryFilter(config_ids=tuple(c.id for c in engine.store.configs("acme")))
     pages, cursor = [], None
     while True:
         rows, cursor = engine.store.console_deliveries(flt, cursor=cursor, limit=2)
-        pages.append([(r["status"], r["id"]) for r in rows])
+        pages.append([(r.status.value, r.id) for r in rows])
         if cursor is None:
             break
     assert pages == [[("FAILED", 4), ("FAILED", 2)], [("DISPATCHED", 5), ("DISPATCHED", 3)], [("DISPATCHED", 1)]]
     since = DeliveryFilter(config_ids=flt.config_ids, created_from=created[2], created_to=created[4])
     rows, cursor = engine.store.console_deliveries(since, limit=10)
-    assert [r["id"] for r in rows] == [4, 3] and cursor is None
+    assert [r.id for r in rows] == [4, 3] and cursor is None
