@@ -60,3 +60,12 @@ class Receiver:
 
     def posts(self) -> list[Hit]:
         return [h for h in self.hits if h.method == "POST"]
+
+
+async def start_site(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 on a free port; returns the runner (``await runner.cleanup()``) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

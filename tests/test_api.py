@@ -13,6 +13,8 @@ from aiohttp import web
 
 from dispatchsim.engine import ResultConflict
 from dispatchsim.engine import scoped_config_id
+from support import start_site
+
 from dispatchsim.server.api import ROUTES, make_app
 from dispatchsim.server.console import is_console_path
 from dispatchsim.server.keys import KeyRing, create_key
@@ -50,11 +52,7 @@ async def api(engine) -> AsyncIterator[Api]:
     await engine.add_tenant("other")
     await engine.add_provider("crm")
     app = make_app(engine, keys=KeyRing(engine.store, {ADMIN: None, ACME: "acme", OTHER: "other"}))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await start_site(app)
     try:
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
             yield Api(session, engine, app)

@@ -11,9 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from dispatchsim.engine import Engine, Status, iso
+from support import start_site
+
 from dispatchsim.server.api import make_app
 from dispatchsim.server.console_sessions import COOKIE
 from dispatchsim.server.keys import KeyRing, create_key
@@ -59,11 +60,7 @@ async def console(engine: Engine) -> AsyncIterator[Console]:
     _, acme = create_key(engine.store, tenant_id="acme", name="ops-alice", now=now)
     _, other = create_key(engine.store, tenant_id="other", now=now)
     app = make_app(engine, keys=KeyRing(engine.store, {ADMIN: None}))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await start_site(app)
     try:
         jar = aiohttp.CookieJar(unsafe=True)
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", cookie_jar=jar) as http:
