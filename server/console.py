@@ -37,7 +37,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPEN = frozenset({f"{PREFIX}/login", f"{PREFIX}/static/console.css"})
 
 
-class PageError(Exception):
+class PageError(DispatchsimError):
     """An answer that is an error page: HTTP status and the sentence shown."""
 
     def __init__(self, status: int, message: str) -> None:
