@@ -27,7 +27,7 @@ install-docs: $(BIN)/python
 # The documentation site (MkDocs, Material theme) in site/; strict: a broken link or a missing page fails.
 docs: install-docs
 	$(BIN)/python tools/docs_source.py build/docs-src
-	$(BIN)/python -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 bench: install
 	$(BIN)/python bench/run_all.py
