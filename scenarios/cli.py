@@ -49,6 +49,10 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "scenario"
 
 
+#: how a variable marker of `dispatchsim explore` shows in a located error ("got {'between': [...]}")
+_MARKER = re.compile(r"got \{'(between|one_of|maybe)': ")
+
+
 def main(args: argparse.Namespace) -> int:
     if args.list:
         rows = catalogue.entries()
@@ -72,6 +76,9 @@ def main(args: argparse.Namespace) -> int:
             print(problem.located(), file=sys.stderr)
         print(f"dispatchsim run: {_plural(len(problems), 'problem')} in the scenario files; nothing was run",
               file=sys.stderr)
+        if any(_MARKER.search(str(problem)) for problem in problems):
+            print("dispatchsim run: values like {between: …}, {one_of: …} or {maybe: …} mark a file for "
+                  "exploration: run it with `dispatchsim explore FILE`", file=sys.stderr)
         return 2
     if args.db and len(scenarios) > 1:
         print("dispatchsim run: --db needs exactly one scenario", file=sys.stderr)

@@ -32,3 +32,11 @@ def test_unusable_output_is_refused_before_running(tmp_path: Path, capsys) -> No
     code = main(["run", "-q", SCENARIO, "--json", str(tmp_path)])
     assert code == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_file_marked_for_exploration_points_to_explore(capsys) -> None:
+    code = main(["run", str(ROOT / "scenarios" / "explore" / "budget_ends_before_outage.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "got {'between': " in err
+    assert err.rstrip().endswith("run it with `dispatchsim explore FILE`")
