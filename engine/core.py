@@ -39,6 +39,7 @@ class RunSummary:
 
     @property
     def elapsed(self) -> float:
+        """Clock seconds the run took (virtual seconds on a virtual clock)."""
         return self.finished_at - self.started_at
 
 
@@ -158,6 +159,10 @@ class Engine:
     # -- tenants, providers, configurations ---------------------------------------------
 
     async def add_tenant(self, tenant_id: str, name: str | None = None) -> Tenant:
+        """Register a tenant (the owner of activities and configurations) and return it.
+
+        Raises ConfigError when the id is malformed or already taken.
+        """
         _check_id("tenant", tenant_id)
         if self.store.tenant(tenant_id):
             raise ConfigError(f"tenant {tenant_id!r} already exists")
@@ -168,6 +173,10 @@ class Engine:
         return tenant
 
     async def add_provider(self, provider_id: str, name: str | None = None) -> Provider:
+        """Register a provider (the receiving side of configurations) and return it.
+
+        Raises ConfigError when the id is malformed or already taken.
+        """
         _check_id("provider", provider_id)
         if self.store.provider(provider_id):
             raise ConfigError(f"provider {provider_id!r} already exists")
@@ -284,6 +293,11 @@ class Engine:
         return self.config_view(config_id)
 
     async def delete_config(self, config_id: str) -> None:
+        """Delete a configuration: it stops dispatching and can no longer be read or changed.
+
+        Raises NotFound when it does not exist or was already deleted. Its deliveries and attempts stay
+        in the store for the record.
+        """
         self.config(config_id)
         self.store.delete_config(config_id, self.clock.now())
         self.log.info("config.deleted", config_id=config_id)
@@ -370,6 +384,7 @@ class Engine:
         return "msg_" + digest[:24]
 
     async def activity(self, activity_id: str) -> dict[str, Any]:
+        """One activity as JSON-ready data (NotFound when the id is unknown)."""
         return self.store.activity(activity_id).to_json()
 
     async def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
@@ -408,12 +423,15 @@ class Engine:
         return ResultSubmission(activity=self.store.activity(activity_id).to_json(), created=True)
 
     async def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
+        """Deliveries matching the filters of :meth:`Store.deliveries`, as JSON-ready data in id order."""
         return [d.to_json() for d in self.store.deliveries(**filters)]
 
     async def delivery(self, delivery_id: int) -> dict[str, Any]:
+        """One delivery as JSON-ready data (NotFound when the id is unknown)."""
         return self.store.delivery(delivery_id).to_json()
 
     async def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
+        """Attempts of one delivery (or of all deliveries), as JSON-ready data in id order."""
         return [a.to_json() for a in self.store.attempts(delivery_id)]
 
     async def force_retry(self, delivery_id: int) -> dict[str, Any]:
@@ -517,6 +535,7 @@ class Engine:
         return row.to_json()
 
     def counts(self) -> dict[str, int]:
+        """Number of deliveries per status; every status is present, zero included."""
         return self.store.counts()
 
     # -- running ------------------------------------------------------------------------
@@ -550,6 +569,11 @@ class Engine:
             self._task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
 
     async def stop(self, *, deadline: float = 10.0) -> int:
+        """Stop a started engine: attempts in flight get ``deadline`` seconds to finish.
+
+        Returns how many were abandoned; their leases stay, so the next engine on the same file
+        re-sends them (at-least-once, never lost).
+        """
         abandoned = await self.dispatcher.stop(deadline=deadline)
         if self._task is not None:
             await self._task

@@ -50,6 +50,12 @@ def request_body(store: Store, prep: Prepared, *, activity_id: str | None, batch
 
 
 class Dispatcher:
+    """The dispatch loop: claims due deliveries, sends one attempt each, records the outcomes.
+
+    Every decision it acts on lives in the store (leases, statuses, queue heads, circuit state), so a
+    crash at any point loses nothing: an attempt whose outcome was not committed is sent again.
+    The :class:`Engine` owns one; use the engine rather than this class directly.
+    """
     def __init__(self, *, store: Store, sender: Sender, clock: Clock, log: Any,
                  prepared: Callable[[str, int], Prepared], instance: str,
                  concurrency: int = 100, lease_margin: float = 30.0, produce: Producer | None = None) -> None:
@@ -80,7 +86,6 @@ class Dispatcher:
                 consecutive_failures=row.consecutive_failures, failing_since=row.failing_since)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._batch_configs: dict[str, Configuration | None] = {}
-        #: hides known secrets in what is stored from a response (a receiver may echo a key back)
         #: pacing (serve mode, see :meth:`pace`); off by default
         self._cycle_interval = 0.0
         self._claim_chunk: int | None = None
@@ -97,6 +102,7 @@ class Dispatcher:
         self._stopping = False
 
     def wake(self) -> None:
+        """Start the next cycle now instead of at the next due time (e.g. a new activity arrived)."""
         self._wake.set()
 
     def pace(self, *, interval: float = 0.0, chunk: int | None = None) -> None:
@@ -115,6 +121,7 @@ class Dispatcher:
 
     @property
     def in_flight(self) -> int:
+        """Number of attempts being sent right now by this dispatcher."""
         return len(self._inflight)
 
     def idle(self) -> bool:
@@ -342,6 +349,10 @@ class Dispatcher:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
+        """Commit the finished attempts waiting for the group commit, in one transaction.
+
+        Called at the end of the loop tick they finished in, and on stop so no finished outcome is lost.
+        """
         self._flush_scheduled = False
         if not self._results:
             return

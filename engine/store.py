@@ -184,6 +184,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     @property
     def schema_version(self) -> int:
+        """The migration number this file is at (SQLite ``user_version``)."""
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
     @contextmanager
@@ -202,6 +203,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             raise
 
     def close(self) -> None:
+        """Close the connection; the store must not be used afterwards."""
         self.conn.close()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
@@ -210,29 +212,36 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     # -- tenants and providers ----------------------------------------------------------
 
     def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
+        """Insert a tenant row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
         self.db["tenants"].insert({"id": tenant_id, "name": name, "created_at": now})
 
     def add_provider(self, provider_id: str, name: str, now: float) -> None:
+        """Insert a provider row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
         self.db["providers"].insert({"id": provider_id, "name": name, "created_at": now})
 
     def tenant(self, tenant_id: str) -> Tenant | None:
+        """The tenant with this id, or None."""
         row = self._one(f"SELECT {_TENANT} FROM tenants WHERE id = ?", (tenant_id,))
         return Tenant(*row) if row else None
 
     def provider(self, provider_id: str) -> Provider | None:
+        """The provider with this id, or None."""
         row = self._one(f"SELECT {_PROVIDER} FROM providers WHERE id = ?", (provider_id,))
         return Provider(*row) if row else None
 
     def tenants(self) -> list[Tenant]:
+        """Every tenant, by id."""
         return [Tenant(*r) for r in self.conn.execute(f"SELECT {_TENANT} FROM tenants ORDER BY id")]
 
     def providers(self) -> list[Provider]:
+        """Every provider, by id."""
         return [Provider(*r) for r in self.conn.execute(f"SELECT {_PROVIDER} FROM providers ORDER BY id")]
 
     # -- configurations -----------------------------------------------------------------
 
     def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
                       snapshot: dict[str, Any], now: float, *, kind: ConfigKind = ConfigKind.ACTIVITIES) -> None:
+        """Create a configuration at version 1, inactive, with its first snapshot, in one transaction."""
         with self.tx() as c:
             c.execute(
                 "INSERT INTO configurations (id, kind, tenant_id, provider_id, channel, version, active, deleted,"
@@ -242,6 +251,11 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                       (config_id, _dumps(snapshot), now))
 
     def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
+        """Store a new snapshot of a configuration and make it current; returns the new version.
+
+        Raises NotFound when the configuration does not exist or was deleted. Deliveries already
+        created keep the version they were created with.
+        """
         with self.tx() as c:
             row = c.execute("SELECT version FROM configurations WHERE id = ? AND deleted = 0", (config_id,)).fetchone()
             if row is None:
@@ -253,6 +267,10 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return version
 
     def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
+        """Activate or deactivate a configuration (``reason`` is kept while inactive).
+
+        Raises NotFound when it does not exist or was deleted.
+        """
         cur = self.conn.execute(
             "UPDATE configurations SET active = ?, inactive_reason = ?, inactive_since = ?, updated_at = ?"
             " WHERE id = ? AND deleted = 0",
@@ -261,6 +279,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             raise NotFound(f"configuration {config_id!r} not found")
 
     def delete_config(self, config_id: str, now: float) -> None:
+        """Mark a configuration deleted and inactive; its history stays. NotFound when already gone."""
         cur = self.conn.execute(
             "UPDATE configurations SET deleted = 1, active = 0, inactive_reason = 'deleted', updated_at = ?"
             " WHERE id = ? AND deleted = 0", (now, config_id))
@@ -306,6 +325,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
                         payload: dict[str, Any], now: float) -> None:
+        """Insert an activity row (its deliveries are created separately, in the same transaction)."""
         self.conn.execute(
             "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (activity_id, tenant_id, typ, channel, _dumps(payload), now))
@@ -358,6 +378,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return json.loads(row[0])
 
     def delivery(self, delivery_id: int) -> Delivery:
+        """One delivery; NotFound when the id is unknown."""
         row = self._one(f"SELECT {_DELIVERY} FROM deliveries WHERE id = ?", (delivery_id,))
         if row is None:
             raise NotFound(f"delivery {delivery_id} not found")
@@ -366,6 +387,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
                    status: Status | str | None = None, queue: str | None = None,
                    after_id: int = 0, limit: int | None = None) -> list[Delivery]:
+        """Deliveries matching every given filter, in id order, ``limit`` at a time after ``after_id``."""
         where, params = ["id > ?"], [after_id]
         for col, val in (("activity_id", activity_id), ("config_id", config_id), ("queue", queue),
                          ("status", str(status) if status else None)):
@@ -389,6 +411,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return self.conn.execute(f"SELECT {cols} FROM {table} WHERE {column} = ? ORDER BY id", (value,)).fetchall()
 
     def counts(self) -> dict[str, int]:
+        """Number of deliveries per status; every status is present, zero included."""
         out = {s.value: 0 for s in Status}
         for row in self.conn.execute("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status"):
             out[row["status"]] = row["n"]
@@ -603,6 +626,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
                     consecutive_failures: int, failing_since: float | None, now: float) -> None:
+        """Persist the circuit breaker and failure streak of one configuration (upsert)."""
         self.conn.execute(
             "INSERT INTO endpoint_health (config_id, circuit, circuit_until, consecutive_failures, failing_since,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(config_id) DO UPDATE SET circuit = excluded.circuit,"
@@ -611,6 +635,11 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             (config_id, circuit.value, circuit_until, consecutive_failures, failing_since, now))
 
     def recent_outcomes(self, config_id: str, since: float, *, exclude_attempt: int = 0) -> list[tuple[float, bool]]:
+        """``(finished_at, ok)`` of the configuration's attempts since ``since``, oldest first.
+
+        Replays, interrupted attempts and mapping errors are left out: they say nothing about the
+        endpoint's health.
+        """
         rows = self.conn.execute(
             "SELECT finished_at, outcome FROM attempts WHERE config_id = ? AND finished_at >= ? AND replay = 0"
             " AND outcome IS NOT NULL AND outcome NOT IN ('INTERRUPTED', 'MAPPING_ERROR') AND id != ?"
@@ -618,11 +647,13 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return [(r["finished_at"], r["outcome"] == "SUCCESS") for r in rows]
 
     def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
+        """Record an operator notification (e.g. a configuration was auto-disabled); returns its id."""
         cur = self.conn.execute("INSERT INTO notifications (at, kind, config_id, message) VALUES (?, ?, ?, ?)",
                                 (at, kind, config_id, message))
         return int(cur.lastrowid)
 
     def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
+        """Record how the notification was delivered to the operator (or why it was not)."""
         self.conn.execute("UPDATE notifications SET delivery = ? WHERE id = ?", (delivery, notification_id))
 
     def notifications(self, config_id: str | None = None) -> list[Notification]:
@@ -642,6 +673,11 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             "SELECT id FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id", params)]
 
     def start_replay(self, delivery_id: int, now: float) -> int:
+        """Open a replay attempt of a DISPATCHED delivery; returns the attempt id.
+
+        A replay re-sends a delivery without changing its status. NotFound for an unknown id,
+        InvalidTransition for any other status.
+        """
         with self.tx() as c:
             row = c.execute("SELECT config_id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts"
                             " WHERE delivery_id = d.id) AS n FROM deliveries d WHERE id = ? AND status = ?",
@@ -653,6 +689,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             return int(cur.lastrowid)
 
     def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
+        """Record the outcome of a replay attempt opened by :meth:`start_replay`."""
         self.conn.execute(
             "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
             " latency = ?, excerpt = ? WHERE id = ?",
@@ -667,6 +704,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                                 " replayed (use force retry for FAILED ones)")
 
     def in_flight(self) -> int:
+        """Number of deliveries holding a lease (an attempt started and not yet recorded)."""
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
 
 
