@@ -30,7 +30,9 @@ class Clock(Protocol):
         """Seconds since the Unix epoch (float)."""
         ...
 
-    async def sleep(self, seconds: float) -> None: ...
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time; engine code never calls ``asyncio.sleep`` itself."""
+        ...
 
     async def wait(self, event: asyncio.Event, timeout: float | None) -> bool:
         """Wait for ``event`` at most ``timeout`` seconds; True when it was set."""
@@ -39,6 +41,7 @@ class Clock(Protocol):
 
 class _LoopWaits:
     async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time (a negative wait returns at once)."""
         await asyncio.sleep(max(0.0, seconds))
 
     async def wait(self, event: asyncio.Event, timeout: float | None) -> bool:
@@ -55,9 +58,11 @@ class _LoopWaits:
 
 
 class RealClock(_LoopWaits):
+    """Wall time, for serve mode: ``now`` is the Unix time and waits are real."""
     virtual = False
 
     def now(self) -> float:
+        """Seconds since the Unix epoch (float)."""
         return time.time()
 
 
@@ -82,6 +87,7 @@ class VirtualClock(_LoopWaits):
         self._t0 = loop.time()
 
     def now(self) -> float:
+        """Seconds since the Unix epoch in simulated time: ``epoch`` plus the loop time elapsed."""
         return self._epoch + (self._loop.time() - self._t0)
 
 

@@ -256,6 +256,7 @@ class MessageEvents:
     # -- reading ------------------------------------------------------------------------
 
     def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
+        """An account's event batches in id order, ``limit`` at a time after ``after_id``."""
         return self.store.batches(account_id, after_id=after_id, limit=limit)
 
     def attempts(self, batch_id: int) -> list[Attempt]:
@@ -263,6 +264,7 @@ class MessageEvents:
         return self.engine.store.attempts(self.store.batch(batch_id).delivery_id)
 
     def counts(self, account_id: str | None = None) -> dict[str, int]:
+        """Number of stored message events per status, for one account or all."""
         return self.store.counts(account_id)
 
     # -- batching (called by the dispatcher) --------------------------------------------

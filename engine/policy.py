@@ -158,6 +158,11 @@ class RetryPolicy:
         return self.max_attempts
 
     def delay_for(self, attempt: int, *, delivery_key: str = "") -> float:
+        """Seconds to wait after failed attempt ``attempt`` (from 1), jitter included.
+
+        The jitter is drawn from a generator seeded by the policy's ``seed``, ``delivery_key`` and the
+        attempt number, so the same delivery gets the same delays on every run.
+        """
         rng = random.Random(f"{self.seed}:{delivery_key}:{attempt}") if self.jitter != "none" else None
         if self.schedule is not None:
             d = self.schedule[min(attempt, len(self.schedule)) - 1]
@@ -186,6 +191,7 @@ class RetryPolicy:
         return Decision(retry=True, at=at, delay=d)
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as JSON-ready data (the form configurations store and the API returns)."""
         out = asdict(self)
         out["schedule"] = list(self.schedule) if self.schedule is not None else None
         out["permanent_statuses"] = list(self.permanent_statuses)
@@ -285,9 +291,11 @@ class OrderingPolicy:
 
     @property
     def ordered(self) -> bool:
+        """True when deliveries of one queue are sent one at a time, in order."""
         return self.mode != "none"
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as JSON-ready data (the form configurations store and the API returns)."""
         return asdict(self)
 
 
@@ -322,6 +330,7 @@ class Timeouts:
             raise ConfigError(f"need 0 < connect <= total <= {MAX_TIMEOUT:g} (seconds)", field="timeouts")
 
     def to_dict(self) -> dict[str, Any]:
+        """The timeouts as JSON-ready data, in seconds."""
         return asdict(self)
 
 

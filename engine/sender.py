@@ -23,6 +23,7 @@ EXCERPT_CAP = 1024
 
 class OutcomeKind(str, Enum):
     #: 2xx: the receiver confirmed.
+    """What kind of result one HTTP try had; decides between success, retry and giving up."""
     SUCCESS = "SUCCESS"
     #: Any other status, 3xx included (redirects are not followed).
     HTTP_ERROR = "HTTP_ERROR"
@@ -39,6 +40,12 @@ class OutcomeKind(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """The result of one HTTP try, classified once, so the policy and the health tracker read it the same way.
+
+    ``status`` is set for an HTTP answer only; ``retry_after`` is in seconds (from a Retry-After
+    header on 429/503); ``latency`` is in seconds; ``excerpt`` is the start of the response body,
+    with known secrets hidden.
+    """
     kind: OutcomeKind
     status: int | None = None
     retry_after: float | None = None  #: seconds, from a Retry-After header on 429/503
@@ -48,9 +55,11 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
+        """True when the receiver confirmed (a 2xx answer)."""
         return self.kind is OutcomeKind.SUCCESS
 
     def describe(self) -> str:
+        """One short phrase for logs and reports: ``HTTP 503`` or ``timeout: ...``."""
         if self.status is not None:
             return f"HTTP {self.status}"
         return f"{self.kind.value.lower()}: {self.error}" if self.error else self.kind.value.lower()

@@ -171,6 +171,11 @@ class OwnerLock:
         self.previous_pid: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock and write our pid into it, without waiting.
+
+        Raises DatabaseInUse (naming the holder's pid) when another process owns the database, and
+        StoreError when the lock file cannot be created. ``previous_pid`` keeps the last owner's pid.
+        """
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -189,6 +194,7 @@ class OwnerLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Give the lock up (clearing the pid); calling it twice is harmless."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -249,6 +249,10 @@ class WalCheckpointer:
         self._thread: asyncio.Future[None] | None = None
 
     def take_over(self) -> None:
+        """Stop the engine's connection from checkpointing by itself; :meth:`run` does it instead.
+
+        Does nothing when the database is not in WAL mode (e.g. an in-memory database).
+        """
         if self.enabled:
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -35,6 +35,7 @@ class _Registered:
     created_at: float
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready data for the API; times as ISO 8601 UTC strings."""
         return {"id": self.id, "name": self.name, "created_at": iso(self.created_at)}
 
 
@@ -67,6 +68,7 @@ class Configuration:
 
     @classmethod
     def from_row(cls, row: Any) -> Configuration:
+        """Build from a row of the store's configuration columns."""
         return cls(row[0], ConfigKind(row[1]), row[2], row[3], row[4], row[5], bool(row[6]), bool(row[7]), row[8],
                    row[9], row[10], row[11])
 
@@ -96,6 +98,7 @@ class Activity:
 
     @classmethod
     def from_row(cls, row: Any) -> Activity:
+        """Build from a row of the store's activity columns (JSON columns decoded)."""
         return cls(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]),
                    json.loads(row[6]) if row[6] is not None else None, row[7], bool(row[8]))
 
@@ -132,6 +135,7 @@ class Delivery:
 
     @classmethod
     def from_row(cls, row: Any) -> Delivery:
+        """Build from a row of the store's delivery columns."""
         return cls(row[0], row[1], row[2], row[3], row[4], row[5], row[6], Status(row[7]), bool(row[8]),
                    bool(row[9]), *row[10:21])
 
@@ -141,6 +145,10 @@ class Delivery:
         return self.holds and self.status is Status.FAILED
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready data for the API and reports; times as ISO 8601 UTC strings.
+
+        ``next_attempt_at`` is only given while the delivery is still active (READY or RETRYING).
+        """
         status = self.status
         return {
             "id": self.id, "webhook_id": self.webhook_id, "activity_id": self.activity_id, "batch_id": self.batch_id,
@@ -175,9 +183,11 @@ class Attempt:
 
     @classmethod
     def from_row(cls, row: Any) -> Attempt:
+        """Build from a row of the store's attempt columns."""
         return cls(*row[:13], bool(row[13]))
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready data for the API and reports; times as ISO 8601 UTC strings."""
         return {
             "id": self.id, "delivery_id": self.delivery_id, "number": self.number,
             "started_at": _t(self.started_at), "finished_at": _t(self.finished_at), "status_code": self.status_code,
@@ -199,6 +209,7 @@ class EndpointHealth:
 
     @classmethod
     def from_row(cls, row: Any) -> EndpointHealth:
+        """Build from a row of the store's endpoint health columns."""
         return cls(row[0], Circuit(row[1]), *row[2:6])
 
 
@@ -214,6 +225,7 @@ class Notification:
     delivery: str | None  #: the operator webhook's outcome ("HTTP 200", …), None when none is set
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready data for the API; times as ISO 8601 UTC strings."""
         return {"id": self.id, "at": iso(self.at), "kind": self.kind, "config_id": self.config_id,
                 "message": self.message, "delivery": self.delivery}
 
