@@ -39,6 +39,7 @@ class ResultsListener:
 
     @property
     def url(self) -> str:
+        """The URL to give the endpoint for its processing callbacks."""
         return f"http://{self.host}:{self.port}{self.path}"
 
     @classmethod
@@ -56,6 +57,7 @@ class ResultsListener:
         return listener
 
     def count(self, activity_id: str) -> int:
+        """How many callbacks reported this activity id as processed."""
         return Counter(c.activity_id for c in self.callbacks)[activity_id]
 
     def first(self, activity_id: str) -> Callback | None:
@@ -63,6 +65,7 @@ class ResultsListener:
         return next((c for c in self.callbacks if c.activity_id == activity_id), None)
 
     async def start(self) -> None:
+        """Listen; afterwards ``port`` is the port actually bound."""
         app = web.Application()
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -72,6 +75,7 @@ class ResultsListener:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        """Stop listening; the callbacks received stay readable."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -17,6 +17,7 @@ from .repro import REPORT_PLACEHOLDER
 
 class Status(str, Enum):
     #: The endpoint behaved as a careful receiver should.
+    """The verdict of one probe check; only FAIL makes the probe exit non-zero."""
     PASS = "pass"
     #: Questionable or unverifiable; does not fail the probe.
     WARN = "warn"
@@ -58,12 +59,17 @@ class Evidence:
         return f"HTTP {self.status}"
 
     def describe(self) -> str:
+        """One line for the text report: request, answer, latency and when it was sent."""
         return (f"{self.method} {self.label}: {self.answer()} in {self.latency * 1000:.0f} ms "
                 f"(at +{self.started:.3f}s, {self.request_size} bytes sent)")
 
 
 @dataclass(slots=True)
 class CheckResult:
+    """The verdict of one check, with the redacted HTTP exchanges that justify it.
+
+    ``metrics`` holds the check's measurements (latencies in seconds); ``duration`` is in seconds.
+    """
     id: str
     title: str
     status: Status
@@ -76,6 +82,7 @@ class CheckResult:
     verified: list[str] = field(default_factory=list)  #: the channels that observed its processing
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data for the report (the status as its string value)."""
         out = asdict(self)
         out["status"] = self.status.value
         return out
@@ -99,6 +106,10 @@ class CheckResult:
 
 @dataclass(slots=True)
 class ProbeReport:
+    """Everything one probe run found: a verdict per check and how the run was made.
+
+    Secrets never appear in it: ``url``, the settings and every piece of evidence are redacted.
+    """
     url: str  #: redacted
     checks: list[CheckResult]
     started_at: str
@@ -112,29 +123,35 @@ class ProbeReport:
 
     @property
     def failed(self) -> list[CheckResult]:
+        """The checks that failed."""
         return [c for c in self.checks if c.status is Status.FAIL]
 
     @property
     def ok(self) -> bool:
+        """True when no check failed (warnings and skips do not count)."""
         return not self.failed
 
     @property
     def exit_code(self) -> int:
+        """The process exit code for this report: 0 when ok, 1 when a check failed."""
         return 0 if self.ok else 1
 
     def check(self, check_id: str) -> CheckResult:
+        """The result of the check with this id; KeyError (listing the known ids) otherwise."""
         for c in self.checks:
             if c.id == check_id:
                 return c
         raise KeyError(f"no check {check_id!r}; known: {', '.join(c.id for c in self.checks)}")
 
     def counts(self) -> dict[str, int]:
+        """Number of checks per status; every status is present, zero included."""
         out = {s.value: 0 for s in Status}
         for c in self.checks:
             out[c.status.value] += 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the run, its counts and every check (the form of ``--json``)."""
         return {
             "url": self.url, "started_at": self.started_at, "duration": round(self.duration, 3),
             "requests_sent": self.requests_sent, "ok": self.ok, "counts": self.counts(),
@@ -143,9 +160,11 @@ class ProbeReport:
         }
 
     def to_json(self) -> str:
+        """The report as indented JSON text, for ``--json``."""
         return self._placed(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=False))
 
     def to_junit(self) -> str:
+        """The report as JUnit XML, one test case per check, for CI systems that show test results."""
         counts = self.counts()
         suite = ET.Element("testsuite", name="dispatchsim.probe", tests=str(len(self.checks)),
                            failures=str(counts["fail"]), skipped=str(counts["skip"]), errors="0",

@@ -27,6 +27,11 @@ LOCAL_CAPS = {"rate": 100.0, "concurrency": 50, "burst": 500, "ordered": 200}
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeSettings:
+    """How a probe run talks to the endpoint: credentials, timeouts (seconds), load and time budget.
+
+    Build one with :meth:`build`, which checks every value; the secrets in it are redacted from
+    every report.
+    """
     auth: Auth = Auth()
     secret: str | None = None  #: Standard Webhooks signing secret (``whsec_…`` or raw)
     connect_timeout: float = 5.0
@@ -51,6 +56,10 @@ class ProbeSettings:
 
     @classmethod
     def build(cls, **kw: Any) -> ProbeSettings:
+        """Settings from keyword values (as the CLI and :func:`run_probe` take them), checked.
+
+        Raises ProbeError naming an unknown setting or every invalid value.
+        """
         if "auth" in kw:
             kw["auth"] = Auth.parse(kw["auth"])
         for name in ("only", "skip", "payloads"):
@@ -66,6 +75,7 @@ class ProbeSettings:
         return settings
 
     def validate(self) -> None:
+        """Check every value at once; raises ProbeError listing all the problems found."""
         problems = []
         if not 0 < self.connect_timeout <= self.timeout:
             problems.append("need 0 < connect_timeout <= timeout")

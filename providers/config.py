@@ -70,6 +70,11 @@ class ResultsCallback:
 
 @dataclass(frozen=True, kw_only=True)
 class EndpointConfig:
+    """One simulated endpoint as the provider file describes it: where it listens and how it behaves.
+
+    Made by :func:`load_config` / :func:`parse_config`, which report a bad field as
+    ``file:line: field: message``.
+    """
     name: str
     path: str = "/hooks"
     port: int | None = None
@@ -84,6 +89,7 @@ class EndpointConfig:
 
 @dataclass(frozen=True)
 class ProvidersConfig:
+    """A parsed provider file: its endpoints by name, and the file they came from (``source``)."""
     endpoints: dict[str, EndpointConfig]
     source: str = "<config>"
 

@@ -71,13 +71,16 @@ class Endpoint:
 
     @property
     def behaviour(self) -> Behaviour:
+        """The behaviour the endpoint follows right now (its plan can change it over time)."""
         return self._plan.behaviour
 
     @property
     def listening(self) -> bool:
+        """True while the endpoint accepts connections (False during a ``down`` window)."""
         return self._listening
 
     def url(self, path: str | None = None) -> str:
+        """The URL of this endpoint, at its configured path unless ``path`` is given."""
         return f"http://{_host_in_url(self._owner.host)}:{self.port}{path or self.config.path}"
 
     def set_behaviour(self, behaviour: Behaviour) -> None:
@@ -94,6 +97,7 @@ class Endpoint:
     # ---- lifecycle
 
     async def start(self) -> None:
+        """Bind the port and start following the behaviour plan; ``port`` is then the bound port."""
         self._server = web.Server(self._handle, handler_cancellation=True)
         self._idle_sock = self._bind(self.port)
         self.port = self._idle_sock.getsockname()[1]
@@ -106,6 +110,7 @@ class Endpoint:
             self._watcher = asyncio.get_running_loop().create_task(self._watch(behaviour))
 
     async def stop(self) -> None:
+        """Stop following the behaviour plan and close the port."""
         self._stopping = True
         if self._watcher is not None:
             self._watcher.cancel()
@@ -375,6 +380,7 @@ class EndpointSet:
         self.t0 = 0.0
 
     def now(self) -> float:
+        """The endpoint set's clock, in seconds (the loop's time unless one was given)."""
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     async def __aenter__(self) -> EndpointSet:
@@ -385,6 +391,10 @@ class EndpointSet:
         await self.stop()
 
     async def start(self) -> None:
+        """Bind and start every endpoint on 127.0.0.1 (or the given host).
+
+        If one cannot start, those already started are stopped and the error is raised.
+        """
         if self._clock is None:
             self._clock = asyncio.get_running_loop().time
         self.t0 = self._t0 if self._t0 is not None else self.now()
@@ -414,6 +424,7 @@ class EndpointSet:
             await self._callbacks.close()
 
     def endpoint(self, name: str) -> Endpoint:
+        """The started endpoint with this name; KeyError listing the known names otherwise."""
         try:
             return self._endpoints[name]
         except KeyError:
@@ -426,6 +437,7 @@ class EndpointSet:
 
     @property
     def ports(self) -> dict[str, int]:
+        """The port each endpoint is bound to, by name (known once started)."""
         return {name: e.port for name, e in self._endpoints.items()}
 
     def set_behaviour(self, name: str, behaviour: Any) -> None:

@@ -18,6 +18,7 @@ from .checks import _MISSING, lookup
 
 @dataclass
 class Record:
+    """One HTTP request an endpoint received, and what it answered."""
     seq: int  #: arrival order over the whole endpoint set, from 1
     endpoint: str
     at: float  #: clock time the request arrived
@@ -68,6 +69,7 @@ class Record:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data for the record file (the decoded body included as ``json``)."""
         out = asdict(self)
         out["json"] = self.json
         return out
@@ -96,6 +98,7 @@ class EndpointEvent:
 
 @dataclass
 class DuplicateInfo:
+    """A payload key that arrived more than once: how often received and acknowledged, and the arrival numbers."""
     key: str
     received: int
     acknowledged: int
@@ -104,6 +107,7 @@ class DuplicateInfo:
 
 @dataclass
 class OrderViolation:
+    """The first place the acknowledged order differs from the expected one."""
     partition: str | None
     position: int  #: index in the partition's actual order
     expected: str
@@ -116,6 +120,7 @@ class OrderViolation:
 
 @dataclass
 class OrderReport:
+    """Whether the acknowledged order matched the expected one, and where it first did not."""
     ok: bool
     first_violation: OrderViolation | None
     actual: dict[str | None, list[str]]  #: acknowledged order per partition (None: unpartitioned)
@@ -124,6 +129,12 @@ class OrderReport:
 
 
 class Recorder:
+    """Everything the simulated endpoints saw, in arrival order, and the questions asked of it.
+
+    Records requests (:attr:`records`), results callbacks (:attr:`callbacks`) and up/down changes
+    (:attr:`events`); the reading methods answer ordering, duplicate and gap questions about them.
+    Times are clock seconds; durations and latencies are rounded to the microsecond.
+    """
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.callbacks: list[CallbackRecord] = []
@@ -146,6 +157,7 @@ class Recorder:
         return record
 
     def close(self, record: Record, at: float) -> None:
+        """Finish a record when its response is sent, and tell the listeners; a second call is ignored."""
         if record.duration is not None:
             return
         record.duration = _micro(at - record.at)
@@ -156,6 +168,7 @@ class Recorder:
     # ---- reading
 
     def for_endpoint(self, name: str) -> list[Record]:
+        """The records of one endpoint, in arrival order."""
         return [r for r in self.records if r.endpoint == name]
 
     def _select(self, endpoint: str | None) -> list[Record]:
@@ -302,10 +315,12 @@ class Recorder:
             fh.write(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
 
     def jsonl(self) -> str:
+        """Every record as JSON Lines text, keys sorted, so equal runs give equal text."""
         return "".join(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n" for r in self.records)
 
     @classmethod
     def from_jsonl(cls, path: str | os.PathLike[str]) -> Recorder:
+        """Read back a record file written from :meth:`jsonl` (callbacks and events are not in it)."""
         rec = cls()
         with open(path, encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh if line.strip()]

@@ -47,6 +47,7 @@ class RunResult:
 
     @property
     def elapsed(self) -> float:
+        """Clock seconds from the scenario's start to the end of the run."""
         return self.finished_at - self.t0
 
     def __repr__(self) -> str:
@@ -58,6 +59,7 @@ class RunResult:
 
     @property
     def counts(self) -> dict[str, int]:
+        """Number of deliveries per lifecycle status at the end; every status is present."""
         out = {s.value: 0 for s in LIFECYCLE}
         for d in self.deliveries:
             out[d["status"]] += 1
@@ -65,9 +67,11 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
+        """True when every expectation of the scenario held."""
         return all(c.ok for c in self.checks)
 
     def events_jsonl(self) -> str:
+        """The event log as JSON Lines text (one event per line, newline-terminated)."""
         return "".join(line + "\n" for line in self.events)
 
 

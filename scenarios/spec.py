@@ -49,6 +49,12 @@ class Event:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A parsed scenario file: what to set up, what happens when, and what must hold at the end.
+
+    Made by :func:`load_scenario` / :func:`parse_scenario`, which report a bad field as
+    ``file:line: field: message`` before anything runs.
+    Times are in seconds of the scenario clock.
+    """
     name: str
     source: str
     description: str = ""
