@@ -59,6 +59,7 @@ class _LoopWaits:
 
 class RealClock(_LoopWaits):
     """Wall time, for serve mode: ``now`` is the Unix time and waits are real."""
+
     virtual = False
 
     def now(self) -> float:

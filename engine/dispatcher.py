@@ -56,6 +56,7 @@ class Dispatcher:
     crash at any point loses nothing: an attempt whose outcome was not committed is sent again.
     The :class:`Engine` owns one; use the engine rather than this class directly.
     """
+
     def __init__(self, *, store: Store, sender: Sender, clock: Clock, log: Any,
                  prepared: Callable[[str, int], Prepared], instance: str,
                  concurrency: int = 100, lease_margin: float = 30.0, produce: Producer | None = None) -> None:

@@ -22,8 +22,9 @@ EXCERPT_CAP = 1024
 
 
 class OutcomeKind(str, Enum):
-    #: 2xx: the receiver confirmed.
     """What kind of result one HTTP try had; decides between success, retry and giving up."""
+
+    #: 2xx: the receiver confirmed.
     SUCCESS = "SUCCESS"
     #: Any other status, 3xx included (redirects are not followed).
     HTTP_ERROR = "HTTP_ERROR"
@@ -46,6 +47,7 @@ class Outcome:
     header on 429/503); ``latency`` is in seconds; ``excerpt`` is the start of the response body,
     with known secrets hidden.
     """
+
     kind: OutcomeKind
     status: int | None = None
     retry_after: float | None = None  #: seconds, from a Retry-After header on 429/503

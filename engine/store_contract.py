@@ -54,16 +54,20 @@ class StoreContract(ABC):
     # -- tenants and providers --------------------------------------------------------------
 
     @abstractmethod
-    def add_tenant(self, tenant_id: str, name: str, now: float) -> None: ...
+    def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
+        """Insert a tenant; the caller checks the id is free."""
 
     @abstractmethod
-    def add_provider(self, provider_id: str, name: str, now: float) -> None: ...
+    def add_provider(self, provider_id: str, name: str, now: float) -> None:
+        """Insert a provider; the caller checks the id is free."""
 
     @abstractmethod
-    def tenant(self, tenant_id: str) -> Tenant | None: ...
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        """The tenant with this id, or None."""
 
     @abstractmethod
-    def provider(self, provider_id: str) -> Provider | None: ...
+    def provider(self, provider_id: str) -> Provider | None:
+        """The provider with this id, or None."""
 
     @abstractmethod
     def tenants(self) -> list[Tenant]:
@@ -120,7 +124,8 @@ class StoreContract(ABC):
 
     @abstractmethod
     def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
-                        payload: dict[str, Any], now: float) -> None: ...
+                        payload: dict[str, Any], now: float) -> None:
+        """Insert an activity (its deliveries are created separately, in the same transaction)."""
 
     @abstractmethod
     def activity(self, activity_id: str) -> Activity:
@@ -227,7 +232,8 @@ class StoreContract(ABC):
         """Open a replay attempt of a DISPATCHED delivery (its status does not change); InvalidTransition otherwise."""
 
     @abstractmethod
-    def finish_replay(self, attempt_id: int, res: AttemptResult) -> None: ...
+    def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
+        """Record the outcome of a replay attempt opened by :meth:`start_replay`."""
 
     @abstractmethod
     def release_expired_leases(self, now: float) -> list[int]:
@@ -256,7 +262,8 @@ class StoreContract(ABC):
     # -- endpoint health and notifications ----------------------------------------------------
 
     @abstractmethod
-    def health_rows(self) -> list[EndpointHealth]: ...
+    def health_rows(self) -> list[EndpointHealth]:
+        """The persisted endpoint health of every configuration that has one."""
 
     @abstractmethod
     def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
@@ -268,7 +275,8 @@ class StoreContract(ABC):
         """(finished at, success) of the configuration's finished, counted attempts since ``since``."""
 
     @abstractmethod
-    def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int: ...
+    def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
+        """Record an operator notification (e.g. a configuration was auto-disabled); returns its id."""
 
     @abstractmethod
     def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
@@ -285,10 +293,12 @@ class StoreContract(ABC):
     # -- reports, metrics, keys, housekeeping -------------------------------------------------
 
     @abstractmethod
-    def metrics(self) -> Metrics: ...
+    def metrics(self) -> Metrics:
+        """The aggregates behind ``/metrics``: deliveries per status, attempts per outcome, queue depths, latencies (seconds)."""
 
     @abstractmethod
-    def attempt_count(self, outcome: str | None = None) -> int: ...
+    def attempt_count(self, outcome: str | None = None) -> int:
+        """Attempts recorded (with that outcome, when given)."""
 
     @abstractmethod
     def queue_status_counts(self) -> list[tuple[str, str, int]]:
@@ -311,7 +321,8 @@ class StoreContract(ABC):
         """Store a key's hash (never the key)."""
 
     @abstractmethod
-    def api_keys(self) -> list[ApiKey]: ...
+    def api_keys(self) -> list[ApiKey]:
+        """Every key's id, owner, label and dates (never a hash), oldest first."""
 
     @abstractmethod
     def api_key_by_hash(self, digest: str) -> tuple[str, str | None] | None:
@@ -351,7 +362,8 @@ class EventsStoreContract(ABC):
     """Message events and their batches (a batch is sent as a delivery of the account's webhook)."""
 
     @abstractmethod
-    def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]: ...
+    def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]:
+        """Store an account's message events (one row each); returns their ids in order."""
 
     @abstractmethod
     def has_webhooks(self) -> bool:
@@ -371,7 +383,8 @@ class EventsStoreContract(ABC):
         """The oldest ``size`` unbatched events as a batch with its READY delivery: (batch, delivery, events)."""
 
     @abstractmethod
-    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]: ...
+    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
+        """An account's batches in order, ``limit`` at a time after ``after_id``, with the state of the delivery that sends each."""
 
     @abstractmethod
     def batch(self, batch_id: int) -> EventBatch:

@@ -13,6 +13,7 @@ from .settings import ProbeError
 @dataclass(frozen=True, slots=True)
 class CheckSpec:
     """What a probe check asserts and what a correct receiver does, shown with its result."""
+
     title: str  #: one line: what the check asserts
     correct: str  #: what a correct receiver does (printed under every failure)
     delivers: bool = True  #: sends deliveries that must be processed (verified when a channel is given)

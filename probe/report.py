@@ -16,8 +16,9 @@ from .repro import REPORT_PLACEHOLDER
 
 
 class Status(str, Enum):
-    #: The endpoint behaved as a careful receiver should.
     """The verdict of one probe check; only FAIL makes the probe exit non-zero."""
+
+    #: The endpoint behaved as a careful receiver should.
     PASS = "pass"
     #: Questionable or unverifiable; does not fail the probe.
     WARN = "warn"
@@ -70,6 +71,7 @@ class CheckResult:
 
     ``metrics`` holds the check's measurements (latencies in seconds); ``duration`` is in seconds.
     """
+
     id: str
     title: str
     status: Status
@@ -110,6 +112,7 @@ class ProbeReport:
 
     Secrets never appear in it: ``url``, the settings and every piece of evidence are redacted.
     """
+
     url: str  #: redacted
     checks: list[CheckResult]
     started_at: str

@@ -32,6 +32,7 @@ class ProbeSettings:
     Build one with :meth:`build`, which checks every value; the secrets in it are redacted from
     every report.
     """
+
     auth: Auth = Auth()
     secret: str | None = None  #: Standard Webhooks signing secret (``whsec_…`` or raw)
     connect_timeout: float = 5.0

@@ -75,6 +75,7 @@ class EndpointConfig:
     Made by :func:`load_config` / :func:`parse_config`, which report a bad field as
     ``file:line: field: message``.
     """
+
     name: str
     path: str = "/hooks"
     port: int | None = None
@@ -90,6 +91,7 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class ProvidersConfig:
     """A parsed provider file: its endpoints by name, and the file they came from (``source``)."""
+
     endpoints: dict[str, EndpointConfig]
     source: str = "<config>"
 

@@ -19,6 +19,7 @@ from .checks import _MISSING, lookup
 @dataclass
 class Record:
     """One HTTP request an endpoint received, and what it answered."""
+
     seq: int  #: arrival order over the whole endpoint set, from 1
     endpoint: str
     at: float  #: clock time the request arrived
@@ -99,6 +100,7 @@ class EndpointEvent:
 @dataclass
 class DuplicateInfo:
     """A payload key that arrived more than once: how often received and acknowledged, and the arrival numbers."""
+
     key: str
     received: int
     acknowledged: int
@@ -108,6 +110,7 @@ class DuplicateInfo:
 @dataclass
 class OrderViolation:
     """The first place the acknowledged order differs from the expected one."""
+
     partition: str | None
     position: int  #: index in the partition's actual order
     expected: str
@@ -121,6 +124,7 @@ class OrderViolation:
 @dataclass
 class OrderReport:
     """Whether the acknowledged order matched the expected one, and where it first did not."""
+
     ok: bool
     first_violation: OrderViolation | None
     actual: dict[str | None, list[str]]  #: acknowledged order per partition (None: unpartitioned)
@@ -135,6 +139,7 @@ class Recorder:
     (:attr:`events`); the reading methods answer ordering, duplicate and gap questions about them.
     Times are clock seconds; durations and latencies are rounded to the microsecond.
     """
+
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.callbacks: list[CallbackRecord] = []

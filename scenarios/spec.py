@@ -55,6 +55,7 @@ class Scenario:
     ``file:line: field: message`` before anything runs.
     Times are in seconds of the scenario clock.
     """
+
     name: str
     source: str
     description: str = ""
