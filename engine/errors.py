@@ -28,8 +28,17 @@ class InvalidTransition(DispatchsimError):
     """That status change is not allowed."""
 
 
-class ActivityError(DispatchsimError):
-    """The activity is invalid; nothing was stored."""
+class ActivityError(DispatchsimError, ValueError):
+    """The activity is invalid; nothing was stored.
+
+    ``fields`` are the dotted fields at fault (``activityDetails.assignedOperator.name``), in the order
+    the message names them; ``field`` is the first, or None when only unknown keys are at fault.
+    """
+
+    def __init__(self, message: str | None = None, *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+        self.field = fields[0] if fields else None
 
 
 class ResultConflict(DispatchsimError):

@@ -27,6 +27,7 @@ from .store_rows import Attempt, Configuration, EventBatch
 from .policy import MAX_BATCH_SIZE, BatchPolicy
 from .redact import REDACTED, redact_url
 from .states import Status
+from .values import show_key, value_problems
 
 #: activityStatus values of the seed.
 EVENT_STATUSES = ("DELIVERED", "UNDELIVERED", "READ", "CLICKED", "UNSUBSCRIBED", "SPAM", "SUBSCRIPTION_CHANGED")
@@ -84,13 +85,15 @@ def validate_event(data: Any, *, now: float, where: str = "event") -> tuple[dict
     if not isinstance(data, dict):
         return {}, [f"{where}: must be a JSON object, got {type(data).__name__}"]
     problems = []
-    unknown = sorted(k for k in data if k not in EVENT_PARAMS)
+    unknown = sorted((show_key(k) for k in data if k not in EVENT_PARAMS), key=str)
     if unknown:
         problems.append(f"{where}: unknown parameter(s) {', '.join(unknown)}")
     for key, value in data.items():
         kind = EVENT_PARAMS.get(key)
         if kind and value is not None and not _type_ok(kind, value):
             problems.append(f"{where}.{key}: must be {kind.replace('_', ' ')}, got {type(value).__name__}")
+        elif kind:
+            problems.extend(value_problems(value, f"{where}.{key}"))
     status = data.get("activityStatus")
     if status not in EVENT_STATUSES:
         problems.append(f"{where}.activityStatus: required, one of {', '.join(EVENT_STATUSES)}")

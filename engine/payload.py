@@ -8,18 +8,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatchsim.mapping.activity import (ACTIVITY_TYPES, DEFAULTS, DERIVED, OBJECT_OR_NULL, PAYLOAD_KEYS,
-                                       STRING_OR_NULL, TIMESTAMPS)
+from dispatchsim.mapping.activity import (ACTIVITY_TYPES, DEFAULTS, DERIVED, NESTED_SHAPES, OBJECT_OR_NULL,
+                                          PAYLOAD_KEYS, STRING_OR_NULL, TEXT, TIMESTAMPS)
 
 from .clock import iso, parse_iso
 from .errors import ActivityError
+from .values import show_key, value_problems
+
+def _nested_problems(value: Any, shape: dict[str, Any], where: str) -> list[str]:
+    """Problems of one nested object against its seed shape: unknown keys, wrong kinds, invalid text."""
+    if not isinstance(value, dict):
+        return [f"{where}: must be an object or null, got {type(value).__name__}"]
+    problems = []
+    unknown = sorted((show_key(k) for k in value if k not in shape), key=str)
+    if unknown:
+        problems.append(f"{where}: unknown field(s) {', '.join(unknown)} (the seed has {', '.join(shape)})")
+    for key, kind in shape.items():
+        item = value.get(key)
+        if item is None:
+            continue
+        if kind == TEXT:
+            if not isinstance(item, str):
+                problems.append(f"{where}.{key}: must be a string or null, got {type(item).__name__}")
+            else:
+                problems.extend(value_problems(item, f"{where}.{key}"))
+        else:
+            problems.extend(_nested_problems(item, kind, f"{where}.{key}"))
+    return problems
+
 
 def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: float) -> dict[str, Any]:
-    """Validate caller fields and return the stored payload (seed key order, derived fields unset)."""
+    """Validate caller fields, nested ones included, and return the stored payload (seed key order,
+    derived fields unset). Every problem is reported at once, each naming its dotted field."""
     if not isinstance(data, dict):
         raise ActivityError(f"activity must be a JSON object, got {type(data).__name__}")
     problems: list[str] = []
-    unknown = sorted(k for k in data if k not in PAYLOAD_KEYS)
+    unknown = sorted((show_key(k) for k in data if k not in PAYLOAD_KEYS), key=str)
     if unknown:
         problems.append(f"unknown field(s): {', '.join(unknown)}")
     derived = sorted(k for k in data if k in DERIVED)
@@ -28,15 +52,20 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
     channel = data.get("channel")
     if not isinstance(channel, str) or not channel.strip():
         problems.append("channel: required, a non-empty string such as SALESMAN")
+    else:
+        problems.extend(value_problems(channel, "channel"))
     typ = data.get("type", "TASK")
-    if typ not in ACTIVITY_TYPES:
+    if not isinstance(typ, str) or typ not in ACTIVITY_TYPES:
         problems.append(f"type: must be one of {', '.join(ACTIVITY_TYPES)}, not {typ!r}")
     for key in STRING_OR_NULL:
-        if key in data and data[key] is not None and not isinstance(data[key], str):
-            problems.append(f"{key}: must be a string or null")
+        if key in data and data[key] is not None:
+            if not isinstance(data[key], str):
+                problems.append(f"{key}: must be a string or null, got {type(data[key]).__name__}")
+            else:
+                problems.extend(value_problems(data[key], key))
     for key in OBJECT_OR_NULL:
-        if key in data and data[key] is not None and not isinstance(data[key], dict):
-            problems.append(f"{key}: must be an object or null")
+        if key in data and data[key] is not None:
+            problems.extend(_nested_problems(data[key], NESTED_SHAPES[key], key))
     stamps: dict[str, str | None] = {}
     for key in TIMESTAMPS:
         value = data.get(key)
@@ -45,12 +74,12 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
         elif isinstance(value, str):
             try:
                 stamps[key] = iso(parse_iso(value))
-            except ValueError:
+            except (ValueError, OverflowError):
                 problems.append(f"{key}: not an ISO-8601 timestamp: {value!r}")
         else:
             problems.append(f"{key}: must be an ISO-8601 string or null")
     if problems:
-        raise ActivityError("invalid activity: " + "; ".join(problems))
+        raise ActivityError("invalid activity: " + "; ".join(problems), fields=_fields(problems))
     out: dict[str, Any] = {}
     for key in PAYLOAD_KEYS:
         if key == "id":
@@ -64,6 +93,16 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
         else:
             out[key] = data.get(key, DEFAULTS.get(key))
     return out
+
+
+def _fields(problems: list[str]) -> tuple[str, ...]:
+    """The dotted field each problem names (``unknown field(s)`` and engine-owned ones name none)."""
+    out = []
+    for problem in problems:
+        head = problem.split(": ", 1)[0]
+        if " " not in head:
+            out.append(head)
+    return tuple(out)
 
 
 def render(stored: dict[str, Any], *, can_force_retry: bool, result: Any) -> dict[str, Any]:

@@ -98,6 +98,17 @@ SEED_PAYLOAD: dict[str, Any] = {
 }
 
 
+def _shape(example: dict[str, Any]) -> dict[str, Any]:
+    return {key: _shape(value) if isinstance(value, dict) else TEXT for key, value in example.items()}
+
+
+#: A nested leaf: a string or null (the seed shows strings; it is silent on absence, so null is allowed).
+TEXT = "string"
+#: The nested objects' shapes, taken from the seed example: for each object field, each key's kind,
+#: :data:`TEXT` or the nested object's own shape. Keys may be left out or null; others are refused.
+NESTED_SHAPES: dict[str, dict[str, Any]] = {key: _shape(SEED_PAYLOAD[key]) for key in OBJECT_OR_NULL}
+
+
 def seed_payload() -> dict[str, Any]:
     """A deep copy of :data:`SEED_PAYLOAD`, safe to modify."""
     return copy.deepcopy(SEED_PAYLOAD)
