@@ -118,10 +118,19 @@ class Engine:
     @classmethod
     async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
                    seed: int | None = None, **kw: Any) -> Engine:
-        """Open (creating or migrating) the database at ``path``; ``virtual=True`` uses the virtual clock."""
+        """Open (creating or migrating) the database at ``path``; ``virtual=True`` uses the virtual clock.
+
+        A virtual clock starts at the virtual epoch on a new database, and at the latest time recorded
+        in an existing one, so simulated time continues where it stopped (never runs backwards).
+        """
+        store = Store(path)
         if clock is None:
-            clock = VirtualClock() if virtual else RealClock()
-        engine = cls(Store(path), clock=clock, seed=seed, **kw)
+            if virtual:
+                latest = store.latest_time()
+                clock = VirtualClock() if latest is None else VirtualClock(epoch=latest)
+            else:
+                clock = RealClock()
+        engine = cls(store, clock=clock, seed=seed, **kw)
         await engine.sender.start()
         return engine
 

@@ -51,6 +51,12 @@ class StoreContract(ABC):
     def ping(self) -> None:
         """A round trip to the database (health checks); raises when it cannot answer."""
 
+    @abstractmethod
+    def latest_time(self) -> float | None:
+        """The latest time at which the database recorded something happening (a creation, an update,
+        an attempt, a notification), or None when it holds nothing: the virtual clock of a reopened
+        database continues from there instead of starting again at the virtual epoch."""
+
     # -- tenants and providers --------------------------------------------------------------
 
     @abstractmethod
