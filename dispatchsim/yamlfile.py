@@ -2,7 +2,7 @@
 
 Scenario files, provider configurations and mapping files all go through here, so they agree on what
 a valid file is: UTF-8 text (a BOM is allowed), one YAML document, no duplicate keys (PyYAML alone
-would keep the last one silently). Every problem is a :class:`~dispatchsim.errors.LocatedError`
+would keep the last one silently), no text that is not valid Unicode (a ``"\\ud800"`` escape). Every problem is a :class:`~dispatchsim.errors.LocatedError`
 naming ``file:line``; all duplicate keys of a file are reported at once.
 
 This module imports nothing of ours but the error root, so every part may use it.
@@ -85,6 +85,10 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, lines: Lines,
                 continue
             key = loader.construct_object(key_node)
             line = key_node.start_mark.line + 1
+            if isinstance(key, str) and not _valid_text(key):
+                duplicates.append(error(f"the key {ascii(key)} is not valid Unicode text ({_SURROGATE})",
+                                        source=source, line=line, field=dotted(path) or None))
+                continue
             if key in seen:
                 duplicates.append(error(f"duplicate key '{key}' (first on line {seen[key]})", source=source,
                                         line=line, field=dotted(path + (key,))))
@@ -92,10 +96,24 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, lines: Lines,
             seen[key] = line
             lines[path + (key,)] = line
             _walk(loader, value_node, path + (key,), lines, duplicates, source, error)
+    elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" and not _valid_text(node.value):
+        duplicates.append(error(f"not valid Unicode text: {ascii(node.value)} ({_SURROGATE})", source=source,
+                                line=node.start_mark.line + 1, field=dotted(path) or None))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
             _walk(loader, item, path + (i,), lines, duplicates, source, error)
+
+
+_SURROGATE = "a lone surrogate such as \\ud800: YAML's escapes allow it, UTF-8 text cannot hold it"
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def dotted(path: KeyPath) -> str:

@@ -35,10 +35,13 @@ class ActivityError(DispatchsimError, ValueError):
     the message names them; ``field`` is the first, or None when only unknown keys are at fault.
     """
 
-    def __init__(self, message: str | None = None, *, fields: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str | None = None, *, fields: tuple[str, ...] = (),
+                 problems: tuple[tuple[str | None, str], ...] = ()) -> None:
         super().__init__(message)
         self.fields = fields
         self.field = fields[0] if fields else None
+        #: Each problem as (dotted field or None, message), so a file can place each on its own line.
+        self.problems = problems
 
 
 class ResultConflict(DispatchsimError):

@@ -79,7 +79,9 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
         else:
             problems.append(f"{key}: must be an ISO-8601 string or null")
     if problems:
-        raise ActivityError("invalid activity: " + "; ".join(problems), fields=_fields(problems))
+        split = tuple(_split(p) for p in problems)
+        raise ActivityError("invalid activity: " + "; ".join(problems),
+                            fields=tuple(f for f, _ in split if f is not None), problems=split)
     out: dict[str, Any] = {}
     for key in PAYLOAD_KEYS:
         if key == "id":
@@ -95,14 +97,10 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
     return out
 
 
-def _fields(problems: list[str]) -> tuple[str, ...]:
-    """The dotted field each problem names (``unknown field(s)`` and engine-owned ones name none)."""
-    out = []
-    for problem in problems:
-        head = problem.split(": ", 1)[0]
-        if " " not in head:
-            out.append(head)
-    return tuple(out)
+def _split(problem: str) -> tuple[str | None, str]:
+    """``field: message`` -> (field, message); ``unknown field(s): …`` and engine-owned ones name none."""
+    head, _, rest = problem.partition(": ")
+    return (head, rest) if rest and " " not in head else (None, problem)
 
 
 def render(stored: dict[str, Any], *, can_force_retry: bool, result: Any) -> dict[str, Any]:

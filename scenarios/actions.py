@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dispatchsim.engine import Status
+from dispatchsim.engine import ActivityError, Status
+from dispatchsim.engine.payload import build_stored_payload
 from dispatchsim.engine.clock import fmt_offset
 from dispatchsim.mapping.activity import example_activity
 from dispatchsim.providers import ProviderConfigError, parse_behaviour
@@ -117,6 +118,7 @@ class Create(Action):
             if key in arg and key not in {"rate": ("for",), "cron": ("until",)}.get(modes[0] if modes else "", ()) \
                     and not (key == "every" and not modes or key == "every" and modes == ["count"]):
                 raise P.fail(path + (key,), f"'{key}' does not apply here")
+        _check_activity({"channel": channel, **activity}, path + ("activity",), P)
         return cls(tenant=tenant, channel=channel, activity=activity, generate=generate, steps=tuple(offsets))
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
@@ -135,6 +137,16 @@ class Create(Action):
         data.update(self.activity)
         data.setdefault("channel", self.channel)
         return data
+
+
+def _check_activity(data: dict[str, Any], path: KeyPath, P: Any) -> None:
+    """The engine's own check of an activity's fields, each problem on the line that holds the field, so a
+    wrong inline activity is refused when the file is read, not half-way through the run."""
+    try:
+        build_stored_payload(data, activity_id="check", created_at=0.0)
+    except ActivityError as exc:
+        raise ScenarioError.of([P.fail(path + tuple(field.split(".")) if field else path, message)
+                                for field, message in exc.problems or ((None, str(exc)),)]) from None
 
 
 def _cron(ctx: ParseContext, arg: dict[str, Any], path: KeyPath, room: float) -> list[float]:

@@ -170,6 +170,48 @@ def test_message_events_are_refused_naming_the_field_or_queued_as_valid_json(wor
     _strict_json(events)
 
 
+policy_keys = {
+    "retry": ["preset", "base", "factor", "cap", "schedule", "repeat_last", "max_attempts", "max_age", "jitter",
+              "retry_after_cap", "permanent_statuses", "colour"],
+    "ordering": ["mode", "partition_key", "on_exhausted", "colour"],
+    "timeouts": ["connect", "total", "read", "colour"],
+}
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> tuple[str, Any]:
+    field = draw(st.sampled_from(sorted(policy_keys)))
+    if draw(st.integers(0, 9)) == 0:
+        return field, draw(odd_value)
+    keys = draw(st.lists(st.sampled_from(policy_keys[field]), max_size=3, unique=True))
+    value = st.one_of(odd_value, st.sampled_from(["reteno", "reten", "svix", "ordered", "partitioned", "skip",
+                                                  "block", "commerceExternalId", "10s", "5m", [1, 2, 4], 3, 0.5]))
+    return field, {k: draw(value) for k in keys}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                        HealthCheck.too_slow])
+@given(policy=policies())
+def test_a_policy_is_refused_naming_its_field_or_stored_and_read_back_equal(world, policy):
+    TRIED["Engine.add_config policies"] += 1
+    field, value = policy
+    if world.engine.store.provider("crm") is None:
+        world.run(world.engine.add_provider("crm"))
+    before = len(world.engine.store.configs())
+    try:
+        view = world.run(world.engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:9/h",
+                                                 **{field: value}))
+    except ConfigError as exc:
+        assert isinstance(exc, ValueError) and exc.field and exc.field.split(".")[0] == field, str(exc)
+        str(exc).encode("utf-8")
+        assert len(world.engine.store.configs()) == before
+        return
+    assert len(world.engine.store.configs()) == before + 1
+    _strict_json(view)
+    again = world.run(world.engine.edit_config(view["id"], **{field: view[field]}))  # what it reads back is valid
+    assert again[field] == view[field]
+
+
 # -- regressions found by the properties above (and by issue 14) --------------------------------------
 
 @pytest.mark.parametrize("path,value,field", [
