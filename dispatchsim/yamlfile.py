@@ -85,7 +85,7 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, lines: Lines,
                 continue
             key = loader.construct_object(key_node)
             line = key_node.start_mark.line + 1
-            if isinstance(key, str) and not _valid_text(key):
+            if isinstance(key, str) and not valid_text(key):
                 duplicates.append(error(f"the key {ascii(key)} is not valid Unicode text ({_SURROGATE})",
                                         source=source, line=line, field=dotted(path) or None))
                 continue
@@ -96,7 +96,7 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, lines: Lines,
             seen[key] = line
             lines[path + (key,)] = line
             _walk(loader, value_node, path + (key,), lines, duplicates, source, error)
-    elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" and not _valid_text(node.value):
+    elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" and not valid_text(node.value):
         duplicates.append(error(f"not valid Unicode text: {ascii(node.value)} ({_SURROGATE})", source=source,
                                 line=node.start_mark.line + 1, field=dotted(path) or None))
     elif isinstance(node, yaml.SequenceNode):
@@ -108,7 +108,8 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, lines: Lines,
 _SURROGATE = "a lone surrogate such as \\ud800: YAML's escapes allow it, UTF-8 text cannot hold it"
 
 
-def _valid_text(text: str) -> bool:
+def valid_text(text: str) -> bool:
+    """True when ``text`` is valid Unicode, i.e. encodable as UTF-8 (no lone surrogates)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -231,7 +231,7 @@ def retry_policy_from(data: RetryPolicy | dict[str, Any] | str | None) -> RetryP
         raise ConfigError(f"expected a preset name or a mapping, got {type(data).__name__}", field="retry")
     values = dict(data)
     preset = values.pop("preset", None)
-    if preset is not None and preset not in PRESETS:
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
         raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})", field="retry")
     known = {f.name for f in fields(RetryPolicy)}
     unknown = sorted(set(values) - known)

@@ -10,17 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dispatchsim.yamlfile import valid_text
+
 #: How deep a user's JSON value may nest; deeper is refused rather than walked (no receiver needs it).
 MAX_DEPTH = 32
-
-
-def valid_text(text: str) -> bool:
-    """True when ``text`` is valid Unicode, i.e. encodable as UTF-8 (no lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def show_key(key: object) -> str:

@@ -259,3 +259,15 @@ async def test_a_message_event_with_invalid_unicode_or_nan_is_refused_by_field(e
             await engine.events.post("acme", [event])
         assert field in str(e.value)
     assert engine.events.counts("acme")["unbatched_events"] == 0
+
+
+async def test_a_preset_that_is_not_a_name_is_a_config_error_not_a_type_error(engine):
+    """``retry: {preset: []}`` raised TypeError (unhashable) while looking the preset up."""
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    for preset in ([], {"a": 1}, 5):
+        with pytest.raises(ConfigError, match="unknown preset") as e:
+            await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:9/h",
+                                    retry={"preset": preset})
+        assert e.value.field == "retry"
+    assert engine.store.configs() == []
