@@ -27,15 +27,15 @@ def register_cli(subparsers: Any) -> None:
     check = sub.add_parser(
         "check", help="report errors and warnings with file:line (exit 0 valid, 2 invalid)",
         description="Compile a mapping file and report every error and warning as FILE:LINE. Warnings "
-                    "(sources that find nothing in the seed example payload) do not fail the check.")
+                    "(sources that find nothing in the documented example activity) do not fail the check.")
     check.add_argument("file", help="mapping file (.yaml, .yml or .json)")
     check.set_defaults(func=run_check)
     preview = sub.add_parser(
         "preview", help="print the mapped payload as JSON",
-        description="Apply a mapping to the seed example activity (or --payload) and print the result.")
+        description="Apply a mapping to the documented example activity (or --payload) and print the result.")
     preview.add_argument("file", help="mapping file (.yaml, .yml or .json)")
     preview.add_argument("--payload", metavar="JSON_FILE",
-                         help="activity payload to map (default: the seed example payload)")
+                         help="activity payload to map (default: the documented example activity)")
     preview.set_defaults(func=run_preview)
 
 
@@ -92,7 +92,7 @@ def run_preview(args: argparse.Namespace, out: Any = None, err: Any = None) -> i
     try:
         result = compiled.apply(payload)
     except MappingApplyError as exc:
-        print(f"{args.payload or 'seed payload'}: cannot be mapped: {exc}", file=err)
+        print(f"{args.payload or 'example activity'}: cannot be mapped: {exc}", file=err)
         return EXIT_APPLY_FAILED
     print(json.dumps(result, indent=2, ensure_ascii=False), file=out)
     return EXIT_OK

@@ -460,7 +460,7 @@ class _Compiler:
                 try:
                     found = source.get(SEED_PAYLOAD)
                 except jexc.JMESPathError as exc:
-                    warn(leaf.name, f"'{source.expression}' fails on the seed payload: {_one_line(exc)}", where)
+                    warn(leaf.name, f"'{source.expression}' fails on the example activity: {_one_line(exc)}", where)
                     continue
                 if found is None:
                     reason = explain_missing(source.steps, SEED_PAYLOAD) if source.steps is not None else None
@@ -468,18 +468,18 @@ class _Compiler:
                         hint = ""
                         if len(source.steps or ()) == 1 and "did you mean" not in reason:
                             hint = f"; for a constant string write {{const: {json.dumps(source.expression)}}}"
-                        warn(leaf.name, f"'{source.expression}' resolves to nothing in the seed payload: "
+                        warn(leaf.name, f"'{source.expression}' resolves to nothing in the example activity: "
                                         f"{reason}{hint}", where)
                         continue
                     if not leaf.has_default:
                         tail = " (required: such a delivery would fail)" if leaf.required else ""
                         what = "is null" if source.steps is not None else "resolves to nothing (null)"
-                        warn(leaf.name, f"'{source.expression}' {what} in the seed payload{tail}", where)
+                        warn(leaf.name, f"'{source.expression}' {what} in the example activity{tail}", where)
                         continue
             try:
                 leaf.value_of(SEED_PAYLOAD)
             except MappingApplyError as exc:
-                warn(leaf.name, f"fails on the seed payload: {exc.message}", where)
+                warn(leaf.name, f"fails on the example activity: {exc.message}", where)
         if drops:
             try:
                 shaped = _build_shape(tree, leaves, include_rest, [])(SEED_PAYLOAD)
@@ -490,7 +490,7 @@ class _Compiler:
                 for seg in segments:
                     node = node.get(seg, _MISSING) if isinstance(node, dict) else _MISSING
                 if node is _MISSING:
-                    warn(f"drop[{i}]", f"'{'.'.join(segments)}' matches nothing in the mapped seed payload",
+                    warn(f"drop[{i}]", f"'{'.'.join(segments)}' matches nothing in the mapped example activity",
                          ("drop", i))
         return warnings
 

@@ -93,7 +93,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--skip", action="append", default=[], metavar="CHECK[,CHECK]", help="do not run these checks")
     p.add_argument("--payload", action="append", default=[], metavar="FILE",
                    help="your own payload (JSON object, or an array of them) sent through every check instead "
-                        "of the seed example; repeat for several files")
+                        "of the documented example activity; repeat for several files")
     p.add_argument("--seed", type=int, default=0, help="seed of payload ids and contents (default 0)")
     p.add_argument("--mapping", metavar="FILE", help="the provider's payload mapping (YAML/JSON): payloads are "
                                                      "sent in the shape the endpoint expects")

@@ -409,7 +409,7 @@ class MessageEvents(Action):
             raise P.fail(path + ("status",), f"expected one of {', '.join(EVENT_STATUSES)} or mixed, got {status!r}")
         fields = value.get("fields", {})
         if not isinstance(fields, dict):
-            raise P.fail(path + ("fields",), "expected a mapping of the seed's event parameters")
+            raise P.fail(path + ("fields",), "expected a mapping of the Reteno event parameters")
         if fields:
             _, problems = validate_event({"activityStatus": "DELIVERED", **fields}, now=0.0, where="fields")
             problems = [p for p in problems if "only sent with" not in p]

@@ -598,45 +598,45 @@ def test_no_warnings_for_a_clean_mapping():
 
 def test_warning_for_a_missing_path_with_a_suggestion():
     assert warnings({"fields": {"op": "activityDetail.assignedOperator.externalId"}}) == [
-        "op: 'activityDetail.assignedOperator.externalId' resolves to nothing in the seed payload: "
+        "op: 'activityDetail.assignedOperator.externalId' resolves to nothing in the example activity: "
         "'activityDetail' is not a field of the payload; did you mean 'activityDetails'?"]
     assert warnings({"fields": {"op": "activityDetails.assignedOperator.externalID"}}) == [
-        "op: 'activityDetails.assignedOperator.externalID' resolves to nothing in the seed payload: 'externalID' "
+        "op: 'activityDetails.assignedOperator.externalID' resolves to nothing in the example activity: 'externalID' "
         "is not a field of activityDetails.assignedOperator; did you mean 'externalId'?"]
 
 
 def test_warning_for_a_bare_word_suggests_const():
     assert warnings({"fields": {"src": "reten"}}) == [
-        "src: 'reten' resolves to nothing in the seed payload: 'reten' is not a field of the payload; "
+        "src: 'reten' resolves to nothing in the example activity: 'reten' is not a field of the payload; "
         "for a constant string write {const: \"reten\"}"]
 
 
 def test_warning_for_paths_through_scalars_and_arrays():
     assert warnings({"fields": {"a": "commerceName.first", "b": "reason[0]", "c": "reason.code[0]"}}) == [
-        "a: 'commerceName.first' resolves to nothing in the seed payload: 'commerceName' is a string, not an object",
-        "b: 'reason[0]' resolves to nothing in the seed payload: 'reason' is an object, not an array",
-        "c: 'reason.code[0]' resolves to nothing in the seed payload: 'reason.code' is a string, not an array"]
+        "a: 'commerceName.first' resolves to nothing in the example activity: 'commerceName' is a string, not an object",
+        "b: 'reason[0]' resolves to nothing in the example activity: 'reason' is an object, not an array",
+        "c: 'reason.code[0]' resolves to nothing in the example activity: 'reason.code' is a string, not an array"]
 
 
 def test_warning_for_null_seed_values_unless_defaulted():
     assert warnings({"fields": {"a": "occurredAt", "b": {"from": "userStatus", "required": True},
                                 "c": {"from": "activityResult", "default": {}}}}) == [
-        "a: 'occurredAt' is null in the seed payload",
-        "b: 'userStatus' is null in the seed payload (required: such a delivery would fail)"]
+        "a: 'occurredAt' is null in the example activity",
+        "b: 'userStatus' is null in the example activity (required: such a delivery would fail)"]
 
 
 def test_warning_for_complex_expressions_and_failing_pipelines():
     assert warnings({"fields": {"a": "[?x].y | [0]", "b": {"from": "commerceName", "fn": "epoch_ms"},
                                 "c": "abs(commerceName)"}}) == [
-        "a: '[?x].y | [0]' resolves to nothing (null) in the seed payload",
-        "b: fails on the seed payload: epoch_ms: cannot parse 'Farmacia Central' as an ISO-8601 date-time",
-        "c: 'abs(commerceName)' fails on the seed payload: In function abs(), invalid type for value: "
+        "a: '[?x].y | [0]' resolves to nothing (null) in the example activity",
+        "b: fails on the example activity: epoch_ms: cannot parse 'Farmacia Central' as an ISO-8601 date-time",
+        "c: 'abs(commerceName)' fails on the example activity: In function abs(), invalid type for value: "
         "Farmacia Central, expected one of: ['number'], received: \"string\""]
 
 
 def test_warning_for_drop_matching_nothing():
     assert warnings({"include_rest": True, "drop": ["activityResult", "reason.labels"]}) == [
-        "drop[1]: 'reason.labels' matches nothing in the mapped seed payload"]
+        "drop[1]: 'reason.labels' matches nothing in the mapped example activity"]
 
 
 def test_warnings_carry_lines():

@@ -166,7 +166,7 @@ def test_check_warnings_exit_zero(tmp_path):
     code, out, _ = run(["mapping", "check", path])
     assert code == 0
     assert out.splitlines() == [
-        f"{path}:3: warning: when: 'occuredAt' resolves to nothing in the seed payload: 'occuredAt' is not a "
+        f"{path}:3: warning: when: 'occuredAt' resolves to nothing in the example activity: 'occuredAt' is not a "
         "field of the payload; did you mean 'occurredAt'?",
         f"{path}: ok, version {compile_mapping({'fields': {'a': 'id', 'when': 'occuredAt'}}).digest}, "
         "2 fields, 1 warning"]
