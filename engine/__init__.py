@@ -4,7 +4,7 @@ from __future__ import annotations
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
 from .config import CONFIG_FIELDS, ConfigKind
 from .core import ActivityPage, Engine, ResultSubmission, RunSummary, config_name, scoped_config_id
-from .errors import (ActivationRefused, ActivityError, ConfigError, DatabaseInUse, DispatchsimError,
+from .errors import (ActivationRefused, ActivityError, ActivityExists, ConfigError, DatabaseInUse, DispatchsimError,
                      InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable, StoreError)
 from .events import MessageEvents
 from .policy import PRESETS, OrderingPolicy, RetryPolicy, Timeouts, delay
@@ -15,11 +15,13 @@ from .store import Store, latest_schema_version
 from .store_console import CONSOLE_ORDER, DeliveryCursor, DeliveryFilter, QueueRow
 from .store_file import OwnerLock, storage_error
 from .store_contract import EventsStoreContract, StoreContract
+from .store_idempotency import IdempotencyStore, StoredAnswer
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
 from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          Tenant)
 
 __all__ = [
+    "ActivityExists", "IdempotencyStore", "StoredAnswer",
     "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
     "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
     "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",

@@ -14,7 +14,8 @@ from dispatchsim.mapping.activity import DISPATCHED_TYPES
 from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
-from .errors import ActivationRefused, ConfigError, DispatchsimError, NotFound, PayloadUnmappable, ResultConflict
+from .errors import (ActivationRefused, ActivityError, ActivityExists, ConfigError, DispatchsimError, NotFound,
+                     PayloadUnmappable, ResultConflict)
 from .events import MessageEvents
 from .log import make_logger
 from .payload import build_stored_payload
@@ -351,8 +352,9 @@ class Engine:
         created: list[tuple[str, dict[str, Any], list[tuple[int, str, str]]]] = []
         with self.store.tx():
             configs: dict[str, list[tuple[str, int]]] = {}
+            taken: set[str] = set()
             for data in items:
-                aid = self._new_activity_id()
+                aid, data = self._activity_id(data, taken)
                 payload = build_stored_payload(data, activity_id=aid, created_at=now)
                 self.store.insert_activity(aid, tenant_id, payload["type"], payload["channel"], payload, now)
                 made = []
@@ -380,6 +382,32 @@ class Engine:
         if any(made for _, _, made in created):
             self.dispatcher.wake()
         return [aid for aid, _, _ in created]
+
+    def _activity_id(self, data: dict[str, Any], taken: set[str]) -> tuple[str, dict[str, Any]]:
+        """The id the caller chose (a UUID, the payload's ``id``) or a new one, and the fields without it.
+
+        A caller that chooses its ids can retry a create after a timeout without making a second
+        activity: the second try is refused (:class:`ActivityExists`) instead."""
+        if not isinstance(data, dict) or "id" not in data:
+            return self._new_activity_id(), data
+        given = data["id"]
+        try:
+            aid = str(uuid.UUID(given)) if isinstance(given, str) else None
+        except ValueError:
+            aid = None
+        if aid is None:
+            raise ActivityError(f"invalid activity: id: a UUID such as {uuid.UUID(int=1)}, got {given!r}")
+        exists = aid in taken
+        if not exists:
+            try:
+                self.store.activity_tenant(aid)
+                exists = True
+            except NotFound:
+                pass
+        if exists:
+            raise ActivityExists(f"activity {aid} exists already; choose another id (nothing was stored)")
+        taken.add(aid)
+        return aid, {k: v for k, v in data.items() if k != "id"}
 
     def _new_activity_id(self) -> str:
         if self.seed is None:

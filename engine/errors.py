@@ -44,6 +44,10 @@ class ActivityError(DispatchsimError, ValueError):
         self.problems = problems
 
 
+class ActivityExists(DispatchsimError):
+    """An activity with the id the caller supplied exists already; nothing was stored."""
+
+
 class ResultConflict(DispatchsimError):
     """The activity already has a different result; results are accepted once per activity."""
 

@@ -15,10 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ConfigError, DispatchsimError,
-                                InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, Status, config_name,
-                                iso, parse_iso, scoped_config_id, storage_error)
+from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, ConfigError,
+                                DispatchsimError, IdempotencyStore, InvalidTransition, NotFound, PayloadUnmappable,
+                                ResultConflict, Status, config_name, iso, parse_iso, scoped_config_id, storage_error)
 
+from . import idempotency
+from .idempotency import Idempotency
 from .console import is_console_path, mount_console
 from .keys import KeyRing, Principal
 from .openapi import openapi_document
@@ -29,6 +31,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/openapi.json"})
 ENGINE_KEY = web.AppKey("engine", Any)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 STARTED_KEY = web.AppKey("started", float)
+IDEMPOTENCY_KEY = web.AppKey("idempotency", Idempotency)
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 PROBLEM_BASE = "https://dispatchsim.dev/problems/"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -76,6 +79,8 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
         return problem_response(request, Problem(404, "not-found", str(exc)))
     except ActivationRefused as exc:
         return problem_response(request, Problem(422, "activation-refused", str(exc), reason=str(exc)))
+    except ActivityExists as exc:
+        return problem_response(request, Problem(409, "activity-exists", str(exc), field="id"))
     except InvalidTransition as exc:
         return problem_response(request, Problem(409, "invalid-transition", str(exc)))
     except ResultConflict as exc:
@@ -112,6 +117,17 @@ async def auth_middleware(request: web.Request, handler: _Handler) -> web.Stream
                       if key else "missing API key (send X-Api-Key: <key> or Authorization: Bearer <key>)")
     request[PRINCIPAL_KEY] = principal
     return await handler(request)
+
+
+@web.middleware
+async def idempotency_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """A POST with ``Idempotency-Key`` runs at most once per key and tenant (see ``server/idempotency.py``)."""
+    key = request.headers.get(idempotency.HEADER)
+    if key is None or request.method != "POST" or PRINCIPAL_KEY not in request:
+        return await handler(request)
+    principal = request[PRINCIPAL_KEY]
+    return await idempotency.run_once(request, handler, request.app[IDEMPOTENCY_KEY], principal.tenant_id or "",
+                                      idempotency.check_key(key, Problem), Problem)
 
 
 # -- request helpers -----------------------------------------------------------------------
@@ -685,9 +701,14 @@ ROUTES: list[tuple[str, str, _Handler]] = [
 ]
 
 
-def make_app(engine: Any, *, keys: KeyRing) -> web.Application:
-    """The aiohttp application over ``engine`` (message events included: they are its deliveries too)."""
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY)
+def make_app(engine: Any, *, keys: KeyRing, idempotency_retention: float = idempotency.DEFAULT_RETENTION
+             ) -> web.Application:
+    """The aiohttp application over ``engine`` (message events included: they are its deliveries too).
+
+    Idempotency keys are dated by the engine's clock and kept ``idempotency_retention`` seconds."""
+    app = web.Application(middlewares=[errors_middleware, auth_middleware, idempotency_middleware],
+                          client_max_size=MAX_BODY)
+    app[IDEMPOTENCY_KEY] = Idempotency(IdempotencyStore(engine.store), engine.clock.now, idempotency_retention)
     app[ENGINE_KEY] = engine
     app[KEYS_KEY] = keys
     app[STARTED_KEY] = time.monotonic()

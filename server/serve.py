@@ -24,7 +24,8 @@ from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock
 from dispatchsim.errors import Collector
 from dispatchsim.yamlfile import dotted, load_file
 
-from .api import make_app
+from .api import IDEMPOTENCY_KEY, make_app
+from .idempotency import DEFAULT_RETENTION, Idempotency
 from .jobs import Jobs
 from .keys import KeyRing
 
@@ -53,14 +54,18 @@ class ServeOptions:
     claim_chunk: int = 25
     #: WAL checkpoints in a worker thread every this many seconds (not inside an API request's commit)
     checkpoint_interval: float = 1.0
+    #: seconds an Idempotency-Key and its first answer are kept (the expiry job forgets older ones)
+    idempotency_retention: float = DEFAULT_RETENTION
 
 
 _SERVE_KEYS = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days",
-               "dispatch_interval", "claim_chunk", "checkpoint_interval"}
+               "dispatch_interval", "claim_chunk", "checkpoint_interval",
+               "idempotency_retention"}
 #: number settings: name -> (lowest, highest, what the value is)
 _SERVE_NUMBERS = {"sweep_interval": (0.001, 86400.0, "seconds"), "stats_interval": (0.001, 86400.0, "seconds"),
                   "retention_days": (0.0, 36500.0, "days"), "dispatch_interval": (0.0, 1.0, "seconds"),
-                  "checkpoint_interval": (0.01, 3600.0, "seconds")}
+                  "checkpoint_interval": (0.01, 3600.0, "seconds"),
+                  "idempotency_retention": (1.0, 30 * 86400.0, "seconds")}
 
 
 def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
@@ -131,6 +136,7 @@ class Server:
         self.port: int | None = None
         self.checkpointer: WalCheckpointer | None = None
         self.lock: OwnerLock | None = None
+        self._idempotency: Idempotency | None = None
 
     async def start(self) -> None:
         memory = self.opts.db == ":memory:"
@@ -160,7 +166,9 @@ class Server:
             if engine.store.tenant(tenant) is None:
                 sock.close()
                 raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
-        app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys))
+        app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys),
+                       idempotency_retention=self.opts.idempotency_retention)
+        self._idempotency = app[IDEMPOTENCY_KEY]
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, max_line_size=MAX_REQUEST_LINE,
                                     logger=_protocol_logger(engine))
         await self.runner.setup()
@@ -173,6 +181,8 @@ class Server:
         jobs.add("stats", self.stats, seconds=self.opts.stats_interval)
         if self.checkpointer.enabled:
             jobs.add("wal-checkpoint", self.checkpoint, seconds=self.opts.checkpoint_interval)
+        jobs.add("idempotency-expiry", self.expire_idempotency_keys,
+                 seconds=min(3600.0, max(1.0, self.opts.idempotency_retention / 4)))
         if self.opts.retention_days:
             jobs.add("retention", self.retention, seconds=3600)
         jobs.start()
@@ -209,6 +219,14 @@ class Server:
         cutoff = self.engine.clock.now() - self.opts.retention_days * 86400
         n = self.engine.store.delete_old_attempts(cutoff)
         self.engine.log.info("serve.retention", deleted_attempts=n, before_days=self.opts.retention_days)
+
+    async def expire_idempotency_keys(self) -> None:
+        """Forget Idempotency-Keys past their retention (a lookup already ignores them; this frees the rows)."""
+        assert self.engine is not None and self._idempotency is not None
+        n = self._idempotency.expire()
+        if n:
+            self.engine.log.info("serve.idempotency_expired", deleted_keys=n,
+                                 retention=self.opts.idempotency_retention)
 
     async def stop(self) -> dict[str, int]:
         """Graceful, in order: stop HTTP; stop the recurring jobs (the running one finishes); stop
