@@ -219,7 +219,7 @@ async def test_tenant_isolation(api: Api, receiver) -> None:
     (b'{"channel": 7}', "channel"),
     (b'{"channel": "SALESMAN", "reason": "CHURN"}', "reason: must be an object"),
     (b'{"channel": "SALESMAN", "scheduledAt": "tomorrow"}', "scheduledAt"),
-    (b'{"channel": "SALESMAN", "id": "x"}', "set by the engine"),
+    (b'{"channel": "SALESMAN", "id": "x"}', "id: a UUID"),
     (b"\xff\xfe", "UTF-8"),
 ])
 async def test_bad_activity_bodies_are_400_and_store_nothing(api: Api, raw: bytes, fragment: str) -> None:

@@ -322,7 +322,7 @@ def test_serve_config_reports_every_mistake_with_its_line(tmp_path, capsys):
     assert main(["serve", "--db", str(tmp_path / "x.db"), "--config", str(path)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[:-1] == [
-        f"{path}:4: colour: unknown key 'colour' (known: checkpoint_interval, claim_chunk, dispatch_interval, keys, "
+        f"{path}:4: colour: unknown key 'colour' (known: checkpoint_interval, claim_chunk, dispatch_interval, idempotency_retention, keys, "
         "providers, retention_days, stats_interval, sweep_interval, tenants)",
         f"{path}:2: keys[0]: need key (16+ characters) and either admin: true or tenant: ID",
         f"{path}:3: tenants: a list of ids",
