@@ -599,6 +599,11 @@ class Engine:
         await self.dispatcher.run(until_idle=False, deadline=start + seconds)
         return RunSummary(start, self.clock.now(), self.counts(), idle=self.dispatcher.idle())
 
+    @property
+    def dispatching(self) -> bool:
+        """Whether the background dispatcher of :meth:`start` is running (readiness)."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         """Dispatch in the background until :meth:`stop` (serve mode)."""
         if self._task is None:

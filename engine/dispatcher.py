@@ -49,6 +49,16 @@ def request_body(store: Store, prep: Prepared, *, activity_id: str | None, batch
     return encode_body(payload)
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptObservation:
+    """One HTTP try as it ends, for live metrics: outcome kind, latency and how late it started
+    after it was due (seconds)."""
+
+    outcome: str
+    latency: float | None
+    lag: float
+
+
 class Dispatcher:
     """The dispatch loop: claims due deliveries, sends one attempt each, records the outcomes.
 
@@ -73,6 +83,8 @@ class Dispatcher:
         self._lease_margin = lease_margin
         self._tokens = itertools.count(1)
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        #: called with an :class:`AttemptObservation` as each try ends (serve mode's metrics)
+        self.observers: list[Callable[[AttemptObservation], None]] = []
         self._per_config: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -330,6 +342,9 @@ class Dispatcher:
                           timestamp=int(started), auth=snap.auth, signing_secret=snap.signing_secret,
                           connect_timeout=snap.timeouts.connect, total_timeout=snap.timeouts.total)
             outcome = await self.sender.send(req)
+            for observe in self.observers:
+                observe(AttemptObservation(outcome=outcome.kind.value, latency=outcome.latency,
+                                           lag=max(0.0, started - claim.due_at)))
             self._queue_result(claim, snap, outcome)
         finally:
             self._inflight.pop(claim.delivery_id, None)

@@ -39,7 +39,9 @@ def make_logger(*, now: Callable[[], float], redactor: Redactor, stream: TextIO 
         out = stream
     return structlog.wrap_logger(
         structlog.PrintLogger(file=out),
-        processors=[structlog.processors.add_log_level, add_time, redactor, fan_out, renderer],
+        # merge_contextvars: what serve mode binds for a request (its request_id) goes on every event of it
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, add_time, redactor,
+                    fan_out, renderer],
         cache_logger_on_first_use=False,
     )
 

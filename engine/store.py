@@ -87,6 +87,8 @@ class Claim:
     budget_attempts: int
     budget_started_at: float
     lease_token: str
+    #: when the attempt was due: the claim's time minus this is the dispatch lag
+    due_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +462,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                     "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
                     f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
                     " RETURNING id, webhook_id, activity_id, batch_id, config_id, config_version, queue, attempts,"
-                    " budget_attempts, budget_started_at", (lease_until, token, now, did)).fetchone()
+                    " budget_attempts, budget_started_at, next_attempt_at", (lease_until, token, now, did)).fetchone()
                 if row is None:
                     continue
                 att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES (?, ?, ?, ?)",
@@ -471,7 +473,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                     config_id=row["config_id"],
                     config_version=row["config_version"], queue=row["queue"],
                     budget_attempts=row["budget_attempts"], budget_started_at=row["budget_started_at"],
-                    lease_token=token))
+                    lease_token=token, due_at=row["next_attempt_at"]))
         return claims
 
     def _record(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None) -> None:

@@ -335,6 +335,15 @@ class StoreContract(ABC):
         """(key id, tenant or None for admin) of the unrevoked key with that hash."""
 
     @abstractmethod
+    def revoke_api_key(self, key_id: str, now: float) -> bool:
+        """Revoke an unrevoked key (False: no such key, or revoked already)."""
+
+    @abstractmethod
+    def replace_api_key(self, old_id: str, new_id: str, digest: str, now: float) -> bool:
+        """Rotation in one transaction: a new key (hash ``digest``) with the old one's owner and
+        label, and the old one revoked (False, nothing changed: no such unrevoked key)."""
+
+    @abstractmethod
     def delete_old_attempts(self, before: float) -> int:
         """Retention: finished attempts of finished deliveries, except each delivery's last one."""
 

@@ -195,6 +195,25 @@ class QueryOps:
                                 (digest,)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def revoke_api_key(self, key_id: str, now: float) -> bool:
+        """Revoke an unrevoked key (False: no such key, or revoked already)."""
+        with self.tx() as c:
+            return c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                             (now, key_id)).rowcount == 1
+
+    def replace_api_key(self, old_id: str, new_id: str, digest: str, now: float) -> bool:
+        """Rotation in one transaction: the new key takes the old one's owner and label, the old one
+        is revoked; False (nothing changed) when there is no such unrevoked key."""
+        with self.tx() as c:
+            row = c.execute("SELECT tenant_id, name FROM api_keys WHERE id = ? AND revoked_at IS NULL",
+                            (old_id,)).fetchone()
+            if row is None:
+                return False
+            c.execute("INSERT INTO api_keys (id, hash, tenant_id, name, created_at) VALUES (?, ?, ?, ?, ?)",
+                      (new_id, digest, row[0], row[1], now))
+            c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, old_id))
+            return True
+
     # -- housekeeping -------------------------------------------------------------------------
 
     def delete_old_attempts(self, before: float) -> int:

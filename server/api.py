@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,21 +18,24 @@ from aiohttp import web
 
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, ConfigError,
                                 DispatchsimError, IdempotencyStore, InvalidTransition, NotFound, PayloadUnmappable,
-                                ResultConflict, Status, config_name, iso, parse_iso, scoped_config_id, storage_error)
+                                ResultConflict, Status, config_name, iso, parse_iso, latest_schema_version,
+                                scoped_config_id, storage_error)
 
 from . import idempotency
 from .idempotency import Idempotency
 from .console import is_console_path, mount_console
 from .keys import KeyRing, Principal
 from .openapi import openapi_document
-from .prometheus import prometheus_text
+from .logs import request_log_middleware
+from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServeMetrics
 
 MAX_BODY = 1024 * 1024
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/api/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json"})
 ENGINE_KEY = web.AppKey("engine", Any)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 STARTED_KEY = web.AppKey("started", float)
 IDEMPOTENCY_KEY = web.AppKey("idempotency", Idempotency)
+METRICS_KEY = web.AppKey("metrics", ServeMetrics)
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 PROBLEM_BASE = "https://dispatchsim.dev/problems/"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,7 +78,10 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "http-error")
         detail = {404: f"no route {request.method} {request.path}",
                   405: f"{request.method} is not allowed on {request.path}"}.get(exc.status, exc.reason)
-        return problem_response(request, Problem(exc.status, slug, detail))
+        allow = None
+        if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 lists what is allowed
+            allow = {"Allow": ", ".join(sorted(exc.allowed_methods))}
+        return problem_response(request, Problem(exc.status, slug, detail), headers=allow)
     except NotFound as exc:
         return problem_response(request, Problem(404, "not-found", str(exc)))
     except ActivationRefused as exc:
@@ -207,10 +214,39 @@ async def read_json(request: web.Request, *, kind: type = dict) -> Any:
                       ) from None
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "malformed-json", f"malformed JSON: {exc}") from None
+    if b"\\u" in raw and _LONE_SURROGATE.search(raw):
+        where = _surrogate_path(data, "body")
+        if where is not None:  # valid JSON text, but not a string any store or encoder can keep
+            raise Problem(400, "malformed-json", f"{where}: a lone UTF-16 surrogate (\\ud800-\\udfff) is not text",
+                          field=where)
     if not isinstance(data, kind):
         want = "a JSON object" if kind is dict else "a JSON array"
         raise Problem(400, "invalid", f"request body must be {want}, got {_json_type(data)}")
     return data
+
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _surrogate_path(value: Any, path: str) -> str | None:
+    """Where in a parsed body a string (or key) holds a lone surrogate, e.g. ``body.activityDetails.note``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _surrogate_path(k, path) or _surrogate_path(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _surrogate_path(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "object": (dict,), "boolean": (bool,),
@@ -307,15 +343,29 @@ async def healthz(request: web.Request) -> web.Response:
                               "in_flight": engine.dispatcher.in_flight})
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def readyz(request: web.Request) -> web.Response:
+    """Ready to serve: the database answers, its schema is the one this code migrates to, and the
+    dispatcher runs. Any failing check is a 503 problem document listing them (``checks``)."""
     engine = request.app[ENGINE_KEY]
-    counts = engine.events.counts()
-    extra = {"dispatchsim_event_batches_open": counts[Status.READY.value] + counts[Status.RETRYING.value],
-             "dispatchsim_event_batches_dispatched": counts[Status.DISPATCHED.value],
-             "dispatchsim_events_unbatched": counts["unbatched_events"]}
-    text = prometheus_text(engine.store.metrics(), extra=extra)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Prometheus-Format": "0.0.4"})
+    checks: dict[str, str] = {}
+    try:
+        engine.store.ping()
+        checks["database"] = "ok"
+        version, latest = engine.store.schema_version, latest_schema_version()
+        checks["migrations"] = "ok" if version == latest else f"schema {version}, expected {latest}"
+    except Exception as exc:  # unreachable or broken database: not ready, and say why
+        checks["database"] = f"{type(exc).__name__}: {exc}"
+        checks["migrations"] = "unknown (database unreachable)"
+    checks["dispatcher"] = "ok" if engine.dispatching else "not running"
+    failing = sorted(k for k, v in checks.items() if v != "ok")
+    if failing:
+        raise Problem(503, "not-ready", "not ready: " + "; ".join(f"{k}: {checks[k]}" for k in failing),
+                      checks=checks)
+    return web.json_response({"status": "ready", "checks": checks})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS_KEY].render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -462,6 +512,7 @@ async def create_activity(request: web.Request) -> web.Response:
     body = await read_json(request)
     tenant = _tenant_of_call(request, qs.get("tenant_id"))
     activity = await request.app[ENGINE_KEY].create_activity(tenant, body)
+    request.app[METRICS_KEY].on_activities(1)
     return web.json_response(activity, status=201, headers={"Location": f"/api/activities/{activity['id']}"})
 
 
@@ -667,6 +718,7 @@ async def list_notifications(request: web.Request) -> web.Response:
 #: (method, path, handler): the one list the router and the OpenAPI test read.
 ROUTES: list[tuple[str, str, _Handler]] = [
     ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
     ("GET", "/api/openapi.json", openapi),
     ("GET", "/api/tenants", list_tenants),
@@ -705,9 +757,19 @@ def make_app(engine: Any, *, keys: KeyRing, idempotency_retention: float = idemp
              ) -> web.Application:
     """The aiohttp application over ``engine`` (message events included: they are its deliveries too).
 
-    Idempotency keys are dated by the engine's clock and kept ``idempotency_retention`` seconds."""
-    app = web.Application(middlewares=[errors_middleware, auth_middleware, idempotency_middleware],
-                          client_max_size=MAX_BODY)
+    Idempotency keys are dated by the engine's clock and kept ``idempotency_retention`` seconds.
+    Every request is logged (``http.request``) with its ``X-Request-Id``; metrics follow the engine."""
+    serve_metrics = ServeMetrics()
+    serve_metrics.attach(engine)
+
+    def count(request: web.Request, status: int) -> None:
+        route = request.match_info.route.resource
+        serve_metrics.requests.labels(request.method, route.canonical if route is not None else "unrouted",
+                                      str(status)).inc()
+
+    app = web.Application(middlewares=[request_log_middleware(engine.log, count), errors_middleware,
+                                       auth_middleware, idempotency_middleware], client_max_size=MAX_BODY)
+    app[METRICS_KEY] = serve_metrics
     app[IDEMPOTENCY_KEY] = Idempotency(IdempotencyStore(engine.store), engine.clock.now, idempotency_retention)
     app[ENGINE_KEY] = engine
     app[KEYS_KEY] = keys

@@ -94,6 +94,37 @@ def _keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_change(args: argparse.Namespace) -> int:
+    """``keys revoke`` and ``keys rotate``: one transaction on the database, the new key printed once."""
+    import time
+
+    from dispatchsim.engine import Store
+    from dispatchsim.server.keys import revoke_key, rotate_key
+
+    what = f"dispatchsim keys {args.keys_command}"
+    try:
+        Store.check(args.db, write=True)
+        store = Store(args.db)
+    except DispatchsimError as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.keys_command == "revoke":
+            revoke_key(store, args.key_id, now=time.time())
+            print(f"{args.key_id} revoked: it no longer works", file=sys.stderr)
+            return 0
+        new_id, key = rotate_key(store, args.key_id, now=time.time())
+    except DispatchsimError as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(key)
+    print(f"({new_id} replaces {args.key_id}, which no longer works; shown once: only its hash is stored)",
+          file=sys.stderr)
+    return 0
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the engine with its HTTP API on the real clock",
                        description="Run the dispatch engine as a service: HTTP API under /api/, /healthz, /metrics, "
@@ -109,7 +140,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
     keys = sub.add_parser("keys", help="API keys of serve mode",
-                          description="Create and list API keys (only a hash is stored).")
+                          description="Create, list, revoke and rotate API keys (only a hash is stored).")
     ksub = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     c = ksub.add_parser("create", help="create a key and print it once",
                         description="Create an API key: --admin manages tenants and providers and sees "
@@ -123,3 +154,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     ls = ksub.add_parser("list", help="list keys (ids and owners, never the keys)")
     ls.add_argument("--db", required=True, help="SQLite file")
     ls.set_defaults(func=_keys_list)
+    for name, text in (("revoke", "revoke a key: it stops working at once"),
+                       ("rotate", "replace a key by a new one (printed once); the old one stops working")):
+        k = ksub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        k.add_argument("key_id", metavar="KEY_ID", help="the key's id (key_…, see keys list)")
+        k.add_argument("--db", required=True, help="SQLite file")
+        k.set_defaults(func=_keys_change)

@@ -43,6 +43,27 @@ def create_key(store: Store, *, tenant_id: str | None, name: str | None = None, 
     return key_id, key
 
 
+def new_key() -> tuple[str, str]:
+    """A fresh random key and its id."""
+    key = KEY_PREFIX + secrets.token_urlsafe(24)
+    return "key_" + hash_key(key)[:12], key
+
+
+def revoke_key(store: Store, key_id: str, *, now: float) -> None:
+    """Revoke a key: it stops working at once (every request looks its key up in the database)."""
+    if not store.revoke_api_key(key_id, now):
+        raise NotFound(f"no active key {key_id!r} (see dispatchsim keys list)")
+
+
+def rotate_key(store: Store, key_id: str, *, now: float) -> tuple[str, str]:
+    """Replace a key by a new one with the same owner and label; the old one stops working.
+    Returns (new key id, the new key): shown once, only its hash is stored."""
+    new_id, key = new_key()
+    if not store.replace_api_key(key_id, new_id, hash_key(key), now):
+        raise NotFound(f"no active key {key_id!r} (see dispatchsim keys list)")
+    return new_id, key
+
+
 def list_keys(store: Store) -> list[ApiKey]:
     return store.api_keys()
 

@@ -74,10 +74,13 @@ def openapi_document() -> dict[str, Any]:
                           _path("account_id"))
     paths: dict[str, dict[str, Any]] = {
         "/healthz": {"get": _op("liveness and database check", public=True)},
-        "/metrics": {"get": {"summary": "Prometheus text: deliveries by status, attempts by outcome, queue depth,"
-                                        " attempt latency histogram", "security": [],
-                             "responses": {"200": {"description": "text/plain; version=0.0.4",
+        "/metrics": {"get": {"summary": "Prometheus text (prometheus_client): activities, deliveries, "
+                                        "transitions, attempts by outcome, attempt latency and dispatch lag "
+                                        "histograms, requests by route", "security": [],
+                             "responses": {"200": {"description": "Prometheus text exposition format",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/readyz": {"get": _op("readiness: database reachable, migrations current, dispatcher running "
+                               "(503 problem document otherwise)", public=True, extra={"503": _PROBLEM})},
         "/api/openapi.json": {"get": _op("this document", public=True)},
         "/api/tenants": {
             "get": _op("tenants (a tenant key sees its own)", schema=_list("Tenant")),

@@ -27,6 +27,7 @@ from dispatchsim.yamlfile import dotted, load_file
 from .api import IDEMPOTENCY_KEY, make_app
 from .idempotency import DEFAULT_RETENTION, Idempotency
 from .jobs import Jobs
+from .logs import route_stdlib_logging
 from .keys import KeyRing
 
 
@@ -137,6 +138,7 @@ class Server:
         self.checkpointer: WalCheckpointer | None = None
         self.lock: OwnerLock | None = None
         self._idempotency: Idempotency | None = None
+        self._unroute_logging: Callable[[], None] | None = None
 
     async def start(self) -> None:
         memory = self.opts.db == ":memory:"
@@ -166,6 +168,7 @@ class Server:
             if engine.store.tenant(tenant) is None:
                 sock.close()
                 raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
+        self._unroute_logging = route_stdlib_logging(engine.log)
         app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys),
                        idempotency_retention=self.opts.idempotency_retention)
         self._idempotency = app[IDEMPOTENCY_KEY]
@@ -261,6 +264,9 @@ class Server:
             self.engine = None
             return out
         finally:
+            if self._unroute_logging is not None:
+                self._unroute_logging()
+                self._unroute_logging = None
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None

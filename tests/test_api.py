@@ -9,6 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 from aiohttp import web
 
 from dispatchsim.engine import ResultConflict
@@ -392,16 +394,32 @@ async def test_metrics_in_prometheus_text(api: Api, receiver) -> None:
         await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
     await api.engine.run_until_idle(max_time=3600)
     await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
-    status, text = await api.call("GET", "/metrics", key=None)
-    assert status == 200
-    lines = set(text.splitlines())
-    assert 'dispatchsim_deliveries{status="DISPATCHED"} 2' in lines
-    assert 'dispatchsim_deliveries{status="READY"} 1' in lines
-    assert 'dispatchsim_attempts_total{outcome="SUCCESS"} 2' in lines
-    assert 'dispatchsim_attempts_total{outcome="HTTP_ERROR"} 1' in lines
-    assert f'dispatchsim_queue_depth{{queue="{scoped_config_id("acme", "acme.crm.salesman")}"}} 1' in lines
-    assert 'dispatchsim_attempt_latency_seconds_count 3' in lines
-    assert 'dispatchsim_attempt_latency_seconds_bucket{le="+Inf"} 3' in lines
+    async with api.session.get("/metrics") as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
+        text = await resp.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    helped = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    samples = [line.split("{")[0].split()[0] for line in text.splitlines() if not line.startswith("#")]
+    for name in samples:  # every sample belongs to a metric with HELP and TYPE
+        assert any(name == m or name.startswith(m + "_") for m in helped & typed), name
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert values[("dispatchsim_activities_total", ())] == 3
+    assert values[("dispatchsim_deliveries_total", ())] == 3
+    assert values[("dispatchsim_delivery_transitions_total", (("status", "DISPATCHED"),))] == 2
+    assert values[("dispatchsim_delivery_transitions_total", (("status", "RETRYING"),))] == 1
+    assert values[("dispatchsim_attempts_total", (("outcome", "SUCCESS"),))] == 2
+    assert values[("dispatchsim_attempts_total", (("outcome", "HTTP_ERROR"),))] == 1
+    assert values[("dispatchsim_attempt_latency_seconds_count", ())] == 3
+    assert values[("dispatchsim_attempt_latency_seconds_bucket", (("le", "+Inf"),))] == 3
+    assert families["dispatchsim_dispatch_lag_seconds"].type == "histogram"
+    assert values[("dispatchsim_dispatch_lag_seconds_count", ())] == 3
+    # the first try and the retry (60 s later, when it was due) start on time; the second activity
+    # waited behind the retrying head of its ordered queue: it started a minute after it was due
+    assert values[("dispatchsim_dispatch_lag_seconds_bucket", (("le", "0.001"),))] == 2
+    assert 59 < values[("dispatchsim_dispatch_lag_seconds_sum", ())] < 61
+    assert values[("dispatchsim_http_requests_total", (("method", "POST"), ("route", "/api/activities"),
+                                                       ("status", "201")))] == 3
 
 
 async def test_openapi_documents_exactly_the_routes(api: Api) -> None:
