@@ -60,16 +60,18 @@ def request_log_middleware(log: Any, on_response: Callable[[web.Request, int], N
 class StructlogHandler(logging.Handler):
     """A :mod:`logging` handler that sends each record to a structlog logger as one event."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, redactor: Any) -> None:
         super().__init__(level=logging.INFO)
-        self.log = log
+        self.log, self.redactor = log, redactor
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             exc = record.exc_info[1] if record.exc_info else None
-            fields: dict[str, Any] = {"logger": record.name, "message": " ".join(record.getMessage().split())[:1000]}
+            # messages and errors may quote request bytes: scrubbed first, then cut (the one redaction)
+            fields: dict[str, Any] = {"logger": record.name,
+                                      "message": self.redactor.error(" ".join(record.getMessage().split()), cap=1000)}
             if exc is not None:
-                fields["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                fields["error"] = self.redactor.error(f"{type(exc).__name__}: {' '.join(str(exc).split())}", cap=300)
             level = record.levelname.lower()
             method = getattr(self.log, level if level in ("debug", "info", "warning", "error", "critical")
                              else "info")
@@ -78,11 +80,11 @@ class StructlogHandler(logging.Handler):
             self.handleError(record)
 
 
-def route_stdlib_logging(log: Any) -> Callable[[], None]:
+def route_stdlib_logging(log: Any, redactor: Any) -> Callable[[], None]:
     """Send every :mod:`logging` record (root logger: aiohttp's, asyncio's, APScheduler's …) through
-    ``log``; returns the function that undoes it."""
+    ``log``, scrubbed by ``redactor``; returns the function that undoes it."""
     root = logging.getLogger()
-    handler = StructlogHandler(log)
+    handler = StructlogHandler(log, redactor)
     saved = (root.handlers[:], root.level)
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

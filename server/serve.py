@@ -168,7 +168,7 @@ class Server:
             if engine.store.tenant(tenant) is None:
                 sock.close()
                 raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
-        self._unroute_logging = route_stdlib_logging(engine.log)
+        self._unroute_logging = route_stdlib_logging(engine.log, engine.redactor)
         app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys),
                        idempotency_retention=self.opts.idempotency_retention)
         self._idempotency = app[IDEMPOTENCY_KEY]

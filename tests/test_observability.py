@@ -62,7 +62,7 @@ async def test_every_request_has_an_id_in_its_header_its_access_event_and_its_ev
 
 async def test_aiohttp_and_stdlib_records_are_one_json_line_each(served) -> None:
     session, engine = served
-    undo = route_stdlib_logging(engine.log)
+    undo = route_stdlib_logging(engine.log, engine.redactor)
     try:
         port = session._base_url.port  # type: ignore[union-attr]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
