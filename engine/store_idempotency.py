@@ -64,4 +64,5 @@ class IdempotencyStore:
             return c.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (before,)).rowcount
 
     def count(self) -> int:
+        """Keys held (answered or in progress), expired ones included until the job forgets them."""
         return int(self.store.conn.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone()[0])
