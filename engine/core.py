@@ -396,7 +396,8 @@ class Engine:
         except ValueError:
             aid = None
         if aid is None:
-            raise ActivityError(f"invalid activity: id: a UUID such as {uuid.UUID(int=1)}, got {given!r}")
+            message = f"a UUID such as {uuid.UUID(int=1)}, got {given!r}"
+            raise ActivityError(f"invalid activity: id: {message}", fields=("id",), problems=(("id", message),))
         exists = aid in taken
         if not exists:
             try:
