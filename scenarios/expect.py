@@ -70,7 +70,7 @@ class Finished(Expectation):
 
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
-        raise NotImplementedError("implied, not written")
+        raise TypeError(f"{cls.__name__} is implied by every run; a scenario file never writes it")
 
     @classmethod
     def implied(cls, scenario: Scenario) -> Expectation:
@@ -114,9 +114,9 @@ class _Tally(Expectation):
     what: ClassVar[str]
 
     @classmethod
+    @abstractmethod
     def allowed(cls, ctx: ParseContext) -> set[str] | frozenset[str] | None:
         """The names this tally may count (None: any; the file's list of them is itself invalid)."""
-        raise NotImplementedError
 
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
@@ -124,8 +124,9 @@ class _Tally(Expectation):
         P.mapping(value, path, cls.allowed(ctx), cls.what)
         return cls(counts={k: P.integer(n, path + (k,)) for k, n in value.items()}, line=P.line(path))
 
+    @abstractmethod
     def observed(self, r: RunResult, name: str) -> int:
-        raise NotImplementedError
+        """How many of ``name`` the run shows."""
 
     def check(self, r: RunResult) -> list[Check]:
         out = []
@@ -441,7 +442,7 @@ class DeclaredActivation(Expectation):
 
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
-        raise NotImplementedError("implied, not written")
+        raise TypeError(f"{cls.__name__} is implied by every run; a scenario file never writes it")
 
     @classmethod
     def implied(cls, scenario: Scenario) -> Expectation:
