@@ -118,13 +118,16 @@ class Engine:
 
     @classmethod
     async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
-                   seed: int | None = None, **kw: Any) -> Engine:
+                   seed: int | None = None, durable: bool | None = None, **kw: Any) -> Engine:
         """Open (creating or migrating) the database at ``path``; ``virtual=True`` uses the virtual clock.
 
         A virtual clock starts at the virtual epoch on a new database, and at the latest time recorded
         in an existing one, so simulated time continues where it stopped (never runs backwards).
+        ``durable``: commits wait for the disk (see :class:`Store`); by default they do on the real
+        clock and do not in a simulation (a virtual clock), where the fsyncs were most of a run's time.
         """
-        store = Store(path)
+        simulated = (clock.virtual if clock is not None else virtual)
+        store = Store(path, durable=not simulated if durable is None else durable)
         if clock is None:
             if virtual:
                 latest = store.latest_time()

@@ -107,9 +107,15 @@ class AttemptResult:
 class Store(QueryOps, ConsoleOps, StoreContract):
     """A dispatchsim database. The file is checked before it is opened (see ``store_file``): a
     hostile environment is one :class:`StoreError` and nothing is written. ``readonly`` opens an
-    existing database without migrating or changing it (``dispatchsim status``)."""
+    existing database without migrating or changing it (``dispatchsim status``).
 
-    def __init__(self, path: str | Path = ":memory:", *, readonly: bool = False) -> None:
+    ``durable=False`` (``PRAGMA synchronous = OFF``) commits without waiting for the disk: for a
+    simulation's throwaway database, where a commit's fsync cost more than the rest of the
+    bookkeeping and a power cut loses nothing anyone keeps. A process that dies still loses no
+    committed row (the operating system holds the written pages); the real-clock engine keeps the
+    default, ``synchronous = NORMAL``."""
+
+    def __init__(self, path: str | Path = ":memory:", *, readonly: bool = False, durable: bool = True) -> None:
         self.path = str(path)
         memory = self.path == ":memory:"
         if not memory:
@@ -130,7 +136,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                 if not memory:
                     store_file.check_writable(conn, self.path)
                     conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA synchronous = NORMAL" if durable else "PRAGMA synchronous = OFF")
                 conn.execute("PRAGMA foreign_keys = ON")
                 self.migrate()
         except StoreError:

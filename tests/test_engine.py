@@ -431,6 +431,24 @@ async def test_reopen_database_is_migrated_once(db_path):
     await e2.close()
 
 
+async def test_a_simulation_commits_without_waiting_for_the_disk_and_serve_mode_does(tmp_path):
+    """``synchronous``: 1 is NORMAL (a commit survives a crash of the process, WAL fsynced at checkpoints),
+    0 is OFF (the operating system writes when it likes): a virtual run's fsyncs were most of its time."""
+    def synchronous(eng: Engine) -> int:
+        return eng.store.conn.execute("PRAGMA synchronous").fetchone()[0]
+
+    real = await Engine.open(tmp_path / "real.db")
+    sim = await Engine.open(tmp_path / "sim.db", virtual=True)
+    chosen = await Engine.open(tmp_path / "chosen.db", virtual=True, durable=True)
+    assert (synchronous(real), synchronous(sim), synchronous(chosen)) == (1, 0, 1)
+    await sim.add_tenant("acme")
+    await sim.crash()
+    again = await Engine.open(tmp_path / "sim.db", virtual=True)
+    assert again.store.tenant("acme") is not None  # committed rows outlive the process's end
+    for eng in (real, chosen, again):
+        await eng.close()
+
+
 async def test_results_fill_activity_result(engine, receiver, setup_config):
     await setup_config(receiver.url)
     act = await engine.create_activity("acme", ACT)
