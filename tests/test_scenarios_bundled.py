@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,14 @@ def test_non_editable_install_lists_and_runs_bundled_scenarios(tmp_path):
     ignore = shutil.ignore_patterns(".venv", "__pycache__", "*.egg-info", "build", ".hypothesis", "*.db*")
     shutil.copytree(ROOT, src, ignore=ignore, symlinks=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
-                   check=True, capture_output=True)
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
+                            str(src)], check=True, capture_output=True, text=True)
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
     wheel = next((tmp_path / "dist").glob("dispatchsim-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:  # serve's console needs its templates and assets after a real install
+        names = set(zf.namelist())
+    assert {"dispatchsim/server/templates/login.html", "dispatchsim/server/static/console.css",
+            "dispatchsim/engine/migrations/0001_initial.sql"} <= names, sorted(names)
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True,
                    capture_output=True)
