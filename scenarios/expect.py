@@ -360,6 +360,14 @@ class MappingShape(Expectation):
         P = ctx.reader
         P.mapping(value, path, {"provider", "has", "lacks", "array", "equals"}, "a mapping shape")
         P.known(P.string(value.get("provider"), path + ("provider",)), path + ("provider",), ctx.providers, "provider")
+        for key in ("has", "lacks"):  # dotted paths into the received bodies
+            if key in value:
+                if not isinstance(value[key], list):
+                    raise P.fail(path + (key,), "expected a list of dotted paths such as [task.title, customer.id]")
+                for i, item in enumerate(value[key]):
+                    P.string(item, path + (key, i))
+        if "array" in value:
+            P.boolean(value["array"], path + ("array",))
         return cls(spec=dict(value), line=P.line(path))
 
     def check(self, r: RunResult) -> list[Check]:

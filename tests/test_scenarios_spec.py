@@ -101,6 +101,10 @@ ERRORS = [
     ("bad delay in retry_delays", BASE + "expect:\n  retry_delays: [1m, soon]\n",
      "s.yaml:9: expect.retry_delays.delays[1]: expected a duration like 30s, 10m, 6h or a number of seconds, "
      "got 'soon'"),
+    ("mapping_shape path that is not text", BASE + "expect:\n  mapping_shape: {provider: crm, has: [task.title, null]}\n",
+     "s.yaml:9: expect.mapping_shape.has[1]: expected a non-empty string, got nothing (null)"),
+    ("mapping_shape has that is not a list", BASE + "expect:\n  mapping_shape: {provider: crm, lacks: null}\n",
+     "s.yaml:9: expect.mapping_shape.lacks: expected a list of dotted paths such as [task.title, customer.id]"),
     ("YAML syntax", BASE + "timeline: [\n",
      "s.yaml:9: invalid YAML: expected the node content, but found '<stream end>'"),
 ]
