@@ -61,12 +61,14 @@ def latest_schema_version() -> int:
     return migrations()[-1][0]
 
 
-def migrations() -> list[tuple[int, str]]:
-    """Numbered ``NNNN_name.sql`` files of ``engine/migrations``, in order."""
+def migrations(dialect: str = "sqlite") -> list[tuple[int, str]]:
+    """Numbered migrations of ``engine/migrations`` in order: ``NNNN_name.sql`` for SQLite,
+    ``NNNN_name.pg.sql`` for PostgreSQL (same numbers: one schema version, two dialects)."""
+    suffix = ".pg.sql" if dialect == "postgres" else ".sql"
     out = []
     for entry in resources.files("dispatchsim.engine.migrations").iterdir():
         name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
+        if name.endswith(suffix) and name[:4].isdigit() and (dialect == "postgres" or not name.endswith(".pg.sql")):
             out.append((int(name[:4]), entry.read_text(encoding="utf-8")))
     return sorted(out)
 

@@ -52,7 +52,12 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_asyncio_loop_factories(config, item):
-    """All async tests and fixtures run on a time-compacting loop."""
+    """Async tests and fixtures run on a time-compacting loop; those marked ``postgres`` on a real one
+    (a network database runs on the real clock)."""
+    if item.get_closest_marker("postgres") is not None:
+        import asyncio
+
+        return {"real": asyncio.new_event_loop}
     return {"virtual": new_virtual_loop}
 
 
@@ -113,6 +118,23 @@ def browser():
     b = _browser.Browser()
     yield b
     b.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL server for the session (tests/pg.py); it FAILS the test when it cannot start."""
+    import pg
+
+    server = pg.server_or_fail()
+    yield server
+    pg.stop_server(server)
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """An empty migrated PostgreSQL database for one test (shared by the tests of the process, emptied
+    before each)."""
+    return pg_server.reset()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -1,0 +1,742 @@
+"""The PostgreSQL store: the same named operations as the SQLite one, for many workers on one database.
+
+Every operation of :class:`~dispatchsim.engine.store_contract.StoreContract` with the same guards,
+on psycopg 3 with an async connection pool, so many ``dispatchsim serve`` processes (on one machine
+or many) share the work. What changes with many writers:
+
+- Claims lock the rows they lease with ``FOR UPDATE SKIP LOCKED``: two workers never lease one
+  delivery, and neither waits for the other. The lease token starts with the worker's identity.
+- An ordered queue's head is kept by the same ``holds``/``eligible`` columns as in SQLite; every
+  operation that may move a head (a new delivery of an ordered queue, a finish that promotes the
+  next one, force retry, skip) first takes a transaction-scoped advisory lock on the queue, so two
+  workers never both decide who is next. A claim never waits for that lock: it locks the head row
+  itself, and a promotion locks the current head rows (``FOR UPDATE``) before it decides, so a
+  head that is being leased is seen as in flight. Exactly one attempt per ordered queue is in
+  flight across all workers.
+- A lost connection, a deadlock or a serialization failure is a :class:`StorageUnavailable`: the
+  transaction rolled back, nothing is half-written, and the caller tries again (the dispatcher
+  keeps finished results in memory meanwhile, as it does when a SQLite disk is full).
+
+Nested operations join the transaction of :meth:`PgStore.tx` through a context variable, so
+concurrent tasks (API requests, the dispatch loop) each have their own transaction and connection.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import AsyncConnectionPool
+
+from .config import ConfigKind
+from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
+from .states import ACTIVE, Circuit, Status, sources_of
+from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
+from .store_pg_queries import PgQueryOps
+from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
+                         columns)
+
+#: advisory lock namespaces (the first key of the two-key form): queue heads, migrations, cluster jobs
+QUEUE_LOCK = 0x44530001
+MIGRATION_LOCK = 0x44530002
+JOB_LOCK = 0x44530003
+
+_ACTIVE_SQL = status_in(ACTIVE)
+#: the transaction (and its connection) the current task runs in, with the store it belongs to
+_CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any]] | None] = ContextVar("dispatchsim_pg_tx",
+                                                                                        default=None)
+
+
+def is_url(db: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database rather than a SQLite file."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def display_url(url: str) -> str:
+    """The URL without its password (what messages and logs may show)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _sources_sql(dst: Status) -> str:
+    return status_in(sources_of(dst))
+
+
+def _unavailable(exc: psycopg.Error) -> StorageUnavailable:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return StorageUnavailable(f"storage unavailable: {first[:200]}; nothing was stored, retry later")
+
+
+class PgStore(PgQueryOps):
+    """A dispatchsim database on PostgreSQL. Open it with :meth:`open` (it migrates, unless
+    ``readonly``); ``close`` it when done. ``pool_size`` bounds the connections of this process."""
+
+    def __init__(self, pool: AsyncConnectionPool, url: str, version: int, *, readonly: bool) -> None:
+        self.pool = pool
+        self.url = url
+        self.path = display_url(url)
+        self.readonly = readonly
+        self._version = version
+        self._snapshots: dict[tuple[str, int], dict[str, Any]] = {}
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str, *, readonly: bool = False, pool_size: int = 10,
+                   connect_timeout: float = 10.0) -> PgStore:
+        """Connect, check the schema (refusing another application's database and a newer schema,
+        naming both versions) and migrate it unless ``readonly``. A database that cannot be reached
+        is one :class:`StoreError` naming it (without its password)."""
+        shown = display_url(url)
+        try:
+            conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=int(connect_timeout))
+        except psycopg.Error as exc:
+            raise StoreError(f"{shown}: cannot connect to PostgreSQL: {_first_line(exc)}") from None
+        try:
+            version = await _migrate(conn, shown, readonly=readonly)
+        except psycopg.Error as exc:
+            raise StoreError(f"{shown}: {_first_line(exc)}") from None
+        finally:
+            await conn.close()
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if readonly:
+            kwargs["options"] = "-c default_transaction_read_only=on"
+        pool = AsyncConnectionPool(url, min_size=1, max_size=max(1, pool_size), kwargs=kwargs, open=False,
+                                   timeout=connect_timeout, name="dispatchsim")
+        await pool.open(wait=True, timeout=connect_timeout)
+        return cls(pool, url, version, readonly=readonly)
+
+    @property
+    def schema_version(self) -> int:
+        """The migration number the database is at (the ``dispatchsim_schema`` table)."""
+        return self._version
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """One transaction (nested calls, in the same task, join the outer one)."""
+        current = _CURRENT.get()
+        if current is not None and current[0] is self:
+            yield current[1]
+            return
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                token = _CURRENT.set((self, conn))
+                try:
+                    yield conn
+                finally:
+                    _CURRENT.reset(token)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from None
+
+    @asynccontextmanager
+    async def _use(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The current transaction's connection, or a pooled one in autocommit for one statement."""
+        current = _CURRENT.get()
+        if current is not None and current[0] is self:
+            yield current[1]
+            return
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from None
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        async with self._use() as c:
+            return await (await c.execute(sql, params)).fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._use() as c:
+            return await (await c.execute(sql, params)).fetchall()
+
+    async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute one statement; returns its row count."""
+        async with self._use() as c:
+            return (await c.execute(sql, params)).rowcount
+
+    async def close(self) -> None:
+        """Close every connection of the pool; the store is unusable afterwards."""
+        await self.pool.close()
+
+    async def ping(self) -> None:
+        """A round trip to the database (health checks)."""
+        await self._one("SELECT 1")
+
+    #: Columns that record when something happened (as SQLite's ``Store._HAPPENED``).
+    _HAPPENED = (("tenants", "created_at"), ("providers", "created_at"), ("configurations", "updated_at"),
+                 ("config_versions", "created_at"), ("activities", "created_at"), ("deliveries", "updated_at"),
+                 ("attempts", "started_at"), ("attempts", "finished_at"), ("endpoint_health", "updated_at"),
+                 ("notifications", "at"), ("api_keys", "created_at"), ("api_keys", "revoked_at"),
+                 ("message_events", "created_at"), ("event_batches", "created_at"))
+
+    async def latest_time(self) -> float | None:
+        sql = " UNION ALL ".join(f"SELECT MAX({col}) AS t FROM {table}" for table, col in self._HAPPENED)
+        row = await self._one(f"SELECT MAX(t) FROM ({sql}) AS happened")
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def lock_queue(self, queue: str) -> None:
+        """Serialize head changes of one ordered queue until the current transaction ends."""
+        await self._run("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUEUE_LOCK, queue))
+
+    # -- tenants and providers ----------------------------------------------------------
+
+    async def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
+        await self._run("INSERT INTO tenants (id, name, created_at) VALUES (%s, %s, %s)", (tenant_id, name, now))
+
+    async def add_provider(self, provider_id: str, name: str, now: float) -> None:
+        await self._run("INSERT INTO providers (id, name, created_at) VALUES (%s, %s, %s)", (provider_id, name, now))
+
+    async def tenant(self, tenant_id: str) -> Tenant | None:
+        row = await self._one(f"SELECT {_TENANT} FROM tenants WHERE id = %s", (tenant_id,))
+        return Tenant(*row) if row else None
+
+    async def provider(self, provider_id: str) -> Provider | None:
+        row = await self._one(f"SELECT {_PROVIDER} FROM providers WHERE id = %s", (provider_id,))
+        return Provider(*row) if row else None
+
+    async def tenants(self) -> list[Tenant]:
+        return [Tenant(*r) for r in await self._all(f"SELECT {_TENANT} FROM tenants ORDER BY id")]
+
+    async def providers(self) -> list[Provider]:
+        return [Provider(*r) for r in await self._all(f"SELECT {_PROVIDER} FROM providers ORDER BY id")]
+
+    # -- configurations -----------------------------------------------------------------
+
+    async def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
+                            snapshot: dict[str, Any], now: float, *,
+                            kind: ConfigKind = ConfigKind.ACTIVITIES) -> None:
+        async with self.tx() as c:
+            await c.execute(
+                "INSERT INTO configurations (id, kind, tenant_id, provider_id, channel, version, active, deleted,"
+                " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, 1, false, false, %s, %s)",
+                (config_id, kind.value, tenant_id, provider_id, channel, now, now))
+            await c.execute("INSERT INTO config_versions (config_id, version, snapshot, created_at)"
+                            " VALUES (%s, 1, %s, %s)", (config_id, _dumps(snapshot), now))
+
+    async def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
+        async with self.tx() as c:
+            row = await (await c.execute("SELECT version FROM configurations WHERE id = %s AND NOT deleted"
+                                         " FOR UPDATE", (config_id,))).fetchone()
+            if row is None:
+                raise NotFound(f"configuration {config_id!r} not found")
+            version = row[0] + 1
+            await c.execute("INSERT INTO config_versions (config_id, version, snapshot, created_at)"
+                            " VALUES (%s, %s, %s, %s)", (config_id, version, _dumps(snapshot), now))
+            await c.execute("UPDATE configurations SET version = %s, updated_at = %s WHERE id = %s",
+                            (version, now, config_id))
+        return version
+
+    async def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
+        n = await self._run(
+            "UPDATE configurations SET active = %s, inactive_reason = %s, inactive_since = %s, updated_at = %s"
+            " WHERE id = %s AND NOT deleted",
+            (active, None if active else reason, None if active else now, now, config_id))
+        if n != 1:
+            raise NotFound(f"configuration {config_id!r} not found")
+
+    async def delete_config(self, config_id: str, now: float) -> None:
+        n = await self._run("UPDATE configurations SET deleted = true, active = false, inactive_reason = 'deleted',"
+                            " updated_at = %s WHERE id = %s AND NOT deleted", (now, config_id))
+        if n != 1:
+            raise NotFound(f"configuration {config_id!r} not found")
+
+    async def config(self, config_id: str) -> Configuration | None:
+        row = await self._one(f"SELECT {_CONFIG} FROM configurations WHERE id = %s", (config_id,))
+        return Configuration.from_row(row) if row else None
+
+    async def configs(self, tenant_id: str | None = None, *,
+                      kind: ConfigKind | None = ConfigKind.ACTIVITIES) -> list[Configuration]:
+        where, params = ["NOT deleted"], []
+        for clause, val in (("tenant_id = %s", tenant_id), ("kind = %s", kind.value if kind else None)):
+            if val is not None:
+                where.append(clause)
+                params.append(val)
+        rows = await self._all(f"SELECT {_CONFIG} FROM configurations WHERE " + " AND ".join(where)
+                               + " ORDER BY created_at, id", params)
+        return [Configuration.from_row(r) for r in rows]
+
+    async def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
+        """The immutable snapshot of one configuration version (cached: versions never change)."""
+        key = (config_id, version)
+        snap = self._snapshots.get(key)
+        if snap is None:
+            row = await self._one("SELECT snapshot FROM config_versions WHERE config_id = %s AND version = %s", key)
+            if row is None:
+                raise NotFound(f"configuration {config_id!r} version {version} not found")
+            snap = self._snapshots[key] = json.loads(row[0])
+        return snap
+
+    async def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
+        rows = await self._all("SELECT id, version FROM configurations WHERE tenant_id = %s AND channel = %s"
+                               " AND active AND NOT deleted ORDER BY created_at, id", (tenant_id, channel))
+        return [(r[0], r[1]) for r in rows]
+
+    async def paused_configs(self) -> list[str]:
+        return [r[0] for r in await self._all("SELECT id FROM configurations WHERE NOT active ORDER BY id")]
+
+    # -- activities and deliveries ------------------------------------------------------
+
+    async def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
+                              payload: dict[str, Any], now: float) -> None:
+        await self._run("INSERT INTO activities (id, tenant_id, type, channel, payload, created_at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)", (activity_id, tenant_id, typ, channel, _dumps(payload), now))
+
+    async def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str,
+                              ordered: bool, now: float, activity_id: str | None = None,
+                              batch_id: int | None = None) -> int:
+        """A READY delivery at the tail of its queue; under the queue's lock when it is ordered, so it
+        becomes the head exactly when nothing holds the queue."""
+        async with self.tx() as c:
+            if ordered:
+                await self.lock_queue(queue)
+                held = await (await c.execute("SELECT 1 FROM deliveries WHERE queue = %s AND holds LIMIT 1",
+                                              (queue,))).fetchone()
+                holds, eligible = True, held is None
+            else:
+                holds, eligible = False, True
+            row = await (await c.execute(
+                "INSERT INTO deliveries (webhook_id, activity_id, batch_id, config_id, config_version, queue, status,"
+                " holds, eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (webhook_id, activity_id, batch_id, config_id, config_version, queue, Status.READY.value, holds,
+                 eligible, now, now, now, now))).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def activity(self, activity_id: str) -> Activity:
+        row = await self._one(
+            "SELECT seq, id, tenant_id, type, channel, payload, result, created_at, EXISTS (SELECT 1 FROM"
+            " deliveries d WHERE d.activity_id = a.id AND d.status = %s) FROM activities a WHERE a.id = %s",
+            (Status.FAILED.value, activity_id))
+        if row is None:
+            raise NotFound(f"activity {activity_id!r} not found")
+        return Activity.from_row(row)
+
+    async def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self._all(
+            "SELECT payload FROM message_events WHERE batch_id = %s ORDER BY seq", (batch_id,))]
+
+    async def set_result(self, activity_id: str, result: Any) -> Any | None:
+        async with self.tx() as c:
+            cur = await c.execute("UPDATE activities SET result = %s WHERE id = %s AND result IS NULL",
+                                  (_dumps(result), activity_id))
+            if cur.rowcount == 1:
+                return None
+            row = await (await c.execute("SELECT result FROM activities WHERE id = %s", (activity_id,))).fetchone()
+        if row is None:
+            raise NotFound(f"activity {activity_id!r} not found")
+        return json.loads(row[0])
+
+    async def delivery(self, delivery_id: int) -> Delivery:
+        row = await self._one(f"SELECT {_DELIVERY} FROM deliveries WHERE id = %s", (delivery_id,))
+        if row is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        return Delivery.from_row(row)
+
+    async def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
+                         status: Status | str | None = None, queue: str | None = None,
+                         after_id: int = 0, limit: int | None = None) -> list[Delivery]:
+        where, params = ["id > %s"], [after_id]
+        for col, val in (("activity_id", activity_id), ("config_id", config_id), ("queue", queue),
+                         ("status", str(status) if status else None)):
+            if val is not None:
+                where.append(f"{col} = %s")
+                params.append(val)
+        sql = f"SELECT {_DELIVERY} FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        return [Delivery.from_row(r) for r in await self._all(sql, params)]
+
+    async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
+        return [Attempt.from_row(r) for r in await self._rows("attempts", _ATTEMPT, "delivery_id", delivery_id)]
+
+    async def _rows(self, table: str, cols: str, column: str, value: Any) -> list[tuple[Any, ...]]:
+        if value is None:
+            return await self._all(f"SELECT {cols} FROM {table} ORDER BY id")
+        return await self._all(f"SELECT {cols} FROM {table} WHERE {column} = %s ORDER BY id", (value,))
+
+    async def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in Status}
+        for status, n in await self._all("SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
+            out[status] = n
+        return out
+
+    # -- the dispatch cycle -------------------------------------------------------------
+
+    async def due_candidates(self, now: float, limit: int, *,
+                             exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
+        """Claimable deliveries due by ``now``, earliest first. Rows another worker is claiming right
+        now are skipped (``SKIP LOCKED``), so workers asking at once mostly get different rows."""
+        excl, params = "", [now]
+        if exclude_configs:
+            excl = " AND NOT (config_id = ANY(%s))"
+            params.append(list(exclude_configs))
+        rows = await self._all(
+            "SELECT id, config_id, config_version FROM deliveries"
+            f" WHERE eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= %s{excl}"
+            " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED", (*params, limit))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
+        """Lease each (delivery id, lease end) that is still claimable and open its attempt.
+
+        The rows are locked with ``FOR UPDATE SKIP LOCKED`` and re-checked: a row another worker
+        holds or has leased meanwhile is skipped, never waited for. Claims come back in the order
+        asked."""
+        if not leases:
+            return []
+        until = dict(leases)
+        async with self.tx() as c:
+            locked = await (await c.execute(
+                "SELECT id FROM deliveries WHERE id = ANY(%s) AND eligible AND lease_until IS NULL"
+                f" AND status IN {_ACTIVE_SQL} ORDER BY id FOR UPDATE SKIP LOCKED", (list(until),))).fetchall()
+            ids = [r[0] for r in locked]
+            if not ids:
+                return []
+            rows = await (await c.execute(
+                "UPDATE deliveries d SET lease_until = l.until, lease_token = %s, attempts = d.attempts + 1,"
+                " updated_at = %s FROM unnest(%s::bigint[], %s::double precision[]) AS l(id, until) WHERE d.id = l.id"
+                " RETURNING d.id, d.webhook_id, d.activity_id, d.batch_id, d.config_id, d.config_version, d.queue,"
+                " d.attempts, d.budget_attempts, d.budget_started_at, d.next_attempt_at",
+                (token, now, ids, [until[i] for i in ids]))).fetchall()
+            by_id = {r[0]: r for r in rows}
+            order = [did for did, _ in leases if did in by_id]
+            made = await (await c.execute(
+                "INSERT INTO attempts (delivery_id, number, started_at, config_id)"
+                " SELECT a.did, a.n, %s, a.cid FROM unnest(%s::bigint[], %s::int[], %s::text[])"
+                " WITH ORDINALITY AS a(did, n, cid, k) ORDER BY a.k RETURNING id, delivery_id",
+                (now, order, [by_id[d][7] for d in order], [by_id[d][4] for d in order]))).fetchall()
+        attempt_of = {did: aid for aid, did in made}
+        return [Claim(delivery_id=d, attempt_id=attempt_of[d], number=r[7], webhook_id=r[1], activity_id=r[2],
+                      batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
+                      budget_started_at=r[9], lease_token=token, due_at=r[10])
+                for d in order for r in (by_id[d],)]
+
+    async def _record(self, c: psycopg.AsyncConnection[Any], claim: Claim, res: AttemptResult,
+                      next_at: float | None) -> None:
+        await c.execute(
+            "UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s, retry_after = %s,"
+            " latency = %s, excerpt = %s, next_attempt_at = %s WHERE id = %s",
+            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
+             res.excerpt, next_at, claim.attempt_id))
+
+    async def _transition(self, c: psycopg.AsyncConnection[Any], claim: Claim, dst: Status, sets: str,
+                          params: Sequence[Any]) -> bool:
+        """As SQLite's: move the claimed delivery to ``dst`` only under the caller's lease and only
+        from a status the table allows; False when the lease is lost, InvalidTransition otherwise."""
+        cur = await c.execute(
+            f"UPDATE deliveries SET status = %s, lease_until = NULL, lease_token = NULL, {sets}"
+            f" WHERE id = %s AND lease_token = %s AND status IN {_sources_sql(dst)}",
+            (dst.value, *params, claim.delivery_id, claim.lease_token))
+        if cur.rowcount == 1:
+            return True
+        row = await (await c.execute("SELECT status, lease_token FROM deliveries WHERE id = %s",
+                                     (claim.delivery_id,))).fetchone()
+        if row is not None and row[1] == claim.lease_token:
+            raise InvalidTransition(f"delivery {claim.delivery_id} is {row[0]}; {row[0]} -> {dst} is not"
+                                    " an allowed transition")
+        return False
+
+    async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
+        async with self.tx() as c:
+            if ordered:
+                await self.lock_queue(claim.queue)
+            await self._record(c, claim, res, None)
+            if not await self._transition(
+                    c, claim, Status.DISPATCHED, "holds = false, eligible = false, budget_attempts = budget_attempts"
+                    " + 1, dispatched_at = %s, last_error = NULL, updated_at = %s", (res.finished_at, res.finished_at)):
+                return False
+            if ordered:
+                await self._promote(c, claim.queue, res.finished_at)
+        return True
+
+    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
+        async with self.tx() as c:
+            await self._record(c, claim, res, next_at)
+            return await self._transition(c, claim, Status.RETRYING,
+                                          "budget_attempts = budget_attempts + 1, next_attempt_at = %s,"
+                                          " last_error = %s, updated_at = %s", (next_at, error, res.finished_at))
+
+    async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
+                          ordered: bool, block: bool) -> bool:
+        holds = ordered and block
+        async with self.tx() as c:
+            if ordered:
+                await self.lock_queue(claim.queue)
+            await self._record(c, claim, res, None)
+            if not await self._transition(
+                    c, claim, Status.FAILED, "holds = %s, eligible = %s, budget_attempts = budget_attempts + 1,"
+                    " failed_reason = %s, last_error = %s, updated_at = %s",
+                    (holds, holds, reason, error, res.finished_at)):
+                return False
+            if ordered and not block:
+                await self._promote(c, claim.queue, res.finished_at)
+        return True
+
+    async def _promote(self, c: psycopg.AsyncConnection[Any], queue: str, now: float) -> None:
+        """Make the earliest holder of ``queue`` its head, unless an attempt of the queue is in flight.
+        The caller holds the queue's lock; the current heads are row-locked first, so a head another
+        worker is leasing right now is seen with its lease."""
+        current = await (await c.execute("SELECT id, lease_until FROM deliveries WHERE queue = %s AND eligible"
+                                         " ORDER BY id FOR UPDATE", (queue,))).fetchall()
+        if any(r[1] is not None for r in current):
+            return
+        head = await (await c.execute("SELECT id FROM deliveries WHERE queue = %s AND holds ORDER BY id LIMIT 1",
+                                      (queue,))).fetchone()
+        head_id = head[0] if head else None
+        others = [r[0] for r in current if r[0] != head_id]
+        if others:
+            await c.execute("UPDATE deliveries SET eligible = false WHERE id = ANY(%s)", (others,))
+        if head_id is not None:
+            await c.execute("UPDATE deliveries SET eligible = true, updated_at = %s WHERE id = %s AND NOT eligible",
+                            (now, head_id))
+
+    async def _queue_of(self, c: psycopg.AsyncConnection[Any], delivery_id: int) -> str | None:
+        row = await (await c.execute("SELECT queue FROM deliveries WHERE id = %s", (delivery_id,))).fetchone()
+        return row[0] if row else None
+
+    async def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
+                          config_version: int | None = None) -> Delivery:
+        async with self.tx() as c:
+            queue = await self._queue_of(c, delivery_id)
+            if queue is None:
+                raise NotFound(f"delivery {delivery_id} not found")
+            if ordered:
+                await self.lock_queue(queue)
+            cur = await c.execute(
+                "UPDATE deliveries SET status = %s, budget_attempts = 0, budget_started_at = %s,"
+                " next_attempt_at = %s, failed_reason = NULL, holds = %s, eligible = %s, updated_at = %s,"
+                " config_version = COALESCE(%s, config_version)"
+                f" WHERE id = %s AND status IN {_sources_sql(Status.READY)}",
+                (Status.READY.value, now, now, ordered, not ordered, now, config_version, delivery_id))
+            if cur.rowcount != 1:
+                await self._refuse(c, delivery_id, Status.READY)
+            if ordered:
+                await self._promote(c, queue, now)
+        return await self.delivery(delivery_id)
+
+    async def skip(self, delivery_id: int, now: float) -> Delivery:
+        async with self.tx() as c:
+            queue = await self._queue_of(c, delivery_id)
+            if queue is None:
+                raise NotFound(f"delivery {delivery_id} not found")
+            await self.lock_queue(queue)
+            cur = await c.execute("UPDATE deliveries SET holds = false, eligible = false, updated_at = %s"
+                                  " WHERE id = %s AND status = %s AND holds", (now, delivery_id, Status.FAILED.value))
+            if cur.rowcount != 1:
+                row = await (await c.execute("SELECT status FROM deliveries WHERE id = %s",
+                                             (delivery_id,))).fetchone()
+                assert row is not None
+                raise InvalidTransition(f"delivery {delivery_id} is {row[0]} and does not block its queue;"
+                                        " only a FAILED head of a blocked queue can be skipped")
+            await self._promote(c, queue, now)
+        return await self.delivery(delivery_id)
+
+    async def _refuse(self, c: psycopg.AsyncConnection[Any], delivery_id: int, target: Status) -> None:
+        row = await (await c.execute("SELECT status FROM deliveries WHERE id = %s", (delivery_id,))).fetchone()
+        if row is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        allowed_from = ", ".join(s.value for s in sources_of(target)) or "no status"
+        raise InvalidTransition(f"delivery {delivery_id} is {row[0]}; {row[0]} -> {target} is not"
+                                f" allowed (force retry applies to {allowed_from} deliveries only)")
+
+    async def release_expired_leases(self, now: float) -> list[int]:
+        return await self.release_leases(now, ending_by=now,
+                                         error="lease expired: the worker stopped during this attempt")
+
+    async def release_leases(self, now: float, *, ending_by: float, error: str,
+                             owner: str | None = None) -> list[int]:
+        """Leases ending by ``ending_by`` (of one ``owner`` when given) released: their open attempts
+        become INTERRUPTED and the deliveries are due ``now``. Rows another worker is finishing or
+        releasing at this moment are skipped (``SKIP LOCKED``); the next sweep sees them if needed."""
+        mine, params = "", [ending_by]
+        if owner is not None:
+            mine = " AND starts_with(lease_token, %s)"
+            params.append(owner + ":")
+        if await self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= %s"
+                           + mine + " LIMIT 1", params) is None:
+            return []
+        async with self.tx() as c:
+            rows = await (await c.execute(
+                "SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= %s" + mine
+                + " ORDER BY id FOR UPDATE SKIP LOCKED", params)).fetchall()
+            ids = [r[0] for r in rows]
+            if ids:
+                await c.execute("UPDATE attempts SET finished_at = %s, outcome = 'INTERRUPTED', error = %s"
+                                " WHERE delivery_id = ANY(%s) AND finished_at IS NULL", (now, error, ids))
+                await c.execute("UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = %s,"
+                                " updated_at = %s WHERE id = ANY(%s)", (now, now, ids))
+        return ids
+
+    async def release_own_leases(self, now: float, owner: str) -> list[int]:
+        return await self.release_leases(now, ending_by=float("inf"), owner=owner,
+                                         error="shutdown deadline passed during this attempt")
+
+    async def release_dead_owners_leases(self, now: float) -> list[int]:
+        """Every lease released at once. Only for a database with one owner (a process that knows
+        no other worker runs); serve on PostgreSQL never calls it: other workers' leases expire."""
+        return await self.release_leases(now, ending_by=float("inf"),
+                                         error="the previous owner of the database stopped during this attempt")
+
+    async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
+        excl, params = "", []
+        if exclude_configs:
+            excl = " AND NOT (config_id = ANY(%s))"
+            params.append(list(exclude_configs))
+        due = await self._one("SELECT next_attempt_at FROM deliveries WHERE eligible AND lease_until IS NULL"
+                              f" AND status IN {_ACTIVE_SQL}{excl} ORDER BY next_attempt_at, id LIMIT 1", params)
+        lease = await self._one("SELECT MIN(lease_until) FROM deliveries WHERE lease_until IS NOT NULL")
+        times = [t for t in ((due[0] if due else None), (lease[0] if lease else None)) if t is not None]
+        return min(times) if times else None
+
+    async def in_flight(self) -> int:
+        row = await self._one("SELECT COUNT(*) FROM deliveries WHERE lease_until IS NOT NULL")
+        assert row is not None
+        return int(row[0])
+
+    # -- endpoint health, notifications -------------------------------------------------
+
+    async def health_rows(self) -> list[EndpointHealth]:
+        return [EndpointHealth.from_row(r) for r in
+                await self._all(f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id")]
+
+    async def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
+                          consecutive_failures: int, failing_since: float | None, now: float) -> None:
+        await self._run(
+            "INSERT INTO endpoint_health (config_id, circuit, circuit_until, consecutive_failures, failing_since,"
+            " updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (config_id) DO UPDATE SET"
+            " circuit = excluded.circuit, circuit_until = excluded.circuit_until,"
+            " consecutive_failures = excluded.consecutive_failures, failing_since = excluded.failing_since,"
+            " updated_at = excluded.updated_at",
+            (config_id, circuit.value, circuit_until, consecutive_failures, failing_since, now))
+
+    async def recent_outcomes(self, config_id: str, since: float, *,
+                              exclude_attempt: int = 0) -> list[tuple[float, bool]]:
+        rows = await self._all(
+            "SELECT finished_at, outcome FROM attempts WHERE config_id = %s AND finished_at >= %s AND NOT replay"
+            " AND outcome IS NOT NULL AND outcome NOT IN ('INTERRUPTED', 'MAPPING_ERROR') AND id <> %s"
+            " ORDER BY finished_at, id", (config_id, since, exclude_attempt))
+        return [(r[0], r[1] == "SUCCESS") for r in rows]
+
+    async def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
+        row = await self._one("INSERT INTO notifications (at, kind, config_id, message) VALUES (%s, %s, %s, %s)"
+                              " RETURNING id", (at, kind, config_id, message))
+        assert row is not None
+        return int(row[0])
+
+    async def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
+        await self._run("UPDATE notifications SET delivery = %s WHERE id = %s", (delivery, notification_id))
+
+    async def notifications(self, config_id: str | None = None) -> list[Notification]:
+        return [Notification(*r) for r in await self._rows("notifications", _NOTIFICATION, "config_id", config_id)]
+
+    async def failed_ids(self, *, config_id: str | None = None, since: float | None = None,
+                         until: float | None = None, reason: str | None = None) -> list[int]:
+        where, params = ["status = %s"], [Status.FAILED.value]
+        for clause, val in (("config_id = %s", config_id), ("created_at >= %s", since), ("created_at <= %s", until),
+                            ("failed_reason = %s", reason)):
+            if val is not None:
+                where.append(clause)
+                params.append(val)
+        return [r[0] for r in await self._all("SELECT id FROM deliveries WHERE " + " AND ".join(where)
+                                              + " ORDER BY id", params)]
+
+    async def start_replay(self, delivery_id: int, now: float) -> int:
+        async with self.tx() as c:
+            row = await (await c.execute(
+                "SELECT config_id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE delivery_id = d.id)"
+                " FROM deliveries d WHERE id = %s AND status = %s FOR UPDATE",
+                (delivery_id, Status.DISPATCHED.value))).fetchone()
+            if row is None:
+                cur = await (await c.execute("SELECT status FROM deliveries WHERE id = %s",
+                                             (delivery_id,))).fetchone()
+                if cur is None:
+                    raise NotFound(f"delivery {delivery_id} not found")
+                raise InvalidTransition(f"delivery {delivery_id} is {cur[0]}; only a DISPATCHED delivery can be"
+                                        " replayed (use force retry for FAILED ones)")
+            made = await (await c.execute(
+                "INSERT INTO attempts (delivery_id, number, started_at, config_id, replay)"
+                " VALUES (%s, %s, %s, %s, true) RETURNING id", (delivery_id, row[1], now, row[0]))).fetchone()
+        assert made is not None
+        return int(made[0])
+
+    async def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
+        await self._run(
+            "UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s, retry_after = %s,"
+            " latency = %s, excerpt = %s WHERE id = %s",
+            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt,
+             attempt_id))
+
+
+_TENANT = columns(Tenant)
+_PROVIDER = columns(Provider)
+_CONFIG = columns(Configuration)
+_DELIVERY = columns(Delivery)
+_ATTEMPT = columns(Attempt)
+_NOTIFICATION = columns(Notification)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any], shown: str, *, readonly: bool) -> int:
+    """Bring the database to the latest schema (``NNNN_*.pg.sql`` in order), each migration in its
+    own transaction under an advisory lock, so workers starting together migrate once. Refuses a
+    database of another application and a newer schema; returns the version it is at."""
+    latest = latest_schema_version()
+    async with conn.transaction():
+        if not readonly:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (MIGRATION_LOCK,))
+        version = await _schema_version(conn, shown, latest=latest)
+        if readonly:
+            if version == 0:
+                raise StoreError(f"{shown}: empty, not a dispatchsim database yet")
+            return version
+        pending = [(n, sql) for n, sql in migrations("postgres") if n > version]
+        if version == 0 and pending:
+            await conn.execute("CREATE TABLE dispatchsim_schema (version integer PRIMARY KEY,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+        for number, sql in pending:
+            async with conn.transaction():
+                for stmt in _split_sql(sql):
+                    await conn.execute(stmt)
+                await conn.execute("INSERT INTO dispatchsim_schema (version) VALUES (%s)", (number,))
+            version = number
+    return version
+
+
+async def _schema_version(conn: psycopg.AsyncConnection[Any], shown: str, *, latest: int) -> int:
+    tables = [r[0] for r in await (await conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        " ORDER BY table_name")).fetchall()]
+    if "dispatchsim_schema" not in tables:
+        if tables:
+            raise StoreError(f"{shown}: not a dispatchsim database (it belongs to another application: tables "
+                             f"{', '.join(tables[:5])}); use another database or schema")
+        return 0
+    row = await (await conn.execute("SELECT COALESCE(MAX(version), 0) FROM dispatchsim_schema")).fetchone()
+    version = int(row[0]) if row else 0
+    if version > latest:
+        raise StoreError(f"{shown}: database schema v{version} is newer than this dispatchsim (schema v{latest});"
+                         " upgrade dispatchsim to use it")
+    return version
+
+
+__all__ = ["JOB_LOCK", "PgStore", "display_url", "is_url"]

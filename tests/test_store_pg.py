@@ -1,0 +1,233 @@
+"""The PostgreSQL store beyond the shared contract: its schema against SQLite's, opening a database,
+and many workers on one database (the part SQLite, with one owner per file, never meets).
+
+Real PostgreSQL (tests/pg.py), real SQLite files; every worker here is a store with its own
+connection pool, as separate ``serve`` processes would have.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+from pg import database_of
+
+from dispatchsim.engine import Status, Store, StoreError, latest_schema_version
+from dispatchsim.engine.store import AttemptResult, migrations
+from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
+from dispatchsim.engine.store_pg import PgStore, display_url
+
+pytestmark = pytest.mark.postgres
+T0 = 1_000_000.0
+
+
+# -- the schema: one version, two dialects ------------------------------------------------------
+
+
+def test_every_migration_number_has_both_dialects_from_the_postgres_baseline() -> None:
+    sqlite_numbers = [n for n, _ in migrations()]
+    pg_numbers = [n for n, _ in migrations("postgres")]
+    assert pg_numbers and pg_numbers[-1] == sqlite_numbers[-1] == latest_schema_version()
+    baseline = pg_numbers[0]
+    assert [n for n in sqlite_numbers if n >= baseline] == pg_numbers
+
+
+async def test_both_dialects_end_with_the_same_tables_and_columns(pg_url: str, tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
+    lite = sqlite3.connect(tmp_path / "s.db")
+    tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                         " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    want = {t: [r[1] for r in lite.execute(f"PRAGMA table_info({t})")] for t in tables}
+    lite.close()
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        rows = await (await conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND table_name <> 'dispatchsim_schema' ORDER BY table_name, ordinal_position")).fetchall()
+        indexes = {r[0] for r in await (await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")).fetchall()}
+    have: dict[str, list[str]] = {}
+    for table, column in rows:
+        have.setdefault(table, []).append(column)
+    assert have == want
+    lite_indexes = {r[0] for r in sqlite3.connect(tmp_path / "s.db").execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+    assert lite_indexes <= indexes
+
+
+async def test_a_new_database_is_migrated_once_by_workers_starting_together(pg_server) -> None:
+    url = pg_server.empty()
+    try:
+        stores = await asyncio.gather(*(PgStore.open(url, pool_size=1) for _ in range(3)))
+        assert {s.schema_version for s in stores} == {latest_schema_version()}
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            applied = await (await conn.execute("SELECT version FROM dispatchsim_schema")).fetchall()
+        assert applied == [(latest_schema_version(),)]
+        for s in stores:
+            await s.close()
+    finally:
+        pg_server.drop(url)
+
+
+async def test_newer_schema_other_application_and_empty_readonly_are_refused(pg_server, pg_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO dispatchsim_schema (version) VALUES (99)")
+    with pytest.raises(StoreError, match=rf"schema v99 is newer than this dispatchsim \(schema v{latest_schema_version()}\)"):
+        await PgStore.open(pg_url)
+    empty = pg_server.empty()
+    try:
+        with pytest.raises(StoreError, match="empty, not a dispatchsim database yet"):
+            await PgStore.open(empty, readonly=True)
+        async with await psycopg.AsyncConnection.connect(empty, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE invoices (id int)")
+        with pytest.raises(StoreError, match="not a dispatchsim database .*tables invoices"):
+            await PgStore.open(empty)
+    finally:
+        pg_server.drop(empty)
+
+
+async def test_a_readonly_store_reads_and_refuses_writes(pg_url: str) -> None:
+    store = await PgStore.open(pg_url, readonly=True)
+    try:
+        assert await store.counts() == {"READY": 0, "RETRYING": 0, "DISPATCHED": 0, "FAILED": 0}
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await store.add_tenant("t", "T", T0)
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: Path) -> None:
+    url = f"postgresql://app:s3cret-pw@/nowhere?host={tmp_path}"
+    with pytest.raises(StoreError) as err:
+        await PgStore.open(url, connect_timeout=2)
+    text = str(err.value)
+    assert "s3cret-pw" not in text and "cannot connect to PostgreSQL" in text and "\n" not in text
+    assert display_url("postgresql://app:pw@db.example:5433/d?x=1") == "postgresql://app:***@db.example:5433/d?x=1"
+    assert display_url("postgresql:///d") == "postgresql:///d"
+
+
+# -- many workers, one database ----------------------------------------------------------------
+
+
+async def _setup(store: PgStore) -> None:
+    await store.add_tenant("t", "T", T0)
+    await store.add_provider("p", "P", T0)
+    await store.insert_config("c", "t", "p", "S", {"endpoint_url": "http://127.0.0.1:9/h"}, T0)
+    await store.set_config_active("c", True, T0)
+
+
+async def test_workers_split_the_work_and_each_ordered_queue_goes_in_order(pg_url: str) -> None:
+    """Three workers claim, fail some tries and finish concurrently while a producer keeps adding to
+    the queues: every delivery is dispatched exactly once, each ordered queue in creation order, and
+    at no moment does an ordered queue have two deliveries leased."""
+    workers = [await PgStore.open(pg_url, pool_size=3) for _ in range(3)]
+    first = workers[0]
+    await _setup(first)
+    queues = [f"q{i}" for i in range(4)]
+    made: dict[str, list[int]] = {q: [] for q in queues}
+    dispatched: list[tuple[str, int]] = []
+    leased: dict[str, int] = {}
+    overlaps: list[str] = []
+    rng = random.Random(7)
+    total = 60
+
+    async def produce() -> None:
+        for n in range(total):
+            q = queues[n % len(queues)]
+            async with first.tx():
+                await first.insert_activity(f"a{n}", "t", "TASK", "S", {"id": f"a{n}"}, T0)
+                did = await first.insert_delivery(webhook_id=f"w{n}", activity_id=f"a{n}", config_id="c",
+                                                  config_version=1, queue=q, ordered=True, now=T0)
+            made[q].append(did)
+            await asyncio.sleep(0)
+
+    async def work(i: int, store: PgStore) -> None:
+        idle = 0
+        while idle < 40:
+            rows = await store.due_candidates(T0 + 10, 3)
+            claims = await store.claim([(d, T0 + 100) for d, _, _ in rows], token=f"w{i}:1", now=T0)
+            if not claims:
+                idle += 1
+                await asyncio.sleep(0.005)
+                continue
+            idle = 0
+            for c in claims:
+                if leased.setdefault(c.queue, c.delivery_id) != c.delivery_id:
+                    overlaps.append(f"{c.queue}: {leased[c.queue]} and {c.delivery_id}")
+            await asyncio.sleep(0.001)
+            for c in claims:
+                res = AttemptResult(finished_at=T0 + 1, outcome="SUCCESS", status_code=200, latency=0.001)
+                del leased[c.queue]
+                if rng.random() < 0.3:
+                    assert await store.schedule_retry(c, res, T0 + 2, "HTTP 503")
+                else:
+                    assert await store.mark_dispatched(c, res, ordered=True)
+                    dispatched.append((c.queue, c.delivery_id))
+
+    try:
+        await asyncio.gather(produce(), *(work(i, s) for i, s in enumerate(workers)))
+        assert overlaps == []
+        assert sorted(d for _, d in dispatched) == sorted(d for ds in made.values() for d in ds)
+        for q in queues:
+            assert [d for qq, d in dispatched if qq == q] == made[q]
+        assert (await first.counts())["DISPATCHED"] == total
+    finally:
+        for s in workers:
+            await s.close()
+
+
+async def test_a_claim_never_leases_what_another_worker_holds(pg_url: str) -> None:
+    a, b = await PgStore.open(pg_url, pool_size=2), await PgStore.open(pg_url, pool_size=2)
+    try:
+        await _setup(a)
+        await a.insert_activity("a1", "t", "TASK", "S", {"id": "a1"}, T0)
+        ids = [await a.insert_delivery(webhook_id=f"w{n}", activity_id="a1", config_id="c", config_version=1,
+                                       queue=f"u{n}", ordered=False, now=T0) for n in range(20)]
+        got = await asyncio.gather(*(s.claim([(d, T0 + 60) for d in ids], token=f"{k}:1", now=T0)
+                                     for k, s in (("a", a), ("b", b))))
+        leased = [c.delivery_id for claims in got for c in claims]
+        assert sorted(leased) == ids  # each leased exactly once, by one of them
+        assert await b.claim([(d, T0 + 60) for d in ids], token="b:2", now=T0) == []
+        assert sorted(await b.release_own_leases(T0 + 1, "b")) == sorted(c.delivery_id for c in got[1])
+        assert await a.in_flight() == len(got[0])
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_one_worker_reserves_an_idempotency_key_the_other_sees_it(pg_url: str) -> None:
+    a, b = await PgStore.open(pg_url, pool_size=2), await PgStore.open(pg_url, pool_size=2)
+    try:
+        keys = [PgIdempotencyStore(a), PgIdempotencyStore(b)]
+        answers = await asyncio.gather(*(k.reserve("t", "key-1", "fp", T0, expired_before=T0 - 100,
+                                                   abandoned_before=T0 - 10) for k in keys))
+        assert sorted(x is None for x in answers) == [False, True]
+        held = next(x for x in answers if x is not None)
+        assert (held.fingerprint, held.status) == ("fp", None)
+        await keys[0].complete("t", "key-1", status=201, body="{}", location="/x")
+        again = await keys[1].reserve("t", "key-1", "fp", T0 + 1, expired_before=T0 - 100, abandoned_before=T0 - 10)
+        assert again is not None and again.status == 201
+        assert await keys[1].count() == 1 and await keys[0].delete_expired(T0 + 1) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_lost_connection_is_storage_unavailable(pg_server, pg_url: str) -> None:
+    from dispatchsim.engine import StorageUnavailable
+
+    store = await PgStore.open(pg_url, pool_size=1)
+    name = database_of(pg_url)
+    try:
+        with pytest.raises(StorageUnavailable, match="storage unavailable: .*retry later"):
+            async with store.tx():
+                await store.add_tenant("t", "T", T0)
+                with pg_server.admin() as admin:  # the server ends the connection mid-transaction
+                    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                                  " AND pid <> pg_backend_pid()", (name,))
+                await store.add_provider("p", "P", T0)
+        assert await store.tenant("t") is None  # nothing half-written; the pool replaced the connection
+    finally:
+        await store.close()
