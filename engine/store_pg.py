@@ -22,11 +22,13 @@ concurrent tasks (API requests, the dispatch loop) each have their own transacti
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -41,10 +43,16 @@ from .store_pg_queries import PgQueryOps
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
 
+if TYPE_CHECKING:
+    from .events_store_pg import PgEventsStore
+    from .store_idempotency_pg import PgIdempotencyStore
+
 #: advisory lock namespaces (the first key of the two-key form): queue heads, migrations, cluster jobs
 QUEUE_LOCK = 0x44530001
 MIGRATION_LOCK = 0x44530002
 JOB_LOCK = 0x44530003
+#: the channel a worker LISTENs on: something became claimable now (see ``store_pg_cluster``)
+WORK_CHANNEL = "dispatchsim_work"
 
 _ACTIVE_SQL = status_in(ACTIVE)
 #: the transaction (and its connection) the current task runs in, with the store it belongs to
@@ -86,12 +94,11 @@ class PgStore(PgQueryOps):
     """A dispatchsim database on PostgreSQL. Open it with :meth:`open` (it migrates, unless
     ``readonly``); ``close`` it when done. ``pool_size`` bounds the connections of this process."""
 
-    def __init__(self, pool: AsyncConnectionPool, url: str, version: int, *, readonly: bool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, url: str, *, readonly: bool) -> None:
         self.pool = pool
         self.url = url
         self.path = display_url(url)
         self.readonly = readonly
-        self._version = version
         self._snapshots: dict[tuple[str, int], dict[str, Any]] = {}
 
     # -- plumbing -----------------------------------------------------------------------
@@ -108,7 +115,7 @@ class PgStore(PgQueryOps):
         except psycopg.Error as exc:
             raise StoreError(f"{shown}: cannot connect to PostgreSQL: {_first_line(exc)}") from None
         try:
-            version = await _migrate(conn, shown, readonly=readonly)
+            await _migrate(conn, shown, readonly=readonly)
         except psycopg.Error as exc:
             raise StoreError(f"{shown}: {_first_line(exc)}") from None
         finally:
@@ -119,12 +126,24 @@ class PgStore(PgQueryOps):
         pool = AsyncConnectionPool(url, min_size=1, max_size=max(1, pool_size), kwargs=kwargs, open=False,
                                    timeout=connect_timeout, name="dispatchsim")
         await pool.open(wait=True, timeout=connect_timeout)
-        return cls(pool, url, version, readonly=readonly)
+        return cls(pool, url, readonly=readonly)
 
-    @property
-    def schema_version(self) -> int:
+    async def schema_version(self) -> int:
         """The migration number the database is at (the ``dispatchsim_schema`` table)."""
-        return self._version
+        row = await self._one("SELECT COALESCE(MAX(version), 0) FROM dispatchsim_schema")
+        return int(row[0]) if row else 0
+
+    def events_store(self) -> PgEventsStore:
+        """The message-event operations on this database (sharing this store's transactions)."""
+        from .events_store_pg import PgEventsStore
+
+        return PgEventsStore(self)
+
+    def idempotency_store(self) -> PgIdempotencyStore:
+        """The Idempotency-Key operations on this database (sharing this store's transactions)."""
+        from .store_idempotency_pg import PgIdempotencyStore
+
+        return PgIdempotencyStore(self)
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -134,7 +153,7 @@ class PgStore(PgQueryOps):
             yield current[1]
             return
         try:
-            async with self.pool.connection() as conn, conn.transaction():
+            async with _clock_held(), self.pool.connection() as conn, conn.transaction():
                 token = _CURRENT.set((self, conn))
                 try:
                     yield conn
@@ -151,7 +170,7 @@ class PgStore(PgQueryOps):
             yield current[1]
             return
         try:
-            async with self.pool.connection() as conn:
+            async with _clock_held(), self.pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
@@ -188,6 +207,11 @@ class PgStore(PgQueryOps):
         sql = " UNION ALL ".join(f"SELECT MAX({col}) AS t FROM {table}" for table, col in self._HAPPENED)
         row = await self._one(f"SELECT MAX(t) FROM ({sql}) AS happened")
         return None if row is None or row[0] is None else float(row[0])
+
+    async def _notify_work(self, c: psycopg.AsyncConnection[Any]) -> None:
+        """Wake every worker when this transaction commits (identical notifications of one
+        transaction are delivered once)."""
+        await c.execute(f"NOTIFY {WORK_CHANNEL}")
 
     async def lock_queue(self, queue: str) -> None:
         """Serialize head changes of one ordered queue until the current transaction ends."""
@@ -242,12 +266,15 @@ class PgStore(PgQueryOps):
         return version
 
     async def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
-        n = await self._run(
-            "UPDATE configurations SET active = %s, inactive_reason = %s, inactive_since = %s, updated_at = %s"
-            " WHERE id = %s AND NOT deleted",
-            (active, None if active else reason, None if active else now, now, config_id))
-        if n != 1:
-            raise NotFound(f"configuration {config_id!r} not found")
+        async with self.tx() as c:
+            cur = await c.execute(
+                "UPDATE configurations SET active = %s, inactive_reason = %s, inactive_since = %s, updated_at = %s"
+                " WHERE id = %s AND NOT deleted",
+                (active, None if active else reason, None if active else now, now, config_id))
+            if cur.rowcount != 1:
+                raise NotFound(f"configuration {config_id!r} not found")
+            if active:
+                await self._notify_work(c)
 
     async def delete_config(self, config_id: str, now: float) -> None:
         n = await self._run("UPDATE configurations SET deleted = true, active = false, inactive_reason = 'deleted',"
@@ -315,6 +342,8 @@ class PgStore(PgQueryOps):
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 (webhook_id, activity_id, batch_id, config_id, config_version, queue, Status.READY.value, holds,
                  eligible, now, now, now, now))).fetchone()
+            if eligible:
+                await self._notify_work(c)
         assert row is not None
         return int(row[0])
 
@@ -529,6 +558,7 @@ class PgStore(PgQueryOps):
                 await self._refuse(c, delivery_id, Status.READY)
             if ordered:
                 await self._promote(c, queue, now)
+            await self._notify_work(c)
         return await self.delivery(delivery_id)
 
     async def skip(self, delivery_id: int, now: float) -> Delivery:
@@ -546,6 +576,7 @@ class PgStore(PgQueryOps):
                 raise InvalidTransition(f"delivery {delivery_id} is {row[0]} and does not block its queue;"
                                         " only a FAILED head of a blocked queue can be skipped")
             await self._promote(c, queue, now)
+            await self._notify_work(c)
         return await self.delivery(delivery_id)
 
     async def _refuse(self, c: psycopg.AsyncConnection[Any], delivery_id: int, target: Status) -> None:
@@ -582,6 +613,7 @@ class PgStore(PgQueryOps):
                                 " WHERE delivery_id = ANY(%s) AND finished_at IS NULL", (now, error, ids))
                 await c.execute("UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = %s,"
                                 " updated_at = %s WHERE id = ANY(%s)", (now, now, ids))
+                await self._notify_work(c)
         return ids
 
     async def release_own_leases(self, now: float, owner: str) -> list[int]:
@@ -692,6 +724,29 @@ _ATTEMPT = columns(Attempt)
 _NOTIFICATION = columns(Notification)
 
 
+@asynccontextmanager
+async def _clock_held() -> AsyncIterator[None]:
+    """On a time-compacting test loop (looptime, under the virtual clock of the property tests),
+    keep simulated time from jumping ahead while the database answers.
+
+    Such a loop moves its clock to the next timer whenever no I/O is ready at once, which would
+    make every round trip to the server last until the next retry was due. A pending executor
+    future is what tells the loop that something outside it is still working: while one is
+    pending it waits for I/O in real time instead. On any other loop this does nothing.
+    """
+    loop = asyncio.get_running_loop()
+    if not getattr(loop, "looptime_on", False):
+        yield
+        return
+    done = threading.Event()
+    waiting = loop.run_in_executor(None, done.wait)
+    try:
+        yield
+    finally:
+        done.set()
+        await waiting
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
@@ -739,4 +794,4 @@ async def _schema_version(conn: psycopg.AsyncConnection[Any], shown: str, *, lat
     return version
 
 
-__all__ = ["JOB_LOCK", "PgStore", "display_url", "is_url"]
+__all__ = ["JOB_LOCK", "WORK_CHANNEL", "PgStore", "display_url", "is_url"]

@@ -61,7 +61,7 @@ async def test_a_new_database_is_migrated_once_by_workers_starting_together(pg_s
     url = pg_server.empty()
     try:
         stores = await asyncio.gather(*(PgStore.open(url, pool_size=1) for _ in range(3)))
-        assert {s.schema_version for s in stores} == {latest_schema_version()}
+        assert [await s.schema_version() for s in stores] == [latest_schema_version()] * 3
         async with await psycopg.AsyncConnection.connect(url) as conn:
             applied = await (await conn.execute("SELECT version FROM dispatchsim_schema")).fetchall()
         assert applied == [(latest_schema_version(),)]
@@ -230,4 +230,36 @@ async def test_a_lost_connection_is_storage_unavailable(pg_server, pg_url: str) 
                 await store.add_provider("p", "P", T0)
         assert await store.tenant("t") is None  # nothing half-written; the pool replaced the connection
     finally:
+        await store.close()
+
+
+async def test_new_work_wakes_every_listening_worker_and_one_worker_leads_each_job(pg_url: str) -> None:
+    from dispatchsim.engine.store_pg_cluster import PgCluster
+
+    store = await PgStore.open(pg_url, pool_size=2)
+    woken = [asyncio.Event(), asyncio.Event()]
+    cluster = [PgCluster(pg_url, on_work=w.set) for w in woken]
+    try:
+        for c in cluster:
+            await c.start()
+        await _setup(store)
+        await store.insert_activity("a1", "t", "TASK", "S", {"id": "a1"}, T0)
+        await asyncio.wait_for(asyncio.gather(*(w.wait() for w in woken)), 10)  # the activation's
+        for c, w in zip(cluster, woken):
+            c.notified = 0
+            w.clear()
+        async with store.tx():  # notifications are sent when the transaction commits, once
+            for n in range(3):
+                await store.insert_delivery(webhook_id=f"w{n}", activity_id="a1", config_id="c", config_version=1,
+                                            queue="q", ordered=True, now=T0)
+        await asyncio.wait_for(asyncio.gather(*(w.wait() for w in woken)), 10)
+        assert [c.notified for c in cluster] == [1, 1]
+        leads = [await c.leads("retention") for c in cluster]
+        assert leads == [True, False] and await cluster[0].leads("retention")  # kept while it lives
+        assert await cluster[1].leads("idempotency-expiry")  # each job has its own leader
+        await cluster[0].stop()
+        assert await cluster[1].leads("retention")  # the lock died with the leader's session
+    finally:
+        for c in cluster:
+            await c.stop()
         await store.close()
