@@ -66,15 +66,15 @@ async def run(engine: Engine, total: int, rounds: int, configs: int) -> None:
     t0 = time.perf_counter()
     per = total // configs
     for i, cid in enumerate(ids):
-        engine.store.bench_fill_deliveries(tenant_id="acme", config_id=cid, config_version=1, count=per,
-                                           failed_every=20, now=start + i * 10)
-    engine.store.bench_fill_deliveries(tenant_id="other", config_id=theirs, config_version=1, count=per // 10,
-                                       failed_every=2, now=start)
+        await engine.store.bench_fill_deliveries(tenant_id="acme", config_id=cid, config_version=1, count=per,
+                                                 failed_every=20, now=start + i * 10)
+    await engine.store.bench_fill_deliveries(tenant_id="other", config_id=theirs, config_version=1, count=per // 10,
+                                             failed_every=2, now=start)
     fill = time.perf_counter() - t0
-    rows = sum(engine.counts().values())
+    rows = sum((await engine.counts()).values())
     print(f"filled {rows:,} deliveries ({configs} configurations of one tenant + another tenant's) in {fill:.1f} s")
 
-    _, key = create_key(engine.store, tenant_id="acme", name="bench", now=engine.clock.now())
+    _, key = await create_key(engine.store, tenant_id="acme", name="bench", now=engine.clock.now())
     app = make_app(engine, keys=KeyRing(engine.store))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

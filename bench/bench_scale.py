@@ -7,6 +7,7 @@ Usage: python bench/bench_scale.py [BIG]
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import tempfile
@@ -21,12 +22,12 @@ QUEUES = 1000
 SAMPLES = 300
 
 
-def fill(store: Store, pending: int) -> None:
+async def fill(store: Store, pending: int) -> None:
     now = 1_000_000.0
-    store.add_tenant("t", "t", now)
-    store.add_provider("p", "p", now)
+    await store.add_tenant("t", "t", now)
+    await store.add_provider("p", "p", now)
     for q in range(QUEUES):
-        store.insert_config(f"c{q}", "t", "p", "SALESMAN", {"endpoint_url": "http://127.0.0.1:9/h"}, now)
+        await store.insert_config(f"c{q}", "t", "p", "SALESMAN", {"endpoint_url": "http://127.0.0.1:9/h"}, now)
     store.conn.execute("BEGIN")
     store.conn.execute("INSERT INTO activities (id, tenant_id, type, channel, payload, created_at)"
                        " VALUES ('a', 't', 'TASK', 'SALESMAN', '{}', ?)", (now,))
@@ -39,28 +40,28 @@ def fill(store: Store, pending: int) -> None:
     store.conn.execute("COMMIT")
 
 
-def measure(pending: int, path: Path) -> dict:
+async def measure(pending: int, path: Path) -> dict:
     gc.collect()
     rss0 = rss_mb()
     store = Store(path)
     t = time.perf_counter()
-    fill(store, pending)
+    await fill(store, pending)
     fill_s = time.perf_counter() - t
     now = 2_000_000.0
     claim_times, finish_times = [], []
     for _ in range(SAMPLES):
         t = time.perf_counter()
-        rows = store.due_candidates(now, 1)
-        claims = store.claim([(rows[0]["id"], now + 60)], token="bench", now=now)
+        rows = await store.due_candidates(now, 1)
+        claims = await store.claim([(rows[0][0], now + 60)], token="bench", now=now)
         claim_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        store.mark_dispatched(claims[0], AttemptResult(finished_at=now, outcome="SUCCESS", status_code=200),
-                              ordered=True)
+        await store.mark_dispatched(claims[0], AttemptResult(finished_at=now, outcome="SUCCESS", status_code=200),
+                                    ordered=True)
         finish_times.append(time.perf_counter() - t)
     claim_times.sort()
     finish_times.sort()
     rss = rss_mb() - rss0
-    store.close()
+    await store.close()
     return {"fill": fill_s, "claim_p50": claim_times[len(claim_times) // 2] * 1e6,
             "claim_p99": claim_times[int(len(claim_times) * 0.99)] * 1e6,
             "finish_p50": finish_times[len(finish_times) // 2] * 1e6, "rss": rss}
@@ -68,8 +69,8 @@ def measure(pending: int, path: Path) -> dict:
 
 def main(big: int) -> None:
     with tempfile.TemporaryDirectory() as d:
-        small = measure(1_000, Path(d) / "small.db")
-        large = measure(big, Path(d) / "large.db")
+        small = asyncio.run(measure(1_000, Path(d) / "small.db"))
+        large = asyncio.run(measure(big, Path(d) / "large.db"))
     print(f"scale: claim + finish with pending deliveries in {QUEUES} ordered queues ({SAMPLES} samples each)")
     for label, r in ((f"{1_000:>9,} pending (baseline)", small), (f"{big:>9,} pending", large)):
         print(f"  {label:<28}: claim p50 {r['claim_p50']:7.1f} us  p99 {r['claim_p99']:7.1f} us  "

@@ -68,7 +68,7 @@ async def simulate(n: int, db: Path, outage: bool) -> dict:
     summary = await engine.run_until_idle(max_time=48 * 3600)
     wall = time.perf_counter() - wall
     in_order = all(list(dict.fromkeys(received[i])) == created[i] for i in range(ENDPOINTS))
-    attempts = engine.store.attempt_count()
+    attempts = await engine.store.attempt_count()
     await engine.close()
     for r in runners:
         await r.cleanup()

@@ -49,7 +49,7 @@ async def engine_run(url: str, n: int, concurrency: int, db: Path) -> tuple[floa
     t = time.perf_counter()
     summary = await eng.run_until_idle()
     run = time.perf_counter() - t
-    attempts = eng.store.attempt_count("SUCCESS")
+    attempts = await eng.store.attempt_count("SUCCESS")
     assert summary.counts["DISPATCHED"] == n == attempts, summary.counts
     await eng.close()
     return create, run, attempts

@@ -14,14 +14,16 @@ from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
 from .store import Store, latest_schema_version
 from .store_console import CONSOLE_ORDER, DeliveryCursor, DeliveryFilter, QueueRow
 from .store_file import OwnerLock, storage_error
-from .store_contract import EventsStoreContract, StoreContract
+from .store_contract import EventsStoreContract, IdempotencyStoreContract, StoreContract
 from .store_idempotency import IdempotencyStore, StoredAnswer
+from .store_open import check_store, open_store, owner_lock
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
 from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          Tenant)
 
 __all__ = [
-    "ActivityExists", "IdempotencyStore", "StoredAnswer",
+    "ActivityExists", "IdempotencyStore", "IdempotencyStoreContract", "StoredAnswer", "check_store", "open_store",
+    "owner_lock",
     "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
     "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
     "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",

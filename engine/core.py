@@ -22,7 +22,9 @@ from .payload import build_stored_payload
 from .redact import Redactor, redact_url
 from .sender import Sender
 from .states import ACTIVE, Circuit, Status
-from .store import AttemptResult, Store
+from .store import AttemptResult
+from .store_contract import StoreContract
+from .store_open import open_store
 from .store_rows import Configuration, Provider, Tenant
 from .store_queries import ActivityFilter
 
@@ -90,7 +92,7 @@ class Engine:
     one, ids are random UUIDs.
     """
 
-    def __init__(self, store: Store, *, clock: Clock, seed: int | None = None,
+    def __init__(self, store: StoreContract, *, clock: Clock, seed: int | None = None,
                  log_stream: TextIO | None = None, log_format: str = "json", concurrency: int = 100,
                  lease_margin: float = 30.0, sender: Sender | None = None) -> None:
         """``sender``: the HTTP side to use instead of a plain :class:`Sender` (a scenario against a
@@ -113,8 +115,13 @@ class Engine:
                                      prepared=self.prepared, instance=self.instance, concurrency=concurrency,
                                      lease_margin=lease_margin, produce=self.events.form_due_batches)
         self._task: asyncio.Task[None] | None = None
-        for cfg in store.configs(kind=None):
-            self.redactor.add(*Snapshot.from_dict(store.snapshot(cfg.id, cfg.version)).secrets())
+
+    async def _load(self) -> None:
+        """Read what the database already holds: the secrets to redact, endpoint health, webhooks."""
+        for cfg in await self.store.configs(kind=None):
+            self.redactor.add(*Snapshot.from_dict(await self.store.snapshot(cfg.id, cfg.version)).secrets())
+        await self.dispatcher.load()
+        await self.events.load()
 
     @classmethod
     async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
@@ -127,14 +134,15 @@ class Engine:
         clock and do not in a simulation (a virtual clock), where the fsyncs were most of a run's time.
         """
         simulated = (clock.virtual if clock is not None else virtual)
-        store = Store(path, durable=not simulated if durable is None else durable)
+        store = await open_store(path, durable=not simulated if durable is None else durable)
         if clock is None:
             if virtual:
-                latest = store.latest_time()
+                latest = await store.latest_time()
                 clock = VirtualClock() if latest is None else VirtualClock(epoch=latest)
             else:
                 clock = RealClock()
         engine = cls(store, clock=clock, seed=seed, **kw)
+        await engine._load()
         await engine.sender.start()
         return engine
 
@@ -148,7 +156,7 @@ class Engine:
         """Graceful stop: no new claims, wait for in-flight attempts up to ``deadline`` s."""
         abandoned = await self.stop(deadline=deadline)
         await self.sender.close()
-        self.store.close()
+        await self.store.close()
         return abandoned
 
     async def crash(self) -> None:
@@ -163,7 +171,7 @@ class Engine:
             self._task = None
         await asyncio.sleep(0)
         await self.sender.close()
-        self.store.close()
+        await self.store.close()
 
     def subscribe(self, sink: Any) -> None:
         """Receive every event (a dict, secrets redacted) as it is logged."""
@@ -177,11 +185,11 @@ class Engine:
         Raises ConfigError when the id is malformed or already taken.
         """
         _check_id("tenant", tenant_id)
-        if self.store.tenant(tenant_id):
+        if await self.store.tenant(tenant_id):
             raise ConfigError(f"tenant {tenant_id!r} already exists")
-        self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now())
+        await self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now())
         self.log.info("tenant.created", tenant_id=tenant_id)
-        tenant = self.store.tenant(tenant_id)
+        tenant = await self.store.tenant(tenant_id)
         assert tenant is not None
         return tenant
 
@@ -191,11 +199,11 @@ class Engine:
         Raises ConfigError when the id is malformed or already taken.
         """
         _check_id("provider", provider_id)
-        if self.store.provider(provider_id):
+        if await self.store.provider(provider_id):
             raise ConfigError(f"provider {provider_id!r} already exists")
-        self.store.add_provider(provider_id, name or provider_id, self.clock.now())
+        await self.store.add_provider(provider_id, name or provider_id, self.clock.now())
         self.log.info("provider.registered", provider_id=provider_id)
-        provider = self.store.provider(provider_id)
+        provider = await self.store.provider(provider_id)
         assert provider is not None
         return provider
 
@@ -205,42 +213,43 @@ class Engine:
 
         ``scoped`` (serve mode): ``config_id`` is a name within the tenant, stored as
         :func:`scoped_config_id`, so a name taken by another tenant is no obstacle and no clue."""
-        if self.store.tenant(tenant_id) is None:
+        if await self.store.tenant(tenant_id) is None:
             raise NotFound(f"tenant {tenant_id!r} not found; add it first")
-        if self.store.provider(provider_id) is None:
+        if await self.store.provider(provider_id) is None:
             raise NotFound(f"provider {provider_id!r} is not registered; providers are registered centrally")
         if not isinstance(channel, str) or not channel.strip():
             raise ConfigError("required, e.g. SALESMAN", field="channel")
         snap, warnings = build_snapshot(fields)
         if scoped:
             name = _check_id("configuration", config_id) if config_id else \
-                self._new_config_id(tenant_id, provider_id, channel, scoped=True)
+                await self._new_config_id(tenant_id, provider_id, channel, scoped=True)
             cid = scoped_config_id(tenant_id, name)
         else:
             name = cid = _check_id("configuration", config_id) if config_id else \
-                self._new_config_id(tenant_id, provider_id, channel)
-        if self.store.config(cid):
+                await self._new_config_id(tenant_id, provider_id, channel)
+        if await self.store.config(cid):
             raise ConfigError(f"configuration {name!r} already exists")
         self.redactor.add(*snap.secrets())
-        self.store.insert_config(cid, tenant_id, provider_id, channel, snap.to_dict(redact=False), self.clock.now())
+        await self.store.insert_config(cid, tenant_id, provider_id, channel, snap.to_dict(redact=False),
+                                       self.clock.now())
         self.log.info("config.created", config_id=cid, tenant_id=tenant_id, provider_id=provider_id,
                       channel=channel, endpoint=redact_url(snap.endpoint_url), warnings=warnings or None)
         if activate:
             await self.activate(cid)
-        view = self.config_view(cid)
+        view = await self.config_view(cid)
         view["warnings"] = warnings
         return view
 
-    def _new_config_id(self, tenant_id: str, provider_id: str, channel: str, *, scoped: bool = False) -> str:
+    async def _new_config_id(self, tenant_id: str, provider_id: str, channel: str, *, scoped: bool = False) -> str:
         """A free id (a free name within the tenant when ``scoped``: counting the tenant's own only)."""
-        n = len(self.store.configs(tenant_id if scoped else None)) + 1
+        n = len(await self.store.configs(tenant_id if scoped else None)) + 1
         base = f"{tenant_id}.{provider_id}.{channel}".lower()[:56]
         cid = base
 
-        def taken(c: str) -> bool:
-            return self.store.config(scoped_config_id(tenant_id, c) if scoped else c) is not None
+        async def taken(c: str) -> bool:
+            return await self.store.config(scoped_config_id(tenant_id, c) if scoped else c) is not None
 
-        while taken(cid):
+        while await taken(cid):
             n += 1
             cid = f"{base}.{n}"
         return cid
@@ -252,11 +261,11 @@ class Engine:
         """
         if not changes:
             raise ConfigError(f"nothing to change; send one or more of {', '.join(CONFIG_FIELDS)}")
-        cfg = self.config(config_id)
+        cfg = await self.config(config_id)
         if cfg.kind is not ConfigKind.ACTIVITIES:
             raise ConfigError(f"configuration {config_id!r} is an account's message-event webhook: save the webhook"
                               " again (PUT /api/accounts/{account}/webhook) to change it")
-        current = Snapshot.from_dict(self.store.snapshot(config_id, cfg.version)).to_dict(redact=False)
+        current = Snapshot.from_dict(await self.store.snapshot(config_id, cfg.version)).to_dict(redact=False)
         for key in ("mapping_digest",):
             current.pop(key, None)
         merged = {**current, **changes}
@@ -264,22 +273,22 @@ class Engine:
         if cfg.active and ("endpoint_url" in changes or "auth" in changes):
             await self._verify(config_id, snap)
         self.redactor.add(*snap.secrets())
-        version = self.store.new_config_version(config_id, snap.to_dict(redact=False), self.clock.now())
+        version = await self.store.new_config_version(config_id, snap.to_dict(redact=False), self.clock.now())
         self.log.info("config.edited", config_id=config_id, version=version, changed=sorted(changes))
-        view = self.config_view(config_id)
+        view = await self.config_view(config_id)
         view["warnings"] = warnings
         return view
 
     async def activate(self, config_id: str) -> dict[str, Any]:
         """Send the verification GET; only a 2xx activates (as Reteno does on save)."""
-        cfg = self.config(config_id)
-        snap = Snapshot.from_dict(self.store.snapshot(config_id, cfg.version))
+        cfg = await self.config(config_id)
+        snap = Snapshot.from_dict(await self.store.snapshot(config_id, cfg.version))
         await self._verify(config_id, snap)
-        self.store.set_config_active(config_id, True, self.clock.now())
-        self.dispatcher.reset_streak(config_id)  # re-enabled: auto-disable counts new failures from zero
+        await self.store.set_config_active(config_id, True, self.clock.now())
+        await self.dispatcher.reset_streak(config_id)  # re-enabled: auto-disable counts new failures from zero
         self.log.info("config.activated", config_id=config_id, endpoint=redact_url(snap.endpoint_url))
         self.dispatcher.wake()
-        return self.config_view(config_id)
+        return await self.config_view(config_id)
 
     async def verification_failure(self, snap: Snapshot) -> str | None:
         """Send the verification GET to the snapshot's endpoint; why it failed (secrets hidden), or None."""
@@ -300,10 +309,10 @@ class Engine:
 
     async def deactivate(self, config_id: str, reason: str = "manual") -> dict[str, Any]:
         """Pause: no new deliveries, and those already created wait (nothing is sent) until re-activation."""
-        self.config(config_id)
-        self.store.set_config_active(config_id, False, self.clock.now(), reason)
+        await self.config(config_id)
+        await self.store.set_config_active(config_id, False, self.clock.now(), reason)
         self.log.info("config.deactivated", config_id=config_id, reason=reason)
-        return self.config_view(config_id)
+        return await self.config_view(config_id)
 
     async def delete_config(self, config_id: str) -> None:
         """Delete a configuration: it stops dispatching and can no longer be read or changed.
@@ -311,28 +320,28 @@ class Engine:
         Raises NotFound when it does not exist or was already deleted. Its deliveries and attempts stay
         in the store for the record.
         """
-        self.config(config_id)
-        self.store.delete_config(config_id, self.clock.now())
+        await self.config(config_id)
+        await self.store.delete_config(config_id, self.clock.now())
         self.log.info("config.deleted", config_id=config_id)
 
-    def config(self, config_id: str) -> Configuration:
+    async def config(self, config_id: str) -> Configuration:
         """The stored configuration row (NotFound when it does not exist or was deleted)."""
-        cfg = self.store.config(config_id)
+        cfg = await self.store.config(config_id)
         if cfg is None or cfg.deleted:
             raise NotFound(f"configuration {config_id!r} not found")
         return cfg
 
-    def config_view(self, config_id: str) -> dict[str, Any]:
+    async def config_view(self, config_id: str) -> dict[str, Any]:
         """The configuration as any read API shows it: secrets replaced by ``***``."""
-        cfg = self.config(config_id)
-        return cfg.to_json(Snapshot.from_dict(self.store.snapshot(config_id, cfg.version)).to_dict(redact=True))
+        cfg = await self.config(config_id)
+        return cfg.to_json(Snapshot.from_dict(await self.store.snapshot(config_id, cfg.version)).to_dict(redact=True))
 
-    def prepared(self, config_id: str, version: int) -> Prepared:
+    async def prepared(self, config_id: str, version: int) -> Prepared:
         """Snapshot and compiled mapping of one configuration version (cached; versions are immutable)."""
         key = (config_id, version)
         prep = self._prepared.get(key)
         if prep is None:
-            snap = Snapshot.from_dict(self.store.snapshot(config_id, version))
+            snap = Snapshot.from_dict(await self.store.snapshot(config_id, version))
             prep = self._prepared[key] = Prepared(snapshot=snap, mapper=_mapper(snap))
         return prep
 
@@ -341,7 +350,7 @@ class Engine:
     async def create_activity(self, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Store an activity and fan it out: one delivery per active configuration of its tenant and channel."""
         aid = (await self.create_activities(tenant_id, [data]))[0]
-        return self.store.activity(aid).to_json()
+        return (await self.store.activity(aid)).to_json()
 
     async def create_activities(self, tenant_id: str, items: list[dict[str, Any]]) -> list[str]:
         """Several activities at one instant in one transaction (all or none); returns their ids.
@@ -349,26 +358,26 @@ class Engine:
         What a burst costs is mostly its commits: a scenario creating 2,500 activities at once
         commits once instead of 2,500 times. Events are the same as for one call per activity.
         """
-        if self.store.tenant(tenant_id) is None:
+        if await self.store.tenant(tenant_id) is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
         now = self.clock.now()
         created: list[tuple[str, dict[str, Any], list[tuple[int, str, str]]]] = []
-        with self.store.tx():
+        async with self.store.tx():
             configs: dict[str, list[tuple[str, int]]] = {}
             taken: set[str] = set()
             for data in items:
-                aid, data = self._activity_id(data, taken)
+                aid, data = await self._activity_id(data, taken)
                 payload = build_stored_payload(data, activity_id=aid, created_at=now)
-                self.store.insert_activity(aid, tenant_id, payload["type"], payload["channel"], payload, now)
+                await self.store.insert_activity(aid, tenant_id, payload["type"], payload["channel"], payload, now)
                 made = []
                 if payload["type"] in DISPATCHED_TYPES:
                     channel = payload["channel"]
                     if channel not in configs:
-                        configs[channel] = self.store.active_configs(tenant_id, channel)
+                        configs[channel] = await self.store.active_configs(tenant_id, channel)
                     for cid, version in configs[channel]:
-                        prep = self.prepared(cid, version)
+                        prep = await self.prepared(cid, version)
                         queue = _queue(cid, prep.snapshot, payload)
-                        did = self.store.insert_delivery(
+                        did = await self.store.insert_delivery(
                             webhook_id=self._webhook_id(aid, cid), activity_id=aid, config_id=cid,
                             config_version=version, queue=queue, ordered=prep.snapshot.ordering.ordered, now=now)
                         made.append((did, cid, queue))
@@ -386,13 +395,13 @@ class Engine:
             self.dispatcher.wake()
         return [aid for aid, _, _ in created]
 
-    def _activity_id(self, data: dict[str, Any], taken: set[str]) -> tuple[str, dict[str, Any]]:
+    async def _activity_id(self, data: dict[str, Any], taken: set[str]) -> tuple[str, dict[str, Any]]:
         """The id the caller chose (a UUID, the payload's ``id``) or a new one, and the fields without it.
 
         A caller that chooses its ids can retry a create after a timeout without making a second
         activity: the second try is refused (:class:`ActivityExists`) instead."""
         if not isinstance(data, dict) or "id" not in data:
-            return self._new_activity_id(), data
+            return await self._new_activity_id(), data
         given = data["id"]
         try:
             aid = str(uuid.UUID(given)) if isinstance(given, str) else None
@@ -404,7 +413,7 @@ class Engine:
         exists = aid in taken
         if not exists:
             try:
-                self.store.activity_tenant(aid)
+                await self.store.activity_tenant(aid)
                 exists = True
             except NotFound:
                 pass
@@ -413,10 +422,10 @@ class Engine:
         taken.add(aid)
         return aid, {k: v for k, v in data.items() if k != "id"}
 
-    def _new_activity_id(self) -> str:
+    async def _new_activity_id(self) -> str:
         if self.seed is None:
             return str(uuid.uuid4())
-        n = self.store.next_activity_seq()
+        n = await self.store.next_activity_seq()
         digest = hashlib.sha256(f"{self.seed}:activity:{n}".encode()).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
@@ -426,7 +435,7 @@ class Engine:
 
     async def activity(self, activity_id: str) -> dict[str, Any]:
         """One activity as JSON-ready data (NotFound when the id is unknown)."""
-        return self.store.activity(activity_id).to_json()
+        return (await self.store.activity(activity_id)).to_json()
 
     async def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
                               status: str | None = None, dispatch_status: str | None = None,
@@ -441,10 +450,10 @@ class Engine:
             raise DispatchsimError(f"dispatch_status: one of {', '.join(s.value for s in Status)}")
         f = ActivityFilter(tenant_id=tenant_id, channel=channel, status=status, dispatch_status=dispatch_status,
                            created_from=created_from, created_to=created_to)
-        rows = self.store.activity_page(f, after_seq=after, limit=limit + 1)
+        rows = await self.store.activity_page(f, after_seq=after, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return ActivityPage(items=[self.store.activity(aid).to_json() for _, aid in rows],
+        return ActivityPage(items=[(await self.store.activity(aid)).to_json() for _, aid in rows],
                             next_after=rows[-1][0] if more and rows else None)
 
     async def submit_result(self, activity_id: str, result: dict[str, Any]) -> ResultSubmission:
@@ -454,26 +463,26 @@ class Engine:
         :class:`ResultConflict` and changes nothing. ``submittedAt`` is stamped here.
         """
         stamped = {**result, "submittedAt": iso(self.clock.now())}
-        current = self.store.set_result(activity_id, stamped)
+        current = await self.store.set_result(activity_id, stamped)
         if current is not None:
             if {k: v for k, v in current.items() if k != "submittedAt"} != result:
                 raise ResultConflict(f"activity {activity_id} already has a different result; results are"
                                      " accepted once per activity", current=current)
-            return ResultSubmission(activity=self.store.activity(activity_id).to_json(), created=False)
+            return ResultSubmission(activity=(await self.store.activity(activity_id)).to_json(), created=False)
         self.log.info("activity.result", activity_id=activity_id)
-        return ResultSubmission(activity=self.store.activity(activity_id).to_json(), created=True)
+        return ResultSubmission(activity=(await self.store.activity(activity_id)).to_json(), created=True)
 
     async def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
         """Deliveries matching the filters of :meth:`Store.deliveries`, as JSON-ready data in id order."""
-        return [d.to_json() for d in self.store.deliveries(**filters)]
+        return [d.to_json() for d in await self.store.deliveries(**filters)]
 
     async def delivery(self, delivery_id: int) -> dict[str, Any]:
         """One delivery as JSON-ready data (NotFound when the id is unknown)."""
-        return self.store.delivery(delivery_id).to_json()
+        return (await self.store.delivery(delivery_id)).to_json()
 
     async def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
         """Attempts of one delivery (or of all deliveries), as JSON-ready data in id order."""
-        return [a.to_json() for a in self.store.attempts(delivery_id)]
+        return [a.to_json() for a in await self.store.attempts(delivery_id)]
 
     async def force_retry(self, delivery_id: int) -> dict[str, Any]:
         """FAILED -> READY with a fresh attempt budget (the only way out of FAILED).
@@ -481,13 +490,13 @@ class Engine:
         The retried delivery moves to the configuration's current version, so fixing a mapping
         or an endpoint and then force-retrying sends the fixed request.
         """
-        d = self.store.delivery(delivery_id)
-        cfg = self.store.config(d.config_id)
+        d = await self.store.delivery(delivery_id)
+        cfg = await self.store.config(d.config_id)
         # a manual retry uses the configuration as it is now (e.g. a fixed mapping or URL)
         version = cfg.version if cfg and not cfg.deleted else d.config_version
-        prep = self.prepared(d.config_id, version)
-        row = self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
-                                     config_version=version)
+        prep = await self.prepared(d.config_id, version)
+        row = await self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
+                                           config_version=version)
         self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row.queue, status=Status.READY,
                       config_version=version)
         self.dispatcher.wake()
@@ -497,7 +506,7 @@ class Engine:
                                 until: float | None = None, reason: str | None = None) -> list[int]:
         """Force-retry every FAILED delivery matching the filter (creation time range, failed reason),
         in creation order, so ordered queues get them back in their original sequence."""
-        ids = self.store.failed_ids(config_id=config_id, since=since, until=until, reason=reason)
+        ids = await self.store.failed_ids(config_id=config_id, since=since, until=until, reason=reason)
         for did in ids:
             await self.force_retry(did)
         self.log.info("recovery.force_retry", config_id=config_id, count=len(ids),
@@ -506,7 +515,7 @@ class Engine:
 
     async def recover_since(self, config_id: str, since: float) -> list[int]:
         """Re-queue every FAILED delivery of ``config_id`` created since ``since``, in original order."""
-        self.config(config_id)
+        await self.config(config_id)
         return await self.force_retry_where(config_id=config_id, since=since)
 
     async def replay(self, delivery_id: int) -> dict[str, Any]:
@@ -514,34 +523,34 @@ class Engine:
 
         History is never changed: the delivery keeps its status and counters.
         """
-        d = self.store.delivery(delivery_id)
-        prep = self.prepared(d.config_id, d.config_version)
-        attempt_id = self.store.start_replay(delivery_id, self.clock.now())
+        d = await self.store.delivery(delivery_id)
+        prep = await self.prepared(d.config_id, d.config_version)
+        attempt_id = await self.store.start_replay(delivery_id, self.clock.now())
         from .sender import Request
         snap = prep.snapshot
         try:
-            body = request_body(self.store, prep, activity_id=d.activity_id, batch_id=d.batch_id)
+            body = await request_body(self.store, prep, activity_id=d.activity_id, batch_id=d.batch_id)
         except PayloadUnmappable as exc:
-            self.store.finish_replay(attempt_id, AttemptResult(finished_at=self.clock.now(), outcome="MAPPING_ERROR",
-                                                               error=str(exc)))
+            await self.store.finish_replay(attempt_id, AttemptResult(
+                finished_at=self.clock.now(), outcome="MAPPING_ERROR", error=str(exc)))
             raise
         out = await self.sender.send(Request(
             url=snap.endpoint_url, body=body, webhook_id=d.webhook_id, timestamp=int(self.clock.now()),
             auth=snap.auth, signing_secret=snap.signing_secret, connect_timeout=snap.timeouts.connect,
             total_timeout=snap.timeouts.total))
-        self.store.finish_replay(attempt_id, AttemptResult(
+        await self.store.finish_replay(attempt_id, AttemptResult(
             finished_at=self.clock.now(), outcome=out.kind.value, status_code=out.status,
             error=out.error, retry_after=out.retry_after, latency=out.latency, excerpt=out.excerpt))
         self.log.info("delivery.replayed", delivery_id=delivery_id, queue=d.queue, code=out.status,
                       outcome=out.kind.value, status=d.status.value)
-        return [a.to_json() for a in self.store.attempts(delivery_id) if a.id == attempt_id][0]
+        return [a.to_json() for a in await self.store.attempts(delivery_id) if a.id == attempt_id][0]
 
     async def notifications(self, config_id: str | None = None, *,
                             tenant_id: str | None = None) -> list[dict[str, Any]]:
         """Operator notifications (auto-disable, circuit changes), oldest first: of one configuration,
         or of a tenant's configurations, or all."""
-        mine = {c.id for c in self.store.configs(tenant_id, kind=None)} if tenant_id is not None else None
-        return [n.to_json() for n in self.store.notifications(config_id) if mine is None or n.config_id in mine]
+        mine = {c.id for c in await self.store.configs(tenant_id, kind=None)} if tenant_id is not None else None
+        return [n.to_json() for n in await self.store.notifications(config_id) if mine is None or n.config_id in mine]
 
     async def record_operator_action(self, action: str, *, who: str, why: str, target: str,
                                      config_id: str | None) -> dict[str, Any]:
@@ -553,14 +562,14 @@ class Engine:
             raise ConfigError("reason: say why (it is kept with the action)")
         now = self.clock.now()
         message = f"{action} {target} by {who}: {why}"
-        nid = self.store.add_notification(at=now, kind=f"operator.{action}", config_id=config_id, message=message)
+        nid = await self.store.add_notification(at=now, kind=f"operator.{action}", config_id=config_id, message=message)
         self.log.info("operator.action", action=action, who=who, why=why, target=target, config_id=config_id,
                       notification_id=nid)
         return {"id": nid, "at": iso(now), "kind": f"operator.{action}", "config_id": config_id, "message": message}
 
-    def health(self, config_id: str) -> dict[str, Any]:
+    async def health(self, config_id: str) -> dict[str, Any]:
         """Circuit state and failure streak of a configuration's endpoint."""
-        self.config(config_id)
+        await self.config(config_id)
         st = self.dispatcher._health.get(config_id)
         if st is None:
             return {"circuit": Circuit.CLOSED, "circuit_until": None, "consecutive_failures": 0, "failing_since": None}
@@ -570,14 +579,14 @@ class Engine:
 
     async def skip(self, delivery_id: int) -> dict[str, Any]:
         """Unblock a queue held by a FAILED head (``on_exhausted: block``); the delivery stays FAILED."""
-        row = self.store.skip(delivery_id, self.clock.now())
+        row = await self.store.skip(delivery_id, self.clock.now())
         self.log.info("delivery.skipped", delivery_id=delivery_id, queue=row.queue, status=Status.FAILED)
         self.dispatcher.wake()
         return row.to_json()
 
-    def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, int]:
         """Number of deliveries per status; every status is present, zero included."""
-        return self.store.counts()
+        return await self.store.counts()
 
     # -- running ------------------------------------------------------------------------
 
@@ -593,15 +602,15 @@ class Engine:
         deadline = None if max_time is None else start + max_time
         self.dispatcher.arm()
         await self.dispatcher.run(until_idle=True, deadline=deadline)
-        idle = self.dispatcher.idle()
-        return RunSummary(started_at=start, finished_at=self.clock.now(), counts=self.counts(), idle=idle)
+        idle = await self.dispatcher.idle()
+        return RunSummary(started_at=start, finished_at=self.clock.now(), counts=await self.counts(), idle=idle)
 
     async def run_for(self, seconds: float) -> RunSummary:
         """Dispatch for ``seconds`` of clock time (attempts still in flight keep going)."""
         start = self.clock.now()
         self.dispatcher.arm()
         await self.dispatcher.run(until_idle=False, deadline=start + seconds)
-        return RunSummary(start, self.clock.now(), self.counts(), idle=self.dispatcher.idle())
+        return RunSummary(start, self.clock.now(), await self.counts(), idle=await self.dispatcher.idle())
 
     @property
     def dispatching(self) -> bool:

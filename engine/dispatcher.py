@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +18,8 @@ from .health import Change, EndpointState, record, tick
 from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
 from .errors import InvalidTransition, PayloadUnmappable
 from .states import ACTIVE, Circuit, Status
-from .store import AttemptResult, Claim, Store
+from .store import AttemptResult, Claim
+from .store_contract import StoreContract
 from .store_file import storage_error
 from .store_rows import Configuration
 
@@ -34,16 +35,16 @@ class Prepared:
 
 #: Creates the deliveries that are due by ``now`` (e.g. batches of message events); returns when it
 #: will next have something to create (None: nothing waits).
-Producer = Callable[[float], "float | None"]
+Producer = Callable[[float], Awaitable["float | None"]]
 
 
-def request_body(store: Store, prep: Prepared, *, activity_id: str | None, batch_id: int | None) -> bytes:
+async def request_body(store: StoreContract, prep: Prepared, *, activity_id: str | None, batch_id: int | None) -> bytes:
     """What a delivery POSTs: its batch of message events as a JSON array, or its activity in the seed
     shape (mapped when the configuration has a mapping; raises PayloadUnmappable)."""
     if batch_id is not None:
-        return encode_body(store.batch_events(batch_id))
+        return encode_body(await store.batch_events(batch_id))
     assert activity_id is not None
-    payload = store.activity(activity_id).to_json()
+    payload = (await store.activity(activity_id)).to_json()
     if prep.mapper is not None:
         payload = prep.mapper(payload)
     return encode_body(payload)
@@ -67,8 +68,8 @@ class Dispatcher:
     The :class:`Engine` owns one; use the engine rather than this class directly.
     """
 
-    def __init__(self, *, store: Store, sender: Sender, clock: Clock, log: Any,
-                 prepared: Callable[[str, int], Prepared], instance: str,
+    def __init__(self, *, store: StoreContract, sender: Sender, clock: Clock, log: Any,
+                 prepared: Callable[[str, int], Awaitable[Prepared]], instance: str,
                  concurrency: int = 100, lease_margin: float = 30.0, produce: Producer | None = None) -> None:
         self.store = store
         self.sender = sender
@@ -91,12 +92,9 @@ class Dispatcher:
         #: finished attempts waiting for the next group commit (one transaction per loop tick)
         self._results: list[tuple[Claim, Snapshot, Outcome | str]] = []
         self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
         #: circuit breaker / auto-disable state per configuration (persisted in endpoint_health)
         self._health: dict[str, EndpointState] = {}
-        for row in store.health_rows():
-            self._health[row.config_id] = EndpointState(
-                circuit=row.circuit, circuit_until=row.circuit_until,
-                consecutive_failures=row.consecutive_failures, failing_since=row.failing_since)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._batch_configs: dict[str, Configuration | None] = {}
         #: pacing (serve mode, see :meth:`pace`); off by default
@@ -106,6 +104,13 @@ class Dispatcher:
         #: results were committed since the last cycle: the next one starts at once, whatever the pacing,
         #: so an ordered queue sends its next head as soon as the previous one is recorded
         self._recorded = False
+
+    async def load(self) -> None:
+        """Read the persisted endpoint health (the engine calls it once, when it opens)."""
+        for row in await self.store.health_rows():
+            self._health[row.config_id] = EndpointState(
+                circuit=row.circuit, circuit_until=row.circuit_until,
+                consecutive_failures=row.consecutive_failures, failing_since=row.failing_since)
 
     # -- control ------------------------------------------------------------------------
 
@@ -137,24 +142,26 @@ class Dispatcher:
         """Number of attempts being sent right now by this dispatcher."""
         return len(self._inflight)
 
-    def idle(self) -> bool:
+    async def idle(self) -> bool:
         """Nothing in flight and nothing that will ever become due without outside action
         (paused configurations and blocked queues do not count as pending)."""
         if self._inflight or self._side_tasks or self._next_produce is not None:
             return False
-        blocked = set(self.store.paused_configs())
+        blocked = set(await self.store.paused_configs())
         pending_circuit = False
         for cid, st in self._health.items():
             if st.circuit is not Circuit.CLOSED:
                 blocked.add(cid)
                 pending_circuit = True
-        if self.store.next_wakeup(exclude_configs=sorted(blocked)) is not None:
+        if await self.store.next_wakeup(exclude_configs=sorted(blocked)) is not None:
             return False
         if pending_circuit:
             open_ids = [cid for cid, st in self._health.items() if st.circuit is not Circuit.CLOSED and cid not in
-                        self.store.paused_configs()]
-            return not any(self.store.deliveries(config_id=cid, status=status, limit=1)
-                           for cid in open_ids for status in sorted(ACTIVE))
+                        await self.store.paused_configs()]
+            for cid in open_ids:
+                for status in sorted(ACTIVE):
+                    if await self.store.deliveries(config_id=cid, status=status, limit=1):
+                        return False
         return True
 
     async def run(self, *, until_idle: bool = False, deadline: float | None = None) -> None:
@@ -171,11 +178,11 @@ class Dispatcher:
             if deadline is not None and now >= deadline:
                 return
             try:
-                self._release(now)
+                await self._release(now)
                 if self._produce is not None:
-                    self._next_produce = self._produce(now)
-                blocked, probes, next_change = self._gate(now)
-                saturated = self._fill(now, blocked, probes)
+                    self._next_produce = await self._produce(now)
+                blocked, probes, next_change = await self._gate(now)
+                saturated = await self._fill(now, blocked, probes)
             except Exception as exc:
                 if storage_error(exc) is None:
                     raise
@@ -186,7 +193,7 @@ class Dispatcher:
             if self._inflight and len(self._inflight) >= self._concurrency:
                 timeout = None
             else:
-                nxt = self.store.next_wakeup(exclude_configs=saturated)
+                nxt = await self.store.next_wakeup(exclude_configs=saturated)
                 if self._next_produce is not None:
                     nxt = self._next_produce if nxt is None else min(nxt, self._next_produce)
                 if nxt is None and next_change is None and not self._inflight and not self._side_tasks and until_idle:
@@ -223,10 +230,10 @@ class Dispatcher:
                 task.cancel()
             if not_done:
                 await asyncio.wait(not_done)
-            self.flush()
+            await self.flush()
             await self._drain_side_tasks(deadline)
             return len(not_done)
-        self.flush()
+        await self.flush()
         await self._drain_side_tasks(deadline)
         return 0
 
@@ -245,15 +252,15 @@ class Dispatcher:
 
     # -- one cycle ----------------------------------------------------------------------
 
-    def _release(self, now: float) -> None:
-        for did in self.store.release_expired_leases(now):
+    async def _release(self, now: float) -> None:
+        for did in await self.store.release_expired_leases(now):
             self.log.warning("attempt.interrupted", delivery_id=did,
                              reason="lease expired; will be re-sent now")
 
-    def _gate(self, now: float) -> tuple[set[str], set[str], float | None]:
+    async def _gate(self, now: float) -> tuple[set[str], set[str], float | None]:
         """Configurations nothing may be sent to now (paused, open circuit, probe in flight), those
         allowed exactly one probe (half-open), and when a circuit's cool-down ends next."""
-        blocked = set(self.store.paused_configs())
+        blocked = set(await self.store.paused_configs())
         probes: set[str] = set()
         next_change: float | None = None
         changes: list[Change] = []
@@ -266,15 +273,15 @@ class Dispatcher:
             elif st.circuit is Circuit.HALF_OPEN:
                 (blocked if st.probing else probes).add(cid)
         if changes:
-            with self.store.tx():
-                events = self._apply_changes(changes, now)
+            async with self.store.tx():
+                events = await self._apply_changes(changes, now)
             self._emit(events)
         return blocked, probes, next_change
 
-    def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None) -> list[str]:
+    async def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None) -> list[str]:
         """Claim as much due work as capacity allows; returns the configs nothing more may be claimed for."""
         probes = probes or set()
-        saturated = {cid for cid, n in self._per_config.items() if n >= self._limit(cid)} | (blocked or set())
+        saturated = {cid for cid, n in self._per_config.items() if n >= await self._limit(cid)} | (blocked or set())
         room = self._concurrency - len(self._inflight)
         self._chunk_limited = False
         if self._claim_chunk is not None and room > self._claim_chunk:
@@ -282,7 +289,7 @@ class Dispatcher:
             self._chunk_limited = True  # cleared below unless the chunk is used up
         while room > 0:
             asked = room * 2
-            rows = self.store.due_candidates(now, asked, exclude_configs=sorted(saturated))
+            rows = await self.store.due_candidates(now, asked, exclude_configs=sorted(saturated))
             if not rows:
                 break
             leases: list[tuple[int, float]] = []
@@ -290,7 +297,7 @@ class Dispatcher:
             for did, cid, version in rows:
                 if cid in saturated:
                     continue
-                prep = self._prepared(cid, version)
+                prep = await self._prepared(cid, version)
                 limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
                 if self._per_config[cid] + planned[cid] >= limit:
                     saturated.add(cid)
@@ -302,7 +309,7 @@ class Dispatcher:
             if not leases:
                 break
             token = f"{self._instance}:{next(self._tokens)}"
-            claims = self.store.claim(leases, token=token, now=now)
+            claims = await self.store.claim(leases, token=token, now=now)
             for claim in claims:
                 if claim.config_id in probes:
                     self._health[claim.config_id].probing = True
@@ -312,7 +319,7 @@ class Dispatcher:
                 self._inflight[claim.delivery_id] = task
             room -= len(claims)
             for cid, n in self._per_config.items():
-                if n >= self._limit(cid):
+                if n >= await self._limit(cid):
                     saturated.add(cid)
             if len(rows) < asked or not claims:
                 break
@@ -320,21 +327,21 @@ class Dispatcher:
             self._chunk_limited = False
         return sorted(saturated)
 
-    def _limit(self, config_id: str) -> int:
-        cfg = self.store.config(config_id)
+    async def _limit(self, config_id: str) -> int:
+        cfg = await self.store.config(config_id)
         if cfg is None:
             return 1
-        return self._prepared(config_id, cfg.version).snapshot.ordering.concurrency
+        return (await self._prepared(config_id, cfg.version)).snapshot.ordering.concurrency
 
     # -- one attempt --------------------------------------------------------------------
 
     async def _attempt(self, claim: Claim) -> None:
         try:
-            prep = self._prepared(claim.config_id, claim.config_version)
+            prep = await self._prepared(claim.config_id, claim.config_version)
             snap = prep.snapshot
             started = self.clock.now()
             try:
-                body = self._body(claim, prep)
+                body = await self._body(claim, prep)
             except PayloadUnmappable as exc:
                 self._queue_result(claim, snap, str(exc))
                 return
@@ -360,11 +367,32 @@ class Dispatcher:
         a crash before the commit means the attempt is re-sent (at-least-once).
         """
         self._results.append((claim, snap, result))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        self._schedule_flush()
 
-    def flush(self) -> None:
+    def _schedule_flush(self, delay: float = 0.0) -> None:
+        """Run :meth:`flush` as a task of its own: at the end of this loop tick (``delay`` 0, the
+        task's first step is as soon as a ``call_soon``), or after ``delay`` seconds."""
+        if self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        loop = asyncio.get_running_loop()
+        if delay:
+            loop.call_later(delay, self._start_flush)
+        else:
+            self._start_flush()
+
+    def _start_flush(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.flush(), name="group-commit")
+        self._flushes.add(task)
+        task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "group commit failed", "exception": task.exception(), "task": task})
+
+    async def flush(self) -> None:
         """Commit the finished attempts waiting for the group commit, in one transaction.
 
         Called at the end of the loop tick they finished in, and on stop so no finished outcome is lost.
@@ -376,20 +404,20 @@ class Dispatcher:
         events: list[tuple[str, str, dict[str, Any]]] = []
         self._batch_configs: dict[str, Configuration | None] = {}
         try:
-            with self.store.tx():
+            async with self.store.tx():
                 for claim, snap, result in batch:
                     try:
                         if isinstance(result, str):
-                            events.extend(self._finish_unmappable(claim, snap, result))
+                            events.extend(await self._finish_unmappable(claim, snap, result))
                         else:
-                            events.extend(self._finish(claim, snap, result))
+                            events.extend(await self._finish(claim, snap, result))
                     except InvalidTransition as exc:
                         # the transition table refuses the change: the attempt stays recorded, the status
                         # and the lease stay, so the delivery is sent again once its lease ends
                         events.append(("error", "delivery.transition_refused", {**self._fields(claim),
                                                                                 "error": str(exc)}))
                     if not isinstance(result, str):
-                        events.extend(self._account(claim.config_id, result.ok, claim.attempt_id))
+                        events.extend(await self._account(claim.config_id, result.ok, claim.attempt_id))
         except Exception as exc:
             if storage_error(exc) is None:
                 raise
@@ -398,9 +426,7 @@ class Dispatcher:
             self.log.error("store.unavailable", error=str(storage_error(exc)), pending_results=len(batch),
                            retry_in=STORAGE_RETRY)
             self._results = batch + self._results
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_later(STORAGE_RETRY, self.flush)
+            self._schedule_flush(STORAGE_RETRY)
             return
         self._emit(events)
         self._recorded = True
@@ -415,15 +441,15 @@ class Dispatcher:
 
     # -- endpoint health ------------------------------------------------------------------
 
-    def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+    async def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:
         """Feed one outcome to the circuit breaker / auto-disable of the configuration as it is now."""
         if config_id in self._batch_configs:  # one lookup per configuration and group commit, not per attempt
             cfg = self._batch_configs[config_id]
         else:
-            cfg = self._batch_configs[config_id] = self.store.config(config_id)
+            cfg = self._batch_configs[config_id] = await self.store.config(config_id)
         if cfg is None:
             return []
-        snap = self._prepared(config_id, cfg.version).snapshot
+        snap = (await self._prepared(config_id, cfg.version)).snapshot
         cb, ad = snap.circuit_breaker, snap.auto_disable
         if cb is None and ad is None and config_id not in self._health:
             return []
@@ -432,45 +458,47 @@ class Dispatcher:
         if cb is not None and not st.loaded_window:
             st.loaded_window = True
             # rebuild the sliding window from the store (e.g. after a restart), minus this very attempt
-            st.window.extend(self.store.recent_outcomes(config_id, now - cb.window, exclude_attempt=attempt_id))
+            st.window.extend(await self.store.recent_outcomes(config_id, now - cb.window, exclude_attempt=attempt_id))
         changes = record(st, ok, now, cb, ad, config_id)
         if not cfg.active:
             changes = [c for c in changes if c.kind != "config.auto_disabled"]
-        return self._apply_changes(changes, now, config_id=config_id)
+        return await self._apply_changes(changes, now, config_id=config_id)
 
-    def reset_streak(self, config_id: str) -> None:
+    async def reset_streak(self, config_id: str) -> None:
         """Forget the failure streak (not the circuit) of a configuration, e.g. when it is re-enabled."""
         st = self._health.get(config_id)
         if st is not None and (st.consecutive_failures or st.failing_since is not None):
             st.consecutive_failures, st.failing_since = 0, None
-            with self.store.tx():
-                self.store.save_health(config_id, circuit=st.circuit, circuit_until=st.circuit_until,
-                                       consecutive_failures=0, failing_since=None, now=self.clock.now())
+            async with self.store.tx():
+                await self.store.save_health(config_id, circuit=st.circuit, circuit_until=st.circuit_until,
+                                             consecutive_failures=0, failing_since=None, now=self.clock.now())
 
-    def _apply_changes(self, changes: list[Change], now: float, *, config_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    async def _apply_changes(self, changes: list[Change], now: float, *,
+                             config_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
         """Persist state and notifications (inside the caller's transaction); return events to emit."""
         events: list[tuple[str, str, dict[str, Any]]] = []
         touched = {c.config_id for c in changes} | ({config_id} if config_id else set())
         for cid in touched:
             st = self._health[cid]
-            self.store.save_health(cid, circuit=st.circuit, circuit_until=st.circuit_until,
-                                   consecutive_failures=st.consecutive_failures, failing_since=st.failing_since,
-                                   now=now)
+            await self.store.save_health(cid, circuit=st.circuit, circuit_until=st.circuit_until,
+                                         consecutive_failures=st.consecutive_failures, failing_since=st.failing_since,
+                                         now=now)
         for ch in changes:
             fields = {"config_id": ch.config_id, "reason": ch.message, **ch.fields}
             if "until" in fields and fields["until"] is not None:
                 fields["until"] = iso(fields["until"])
             level = "warning" if ch.kind in ("circuit.opened", "config.auto_disabled") else "info"
             if ch.kind != "circuit.half_open":
-                nid = self.store.add_notification(at=now, kind=ch.kind, config_id=ch.config_id, message=ch.message)
+                nid = await self.store.add_notification(at=now, kind=ch.kind, config_id=ch.config_id,
+                                                        message=ch.message)
                 fields["notification_id"] = nid
             if ch.kind == "config.auto_disabled":
-                self.store.set_config_active(ch.config_id, False, now, ch.message)
+                await self.store.set_config_active(ch.config_id, False, now, ch.message)
                 cached = self._batch_configs.get(ch.config_id)
                 if cached is not None:
                     self._batch_configs[ch.config_id] = replace(cached, active=False)
-                cfg = self.store.config(ch.config_id)
-                ad = self._prepared(ch.config_id, cfg.version).snapshot.auto_disable if cfg else None
+                cfg = await self.store.config(ch.config_id)
+                ad = (await self._prepared(ch.config_id, cfg.version)).snapshot.auto_disable if cfg else None
                 if ad is not None and ad.notify_url:
                     events.append(("info", "_notify", {
                         "nid": fields["notification_id"], "url": ad.notify_url, "secret": ad.notify_secret,
@@ -493,29 +521,29 @@ class Dispatcher:
         req = Request(url=url, body=encode_body(payload), webhook_id=f"ntf_{nid}", timestamp=int(self.clock.now()),
                       auth=Auth(), signing_secret=secret, connect_timeout=5.0, total_timeout=10.0)
         out = await self.sender.send(req)
-        self.store.set_notification_delivery(nid, out.describe())
+        await self.store.set_notification_delivery(nid, out.describe())
         self.log.info("notification.sent", notification_id=nid, outcome=out.describe())
 
-    def _body(self, claim: Claim, prep: Prepared) -> bytes:
-        return request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id)
+    async def _body(self, claim: Claim, prep: Prepared) -> bytes:
+        return await request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id)
 
     def _fields(self, claim: Claim) -> dict[str, Any]:
         what = {"activity_id": claim.activity_id} if claim.batch_id is None else {"batch_id": claim.batch_id}
         return {"delivery_id": claim.delivery_id, "queue": claim.queue, "attempt": claim.number, **what,
                 "config_id": claim.config_id}
 
-    def _finish_unmappable(self, claim: Claim, snap: Snapshot, message: str) -> list[tuple[str, str, dict]]:
+    async def _finish_unmappable(self, claim: Claim, snap: Snapshot, message: str) -> list[tuple[str, str, dict]]:
         """Resending cannot fix a payload the mapping rejects: FAILED at once, reason mapping_error."""
         now = self.clock.now()
         res = AttemptResult(finished_at=now, outcome="MAPPING_ERROR", error=message, latency=0.0)
-        ok = self.store.mark_failed(claim, res, "mapping_error", message, ordered=snap.ordering.ordered,
-                                    block=snap.ordering.on_exhausted == "block")
+        ok = await self.store.mark_failed(claim, res, "mapping_error", message, ordered=snap.ordering.ordered,
+                                          block=snap.ordering.on_exhausted == "block")
         if ok:
             return [("error", "delivery.failed", {**self._fields(claim), "status": Status.FAILED,
                                                   "reason": "mapping_error", "error": message})]
         return self._stale(claim)
 
-    def _finish(self, claim: Claim, snap: Snapshot, out: Outcome) -> list[tuple[str, str, dict]]:
+    async def _finish(self, claim: Claim, snap: Snapshot, out: Outcome) -> list[tuple[str, str, dict]]:
         now = self.clock.now()
         res = AttemptResult(finished_at=now, outcome=out.kind.value, status_code=out.status,
                             error=out.error, retry_after=out.retry_after, latency=out.latency,
@@ -523,7 +551,7 @@ class Dispatcher:
         fields = {**self._fields(claim), "code": out.status, "outcome": out.kind.value, "latency": out.latency}
         ordered = snap.ordering.ordered
         if out.kind is OutcomeKind.SUCCESS:
-            if self.store.mark_dispatched(claim, res, ordered=ordered):
+            if await self.store.mark_dispatched(claim, res, ordered=ordered):
                 return [("info", "delivery.dispatched", {**fields, "status": Status.DISPATCHED})]
             return self._stale(claim)
         decision = snap.retry.decide(attempt=claim.budget_attempts + 1, now=now,
@@ -532,15 +560,15 @@ class Dispatcher:
         error = out.describe()
         if decision.retry:
             assert decision.at is not None
-            if self.store.schedule_retry(claim, res, decision.at, error):
+            if await self.store.schedule_retry(claim, res, decision.at, error):
                 return [("warning", "delivery.retrying", {
                     **fields, "status": Status.RETRYING, "error": out.error, "retry_after": out.retry_after,
                     "next_attempt_at": iso(decision.at), "delay": decision.delay})]
             return self._stale(claim)
         else:
             block = snap.ordering.on_exhausted == "block"
-            if self.store.mark_failed(claim, res, decision.kind, f"{error}; {decision.reason}",
-                                      ordered=ordered, block=block):
+            if await self.store.mark_failed(claim, res, decision.kind, f"{error}; {decision.reason}",
+                                            ordered=ordered, block=block):
                 return [("error", "delivery.failed", {
                     **fields, "status": Status.FAILED, "reason": decision.kind, "error": out.error,
                     "detail": decision.reason, "queue_blocked": bool(ordered and block)})]

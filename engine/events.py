@@ -167,12 +167,16 @@ class MessageEvents:
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
-        self.store = EventsStore(engine.store)
+        self.store = engine.store.events_store()
         self.clock = engine.clock
         self.log = engine.log
         #: an engine without webhooks (the common case) skips batching on every dispatch cycle; only
-        #: :meth:`configure_webhook` creates one, and a restart reads it again
-        self._webhooks = self.store.has_webhooks()
+        #: :meth:`configure_webhook` creates one, and :meth:`load` reads it again at a restart
+        self._webhooks = False
+
+    async def load(self) -> None:
+        """Read what the database already holds (the engine calls it once, when it opens)."""
+        self._webhooks = await self.store.has_webhooks()
 
     # -- configuration and input --------------------------------------------------------
 
@@ -181,7 +185,7 @@ class MessageEvents:
 
         Saving again (a new version) also re-enables a webhook that auto-disable paused.
         """
-        if self.engine.store.tenant(account_id) is None:
+        if await self.engine.store.tenant(account_id) is None:
             raise NotFound(f"account {account_id!r} not found (accounts are tenants; add the tenant first)")
         settings = WebhookSettings.parse(data)
         snap = settings.snapshot
@@ -195,37 +199,37 @@ class MessageEvents:
         cid = webhook_config_id(account_id)
         now = self.clock.now()
         store = self.engine.store
-        with store.tx():
-            cfg = store.config(cid)
+        async with store.tx():
+            cfg = await store.config(cid)
             if cfg is None or cfg.deleted:
                 if cfg is not None:
                     raise ConfigError(f"the webhook of account {account_id!r} was deleted; its id is not reused")
-                store.insert_config(cid, account_id, None, None, snap.to_dict(redact=False), now,
-                                    kind=ConfigKind.MESSAGE_EVENTS)
+                await store.insert_config(cid, account_id, None, None, snap.to_dict(redact=False), now,
+                                          kind=ConfigKind.MESSAGE_EVENTS)
             else:
-                store.new_config_version(cid, snap.to_dict(redact=False), now)
-            store.set_config_active(cid, True, now)
+                await store.new_config_version(cid, snap.to_dict(redact=False), now)
+            await store.set_config_active(cid, True, now)
         self._webhooks = True
-        self.engine.dispatcher.reset_streak(cid)
+        await self.engine.dispatcher.reset_streak(cid)
         self.log.info("webhook.saved", account_id=account_id, config_id=cid, url=redact_url(snap.endpoint_url),
                       batch_size=settings.batching.size, max_wait=settings.batching.max_wait)
         self.engine.dispatcher.wake()
-        return self.webhook(account_id)
+        return await self.webhook(account_id)
 
-    def _webhook_config(self, account_id: str) -> Configuration:
-        cfg = self.engine.store.config(webhook_config_id(account_id))
+    async def _webhook_config(self, account_id: str) -> Configuration:
+        cfg = await self.engine.store.config(webhook_config_id(account_id))
         if cfg is None or cfg.deleted:
             raise NotFound(f"account {account_id!r} has no webhook; configure it with PUT /api/accounts/"
                            f"{account_id}/webhook")
         return cfg
 
-    def webhook(self, account_id: str) -> dict[str, Any]:
+    async def webhook(self, account_id: str) -> dict[str, Any]:
         """The account's webhook as read APIs show it (secrets ``***``) with batch counts."""
-        cfg = self._webhook_config(account_id)
-        settings = WebhookSettings(self.engine.prepared(cfg.id, cfg.version).snapshot)
+        cfg = await self._webhook_config(account_id)
+        settings = WebhookSettings((await self.engine.prepared(cfg.id, cfg.version)).snapshot)
         return {"account_id": account_id, **settings.to_dict(redact=True), "config_id": cfg.id,
                 "version": cfg.version, "active": cfg.active, "inactive_reason": cfg.inactive_reason,
-                "updated_at": iso(cfg.updated_at), "counts": self.store.counts(account_id)}
+                "updated_at": iso(cfg.updated_at), "counts": await self.store.counts(account_id)}
 
     def validate(self, events: Any) -> list[dict[str, Any]]:
         """All or nothing: every problem of every event, or the events ready to store."""
@@ -249,30 +253,30 @@ class MessageEvents:
 
         A paused webhook (deactivated or auto-disabled) keeps them until it is enabled again.
         """
-        self._webhook_config(account_id)
+        await self._webhook_config(account_id)
         checked = self.validate(events)
-        seqs = self.store.insert_events(account_id, checked, self.clock.now())
+        seqs = await self.store.insert_events(account_id, checked, self.clock.now())
         self.log.info("events.queued", account_id=account_id, count=len(seqs), first_seq=seqs[0])
         self.engine.dispatcher.wake()
         return {"account_id": account_id, "accepted": len(seqs)}
 
     # -- reading ------------------------------------------------------------------------
 
-    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
+    async def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
         """An account's event batches in id order, ``limit`` at a time after ``after_id``."""
-        return self.store.batches(account_id, after_id=after_id, limit=limit)
+        return await self.store.batches(account_id, after_id=after_id, limit=limit)
 
-    def attempts(self, batch_id: int) -> list[Attempt]:
+    async def attempts(self, batch_id: int) -> list[Attempt]:
         """The attempts of the delivery that sends batch ``batch_id``."""
-        return self.engine.store.attempts(self.store.batch(batch_id).delivery_id)
+        return await self.engine.store.attempts((await self.store.batch(batch_id)).delivery_id)
 
-    def counts(self, account_id: str | None = None) -> dict[str, int]:
+    async def counts(self, account_id: str | None = None) -> dict[str, int]:
         """Number of stored message events per status, for one account or all."""
-        return self.store.counts(account_id)
+        return await self.store.counts(account_id)
 
     # -- batching (called by the dispatcher) --------------------------------------------
 
-    def form_due_batches(self, now: float) -> float | None:
+    async def form_due_batches(self, now: float) -> float | None:
         """Form the batches that are due; return when the next one will be (None: no event waits).
 
         A webhook whose queue still holds a batch gets none: the events wait, and go out in full
@@ -281,20 +285,20 @@ class MessageEvents:
         if not self._webhooks:
             return None
         nxt: float | None = None
-        for hook in self.store.webhooks_free():
-            policy = self.engine.prepared(hook.id, hook.version).snapshot.batching
+        for hook in await self.store.webhooks_free():
+            policy = (await self.engine.prepared(hook.id, hook.version)).snapshot.batching
             if policy is None:
                 continue
             account = hook.tenant_id
-            n, oldest = self.store.pending(account, policy.size)
+            n, oldest = await self.store.pending(account, policy.size)
             if n == 0 or oldest is None:
                 continue
             due = now if n >= policy.size else oldest + policy.max_wait
             if due > now:
                 nxt = due if nxt is None else min(nxt, due)
                 continue
-            made = self.store.form_batch(account_id=account, config_id=hook.id, config_version=hook.version,
-                                         size=policy.size, now=now)
+            made = await self.store.form_batch(account_id=account, config_id=hook.id, config_version=hook.version,
+                                               size=policy.size, now=now)
             if made is not None:
                 bid, did, size = made
                 self.log.info("event_batch.created", account_id=account, batch_id=bid, size=size)

@@ -7,14 +7,16 @@ only stores events and groups them. Shares the engine's SQLite connection and it
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigKind
 from .errors import NotFound
 from .states import Status
-from .store import Store
 from .store_contract import EventsStoreContract
 from .store_rows import Configuration, EventBatch, columns
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 def _dumps(value: Any) -> str:
@@ -28,17 +30,17 @@ class EventsStore(EventsStoreContract):
 
     # -- events -------------------------------------------------------------------------
 
-    def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]:
-        with self.store.tx() as c:
+    async def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]:
+        with self.store._tx() as c:
             return [int(c.execute("INSERT INTO message_events (account_id, payload, created_at) VALUES (?, ?, ?)",
                                   (account_id, _dumps(e), now)).lastrowid) for e in events]
 
-    def has_webhooks(self) -> bool:
+    async def has_webhooks(self) -> bool:
         """Whether any message-event webhook was ever configured (none: no batch can ever form)."""
         return self.conn.execute("SELECT 1 FROM configurations INDEXED BY configurations_kind WHERE kind = ? LIMIT 1",
                                  (ConfigKind.MESSAGE_EVENTS.value,)).fetchone() is not None
 
-    def webhooks_free(self) -> list[Configuration]:
+    async def webhooks_free(self) -> list[Configuration]:
         """Active message-event webhooks with events waiting and no batch holding their queue: the only
         ones a batch may be formed for."""
         cols = ", ".join("c." + c for c in columns(Configuration).split(", "))
@@ -49,7 +51,7 @@ class EventsStore(EventsStoreContract):
             " AND NOT EXISTS (SELECT 1 FROM deliveries d INDEXED BY deliveries_queue_holds"
             " WHERE d.queue = c.id AND d.holds = 1) ORDER BY c.id", (ConfigKind.MESSAGE_EVENTS.value,))]
 
-    def pending(self, account_id: str, limit: int) -> tuple[int, float | None]:
+    async def pending(self, account_id: str, limit: int) -> tuple[int, float | None]:
         """Events not yet in a batch (counted up to ``limit``), and when the oldest arrived."""
         row = self.conn.execute(
             "SELECT COUNT(*) AS n, MIN(created_at) AS t FROM (SELECT created_at FROM message_events"
@@ -57,12 +59,12 @@ class EventsStore(EventsStoreContract):
             (account_id, limit)).fetchone()
         return int(row["n"]), row["t"]
 
-    def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
+    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
                    now: float) -> tuple[int, int, int] | None:
         """Put the oldest ``size`` unbatched events into a new batch (its contents are fixed for every
         retry) and create the READY delivery that sends it, at the tail of the webhook's ordered queue.
         Returns (batch id, delivery id, number of events), or None when no event waits."""
-        with self.store.tx() as c:
+        with self.store._tx() as c:
             seqs = [r["seq"] for r in c.execute(
                 "SELECT seq FROM message_events INDEXED BY message_events_unbatched WHERE account_id = ?"
                 " AND batch_id IS NULL ORDER BY seq LIMIT ?", (account_id, size))]
@@ -72,9 +74,9 @@ class EventsStore(EventsStoreContract):
                                 (account_id, len(seqs), now)).lastrowid)
             c.execute(f"UPDATE message_events SET batch_id = ? WHERE seq IN ({','.join('?' * len(seqs))})",
                       (bid, *seqs))
-            did = self.store.insert_delivery(webhook_id=f"evb_{account_id}_{bid}", batch_id=bid,
-                                             config_id=config_id, config_version=config_version, queue=config_id,
-                                             ordered=True, now=now)
+            did = await self.store.insert_delivery(webhook_id=f"evb_{account_id}_{bid}", batch_id=bid,
+                                                   config_id=config_id, config_version=config_version, queue=config_id,
+                                                   ordered=True, now=now)
         return bid, did, len(seqs)
 
     # -- reading ------------------------------------------------------------------------
@@ -83,18 +85,18 @@ class EventsStore(EventsStoreContract):
               " d.last_error, d.dispatched_at, b.created_at, d.updated_at, d.id AS delivery_id"
               " FROM event_batches b JOIN deliveries d ON d.batch_id = b.id")
 
-    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
+    async def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
         """An account's batches in order, with the state of the delivery that sends each."""
         return [EventBatch.from_row(r) for r in self.conn.execute(
             f"{self._BATCH} WHERE b.account_id = ? AND b.id > ? ORDER BY b.id LIMIT ?", (account_id, after_id, limit))]
 
-    def batch(self, batch_id: int) -> EventBatch:
+    async def batch(self, batch_id: int) -> EventBatch:
         row = self.conn.execute(f"{self._BATCH} WHERE b.id = ?", (batch_id,)).fetchone()
         if row is None:
             raise NotFound(f"event batch {batch_id} not found")
         return EventBatch.from_row(row)
 
-    def counts(self, account_id: str | None = None) -> dict[str, int]:
+    async def counts(self, account_id: str | None = None) -> dict[str, int]:
         """Batches per status and events not yet batched (of one account, or of all)."""
         where, params = ("WHERE b.account_id = ?", (account_id,)) if account_id else ("", ())
         out = {s.value: 0 for s in Status}

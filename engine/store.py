@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -163,7 +163,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             self.conn.execute("PRAGMA foreign_keys = OFF")
             try:
                 for number, sql in pending:
-                    with self.tx():
+                    with self._tx():
                         for stmt in _split_sql(sql):
                             self.conn.execute(stmt)
                         broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
@@ -190,10 +190,9 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             try:
                 store_file.check_integrity(probe.conn, probe.path)
             finally:
-                probe.close()
+                probe.conn.close()
 
-    @property
-    def schema_version(self) -> int:
+    async def schema_version(self) -> int:
         """The migration number this file is at (SQLite ``user_version``)."""
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
@@ -205,14 +204,21 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                  ("notifications", "at"), ("api_keys", "created_at"), ("api_keys", "revoked_at"),
                  ("message_events", "created_at"), ("event_batches", "created_at"))
 
-    def latest_time(self) -> float | None:
+    async def latest_time(self) -> float | None:
         sql = " UNION ALL ".join(f"SELECT MAX({col}) AS t FROM {table}" for table, col in self._HAPPENED)
         row = self.conn.execute(f"SELECT MAX(t) FROM ({sql})").fetchone()
         return None if row[0] is None else float(row[0])
 
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction (nested calls join the outer one); the operations awaited inside it
+        run synchronously on this connection, so no other task's statement can slip into it."""
+        with self._tx() as conn:
+            yield conn
+
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction (nested calls join the outer one)."""
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """The transaction of :meth:`tx` for the store's own statements (sync: SQLite answers at once)."""
         if self.conn.in_transaction:
             yield self.conn
             return
@@ -225,7 +231,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                 self.conn.execute("ROLLBACK")
             raise
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the connection; the store must not be used afterwards."""
         self.conn.close()
 
@@ -234,38 +240,38 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     # -- tenants and providers ----------------------------------------------------------
 
-    def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
+    async def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
         """Insert a tenant row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
         self.db["tenants"].insert({"id": tenant_id, "name": name, "created_at": now})
 
-    def add_provider(self, provider_id: str, name: str, now: float) -> None:
+    async def add_provider(self, provider_id: str, name: str, now: float) -> None:
         """Insert a provider row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
         self.db["providers"].insert({"id": provider_id, "name": name, "created_at": now})
 
-    def tenant(self, tenant_id: str) -> Tenant | None:
+    async def tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant with this id, or None."""
         row = self._one(f"SELECT {_TENANT} FROM tenants WHERE id = ?", (tenant_id,))
         return Tenant(*row) if row else None
 
-    def provider(self, provider_id: str) -> Provider | None:
+    async def provider(self, provider_id: str) -> Provider | None:
         """The provider with this id, or None."""
         row = self._one(f"SELECT {_PROVIDER} FROM providers WHERE id = ?", (provider_id,))
         return Provider(*row) if row else None
 
-    def tenants(self) -> list[Tenant]:
+    async def tenants(self) -> list[Tenant]:
         """Every tenant, by id."""
         return [Tenant(*r) for r in self.conn.execute(f"SELECT {_TENANT} FROM tenants ORDER BY id")]
 
-    def providers(self) -> list[Provider]:
+    async def providers(self) -> list[Provider]:
         """Every provider, by id."""
         return [Provider(*r) for r in self.conn.execute(f"SELECT {_PROVIDER} FROM providers ORDER BY id")]
 
     # -- configurations -----------------------------------------------------------------
 
-    def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
+    async def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
                       snapshot: dict[str, Any], now: float, *, kind: ConfigKind = ConfigKind.ACTIVITIES) -> None:
         """Create a configuration at version 1, inactive, with its first snapshot, in one transaction."""
-        with self.tx() as c:
+        with self._tx() as c:
             c.execute(
                 "INSERT INTO configurations (id, kind, tenant_id, provider_id, channel, version, active, deleted,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, 0, 0, ?, ?)",
@@ -273,13 +279,13 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             c.execute("INSERT INTO config_versions (config_id, version, snapshot, created_at) VALUES (?, 1, ?, ?)",
                       (config_id, _dumps(snapshot), now))
 
-    def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
+    async def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
         """Store a new snapshot of a configuration and make it current; returns the new version.
 
         Raises NotFound when the configuration does not exist or was deleted. Deliveries already
         created keep the version they were created with.
         """
-        with self.tx() as c:
+        with self._tx() as c:
             row = c.execute("SELECT version FROM configurations WHERE id = ? AND deleted = 0", (config_id,)).fetchone()
             if row is None:
                 raise NotFound(f"configuration {config_id!r} not found")
@@ -289,7 +295,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             c.execute("UPDATE configurations SET version = ?, updated_at = ? WHERE id = ?", (version, now, config_id))
         return version
 
-    def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
+    async def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
         """Activate or deactivate a configuration (``reason`` is kept while inactive).
 
         Raises NotFound when it does not exist or was deleted.
@@ -301,7 +307,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         if cur.rowcount != 1:
             raise NotFound(f"configuration {config_id!r} not found")
 
-    def delete_config(self, config_id: str, now: float) -> None:
+    async def delete_config(self, config_id: str, now: float) -> None:
         """Mark a configuration deleted and inactive; its history stays. NotFound when already gone."""
         cur = self.conn.execute(
             "UPDATE configurations SET deleted = 1, active = 0, inactive_reason = 'deleted', updated_at = ?"
@@ -309,12 +315,12 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         if cur.rowcount != 1:
             raise NotFound(f"configuration {config_id!r} not found")
 
-    def config(self, config_id: str) -> Configuration | None:
+    async def config(self, config_id: str) -> Configuration | None:
         """The configuration, deleted ones included (``deleted`` says so)."""
         row = self._one(f"SELECT {_CONFIG} FROM configurations WHERE id = ?", (config_id,))
         return Configuration.from_row(row) if row else None
 
-    def configs(self, tenant_id: str | None = None, *,
+    async def configs(self, tenant_id: str | None = None, *,
                 kind: ConfigKind | None = ConfigKind.ACTIVITIES) -> list[Configuration]:
         """Configurations not deleted, oldest first; of one ``kind`` (``None``: every kind)."""
         where, params = ["deleted = 0"], []
@@ -326,7 +332,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                                  + " ORDER BY created_at, id", params)
         return [Configuration.from_row(r) for r in rows]
 
-    def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
+    async def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
         """The immutable snapshot of one configuration version (cached: versions never change)."""
         key = (config_id, version)
         snap = self._snapshots.get(key)
@@ -337,7 +343,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             snap = self._snapshots[key] = json.loads(row["snapshot"])
         return snap
 
-    def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
+    async def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
         """(id, current version) of the active configurations a new activity fans out to, oldest first."""
         rows = self.conn.execute(
             "SELECT id, version FROM configurations WHERE tenant_id = ? AND channel = ? AND active = 1"
@@ -346,14 +352,14 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     # -- activities and deliveries ------------------------------------------------------
 
-    def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
+    async def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
                         payload: dict[str, Any], now: float) -> None:
         """Insert an activity row (its deliveries are created separately, in the same transaction)."""
         self.conn.execute(
             "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (activity_id, tenant_id, typ, channel, _dumps(payload), now))
 
-    def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
+    async def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
                         now: float, activity_id: str | None = None, batch_id: int | None = None) -> int:
         """A new READY delivery of an activity or of a batch of message events, at the tail of its
         queue (it is the head only if nothing holds the queue)."""
@@ -370,7 +376,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
              now, now, now, now))
         return int(cur.lastrowid)
 
-    def activity(self, activity_id: str) -> Activity:
+    async def activity(self, activity_id: str) -> Activity:
         """The activity; ``to_json()`` gives what the API returns and what is dispatched (seed shape)."""
         row = self._one(
             "SELECT seq, id, tenant_id, type, channel, payload, result, created_at, EXISTS (SELECT 1 FROM"
@@ -380,17 +386,17 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             raise NotFound(f"activity {activity_id!r} not found")
         return Activity.from_row(row)
 
-    def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
+    async def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """The events of one batch in arrival order: the JSON array its delivery sends."""
         return [json.loads(r["payload"]) for r in self.conn.execute(
             "SELECT payload FROM message_events WHERE batch_id = ? ORDER BY seq", (batch_id,))]
 
-    def set_result(self, activity_id: str, result: Any) -> Any | None:
+    async def set_result(self, activity_id: str, result: Any) -> Any | None:
         """Store the activity's result unless it has one: returns None when stored, else the result it has.
 
         The guard is in the UPDATE, so two concurrent submissions cannot both win.
         """
-        with self.tx() as c:
+        with self._tx() as c:
             cur = c.execute("UPDATE activities SET result = ? WHERE id = ? AND result IS NULL",
                             (_dumps(result), activity_id))
             if cur.rowcount == 1:
@@ -400,14 +406,14 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             raise NotFound(f"activity {activity_id!r} not found")
         return json.loads(row[0])
 
-    def delivery(self, delivery_id: int) -> Delivery:
+    async def delivery(self, delivery_id: int) -> Delivery:
         """One delivery; NotFound when the id is unknown."""
         row = self._one(f"SELECT {_DELIVERY} FROM deliveries WHERE id = ?", (delivery_id,))
         if row is None:
             raise NotFound(f"delivery {delivery_id} not found")
         return Delivery.from_row(row)
 
-    def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
+    async def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
                    status: Status | str | None = None, queue: str | None = None,
                    after_id: int = 0, limit: int | None = None) -> list[Delivery]:
         """Deliveries matching every given filter, in id order, ``limit`` at a time after ``after_id``."""
@@ -423,7 +429,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             params.append(limit)
         return [Delivery.from_row(r) for r in self.conn.execute(sql, params)]
 
-    def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
+    async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
         """Attempts in id order: of one delivery, or all."""
         return [Attempt.from_row(r) for r in self._rows("attempts", _ATTEMPT, "delivery_id", delivery_id)]
 
@@ -433,7 +439,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             return self.conn.execute(f"SELECT {cols} FROM {table} ORDER BY id").fetchall()
         return self.conn.execute(f"SELECT {cols} FROM {table} WHERE {column} = ? ORDER BY id", (value,)).fetchall()
 
-    def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, int]:
         """Number of deliveries per status; every status is present, zero included."""
         out = {s.value: 0 for s in Status}
         for row in self.conn.execute("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status"):
@@ -442,7 +448,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     # -- the dispatch cycle -------------------------------------------------------------
 
-    def due_candidates(self, now: float, limit: int, *,
+    async def due_candidates(self, now: float, limit: int, *,
                        exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
         """(delivery id, config id, config version) of claimable deliveries (queue heads and unordered
         deliveries) due by ``now``, earliest first."""
@@ -458,13 +464,13 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             " ORDER BY next_attempt_at, id LIMIT ?", params)
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
+    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease the given (delivery id, lease_until) pairs and open an attempt row for each.
 
         The UPDATE re-checks claimability, so a row taken meanwhile is simply skipped.
         """
         claims: list[Claim] = []
-        with self.tx() as c:
+        with self._tx() as c:
             for did, lease_until in leases:
                 row = c.execute(
                     "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
@@ -507,9 +513,9 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                                     " an allowed transition")
         return False
 
-    def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
+    async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         """2xx: DISPATCHED, and the next delivery of an ordered queue becomes its head."""
-        with self.tx() as c:
+        with self._tx() as c:
             self._record(c, claim, res, None)
             if not self._transition(c, claim, Status.DISPATCHED,
                                     "holds = 0, eligible = 0, budget_attempts = budget_attempts + 1, dispatched_at = ?,"
@@ -519,19 +525,19 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                 self._promote(c, claim.queue, res.finished_at)
         return True
 
-    def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
+    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
         """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
-        with self.tx() as c:
+        with self._tx() as c:
             self._record(c, claim, res, next_at)
             return self._transition(c, claim, Status.RETRYING,
                                     "budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?,"
                                     " updated_at = ?", (next_at, error, res.finished_at))
 
-    def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
+    async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                     ordered: bool, block: bool) -> bool:
         """Budget exhausted or unfixable: FAILED. With ``block`` it keeps its queue waiting."""
         holds = 1 if (ordered and block) else 0
-        with self.tx() as c:
+        with self._tx() as c:
             self._record(c, claim, res, None)
             if not self._transition(c, claim, Status.FAILED,
                                     "holds = ?, eligible = ?, budget_attempts = budget_attempts + 1, failed_reason = ?,"
@@ -557,10 +563,10 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             c.execute("UPDATE deliveries SET eligible = 1, updated_at = ? WHERE id = ? AND eligible = 0",
                       (now, head_id))
 
-    def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
+    async def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
                     config_version: int | None = None) -> Delivery:
         """FAILED -> READY with a fresh budget (and the given configuration version); the only way out of FAILED."""
-        with self.tx() as c:
+        with self._tx() as c:
             row = c.execute(
                 "UPDATE deliveries SET status = ?, budget_attempts = 0, budget_started_at = ?,"
                 " next_attempt_at = ?, failed_reason = NULL, holds = ?, eligible = ?, updated_at = ?,"
@@ -572,11 +578,11 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                 self._refuse(c, delivery_id, Status.READY)
             if ordered:
                 self._promote(c, row["queue"], now)
-        return self.delivery(delivery_id)
+        return await self.delivery(delivery_id)
 
-    def skip(self, delivery_id: int, now: float) -> Delivery:
+    async def skip(self, delivery_id: int, now: float) -> Delivery:
         """Let a blocked queue move on past its FAILED head (the delivery stays FAILED)."""
-        with self.tx() as c:
+        with self._tx() as c:
             row = c.execute(
                 "UPDATE deliveries SET holds = 0, eligible = 0, updated_at = ? WHERE id = ? AND status = ?"
                 " AND holds = 1 RETURNING queue", (now, delivery_id, Status.FAILED.value)).fetchone()
@@ -587,7 +593,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                 raise InvalidTransition(f"delivery {delivery_id} is {cur['status']} and does not block its queue;"
                                         " only a FAILED head of a blocked queue can be skipped")
             self._promote(c, row["queue"], now)
-        return self.delivery(delivery_id)
+        return await self.delivery(delivery_id)
 
     def _refuse(self, c: sqlite3.Connection, delivery_id: int, target: Status) -> None:
         cur = c.execute("SELECT status FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
@@ -597,12 +603,12 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         raise InvalidTransition(f"delivery {delivery_id} is {cur['status']}; {cur['status']} -> {target} is not"
                                 f" allowed (force retry applies to {allowed_from} deliveries only)")
 
-    def release_expired_leases(self, now: float) -> list[int]:
+    async def release_expired_leases(self, now: float) -> list[int]:
         """Attempts whose engine died: mark them INTERRUPTED and make the delivery due again now."""
-        return self.release_leases(now, ending_by=now,
-                                   error="lease expired: the engine stopped during this attempt")
+        return await self.release_leases(now, ending_by=now,
+                                         error="lease expired: the engine stopped during this attempt")
 
-    def release_leases(self, now: float, *, ending_by: float, error: str, owner: str | None = None) -> list[int]:
+    async def release_leases(self, now: float, *, ending_by: float, error: str, owner: str | None = None) -> list[int]:
         """Leases ending by ``ending_by``: their open attempts become INTERRUPTED (with ``error``) and
         the deliveries are due again ``now``. A graceful stop passes ``ending_by=inf`` and its own
         ``owner`` (the engine instance that prefixes its lease tokens) to release the leases it
@@ -612,7 +618,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         if self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?" + mine
                      + " LIMIT 1", params) is None:
             return []
-        with self.tx() as c:
+        with self._tx() as c:
             rows = c.execute("SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= ?" + mine,
                              params).fetchall()
             ids = [r["id"] for r in rows]
@@ -623,7 +629,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                           " updated_at = ? WHERE id = ?", (now, now, did))
         return ids
 
-    def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
+    async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
         """Earliest moment something becomes claimable: a due time or a lease expiry."""
         excl = ""
         if exclude_configs:
@@ -636,18 +642,18 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                  if t is not None]
         return min(times) if times else None
 
-    def paused_configs(self) -> list[str]:
+    async def paused_configs(self) -> list[str]:
         """Inactive or deleted configurations: their pending deliveries wait (nothing is sent)."""
         return [r[0] for r in self.conn.execute("SELECT id FROM configurations WHERE active = 0")]
 
     # -- endpoint health, notifications, recovery ----------------------------------------
 
-    def health_rows(self) -> list[EndpointHealth]:
+    async def health_rows(self) -> list[EndpointHealth]:
         """The persisted endpoint health of every configuration that has one."""
         return [EndpointHealth.from_row(r) for r in
                 self.conn.execute(f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id")]
 
-    def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
+    async def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
                     consecutive_failures: int, failing_since: float | None, now: float) -> None:
         """Persist the circuit breaker and failure streak of one configuration (upsert)."""
         self.conn.execute(
@@ -657,7 +663,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             " failing_since = excluded.failing_since, updated_at = excluded.updated_at",
             (config_id, circuit.value, circuit_until, consecutive_failures, failing_since, now))
 
-    def recent_outcomes(self, config_id: str, since: float, *, exclude_attempt: int = 0) -> list[tuple[float, bool]]:
+    async def recent_outcomes(self, config_id: str, since: float, *,
+                              exclude_attempt: int = 0) -> list[tuple[float, bool]]:
         """``(finished_at, ok)`` of the configuration's attempts since ``since``, oldest first.
 
         Replays, interrupted attempts and mapping errors are left out: they say nothing about the
@@ -669,21 +676,21 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             " ORDER BY finished_at, id", (config_id, since, exclude_attempt))
         return [(r["finished_at"], r["outcome"] == "SUCCESS") for r in rows]
 
-    def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
+    async def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
         """Record an operator notification (e.g. a configuration was auto-disabled); returns its id."""
         cur = self.conn.execute("INSERT INTO notifications (at, kind, config_id, message) VALUES (?, ?, ?, ?)",
                                 (at, kind, config_id, message))
         return int(cur.lastrowid)
 
-    def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
+    async def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
         """Record how the notification was delivered to the operator (or why it was not)."""
         self.conn.execute("UPDATE notifications SET delivery = ? WHERE id = ?", (delivery, notification_id))
 
-    def notifications(self, config_id: str | None = None) -> list[Notification]:
+    async def notifications(self, config_id: str | None = None) -> list[Notification]:
         """Notifications in id order: of one configuration, or all."""
         return [Notification(*r) for r in self._rows("notifications", _NOTIFICATION, "config_id", config_id)]
 
-    def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
+    async def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
                    reason: str | None = None) -> list[int]:
         """FAILED deliveries matching a filter (creation time range, reason), in creation order."""
         where, params = ["status = ?"], [Status.FAILED.value]
@@ -695,13 +702,13 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return [r[0] for r in self.conn.execute(
             "SELECT id FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id", params)]
 
-    def start_replay(self, delivery_id: int, now: float) -> int:
+    async def start_replay(self, delivery_id: int, now: float) -> int:
         """Open a replay attempt of a DISPATCHED delivery; returns the attempt id.
 
         A replay re-sends a delivery without changing its status. NotFound for an unknown id,
         InvalidTransition for any other status.
         """
-        with self.tx() as c:
+        with self._tx() as c:
             row = c.execute("SELECT config_id, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts"
                             " WHERE delivery_id = d.id) AS n FROM deliveries d WHERE id = ? AND status = ?",
                             (delivery_id, Status.DISPATCHED.value)).fetchone()
@@ -711,7 +718,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                             " VALUES (?, ?, ?, ?, 1)", (delivery_id, row["n"], now, row["config_id"]))
             return int(cur.lastrowid)
 
-    def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
+    async def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
         """Record the outcome of a replay attempt opened by :meth:`start_replay`."""
         self.conn.execute(
             "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
@@ -726,7 +733,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         raise InvalidTransition(f"delivery {delivery_id} is {cur['status']}; only a DISPATCHED delivery can be"
                                 " replayed (use force retry for FAILED ones)")
 
-    def in_flight(self) -> int:
+    async def in_flight(self) -> int:
         """Number of deliveries holding a lease (an attempt started and not yet recorded)."""
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
 

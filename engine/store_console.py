@@ -67,9 +67,9 @@ class ConsoleOps:
     conn: sqlite3.Connection
 
     if TYPE_CHECKING:
-        def tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
-    def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
+    async def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
                            limit: int = 50) -> tuple[list[Delivery], DeliveryCursor | None]:
         """A page of deliveries, FAILED first (then RETRYING, READY, DISPATCHED), newest created first
         within each status; and the cursor of the next page (None at the end)."""
@@ -108,7 +108,7 @@ class ConsoleOps:
             runs.append([Delivery.from_row(r) for r in rows])
         return list(heapq.merge(*runs, key=lambda d: (-d.created_at, -d.id)))[:limit]
 
-    def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
+    async def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
         """Every ordered queue of these configurations that holds something, with its head."""
         if not config_ids:
             return []
@@ -127,12 +127,12 @@ class ConsoleOps:
                                 next_attempt_at=head["next_attempt_at"] if status in ACTIVE else None))
         return out
 
-    def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
+    async def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
                               failed_every: int, now: float) -> None:
         """Benchmark only: ``count`` activities of ``tenant_id`` and one finished delivery each
         (every ``failed_every``-th FAILED, the rest DISPATCHED), written in one statement per table.
         The rows are shaped like real ones but no attempt is recorded; never called by the engine."""
-        with self.tx() as c:
+        with self._tx() as c:
             start = c.execute("SELECT COALESCE(MAX(seq), 0) FROM activities").fetchone()[0]
             c.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"

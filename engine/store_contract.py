@@ -1,28 +1,38 @@
 """The store contract: every named operation the engine, serve mode and the status report use.
 
 One abstract class per store (as saq's ``queue/base.py`` and procrastinate's connectors do): the
-SQLite store implements it today, and a second backend (PostgreSQL) implements the same list, so
-nothing above the store asks which one it has. ``tests/test_store_contract.py`` runs every
-operation, transition and guard against each backend; ``test_the_contract_lists_every_operation``
-fails when a store grows a public operation that is not listed here.
+SQLite store implements it, and a second backend (PostgreSQL) implements the same list, so nothing
+above the store asks which one it has. ``tests/test_store_contract.py`` runs every operation,
+transition and guard against each backend; ``test_the_contract_lists_every_operation`` fails when a
+store grows a public operation that is not listed here.
 
-The operations are synchronous: SQLite answers in microseconds on the event-loop thread, which
-keeps the virtual clock free of threads. Times are seconds on the engine's clock. Guards are part
-of the contract: a status change happens only from the statuses the transition table allows and
-only under the caller's lease; a refused change returns False (dispatch cycle) or raises
-:class:`InvalidTransition` (manual actions), and a missing object raises :class:`NotFound`.
+Every operation is a coroutine (``await store.claim(...)``, ``async with store.tx():``) because a
+network database must not block the event loop while it answers: the dispatcher's attempts, the
+API and the console share that loop. The SQLite backend is still synchronous underneath: its
+``async def`` operations call ``sqlite3`` directly and never suspend (no threads, no executors),
+so an awaited SQLite operation runs to its end in one step of the loop, the virtual clock
+(looptime) sees no thread to wait for, and a transaction cannot interleave with another task's
+statements. Only factories that do no I/O (``wal_checkpointer``, ``events_store``,
+``idempotency_store``) are plain methods. Opening a store, and whatever only a file needs (its
+checks, its owner lock), is the backend's business: see ``store_open``.
+
+Times are seconds on the engine's clock. Guards are part of the contract: a status change happens
+only from the statuses the transition table allows and only under the caller's lease; a refused
+change returns False (dispatch cycle) or raises :class:`InvalidTransition` (manual actions), and a
+missing object raises :class:`NotFound`.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import ConfigKind
     from .states import Circuit, Status
     from .store import AttemptResult, Claim
+    from .store_idempotency import StoredAnswer
     from .store_console import DeliveryCursor, DeliveryFilter, QueueRow
     from .store_queries import ActivityFilter, Metrics, WalCheckpointer
     from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
@@ -34,25 +44,26 @@ class StoreContract(ABC):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    @property
     @abstractmethod
-    def schema_version(self) -> int:
+    async def schema_version(self) -> int:
         """The migration the database is at."""
 
     @abstractmethod
-    def tx(self) -> AbstractContextManager[Any]:
-        """One transaction around the operations called inside it (nested calls join the outer one)."""
+    def tx(self) -> AbstractAsyncContextManager[Any]:
+        """One transaction around the operations awaited inside it (``async with store.tx():``; nested
+        calls join the outer one). Only store operations are awaited inside: nothing else may run
+        in the middle of a transaction."""
 
     @abstractmethod
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the connection; the store is unusable afterwards."""
 
     @abstractmethod
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """A round trip to the database (health checks); raises when it cannot answer."""
 
     @abstractmethod
-    def latest_time(self) -> float | None:
+    async def latest_time(self) -> float | None:
         """The latest time at which the database recorded something happening (a creation, an update,
         an attempt, a notification), or None when it holds nothing: the virtual clock of a reopened
         database continues from there instead of starting again at the virtual epoch."""
@@ -60,315 +71,325 @@ class StoreContract(ABC):
     # -- tenants and providers --------------------------------------------------------------
 
     @abstractmethod
-    def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
+    async def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
         """Insert a tenant; the caller checks the id is free."""
 
     @abstractmethod
-    def add_provider(self, provider_id: str, name: str, now: float) -> None:
+    async def add_provider(self, provider_id: str, name: str, now: float) -> None:
         """Insert a provider; the caller checks the id is free."""
 
     @abstractmethod
-    def tenant(self, tenant_id: str) -> Tenant | None:
+    async def tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant with this id, or None."""
 
     @abstractmethod
-    def provider(self, provider_id: str) -> Provider | None:
+    async def provider(self, provider_id: str) -> Provider | None:
         """The provider with this id, or None."""
 
     @abstractmethod
-    def tenants(self) -> list[Tenant]:
+    async def tenants(self) -> list[Tenant]:
         """All tenants by id."""
 
     @abstractmethod
-    def providers(self) -> list[Provider]:
+    async def providers(self) -> list[Provider]:
         """All providers by id."""
 
     # -- configurations -----------------------------------------------------------------------
 
     @abstractmethod
-    def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
+    async def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
                       snapshot: dict[str, Any], now: float, *, kind: ConfigKind = ...) -> None:
         """A new, inactive configuration at version 1 with its first snapshot."""
 
     @abstractmethod
-    def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
+    async def new_config_version(self, config_id: str, snapshot: dict[str, Any], now: float) -> int:
         """The next version with its snapshot; earlier versions stay as they were. NotFound when deleted."""
 
     @abstractmethod
-    def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
+    async def set_config_active(self, config_id: str, active: bool, now: float, reason: str | None = None) -> None:
         """Activate, or pause with a reason (pending deliveries wait). NotFound when deleted."""
 
     @abstractmethod
-    def delete_config(self, config_id: str, now: float) -> None:
+    async def delete_config(self, config_id: str, now: float) -> None:
         """Mark deleted (and inactive); its id is never reused. NotFound when already deleted."""
 
     @abstractmethod
-    def config(self, config_id: str) -> Configuration | None:
+    async def config(self, config_id: str) -> Configuration | None:
         """The configuration, deleted ones included."""
 
     @abstractmethod
-    def configs(self, tenant_id: str | None = None, *, kind: ConfigKind | None = ...) -> list[Configuration]:
+    async def configs(self, tenant_id: str | None = None, *, kind: ConfigKind | None = ...) -> list[Configuration]:
         """Configurations not deleted, oldest first, of one tenant and kind (``kind=None``: every kind)."""
 
     @abstractmethod
-    def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
+    async def snapshot(self, config_id: str, version: int) -> dict[str, Any]:
         """The immutable settings of one configuration version. NotFound when there is no such version."""
 
     @abstractmethod
-    def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
+    async def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
         """(id, version) of the active configurations a new activity fans out to, oldest first."""
 
     @abstractmethod
-    def paused_configs(self) -> list[str]:
+    async def paused_configs(self) -> list[str]:
         """Inactive or deleted configurations: their pending deliveries are not sent."""
 
     @abstractmethod
-    def inactive_configs(self) -> list[tuple[str, str | None, float | None]]:
+    async def inactive_configs(self) -> list[tuple[str, str | None, float | None]]:
         """(id, reason, since) of paused configurations that are not deleted."""
 
     # -- activities ---------------------------------------------------------------------------
 
     @abstractmethod
-    def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
+    async def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
                         payload: dict[str, Any], now: float) -> None:
         """Insert an activity (its deliveries are created separately, in the same transaction)."""
 
     @abstractmethod
-    def activity(self, activity_id: str) -> Activity:
+    async def activity(self, activity_id: str) -> Activity:
         """The activity (NotFound when missing); ``can_force_retry`` is true while a delivery of it is FAILED."""
 
     @abstractmethod
-    def set_result(self, activity_id: str, result: Any) -> Any | None:
+    async def set_result(self, activity_id: str, result: Any) -> Any | None:
         """Store the result unless one is there: None when stored, else the stored one (unchanged)."""
 
     @abstractmethod
-    def next_activity_seq(self) -> int:
+    async def next_activity_seq(self) -> int:
         """The sequence number the next activity gets (deterministic ids derive from it)."""
 
     @abstractmethod
-    def activity_ids(self) -> list[str]:
+    async def activity_ids(self) -> list[str]:
         """Every activity id in creation order."""
 
     @abstractmethod
-    def activity_page(self, f: ActivityFilter, *, after_seq: int = 0, limit: int = 100) -> list[tuple[int, str]]:
+    async def activity_page(self, f: ActivityFilter, *, after_seq: int = 0, limit: int = 100) -> list[tuple[int, str]]:
         """(seq, id) of up to ``limit`` activities matching ``f`` after ``after_seq``, oldest first."""
 
     @abstractmethod
-    def activity_tenant(self, activity_id: str) -> str:
+    async def activity_tenant(self, activity_id: str) -> str:
         """The tenant of an activity (NotFound when missing)."""
 
     # -- deliveries and attempts --------------------------------------------------------------
 
     @abstractmethod
-    def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
+    async def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
                         now: float, activity_id: str | None = None, batch_id: int | None = None) -> int:
         """A READY delivery at the tail of its queue; in an ordered queue it is claimable only as the head."""
 
     @abstractmethod
-    def delivery(self, delivery_id: int) -> Delivery:
+    async def delivery(self, delivery_id: int) -> Delivery:
         """The delivery (NotFound when missing)."""
 
     @abstractmethod
-    def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
+    async def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
                    status: Status | str | None = None, queue: str | None = None,
                    after_id: int = 0, limit: int | None = None) -> list[Delivery]:
         """Deliveries matching every given filter, in creation order."""
 
     @abstractmethod
-    def delivery_tenant(self, delivery_id: int) -> str:
+    async def delivery_tenant(self, delivery_id: int) -> str:
         """The tenant of an activity's delivery (NotFound when missing)."""
 
     @abstractmethod
-    def delivery_by_public_id(self, public_id: str) -> tuple[int, str, str] | None:
+    async def delivery_by_public_id(self, public_id: str) -> tuple[int, str, str] | None:
         """(id, webhook-id, tenant) of the activity delivery with that webhook-id."""
 
     @abstractmethod
-    def public_delivery_ids(self, delivery_ids: list[int]) -> dict[int, str]:
+    async def public_delivery_ids(self, delivery_ids: list[int]) -> dict[int, str]:
         """Delivery id -> webhook-id."""
 
     @abstractmethod
-    def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
+    async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
         """Attempts in order: of one delivery, or all."""
 
     @abstractmethod
-    def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, int]:
         """Deliveries per status, every status present (0 when none)."""
 
     @abstractmethod
-    def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
+    async def failed_ids(self, *, config_id: str | None = None, since: float | None = None, until: float | None = None,
                    reason: str | None = None) -> list[int]:
         """FAILED deliveries matching the filter (creation time range, failed reason), in creation order."""
 
     # -- the dispatch cycle -------------------------------------------------------------------
 
     @abstractmethod
-    def due_candidates(self, now: float, limit: int, *,
+    async def due_candidates(self, now: float, limit: int, *,
                        exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
         """(id, config id, config version) of claimable deliveries due by ``now``: queue heads and
         unordered deliveries, not leased, earliest first."""
 
     @abstractmethod
-    def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
+    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease each (delivery id, lease end) that is still claimable and open its attempt; others are skipped."""
 
     @abstractmethod
-    def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
+    async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         """2xx: DISPATCHED, and an ordered queue's next delivery becomes its head. False when the lease is lost."""
 
     @abstractmethod
-    def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
+    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
         """A failed try with budget left: RETRYING until ``next_at``, still the head. False when the lease is lost."""
 
     @abstractmethod
-    def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
+    async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                     ordered: bool, block: bool) -> bool:
         """No budget left or unfixable: FAILED; with ``block`` its ordered queue waits. False when the lease is lost."""
 
     @abstractmethod
-    def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
+    async def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
                     config_version: int | None = None) -> Delivery:
         """FAILED -> READY with a fresh budget, back at its place in its queue; InvalidTransition otherwise."""
 
     @abstractmethod
-    def skip(self, delivery_id: int, now: float) -> Delivery:
+    async def skip(self, delivery_id: int, now: float) -> Delivery:
         """A blocked queue moves past its FAILED head (which stays FAILED); InvalidTransition otherwise."""
 
     @abstractmethod
-    def start_replay(self, delivery_id: int, now: float) -> int:
+    async def start_replay(self, delivery_id: int, now: float) -> int:
         """Open a replay attempt of a DISPATCHED delivery (its status does not change); InvalidTransition otherwise."""
 
     @abstractmethod
-    def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
+    async def finish_replay(self, attempt_id: int, res: AttemptResult) -> None:
         """Record the outcome of a replay attempt opened by :meth:`start_replay`."""
 
     @abstractmethod
-    def release_expired_leases(self, now: float) -> list[int]:
+    async def release_expired_leases(self, now: float) -> list[int]:
         """Leases that ended: their attempts become INTERRUPTED and the deliveries are due ``now``."""
 
     @abstractmethod
-    def release_leases(self, now: float, *, ending_by: float, error: str, owner: str | None = None) -> list[int]:
+    async def release_leases(self, now: float, *, ending_by: float, error: str, owner: str | None = None) -> list[int]:
         """Leases ending by ``ending_by`` (of one ``owner``, the prefix of its tokens, when given) released."""
 
     @abstractmethod
-    def release_own_leases(self, now: float, owner: str) -> list[int]:
+    async def release_own_leases(self, now: float, owner: str) -> list[int]:
         """After a graceful stop: this engine's leases released at once, nobody else's."""
 
     @abstractmethod
-    def release_dead_owners_leases(self, now: float) -> list[int]:
+    async def release_dead_owners_leases(self, now: float) -> list[int]:
         """At start, as the database's only owner: every lease left belongs to a dead process."""
 
     @abstractmethod
-    def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
+    async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
         """The earliest due time of a claimable delivery or lease end (None: nothing will happen)."""
 
     @abstractmethod
-    def in_flight(self) -> int:
+    async def in_flight(self) -> int:
         """Deliveries holding a lease."""
 
     # -- endpoint health and notifications ----------------------------------------------------
 
     @abstractmethod
-    def health_rows(self) -> list[EndpointHealth]:
+    async def health_rows(self) -> list[EndpointHealth]:
         """The persisted endpoint health of every configuration that has one."""
 
     @abstractmethod
-    def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
+    async def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
                     consecutive_failures: int, failing_since: float | None, now: float) -> None:
         """Insert or replace the configuration's endpoint health."""
 
     @abstractmethod
-    def recent_outcomes(self, config_id: str, since: float, *, exclude_attempt: int = 0) -> list[tuple[float, bool]]:
+    async def recent_outcomes(self, config_id: str, since: float, *,
+                              exclude_attempt: int = 0) -> list[tuple[float, bool]]:
         """(finished at, success) of the configuration's finished, counted attempts since ``since``."""
 
     @abstractmethod
-    def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
+    async def add_notification(self, *, at: float, kind: str, config_id: str | None, message: str) -> int:
         """Record an operator notification (e.g. a configuration was auto-disabled); returns its id."""
 
     @abstractmethod
-    def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
+    async def set_notification_delivery(self, notification_id: int, delivery: str) -> None:
         """How the operator webhook of a notification went."""
 
     @abstractmethod
-    def notifications(self, config_id: str | None = None) -> list[Notification]:
+    async def notifications(self, config_id: str | None = None) -> list[Notification]:
         """Notifications in order: of one configuration, or all."""
 
     @abstractmethod
-    def latest_notifications(self, limit: int) -> list[Notification]:
+    async def latest_notifications(self, limit: int) -> list[Notification]:
         """The ``limit`` newest notifications, oldest of them first."""
 
     # -- reports, metrics, keys, housekeeping -------------------------------------------------
 
     @abstractmethod
-    def metrics(self) -> Metrics:
+    async def metrics(self) -> Metrics:
         """The aggregates behind ``/metrics``: deliveries per status, attempts per outcome, queue depths, latencies (seconds)."""
 
     @abstractmethod
-    def attempt_count(self, outcome: str | None = None) -> int:
+    async def attempt_count(self, outcome: str | None = None) -> int:
         """Attempts recorded (with that outcome, when given)."""
 
     @abstractmethod
-    def queue_status_counts(self) -> list[tuple[str, str, int]]:
+    async def queue_status_counts(self) -> list[tuple[str, str, int]]:
         """(queue, status, deliveries) for every queue and status present."""
 
     @abstractmethod
-    def oldest_pending(self) -> tuple[int, str, float] | None:
+    async def oldest_pending(self) -> tuple[int, str, float] | None:
         """(id, queue, created at) of the oldest READY or RETRYING delivery."""
 
     @abstractmethod
-    def blocked_heads(self) -> list[tuple[int, str]]:
+    async def blocked_heads(self) -> list[tuple[int, str]]:
         """(id, queue) of FAILED deliveries that keep their queue waiting."""
 
     @abstractmethod
-    def recent_failures(self, limit: int = 5) -> list[tuple[int, str, str | None, str | None]]:
+    async def recent_failures(self, limit: int = 5) -> list[tuple[int, str, str | None, str | None]]:
         """(id, queue, reason, last error) of the latest FAILED deliveries, newest first."""
 
     @abstractmethod
-    def add_api_key(self, key_id: str, digest: str, *, tenant_id: str | None, name: str | None, now: float) -> None:
+    async def add_api_key(self, key_id: str, digest: str, *, tenant_id: str | None, name: str | None,
+                          now: float) -> None:
         """Store a key's hash (never the key)."""
 
     @abstractmethod
-    def api_keys(self) -> list[ApiKey]:
+    async def api_keys(self) -> list[ApiKey]:
         """Every key's id, owner, label and dates (never a hash), oldest first."""
 
     @abstractmethod
-    def api_key_by_hash(self, digest: str) -> tuple[str, str | None] | None:
+    async def api_key_by_hash(self, digest: str) -> tuple[str, str | None] | None:
         """(key id, tenant or None for admin) of the unrevoked key with that hash."""
 
     @abstractmethod
-    def revoke_api_key(self, key_id: str, now: float) -> bool:
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
         """Revoke an unrevoked key (False: no such key, or revoked already)."""
 
     @abstractmethod
-    def replace_api_key(self, old_id: str, new_id: str, digest: str, now: float) -> bool:
+    async def replace_api_key(self, old_id: str, new_id: str, digest: str, now: float) -> bool:
         """Rotation in one transaction: a new key (hash ``digest``) with the old one's owner and
         label, and the old one revoked (False, nothing changed: no such unrevoked key)."""
 
     @abstractmethod
-    def delete_old_attempts(self, before: float) -> int:
+    async def delete_old_attempts(self, before: float) -> int:
         """Retention: finished attempts of finished deliveries, except each delivery's last one."""
 
     @abstractmethod
     def wal_checkpointer(self) -> WalCheckpointer:
-        """Serve mode's checkpoint job (``enabled`` False where the backend needs none)."""
+        """Serve mode's checkpoint job (``enabled`` False where the backend needs none). A factory: no I/O."""
 
     @abstractmethod
-    def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
+    def events_store(self) -> EventsStoreContract:
+        """The message-event operations on this store's database (sharing its transactions). A factory: no I/O."""
+
+    @abstractmethod
+    def idempotency_store(self) -> IdempotencyStoreContract:
+        """The Idempotency-Key operations on this store's database (sharing its transactions). A factory: no I/O."""
+
+    @abstractmethod
+    async def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """The message events a batch delivery sends, in arrival order."""
 
     # -- the web console's read models (store_console) --------------------------------------
 
     @abstractmethod
-    def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
+    async def console_deliveries(self, f: DeliveryFilter, *, cursor: DeliveryCursor | None = None,
                            limit: int = 50) -> tuple[list[Delivery], DeliveryCursor | None]:
         """A page of deliveries, FAILED first, then RETRYING, READY, DISPATCHED, newest created first
         in each; and the next page's cursor (None at the end). Answers from an index, whatever the size."""
 
     @abstractmethod
-    def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
+    async def ordered_queues(self, config_ids: Sequence[str]) -> list[QueueRow]:
         """Every ordered queue of these configurations that holds something, with its head."""
 
     @abstractmethod
-    def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
+    async def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
                               failed_every: int, now: float) -> None:
         """Benchmark only: ``count`` finished deliveries (and activities) written in bulk."""
 
@@ -377,34 +398,61 @@ class EventsStoreContract(ABC):
     """Message events and their batches (a batch is sent as a delivery of the account's webhook)."""
 
     @abstractmethod
-    def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]:
+    async def insert_events(self, account_id: str, events: list[dict[str, Any]], now: float) -> list[int]:
         """Store an account's message events (one row each); returns their ids in order."""
 
     @abstractmethod
-    def has_webhooks(self) -> bool:
+    async def has_webhooks(self) -> bool:
         """Whether any message-event webhook was ever configured (none: no batch can ever form)."""
 
     @abstractmethod
-    def webhooks_free(self) -> list[Configuration]:
+    async def webhooks_free(self) -> list[Configuration]:
         """Active message-event webhooks with events waiting and no batch holding their queue."""
 
     @abstractmethod
-    def pending(self, account_id: str, limit: int) -> tuple[int, float | None]:
+    async def pending(self, account_id: str, limit: int) -> tuple[int, float | None]:
         """Unbatched events (counted up to ``limit``) and when the oldest arrived."""
 
     @abstractmethod
-    def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
+    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
                    now: float) -> tuple[int, int, int] | None:
         """The oldest ``size`` unbatched events as a batch with its READY delivery: (batch, delivery, events)."""
 
     @abstractmethod
-    def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
+    async def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:
         """An account's batches in order, ``limit`` at a time after ``after_id``, with the state of the delivery that sends each."""
 
     @abstractmethod
-    def batch(self, batch_id: int) -> EventBatch:
+    async def batch(self, batch_id: int) -> EventBatch:
         """The batch (NotFound when missing)."""
 
     @abstractmethod
-    def counts(self, account_id: str | None = None) -> dict[str, int]:
+    async def counts(self, account_id: str | None = None) -> dict[str, int]:
         """Batches per status and ``unbatched_events``."""
+
+
+
+class IdempotencyStoreContract(ABC):
+    """Idempotency keys of serve mode: the first answer to a request sent with an ``Idempotency-Key``."""
+
+    @abstractmethod
+    async def reserve(self, scope: str, key: str, fingerprint: str, now: float, *, expired_before: float,
+                      abandoned_before: float) -> StoredAnswer | None:
+        """Reserve ``key`` for a request (None: go ahead), or what the key already holds; a key older
+        than ``expired_before``, or reserved before ``abandoned_before`` and never answered, is free."""
+
+    @abstractmethod
+    async def complete(self, scope: str, key: str, *, status: int, body: str, location: str | None) -> None:
+        """Keep the answer of the request that reserved ``key``."""
+
+    @abstractmethod
+    async def release(self, scope: str, key: str) -> None:
+        """Free an unanswered reservation (its request created nothing), so the client may try again."""
+
+    @abstractmethod
+    async def delete_expired(self, before: float) -> int:
+        """Forget keys created before ``before``; returns how many."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """Keys held (answered or in progress), expired ones included until they are forgotten."""

@@ -7,8 +7,12 @@ concurrent one finds it in progress. Shares the engine's SQLite connection and i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .store import Store
+from .store_contract import IdempotencyStoreContract
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,19 +26,19 @@ class StoredAnswer:
     created_at: float
 
 
-class IdempotencyStore:
+class IdempotencyStore(IdempotencyStoreContract):
     """Named operations on ``idempotency_keys``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def reserve(self, scope: str, key: str, fingerprint: str, now: float, *, expired_before: float,
+    async def reserve(self, scope: str, key: str, fingerprint: str, now: float, *, expired_before: float,
                 abandoned_before: float) -> StoredAnswer | None:
         """Reserve ``key`` for a request (None: go ahead), or what the key already holds.
 
         A key older than ``expired_before``, or reserved before ``abandoned_before`` and never
         answered (its process stopped mid-request), counts as free."""
-        with self.store.tx() as c:
+        with self.store._tx() as c:
             row = c.execute("SELECT fingerprint, status, body, location, created_at FROM idempotency_keys"
                             " WHERE scope = ? AND key = ?", (scope, key)).fetchone()
             if row is not None:
@@ -47,22 +51,22 @@ class IdempotencyStore:
                       (scope, key, fingerprint, now))
         return None
 
-    def complete(self, scope: str, key: str, *, status: int, body: str, location: str | None) -> None:
+    async def complete(self, scope: str, key: str, *, status: int, body: str, location: str | None) -> None:
         """Keep the answer of the request that reserved ``key``."""
-        with self.store.tx() as c:
+        with self.store._tx() as c:
             c.execute("UPDATE idempotency_keys SET status = ?, body = ?, location = ? WHERE scope = ? AND key = ?",
                       (status, body, location, scope, key))
 
-    def release(self, scope: str, key: str) -> None:
+    async def release(self, scope: str, key: str) -> None:
         """Free a reservation whose request created nothing (it failed), so the client may try again."""
-        with self.store.tx() as c:
+        with self.store._tx() as c:
             c.execute("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status IS NULL", (scope, key))
 
-    def delete_expired(self, before: float) -> int:
+    async def delete_expired(self, before: float) -> int:
         """Forget keys created before ``before`` (the recurring expiry job); returns how many."""
-        with self.store.tx() as c:
+        with self.store._tx() as c:
             return c.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (before,)).rowcount
 
-    def count(self) -> int:
+    async def count(self) -> int:
         """Keys held (answered or in progress), expired ones included until the job forgets them."""
         return int(self.store.conn.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone()[0])

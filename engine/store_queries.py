@@ -19,6 +19,9 @@ from .store_rows import ApiKey, Notification, columns
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
+    from .events_store import EventsStore
+    from .store_idempotency import IdempotencyStore
+
 #: Buckets (seconds) of the attempt latency histogram.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -55,27 +58,27 @@ class QueryOps:
     path: str
 
     if TYPE_CHECKING:
-        def tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
-        def counts(self) -> dict[str, int]: ...
-        def in_flight(self) -> int: ...
-        def release_leases(self, now: float, *, ending_by: float, error: str,
+        def _tx(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        async def counts(self) -> dict[str, int]: ...
+        async def in_flight(self) -> int: ...
+        async def release_leases(self, now: float, *, ending_by: float, error: str,
                            owner: str | None = None) -> list[int]: ...
 
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """A round trip to the database (health checks)."""
         self.conn.execute("SELECT 1").fetchone()
 
     # -- activities -----------------------------------------------------------------------
 
-    def next_activity_seq(self) -> int:
+    async def next_activity_seq(self) -> int:
         """The sequence number the next activity will get (deterministic ids derive from it)."""
         return int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM activities").fetchone()[0])
 
-    def activity_ids(self) -> list[str]:
+    async def activity_ids(self) -> list[str]:
         """Every activity id, in creation order."""
         return [r[0] for r in self.conn.execute("SELECT id FROM activities ORDER BY seq")]
 
-    def activity_page(self, f: ActivityFilter, *, after_seq: int = 0, limit: int = 100) -> list[tuple[int, str]]:
+    async def activity_page(self, f: ActivityFilter, *, after_seq: int = 0, limit: int = 100) -> list[tuple[int, str]]:
         """(seq, id) of up to ``limit`` activities matching ``f`` after ``after_seq``, oldest first."""
         where, params = ["a.seq > ?"], [after_seq]
         for clause, value in (("a.tenant_id = ?", f.tenant_id), ("a.channel = ?", f.channel),
@@ -90,14 +93,14 @@ class QueryOps:
                                  " ORDER BY a.seq LIMIT ?", (*params, limit))
         return [(r[0], r[1]) for r in rows]
 
-    def activity_tenant(self, activity_id: str) -> str:
+    async def activity_tenant(self, activity_id: str) -> str:
         """The tenant an activity belongs to (authorisation)."""
         row = self.conn.execute("SELECT tenant_id FROM activities WHERE id = ?", (activity_id,)).fetchone()
         if row is None:
             raise NotFound(f"activity {activity_id!r} not found")
         return str(row[0])
 
-    def delivery_by_public_id(self, public_id: str) -> tuple[int, str, str] | None:
+    async def delivery_by_public_id(self, public_id: str) -> tuple[int, str, str] | None:
         """(internal id, webhook-id, tenant) of the delivery the API knows as ``public_id`` (its
         ``webhook-id``: random per activity, so ids reaching the API are not a guessable sequence).
         The tenant is the configuration's, so a batch of message events is found as well."""
@@ -105,7 +108,7 @@ class QueryOps:
                                 " ON c.id = d.config_id WHERE d.webhook_id = ?", (public_id,)).fetchone()
         return (int(row[0]), str(row[1]), str(row[2])) if row else None
 
-    def public_delivery_ids(self, delivery_ids: list[int]) -> dict[int, str]:
+    async def public_delivery_ids(self, delivery_ids: list[int]) -> dict[int, str]:
         """Internal id -> public id (the ``webhook-id``)."""
         out: dict[int, str] = {}
         for i in range(0, len(delivery_ids), 500):
@@ -114,7 +117,7 @@ class QueryOps:
                 f"SELECT id, webhook_id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return out
 
-    def delivery_tenant(self, delivery_id: int) -> str:
+    async def delivery_tenant(self, delivery_id: int) -> str:
         """The tenant a delivery belongs to (through its activity)."""
         row = self.conn.execute("SELECT a.tenant_id FROM deliveries d JOIN activities a ON a.id = d.activity_id"
                                 " WHERE d.id = ?", (delivery_id,)).fetchone()
@@ -124,7 +127,7 @@ class QueryOps:
 
     # -- metrics and the status report -----------------------------------------------------
 
-    def metrics(self) -> Metrics:
+    async def metrics(self) -> Metrics:
         c = self.conn
         attempts = {r[0]: r[1] for r in c.execute(
             "SELECT COALESCE(outcome, 'IN_FLIGHT') AS o, COUNT(*) AS n FROM attempts GROUP BY o")}
@@ -135,44 +138,44 @@ class QueryOps:
         row = c.execute(f"SELECT COUNT(*), COALESCE(SUM(latency), 0), {cols} FROM attempts"
                         " WHERE latency IS NOT NULL").fetchone()
         buckets = [(b, int(row[i + 2] or 0)) for i, b in enumerate(LATENCY_BUCKETS)]
-        return Metrics(deliveries=self.counts(), attempts=attempts, queue_depth=depth, latency_buckets=buckets,
-                       latency_count=int(row[0]), latency_sum=float(row[1]), in_flight=self.in_flight())
+        return Metrics(deliveries=await self.counts(), attempts=attempts, queue_depth=depth, latency_buckets=buckets,
+                       latency_count=int(row[0]), latency_sum=float(row[1]), in_flight=await self.in_flight())
 
-    def attempt_count(self, outcome: str | None = None) -> int:
+    async def attempt_count(self, outcome: str | None = None) -> int:
         """Attempts recorded (with that outcome, when given)."""
         if outcome is None:
             return int(self.conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
         return int(self.conn.execute("SELECT COUNT(*) FROM attempts WHERE outcome = ?", (outcome,)).fetchone()[0])
 
-    def queue_status_counts(self) -> list[tuple[str, str, int]]:
+    async def queue_status_counts(self) -> list[tuple[str, str, int]]:
         """(queue, status, deliveries) for every queue and status present."""
         return [(r[0], r[1], r[2]) for r in self.conn.execute(
             "SELECT queue, status, COUNT(*) FROM deliveries GROUP BY queue, status ORDER BY queue, status")]
 
-    def oldest_pending(self) -> tuple[int, str, float] | None:
+    async def oldest_pending(self) -> tuple[int, str, float] | None:
         """(id, queue, created_at) of the oldest READY or RETRYING delivery."""
         row = self.conn.execute("SELECT id, queue, created_at FROM deliveries WHERE status IN (?, ?)"
                                 " ORDER BY created_at, id LIMIT 1", (Status.READY.value, Status.RETRYING.value)).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
-    def blocked_heads(self) -> list[tuple[int, str]]:
+    async def blocked_heads(self) -> list[tuple[int, str]]:
         """(id, queue) of FAILED deliveries that keep their queue waiting (``on_exhausted: block``)."""
         return [(r[0], r[1]) for r in self.conn.execute(
             "SELECT id, queue FROM deliveries WHERE status = ? AND holds = 1 ORDER BY id", (Status.FAILED.value,))]
 
-    def recent_failures(self, limit: int = 5) -> list[tuple[int, str, str | None, str | None]]:
+    async def recent_failures(self, limit: int = 5) -> list[tuple[int, str, str | None, str | None]]:
         """(id, queue, failed_reason, last_error) of the latest FAILED deliveries, newest first."""
         return [(r[0], r[1], r[2], r[3]) for r in self.conn.execute(
             "SELECT id, queue, failed_reason, last_error FROM deliveries WHERE status = ?"
             " ORDER BY updated_at DESC LIMIT ?", (Status.FAILED.value, limit))]
 
-    def inactive_configs(self) -> list[tuple[str, str | None, float | None]]:
+    async def inactive_configs(self) -> list[tuple[str, str | None, float | None]]:
         """(id, inactive_reason, inactive_since) of the configurations that exist but are paused."""
         return [(r[0], r[1], r[2]) for r in self.conn.execute(
             "SELECT id, inactive_reason, inactive_since FROM configurations WHERE active = 0 AND deleted = 0"
             " ORDER BY id")]
 
-    def latest_notifications(self, limit: int) -> list[Notification]:
+    async def latest_notifications(self, limit: int) -> list[Notification]:
         """The ``limit`` newest notifications, oldest of them first."""
         rows = self.conn.execute(f"SELECT {columns(Notification)} FROM notifications ORDER BY id DESC LIMIT ?",
                                  (limit,)).fetchall()
@@ -180,31 +183,32 @@ class QueryOps:
 
     # -- API keys ---------------------------------------------------------------------------
 
-    def add_api_key(self, key_id: str, digest: str, *, tenant_id: str | None, name: str | None, now: float) -> None:
+    async def add_api_key(self, key_id: str, digest: str, *, tenant_id: str | None, name: str | None,
+                          now: float) -> None:
         self.conn.execute("INSERT INTO api_keys (id, hash, tenant_id, name, created_at) VALUES (?, ?, ?, ?, ?)",
                           (key_id, digest, tenant_id, name, now))
 
-    def api_keys(self) -> list[ApiKey]:
+    async def api_keys(self) -> list[ApiKey]:
         """Every key's id, owner, label and dates (never a hash), oldest first."""
         return [ApiKey(*r) for r in self.conn.execute(
             f"SELECT {columns(ApiKey)} FROM api_keys ORDER BY created_at, id")]
 
-    def api_key_by_hash(self, digest: str) -> tuple[str, str | None] | None:
+    async def api_key_by_hash(self, digest: str) -> tuple[str, str | None] | None:
         """(key id, tenant id or None for admin) of the unrevoked key with that hash."""
         row = self.conn.execute("SELECT id, tenant_id FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
                                 (digest,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def revoke_api_key(self, key_id: str, now: float) -> bool:
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
         """Revoke an unrevoked key (False: no such key, or revoked already)."""
-        with self.tx() as c:
+        with self._tx() as c:
             return c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                              (now, key_id)).rowcount == 1
 
-    def replace_api_key(self, old_id: str, new_id: str, digest: str, now: float) -> bool:
+    async def replace_api_key(self, old_id: str, new_id: str, digest: str, now: float) -> bool:
         """Rotation in one transaction: the new key takes the old one's owner and label, the old one
         is revoked; False (nothing changed) when there is no such unrevoked key."""
-        with self.tx() as c:
+        with self._tx() as c:
             row = c.execute("SELECT tenant_id, name FROM api_keys WHERE id = ? AND revoked_at IS NULL",
                             (old_id,)).fetchone()
             if row is None:
@@ -216,13 +220,13 @@ class QueryOps:
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    def delete_old_attempts(self, before: float) -> int:
+    async def delete_old_attempts(self, before: float) -> int:
         """Retention: attempts finished before ``before`` of deliveries (batches of message events included)
         that are over (DISPATCHED or FAILED).
 
         The last attempt of each delivery is kept, so a FAILED delivery still shows why it failed.
         """
-        with self.tx() as c:
+        with self._tx() as c:
             cur = c.execute(
                 "DELETE FROM attempts WHERE finished_at IS NOT NULL AND finished_at < ? AND delivery_id IN"
                 " (SELECT id FROM deliveries WHERE status IN (?, ?))"
@@ -230,22 +234,32 @@ class QueryOps:
                 (before, Status.DISPATCHED.value, Status.FAILED.value))
             return cur.rowcount
 
-    def release_own_leases(self, now: float, owner: str) -> list[int]:
+    async def release_own_leases(self, now: float, owner: str) -> list[int]:
         """After a graceful stop: attempts this engine (``owner``, the prefix of its lease tokens)
         abandoned are marked INTERRUPTED and their deliveries are due again ``now`` (the same effect
         as ``release_expired_leases`` once the leases end, without waiting). Nobody else's leases."""
-        return self.release_leases(now, ending_by=float("inf"), owner=owner,
-                                   error="shutdown deadline passed during this attempt")
+        return await self.release_leases(now, ending_by=float("inf"), owner=owner,
+                                         error="shutdown deadline passed during this attempt")
 
-    def release_dead_owners_leases(self, now: float) -> list[int]:
+    async def release_dead_owners_leases(self, now: float) -> list[int]:
         """At start, holding the database's owner lock: every lease in the file belongs to a process
         that is gone, so its attempts are INTERRUPTED and due again now instead of after the lease."""
-        return self.release_leases(now, ending_by=float("inf"),
-                                   error="the previous owner of the database stopped during this attempt")
+        return await self.release_leases(now, ending_by=float("inf"),
+                                         error="the previous owner of the database stopped during this attempt")
 
     def wal_checkpointer(self) -> WalCheckpointer:
         """A checkpointer that moves WAL checkpoints off the event loop (serve mode)."""
         return WalCheckpointer(self.conn, self.path)
+
+    def events_store(self) -> EventsStore:
+        """Message events and their batches, on this connection and its transactions."""
+        from .events_store import EventsStore
+        return EventsStore(self)  # type: ignore[arg-type]
+
+    def idempotency_store(self) -> IdempotencyStore:
+        """Idempotency keys, on this connection and its transactions."""
+        from .store_idempotency import IdempotencyStore
+        return IdempotencyStore(self)  # type: ignore[arg-type]
 
 
 class WalCheckpointer:

@@ -330,7 +330,7 @@ class Skip(_FailedScope):
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
         e = run.engine
-        blocked = [d for d in e.store.deliveries(status=Status.FAILED, config_id=self.config) if d.holds]
+        blocked = [d for d in await e.store.deliveries(status=Status.FAILED, config_id=self.config) if d.holds]
         for d in blocked:
             await e.skip(d.id)
         run.note(f"skipped {len(blocked)} blocked queue head(s)")

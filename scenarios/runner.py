@@ -140,9 +140,9 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         idle = await run.drain(remaining)
         deliveries = await run.engine.deliveries()
         attempts = await run.engine.attempts()
-        activities = run.engine.store.activity_ids()
+        activities = await run.engine.store.activity_ids()
         notifications = await run.engine.notifications()
-        inactive = [c.id for c in run.engine.store.configs(kind=None) if not c.active]
+        inactive = [c.id for c in await run.engine.store.configs(kind=None) if not c.active]
         await endpoints.settle()
         for record in endpoints.recorder.records:  # the Host header names a port that changes run to run
             record.headers = sanitize(record.headers)

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, ConfigError,
-                                DispatchsimError, IdempotencyStore, InvalidTransition, NotFound, PayloadUnmappable,
+                                DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable,
                                 ResultConflict, Status, config_name, iso, parse_iso, latest_schema_version,
                                 scoped_config_id, storage_error)
 
@@ -118,7 +118,7 @@ async def auth_middleware(request: web.Request, handler: _Handler) -> web.Stream
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
             key = auth[7:].strip()
-    principal = request.app[KEYS_KEY].lookup(key)
+    principal = await request.app[KEYS_KEY].lookup(key)
     if principal is None:
         raise Problem(401, "unauthorized", "missing or invalid API key (send X-Api-Key: <key>)"
                       if key else "missing API key (send X-Api-Key: <key> or Authorization: Bearer <key>)")
@@ -338,7 +338,7 @@ def _no_body(request: web.Request) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
-    engine.store.ping()
+    await engine.store.ping()
     return web.json_response({"status": "ok", "uptime": round(time.monotonic() - request.app[STARTED_KEY], 3),
                               "in_flight": engine.dispatcher.in_flight})
 
@@ -349,9 +349,9 @@ async def readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     checks: dict[str, str] = {}
     try:
-        engine.store.ping()
+        await engine.store.ping()
         checks["database"] = "ok"
-        version, latest = engine.store.schema_version, latest_schema_version()
+        version, latest = await engine.store.schema_version(), latest_schema_version()
         checks["migrations"] = "ok" if version == latest else f"schema {version}, expected {latest}"
     except Exception as exc:  # unreachable or broken database: not ready, and say why
         checks["database"] = f"{type(exc).__name__}: {exc}"
@@ -376,7 +376,7 @@ async def list_tenants(request: web.Request) -> web.Response:
     _query(request, set())
     store = request.app[ENGINE_KEY].store
     p = _principal(request)
-    rows = store.tenants() if p.admin else [t for t in [store.tenant(p.tenant_id)] if t]
+    rows = await store.tenants() if p.admin else [t for t in [await store.tenant(p.tenant_id)] if t]
     return web.json_response({"items": [t.to_json() for t in rows]})
 
 
@@ -391,7 +391,7 @@ async def create_tenant(request: web.Request) -> web.Response:
 async def get_tenant(request: web.Request) -> web.Response:
     tid = request.match_info["tenant_id"]
     _allow(request, tid, f"tenant {tid!r} not found")
-    t = request.app[ENGINE_KEY].store.tenant(tid)
+    t = await request.app[ENGINE_KEY].store.tenant(tid)
     if t is None:
         raise NotFound(f"tenant {tid!r} not found")
     return web.json_response(t.to_json())
@@ -399,7 +399,7 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 async def list_providers(request: web.Request) -> web.Response:
     _query(request, set())
-    rows = request.app[ENGINE_KEY].store.providers()
+    rows = await request.app[ENGINE_KEY].store.providers()
     return web.json_response({"items": [p.to_json() for p in rows]})
 
 
@@ -421,7 +421,7 @@ async def list_configs(request: web.Request) -> web.Response:
     qs = _query(request, {"tenant_id"})
     engine = request.app[ENGINE_KEY]
     tenant = _tenant_filter(request, qs.get("tenant_id"))
-    items = [_config_out(request, engine.config_view(c.id)) for c in engine.store.configs(tenant)]
+    items = [_config_out(request, await engine.config_view(c.id)) for c in await engine.store.configs(tenant)]
     return web.json_response({"items": items})
 
 
@@ -437,7 +437,7 @@ async def create_config(request: web.Request) -> web.Response:
     return web.json_response(_config_out(request, view), status=201)
 
 
-def _owned_config(request: web.Request, name: str | None = None) -> str:
+async def _owned_config(request: web.Request, name: str | None = None) -> str:
     """The stored id of the configuration named in the path (or ``name``). A tenant key names its
     configurations within its tenant (``scoped_config_id``); the admin uses stored ids. Another
     tenant's configuration answers as a missing one."""
@@ -445,12 +445,12 @@ def _owned_config(request: web.Request, name: str | None = None) -> str:
     engine, p = request.app[ENGINE_KEY], _principal(request)
     missing = f"configuration {name!r} not found"
     if p.admin:
-        engine.config(name)
+        await engine.config(name)
         return name
     assert p.tenant_id is not None
     for cid in (scoped_config_id(p.tenant_id, name), name):  # the second: made before names were scoped
         try:
-            if engine.config(cid).tenant_id == p.tenant_id:
+            if (await engine.config(cid)).tenant_id == p.tenant_id:
                 return cid
         except NotFound:
             pass
@@ -476,12 +476,12 @@ def _notification_out(request: web.Request, note: dict[str, Any]) -> dict[str, A
 
 
 async def get_config(request: web.Request) -> web.Response:
-    cid = _owned_config(request)
-    return web.json_response(_config_out(request, request.app[ENGINE_KEY].config_view(cid)))
+    cid = await _owned_config(request)
+    return web.json_response(_config_out(request, await request.app[ENGINE_KEY].config_view(cid)))
 
 
 async def edit_config(request: web.Request) -> web.Response:
-    cid = _owned_config(request)
+    cid = await _owned_config(request)
     body = await read_json(request)
     check_fields(body, optional=_CONFIG_TYPES)
     if "endpoint_url" in body and body["endpoint_url"] is None:
@@ -490,19 +490,19 @@ async def edit_config(request: web.Request) -> web.Response:
 
 
 async def activate_config(request: web.Request) -> web.Response:
-    cid = _owned_config(request)
+    cid = await _owned_config(request)
     _no_body(request)
     return web.json_response(_config_out(request, await request.app[ENGINE_KEY].activate(cid)))
 
 
 async def deactivate_config(request: web.Request) -> web.Response:
-    cid = _owned_config(request)
+    cid = await _owned_config(request)
     _no_body(request)
     return web.json_response(_config_out(request, await request.app[ENGINE_KEY].deactivate(cid)))
 
 
 async def delete_config(request: web.Request) -> web.Response:
-    cid = _owned_config(request)
+    cid = await _owned_config(request)
     await request.app[ENGINE_KEY].delete_config(cid)
     return web.Response(status=204)
 
@@ -529,28 +529,28 @@ async def list_activities(request: web.Request) -> web.Response:
     return web.json_response({"items": page.items, "next_cursor": cursor})
 
 
-def _owned_activity(request: web.Request) -> str:
+async def _owned_activity(request: web.Request) -> str:
     aid = request.match_info["activity_id"]
-    _allow(request, request.app[ENGINE_KEY].store.activity_tenant(aid), f"activity {aid!r} not found")
+    _allow(request, await request.app[ENGINE_KEY].store.activity_tenant(aid), f"activity {aid!r} not found")
     return aid
 
 
 async def get_activity(request: web.Request) -> web.Response:
-    aid = _owned_activity(request)
+    aid = await _owned_activity(request)
     return web.json_response(await request.app[ENGINE_KEY].activity(aid))
 
 
 async def activity_deliveries(request: web.Request) -> web.Response:
-    aid = _owned_activity(request)
+    aid = await _owned_activity(request)
     items = await request.app[ENGINE_KEY].deliveries(activity_id=aid)
     return web.json_response({"items": [_public_delivery(request, d) for d in items]})
 
 
-def _owned_delivery(request: web.Request) -> tuple[int, str]:
+async def _owned_delivery(request: web.Request) -> tuple[int, str]:
     """(internal id, public id) of the delivery named in the path by its public id (its ``webhook-id``)."""
     raw = request.match_info["delivery_id"]
     missing = f"delivery {raw!r} not found"
-    found = request.app[ENGINE_KEY].store.delivery_by_public_id(raw)
+    found = await request.app[ENGINE_KEY].store.delivery_by_public_id(raw)
     if found is None:
         raise NotFound(missing)
     did, public, tenant = found
@@ -570,23 +570,23 @@ def _public_attempts(items: list[dict[str, Any]], public_id: str) -> list[dict[s
 
 
 async def get_delivery(request: web.Request) -> web.Response:
-    did, _ = _owned_delivery(request)
+    did, _ = await _owned_delivery(request)
     return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].delivery(did)))
 
 
 async def delivery_attempts(request: web.Request) -> web.Response:
-    did, public = _owned_delivery(request)
+    did, public = await _owned_delivery(request)
     return web.json_response({"items": _public_attempts(await request.app[ENGINE_KEY].attempts(did), public)})
 
 
 async def force_retry(request: web.Request) -> web.Response:
-    did, _ = _owned_delivery(request)
+    did, _ = await _owned_delivery(request)
     _no_body(request)
     return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].force_retry(did)))
 
 
 async def skip_delivery(request: web.Request) -> web.Response:
-    did, _ = _owned_delivery(request)
+    did, _ = await _owned_delivery(request)
     _no_body(request)
     return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].skip(did)))
 
@@ -606,7 +606,7 @@ async def submit_result(request: web.Request) -> web.Response:
     if body.get("completedAt") is not None:
         body["completedAt"] = iso(_time_param("completedAt", body["completedAt"]) or 0.0)
     engine = request.app[ENGINE_KEY]
-    _allow(request, engine.store.activity_tenant(aid), f"activity {aid!r} not found")
+    _allow(request, await engine.store.activity_tenant(aid), f"activity {aid!r} not found")
     result = {"status": body["status"], "result": body.get("result"), "completedAt": body.get("completedAt"),
               "comment": body.get("comment")}
     done = await engine.submit_result(aid, result)
@@ -620,19 +620,19 @@ def _events(request: web.Request) -> Any:
     return request.app[ENGINE_KEY].events
 
 
-def _owned_account(request: web.Request) -> str:
+async def _owned_account(request: web.Request) -> str:
     """The account (a tenant) in the path; another tenant's answers as a missing one does."""
     account = request.match_info["account_id"]
     missing = f"account {account!r} not found (accounts are tenants)"
     _allow(request, account, missing)
-    if request.app[ENGINE_KEY].store.tenant(account) is None:
+    if await request.app[ENGINE_KEY].store.tenant(account) is None:
         raise NotFound(missing)
     return account
 
 
 async def put_webhook(request: web.Request) -> web.Response:
     events = _events(request)
-    account = _owned_account(request)
+    account = await _owned_account(request)
     body = await read_json(request)
     check_fields(body, required={"url": "string"},
                  optional={"auth": "object?", "signing_secret": "string?", "batch_size": "integer",
@@ -644,18 +644,18 @@ async def put_webhook(request: web.Request) -> web.Response:
 
 async def get_webhook(request: web.Request) -> web.Response:
     events = _events(request)
-    account = _owned_account(request)
-    return web.json_response(events.webhook(account))
+    account = await _owned_account(request)
+    return web.json_response(await events.webhook(account))
 
 
 async def list_event_batches(request: web.Request) -> web.Response:
     events = _events(request)
-    account = _owned_account(request)
+    account = await _owned_account(request)
     qs = _query(request, {"after", "limit"})
     after = qs.get("after", "0")
     if not after.isdigit():
         raise Problem(400, "invalid", "after: a batch id (integer)")
-    rows = events.batches(account, after_id=int(after), limit=_limit(qs.get("limit")))
+    rows = await events.batches(account, after_id=int(after), limit=_limit(qs.get("limit")))
     return web.json_response({"items": [r.to_json() for r in rows]})
 
 
@@ -672,14 +672,14 @@ async def post_message_events(request: web.Request) -> web.Response:
 
 async def replay_delivery(request: web.Request) -> web.Response:
     """Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt (409 otherwise)."""
-    did, public = _owned_delivery(request)
+    did, public = await _owned_delivery(request)
     _no_body(request)
     return web.json_response(_public_attempts([await request.app[ENGINE_KEY].replay(did)], public)[0])
 
 
 async def recover_config(request: web.Request) -> web.Response:
     """Force-retry the configuration's FAILED deliveries matching since/until/reason, in creation order."""
-    cid = _owned_config(request)
+    cid = await _owned_config(request)
     body = await read_json(request) if request.content_length else {}
     check_fields(body, optional={"since": "string?", "until": "string?", "reason": "string?", "status": "string"})
     if body.get("status", Status.FAILED.value) != Status.FAILED.value:
@@ -687,19 +687,19 @@ async def recover_config(request: web.Request) -> web.Response:
     ids = await request.app[ENGINE_KEY].force_retry_where(
         config_id=cid, since=_time_param("since", body.get("since")), until=_time_param("until", body.get("until")),
         reason=body.get("reason"))
-    public = request.app[ENGINE_KEY].store.public_delivery_ids(ids)
+    public = await request.app[ENGINE_KEY].store.public_delivery_ids(ids)
     return web.json_response({"config_id": request.match_info["config_id"], "count": len(ids),
                               "requeued": [public[i] for i in ids]})
 
 
 async def config_health(request: web.Request) -> web.Response:
-    cid = _owned_config(request)
+    cid = await _owned_config(request)
     engine = request.app[ENGINE_KEY]
-    view = engine.config_view(cid)
+    view = await engine.config_view(cid)
     notes = [_notification_out(request, n) for n in await engine.notifications(cid)]
     return web.json_response({"config_id": request.match_info["config_id"], "active": view["active"],
                               "inactive_reason": view["inactive_reason"], "inactive_since": view["inactive_since"],
-                              **engine.health(cid), "notifications": notes})
+                              **await engine.health(cid), "notifications": notes})
 
 
 async def list_notifications(request: web.Request) -> web.Response:
@@ -708,7 +708,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     tenant = _tenant_filter(request, qs.get("tenant_id"))
     engine = request.app[ENGINE_KEY]
     if "config_id" in qs:
-        items = await engine.notifications(_owned_config(request, qs["config_id"]))
+        items = await engine.notifications(await _owned_config(request, qs["config_id"]))
     else:
         items = await engine.notifications(tenant_id=tenant or None)
     items = [_notification_out(request, n) for n in items[-_limit(qs.get("limit")):]]
@@ -770,7 +770,7 @@ def make_app(engine: Any, *, keys: KeyRing, idempotency_retention: float = idemp
     app = web.Application(middlewares=[request_log_middleware(engine.log, count), errors_middleware,
                                        auth_middleware, idempotency_middleware], client_max_size=MAX_BODY)
     app[METRICS_KEY] = serve_metrics
-    app[IDEMPOTENCY_KEY] = Idempotency(IdempotencyStore(engine.store), engine.clock.now, idempotency_retention)
+    app[IDEMPOTENCY_KEY] = Idempotency(engine.store.idempotency_store(), engine.clock.now, idempotency_retention)
     app[ENGINE_KEY] = engine
     app[KEYS_KEY] = keys
     app[STARTED_KEY] = time.monotonic()

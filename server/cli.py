@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from dispatchsim.engine import DispatchsimError
 from dispatchsim.errors import LocatedError
@@ -48,77 +50,84 @@ def _freeze_startup_objects(_server: object) -> None:
     gc.freeze()
 
 
-def _keys_create(args: argparse.Namespace) -> int:
+def _blocking(command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace], int]:
+    """A key command for the CLI: its store operations are coroutines, run here on a loop of their own."""
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(command(args))
+    return run
+
+
+async def _keys_create(args: argparse.Namespace) -> int:
     import time
 
     from dispatchsim.server.keys import create_key
-    from dispatchsim.engine import Store
+    from dispatchsim.engine import check_store, open_store
 
     if bool(args.admin) == bool(args.tenant):
         print("dispatchsim keys create: give exactly one of --admin or --tenant ID", file=sys.stderr)
         return 2
     try:
-        Store.check(args.db, write=True)
-        store = Store(args.db)
+        check_store(args.db, write=True)
+        store = await open_store(args.db)
     except DispatchsimError as exc:
         print(f"dispatchsim keys create: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.tenant and store.tenant(args.tenant) is None and args.create_tenant:
-            store.add_tenant(args.tenant, args.tenant, time.time())
-        key_id, key = create_key(store, tenant_id=args.tenant, name=args.name, now=time.time())
+        if args.tenant and await store.tenant(args.tenant) is None and args.create_tenant:
+            await store.add_tenant(args.tenant, args.tenant, time.time())
+        key_id, key = await create_key(store, tenant_id=args.tenant, name=args.name, now=time.time())
     except DispatchsimError as exc:
         print(f"dispatchsim keys create: {exc}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        await store.close()
     who = "admin" if args.admin else f"tenant {args.tenant}"
     print(key)
     print(f"({key_id}, {who}; shown once: only its hash is stored in {args.db})", file=sys.stderr)
     return 0
 
 
-def _keys_list(args: argparse.Namespace) -> int:
+async def _keys_list(args: argparse.Namespace) -> int:
     from dispatchsim.engine import iso
     from dispatchsim.server.keys import list_keys
-    from dispatchsim.engine import Store
+    from dispatchsim.engine import check_store, open_store
 
-    Store.check(args.db, write=False)
-    store = Store(args.db, readonly=True)
+    check_store(args.db, write=False)
+    store = await open_store(args.db, readonly=True)
     try:
-        for k in list_keys(store):
+        for k in await list_keys(store):
             print(f"{k.id}  {k.tenant_id or 'admin':<20} {iso(k.created_at)}  {k.name or ''}"
                   + ("  revoked" if k.revoked_at else ""))
     finally:
-        store.close()
+        await store.close()
     return 0
 
 
-def _keys_change(args: argparse.Namespace) -> int:
+async def _keys_change(args: argparse.Namespace) -> int:
     """``keys revoke`` and ``keys rotate``: one transaction on the database, the new key printed once."""
     import time
 
-    from dispatchsim.engine import Store
+    from dispatchsim.engine import check_store, open_store
     from dispatchsim.server.keys import revoke_key, rotate_key
 
     what = f"dispatchsim keys {args.keys_command}"
     try:
-        Store.check(args.db, write=True)
-        store = Store(args.db)
+        check_store(args.db, write=True)
+        store = await open_store(args.db)
     except DispatchsimError as exc:
         print(f"{what}: {exc}", file=sys.stderr)
         return 2
     try:
         if args.keys_command == "revoke":
-            revoke_key(store, args.key_id, now=time.time())
+            await revoke_key(store, args.key_id, now=time.time())
             print(f"{args.key_id} revoked: it no longer works", file=sys.stderr)
             return 0
-        new_id, key = rotate_key(store, args.key_id, now=time.time())
+        new_id, key = await rotate_key(store, args.key_id, now=time.time())
     except DispatchsimError as exc:
         print(f"{what}: {exc}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        await store.close()
     print(key)
     print(f"({new_id} replaces {args.key_id}, which no longer works; shown once: only its hash is stored)",
           file=sys.stderr)
@@ -150,13 +159,13 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--tenant", metavar="ID", help="a key for this tenant")
     c.add_argument("--create-tenant", action="store_true", help="create the tenant if missing")
     c.add_argument("--name", help="a label for the key")
-    c.set_defaults(func=_keys_create)
+    c.set_defaults(func=_blocking(_keys_create))
     ls = ksub.add_parser("list", help="list keys (ids and owners, never the keys)")
     ls.add_argument("--db", required=True, help="SQLite file")
-    ls.set_defaults(func=_keys_list)
+    ls.set_defaults(func=_blocking(_keys_list))
     for name, text in (("revoke", "revoke a key: it stops working at once"),
                        ("rotate", "replace a key by a new one (printed once); the old one stops working")):
         k = ksub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         k.add_argument("key_id", metavar="KEY_ID", help="the key's id (key_…, see keys list)")
         k.add_argument("--db", required=True, help="SQLite file")
-        k.set_defaults(func=_keys_change)
+        k.set_defaults(func=_blocking(_keys_change))

@@ -112,11 +112,11 @@ def _engine(request: web.Request) -> Engine:
     return request.app[_ENGINE]
 
 
-def _own_config(request: web.Request, config_id: str) -> Configuration:
+async def _own_config(request: web.Request, config_id: str) -> Configuration:
     """The session tenant's configuration; anyone else's answers as a missing one."""
     missing = f"configuration {config_id!r} not found"
     try:
-        cfg = _engine(request).config(config_id)
+        cfg = await _engine(request).config(config_id)
     except NotFound:
         raise NotFound(missing) from None
     if cfg.tenant_id != _session(request).tenant_id:
@@ -124,16 +124,16 @@ def _own_config(request: web.Request, config_id: str) -> Configuration:
     return cfg
 
 
-def _own_delivery(request: web.Request) -> tuple[int, str]:
+async def _own_delivery(request: web.Request) -> tuple[int, str]:
     raw = request.match_info["delivery_id"]
-    found = _engine(request).store.delivery_by_public_id(raw)
+    found = await _engine(request).store.delivery_by_public_id(raw)
     if found is None or found[2] != _session(request).tenant_id:
         raise NotFound(f"delivery {raw!r} not found")
     return found[0], found[1]
 
 
-def _config_ids(request: web.Request) -> list[str]:
-    return [c.id for c in _engine(request).store.configs(_session(request).tenant_id, kind=None)]
+async def _config_ids(request: web.Request) -> list[str]:
+    return [c.id for c in await _engine(request).store.configs(_session(request).tenant_id, kind=None)]
 
 
 def _time_field(name: str, value: str | None) -> float | None:
@@ -170,13 +170,13 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
     key = form.get("api_key")
-    principal = request.app[_KEYS].lookup(key if isinstance(key, str) else None)
+    principal = await request.app[_KEYS].lookup(key if isinstance(key, str) else None)
     if principal is None:
         return _render(request, "login.html", status=401, error="that API key is not valid")
     if principal.tenant_id is None:
         return _render(request, "login.html", status=403,
                        error="the console shows one tenant: sign in with a tenant's key, not the admin key")
-    names = {k.id: k.name for k in _engine(request).store.api_keys()}
+    names = {k.id: k.name for k in await _engine(request).store.api_keys()}
     label = names.get(principal.key_id)
     who = f"{label} ({principal.key_id})" if label else principal.key_id
     token, _ = request.app[_SESSIONS].open(key_id=principal.key_id, who=who, tenant_id=principal.tenant_id)
@@ -206,10 +206,10 @@ async def overview(request: web.Request) -> web.Response:
     engine = _engine(request)
     tenant = _session(request).tenant_id
     configs = []
-    for cid in _config_ids(request):
-        configs.append({"view": engine.config_view(cid), "health": engine.health(cid),
+    for cid in await _config_ids(request):
+        configs.append({"view": await engine.config_view(cid), "health": await engine.health(cid),
                         "events": cid.endswith("@events")})
-    queues = engine.store.ordered_queues([c["view"]["id"] for c in configs])
+    queues = await engine.store.ordered_queues([c["view"]["id"] for c in configs])
     notes = (await engine.notifications(tenant_id=tenant))[-30:][::-1]
     return _render(request, "overview.html", configs=configs, queues=queues, notes=notes, t=_t)
 
@@ -234,18 +234,18 @@ def _decode_cursor(raw: str | None) -> DeliveryCursor | None:
 async def deliveries(request: web.Request) -> web.Response:
     """Deliveries filtered by status, configuration and creation time, FAILED first, a page at a time."""
     q = request.query
-    mine = _config_ids(request)
+    mine = await _config_ids(request)
     config = q.get("config") or None
     if config is not None:
-        _own_config(request, config)
+        await _own_config(request, config)
     status = q.get("status") or None
     if status is not None and status not in Status.__members__:
         raise PageError(400, f"status: one of {', '.join(s.value for s in CONSOLE_ORDER)}")
     flt = DeliveryFilter(config_ids=tuple([config] if config else mine),
                          status=Status(status) if status else None,
                          created_from=_time_field("from", q.get("from")), created_to=_time_field("to", q.get("to")))
-    rows, nxt = _engine(request).store.console_deliveries(flt, cursor=_decode_cursor(q.get("cursor")),
-                                                          limit=PAGE_SIZE)
+    rows, nxt = await _engine(request).store.console_deliveries(flt, cursor=_decode_cursor(q.get("cursor")),
+                                                                limit=PAGE_SIZE)
     keep = {k: q[k] for k in ("status", "config", "from", "to") if q.get(k)}
     next_url = (f"{PREFIX}/deliveries?" + urlencode({**keep, "cursor": _encode_cursor(nxt)})) if nxt else None
     return _render(request, "deliveries.html", rows=rows, configs=mine, filters=keep, next_url=next_url,
@@ -254,7 +254,7 @@ async def deliveries(request: web.Request) -> web.Response:
 
 async def delivery(request: web.Request) -> web.Response:
     engine = _engine(request)
-    did, public = _own_delivery(request)
+    did, public = await _own_delivery(request)
     view = await engine.delivery(did)
     attempts = await engine.attempts(did)
     timeline = console_timeline.svg(console_timeline.marks(view["created_at"], attempts, view["next_attempt_at"]))
@@ -279,11 +279,11 @@ async def events(request: web.Request) -> web.Response:
     engine = _engine(request)
     tenant = _session(request).tenant_id
     try:
-        hook = engine.events.webhook(tenant)
+        hook = await engine.events.webhook(tenant)
     except NotFound:
         return _render(request, "events.html", hook=None, batches=[], public={})
-    batches = engine.events.batches(tenant, limit=10_000)[-PAGE_SIZE:][::-1]
-    public = engine.store.public_delivery_ids([b.delivery_id for b in batches])
+    batches = (await engine.events.batches(tenant, limit=10_000))[-PAGE_SIZE:][::-1]
+    public = await engine.store.public_delivery_ids([b.delivery_id for b in batches])
     return _render(request, "events.html", hook=hook, batches=batches, public=public, t=_t)
 
 
@@ -301,9 +301,9 @@ _CONFIG_ACTIONS = {
 
 
 async def confirm_delivery_action(request: web.Request) -> web.Response:
-    _, public = _own_delivery(request)
+    _, public = await _own_delivery(request)
     action = request.match_info["action"]
-    view = await _engine(request).delivery(_own_delivery(request)[0])
+    view = await _engine(request).delivery((await _own_delivery(request))[0])
     return _render(request, "confirm.html", title=_DELIVERY_ACTIONS[action], target=public, action=action,
                    post_url=f"{PREFIX}/deliveries/{public}/{action}", back=f"{PREFIX}/deliveries/{public}",
                    since=False, detail=view)
@@ -311,7 +311,7 @@ async def confirm_delivery_action(request: web.Request) -> web.Response:
 
 async def delivery_action(request: web.Request) -> web.Response:
     engine = _engine(request)
-    did, public = _own_delivery(request)
+    did, public = await _own_delivery(request)
     action = request.match_info["action"]
     why = _reason(await request.post())
     if action == "force-retry":
@@ -328,7 +328,7 @@ async def delivery_action(request: web.Request) -> web.Response:
 
 async def confirm_config_action(request: web.Request) -> web.Response:
     cid = request.match_info["config_id"]
-    _own_config(request, cid)
+    await _own_config(request, cid)
     action = request.match_info["action"]
     return _render(request, "confirm.html", title=_CONFIG_ACTIONS[action], target=cid, action=action,
                    post_url=f"{PREFIX}/configs/{cid}/{action}", back=f"{PREFIX}/", since=action == "recover",
@@ -338,7 +338,7 @@ async def confirm_config_action(request: web.Request) -> web.Response:
 async def config_action(request: web.Request) -> web.Response:
     engine = _engine(request)
     cid = request.match_info["config_id"]
-    _own_config(request, cid)
+    await _own_config(request, cid)
     action = request.match_info["action"]
     form = await request.post()
     why = _reason(form)

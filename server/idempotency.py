@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatchsim.engine import IdempotencyStore
+from dispatchsim.engine import IdempotencyStoreContract
 
 HEADER = "Idempotency-Key"
 #: a reservation whose request never answered (its process stopped) is free again after this long
@@ -32,13 +32,13 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Idempotency:
     """The keys' store, the clock they are dated by and how long they are kept."""
 
-    store: IdempotencyStore
+    store: IdempotencyStoreContract
     now: Callable[[], float]
     retention: float = DEFAULT_RETENTION
 
-    def expire(self) -> int:
+    async def expire(self) -> int:
         """Forget the keys older than the retention (the recurring job); returns how many."""
-        return self.store.delete_expired(self.now() - self.retention)
+        return await self.store.delete_expired(self.now() - self.retention)
 
 
 def fingerprint(method: str, path_qs: str, raw: bytes) -> str:
@@ -64,8 +64,8 @@ async def run_once(request: web.Request, handler: _Handler, idem: Idempotency, s
     raw = await request.read()  # aiohttp keeps the body: the handler reads it again
     fp = fingerprint(request.method, request.path_qs, raw)
     now = idem.now()
-    held = idem.store.reserve(scope, key, fp, now, expired_before=now - idem.retention,
-                              abandoned_before=now - ABANDONED_AFTER)
+    held = await idem.store.reserve(scope, key, fp, now, expired_before=now - idem.retention,
+                                    abandoned_before=now - ABANDONED_AFTER)
     if held is not None:
         if held.fingerprint != fp:
             raise problem(422, "idempotency-key-reused",
@@ -81,14 +81,14 @@ async def run_once(request: web.Request, handler: _Handler, idem: Idempotency, s
     try:
         response = await handler(request)
     except BaseException:
-        idem.store.release(scope, key)
+        await idem.store.release(scope, key)
         raise
     if 200 <= response.status < 300 and isinstance(response, web.Response) and response.body is not None:
         body = response.body if isinstance(response.body, bytes) else b""
-        idem.store.complete(scope, key, status=response.status, body=body.decode("utf-8"),
-                            location=response.headers.get("Location"))
+        await idem.store.complete(scope, key, status=response.status, body=body.decode("utf-8"),
+                                  location=response.headers.get("Location"))
     else:
-        idem.store.release(scope, key)
+        await idem.store.release(scope, key)
     return response
 
 

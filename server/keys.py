@@ -9,7 +9,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from dispatchsim.engine import ApiKey, ConfigError, NotFound, Store
+from dispatchsim.engine import ApiKey, ConfigError, NotFound, StoreContract
 
 KEY_PREFIX = "dsk_"
 
@@ -30,16 +30,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(store: Store, *, tenant_id: str | None, name: str | None = None, now: float,
+async def create_key(store: StoreContract, *, tenant_id: str | None, name: str | None = None, now: float,
                key: str | None = None) -> tuple[str, str]:
     """Store a new key (hashed); returns (key id, the key). ``tenant_id`` None makes an admin key."""
-    if tenant_id is not None and store.tenant(tenant_id) is None:
+    if tenant_id is not None and await store.tenant(tenant_id) is None:
         raise NotFound(f"tenant {tenant_id!r} not found; create it first")
     if key is not None and len(key) < 16:
         raise ConfigError("api key: at least 16 characters")
     key = key or KEY_PREFIX + secrets.token_urlsafe(24)
     key_id = "key_" + hash_key(key)[:12]
-    store.add_api_key(key_id, hash_key(key), tenant_id=tenant_id, name=name, now=now)
+    await store.add_api_key(key_id, hash_key(key), tenant_id=tenant_id, name=name, now=now)
     return key_id, key
 
 
@@ -49,39 +49,39 @@ def new_key() -> tuple[str, str]:
     return "key_" + hash_key(key)[:12], key
 
 
-def revoke_key(store: Store, key_id: str, *, now: float) -> None:
+async def revoke_key(store: StoreContract, key_id: str, *, now: float) -> None:
     """Revoke a key: it stops working at once (every request looks its key up in the database)."""
-    if not store.revoke_api_key(key_id, now):
+    if not await store.revoke_api_key(key_id, now):
         raise NotFound(f"no active key {key_id!r} (see dispatchsim keys list)")
 
 
-def rotate_key(store: Store, key_id: str, *, now: float) -> tuple[str, str]:
+async def rotate_key(store: StoreContract, key_id: str, *, now: float) -> tuple[str, str]:
     """Replace a key by a new one with the same owner and label; the old one stops working.
     Returns (new key id, the new key): shown once, only its hash is stored."""
     new_id, key = new_key()
-    if not store.replace_api_key(key_id, new_id, hash_key(key), now):
+    if not await store.replace_api_key(key_id, new_id, hash_key(key), now):
         raise NotFound(f"no active key {key_id!r} (see dispatchsim keys list)")
     return new_id, key
 
 
-def list_keys(store: Store) -> list[ApiKey]:
-    return store.api_keys()
+async def list_keys(store: StoreContract) -> list[ApiKey]:
+    return await store.api_keys()
 
 
 class KeyRing:
     """Looks keys up in the database, plus keys given in a config file (kept hashed, in memory)."""
 
-    def __init__(self, store: Store, extra: dict[str, str | None] | None = None) -> None:
+    def __init__(self, store: StoreContract, extra: dict[str, str | None] | None = None) -> None:
         self.store = store
         self._extra = {hash_key(k): Principal(key_id="cfg_" + hash_key(k)[:12], tenant_id=t)
                        for k, t in (extra or {}).items()}
 
-    def lookup(self, key: str | None) -> Principal | None:
+    async def lookup(self, key: str | None) -> Principal | None:
         if not key:
             return None
         digest = hash_key(key)
         hit = self._extra.get(digest)
         if hit is not None:
             return hit
-        row = self.store.api_key_by_hash(digest)
+        row = await self.store.api_key_by_hash(digest)
         return Principal(key_id=row[0], tenant_id=row[1]) if row else None

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock, Store,
+from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock, check_store, owner_lock,
                                 WalCheckpointer, storage_error)
 from dispatchsim.errors import Collector
 from dispatchsim.yamlfile import dotted, load_file
@@ -141,13 +141,11 @@ class Server:
         self._unroute_logging: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        memory = self.opts.db == ":memory:"
-        if not memory:
-            Store.check(self.opts.db, write=True)
+        check_store(self.opts.db, write=True)
         sock = _listen(self.opts.host, self.opts.port)
         try:
-            if not memory:
-                self.lock = OwnerLock(self.opts.db)
+            self.lock = owner_lock(self.opts.db)
+            if self.lock is not None:
                 self.lock.acquire()
             engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
                                                      log_format=self.opts.log_format)
@@ -155,17 +153,17 @@ class Server:
             sock.close()
             raise
         engine.dispatcher.pace(interval=self.opts.dispatch_interval, chunk=self.opts.claim_chunk)
-        self._recover_leases(engine)
+        await self._recover_leases(engine)
         self.checkpointer = engine.store.wal_checkpointer()
         self.checkpointer.take_over()
         for tid in self.opts.tenants:
-            if engine.store.tenant(tid) is None:
+            if await engine.store.tenant(tid) is None:
                 await engine.add_tenant(tid)
         for pid in self.opts.providers:
-            if engine.store.provider(pid) is None:
+            if await engine.store.provider(pid) is None:
                 await engine.add_provider(pid)
         for tenant in {t for t in self.opts.keys.values() if t is not None}:
-            if engine.store.tenant(tenant) is None:
+            if await engine.store.tenant(tenant) is None:
                 sock.close()
                 raise ConfigError(f"api key for tenant {tenant!r}: no such tenant (list it under tenants:)")
         self._unroute_logging = route_stdlib_logging(engine.log, engine.redactor)
@@ -190,14 +188,14 @@ class Server:
             jobs.add("retention", self.retention, seconds=3600)
         jobs.start()
         engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=self.opts.db,
-                        counts=engine.counts())
+                        counts=await engine.counts())
 
-    def _recover_leases(self, engine: Engine) -> None:
+    async def _recover_leases(self, engine: Engine) -> None:
         """Holding the owner lock, every lease in the file was left by a process that is gone: its
         attempts go again now (an ordered queue resumes at once instead of after the lease)."""
         if self.lock is None:
             return
-        released = engine.store.release_dead_owners_leases(engine.clock.now())
+        released = await engine.store.release_dead_owners_leases(engine.clock.now())
         if released:
             engine.log.warning("serve.recovered", previous_pid=self.lock.previous_pid, attempts=len(released),
                                reason="the previous owner of the database stopped during these attempts")
@@ -209,8 +207,9 @@ class Server:
 
     async def stats(self) -> None:
         assert self.engine is not None
-        self.engine.log.info("serve.stats", counts=self.engine.counts(), in_flight=self.engine.dispatcher.in_flight,
-                             event_batches=self.engine.events.counts())
+        self.engine.log.info("serve.stats", counts=await self.engine.counts(),
+                             in_flight=self.engine.dispatcher.in_flight,
+                             event_batches=await self.engine.events.counts())
 
     async def checkpoint(self) -> None:
         """WAL checkpoint in a worker thread (see ``dispatchsim.engine.WalCheckpointer``)."""
@@ -220,13 +219,13 @@ class Server:
     async def retention(self) -> None:
         assert self.engine is not None and self.opts.retention_days
         cutoff = self.engine.clock.now() - self.opts.retention_days * 86400
-        n = self.engine.store.delete_old_attempts(cutoff)
+        n = await self.engine.store.delete_old_attempts(cutoff)
         self.engine.log.info("serve.retention", deleted_attempts=n, before_days=self.opts.retention_days)
 
     async def expire_idempotency_keys(self) -> None:
         """Forget Idempotency-Keys past their retention (a lookup already ignores them; this frees the rows)."""
         assert self.engine is not None and self._idempotency is not None
-        n = self._idempotency.expire()
+        n = await self._idempotency.expire()
         if n:
             self.engine.log.info("serve.idempotency_expired", deleted_keys=n,
                                  retention=self.opts.idempotency_retention)
@@ -251,7 +250,7 @@ class Server:
                 return out
             out["abandoned"] = await engine.stop(deadline=self.opts.shutdown_deadline)
             try:
-                released = engine.store.release_own_leases(engine.clock.now(), engine.instance)
+                released = await engine.store.release_own_leases(engine.clock.now(), engine.instance)
             except Exception as exc:
                 if storage_error(exc) is None:
                     raise
@@ -259,7 +258,7 @@ class Server:
                 engine.log.error("serve.release_failed", error=str(storage_error(exc)))
             for did in released:
                 engine.log.warning("attempt.interrupted", delivery_id=did, reason="shutdown deadline passed")
-            engine.log.info("serve.stopped", counts=engine.counts(), **out)
+            engine.log.info("serve.stopped", counts=await engine.counts(), **out)
             await engine.close(deadline=0)
             self.engine = None
             return out

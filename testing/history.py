@@ -127,7 +127,8 @@ class History:
         """From a live engine (public calls only), the events it sent to a ``subscribe``d list, and a
         :class:`~dispatchsim.providers.Recorder`."""
         deliveries = await engine.deliveries()
-        configs = {cid: ConfigRules.from_fields(engine.config_view(cid)) for cid in {d["config_id"] for d in deliveries}}
+        configs = {cid: ConfigRules.from_fields(await engine.config_view(cid))
+                   for cid in {d["config_id"] for d in deliveries}}
         return cls.build(deliveries=deliveries, attempts=await engine.attempts(), events=list(events),
                          records=recorder.records, configs=configs, started_at=started_at,
                          finished_at=engine.clock.now(), idle=idle, expected_deliveries=expected_deliveries,

@@ -99,9 +99,9 @@ async def receiver(engine) -> AsyncIterator[Receiver]:
 async def setup_config(engine) -> Callable:
     """``await setup_config(url, **fields)`` -> config view, with tenant acme / provider crm created."""
     async def make(url: str, *, provider: str = "crm", channel: str = "SALESMAN", **fields):
-        if engine.store.tenant("acme") is None:
+        if await engine.store.tenant("acme") is None:
             await engine.add_tenant("acme")
-        if engine.store.provider(provider) is None:
+        if await engine.store.provider(provider) is None:
             await engine.add_provider(provider)
         return await engine.add_config("acme", provider, channel, endpoint_url=url, activate=True, **fields)
     return make

@@ -69,3 +69,9 @@ async def start_site(app: web.Application) -> tuple[web.AppRunner, int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def run_sync(coro: Any) -> Any:
+    """Await a store operation from a sync test (one that also calls the CLI, which runs its own loop):
+    the SQLite store never suspends, so a loop of its own for the call is all it needs."""
+    return asyncio.run(coro)

@@ -86,7 +86,7 @@ async def test_keys_401_and_public_endpoints(api: Api) -> None:
     assert (await api.call("GET", "/healthz", key=None))[0] == 200
     assert (await api.call("GET", "/api/openapi.json", key=None))[0] == 200
     # keys created with `dispatchsim keys create` live hashed in the database
-    _, key = create_key(api.engine.store, tenant_id="other", now=0.0)
+    _, key = await create_key(api.engine.store, tenant_id="other", now=0.0)
     stored = api.engine.store.conn.execute("SELECT hash FROM api_keys").fetchone()[0]
     assert key not in stored
     status, body = await api.call("GET", "/api/tenants", key=key)
@@ -258,7 +258,7 @@ async def test_bad_configuration_bodies_store_nothing(api: Api, receiver) -> Non
     status, out = await api.call("POST", "/api/dispatch-configurations",
                                  body={"provider_id": "nope", "channel": "S", "endpoint_url": receiver.url})
     assert status == 404
-    assert api.engine.store.configs() == []
+    assert await api.engine.store.configs() == []
 
 
 async def test_list_filters_and_cursor_pagination(api: Api, receiver) -> None:

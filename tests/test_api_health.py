@@ -69,7 +69,7 @@ async def test_recover_failed_deliveries_by_filter(api: Api, receiver) -> None:
     status, problem = await api.call("POST", path, key=OTHER, body={})
     assert status == 404
     assert (await api.call("POST", "/api/dispatch-configurations/nope/recover", body={}))[0] == 404
-    assert api.engine.counts()["FAILED"] == 4  # nothing moved yet
+    assert (await api.engine.counts())["FAILED"] == 4  # nothing moved yet
 
     status, body = await api.call("POST", path, body={"since": "2026-04-10T14:40:00Z", "until": "2026-04-10T14:50:00Z",
                                                      "reason": "exhausted", "status": "FAILED"})

@@ -57,8 +57,8 @@ async def console(engine: Engine) -> AsyncIterator[Console]:
         await engine.add_tenant(t)
     await engine.add_provider("crm")
     now = engine.clock.now()
-    _, acme = create_key(engine.store, tenant_id="acme", name="ops-alice", now=now)
-    _, other = create_key(engine.store, tenant_id="other", now=now)
+    _, acme = await create_key(engine.store, tenant_id="acme", name="ops-alice", now=now)
+    _, other = await create_key(engine.store, tenant_id="other", now=now)
     app = make_app(engine, keys=KeyRing(engine.store, {ADMIN: None}))
     runner, port = await start_site(app)
     try:
@@ -78,7 +78,7 @@ async def _outage(engine: Engine, url: str, *, tenant: str = "acme", n: int = 3,
         await engine.create_activity(tenant, {"channel": "SALESMAN"})
     await engine.run_until_idle()
     return [d["id"] for d in await engine.deliveries(status=Status.FAILED)
-            if engine.store.delivery_tenant(d["id"]) == tenant]
+            if await engine.store.delivery_tenant(d["id"]) == tenant]
 
 
 async def test_sign_in_sets_a_strict_httponly_session_and_refuses_wrong_and_admin_keys(console: Console) -> None:
@@ -127,7 +127,7 @@ async def test_failed_first_attempts_timeline_and_no_secrets(console: Console, r
     status, html = await console.get("/console/deliveries?from=yesterday")
     assert status == 400 and "from: not a date" in html
 
-    public = console.engine.store.public_delivery_ids(failed)[failed[0]]
+    public = (await console.engine.store.public_delivery_ids(failed))[failed[0]]
     status, html = await console.get(f"/console/deliveries/{public}")
     assert status == 200 and 'id="status" class="status-FAILED"' in html
     assert html.count('<td class="code">500</td>') == 2 and "boom" in html
@@ -144,7 +144,7 @@ async def test_failed_first_attempts_timeline_and_no_secrets(console: Console, r
 async def test_actions_need_csrf_and_a_reason_and_are_audited(console: Console, receiver) -> None:
     receiver.respond = lambda hit, n: (503, {}, 0.0)
     failed = await _outage(console.engine, receiver.url, n=1)
-    public = console.engine.store.public_delivery_ids(failed)[failed[0]]
+    public = (await console.engine.store.public_delivery_ids(failed))[failed[0]]
     await console.sign_in(console.acme_key)
     status, html = await console.get(f"/console/deliveries/{public}/force-retry")
     assert status == 200 and 'name="reason"' in html
@@ -190,13 +190,13 @@ async def test_recover_since_reenable_and_skip(console: Console, receiver) -> No
     start = engine.clock.now()
     failed = await _outage(engine, receiver.url, n=2, ordering={"mode": "ordered", "on_exhausted": "block"},
                            auto_disable={"after_failures": 50})
-    cid = engine.store.configs("acme")[0].id
+    cid = (await engine.store.configs("acme"))[0].id
     await console.sign_in(console.acme_key)
     status, html = await console.get("/console/")
     assert status == 200 and "blocks" not in html  # the overview shows the queue, held by its FAILED head
     assert re.search(r"FAILED \(2 attempts\)</td>\s*<td>2</td>", html), html
     assert 'class="auto-disable">on: after 50 failures' in html
-    head = engine.store.public_delivery_ids(failed)[failed[0]]
+    head = (await engine.store.public_delivery_ids(failed))[failed[0]]
     token = await console.csrf(f"/console/deliveries/{head}/skip")
     status, _, _ = await console.post(f"/console/deliveries/{head}/skip", {"csrf_token": token, "reason": "poison"})
     assert status == 303
@@ -214,7 +214,7 @@ async def test_recover_since_reenable_and_skip(console: Console, receiver) -> No
     status, html = await console.get(f"/console/configs/{cid}/activate")
     assert status == 200 and "Re-enable" in html
     status, _, _ = await console.post(f"/console/configs/{cid}/activate", {"csrf_token": token, "reason": "back"})
-    assert status == 303 and engine.config_view(cid)["active"]
+    assert status == 303 and (await engine.config_view(cid))["active"]
     kinds = [n["kind"] for n in await engine.notifications(cid)]
     assert kinds[-3:] == ["operator.skip", "operator.recover", "operator.activate"]
 
@@ -222,8 +222,8 @@ async def test_recover_since_reenable_and_skip(console: Console, receiver) -> No
 async def test_another_tenants_ids_answer_as_missing_ones(console: Console, receiver) -> None:
     receiver.respond = lambda hit, n: (500, {}, 0.0)
     theirs = await _outage(console.engine, receiver.url, tenant="other", n=1)
-    their_public = console.engine.store.public_delivery_ids(theirs)[theirs[0]]
-    their_config = console.engine.store.configs("other")[0].id
+    their_public = (await console.engine.store.public_delivery_ids(theirs))[theirs[0]]
+    their_config = (await console.engine.store.configs("other"))[0].id
     await console.sign_in(console.acme_key)
     token = await console.csrf("/console/")
     for path, missing in ((f"/console/deliveries/{their_public}", "/console/deliveries/msg_nosuchid"),
@@ -280,14 +280,14 @@ async def test_the_list_pages_through_failed_first_then_newest_first_without_gap
         created.append(engine.clock.now())
         await engine.run_until_idle()
         await engine.run_for(10)
-    flt = DeliveryFilter(config_ids=tuple(c.id for c in engine.store.configs("acme")))
+    flt = DeliveryFilter(config_ids=tuple(c.id for c in await engine.store.configs("acme")))
     pages, cursor = [], None
     while True:
-        rows, cursor = engine.store.console_deliveries(flt, cursor=cursor, limit=2)
+        rows, cursor = await engine.store.console_deliveries(flt, cursor=cursor, limit=2)
         pages.append([(r.status.value, r.id) for r in rows])
         if cursor is None:
             break
     assert pages == [[("FAILED", 4), ("FAILED", 2)], [("DISPATCHED", 5), ("DISPATCHED", 3)], [("DISPATCHED", 1)]]
     since = DeliveryFilter(config_ids=flt.config_ids, created_from=created[2], created_to=created[4])
-    rows, cursor = engine.store.console_deliveries(since, limit=10)
+    rows, cursor = await engine.store.console_deliveries(since, limit=10)
     assert [r.id for r in rows] == [4, 3] and cursor is None

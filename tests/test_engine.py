@@ -88,7 +88,7 @@ async def test_connection_refused_is_retried(engine, setup_config):
     await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks",
                             retry={"max_attempts": 3}, config_id="down")
     # activation would be refused, so force the row active to test sending
-    engine.store.set_config_active("down", True, engine.clock.now())
+    await engine.store.set_config_active("down", True, engine.clock.now())
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     attempts = await engine.attempts()
@@ -248,7 +248,7 @@ async def test_verification_get_refuses_activation(engine, receiver):
     cfg = await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, config_id="c1")
     with pytest.raises(ActivationRefused, match=r"verification GET to http://127.0.0.1:\d+/hooks failed: HTTP 404"):
         await engine.activate("c1")
-    assert engine.config_view("c1")["active"] is False
+    assert (await engine.config_view("c1"))["active"] is False
     await engine.create_activity("acme", ACT)
     assert await engine.deliveries() == []
     receiver.verify_status = 204
@@ -323,7 +323,7 @@ async def test_bad_config_is_refused_before_anything_is_stored(engine):
         await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="ftp://x")
     with pytest.raises(ConfigError, match="unknown configuration field"):
         await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:1/h", retries=3)
-    assert engine.store.configs() == []
+    assert await engine.store.configs() == []
 
 
 async def test_auth_headers_and_signature(engine, receiver, setup_config):
@@ -346,7 +346,7 @@ async def test_secrets_never_in_logs_views_or_errors(engine, receiver, setup_con
                              signing_secret="hmac-SIGNSECRET")
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
-    everything = (engine.log_buffer.getvalue() + json.dumps(cfg) + json.dumps(engine.config_view(cfg["id"]))
+    everything = (engine.log_buffer.getvalue() + json.dumps(cfg) + json.dumps(await engine.config_view(cfg["id"]))
                   + json.dumps(await engine.attempts()) + json.dumps(await engine.deliveries()))
     assert "TOPSECRET" not in everything and "SIGNSECRET" not in everything
     assert cfg["auth"]["value"] == "***" and cfg["signing_secret"] == "***"
@@ -354,7 +354,7 @@ async def test_secrets_never_in_logs_views_or_errors(engine, receiver, setup_con
     with pytest.raises(ActivationRefused) as e:
         await engine.edit_config(cfg["id"], auth={"type": "bearer", "token": "tok-NEWSECRET"})
     assert "NEWSECRET" not in str(e.value)
-    assert engine.config_view(cfg["id"])["version"] == 1  # the refused edit stored nothing
+    assert (await engine.config_view(cfg["id"]))["version"] == 1  # the refused edit stored nothing
 
 
 async def test_message_activities_are_stored_not_dispatched(engine, receiver, setup_config):
@@ -423,11 +423,11 @@ async def test_reopen_database_is_migrated_once(db_path):
     from dispatchsim.engine.store import migrations
     latest = migrations()[-1][0]
     e1 = await Engine.open(db_path, virtual=True)
-    assert e1.store.schema_version == latest
+    assert await e1.store.schema_version() == latest
     await e1.add_tenant("acme")
     await e1.close()
     e2 = await Engine.open(db_path, virtual=True)
-    assert e2.store.schema_version == latest and e2.store.tenant("acme")
+    assert await e2.store.schema_version() == latest and await e2.store.tenant("acme")
     await e2.close()
 
 
@@ -444,7 +444,7 @@ async def test_a_simulation_commits_without_waiting_for_the_disk_and_serve_mode_
     await sim.add_tenant("acme")
     await sim.crash()
     again = await Engine.open(tmp_path / "sim.db", virtual=True)
-    assert again.store.tenant("acme") is not None  # committed rows outlive the process's end
+    assert await again.store.tenant("acme") is not None  # committed rows outlive the process's end
     for eng in (real, chosen, again):
         await eng.close()
 

@@ -33,7 +33,7 @@ async def test_invalid_mapping_is_refused_at_config_time(engine):
     with pytest.raises(ConfigError, match="mapping: .*uper"):
         await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="http://127.0.0.1:1/h",
                                 mapping={"fields": {"x": {"from": "id", "fn": "uper"}}})
-    assert engine.store.configs() == []
+    assert await engine.store.configs() == []
 
 
 async def test_mapping_warnings_are_returned(engine):

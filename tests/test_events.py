@@ -66,7 +66,7 @@ def test_missing_activity_date_time_is_filled_in_seed_format() -> None:
 
 
 async def _account(engine, receiver, **settings) -> MessageEvents:
-    if engine.store.tenant("acme") is None:
+    if await engine.store.tenant("acme") is None:
         await engine.add_tenant("acme")
     events = engine.events
     await events.configure_webhook("acme", {"url": receiver.url, **settings})
@@ -97,7 +97,7 @@ async def test_batches_by_size_and_max_wait(engine, receiver) -> None:
     assert [round(p.at - t0, 3) for p in posts] == [0, 0, 30]  # the last one waited max_wait
     assert all(isinstance(p.body, list) for p in posts)
     assert posts[0].webhook_id != posts[1].webhook_id
-    assert events.counts("acme")["DISPATCHED"] == 3
+    assert (await events.counts("acme"))["DISPATCHED"] == 3
 
 
 async def test_ordered_per_account_with_reteno_backoff(engine, receiver) -> None:
@@ -119,7 +119,7 @@ async def test_ordered_per_account_with_reteno_backoff(engine, receiver) -> None
     assert posts[:5] == head
     delivered = [e["contactId"] for p in posts[4:] for e in p.body]
     assert delivered == list(range(8))
-    attempts = events.attempts(events.batches("acme")[0].id)
+    attempts = await events.attempts((await events.batches("acme"))[0].id)
     assert [a.status_code for a in attempts] == [503, 503, 503, 503, 200]
 
 
@@ -135,20 +135,20 @@ async def test_accounts_are_independent(engine, receiver) -> None:
         await engine.run_until_idle(max_time=600)
         assert [p.body[0]["contactId"] for p in receiver.posts()] == [2]
         assert len(down.posts()) >= 3
-        assert events.counts("beta")["RETRYING"] == 1
+        assert (await events.counts("beta"))["RETRYING"] == 1
 
 
 async def test_lease_left_by_a_dead_sender_is_resent(engine, receiver) -> None:
     events = await _account(engine, receiver, batch_size=5, max_wait=0)
     await events.post("acme", [ev(1), ev(2)])
     now = engine.clock.now()
-    bid, did, _ = events.store.form_batch(account_id="acme", config_id="acme@events", config_version=1, size=5, now=now)
-    assert engine.store.claim([(did, now + 40)], token="dead", now=now) != []  # then "crash"
+    bid, did, _ = await events.store.form_batch(account_id="acme", config_id="acme@events", config_version=1, size=5, now=now)
+    assert await engine.store.claim([(did, now + 40)], token="dead", now=now) != []  # then "crash"
     t0 = engine.clock.now()
     await engine.run_until_idle(max_time=600)
     posts = receiver.posts()
     assert len(posts) == 1 and round(posts[0].at - t0) == 40
-    assert [a.outcome for a in events.attempts(bid)] == ["INTERRUPTED", "SUCCESS"]
+    assert [a.outcome for a in await events.attempts(bid)] == ["INTERRUPTED", "SUCCESS"]
 
 
 async def test_message_events_through_the_api(api: Api, receiver) -> None:  # noqa: F811

@@ -19,7 +19,7 @@ def ev(i: int) -> dict:
 
 
 async def _webhook(engine, url: str, **settings) -> dict:
-    if engine.store.tenant("acme") is None:
+    if await engine.store.tenant("acme") is None:
         await engine.add_tenant("acme")
     return await engine.events.configure_webhook("acme", {"url": url, "batch_size": 2, "max_wait": 0, **settings})
 
@@ -35,11 +35,11 @@ async def test_a_secret_echoed_by_the_webhook_is_not_stored(engine, receiver) ->
     await _webhook(engine, receiver.url, auth={"type": "bearer", "token": token})
     await engine.events.post("acme", [ev(1)])
     await engine.run_until_idle(max_time=3600)
-    [batch] = engine.events.batches("acme")
-    attempts = engine.events.attempts(batch.id)
+    [batch] = await engine.events.batches("acme")
+    attempts = await engine.events.attempts(batch.id)
     assert [a.status_code for a in attempts] == [401, 200]
     assert attempts[0].excerpt == "bad token Bearer ***"
-    stored = json.dumps([a.to_json() for a in attempts]) + json.dumps(await engine.deliveries()) + json.dumps(engine.events.webhook("acme"))
+    stored = json.dumps([a.to_json() for a in attempts]) + json.dumps(await engine.deliveries()) + json.dumps(await engine.events.webhook("acme"))
     assert "ECHOED" not in stored + engine.log_buffer.getvalue()
 
 
@@ -48,7 +48,7 @@ async def test_a_permanent_status_fails_the_batch_at_once_and_the_queue_moves_on
     await _webhook(engine, receiver.url, batch_size=1, retry={"preset": "reteno", "permanent_statuses": [410]})
     await engine.events.post("acme", [ev(1), ev(2)])
     await engine.run_until_idle(max_time=3600)
-    first, second = engine.events.batches("acme")
+    first, second = await engine.events.batches("acme")
     assert (first.status, first.attempts, second.status) == ("FAILED", 1, "DISPATCHED")
     failed = await engine.delivery(first.delivery_id)
     assert failed["failed_reason"] == "permanent_status" and failed["canForceRetryDispatch"]
@@ -58,7 +58,7 @@ async def test_a_permanent_status_fails_the_batch_at_once_and_the_queue_moves_on
     await engine.run_until_idle(max_time=3600)
     posts = receiver.posts()
     assert _arrays(posts) == [[1], [2], [1]] and posts[2].webhook_id == posts[0].webhook_id
-    assert engine.events.counts("acme")["DISPATCHED"] == 2
+    assert (await engine.events.counts("acme"))["DISPATCHED"] == 2
 
 
 async def test_retry_after_longer_than_the_backoff_is_honoured(engine, receiver) -> None:
@@ -68,8 +68,8 @@ async def test_retry_after_longer_than_the_backoff_is_honoured(engine, receiver)
     await engine.events.post("acme", [ev(1), ev(2)])
     await engine.run_until_idle(max_time=3600)
     assert [round(p.at - t0) for p in receiver.posts()] == [0, 600]  # the backoff alone: 60
-    [batch] = engine.events.batches("acme")
-    assert [a.retry_after for a in engine.events.attempts(batch.id)] == [600, None]
+    [batch] = await engine.events.batches("acme")
+    assert [a.retry_after for a in await engine.events.attempts(batch.id)] == [600, None]
 
 
 async def test_the_circuit_breaker_holds_a_failing_webhook_and_a_probe_closes_it(engine, receiver) -> None:
@@ -85,7 +85,7 @@ async def test_the_circuit_breaker_holds_a_failing_webhook_and_a_probe_closes_it
     assert _arrays(receiver.posts())[-2:] == [[1, 2], [3]]
     kinds = [n["kind"] for n in await engine.notifications(HOOK)]
     assert kinds == ["circuit.opened", "circuit.opened", "circuit.closed"]
-    assert engine.health(HOOK)["circuit"] == "closed"
+    assert (await engine.health(HOOK))["circuit"] == "closed"
 
 
 async def test_auto_disable_pauses_the_webhook_keeps_its_events_and_saving_it_resumes(engine, receiver) -> None:
@@ -96,7 +96,7 @@ async def test_auto_disable_pauses_the_webhook_keeps_its_events_and_saving_it_re
     await engine.events.post("acme", [ev(1), ev(2)])
     summary = await engine.run_until_idle(max_time=6 * 3600)
     assert summary.idle  # a paused webhook is not pending work
-    hook = engine.events.webhook("acme")
+    hook = await engine.events.webhook("acme")
     assert hook["active"] is False and "3 consecutive failed attempts" in hook["inactive_reason"]
     assert len(receiver.posts()) == 3
     await engine.events.post("acme", [ev(3)])  # accepted while paused: it waits
@@ -108,7 +108,7 @@ async def test_auto_disable_pauses_the_webhook_keeps_its_events_and_saving_it_re
     assert (await engine.run_until_idle(max_time=3600)).idle
     posts = receiver.posts()
     assert _arrays(posts[3:]) == [[1, 2], [3]] and posts[3].webhook_id == posts[0].webhook_id
-    assert engine.events.webhook("acme")["active"] is True
+    assert (await engine.events.webhook("acme"))["active"] is True
 
 
 def _old_database(path, url: str, t0: float) -> None:
@@ -151,8 +151,8 @@ async def test_a_database_of_the_old_event_sender_keeps_its_events_and_batches(t
         _old_database(path, receiver.url, t0)
         engine = await Engine.open(path, clock=clock, seed=1)
         try:
-            assert engine.store.schema_version >= 4
-            hook = engine.events.webhook("acme")
+            assert (await engine.store.schema_version()) >= 4
+            hook = await engine.events.webhook("acme")
             assert (hook["config_id"], hook["batch_size"], hook["auth"]["token"]) == (HOOK, 2, "***")
             await engine.run_until_idle(max_time=3600)
             posts = receiver.posts()
@@ -161,9 +161,9 @@ async def test_a_database_of_the_old_event_sender_keeps_its_events_and_batches(t
             assert round(posts[0].at - t0) == 40
             assert [p.webhook_id for p in posts] == ["evb_acme_2", "evb_acme_3", "evb_acme_4"]
             assert posts[0].headers["Authorization"] == "Bearer tok-OLD-999"
-            outcomes = [a.outcome for a in engine.events.attempts(2)]
+            outcomes = [a.outcome for a in await engine.events.attempts(2)]
             assert outcomes == ["HTTP_ERROR", "INTERRUPTED", "SUCCESS"]
-            assert [b.status for b in engine.events.batches("acme")] == ["DISPATCHED"] * 4
-            assert engine.events.counts("acme")["unbatched_events"] == 0
+            assert [b.status for b in await engine.events.batches("acme")] == ["DISPATCHED"] * 4
+            assert (await engine.events.counts("acme"))["unbatched_events"] == 0
         finally:
             await engine.close()

@@ -38,7 +38,7 @@ async def test_circuit_opens_sends_nothing_while_open_then_probe_closes_it(engin
     assert probes[:3] == [120, 240, 360]  # one probe per cool-down, nothing in between
     assert kinds[-1][0] == "circuit.closed"
     assert all(d["status"] == "DISPATCHED" for d in await engine.deliveries())
-    assert engine.health(cid)["circuit"] == "closed"
+    assert (await engine.health(cid))["circuit"] == "closed"
 
 
 async def test_open_circuit_does_not_consume_attempts(engine, receiver, setup_config):
@@ -65,7 +65,7 @@ async def test_auto_disable_after_consecutive_failures_keeps_work_and_notifies(e
             await engine.create_activity("acme", key(i))
         summary = await engine.run_until_idle(max_time=24 * 3600)
         assert summary.idle
-        view = engine.config_view(cfg["id"])
+        view = await engine.config_view(cfg["id"])
         assert view["active"] is False and "3 consecutive failed attempts" in view["inactive_reason"]
         assert view["inactive_since"] == "2026-04-10T14:33:00.000Z"  # attempts at +0, +1m, +3m
         assert view["auto_disable"]["notify_secret"] == "***"
@@ -93,7 +93,7 @@ async def test_auto_disable_after_a_failure_period(engine, receiver, setup_confi
     cfg = await setup_config(receiver.url, retry="reteno", auto_disable={"after": 5 * 86400})
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle(max_time=10 * 86400)
-    view = engine.config_view(cfg["id"])
+    view = await engine.config_view(cfg["id"])
     # hourly attempts: the first failure at or after 5 days of failing disables it
     assert view["active"] is False and "failing continuously for 432180s" in view["inactive_reason"]
     assert len(receiver.posts()) == 1 + 6 + 119  # +0, 1..32 min, then hourly until day 5 (+3 min)
@@ -159,7 +159,7 @@ async def test_circuit_state_survives_a_restart(db_path):
         clock = eng.clock
         await eng.close()
         eng2 = await Engine.open(db_path, clock=clock, seed=2)
-        assert eng2.health("c")["circuit"] == "open"
+        assert (await eng2.health("c"))["circuit"] == "open"
         await eng2.run_for(300)
         assert len(r.posts()) == 3  # still open after the restart: nothing sent
         await eng2.close()
@@ -171,11 +171,11 @@ async def test_re_enabling_starts_a_new_failure_streak(engine, receiver, setup_c
     cfg = await setup_config(receiver.url, retry="reteno", auto_disable={"after_failures": 3})
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle(max_time=86400)
-    assert engine.config_view(cfg["id"])["active"] is False and len(receiver.posts()) == 3
+    assert (await engine.config_view(cfg["id"]))["active"] is False and len(receiver.posts()) == 3
     await engine.activate(cfg["id"])
-    assert engine.health(cfg["id"])["consecutive_failures"] == 0
+    assert (await engine.health(cfg["id"]))["consecutive_failures"] == 0
     await engine.run_until_idle(max_time=86400)
-    assert engine.config_view(cfg["id"])["active"] is False
+    assert (await engine.config_view(cfg["id"]))["active"] is False
     assert len(receiver.posts()) == 6  # three new failures, not one
     assert [n["kind"] for n in await engine.notifications(cfg["id"])] == ["config.auto_disabled"] * 2
 

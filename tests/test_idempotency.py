@@ -107,12 +107,12 @@ async def test_keys_expire_after_the_retention_and_the_job_forgets_them(db_path:
         await asyncio.sleep(599)  # virtual time
         assert (await api.post("/api/activities", ACTIVITY, idem="k-1"))[1] == b1
         idem = api.app[IDEMPOTENCY_KEY]
-        assert idem.expire() == 0
+        assert await idem.expire() == 0
         await asyncio.sleep(2)
         status, body, headers = await api.post("/api/activities", ACTIVITY, idem="k-1")
         assert status == 201 and body["id"] != b1["id"] and "Idempotent-Replayed" not in headers
         await asyncio.sleep(601)
-        assert idem.expire() == 1 and IdempotencyStore(api.engine.store).count() == 0
+        assert await idem.expire() == 1 and await IdempotencyStore(api.engine.store).count() == 0
 
 
 async def test_every_creating_post_honours_the_key(db_path: Path, receiver) -> None:
@@ -151,8 +151,8 @@ async def test_a_request_while_the_first_with_its_key_runs_is_409_until_abandone
         now = api.engine.clock.now()
         raw = json.dumps(ACTIVITY).encode()
         # the reservation a first request holds while it runs (or left when its process died mid-request)
-        assert store.reserve("acme", "busy", fingerprint("POST", "/api/activities", raw), now,
-                             expired_before=0, abandoned_before=0) is None
+        assert await store.reserve("acme", "busy", fingerprint("POST", "/api/activities", raw), now,
+                                   expired_before=0, abandoned_before=0) is None
         status, body, _ = await api.post("/api/activities", raw=raw, idem="busy")
         assert status == 409 and body["field"] == "Idempotency-Key" and await api.count() == 0
         await asyncio.sleep(ABANDONED_AFTER + 1)  # virtual time: nobody will ever answer it

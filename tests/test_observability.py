@@ -16,6 +16,7 @@ from dispatchsim.engine import Engine, Store
 from dispatchsim.server.api import make_app
 from dispatchsim.server.keys import KeyRing
 from dispatchsim.server.logs import route_stdlib_logging
+from support import run_sync
 
 ACME = "acme-key-0000000000000"
 
@@ -96,7 +97,7 @@ async def test_readyz_checks_database_migrations_and_dispatcher(served) -> None:
     engine.start()
     async with session.get("/readyz") as resp:
         assert resp.status == 200 and (await resp.json())["status"] == "ready"
-    current = engine.store.schema_version
+    current = (await engine.store.schema_version())
     engine.store.conn.execute(f"PRAGMA user_version = {current - 1}")
     try:
         async with session.get("/readyz") as resp:
@@ -114,9 +115,9 @@ def test_keys_revoke_and_rotate(tmp_path, capsys) -> None:
     first = capsys.readouterr().out.strip()
     store = Store(db)
     ring = KeyRing(store)
-    old = ring.lookup(first)
+    old = run_sync(ring.lookup(first))
     assert old is not None and old.tenant_id == "acme"
-    store.close()
+    run_sync(store.close())
 
     assert main(["keys", "rotate", old.key_id, "--db", db]) == 0
     out = capsys.readouterr()
@@ -125,17 +126,17 @@ def test_keys_revoke_and_rotate(tmp_path, capsys) -> None:
     assert second not in out.err  # printed once, on standard output
     store = Store(db)
     ring = KeyRing(store)
-    assert ring.lookup(first) is None
-    new = ring.lookup(second)
+    assert run_sync(ring.lookup(first)) is None
+    new = run_sync(ring.lookup(second))
     assert new is not None and new.tenant_id == "acme" and new.key_id != old.key_id
-    store.close()
+    run_sync(store.close())
 
     assert main(["keys", "rotate", old.key_id, "--db", db]) == 2  # a revoked key cannot be rotated again
     assert "no active key" in capsys.readouterr().err
     assert main(["keys", "revoke", new.key_id, "--db", db]) == 0
     store = Store(db)
-    assert KeyRing(store).lookup(second) is None
-    store.close()
+    assert run_sync(KeyRing(store).lookup(second)) is None
+    run_sync(store.close())
     assert main(["keys", "revoke", new.key_id, "--db", db]) == 2
     assert main(["keys", "list", "--db", db]) == 0
     listing = capsys.readouterr().out

@@ -95,7 +95,7 @@ def test_status_command_summarises_a_database(tmp_path, capsys):
         await eng.add_provider("crm")
         await eng.add_config("acme", "crm", "SALESMAN", config_id="c", endpoint_url="http://127.0.0.1:9/h",
                              retry={"max_attempts": 1}, ordering={"on_exhausted": "block"})
-        eng.store.set_config_active("c", True, eng.clock.now())
+        await eng.store.set_config_active("c", True, eng.clock.now())
         for _ in range(2):
             await eng.create_activity("acme", {"channel": "SALESMAN"})
         await eng.run_until_idle()

@@ -93,10 +93,10 @@ class DispatchMachine(RuleBasedStateMachine):
     def advance(self, seconds):
         self.run(self.engine.run_for(seconds))
 
-    @precondition(lambda self: self.engine.counts()["FAILED"] > 0)
+    @precondition(lambda self: self.run(self.engine.counts())["FAILED"] > 0)
     @rule(data=st.data())
     def force_retry(self, data):
-        failed = [d.id for d in self.engine.store.deliveries(status="FAILED")]
+        failed = [d.id for d in self.run(self.engine.store.deliveries(status="FAILED"))]
         did = data.draw(st.sampled_from(failed))
         self.run(self.engine.force_retry(did))
         self.force_retried.add(did)
@@ -157,7 +157,7 @@ class DispatchMachine(RuleBasedStateMachine):
 
     @invariant()
     def nothing_leaves_failed_without_manual_action(self):
-        now_failed = {d.id for d in self.engine.store.deliveries(status="FAILED")}
+        now_failed = {d.id for d in self.run(self.engine.store.deliveries(status="FAILED"))}
         left = self.failed_before - now_failed
         assert left <= self.manual, f"left FAILED without force retry: {left - self.manual}"
         self.failed_before = now_failed
@@ -168,7 +168,7 @@ class DispatchMachine(RuleBasedStateMachine):
         store = self.engine.store
         interrupted = {r["delivery_id"] for r in store.conn.execute(
             "SELECT delivery_id FROM attempts WHERE outcome = 'INTERRUPTED'")}
-        by_wid = {d.webhook_id: d.id for d in store.deliveries()}
+        by_wid = {d.webhook_id: d.id for d in self.run(store.deliveries())}
         counts = defaultdict(int)
         for r in self.endpoints.recorder.records:
             if r.method == "POST" and r.acknowledged:
@@ -186,8 +186,8 @@ class DispatchMachine(RuleBasedStateMachine):
         assert summary.idle
         inv.check(self.history(idle=summary.idle), inv.all_settled, inv.no_overdue_retry)
         store = self.engine.store
-        blocked = {d.queue: d.id for d in store.deliveries(status="FAILED") if d.holds}
-        for d in store.deliveries():
+        blocked = {d.queue: d.id for d in self.run(store.deliveries(status="FAILED")) if d.holds}
+        for d in self.run(store.deliveries()):
             if d.status in ("READY", "RETRYING"):
                 assert d.queue in blocked and blocked[d.queue] < d.id, d
         assert not store.conn.execute(

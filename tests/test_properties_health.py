@@ -55,9 +55,9 @@ async def _drain(eng: Engine, max_time: float | None = None):
     return await asyncio.wait_for(eng.run_until_idle(max_time=max_time), timeout=NEVER)
 
 
-def _acks_in_order(eng: Engine, receiver: Receiver, ok=lambda hit: True) -> None:
+async def _acks_in_order(eng: Engine, receiver: Receiver, ok=lambda hit: True) -> None:
     """Per queue, the first acknowledgement of each webhook-id comes in creation (id) order."""
-    by_wid = {d.webhook_id: d for d in eng.store.deliveries()}
+    by_wid = {d.webhook_id: d for d in await eng.store.deliveries()}
     last: dict[str, int] = {}
     seen: set[str] = set()
     for hit in receiver.posts():
@@ -102,7 +102,7 @@ def test_always_403_fails_every_delivery_after_exactly_its_budget(policy, n, mod
                 await eng.create_activity("acme", ACT)
             summary = await _drain(eng)  # no max_time: a finite budget must end by itself
             assert summary.idle
-            ds = eng.store.deliveries()
+            ds = await eng.store.deliveries()
             assert [d.status for d in ds] == ["FAILED"] * n
             assert [d.attempts for d in ds] == [budget] * n
             assert {d.failed_reason for d in ds} == {"permanent_status" if permanent else "exhausted"}
@@ -153,8 +153,8 @@ def test_open_circuit_receives_nothing_and_order_holds(windows, n, mode, window,
             r.respond = lambda hit, k: ((503, {}, latency) if _down(windows, hit.at - t0) else (200, {}, latency))
             claim = eng.store.claim
 
-            def sending(leases, **kw):  # each claimed attempt is one request on its way to the endpoint
-                claims = claim(leases, **kw)
+            async def sending(leases, **kw):  # each claimed attempt is one request on its way to the endpoint
+                claims = await claim(leases, **kw)
                 eng.events.extend((eng.clock.now(), {"event": "sent"}) for _ in claims)
                 return claims
 
@@ -167,7 +167,7 @@ def test_open_circuit_receives_nothing_and_order_holds(windows, n, mode, window,
                 await eng.create_activity("acme", {**ACT, "commerceExternalId": f"C{i % 3}"})
             summary = await _drain(eng, max_time=30 * 86400)
             assert summary.idle
-            assert [d.status for d in eng.store.deliveries()] == ["DISPATCHED"] * n
+            assert [d.status for d in await eng.store.deliveries()] == ["DISPATCHED"] * n
 
             # open intervals from the notifications: opened at t, half-open at t + cool-down
             notes = await eng.notifications("c")
@@ -196,7 +196,7 @@ def test_open_circuit_receives_nothing_and_order_holds(windows, n, mode, window,
                     state, sent = name.split(".")[1].replace("opened", "open"), 0
             assert state == "closed"
             if mode != "none":
-                _acks_in_order(eng, r, ok=lambda hit: not _down(windows, hit.at - t0))
+                await _acks_in_order(eng, r, ok=lambda hit: not _down(windows, hit.at - t0))
 
     _virtual(main)
 
@@ -237,16 +237,16 @@ def test_disabled_configuration_receives_nothing_loses_nothing_then_delivers_in_
                 # the attempt that disabled it, plus those of other queues already on their way
                 queues = min(n, 2) if mode == "partitioned" else 1
                 assert after_failures <= len(r.posts()) <= after_failures + queues - 1
-                since = parse(eng.config_view("c")["inactive_since"])
+                since = parse((await eng.config_view("c"))["inactive_since"])
                 assert all(h.at <= since for h in r.posts())
             else:
                 await eng.run_for(first_run)
                 while eng.dispatcher.in_flight:
                     await asyncio.sleep(0.001)
                 await eng.deactivate("c", reason="maintenance")
-            view = eng.config_view("c")
+            view = await eng.config_view("c")
             assert view["active"] is False and view["inactive_reason"]
-            before = {d.id: (d.status, d.attempts) for d in eng.store.deliveries()}
+            before = {d.id: (d.status, d.attempts) for d in await eng.store.deliveries()}
             sent = len(r.posts())
             assert all(s in ("READY", "RETRYING") for s, _ in before.values())
 
@@ -257,16 +257,16 @@ def test_disabled_configuration_receives_nothing_loses_nothing_then_delivers_in_
             summary = await _drain(eng, max_time=pause / 2)
             assert summary.idle
             assert len(r.posts()) == sent, "a disabled configuration received requests"
-            after = {d.id: (d.status, d.attempts) for d in eng.store.deliveries()}
+            after = {d.id: (d.status, d.attempts) for d in await eng.store.deliveries()}
             assert after == before, "waiting while disabled changed deliveries"
 
             await eng.activate("c")
             summary = await _drain(eng)
             assert summary.idle
-            ds = eng.store.deliveries()
+            ds = await eng.store.deliveries()
             assert len(ds) == n and [d.status for d in ds] == ["DISPATCHED"] * n
             resumed = r.posts()[sent:]
             assert len(resumed) == n  # after re-enable each goes out once, acknowledged
-            _acks_in_order(eng, r, ok=lambda hit: any(hit is x for x in resumed))
+            await _acks_in_order(eng, r, ok=lambda hit: any(hit is x for x in resumed))
 
     _virtual(main)

@@ -20,6 +20,7 @@ import pytest
 from dispatchsim.engine.errors import ConfigError
 from dispatchsim.server.serve import ServeOptions, load_serve_config
 from dispatchsim.engine.store import Store
+from support import run_sync
 
 ADMIN, ACME = "admin-key-000000000000", "acme-key-0000000000000"
 
@@ -127,9 +128,9 @@ def _counts(db: Path) -> tuple[dict[str, int], int]:
     store = Store(db)
     try:
         leases = store.conn.execute("SELECT COUNT(*) FROM deliveries WHERE lease_until IS NOT NULL").fetchone()[0]
-        return store.counts(), leases
+        return run_sync(store.counts()), leases
     finally:
-        store.close()
+        run_sync(store.close())
 
 
 def test_sigterm_waits_for_in_flight_and_restart_resumes(setup) -> None:
@@ -160,7 +161,7 @@ def test_sigterm_past_the_deadline_releases_attempts_for_the_next_start(setup) -
     assert counts["READY"] == 8 and leases == 0
     store = Store(db)
     outcomes = [r[0] for r in store.conn.execute("SELECT outcome FROM attempts ORDER BY id")]
-    store.close()
+    run_sync(store.close())
     assert outcomes == ["INTERRUPTED"] * 4
     srv = Serve(db, cfg, deadline=5)
     _wait(lambda: _counts(db)[0]["DISPATCHED"] == 8)
@@ -199,13 +200,13 @@ def test_keys_cli_stores_only_a_hash(tmp_path, capsys) -> None:
         assert len(rows) == 1 and key not in json.dumps([list(r) for r in rows])
         from dispatchsim.server.keys import KeyRing
 
-        assert KeyRing(store).lookup(key).tenant_id == "acme"
-        assert KeyRing(store).lookup(key + "x") is None
+        assert run_sync(KeyRing(store).lookup(key)).tenant_id == "acme"
+        assert run_sync(KeyRing(store).lookup(key + "x")) is None
     finally:
-        store.close()
+        run_sync(store.close())
 
 
-def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_path) -> None:
+async def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_path) -> None:
     store = Store(tmp_path / "r.db")
     try:
         c = store.conn
@@ -222,8 +223,8 @@ def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_path) ->
             for n in (1, 2, 3):
                 c.execute("INSERT INTO attempts (delivery_id, number, started_at, finished_at) VALUES (?, ?, ?, ?)",
                           (did, n, n, n))
-        assert store.delete_old_attempts(before=100) == 2  # delivery 1's first two; its last one is kept
+        assert await store.delete_old_attempts(before=100) == 2  # delivery 1's first two; its last one is kept
         left = [tuple(r) for r in c.execute("SELECT delivery_id, number FROM attempts ORDER BY id")]
         assert left == [(1, 3), (2, 1), (2, 2), (2, 3)]
     finally:
-        store.close()
+        await store.close()

@@ -85,18 +85,18 @@ def test_after_kill9_an_ordered_queue_resumes_at_once(tmp_path) -> None:
         receiver.close()
 
 
-def test_shutdown_releases_only_its_own_leases(tmp_path) -> None:
+async def test_shutdown_releases_only_its_own_leases(tmp_path) -> None:
     store = Store(tmp_path / "l.db")
-    store.add_tenant("t", "t", 0.0)
-    store.add_provider("p", "p", 0.0)
-    store.insert_config("c", "t", "p", "S", {"endpoint_url": "http://127.0.0.1:9/"}, 0.0)
+    await store.add_tenant("t", "t", 0.0)
+    await store.add_provider("p", "p", 0.0)
+    await store.insert_config("c", "t", "p", "S", {"endpoint_url": "http://127.0.0.1:9/"}, 0.0)
     for n in range(2):
-        store.insert_activity(f"a{n}", "t", "TASK", "S", {}, 0.0)
-        store.insert_delivery(webhook_id=f"w{n}", activity_id=f"a{n}", config_id="c", config_version=1,
-                              queue="c", ordered=False, now=0.0)
-    mine: list[Claim] = store.claim([(1, 100.0)], token="me:1", now=0.0)
-    theirs = store.claim([(2, 100.0)], token="other:1", now=0.0)
+        await store.insert_activity(f"a{n}", "t", "TASK", "S", {}, 0.0)
+        await store.insert_delivery(webhook_id=f"w{n}", activity_id=f"a{n}", config_id="c", config_version=1,
+                                    queue="c", ordered=False, now=0.0)
+    mine: list[Claim] = await store.claim([(1, 100.0)], token="me:1", now=0.0)
+    theirs = await store.claim([(2, 100.0)], token="other:1", now=0.0)
     assert mine and theirs
-    assert store.release_own_leases(1.0, "me") == [1]
-    assert store.delivery(2).lease_token == "other:1" and store.delivery(1).lease_token is None
-    store.close()
+    assert await store.release_own_leases(1.0, "me") == [1]
+    assert (await store.delivery(2)).lease_token == "other:1" and (await store.delivery(1)).lease_token is None
+    await store.close()

@@ -34,7 +34,7 @@ def _one_line_error(capsys, rc: int, fragment: str) -> str:
 
 
 def _real_db(path: Path) -> Path:
-    Store(path).close()
+    Store(path).conn.close()  # only the file, migrated: no event loop needed
     return path
 
 
@@ -102,28 +102,28 @@ def test_hostile_database_is_one_line_and_nothing_is_written(tmp_path, capsys, k
     assert _files(tmp_path) == before  # no lock file, no WAL, no migration
 
 
-def test_a_checkpoint_cut_off_by_kill9_is_not_mistaken_for_truncation(tmp_path) -> None:
+async def test_a_checkpoint_cut_off_by_kill9_is_not_mistaken_for_truncation(tmp_path) -> None:
     """Found by the chaos run: kill -9 during a WAL checkpoint can leave the database header saying more
     pages than the file has; the WAL still holds them, so SQLite recovers and serve must start."""
     db = tmp_path / "w.db"
     store = Store(db)
     store.conn.execute("PRAGMA wal_autocheckpoint = 0")
-    store.add_tenant("acme", "acme", 0.0)
+    await store.add_tenant("acme", "acme", 0.0)
     for n in range(300):
-        store.add_provider(f"p{n}", "x" * 200, 0.0)  # pages in the WAL only
+        await store.add_provider(f"p{n}", "x" * 200, 0.0)  # pages in the WAL only
     copy = tmp_path / "copy"
     copy.mkdir()
     for suffix in ("", "-wal"):
         (copy / f"w.db{suffix}").write_bytes(Path(f"{db}{suffix}").read_bytes())  # as kill -9 leaves them
-    store.close()
+    await store.close()
     data = bytearray((copy / "w.db").read_bytes())
     pages = int.from_bytes(data[28:32], "big")
     data[28:32] = (pages + 1).to_bytes(4, "big")  # the header written before the file was extended
     (copy / "w.db").write_bytes(bytes(data))
     Store.check(copy / "w.db", write=True)
     again = Store(copy / "w.db")
-    assert len(again.providers()) == 300
-    again.close()
+    assert len(await again.providers()) == 300
+    await again.close()
 
 
 def test_status_never_changes_a_database_it_did_not_create(tmp_path, capsys) -> None:
@@ -287,12 +287,12 @@ async def test_dispatcher_waits_out_an_unwritable_database_and_loses_nothing(eng
     other.execute("BEGIN IMMEDIATE")
     try:
         await engine.clock.sleep(5)
-        assert len(receiver.posts()) == 3 and engine.counts()["DISPATCHED"] == 0
+        assert len(receiver.posts()) == 3 and (await engine.counts())["DISPATCHED"] == 0
         assert '"pending_results": 3' in engine.log_buffer.getvalue()
     finally:
         other.execute("COMMIT")
         other.close()
     await engine.clock.sleep(5)
     await engine.stop()
-    assert engine.counts()["DISPATCHED"] == 3
+    assert (await engine.counts())["DISPATCHED"] == 3
     assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)

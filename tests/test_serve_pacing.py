@@ -64,14 +64,14 @@ async def test_wal_checkpointer_takes_over_and_completes_the_wal(tmp_path):
     assert ck.enabled
     ck.take_over()
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-    store.add_tenant("acme", "acme", 0.0)
+    await store.add_tenant("acme", "acme", 0.0)
     for i in range(50):
-        store.add_provider(f"p{i}", f"p{i}", 0.0)
+        await store.add_provider(f"p{i}", f"p{i}", 0.0)
     log, done = await ck.run()
     assert log > 0 and done == log  # every frame copied: the next write restarts the WAL
     ck.close()
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
-    store.close()
+    await store.close()
 
 
 async def test_wal_checkpointer_is_off_for_memory_databases():
@@ -80,7 +80,7 @@ async def test_wal_checkpointer_is_off_for_memory_databases():
     ck.take_over()
     assert not ck.enabled and await ck.run() == (0, 0)
     ck.close()
-    store.close()
+    await store.close()
 
 
 def test_pacing_keys_in_the_serve_config(tmp_path):

@@ -14,7 +14,7 @@ from dispatchsim.engine.clock import VIRTUAL_EPOCH, iso, parse_iso
 async def test_a_new_database_starts_at_the_virtual_epoch_and_an_empty_one_reports_no_time(tmp_path):
     eng = await Engine.open(tmp_path / "new.db", virtual=True, seed=1)
     try:
-        assert eng.store.latest_time() is None
+        assert await eng.store.latest_time() is None
         assert eng.clock.now() == VIRTUAL_EPOCH
     finally:
         await eng.close()
@@ -33,7 +33,7 @@ async def test_reopening_on_the_virtual_clock_continues_simulated_time(tmp_path)
         act = await eng.create_activity("acme", {"channel": "SALESMAN"})
         await eng.run_for(6 * 3600)
         stopped = eng.clock.now()
-        latest = eng.store.latest_time()
+        latest = await eng.store.latest_time()
         attempts_before = len(await eng.attempts())
         await eng.close()
         assert stopped - VIRTUAL_EPOCH >= 6 * 3600 - 1 and latest is not None and latest > VIRTUAL_EPOCH + 3600

@@ -36,7 +36,7 @@ def test_every_migration_number_has_both_dialects_from_the_postgres_baseline() -
 
 
 async def test_both_dialects_end_with_the_same_tables_and_columns(pg_url: str, tmp_path: Path) -> None:
-    Store(tmp_path / "s.db").close()
+    Store(tmp_path / "s.db").conn.close()  # only the file, migrated
     lite = sqlite3.connect(tmp_path / "s.db")
     tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
                                          " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
