@@ -127,7 +127,9 @@ class ExternalGate(Sender):
             now = self._now()
             if lane.next_at > now:
                 await self._sleep(lane.next_at - now)
-            lane.next_at = max(now, lane.next_at) + 1.0 / lane.provider.max_rate
+            # The next slot counts from when this request really goes (a late wake-up under load must
+            # not let the next one follow closer than 1/max_rate).
+            lane.next_at = max(self._now(), lane.next_at) + 1.0 / lane.provider.max_rate
             lane.sent += 1
 
     def _open(self, lane: _Lane, method: str, url: str, headers: dict[str, str], body: str) -> Any:
