@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +21,27 @@ def _status(args: argparse.Namespace) -> int:
     return print_status(args.db)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The module that registers each command, in the order ``--help`` lists them. Only the chosen
+#: command's module is imported (every module imports the engine, and some much more: the test
+#: tools import hypothesis), so ``dispatchsim run`` does not pay for ``probe`` or ``explore``.
+COMMANDS: dict[str, str] = {"mapping": "mapping", "provider": "providers", "run": "scenarios", "probe": "probe",
+                            "serve": "server", "keys": "server", "explore": "testing"}
+
+
+def _modules(argv: Sequence[str] | None) -> list[str]:
+    """The command modules to register: the one named by the first word of ``argv``, or all of them
+    (no command, a misspelt one, or only options such as ``--help``)."""
+    words = [a for a in argv or () if not a.startswith("-")]
+    if words and words[0] in COMMANDS:
+        return [COMMANDS[words[0]]]
+    if words and words[0] in ("demo", "status"):
+        return []
+    return list(dict.fromkeys(COMMANDS.values()))
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line when ``argv`` (the arguments to come) is None or names no known command;
+    otherwise only the named command's module is registered (the others would only cost imports)."""
     parser = argparse.ArgumentParser(
         prog="dispatchsim",
         description="Dispatch engine and simulator for webhook-style push delivery "
@@ -38,20 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                                         "queue, oldest pending, blocked queues, recent failures.")
     status.add_argument("db", help="path to the SQLite file")
     status.set_defaults(func=_status)
-    from .mapping import cli as mapping_cli
-    from .probe import cli as probe_cli
-    from .providers import cli as providers_cli
-    from .scenarios import cli as scenarios_cli
-    from .server import cli as server_cli
-    from .testing import cli as testing_cli
-
-    for mod in (mapping_cli, providers_cli, scenarios_cli, probe_cli, server_cli, testing_cli):
-        mod.register_cli(sub)
+    for name in _modules(argv):
+        importlib.import_module(f"dispatchsim.{name}.cli").register_cli(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
