@@ -8,6 +8,7 @@ hours of backoff pass in milliseconds while HTTP over loopback stays real.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
@@ -105,7 +106,14 @@ def run_virtual(main: Coroutine[Any, Any, T]) -> T:
 
 def iso(ts: float) -> str:
     """ISO-8601 UTC with milliseconds and ``Z`` — the wire format of every timestamp."""
-    dt = datetime.fromtimestamp(round(ts, 3), tz=timezone.utc)
+    return _iso_ms(round(ts, 3))
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_ms(ts: float) -> str:
+    """Cached: every event and row view formats its times, and on the virtual clock most of them
+    share a few instants (time stands still while HTTP runs), so ``strftime`` was a hot spot."""
+    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

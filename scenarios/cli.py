@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dispatchsim.errors import LocatedError
@@ -104,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
             print(human(result))
     several = len(results) > 1
     if args.events:
-        _write_each(results, args.events, several, ".jsonl", lambda r: r.events_jsonl())
+        _write_each(results, args.events, several, ".jsonl", lambda r, path: r.events.write_to(path))
     if args.record:
         d = Path(args.record)
         d.mkdir(parents=True, exist_ok=True)
@@ -151,12 +152,14 @@ def _check_outputs(args: argparse.Namespace, *, several: bool) -> str | None:
     return None
 
 
-def _write_each(results, path: str, several: bool, suffix: str, content) -> None:
+def _write_each(results: list[RunResult], path: str, several: bool, suffix: str,
+                write: Callable[[RunResult, Path], None]) -> None:
+    """One file at ``path``, or with several results one ``NAME{suffix}`` each in the folder ``path``."""
     if several:
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
         for r in results:
-            (d / f"{_slug(r.scenario.name)}{suffix}").write_text(content(r), encoding="utf-8")
+            write(r, d / f"{_slug(r.scenario.name)}{suffix}")
     else:
-        Path(path).write_text(content(results[0]), encoding="utf-8")
+        write(results[0], Path(path))
 

@@ -6,6 +6,7 @@ Classes with ``key = None`` are not written in files; they hold for every run (e
 """
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -405,8 +406,10 @@ class NoSecretsInLogs(_Flag):
     def check(self, r: RunResult) -> list[Check]:
         if not self.on:
             return []
-        text = r.events_jsonl() + r.recorder.jsonl() + "".join(str(a.get("error")) for a in r.attempts)
-        leaked = [s[:3] + "…" for s in r.secrets if s and s in text]
+        secrets = [s for s in r.secrets if s]
+        texts = itertools.chain(r.events, [r.recorder.jsonl()], (str(a.get("error")) for a in r.attempts))
+        found = {s for text in texts for s in secrets if s in text}
+        leaked = [s[:3] + "…" for s in r.secrets if s in found]
         return [self.result("no_secrets_in_logs", not leaked and r.secrets,
                             f"none of {len(r.secrets)} secrets in events, attempts or the provider record",
                             "none found" if not leaked else f"found: {leaked}")]

@@ -281,13 +281,14 @@ def _schedules(r: RunResult) -> str:
 
 
 def _event_log(i: int, r: RunResult) -> str:
-    lines = r.events
     note = ""
-    if len(lines) > MAX_EVENTS:
+    if len(r.events) > MAX_EVENTS:
         half = MAX_EVENTS // 2
-        note = (f'<p class="note">{len(lines):,} events: the first and last {half:,} are embedded '
+        note = (f'<p class="note">{len(r.events):,} events: the first and last {half:,} are embedded '
                 "(<code>--events FILE</code> writes all of them)</p>")
-        lines = lines[:half] + lines[-half:]
+        lines = r.events.head(half) + r.events.tail(half)
+    else:
+        lines = list(r.events)
     data = json.dumps(lines, ensure_ascii=False).replace("</", "<\\/")
     return (f'{note}<div class="eventlog" data-source="events{i}"><input class="search" type="search" '
             'placeholder="filter: words that must all appear, e.g. delivery.retrying crm-sales" '

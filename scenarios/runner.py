@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from dispatchsim.engine import LIFECYCLE, ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
+from .eventlog import EventLog
 from .external import ExternalGate
 
 #: Seconds the requests already sent to an external provider may take to finish once its cap is reached.
@@ -31,7 +32,7 @@ class RunResult:
     finished_at: float
     wall: float
     idle: bool
-    events: list[str]  #: the event log, one JSON line each (kept serialised: it is the bulk of a long run)
+    events: EventLog  #: the event log, one JSON line each, in a temporary file (it grows with the run)
     key_events: list[tuple[float, str]]
     deliveries: list[dict[str, Any]]
     attempts: list[dict[str, Any]]
@@ -72,7 +73,7 @@ class RunResult:
 
     def events_jsonl(self) -> str:
         """The event log as JSON Lines text (one event per line, newline-terminated)."""
-        return "".join(line + "\n" for line in self.events)
+        return self.events.jsonl()
 
 
 class Progress(Protocol):
@@ -114,7 +115,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         import tempfile
         tmp = tempfile.TemporaryDirectory(prefix="dispatchsim-")
         db = Path(tmp.name) / "scenario.db"
-    events: list[str] = []
+    events = EventLog()
     key_events: list[tuple[float, str]] = []
     t0 = clock.now()
     endpoints = EndpointSet(scenario.simulated or ProvidersConfig(endpoints={}), seed=scenario.seed,
@@ -196,7 +197,7 @@ class ScenarioRun:
     """
 
     def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
-                 events: list[str], key_events: list[tuple[float, str]], sanitize: _Sanitizer,
+                 events: EventLog, key_events: list[tuple[float, str]], sanitize: _Sanitizer,
                  progress: Progress | None = None, *, gate: ExternalGate | None = None) -> None:
         self.s = scenario
         self.gate = gate
@@ -220,12 +221,13 @@ class ScenarioRun:
         self._unordered = unordered_configs(scenario)
 
     def note(self, text: str) -> None:
-        self.key_events.append((self.clock.now() - self.t0, text))
+        self.key_events.append((self.clock.now() - self.t0, self.sanitize(text)))
 
     def _sink(self, event: dict[str, Any]) -> None:
-        event = self.sanitize(event)
         event.pop("level", None)
-        self.events.append(json.dumps(event, ensure_ascii=False, sort_keys=True))
+        # ports are replaced in the serialised line (one regex pass) rather than in every value of
+        # the event; the names and URLs they appear in need no JSON escaping, so the text is the same
+        self.events.append(self.sanitize(json.dumps(event, ensure_ascii=False, sort_keys=True)))
         name = event.get("event")
         if name == "delivery.retrying" and event.get("attempt") == 1 and event.get("queue") not in self._failing \
                 and event.get("config_id") not in self._unordered:
