@@ -15,6 +15,9 @@ from typing import IO, Any
 
 from .checks import _MISSING, lookup
 
+#: distinct header names and values a recorder shares between its records (see ``Recorder._shared``)
+_SHARED_MAX = 4096
+
 
 @dataclass
 class Record:
@@ -145,6 +148,7 @@ class Recorder:
         self.callbacks: list[CallbackRecord] = []
         self.events: list[EndpointEvent] = []
         self._listeners: list[Callable[[Record], None]] = []
+        self._strings: dict[str, str] = {}
 
     # ---- writing (used by endpoints)
 
@@ -157,9 +161,34 @@ class Recorder:
         for name in ("at", "offset"):
             fields[name] = _micro(fields[name])
         fields.pop("json", None)  # derived from the body on demand
+        fields["headers"] = {self._shared(k): self._shared(v) for k, v in fields["headers"].items()}
         record = Record(seq=len(self.records) + 1, **fields)
         self.records.append(record)
         return record
+
+    def map_headers(self, change: Callable[[str], str]) -> None:
+        """Replace every header value by ``change(value)`` (called once per distinct value), e.g. the
+        scenario runner naming the ports that change from run to run."""
+        done: dict[str, str] = {}
+        for record in self.records:
+            headers = record.headers
+            for key, value in headers.items():
+                new = done.get(value)
+                if new is None:
+                    new = done[value] = self._shared(change(value))
+                headers[key] = new
+
+    def _shared(self, text: str) -> str:
+        """One string object for equal header names and values: most repeat on every request
+        (``content-type``, ``host``, ``user-agent`` …), and tens of thousands of records each
+        holding its own copies were a large part of a long simulation's memory. The table stops
+        growing at ``_SHARED_MAX`` distinct strings (ids and signatures never repeat much)."""
+        shared = self._strings.get(text)
+        if shared is not None:
+            return shared
+        if len(self._strings) < _SHARED_MAX:
+            self._strings[text] = text
+        return text
 
     def close(self, record: Record, at: float) -> None:
         """Finish a record when its response is sent, and tell the listeners; a second call is ignored."""

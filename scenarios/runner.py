@@ -16,7 +16,10 @@ from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
 from .eventlog import EventLog
 from .external import ExternalGate
+from .rows import Row, RowKind
 
+#: Deliveries read back at a time once a run has finished.
+ROWS_PAGE = 5000
 #: Seconds the requests already sent to an external provider may take to finish once its cap is reached.
 SETTLE_CAPPED = 60.0
 
@@ -34,8 +37,8 @@ class RunResult:
     idle: bool
     events: EventLog  #: the event log, one JSON line each, in a temporary file (it grows with the run)
     key_events: list[tuple[float, str]]
-    deliveries: list[dict[str, Any]]
-    attempts: list[dict[str, Any]]
+    deliveries: list[Row]  #: as the engine's API shows them (``d["status"]`` …), in id order
+    attempts: list[Row]
     activities: list[str]
     recorder: Recorder
     endpoint_names: dict[str, str]  #: config id -> provider name
@@ -139,14 +142,12 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         await run.timeline()
         remaining = max(0.0, scenario.duration - (clock.now() - t0))
         idle = await run.drain(remaining)
-        deliveries = await run.engine.deliveries()
-        attempts = await run.engine.attempts()
+        deliveries, attempts = await _rows(run.engine)
         activities = await run.engine.store.activity_ids()
         notifications = await run.engine.notifications()
         inactive = [c.id for c in await run.engine.store.configs(kind=None) if not c.active]
         await endpoints.settle()
-        for record in endpoints.recorder.records:  # the Host header names a port that changes run to run
-            record.headers = sanitize(record.headers)
+        endpoints.recorder.map_headers(sanitize)  # the Host header names a port that changes run to run
         finished = clock.now()
         await run.engine.close()
     finally:
@@ -165,6 +166,16 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
                      notifications=notifications, inactive=inactive)
 
 
+async def _rows(engine: Engine) -> tuple[list[Row], list[Row]]:
+    """Every delivery and attempt as the engine's API shows them, kept compact (:mod:`.rows`)
+    and read a page at a time, so a long run never holds them all as dicts."""
+    store, as_delivery, as_attempt = engine.store, RowKind(), RowKind()
+    deliveries: list[Row] = []
+    while page := await store.deliveries(after_id=deliveries[-1]["id"] if deliveries else 0, limit=ROWS_PAGE):
+        deliveries.extend(as_delivery(d.to_json()) for d in page)
+    return deliveries, [as_attempt(a.to_json()) for a in await store.attempts()]
+
+
 class _Sanitizer:
     """Ports of simulated endpoints change run to run; the event log names them instead."""
 
@@ -178,16 +189,10 @@ class _Sanitizer:
         self._map = dict(self.pairs)
         self._re = re.compile("|".join(re.escape(o) for o, _ in self.pairs))
 
-    def __call__(self, value: Any) -> Any:
+    def __call__(self, text: str) -> str:
         if self._re is None:
-            return value
-        if isinstance(value, str):
-            return self._re.sub(lambda m: self._map[m.group(0)], value)
-        if isinstance(value, dict):
-            return {k: self(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self(v) for v in value]
-        return value
+            return text
+        return self._re.sub(lambda m: self._map[m.group(0)], text)
 
 
 class ScenarioRun:
