@@ -14,7 +14,29 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
-import looptime
+
+def _import_looptime() -> Any:
+    """looptime, imported without the pytest fixture module it adds when pytest is installed.
+
+    Its ``chronometers`` module does ``import pytest`` only to define a fixture; outside a test run
+    that cost every ``dispatchsim`` command 0.1-0.6 s and 5 MB. While looptime is imported,
+    ``pytest`` is marked unimportable unless it is already loaded (a test run keeps the fixture);
+    the mark is removed right after, so a later ``import pytest`` works as usual.
+    """
+    import sys
+
+    hide = "pytest" not in sys.modules
+    if hide:
+        sys.modules["pytest"] = None  # type: ignore[assignment]
+    try:
+        import looptime
+    finally:
+        if hide and sys.modules.get("pytest", 0) is None:
+            del sys.modules["pytest"]
+    return looptime
+
+
+looptime = _import_looptime()
 
 T = TypeVar("T")
 

@@ -50,3 +50,23 @@ def test_iso_format_has_millis_and_z():
     assert parse_iso("2026-04-10T14:30:00.000Z") == VIRTUAL_EPOCH
     assert fmt_offset(7503) == "+2h05m03s"
     assert fmt_offset(61) == "+1m01s"
+
+
+def test_the_engine_does_not_import_pytest_but_pytest_still_imports_after_it():
+    """looptime defines a pytest fixture when pytest is importable; the engine imports it without
+    (0.1-0.6 s and 5 MB per command), and leaves ``import pytest`` working afterwards."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import dispatchsim.engine; before = 'pytest' in sys.modules; import pytest; "
+            "from dispatchsim.engine.clock import run_virtual; import asyncio; "
+            "print(before, pytest.__name__, run_virtual(asyncio.sleep(3600, 'slept')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["False", "pytest", "slept"], res.stderr
+
+
+def test_iso_formats_milliseconds_the_same_from_its_cache():
+    for ts in (0.0, 0.0005, 1.0015, 1775831400.999, 1775831400.9996, 1775831401.0):
+        first, again = iso(ts), iso(ts)
+        assert first == again
+    assert iso(1775831400.9996) == "2026-04-10T14:30:01.000Z" and iso(1775831400.0004) == "2026-04-10T14:30:00.000Z"
