@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
@@ -61,8 +63,9 @@ class Record:
         """``webhook-id`` header, else the payload's ``id``."""
         if self.headers.get("webhook-id"):
             return self.headers["webhook-id"]
-        if isinstance(self.json, dict) and self.json.get("id") is not None:
-            return str(self.json["id"])
+        data = self.json
+        if isinstance(data, dict) and data.get("id") is not None:
+            return str(data["id"])
         return None
 
     def outcome(self) -> str:
@@ -77,6 +80,64 @@ class Record:
         out = asdict(self)
         out["json"] = self.json
         return out
+
+
+class _Spilled:
+    """Where a body was written in its recorder's spill file."""
+
+    __slots__ = ("file", "offset", "length")
+
+    def __init__(self, file: _SpillFile, offset: int, length: int) -> None:
+        self.file, self.offset, self.length = file, offset, length
+
+    def read(self) -> str:
+        return self.file.read(self.offset, self.length)
+
+
+class _SpillFile:
+    """Request bodies in an unnamed temporary file (deleted when closed or collected).
+
+    A long simulation records tens of thousands of bodies (about 1 KB each for the documented
+    example activity); kept as strings they were the largest part of the recorder's memory. Each
+    is read back (``os.pread``) when a check or a report asks for it.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="dispatchsim-bodies-")  # noqa: SIM115 - lives with the recorder
+        self._closer = weakref.finalize(self, self._file.close)
+        self._size = 0
+        self._dirty = False
+
+    def put(self, text: str) -> _Spilled:
+        data = text.encode("utf-8", "surrogatepass")
+        self._file.write(data)
+        ref = _Spilled(self, self._size, len(data))
+        self._size += len(data)
+        self._dirty = True
+        return ref
+
+    def read(self, offset: int, length: int) -> str:
+        if self._dirty:
+            self._file.flush()
+            self._dirty = False
+        return os.pread(self._file.fileno(), length, offset).decode("utf-8", "surrogatepass")
+
+
+def _body(record: Record) -> str:
+    value = record.__dict__["_body"]
+    return value.read() if isinstance(value, _Spilled) else value
+
+
+def _set_body(record: Record, value: str | _Spilled) -> None:
+    record.__dict__["_body"] = value
+
+
+#: ``Record.body`` reads a spilled body back from its file; the dataclass sets it through this
+#: property, so ``Record(body=...)``, ``asdict`` and ``==`` all see the text.
+Record.body = property(_body, _set_body)  # type: ignore[assignment]
+
+#: bodies shorter than this stay in memory (a file offset would not be smaller)
+_SPILL_MIN = 64
 
 
 @dataclass
@@ -149,6 +210,7 @@ class Recorder:
         self.events: list[EndpointEvent] = []
         self._listeners: list[Callable[[Record], None]] = []
         self._strings: dict[str, str] = {}
+        self._spill: _SpillFile | None = None
 
     # ---- writing (used by endpoints)
 
@@ -162,6 +224,11 @@ class Recorder:
             fields[name] = _micro(fields[name])
         fields.pop("json", None)  # derived from the body on demand
         fields["headers"] = {self._shared(k): self._shared(v) for k, v in fields["headers"].items()}
+        body = fields["body"]
+        if len(body) >= _SPILL_MIN:
+            if self._spill is None:
+                self._spill = _SpillFile()
+            fields["body"] = self._spill.put(body)
         record = Record(seq=len(self.records) + 1, **fields)
         self.records.append(record)
         return record

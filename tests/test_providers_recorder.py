@@ -234,3 +234,21 @@ async def test_serve_logs_a_line_per_request_and_writes_the_record(tmp_path):
         "acme POST /hooks -> 503 id=act-1", "acme POST /hooks -> 200 id=act-1", "down POST /hooks -> close id=act-2"]
     assert log[-1] == f"wrote 3 records to {record}"
     assert [json.loads(line)["response_status"] for line in record.read_text().splitlines()] == [503, 200, None]
+
+
+def test_bodies_wait_in_a_file_and_read_back_the_same():
+    """A long run's bodies are most of the recorder's memory: they go to a temporary file and come
+    back as the same text for every reader (the property, asdict, equality, the record file)."""
+    from dataclasses import asdict, replace
+
+    rec = Recorder()
+    long_body = json.dumps({"id": "a-1", "note": "é😀" * 40, "n": list(range(30))}, ensure_ascii=False)
+    records = [rec.open(endpoint="a", at=float(i), offset=float(i), method="POST", path="/h", query="",
+                        headers={"content-type": "application/json", "webhook-id": f"w{i}"},
+                        body=long_body if i % 2 else "{}") for i in range(6)]
+    spilled, kept = records[1], records[0]
+    assert type(spilled.__dict__["_body"]).__name__ == "_Spilled" and kept.__dict__["_body"] == "{}"
+    assert spilled.body == long_body and spilled.json["id"] == "a-1" and asdict(spilled)["body"] == long_body
+    assert spilled == replace(spilled) and spilled != records[3]  # equal text, other seq
+    assert [json.loads(line)["body"] for line in rec.jsonl().splitlines()] == [r.body for r in records]
+    assert records[5].headers["content-type"] is records[1].headers["content-type"]  # one shared string
