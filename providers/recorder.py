@@ -124,6 +124,7 @@ class _SpillFile:
 
 
 def _body(record: Record) -> str:
+    """The request body as text (read back from the recorder's spill file when it was long)."""
     value = record.__dict__["_body"]
     return value.read() if isinstance(value, _Spilled) else value
 
@@ -134,7 +135,7 @@ def _set_body(record: Record, value: str | _Spilled) -> None:
 
 #: ``Record.body`` reads a spilled body back from its file; the dataclass sets it through this
 #: property, so ``Record(body=...)``, ``asdict`` and ``==`` all see the text.
-Record.body = property(_body, _set_body, doc="The request body as text (read back from the spill file when long).")  # type: ignore[assignment]
+Record.body = property(_body, _set_body)  # type: ignore[assignment]
 
 #: bodies shorter than this stay in memory (a file offset would not be smaller)
 _SPILL_MIN = 64
