@@ -21,9 +21,13 @@ from .checks import _MISSING, lookup
 _SHARED_MAX = 4096
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
-    """One HTTP request an endpoint received, and what it answered."""
+    """One HTTP request an endpoint received, and what it answered.
+
+    Slotted: a long simulation keeps one per request (100,000 and more), and an instance
+    dictionary each was a third of the recorder's memory.
+    """
 
     seq: int  #: arrival order over the whole endpoint set, from 1
     endpoint: str
@@ -123,14 +127,19 @@ class _SpillFile:
         return os.pread(self._file.fileno(), length, offset).decode("utf-8", "surrogatepass")
 
 
+#: the slot that holds a record's body (text, or where it was spilled), kept before the property
+#: below takes the attribute's name
+_BODY_SLOT: Any = Record.body
+
+
 def _body(record: Record) -> str:
     """The request body as text (read back from the recorder's spill file when it was long)."""
-    value = record.__dict__["_body"]
+    value = _BODY_SLOT.__get__(record, Record)
     return value.read() if isinstance(value, _Spilled) else value
 
 
 def _set_body(record: Record, value: str | _Spilled) -> None:
-    record.__dict__["_body"] = value
+    _BODY_SLOT.__set__(record, value)
 
 
 #: ``Record.body`` reads a spilled body back from its file; the dataclass sets it through this
