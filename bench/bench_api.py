@@ -46,9 +46,14 @@ def pct(values: list[float], p: float) -> float:
 
 
 class _Receiver(asyncio.Protocol):
-    """Just enough HTTP/1.1 for aiohttp's keep-alive client: headers, Content-Length body, 200."""
+    """Just enough HTTP/1.1 for aiohttp's keep-alive client: headers, Content-Length body, 200.
+
+    ``GET /count`` answers the number of POSTs so far, ``GET /times`` their arrival times
+    (``time.monotonic``, comparable across processes on Linux) as a JSON list.
+    """
 
     posts = 0
+    times: list[float] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport
@@ -71,10 +76,13 @@ class _Receiver(asyncio.Protocol):
             self.buf = self.buf[end + 4 + length:]
             if head.startswith("GET /count"):
                 body = str(_Receiver.posts).encode()
+            elif head.startswith("GET /times"):
+                body = json.dumps(_Receiver.times).encode()
             else:
                 body = b"ok"
                 if head.startswith("POST"):
                     _Receiver.posts += 1
+                    _Receiver.times.append(time.monotonic())
             self.t.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"  # type: ignore[attr-defined]
                          % (len(body), body))
 

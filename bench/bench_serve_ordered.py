@@ -5,8 +5,8 @@ Three processes on loopback:
 - ``dispatchsim serve`` (real clock, serve's default pacing) with one active configuration whose
   ordering is the default (one ordered queue: one attempt in flight, the next head only once the
   previous one is recorded), pointing at
-- a fast receiver (its own process, minimal HTTP/1.1, answers 200 at once) that notes the
-  monotonic time of every POST, and
+- a fast receiver (``bench_api.py``'s: its own process, minimal HTTP/1.1, answers 200 at once)
+  that notes the monotonic time of every POST, and
 - this process, which POSTs N activities through the API (``POST /api/activities``, 8 requests
   in flight) as fast as the server accepts them.
 
@@ -39,49 +39,6 @@ IN_FLIGHT = 8
 DRAIN_LIMIT = 60.0
 
 
-class _Receiver(asyncio.Protocol):
-    """Just enough HTTP/1.1 for a keep-alive client; notes when each POST arrived.
-
-    ``GET /times`` answers the arrival times (``time.monotonic``, comparable across processes on
-    Linux) as a JSON list.
-    """
-
-    times: list[float] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.t = transport
-        self.buf = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buf[:end].decode("latin-1")
-            length = 0
-            for line in head.split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            if len(self.buf) < end + 4 + length:
-                return
-            self.buf = self.buf[end + 4 + length:]
-            body = b"ok"
-            if head.startswith("POST"):
-                _Receiver.times.append(time.monotonic())
-            elif head.startswith("GET /times"):
-                body = json.dumps(_Receiver.times).encode()
-            self.t.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"  # type: ignore[attr-defined]
-                         % (len(body), body))
-
-
-async def receiver_main() -> None:
-    server = await asyncio.get_running_loop().create_server(_Receiver, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
-
-
 async def times(session: aiohttp.ClientSession, url: str) -> list[float]:
     async with session.get(url) as r:
         return json.loads(await r.text())
@@ -97,8 +54,8 @@ async def bare(session: aiohttp.ClientSession, url: str, bodies: list[bytes]) ->
 
 
 async def main(n: int) -> None:
-    rx = subprocess.Popen([sys.executable, str(HERE), "--receiver"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          text=True)
+    rx = subprocess.Popen([sys.executable, str(HERE.parent / "bench_api.py"), "--receiver"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
     loop = asyncio.get_running_loop()
     rx_port = int(await loop.run_in_executor(None, rx.stdout.readline))  # type: ignore[union-attr]
     hook_url, times_url = f"http://127.0.0.1:{rx_port}/hooks", f"http://127.0.0.1:{rx_port}/times"
@@ -170,7 +127,4 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    if "--receiver" in sys.argv:
-        asyncio.run(receiver_main())
-    else:
-        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
