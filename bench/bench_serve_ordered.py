@@ -12,7 +12,8 @@ Three processes on loopback:
 
 Figures: the intake rate, and the queue's delivery rate over the deliveries made after the last
 activity was accepted (the backlog draining with nothing else for the server to do) and over the
-whole run. Baseline in the same run: the same receiver, POSTed to one request after another by a
+whole run, and the server's CPU per delivery while draining (the wall rate moves with other jobs on
+a shared machine; CPU per delivery much less). Baseline in the same run: the same receiver, POSTed to one request after another by a
 bare aiohttp loop (the round trip an ordered queue cannot avoid). Target (issue 17): >= 1,000/s.
 Usage: python bench/bench_serve_ordered.py [N]   (default 3000; bounded: 60 s for the drain)
 """
@@ -32,7 +33,7 @@ import common  # noqa: F401  (sys.path)
 
 import aiohttp
 
-from bench_api import ACME, ADMIN, RawClient, http_request
+from bench_api import ACME, ADMIN, RawClient, http_request, proc_cpu, runqueue_wait
 
 HERE = Path(__file__).resolve()
 IN_FLIGHT = 8
@@ -93,7 +94,7 @@ async def main(n: int) -> None:
 
             t0 = time.monotonic()
             await asyncio.gather(*(post(raw) for raw in requests))
-            accepted_at = time.monotonic()
+            accepted_at, cpu_at_accept, wait_at_accept = time.monotonic(), proc_cpu(proc.pid), runqueue_wait(proc.pid)
             client.close()
             deadline = time.monotonic() + DRAIN_LIMIT
             arrivals: list[float] = []
@@ -101,7 +102,8 @@ async def main(n: int) -> None:
                 arrivals = (await times(plain, times_url))[before:]
                 if len(arrivals) >= n:
                     break
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.05)
+            drain_cpu, drain_wait = proc_cpu(proc.pid) - cpu_at_accept, runqueue_wait(proc.pid) - wait_at_accept
     finally:
         proc.send_signal(signal.SIGTERM)
         await loop.run_in_executor(None, proc.wait)
@@ -121,6 +123,9 @@ async def main(n: int) -> None:
         drain = (len(after) - 1) / (after[-1] - after[0])
         print(f"  backlog drain ({len(after)} deliveries after the intake ended)  : {drain:8.0f} deliveries/s   "
               f"(target >= 1,000; {drain / bare_rate:.2f}x the bare loop)")
+        print(f"  server CPU while draining                           : {drain_cpu / len(after) * 1e3:8.3f} ms per "
+              f"delivery ({len(after) / drain_cpu:.0f} deliveries per CPU-second; the rest of the wall time is the "
+              f"round trip and waits; it waited {drain_wait:.2f} s for a free core in all)")
     else:
         print(f"  the queue kept up with the intake: no backlog left when the last activity was accepted "
               f"(its rate is at least the intake's, {intake:.0f}/s)")
