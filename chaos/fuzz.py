@@ -125,7 +125,8 @@ def run_fuzz(folder: Path, *, requests: int = 2000, seed: int = 1, max_seconds: 
         for n in range(requests):
             if time.monotonic() - started > max_seconds:
                 break
-            method, template, _ = rng.choice(ROUTES)
+            op = rng.choice(ROUTES)
+            method, template = op.method, op.path
             if rng.random() < 0.25:
                 method = rng.choice(methods)
             path = template

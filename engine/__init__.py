@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
-from .config import CONFIG_FIELDS, ConfigKind
-from .core import ActivityPage, Engine, ResultSubmission, RunSummary, config_name, scoped_config_id
-from .errors import (ActivationRefused, ActivityError, ActivityExists, ConfigError, DatabaseInUse, DispatchsimError,
-                     InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable, StoreError)
-from .events import MessageEvents
-from .policy import PRESETS, OrderingPolicy, RetryPolicy, Timeouts, delay
+from .config import (AUTH_FIELDS, AUTH_TYPES, CONFIG_FIELDS, HEADER_NAME_PATTERN, Auth, ConfigKind,
+                     check_signing_secret, compile_mapping_spec)
+from .core import ID_PATTERN, ActivityPage, Engine, ResultSubmission, RunSummary, config_name, scoped_config_id
+from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigError, DatabaseInUse,
+                     DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable,
+                     StoreError)
+from .events import EVENT_ONLY_WITH, EVENT_PARAMS, EVENT_REQUIRED_WITH, EVENT_STATUSES, MessageEvents, validate_event
+from .health import AutoDisable, CircuitBreaker, auto_disable_from, circuit_breaker_from
+from .policy import (MAX_AGE, MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_CONCURRENCY, MAX_DELAY, MAX_FACTOR, MAX_SCHEDULE,
+                     MAX_TIMEOUT, PRESETS, BatchPolicy, OrderingPolicy, RetryPolicy, Timeouts, delay,
+                     ordering_policy_from, retry_policy_from, timeouts_from)
 from .redact import REDACTED
 from .sender import VERSION, Outcome, OutcomeKind
 from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
@@ -22,8 +27,14 @@ from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, End
                          Tenant)
 
 __all__ = [
-    "ActivityExists", "IdempotencyStore", "IdempotencyStoreContract", "StoredAnswer", "check_store", "open_store",
-    "owner_lock",
+    "AUTH_FIELDS", "AUTH_TYPES", "HEADER_NAME_PATTERN", "Auth", "check_signing_secret", "compile_mapping_spec",
+    "ID_PATTERN",
+    "EVENT_ONLY_WITH", "EVENT_PARAMS", "EVENT_REQUIRED_WITH", "EVENT_STATUSES", "validate_event",
+    "AutoDisable", "CircuitBreaker", "auto_disable_from", "circuit_breaker_from",
+    "MAX_AGE", "MAX_ATTEMPTS", "MAX_BATCH_SIZE", "MAX_CONCURRENCY", "MAX_DELAY", "MAX_FACTOR", "MAX_SCHEDULE",
+    "MAX_TIMEOUT", "BatchPolicy", "ordering_policy_from", "retry_policy_from", "timeouts_from",
+    "ActivityExists", "AlreadyExists", "IdempotencyStore", "IdempotencyStoreContract", "StoredAnswer", "check_store",
+    "open_store", "owner_lock",
     "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
     "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
     "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",

@@ -136,7 +136,8 @@ def _iso_ms(ts: float) -> str:
     """Cached: every event and row view formats its times, and on the virtual clock most of them
     share a few instants (time stands still while HTTP runs), so ``strftime`` was a hot spot."""
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # the year by hand: strftime's %Y does not pad years before 1000 (0033 would be written 33)
+    return f"{dt.year:04d}-" + dt.strftime("%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def parse_iso(text: str) -> float:

@@ -20,9 +20,12 @@ from .policy import (BatchPolicy, OrderingPolicy, RetryPolicy, Timeouts, batch_p
                      retry_policy_from, timeouts_from)
 from .redact import REDACTED, redact_url, url_secrets
 
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
+#: An HTTP header name (RFC 9110 token); also the pattern the HTTP API documents.
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_TOKEN = re.compile(HEADER_NAME_PATTERN)
 AUTH_TYPES = ("none", "api_key", "bearer", "basic")
-_AUTH_FIELDS = {
+#: For each auth type: (required fields, optional fields).
+AUTH_FIELDS = {
     "none": ({"type"}, set()),
     "api_key": ({"type", "value"}, {"header"}),
     "bearer": ({"type", "token"}, set()),
@@ -45,6 +48,11 @@ class ConfigKind(str, Enum):
 
 @dataclass(frozen=True)
 class Auth:
+    """How requests to an endpoint authenticate: none, an API-key header, a bearer token or basic auth.
+
+    The secret fields (value, token, password) leave it only as request headers; ``to_dict`` shows them
+    as ``***`` unless asked not to."""
+
     type: str = "none"
     header: str = "X-Api-Key"
     value: str | None = None
@@ -54,6 +62,8 @@ class Auth:
 
     @classmethod
     def parse(cls, data: Auth | dict[str, Any] | None) -> Auth:
+        """Check an ``auth`` object (the fields its type needs, no others, no control characters);
+        ConfigError naming ``auth`` or ``auth.type`` otherwise."""
         if data is None:
             return cls()
         if isinstance(data, Auth):
@@ -63,7 +73,7 @@ class Auth:
         typ = data.get("type")
         if typ not in AUTH_TYPES:
             raise ConfigError(f"must be one of {', '.join(AUTH_TYPES)}, not {typ!r}", field="auth.type")
-        required, optional = _AUTH_FIELDS[typ]
+        required, optional = AUTH_FIELDS[typ]
         missing = sorted(required - set(data))
         unknown = sorted(set(data) - required - optional)
         problems = []
@@ -77,7 +87,7 @@ class Auth:
             elif key in data and key != "type" and any(ord(ch) < 32 or ord(ch) == 127 for ch in data[key]):
                 problems.append(f"{key} must not contain control characters (CR, LF, …)")
         header = data.get("header")
-        if isinstance(header, str) and header and not _TOKEN.match(header):
+        if isinstance(header, str) and header and not _TOKEN.fullmatch(header):
             problems.append(f"header {header!r} is not a valid HTTP header name (letters, digits, '-', no spaces)")
         if typ == "basic" and ":" in str(data.get("username", "")):
             problems.append("username must not contain ':' (basic auth joins user:password)")
@@ -86,6 +96,7 @@ class Auth:
         return cls(**data)
 
     def headers(self) -> dict[str, str]:
+        """The request headers that carry the credential."""
         if self.type == "api_key":
             return {self.header: self.value or ""}
         if self.type == "bearer":
@@ -102,13 +113,15 @@ class Auth:
         return ["Authorization"] if self.type in ("bearer", "basic") else []
 
     def secrets(self) -> list[str]:
+        """Every secret value (and the basic-auth token built from them), for redaction."""
         vals = [getattr(self, f) for f in _SECRET_FIELDS if getattr(self, f)]
         if self.type == "basic":
             vals.append(self.headers()["Authorization"].split(" ", 1)[1])
         return vals
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
-        required, optional = _AUTH_FIELDS[self.type]
+        """The fields of its type, secrets as ``***`` when ``redact``."""
+        required, optional = AUTH_FIELDS[self.type]
         out: dict[str, Any] = {}
         for key in sorted(required | optional):
             val = getattr(self, key)
@@ -192,13 +205,8 @@ CONFIG_FIELDS = ("endpoint_url", "auth", "signing_secret", "mapping", "retry", "
                  "circuit_breaker", "auto_disable")
 
 
-def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
-    """Validate the editable fields of a configuration; returns (snapshot, mapping warnings)."""
-    unknown = sorted(set(data) - set(CONFIG_FIELDS))
-    if unknown:
-        raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)} (known: {', '.join(CONFIG_FIELDS)})")
-    url = _check_url(data.get("endpoint_url"))
-    secret = data.get("signing_secret")
+def check_signing_secret(secret: Any) -> str | None:
+    """A signing secret: null, or non-empty text (``whsec_`` secrets are base64 after the prefix)."""
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigError("must be a non-empty string (e.g. whsec_<base64>) or null", field="signing_secret")
     if isinstance(secret, str) and secret.startswith("whsec_"):
@@ -206,6 +214,16 @@ def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
             base64.b64decode(secret[6:], validate=True)
         except ValueError:
             raise ConfigError("whsec_ secrets must be base64 after the prefix", field="signing_secret") from None
+    return secret
+
+
+def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
+    """Validate the editable fields of a configuration; returns (snapshot, mapping warnings)."""
+    unknown = sorted(set(data) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)} (known: {', '.join(CONFIG_FIELDS)})")
+    url = _check_url(data.get("endpoint_url"))
+    secret = check_signing_secret(data.get("signing_secret"))
     mapping_spec, digest, warnings = compile_mapping_spec(data.get("mapping"))
     snap = Snapshot(
         endpoint_url=url,

@@ -14,8 +14,8 @@ from dispatchsim.mapping.activity import DISPATCHED_TYPES
 from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
-from .errors import (ActivationRefused, ActivityError, ActivityExists, ConfigError, DispatchsimError, NotFound,
-                     PayloadUnmappable, ResultConflict)
+from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigError, DispatchsimError,
+                     NotFound, PayloadUnmappable, ResultConflict)
 from .events import MessageEvents
 from .log import make_logger
 from .payload import build_stored_payload
@@ -28,7 +28,9 @@ from .store_open import open_store
 from .store_rows import Configuration, Provider, Tenant
 from .store_queries import ActivityFilter
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: What an id (tenant, provider, configuration name) may be; also the pattern the HTTP API documents.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def config_name(config_id: str) -> str:
 
 
 def _check_id(kind: str, value: Any) -> str:
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):  # fullmatch: no trailing newline
         raise ConfigError(f"{kind} id {value!r}: use 1-64 letters, digits, '_', '-', '.', ':'")
     return value
 
@@ -186,7 +188,7 @@ class Engine:
         """
         _check_id("tenant", tenant_id)
         if await self.store.tenant(tenant_id):
-            raise ConfigError(f"tenant {tenant_id!r} already exists")
+            raise AlreadyExists(f"tenant {tenant_id!r} already exists")
         await self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now())
         self.log.info("tenant.created", tenant_id=tenant_id)
         tenant = await self.store.tenant(tenant_id)
@@ -200,7 +202,7 @@ class Engine:
         """
         _check_id("provider", provider_id)
         if await self.store.provider(provider_id):
-            raise ConfigError(f"provider {provider_id!r} already exists")
+            raise AlreadyExists(f"provider {provider_id!r} already exists")
         await self.store.add_provider(provider_id, name or provider_id, self.clock.now())
         self.log.info("provider.registered", provider_id=provider_id)
         provider = await self.store.provider(provider_id)
@@ -228,7 +230,7 @@ class Engine:
             name = cid = _check_id("configuration", config_id) if config_id else \
                 await self._new_config_id(tenant_id, provider_id, channel)
         if await self.store.config(cid):
-            raise ConfigError(f"configuration {name!r} already exists")
+            raise AlreadyExists(f"configuration {name!r} already exists")
         self.redactor.add(*snap.secrets())
         await self.store.insert_config(cid, tenant_id, provider_id, channel, snap.to_dict(redact=False),
                                        self.clock.now())

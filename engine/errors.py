@@ -16,6 +16,10 @@ class ConfigError(LocatedError):
         super().__init__(message, source=source, line=line, field=field)
 
 
+class AlreadyExists(ConfigError):
+    """An id (tenant, provider, configuration) is taken already; nothing was stored."""
+
+
 class NotFound(DispatchsimError):
     """No such object."""
 
@@ -72,5 +76,5 @@ class StorageUnavailable(DispatchsimError):
     """The database cannot take writes right now (disk full, busy or read-only); nothing was stored."""
 
 
-__all__ = ["ActivationRefused", "ActivityError", "ConfigError", "DatabaseInUse", "DispatchsimError",
+__all__ = ["ActivationRefused", "ActivityError", "AlreadyExists", "ConfigError", "DatabaseInUse", "DispatchsimError",
            "InvalidTransition", "NotFound", "PayloadUnmappable", "ResultConflict", "StorageUnavailable", "StoreError"]

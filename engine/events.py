@@ -46,8 +46,10 @@ EVENT_PARAMS: dict[str, str] = {
     "workflowInstanceId": "int_or_string",
 }
 #: Fields the seed says appear only with one status.
-_ONLY_WITH = {"statusDescription": "UNDELIVERED", "hardBounce": "UNDELIVERED", "clickEventLink": "CLICKED"}
-_REQUIRED_WITH = {"UNDELIVERED": ("statusDescription", "hardBounce"), "CLICKED": ("clickEventLink",)}
+EVENT_ONLY_WITH = {"statusDescription": "UNDELIVERED", "hardBounce": "UNDELIVERED", "clickEventLink": "CLICKED"}
+#: Fields an event of a status must carry.
+EVENT_REQUIRED_WITH = {"UNDELIVERED": ("statusDescription", "hardBounce"),
+                       "CLICKED": ("clickEventLink",)}
 
 #: What a user sets on an account's webhook (the message-event counterpart of a configuration).
 WEBHOOK_FIELDS = ("url", "auth", "signing_secret", "batch_size", "max_wait", "retry", "timeouts", "circuit_breaker",
@@ -98,10 +100,10 @@ def validate_event(data: Any, *, now: float, where: str = "event") -> tuple[dict
     if status not in EVENT_STATUSES:
         problems.append(f"{where}.activityStatus: required, one of {', '.join(EVENT_STATUSES)}")
     else:
-        for key, only in _ONLY_WITH.items():
+        for key, only in EVENT_ONLY_WITH.items():
             if key in data and status != only:
                 problems.append(f"{where}.{key}: only sent with activityStatus {only}")
-        for key in _REQUIRED_WITH.get(status, ()):
+        for key in EVENT_REQUIRED_WITH.get(status, ()):
             if data.get(key) is None:
                 problems.append(f"{where}.{key}: required with activityStatus {status}")
     out = dict(data)

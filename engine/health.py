@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .policy import MAX_AGE, MAX_ATTEMPTS, MAX_DELAY, bad_number, check_numbers
 from .states import Circuit
 
 
@@ -27,12 +28,12 @@ class CircuitBreaker:
     cooldown: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.window <= 0 or self.cooldown <= 0:
-            raise ConfigError("window and cooldown must be > 0 seconds", field="circuit_breaker")
-        if not (0 < self.failure_rate <= 1):
+        if bad_number(self.window, 0, MAX_DELAY, lo_open=True) or bad_number(self.cooldown, 0, MAX_DELAY, lo_open=True):
+            raise ConfigError(f"window and cooldown must be > 0 and <= {MAX_DELAY:g} seconds", field="circuit_breaker")
+        if bad_number(self.failure_rate, 0, 1, lo_open=True):
             raise ConfigError("failure_rate must be in (0, 1]", field="circuit_breaker")
-        if isinstance(self.min_requests, bool) or self.min_requests < 1:
-            raise ConfigError("min_requests must be >= 1", field="circuit_breaker")
+        if bad_number(self.min_requests, 1, MAX_ATTEMPTS, integer=True):
+            raise ConfigError(f"min_requests must be a whole number from 1 to {MAX_ATTEMPTS}", field="circuit_breaker")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,12 +51,15 @@ class AutoDisable:
         if self.after_failures is None and self.after is None:
             raise ConfigError("set after_failures (consecutive failed attempts) and/or after (seconds)",
                               field="auto_disable")
-        if self.after_failures is not None and (isinstance(self.after_failures, bool) or self.after_failures < 1):
-            raise ConfigError("after_failures must be >= 1", field="auto_disable")
-        if self.after is not None and self.after <= 0:
-            raise ConfigError("after must be > 0 seconds", field="auto_disable")
-        if self.notify_url is not None and not str(self.notify_url).startswith(("http://", "https://")):
+        if self.after_failures is not None and bad_number(self.after_failures, 1, MAX_ATTEMPTS, integer=True):
+            raise ConfigError(f"after_failures must be a whole number from 1 to {MAX_ATTEMPTS}", field="auto_disable")
+        if self.after is not None and bad_number(self.after, 0, MAX_AGE, lo_open=True):
+            raise ConfigError(f"after must be > 0 and <= {MAX_AGE:g} seconds", field="auto_disable")
+        if self.notify_url is not None and (not isinstance(self.notify_url, str)
+                                            or not self.notify_url.startswith(("http://", "https://"))):
             raise ConfigError("notify_url must be an http(s) URL", field="auto_disable")
+        if self.notify_secret is not None and (not isinstance(self.notify_secret, str) or not self.notify_secret):
+            raise ConfigError("notify_secret must be a non-empty string", field="auto_disable")
 
 
 def _parse(cls: type, data: Any, name: str) -> Any:
@@ -67,17 +71,17 @@ def _parse(cls: type, data: Any, name: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})", field=name)
-    from .policy import check_numbers
-
     check_numbers(name, cls, data)
     return cls(**data)
 
 
 def circuit_breaker_from(data: Any) -> CircuitBreaker | None:
+    """Check a ``circuit_breaker`` object (None: no breaker); ConfigError naming the field otherwise."""
     return _parse(CircuitBreaker, data, "circuit_breaker")
 
 
 def auto_disable_from(data: Any) -> AutoDisable | None:
+    """Check an ``auto_disable`` object (None: never auto-disable); ConfigError naming the field otherwise."""
     return _parse(AutoDisable, data, "auto_disable")
 
 

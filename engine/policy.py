@@ -21,7 +21,7 @@ MAX_TIMEOUT = 3600.0          #: connect / total timeouts
 MAX_CONCURRENCY = 1_000       #: unordered attempts in flight per endpoint
 
 
-def _bad_number(value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> bool:
+def bad_number(value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> bool:
     """True when ``value`` is not a finite number in [lo, hi] (or (lo, hi] with ``lo_open``)."""
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         return True
@@ -111,40 +111,40 @@ class RetryPolicy:
                 object.__setattr__(self, "schedule", tuple(self.schedule))
             # base/factor/cap play no part beside a schedule: keep one canonical form (so a stored policy
             # reads back equal), but the cap still bounds Retry-After unless a ceiling is given
-            if self.retry_after_ceiling is None and not _bad_number(self.cap, 0, MAX_DELAY):
+            if self.retry_after_ceiling is None and not bad_number(self.cap, 0, MAX_DELAY):
                 object.__setattr__(self, "retry_after_ceiling", float(self.cap))
             for name in ("base", "factor", "cap"):
                 object.__setattr__(self, name, _DEFAULT_SHAPE[name])
             if (not isinstance(self.schedule, tuple) or not self.schedule or len(self.schedule) > MAX_SCHEDULE
-                    or any(_bad_number(d, 0, MAX_DELAY) for d in self.schedule)):
+                    or any(bad_number(d, 0, MAX_DELAY) for d in self.schedule)):
                 problems.append(f"schedule must be a list of 1 to {MAX_SCHEDULE} delays, each 0 to "
                                 f"{MAX_DELAY:g} seconds")
         else:
-            if _bad_number(self.base, 0, MAX_DELAY, lo_open=True):
+            if bad_number(self.base, 0, MAX_DELAY, lo_open=True):
                 problems.append(f"base must be a number of seconds > 0 and <= {MAX_DELAY:g}")
-            if _bad_number(self.factor, 1, MAX_FACTOR):
+            if bad_number(self.factor, 1, MAX_FACTOR):
                 problems.append(f"factor must be a number from 1 to {MAX_FACTOR:g}")
-            if _bad_number(self.cap, 0, MAX_DELAY) or (not _bad_number(self.base, 0, MAX_DELAY)
+            if bad_number(self.cap, 0, MAX_DELAY) or (not bad_number(self.base, 0, MAX_DELAY)
                                                        and self.cap < self.base):
                 problems.append(f"cap must be a number of seconds >= base and <= {MAX_DELAY:g}")
             if self.repeat_last:
                 problems.append("repeat_last needs a schedule (exponential backoff already repeats its cap)")
         if not isinstance(self.repeat_last, bool):
             problems.append("repeat_last must be true or false")
-        if self.max_attempts is not None and _bad_number(self.max_attempts, 1, MAX_ATTEMPTS, integer=True):
+        if self.max_attempts is not None and bad_number(self.max_attempts, 1, MAX_ATTEMPTS, integer=True):
             problems.append(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS} (or null for never give up)")
-        if self.max_age is not None and _bad_number(self.max_age, 0, MAX_AGE, lo_open=True):
+        if self.max_age is not None and bad_number(self.max_age, 0, MAX_AGE, lo_open=True):
             problems.append(f"max_age must be a number of seconds > 0 and <= {MAX_AGE:g} (or null)")
         if self.jitter not in ("none", "full", "equal"):
             problems.append("jitter must be one of none, full, equal")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             problems.append("seed must be a whole number")
-        if self.retry_after_ceiling is not None and _bad_number(self.retry_after_ceiling, 0, MAX_DELAY):
+        if self.retry_after_ceiling is not None and bad_number(self.retry_after_ceiling, 0, MAX_DELAY):
             problems.append(f"retry_after_ceiling must be a number of seconds from 0 to {MAX_DELAY:g} (or null)")
         if isinstance(self.permanent_statuses, list):
             object.__setattr__(self, "permanent_statuses", tuple(self.permanent_statuses))
         if not isinstance(self.permanent_statuses, tuple) or any(
-                _bad_number(c, 100, 599, integer=True) or 200 <= c < 300 for c in self.permanent_statuses):
+                bad_number(c, 100, 599, integer=True) or 200 <= c < 300 for c in self.permanent_statuses):
             problems.append("permanent_statuses must be HTTP status codes (100-599) outside 2xx")
         if problems:
             raise ConfigError("; ".join(problems), field="retry")
@@ -284,7 +284,7 @@ class OrderingPolicy:
             raise ConfigError(f"on_exhausted must be skip or block, not {self.on_exhausted!r}", field="ordering")
         if self.mode == "partitioned" and not self.partition_key:
             raise ConfigError("mode partitioned needs partition_key (e.g. commerceExternalId)", field="ordering")
-        if _bad_number(self.concurrency, 1, MAX_CONCURRENCY, integer=True):
+        if bad_number(self.concurrency, 1, MAX_CONCURRENCY, integer=True):
             raise ConfigError(f"concurrency must be a whole number from 1 to {MAX_CONCURRENCY}", field="ordering")
         if self.partition_key is not None and (not isinstance(self.partition_key, str) or not self.partition_key.strip()):
             raise ConfigError("partition_key must be a payload field name such as commerceExternalId", field="ordering")
@@ -300,6 +300,7 @@ class OrderingPolicy:
 
 
 def ordering_policy_from(data: OrderingPolicy | dict[str, Any] | str | None) -> OrderingPolicy:
+    """Build from a mode name or a mapping (None: ordered); ConfigError naming ``ordering`` otherwise."""
     if data is None:
         return OrderingPolicy()
     if isinstance(data, OrderingPolicy):
@@ -325,7 +326,7 @@ class Timeouts:
     total: float = 30.0
 
     def __post_init__(self) -> None:
-        if (_bad_number(self.connect, 0, MAX_TIMEOUT, lo_open=True) or _bad_number(self.total, 0, MAX_TIMEOUT, lo_open=True)
+        if (bad_number(self.connect, 0, MAX_TIMEOUT, lo_open=True) or bad_number(self.total, 0, MAX_TIMEOUT, lo_open=True)
                 or not self.connect <= self.total):
             raise ConfigError(f"need 0 < connect <= total <= {MAX_TIMEOUT:g} (seconds)", field="timeouts")
 
@@ -335,6 +336,7 @@ class Timeouts:
 
 
 def timeouts_from(data: Timeouts | dict[str, Any] | None) -> Timeouts:
+    """Build from a mapping of connect/total seconds (None: the defaults); ConfigError otherwise."""
     if data is None:
         return Timeouts()
     if isinstance(data, Timeouts):
@@ -371,6 +373,7 @@ class BatchPolicy:
             raise ConfigError("seconds from 0 to 86400", field="webhook.max_wait")
 
     def to_dict(self) -> dict[str, Any]:
+        """The policy as JSON-ready data."""
         return asdict(self)
 
 

@@ -1,67 +1,52 @@
 """The HTTP API of serve mode (aiohttp): the seed's resources, JSON in, JSON (or problem documents) out.
 
 Every error is an RFC 9457 problem document (``application/problem+json``) with a clear
-``detail``; bodies are checked completely before the engine is called, so a rejected request
-stores nothing. Keys: ``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``.
+``detail``; bodies, query and path parameters are checked completely against the models of
+``server/models.py`` (which also generate the OpenAPI document) before the engine is called, so a
+rejected request stores nothing. Keys: ``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import math
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, ConfigError,
-                                DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable,
-                                ResultConflict, Status, config_name, iso, parse_iso, latest_schema_version,
-                                scoped_config_id, storage_error)
+from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, AlreadyExists,
+                                ConfigError, DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable,
+                                ResultConflict, config_name, iso, latest_schema_version, parse_iso, scoped_config_id,
+                                storage_error)
 
-from . import idempotency
+from . import idempotency, models
 from .idempotency import Idempotency
 from .console import is_console_path, mount_console
 from .keys import KeyRing, Principal
-from .openapi import openapi_document
+from .openapi import Operation, build_document
 from .logs import request_log_middleware
+from .problems import Problem, field_problem, problem_response
+from .reference import reference_asset, reference_page
 from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServeMetrics
 
 MAX_BODY = 1024 * 1024
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json"})
 ENGINE_KEY = web.AppKey("engine", Any)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 STARTED_KEY = web.AppKey("started", float)
 IDEMPOTENCY_KEY = web.AppKey("idempotency", Idempotency)
 METRICS_KEY = web.AppKey("metrics", ServeMetrics)
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
-PROBLEM_BASE = "https://dispatchsim.dev/problems/"
+#: the request as its operation's models read it: (raw JSON body, body model), query model, path model
+BODY_KEY = web.RequestKey("body", tuple)
+QUERY_KEY = web.RequestKey("query", Any)
+PATH_KEY = web.RequestKey("path", Any)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Problem(DispatchsimError):
-    """An error answer: status, a short slug for ``type``, and the detail shown to the caller."""
-
-    def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.slug, self.detail, self.extra = status, slug, detail, extra
-
-
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-           500: "Internal Server Error", 503: "Service Unavailable"}
 #: seconds a client is told to wait when storage cannot take writes (503)
 RETRY_AFTER_STORAGE = 5
-
-
-def problem_response(request: web.Request, p: Problem, *, headers: dict[str, str] | None = None) -> web.Response:
-    doc = {"type": PROBLEM_BASE + p.slug, "title": _TITLES.get(p.status, "Error"), "status": p.status,
-           "detail": p.detail, "instance": request.path, **p.extra}
-    if p.status == 401:
-        headers = {**(headers or {}), "WWW-Authenticate": 'ApiKey header="X-Api-Key"'}
-    return web.json_response(doc, status=p.status, content_type="application/problem+json", headers=headers)
 
 
 @web.middleware
@@ -87,7 +72,10 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
     except ActivationRefused as exc:
         return problem_response(request, Problem(422, "activation-refused", str(exc), reason=str(exc)))
     except ActivityExists as exc:
-        return problem_response(request, Problem(409, "activity-exists", str(exc), field="id"))
+        return problem_response(request, Problem(409, "activity-exists", str(exc), field="id",
+                                                 errors=[{"field": "id", "message": str(exc)}]))
+    except AlreadyExists as exc:
+        return problem_response(request, Problem(409, "already-exists", str(exc)))
     except InvalidTransition as exc:
         return problem_response(request, Problem(409, "invalid-transition", str(exc)))
     except ResultConflict as exc:
@@ -95,8 +83,14 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
     except PayloadUnmappable as exc:
         return problem_response(request, Problem(422, "unmappable",
                                                  f"the payload cannot be mapped for this provider: {exc}"))
-    except (ConfigError, ActivityError) as exc:
-        return problem_response(request, Problem(400, "invalid", str(exc)))
+    except ActivityError as exc:  # the body has the documented shape, but the engine refuses it: 422
+        return problem_response(request, field_problem(422, "activity", exc.problems or [(None, str(exc))],
+                                                       slug="refused"))
+    except ConfigError as exc:
+        if exc.field is None:
+            return problem_response(request, Problem(422, "refused", str(exc)))
+        return problem_response(request, field_problem(422, "configuration", [(e.field, e.message) for e in exc.errors],
+                                                       slug="refused"))
     except DispatchsimError as exc:
         return problem_response(request, Problem(400, "invalid", str(exc)))
     except Exception as exc:  # a bug (still a problem document, and logged), or storage unavailable
@@ -111,7 +105,9 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS or is_console_path(request.path):  # the console has its own sign-in
+    route = request.match_info.route.resource
+    public = route is not None and route.canonical in PUBLIC_PATHS
+    if public or is_console_path(request.path):  # the console has its own sign-in
         return await handler(request)
     key = request.headers.get("X-Api-Key")
     if key is None:
@@ -168,14 +164,12 @@ def _tenant_filter(request: web.Request, given: str | None) -> str | None:
     return p.tenant_id
 
 
-def _tenant_of_call(request: web.Request, given: Any) -> str:
+def _tenant_of_call(request: web.Request, given: str | None) -> str:
     """The tenant a write is for: a tenant key's own (or 403), or the admin's explicit ``tenant_id``."""
     p = _principal(request)
-    if given is not None and not isinstance(given, str):
-        raise Problem(400, "invalid", "tenant_id: must be a string")
     if p.admin:
         if not given:
-            raise Problem(400, "invalid", "tenant_id: required with the admin key")
+            raise field_problem(422, "request", [("tenant_id", "required with the admin key")], slug="refused")
         return given
     if given is not None and given != p.tenant_id:
         raise Problem(403, "forbidden", f"your key belongs to tenant {p.tenant_id!r}, not {given!r}")
@@ -187,6 +181,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent: finite, and an integer when its value is whole
+    (JSON Schema's ``integer`` is a value, not a spelling: ``10.0`` is ten, as ``10`` is)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return int(value) if value.is_integer() else value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -196,7 +199,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def read_json(request: web.Request, *, kind: type = dict) -> Any:
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON value: UTF-8, no NaN, no duplicate keys, no lone surrogates (each a 400)."""
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype.startswith("multipart/"):
         raise Problem(415, "unsupported-media-type", f"send a JSON body, not {ctype}")
@@ -206,7 +210,8 @@ async def read_json(request: web.Request, *, kind: type = dict) -> Any:
     if not raw.strip():
         raise Problem(400, "malformed-json", "request body is empty; send a JSON object")
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_number,
+                          object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError:
         raise Problem(400, "malformed-json", "request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -215,13 +220,12 @@ async def read_json(request: web.Request, *, kind: type = dict) -> Any:
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "malformed-json", f"malformed JSON: {exc}") from None
     if b"\\u" in raw and _LONE_SURROGATE.search(raw):
-        where = _surrogate_path(data, "body")
+        where = _surrogate_path(data, "")
         if where is not None:  # valid JSON text, but not a string any store or encoder can keep
-            raise Problem(400, "malformed-json", f"{where}: a lone UTF-16 surrogate (\\ud800-\\udfff) is not text",
-                          field=where)
-    if not isinstance(data, kind):
-        want = "a JSON object" if kind is dict else "a JSON array"
-        raise Problem(400, "invalid", f"request body must be {want}, got {_json_type(data)}")
+            raise field_problem(400, "body", [(where or "body", "a lone UTF-16 surrogate (\\ud800-\\udfff) is not text")],
+                                slug="malformed-json")
+    if not isinstance(data, dict):
+        raise Problem(400, "invalid", f"request body must be a JSON object, got {models.json_type(data)}")
     return data
 
 
@@ -229,7 +233,8 @@ _LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _surrogate_path(value: Any, path: str) -> str | None:
-    """Where in a parsed body a string (or key) holds a lone surrogate, e.g. ``body.activityDetails.note``."""
+    """Where in a parsed body a string (or key) holds a lone surrogate, e.g. ``activityDetails.note``
+    (a key that is not text is named escaped: ``\\ud83d``)."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -238,7 +243,9 @@ def _surrogate_path(value: Any, path: str) -> str | None:
         return None
     if isinstance(value, dict):
         for k, v in value.items():
-            found = _surrogate_path(k, path) or _surrogate_path(v, f"{path}.{k}")
+            inner = f"{path}.{k}" if path else k
+            found = _surrogate_path(k, f"{path}.{ascii(k)[1:-1]}" if path else ascii(k)[1:-1]) \
+                or _surrogate_path(v, inner)
             if found is not None:
                 return found
     if isinstance(value, list):
@@ -249,88 +256,14 @@ def _surrogate_path(value: Any, path: str) -> str | None:
     return None
 
 
-_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "object": (dict,), "boolean": (bool,),
-                                       "array": (list,), "integer": (int,), "number": (int, float),
-                                       "preset": (str, dict)}
-
-
-def check_fields(data: dict[str, Any], *, required: dict[str, str] | None = None,
-                 optional: dict[str, str] | None = None, where: str = "body") -> None:
-    """Unknown fields and wrong types, all reported at once. ``"string?"`` allows null."""
-    required, optional = required or {}, optional or {}
-    problems = []
-    unknown = sorted(set(data) - set(required) - set(optional))
-    if unknown:
-        problems.append(f"unknown field(s) {', '.join(unknown)} (known: {', '.join([*required, *optional])})")
-    for key in required:
-        if key not in data:
-            problems.append(f"{key}: required")
-    for key, spec in {**required, **optional}.items():
-        if key not in data:
-            continue
-        value, nullable, typ = data[key], spec.endswith("?"), spec.rstrip("?")
-        if value is None:
-            if not nullable:
-                problems.append(f"{key}: must not be null")
-            continue
-        ok = isinstance(value, _TYPES[typ]) and not (typ in ("integer", "number") and isinstance(value, bool))
-        if not ok:
-            label = "preset name (string) or an object" if typ == "preset" else typ
-            problems.append(f"{key}: must be {'an' if typ[0] in 'aeiou' else 'a'} {label}"
-                            f"{' or null' if nullable else ''}, got {_json_type(value)}")
-    if problems:
-        raise Problem(400, "invalid", f"invalid {where}: " + "; ".join(problems))
-
-
-def _json_type(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
-            type(None): "null"}.get(type(v), type(v).__name__)
-
-
-def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        raise Problem(400, "invalid", f"unknown query parameter(s) {', '.join(unknown)}"
-                      f" (known: {', '.join(sorted(allowed))})")
-    return {k: request.query[k] for k in request.query}
-
-
-def _limit(value: str | None, default: int = 50, top: int = 500) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= top:
-        raise Problem(400, "invalid", f"limit: an integer from 1 to {top}")
-    return int(value)
-
-
-def _time_param(name: str, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_iso(value)
-    except ValueError:
-        raise Problem(400, "invalid", f"{name}: not an ISO-8601 timestamp: {value!r}") from None
-
-
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"a:{seq}".encode()).decode().rstrip("=")
+    """A page cursor: ``a`` and the last activity sequence number seen (see :data:`models.CURSOR_PATTERN`)."""
+    return f"a{seq}"
 
 
 def decode_cursor(cursor: str) -> int:
-    """The last ``seq`` seen; a 400 for anything that is not one of our cursors."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raw = ""
-    kind, _, num = raw.partition(":")
-    if kind != "a" or not num.isdigit():
-        raise Problem(400, "invalid", "cursor: not a cursor returned by this API")
-    return int(num)
-
-
-def _no_body(request: web.Request) -> None:
-    if request.content_length:
-        raise Problem(400, "invalid", "this call takes no request body")
+    """The last ``seq`` seen (the model has checked the cursor's pattern)."""
+    return int(cursor[1:])
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -373,7 +306,6 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def list_tenants(request: web.Request) -> web.Response:
-    _query(request, set())
     store = request.app[ENGINE_KEY].store
     p = _principal(request)
     rows = await store.tenants() if p.admin else [t for t in [await store.tenant(p.tenant_id)] if t]
@@ -382,9 +314,8 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 async def create_tenant(request: web.Request) -> web.Response:
     _require_admin(request)
-    body = await read_json(request)
-    check_fields(body, required={"id": "string"}, optional={"name": "string?"})
-    t = await request.app[ENGINE_KEY].add_tenant(body["id"], body.get("name"))
+    _, body = request[BODY_KEY]
+    t = await request.app[ENGINE_KEY].add_tenant(body.id, body.name)
     return web.json_response(t.to_json(), status=201)
 
 
@@ -398,42 +329,30 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 
 async def list_providers(request: web.Request) -> web.Response:
-    _query(request, set())
     rows = await request.app[ENGINE_KEY].store.providers()
     return web.json_response({"items": [p.to_json() for p in rows]})
 
 
 async def create_provider(request: web.Request) -> web.Response:
     _require_admin(request)
-    body = await read_json(request)
-    check_fields(body, required={"id": "string"}, optional={"name": "string?"})
-    p = await request.app[ENGINE_KEY].add_provider(body["id"], body.get("name"))
+    _, body = request[BODY_KEY]
+    p = await request.app[ENGINE_KEY].add_provider(body.id, body.name)
     return web.json_response(p.to_json(), status=201)
 
 
-#: JSON types of the configuration fields; a field the engine adds later defaults to "object or null"
-#: (the engine validates its content either way).
-_CONFIG_TYPES = {f: {"endpoint_url": "string", "signing_secret": "string?", "retry": "preset?",
-                     "ordering": "preset?"}.get(f, "object?") for f in CONFIG_FIELDS}
-
-
 async def list_configs(request: web.Request) -> web.Response:
-    qs = _query(request, {"tenant_id"})
     engine = request.app[ENGINE_KEY]
-    tenant = _tenant_filter(request, qs.get("tenant_id"))
+    tenant = _tenant_filter(request, request[QUERY_KEY].tenant_id)
     items = [_config_out(request, await engine.config_view(c.id)) for c in await engine.store.configs(tenant)]
     return web.json_response({"items": items})
 
 
 async def create_config(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    check_fields(body, required={"provider_id": "string", "channel": "string", "endpoint_url": "string"},
-                 optional={"tenant_id": "string", "id": "string",
-                           **{k: v for k, v in _CONFIG_TYPES.items() if k != "endpoint_url"}})
-    tenant = _tenant_of_call(request, body.pop("tenant_id", None))
-    fields = {k: v for k, v in body.items() if k in CONFIG_FIELDS}
-    view = await request.app[ENGINE_KEY].add_config(tenant, body["provider_id"], body["channel"],
-                                                    config_id=body.get("id"), scoped=True, **fields)
+    raw, body = request[BODY_KEY]
+    tenant = _tenant_of_call(request, body.tenant_id)
+    fields = {k: v for k, v in raw.items() if k in CONFIG_FIELDS}
+    view = await request.app[ENGINE_KEY].add_config(tenant, body.provider_id, body.channel,
+                                                    config_id=body.id, scoped=True, **fields)
     return web.json_response(_config_out(request, view), status=201)
 
 
@@ -482,22 +401,17 @@ async def get_config(request: web.Request) -> web.Response:
 
 async def edit_config(request: web.Request) -> web.Response:
     cid = await _owned_config(request)
-    body = await read_json(request)
-    check_fields(body, optional=_CONFIG_TYPES)
-    if "endpoint_url" in body and body["endpoint_url"] is None:
-        raise Problem(400, "invalid", "endpoint_url: must not be null")
-    return web.json_response(_config_out(request, await request.app[ENGINE_KEY].edit_config(cid, **body)))
+    raw, _ = request[BODY_KEY]
+    return web.json_response(_config_out(request, await request.app[ENGINE_KEY].edit_config(cid, **raw)))
 
 
 async def activate_config(request: web.Request) -> web.Response:
     cid = await _owned_config(request)
-    _no_body(request)
     return web.json_response(_config_out(request, await request.app[ENGINE_KEY].activate(cid)))
 
 
 async def deactivate_config(request: web.Request) -> web.Response:
     cid = await _owned_config(request)
-    _no_body(request)
     return web.json_response(_config_out(request, await request.app[ENGINE_KEY].deactivate(cid)))
 
 
@@ -508,23 +422,20 @@ async def delete_config(request: web.Request) -> web.Response:
 
 
 async def create_activity(request: web.Request) -> web.Response:
-    qs = _query(request, {"tenant_id"})
-    body = await read_json(request)
-    tenant = _tenant_of_call(request, qs.get("tenant_id"))
-    activity = await request.app[ENGINE_KEY].create_activity(tenant, body)
+    raw, _ = request[BODY_KEY]
+    tenant = _tenant_of_call(request, request[QUERY_KEY].tenant_id)
+    activity = await request.app[ENGINE_KEY].create_activity(tenant, raw)
     request.app[METRICS_KEY].on_activities(1)
     return web.json_response(activity, status=201, headers={"Location": f"/api/activities/{activity['id']}"})
 
 
 async def list_activities(request: web.Request) -> web.Response:
-    qs = _query(request, {"tenant_id", "channel", "status", "dispatch_status", "created_from", "created_to",
-                          "cursor", "limit"})
+    q: models.ActivitiesQuery = request[QUERY_KEY]
     page = await request.app[ENGINE_KEY].list_activities(
-        tenant_id=_tenant_filter(request, qs.get("tenant_id")), channel=qs.get("channel"),
-        status=qs.get("status"), dispatch_status=qs.get("dispatch_status"),
-        created_from=_time_param("created_from", qs.get("created_from")),
-        created_to=_time_param("created_to", qs.get("created_to")),
-        after=decode_cursor(qs["cursor"]) if "cursor" in qs else 0, limit=_limit(qs.get("limit")))
+        tenant_id=_tenant_filter(request, q.tenant_id), channel=q.channel, status=q.status,
+        dispatch_status=q.dispatch_status.value if q.dispatch_status is not None else None,
+        created_from=q.created_from, created_to=q.created_to,
+        after=decode_cursor(q.cursor) if q.cursor is not None else 0, limit=q.limit)
     cursor = encode_cursor(page.next_after) if page.next_after is not None else None
     return web.json_response({"items": page.items, "next_cursor": cursor})
 
@@ -581,34 +492,22 @@ async def delivery_attempts(request: web.Request) -> web.Response:
 
 async def force_retry(request: web.Request) -> web.Response:
     did, _ = await _owned_delivery(request)
-    _no_body(request)
     return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].force_retry(did)))
 
 
 async def skip_delivery(request: web.Request) -> web.Response:
     did, _ = await _owned_delivery(request)
-    _no_body(request)
     return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].skip(did)))
 
 
 async def submit_result(request: web.Request) -> web.Response:
     """Idempotent per activity: the same result again is a 200 no-op; a different one is a 409."""
-    body = await read_json(request)
-    check_fields(body, required={"activity_id": "string", "status": "string"},
-                 optional={"result": "object?", "completedAt": "string?", "comment": "string?"})
-    aid = body["activity_id"]
-    try:
-        uuid.UUID(aid)
-    except ValueError:
-        raise Problem(400, "invalid", f"activity_id: use the payload's id (a UUID), got {aid!r}") from None
-    if not body["status"].strip():
-        raise Problem(400, "invalid", "status: must not be empty (e.g. COMPLETED)")
-    if body.get("completedAt") is not None:
-        body["completedAt"] = iso(_time_param("completedAt", body["completedAt"]) or 0.0)
+    _, body = request[BODY_KEY]
+    aid = body.activity_id
     engine = request.app[ENGINE_KEY]
     _allow(request, await engine.store.activity_tenant(aid), f"activity {aid!r} not found")
-    result = {"status": body["status"], "result": body.get("result"), "completedAt": body.get("completedAt"),
-              "comment": body.get("comment")}
+    done_at = iso(parse_iso(body.completedAt)) if body.completedAt is not None else None
+    result = {"status": body.status, "result": body.result, "completedAt": done_at, "comment": body.comment}
     done = await engine.submit_result(aid, result)
     return web.json_response(done.activity, status=201 if done.created else 200)
 
@@ -633,12 +532,8 @@ async def _owned_account(request: web.Request) -> str:
 async def put_webhook(request: web.Request) -> web.Response:
     events = _events(request)
     account = await _owned_account(request)
-    body = await read_json(request)
-    check_fields(body, required={"url": "string"},
-                 optional={"auth": "object?", "signing_secret": "string?", "batch_size": "integer",
-                           "max_wait": "number", "retry": "object?", "timeouts": "object?",
-                           "circuit_breaker": "object?", "auto_disable": "object?"})
-    return web.json_response(await events.configure_webhook(account, {k: v for k, v in body.items()
+    raw, _ = request[BODY_KEY]
+    return web.json_response(await events.configure_webhook(account, {k: v for k, v in raw.items()
                                                                       if v is not None}))
 
 
@@ -651,20 +546,16 @@ async def get_webhook(request: web.Request) -> web.Response:
 async def list_event_batches(request: web.Request) -> web.Response:
     events = _events(request)
     account = await _owned_account(request)
-    qs = _query(request, {"after", "limit"})
-    after = qs.get("after", "0")
-    if not after.isdigit():
-        raise Problem(400, "invalid", "after: a batch id (integer)")
-    rows = await events.batches(account, after_id=int(after), limit=_limit(qs.get("limit")))
+    q: models.BatchesQuery = request[QUERY_KEY]
+    rows = await events.batches(account, after_id=q.after, limit=q.limit)
     return web.json_response({"items": [r.to_json() for r in rows]})
 
 
 async def post_message_events(request: web.Request) -> web.Response:
     events = _events(request)
-    body = await read_json(request)
-    check_fields(body, required={"events": "array"}, optional={"account_id": "string"})
-    account = _tenant_of_call(request, body.get("account_id"))
-    return web.json_response(await events.post(account, body["events"]), status=202)
+    raw, body = request[BODY_KEY]
+    account = _tenant_of_call(request, body.account_id)
+    return web.json_response(await events.post(account, raw["events"]), status=202)
 
 
 # -- endpoint health and recovery ----------------------------------------------------------
@@ -673,20 +564,15 @@ async def post_message_events(request: web.Request) -> web.Response:
 async def replay_delivery(request: web.Request) -> web.Response:
     """Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt (409 otherwise)."""
     did, public = await _owned_delivery(request)
-    _no_body(request)
     return web.json_response(_public_attempts([await request.app[ENGINE_KEY].replay(did)], public)[0])
 
 
 async def recover_config(request: web.Request) -> web.Response:
     """Force-retry the configuration's FAILED deliveries matching since/until/reason, in creation order."""
     cid = await _owned_config(request)
-    body = await read_json(request) if request.content_length else {}
-    check_fields(body, optional={"since": "string?", "until": "string?", "reason": "string?", "status": "string"})
-    if body.get("status", Status.FAILED.value) != Status.FAILED.value:
-        raise Problem(400, "invalid", "status: only FAILED deliveries can be recovered (force retry)")
-    ids = await request.app[ENGINE_KEY].force_retry_where(
-        config_id=cid, since=_time_param("since", body.get("since")), until=_time_param("until", body.get("until")),
-        reason=body.get("reason"))
+    _, body = request[BODY_KEY]
+    ids = await request.app[ENGINE_KEY].force_retry_where(config_id=cid, since=body.since, until=body.until,
+                                                          reason=body.reason)
     public = await request.app[ENGINE_KEY].store.public_delivery_ids(ids)
     return web.json_response({"config_id": request.match_info["config_id"], "count": len(ids),
                               "requeued": [public[i] for i in ids]})
@@ -704,53 +590,152 @@ async def config_health(request: web.Request) -> web.Response:
 
 async def list_notifications(request: web.Request) -> web.Response:
     """Operator notifications (auto-disable, circuit changes) of the caller's configurations, oldest first."""
-    qs = _query(request, {"tenant_id", "config_id", "limit"})
-    tenant = _tenant_filter(request, qs.get("tenant_id"))
+    q: models.NotificationsQuery = request[QUERY_KEY]
+    tenant = _tenant_filter(request, q.tenant_id)
     engine = request.app[ENGINE_KEY]
-    if "config_id" in qs:
-        items = await engine.notifications(await _owned_config(request, qs["config_id"]))
+    if q.config_id is not None:
+        items = await engine.notifications(await _owned_config(request, q.config_id))
     else:
         items = await engine.notifications(tenant_id=tenant or None)
-    items = [_notification_out(request, n) for n in items[-_limit(qs.get("limit")):]]
+    items = [_notification_out(request, n) for n in items[-q.limit:]]
     return web.json_response({"items": items})
 
 
-#: (method, path, handler): the one list the router and the OpenAPI test read.
-ROUTES: list[tuple[str, str, _Handler]] = [
-    ("GET", "/healthz", healthz),
-    ("GET", "/readyz", readyz),
-    ("GET", "/metrics", metrics),
-    ("GET", "/api/openapi.json", openapi),
-    ("GET", "/api/tenants", list_tenants),
-    ("POST", "/api/tenants", create_tenant),
-    ("GET", "/api/tenants/{tenant_id}", get_tenant),
-    ("GET", "/api/providers", list_providers),
-    ("POST", "/api/providers", create_provider),
-    ("GET", "/api/dispatch-configurations", list_configs),
-    ("POST", "/api/dispatch-configurations", create_config),
-    ("GET", "/api/dispatch-configurations/{config_id}", get_config),
-    ("PATCH", "/api/dispatch-configurations/{config_id}", edit_config),
-    ("DELETE", "/api/dispatch-configurations/{config_id}", delete_config),
-    ("POST", "/api/dispatch-configurations/{config_id}/activate", activate_config),
-    ("POST", "/api/dispatch-configurations/{config_id}/deactivate", deactivate_config),
-    ("GET", "/api/activities", list_activities),
-    ("POST", "/api/activities", create_activity),
-    ("GET", "/api/activities/{activity_id}", get_activity),
-    ("GET", "/api/activities/{activity_id}/deliveries", activity_deliveries),
-    ("GET", "/api/deliveries/{delivery_id}", get_delivery),
-    ("GET", "/api/deliveries/{delivery_id}/attempts", delivery_attempts),
-    ("POST", "/api/deliveries/{delivery_id}/force-retry", force_retry),
-    ("POST", "/api/deliveries/{delivery_id}/skip", skip_delivery),
-    ("POST", "/api/deliveries/{delivery_id}/replay", replay_delivery),
-    ("POST", "/api/dispatch-configurations/{config_id}/recover", recover_config),
-    ("GET", "/api/dispatch-configurations/{config_id}/health", config_health),
-    ("GET", "/api/notifications", list_notifications),
-    ("POST", "/api/integration/activity-results/tasks", submit_result),
-    ("GET", "/api/accounts/{account_id}/webhook", get_webhook),
-    ("PUT", "/api/accounts/{account_id}/webhook", put_webhook),
-    ("GET", "/api/accounts/{account_id}/event-batches", list_event_batches),
-    ("POST", "/api/message-events", post_message_events),
+M = models
+_CFG, _ACT, _DLV, _ACC = M.ConfigPath, M.ActivityPath, M.DeliveryPath, M.AccountPath
+#: Every operation: the router, the request validation and the OpenAPI document read this one list.
+ROUTES: list[Operation] = [
+    Operation("GET", "/healthz", healthz, "Liveness: the process answers and its database is reachable",
+              response=M.Health, public=True, tag="operations"),
+    Operation("GET", "/readyz", readyz, "Readiness: database reachable, migrations current, dispatcher running\n"
+              "Any failing check is a 503 problem document listing them all (checks).", response=M.Ready,
+              public=True, errors=(503,), tag="operations"),
+    Operation("GET", "/metrics", metrics, "Prometheus metrics (prometheus_client)\nActivities, deliveries, "
+              "transitions, attempts by outcome, attempt latency and dispatch lag histograms, requests by route.",
+              public=True, content=((METRICS_CONTENT_TYPE.split(";")[0], {"type": "string"}),), tag="operations"),
+    Operation("GET", "/api/openapi.json", openapi, "This OpenAPI document", public=True,
+              content=(("application/json", {"type": "object"}),), tag="operations"),
+    Operation("GET", "/api/docs", reference_page, "This API reference as an interactive page (Swagger UI, offline)",
+              public=True, content=(("text/html", {"type": "string"}),), tag="operations"),
+    Operation("GET", "/api/docs/assets/{asset}", reference_asset, "A script or style sheet of the reference page",
+              public=True, content=(("text/javascript", {"type": "string"}), ("text/css", {"type": "string"})),
+              errors=(404,),
+              path_params=M.AssetPath, tag="operations"),
+    Operation("GET", "/api/tenants", list_tenants, "Tenants (a tenant key sees its own)", response=M.RegisteredList,
+              tag="tenants"),
+    Operation("POST", "/api/tenants", create_tenant, "Create a tenant (admin key)", ok=201, response=M.Registered,
+              body=M.RegisterIn, errors=(403,), tag="tenants"),
+    Operation("GET", "/api/tenants/{tenant_id}", get_tenant, "One tenant", response=M.Registered,
+              path_params=M.TenantPath, tag="tenants"),
+    Operation("GET", "/api/providers", list_providers, "Providers (registered centrally)", response=M.RegisteredList,
+              tag="tenants"),
+    Operation("POST", "/api/providers", create_provider, "Register a provider (admin key)", ok=201,
+              response=M.Registered, body=M.RegisterIn, errors=(403,), tag="tenants"),
+    Operation("GET", "/api/dispatch-configurations", list_configs, "Dispatch configurations (secrets shown as ***)",
+              response=M.ConfigList, query=M.TenantQuery, errors=(404,), tag="configurations"),
+    Operation("POST", "/api/dispatch-configurations", create_config,
+              "Create a configuration (inactive until activated)", ok=201, response=M.DispatchConfiguration,
+              body=M.ConfigIn, errors=(403, 404), tag="configurations"),
+    Operation("GET", "/api/dispatch-configurations/{config_id}", get_config, "One configuration",
+              response=M.DispatchConfiguration, path_params=_CFG, tag="configurations"),
+    Operation("PATCH", "/api/dispatch-configurations/{config_id}", edit_config,
+              "Edit: a new immutable version; deliveries keep theirs\nAn active configuration whose endpoint or "
+              "auth changes is verified again (422 when the verification GET fails).",
+              response=M.DispatchConfiguration, body=M.ConfigEdit, path_params=_CFG, errors=(422,),
+              tag="configurations"),
+    Operation("DELETE", "/api/dispatch-configurations/{config_id}", delete_config, "Delete a configuration",
+              ok=204, path_params=_CFG, tag="configurations"),
+    Operation("POST", "/api/dispatch-configurations/{config_id}/activate", activate_config,
+              "Activate: a verification GET to the endpoint must answer 2xx (422 with the reason otherwise)",
+              response=M.DispatchConfiguration, path_params=_CFG, tag="configurations"),
+    Operation("POST", "/api/dispatch-configurations/{config_id}/deactivate", deactivate_config,
+              "Pause: nothing new is created and pending deliveries wait", response=M.DispatchConfiguration,
+              path_params=_CFG, tag="configurations"),
+    Operation("GET", "/api/activities", list_activities, "Activities, oldest first, a page at a time",
+              response=M.ActivityPage, query=M.ActivitiesQuery, errors=(404,), tag="activities"),
+    Operation("POST", "/api/activities", create_activity,
+              "Create an activity and fan it out to the active configurations of its channel",
+              ok=201, response=M.Activity, body=M.ActivityIn, query=M.TenantQuery, errors=(403, 404),
+              tag="activities"),
+    Operation("GET", "/api/activities/{activity_id}", get_activity, "One activity: exactly the payload dispatched",
+              response=M.Activity, path_params=_ACT, tag="activities"),
+    Operation("GET", "/api/activities/{activity_id}/deliveries", activity_deliveries, "An activity's deliveries",
+              response=M.DeliveryList, path_params=_ACT, tag="activities"),
+    Operation("GET", "/api/deliveries/{delivery_id}", get_delivery, "One delivery", response=M.Delivery,
+              path_params=_DLV, tag="deliveries"),
+    Operation("GET", "/api/deliveries/{delivery_id}/attempts", delivery_attempts, "Every HTTP try of a delivery",
+              response=M.AttemptList, path_params=_DLV, tag="deliveries"),
+    Operation("POST", "/api/deliveries/{delivery_id}/force-retry", force_retry,
+              "Force retry: FAILED -> READY with a fresh budget (409 unless FAILED)", response=M.Delivery,
+              path_params=_DLV, tag="deliveries"),
+    Operation("POST", "/api/deliveries/{delivery_id}/skip", skip_delivery,
+              "Let an ordered queue blocked by this FAILED head move on", response=M.Delivery, path_params=_DLV,
+              tag="deliveries"),
+    Operation("POST", "/api/deliveries/{delivery_id}/replay", replay_delivery,
+              "Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt\n"
+              "Its status and counters never change (409 unless DISPATCHED).", response=M.Attempt,
+              path_params=_DLV, tag="deliveries"),
+    Operation("POST", "/api/dispatch-configurations/{config_id}/recover", recover_config,
+              "Force-retry the configuration's FAILED deliveries created in [since, until], in creation order\n"
+              "No body (or {}): all of them.", response=M.Recovered, body=M.RecoverIn, body_required=False,
+              path_params=_CFG, tag="configurations"),
+    Operation("GET", "/api/dispatch-configurations/{config_id}/health", config_health,
+              "Circuit state, failure streak, active flag and the configuration's notifications",
+              response=M.EndpointHealth, path_params=_CFG, tag="configurations"),
+    Operation("GET", "/api/notifications", list_notifications,
+              "Operator notifications (circuit changes, auto-disable) of your configurations, the latest `limit`",
+              response=M.NotificationList, query=M.NotificationsQuery, errors=(404,), tag="configurations"),
+    Operation("POST", "/api/integration/activity-results/tasks", submit_result,
+              "Submit a provider's result; fills activityResult\nThe same result again: 200; a different one: 409.",
+              ok=201, response=M.Activity, also=((200, M.Activity),), body=M.ResultIn, errors=(404,),
+              tag="activities"),
+    Operation("GET", "/api/accounts/{account_id}/webhook", get_webhook,
+              "The account's message-event webhook (secrets ***) and event counts", response=M.Webhook,
+              path_params=_ACC, tag="message events"),
+    Operation("PUT", "/api/accounts/{account_id}/webhook", put_webhook,
+              "Save the account's webhook; a test GET must answer 2xx (422 with the reason otherwise)",
+              response=M.Webhook, body=M.WebhookIn, path_params=_ACC, errors=(422,), tag="message events"),
+    Operation("GET", "/api/accounts/{account_id}/event-batches", list_event_batches,
+              "The account's event batches, sent or waiting, in order", response=M.EventBatchList,
+              query=M.BatchesQuery, path_params=_ACC, tag="message events"),
+    Operation("POST", "/api/message-events", post_message_events,
+              "Queue Reteno message events for the account's webhook (all or nothing)", ok=202,
+              response=M.EventsAccepted, body=M.MessageEventsIn, errors=(403, 404), tag="message events"),
 ]
+
+
+#: paths anyone may read: liveness, readiness, metrics, this document and its reference page
+PUBLIC_PATHS = frozenset(op.path for op in ROUTES if op.public)
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of :data:`ROUTES`, built once from the models."""
+    return build_document(ROUTES)
+
+
+def _checked(op: Operation) -> _Handler:
+    """``op.handler`` behind its models: query, path and body are parsed (a 400 naming every field at
+    fault otherwise) and handed to it as ``request[QUERY_KEY]``, ``[PATH_KEY]`` and ``[BODY_KEY]``."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        if op.public:
+            return await op.handler(request)
+        request[QUERY_KEY] = models.parse_query(op.query, request.query)
+        if op.path_params is not None:
+            request[PATH_KEY] = models.parse(op.path_params, dict(request.match_info), "path")
+        if op.body is not None:
+            if op.body_required or request.content_length or request.body_exists and await request.read():
+                raw = await read_json(request)
+                request[BODY_KEY] = (raw, models.parse(op.body, raw, "body"))
+            else:
+                request[BODY_KEY] = ({}, op.body())
+        elif request.method != "GET" and (request.content_length or request.body_exists and await request.read()):
+            raise Problem(400, "invalid", "this call takes no request body")
+        return await op.handler(request)
+
+    run.__name__ = op.handler.__name__
+    return run
 
 
 def make_app(engine: Any, *, keys: KeyRing, idempotency_retention: float = idempotency.DEFAULT_RETENTION
@@ -774,7 +759,7 @@ def make_app(engine: Any, *, keys: KeyRing, idempotency_retention: float = idemp
     app[ENGINE_KEY] = engine
     app[KEYS_KEY] = keys
     app[STARTED_KEY] = time.monotonic()
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+    for op in ROUTES:
+        app.router.add_route(op.method, op.path, _checked(op))
     mount_console(app, engine, keys)
     return app

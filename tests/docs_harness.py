@@ -161,6 +161,9 @@ def _env(workdir: Path) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "120"
     env["HOME"] = str(workdir)
+    # the test extra installs schemathesis (the contract fuzzer), whose pytest plugin patches Hypothesis
+    # globally on load (a blank printer for failing examples): a reader's pytest has no such plugin
+    env["PYTEST_ADDOPTS"] = "-p no:schemathesis"
     return env
 
 

@@ -17,10 +17,9 @@ from dispatchsim.engine import ResultConflict
 from dispatchsim.engine import scoped_config_id
 from support import start_site
 
-from dispatchsim.server.api import ROUTES, make_app
+from dispatchsim.server.api import ROUTES, make_app, openapi_document
 from dispatchsim.server.console import is_console_path
 from dispatchsim.server.keys import KeyRing, create_key
-from dispatchsim.server.openapi import openapi_document
 
 ADMIN, ACME, OTHER = "admin-key-000000000000", "acme-key-0000000000000", "other-key-000000000000"
 
@@ -99,7 +98,7 @@ async def test_admin_only_tenants_and_providers(api: Api) -> None:
     _is_problem(body, 403)
     assert (await api.call("POST", "/api/tenants", key=ADMIN, body={"id": "beta", "name": "Beta"}))[0] == 201
     status, body = await api.call("POST", "/api/tenants", key=ADMIN, body={"id": "beta"})
-    assert status == 400 and "already exists" in body["detail"]
+    assert status == 409 and "already exists" in body["detail"]
     assert (await api.call("POST", "/api/providers", key=ACME, body={"id": "erp"}))[0] == 403
     assert (await api.call("POST", "/api/providers", key=ADMIN, body={"id": "erp"}))[0] == 201
     status, body = await api.call("GET", "/api/providers")
@@ -122,7 +121,7 @@ async def test_configuration_lifecycle_and_write_only_secrets(api: Api, receiver
     assert status == 200 and body["active"] is True
     status, body = await api.call("PATCH", f"/api/dispatch-configurations/{cfg['id']}",
                                   body={"auth": {"type": "api_key", "header": "X-Key", "value": "***"}})
-    assert status == 400 and "write-only" in body["detail"]
+    assert status == 422 and "write-only" in body["detail"]  # the documented shape, refused by a rule
     status, body = await api.call("PATCH", f"/api/dispatch-configurations/{cfg['id']}",
                                   body={"timeouts": {"connect": 2, "total": 5}})
     assert status == 200 and body["version"] == 2 and body["timeouts"] == {"connect": 2, "total": 5}
@@ -200,7 +199,7 @@ async def test_tenant_isolation(api: Api, receiver) -> None:
     assert mine["id"] == theirs["id"] == "crm-hook"
     status, body = await api.call("POST", "/api/dispatch-configurations", key=OTHER, body={
         "id": "crm-hook", "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url})
-    assert status == 400 and "already exists" in body["detail"]  # its own
+    assert status == 409 and "already exists" in body["detail"]  # its own
     _, listed = await api.call("GET", "/api/dispatch-configurations", key=OTHER)
     assert [c["id"] for c in listed["items"]] == ["crm-hook"]
     _, ds = await api.call("GET", f"/api/activities/{act['id']}/deliveries")
@@ -241,6 +240,8 @@ async def test_oversized_body_is_413(api: Api) -> None:
 
 
 async def test_bad_configuration_bodies_store_nothing(api: Api, receiver) -> None:
+    """Not the documented shape: 400; the documented shape but refused by the engine's rules (a
+    mapping that does not compile, a cap below the base): 422. Both name the field, both store nothing."""
     cases = [
         {"provider_id": "crm", "channel": "SALESMAN"},
         {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": 42},
@@ -250,11 +251,14 @@ async def test_bad_configuration_bodies_store_nothing(api: Api, receiver) -> Non
         {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "auth": {"type": "magic"}},
         {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "mapping": {"fields": 3}},
         {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "timeouts": "fast"},
+        {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url, "retry": {"base": 60, "cap": 5}},
     ]
     for body in cases:
         status, out = await api.call("POST", "/api/dispatch-configurations", body=body)
-        assert status == 400, (body, out)
-        _is_problem(out, 400)
+        refused_by_rule = "mapping" in body or body.get("retry") == {"base": 60, "cap": 5}
+        assert status == (422 if refused_by_rule else 400), (body, out)
+        _is_problem(out, status)
+        assert out["field"].split(".")[0] in {*body, "endpoint_url"}, out
     status, out = await api.call("POST", "/api/dispatch-configurations",
                                  body={"provider_id": "nope", "channel": "S", "endpoint_url": receiver.url})
     assert status == 404
@@ -347,7 +351,7 @@ async def test_secrets_and_empty_edits_refused_alike_through_api(api: Api, recei
     cfg = await _config(api, receiver.url)
     path = f"/api/dispatch-configurations/{cfg['id']}"
     status, body = await api.call("PATCH", path, body={"signing_secret": "***"})
-    assert status == 400 and "write-only" in body["detail"]
+    assert status == 422 and "write-only" in body["detail"]
     status, body = await api.call("PATCH", path, body={})
     assert status == 400 and "nothing to change" in body["detail"]
     status, body = await api.call("GET", "/api/activities?dispatch_status=NOPE")
@@ -423,7 +427,7 @@ async def test_metrics_in_prometheus_text(api: Api, receiver) -> None:
 
 
 async def test_openapi_documents_exactly_the_routes(api: Api) -> None:
-    routed = {(m.lower(), p) for m, p, _ in ROUTES}
+    routed = {(op.method.lower(), op.path) for op in ROUTES}
     registered = {(r.method.lower(), r.resource.canonical) for r in api.app.router.routes()
                   if r.method != "HEAD" and not is_console_path(r.resource.canonical)}  # pages, not API
     assert routed == registered

@@ -62,7 +62,7 @@ async def test_recover_failed_deliveries_by_filter(api: Api, receiver) -> None:
     healthy = True
     path = f"/api/dispatch-configurations/{cfg['id']}/recover"
     # validation: unknown field, bad time, status other than FAILED
-    for body, fragment in (({"when": "x"}, "unknown field(s) when"), ({"since": "yesterday"}, "since: not an ISO"),
+    for body, fragment in (({"when": "x"}, "when: unknown field"), ({"since": "yesterday"}, "since: not an ISO"),
                            ({"status": "RETRYING"}, "only FAILED deliveries")):
         status, problem = await api.call("POST", path, body=body)
         assert status == 400 and fragment in problem["detail"], problem

@@ -146,13 +146,14 @@ def test_keys_revoke_and_rotate(tmp_path, capsys) -> None:
 async def test_a_lone_surrogate_is_400_naming_the_field_and_405_lists_allow(served) -> None:
     session, engine = served
     headers = {"X-Api-Key": ACME, "Content-Type": "application/json"}
-    for raw, field in ((b'{"channel": "SALESMAN", "activityDetails": {"note": "\\ud800"}}', "body.activityDetails.note"),
-                       (b'{"channel": "\\udfff"}', "body.channel"),
-                       (b'{"channel": "SALESMAN", "\\ud83d": 1}', "body")):
+    for raw, field in ((b'{"channel": "SALESMAN", "activityDetails": {"note": "\\ud800"}}', "activityDetails.note"),
+                       (b'{"channel": "\\udfff"}', "channel"),
+                       (b'{"channel": "SALESMAN", "\\ud83d": 1}', "\\ud83d")):
         async with session.post("/api/activities", data=raw, headers=headers) as resp:
             body = await resp.json(content_type=None)
             assert resp.status == 400 and resp.content_type == "application/problem+json", body
             assert body["field"] == field and "surrogate" in body["detail"]
+            assert body["errors"] == [{"field": field, "message": body["detail"].split(f"{field}: ", 1)[1]}]
     # a proper pair (an emoji) is text
     async with session.post("/api/activities", data=b'{"channel": "SALESMAN", "commerceName": "\\ud83d\\ude00"}',
                             headers=headers) as resp:

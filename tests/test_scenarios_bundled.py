@@ -68,6 +68,8 @@ def test_non_editable_install_lists_and_runs_bundled_scenarios(tmp_path):
     with zipfile.ZipFile(wheel) as zf:  # serve's console needs its templates and assets after a real install
         names = set(zf.namelist())
     assert {"dispatchsim/server/templates/login.html", "dispatchsim/server/static/console.css",
+            "dispatchsim/server/static/reference.html", "dispatchsim/server/static/swagger_ui/swagger-ui-bundle.js",
+            "dispatchsim/server/static/swagger_ui/LICENSE",
             "dispatchsim/engine/migrations/0001_initial.sql"} <= names, sorted(names)
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True,
