@@ -603,6 +603,7 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 M = models
 _CFG, _ACT, _DLV, _ACC = M.ConfigPath, M.ActivityPath, M.DeliveryPath, M.AccountPath
+_ACTIVITY_ID, _CONFIG_ID = {"activity_id": "$response.body#/id"}, {"config_id": "$response.body#/id"}
 #: Every operation: the router, the request validation and the OpenAPI document read this one list.
 ROUTES: list[Operation] = [
     Operation("GET", "/healthz", healthz, "Liveness: the process answers and its database is reachable",
@@ -635,7 +636,9 @@ ROUTES: list[Operation] = [
               response=M.ConfigList, query=M.TenantQuery, errors=(404,), tag="configurations"),
     Operation("POST", "/api/dispatch-configurations", create_config,
               "Create a configuration (inactive until activated)", ok=201, response=M.DispatchConfiguration,
-              body=M.ConfigIn, errors=(403, 404), tag="configurations"),
+              body=M.ConfigIn, errors=(403, 404), tag="configurations",
+              links=tuple((name, name, _CONFIG_ID) for name in ("get_config", "edit_config", "activate_config",
+                                                                 "deactivate_config", "config_health", "delete_config"))),
     Operation("GET", "/api/dispatch-configurations/{config_id}", get_config, "One configuration",
               response=M.DispatchConfiguration, path_params=_CFG, tag="configurations"),
     Operation("PATCH", "/api/dispatch-configurations/{config_id}", edit_config,
@@ -656,11 +659,14 @@ ROUTES: list[Operation] = [
     Operation("POST", "/api/activities", create_activity,
               "Create an activity and fan it out to the active configurations of its channel",
               ok=201, response=M.Activity, body=M.ActivityIn, query=M.TenantQuery, errors=(403, 404),
-              tag="activities"),
+              tag="activities", links=(("activity", "get_activity", _ACTIVITY_ID),
+                                       ("deliveries", "activity_deliveries", _ACTIVITY_ID))),
     Operation("GET", "/api/activities/{activity_id}", get_activity, "One activity: exactly the payload dispatched",
               response=M.Activity, path_params=_ACT, tag="activities"),
     Operation("GET", "/api/activities/{activity_id}/deliveries", activity_deliveries, "An activity's deliveries",
-              response=M.DeliveryList, path_params=_ACT, tag="activities"),
+              response=M.DeliveryList, path_params=_ACT, tag="activities",
+              links=tuple((name, name, {"delivery_id": "$response.body#/items/0/id"}) for name in (
+                  "get_delivery", "delivery_attempts", "force_retry", "skip_delivery", "replay_delivery"))),
     Operation("GET", "/api/deliveries/{delivery_id}", get_delivery, "One delivery", response=M.Delivery,
               path_params=_DLV, tag="deliveries"),
     Operation("GET", "/api/deliveries/{delivery_id}/attempts", delivery_attempts, "Every HTTP try of a delivery",

@@ -85,6 +85,9 @@ class Operation:
     #: the body is not JSON: (content type, schema) for each type it may have
     content: tuple[tuple[str, dict[str, Any]], ...] = ()
     tag: str = "api"
+    #: OpenAPI links from the success answer: (name, operationId, {parameter: runtime expression}),
+    #: e.g. a created activity's id to ``get_activity`` (clients and the fuzzer's stateful phase follow them)
+    links: tuple[tuple[str, str, dict[str, str]], ...] = ()
 
     def statuses(self) -> list[int]:
         """Every error status this operation can answer, in order."""
@@ -155,6 +158,9 @@ def build_document(operations: Sequence[Operation]) -> dict[str, Any]:
                 responses[str(status)] = {"description": "done (no body)"}
             else:
                 responses[str(status)] = {"description": "OK", **_json_body(schemas[(model, "serialization")])}
+            if op.links and status == op.ok:
+                responses[str(status)]["links"] = {name: {"operationId": target, "parameters": params}
+                                                   for name, target, params in op.links}
         for status in op.statuses():
             responses[str(status)] = {"description": _MEANING[status], **_problem()}
         entry: dict[str, Any] = {"summary": op.summary.split("\n")[0], "operationId": op.handler.__name__,

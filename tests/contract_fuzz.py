@@ -31,9 +31,10 @@ from chaos.harness import (ADMIN_KEY, TENANT_KEY, ChaosError, Receiver, ServePro
 EXAMPLE_ACTIVITY = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 #: cases per operation in the fuzzing phase, per key (CONTRACT_FUZZ_EXAMPLES=100 for a longer look)
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_FUZZ_EXAMPLES", "6"))
-#: the tenant's run has every phase; the admin's (the same operations, another scope) skips the
-#: coverage phase, whose boundary cases do not depend on the key and take most of a run's time
-RUNS = (("tenant", TENANT_KEY, "examples,coverage,fuzzing"), ("admin", ADMIN_KEY, "examples,fuzzing"))
+#: the tenant's run has every phase (stateful: sequences along the document's links, e.g. a created
+#: activity to its deliveries to force-retry); the admin's (the same operations, another scope) skips
+#: coverage and stateful: their cases do not depend on the key, and coverage takes most of a run's time
+RUNS = (("tenant", TENANT_KEY, "examples,coverage,fuzzing,stateful"), ("admin", ADMIN_KEY, "examples,fuzzing"))
 SEED = 20261130
 
 
