@@ -23,8 +23,8 @@ from .store_contract import EventsStoreContract, IdempotencyStoreContract, Store
 from .store_idempotency import IdempotencyStore, StoredAnswer
 from .store_open import check_store, open_store, owner_lock
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
-from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
-                         Tenant)
+from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch, Notification,
+                         Provider, Tenant)
 
 __all__ = [
     "AUTH_FIELDS", "AUTH_TYPES", "HEADER_NAME_PATTERN", "Auth", "check_signing_secret", "compile_mapping_spec",
@@ -36,7 +36,7 @@ __all__ = [
     "ActivityExists", "AlreadyExists", "IdempotencyStore", "IdempotencyStoreContract", "StoredAnswer", "check_store",
     "open_store", "owner_lock",
     "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
-    "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
+    "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "EventBatch", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
     "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
     "config_name", "latest_schema_version", "scoped_config_id", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
     "ConfigError", "DispatchsimError", "Engine", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",

@@ -15,6 +15,7 @@ events, keeps webhook settings, and forms the batches.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -175,6 +176,8 @@ class MessageEvents:
         #: an engine without webhooks (the common case) skips batching on every dispatch cycle; only
         #: :meth:`configure_webhook` creates one, and :meth:`load` reads it again at a restart
         self._webhooks = False
+        #: the key of batch webhook-ids (see ``events_store.batch_webhook_id``): from the seed when runs must repeat
+        self._id_key = f"seed:{engine.seed}" if engine.seed is not None else secrets.token_hex(16)
 
     async def load(self) -> None:
         """Read what the database already holds (the engine calls it once, when it opens)."""
@@ -300,7 +303,7 @@ class MessageEvents:
                 nxt = due if nxt is None else min(nxt, due)
                 continue
             made = await self.store.form_batch(account_id=account, config_id=hook.id, config_version=hook.version,
-                                               size=policy.size, now=now)
+                                               size=policy.size, now=now, id_key=self._id_key)
             if made is not None:
                 bid, did, size = made
                 self.log.info("event_batch.created", account_id=account, batch_id=bid, size=size)

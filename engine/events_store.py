@@ -6,6 +6,7 @@ only stores events and groups them. Shares the engine's SQLite connection and it
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,14 @@ from .store_rows import Configuration, EventBatch, columns
 
 if TYPE_CHECKING:
     from .store import Store
+
+
+def batch_webhook_id(id_key: str, batch_id: int) -> str:
+    """The webhook-id of the delivery that sends batch ``batch_id``: what the receiver gets as the
+    ``webhook-id`` header and serve mode shows as the batch's id. A digest of the batch number under
+    the engine's key (random per engine, or from a simulation's seed so runs repeat), so it tells no
+    one how many batches other accounts have."""
+    return "evb_" + hashlib.sha256(f"{id_key}:batch:{batch_id}".encode()).hexdigest()[:24]
 
 
 def _dumps(value: Any) -> str:
@@ -59,8 +68,8 @@ class EventsStore(EventsStoreContract):
             (account_id, limit)).fetchone()
         return int(row["n"]), row["t"]
 
-    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
-                   now: float) -> tuple[int, int, int] | None:
+    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int, now: float,
+                         id_key: str) -> tuple[int, int, int] | None:
         """Put the oldest ``size`` unbatched events into a new batch (its contents are fixed for every
         retry) and create the READY delivery that sends it, at the tail of the webhook's ordered queue.
         Returns (batch id, delivery id, number of events), or None when no event waits."""
@@ -74,7 +83,7 @@ class EventsStore(EventsStoreContract):
                                 (account_id, len(seqs), now)).lastrowid)
             c.execute(f"UPDATE message_events SET batch_id = ? WHERE seq IN ({','.join('?' * len(seqs))})",
                       (bid, *seqs))
-            did = await self.store.insert_delivery(webhook_id=f"evb_{account_id}_{bid}", batch_id=bid,
+            did = await self.store.insert_delivery(webhook_id=batch_webhook_id(id_key, bid), batch_id=bid,
                                                    config_id=config_id, config_version=config_version, queue=config_id,
                                                    ordered=True, now=now)
         return bid, did, len(seqs)
@@ -82,7 +91,7 @@ class EventsStore(EventsStoreContract):
     # -- reading ------------------------------------------------------------------------
 
     _BATCH = ("SELECT b.id, b.account_id, d.status, b.size, d.attempts, d.next_attempt_at, d.lease_until,"
-              " d.last_error, d.dispatched_at, b.created_at, d.updated_at, d.id AS delivery_id"
+              " d.last_error, d.dispatched_at, b.created_at, d.updated_at, d.id AS delivery_id, d.webhook_id"
               " FROM event_batches b JOIN deliveries d ON d.batch_id = b.id")
 
     async def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .config import ConfigKind
 from .errors import NotFound
+from .events_store import batch_webhook_id
 from .states import Status
 from .store_contract import EventsStoreContract
 from .store_pg import PgStore
@@ -54,8 +55,8 @@ class PgEventsStore(EventsStoreContract):
         assert row is not None
         return int(row[0]), row[1]
 
-    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
-                         now: float) -> tuple[int, int, int] | None:
+    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int, now: float,
+                         id_key: str) -> tuple[int, int, int] | None:
         async with self.store.tx() as c:
             await self.store.lock_queue(config_id)
             seqs = [r[0] for r in await (await c.execute(
@@ -68,13 +69,13 @@ class PgEventsStore(EventsStoreContract):
             assert row is not None
             bid = int(row[0])
             await c.execute("UPDATE message_events SET batch_id = %s WHERE seq = ANY(%s)", (bid, seqs))
-            did = await self.store.insert_delivery(webhook_id=f"evb_{account_id}_{bid}", batch_id=bid,
+            did = await self.store.insert_delivery(webhook_id=batch_webhook_id(id_key, bid), batch_id=bid,
                                                    config_id=config_id, config_version=config_version,
                                                    queue=config_id, ordered=True, now=now)
         return bid, did, len(seqs)
 
     _BATCH = ("SELECT b.id, b.account_id, d.status, b.size, d.attempts, d.next_attempt_at, d.lease_until,"
-              " d.last_error, d.dispatched_at, b.created_at, d.updated_at, d.id AS delivery_id"
+              " d.last_error, d.dispatched_at, b.created_at, d.updated_at, d.id AS delivery_id, d.webhook_id"
               " FROM event_batches b JOIN deliveries d ON d.batch_id = b.id")
 
     async def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:

@@ -414,9 +414,11 @@ class EventsStoreContract(ABC):
         """Unbatched events (counted up to ``limit``) and when the oldest arrived."""
 
     @abstractmethod
-    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int,
-                   now: float) -> tuple[int, int, int] | None:
-        """The oldest ``size`` unbatched events as a batch with its READY delivery: (batch, delivery, events)."""
+    async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int, now: float,
+                         id_key: str) -> tuple[int, int, int] | None:
+        """The oldest ``size`` unbatched events as a batch with its READY delivery: (batch, delivery, events).
+        The delivery's webhook-id is :func:`~dispatchsim.engine.events_store.batch_webhook_id` of
+        ``id_key`` and the batch's number."""
 
     @abstractmethod
     async def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:

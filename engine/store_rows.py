@@ -246,17 +246,18 @@ class EventBatch:
     created_at: float
     updated_at: float
     delivery_id: int
+    webhook_id: str  #: the public id of the delivery that sends it (what serve mode shows as the batch's id)
 
     @classmethod
     def from_row(cls, row: Any) -> EventBatch:
-        return cls(row[0], row[1], Status(row[2]), *row[3:12])
+        return cls(row[0], row[1], Status(row[2]), *row[3:13])
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "account_id": self.account_id, "status": self.status.value, "size": self.size,
                 "attempts": self.attempts, "next_attempt_at": _t(self.next_attempt_at),
                 "lease_until": _t(self.lease_until), "last_error": self.last_error,
                 "dispatched_at": _t(self.dispatched_at), "created_at": _t(self.created_at),
-                "updated_at": _t(self.updated_at), "delivery_id": self.delivery_id}
+                "updated_at": _t(self.updated_at), "delivery_id": self.delivery_id, "webhook_id": self.webhook_id}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, AlreadyExists,
-                                ConfigError, DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable,
+                                ConfigError, DispatchsimError, EventBatch, InvalidTransition, NotFound, PayloadUnmappable,
                                 ResultConflict, config_name, iso, latest_schema_version, parse_iso, scoped_config_id,
                                 storage_error)
 
@@ -472,7 +472,8 @@ async def _owned_delivery(request: web.Request) -> tuple[int, str]:
 def _public_delivery(request: web.Request, view: dict[str, Any]) -> dict[str, Any]:
     """A delivery as the API shows it: its id is the public one (the ``webhook-id``), its
     configuration and queue named as the caller knows them."""
-    return _config_out(request, {**view, "id": view["webhook_id"]}, "config_id")
+    batch = view["webhook_id"] if view.get("batch_id") is not None else None  # never the store's batch number
+    return _config_out(request, {**view, "id": view["webhook_id"], "batch_id": batch}, "config_id")
 
 
 def _public_attempts(items: list[dict[str, Any]], public_id: str) -> list[dict[str, Any]]:
@@ -547,8 +548,30 @@ async def list_event_batches(request: web.Request) -> web.Response:
     events = _events(request)
     account = await _owned_account(request)
     q: models.BatchesQuery = request[QUERY_KEY]
-    rows = await events.batches(account, after_id=q.after, limit=q.limit)
-    return web.json_response({"items": [r.to_json() for r in rows]})
+    after_id = await _batch_cursor(request, account, q.after)
+    rows = await events.batches(account, after_id=after_id, limit=q.limit)
+    return web.json_response({"items": [_public_batch(r) for r in rows]})
+
+
+def _public_batch(batch: EventBatch) -> dict[str, Any]:
+    """A batch as the API shows it: known by the public id of the delivery that sends it (its
+    ``webhook-id``), never by the store's sequence numbers, which would tell one tenant the volume of all."""
+    out = batch.to_json()
+    del out["delivery_id"], out["webhook_id"]
+    return {**out, "id": batch.webhook_id}
+
+
+async def _batch_cursor(request: web.Request, account: str, after: str | None) -> int:
+    """The store's position after the batch the caller names by its public id (``after``); a batch of
+    another account, or none, is refused in the same words."""
+    if after is None or after == "":
+        return 0
+    engine = request.app[ENGINE_KEY]
+    found = await engine.store.delivery_by_public_id(after)
+    batch_id = (await engine.store.delivery(found[0])).batch_id if found is not None else None
+    if batch_id is None or (await _events(request).store.batch(batch_id)).account_id != account:
+        raise Problem(400, "invalid", "after: the id of one of this account's event batches (from a previous page)")
+    return batch_id
 
 
 async def post_message_events(request: web.Request) -> web.Response:

@@ -528,8 +528,9 @@ class NotificationsQuery(TenantQuery):
 
 
 class BatchesQuery(QueryModel):
-    after: Annotated[int, Field(ge=0, le=2**63 - 1), BeforeValidator(_digits)] = Field(
-        default=0, description="the last batch id seen (0: from the start)")
+    after: Optional[str] = Field(default=None, min_length=1, max_length=64,
+                                 description="the id of the last batch seen (none: from the start)",
+                                 examples=["evb_5f0c2a9d1e7b3c4a8d6e2f10"])
     limit: Limit = PAGE_DEFAULT
 
 
@@ -673,7 +674,7 @@ class Delivery(ResponseModel):
     id: str = Field(description="the public id, also sent as webhook-id", examples=["msg_2bQd7xUq0yJm4Vf8cN1pLr3T"])
     webhook_id: str
     activity_id: Optional[str]
-    batch_id: Optional[int]
+    batch_id: Optional[str] = Field(description="when it sends message events: the batch's id (its webhook-id)")
     config_id: str
     config_version: int
     queue: str
@@ -768,7 +769,10 @@ class Webhook(_SettingsOut):
 
 
 class EventBatch(ResponseModel):
-    id: int
+    """A batch of message events and the state of the delivery that sends it."""
+
+    id: str = Field(description="the batch's public id: the webhook-id of the delivery that sends it (also a "
+                                "delivery id for /api/deliveries/{id})", examples=["evb_5f0c2a9d1e7b3c4a8d6e2f10"])
     account_id: str
     status: Status
     size: int
@@ -779,7 +783,6 @@ class EventBatch(ResponseModel):
     dispatched_at: Optional[Stamp]
     created_at: Stamp
     updated_at: Stamp
-    delivery_id: int
 
 
 class EventBatchList(ResponseModel):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -142,7 +143,7 @@ async def test_lease_left_by_a_dead_sender_is_resent(engine, receiver) -> None:
     events = await _account(engine, receiver, batch_size=5, max_wait=0)
     await events.post("acme", [ev(1), ev(2)])
     now = engine.clock.now()
-    bid, did, _ = await events.store.form_batch(account_id="acme", config_id="acme@events", config_version=1, size=5, now=now)
+    bid, did, _ = await events.store.form_batch(account_id="acme", config_id="acme@events", config_version=1, size=5, now=now, id_key="k")
     assert await engine.store.claim([(did, now + 40)], token="dead", now=now) != []  # then "crash"
     t0 = engine.clock.now()
     await engine.run_until_idle(max_time=600)
@@ -180,4 +181,26 @@ async def test_message_events_through_the_api(api: Api, receiver) -> None:  # no
     status, body = await api.call("GET", "/api/accounts/acme/event-batches")
     assert [b["size"] for b in body["items"]] == [2, 1]
     assert (await api.call("GET", "/api/accounts/acme/event-batches", key=OTHER))[0] == 404
+    # A batch is known by the public id of the delivery that sends it, never by a store sequence
+    # number (which would tell one tenant how many batches all tenants have); pages follow that id.
+    first, second = body["items"]
+    assert re.fullmatch("evb_[0-9a-f]{24}", first["id"]) and "delivery_id" not in first and "webhook_id" not in first
+    assert [p.headers["webhook-id"] for p in receiver.posts()] == [first["id"], second["id"]]
+    status, page = await api.call("GET", f"/api/accounts/acme/event-batches?after={first['id']}&limit=1")
+    assert status == 200 and [b["id"] for b in page["items"]] == [second["id"]]
+    status, page = await api.call("GET", f"/api/accounts/acme/event-batches?after={second['id']}")
+    assert status == 200 and page["items"] == []
+    status, attempts = await api.call("GET", f"/api/deliveries/{first['id']}/attempts")
+    assert status == 200 and [a["status_code"] for a in attempts["items"]] == [200]
+    # Another account's batch (or none) as a cursor is refused in the same words, naming the field.
+    receiver.verify_status = 200
+    assert (await api.call("PUT", "/api/accounts/other/webhook", key=OTHER,
+                         body={"url": receiver.url, "batch_size": 1}))[0] == 200
+    await api.call("POST", "/api/message-events", key=OTHER, body={"events": [ev(7)]})
+    await api.engine.run_until_idle(max_time=60)
+    [theirs] = (await api.call("GET", "/api/accounts/other/event-batches", key=OTHER))[1]["items"]
+    refusals = [await api.call("GET", f"/api/accounts/acme/event-batches?after={cursor}")
+                for cursor in (theirs["id"], "msg_" + "0" * 24, "1")]
+    assert {(status, b["detail"]) for status, b in refusals} == {
+        (400, "after: the id of one of this account's event batches (from a previous page)")}
     assert ACME

@@ -263,7 +263,7 @@ async def test_no_echoed_secret_escapes_at_any_cut_off(engine, echo, api):
                  "/api/activities"):
         body = await _get(api, path)
         assert fragments(body) == [], (path, body[:300])
-    after, batches = 0, 0
+    after, batches = "", 0
     while items := json.loads(body := await _get(api, f"/api/accounts/acme/event-batches?after={after}"))["items"]:
         assert fragments(body) == [], body[:300]
         after, batches = items[-1]["id"], batches + len(items)

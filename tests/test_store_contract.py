@@ -387,7 +387,7 @@ async def test_message_event_batches(store: StoreContract) -> None:
     assert await events.insert_events("t", [{"n": 1}, {"n": 2}, {"n": 3}], T0) == [1, 2, 3]
     assert [c.id for c in await events.webhooks_free()] == ["t@events"]
     assert await events.pending("t", 2) == (2, T0)
-    bid, did, size = await events.form_batch(account_id="t", config_id="t@events", config_version=1, size=2, now=T0)
+    bid, did, size = await events.form_batch(account_id="t", config_id="t@events", config_version=1, size=2, now=T0, id_key="k")
     assert size == 2 and await store.batch_events(bid) == [{"n": 1}, {"n": 2}]
     assert await events.webhooks_free() == []  # its queue holds the batch: no second one is formed meanwhile
     batch = await events.batch(bid)
