@@ -250,9 +250,11 @@ class EventBatch:
 
     @classmethod
     def from_row(cls, row: Any) -> EventBatch:
+        """From the store's batch query (its columns in this class's field order)."""
         return cls(row[0], row[1], Status(row[2]), *row[3:13])
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready, times as ISO text; the library's view (serve mode shows the public id only)."""
         return {"id": self.id, "account_id": self.account_id, "status": self.status.value, "size": self.size,
                 "attempts": self.attempts, "next_attempt_at": _t(self.next_attempt_at),
                 "lease_until": _t(self.lease_until), "last_error": self.last_error,
