@@ -564,13 +564,14 @@ def _public_batch(batch: EventBatch) -> dict[str, Any]:
 async def _batch_cursor(request: web.Request, account: str, after: str | None) -> int:
     """The store's position after the batch the caller names by its public id (``after``); a batch of
     another account, or none, is refused in the same words."""
-    if after is None or after == "":
+    if after is None:
         return 0
     engine = request.app[ENGINE_KEY]
     found = await engine.store.delivery_by_public_id(after)
     batch_id = (await engine.store.delivery(found[0])).batch_id if found is not None else None
     if batch_id is None or (await _events(request).store.batch(batch_id)).account_id != account:
-        raise Problem(400, "invalid", "after: the id of one of this account's event batches (from a previous page)")
+        raise field_problem(422, "query", [("after", "the id of one of this account's event batches "
+                                                     "(from a previous page)")])
     return batch_id
 
 
@@ -725,8 +726,9 @@ ROUTES: list[Operation] = [
               "Save the account's webhook; a test GET must answer 2xx (422 with the reason otherwise)",
               response=M.Webhook, body=M.WebhookIn, path_params=_ACC, errors=(422,), tag="message events"),
     Operation("GET", "/api/accounts/{account_id}/event-batches", list_event_batches,
-              "The account's event batches, sent or waiting, in order", response=M.EventBatchList,
-              query=M.BatchesQuery, path_params=_ACC, tag="message events"),
+              "The account's event batches, sent or waiting, in order; pages continue after a batch's id "
+              "(422 when it is not one of this account's)", response=M.EventBatchList,
+              query=M.BatchesQuery, path_params=_ACC, errors=(422,), tag="message events"),
     Operation("POST", "/api/message-events", post_message_events,
               "Queue Reteno message events for the account's webhook (all or nothing)", ok=202,
               response=M.EventsAccepted, body=M.MessageEventsIn, errors=(403, 404), tag="message events"),

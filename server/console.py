@@ -281,10 +281,9 @@ async def events(request: web.Request) -> web.Response:
     try:
         hook = await engine.events.webhook(tenant)
     except NotFound:
-        return _render(request, "events.html", hook=None, batches=[], public={})
+        return _render(request, "events.html", hook=None, batches=[])
     batches = (await engine.events.batches(tenant, limit=10_000))[-PAGE_SIZE:][::-1]
-    public = await engine.store.public_delivery_ids([b.delivery_id for b in batches])
-    return _render(request, "events.html", hook=hook, batches=batches, public=public, t=_t)
+    return _render(request, "events.html", hook=hook, batches=batches, t=_t)
 
 
 # -- actions ---------------------------------------------------------------------------------

@@ -190,6 +190,8 @@ async def test_message_events_through_the_api(api: Api, receiver) -> None:  # no
     assert status == 200 and [b["id"] for b in page["items"]] == [second["id"]]
     status, page = await api.call("GET", f"/api/accounts/acme/event-batches?after={second['id']}")
     assert status == 200 and page["items"] == []
+    status, view = await api.call("GET", f"/api/deliveries/{first['id']}")
+    assert status == 200 and view["batch_id"] == view["id"] == first["id"] and view["activity_id"] is None
     status, attempts = await api.call("GET", f"/api/deliveries/{first['id']}/attempts")
     assert status == 200 and [a["status_code"] for a in attempts["items"]] == [200]
     # Another account's batch (or none) as a cursor is refused in the same words, naming the field.
@@ -201,6 +203,6 @@ async def test_message_events_through_the_api(api: Api, receiver) -> None:  # no
     [theirs] = (await api.call("GET", "/api/accounts/other/event-batches", key=OTHER))[1]["items"]
     refusals = [await api.call("GET", f"/api/accounts/acme/event-batches?after={cursor}")
                 for cursor in (theirs["id"], "msg_" + "0" * 24, "1")]
-    assert {(status, b["detail"]) for status, b in refusals} == {
-        (400, "after: the id of one of this account's event batches (from a previous page)")}
+    assert {(status, b["detail"], b["field"]) for status, b in refusals} == {
+        (422, "invalid query: after: the id of one of this account's event batches (from a previous page)", "after")}
     assert ACME
