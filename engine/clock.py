@@ -70,7 +70,10 @@ class _LoopWaits:
     async def wait(self, event: asyncio.Event, timeout: float | None) -> bool:
         if event.is_set():
             return True
-        if timeout is not None and timeout <= 0:
+        if timeout is None:  # the dispatcher's usual wait (for a finishing attempt): no timer to arm
+            await event.wait()
+            return True
+        if timeout <= 0:
             return False
         try:
             async with asyncio.timeout(timeout):

@@ -42,7 +42,8 @@ def make_logger(*, now: Callable[[], float], redactor: Redactor, stream: TextIO 
         # merge_contextvars: what serve mode binds for a request (its request_id) goes on every event of it
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, add_time, redactor,
                     fan_out, renderer],
-        cache_logger_on_first_use=False,
+        # the processors are fixed for this engine's life: bind them once, not on every event
+        cache_logger_on_first_use=True,
     )
 
 
