@@ -8,7 +8,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 for script in ("bench_throughput.py", "bench_simulation.py", "bench_scale.py", "bench_mapping.py",
-               "bench_scenario.py", "bench_ordered.py", "bench_api.py", "bench_console.py"):
+               "bench_scenario.py", "bench_serve_ordered.py", "bench_ordered.py", "bench_api.py", "bench_console.py"):
     path = HERE / script
     if path.exists():
         print(f"== {script}", flush=True)
