@@ -5,11 +5,12 @@ NOTHING``, so exactly one of them reserves it and the other is told what the key
 """
 from __future__ import annotations
 
+from .store_contract import IdempotencyStoreContract
 from .store_idempotency import StoredAnswer
 from .store_pg import PgStore
 
 
-class PgIdempotencyStore:
+class PgIdempotencyStore(IdempotencyStoreContract):
     """Named operations on ``idempotency_keys`` of a :class:`PgStore`."""
 
     def __init__(self, store: PgStore) -> None:

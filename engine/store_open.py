@@ -3,8 +3,8 @@
 Serve mode, the status report and the key commands open their database here, so none of them asks
 which backend it has. A SQLite file is checked before it is opened (``store_file``: a hostile
 environment is one line, nothing written) and has one owner process at a time (an ``flock``); a
-network database needs neither, so :func:`check_store` does nothing for it and :func:`owner_lock`
-returns None (its workers coordinate in the database itself).
+network database (PostgreSQL, a ``postgresql://`` URL) needs neither, so :func:`check_store` does
+nothing for it and :func:`owner_lock` returns None (its workers coordinate in the database itself).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .store import Store
 from .store_contract import StoreContract
+from .errors import StoreError
 from .store_file import OwnerLock
 
 
@@ -19,20 +20,35 @@ def _memory(db: str | Path) -> bool:
     return str(db) == ":memory:"
 
 
+def is_url(db: str | Path) -> bool:
+    """Whether ``db`` names a PostgreSQL database (``postgresql://…``) rather than a SQLite file."""
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
 def check_store(db: str | Path, *, write: bool) -> None:
     """Everything about the database that can be checked before opening it (StoreError: one line)."""
-    if not _memory(db):
+    if not _memory(db) and not is_url(db):
         Store.check(db, write=write)
 
 
 def owner_lock(db: str | Path) -> OwnerLock | None:
     """The lock that makes one process the owner of a database file, or None when the database
     needs none (in memory)."""
-    return None if _memory(db) else OwnerLock(db)
+    return None if _memory(db) or is_url(db) else OwnerLock(db)
 
 
-async def open_store(db: str | Path = ":memory:", *, readonly: bool = False,
-                     durable: bool = True) -> StoreContract:
-    """The store on ``db`` (creating and migrating it unless ``readonly``); ``durable=False`` lets a
-    simulation's commits skip waiting for the disk (see :class:`Store`)."""
+async def open_store(db: str | Path = ":memory:", *, readonly: bool = False, durable: bool = True,
+                     pool_size: int = 10) -> StoreContract:
+    """The store on ``db`` (creating and migrating it unless ``readonly``): a SQLite file, or a
+    PostgreSQL database when ``db`` is a ``postgresql://`` URL (``pool_size`` connections; psycopg
+    comes with the ``postgres`` extra, and its absence is one line saying so). ``durable=False`` lets
+    a simulation's SQLite commits skip waiting for the disk (see :class:`Store`)."""
+    if is_url(db):
+        assert isinstance(db, str)
+        try:
+            from .store_pg import PgStore
+        except ImportError as exc:
+            raise StoreError(f"{db.split('://')[0]}:// databases need the PostgreSQL driver: "
+                             f"pip install 'dispatchsim[postgres]' ({exc.name} is missing)") from None
+        return await PgStore.open(db, readonly=readonly, pool_size=pool_size)
     return Store(db, readonly=readonly, durable=durable)

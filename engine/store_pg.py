@@ -39,6 +39,7 @@ from .config import ConfigKind
 from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
+from .store_contract import StoreContract
 from .store_pg_queries import PgQueryOps
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
@@ -58,11 +59,6 @@ _ACTIVE_SQL = status_in(ACTIVE)
 #: the transaction (and its connection) the current task runs in, with the store it belongs to
 _CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any]] | None] = ContextVar("dispatchsim_pg_tx",
                                                                                         default=None)
-
-
-def is_url(db: str) -> bool:
-    """Whether ``--db`` names a PostgreSQL database rather than a SQLite file."""
-    return db.startswith(("postgresql://", "postgres://"))
 
 
 def display_url(url: str) -> str:
@@ -90,7 +86,7 @@ def _unavailable(exc: psycopg.Error) -> StorageUnavailable:
     return StorageUnavailable(f"storage unavailable: {first[:200]}; nothing was stored, retry later")
 
 
-class PgStore(PgQueryOps):
+class PgStore(PgQueryOps, StoreContract):
     """A dispatchsim database on PostgreSQL. Open it with :meth:`open` (it migrates, unless
     ``readonly``); ``close`` it when done. ``pool_size`` bounds the connections of this process."""
 
@@ -794,4 +790,4 @@ async def _schema_version(conn: psycopg.AsyncConnection[Any], shown: str, *, lat
     return version
 
 
-__all__ = ["JOB_LOCK", "WORK_CHANNEL", "PgStore", "display_url", "is_url"]
+__all__ = ["JOB_LOCK", "WORK_CHANNEL", "PgStore", "display_url"]

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,8 +114,20 @@ def start_server() -> PgServer:
         store = await PgStore.open(handle.get_uri(TEMPLATE), pool_size=1)
         await store.close()
 
-    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
-        runner.run(migrate())
+    # in a thread of its own: the first test to ask for the server may be running an event loop
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(migrate())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="pg-migrate")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
     server = PgServer(handle=handle, base_url=base, _names=itertools.count(1))
     server.shared = server.fresh()
     return server

@@ -1,7 +1,9 @@
 """The store contract, run against every backend: each named operation, each transition, each guard.
 
-``BACKENDS`` maps a name to a factory of an empty store on a fresh database; a second backend
-(PostgreSQL) is one more entry and then has to pass everything here unchanged.
+``BACKENDS`` maps a name to a factory of an empty store on a fresh database: SQLite (a file in the
+test's folder) and PostgreSQL (a real server started for the session by tests/pg.py; it fails, never
+skips, when it cannot start). The module runs on a real-time loop (the ``postgres`` marker): a
+network database runs on the real clock, and nothing here waits.
 """
 from __future__ import annotations
 
@@ -12,29 +14,43 @@ from pathlib import Path
 
 import pytest
 
-from dispatchsim.engine import (TRANSITIONS, ActivityFilter, Circuit, ConfigKind, IdempotencyStore,
+from dispatchsim.engine import (TRANSITIONS, ActivityFilter, Circuit, ConfigKind, DeliveryFilter, IdempotencyStore,
                                 IdempotencyStoreContract, InvalidTransition, NotFound, Status, Store, StoreContract,
                                 open_store)
 from dispatchsim.engine.events_store import EventsStore
 from dispatchsim.engine.store import AttemptResult, Claim
 from dispatchsim.engine.store_contract import EventsStoreContract
+from dispatchsim.engine.events_store_pg import PgEventsStore
+from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
+from dispatchsim.engine.store_pg import PgStore
+
+pytestmark = pytest.mark.postgres
 
 
-
-async def _open_sqlite(tmp: Path) -> StoreContract:
+async def _open_sqlite(request: pytest.FixtureRequest, tmp: Path) -> StoreContract:
     return await open_store(tmp / "contract.db")
+
+
+async def _open_postgres(request: pytest.FixtureRequest, tmp: Path) -> StoreContract:
+    return await open_store(request.getfixturevalue("pg_url"), pool_size=3)
 
 
 @dataclass(frozen=True)
 class Backend:
-    #: an empty store on a fresh database in the given folder (the fixture closes it); its message-event
-    #: and idempotency operations come from the store itself (``events_store()``, ``idempotency_store()``)
-    open: Callable[[Path], Awaitable[StoreContract]]
+    #: an empty store on a fresh database (the fixture closes it); its message-event and idempotency
+    #: operations come from the store itself (``events_store()``, ``idempotency_store()``)
+    open: Callable[[pytest.FixtureRequest, Path], Awaitable[StoreContract]]
 
 
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(open=_open_sqlite),
+    "postgres": Backend(open=_open_postgres),
 }
+#: every backend's classes: the store, its message-event operations, its idempotency operations
+IMPLEMENTATIONS = {"sqlite": (Store, EventsStore, IdempotencyStore),
+                   "postgres": (PgStore, PgEventsStore, PgIdempotencyStore)}
+#: public names that open a backend or serve its own classes, not operations the engine calls
+BACKEND_ONLY = {"check", "migrate", "open", "lock_queue"}
 T0 = 1_000_000.0
 SNAP = {"endpoint_url": "http://127.0.0.1:9/h"}
 
@@ -45,8 +61,8 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-async def store(backend: Backend, tmp_path: Path) -> AsyncIterator[StoreContract]:
-    s = await backend.open(tmp_path)
+async def store(backend: Backend, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreContract]:
+    s = await backend.open(request, tmp_path)
     await s.add_tenant("t", "Tenant", T0)
     await s.add_provider("p", "Provider", T0)
     await s.insert_config("c", "t", "p", "S", SNAP, T0)
@@ -82,14 +98,14 @@ async def _failed(s: StoreContract, did: int, *, block: bool = False, at: float 
 def test_the_contract_lists_every_operation() -> None:
     """Every public operation of a backend is in the contract, and the backends implement all of it, as
     coroutines where the contract has one (every operation but the factories that do no I/O)."""
-    sqlite_only = {"check", "migrate"}  # opening a file: SQLite's, not an operation the engine calls
     plain = {"tx", "wal_checkpointer", "events_store", "idempotency_store"}
-    for impl, contract in ((Store, StoreContract), (EventsStore, EventsStoreContract),
-                           (IdempotencyStore, IdempotencyStoreContract)):
+    assert set(IMPLEMENTATIONS) == set(BACKENDS)
+    contracts = (StoreContract, EventsStoreContract, IdempotencyStoreContract)
+    for impl, contract in ((i, c) for impls in IMPLEMENTATIONS.values() for i, c in zip(impls, contracts)):
         assert issubclass(impl, contract) and not impl.__abstractmethods__
         public = {n for n, _ in inspect.getmembers(impl) if not n.startswith("_")}
         listed = {n for n, _ in inspect.getmembers(contract) if not n.startswith("_")}
-        assert public - sqlite_only == listed
+        assert public - BACKEND_ONLY == listed, impl
         for name in listed:
             want = inspect.signature(getattr(contract, name)).parameters
             have = inspect.signature(getattr(impl, name)).parameters
@@ -396,3 +412,59 @@ async def test_message_event_batches(store: StoreContract) -> None:
     assert (await events.counts("t"))["READY"] == 1 and (await events.counts())["unbatched_events"] == 1
     with pytest.raises(NotFound):
         await events.batch(999)
+
+
+async def test_keys_are_revoked_and_rotated_once(store: StoreContract) -> None:
+    await store.add_api_key("key_1", "f" * 64, tenant_id="t", name="ops", now=T0)
+    assert await store.replace_api_key("key_1", "key_2", "e" * 64, T0 + 1)
+    assert await store.api_key_by_hash("f" * 64) is None and await store.api_key_by_hash("e" * 64) == ("key_2", "t")
+    assert [(k.id, k.name, k.revoked_at) for k in await store.api_keys()] == [("key_1", "ops", T0 + 1),
+                                                                            ("key_2", "ops", None)]
+    assert not await store.replace_api_key("key_1", "key_3", "d" * 64, T0 + 2)  # revoked: nothing changes
+    assert await store.revoke_api_key("key_2", T0 + 3) and not await store.revoke_api_key("key_2", T0 + 4)
+    assert not await store.revoke_api_key("nope", T0) and len(await store.api_keys()) == 2
+
+
+async def test_latest_time_is_the_last_thing_that_happened(store: StoreContract) -> None:
+    assert await store.latest_time() == T0 + 1  # the second activity
+    d1 = await _delivery(store, 1, at=T0 + 5)
+    assert await store.schedule_retry(await _claim(store, d1, at=T0 + 6), _result(T0 + 7, "TIMEOUT", None),
+                                      T0 + 999, "timeout")
+    assert await store.latest_time() == T0 + 7  # a due time in the future is a schedule, not an event
+
+
+async def test_console_pages_and_ordered_queues(store: StoreContract) -> None:
+    d1, d2, d3 = [await _delivery(store, n, at=T0 + n) for n in (1, 2, 3)]
+    u = await _delivery(store, 4, queue="free", ordered=False, at=T0 + 4)
+    await _failed(store, d1, block=True, at=T0 + 5)
+    page, cursor = await store.console_deliveries(DeliveryFilter(config_ids=("c",)), limit=2)
+    assert [d.id for d in page] == [d1, u] and cursor is not None  # FAILED first, then READY newest first
+    rest, end = await store.console_deliveries(DeliveryFilter(config_ids=("c",)), cursor=cursor, limit=2)
+    assert [d.id for d in rest] == [d3, d2] and end is None
+    ready, _ = await store.console_deliveries(DeliveryFilter(config_ids=("c",), status=Status.READY,
+                                                             created_to=T0 + 3))
+    assert [d.id for d in ready] == [d2]
+    [q] = await store.ordered_queues(["c"])
+    assert (q.queue, q.backlog, q.head_id, q.head_status, q.next_attempt_at) == ("c", 3, d1, Status.FAILED, None)
+    assert await store.ordered_queues([]) == [] and await store.ordered_queues(["other"]) == []
+    await store.bench_fill_deliveries(tenant_id="t", config_id="c", config_version=1, count=10, failed_every=5,
+                                      now=T0 + 10)
+    counts = await store.counts()
+    assert (counts["DISPATCHED"], counts["FAILED"]) == (8, 3)
+
+
+async def test_idempotency_keys_reserve_complete_release_expire(store: StoreContract) -> None:
+    keys = store.idempotency_store()
+    window = {"expired_before": T0 - 100, "abandoned_before": T0 - 10}
+    assert await keys.reserve("t", "k1", "fp1", T0, **window) is None
+    held = await keys.reserve("t", "k1", "fp2", T0 + 1, **window)
+    assert held is not None and (held.fingerprint, held.status) == ("fp1", None)  # in progress
+    await keys.complete("t", "k1", status=201, body='{"id": 1}', location="/api/x")
+    done = await keys.reserve("t", "k1", "fp1", T0 + 2, **window)
+    assert done is not None and (done.status, done.body, done.location) == (201, '{"id": 1}', "/api/x")
+    assert await keys.reserve("other", "k1", "fp1", T0, **window) is None  # scoped per tenant
+    await keys.release("other", "k1")
+    assert await keys.reserve("other", "k1", "fp1", T0, **window) is None  # released: free again
+    assert await keys.reserve("t", "k1", "fp3", T0 + 200, expired_before=T0 + 100,
+                              abandoned_before=T0 + 190) is None  # expired: reserved anew
+    assert await keys.count() == 2 and await keys.delete_expired(T0 + 150) == 1 and await keys.count() == 1
