@@ -55,9 +55,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                       help="how long the endpoint fails, in simulated minutes (default: 10)")
     demo.set_defaults(func=_demo)
     status = sub.add_parser("status", help="counts per status and queue of a dispatchsim database",
-                            description="Summarise a dispatchsim SQLite database: deliveries per status and "
+                            description="Summarise a dispatchsim database (SQLite or PostgreSQL): deliveries per status and "
                                         "queue, oldest pending, blocked queues, recent failures.")
-    status.add_argument("db", help="path to the SQLite file")
+    status.add_argument("db", help="the SQLite file, or a postgresql:// URL")
     status.set_defaults(func=_status)
     for name in _modules(argv):
         importlib.import_module(f"dispatchsim.{name}.cli").register_cli(sub)

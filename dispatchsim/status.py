@@ -6,7 +6,7 @@ import sys
 from typing import TextIO
 
 from dispatchsim.engine import Circuit, StoreContract, StoreError, iso, latest_schema_version
-from dispatchsim.engine import check_store, open_store
+from dispatchsim.engine import check_store, display_url, open_store
 
 
 def print_status(db: str, out: TextIO | None = None) -> int:
@@ -27,7 +27,7 @@ async def status_report(db: str, out: TextIO) -> int:
         counts = await store.counts()
         version, latest = await store.schema_version(), latest_schema_version()
         older = f"; older than this dispatchsim's v{latest}: serve migrates it" if version < latest else ""
-        out.write(f"{db} (schema v{version}{older})\n")
+        out.write(f"{display_url(db)} (schema v{version}{older})\n")
         out.write("deliveries: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "\n")
         rows = await store.queue_status_counts()
         if rows:

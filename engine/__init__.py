@@ -21,7 +21,7 @@ from .store_console import CONSOLE_ORDER, DeliveryCursor, DeliveryFilter, QueueR
 from .store_file import OwnerLock, storage_error
 from .store_contract import EventsStoreContract, IdempotencyStoreContract, StoreContract
 from .store_idempotency import IdempotencyStore, StoredAnswer
-from .store_open import check_store, open_store, owner_lock
+from .store_open import check_store, display_url, is_url, join_cluster, open_store, owner_lock
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
 from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch, Notification,
                          Provider, Tenant)
@@ -34,7 +34,7 @@ __all__ = [
     "MAX_AGE", "MAX_ATTEMPTS", "MAX_BATCH_SIZE", "MAX_CONCURRENCY", "MAX_DELAY", "MAX_FACTOR", "MAX_SCHEDULE",
     "MAX_TIMEOUT", "BatchPolicy", "ordering_policy_from", "retry_policy_from", "timeouts_from",
     "ActivityExists", "AlreadyExists", "IdempotencyStore", "IdempotencyStoreContract", "StoredAnswer", "check_store",
-    "open_store", "owner_lock",
+    "display_url", "is_url", "join_cluster", "open_store", "owner_lock",
     "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
     "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "EventBatch", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
     "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",

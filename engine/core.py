@@ -24,7 +24,7 @@ from .sender import Sender
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult
 from .store_contract import StoreContract
-from .store_open import open_store
+from .store_open import is_url, open_store
 from .store_rows import Configuration, Provider, Tenant
 from .store_queries import ActivityFilter
 
@@ -87,7 +87,7 @@ def _check_id(kind: str, value: Any) -> str:
 
 
 class Engine:
-    """A dispatch engine on one SQLite file.
+    """A dispatch engine on one database (a SQLite file, or PostgreSQL shared with other engines).
 
     Open it with :meth:`open` (or ``async with Engine.open(...)``); everything is an async call.
     ``seed`` makes ids deterministic (and a virtual run byte-for-byte reproducible); without
@@ -127,16 +127,25 @@ class Engine:
 
     @classmethod
     async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
-                   seed: int | None = None, durable: bool | None = None, **kw: Any) -> Engine:
+                   seed: int | None = None, durable: bool | None = None, pool_size: int = 10,
+                   **kw: Any) -> Engine:
         """Open (creating or migrating) the database at ``path``; ``virtual=True`` uses the virtual clock.
+
+        ``path`` is a SQLite file, or a PostgreSQL database as a ``postgresql://`` URL (with
+        ``pool_size`` connections): several engines, in several processes or machines, may share a
+        PostgreSQL database. A network database runs on the real clock: ``virtual=True`` with a
+        URL is a ConfigError.
 
         A virtual clock starts at the virtual epoch on a new database, and at the latest time recorded
         in an existing one, so simulated time continues where it stopped (never runs backwards).
         ``durable``: commits wait for the disk (see :class:`Store`); by default they do on the real
         clock and do not in a simulation (a virtual clock), where the fsyncs were most of a run's time.
         """
+        if virtual and is_url(path):
+            raise ConfigError("the virtual clock runs on a SQLite database (a file or :memory:); a PostgreSQL "
+                              "database runs on the real clock", field="db")
         simulated = (clock.virtual if clock is not None else virtual)
-        store = await open_store(path, durable=not simulated if durable is None else durable)
+        store = await open_store(path, durable=not simulated if durable is None else durable, pool_size=pool_size)
         if clock is None:
             if virtual:
                 latest = await store.latest_time()

@@ -95,6 +95,9 @@ class Dispatcher:
         self._flushes: set[asyncio.Task[None]] = set()
         #: circuit breaker / auto-disable state per configuration (persisted in endpoint_health)
         self._health: dict[str, EndpointState] = {}
+        #: shared health (see :meth:`share_health`): how often to re-read it, and when it was read
+        self._health_every: float | None = None
+        self._health_read_at = float("-inf")
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._batch_configs: dict[str, Configuration | None] = {}
         #: pacing (serve mode, see :meth:`pace`); off by default
@@ -111,6 +114,25 @@ class Dispatcher:
             self._health[row.config_id] = EndpointState(
                 circuit=row.circuit, circuit_until=row.circuit_until,
                 consecutive_failures=row.consecutive_failures, failing_since=row.failing_since)
+
+    def share_health(self, *, every: float = 1.0) -> None:
+        """Several workers on one database (PostgreSQL): read the endpoint health the others stored
+        at most every ``every`` seconds, so a circuit one worker opened, and a failure streak it
+        counted, hold for all; the breaker's window is then rebuilt from the shared attempts."""
+        self._health_every = every
+
+    async def _refresh_health(self, now: float) -> None:
+        if self._health_every is None or now - self._health_read_at < self._health_every:
+            return
+        self._health_read_at = now
+        for row in await self.store.health_rows():
+            st = self._health.setdefault(row.config_id, EndpointState())
+            if st.circuit is not row.circuit:
+                st.probing = False
+            st.circuit, st.circuit_until = row.circuit, row.circuit_until
+            st.consecutive_failures, st.failing_since = row.consecutive_failures, row.failing_since
+            st.loaded_window = False
+            st.window.clear()
 
     # -- control ------------------------------------------------------------------------
 
@@ -179,6 +201,7 @@ class Dispatcher:
                 return
             try:
                 await self._release(now)
+                await self._refresh_health(now)
                 if self._produce is not None:
                     self._next_produce = await self._produce(now)
                 blocked, probes, next_change = await self._gate(now)

@@ -8,12 +8,18 @@ nothing for it and :func:`owner_lock` returns None (its workers coordinate in th
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .store import Store
 from .store_contract import StoreContract
 from .errors import StoreError
 from .store_file import OwnerLock
+
+if TYPE_CHECKING:
+    from .store_pg_cluster import PgCluster
 
 
 def _memory(db: str | Path) -> bool:
@@ -23,6 +29,24 @@ def _memory(db: str | Path) -> bool:
 def is_url(db: str | Path) -> bool:
     """Whether ``db`` names a PostgreSQL database (``postgresql://…``) rather than a SQLite file."""
     return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def display_url(db: str | Path) -> str:
+    """The database as messages and logs may show it: a URL without its password, or the path."""
+    url = str(db)
+    if not is_url(url):
+        return url
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        netloc = f"{parts.username}:***@{parts.hostname or ''}" if parts.username else f"***@{parts.hostname or ''}"
+        if parts.port:
+            netloc += f":{parts.port}"
+    if "password=" in query:  # libpq also takes the password as a query parameter
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
+                          safe="/*")
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + \
+        (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def check_store(db: str | Path, *, write: bool) -> None:
@@ -52,3 +76,16 @@ async def open_store(db: str | Path = ":memory:", *, readonly: bool = False, dur
                              f"pip install 'dispatchsim[postgres]' ({exc.name} is missing)") from None
         return await PgStore.open(db, readonly=readonly, pool_size=pool_size)
     return Store(db, readonly=readonly, durable=durable)
+
+
+async def join_cluster(db: str | Path, *, on_work: Callable[[], None]) -> PgCluster | None:
+    """A serve worker's place among the others on a shared database (PostgreSQL): wake-ups when
+    another worker creates work, and the leadership of cluster-wide jobs. None for a SQLite file,
+    which has one owner (:func:`owner_lock`) and nobody to coordinate with."""
+    if not is_url(db):
+        return None
+    from .store_pg_cluster import PgCluster
+
+    cluster = PgCluster(str(db), on_work=on_work)
+    await cluster.start()
+    return cluster

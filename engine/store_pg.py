@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
@@ -40,6 +39,7 @@ from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
 from .store_contract import StoreContract
+from .store_open import display_url
 from .store_pg_queries import PgQueryOps
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
@@ -59,18 +59,6 @@ _ACTIVE_SQL = status_in(ACTIVE)
 #: the transaction (and its connection) the current task runs in, with the store it belongs to
 _CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any]] | None] = ContextVar("dispatchsim_pg_tx",
                                                                                         default=None)
-
-
-def display_url(url: str) -> str:
-    """The URL without its password (what messages and logs may show)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _dumps(value: Any) -> str:
@@ -790,4 +778,4 @@ async def _schema_version(conn: psycopg.AsyncConnection[Any], shown: str, *, lat
     return version
 
 
-__all__ = ["JOB_LOCK", "WORK_CHANNEL", "PgStore", "display_url"]
+__all__ = ["JOB_LOCK", "WORK_CHANNEL", "PgStore"]

@@ -61,7 +61,7 @@ async def _keys_create(args: argparse.Namespace) -> int:
     import time
 
     from dispatchsim.server.keys import create_key
-    from dispatchsim.engine import check_store, open_store
+    from dispatchsim.engine import check_store, display_url, open_store
 
     if bool(args.admin) == bool(args.tenant):
         print("dispatchsim keys create: give exactly one of --admin or --tenant ID", file=sys.stderr)
@@ -83,7 +83,7 @@ async def _keys_create(args: argparse.Namespace) -> int:
         await store.close()
     who = "admin" if args.admin else f"tenant {args.tenant}"
     print(key)
-    print(f"({key_id}, {who}; shown once: only its hash is stored in {args.db})", file=sys.stderr)
+    print(f"({key_id}, {who}; shown once: only its hash is stored in {display_url(args.db)})", file=sys.stderr)
     return 0
 
 
@@ -139,7 +139,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description="Run the dispatch engine as a service: HTTP API under /api/, /healthz, /metrics, "
                                    "message-event webhooks, recurring jobs. SIGTERM/SIGINT stop it gracefully; "
                                    "a restart on the same --db resumes.")
-    p.add_argument("--db", required=True, help="SQLite file (created if missing)")
+    p.add_argument("--db", required=True, help="SQLite file (created if missing), or a postgresql:// URL shared by "
+                   "several workers (the password may come from PGPASSWORD or ~/.pgpass)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port (default: 8080; 0 picks a free one)")
     p.add_argument("--config", metavar="FILE", help="YAML: keys (admin or per tenant), tenants, providers, jobs")
@@ -154,18 +155,18 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     c = ksub.add_parser("create", help="create a key and print it once",
                         description="Create an API key: --admin manages tenants and providers and sees "
                                     "everything; --tenant ID sees that tenant's data only.")
-    c.add_argument("--db", required=True, help="SQLite file")
+    c.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     c.add_argument("--admin", action="store_true", help="an admin key")
     c.add_argument("--tenant", metavar="ID", help="a key for this tenant")
     c.add_argument("--create-tenant", action="store_true", help="create the tenant if missing")
     c.add_argument("--name", help="a label for the key")
     c.set_defaults(func=_blocking(_keys_create))
     ls = ksub.add_parser("list", help="list keys (ids and owners, never the keys)")
-    ls.add_argument("--db", required=True, help="SQLite file")
+    ls.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
     ls.set_defaults(func=_blocking(_keys_list))
     for name, text in (("revoke", "revoke a key: it stops working at once"),
                        ("rotate", "replace a key by a new one (printed once); the old one stops working")):
         k = ksub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         k.add_argument("key_id", metavar="KEY_ID", help="the key's id (key_…, see keys list)")
-        k.add_argument("--db", required=True, help="SQLite file")
+        k.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
         k.set_defaults(func=_blocking(_keys_change))

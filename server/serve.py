@@ -12,15 +12,15 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from aiohttp import web
 
-from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock, check_store, owner_lock,
-                                WalCheckpointer, storage_error)
+from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock, WalCheckpointer, check_store,
+                                display_url, join_cluster, owner_lock, storage_error)
 from dispatchsim.errors import Collector
 from dispatchsim.yamlfile import dotted, load_file
 
@@ -57,16 +57,24 @@ class ServeOptions:
     checkpoint_interval: float = 1.0
     #: seconds an Idempotency-Key and its first answer are kept (the expiry job forgets older ones)
     idempotency_retention: float = DEFAULT_RETENTION
+    #: PostgreSQL: connections of this worker's pool (the LISTEN and job-leadership ones come on top)
+    pool_size: int = 10
+    #: a lease lasts the configuration's total timeout plus this margin: how long a dead worker's
+    #: attempt waits before another worker sends it again
+    lease_margin: float = 30.0
 
 
 _SERVE_KEYS = {"keys", "tenants", "providers", "sweep_interval", "stats_interval", "retention_days",
                "dispatch_interval", "claim_chunk", "checkpoint_interval",
-               "idempotency_retention"}
+               "idempotency_retention", "pool_size", "lease_margin"}
 #: number settings: name -> (lowest, highest, what the value is)
 _SERVE_NUMBERS = {"sweep_interval": (0.001, 86400.0, "seconds"), "stats_interval": (0.001, 86400.0, "seconds"),
                   "retention_days": (0.0, 36500.0, "days"), "dispatch_interval": (0.0, 1.0, "seconds"),
                   "checkpoint_interval": (0.01, 3600.0, "seconds"),
-                  "idempotency_retention": (1.0, 30 * 86400.0, "seconds")}
+                  "idempotency_retention": (1.0, 30 * 86400.0, "seconds"),
+                  "lease_margin": (0.5, 3600.0, "seconds")}
+#: whole-number settings: name -> (lowest, highest)
+_SERVE_COUNTS = {"claim_chunk": (1, 100_000), "pool_size": (1, 1000)}
 
 
 def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
@@ -110,12 +118,14 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
             found.errors.append(fail((name,), f"{unit} between {lo:g} and {hi:g}, got {value!r}"))
             continue
         setattr(opts, name, float(value))
-    if "claim_chunk" in data:
-        value = data["claim_chunk"]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            found.errors.append(fail(("claim_chunk",), f"a positive integer, got {value!r}"))
+    for name, (lo_n, hi_n) in _SERVE_COUNTS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not lo_n <= value <= hi_n:
+            found.errors.append(fail((name,), f"a whole number between {lo_n} and {hi_n}, got {value!r}"))
         else:
-            opts.claim_chunk = value
+            setattr(opts, name, value)
     found.raise_if_any(ConfigError)
     return opts
 
@@ -126,6 +136,11 @@ class Server:
     Start checks the environment before it writes anything: the database file,
     its owner lock (one serve per SQLite file), the listening socket. Stop runs in order: HTTP,
     recurring jobs (scheduling stops, the running one finishes), dispatchers, then connections.
+
+    On PostgreSQL (``--db postgresql://…``) there is no owner lock: any number of workers share
+    the database. Each wakes on the others' new work (LISTEN/NOTIFY), reads the endpoint health
+    they store, and runs a cluster-wide job (lease sweep, retention, idempotency expiry) only
+    while it leads that job (see ``dispatchsim.engine.store_pg_cluster``).
     """
 
     def __init__(self, opts: ServeOptions, *, log_stream: TextIO | None = None) -> None:
@@ -139,6 +154,8 @@ class Server:
         self.lock: OwnerLock | None = None
         self._idempotency: Idempotency | None = None
         self._unroute_logging: Callable[[], None] | None = None
+        #: PostgreSQL: this worker's place among the others (None on SQLite: one owner)
+        self.cluster: Any = None
 
     async def start(self) -> None:
         check_store(self.opts.db, write=True)
@@ -148,7 +165,11 @@ class Server:
             if self.lock is not None:
                 self.lock.acquire()
             engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
-                                                     log_format=self.opts.log_format)
+                                                     log_format=self.opts.log_format, pool_size=self.opts.pool_size,
+                                                     lease_margin=self.opts.lease_margin)
+            self.cluster = await join_cluster(self.opts.db, on_work=engine.dispatcher.wake)
+            if self.cluster is not None:
+                engine.dispatcher.share_health(every=min(1.0, self.opts.sweep_interval))
         except BaseException:
             sock.close()
             raise
@@ -178,17 +199,25 @@ class Server:
         self.port = sock.getsockname()[1]
         engine.start()
         jobs = self.jobs = Jobs(engine.log)
-        jobs.add("lease-sweep", self.sweep, seconds=self.opts.sweep_interval)
+        jobs.add("lease-sweep", self._cluster_wide("lease-sweep", self.sweep), seconds=self.opts.sweep_interval)
         jobs.add("stats", self.stats, seconds=self.opts.stats_interval)
         if self.checkpointer.enabled:
             jobs.add("wal-checkpoint", self.checkpoint, seconds=self.opts.checkpoint_interval)
-        jobs.add("idempotency-expiry", self.expire_idempotency_keys,
+        jobs.add("idempotency-expiry", self._cluster_wide("idempotency-expiry", self.expire_idempotency_keys),
                  seconds=min(3600.0, max(1.0, self.opts.idempotency_retention / 4)))
         if self.opts.retention_days:
-            jobs.add("retention", self.retention, seconds=3600)
+            jobs.add("retention", self._cluster_wide("retention", self.retention), seconds=3600)
         jobs.start()
-        engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=self.opts.db,
-                        counts=await engine.counts())
+        engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=display_url(self.opts.db),
+                        counts=await engine.counts(), worker=engine.instance)
+
+    def _cluster_wide(self, name: str, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``job`` as it runs in this process: always on SQLite (one owner), and on PostgreSQL only
+        while this worker leads it, so it runs once per interval across all workers."""
+        async def run() -> None:
+            if self.cluster is None or await self.cluster.leads(name):
+                await job()
+        return run
 
     async def _recover_leases(self, engine: Engine) -> None:
         """Holding the owner lock, every lease in the file was left by a process that is gone: its
@@ -201,8 +230,14 @@ class Server:
                                reason="the previous owner of the database stopped during these attempts")
 
     async def sweep(self) -> None:
-        """Lease-expiry sweep: wake the dispatcher so expired leases are released even when idle."""
+        """Lease-expiry sweep: wake the dispatcher so expired leases are released even when idle. On
+        PostgreSQL the leading worker also releases them itself (a dead worker's leases), which
+        notifies every worker."""
         assert self.engine is not None
+        if self.cluster is not None:
+            for did in await self.engine.store.release_expired_leases(self.engine.clock.now()):
+                self.engine.log.warning("attempt.interrupted", delivery_id=did,
+                                        reason="lease expired (its worker stopped); will be re-sent now")
         self.engine.dispatcher.wake()
 
     async def stats(self) -> None:
@@ -246,6 +281,9 @@ class Server:
             if self.checkpointer is not None:
                 self.checkpointer.close()
                 self.checkpointer = None
+            if self.cluster is not None:
+                await self.cluster.stop()
+                self.cluster = None
             if engine is None:
                 return out
             out["abandoned"] = await engine.stop(deadline=self.opts.shutdown_deadline)
@@ -321,7 +359,7 @@ async def serve(opts: ServeOptions, *, log_stream: TextIO | None = sys.stderr, o
         except BaseException:
             await server.stop()
             raise
-        print(f"dispatchsim serve: listening on http://{opts.host}:{server.port} (db {opts.db})", file=out,
+        print(f"dispatchsim serve: listening on http://{opts.host}:{server.port} (db {display_url(opts.db)})", file=out,
               flush=True)
         if on_ready is not None:
             on_ready(server)

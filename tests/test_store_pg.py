@@ -18,7 +18,8 @@ from pg import database_of
 from dispatchsim.engine import Status, Store, StoreError, latest_schema_version
 from dispatchsim.engine.store import AttemptResult, migrations
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
-from dispatchsim.engine.store_pg import PgStore, display_url
+from dispatchsim.engine.store_open import display_url
+from dispatchsim.engine.store_pg import PgStore
 
 pytestmark = pytest.mark.postgres
 T0 = 1_000_000.0
@@ -106,6 +107,8 @@ async def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: 
     assert "s3cret-pw" not in text and "cannot connect to PostgreSQL" in text and "\n" not in text
     assert display_url("postgresql://app:pw@db.example:5433/d?x=1") == "postgresql://app:***@db.example:5433/d?x=1"
     assert display_url("postgresql:///d") == "postgresql:///d"
+    assert display_url("postgresql:///d?host=/run/pg&password=pw") == "postgresql:///d?host=/run/pg&password=***"
+    assert display_url("/var/lib/dispatch.db") == "/var/lib/dispatch.db"
 
 
 # -- many workers, one database ----------------------------------------------------------------
