@@ -178,8 +178,9 @@ class Dispatcher:
         if await self.store.next_wakeup(exclude_configs=sorted(blocked)) is not None:
             return False
         if pending_circuit:
-            open_ids = [cid for cid, st in self._health.items() if st.circuit is not Circuit.CLOSED and cid not in
-                        await self.store.paused_configs()]
+            paused = set(await self.store.paused_configs())
+            open_ids = [cid for cid, st in list(self._health.items()) if st.circuit is not Circuit.CLOSED
+                        and cid not in paused]
             for cid in open_ids:
                 for status in sorted(ACTIVE):
                     if await self.store.deliveries(config_id=cid, status=status, limit=1):
@@ -304,7 +305,8 @@ class Dispatcher:
     async def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None) -> list[str]:
         """Claim as much due work as capacity allows; returns the configs nothing more may be claimed for."""
         probes = probes or set()
-        saturated = {cid for cid, n in self._per_config.items() if n >= await self._limit(cid)} | (blocked or set())
+        # a copy: attempts finishing while a store call awaits change the counts
+        saturated = {cid for cid, n in list(self._per_config.items()) if n >= await self._limit(cid)} | (blocked or set())
         room = self._concurrency - len(self._inflight)
         self._chunk_limited = False
         if self._claim_chunk is not None and room > self._claim_chunk:
@@ -341,7 +343,7 @@ class Dispatcher:
                 task = asyncio.create_task(self._attempt(claim), name=f"attempt-{claim.delivery_id}")
                 self._inflight[claim.delivery_id] = task
             room -= len(claims)
-            for cid, n in self._per_config.items():
+            for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid):
                     saturated.add(cid)
             if len(rows) < asked or not claims:

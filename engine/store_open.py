@@ -38,7 +38,7 @@ def display_url(db: str | Path) -> str:
         return url
     parts = urlsplit(url)
     netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
+    if parts.password:
         netloc = f"{parts.username}:***@{parts.hostname or ''}" if parts.username else f"***@{parts.hostname or ''}"
         if parts.port:
             netloc += f":{parts.port}"

@@ -199,7 +199,9 @@ class Server:
         self.port = sock.getsockname()[1]
         engine.start()
         jobs = self.jobs = Jobs(engine.log)
-        jobs.add("lease-sweep", self._cluster_wide("lease-sweep", self.sweep), seconds=self.opts.sweep_interval)
+        jobs.add("lease-sweep", self.sweep, seconds=self.opts.sweep_interval)
+        if self.cluster is not None:
+            jobs.add("lease-reaper", self._cluster_wide("lease-reaper", self.reap), seconds=self.opts.sweep_interval)
         jobs.add("stats", self.stats, seconds=self.opts.stats_interval)
         if self.checkpointer.enabled:
             jobs.add("wal-checkpoint", self.checkpoint, seconds=self.opts.checkpoint_interval)
@@ -230,15 +232,18 @@ class Server:
                                reason="the previous owner of the database stopped during these attempts")
 
     async def sweep(self) -> None:
-        """Lease-expiry sweep: wake the dispatcher so expired leases are released even when idle. On
-        PostgreSQL the leading worker also releases them itself (a dead worker's leases), which
-        notifies every worker."""
+        """Lease-expiry sweep: wake the dispatcher so expired leases are released even when idle (and,
+        with several workers, the polling fallback should a wake-up notification be missed)."""
         assert self.engine is not None
-        if self.cluster is not None:
-            for did in await self.engine.store.release_expired_leases(self.engine.clock.now()):
-                self.engine.log.warning("attempt.interrupted", delivery_id=did,
-                                        reason="lease expired (its worker stopped); will be re-sent now")
         self.engine.dispatcher.wake()
+
+    async def reap(self) -> None:
+        """PostgreSQL, on the worker leading the job: release the leases that ended (a dead worker's
+        attempts); the release notifies every worker, so one of them sends them again."""
+        assert self.engine is not None
+        for did in await self.engine.store.release_expired_leases(self.engine.clock.now()):
+            self.engine.log.warning("attempt.interrupted", delivery_id=did,
+                                    reason="lease expired (its worker stopped); will be re-sent now")
 
     async def stats(self) -> None:
         assert self.engine is not None

@@ -1,0 +1,117 @@
+"""Serve mode on PostgreSQL, end to end and in one process: two workers on one database, the HTTP API,
+a real receiver on 127.0.0.1, ``/metrics`` and ``dispatchsim status``.
+
+The servers, the receiver and the test share one real-time loop (the ``postgres`` marker); waits
+are for what the receiver records, with a deadline.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from dispatchsim.engine import ConfigError, Engine
+from dispatchsim.server.serve import Server, ServeOptions, load_serve_config
+from dispatchsim.status import status_report
+from support import Receiver
+
+pytestmark = pytest.mark.postgres
+ADMIN = "admin-key-000000000000"
+
+
+async def _until(cond, what: str, timeout: float = 20.0) -> None:
+    """Wait for ``cond()`` (true, or awaitable to true) on the real clock, checking every 20 ms."""
+    end = time.monotonic() + timeout
+    while not ((await v) if inspect.isawaitable(v := cond()) else v):
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def workers(pg_url: str) -> AsyncIterator[list[Server]]:
+    servers = [Server(ServeOptions(db=pg_url, port=0, keys={ADMIN: None}, tenants=["acme"], providers=["crm"],
+                                   pool_size=3, sweep_interval=0.2, shutdown_deadline=2.0),
+                      log_stream=io.StringIO()) for _ in range(2)]
+    try:
+        for s in servers:
+            await s.start()
+        yield servers
+    finally:
+        for s in servers:
+            await s.stop()
+
+
+async def _all_dispatched(server: Server, n: int) -> bool:
+    assert server.engine is not None
+    return (await server.engine.counts())["DISPATCHED"] == n
+
+
+async def _call(session: aiohttp.ClientSession, server: Server, method: str, path: str,
+                body: object = None) -> tuple[int, object]:
+    async with session.request(method, f"http://127.0.0.1:{server.port}{path}", json=body,
+                               headers={"X-Api-Key": ADMIN}) as r:
+        return r.status, (await r.json() if r.content_type.endswith("json") else await r.text())
+
+
+async def test_two_workers_deliver_in_order_and_report_from_the_shared_database(workers: list[Server],
+                                                                                pg_url: str) -> None:
+    a, b = workers
+    async with Receiver(time.time) as rx, aiohttp.ClientSession() as http:
+        status, created = await _call(http, a, "POST", "/api/dispatch-configurations", {
+            "id": "crm-hook", "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN",
+            "endpoint_url": rx.url, "ordering": "ordered", "retry": {"base": 0.05, "factor": 2, "cap": 0.2}})
+        assert status == 201
+        status, view = await _call(http, b, "POST", f"/api/dispatch-configurations/{created['id']}/activate")
+        assert status == 200 and view["active"] is True  # the other worker activates what the first created
+        rx.respond = lambda hit, n: (503, {}, 0.0) if n <= 3 else (200, {}, 0.01)  # the first tries fail
+        ids = []
+        for n in range(12):  # arriving on both workers
+            status, act = await _call(http, (a, b)[n % 2], "POST", "/api/activities?tenant_id=acme",
+                                      {"channel": "SALESMAN", "commerceExternalId": f"c{n}"})
+            assert status == 201
+            ids.append(act["id"])
+        await _until(lambda: len({h.body["id"] for h in rx.posts()}) == 12 and len(rx.posts()) >= 15,
+                     "every activity to reach the receiver")
+        firsts = []
+        for h in rx.posts():
+            if h.body["id"] not in firsts:
+                firsts.append(h.body["id"])
+        assert firsts == ids  # one ordered queue across both workers: creation order
+        status, listing = await _call(http, b, "GET", "/api/activities?tenant_id=acme&limit=50")
+        assert status == 200 and len(listing["items"]) == 12
+        await _until(lambda: _all_dispatched(a, 12), "the deliveries to be recorded DISPATCHED")
+        dispatched = 0.0
+        for w in workers:  # each worker's /metrics counts what it did; together, every delivery once
+            async with http.get(f"http://127.0.0.1:{w.port}/metrics") as r:
+                for line in (await r.text()).splitlines():
+                    if line.startswith('dispatchsim_delivery_transitions_total{status="DISPATCHED"}'):
+                        dispatched += float(line.split()[-1])
+        assert dispatched == 12
+    out = io.StringIO()
+    assert await status_report(pg_url, out) == 0
+    report = out.getvalue()
+    assert report.startswith("postgresql://") and "deliveries: READY 0, DISPATCHED 12, RETRYING 0, FAILED 0" in report
+
+
+def test_the_serve_config_takes_pool_size_and_lease_margin(tmp_path: Path) -> None:
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("pool_size: 4\nlease_margin: 2.5\nclaim_chunk: 10\n")
+    opts = load_serve_config(cfg, ServeOptions(db="postgresql:///x"))
+    assert (opts.pool_size, opts.lease_margin, opts.claim_chunk) == (4, 2.5, 10)
+    cfg.write_text("pool_size: 0\nlease_margin: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_serve_config(cfg, ServeOptions(db="postgresql:///x"))
+    assert "serve.yaml:1: pool_size: a whole number between 1 and 1000, got 0" in str(err.value)
+    assert "serve.yaml:2: lease_margin: seconds between 0.5 and 3600, got 0" in str(err.value)
+
+
+async def test_the_virtual_clock_is_sqlites(pg_url: str) -> None:
+    with pytest.raises(ConfigError, match="virtual clock runs on a SQLite database"):
+        await Engine.open(pg_url, virtual=True)
