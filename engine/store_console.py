@@ -128,9 +128,10 @@ class ConsoleOps:
         return out
 
     async def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
-                              failed_every: int, now: float) -> None:
+                                    failed_every: int, now: float, pending: bool = False) -> None:
         """Benchmark only: ``count`` activities of ``tenant_id`` and one finished delivery each
-        (every ``failed_every``-th FAILED, the rest DISPATCHED), written in one statement per table.
+        (every ``failed_every``-th FAILED, the rest DISPATCHED), written in one statement per table;
+        with ``pending``, one READY unordered delivery each instead, due from ``now`` on.
         The rows are shaped like real ones but no attempt is recorded; never called by the engine."""
         with self._tx() as c:
             start = c.execute("SELECT COALESCE(MAX(seq), 0) FROM activities").fetchone()[0]
@@ -139,6 +140,15 @@ class ConsoleOps:
                 " INSERT INTO activities (id, tenant_id, type, channel, payload, created_at)"
                 " SELECT 'bench-' || (? + i), ?, 'TASK', 'SALESMAN', '{}', ? + i * 0.001 FROM n",
                 (count, start, tenant_id, now))
+            if pending:
+                c.execute(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+                    " INSERT INTO deliveries (webhook_id, activity_id, config_id, config_version, queue, status,"
+                    " holds, eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
+                    " SELECT 'msg_bench' || (? + i), 'bench-' || (? + i), ?, ?, ?, 'READY', 0, 1,"
+                    " ? + i * 0.001, ? + i * 0.001, ? + i * 0.001, ? + i * 0.001 FROM n",
+                    (count, start, start, config_id, config_version, config_id, now, now, now, now))
+                return
             c.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
                 " INSERT INTO deliveries (webhook_id, activity_id, config_id, config_version, queue, status, holds,"

@@ -390,8 +390,9 @@ class StoreContract(ABC):
 
     @abstractmethod
     async def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
-                              failed_every: int, now: float) -> None:
-        """Benchmark only: ``count`` finished deliveries (and activities) written in bulk."""
+                                    failed_every: int, now: float, pending: bool = False) -> None:
+        """Benchmark only: ``count`` finished deliveries (and activities) written in bulk; with
+        ``pending``, READY unordered ones instead, due from ``now`` on (claim benchmarks)."""
 
 
 class EventsStoreContract(ABC):

@@ -243,8 +243,9 @@ class PgQueryOps:
         return out
 
     async def bench_fill_deliveries(self, *, tenant_id: str, config_id: str, config_version: int, count: int,
-                                    failed_every: int, now: float) -> None:
-        """Benchmark only: ``count`` activities and one finished delivery each, in two statements."""
+                                    failed_every: int, now: float, pending: bool = False) -> None:
+        """Benchmark only: ``count`` activities and one finished delivery each, in two statements (with
+        ``pending``: one READY unordered delivery each, due from ``now`` on)."""
         async with self.tx() as c:
             row = await (await c.execute("SELECT COALESCE(MAX(seq), 0) FROM activities")).fetchone()
             start = int(row[0]) if row else 0
@@ -252,6 +253,15 @@ class PgQueryOps:
                 "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at)"
                 " SELECT 'bench-' || (%s + i), %s, 'TASK', 'SALESMAN', '{}', %s + i * 0.001"
                 " FROM generate_series(1, %s) AS i", (start, tenant_id, now, count))
+            if pending:
+                await c.execute(
+                    "INSERT INTO deliveries (webhook_id, activity_id, config_id, config_version, queue, status,"
+                    " holds, eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
+                    " SELECT 'msg_bench' || (%(s)s + i), 'bench-' || (%(s)s + i), %(c)s, %(v)s, %(c)s, 'READY',"
+                    " false, true, %(t)s + i * 0.001, %(t)s + i * 0.001, %(t)s + i * 0.001, %(t)s + i * 0.001"
+                    " FROM generate_series(1, %(n)s) AS i",
+                    {"s": start, "c": config_id, "v": config_version, "t": now, "n": count})
+                return
             await c.execute(
                 "INSERT INTO deliveries (webhook_id, activity_id, config_id, config_version, queue, status, holds,"
                 " eligible, attempts, budget_attempts, budget_started_at, next_attempt_at, failed_reason,"

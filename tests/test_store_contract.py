@@ -451,6 +451,9 @@ async def test_console_pages_and_ordered_queues(store: StoreContract) -> None:
                                       now=T0 + 10)
     counts = await store.counts()
     assert (counts["DISPATCHED"], counts["FAILED"]) == (8, 3)
+    await store.bench_fill_deliveries(tenant_id="t", config_id="c", config_version=1, count=5, failed_every=0,
+                                      now=T0 + 20, pending=True)
+    assert len(await store.due_candidates(T0 + 20.004, 10)) == 4 + 1  # four of them due, and the unordered one
 
 
 async def test_idempotency_keys_reserve_complete_release_expire(store: StoreContract) -> None:

