@@ -134,7 +134,7 @@ def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, pos
     return Result(name, done, seconds, cpus, db_cpu, rx_cpu)
 
 
-async def claim_latency(url: str, pending: int, rounds: int = 200, batch: int = 25) -> tuple[float, float]:
+async def claim_latency(url: str, pending: int, rounds: int = 40, batch: int = 25) -> tuple[float, float]:
     """Median and 95th percentile (ms) of one claim cycle (due candidates + claim of ``batch``) with
     ``pending`` deliveries waiting; each claimed batch is then dispatched, outside the timing."""
     store = await open_store(url, pool_size=2)
@@ -206,7 +206,7 @@ def main(n: int, pending: int) -> None:
         print(f"  {r.name:<20} {r.rate:12.0f} {r.rate / base:9.2f} {r.rate / pg1:8.2f}   "
               f"{' + '.join(f'{c:.1f}' for c in r.worker_cpu)} | {r.db_cpu:.1f} | {r.receiver_cpu:.1f}")
     (k1, (m1, p1)), (kn, (mn, pn)) = claims
-    print(f"claim latency (due candidates + claim of 25), PostgreSQL, 200 rounds:")
+    print(f"claim latency (due candidates + claim of 25), PostgreSQL, 40 rounds:")
     print(f"  {k1:>9,} pending: median {m1:.2f} ms, p95 {p1:.2f} ms")
     print(f"  {kn:>9,} pending: median {mn:.2f} ms, p95 {pn:.2f} ms   ratio {mn / m1:.2f}")
 

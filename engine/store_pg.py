@@ -407,98 +407,86 @@ class PgStore(PgQueryOps, StoreContract):
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
-        """Lease each (delivery id, lease end) that is still claimable and open its attempt.
+        """Lease each (delivery id, lease end) that is still claimable and open its attempt, in one
+        statement (one round trip, atomic on its own).
 
         The rows are locked with ``FOR UPDATE SKIP LOCKED`` and re-checked: a row another worker
         holds or has leased meanwhile is skipped, never waited for. Claims come back in the order
         asked."""
         if not leases:
             return []
-        until = dict(leases)
-        async with self.tx() as c:
-            locked = await (await c.execute(
-                "SELECT id FROM deliveries WHERE id = ANY(%s) AND eligible AND lease_until IS NULL"
-                f" AND status IN {_ACTIVE_SQL} ORDER BY id FOR UPDATE SKIP LOCKED", (list(until),))).fetchall()
-            ids = [r[0] for r in locked]
-            if not ids:
-                return []
-            rows = await (await c.execute(
-                "UPDATE deliveries d SET lease_until = l.until, lease_token = %s, attempts = d.attempts + 1,"
-                " updated_at = %s FROM unnest(%s::bigint[], %s::double precision[]) AS l(id, until) WHERE d.id = l.id"
-                " RETURNING d.id, d.webhook_id, d.activity_id, d.batch_id, d.config_id, d.config_version, d.queue,"
-                " d.attempts, d.budget_attempts, d.budget_started_at, d.next_attempt_at",
-                (token, now, ids, [until[i] for i in ids]))).fetchall()
-            by_id = {r[0]: r for r in rows}
-            order = [did for did, _ in leases if did in by_id]
-            made = await (await c.execute(
-                "INSERT INTO attempts (delivery_id, number, started_at, config_id)"
-                " SELECT a.did, a.n, %s, a.cid FROM unnest(%s::bigint[], %s::int[], %s::text[])"
-                " WITH ORDINALITY AS a(did, n, cid, k) ORDER BY a.k RETURNING id, delivery_id",
-                (now, order, [by_id[d][7] for d in order], [by_id[d][4] for d in order]))).fetchall()
-        attempt_of = {did: aid for aid, did in made}
-        return [Claim(delivery_id=d, attempt_id=attempt_of[d], number=r[7], webhook_id=r[1], activity_id=r[2],
+        rows = await self._all(
+            "WITH wanted AS (SELECT d.id, l.until FROM deliveries d"
+            " JOIN unnest(%s::bigint[], %s::double precision[]) AS l(id, until) ON l.id = d.id"
+            f" WHERE d.eligible AND d.lease_until IS NULL AND d.status IN {_ACTIVE_SQL}"
+            " ORDER BY d.id FOR UPDATE OF d SKIP LOCKED),"
+            " leased AS (UPDATE deliveries d SET lease_until = w.until, lease_token = %s, attempts = d.attempts + 1,"
+            " updated_at = %s FROM wanted w WHERE d.id = w.id RETURNING d.id, d.webhook_id, d.activity_id, d.batch_id,"
+            " d.config_id, d.config_version, d.queue, d.attempts, d.budget_attempts, d.budget_started_at,"
+            " d.next_attempt_at),"
+            " opened AS (INSERT INTO attempts (delivery_id, number, started_at, config_id)"
+            " SELECT id, attempts, %s, config_id FROM leased ORDER BY id RETURNING id, delivery_id)"
+            " SELECT leased.*, opened.id FROM leased JOIN opened ON opened.delivery_id = leased.id",
+            ([d for d, _ in leases], [u for _, u in leases], token, now, now))
+        by_id = {r[0]: r for r in rows}
+        return [Claim(delivery_id=d, attempt_id=r[11], number=r[7], webhook_id=r[1], activity_id=r[2],
                       batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
                       budget_started_at=r[9], lease_token=token, due_at=r[10])
-                for d in order for r in (by_id[d],)]
+                for d, _ in leases if d in by_id for r in (by_id[d],)]
 
-    async def _record(self, c: psycopg.AsyncConnection[Any], claim: Claim, res: AttemptResult,
-                      next_at: float | None) -> None:
-        await c.execute(
-            "UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s, retry_after = %s,"
-            " latency = %s, excerpt = %s, next_attempt_at = %s WHERE id = %s",
-            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
-             res.excerpt, next_at, claim.attempt_id))
-
-    async def _transition(self, c: psycopg.AsyncConnection[Any], claim: Claim, dst: Status, sets: str,
-                          params: Sequence[Any]) -> bool:
-        """As SQLite's: move the claimed delivery to ``dst`` only under the caller's lease and only
-        from a status the table allows; False when the lease is lost, InvalidTransition otherwise."""
-        cur = await c.execute(
-            f"UPDATE deliveries SET status = %s, lease_until = NULL, lease_token = NULL, {sets}"
-            f" WHERE id = %s AND lease_token = %s AND status IN {_sources_sql(dst)}",
-            (dst.value, *params, claim.delivery_id, claim.lease_token))
-        if cur.rowcount == 1:
-            return True
-        row = await (await c.execute("SELECT status, lease_token FROM deliveries WHERE id = %s",
-                                     (claim.delivery_id,))).fetchone()
+    async def _finish(self, claim: Claim, res: AttemptResult, next_at: float | None, dst: Status, sets: str,
+                      params: Sequence[Any]) -> bool:
+        """Record the attempt's outcome and move the claimed delivery to ``dst`` (with ``sets``), in one
+        statement. As SQLite's: the status changes only under the caller's lease and only from a
+        status the table allows; False when the lease is lost, InvalidTransition otherwise. The
+        outcome is recorded either way."""
+        async with self._use() as c:
+            cur = await c.execute(
+                "WITH outcome AS (UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s,"
+                " retry_after = %s, latency = %s, excerpt = %s, next_attempt_at = %s WHERE id = %s)"
+                f" UPDATE deliveries SET status = %s, lease_until = NULL, lease_token = NULL, {sets}"
+                f" WHERE id = %s AND lease_token = %s AND status IN {_sources_sql(dst)}",
+                (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
+                 res.excerpt, next_at, claim.attempt_id, dst.value, *params, claim.delivery_id, claim.lease_token))
+            if cur.rowcount == 1:
+                return True
+            row = await (await c.execute("SELECT status, lease_token FROM deliveries WHERE id = %s",
+                                         (claim.delivery_id,))).fetchone()
         if row is not None and row[1] == claim.lease_token:
             raise InvalidTransition(f"delivery {claim.delivery_id} is {row[0]}; {row[0]} -> {dst} is not"
                                     " an allowed transition")
         return False
 
     async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
+        sets = ("holds = false, eligible = false, budget_attempts = budget_attempts + 1, dispatched_at = %s,"
+                " last_error = NULL, updated_at = %s")
+        if not ordered:
+            return await self._finish(claim, res, None, Status.DISPATCHED, sets, (res.finished_at, res.finished_at))
         async with self.tx() as c:
-            if ordered:
-                await self.lock_queue(claim.queue)
-            await self._record(c, claim, res, None)
-            if not await self._transition(
-                    c, claim, Status.DISPATCHED, "holds = false, eligible = false, budget_attempts = budget_attempts"
-                    " + 1, dispatched_at = %s, last_error = NULL, updated_at = %s", (res.finished_at, res.finished_at)):
+            await self.lock_queue(claim.queue)
+            if not await self._finish(claim, res, None, Status.DISPATCHED, sets, (res.finished_at, res.finished_at)):
                 return False
-            if ordered:
-                await self._promote(c, claim.queue, res.finished_at)
+            await self._promote(c, claim.queue, res.finished_at)
         return True
 
     async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
-        async with self.tx() as c:
-            await self._record(c, claim, res, next_at)
-            return await self._transition(c, claim, Status.RETRYING,
-                                          "budget_attempts = budget_attempts + 1, next_attempt_at = %s,"
-                                          " last_error = %s, updated_at = %s", (next_at, error, res.finished_at))
+        return await self._finish(claim, res, next_at, Status.RETRYING,
+                                  "budget_attempts = budget_attempts + 1, next_attempt_at = %s, last_error = %s,"
+                                  " updated_at = %s", (next_at, error, res.finished_at))
 
     async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                           ordered: bool, block: bool) -> bool:
         holds = ordered and block
+        sets = ("holds = %s, eligible = %s, budget_attempts = budget_attempts + 1, failed_reason = %s,"
+                " last_error = %s, updated_at = %s")
+        params = (holds, holds, reason, error, res.finished_at)
+        if not ordered:
+            return await self._finish(claim, res, None, Status.FAILED, sets, params)
         async with self.tx() as c:
-            if ordered:
-                await self.lock_queue(claim.queue)
-            await self._record(c, claim, res, None)
-            if not await self._transition(
-                    c, claim, Status.FAILED, "holds = %s, eligible = %s, budget_attempts = budget_attempts + 1,"
-                    " failed_reason = %s, last_error = %s, updated_at = %s",
-                    (holds, holds, reason, error, res.finished_at)):
+            await self.lock_queue(claim.queue)
+            if not await self._finish(claim, res, None, Status.FAILED, sets, params):
                 return False
-            if ordered and not block:
+            if not block:
                 await self._promote(c, claim.queue, res.finished_at)
         return True
 
@@ -615,10 +603,10 @@ class PgStore(PgQueryOps, StoreContract):
         if exclude_configs:
             excl = " AND NOT (config_id = ANY(%s))"
             params.append(list(exclude_configs))
-        due = await self._one("SELECT next_attempt_at FROM deliveries WHERE eligible AND lease_until IS NULL"
-                              f" AND status IN {_ACTIVE_SQL}{excl} ORDER BY next_attempt_at, id LIMIT 1", params)
-        lease = await self._one("SELECT MIN(lease_until) FROM deliveries WHERE lease_until IS NOT NULL")
-        times = [t for t in ((due[0] if due else None), (lease[0] if lease else None)) if t is not None]
+        row = await self._one("SELECT (SELECT next_attempt_at FROM deliveries WHERE eligible AND lease_until IS NULL"
+                              f" AND status IN {_ACTIVE_SQL}{excl} ORDER BY next_attempt_at, id LIMIT 1),"
+                              " (SELECT MIN(lease_until) FROM deliveries WHERE lease_until IS NOT NULL)", params)
+        times = [t for t in (row or ()) if t is not None]
         return min(times) if times else None
 
     async def in_flight(self) -> int:
