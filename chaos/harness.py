@@ -48,6 +48,35 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, step: float = 0
         threading.Event().wait(step)
 
 
+class AnsweringHandler(BaseHTTPRequestHandler):
+    """A receiver's request handler: HTTP/1.1 keep-alive, no access log, GET (activation) answers 200,
+    ``_answer(status)`` sends a two-byte body; subclasses add ``do_POST``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def do_GET(self) -> None:
+        self._answer(200)
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threaded server for :class:`AnsweringHandler` subclasses that stays quiet when a sender killed
+    mid-request resets its connections (expected in these runs)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class Receiver:
     """An endpoint on 127.0.0.1: GET answers 200 (activation); POST records the activity id and the
     ``webhook-id`` and answers 200, or 503 while :attr:`outage` is set."""
@@ -64,21 +93,7 @@ class Receiver:
         self.refused = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _answer(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def do_GET(self) -> None:
-                self._answer(200)
-
+        class Handler(AnsweringHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path == outer.hold_path and not outer.release.is_set():
@@ -96,13 +111,7 @@ class Receiver:
                     outer.delivered[(self.path, activity)].append(self.headers.get("webhook-id", ""))
                 self._answer(200)
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a serve killed mid-request resets its connections: expected here
-
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"

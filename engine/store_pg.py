@@ -94,22 +94,24 @@ class PgStore(PgQueryOps, StoreContract):
         naming both versions) and migrate it unless ``readonly``. A database that cannot be reached
         is one :class:`StoreError` naming it (without its password)."""
         shown = display_url(url)
-        try:
-            conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=int(connect_timeout))
-        except psycopg.Error as exc:
-            raise StoreError(f"{shown}: cannot connect to PostgreSQL: {_first_line(exc)}") from None
-        try:
-            await _migrate(conn, shown, readonly=readonly)
-        except psycopg.Error as exc:
-            raise StoreError(f"{shown}: {_first_line(exc)}") from None
-        finally:
-            await conn.close()
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if readonly:
-            kwargs["options"] = "-c default_transaction_read_only=on"
-        pool = AsyncConnectionPool(url, min_size=1, max_size=max(1, pool_size), kwargs=kwargs, open=False,
-                                   timeout=connect_timeout, name="dispatchsim")
-        await pool.open(wait=True, timeout=connect_timeout)
+        async with _clock_held():
+            try:
+                conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
+                                                             connect_timeout=int(connect_timeout))
+            except psycopg.Error as exc:
+                raise StoreError(f"{shown}: cannot connect to PostgreSQL: {_first_line(exc)}") from None
+            try:
+                await _migrate(conn, shown, readonly=readonly)
+            except psycopg.Error as exc:
+                raise StoreError(f"{shown}: {_first_line(exc)}") from None
+            finally:
+                await conn.close()
+            kwargs: dict[str, Any] = {"autocommit": True}
+            if readonly:
+                kwargs["options"] = "-c default_transaction_read_only=on"
+            pool = AsyncConnectionPool(url, min_size=1, max_size=max(1, pool_size), kwargs=kwargs, open=False,
+                                       timeout=connect_timeout, name="dispatchsim")
+            await pool.open(wait=True, timeout=connect_timeout)
         return cls(pool, url, readonly=readonly)
 
     async def schema_version(self) -> int:
@@ -174,7 +176,8 @@ class PgStore(PgQueryOps, StoreContract):
 
     async def close(self) -> None:
         """Close every connection of the pool; the store is unusable afterwards."""
-        await self.pool.close()
+        async with _clock_held():
+            await self.pool.close()
 
     async def ping(self) -> None:
         """A round trip to the database (health checks)."""

@@ -17,14 +17,12 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-from chaos.harness import ServeProcess, call, wait_for
+from chaos.harness import AnsweringHandler, QuietServer, ServeProcess, call, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -58,21 +56,7 @@ class Receiver:
         self.victim: int | None = None
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _answer(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def do_GET(self) -> None:
-                self._answer(200)
-
+        class Handler(AnsweringHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
                 with outer.lock:
@@ -93,13 +77,7 @@ class Receiver:
                     self.close_connection = True  # the sender is gone
                 req.end = time.monotonic()
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass
-
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
