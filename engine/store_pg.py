@@ -418,19 +418,21 @@ class PgStore(PgQueryOps, StoreContract):
         asked."""
         if not leases:
             return []
+        ids = [d for d, _ in leases]
         rows = await self._all(
-            "WITH wanted AS (SELECT d.id, l.until FROM deliveries d"
-            " JOIN unnest(%s::bigint[], %s::double precision[]) AS l(id, until) ON l.id = d.id"
-            f" WHERE d.eligible AND d.lease_until IS NULL AND d.status IN {_ACTIVE_SQL}"
-            " ORDER BY d.id FOR UPDATE OF d SKIP LOCKED),"
-            " leased AS (UPDATE deliveries d SET lease_until = w.until, lease_token = %s, attempts = d.attempts + 1,"
-            " updated_at = %s FROM wanted w WHERE d.id = w.id RETURNING d.id, d.webhook_id, d.activity_id, d.batch_id,"
-            " d.config_id, d.config_version, d.queue, d.attempts, d.budget_attempts, d.budget_started_at,"
+            # primary-key look-ups only (id = ANY, array_position): no join whose plan depends on statistics
+            "WITH locked AS MATERIALIZED (SELECT id, eligible, lease_until, status FROM deliveries"
+            " WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE SKIP LOCKED),"
+            f" wanted AS (SELECT id FROM locked WHERE eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}),"
+            " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
+            "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"
+            " updated_at = %(now)s WHERE d.id IN (SELECT id FROM wanted) RETURNING d.id, d.webhook_id, d.activity_id,"
+            " d.batch_id, d.config_id, d.config_version, d.queue, d.attempts, d.budget_attempts, d.budget_started_at,"
             " d.next_attempt_at),"
             " opened AS (INSERT INTO attempts (delivery_id, number, started_at, config_id)"
-            " SELECT id, attempts, %s, config_id FROM leased ORDER BY id RETURNING id, delivery_id)"
+            " SELECT id, attempts, %(now)s, config_id FROM leased ORDER BY id RETURNING id, delivery_id)"
             " SELECT leased.*, opened.id FROM leased JOIN opened ON opened.delivery_id = leased.id",
-            ([d for d, _ in leases], [u for _, u in leases], token, now, now))
+            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now})
         by_id = {r[0]: r for r in rows}
         return [Claim(delivery_id=d, attempt_id=r[11], number=r[7], webhook_id=r[1], activity_id=r[2],
                       batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
