@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from dispatchsim.engine import is_url
 from dispatchsim.errors import LocatedError
 
 from . import catalogue
@@ -83,6 +84,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.db and len(scenarios) > 1:
         print("dispatchsim run: --db needs exactly one scenario", file=sys.stderr)
+        return 2
+    if args.db and is_url(args.db):
+        print("dispatchsim run: --db takes a SQLite file: a scenario runs on the virtual clock, and a PostgreSQL "
+              "database runs on the real clock (use it with dispatchsim serve)", file=sys.stderr)
         return 2
     problem = _check_outputs(args, several=len(scenarios) > 1)
     if problem:

@@ -115,3 +115,12 @@ def test_the_serve_config_takes_pool_size_and_lease_margin(tmp_path: Path) -> No
 async def test_the_virtual_clock_is_sqlites(pg_url: str) -> None:
     with pytest.raises(ConfigError, match="virtual clock runs on a SQLite database"):
         await Engine.open(pg_url, virtual=True)
+
+
+def test_a_scenario_refuses_a_postgresql_database(capsys) -> None:
+    from dispatchsim.cli import main
+
+    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "happy_path_seed_payload.yaml"
+    assert main(["run", str(scenario), "--db", "postgresql://app:s3cret@127.0.0.1:1/x", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--db takes a SQLite file: a scenario runs on the virtual clock" in err and "s3cret" not in err
