@@ -16,6 +16,7 @@ import asyncio
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -199,6 +200,7 @@ def main(n: int, pending: int) -> None:
     finally:
         rx.terminate()
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
     base, pg1 = results[0].rate, results[1].rate
     print(f"throughput: {n} unordered deliveries to an always-200 receiver on 127.0.0.1, {os.cpu_count()} cores")
     print(f"  {'setup':<20} {'deliveries/s':>12} {'vs SQLite':>9} {'vs 1 PG':>8}   CPU s: workers | database | receiver")

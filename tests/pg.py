@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import os
 import tempfile
 import threading
@@ -40,6 +41,7 @@ class PgServer:
     base_url: str  #: e.g. postgresql://postgres:@/postgres?host=/tmp/…
     _names: Iterator[int]
     shared: str = ""  #: the URL of the database most tests share (emptied by :meth:`reset`)
+    folder: Path | None = None  #: the temporary folder holding the cluster (removed at the end)
 
     def url(self, database: str) -> str:
         return self.handle.get_uri(database)  # type: ignore[attr-defined]
@@ -128,13 +130,15 @@ def start_server() -> PgServer:
     worker.join()
     if failure:
         raise failure[0]
-    server = PgServer(handle=handle, base_url=base, _names=itertools.count(1))
+    server = PgServer(handle=handle, base_url=base, _names=itertools.count(1), folder=folder)
     server.shared = server.fresh()
     return server
 
 
 def stop_server(server: PgServer) -> None:
-    server.handle.cleanup()  # type: ignore[attr-defined]
+    server.handle.cleanup()  # type: ignore[attr-defined]  (stops it and deletes its data folder)
+    if server.folder is not None:
+        shutil.rmtree(server.folder, ignore_errors=True)
 
 
 def server_or_fail() -> PgServer:
