@@ -124,3 +124,32 @@ def test_a_scenario_refuses_a_postgresql_database(capsys) -> None:
     assert main(["run", str(scenario), "--db", "postgresql://app:s3cret@127.0.0.1:1/x", "-q"]) == 2
     err = capsys.readouterr().err
     assert "--db takes a SQLite file: a scenario runs on the virtual clock" in err and "s3cret" not in err
+
+
+async def test_a_circuit_one_worker_opens_holds_for_the_other(pg_url: str) -> None:
+    """Worker A's failures open the circuit; worker B, which read the endpoint's health as closed when it
+    started, stops sending to it too (serve mode shares health this way on PostgreSQL)."""
+    async with Receiver(time.time) as rx:
+        rx.respond = lambda hit, n: (500, {}, 0.0)
+        a, b = await Engine.open(pg_url, pool_size=3), await Engine.open(pg_url, pool_size=3)
+        try:
+            for e in (a, b):
+                e.dispatcher.share_health(every=0.05)
+            await a.add_tenant("acme")
+            await a.add_provider("crm")
+            await a.add_config("acme", "crm", "SALESMAN", config_id="crm", endpoint_url=rx.url, activate=True,
+                               retry={"base": 600, "max_attempts": None}, ordering={"mode": "none", "concurrency": 1},
+                               circuit_breaker={"window": 60, "failure_rate": 0.5, "min_requests": 2,
+                                                "cooldown": 600})
+            assert (await b.health("crm"))["circuit"] == "closed"
+            for _ in range(2):
+                await a.create_activity("acme", {"channel": "SALESMAN"})
+            await a.run_for(1.0)
+            assert (await a.health("crm"))["circuit"] == "open" and len(rx.posts()) == 2
+            await b.create_activity("acme", {"channel": "SALESMAN"})  # due now, on the other worker
+            await b.run_for(0.5)
+            assert (await b.health("crm"))["circuit"] == "open"
+            assert len(rx.posts()) == 2  # B sent nothing: the circuit A opened holds for it
+        finally:
+            await a.close()
+            await b.close()
