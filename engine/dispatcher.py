@@ -602,4 +602,5 @@ class Dispatcher:
     def _stale(self, claim: Claim) -> list[tuple[str, str, dict]]:
         return [("warning", "attempt.stale", {
             **self._fields(claim),
-            "reason": "lease lost before the attempt finished; result recorded, status untouched"})]
+            "reason": "lease lost before the attempt finished; nothing recorded (the attempt was interrupted and the"
+                      " delivery went again)"})]

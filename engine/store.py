@@ -497,18 +497,25 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
              res.excerpt, next_at, claim.attempt_id))
 
-    def _transition(self, c: sqlite3.Connection, claim: Claim, dst: Status, sets: str, params: Sequence[Any]) -> bool:
-        """Move the claimed delivery to ``dst`` (and ``sets``), releasing its lease, if the transition
-        table allows ``dst`` from its current status. False: the lease was lost meanwhile (another
-        engine re-sent it); InvalidTransition: the table refuses the change."""
+    def _transition(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None,
+                    dst: Status, sets: str, params: Sequence[Any]) -> bool:
+        """Record the claim's attempt and move its delivery to ``dst`` (and ``sets``), releasing the
+        lease, if the transition table allows ``dst`` from the current status: both or neither.
+
+        False, nothing written: the lease was lost meanwhile (it expired and the delivery went
+        again, its stale attempt marked INTERRUPTED), so this late outcome must not overwrite what the
+        current holder records. InvalidTransition: the table refuses the change while the lease is
+        still ours; the attempt is recorded (it happened), the status and the lease stay."""
         cur = c.execute(
             f"UPDATE deliveries SET status = ?, lease_until = NULL, lease_token = NULL, {sets}"
             f" WHERE id = ? AND lease_token = ? AND status IN {_sources_sql(dst)}",
             (dst.value, *params, claim.delivery_id, claim.lease_token))
         if cur.rowcount == 1:
+            self._record(c, claim, res, next_at)
             return True
         row = c.execute("SELECT status, lease_token FROM deliveries WHERE id = ?", (claim.delivery_id,)).fetchone()
         if row is not None and row["lease_token"] == claim.lease_token:
+            self._record(c, claim, res, next_at)
             raise InvalidTransition(f"delivery {claim.delivery_id} is {row['status']}; {row['status']} -> {dst} is not"
                                     " an allowed transition")
         return False
@@ -516,8 +523,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         """2xx: DISPATCHED, and the next delivery of an ordered queue becomes its head."""
         with self._tx() as c:
-            self._record(c, claim, res, None)
-            if not self._transition(c, claim, Status.DISPATCHED,
+            if not self._transition(c, claim, res, None, Status.DISPATCHED,
                                     "holds = 0, eligible = 0, budget_attempts = budget_attempts + 1, dispatched_at = ?,"
                                     " last_error = NULL, updated_at = ?", (res.finished_at, res.finished_at)):
                 return False
@@ -528,8 +534,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
         """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
         with self._tx() as c:
-            self._record(c, claim, res, next_at)
-            return self._transition(c, claim, Status.RETRYING,
+            return self._transition(c, claim, res, next_at, Status.RETRYING,
                                     "budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?,"
                                     " updated_at = ?", (next_at, error, res.finished_at))
 
@@ -538,8 +543,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         """Budget exhausted or unfixable: FAILED. With ``block`` it keeps its queue waiting."""
         holds = 1 if (ordered and block) else 0
         with self._tx() as c:
-            self._record(c, claim, res, None)
-            if not self._transition(c, claim, Status.FAILED,
+            if not self._transition(c, claim, res, None, Status.FAILED,
                                     "holds = ?, eligible = ?, budget_attempts = budget_attempts + 1, failed_reason = ?,"
                                     " last_error = ?, updated_at = ?", (holds, holds, reason, error, res.finished_at)):
                 return False

@@ -441,26 +441,33 @@ class PgStore(PgQueryOps, StoreContract):
 
     async def _finish(self, claim: Claim, res: AttemptResult, next_at: float | None, dst: Status, sets: str,
                       params: Sequence[Any]) -> bool:
-        """Record the attempt's outcome and move the claimed delivery to ``dst`` (with ``sets``), in one
-        statement. As SQLite's: the status changes only under the caller's lease and only from a
-        status the table allows; False when the lease is lost, InvalidTransition otherwise. The
-        outcome is recorded either way."""
+        """Record the attempt's outcome and move the claimed delivery to ``dst`` (with ``sets``): both or
+        neither, as SQLite's. The usual case is one statement: the status changes only under the
+        caller's lease and from a status the table allows, and the attempt is written only when it
+        did (the outcome reads the move's RETURNING). Otherwise the row is locked and read: a lost
+        lease is False with nothing written (the late outcome must not overwrite the attempt the
+        lease sweep marked INTERRUPTED); a lease still ours means the table refuses, and the attempt
+        is recorded (it happened) before InvalidTransition."""
+        record = ("UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s, retry_after = %s,"
+                  " latency = %s, excerpt = %s, next_attempt_at = %s WHERE id = %s")
+        outcome = (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
+                   res.excerpt, next_at, claim.attempt_id)
         async with self._use() as c:
-            cur = await c.execute(
-                "WITH outcome AS (UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s,"
-                " retry_after = %s, latency = %s, excerpt = %s, next_attempt_at = %s WHERE id = %s)"
-                f" UPDATE deliveries SET status = %s, lease_until = NULL, lease_token = NULL, {sets}"
-                f" WHERE id = %s AND lease_token = %s AND status IN {_sources_sql(dst)}",
-                (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
-                 res.excerpt, next_at, claim.attempt_id, dst.value, *params, claim.delivery_id, claim.lease_token))
-            if cur.rowcount == 1:
+            moved = await (await c.execute(
+                f"WITH moved AS (UPDATE deliveries SET status = %s, lease_until = NULL, lease_token = NULL, {sets}"
+                f" WHERE id = %s AND lease_token = %s AND status IN {_sources_sql(dst)} RETURNING id),"
+                f" outcome AS ({record} AND EXISTS (SELECT 1 FROM moved))"
+                " SELECT count(*) FROM moved",
+                (dst.value, *params, claim.delivery_id, claim.lease_token, *outcome))).fetchone()
+            if moved[0] == 1:
                 return True
-            row = await (await c.execute("SELECT status, lease_token FROM deliveries WHERE id = %s",
+            row = await (await c.execute("SELECT status, lease_token FROM deliveries WHERE id = %s FOR UPDATE",
                                          (claim.delivery_id,))).fetchone()
-        if row is not None and row[1] == claim.lease_token:
-            raise InvalidTransition(f"delivery {claim.delivery_id} is {row[0]}; {row[0]} -> {dst} is not"
-                                    " an allowed transition")
-        return False
+            if row is None or row[1] != claim.lease_token:
+                return False
+            await c.execute(record, outcome)
+        raise InvalidTransition(f"delivery {claim.delivery_id} is {row[0]}; {row[0]} -> {dst} is not"
+                                " an allowed transition")
 
     async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         sets = ("holds = false, eligible = false, budget_attempts = budget_attempts + 1, dispatched_at = %s,"

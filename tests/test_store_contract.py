@@ -230,6 +230,28 @@ async def test_retry_keeps_the_head_and_a_lost_lease_refuses_every_finish(store:
     assert [a.number for a in await store.attempts(d1)] == [1, 2] and (await store.attempts(d1))[-1].next_attempt_at is None
 
 
+async def test_a_late_outcome_after_the_lease_was_lost_writes_neither_attempt_nor_status(store: StoreContract) -> None:
+    """An engine whose lease expired mid-attempt reports its outcome after the delivery went again:
+    its attempt stays INTERRUPTED and the new holder's lease, status and attempt stay untouched."""
+    did = await _delivery(store, 1, ordered=False)
+    late = await _claim(store, did, token="slow:1")
+    assert await store.release_expired_leases(T0 + 60) == [did]
+    current = await _claim(store, did, at=T0 + 60, token="fast:1")
+    for finish in (lambda: store.mark_dispatched(late, _result(T0 + 61), ordered=False),
+                   lambda: store.schedule_retry(late, _result(T0 + 61, "TIMEOUT", None), T0 + 99, "timeout"),
+                   lambda: store.mark_failed(late, _result(T0 + 61, "HTTP_ERROR", 400), "permanent_status",
+                                             "HTTP 400", ordered=False, block=False)):
+        assert await finish() is False
+    first, second = await store.attempts(did)
+    assert (first.id, first.outcome, first.finished_at, first.status_code) == (late.attempt_id, "INTERRUPTED",
+                                                                             T0 + 60, None)
+    assert (second.id, second.outcome, second.finished_at) == (current.attempt_id, None, None)
+    d = await store.delivery(did)
+    assert (d.status, d.lease_until, d.budget_attempts) == (Status.READY, T0 + 120, 0)
+    assert await store.mark_dispatched(current, _result(T0 + 62), ordered=False)
+    assert [a.outcome for a in await store.attempts(did)] == ["INTERRUPTED", "SUCCESS"]
+
+
 async def test_failed_skip_or_block_force_retry_and_skip(store: StoreContract) -> None:
     d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
     await _failed(store, d1, block=True)
