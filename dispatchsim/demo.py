@@ -59,8 +59,8 @@ async def _demo(out: TextIO, outage: float) -> dict[str, int]:
         summary = await engine.run_until_idle(max_time=24 * 3600)
         out.write("final statuses:\n")
         for d in await engine.deliveries():
-            out.write(f"  delivery {d['id']}  {d['status']:<10}  attempts {d['attempts']}  "
-                      f"dispatched at {fmt_offset(_parse(d['dispatched_at']) - t0) if d['dispatched_at'] else '-'}\n")
+            out.write(f"  delivery {d.id}  {d.status.value:<10}  attempts {d.attempts}  "
+                      f"dispatched at {fmt_offset(d.dispatched_at - t0) if d.dispatched_at else '-'}\n")
         out.write(f"simulated {fmt_offset(summary.elapsed)} of time; the endpoint got {requests} POSTs\n")
         return summary.counts
     finally:

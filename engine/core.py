@@ -25,7 +25,7 @@ from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult
 from .store_contract import StoreContract
 from .store_open import is_url, open_store
-from .store_rows import Configuration, Provider, Tenant
+from .store_rows import Attempt, Configuration, Delivery, Provider, Tenant
 from .store_queries import ActivityFilter
 
 #: What an id (tenant, provider, configuration name) may be; also the pattern the HTTP API documents.
@@ -483,19 +483,20 @@ class Engine:
         self.log.info("activity.result", activity_id=activity_id)
         return ResultSubmission(activity=(await self.store.activity(activity_id)).to_json(), created=True)
 
-    async def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
-        """Deliveries matching the filters of :meth:`Store.deliveries`, as JSON-ready data in id order."""
-        return [d.to_json() for d in await self.store.deliveries(**filters)]
+    async def deliveries(self, **filters: Any) -> list[Delivery]:
+        """Deliveries matching the filters of :meth:`Store.deliveries`, in id order (``to_json()`` gives
+        what the API shows)."""
+        return await self.store.deliveries(**filters)
 
-    async def delivery(self, delivery_id: int) -> dict[str, Any]:
-        """One delivery as JSON-ready data (NotFound when the id is unknown)."""
-        return (await self.store.delivery(delivery_id)).to_json()
+    async def delivery(self, delivery_id: int) -> Delivery:
+        """One delivery (NotFound when the id is unknown)."""
+        return await self.store.delivery(delivery_id)
 
-    async def attempts(self, delivery_id: int | None = None) -> list[dict[str, Any]]:
-        """Attempts of one delivery (or of all deliveries), as JSON-ready data in id order."""
-        return [a.to_json() for a in await self.store.attempts(delivery_id)]
+    async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
+        """Attempts of one delivery (or of all deliveries), in id order."""
+        return await self.store.attempts(delivery_id)
 
-    async def force_retry(self, delivery_id: int) -> dict[str, Any]:
+    async def force_retry(self, delivery_id: int) -> Delivery:
         """FAILED -> READY with a fresh attempt budget (the only way out of FAILED).
 
         The retried delivery moves to the configuration's current version, so fixing a mapping
@@ -511,7 +512,7 @@ class Engine:
         self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row.queue, status=Status.READY,
                       config_version=version)
         self.dispatcher.wake()
-        return row.to_json()
+        return row
 
     async def force_retry_where(self, *, config_id: str | None = None, since: float | None = None,
                                 until: float | None = None, reason: str | None = None) -> list[int]:
@@ -529,7 +530,7 @@ class Engine:
         await self.config(config_id)
         return await self.force_retry_where(config_id=config_id, since=since)
 
-    async def replay(self, delivery_id: int) -> dict[str, Any]:
+    async def replay(self, delivery_id: int) -> Attempt:
         """Send a DISPATCHED delivery again (same ``webhook-id``); recorded as a replay attempt.
 
         History is never changed: the delivery keeps its status and counters.
@@ -554,7 +555,7 @@ class Engine:
             error=out.error, retry_after=out.retry_after, latency=out.latency, excerpt=out.excerpt))
         self.log.info("delivery.replayed", delivery_id=delivery_id, queue=d.queue, code=out.status,
                       outcome=out.kind.value, status=d.status.value)
-        return [a.to_json() for a in await self.store.attempts(delivery_id) if a.id == attempt_id][0]
+        return [a for a in await self.store.attempts(delivery_id) if a.id == attempt_id][0]
 
     async def notifications(self, config_id: str | None = None, *,
                             tenant_id: str | None = None) -> list[dict[str, Any]]:
@@ -588,12 +589,12 @@ class Engine:
                 "consecutive_failures": st.consecutive_failures,
                 "failing_since": iso(st.failing_since) if st.failing_since else None}
 
-    async def skip(self, delivery_id: int) -> dict[str, Any]:
+    async def skip(self, delivery_id: int) -> Delivery:
         """Unblock a queue held by a FAILED head (``on_exhausted: block``); the delivery stays FAILED."""
         row = await self.store.skip(delivery_id, self.clock.now())
         self.log.info("delivery.skipped", delivery_id=delivery_id, queue=row.queue, status=Status.FAILED)
         self.dispatcher.wake()
-        return row.to_json()
+        return row
 
     async def counts(self) -> dict[str, int]:
         """Number of deliveries per status; every status is present, zero included."""

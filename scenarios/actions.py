@@ -350,7 +350,7 @@ class Replay(Action):
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
         attempt = await run.engine.replay(self.delivery)
-        run.note(f"replay of delivery {self.delivery}: {attempt['outcome']} {attempt['status_code'] or ''}")
+        run.note(f"replay of delivery {self.delivery}: {attempt.outcome} {attempt.status_code or ''}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,9 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, AlreadyExists,
-                                ConfigError, DispatchsimError, EventBatch, InvalidTransition, NotFound, PayloadUnmappable,
-                                ResultConflict, config_name, iso, latest_schema_version, parse_iso, scoped_config_id,
-                                storage_error)
+                                Attempt, ConfigError, Delivery, DispatchsimError, EventBatch, InvalidTransition,
+                                NotFound, PayloadUnmappable, ResultConflict, config_name, iso, latest_schema_version,
+                                parse_iso, scoped_config_id, storage_error)
 
 from . import idempotency, models
 from .idempotency import Idempotency
@@ -469,16 +469,17 @@ async def _owned_delivery(request: web.Request) -> tuple[int, str]:
     return did, public
 
 
-def _public_delivery(request: web.Request, view: dict[str, Any]) -> dict[str, Any]:
+def _public_delivery(request: web.Request, delivery: Delivery) -> dict[str, Any]:
     """A delivery as the API shows it: its id is the public one (the ``webhook-id``), its
     configuration and queue named as the caller knows them."""
-    batch = view["webhook_id"] if view.get("batch_id") is not None else None  # never the store's batch number
+    view = delivery.to_json()
+    batch = view["webhook_id"] if delivery.batch_id is not None else None  # never the store's batch number
     return _config_out(request, {**view, "id": view["webhook_id"], "batch_id": batch}, "config_id")
 
 
-def _public_attempts(items: list[dict[str, Any]], public_id: str) -> list[dict[str, Any]]:
+def _public_attempts(items: list[Attempt], public_id: str) -> list[dict[str, Any]]:
     """Attempts as the API shows them: numbered within their delivery, never a global sequence."""
-    return [{**a, "id": f"{public_id}.{a['number']}", "delivery_id": public_id} for a in items]
+    return [{**a.to_json(), "id": f"{public_id}.{a.number}", "delivery_id": public_id} for a in items]
 
 
 async def get_delivery(request: web.Request) -> web.Response:

@@ -255,8 +255,8 @@ async def deliveries(request: web.Request) -> web.Response:
 async def delivery(request: web.Request) -> web.Response:
     engine = _engine(request)
     did, public = await _own_delivery(request)
-    view = await engine.delivery(did)
-    attempts = await engine.attempts(did)
+    view = (await engine.delivery(did)).to_json()
+    attempts = [a.to_json() for a in await engine.attempts(did)]
     timeline = console_timeline.svg(console_timeline.marks(view["created_at"], attempts, view["next_attempt_at"]))
     return _render(request, "delivery.html", d=view, public=public, attempts=attempts, timeline=timeline,
                    actions=_delivery_actions(view))
@@ -302,7 +302,7 @@ _CONFIG_ACTIONS = {
 async def confirm_delivery_action(request: web.Request) -> web.Response:
     _, public = await _own_delivery(request)
     action = request.match_info["action"]
-    view = await _engine(request).delivery((await _own_delivery(request))[0])
+    view = (await _engine(request).delivery((await _own_delivery(request))[0])).to_json()
     return _render(request, "confirm.html", title=_DELIVERY_ACTIONS[action], target=public, action=action,
                    post_url=f"{PREFIX}/deliveries/{public}/{action}", back=f"{PREFIX}/deliveries/{public}",
                    since=False, detail=view)
@@ -314,14 +314,14 @@ async def delivery_action(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     why = _reason(await request.post())
     if action == "force-retry":
-        view = await engine.force_retry(did)
+        row = await engine.force_retry(did)
     elif action == "skip":
-        view = await engine.skip(did)
+        row = await engine.skip(did)
     else:
         await engine.replay(did)
-        view = await engine.delivery(did)
+        row = await engine.delivery(did)
     await engine.record_operator_action(action, who=_session(request).who, why=why, target=f"delivery {public}",
-                                        config_id=view["config_id"])
+                                        config_id=row.config_id)
     raise web.HTTPSeeOther(f"{PREFIX}/deliveries/{public}")
 
 

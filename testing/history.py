@@ -126,13 +126,13 @@ class History:
                       downtimes: Iterable[tuple[float, float]] = ()) -> History:
         """From a live engine (public calls only), the events it sent to a ``subscribe``d list, and a
         :class:`~dispatchsim.providers.Recorder`."""
-        deliveries = await engine.deliveries()
+        deliveries = [d.to_json() for d in await engine.deliveries()]  # the views the API shows
         configs = {cid: ConfigRules.from_fields(await engine.config_view(cid))
                    for cid in {d["config_id"] for d in deliveries}}
-        return cls.build(deliveries=deliveries, attempts=await engine.attempts(), events=list(events),
-                         records=recorder.records, configs=configs, started_at=started_at,
-                         finished_at=engine.clock.now(), idle=idle, expected_deliveries=expected_deliveries,
-                         downtimes=downtimes)
+        attempts = [a.to_json() for a in await engine.attempts()]
+        return cls.build(deliveries=deliveries, attempts=attempts, events=list(events), records=recorder.records,
+                         configs=configs, started_at=started_at, finished_at=engine.clock.now(), idle=idle,
+                         expected_deliveries=expected_deliveries, downtimes=downtimes)
 
     @classmethod
     def from_run(cls, result: Any, *, expected_deliveries: int | None = None,

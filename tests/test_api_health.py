@@ -21,7 +21,7 @@ async def test_replay_a_dispatched_delivery(api: Api, receiver) -> None:
     await _config(api, receiver.url)
     await _activities(api, 1)
     await api.engine.run_until_idle()
-    did = (await api.engine.delivery(1))["webhook_id"]  # the API's id of a delivery
+    did = (await api.engine.delivery(1)).webhook_id  # the API's id of a delivery
     before = (await api.call("GET", f"/api/deliveries/{did}"))[1]
     status, attempt = await api.call("POST", f"/api/deliveries/{did}/replay")
     assert status == 200, attempt
@@ -46,7 +46,7 @@ async def test_replay_refuses_what_is_not_dispatched(api: Api, receiver) -> None
     await _config(api, receiver.url, retry={"max_attempts": 1})
     await _activities(api, 1)
     await api.engine.run_until_idle()
-    did = (await api.engine.delivery(1))["webhook_id"]
+    did = (await api.engine.delivery(1)).webhook_id
     status, body = await api.call("POST", f"/api/deliveries/{did}/replay")
     assert status == 409
     assert "is FAILED; only a DISPATCHED delivery can be replayed" in body["detail"]
@@ -74,7 +74,7 @@ async def test_recover_failed_deliveries_by_filter(api: Api, receiver) -> None:
     status, body = await api.call("POST", path, body={"since": "2026-04-10T14:40:00Z", "until": "2026-04-10T14:50:00Z",
                                                      "reason": "exhausted", "status": "FAILED"})
     assert status == 200, body
-    public = {d["id"]: d["webhook_id"] for d in await api.engine.deliveries()}
+    public = {d.id: d.webhook_id for d in await api.engine.deliveries()}
     assert body == {"config_id": cfg["id"], "count": 2, "requeued": [public[2], public[3]]}
     await api.engine.run_until_idle()
     status, body = await api.call("POST", path, body={"reason": "permanent_status"})
@@ -83,8 +83,8 @@ async def test_recover_failed_deliveries_by_filter(api: Api, receiver) -> None:
     assert body["requeued"] == [public[1], public[4]]
     await api.engine.run_until_idle()
     assert [h.body["commerceExternalId"] for h in receiver.posts()[4:]] == ["C1", "C2", "C0", "C3"]
-    assert [d["status"] for d in await api.engine.deliveries()] == ["DISPATCHED"] * 4
-    assert [d["id"] for d in await api.engine.deliveries()] == [1, 2, 3, 4]
+    assert [d.status for d in await api.engine.deliveries()] == ["DISPATCHED"] * 4
+    assert [d.id for d in await api.engine.deliveries()] == [1, 2, 3, 4]
 
 
 async def test_health_and_notifications_after_auto_disable_and_circuit(api: Api, receiver) -> None:

@@ -77,8 +77,8 @@ async def _outage(engine: Engine, url: str, *, tenant: str = "acme", n: int = 3,
     for _ in range(n):
         await engine.create_activity(tenant, {"channel": "SALESMAN"})
     await engine.run_until_idle()
-    return [d["id"] for d in await engine.deliveries(status=Status.FAILED)
-            if await engine.store.delivery_tenant(d["id"]) == tenant]
+    return [d.id for d in await engine.deliveries(status=Status.FAILED)
+            if await engine.store.delivery_tenant(d.id) == tenant]
 
 
 async def test_sign_in_sets_a_strict_httponly_session_and_refuses_wrong_and_admin_keys(console: Console) -> None:
@@ -156,14 +156,14 @@ async def test_actions_need_csrf_and_a_reason_and_are_audited(console: Console, 
     assert status == 403
     status, html, _ = await console.post(f"/console/deliveries/{public}/force-retry", {"csrf_token": token})
     assert status == 400 and "reason" in html
-    assert (await console.engine.delivery(failed[0]))["status"] == "FAILED"
+    assert (await console.engine.delivery(failed[0])).status == "FAILED"
     receiver.respond = lambda hit, n: (200, {}, 0.0)
     status, _, where = await console.post(f"/console/deliveries/{public}/force-retry",
                                           {"csrf_token": token, "reason": "endpoint fixed (INC-7)"})
     assert status == 303 and where == f"/console/deliveries/{public}"
-    assert (await console.engine.delivery(failed[0]))["status"] == "READY"
+    assert (await console.engine.delivery(failed[0])).status == "READY"
     await console.engine.run_until_idle()
-    assert (await console.engine.delivery(failed[0]))["status"] == "DISPATCHED"
+    assert (await console.engine.delivery(failed[0])).status == "DISPATCHED"
     notes = [n for n in await console.engine.notifications(tenant_id="acme") if n["kind"] == "operator.force-retry"]
     assert len(notes) == 1 and "ops-alice" in notes[0]["message"] and "endpoint fixed (INC-7)" in notes[0]["message"]
     assert '"event": "operator.action"' in console.engine.log_buffer.getvalue()
@@ -175,7 +175,7 @@ async def test_actions_need_csrf_and_a_reason_and_are_audited(console: Console, 
                                       {"csrf_token": token, "reason": "receiver lost it"})
     assert status == 303
     attempts = await console.engine.attempts(failed[0])
-    assert attempts[-1]["replay"] and attempts[-1]["status_code"] == 200
+    assert attempts[-1].replay and attempts[-1].status_code == 200
     # an action the state does not allow is refused and not audited
     status, html, _ = await console.post(f"/console/deliveries/{public}/force-retry",
                                          {"csrf_token": token, "reason": "again"})
@@ -200,7 +200,7 @@ async def test_recover_since_reenable_and_skip(console: Console, receiver) -> No
     token = await console.csrf(f"/console/deliveries/{head}/skip")
     status, _, _ = await console.post(f"/console/deliveries/{head}/skip", {"csrf_token": token, "reason": "poison"})
     assert status == 303
-    assert not (await engine.delivery(failed[0]))["blocks_queue"]
+    assert not (await engine.delivery(failed[0])).blocks_queue
     await engine.run_until_idle()
     status, html, _ = await console.post(f"/console/configs/{cid}/recover", {"csrf_token": token, "reason": "r"})
     assert status == 400 and "since" in html
@@ -209,7 +209,7 @@ async def test_recover_since_reenable_and_skip(console: Console, receiver) -> No
                                       {"csrf_token": token, "reason": "outage over", "since": iso(start)[:19]})
     assert status == 303
     await engine.run_until_idle()
-    assert {d["status"] for d in await engine.deliveries()} == {"DISPATCHED"}
+    assert {d.status for d in await engine.deliveries()} == {"DISPATCHED"}
     await engine.deactivate(cid)
     status, html = await console.get(f"/console/configs/{cid}/activate")
     assert status == 200 and "Re-enable" in html
@@ -239,7 +239,7 @@ async def test_another_tenants_ids_answer_as_missing_ones(console: Console, rece
     status, _, _ = await console.post(f"/console/deliveries/{their_public}/force-retry",
                                       {"csrf_token": token, "reason": "mine now"})
     assert status == 404
-    assert (await console.engine.delivery(theirs[0]))["status"] == "FAILED"
+    assert (await console.engine.delivery(theirs[0])).status == "FAILED"
     _, html = await console.get("/console/deliveries")
     assert their_public not in html and "No delivery matches" in html
 

@@ -36,10 +36,10 @@ async def test_happy_path_dispatches_seed_payload(engine, receiver, setup_config
     assert hit.webhook_id.startswith("msg_")
     assert hit.headers["webhook-timestamp"].isdigit()
     [d] = await engine.deliveries()
-    assert d["status"] == "DISPATCHED" and d["attempts"] == 1
-    [a] = await engine.attempts(d["id"])
-    assert a["status_code"] == 200 and a["outcome"] == "SUCCESS" and a["excerpt"] == "ok"
-    assert a["finished_at"] is not None
+    assert d.status == "DISPATCHED" and d.attempts == 1
+    [a] = await engine.attempts(d.id)
+    assert a.status_code == 200 and a.outcome == "SUCCESS" and a.excerpt == "ok"
+    assert a.finished_at is not None
 
 
 async def test_500_then_200_follows_exact_1_2_4_minute_timeline(engine, receiver, setup_config):
@@ -50,8 +50,8 @@ async def test_500_then_200_follows_exact_1_2_4_minute_timeline(engine, receiver
     await engine.run_until_idle()
     assert offsets(engine, receiver.posts(), t0) == [0, 60, 180, 420]
     attempts = await engine.attempts()
-    assert [a["status_code"] for a in attempts] == [500, 500, 500, 200]
-    assert [a["outcome"] for a in attempts] == ["HTTP_ERROR"] * 3 + ["SUCCESS"]
+    assert [a.status_code for a in attempts] == [500, 500, 500, 200]
+    assert [a.outcome for a in attempts] == ["HTTP_ERROR"] * 3 + ["SUCCESS"]
     # the same webhook-id on every retry so receivers can de-duplicate
     assert len({h.webhook_id for h in receiver.posts()}) == 1
 
@@ -61,7 +61,7 @@ async def test_3xx_is_a_failure_and_redirects_are_not_followed(engine, receiver,
     await setup_config(receiver.url)
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
-    assert [a["status_code"] for a in await engine.attempts()] == [302, 200]
+    assert [a.status_code for a in await engine.attempts()] == [302, 200]
 
 
 async def test_timeout_is_exact_and_retried(engine, receiver, setup_config):
@@ -71,11 +71,11 @@ async def test_timeout_is_exact_and_retried(engine, receiver, setup_config):
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     first, second = await engine.attempts()
-    assert first["outcome"] == "TIMEOUT" and first["status_code"] is None
-    assert first["latency"] == pytest.approx(7.5)
+    assert first.outcome == "TIMEOUT" and first.status_code is None
+    assert first.latency == pytest.approx(7.5)
     # retry scheduled one minute after the timed-out attempt ended
     assert offsets(engine, receiver.posts(), t0) == [0, 67.5]
-    assert second["outcome"] == "SUCCESS"
+    assert second.outcome == "SUCCESS"
 
 
 async def test_connection_refused_is_retried(engine, setup_config):
@@ -92,10 +92,10 @@ async def test_connection_refused_is_retried(engine, setup_config):
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     attempts = await engine.attempts()
-    assert [a["outcome"] for a in attempts] == ["CONNECT_ERROR"] * 3
+    assert [a.outcome for a in attempts] == ["CONNECT_ERROR"] * 3
     [d] = await engine.deliveries()
-    assert d["status"] == "FAILED" and d["failed_reason"] == "exhausted"
-    assert "ClientConnectorError" in attempts[0]["error"]
+    assert d.status == "FAILED" and d.failed_reason == "exhausted"
+    assert "ClientConnectorError" in attempts[0].error
 
 
 async def test_429_retry_after_longer_than_backoff_is_honoured(engine, receiver, setup_config):
@@ -107,7 +107,7 @@ async def test_429_retry_after_longer_than_backoff_is_honoured(engine, receiver,
     await engine.run_until_idle()
     # 300 s (Retry-After beats 60 s backoff), then 120 s (backoff beats Retry-After 5)
     assert offsets(engine, receiver.posts(), t0) == [0, 300, 420]
-    assert [a["retry_after"] for a in await engine.attempts()] == [300, 5, None]
+    assert [a.retry_after for a in await engine.attempts()] == [300, 5, None]
 
 
 async def test_retry_after_http_date(engine, receiver, setup_config):
@@ -132,7 +132,7 @@ async def test_ordered_head_blocks_followers_then_all_drain_in_order(engine, rec
     assert {h.body["id"] for h in posts if h.at - t0 < 2 * 3600} == {ids[0]}
     delivered = [h.body["id"] for h in posts if h.at - t0 >= 2 * 3600]
     assert delivered == ids
-    assert all(d["status"] == "DISPATCHED" for d in await engine.deliveries())
+    assert all(d.status == "DISPATCHED" for d in await engine.deliveries())
 
 
 async def test_on_exhausted_skip_moves_on(engine, receiver, setup_config):
@@ -141,11 +141,11 @@ async def test_on_exhausted_skip_moves_on(engine, receiver, setup_config):
     for i in range(3):
         await engine.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
     await engine.run_until_idle()
-    statuses = [d["status"] for d in await engine.deliveries()]
+    statuses = [d.status for d in await engine.deliveries()]
     assert statuses == ["FAILED", "DISPATCHED", "DISPATCHED"]
     first = (await engine.deliveries())[0]
-    assert first["canForceRetryDispatch"] is True and first["blocks_queue"] is False
-    act = await engine.activity(first["activity_id"])
+    assert first.to_json()["canForceRetryDispatch"] is True and first.blocks_queue is False
+    act = await engine.activity(first.activity_id)
     assert act["canForceRetryDispatch"] is True
 
 
@@ -158,13 +158,13 @@ async def test_on_exhausted_block_holds_queue_until_force_retry(engine, receiver
     summary = await engine.run_until_idle()
     assert summary.idle
     ds = await engine.deliveries()
-    assert [d["status"] for d in ds] == ["FAILED", "READY", "READY"]
-    assert ds[0]["blocks_queue"] is True
+    assert [d.status for d in ds] == ["FAILED", "READY", "READY"]
+    assert ds[0].blocks_queue is True
     assert len(receiver.posts()) == 2  # only the head was tried
     healthy = True
-    await engine.force_retry(ds[0]["id"])
+    await engine.force_retry(ds[0].id)
     await engine.run_until_idle()
-    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"] * 3
+    assert [d.status for d in await engine.deliveries()] == ["DISPATCHED"] * 3
     assert [h.body["commerceExternalId"] for h in receiver.posts()[2:]] == ["C0", "C1", "C2"]
 
 
@@ -175,13 +175,13 @@ async def test_explicit_skip_unblocks_a_blocked_queue(engine, receiver, setup_co
         await engine.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
     await engine.run_until_idle()
     head, tail = await engine.deliveries()
-    assert head["status"] == "FAILED" and tail["status"] == "READY"
+    assert head.status == "FAILED" and tail.status == "READY"
     with pytest.raises(InvalidTransition):
-        await engine.skip(tail["id"])
-    await engine.skip(head["id"])
+        await engine.skip(tail.id)
+    await engine.skip(head.id)
     await engine.run_until_idle()
     head, tail = await engine.deliveries()
-    assert head["status"] == "FAILED" and tail["status"] == "DISPATCHED"
+    assert head.status == "FAILED" and tail.status == "DISPATCHED"
 
 
 async def test_partitioned_ordering_one_queue_per_key(engine, receiver, setup_config):
@@ -191,7 +191,7 @@ async def test_partitioned_ordering_one_queue_per_key(engine, receiver, setup_co
     await setup_config(receiver.url, ordering={"mode": "partitioned", "partition_key": "commerceExternalId"})
     acts = [await engine.create_activity("acme", {**ACT, "commerceExternalId": key}) for key in "ABABC"]
     await engine.run_until_idle()
-    queues = sorted({d["queue"] for d in await engine.deliveries()})
+    queues = sorted({d.queue for d in await engine.deliveries()})
     assert queues == ["acme.crm.salesman/A", "acme.crm.salesman/B", "acme.crm.salesman/C"]
     by_key: dict[str, list[tuple[float, str]]] = {}
     for h in receiver.posts():
@@ -220,15 +220,15 @@ async def test_force_retry_gives_a_fresh_budget(engine, receiver, setup_config):
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     [d] = await engine.deliveries()
-    assert d["status"] == "FAILED" and d["canForceRetryDispatch"]
+    assert d.status == "FAILED" and d.to_json()["canForceRetryDispatch"]
     with pytest.raises(NotFound, match="delivery 999 not found"):
         await engine.force_retry(999)
-    d = await engine.force_retry(d["id"])
-    assert d["status"] == "READY" and d["budget_attempts"] == 0
+    d = await engine.force_retry(d.id)
+    assert d.status == "READY" and d.budget_attempts == 0
     await engine.run_until_idle()
     [d] = await engine.deliveries()
-    assert d["status"] == "DISPATCHED" and d["attempts"] == 3
-    act = await engine.activity(d["activity_id"])
+    assert d.status == "DISPATCHED" and d.attempts == 3
+    act = await engine.activity(d.activity_id)
     assert act["canForceRetryDispatch"] is False
 
 
@@ -238,7 +238,7 @@ async def test_force_retry_only_from_failed(engine, receiver, setup_config):
     await engine.run_until_idle()
     [d] = await engine.deliveries()
     with pytest.raises(InvalidTransition, match="DISPATCHED -> READY is not allowed"):
-        await engine.force_retry(d["id"])
+        await engine.force_retry(d.id)
 
 
 async def test_verification_get_refuses_activation(engine, receiver):
@@ -271,7 +271,7 @@ async def test_fan_out_to_two_providers_one_down(engine, setup_config):
         act = await engine.create_activity("acme", ACT)
         await engine.run_until_idle()
         assert len(up.posts()) == 1 and len(down.posts()) == 3
-        statuses = {d["config_id"]: d["status"] for d in await engine.deliveries(activity_id=act["id"])}
+        statuses = {d.config_id: d.status for d in await engine.deliveries(activity_id=act["id"])}
         assert statuses == {"acme.crm.salesman": "DISPATCHED", "acme.erp.salesman": "FAILED"}
         assert up.posts()[0].webhook_id != down.posts()[0].webhook_id
 
@@ -294,10 +294,10 @@ async def test_deactivated_config_pauses_and_resumes_in_order(engine, receiver, 
     await engine.create_activity("acme", ACT)  # inactive: gets no delivery
     summary = await engine.run_until_idle()  # nothing is sent to a paused configuration
     assert summary.idle and len(receiver.posts()) == 1
-    assert [d["status"] for d in await engine.deliveries()] == ["RETRYING", "READY"]
+    assert [d.status for d in await engine.deliveries()] == ["RETRYING", "READY"]
     await engine.activate(cfg["id"])
     await engine.run_until_idle()
-    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED", "DISPATCHED"]
+    assert [d.status for d in await engine.deliveries()] == ["DISPATCHED", "DISPATCHED"]
     assert [h.body["commerceExternalId"] for h in receiver.posts()] == ["C0", "C0", "C1"]
     assert receiver.posts()[0].body["id"] == first["id"]
 
@@ -310,7 +310,7 @@ async def test_edit_keeps_snapshot_of_deliveries_in_flight(engine, setup_config)
         await engine.create_activity("acme", ACT)
         await engine.run_until_idle()
         assert len(old.posts()) == 1 and len(new.posts()) == 1
-        assert [d["config_version"] for d in await engine.deliveries()] == [1, 2]
+        assert [d.config_version for d in await engine.deliveries()] == [1, 2]
 
 
 async def test_bad_config_is_refused_before_anything_is_stored(engine):
@@ -347,7 +347,8 @@ async def test_secrets_never_in_logs_views_or_errors(engine, receiver, setup_con
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     everything = (engine.log_buffer.getvalue() + json.dumps(cfg) + json.dumps(await engine.config_view(cfg["id"]))
-                  + json.dumps(await engine.attempts()) + json.dumps(await engine.deliveries()))
+                  + json.dumps([a.to_json() for a in await engine.attempts()])
+                  + json.dumps([d.to_json() for d in await engine.deliveries()]))
     assert "TOPSECRET" not in everything and "SIGNSECRET" not in everything
     assert cfg["auth"]["value"] == "***" and cfg["signing_secret"] == "***"
     receiver.verify_status = 401
@@ -391,19 +392,19 @@ async def test_crash_mid_flight_then_restart_loses_nothing(db_path):
             await eng.create_activity("acme", {**ACT, "commerceExternalId": f"C{i}"})
         await eng.run_for(10)  # first attempt is in flight (receiver takes 50 s); others done
         ds = await eng.deliveries()
-        assert [d["in_flight"] for d in ds].count(True) == 1
+        assert [d.lease_until is not None for d in ds].count(True) == 1
         await eng.crash()
 
         eng2 = await Engine.open(db_path, virtual=True, seed=3)
         receiver.clock_now = eng2.clock.now
         await eng2.run_until_idle()
         ds = await eng2.deliveries()
-        assert [d["status"] for d in ds] == ["DISPATCHED"] * 4
+        assert [d.status for d in ds] == ["DISPATCHED"] * 4
         received = [h.body["commerceExternalId"] for h in receiver.posts()]
         # at-least-once: only the attempt in flight at the crash arrives twice
         assert sorted(received) == ["C0", "C0", "C1", "C2", "C3"]
-        interrupted = [a for a in await eng2.attempts() if a["outcome"] == "INTERRUPTED"]
-        assert len(interrupted) == 1 and interrupted[0]["delivery_id"] == ds[0]["id"]
+        interrupted = [a for a in await eng2.attempts() if a.outcome == "INTERRUPTED"]
+        assert len(interrupted) == 1 and interrupted[0].delivery_id == ds[0].id
         await eng2.close()
 
 
@@ -416,7 +417,7 @@ async def test_graceful_stop_waits_for_in_flight(engine, receiver, setup_config)
     assert engine.dispatcher.in_flight == 1
     abandoned = await engine.stop(deadline=30)
     assert abandoned == 0
-    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"]
+    assert [d.status for d in await engine.deliveries()] == ["DISPATCHED"]
 
 
 async def test_reopen_database_is_migrated_once(db_path):
@@ -492,7 +493,7 @@ async def test_stop_right_after_start_is_not_lost(engine, receiver, setup_config
     await engine.create_activity("acme", ACT)
     await asyncio.sleep(1)
     await engine.stop()
-    assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"]
+    assert [d.status for d in await engine.deliveries()] == ["DISPATCHED"]
 
 
 async def test_permanent_status_fails_without_further_tries(engine, receiver, setup_config):
@@ -501,7 +502,7 @@ async def test_permanent_status_fails_without_further_tries(engine, receiver, se
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     [d] = await engine.deliveries()
-    assert d["status"] == "FAILED" and d["failed_reason"] == "permanent_status" and d["attempts"] == 1
+    assert d.status == "FAILED" and d.failed_reason == "permanent_status" and d.attempts == 1
 
 
 async def test_svix_schedule_timeline(engine, receiver, setup_config):
@@ -564,7 +565,7 @@ async def test_secret_echoed_by_the_receiver_is_not_stored(engine, setup_config)
         await engine.create_activity("acme", ACT)
         await engine.run_until_idle()
         [a] = await engine.attempts()
-        assert a["status_code"] == 401 and a["excerpt"] == "bad key ***"
-        assert "ECHOED" not in json.dumps(await engine.deliveries())
+        assert a.status_code == 401 and a.excerpt == "bad key ***"
+        assert "ECHOED" not in json.dumps([d.to_json() for d in await engine.deliveries()])
     finally:
         await runner.cleanup()

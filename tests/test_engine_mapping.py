@@ -49,16 +49,16 @@ async def test_unmappable_payload_fails_without_retry_then_force_retry_after_fix
     await engine.create_activity("acme", {"channel": "SALESMAN"})  # no operator: required value missing
     await engine.run_until_idle()
     [d] = await engine.deliveries()
-    assert d["status"] == "FAILED" and d["failed_reason"] == "mapping_error"
-    assert "operator" in d["last_error"] and "required" in d["last_error"]
-    [a] = await engine.attempts(d["id"])
-    assert a["outcome"] == "MAPPING_ERROR"
+    assert d.status == "FAILED" and d.failed_reason == "mapping_error"
+    assert "operator" in d.last_error and "required" in d.last_error
+    [a] = await engine.attempts(d.id)
+    assert a.outcome == "MAPPING_ERROR"
     assert receiver.posts() == []  # nothing was sent, nothing retried
     fixed = {"fields": {"externalId": "id", "operator": {"from": "activityDetails.assignedOperatorExternalId",
                                                            "default": "UNASSIGNED"}}, "wrap": "array"}
     await engine.edit_config(cfg["id"], mapping=fixed)
-    await engine.force_retry(d["id"])
+    await engine.force_retry(d.id)
     await engine.run_until_idle()
     [d] = await engine.deliveries()
-    assert d["status"] == "DISPATCHED" and d["config_version"] == 2
+    assert d.status == "DISPATCHED" and d.config_version == 2
     assert receiver.posts()[0].body[0]["operator"] == "UNASSIGNED"

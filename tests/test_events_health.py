@@ -40,7 +40,8 @@ async def test_a_secret_echoed_by_the_webhook_is_not_stored(engine, receiver) ->
     attempts = await engine.events.attempts(batch.id)
     assert [a.status_code for a in attempts] == [401, 200]
     assert attempts[0].excerpt == "bad token Bearer ***"
-    stored = json.dumps([a.to_json() for a in attempts]) + json.dumps(await engine.deliveries()) + json.dumps(await engine.events.webhook("acme"))
+    stored = (json.dumps([a.to_json() for a in attempts]) + json.dumps([d.to_json() for d in await engine.deliveries()])
+              + json.dumps(await engine.events.webhook("acme")))
     assert "ECHOED" not in stored + engine.log_buffer.getvalue()
 
 
@@ -52,7 +53,7 @@ async def test_a_permanent_status_fails_the_batch_at_once_and_the_queue_moves_on
     first, second = await engine.events.batches("acme")
     assert (first.status, first.attempts, second.status) == ("FAILED", 1, "DISPATCHED")
     failed = await engine.delivery(first.delivery_id)
-    assert failed["failed_reason"] == "permanent_status" and failed["canForceRetryDispatch"]
+    assert failed.failed_reason == "permanent_status" and failed.to_json()["canForceRetryDispatch"]
     assert _arrays(receiver.posts()) == [[1], [2]]
     # a force retry sends the same array again, with the same webhook-id
     await engine.force_retry(first.delivery_id)

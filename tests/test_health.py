@@ -37,7 +37,7 @@ async def test_circuit_opens_sends_nothing_while_open_then_probe_closes_it(engin
     probes = times[6:]
     assert probes[:3] == [120, 240, 360]  # one probe per cool-down, nothing in between
     assert kinds[-1][0] == "circuit.closed"
-    assert all(d["status"] == "DISPATCHED" for d in await engine.deliveries())
+    assert all(d.status == "DISPATCHED" for d in await engine.deliveries())
     assert (await engine.health(cid))["circuit"] == "closed"
 
 
@@ -49,8 +49,8 @@ async def test_open_circuit_does_not_consume_attempts(engine, receiver, setup_co
         await engine.create_activity("acme", key(i))
     await engine.run_for(1800)  # within the first cool-down
     ds = await engine.deliveries()
-    assert [d["attempts"] for d in ds] == [1, 1, 1, 1, 1]
-    assert [d["status"] for d in ds] == ["RETRYING"] * 5
+    assert [d.attempts for d in ds] == [1, 1, 1, 1, 1]
+    assert [d.status for d in ds] == ["RETRYING"] * 5
     assert len(receiver.posts()) == 5
 
 
@@ -70,7 +70,7 @@ async def test_auto_disable_after_consecutive_failures_keeps_work_and_notifies(e
         assert view["inactive_since"] == "2026-04-10T14:33:00.000Z"  # attempts at +0, +1m, +3m
         assert view["auto_disable"]["notify_secret"] == "***"
         assert len(endpoint.posts()) == 3
-        assert [d["status"] for d in await engine.deliveries()] == ["RETRYING", "READY", "READY"]
+        assert [d.status for d in await engine.deliveries()] == ["RETRYING", "READY", "READY"]
         [note] = await engine.notifications(cfg["id"])
         assert note["kind"] == "config.auto_disabled" and note["delivery"] == "HTTP 200"
         [hit] = operator.posts()
@@ -83,7 +83,7 @@ async def test_auto_disable_after_consecutive_failures_keeps_work_and_notifies(e
         healthy = True
         await engine.activate(cfg["id"])
         await engine.run_until_idle()
-        assert [d["status"] for d in await engine.deliveries()] == ["DISPATCHED"] * 3
+        assert [d.status for d in await engine.deliveries()] == ["DISPATCHED"] * 3
         assert [h.body["commerceExternalId"] for h in endpoint.posts()[3:]] == ["C0", "C1", "C2"]
         assert "operator-key" not in engine.log_buffer.getvalue()
 
@@ -117,12 +117,12 @@ async def test_recover_since_requeues_failed_in_original_order(engine, receiver,
     for i in range(4):
         await engine.create_activity("acme", key(i))
         await engine.run_for(600)
-    assert [d["status"] for d in await engine.deliveries()] == ["FAILED"] * 4
+    assert [d.status for d in await engine.deliveries()] == ["FAILED"] * 4
     healthy = True
     ids = await engine.recover_since(cfg["id"], t0 + 600)  # created at +10m, +20m, +30m
     assert ids == [2, 3, 4]
     await engine.run_until_idle()
-    assert [d["status"] for d in await engine.deliveries()] == ["FAILED", "DISPATCHED", "DISPATCHED", "DISPATCHED"]
+    assert [d.status for d in await engine.deliveries()] == ["FAILED", "DISPATCHED", "DISPATCHED", "DISPATCHED"]
     assert [h.body["commerceExternalId"] for h in receiver.posts()[4:]] == ["C1", "C2", "C3"]
     assert await engine.force_retry_where(reason="exhausted") == [1]
 
@@ -132,15 +132,15 @@ async def test_replay_resends_without_changing_history(engine, receiver, setup_c
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     [before] = await engine.deliveries()
-    attempt = await engine.replay(before["id"])
-    assert attempt["replay"] is True and attempt["status_code"] == 200 and attempt["number"] == 2
+    attempt = await engine.replay(before.id)
+    assert attempt.replay is True and attempt.status_code == 200 and attempt.number == 2
     [after] = await engine.deliveries()
     assert after == before  # status, counters, dispatched_at untouched
     first, again = receiver.posts()
     assert first.webhook_id == again.webhook_id and first.body == again.body
     with pytest.raises(InvalidTransition, match="only a DISPATCHED delivery can be replayed"):
         engine.store.conn.execute("UPDATE deliveries SET status = 'FAILED'")
-        await engine.replay(before["id"])
+        await engine.replay(before.id)
 
 
 async def test_circuit_state_survives_a_restart(db_path):

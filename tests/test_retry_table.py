@@ -127,8 +127,8 @@ def test_attempts_follow_the_table_exactly(fields, answer):
                 finite = len(expected) < MAX_COMPARED and expected[-1] < HORIZON and summary.idle
                 if finite and not effective_never_gives_up(effective, status):
                     delivery = (await eng.deliveries())[0]
-                    assert delivery["status"] == "FAILED"
-                    assert delivery["attempts"] == len(expected)
+                    assert delivery.status == "FAILED"
+                    assert delivery.attempts == len(expected)
         finally:
             await eng.close()
 

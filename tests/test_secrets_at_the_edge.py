@@ -196,10 +196,10 @@ async def test_no_echoed_secret_escapes_at_any_cut_off(engine, echo, api):
     controls = {how: add("BEARER", how, "", 0) for how in ("excerpt", "status_line", "header_line")}
     await send(cases)
     by_case = await _attempts_by_case(engine, rec)
-    quoted_at = by_case[controls["status_line"].n]["error"].index("b'HTTP/1.1 2") + len("b'HTTP/1.1 2")
-    assert by_case[controls["header_line"].n]["error"].count(".") >= 100
-    assert by_case[controls["excerpt"].n]["excerpt"] == "." * 16
-    non_secret = engine.log_buffer.getvalue() + json.dumps(await engine.attempts()) + "".join(
+    quoted_at = by_case[controls["status_line"].n].error.index("b'HTTP/1.1 2") + len("b'HTTP/1.1 2")
+    assert by_case[controls["header_line"].n].error.count(".") >= 100
+    assert by_case[controls["excerpt"].n].excerpt == "." * 16
+    non_secret = engine.log_buffer.getvalue() + json.dumps([a.to_json() for a in await engine.attempts()]) + "".join(
         [await _get(api, "/api/dispatch-configurations"), await _get(api, "/api/accounts/acme/webhook")])
     assert fragments(non_secret) == [], "the secrets must share no 4-character run with the non-secret text"
     # ... nor with text that differs from run to run (hex ids, times, ports): each run has another character
@@ -225,17 +225,17 @@ async def test_no_echoed_secret_escapes_at_any_cut_off(engine, echo, api):
     assert {API_KEY, f"Bearer {BEARER}", f"Bearer {EVENTS_TOKEN}", f"Basic {BASIC_TOKEN}"} <= rec.seen_auth
     for _, case in cases[first:]:
         a = by_case[case.n]
-        stored = f"{a['excerpt']}\n{a['error']}"
+        stored = f"{a.excerpt}\n{a.error}"
         assert fragments(stored) == [], (case, stored[-300:])
         if case.how == "excerpt":
-            assert len(a["excerpt"].encode()) <= EXCERPT_CAP
+            assert len(a.excerpt.encode()) <= EXCERPT_CAP
             if case.k + len(case.secret) <= EXCERPT_CAP:  # whole in the excerpt: scrubbed, not just cut off
-                assert a["excerpt"].startswith("." * case.k), case
-                assert REDACTED in a["excerpt"][case.k:case.k + len(case.secret)], case
+                assert a.excerpt.startswith("." * case.k), case
+                assert REDACTED in a.excerpt[case.k:case.k + len(case.secret)], case
         elif case.how == "read_cap":
-            assert REDACTED * 50 in a["excerpt"], case  # the 64 KiB were read and scrubbed, then cut
+            assert REDACTED * 50 in a.excerpt, case  # the 64 KiB were read and scrubbed, then cut
         else:
-            assert a["outcome"] == "PROTOCOL_ERROR" and len(a["error"].encode()) <= ERROR_CAP, case
+            assert a.outcome == "PROTOCOL_ERROR" and len(a.error.encode()) <= ERROR_CAP, case
 
     # 3. the verification GET's answer reaches the API as an error (problem+json) and a log line
     await engine.add_provider("verify")
@@ -269,8 +269,8 @@ async def test_no_echoed_secret_escapes_at_any_cut_off(engine, echo, api):
         page, batches = f"?after={items[-1]['id']}", batches + len(items)
     assert batches == sum(1 for channel, _ in cases if channel == "EVENTS")
     for d in await engine.deliveries():
-        if d["batch_id"] is None:  # event batches are served by the event-batches route above
-            for path in (f"/api/deliveries/{d['webhook_id']}", f"/api/deliveries/{d['webhook_id']}/attempts"):
+        if d.batch_id is None:  # event batches are served by the event-batches route above
+            for path in (f"/api/deliveries/{d.webhook_id}", f"/api/deliveries/{d.webhook_id}/attempts"):
                 body = await _get(api, path)
                 assert fragments(body) == [], (path, body[:300])
 
@@ -288,8 +288,8 @@ async def _attempts_by_case(engine, rec: EchoReceiver) -> dict[int, dict[str, An
     """The one attempt of each case, found through the webhook-id the receiver saw."""
     out: dict[int, dict[str, Any]] = {}
     for d in await engine.deliveries():
-        [attempt] = await engine.attempts(d["id"])
-        out[rec.case_of[d["webhook_id"]]] = attempt
+        [attempt] = await engine.attempts(d.id)
+        out[rec.case_of[d.webhook_id]] = attempt
     return out
 
 

@@ -44,7 +44,7 @@ async def test_pacing_does_not_cap_an_ordered_queue(engine, receiver, setup_conf
     summary = await engine.run_until_idle()
     assert summary.counts["DISPATCHED"] == 20
     assert loop.time() - started < 2.0
-    assert [h.body["id"] for h in receiver.posts()] == [d["activity_id"] for d in await engine.deliveries()]
+    assert [h.body["id"] for h in receiver.posts()] == [d.activity_id for d in await engine.deliveries()]
 
 
 async def test_unpaced_dispatcher_claims_all_due_at_once(engine, receiver, setup_config, monkeypatch):

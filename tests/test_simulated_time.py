@@ -42,13 +42,13 @@ async def test_reopening_on_the_virtual_clock_continues_simulated_time(tmp_path)
         try:
             assert eng.clock.now() == latest  # continues from the latest recorded time, not the epoch
             [delivery] = await eng.deliveries(activity_id=act["id"])
-            due = delivery["next_attempt_at"]
-            assert parse_iso(due) > eng.clock.now()  # the pending hourly retry is still ahead, not overdue
+            due = delivery.next_attempt_at
+            assert due > eng.clock.now()  # the pending hourly retry is still ahead, not overdue
             later = await eng.create_activity("acme", {"channel": "SALESMAN"})
             assert later["createdAt"] == iso(latest) > act["createdAt"]
             await eng.run_for(3600 + 60)  # the hourly retry happens at its time (the queue is ordered:
             new = (await eng.attempts())[attempts_before:]  # the new activity waits behind it)
-            assert [(a["delivery_id"], a["started_at"]) for a in new] == [(delivery["id"], due)]
+            assert [(a.delivery_id, a.started_at) for a in new] == [(delivery.id, due)]
         finally:
             await eng.close()
 

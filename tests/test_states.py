@@ -23,16 +23,16 @@ async def test_force_retry_is_refused_once_the_table_forbids_failed_to_ready(eng
     await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
     [d] = await engine.deliveries()
-    assert d["status"] == "FAILED"
+    assert d.status == "FAILED"
     monkeypatch.delitem(states.TRANSITIONS, (Status.FAILED, Status.READY))
     assert sources_of(Status.READY) == ()
     with pytest.raises(InvalidTransition, match="FAILED -> READY is not allowed"):
-        await engine.force_retry(d["id"])
-    assert (await engine.delivery(d["id"]))["status"] == "FAILED"
+        await engine.force_retry(d.id)
+    assert (await engine.delivery(d.id)).status == "FAILED"
     monkeypatch.undo()
-    assert (await engine.force_retry(d["id"]))["status"] == "READY"
+    assert (await engine.force_retry(d.id)).status == "READY"
     await engine.run_until_idle()
-    assert (await engine.delivery(d["id"]))["status"] == "DISPATCHED"
+    assert (await engine.delivery(d.id)).status == "DISPATCHED"
 
 
 async def test_a_success_the_table_does_not_allow_leaves_the_status_and_is_sent_again(engine, receiver, setup_config,
@@ -43,14 +43,14 @@ async def test_a_success_the_table_does_not_allow_leaves_the_status_and_is_sent_
     await engine.create_activity("acme", ACT)
     await engine.run_for(10)
     [d] = await engine.deliveries()
-    [a] = await engine.attempts(d["id"])
+    [a] = await engine.attempts(d.id)
     # the endpoint answered 2xx and the attempt says so, but READY -> DISPATCHED is not in the table
-    assert (d["status"], a["outcome"], d["in_flight"]) == ("READY", "SUCCESS", True)
+    assert (d.status, a.outcome, d.lease_until is not None) == ("READY", "SUCCESS", True)
     [refused] = _events(engine, "delivery.transition_refused")
-    assert refused["delivery_id"] == d["id"] and "READY -> DISPATCHED" in refused["error"]
+    assert refused["delivery_id"] == d.id and "READY -> DISPATCHED" in refused["error"]
     assert not _events(engine, "delivery.dispatched")
     monkeypatch.undo()
     await engine.run_until_idle()
     # the lease (30 s timeout + 30 s margin) ends; the delivery goes again and may now be DISPATCHED
-    assert (await engine.delivery(d["id"]))["status"] == "DISPATCHED"
+    assert (await engine.delivery(d.id)).status == "DISPATCHED"
     assert [round(h.at - t0) for h in receiver.posts()] == [0, 60]

@@ -28,7 +28,7 @@ async def test_six_hours_of_outage_in_virtual_time(dispatch_engine, dispatch_end
         await dispatch_engine.create_activity("acme", {"channel": "SALESMAN", "commerceExternalId": f"C{i}"})
     summary = await dispatch_engine.run_until_idle()
     assert summary.idle and summary.elapsed > 6 * 3600
-    assert [d["status"] for d in await dispatch_engine.deliveries()] == ["DISPATCHED"] * 3
+    assert [d.status for d in await dispatch_engine.deliveries()] == ["DISPATCHED"] * 3
     assert len(dispatch_recorder.records) > 3
     invariants.check(await dispatch_history(idle=summary.idle, expected_deliveries=3))
 
