@@ -3,7 +3,7 @@
 Every operation of the served ``/api/openapi.json`` is fuzzed with every schemathesis check (no 5xx,
 responses that conform to the documented schemas, documented status codes and content types, 401
 without a key, 405 with ``Allow``, invalid data refused, valid data accepted …), authenticated with
-real API keys (a tenant's and the admin's), with a fixed seed and deterministic generation so a run
+real API keys (a tenant's and the admin's), with deterministic generation so a run
 is repeatable, and a bounded number of cases (about 4,700; ~17 s of CPU). ``tests/contract_fuzz.py``
 does the work in a process of its own (schemathesis patches Hypothesis globally when imported) and
 in a network namespace that has only the loopback interface, so the endpoint URLs the fuzzer writes
