@@ -18,8 +18,9 @@ install-test: $(BIN)/python
 demo: install
 	$(BIN)/dispatchsim run scenarios/ordered_head_outage.yaml
 
+# Tests run in one process per core (pytest-xdist): each has its own PostgreSQL server and browser.
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 install-docs: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[docs]'

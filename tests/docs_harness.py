@@ -189,7 +189,7 @@ def _shell(cmd: str, page: Page, timeout: float) -> subprocess.CompletedProcess[
                           text=True, timeout=timeout)
 
 
-def run_block(block: Block, page: Page, *, timeout: float = 120.0) -> None:
+def run_block(block: Block, page: Page, *, timeout: float = 240.0) -> None:
     """Run (or write) one block; AssertionError names the page, line and what differed."""
     where = f"{block.source}:{block.line}"
     workdir = page.workdir
