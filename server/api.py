@@ -298,6 +298,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The admin key only: the counts are of every tenant together, which no tenant may learn (the
+    same reason ids in the API are not sequences). Prometheus sends it as ``authorization: credentials``."""
+    _require_admin(request)
     return web.Response(body=request.app[METRICS_KEY].render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -637,8 +640,9 @@ ROUTES: list[Operation] = [
               "Any failing check is a 503 problem document listing them all (checks).", response=M.Ready,
               public=True, errors=(503,), tag="operations"),
     Operation("GET", "/metrics", metrics, "Prometheus metrics (prometheus_client)\nActivities, deliveries, "
-              "transitions, attempts by outcome, attempt latency and dispatch lag histograms, requests by route.",
-              public=True, content=((METRICS_CONTENT_TYPE.split(";")[0], {"type": "string"}),), tag="operations"),
+              "transitions, attempts by outcome, attempt latency and dispatch lag histograms, requests by route. "
+              "The admin key only (Authorization: Bearer <admin key>): the counts are of all tenants together.",
+              errors=(403,), content=((METRICS_CONTENT_TYPE.split(";")[0], {"type": "string"}),), tag="operations"),
     Operation("GET", "/api/openapi.json", openapi, "This OpenAPI document", public=True,
               content=(("application/json", {"type": "object"}),), tag="operations"),
     Operation("GET", "/api/docs", reference_page, "This API reference as an interactive page (Swagger UI, offline)",
@@ -736,7 +740,7 @@ ROUTES: list[Operation] = [
 ]
 
 
-#: paths anyone may read: liveness, readiness, metrics, this document and its reference page
+#: paths anyone may read: liveness, readiness, this document and its reference page
 PUBLIC_PATHS = frozenset(op.path for op in ROUTES if op.public)
 
 

@@ -398,7 +398,11 @@ async def test_metrics_in_prometheus_text(api: Api, receiver) -> None:
         await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
     await api.engine.run_until_idle(max_time=3600)
     await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    # the counts are of all tenants together: a tenant's key is refused, and no key at all
+    assert (await api.call("GET", "/metrics", key=ACME))[0] == 403
     async with api.session.get("/metrics") as resp:
+        assert resp.status == 401
+    async with api.session.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
         assert resp.status == 200 and resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
         text = await resp.text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
