@@ -89,7 +89,7 @@ async def test_two_workers_deliver_in_order_and_report_from_the_shared_database(
         await _until(lambda: _all_dispatched(a, 12), "the deliveries to be recorded DISPATCHED")
         dispatched = 0.0
         for w in workers:  # each worker's /metrics counts what it did; together, every delivery once
-            async with http.get(f"http://127.0.0.1:{w.port}/metrics") as r:
+            async with http.get(f"http://127.0.0.1:{w.port}/metrics", headers={"X-Api-Key": ADMIN}) as r:
                 for line in (await r.text()).splitlines():
                     if line.startswith('dispatchsim_delivery_transitions_total{status="DISPATCHED"}'):
                         dispatched += float(line.split()[-1])
