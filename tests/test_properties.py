@@ -233,8 +233,11 @@ class PgDispatchMachine(DispatchMachine):
 
 
 @pytest.mark.postgres
-def test_the_state_machine_on_postgres(pg_server):
+def test_the_state_machine_on_postgres(pg_server, monkeypatch):
     PgDispatchMachine.server = pg_server
+    # A round trip to a real server takes real milliseconds, and on a loaded machine the time-compacting
+    # loop may count a few of them: the schedules (minutes apart) are checked to 50 ms here, not 2 ms.
+    monkeypatch.setattr(inv, "TOLERANCE", 0.05)
     run_state_machine_as_test(PgDispatchMachine, settings=settings(
         max_examples=int(os.environ.get("DISPATCHSIM_PG_PROPERTY_EXAMPLES", "10")), stateful_step_count=15,
         deadline=None, suppress_health_check=[HealthCheck.too_slow]))
