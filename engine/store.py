@@ -25,6 +25,7 @@ from .states import ACTIVE, Circuit, Status, sources_of
 from .store_console import ConsoleOps
 from .store_contract import StoreContract
 from .store_queries import QueryOps
+from .store_sql import deliveries_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
 
@@ -417,16 +418,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                    status: Status | str | None = None, queue: str | None = None,
                    after_id: int = 0, limit: int | None = None) -> list[Delivery]:
         """Deliveries matching every given filter, in id order, ``limit`` at a time after ``after_id``."""
-        where, params = ["id > ?"], [after_id]
-        for col, val in (("activity_id", activity_id), ("config_id", config_id), ("queue", queue),
-                         ("status", str(status) if status else None)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        sql = f"SELECT {_DELIVERY} FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = deliveries_query(_DELIVERY, "?", activity_id=activity_id, config_id=config_id, status=status,
+                                       queue=queue, after_id=after_id, limit=limit)
         return [Delivery.from_row(r) for r in self.conn.execute(sql, params)]
 
     async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .states import ACTIVE, Status
 from .store_rows import Delivery, columns
+from .store_sql import newest_where
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -93,18 +94,9 @@ class ConsoleOps:
         index walk per configuration, merged by (creation time, id)."""
         runs = []
         for config_id in f.config_ids:
-            where, params = ["config_id = ?", "status = ?"], [config_id, status.value]
-            for clause, val in (("created_at >= ?", f.created_from), ("created_at < ?", f.created_to)):
-                if val is not None:
-                    where.append(clause)
-                    params.append(val)
-            if before is not None:
-                where.append("(created_at, id) < (?, ?)")
-                params.extend((before.created_at, before.before_id))
-            params.append(limit)
-            rows = self.conn.execute(f"SELECT {_DELIVERY} FROM deliveries INDEXED BY deliveries_console WHERE "
-                                     + " AND ".join(where) + " ORDER BY created_at DESC, id DESC LIMIT ?",
-                                     params).fetchall()
+            where, params = newest_where("?", config_id, status, f, before, limit)
+            rows = self.conn.execute(f"SELECT {_DELIVERY} FROM deliveries INDEXED BY deliveries_console WHERE {where}"
+                                     " ORDER BY created_at DESC, id DESC LIMIT ?", params).fetchall()
             runs.append([Delivery.from_row(r) for r in rows])
         return list(heapq.merge(*runs, key=lambda d: (-d.created_at, -d.id)))[:limit]
 

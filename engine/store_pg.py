@@ -41,6 +41,7 @@ from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migr
 from .store_contract import StoreContract
 from .store_open import display_url
 from .store_pg_queries import PgQueryOps
+from .store_sql import deliveries_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
 
@@ -367,16 +368,8 @@ class PgStore(PgQueryOps, StoreContract):
     async def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
                          status: Status | str | None = None, queue: str | None = None,
                          after_id: int = 0, limit: int | None = None) -> list[Delivery]:
-        where, params = ["id > %s"], [after_id]
-        for col, val in (("activity_id", activity_id), ("config_id", config_id), ("queue", queue),
-                         ("status", str(status) if status else None)):
-            if val is not None:
-                where.append(f"{col} = %s")
-                params.append(val)
-        sql = f"SELECT {_DELIVERY} FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
+        sql, params = deliveries_query(_DELIVERY, "%s", activity_id=activity_id, config_id=config_id, status=status,
+                                       queue=queue, after_id=after_id, limit=limit)
         return [Delivery.from_row(r) for r in await self._all(sql, params)]
 
     async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:

@@ -15,6 +15,7 @@ from .states import ACTIVE, Status
 from .store_console import CONSOLE_ORDER, DeliveryCursor, DeliveryFilter, QueueRow
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics
 from .store_rows import ApiKey, Delivery, Notification, columns
+from .store_sql import newest_where
 
 if TYPE_CHECKING:
     import psycopg
@@ -212,17 +213,9 @@ class PgQueryOps:
         """One index walk of ``deliveries_console`` per configuration, merged by (creation time, id)."""
         runs = []
         for config_id in f.config_ids:
-            where, params = ["config_id = %s", "status = %s"], [config_id, status.value]
-            for clause, val in (("created_at >= %s", f.created_from), ("created_at < %s", f.created_to)):
-                if val is not None:
-                    where.append(clause)
-                    params.append(val)
-            if before is not None:
-                where.append("(created_at, id) < (%s, %s)")
-                params.extend((before.created_at, before.before_id))
-            params.append(limit)
-            rows = await self._all(f"SELECT {_DELIVERY} FROM deliveries WHERE " + " AND ".join(where)
-                                   + " ORDER BY created_at DESC, id DESC LIMIT %s", params)
+            where, params = newest_where("%s", config_id, status, f, before, limit)
+            rows = await self._all(f"SELECT {_DELIVERY} FROM deliveries WHERE {where}"
+                                   " ORDER BY created_at DESC, id DESC LIMIT %s", params)
             runs.append([Delivery.from_row(r) for r in rows])
         return list(heapq.merge(*runs, key=lambda d: (-d.created_at, -d.id)))[:limit]
 

@@ -1,0 +1,46 @@
+"""Statements both backends build the same way, written once with the placeholder as a parameter.
+
+SQLite takes ``?`` and psycopg ``%s``; the filters, their order and the clauses are otherwise the same,
+so a fix to one (a new filter, a different order) cannot miss the other backend.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .states import Status
+
+if TYPE_CHECKING:
+    from .store_console import DeliveryCursor, DeliveryFilter
+
+
+def deliveries_query(columns: str, ph: str, *, activity_id: str | None, config_id: str | None,
+                     status: Status | str | None, queue: str | None, after_id: int,
+                     limit: int | None) -> tuple[str, list[Any]]:
+    """``SELECT`` of deliveries matching every given filter, in id order, ``limit`` after ``after_id``."""
+    where, params = [f"id > {ph}"], [after_id]
+    for col, val in (("activity_id", activity_id), ("config_id", config_id), ("queue", queue),
+                     ("status", str(status) if status else None)):
+        if val is not None:
+            where.append(f"{col} = {ph}")
+            params.append(val)
+    sql = f"SELECT {columns} FROM deliveries WHERE " + " AND ".join(where) + " ORDER BY id"
+    if limit is not None:
+        sql += f" LIMIT {ph}"
+        params.append(limit)
+    return sql, params
+
+
+def newest_where(ph: str, config_id: str, status: Status, f: DeliveryFilter,
+                 before: DeliveryCursor | None, limit: int) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (and its parameters, the limit last) of one configuration's walk of the
+    console index: newest first, within the filter's creation times, before the cursor."""
+    where, params = [f"config_id = {ph}", f"status = {ph}"], [config_id, status.value]
+    for clause, val in ((f"created_at >= {ph}", f.created_from), (f"created_at < {ph}", f.created_to)):
+        if val is not None:
+            where.append(clause)
+            params.append(val)
+    if before is not None:
+        where.append(f"(created_at, id) < ({ph}, {ph})")
+        params.extend((before.created_at, before.before_id))
+    params.append(limit)
+    return " AND ".join(where), params
