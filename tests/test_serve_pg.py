@@ -146,6 +146,12 @@ async def test_a_circuit_one_worker_opens_holds_for_the_other(pg_url: str) -> No
                 await a.create_activity("acme", {"channel": "SALESMAN"})
             await a.run_for(1.0)
             assert (await a.health("crm"))["circuit"] == "open" and len(rx.posts()) == 2
+            for _ in range(50):  # what is shared is what A has stored: let its dispatcher write it
+                if any(r.config_id == "crm" and r.circuit.value == "open" for r in await a.store.health_rows()):
+                    break
+                await a.run_for(0.1)
+            else:
+                raise AssertionError("worker A never stored its open circuit")
             await b.create_activity("acme", {"channel": "SALESMAN"})  # due now, on the other worker
             await b.run_for(0.5)
             assert (await b.health("crm"))["circuit"] == "open"
