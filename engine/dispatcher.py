@@ -127,6 +127,9 @@ class Dispatcher:
         self._health_read_at = now
         for row in await self.store.health_rows():
             st = self._health.setdefault(row.config_id, EndpointState())
+            if st.circuit is Circuit.OPEN and row.circuit is not Circuit.OPEN and (st.circuit_until or 0.0) > now:
+                # opened here, perhaps not committed yet: a stale read must not close it before its cooldown
+                continue
             if st.circuit is not row.circuit:
                 st.probing = False
             st.circuit, st.circuit_until = row.circuit, row.circuit_until
