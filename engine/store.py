@@ -25,7 +25,7 @@ from .states import ACTIVE, Circuit, Status, sources_of
 from .store_console import ConsoleOps
 from .store_contract import StoreContract
 from .store_queries import QueryOps
-from .store_sql import deliveries_query
+from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
 
@@ -197,17 +197,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         """The migration number this file is at (SQLite ``user_version``)."""
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
-    #: Columns that record when something happened (not when it is due: ``next_attempt_at``,
-    #: ``lease_until`` and ``circuit_until`` are schedules and may lie in the future).
-    _HAPPENED = (("tenants", "created_at"), ("providers", "created_at"), ("configurations", "updated_at"),
-                 ("config_versions", "created_at"), ("activities", "created_at"), ("deliveries", "updated_at"),
-                 ("attempts", "started_at"), ("attempts", "finished_at"), ("endpoint_health", "updated_at"),
-                 ("notifications", "at"), ("api_keys", "created_at"), ("api_keys", "revoked_at"),
-                 ("message_events", "created_at"), ("event_batches", "created_at"))
-
     async def latest_time(self) -> float | None:
-        sql = " UNION ALL ".join(f"SELECT MAX({col}) AS t FROM {table}" for table, col in self._HAPPENED)
-        row = self.conn.execute(f"SELECT MAX(t) FROM ({sql})").fetchone()
+        row = self.conn.execute(latest_time_query()).fetchone()
         return None if row[0] is None else float(row[0])
 
     @asynccontextmanager

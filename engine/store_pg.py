@@ -41,7 +41,7 @@ from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migr
 from .store_contract import StoreContract
 from .store_open import display_url
 from .store_pg_queries import PgQueryOps
-from .store_sql import deliveries_query
+from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
                          columns)
 
@@ -184,16 +184,8 @@ class PgStore(PgQueryOps, StoreContract):
         """A round trip to the database (health checks)."""
         await self._one("SELECT 1")
 
-    #: Columns that record when something happened (as SQLite's ``Store._HAPPENED``).
-    _HAPPENED = (("tenants", "created_at"), ("providers", "created_at"), ("configurations", "updated_at"),
-                 ("config_versions", "created_at"), ("activities", "created_at"), ("deliveries", "updated_at"),
-                 ("attempts", "started_at"), ("attempts", "finished_at"), ("endpoint_health", "updated_at"),
-                 ("notifications", "at"), ("api_keys", "created_at"), ("api_keys", "revoked_at"),
-                 ("message_events", "created_at"), ("event_batches", "created_at"))
-
     async def latest_time(self) -> float | None:
-        sql = " UNION ALL ".join(f"SELECT MAX({col}) AS t FROM {table}" for table, col in self._HAPPENED)
-        row = await self._one(f"SELECT MAX(t) FROM ({sql}) AS happened")
+        row = await self._one(latest_time_query())
         return None if row is None or row[0] is None else float(row[0])
 
     async def _notify_work(self, c: psycopg.AsyncConnection[Any]) -> None:

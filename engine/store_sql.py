@@ -44,3 +44,18 @@ def newest_where(ph: str, config_id: str, status: Status, f: DeliveryFilter,
         params.extend((before.created_at, before.before_id))
     params.append(limit)
     return " AND ".join(where), params
+
+
+#: Columns that record when something happened (not when it is due: ``next_attempt_at``,
+#: ``lease_until`` and ``circuit_until`` are schedules and may lie in the future).
+HAPPENED = (("tenants", "created_at"), ("providers", "created_at"), ("configurations", "updated_at"),
+            ("config_versions", "created_at"), ("activities", "created_at"), ("deliveries", "updated_at"),
+            ("attempts", "started_at"), ("attempts", "finished_at"), ("endpoint_health", "updated_at"),
+            ("notifications", "at"), ("api_keys", "created_at"), ("api_keys", "revoked_at"),
+            ("message_events", "created_at"), ("event_batches", "created_at"))
+
+
+def latest_time_query() -> str:
+    """The latest time anything in :data:`HAPPENED` records (one row, NULL when the database is empty)."""
+    union = " UNION ALL ".join(f"SELECT MAX({col}) AS t FROM {table}" for table, col in HAPPENED)
+    return f"SELECT MAX(t) FROM ({union}) AS happened"
