@@ -44,10 +44,9 @@ async def request_body(store: StoreContract, prep: Prepared, *, activity_id: str
     if batch_id is not None:
         return encode_body(await store.batch_events(batch_id))
     assert activity_id is not None
-    payload = (await store.activity(activity_id)).to_json()
-    if prep.mapper is not None:
-        payload = prep.mapper(payload)
-    return encode_body(payload)
+    if prep.mapper is None:
+        return await store.activity_body(activity_id)
+    return encode_body(prep.mapper((await store.activity(activity_id)).to_json()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,8 +307,10 @@ class Dispatcher:
     async def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None) -> list[str]:
         """Claim as much due work as capacity allows; returns the configs nothing more may be claimed for."""
         probes = probes or set()
+        limits: dict[str, int] = {}  # one look-up per configuration and cycle
         # a copy: attempts finishing while a store call awaits change the counts
-        saturated = {cid for cid, n in list(self._per_config.items()) if n >= await self._limit(cid)} | (blocked or set())
+        saturated = {cid for cid, n in list(self._per_config.items())
+                     if n >= await self._limit(cid, limits)} | (blocked or set())
         room = self._concurrency - len(self._inflight)
         self._chunk_limited = False
         if self._claim_chunk is not None and room > self._claim_chunk:
@@ -347,7 +348,7 @@ class Dispatcher:
                 self._inflight[claim.delivery_id] = task
             room -= len(claims)
             for cid, n in list(self._per_config.items()):
-                if n >= await self._limit(cid):
+                if n >= await self._limit(cid, limits):
                     saturated.add(cid)
             if len(rows) < asked or not claims:
                 break
@@ -355,11 +356,14 @@ class Dispatcher:
             self._chunk_limited = False
         return sorted(saturated)
 
-    async def _limit(self, config_id: str) -> int:
-        cfg = await self.store.config(config_id)
-        if cfg is None:
-            return 1
-        return (await self._prepared(config_id, cfg.version)).snapshot.ordering.concurrency
+    async def _limit(self, config_id: str, memo: dict[str, int]) -> int:
+        """How many attempts of the configuration (as it is now) may be in flight at once."""
+        limit = memo.get(config_id)
+        if limit is None:
+            cfg = await self.store.config(config_id)
+            limit = memo[config_id] = (
+                1 if cfg is None else (await self._prepared(config_id, cfg.version)).snapshot.ordering.concurrency)
+        return limit
 
     # -- one attempt --------------------------------------------------------------------
 

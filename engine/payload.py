@@ -6,6 +6,7 @@ sent always equals what the store returns for that activity at that moment.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dispatchsim.mapping.activity import (ACTIVITY_TYPES, DEFAULTS, DERIVED, NESTED_SHAPES, OBJECT_OR_NULL,
@@ -108,3 +109,41 @@ def render(stored: dict[str, Any], *, can_force_retry: bool, result: Any) -> dic
     out["canForceRetryDispatch"] = bool(can_force_retry)
     out["activityResult"] = result
     return out
+
+
+def encode_body(value: Any) -> bytes:
+    """JSON as every body is sent and every payload is stored: compact, UTF-8, keys in the given order."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_FORCE_KEY = '"canForceRetryDispatch":'
+_RESULT_KEY = '"activityResult":'
+_FORCE_NULL = "," + _FORCE_KEY + "null,"
+_RESULT_NULL = "," + _RESULT_KEY + "null}"
+
+
+def rendered_body(stored: str, *, can_force_retry: bool, result: str | None) -> bytes:
+    """The body of an activity's default payload from its stored JSON text and its result's JSON text:
+    byte for byte ``encode_body(render(json.loads(stored), ...))``, spliced when the text is in the
+    form the store writes (see :func:`spliced_body`), decoded and rendered otherwise."""
+    body = spliced_body(stored, can_force_retry=can_force_retry, result=result)
+    if body is None:
+        body = encode_body(render(json.loads(stored), can_force_retry=can_force_retry,
+                                  result=None if result is None else json.loads(result)))
+    return body
+
+
+def spliced_body(stored: str, *, can_force_retry: bool, result: str | None) -> bytes | None:
+    """The store writes a payload with :func:`encode_body`'s settings and both derived fields
+    ``null``, so the body is that text with the two values filled in: a dispatch neither decodes nor
+    re-encodes the payload. A key spelled with unescaped quotes is always a key (a quote inside a
+    string is escaped), so each derived key occurring once means it is the top-level one. None for
+    text in any other form (written by hand or by a bulk load, not by the store)."""
+    at = stored.find(_FORCE_NULL)
+    if (at < 0 or not stored.endswith(_RESULT_NULL) or stored.count(_FORCE_KEY) != 1
+            or stored.count(_RESULT_KEY) != 1):
+        return None
+    cut = at + len(_FORCE_NULL)
+    return "".join((stored[:at], ",", _FORCE_KEY, "true," if can_force_retry else "false,",
+                    stored[cut:-len(_RESULT_NULL)], ",", _RESULT_KEY, "null" if result is None else result,
+                    "}")).encode()

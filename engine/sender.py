@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -11,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from .config import Auth
+from .payload import encode_body  # noqa: F401 - the sender's body encoding, re-exported for its callers
 from .redact import Redactor, redact_url, url_secrets
 from .signing import webhook_headers
 
@@ -77,10 +77,6 @@ class Request:
     signing_secret: str | None
     connect_timeout: float
     total_timeout: float
-
-
-def encode_body(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

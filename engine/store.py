@@ -22,6 +22,7 @@ from .errors import InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
 from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
+from .payload import rendered_body
 from .store_console import ConsoleOps
 from .store_contract import StoreContract
 from .store_queries import QueryOps
@@ -378,6 +379,16 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             raise NotFound(f"activity {activity_id!r} not found")
         return Activity.from_row(row)
 
+    async def activity_body(self, activity_id: str) -> bytes:
+        """What a delivery of the activity without a mapping POSTs: its seed-shaped JSON, byte for byte
+        ``encode_body(activity.to_json())``, made from the stored text without decoding it."""
+        row = self._one(
+            "SELECT payload, result, EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id AND d.status = ?)"
+            " FROM activities a WHERE a.id = ?", (Status.FAILED.value, activity_id))
+        if row is None:
+            raise NotFound(f"activity {activity_id!r} not found")
+        return rendered_body(row[0], can_force_retry=bool(row[2]), result=row[1])
+
     async def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """The events of one batch in arrival order: the JSON array its delivery sends."""
         return [json.loads(r["payload"]) for r in self.conn.execute(
@@ -536,20 +547,16 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return True
 
     def _promote(self, c: sqlite3.Connection, queue: str, now: float) -> None:
-        """Make the earliest holder of ``queue`` its head, unless an attempt of the queue is in flight."""
-        current = c.execute("SELECT id, lease_until FROM deliveries WHERE queue = ? AND eligible = 1",
-                            (queue,)).fetchall()
-        if any(r["lease_until"] is not None for r in current):
-            return
-        head = c.execute("SELECT id FROM deliveries WHERE queue = ? AND holds = 1 ORDER BY id LIMIT 1",
-                         (queue,)).fetchone()
-        head_id = head["id"] if head else None
-        for r in current:
-            if r["id"] != head_id:
-                c.execute("UPDATE deliveries SET eligible = 0 WHERE id = ?", (r["id"],))
-        if head_id is not None:
-            c.execute("UPDATE deliveries SET eligible = 1, updated_at = ? WHERE id = ? AND eligible = 0",
-                      (now, head_id))
+        """Make the earliest holder of ``queue`` its head, unless an attempt of the queue is in flight.
+
+        One statement: every other eligible row of the queue stops being eligible, the head becomes
+        eligible (its ``updated_at`` moves only when it was not the head already)."""
+        c.execute(
+            "UPDATE deliveries SET eligible = (id IS h.head), updated_at = CASE WHEN eligible = 0 THEN ?"
+            " ELSE updated_at END FROM (SELECT (SELECT id FROM deliveries WHERE queue = ? AND holds = 1 ORDER BY id"
+            " LIMIT 1) AS head) AS h WHERE queue = ? AND (eligible = 1 OR id IS h.head) AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries WHERE queue = ? AND eligible = 1 AND lease_until IS NOT NULL)",
+            (now, queue, queue, queue))
 
     async def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
                     config_version: int | None = None) -> Delivery:

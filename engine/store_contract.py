@@ -148,6 +148,12 @@ class StoreContract(ABC):
     async def activity(self, activity_id: str) -> Activity:
         """The activity (NotFound when missing); ``can_force_retry`` is true while a delivery of it is FAILED."""
 
+    async def activity_body(self, activity_id: str) -> bytes:
+        """The encoded default payload a delivery of the activity sends (no mapping): exactly
+        ``encode_body(activity.to_json())``. A backend may build it more cheaply from what it stores."""
+        from .payload import encode_body
+        return encode_body((await self.activity(activity_id)).to_json())
+
     @abstractmethod
     async def set_result(self, activity_id: str, result: Any) -> Any | None:
         """Store the result unless one is there: None when stored, else the stored one (unchanged)."""

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatchsim.cli import COMMANDS, build_parser, main
 from dispatchsim.demo import run_demo
 from dispatchsim.status import print_status
 from dispatchsim.engine import ActivityError, Engine, run_virtual
-from dispatchsim.engine.payload import build_stored_payload
+from dispatchsim.engine.payload import build_stored_payload, encode_body, render, rendered_body, spliced_body
+from dispatchsim.yamlfile import valid_text
 from dispatchsim.mapping import SEED_PAYLOAD
 from dispatchsim.mapping.activity import DEFAULTS, DERIVED, NULLABLE, PAYLOAD_KEYS, example_activity
 
@@ -180,3 +184,40 @@ def test_console_script_runs_the_demo():
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "attempt 3  -> 200  DISPATCHED" in res.stdout
+
+
+_TRICKY = ('"canForceRetryDispatch":null,', ',"activityResult":null}', '\\"activityResult\\":', "é\u2028\x00", "")
+
+
+@settings(max_examples=200)
+@given(seed=st.integers(0, 10 ** 6), text=st.one_of(st.sampled_from(_TRICKY), st.text(max_size=40)),
+       failed=st.booleans(),
+       result=st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=8), st.floats(
+           allow_nan=False, allow_infinity=False), st.integers(), st.none()), max_size=4)))
+def test_a_body_spliced_from_the_stored_text_equals_the_rendered_payload(seed, text, failed, result):
+    """The dispatcher sends the stored text with the derived fields filled in, never decoding it: the
+    bytes must equal those of the decoded, rendered and re-encoded payload, whatever the values hold."""
+    import random
+
+    if not valid_text(text):
+        return
+    data = example_activity(random.Random(seed))
+    data["commerceName"] = text
+    if isinstance(data.get("reason"), dict) and data["reason"]:
+        data["reason"] = {**data["reason"], next(iter(data["reason"])): text}
+    stored = build_stored_payload(data, activity_id="x", created_at=0.0)
+    result_text = None if result is None else encode_body(result).decode()
+    expected = encode_body(render(stored, can_force_retry=failed, result=result))
+    text = encode_body(stored).decode()
+    assert spliced_body(text, can_force_retry=failed, result=result_text) == expected  # never decoded
+    assert rendered_body(text, can_force_retry=failed, result=result_text) == expected
+
+
+def test_stored_text_in_another_form_is_rendered_the_long_way():
+    """Text the store did not write (spaces, other key order, a payload of a bulk load) is decoded."""
+    for text in ('{"id": "x", "canForceRetryDispatch": null, "activityResult": null}',
+                 '{"activityResult":null,"canForceRetryDispatch":null,"id":"x"}', "{}"):
+        value = json.loads(text)
+        assert spliced_body(text, can_force_retry=True, result=None) is None
+        assert rendered_body(text, can_force_retry=True, result='{"a":1}') == encode_body(
+            render(value, can_force_retry=True, result={"a": 1}))

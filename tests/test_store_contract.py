@@ -8,6 +8,8 @@ network database runs on the real clock, and nothing here waits.
 from __future__ import annotations
 
 import inspect
+import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from dispatchsim.engine import (TRANSITIONS, ActivityFilter, Circuit, ConfigKind
                                 IdempotencyStoreContract, InvalidTransition, NotFound, Status, Store, StoreContract,
                                 open_store)
 from dispatchsim.engine.events_store import EventsStore
+from dispatchsim.engine.payload import build_stored_payload, encode_body
+from dispatchsim.mapping.activity import example_activity
 from dispatchsim.engine.store import AttemptResult, Claim
 from dispatchsim.engine.store_contract import EventsStoreContract
 from dispatchsim.engine.events_store_pg import PgEventsStore
@@ -180,6 +184,30 @@ async def test_activities_results_once_and_pages(store: StoreContract) -> None:
     assert await store.activity_page(ActivityFilter(channel="OTHER")) == []
     await _delivery(store, 1)
     assert [aid for _, aid in await store.activity_page(ActivityFilter(dispatch_status="READY"))] == ["a1"]
+
+
+async def test_the_body_of_an_activity_is_its_rendered_payload_encoded(store: StoreContract) -> None:
+    """``activity_body`` is what a delivery without mapping POSTs: exactly the encoded ``to_json()``,
+    as the derived fields change (a FAILED delivery, a result), for payloads the engine stored and others."""
+    payload = build_stored_payload(example_activity(random.Random(3)), activity_id="a3", created_at=T0)
+    await store.insert_activity("a3", "t", "TASK", "S", payload, T0)
+
+    async def same(aid: str) -> bytes:
+        body = await store.activity_body(aid)
+        assert body == encode_body((await store.activity(aid)).to_json())
+        return body
+
+    first = await same("a3")
+    assert json.loads(first)["canForceRetryDispatch"] is False and json.loads(first)["activityResult"] is None
+    await same("a1")  # a payload not written in the engine's own form
+    did = await store.insert_delivery(webhook_id="w3", activity_id="a3", config_id="c", config_version=1, queue="q3",
+                                      ordered=True, now=T0)
+    await _failed(store, did)
+    assert json.loads(await same("a3"))["canForceRetryDispatch"] is True
+    await store.set_result("a3", {"status": "COMPLETED", "note": "é \"quoted\""})
+    assert json.loads(await same("a3"))["activityResult"] == {"status": "COMPLETED", "note": "é \"quoted\""}
+    with pytest.raises(NotFound):
+        await store.activity_body("nope")
 
 
 # -- deliveries and the dispatch cycle --------------------------------------------------------
