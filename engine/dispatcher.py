@@ -19,9 +19,9 @@ from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
 from .errors import InvalidTransition, PayloadUnmappable
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Claim
-from .store_contract import StoreContract
+from .store_contract import Finish, StoreContract
 from .store_file import storage_error
-from .store_rows import Configuration
+from .store_rows import Configuration, StoredActivity
 
 #: seconds between tries while the database cannot take writes (disk full, busy)
 STORAGE_RETRY = 1.0
@@ -38,12 +38,16 @@ class Prepared:
 Producer = Callable[[float], Awaitable["float | None"]]
 
 
-async def request_body(store: StoreContract, prep: Prepared, *, activity_id: str | None, batch_id: int | None) -> bytes:
+async def request_body(store: StoreContract, prep: Prepared, *, activity_id: str | None, batch_id: int | None,
+                       activity: StoredActivity | None = None) -> bytes:
     """What a delivery POSTs: its batch of message events as a JSON array, or its activity in the seed
-    shape (mapped when the configuration has a mapping; raises PayloadUnmappable)."""
+    shape (mapped when the configuration has a mapping; raises PayloadUnmappable). ``activity``: the
+    activity already read (with the claim), else it is read here."""
     if batch_id is not None:
         return encode_body(await store.batch_events(batch_id))
     assert activity_id is not None
+    if activity is not None:  # read with the claim
+        return activity.body() if prep.mapper is None else encode_body(prep.mapper(activity.to_json()))
     if prep.mapper is None:
         return await store.activity_body(activity_id)
     return encode_body(prep.mapper((await store.activity(activity_id)).to_json()))
@@ -437,17 +441,19 @@ class Dispatcher:
         self._batch_configs: dict[str, Configuration | None] = {}
         try:
             async with self.store.tx():
-                for claim, snap, result in batch:
-                    try:
-                        if isinstance(result, str):
-                            events.extend(await self._finish_unmappable(claim, snap, result))
-                        else:
-                            events.extend(await self._finish(claim, snap, result))
-                    except InvalidTransition as exc:
+                for claim, _, result in batch:  # the breaker windows are read before this batch is recorded
+                    if not isinstance(result, str):
+                        await self._endpoint(claim.config_id, claim.attempt_id)
+                plans = [self._plan(claim, snap, result) for claim, snap, result in batch]
+                done = await self.store.finish_attempts([finish for finish, _ in plans])
+                for (claim, _, result), (_, event), moved in zip(batch, plans, done):
+                    if isinstance(moved, InvalidTransition):
                         # the transition table refuses the change: the attempt stays recorded, the status
                         # and the lease stay, so the delivery is sent again once its lease ends
                         events.append(("error", "delivery.transition_refused", {**self._fields(claim),
-                                                                                "error": str(exc)}))
+                                                                                "error": str(moved)}))
+                    else:
+                        events.extend([event] if moved else self._stale(claim))
                     if not isinstance(result, str):
                         events.extend(await self._account(claim.config_id, result.ok, claim.attempt_id))
         except Exception as exc:
@@ -473,25 +479,36 @@ class Dispatcher:
 
     # -- endpoint health ------------------------------------------------------------------
 
-    async def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:
-        """Feed one outcome to the circuit breaker / auto-disable of the configuration as it is now."""
+    async def _endpoint(self, config_id: str, attempt_id: int) -> tuple[Configuration, Snapshot, EndpointState] | None:
+        """The configuration as it is now, its snapshot and its health state with the breaker's window
+        loaded (rebuilt from the store the first time, minus attempt ``attempt_id``); None when no
+        breaker, auto-disable or health state concerns it."""
         if config_id in self._batch_configs:  # one lookup per configuration and group commit, not per attempt
             cfg = self._batch_configs[config_id]
         else:
             cfg = self._batch_configs[config_id] = await self.store.config(config_id)
         if cfg is None:
-            return []
+            return None
         snap = (await self._prepared(config_id, cfg.version)).snapshot
-        cb, ad = snap.circuit_breaker, snap.auto_disable
-        if cb is None and ad is None and config_id not in self._health:
-            return []
-        now = self.clock.now()
+        cb = snap.circuit_breaker
+        if cb is None and snap.auto_disable is None and config_id not in self._health:
+            return None
         st = self._health.setdefault(config_id, EndpointState())
         if cb is not None and not st.loaded_window:
             st.loaded_window = True
             # rebuild the sliding window from the store (e.g. after a restart), minus this very attempt
-            st.window.extend(await self.store.recent_outcomes(config_id, now - cb.window, exclude_attempt=attempt_id))
-        changes = record(st, ok, now, cb, ad, config_id)
+            st.window.extend(await self.store.recent_outcomes(config_id, self.clock.now() - cb.window,
+                                                              exclude_attempt=attempt_id))
+        return cfg, snap, st
+
+    async def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """Feed one outcome to the circuit breaker / auto-disable of the configuration as it is now."""
+        got = await self._endpoint(config_id, attempt_id)
+        if got is None:
+            return []
+        cfg, snap, st = got
+        now = self.clock.now()
+        changes = record(st, ok, now, snap.circuit_breaker, snap.auto_disable, config_id)
         if not cfg.active:
             changes = [c for c in changes if c.kind != "config.auto_disabled"]
         return await self._apply_changes(changes, now, config_id=config_id)
@@ -557,54 +574,51 @@ class Dispatcher:
         self.log.info("notification.sent", notification_id=nid, outcome=out.describe())
 
     async def _body(self, claim: Claim, prep: Prepared) -> bytes:
-        return await request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id)
+        return await request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id,
+                                  activity=claim.activity)
 
     def _fields(self, claim: Claim) -> dict[str, Any]:
         what = {"activity_id": claim.activity_id} if claim.batch_id is None else {"batch_id": claim.batch_id}
         return {"delivery_id": claim.delivery_id, "queue": claim.queue, "attempt": claim.number, **what,
                 "config_id": claim.config_id}
 
-    async def _finish_unmappable(self, claim: Claim, snap: Snapshot, message: str) -> list[tuple[str, str, dict]]:
-        """Resending cannot fix a payload the mapping rejects: FAILED at once, reason mapping_error."""
+    def _plan(self, claim: Claim, snap: Snapshot, result: Outcome | str) -> tuple[Finish, tuple[str, str, dict]]:
+        """Where one finished attempt sends its delivery (for the store), and the event to log once
+        the store moved it. A payload the mapping rejects (``result`` is its message) cannot be fixed by
+        resending: FAILED at once, reason mapping_error."""
         now = self.clock.now()
-        res = AttemptResult(finished_at=now, outcome="MAPPING_ERROR", error=message, latency=0.0)
-        ok = await self.store.mark_failed(claim, res, "mapping_error", message, ordered=snap.ordering.ordered,
-                                          block=snap.ordering.on_exhausted == "block")
-        if ok:
-            return [("error", "delivery.failed", {**self._fields(claim), "status": Status.FAILED,
-                                                  "reason": "mapping_error", "error": message})]
-        return self._stale(claim)
-
-    async def _finish(self, claim: Claim, snap: Snapshot, out: Outcome) -> list[tuple[str, str, dict]]:
-        now = self.clock.now()
+        ordered = snap.ordering.ordered
+        block = snap.ordering.on_exhausted == "block"
+        if isinstance(result, str):
+            res = AttemptResult(finished_at=now, outcome="MAPPING_ERROR", error=result, latency=0.0)
+            return (Finish(claim=claim, result=res, status=Status.FAILED, reason="mapping_error", error=result,
+                           ordered=ordered, block=block),
+                    ("error", "delivery.failed", {**self._fields(claim), "status": Status.FAILED,
+                                                  "reason": "mapping_error", "error": result}))
+        out = result
         res = AttemptResult(finished_at=now, outcome=out.kind.value, status_code=out.status,
                             error=out.error, retry_after=out.retry_after, latency=out.latency,
                             excerpt=out.excerpt)
         fields = {**self._fields(claim), "code": out.status, "outcome": out.kind.value, "latency": out.latency}
-        ordered = snap.ordering.ordered
         if out.kind is OutcomeKind.SUCCESS:
-            if await self.store.mark_dispatched(claim, res, ordered=ordered):
-                return [("info", "delivery.dispatched", {**fields, "status": Status.DISPATCHED})]
-            return self._stale(claim)
+            return (Finish(claim=claim, result=res, status=Status.DISPATCHED, ordered=ordered),
+                    ("info", "delivery.dispatched", {**fields, "status": Status.DISPATCHED}))
         decision = snap.retry.decide(attempt=claim.budget_attempts + 1, now=now,
                                      budget_started_at=claim.budget_started_at, retry_after=out.retry_after,
                                      status=out.status, delivery_key=claim.webhook_id)
         error = out.describe()
         if decision.retry:
             assert decision.at is not None
-            if await self.store.schedule_retry(claim, res, decision.at, error):
-                return [("warning", "delivery.retrying", {
-                    **fields, "status": Status.RETRYING, "error": out.error, "retry_after": out.retry_after,
-                    "next_attempt_at": iso(decision.at), "delay": decision.delay})]
-            return self._stale(claim)
-        else:
-            block = snap.ordering.on_exhausted == "block"
-            if await self.store.mark_failed(claim, res, decision.kind, f"{error}; {decision.reason}",
-                                            ordered=ordered, block=block):
-                return [("error", "delivery.failed", {
+            return (Finish(claim=claim, result=res, status=Status.RETRYING, next_at=decision.at, error=error,
+                           ordered=ordered),
+                    ("warning", "delivery.retrying", {
+                        **fields, "status": Status.RETRYING, "error": out.error, "retry_after": out.retry_after,
+                        "next_attempt_at": iso(decision.at), "delay": decision.delay}))
+        return (Finish(claim=claim, result=res, status=Status.FAILED, reason=decision.kind,
+                       error=f"{error}; {decision.reason}", ordered=ordered, block=block),
+                ("error", "delivery.failed", {
                     **fields, "status": Status.FAILED, "reason": decision.kind, "error": out.error,
-                    "detail": decision.reason, "queue_blocked": bool(ordered and block)})]
-            return self._stale(claim)
+                    "detail": decision.reason, "queue_blocked": bool(ordered and block)}))
 
     def _stale(self, claim: Claim) -> list[tuple[str, str, dict]]:
         return [("warning", "attempt.stale", {

@@ -27,8 +27,8 @@ from .store_console import ConsoleOps
 from .store_contract import StoreContract
 from .store_queries import QueryOps
 from .store_sql import deliveries_query, latest_time_query
-from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
-                         columns)
+from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
+                         StoredActivity, Tenant, columns)
 
 
 
@@ -93,6 +93,9 @@ class Claim:
     lease_token: str
     #: when the attempt was due: the claim's time minus this is the dispatch lag
     due_at: float = 0.0
+    #: the activity as read with the claim, when the backend reads it there (PostgreSQL: one round trip
+    #: less per attempt); None: the dispatcher reads it when it builds the request
+    activity: StoredActivity | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,17 +26,36 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidTransition
+from .states import Status
 
 if TYPE_CHECKING:
     from .config import ConfigKind
-    from .states import Circuit, Status
+    from .states import Circuit
     from .store import AttemptResult, Claim
     from .store_idempotency import StoredAnswer
     from .store_console import DeliveryCursor, DeliveryFilter, QueueRow
     from .store_queries import ActivityFilter, Metrics, WalCheckpointer
     from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
                              Notification, Provider, Tenant)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish:
+    """One finished attempt of a group commit (:meth:`StoreContract.finish_attempts`): the claim,
+    what the try produced, and where the retry policy sends the delivery."""
+
+    claim: Claim
+    result: AttemptResult
+    status: Status  #: DISPATCHED, RETRYING or FAILED
+    next_at: float | None = None  #: RETRYING: when it is due again
+    error: str = ""  #: RETRYING and FAILED: the delivery's last error
+    reason: str = ""  #: FAILED: why (the policy's decision kind, ``mapping_error``…)
+    ordered: bool = False  #: its configuration keeps each queue in order
+    block: bool = False  #: FAILED: its ordered queue waits for a manual action
 
 
 class StoreContract(ABC):
@@ -240,6 +259,28 @@ class StoreContract(ABC):
     async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                     ordered: bool, block: bool) -> bool:
         """No budget left or unfixable: FAILED; with ``block`` its ordered queue waits. False when the lease is lost."""
+
+    async def finish_attempts(self, finishes: Sequence[Finish]) -> list[bool | InvalidTransition]:
+        """The group commit of finished attempts, in the caller's transaction: each is recorded and
+        its delivery moved exactly as :meth:`mark_dispatched`, :meth:`schedule_retry` or
+        :meth:`mark_failed` would, in order. Per attempt: True; False when the lease was lost
+        (nothing written); or the :class:`InvalidTransition` the table raised (the attempt is
+        recorded, status and lease stay). A backend may do it in fewer round trips."""
+        done: list[bool | InvalidTransition] = []
+        for f in finishes:
+            try:
+                done.append(await self._finish_one(f))
+            except InvalidTransition as exc:
+                done.append(exc)
+        return done
+
+    async def _finish_one(self, f: Finish) -> bool:
+        if f.status is Status.DISPATCHED:
+            return await self.mark_dispatched(f.claim, f.result, ordered=f.ordered)
+        if f.status is Status.RETRYING:
+            assert f.next_at is not None
+            return await self.schedule_retry(f.claim, f.result, f.next_at, f.error)
+        return await self.mark_failed(f.claim, f.result, f.reason, f.error, ordered=f.ordered, block=f.block)
 
     @abstractmethod
     async def force_retry(self, delivery_id: int, now: float, *, ordered: bool,

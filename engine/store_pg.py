@@ -38,12 +38,12 @@ from .config import ConfigKind
 from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
-from .store_contract import StoreContract
+from .store_contract import Finish, StoreContract
 from .store_open import display_url
 from .store_pg_queries import PgQueryOps
 from .store_sql import deliveries_query, latest_time_query
-from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider, Tenant,
-                         columns)
+from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
+                         StoredActivity, Tenant, columns)
 
 if TYPE_CHECKING:
     from .events_store_pg import PgEventsStore
@@ -416,12 +416,16 @@ class PgStore(PgQueryOps, StoreContract):
             " d.next_attempt_at),"
             " opened AS (INSERT INTO attempts (delivery_id, number, started_at, config_id)"
             " SELECT id, attempts, %(now)s, config_id FROM leased ORDER BY id RETURNING id, delivery_id)"
-            " SELECT leased.*, opened.id FROM leased JOIN opened ON opened.delivery_id = leased.id",
-            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now})
+            # the activity sent, read here rather than in one more round trip per attempt
+            " SELECT leased.*, opened.id, a.payload, a.result, EXISTS (SELECT 1 FROM deliveries f WHERE"
+            " f.activity_id = a.id AND f.status = %(failed)s) FROM leased JOIN opened ON opened.delivery_id = leased.id"
+            " LEFT JOIN activities a ON a.id = leased.activity_id",
+            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now, "failed": Status.FAILED.value})
         by_id = {r[0]: r for r in rows}
         return [Claim(delivery_id=d, attempt_id=r[11], number=r[7], webhook_id=r[1], activity_id=r[2],
                       batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
-                      budget_started_at=r[9], lease_token=token, due_at=r[10])
+                      budget_started_at=r[9], lease_token=token, due_at=r[10],
+                      activity=StoredActivity(r[12], r[13], r[14]) if r[2] is not None else None)
                 for d, _ in leases if d in by_id for r in (by_id[d],)]
 
     async def _finish(self, claim: Claim, res: AttemptResult, next_at: float | None, dst: Status, sets: str,
@@ -453,6 +457,38 @@ class PgStore(PgQueryOps, StoreContract):
             await c.execute(record, outcome)
         raise InvalidTransition(f"delivery {claim.delivery_id} is {row[0]}; {row[0]} -> {dst} is not"
                                 " an allowed transition")
+
+    async def finish_attempts(self, finishes: Sequence[Finish]) -> list[bool | InvalidTransition]:
+        """The group commit in one statement for the attempts of unordered configurations (the usual
+        case); those of ordered queues, and any the statement did not move (a lost lease, a refused
+        transition: rare), one by one as before, each under its queue's lock."""
+        done: list[bool | InvalidTransition | None] = [None] * len(finishes)
+        batch = [i for i, f in enumerate(finishes) if not f.ordered]
+        if batch:
+            fs = [finishes[i] for i in batch]
+            res = [f.result for f in fs]
+            nexts = [f.next_at if f.status is Status.RETRYING else None for f in fs]
+            rows = await self._all(_finish_many_sql(), {
+                "id": [f.claim.delivery_id for f in fs], "token": [f.claim.lease_token for f in fs],
+                "dst": [f.status.value for f in fs], "at": [r.finished_at for r in res], "next": nexts,
+                "error": [f.error for f in fs], "reason": [f.reason for f in fs],
+                "attempt": [f.claim.attempt_id for f in fs], "outcome": [r.outcome for r in res],
+                "code": [r.status_code for r in res], "aerror": [r.error for r in res],
+                "retry_after": [r.retry_after for r in res], "latency": [r.latency for r in res],
+                "excerpt": [r.excerpt for r in res]})
+            moved = {r[0] for r in rows}
+            for i in batch:
+                if finishes[i].claim.delivery_id in moved:
+                    done[i] = True
+        out: list[bool | InvalidTransition] = []
+        for f, d in zip(finishes, done):
+            if d is None:
+                try:
+                    d = await self._finish_one(f)
+                except InvalidTransition as exc:
+                    d = exc
+            out.append(d)
+        return out
 
     async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         sets = ("holds = false, eligible = false, budget_attempts = budget_attempts + 1, dispatched_at = %s,"
@@ -691,6 +727,38 @@ _CONFIG = columns(Configuration)
 _DELIVERY = columns(Delivery)
 _ATTEMPT = columns(Attempt)
 _NOTIFICATION = columns(Notification)
+
+
+def _finish_many_sql() -> str:
+    """The group commit of unordered attempts (see ``PgStore.finish_attempts``): every delivery moved as
+    mark_dispatched / schedule_retry / mark_failed move one (under its lease, from a status the
+    transition table allows, read at each call), and the attempts of the moved ones recorded; returns
+    the ids moved."""
+    return (
+        "WITH v AS (SELECT * FROM unnest(%(id)s::bigint[], %(token)s::text[], %(dst)s::text[], %(at)s::float8[],"
+        " %(next)s::float8[], %(error)s::text[], %(reason)s::text[]) AS v(id, token, dst, at, next_at, error, reason)),"
+        " moved AS (UPDATE deliveries d SET status = v.dst, lease_until = NULL, lease_token = NULL,"
+        " budget_attempts = d.budget_attempts + 1, updated_at = v.at,"
+        " holds = CASE WHEN v.dst = 'RETRYING' THEN d.holds ELSE false END,"
+        " eligible = CASE WHEN v.dst = 'RETRYING' THEN d.eligible ELSE false END,"
+        " dispatched_at = CASE WHEN v.dst = 'DISPATCHED' THEN v.at ELSE d.dispatched_at END,"
+        " next_attempt_at = CASE WHEN v.dst = 'RETRYING' THEN v.next_at ELSE d.next_attempt_at END,"
+        " last_error = CASE WHEN v.dst = 'DISPATCHED' THEN NULL ELSE v.error END,"
+        " failed_reason = CASE WHEN v.dst = 'FAILED' THEN v.reason ELSE d.failed_reason END"
+        " FROM v WHERE d.id = v.id AND d.lease_token = v.token AND CASE v.dst"
+        + "".join(f" WHEN '{dst.value}' THEN d.status IN {_sources_sql(dst)}"
+                  for dst in (Status.DISPATCHED, Status.RETRYING, Status.FAILED))
+        + " ELSE false END RETURNING d.id),"
+        " recorded AS (UPDATE attempts a SET finished_at = r.at, outcome = r.outcome, status_code = r.code,"
+        " error = r.error, retry_after = r.retry_after, latency = r.latency, excerpt = r.excerpt,"
+        " next_attempt_at = r.next_at FROM unnest(%(attempt)s::bigint[], %(id)s::bigint[], %(at)s::float8[],"
+        " %(outcome)s::text[], %(code)s::integer[], %(aerror)s::text[], %(retry_after)s::float8[],"
+        " %(latency)s::float8[], %(excerpt)s::text[], %(next)s::float8[])"
+        " AS r(attempt_id, delivery_id, at, outcome, code, error, retry_after, latency, excerpt, next_at)"
+        " WHERE a.id = r.attempt_id AND r.delivery_id IN (SELECT id FROM moved))"
+        " SELECT id FROM moved")
+_ACTIVITY = ("a.seq, a.id, a.tenant_id, a.type, a.channel, a.payload, a.result, a.created_at, EXISTS (SELECT 1 FROM"
+             " deliveries f WHERE f.activity_id = a.id AND f.status = %(failed)s)")
 
 
 @asynccontextmanager

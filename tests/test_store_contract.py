@@ -23,7 +23,8 @@ from dispatchsim.engine.events_store import EventsStore
 from dispatchsim.engine.payload import build_stored_payload, encode_body
 from dispatchsim.mapping.activity import example_activity
 from dispatchsim.engine.store import AttemptResult, Claim
-from dispatchsim.engine.store_contract import EventsStoreContract
+from dispatchsim.engine import states
+from dispatchsim.engine.store_contract import EventsStoreContract, Finish
 from dispatchsim.engine.events_store_pg import PgEventsStore
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_pg import PgStore
@@ -278,6 +279,52 @@ async def test_a_late_outcome_after_the_lease_was_lost_writes_neither_attempt_no
     assert (d.status, d.lease_until, d.budget_attempts) == (Status.READY, T0 + 120, 0)
     assert await store.mark_dispatched(current, _result(T0 + 62), ordered=False)
     assert [a.outcome for a in await store.attempts(did)] == ["INTERRUPTED", "SUCCESS"]
+
+
+async def test_a_group_commit_finishes_each_attempt_as_its_own_operation_would(
+        store: StoreContract, monkeypatch: pytest.MonkeyPatch) -> None:
+    """finish_attempts: unordered and ordered attempts, a lost lease and a refused transition in one
+    call, each ending as mark_dispatched / schedule_retry / mark_failed would have left it."""
+    sent, retried, failed, lost = [await _delivery(store, n, queue=f"u{n}", ordered=False) for n in (1, 2, 3, 4)]
+    head, behind = await _delivery(store, 5), await _delivery(store, 6)
+    claims = await store.claim([(d, T0 + 60) for d in (sent, retried, failed, lost, head)], token="me:1", now=T0)
+    body, seed = await store.activity_body("a1"), (await store.activity("a1")).to_json()
+    assert all(c.activity is None or (c.activity.body(), c.activity.to_json()) == (body, seed)
+               for c in claims)  # read with the claim, or when the request is built
+    assert await store.release_leases(T0, ending_by=T0 + 61, error="gone", owner=None) != []
+    again = await store.claim([(d, T0 + 60) for d in (sent, retried, failed, head)], token="me:2", now=T0)
+    await _claim(store, lost, token="other:1")  # lost: another worker holds it now
+    by_id = {c.delivery_id: c for c in again} | {lost: claims[3]}
+    done = await store.finish_attempts([
+        Finish(claim=by_id[sent], result=_result(T0 + 1), status=Status.DISPATCHED),
+        Finish(claim=by_id[retried], result=_result(T0 + 1, "HTTP_ERROR", 503), status=Status.RETRYING,
+               next_at=T0 + 90, error="HTTP 503"),
+        Finish(claim=by_id[failed], result=_result(T0 + 1, "HTTP_ERROR", 400), status=Status.FAILED,
+               reason="permanent_status", error="HTTP 400"),
+        Finish(claim=by_id[lost], result=_result(T0 + 1), status=Status.DISPATCHED),
+        Finish(claim=by_id[head], result=_result(T0 + 1), status=Status.DISPATCHED, ordered=True)])
+    assert done == [True, True, True, False, True]
+    rows = {d: await store.delivery(d) for d in (sent, retried, failed, lost, head, behind)}
+    assert (rows[sent].status, rows[sent].dispatched_at, rows[sent].lease_until) == (Status.DISPATCHED, T0 + 1, None)
+    assert (rows[retried].status, rows[retried].next_attempt_at, rows[retried].last_error,
+            rows[retried].budget_attempts) == (Status.RETRYING, T0 + 90, "HTTP 503", 1)
+    assert (rows[failed].status, rows[failed].failed_reason, rows[failed].last_error) == (
+        Status.FAILED, "permanent_status", "HTTP 400")
+    assert (rows[lost].status, rows[lost].lease_token) == (Status.READY, "other:1")
+    assert rows[head].status is Status.DISPATCHED and rows[behind].eligible  # the next one is the head
+    outcomes = {d: [(a.outcome, a.status_code, a.next_attempt_at) for a in await store.attempts(d)]
+                for d in (retried, lost)}
+    assert outcomes[retried] == [("INTERRUPTED", None, None), ("HTTP_ERROR", 503, T0 + 90)]
+    assert outcomes[lost] == [("INTERRUPTED", None, None), (None, None, None)]  # the late outcome wrote nothing
+    monkeypatch.delitem(states.TRANSITIONS, (Status.READY, Status.DISPATCHED))
+    refused = await _delivery(store, 7, queue="u7", ordered=False)
+    [claim] = await store.claim([(refused, T0 + 60)], token="me:3", now=T0 + 2)
+    async with store.tx():  # as the dispatcher calls it: the refusal does not undo the group commit
+        [error] = await store.finish_attempts([Finish(claim=claim, result=_result(T0 + 3), status=Status.DISPATCHED)])
+    assert isinstance(error, InvalidTransition)
+    d = await store.delivery(refused)
+    assert (d.status, d.lease_token) == (Status.READY, "me:3")  # status and lease stay; the attempt is recorded
+    assert [a.outcome for a in await store.attempts(refused)] == ["SUCCESS"]
 
 
 async def test_failed_skip_or_block_force_retry_and_skip(store: StoreContract) -> None:
