@@ -441,9 +441,9 @@ class Dispatcher:
         self._batch_configs: dict[str, Configuration | None] = {}
         try:
             async with self.store.tx():
-                for claim, _, result in batch:  # the breaker windows are read before this batch is recorded
-                    if not isinstance(result, str):
-                        await self._endpoint(claim.config_id, claim.attempt_id)
+                # the breaker windows are read before this batch is recorded (its attempts are still open)
+                for cid, aid in {c.config_id: c.attempt_id for c, _, r in batch if not isinstance(r, str)}.items():
+                    await self._endpoint(cid, aid)
                 plans = [self._plan(claim, snap, result) for claim, snap, result in batch]
                 done = await self.store.finish_attempts([finish for finish, _ in plans])
                 for (claim, _, result), (_, event), moved in zip(batch, plans, done):
