@@ -145,7 +145,19 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {k: (REDACTED if v and _secret_key(k) else self.scrub(v)) for k, v in value.items()}
+            # the engine's events are flat dicts of short strings and numbers: those are handled here
+            # rather than by a call each (this runs for every field of every log event)
+            out: dict[Any, Any] = {}
+            for k, v in value.items():
+                if v and _secret_key(k):
+                    out[k] = REDACTED
+                elif isinstance(v, str):
+                    out[k] = self.text(v)
+                elif isinstance(v, (dict, list, tuple)):
+                    out[k] = self.scrub(v)
+                else:
+                    out[k] = v
+            return out
         if isinstance(value, (list, tuple)):
             return [self.scrub(v) for v in value]
         return value

@@ -465,27 +465,35 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease the given (delivery id, lease_until) pairs and open an attempt row for each.
 
-        The UPDATE re-checks claimability, so a row taken meanwhile is simply skipped.
-        """
+        The UPDATE re-checks claimability, so a row taken meanwhile is simply skipped. Two statements
+        per chunk of leases, not two per delivery: the leases in one UPDATE, the attempts in one INSERT
+        (their rows, and so their ids, in the order of ``leases``)."""
         claims: list[Claim] = []
         with self._tx() as c:
-            for did, lease_until in leases:
-                row = c.execute(
-                    "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
-                    f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+            once: dict[int, float] = {}
+            for did, until in leases:
+                once.setdefault(did, until)  # a repeated id: its first lease (as when claimed one at a time)
+            first = list(once.items())
+            for at in range(0, len(first), _CLAIM_CHUNK):
+                chunk = first[at:at + _CLAIM_CHUNK]
+                rows = {r[0]: r for r in c.execute(
+                    "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
+                    f" updated_at = ? FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS l"
+                    f" WHERE deliveries.id = l.column1 AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
                     " RETURNING id, webhook_id, activity_id, batch_id, config_id, config_version, queue, attempts,"
-                    " budget_attempts, budget_started_at, next_attempt_at", (lease_until, token, now, did)).fetchone()
-                if row is None:
+                    " budget_attempts, budget_started_at, next_attempt_at",
+                    (token, now, *(v for lease in chunk for v in lease))).fetchall()}
+                taken = [rows[did] for did, _ in chunk if did in rows]
+                if not taken:
                     continue
-                att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES (?, ?, ?, ?)",
-                                (did, row["attempts"], now, row["config_id"]))
-                claims.append(Claim(
-                    delivery_id=did, attempt_id=int(att.lastrowid), number=row["attempts"],
-                    webhook_id=row["webhook_id"], activity_id=row["activity_id"], batch_id=row["batch_id"],
-                    config_id=row["config_id"],
-                    config_version=row["config_version"], queue=row["queue"],
-                    budget_attempts=row["budget_attempts"], budget_started_at=row["budget_started_at"],
-                    lease_token=token, due_at=row["next_attempt_at"]))
+                ids = dict(c.execute(
+                    "INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES"
+                    f" {', '.join(['(?, ?, ?, ?)'] * len(taken))} RETURNING delivery_id, id",
+                    [v for r in taken for v in (r[0], r[7], now, r[4])]).fetchall())
+                claims.extend(Claim(
+                    delivery_id=r[0], attempt_id=int(ids[r[0]]), number=r[7], webhook_id=r[1], activity_id=r[2],
+                    batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
+                    budget_started_at=r[9], lease_token=token, due_at=r[10]) for r in taken)
         return claims
 
     def _record(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
@@ -736,6 +744,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
 
 
+#: leases claimed per statement (four bound values each, far below SQLite's limit of 32,766)
+_CLAIM_CHUNK = 500
 _TENANT = columns(Tenant)
 _PROVIDER = columns(Provider)
 _CONFIG = columns(Configuration)

@@ -240,6 +240,20 @@ async def test_an_ordered_queue_has_one_claimable_head(store: StoreContract) -> 
         await store.delivery(999)
 
 
+async def test_one_claim_leases_many_in_the_order_given(store: StoreContract) -> None:
+    """A claim of several leases returns them in the order given, each with its own lease end, and skips
+    what is not claimable."""
+    ds = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in range(1, 5)]
+    await _claim(store, ds[3])
+    claims = await store.claim([(ds[2], T0 + 30), (ds[0], T0 + 10), (ds[3], T0 + 40), (ds[1], T0 + 20)],
+                               token="me:2", now=T0)
+    assert [c.delivery_id for c in claims] == [ds[2], ds[0], ds[1]]
+    assert len({c.attempt_id for c in claims}) == 3
+    assert [(await store.delivery(c.delivery_id)).lease_until for c in claims] == [T0 + 30, T0 + 10, T0 + 20]
+    assert [len(await store.attempts(d)) for d in ds] == [1, 1, 1, 1]
+    assert all(c.number == 1 and c.lease_token == "me:2" for c in claims)
+
+
 async def test_retry_keeps_the_head_and_a_lost_lease_refuses_every_finish(store: StoreContract) -> None:
     d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
     claim = await _claim(store, d1)
