@@ -1,10 +1,12 @@
-"""The one redaction (engine.redact): its rule in small, exact cases. The end-to-end proof, with a real
+"""The one redaction (engine.redact): its rule in small, exact cases, and the engine log it guards. The end-to-end proof, with a real
 receiver echoing credentials around every cut-off, is tests/test_secrets_at_the_edge.py."""
 from __future__ import annotations
 
+import io
 import json
 from urllib.parse import quote
 
+from dispatchsim.engine.log import make_logger
 from dispatchsim.engine.redact import FRAGMENT, REDACTED, Redactor, cut
 
 SECRET = "tok~Zq8/Xw+Kd3~Vm"
@@ -75,3 +77,26 @@ def test_secret_header_values_quoted_in_an_error_are_hidden():
            "Authorization: Bearer abc\\r\\nX-Key: k-9\\r\\nX-Other: visible'")
     assert r.error(msg) == ("BadHttpMessage: 400, message: Invalid: b'GET / HTTP/1.1\\r\\nHost: h\\r\\nX-Api-Key: ***\\r\\n"
                             "Authorization: ***\\r\\nX-Key: ***\\r\\nX-Other: visible'")
+
+
+def test_the_engine_log_does_nothing_until_someone_listens() -> None:
+    """No stream, no subscriber: an event is not even time-stamped. A subscriber added later gets
+    every event from then on, redacted and on the engine's clock."""
+    stamped: list[float] = []
+
+    def now() -> float:
+        stamped.append(1.0)
+        return 0.0
+
+    sinks: list = []
+    log = make_logger(now=now, redactor=Redactor("s3cret-value"), sinks=sinks)
+    log.info("delivery.dispatched", delivery_id=1)
+    assert stamped == []
+    got: list[dict] = []
+    sinks.append(got.append)
+    log.warning("delivery.retrying", error="token s3cret-value refused")
+    assert got == [{"event": "delivery.retrying", "error": "token *** refused", "level": "warning",
+                    "ts": "1970-01-01T00:00:00.000Z"}] and stamped == [1.0]
+    stream = io.StringIO()
+    make_logger(now=now, redactor=Redactor(), stream=stream).error("store.unavailable", retry_in=1.0)
+    assert json.loads(stream.getvalue())["event"] == "store.unavailable"
