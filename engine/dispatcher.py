@@ -124,8 +124,8 @@ class Dispatcher:
         counted, hold for all; the breaker's window is then rebuilt from the shared attempts."""
         self._health_every = every
 
-    async def _refresh_health(self, now: float) -> None:
-        if self._health_every is None or now - self._health_read_at < self._health_every:
+    async def _refresh_health(self, now: float, *, force: bool = False) -> None:
+        if not force and (self._health_every is None or now - self._health_read_at < self._health_every):
             return
         self._health_read_at = now
         for row in await self.store.health_rows():
@@ -133,9 +133,12 @@ class Dispatcher:
             if st.circuit is Circuit.OPEN and row.circuit is not Circuit.OPEN and (st.circuit_until or 0.0) > now:
                 # opened here, perhaps not committed yet: a stale read must not close it before its cooldown
                 continue
-            if st.circuit is not row.circuit:
+            circuit = row.circuit
+            if circuit is Circuit.OPEN and (row.circuit_until or 0.0) <= now:
+                circuit = Circuit.HALF_OPEN  # cool-down over: what tick() makes of it (stored when probed)
+            if st.circuit is not circuit:
                 st.probing = False
-            st.circuit, st.circuit_until = row.circuit, row.circuit_until
+            st.circuit, st.circuit_until = circuit, row.circuit_until
             st.consecutive_failures, st.failing_since = row.consecutive_failures, row.failing_since
             st.loaded_window = False
             st.window.clear()
@@ -301,7 +304,11 @@ class Dispatcher:
                 if st.circuit_until is not None:
                     next_change = st.circuit_until if next_change is None else min(next_change, st.circuit_until)
             elif st.circuit is Circuit.HALF_OPEN:
-                (blocked if st.probing else probes).add(cid)
+                # a probe is in flight here, or one (perhaps another worker's) holds the probe until circuit_until
+                held = st.probing or (st.circuit_until or 0.0) > now
+                (blocked if held else probes).add(cid)
+                if held and not st.probing and st.circuit_until is not None:
+                    next_change = st.circuit_until if next_change is None else min(next_change, st.circuit_until)
         if changes:
             async with self.store.tx():
                 events = await self._apply_changes(changes, now)
@@ -335,14 +342,22 @@ class Dispatcher:
                 if self._per_config[cid] + planned[cid] >= limit:
                     saturated.add(cid)
                     continue
+                until = now + prep.snapshot.timeouts.total + self._lease_margin
+                if cid in probes and not await self._take_probe(cid, now, until):
+                    saturated.add(cid)
+                    continue
                 planned[cid] += 1
-                leases.append((did, now + prep.snapshot.timeouts.total + self._lease_margin))
+                leases.append((did, until))
                 if len(leases) >= room:
                     break
             if not leases:
                 break
             token = f"{self._instance}:{next(self._tokens)}"
             claims = await self.store.claim(leases, token=token, now=now)
+            for cid in probes & set(planned) - {c.config_id for c in claims}:
+                # the probe's delivery was taken meanwhile: give the probe back at once
+                await self.store.save_circuit(cid, circuit=Circuit.HALF_OPEN, circuit_until=now, now=now)
+                self._health[cid].circuit_until = now
             for claim in claims:
                 if claim.config_id in probes:
                     self._health[claim.config_id].probing = True
@@ -359,6 +374,19 @@ class Dispatcher:
         if room > 0:
             self._chunk_limited = False
         return sorted(saturated)
+
+    async def _take_probe(self, config_id: str, now: float, until: float) -> bool:
+        """Take the one probe of a half-open endpoint in the store, so that across all workers one
+        probe goes at a time. When another worker holds it, the health is read again: this worker
+        then waits for that probe's outcome, or for its end if that worker died."""
+        st = self._health[config_id]
+        if await self.store.take_probe(config_id, now=now, until=until):
+            st.circuit_until = until
+            return True
+        await self._refresh_health(now, force=True)
+        if st.circuit is Circuit.HALF_OPEN and not st.probing and (st.circuit_until or 0.0) <= now:
+            st.circuit_until = now + STORAGE_RETRY  # nothing stored to take (no row): look again shortly
+        return False
 
     async def _limit(self, config_id: str, memo: dict[str, int]) -> int:
         """How many attempts of the configuration (as it is now) may be in flight at once."""
@@ -508,30 +536,28 @@ class Dispatcher:
             return []
         cfg, snap, st = got
         now = self.clock.now()
+        streak = await self.store.count_outcome(config_id, ok=ok, now=now)  # atomic: all workers' outcomes add up
+        st.consecutive_failures, st.failing_since = streak.consecutive_failures, streak.failing_since
         changes = record(st, ok, now, snap.circuit_breaker, snap.auto_disable, config_id)
         if not cfg.active:
             changes = [c for c in changes if c.kind != "config.auto_disabled"]
-        return await self._apply_changes(changes, now, config_id=config_id)
+        return await self._apply_changes(changes, now)
 
     async def reset_streak(self, config_id: str) -> None:
         """Forget the failure streak (not the circuit) of a configuration, e.g. when it is re-enabled."""
         st = self._health.get(config_id)
-        if st is not None and (st.consecutive_failures or st.failing_since is not None):
-            st.consecutive_failures, st.failing_since = 0, None
-            async with self.store.tx():
-                await self.store.save_health(config_id, circuit=st.circuit, circuit_until=st.circuit_until,
-                                             consecutive_failures=0, failing_since=None, now=self.clock.now())
+        if st is not None:
+            streak = await self.store.count_outcome(config_id, ok=True, now=self.clock.now())
+            st.consecutive_failures, st.failing_since = streak.consecutive_failures, streak.failing_since
 
-    async def _apply_changes(self, changes: list[Change], now: float, *,
-                             config_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
-        """Persist state and notifications (inside the caller's transaction); return events to emit."""
+    async def _apply_changes(self, changes: list[Change], now: float) -> list[tuple[str, str, dict[str, Any]]]:
+        """Persist circuit states and notifications (inside the caller's transaction); return events to
+        emit. A cool-down's end (half-open) is not stored: it follows from the time, and the store
+        records the half-open state when a worker takes the probe (``take_probe``)."""
         events: list[tuple[str, str, dict[str, Any]]] = []
-        touched = {c.config_id for c in changes} | ({config_id} if config_id else set())
-        for cid in touched:
+        for cid in {c.config_id for c in changes if c.kind != "circuit.half_open"}:
             st = self._health[cid]
-            await self.store.save_health(cid, circuit=st.circuit, circuit_until=st.circuit_until,
-                                         consecutive_failures=st.consecutive_failures, failing_since=st.failing_since,
-                                         now=now)
+            await self.store.save_circuit(cid, circuit=st.circuit, circuit_until=st.circuit_until, now=now)
         for ch in changes:
             fields = {"config_id": ch.config_id, "reason": ch.message, **ch.fields}
             if "until" in fields and fields["until"] is not None:

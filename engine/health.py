@@ -93,7 +93,7 @@ def to_dict(value: Any) -> dict[str, Any] | None:
 class EndpointState:
     circuit: Circuit = Circuit.CLOSED
     circuit_until: float | None = None
-    probing: bool = False  #: half-open: the one probe request is in flight
+    probing: bool = False  #: half-open: this worker's probe request is in flight
     consecutive_failures: int = 0
     failing_since: float | None = None
     window: deque[tuple[float, bool]] = field(default_factory=deque)
@@ -112,15 +112,10 @@ class Change:
 
 def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None,
            ad: AutoDisable | None, config_id: str) -> list[Change]:
-    """Account one finished attempt; return the state changes it causes."""
+    """Account one finished attempt; return the state changes it causes. The failure streak
+    (``consecutive_failures``, ``failing_since``) is counted in the store first, atomically, so the
+    failures of several workers add up: ``state`` holds the streak this outcome left there."""
     changes: list[Change] = []
-    if ok:
-        state.consecutive_failures = 0
-        state.failing_since = None
-    else:
-        state.consecutive_failures += 1
-        if state.failing_since is None:
-            state.failing_since = now
     if cb is not None:
         if state.circuit is Circuit.HALF_OPEN:
             state.probing = False

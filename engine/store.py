@@ -28,7 +28,7 @@ from .store_contract import StoreContract
 from .store_queries import QueryOps
 from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
-                         StoredActivity, Tenant, columns)
+                         StoredActivity, Streak, Tenant, columns)
 
 
 
@@ -659,15 +659,31 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return [EndpointHealth.from_row(r) for r in
                 self.conn.execute(f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id")]
 
-    async def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
-                    consecutive_failures: int, failing_since: float | None, now: float) -> None:
-        """Persist the circuit breaker and failure streak of one configuration (upsert)."""
+    async def save_circuit(self, config_id: str, *, circuit: Circuit, circuit_until: float | None, now: float) -> None:
+        """Persist the circuit breaker state of one configuration (upsert); the streak stays."""
         self.conn.execute(
-            "INSERT INTO endpoint_health (config_id, circuit, circuit_until, consecutive_failures, failing_since,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(config_id) DO UPDATE SET circuit = excluded.circuit,"
-            " circuit_until = excluded.circuit_until, consecutive_failures = excluded.consecutive_failures,"
-            " failing_since = excluded.failing_since, updated_at = excluded.updated_at",
-            (config_id, circuit.value, circuit_until, consecutive_failures, failing_since, now))
+            "INSERT INTO endpoint_health (config_id, circuit, circuit_until, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(config_id) DO UPDATE SET circuit = excluded.circuit, circuit_until = excluded.circuit_until,"
+            " updated_at = excluded.updated_at", (config_id, circuit.value, circuit_until, now))
+
+    async def count_outcome(self, config_id: str, *, ok: bool, now: float) -> Streak:
+        """One outcome added to the failure streak (one statement, as on PostgreSQL)."""
+        row = self.conn.execute(
+            "INSERT INTO endpoint_health (config_id, consecutive_failures, failing_since, updated_at)"
+            " VALUES (?1, CASE WHEN ?2 THEN 0 ELSE 1 END, CASE WHEN ?2 THEN NULL ELSE ?3 END, ?3)"
+            " ON CONFLICT(config_id) DO UPDATE SET"
+            " consecutive_failures = CASE WHEN ?2 THEN 0 ELSE consecutive_failures + 1 END,"
+            " failing_since = CASE WHEN ?2 THEN NULL ELSE COALESCE(failing_since, ?3) END, updated_at = ?3"
+            " RETURNING consecutive_failures, failing_since", (config_id, ok, now)).fetchone()
+        return Streak(row[0], row[1])
+
+    async def take_probe(self, config_id: str, *, now: float, until: float) -> bool:
+        """The half-open probe taken until ``until`` when free (one conditional UPDATE)."""
+        return self.conn.execute(
+            "UPDATE endpoint_health SET circuit = ?, circuit_until = ?, updated_at = ? WHERE config_id = ?"
+            " AND circuit IN (?, ?) AND COALESCE(circuit_until, 0) <= ?",
+            (Circuit.HALF_OPEN.value, until, now, config_id, Circuit.OPEN.value, Circuit.HALF_OPEN.value,
+             now)).rowcount == 1
 
     async def recent_outcomes(self, config_id: str, since: float, *,
                               exclude_attempt: int = 0) -> list[tuple[float, bool]]:

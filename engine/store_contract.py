@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .store_console import DeliveryCursor, DeliveryFilter, QueueRow
     from .store_queries import ActivityFilter, Metrics, WalCheckpointer
     from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
-                             Notification, Provider, Tenant)
+                             Notification, Provider, Streak, Tenant)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,9 +330,22 @@ class StoreContract(ABC):
         """The persisted endpoint health of every configuration that has one."""
 
     @abstractmethod
-    async def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
-                    consecutive_failures: int, failing_since: float | None, now: float) -> None:
-        """Insert or replace the configuration's endpoint health."""
+    async def save_circuit(self, config_id: str, *, circuit: Circuit, circuit_until: float | None, now: float) -> None:
+        """Store the circuit state of the configuration's endpoint (insert or update); its failure streak
+        is not touched (see :meth:`count_outcome`)."""
+
+    @abstractmethod
+    async def count_outcome(self, config_id: str, *, ok: bool, now: float) -> Streak:
+        """Add one finished attempt to the endpoint's failure streak in one atomic statement, so the
+        failures of several workers add up: a success ends the streak, a failure adds one (and starts
+        ``failing_since`` at ``now`` if unset). Returns the streak as stored afterwards."""
+
+    @abstractmethod
+    async def take_probe(self, config_id: str, *, now: float, until: float) -> bool:
+        """Half-open: take the endpoint's one probe until ``until`` (the probe attempt's lease end), in
+        one conditional statement. Only a circuit open past its cool-down, or half-open with no probe
+        taken or with an expired one, can be taken; it is then stored half-open until ``until``. True
+        for the one caller that took it: across all workers, one probe at a time."""
 
     @abstractmethod
     async def recent_outcomes(self, config_id: str, since: float, *,

@@ -43,7 +43,7 @@ from .store_open import display_url
 from .store_pg_queries import PgQueryOps
 from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
-                         StoredActivity, Tenant, columns)
+                         StoredActivity, Streak, Tenant, columns)
 
 if TYPE_CHECKING:
     from .events_store_pg import PgEventsStore
@@ -653,15 +653,32 @@ class PgStore(PgQueryOps, StoreContract):
         return [EndpointHealth.from_row(r) for r in
                 await self._all(f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id")]
 
-    async def save_health(self, config_id: str, *, circuit: Circuit, circuit_until: float | None,
-                          consecutive_failures: int, failing_since: float | None, now: float) -> None:
+    async def save_circuit(self, config_id: str, *, circuit: Circuit, circuit_until: float | None, now: float) -> None:
         await self._run(
-            "INSERT INTO endpoint_health (config_id, circuit, circuit_until, consecutive_failures, failing_since,"
-            " updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (config_id) DO UPDATE SET"
-            " circuit = excluded.circuit, circuit_until = excluded.circuit_until,"
-            " consecutive_failures = excluded.consecutive_failures, failing_since = excluded.failing_since,"
-            " updated_at = excluded.updated_at",
-            (config_id, circuit.value, circuit_until, consecutive_failures, failing_since, now))
+            "INSERT INTO endpoint_health (config_id, circuit, circuit_until, updated_at) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (config_id) DO UPDATE SET circuit = excluded.circuit, circuit_until = excluded.circuit_until,"
+            " updated_at = excluded.updated_at", (config_id, circuit.value, circuit_until, now))
+
+    async def count_outcome(self, config_id: str, *, ok: bool, now: float) -> Streak:
+        """One statement: the row's lock orders concurrent workers, each adding to what the last stored."""
+        row = await self._one(
+            "INSERT INTO endpoint_health (config_id, consecutive_failures, failing_since, updated_at)"
+            " VALUES (%(c)s, CASE WHEN %(ok)s THEN 0 ELSE 1 END, CASE WHEN %(ok)s THEN NULL ELSE %(now)s END, %(now)s)"
+            " ON CONFLICT (config_id) DO UPDATE SET"
+            " consecutive_failures = CASE WHEN %(ok)s THEN 0 ELSE endpoint_health.consecutive_failures + 1 END,"
+            " failing_since = CASE WHEN %(ok)s THEN NULL ELSE COALESCE(endpoint_health.failing_since, %(now)s) END,"
+            " updated_at = %(now)s RETURNING consecutive_failures, failing_since",
+            {"c": config_id, "ok": ok, "now": now})
+        assert row is not None
+        return Streak(row[0], row[1])
+
+    async def take_probe(self, config_id: str, *, now: float, until: float) -> bool:
+        """A conditional UPDATE: of workers asking at once, the row lock lets one in; the others
+        re-check the condition against its write and find the probe taken."""
+        return await self._run(
+            "UPDATE endpoint_health SET circuit = %s, circuit_until = %s, updated_at = %s WHERE config_id = %s"
+            " AND circuit IN (%s, %s) AND COALESCE(circuit_until, 0) <= %s",
+            (Circuit.HALF_OPEN.value, until, now, config_id, Circuit.OPEN.value, Circuit.HALF_OPEN.value, now)) == 1
 
     async def recent_outcomes(self, config_id: str, since: float, *,
                               exclude_attempt: int = 0) -> list[tuple[float, bool]]:

@@ -108,6 +108,14 @@ class Activity:
 
 
 @dataclass(frozen=True, slots=True)
+class Streak:
+    """An endpoint's failure streak as stored: how many attempts in a row failed, and since when."""
+
+    consecutive_failures: int
+    failing_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredActivity:
     """What a delivery of an activity sends, as stored (JSON text, not decoded), read with its claim
     by a backend that can (PostgreSQL: one round trip less per attempt)."""

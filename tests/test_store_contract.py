@@ -25,6 +25,7 @@ from dispatchsim.mapping.activity import example_activity
 from dispatchsim.engine.store import AttemptResult, Claim
 from dispatchsim.engine import states
 from dispatchsim.engine.store_contract import EventsStoreContract, Finish
+from dispatchsim.engine.store_rows import Streak
 from dispatchsim.engine.events_store_pg import PgEventsStore
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_pg import PgStore
@@ -441,12 +442,21 @@ async def test_leases_expire_are_released_by_owner_and_replays_leave_status_alon
 
 
 async def test_health_and_notifications(store: StoreContract) -> None:
-    await store.save_health("c", circuit=Circuit.OPEN, circuit_until=T0 + 30, consecutive_failures=3, failing_since=T0,
-                            now=T0)
-    await store.save_health("c", circuit=Circuit.HALF_OPEN, circuit_until=None, consecutive_failures=4,
-                            failing_since=T0, now=T0 + 1)
+    assert await store.count_outcome("c", ok=False, now=T0) == Streak(1, T0)  # a first row
+    await store.save_circuit("c", circuit=Circuit.OPEN, circuit_until=T0 + 30, now=T0)
+    assert await store.count_outcome("c", ok=False, now=T0 + 1) == Streak(2, T0)  # adds to what is stored
+    assert not await store.take_probe("c", now=T0 + 29, until=T0 + 90)  # still cooling down
+    assert await store.take_probe("c", now=T0 + 30, until=T0 + 90)
+    assert not await store.take_probe("c", now=T0 + 31, until=T0 + 91)  # taken: one probe at a time
     [h] = await store.health_rows()
-    assert (h.config_id, h.circuit, h.consecutive_failures) == ("c", Circuit.HALF_OPEN, 4)
+    assert (h.config_id, h.circuit, h.circuit_until, h.consecutive_failures, h.failing_since) == (
+        "c", Circuit.HALF_OPEN, T0 + 90, 2, T0)
+    assert await store.take_probe("c", now=T0 + 90, until=T0 + 150)  # its taker never reported: taken again
+    await store.save_circuit("c", circuit=Circuit.CLOSED, circuit_until=None, now=T0 + 91)
+    assert not await store.take_probe("c", now=T0 + 200, until=T0 + 260)  # closed: nothing to probe
+    assert await store.count_outcome("c", ok=True, now=T0 + 92) == Streak(0, None)
+    assert await store.count_outcome("c", ok=False, now=T0 + 93) == Streak(1, T0 + 93)
+    assert not await store.take_probe("other", now=T0, until=T0 + 60)  # no health stored
     d1 = await _delivery(store, 1, ordered=False)
     assert await store.schedule_retry(await _claim(store, d1), _result(T0 + 1, "HTTP_ERROR", 500), T0 + 2, "x")
     assert await store.mark_dispatched(await _claim(store, d1, at=T0 + 2), _result(T0 + 3), ordered=False)
