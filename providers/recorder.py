@@ -8,12 +8,14 @@ endpoint acknowledged it (a 2xx fully written before the client left).
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import IO, Any, overload
 
 from .checks import _MISSING, lookup
 
@@ -25,8 +27,8 @@ _SHARED_MAX = 4096
 class Record:
     """One HTTP request an endpoint received, and what it answered.
 
-    Slotted: a long simulation keeps one per request (100,000 and more), and an instance
-    dictionary each was a third of the recorder's memory.
+    Once closed, a record waits in its recorder's file (see :class:`Records`): reading it back
+    gives an equal record, not the same object.
     """
 
     seq: int  #: arrival order over the whole endpoint set, from 1
@@ -86,68 +88,8 @@ class Record:
         return out
 
 
-class _Spilled:
-    """Where a body was written in its recorder's spill file."""
-
-    __slots__ = ("file", "offset", "length")
-
-    def __init__(self, file: _SpillFile, offset: int, length: int) -> None:
-        self.file, self.offset, self.length = file, offset, length
-
-    def read(self) -> str:
-        return self.file.read(self.offset, self.length)
-
-
-class _SpillFile:
-    """Request bodies in an unnamed temporary file (deleted when closed or collected).
-
-    A long simulation records tens of thousands of bodies (about 1 KB each for the documented
-    example activity); kept as strings they were the largest part of the recorder's memory. Each
-    is read back (``os.pread``) when a check or a report asks for it.
-    """
-
-    def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="dispatchsim-bodies-")  # noqa: SIM115 - lives with the recorder
-        self._closer = weakref.finalize(self, self._file.close)
-        self._size = 0
-        self._dirty = False
-
-    def put(self, text: str) -> _Spilled:
-        data = text.encode("utf-8", "surrogatepass")
-        self._file.write(data)
-        ref = _Spilled(self, self._size, len(data))
-        self._size += len(data)
-        self._dirty = True
-        return ref
-
-    def read(self, offset: int, length: int) -> str:
-        if self._dirty:
-            self._file.flush()
-            self._dirty = False
-        return os.pread(self._file.fileno(), length, offset).decode("utf-8", "surrogatepass")
-
-
-#: the slot that holds a record's body (text, or where it was spilled), kept before the property
-#: below takes the attribute's name
-_BODY_SLOT: Any = Record.body
-
-
-def _body(record: Record) -> str:
-    """The request body as text (read back from the recorder's spill file when it was long)."""
-    value = _BODY_SLOT.__get__(record, Record)
-    return value.read() if isinstance(value, _Spilled) else value
-
-
-def _set_body(record: Record, value: str | _Spilled) -> None:
-    _BODY_SLOT.__set__(record, value)
-
-
-#: ``Record.body`` reads a spilled body back from its file; the dataclass sets it through this
-#: property, so ``Record(body=...)``, ``asdict`` and ``==`` all see the text.
-Record.body = property(_body, _set_body)  # type: ignore[assignment]
-
-#: bodies shorter than this stay in memory (a file offset would not be smaller)
-_SPILL_MIN = 64
+#: a record's fields in order: how it is written to and read from its recorder's file
+_FIELDS = tuple(f.name for f in fields(Record))
 
 
 @dataclass
@@ -206,6 +148,127 @@ class OrderReport:
     unexpected: list[str]  #: acknowledged but not in the expected list
 
 
+class _RecordFile:
+    """Closed records, each a ``marshal``-ed tuple, in an unnamed temporary file (deleted when closed
+    or collected). ``marshal`` because the file is private to this process and is read by the code
+    that wrote it: it is several times faster than JSON both ways and keeps text byte for byte
+    (lone surrogates included). Reads go through a block buffer: records are read back in about
+    the order they were written."""
+
+    _BLOCK = 1 << 18
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="dispatchsim-records-")  # noqa: SIM115 - lives with the records
+        self._closer = weakref.finalize(self, self._file.close)
+        self._size = 0
+        self._dirty = False
+        self._block_at = 0
+        self._block = b""
+
+    def put(self, data: bytes) -> int:
+        """Append ``data``; its offset."""
+        self._file.write(data)
+        offset = self._size
+        self._size += len(data)
+        self._dirty = True
+        return offset
+
+    def get(self, offset: int, length: int) -> bytes:
+        start = offset - self._block_at
+        if 0 <= start and start + length <= len(self._block):
+            return self._block[start:start + length]
+        if self._dirty:
+            self._file.flush()
+            self._dirty = False
+        self._block = os.pread(self._file.fileno(), max(length, self._BLOCK), offset)
+        self._block_at = offset
+        return self._block[:length]
+
+
+class Records(Sequence[Record]):
+    """A recorder's records in arrival order (``records[0]`` has ``seq`` 1).
+
+    A long simulation records one request per attempt (100,000 and more), each with its headers
+    and body: kept as objects they were most of its memory. Open records stay in memory (their
+    endpoint is still filling them in); a closed one is written to a temporary file and read back
+    when asked for, so the memory is a few bytes per record (where it is in the file).
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, Record] = {}  #: seq -> record not closed yet
+        self._offsets = array("q")  #: by seq - 1: where the closed record is in the file; -1 while open
+        self._lengths = array("l")
+        self._file: _RecordFile | None = None
+        #: changes of header values asked for after some records were stored (see Recorder.map_headers)
+        self._maps: list[Callable[[str], str]] = []
+
+    def _add(self, record: Record) -> None:
+        self._offsets.append(-1)
+        self._lengths.append(0)
+        self._open[record.seq] = record
+
+    def _store(self, record: Record) -> None:
+        """Write a closed record to the file; it is read from there from now on."""
+        if self._file is None:
+            self._file = _RecordFile()
+        data = marshal.dumps((len(self._maps), astuple_shallow(record)))
+        i = record.seq - 1
+        self._offsets[i] = self._file.put(data)
+        self._lengths[i] = len(data)
+        self._open.pop(record.seq, None)
+
+    def _load(self, i: int) -> Record:
+        offset = self._offsets[i]
+        if offset < 0:
+            return self._open[i + 1]
+        assert self._file is not None
+        done, values = marshal.loads(self._file.get(offset, self._lengths[i]))
+        record = Record(*values)
+        if done < len(self._maps):
+            headers = record.headers
+            for change in self._maps[done:]:
+                for key, value in headers.items():
+                    headers[key] = change(value)
+        return record
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if isinstance(i, slice):
+            return [self._load(k) for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("record index out of range")
+        return self._load(i)
+
+    def __iter__(self) -> Iterator[Record]:
+        for i in range(len(self)):
+            yield self._load(i)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Records, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Records: {len(self)}>"
+
+
+def astuple_shallow(record: Record) -> tuple[Any, ...]:
+    """The record's field values in order (``dataclasses.astuple`` would copy the headers deeply)."""
+    return tuple(getattr(record, name) for name in _FIELDS)
+
+
 class Recorder:
     """Everything the simulated endpoints saw, in arrival order, and the questions asked of it.
 
@@ -215,12 +278,11 @@ class Recorder:
     """
 
     def __init__(self) -> None:
-        self.records: list[Record] = []
+        self.records = Records()
         self.callbacks: list[CallbackRecord] = []
         self.events: list[EndpointEvent] = []
         self._listeners: list[Callable[[Record], None]] = []
         self._strings: dict[str, str] = {}
-        self._spill: _SpillFile | None = None
 
     # ---- writing (used by endpoints)
 
@@ -234,26 +296,28 @@ class Recorder:
             fields[name] = _micro(fields[name])
         fields.pop("json", None)  # derived from the body on demand
         fields["headers"] = {self._shared(k): self._shared(v) for k, v in fields["headers"].items()}
-        body = fields["body"]
-        if len(body) >= _SPILL_MIN:
-            if self._spill is None:
-                self._spill = _SpillFile()
-            fields["body"] = self._spill.put(body)
         record = Record(seq=len(self.records) + 1, **fields)
-        self.records.append(record)
+        self.records._add(record)
         return record
 
     def map_headers(self, change: Callable[[str], str]) -> None:
-        """Replace every header value by ``change(value)`` (called once per distinct value), e.g. the
-        scenario runner naming the ports that change from run to run."""
+        """Replace every header value by ``change(value)``, e.g. the scenario runner naming the ports
+        that change from run to run. Records still open change now; closed ones as they are read back."""
         done: dict[str, str] = {}
-        for record in self.records:
+
+        def cached(value: str) -> str:
+            new = done.get(value)
+            if new is None:
+                new = self._shared(change(value))
+                if len(done) < _SHARED_MAX:
+                    done[value] = new
+            return new
+
+        for record in self.records._open.values():
             headers = record.headers
             for key, value in headers.items():
-                new = done.get(value)
-                if new is None:
-                    new = done[value] = self._shared(change(value))
-                headers[key] = new
+                headers[key] = cached(value)
+        self.records._maps.append(cached)
 
     def _shared(self, text: str) -> str:
         """One string object for equal header names and values: most repeat on every request
@@ -275,20 +339,21 @@ class Recorder:
         record.latency = _micro(record.latency)
         for listener in self._listeners:
             listener(record)
+        self.records._store(record)
 
     # ---- reading
 
     def for_endpoint(self, name: str) -> list[Record]:
         """The records of one endpoint, in arrival order."""
-        return [r for r in self.records if r.endpoint == name]
+        return list(self._select(name))
 
-    def _select(self, endpoint: str | None) -> list[Record]:
-        return self.records if endpoint is None else self.for_endpoint(endpoint)
+    def _select(self, endpoint: str | None) -> Iterator[Record]:
+        return iter(self.records) if endpoint is None else (r for r in self.records if r.endpoint == endpoint)
 
     @staticmethod
-    def _deliveries(records: Iterable[Record]) -> list[Record]:
+    def _deliveries(records: Iterable[Record]) -> Iterator[Record]:
         """Deliveries only: not verification GETs, not requests to unknown paths."""
-        return [r for r in records if r.method not in ("GET", "HEAD") and r.note != "no such path"]
+        return (r for r in records if r.method not in ("GET", "HEAD") and r.note != "no such path")
 
     def deliveries(self, endpoint: str | None = None) -> dict[str, DuplicateInfo]:
         """Every delivery key with how often it was received and acknowledged."""
@@ -328,7 +393,8 @@ class Recorder:
     def _partition_map(self, endpoint: str | None, partition_key: str, key: str) -> dict[str, str]:
         part_of: dict[str, str] = {}
         for r in self._deliveries(self._select(endpoint)):
-            for item in (r.json if isinstance(r.json, list) else [r.json]):
+            body = r.json
+            for item in (body if isinstance(body, list) else [body]):
                 k, p = lookup(item, key), lookup(item, partition_key)
                 if k is not _MISSING and p is not _MISSING:
                     part_of.setdefault(str(k), str(p))
@@ -372,9 +438,8 @@ class Recorder:
 
     def _strict_violation(self, endpoint: str | None, expected: list[str], key: str,
                           part: Callable[[str], str | None]) -> OrderViolation | None:
-        records = self._deliveries(self._select(endpoint))
         ack_seq: dict[str, int] = {}
-        for r in records:
+        for r in self._deliveries(self._select(endpoint)):
             if r.acknowledged:
                 for k in _keys(r, key):
                     ack_seq.setdefault(k, r.seq)
@@ -387,7 +452,7 @@ class Recorder:
             barrier[k] = running.get(p, (0, None))
             if k in ack_seq and ack_seq[k] > barrier[k][0]:
                 running[p] = (ack_seq[k], k)
-        for r in records:
+        for r in self._deliveries(self._select(endpoint)):
             for k in _keys(r, key):
                 if k in position and r.seq < barrier[k][0]:
                     return OrderViolation(part(k), position[k], barrier[k][1] or "?", k)
@@ -422,22 +487,31 @@ class Recorder:
             self._write(fh)
 
     def _write(self, fh: IO[str]) -> None:
+        for line in self.lines():
+            fh.write(line)
+
+    def lines(self) -> Iterator[str]:
+        """Each record as one JSON line (newline-terminated), keys sorted, read one at a time."""
         for r in self.records:
-            fh.write(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
+            yield json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n"
 
     def jsonl(self) -> str:
-        """Every record as JSON Lines text, keys sorted, so equal runs give equal text."""
-        return "".join(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n" for r in self.records)
+        """Every record as JSON Lines text, keys sorted, so equal runs give equal text (a long run's
+        is large: :meth:`to_jsonl` and :meth:`lines` do not hold it all)."""
+        return "".join(self.lines())
 
     @classmethod
     def from_jsonl(cls, path: str | os.PathLike[str]) -> Recorder:
         """Read back a record file written from :meth:`jsonl` (callbacks and events are not in it)."""
         rec = cls()
         with open(path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
-            for row in rows:
-                row.pop("json", None)
-            rec.records = [Record(**row) for row in rows]
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    row.pop("json", None)
+                    record = Record(**row)
+                    rec.records._add(record)
+                    rec.records._store(record)
         return rec
 
 
@@ -447,13 +521,14 @@ def _micro(seconds: float) -> float:
 
 def _keys(record: Record, key: str) -> list[str]:
     """The ordering keys a record carries: one per object (batches carry several)."""
-    items = record.json if isinstance(record.json, list) else [record.json]
+    body = record.json
+    items = body if isinstance(body, list) else [body]
     out = []
     for item in items:
         value = lookup(item, key)
         if value is not _MISSING and value is not None:
             out.append(str(value))
-    if not out and key in ("webhook-id", "id") and record.delivery_key is not None and not isinstance(record.json, list):
+    if not out and key in ("webhook-id", "id") and record.delivery_key is not None and not isinstance(body, list):
         out.append(record.delivery_key)
     return out
 

@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
         d = Path(args.record)
         d.mkdir(parents=True, exist_ok=True)
         for r in results:
-            (d / f"{_slug(r.scenario.name)}.record.jsonl").write_text(r.recorder.jsonl(), encoding="utf-8")
+            r.recorder.to_jsonl(d / f"{_slug(r.scenario.name)}.record.jsonl")
     if args.plot:
         d = Path(args.plot)
         d.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ Classes with ``key = None`` are not written in files; they hold for every run (e
 from __future__ import annotations
 
 import itertools
+from array import array
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -290,11 +291,20 @@ class DeliveredBy(Expectation):
 
     def check(self, r: RunResult) -> list[Check]:
         limit = r.t0 + self.by
-        late = [d["id"] for d in r.deliveries if d["status"] != Status.DISPATCHED.value or _t(d["dispatched_at"]) > limit + 1e-6]
-        last = max((_t(d["dispatched_at"]) for d in r.deliveries if d["dispatched_at"]), default=None)
+        late: list[int] = []  # the first ten, enough to show
+        any_late, last = False, None
+        for d in r.deliveries:
+            at = _t(d["dispatched_at"])
+            if at is not None and (last is None or at > last):
+                last = at
+            if d["status"] != Status.DISPATCHED.value or at > limit + 1e-6:
+                any_late = True
+                if len(late) < 10:
+                    late.append(d["id"])
+        late = late if any_late else []
         return [self.result("delivered_by", not late, f"all DISPATCHED by {fmt_offset(self.by)}",
                             f"last at {fmt_offset(last - r.t0)}" if last and not late
-                            else f"late or missing: {late[:10]}")]
+                            else f"late or missing: {late}")]
 
 
 FAILED_REASONS = ("exhausted", "permanent_status", "mapping_error")
@@ -373,27 +383,40 @@ class MappingShape(Expectation):
 
     def check(self, r: RunResult) -> list[Check]:
         spec, line = self.spec, self.line
-        bodies = [x.json for x in r.recorder.records if x.endpoint == spec["provider"] and x.method == "POST"]
+        has, lacks = spec.get("has", []), spec.get("lacks", [])
+        first: Any = None
+        seen = 0
+        all_arrays = True
+        missing = dict.fromkeys(has, 0)  # bodies without the path
+        present = dict.fromkeys(lacks, 0)  # bodies with it
+        for x in r.recorder.records:  # one pass, one body decoded at a time
+            if x.endpoint != spec["provider"] or x.method != "POST":
+                continue
+            body = x.json
+            if not seen:
+                first = body
+            seen += 1
+            all_arrays = all_arrays and isinstance(body, list)
+            item = body[0] if isinstance(body, list) and body else body
+            for path in missing:
+                missing[path] += not _has(item, path)
+            for path in present:
+                present[path] += _has(item, path)
         name = f"mapping_shape.{spec['provider']}"
-        if not bodies:
+        if not seen:
             return [Check(name, False, "at least one POST received", "none received", line)]
         out = []
         if "array" in spec:
-            ok = all(isinstance(b, list) for b in bodies) == bool(spec["array"])
-            out.append(Check(name + ".array", ok, f"array: {spec['array']}",
-                             f"first body is {type(bodies[0]).__name__}", line))
-        items = [b[0] if isinstance(b, list) and b else b for b in bodies]
-        for path in spec.get("has", []):
-            missing = sum(1 for b in items if not _has(b, path))
-            out.append(Check(f"{name}.has.{path}", missing == 0, f"every body has {path}",
-                             f"missing in {missing} of {len(items)}", line))
-        for path in spec.get("lacks", []):
-            present = sum(1 for b in items if _has(b, path))
-            out.append(Check(f"{name}.lacks.{path}", present == 0, f"no body has {path}",
-                             f"present in {present} of {len(items)}", line))
+            out.append(Check(name + ".array", all_arrays == bool(spec["array"]), f"array: {spec['array']}",
+                             f"first body is {type(first).__name__}", line))
+        for path in has:
+            out.append(Check(f"{name}.has.{path}", missing[path] == 0, f"every body has {path}",
+                             f"missing in {missing[path]} of {seen}", line))
+        for path in lacks:
+            out.append(Check(f"{name}.lacks.{path}", present[path] == 0, f"no body has {path}",
+                             f"present in {present[path]} of {seen}", line))
         if "equals" in spec:
-            out.append(Check(name + ".equals", bodies[0] == spec["equals"], str(spec["equals"]), str(bodies[0]),
-                             line))
+            out.append(Check(name + ".equals", first == spec["equals"], str(spec["equals"]), str(first), line))
         return out
 
 
@@ -407,7 +430,7 @@ class NoSecretsInLogs(_Flag):
         if not self.on:
             return []
         secrets = [s for s in r.secrets if s]
-        texts = itertools.chain(r.events, [r.recorder.jsonl()], (str(a.get("error")) for a in r.attempts))
+        texts = itertools.chain(r.events, r.recorder.lines(), (str(a.get("error")) for a in r.attempts))
         found = {s for text in texts for s in secrets if s in text}
         leaked = [s[:3] + "…" for s in r.secrets if s in found]
         return [self.result("no_secrets_in_logs", not leaked and r.secrets,
@@ -528,7 +551,7 @@ class Received(_Tally):
         return ctx.providers
 
     def observed(self, r: RunResult, name: str) -> int:
-        return len([x for x in r.recorder.records if x.endpoint == name and x.method == "POST"])
+        return sum(1 for x in r.recorder.records if x.endpoint == name and x.method == "POST")
 
     def texts(self, expected: int, got: int) -> tuple[str, str]:
         return f"{expected} POSTs", f"{got} POSTs"
@@ -596,25 +619,43 @@ def unordered_configs(scenario: Any) -> set[str]:
 def order_violations(r: Any) -> list[str]:
     """Per ordered queue, the first acknowledgement of each delivery must come in creation order.
 
-    Deliveries that went through a force retry are left out: by design they arrive late.
+    Deliveries that went through a force retry are left out: by design they arrive late. One pass
+    over the deliveries and one over the records (in arrival order); what is kept per delivery is
+    its id under its webhook-id and its queue's number, not the rows.
     """
     unordered = unordered_configs(r.scenario)
-    by_wid = {d["webhook_id"]: d for d in r.deliveries if d["config_id"] not in unordered}
-    seen: set[str] = set()
-    last: dict[str, int] = {}
+    by_wid: dict[str, int] = {}
+    queue_numbers: dict[str, int] = {}
+    queues: list[str] = []
+    queue_of = array("l")  #: delivery id -> queue number (deliveries come in id order, ids from 1)
+    for d in r.deliveries:
+        if d["config_id"] in unordered:
+            continue
+        q = queue_numbers.get(d["queue"])
+        if q is None:
+            q = queue_numbers[d["queue"]] = len(queues)
+            queues.append(d["queue"])
+        did = d["id"]
+        if did >= len(queue_of):
+            queue_of.extend(itertools.repeat(-1, did + 1 - len(queue_of)))
+        queue_of[did] = q
+        by_wid[d["webhook_id"]] = did
+    seen = bytearray(len(queue_of))
+    last: dict[int, int] = {}
     out: list[str] = []
-    for rec in sorted(r.recorder.records, key=lambda x: x.seq):
-        wid = rec.headers.get("webhook-id")
-        if not rec.acknowledged or wid not in by_wid or wid in seen:
+    for rec in r.recorder.records:  # in arrival order (seq)
+        if not rec.acknowledged:
             continue
-        seen.add(wid)
-        d = by_wid[wid]
-        if d["id"] in r.force_retried:
+        did = by_wid.get(rec.headers.get("webhook-id"))
+        if did is None or seen[did]:
             continue
-        q = d["queue"]
-        if d["id"] < last.get(q, 0):
-            out.append(f"queue {q}: delivery {d['id']} acknowledged after {last[q]}")
-        last[q] = max(last.get(q, 0), d["id"])
+        seen[did] = 1
+        if did in r.force_retried:
+            continue
+        q = queue_of[did]
+        if did < last.get(q, 0):
+            out.append(f"queue {queues[q]}: delivery {did} acknowledged after {last[q]}")
+        last[q] = max(last.get(q, 0), did)
     return out
 
 
@@ -623,14 +664,14 @@ def duplicates(r: Any, *, acknowledged: bool = True) -> int:
     saw a 2xx), or with ``acknowledged=False`` every reception that reached the receiver's handler."""
     counts: dict[str, int] = defaultdict(int)
     for rec in r.recorder.records:
-        if rec.method == "POST" and rec.delivery_key and (rec.acknowledged or not acknowledged):
-            counts[rec.delivery_key] += 1
+        if rec.method == "POST" and (rec.acknowledged or not acknowledged) and (key := rec.delivery_key):
+            counts[key] += 1
     return sum(n - 1 for n in counts.values() if n > 1)
 
 
 def retry_delays(r: Any, delivery_id: int) -> list[float]:
     """Wait between the end of each failed attempt and the start of the next (the backoff)."""
-    attempts = [a for a in r.attempts if a["delivery_id"] == delivery_id and a["outcome"] != "INTERRUPTED"]
+    attempts = [a for a in r.attempts_of(delivery_id) if a["outcome"] != "INTERRUPTED"]
     out = []
     for prev, nxt in zip(attempts, attempts[1:]):
         out.append(parse_iso(nxt["started_at"]) - parse_iso(prev["finished_at"]))

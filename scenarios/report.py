@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from array import array
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,25 @@ from .runner import RunResult
 
 
 def provider_table(r: RunResult) -> list[dict[str, Any]]:
-    rows = []
-    by_endpoint: dict[str, list[Any]] = defaultdict(list)
+    """Per provider: POSTs received and acknowledged, outcomes, latency percentiles (one pass over
+    the records, keeping counts and one float per request)."""
+    requests: Counter[str] = Counter()
+    acknowledged: Counter[str] = Counter()
+    outcomes: dict[str, Counter[str]] = defaultdict(Counter)
+    durations: dict[str, array[float]] = defaultdict(lambda: array("d"))
     for rec in r.recorder.records:
         if rec.method == "POST":
-            by_endpoint[rec.endpoint].append(rec)
-    for name in sorted(set(by_endpoint) | set(r.endpoint_names.values())):
-        recs = by_endpoint.get(name, [])
-        outcomes = Counter(rec.outcome() for rec in recs)
-        lat = sorted(rec.duration or 0.0 for rec in recs)
+            name = rec.endpoint
+            requests[name] += 1
+            acknowledged[name] += rec.acknowledged
+            outcomes[name][rec.outcome()] += 1
+            durations[name].append(rec.duration or 0.0)
+    rows = []
+    for name in sorted(set(requests) | set(r.endpoint_names.values())):
+        lat = sorted(durations.get(name, ()))
         rows.append({
-            "provider": name, "requests": len(recs), "acknowledged": sum(1 for x in recs if x.acknowledged),
-            "outcomes": dict(sorted(outcomes.items())),
+            "provider": name, "requests": requests[name], "acknowledged": acknowledged[name],
+            "outcomes": dict(sorted(outcomes.get(name, Counter()).items())),
             "latency_p50": lat[len(lat) // 2] if lat else None,
             "latency_p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
         })

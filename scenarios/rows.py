@@ -1,46 +1,41 @@
-"""Deliveries and attempts of a finished run, kept compact for the reports and the expectations.
+"""Deliveries, attempts and activity ids of a finished run, streamed from the run's database.
 
-A run result holds every delivery and attempt as the JSON-ready data the engine's API gives
-(``d["status"]``, ``a["started_at"]`` …). As dicts, 10,000 deliveries and 21,000 attempts took
-about 14 MB; a :class:`Row` keeps the values in a tuple and shares the key index with every row
-of its kind, a third of that.
+A run of 100,000 activities leaves about 100,000 deliveries and 110,000 attempts; held as lists
+(even compact ones) they were most of the run's peak memory. A :class:`Rows` reads them again, a
+page at a time, each time it is iterated: the expectations and the reports make a few passes each
+and keep only what they aggregate.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-class Row(Mapping[str, Any]):
-    """A read-only mapping over ``values``, whose keys are the shared ``index`` (name -> position)."""
+class Rows(Generic[T]):
+    """A re-iterable, sized view of one kind of row (e.g. deliveries as the API's JSON dicts).
 
-    __slots__ = ("_index", "_values")
+    Each iteration is a new pass over the database; ``len`` is counted once, when first asked.
+    """
 
-    def __init__(self, index: dict[str, int], values: tuple[Any, ...]) -> None:
-        self._index = index
-        self._values = values
+    __slots__ = ("_read", "_count", "_len")
 
-    def __getitem__(self, key: str) -> Any:
-        return self._values[self._index[key]]
+    def __init__(self, read: Callable[[], Iterator[T]], count: Callable[[], int]) -> None:
+        self._read = read
+        self._count = count
+        self._len: int | None = None
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+    def __iter__(self) -> Iterator[T]:
+        return self._read()
 
     def __len__(self) -> int:
-        return len(self._index)
+        if self._len is None:
+            self._len = self._count()
+        return self._len
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
 
     def __repr__(self) -> str:
-        return repr(dict(self))
-
-
-class RowKind:
-    """Makes the :class:`Row` objects of one kind (e.g. deliveries) from the API's dicts."""
-
-    def __init__(self) -> None:
-        self._index: dict[str, int] | None = None
-
-    def __call__(self, data: dict[str, Any]) -> Row:
-        index = self._index
-        if index is None or len(index) != len(data) or any(a != b for a, b in zip(index, data)):
-            index = self._index = {key: i for i, key in enumerate(data)}
-        return Row(index, tuple(data.values()))
+        return f"<Rows: {len(self)}>"

@@ -5,21 +5,23 @@ import asyncio
 import json
 import random
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from dispatchsim.engine import LIFECYCLE, ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
+from dispatchsim.engine.store_pages import PageReader
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
 from .eventlog import EventLog
 from .external import ExternalGate
-from .rows import Row, RowKind
+from .rows import Rows
 
-#: Deliveries read back at a time once a run has finished.
-ROWS_PAGE = 5000
 #: Seconds the requests already sent to an external provider may take to finish once its cap is reached.
 SETTLE_CAPPED = 60.0
 
@@ -28,7 +30,12 @@ from .spec import Event, Scenario
 
 @dataclass(repr=False)
 class RunResult:
-    """Everything a report or an expectation needs, read back from the store and the recorder."""
+    """Everything a report or an expectation needs: the run's database (kept until the result is
+    closed or collected), its event log and what the simulated providers recorded.
+
+    Deliveries, attempts and activity ids are streamed from the database on each pass (a long run
+    has hundreds of thousands of them): iterate them, count them, but do not expect a list.
+    """
 
     scenario: Scenario
     t0: float
@@ -37,9 +44,10 @@ class RunResult:
     idle: bool
     events: EventLog  #: the event log, one JSON line each, in a temporary file (it grows with the run)
     key_events: list[tuple[float, str]]
-    deliveries: list[Row]  #: as the engine's API shows them (``d["status"]`` …), in id order
-    attempts: list[Row]
-    activities: list[str]
+    deliveries: Rows[dict[str, Any]]  #: as the engine's API shows them (``d["status"]`` …), in id order
+    attempts: Rows[dict[str, Any]]  #: in id order, as the API shows them
+    activities: Rows[str]  #: activity ids in creation order
+    counts: dict[str, int]  #: deliveries per lifecycle status at the end; every status is present
     recorder: Recorder
     endpoint_names: dict[str, str]  #: config id -> provider name
     refused: dict[str, str]  #: config id -> activation refusal reason
@@ -48,6 +56,21 @@ class RunResult:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     inactive: list[str] = field(default_factory=list)
     checks: list[Any] = field(default_factory=list)
+    reader: PageReader | None = None  #: the run's database (None for a result built without one)
+    _cleanup: Callable[[], Any] | None = None  #: removes a temporary database
+
+    def attempts_of(self, delivery_id: int) -> list[dict[str, Any]]:
+        """The attempts of one delivery, in order (read by the database's index, not by a pass)."""
+        if self.reader is None:
+            return [a for a in self.attempts if a["delivery_id"] == delivery_id]
+        return [a.to_json() for a in self.reader.attempts(delivery_id)]
+
+    def close(self) -> None:
+        """Remove the run's temporary database and event log (``--db`` files are kept). Deliveries,
+        attempts and events cannot be read afterwards."""
+        if self._cleanup is not None:
+            self._cleanup()
+        self.events.close()
 
     @property
     def elapsed(self) -> float:
@@ -58,16 +81,8 @@ class RunResult:
         """Short on purpose: asyncio formats the repr of a finished task's result (``asyncio.Runner``
         restoring its SIGINT handler does), and the generated one spelled out every event, delivery
         and attempt: a 55 MB string for 10,000 activities, most of the run's peak memory."""
-        return (f"<RunResult {self.scenario.name!r}: {len(self.deliveries)} deliveries, "
-                f"{len(self.attempts)} attempts, {len(self.events)} events>")
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Number of deliveries per lifecycle status at the end; every status is present."""
-        out = {s.value: 0 for s in LIFECYCLE}
-        for d in self.deliveries:
-            out[d["status"]] += 1
-        return out
+        return (f"<RunResult {self.scenario.name!r}: {sum(self.counts.values())} deliveries, "
+                f"{len(self.events)} events>")
 
     @property
     def ok(self) -> bool:
@@ -114,10 +129,9 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     wall = time.perf_counter()
     clock = VirtualClock(scenario.start) if scenario.clock == "virtual" else RealClock()
     tmp = None
-    if db is None:
-        import tempfile
-        tmp = tempfile.TemporaryDirectory(prefix="dispatchsim-")
-        db = Path(tmp.name) / "scenario.db"
+    if db is None:  # kept until the result is done with: the expectations and reports read it
+        tmp = tempfile.mkdtemp(prefix="dispatchsim-")
+        db = Path(tmp) / "scenario.db"
     events = EventLog()
     key_events: list[tuple[float, str]] = []
     t0 = clock.now()
@@ -142,14 +156,19 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         await run.timeline()
         remaining = max(0.0, scenario.duration - (clock.now() - t0))
         idle = await run.drain(remaining)
-        deliveries, attempts = await _rows(run.engine)
-        activities = await run.engine.store.activity_ids()
+        stored = await run.engine.store.counts()
+        counts = {s.value: stored.get(s.value, 0) for s in LIFECYCLE}
         notifications = await run.engine.notifications()
         inactive = [c.id for c in await run.engine.store.configs(kind=None) if not c.active]
         await endpoints.settle()
         endpoints.recorder.map_headers(sanitize)  # the Host header names a port that changes run to run
         finished = clock.now()
         await run.engine.close()
+        run.closed = True
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         await endpoints.stop()
         if run.engine is not None and not run.closed:
@@ -157,23 +176,21 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
                 await run.engine.close()
             except Exception:
                 pass
-        if tmp is not None:
-            tmp.cleanup()
-    return RunResult(scenario=scenario, t0=t0, finished_at=finished, wall=time.perf_counter() - wall, idle=idle,
-                     events=events, key_events=key_events, deliveries=deliveries, attempts=attempts,
-                     activities=activities, recorder=endpoints.recorder, endpoint_names=names,
-                     refused=run.refused, secrets=run.secrets, force_retried=run.force_retried,
-                     notifications=notifications, inactive=inactive)
+    reader = PageReader(db)
+    result = RunResult(scenario=scenario, t0=t0, finished_at=finished, wall=time.perf_counter() - wall, idle=idle,
+                       events=events, key_events=key_events, deliveries=_stream(reader.deliveries, reader, "deliveries"),
+                       attempts=_stream(reader.attempts, reader, "attempts"),
+                       activities=Rows(reader.activity_ids, lambda: reader.count("activities")), counts=counts,
+                       recorder=endpoints.recorder, endpoint_names=names, refused=run.refused, secrets=run.secrets,
+                       force_retried=run.force_retried, notifications=notifications, inactive=inactive, reader=reader)
+    if tmp is not None:  # a result is often dropped without being closed: the folder then goes with it
+        result._cleanup = weakref.finalize(result, shutil.rmtree, tmp, True)
+    return result
 
 
-async def _rows(engine: Engine) -> tuple[list[Row], list[Row]]:
-    """Every delivery and attempt as the engine's API shows them, kept compact (:mod:`.rows`)
-    and read a page at a time, so a long run never holds them all as dicts."""
-    store, as_delivery, as_attempt = engine.store, RowKind(), RowKind()
-    deliveries: list[Row] = []
-    while page := await store.deliveries(after_id=deliveries[-1]["id"] if deliveries else 0, limit=ROWS_PAGE):
-        deliveries.extend(as_delivery(d.to_json()) for d in page)
-    return deliveries, [as_attempt(a.to_json()) for a in await store.attempts()]
+def _stream(read: Callable[[], Iterator[Any]], reader: PageReader, table: str) -> Rows[dict[str, Any]]:
+    """Rows of ``table`` as the engine's API shows them, read a page at a time on each pass."""
+    return Rows(lambda: (row.to_json() for row in read()), lambda: reader.count(table))
 
 
 class _Sanitizer:

@@ -236,20 +236,30 @@ async def test_serve_logs_a_line_per_request_and_writes_the_record(tmp_path):
     assert [json.loads(line)["response_status"] for line in record.read_text().splitlines()] == [503, 200, None]
 
 
-def test_bodies_wait_in_a_file_and_read_back_the_same():
-    """A long run's bodies are most of the recorder's memory: they go to a temporary file and come
-    back as the same text for every reader (the property, asdict, equality, the record file)."""
-    from dataclasses import asdict, replace
+def test_closed_records_wait_in_a_file_and_read_back_equal():
+    """A long run's records are most of the recorder's memory: once closed they go to a temporary file
+    and come back equal for every reader (indexing, iterating, asdict, the record file); open ones
+    stay the objects their endpoint is filling in."""
+    from dataclasses import asdict
 
     rec = Recorder()
     long_body = json.dumps({"id": "a-1", "note": "é😀" * 40, "n": list(range(30))}, ensure_ascii=False)
-    records = [rec.open(endpoint="a", at=float(i), offset=float(i), method="POST", path="/h", query="",
-                        headers={"content-type": "application/json", "webhook-id": f"w{i}"},
-                        body=long_body if i % 2 else "{}") for i in range(6)]
-    spilled, kept = records[1], records[0]
-    from dispatchsim.providers.recorder import _BODY_SLOT
-    assert type(_BODY_SLOT.__get__(spilled)).__name__ == "_Spilled" and _BODY_SLOT.__get__(kept) == "{}"
-    assert spilled.body == long_body and spilled.json["id"] == "a-1" and asdict(spilled)["body"] == long_body
-    assert spilled == replace(spilled) and spilled != records[3]  # equal text, other seq
-    assert [json.loads(line)["body"] for line in rec.jsonl().splitlines()] == [r.body for r in records]
-    assert records[5].headers["content-type"] is records[1].headers["content-type"]  # one shared string
+    made = [rec.open(endpoint="a", at=float(i), offset=float(i), method="POST", path="/h", query="",
+                     headers={"content-type": "application/json", "webhook-id": f"w{i}"},
+                     body=long_body if i % 2 else "\udcff lone surrogate") for i in range(6)]
+    for r in made[:4]:
+        r.response_status = 200
+        rec.close(r, r.at + 0.25)
+    closed, still_open = rec.records[1], rec.records[4]
+    assert still_open is made[4] and closed is not made[1]
+    assert closed == made[1] and closed.body == long_body and closed.json["id"] == "a-1" and closed.acknowledged
+    assert rec.records[0].body == "\udcff lone surrogate" and rec.records[-1] is made[5]
+    assert list(rec.records) == made and rec.records == made and rec.records[1:3] == made[1:3]
+    assert asdict(rec.records[3]) == asdict(made[3]) and len(rec.records) == 6
+    with pytest.raises(IndexError):
+        rec.records[6]
+    rec.map_headers(lambda v: v.replace("w", "hook-"))  # closed ones change as they are read, open ones now
+    assert [r.headers["webhook-id"] for r in rec.records] == [f"hook-{i}" for i in range(6)]
+    rec.close(made[4], 9.0)
+    assert rec.records[4].headers["webhook-id"] == "hook-4"  # mapped once, not again when stored
+    assert [json.loads(line)["seq"] for line in rec.jsonl().splitlines()] == [1, 2, 3, 4, 5, 6]

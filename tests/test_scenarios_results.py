@@ -1,14 +1,26 @@
 """What a finished run keeps, kept small: the event log in a temporary file (what goes in comes back
-the same, in order), deliveries and attempts as compact rows that read like the API's dicts."""
+the same, in order); deliveries and attempts streamed from the run's database, which stays until the
+result is closed or collected; expectations that give the same verdicts from those streams as from
+lists held in memory."""
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from dispatchsim.scenarios import eventlog
+from dispatchsim.engine import open_store
+from dispatchsim.providers import Recorder
+from dispatchsim.scenarios import eventlog, load_scenario, run_scenario
 from dispatchsim.scenarios.eventlog import EventLog
-from dispatchsim.scenarios.rows import RowKind
+from dispatchsim.scenarios.expect import evaluate, order_violations
+from dispatchsim.scenarios.report import provider_table, to_json
+
+CATALOGUE = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def test_lines_come_back_in_order_across_read_chunks(tmp_path, monkeypatch):
@@ -37,16 +49,79 @@ def test_an_empty_log():
     assert list(log) == [] and log.jsonl() == "" and log.head(5) == [] and len(log) == 0
 
 
-def test_rows_read_like_the_dicts_they_were_made_from():
-    kind = RowKind()
-    first = {"id": 1, "status": "DISPATCHED", "dispatched_at": "2026-04-10T14:30:00.000Z", "failed_reason": None}
-    second = {**first, "id": 2, "status": "FAILED", "failed_reason": "exhausted"}
-    a, b = kind(first), kind(second)
-    assert a == first and b == second and a != b
-    assert (a["status"], b.get("failed_reason"), a.get("nope", "-")) == ("DISPATCHED", "exhausted", "-")
-    assert list(b) == list(second) and len(b) == 4 and dict(b) == second
-    assert a._index is b._index  # one key index for every row of a kind
-    with pytest.raises(KeyError):
-        a["nope"]
-    other = kind({"id": 3, "outcome": "SUCCESS"})  # other keys: a new index, the old rows keep theirs
-    assert other == {"id": 3, "outcome": "SUCCESS"} and a == first
+async def _stored(db: Path) -> tuple[list[dict], list[dict], list[str]]:
+    store = await open_store(db, readonly=True)
+    try:
+        return ([d.to_json() for d in await store.deliveries()], [a.to_json() for a in await store.attempts()],
+                await store.activity_ids())
+    finally:
+        await store.close()
+
+
+def test_deliveries_and_attempts_are_read_from_the_database_on_each_pass(tmp_path):
+    db = tmp_path / "run.db"
+    result = run_scenario(load_scenario(CATALOGUE / "retry_after_429.yaml"), db=db)
+    deliveries, attempts, activities = asyncio.run(_stored(db))
+    assert len(attempts) > len(deliveries) > 0  # retried
+    assert list(result.deliveries) == deliveries and list(result.deliveries) == deliveries  # a second pass too
+    assert list(result.attempts) == attempts and list(result.activities) == activities
+    assert (len(result.deliveries), len(result.attempts), len(result.activities)) == (
+        len(deliveries), len(attempts), len(activities))
+    first = deliveries[0]["id"]
+    assert result.attempts_of(first) == [a for a in attempts if a["delivery_id"] == first]
+    assert result.counts == {s: sum(d["status"] == s for d in deliveries)
+                             for s in ("READY", "RETRYING", "DISPATCHED", "FAILED")}
+    result.close()
+    assert db.exists()  # a database the caller named is the caller's
+
+
+def test_a_temporary_database_lives_as_long_as_its_result():
+    result = run_scenario(load_scenario(CATALOGUE / "retry_after_429.yaml"))
+    folder = Path(result.reader.path).parent
+    assert folder.is_dir() and len(result.deliveries) > 0
+    result.close()
+    assert not folder.exists()
+    again = run_scenario(load_scenario(CATALOGUE / "retry_after_429.yaml"))
+    folder = Path(again.reader.path).parent
+    del again
+    gc.collect()
+    assert not folder.exists()  # dropped without close: removed with it
+
+
+def _in_memory(result):
+    """The same run with its rows and records as plain lists, as results held them before."""
+    recorder = Recorder()
+    recorder.records = list(result.recorder.records)  # type: ignore[assignment]
+    return replace(result, deliveries=list(result.deliveries), attempts=list(result.attempts),
+                   activities=list(result.activities), recorder=recorder, reader=None, _cleanup=None)
+
+
+@pytest.mark.parametrize("name", ["timeouts_duplicates", "ordered_head_outage", "mapping_own_format",
+                                  "reteno_message_events", "force_retry_failed"])
+def test_streamed_rows_give_the_verdicts_of_lists(name):
+    result = run_scenario(load_scenario(CATALOGUE / f"{name}.yaml"))
+    held = _in_memory(result)
+    assert evaluate(held) == result.checks and result.checks
+    assert to_json(held) == to_json(result) and provider_table(held) == provider_table(result)
+    result.close()
+
+
+def _acked(rec: Recorder, webhook_id: str, status: int = 200) -> None:
+    r = rec.open(endpoint="crm", at=0.0, offset=0.0, method="POST", path="/hooks", query="",
+                 headers={"webhook-id": webhook_id}, body="{}")
+    r.response_status = status
+    rec.close(r, 0.0)
+
+
+def test_order_violations_name_the_queue_and_both_deliveries():
+    rec = Recorder()
+    for wid, status in (("w1", 503), ("w2", 200), ("w1", 200), ("w3", 200), ("w5", 200), ("w4", 200)):
+        _acked(rec, wid, status)
+    deliveries = [{"id": i, "webhook_id": f"w{i}", "config_id": "c", "queue": "c:A" if i < 4 else "c:B"}
+                  for i in range(1, 6)]
+    run = SimpleNamespace(scenario=SimpleNamespace(configurations=[]), deliveries=deliveries, recorder=rec,
+                          force_retried=set())
+    assert order_violations(run) == ["queue c:A: delivery 1 acknowledged after 2",
+                                     "queue c:B: delivery 4 acknowledged after 5"]
+    run.force_retried = {1}
+    assert order_violations(run) == ["queue c:B: delivery 4 acknowledged after 5"]

@@ -1,0 +1,83 @@
+"""A finished SQLite database read a page at a time, without the engine: what a scenario's reports
+and expectations stream once its run is over.
+
+A long simulation leaves hundreds of thousands of deliveries and attempts behind; read into lists,
+they were most of the run's memory. These reads hold one page at a time and open their own
+read-only connection for each pass, so a pass that is abandoned half-way leaves nothing open for
+long. They are synchronous (plain ``sqlite3``) because their readers are: the expectations and the
+reports run after the run's event loop has finished, or inside a loop that must not be re-entered.
+The rows are the store's own (:class:`~.store_rows.Delivery`, :class:`~.store_rows.Attempt`), read
+with the same columns and filter as :meth:`Store.deliveries`, so they show what the API shows.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import store_file
+from .store_rows import Attempt, Delivery, columns
+from .store_sql import deliveries_query
+
+#: rows read at a time
+PAGE = 2000
+
+_DELIVERY = columns(Delivery)
+_ATTEMPT = columns(Attempt)
+
+
+class PageReader:
+    """Deliveries, attempts and activity ids of a database nobody writes any more, in id order."""
+
+    def __init__(self, path: str | Path, *, page: int = PAGE) -> None:
+        self.path = str(path)
+        self.page = page
+
+    def _connect(self) -> sqlite3.Connection:
+        return store_file.connect(self.path, readonly=True)
+
+    def _pages(self, sql: str, params: tuple[Any, ...]) -> Iterator[list[Any]]:
+        """Pages of ``sql``, which takes ``params``, then the last id seen and the page size, and
+        selects the id first."""
+        conn = self._connect()
+        try:
+            after = 0
+            while rows := conn.execute(sql, (*params, after, self.page)).fetchall():
+                yield rows
+                after = rows[-1][0]
+        finally:
+            conn.close()
+
+    def deliveries(self) -> Iterator[Delivery]:
+        """Every delivery."""
+        sql, _ = deliveries_query(_DELIVERY, "?", activity_id=None, config_id=None, status=None, queue=None,
+                                  after_id=0, limit=self.page)
+        for rows in self._pages(sql, ()):
+            yield from map(Delivery.from_row, rows)
+
+    def attempts(self, delivery_id: int | None = None) -> Iterator[Attempt]:
+        """Every attempt, or those of one delivery."""
+        if delivery_id is None:
+            sql, params = f"SELECT {_ATTEMPT} FROM attempts WHERE id > ? ORDER BY id LIMIT ?", ()
+        else:
+            sql = f"SELECT {_ATTEMPT} FROM attempts WHERE delivery_id = ? AND id > ? ORDER BY id LIMIT ?"
+            params = (delivery_id,)
+        for rows in self._pages(sql, params):
+            yield from map(Attempt.from_row, rows)
+
+    def activity_ids(self) -> Iterator[str]:
+        """Every activity id, in creation order."""
+        for rows in self._pages("SELECT seq, id FROM activities WHERE seq > ? ORDER BY seq LIMIT ?", ()):
+            for row in rows:
+                yield row[1]
+
+    def count(self, table: str) -> int:
+        """Rows in ``deliveries``, ``attempts`` or ``activities``."""
+        if table not in ("deliveries", "attempts", "activities"):
+            raise ValueError(f"no count of {table!r}")
+        conn = self._connect()
+        try:
+            return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        finally:
+            conn.close()
