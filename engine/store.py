@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
 from .payload import rendered_body
 from .store_console import ConsoleOps
-from .store_contract import StoreContract
+from .store_contract import Finish, StoreContract
 from .store_queries import QueryOps
 from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
@@ -497,11 +498,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return claims
 
     def _record(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
-        c.execute(
-            "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
-            " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?",
-            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
-             res.excerpt, next_at, claim.attempt_id))
+        c.execute(_RECORD_SQL, _record_params(claim, res, next_at))
 
     def _transition(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None,
                     dst: Status, sets: str, params: Sequence[Any]) -> bool:
@@ -536,6 +533,41 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             if ordered:
                 self._promote(c, claim.queue, res.finished_at)
         return True
+
+    async def finish_attempts(self, finishes: Sequence[Finish]) -> list[bool | InvalidTransition]:
+        """The group commit of finished attempts (see the contract). The successes move in one UPDATE,
+        their attempts are recorded by one ``executemany`` and each ordered queue among them promotes its
+        next head: what :meth:`mark_dispatched` does one by one. Everything else (retries, failures, a
+        success whose lease was lost) goes one by one. When an ordered delivery's queue occurs twice in
+        the batch, order within the queue matters and the whole batch goes one by one."""
+        wins = [f for f in finishes if f.status is Status.DISPATCHED]
+        queues = Counter(f.claim.queue for f in finishes)
+        if len(wins) < 2 or any(f.ordered and queues[f.claim.queue] > 1 for f in finishes):
+            return await super().finish_attempts(finishes)
+        moved: set[int] = set()
+        with self._tx() as c:
+            for at in range(0, len(wins), _CLAIM_CHUNK):
+                chunk = wins[at:at + _CLAIM_CHUNK]
+                moved.update(r[0] for r in c.execute(
+                    f"UPDATE deliveries SET status = '{Status.DISPATCHED.value}', lease_until = NULL, lease_token = NULL,"
+                    " holds = 0, eligible = 0, budget_attempts = budget_attempts + 1, dispatched_at = l.column3,"
+                    f" last_error = NULL, updated_at = l.column3 FROM (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})"
+                    " AS l WHERE deliveries.id = l.column1 AND lease_token = l.column2"
+                    f" AND status IN {_sources_sql(Status.DISPATCHED)} RETURNING id",
+                    [v for f in chunk for v in (f.claim.delivery_id, f.claim.lease_token, f.result.finished_at)]))
+            recorded = [f for f in wins if f.claim.delivery_id in moved]
+            c.executemany(_RECORD_SQL, [_record_params(f.claim, f.result, None) for f in recorded])
+            for f in recorded:
+                if f.ordered:
+                    self._promote(c, f.claim.queue, f.result.finished_at)
+            done: dict[int, bool | InvalidTransition] = {f.claim.delivery_id: True for f in recorded}
+            for f in finishes:
+                if f.claim.delivery_id not in done:
+                    try:
+                        done[f.claim.delivery_id] = await self._finish_one(f)
+                    except InvalidTransition as exc:
+                        done[f.claim.delivery_id] = exc
+        return [done[f.claim.delivery_id] for f in finishes]
 
     async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
         """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
@@ -758,6 +790,16 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def in_flight(self) -> int:
         """Number of deliveries holding a lease (an attempt started and not yet recorded)."""
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
+
+
+_RECORD_SQL = ("UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
+               " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?")
+
+
+def _record_params(claim: Claim, res: AttemptResult, next_at: float | None) -> tuple[Any, ...]:
+    """The values of :data:`_RECORD_SQL`: what one try produced, on its attempt row."""
+    return (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt,
+            next_at, claim.attempt_id)
 
 
 #: leases claimed per statement (four bound values each, far below SQLite's limit of 32,766)

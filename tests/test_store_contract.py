@@ -332,14 +332,19 @@ async def test_a_group_commit_finishes_each_attempt_as_its_own_operation_would(
     assert outcomes[retried] == [("INTERRUPTED", None, None), ("HTTP_ERROR", 503, T0 + 90)]
     assert outcomes[lost] == [("INTERRUPTED", None, None), (None, None, None)]  # the late outcome wrote nothing
     monkeypatch.delitem(states.TRANSITIONS, (Status.READY, Status.DISPATCHED))
-    refused = await _delivery(store, 7, queue="u7", ordered=False)
-    [claim] = await store.claim([(refused, T0 + 60)], token="me:3", now=T0 + 2)
+    refused, later = await _delivery(store, 7, queue="u7", ordered=False), await _delivery(store, 8, queue="u8",
+                                                                                           ordered=False)
+    [first] = await store.claim([(later, T0 + 60)], token="me:3", now=T0 + 2)
+    assert await store.schedule_retry(first, _result(T0 + 2, "HTTP_ERROR", 503), T0 + 2, "HTTP 503")
+    claims = await store.claim([(refused, T0 + 60), (later, T0 + 60)], token="me:4", now=T0 + 2)
     async with store.tx():  # as the dispatcher calls it: the refusal does not undo the group commit
-        [error] = await store.finish_attempts([Finish(claim=claim, result=_result(T0 + 3), status=Status.DISPATCHED)])
-    assert isinstance(error, InvalidTransition)
+        error, ok = await store.finish_attempts([Finish(claim=c, result=_result(T0 + 3), status=Status.DISPATCHED)
+                                                 for c in claims])
+    assert isinstance(error, InvalidTransition) and ok is True  # READY -> DISPATCHED refused, RETRYING -> it not
     d = await store.delivery(refused)
-    assert (d.status, d.lease_token) == (Status.READY, "me:3")  # status and lease stay; the attempt is recorded
+    assert (d.status, d.lease_token) == (Status.READY, "me:4")  # status and lease stay; the attempt is recorded
     assert [a.outcome for a in await store.attempts(refused)] == ["SUCCESS"]
+    assert (await store.delivery(later)).status is Status.DISPATCHED
 
 
 async def test_failed_skip_or_block_force_retry_and_skip(store: StoreContract) -> None:
