@@ -110,6 +110,12 @@ class Dispatcher:
         #: results were committed since the last cycle: the next one starts at once, whatever the pacing,
         #: so an ordered queue sends its next head as soon as the previous one is recorded
         self._recorded = False
+        #: serve mode (see :meth:`pace`): a group commit claims the next head of the ordered queues it frees
+        self._chain = False
+        #: attempts claimed by a group commit that has not committed yet (they count against capacity)
+        self._chaining = 0
+        #: a :meth:`run` is going on (a group commit claims next heads only then, as a cycle would)
+        self._running = False
 
     async def load(self) -> None:
         """Read the persisted endpoint health (the engine calls it once, when it opens)."""
@@ -154,7 +160,7 @@ class Dispatcher:
         """Start the next cycle now instead of at the next due time (e.g. a new activity arrived)."""
         self._wake.set()
 
-    def pace(self, *, interval: float = 0.0, chunk: int | None = None) -> None:
+    def pace(self, *, interval: float = 0.0, chunk: int | None = None, chain: bool = True) -> None:
         """Pacing for a real-clock engine that shares its event loop with an API (serve mode).
 
         ``interval``: at most one dispatch cycle per ``interval`` seconds. Every new activity wakes
@@ -164,9 +170,14 @@ class Dispatcher:
         ``chunk``: claim at most this many deliveries per cycle, so one cycle (its claim transaction
         and the first steps of the attempts it starts) never holds the event loop long while API
         requests wait; a cycle that stopped at the limit is followed after one pass of the loop.
+        ``chain``: the group commit that records the end of an ordered queue's head also claims the
+        queue's next head, when it is due and a dispatch cycle would claim it now (its configuration
+        active, its circuit closed, room for one more attempt): one transaction per delivery of an
+        ordered queue instead of two, and no cycle between two heads.
         """
         self._cycle_interval = max(0.0, interval)
         self._claim_chunk = chunk if chunk is None else max(1, chunk)
+        self._chain = chain
 
     @property
     def in_flight(self) -> int:
@@ -202,6 +213,13 @@ class Dispatcher:
         "Pending" includes retries scheduled in the future: on the virtual clock the wait
         for them is instant. Deliveries behind a blocked queue head are not pending.
         """
+        self._running = True
+        try:
+            await self._run(until_idle=until_idle, deadline=deadline)
+        finally:
+            self._running = False
+
+    async def _run(self, *, until_idle: bool, deadline: float | None) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
@@ -322,7 +340,7 @@ class Dispatcher:
         # a copy: attempts finishing while a store call awaits change the counts
         saturated = {cid for cid, n in list(self._per_config.items())
                      if n >= await self._limit(cid, limits)} | (blocked or set())
-        room = self._concurrency - len(self._inflight)
+        room = self._concurrency - len(self._inflight) - self._chaining
         self._chunk_limited = False
         if self._claim_chunk is not None and room > self._claim_chunk:
             room = self._claim_chunk
@@ -363,8 +381,7 @@ class Dispatcher:
                     self._health[claim.config_id].probing = True
                     saturated.add(claim.config_id)
                 self._per_config[claim.config_id] += 1
-                task = asyncio.create_task(self._attempt(claim), name=f"attempt-{claim.delivery_id}")
-                self._inflight[claim.delivery_id] = task
+                self._start_attempt(claim)
             room -= len(claims)
             for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid, limits):
@@ -398,6 +415,11 @@ class Dispatcher:
         return limit
 
     # -- one attempt --------------------------------------------------------------------
+
+    def _start_attempt(self, claim: Claim) -> None:
+        """Send a claimed delivery in a task of its own (its configuration's count is already taken)."""
+        self._inflight[claim.delivery_id] = asyncio.create_task(self._attempt(claim),
+                                                                name=f"attempt-{claim.delivery_id}")
 
     async def _attempt(self, claim: Claim) -> None:
         try:
@@ -467,6 +489,8 @@ class Dispatcher:
         batch, self._results = self._results, []
         events: list[tuple[str, str, dict[str, Any]]] = []
         self._batch_configs: dict[str, Configuration | None] = {}
+        chained: list[Claim] = []
+        changed: set[str] = set()  # configurations whose endpoint health changed in this commit
         try:
             async with self.store.tx():
                 # the breaker windows are read before this batch is recorded (its attempts are still open)
@@ -483,8 +507,19 @@ class Dispatcher:
                     else:
                         events.extend([event] if moved else self._stale(claim))
                     if not isinstance(result, str):
-                        events.extend(await self._account(claim.config_id, result.ok, claim.attempt_id))
+                        health = await self._account(claim.config_id, result.ok, claim.attempt_id)
+                        if health:
+                            changed.add(claim.config_id)
+                        events.extend(health)
+                if self._chain and self._running and not self._stopping:
+                    chained = await self._claim_next_heads(
+                        [f.claim.queue for (f, _), moved in zip(plans, done) if moved is True and f.ordered
+                         and (f.status is Status.DISPATCHED or (f.status is Status.FAILED and not f.block))],
+                        changed)
         except Exception as exc:
+            for claim in chained:  # rolled back with the group commit: never sent, their counts given back
+                self._per_config[claim.config_id] -= 1
+            self._chaining -= len(chained)
             if storage_error(exc) is None:
                 raise
             # rolled back: the results wait in memory (their deliveries keep their leases) and are
@@ -494,9 +529,48 @@ class Dispatcher:
             self._results = batch + self._results
             self._schedule_flush(STORAGE_RETRY)
             return
+        self._chaining -= len(chained)
+        for claim in chained:
+            self._start_attempt(claim)
         self._emit(events)
         self._recorded = True
         self._wake.set()
+
+    async def _claim_next_heads(self, queues: list[str], changed: set[str]) -> list[Claim]:
+        """In the group commit that freed these ordered queues, claim each one's next head that a
+        dispatch cycle would claim now: due, its configuration active, its circuit closed, room for it
+        (see :meth:`pace`). Their attempts start once the commit is stored. Configurations whose
+        endpoint health changed in this commit (``changed``: a circuit closed by its probe, a streak
+        that disabled it) are left to the next cycle, which comes after the change is announced."""
+        now = self.clock.now()
+        room = self._concurrency - len(self._inflight) - self._chaining
+        leases: list[tuple[int, float]] = []
+        planned: Counter[str] = Counter()
+        for queue in dict.fromkeys(queues):
+            if len(leases) >= room:
+                break
+            head = await self.store.queue_head(queue, now)
+            if head is None:
+                continue
+            did, cid, version = head
+            if cid not in self._batch_configs:
+                self._batch_configs[cid] = await self.store.config(cid)
+            cfg, st = self._batch_configs[cid], self._health.get(cid)
+            if (cfg is None or not cfg.active or cid in changed
+                    or (st is not None and st.circuit is not Circuit.CLOSED)):
+                continue  # paused, deleted, or its endpoint's health decides: the cycle's gate handles it
+            snap = (await self._prepared(cid, version)).snapshot
+            if self._per_config[cid] + planned[cid] >= snap.ordering.concurrency:
+                continue
+            planned[cid] += 1
+            leases.append((did, now + snap.timeouts.total + self._lease_margin))
+        if not leases:
+            return []
+        claims = await self.store.claim(leases, token=f"{self._instance}:{next(self._tokens)}", now=now)
+        for claim in claims:
+            self._per_config[claim.config_id] += 1
+        self._chaining += len(claims)
+        return claims
 
     def _emit(self, events: list[tuple[str, str, dict[str, Any]]]) -> None:
         for level, name, fields in events:

@@ -463,6 +463,14 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             " ORDER BY next_attempt_at, id LIMIT ?", params)
         return [(r[0], r[1], r[2]) for r in rows]
 
+    async def queue_head(self, queue: str, now: float) -> tuple[int, str, int] | None:
+        """(delivery id, config id, config version) of the claimable delivery of ``queue`` due by ``now``."""
+        row = self._one(
+            "SELECT id, config_id, config_version FROM deliveries INDEXED BY deliveries_queue_eligible"
+            f" WHERE queue = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+            " AND next_attempt_at <= ? ORDER BY id LIMIT 1", (queue, now))
+        return (row[0], row[1], row[2]) if row else None
+
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease the given (delivery id, lease_until) pairs and open an attempt row for each.
 

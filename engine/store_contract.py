@@ -244,6 +244,12 @@ class StoreContract(ABC):
         unordered deliveries, not leased, earliest first."""
 
     @abstractmethod
+    async def queue_head(self, queue: str, now: float) -> tuple[int, str, int] | None:
+        """(id, config id, config version) of the claimable delivery of ``queue`` due by ``now`` (for an
+        ordered queue, its head), earliest first; None while an attempt of it is in flight, its head's
+        retry is not due yet, or nothing waits."""
+
+    @abstractmethod
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease each (delivery id, lease end) that is still claimable and open its attempt; others are skipped."""
 

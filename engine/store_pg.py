@@ -394,6 +394,13 @@ class PgStore(PgQueryOps, StoreContract):
             " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED", (*params, limit))
         return [(r[0], r[1], r[2]) for r in rows]
 
+    async def queue_head(self, queue: str, now: float) -> tuple[int, str, int] | None:
+        row = await self._one(
+            "SELECT id, config_id, config_version FROM deliveries"
+            f" WHERE queue = %s AND eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+            " AND next_attempt_at <= %s ORDER BY id LIMIT 1", (queue, now))
+        return (row[0], row[1], row[2]) if row else None
+
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease each (delivery id, lease end) that is still claimable and open its attempt, in one
         statement (one round trip, atomic on its own).

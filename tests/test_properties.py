@@ -220,6 +220,22 @@ DispatchMachine.TestCase.settings = settings(
 TestDispatchProperties = DispatchMachine.TestCase
 
 
+class PacedDispatchMachine(DispatchMachine):
+    """The machine with serve mode's pacing: a group commit also claims the next head of each ordered
+    queue it frees, so the invariants are checked on that path too."""
+
+    async def open_engine(self, clock):
+        engine = await super().open_engine(clock)
+        engine.dispatcher.pace(interval=0.005, chunk=25)
+        return engine
+
+
+PacedDispatchMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("DISPATCHSIM_PROPERTY_EXAMPLES", "30")) // 2, stateful_step_count=25,
+    deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TestPacedDispatchProperties = PacedDispatchMachine.TestCase
+
+
 class PgDispatchMachine(DispatchMachine):
     """The machine on PostgreSQL: each example on an emptied database of the session's server."""
 

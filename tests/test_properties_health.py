@@ -139,9 +139,10 @@ def test_no_retry_is_left_overdue_once_drained(windows, policy, activities, orde
 @given(windows=outages(horizon=3 * 3600), n=st.integers(2, 8),
        mode=st.sampled_from(["ordered", "partitioned", "none"]),
        window=st.sampled_from([60.0, 600.0]), rate=st.sampled_from([0.5, 1.0]), min_requests=st.integers(1, 4),
-       cooldown=st.sampled_from([30.0, 120.0, 900.0]), latency=st.sampled_from([0.0, 0.0, 2.0]))
+       cooldown=st.sampled_from([30.0, 120.0, 900.0]), latency=st.sampled_from([0.0, 0.0, 2.0]),
+       paced=st.booleans())
 def test_open_circuit_receives_nothing_and_order_holds(windows, n, mode, window, rate, min_requests, cooldown,
-                                                         latency):
+                                                         latency, paced):
     ordering = {"mode": mode, "on_exhausted": "skip", "concurrency": 4}
     if mode == "partitioned":
         ordering["partition_key"] = "commerceExternalId"
@@ -149,6 +150,8 @@ def test_open_circuit_receives_nothing_and_order_holds(windows, n, mode, window,
 
     async def main(eng):
         t0 = eng.clock.now()
+        if paced:  # serve mode: a group commit also claims the next head of the queues it frees
+            eng.dispatcher.pace(interval=0.005, chunk=25)
         async with Receiver(eng.clock.now) as r:
             r.respond = lambda hit, k: ((503, {}, latency) if _down(windows, hit.at - t0) else (200, {}, latency))
             claim = eng.store.claim
@@ -212,9 +215,9 @@ def parse(text):
 @SETTINGS
 @given(n=st.integers(1, 6), how=st.sampled_from(["manual", "auto"]), after_failures=st.integers(1, 4),
        pause=st.sampled_from([60.0, 3600.0, 86400.0, 5 * 86400.0]), mode=st.sampled_from(["ordered", "partitioned"]),
-       created_while_paused=st.integers(0, 3), first_run=st.sampled_from([0.0, 30.0, 200.0]))
+       created_while_paused=st.integers(0, 3), first_run=st.sampled_from([0.0, 30.0, 200.0]), paced=st.booleans())
 def test_disabled_configuration_receives_nothing_loses_nothing_then_delivers_in_order(
-        n, how, after_failures, pause, mode, created_while_paused, first_run):
+        n, how, after_failures, pause, mode, created_while_paused, first_run, paced):
     ordering = {"mode": mode}
     if mode == "partitioned":
         ordering["partition_key"] = "commerceExternalId"
@@ -223,6 +226,8 @@ def test_disabled_configuration_receives_nothing_loses_nothing_then_delivers_in_
         fields["auto_disable"] = {"after_failures": after_failures}
 
     async def main(eng):
+        if paced:
+            eng.dispatcher.pace(interval=0.005, chunk=25)
         async with Receiver(eng.clock.now) as r:
             healthy = False
             r.respond = lambda hit, k: ((200, {}, 0) if healthy else (500, {}, 0))

@@ -92,3 +92,24 @@ def test_pacing_keys_in_the_serve_config(tmp_path):
         cfg.write_text(bad)
         with pytest.raises(ConfigError):
             load_serve_config(cfg, ServeOptions(db="x.db"))
+
+
+@pytest.mark.parametrize("chain", [True, False])
+async def test_a_group_commit_claims_the_next_head_of_an_ordered_queue(engine, receiver, setup_config, chain):
+    """Serve mode: the transaction that records a head's success also claims the next head, so an ordered
+    queue of n deliveries costs n + 1 write transactions instead of 2n (one claim and one group commit
+    each); order and the one attempt in flight hold either way."""
+    await setup_config(receiver.url)  # ordered: the default
+    engine.dispatcher.pace(interval=0.005, chunk=25, chain=chain)
+    made = await engine.create_activities("acme", [dict(ACT) for _ in range(12)])
+    writes: list[str] = []
+    engine.store.conn.set_trace_callback(lambda sql: writes.append(sql) if sql.startswith("BEGIN") else None)
+    try:
+        summary = await engine.run_until_idle()
+    finally:
+        engine.store.conn.set_trace_callback(None)
+    assert summary.counts["DISPATCHED"] == 12 and summary.idle
+    assert [h.body["id"] for h in receiver.posts()] == made
+    assert len(writes) == (13 if chain else 24)
+    attempts = await engine.store.attempts()
+    assert all(a.started_at >= b.finished_at for b, a in zip(attempts, attempts[1:]))  # one in flight at a time

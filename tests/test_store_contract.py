@@ -241,6 +241,19 @@ async def test_an_ordered_queue_has_one_claimable_head(store: StoreContract) -> 
         await store.delivery(999)
 
 
+async def test_the_head_of_a_queue_while_it_can_be_claimed(store: StoreContract) -> None:
+    """queue_head: the claimable delivery of one queue due by now (an ordered queue's head), else None."""
+    d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
+    assert await store.queue_head("c", T0) == (d1, "c", 1) and await store.queue_head("other", T0) is None
+    assert await store.queue_head("c", T0 - 1) is None  # not due yet
+    claim = await _claim(store, d1)
+    assert await store.queue_head("c", T0) is None  # its head is in flight
+    assert await store.schedule_retry(claim, _result(T0 + 1, "HTTP_ERROR", 503), T0 + 60, "HTTP 503")
+    assert await store.queue_head("c", T0 + 59) is None and await store.queue_head("c", T0 + 60) == (d1, "c", 1)
+    assert await store.mark_dispatched(await _claim(store, d1, at=T0 + 60), _result(T0 + 61), ordered=True)
+    assert await store.queue_head("c", T0 + 61) == (d2, "c", 1)
+
+
 async def test_one_claim_leases_many_in_the_order_given(store: StoreContract) -> None:
     """A claim of several leases returns them in the order given, each with its own lease end, and skips
     what is not claimable."""
