@@ -4,13 +4,21 @@ Inline CSS, inline SVG, a few lines of inline script for the event-log search; n
 from anywhere, so the file can be mailed or attached to a CI run. Every chart is drawn from the
 run's facts (attempts, deliveries, the event log, what the simulated providers received), and its
 size does not grow with the number of attempts (see :func:`scenarios.plots.attempt_timeline`).
+Those facts are streamed, one pass per chart, keeping counts, bins and a few bytes per delivery
+(:class:`_Names`); :func:`write_html` writes the page as it is made.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
+from array import array
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from heapq import merge
+from itertools import chain, repeat
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -70,18 +78,35 @@ document.querySelectorAll('div.eventlog').forEach(function (box) {
 
 def html_report(results: list[RunResult]) -> str:
     """The whole page: an index, then one section per scenario."""
+    return "".join(html_parts(results))
+
+
+def write_html(results: list[RunResult], path: str | os.PathLike[str]) -> None:
+    """The page of :func:`html_report`, written as it is made: a long run's embedded event log is
+    tens of megabytes, and the page is never held whole."""
+    with open(path, "w", encoding="utf-8") as out:
+        for part in html_parts(results):
+            out.write(part)
+
+
+def html_parts(results: list[RunResult]) -> Iterator[str]:
+    """The page in pieces, in order (joined, they are :func:`html_report`)."""
     passed = sum(r.ok for r in results)
     links = "".join(f'<a href="#s{i}">{escape(r.scenario.name)}</a>' for i, r in enumerate(results))
-    body = "\n".join(_section(i, r) for i, r in enumerate(results))
     title = results[0].scenario.name if len(results) == 1 else f"{len(results)} scenarios"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>dispatchsim: {escape(title)}</title><style>{_CSS}</style></head><body>"
-            f"<header><strong>dispatchsim run</strong> — {passed}/{len(results)} scenarios passed<br>{links}</header>"
-            f"<main>{body}</main><script>{_SCRIPT}</script></body></html>\n")
+    yield (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+           f"<title>dispatchsim: {escape(title)}</title><style>{_CSS}</style></head><body>"
+           f"<header><strong>dispatchsim run</strong> — {passed}/{len(results)} scenarios passed<br>{links}</header>"
+           f"<main>")
+    for i, r in enumerate(results):
+        if i:
+            yield "\n"
+        yield from _section(i, r)
+    yield f"</main><script>{_SCRIPT}</script></body></html>\n"
 
 
-def _section(i: int, r: RunResult) -> str:
+def _section(i: int, r: RunResult) -> Iterator[str]:
     s = r.scenario
     verdict = '<span class="pass">PASS</span>' if r.ok else '<span class="fail">FAIL</span>'
     counts = ", ".join(f"{k} {v:,}" for k, v in r.counts.items())
@@ -93,9 +118,10 @@ def _section(i: int, r: RunResult) -> str:
     parts += [_expectations(r), _key_events(r), "<h3>Attempts per queue</h3>", _timeline(r),
               "<h3>Backlog and in flight per configuration</h3>", _backlog(r),
               "<h3>Latency per provider</h3>", _latency(r),
-              "<h3>Retry schedule: configured and used</h3>", _schedules(r),
-              "<h3>Event log</h3>", _event_log(i, r), "</section>"]
-    return "\n".join(parts)
+              "<h3>Retry schedule: configured and used</h3>", _schedules(r), "<h3>Event log</h3>"]
+    yield "\n".join(parts) + "\n"
+    yield from _event_log(i, r)
+    yield "\n</section>"
 
 
 def _expectations(r: RunResult) -> str:
@@ -124,34 +150,80 @@ def _key_events(r: RunResult) -> str:
             f"(from {escape(r.key_events[0][1])})</summary>{table}</details>")
 
 
-def attempt_marks(r: RunResult) -> list[Mark]:
-    """Every attempt of the run as a mark on its queue's row."""
-    queue_of = {d["id"]: d["queue"] for d in r.deliveries}
-    marks = []
+class _Names:
+    """Each delivery's queue (or configuration, or provider) as a small number into a list of names:
+    a few bytes per delivery instead of a dictionary entry, so a report of 100,000 deliveries does
+    not hold a dictionary of them."""
+
+    def __init__(self, r: RunResult, key: Callable[[dict[str, Any]], str]) -> None:
+        self.names: list[str] = []
+        numbers: dict[str, int] = {}
+        self._of = array("l")  #: delivery id -> number, -1 for none (ids are small integers from 1)
+        for d in r.deliveries:
+            name = key(d)
+            n = numbers.get(name)
+            if n is None:
+                n = numbers[name] = len(self.names)
+                self.names.append(name)
+            did = d["id"]
+            if did >= len(self._of):
+                self._of.extend(repeat(-1, did + 1 - len(self._of)))
+            self._of[did] = n
+
+    def get(self, delivery_id: Any) -> str | None:
+        """The name of a delivery's queue (…), None for an unknown delivery."""
+        if not isinstance(delivery_id, int) or not 0 <= delivery_id < len(self._of) or self._of[delivery_id] < 0:
+            return None
+        return self.names[self._of[delivery_id]]
+
+
+def _configs(r: RunResult) -> _Names:
+    return _Names(r, lambda d: d["config_id"])
+
+
+def attempt_marks(r: RunResult) -> Iterator[Mark]:
+    """Every attempt of the run as a mark on its queue's row, read one at a time."""
+    queue_of = _Names(r, lambda d: d["queue"])
     for a in r.attempts:
         q = queue_of.get(a["delivery_id"])
         if q is None:
             continue
         at = parse_iso(a["started_at"]) - r.t0
         code = f" {a['status_code']}" if a["status_code"] else ""
-        marks.append(Mark(row=q, at=at, outcome=a["outcome"] or "IN_FLIGHT",
-                          label=f"delivery {a['delivery_id']} attempt {a['number']}: {a['outcome']}{code} "
-                                f"at {fmt_offset(at)}"))
-    return marks
+        yield Mark(row=q, at=at, outcome=a["outcome"] or "IN_FLIGHT",
+                   label=f"delivery {a['delivery_id']} attempt {a['number']}: {a['outcome']}{code} "
+                         f"at {fmt_offset(at)}")
 
 
 def _timeline(r: RunResult) -> str:
     marks = attempt_marks(r)
-    if not marks:
+    first = next(marks, None)
+    if first is None:
         return '<p class="note">no attempts</p>'
-    return attempt_timeline(f"{r.scenario.name}: attempts per queue", marks, r.elapsed, max_rows=60)
+    return attempt_timeline(f"{r.scenario.name}: attempts per queue", chain([first], marks), r.elapsed, max_rows=60)
+
+
+class _Changes:
+    """+1/-1 changes of a running total (a backlog, attempts in flight), kept as two arrays of times."""
+
+    def __init__(self) -> None:
+        self.up = array("d")
+        self.down = array("d")
+
+    def add(self, t: float, step: int) -> None:
+        (self.up if step > 0 else self.down).append(t)
+
+    def in_order(self) -> Iterator[tuple[float, int]]:
+        """The changes by time, a rise before a fall at the same time."""
+        return merge(((t, 1) for t in sorted(self.up)), ((t, -1) for t in sorted(self.down)),
+                     key=lambda c: (c[0], -c[1]))
 
 
 def _backlog(r: RunResult) -> str:
     """Backlog (deliveries created and not yet DISPATCHED or FAILED) from the event log; in flight
     (attempts started and not finished) from the attempts."""
-    config_of = {d["id"]: d["config_id"] for d in r.deliveries}
-    changes: dict[str, dict[str, list[tuple[float, int]]]] = defaultdict(lambda: {"backlog": [], "in flight": []})
+    config_of = _configs(r)
+    changes: dict[str, dict[str, _Changes]] = defaultdict(lambda: {"backlog": _Changes(), "in flight": _Changes()})
     for line in r.events:
         if '"delivery.' not in line:
             continue
@@ -162,31 +234,33 @@ def _backlog(r: RunResult) -> str:
         cid = ev.get("config_id") or config_of.get(ev.get("delivery_id"))
         if step is None or cid is None:
             continue
-        changes[cid]["backlog"].append((parse_iso(ev["ts"]) - r.t0, step))
+        changes[cid]["backlog"].add(parse_iso(ev["ts"]) - r.t0, step)
     for a in r.attempts:
         cid = config_of.get(a["delivery_id"])
         if cid is None:
             continue
-        changes[cid]["in flight"].append((parse_iso(a["started_at"]) - r.t0, 1))
+        changes[cid]["in flight"].add(parse_iso(a["started_at"]) - r.t0, 1)
         if a["finished_at"]:
-            changes[cid]["in flight"].append((parse_iso(a["finished_at"]) - r.t0, -1))
+            changes[cid]["in flight"].add(parse_iso(a["finished_at"]) - r.t0, -1)
     if not changes:
         return '<p class="note">no deliveries</p>'
     charts = []
     for cid in sorted(changes):
-        series = [Series(name, _binned_steps(changes[cid][name], r.elapsed)) for name in ("backlog", "in flight")]
+        series = [Series(name, _binned_steps(changes[cid][name].in_order(), r.elapsed))
+                  for name in ("backlog", "in flight")]
         charts.append(step_chart(f"configuration {cid}", series, r.elapsed, y_label="deliveries"))
     return '<div class="charts">' + "\n".join(charts) + "</div>"
 
 
-def _binned_steps(deltas: list[tuple[float, int]], span: float) -> list[tuple[float, float]]:
-    """A running total of +1/-1 changes as at most ``STEP_POINTS`` points: each the highest value
-    reached in its time bin, so drawing 100,000 changes costs a few hundred path segments."""
+def _binned_steps(deltas: Iterable[tuple[float, int]], span: float) -> list[tuple[float, float]]:
+    """A running total of +1/-1 changes (in time order, a rise before a fall at the same time) as at
+    most ``STEP_POINTS`` points: each the highest value reached in its time bin, so drawing 100,000
+    changes costs a few hundred path segments."""
     span = max(span, 1.0)
     width = span / STEP_POINTS
     level, points = 0, [(0.0, 0.0)]
     bin_start, bin_max = 0.0, 0
-    for t, d in sorted(deltas, key=lambda x: (x[0], -x[1])):
+    for t, d in deltas:
         b = min(STEP_POINTS - 1, int(t / width)) * width
         if b != bin_start:
             points.append((bin_start, float(bin_max)))
@@ -207,11 +281,11 @@ def _percentile(sorted_values: list[float], p: float) -> float:
 
 def _latency(r: RunResult) -> str:
     """Latency of the attempts as the sender saw them, per provider (all outcomes with a response)."""
-    provider_of = {d["id"]: r.endpoint_names.get(d["config_id"], d["config_id"]) for d in r.deliveries}
-    lat: dict[str, list[float]] = defaultdict(list)
+    provider_of = _Names(r, lambda d: r.endpoint_names.get(d["config_id"], d["config_id"]))
+    lat: dict[str, array[float]] = defaultdict(lambda: array("d"))
     for a in r.attempts:
-        if a["latency"] is not None and a["delivery_id"] in provider_of:
-            lat[provider_of[a["delivery_id"]]].append(a["latency"])
+        if a["latency"] is not None and (provider := provider_of.get(a["delivery_id"])) is not None:
+            lat[provider].append(a["latency"])
     if not lat:
         return '<p class="note">no attempts with a measured latency</p>'
     providers = sorted(lat)
@@ -241,16 +315,22 @@ def _configured(r: RunResult) -> dict[str, RetryPolicy]:
 def _schedules(r: RunResult) -> str:
     """Per configuration, the wait after failed attempt n: as configured (without jitter and
     Retry-After), and as used (median, min and max over the deliveries that waited)."""
-    config_of = {d["id"]: d["config_id"] for d in r.deliveries}
-    per_delivery: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    config_of = _configs(r)
+    # per delivery id, read in id order: its attempts so far, and when the last one finished (NaN: not)
+    tries, finished = array("l"), array("d")
+    used: dict[str, dict[int, array[float]]] = defaultdict(lambda: defaultdict(lambda: array("d")))
     for a in r.attempts:
-        if a["outcome"] != "INTERRUPTED" and not a.get("replay"):
-            per_delivery[a["delivery_id"]].append(a)
-    used: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for did, attempts in per_delivery.items():
-        for n, (prev, nxt) in enumerate(zip(attempts, attempts[1:]), start=1):
-            if prev["finished_at"]:
-                used[config_of[did]][n].append(parse_iso(nxt["started_at"]) - parse_iso(prev["finished_at"]))
+        if a["outcome"] == "INTERRUPTED" or a.get("replay"):
+            continue
+        did = a["delivery_id"]
+        if did >= len(tries):
+            tries.extend(repeat(0, did + 1 - len(tries)))
+            finished.extend(repeat(math.nan, did + 1 - len(finished)))
+        n, cid = tries[did], config_of.get(did)
+        if n and not math.isnan(finished[did]) and cid is not None:
+            used[cid][n].append(parse_iso(a["started_at"]) - finished[did])
+        tries[did] = n + 1
+        finished[did] = parse_iso(a["finished_at"]) if a["finished_at"] else math.nan
     configured = _configured(r)
     out = []
     for cid in sorted(used):
@@ -280,17 +360,22 @@ def _schedules(r: RunResult) -> str:
     return "\n".join(out)
 
 
-def _event_log(i: int, r: RunResult) -> str:
+def _event_log(i: int, r: RunResult) -> Iterator[str]:
+    """The embedded event log (at most :data:`MAX_EVENTS` lines), as a JSON array of strings written
+    a line at a time: the same text as ``json.dumps`` of the list, without the list."""
     note = ""
     if len(r.events) > MAX_EVENTS:
         half = MAX_EVENTS // 2
         note = (f'<p class="note">{len(r.events):,} events: the first and last {half:,} are embedded '
                 "(<code>--events FILE</code> writes all of them)</p>")
-        lines = r.events.head(half) + r.events.tail(half)
+        lines: Iterable[str] = chain(r.events.head(half), r.events.tail(half))
     else:
-        lines = list(r.events)
-    data = json.dumps(lines, ensure_ascii=False).replace("</", "<\\/")
-    return (f'{note}<div class="eventlog" data-source="events{i}"><input class="search" type="search" '
-            'placeholder="filter: words that must all appear, e.g. delivery.retrying crm-sales" '
-            'aria-label="filter the event log"> <span class="count note"></span><pre class="log"></pre></div>'
-            f'<script type="application/json" id="events{i}">{data}</script>')
+        lines = r.events
+    yield (f'{note}<div class="eventlog" data-source="events{i}"><input class="search" type="search" '
+           'placeholder="filter: words that must all appear, e.g. delivery.retrying crm-sales" '
+           'aria-label="filter the event log"> <span class="count note"></span><pre class="log"></pre></div>'
+           f'<script type="application/json" id="events{i}">[')
+    for n, line in enumerate(lines):
+        text = json.dumps(line, ensure_ascii=False).replace("</", "<\\/")
+        yield f", {text}" if n else text
+    yield "]</script>"

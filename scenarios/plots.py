@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape, quoteattr
 
@@ -111,23 +111,43 @@ class Mark:
     label: str  #: tooltip text
 
 
-def attempt_timeline(title: str, marks: Sequence[Mark], span: float, *, max_rows: int = 40,
+def attempt_timeline(title: str, marks: Iterable[Mark], span: float, *, max_rows: int = 40,
                      dense: int = DENSE, bins: int = 180) -> str:
     """One row per queue, two lanes per row: successes above, every other outcome below, so a
     success is never hidden under a failure at the same time. Up to ``dense`` attempts each is a
     dot with a tooltip; beyond that each (time bin, outcome) of a row is one bar whose opacity
-    grows with its count, so the size of the SVG does not grow with the number of attempts."""
+    grows with its count, so the size of the SVG does not grow with the number of attempts.
+
+    ``marks`` is read once: a long run's are streamed, and only the first ``dense`` are kept (as
+    marks) until there are more; from then on a row keeps a count per time bin and outcome."""
     span = max(span, 1.0)
     by_row: dict[str, list[Mark]] = defaultdict(list)
+    binned: dict[str, Counter[tuple[int, str]]] = defaultdict(Counter)
+    outcomes: set[str] = set()
+    total = 0
+
+    def bin_of(m: Mark) -> tuple[int, str]:
+        return min(bins - 1, int(m.at / span * bins)), m.outcome
+
     for m in marks:
-        by_row[m.row].append(m)
+        total += 1
+        outcomes.add(m.outcome)
+        if total <= dense:
+            by_row[m.row].append(m)
+            continue
+        if total == dense + 1:  # dense from now on: the marks kept so far become counts
+            for row, kept in by_row.items():
+                binned[row].update(bin_of(k) for k in kept)
+                kept.clear()
+        binned[m.row][bin_of(m)] += 1
+        if m.row not in by_row:
+            by_row[m.row] = []
     rows = sorted(by_row)[:max_rows]
     lane, left, width = 9.0, 200.0, 760.0
     row_h = 2 * lane + 6
     f = Frame(left=left, top=34.0, width=width, height=row_h * max(1, len(rows)))
-    seen = sorted({m.outcome for m in marks}, key=lambda o: list(OUTCOME_COLOURS).index(o)
-                  if o in OUTCOME_COLOURS else 99)
-    aggregated = len(marks) > dense
+    seen = sorted(outcomes, key=lambda o: list(OUTCOME_COLOURS).index(o) if o in OUTCOME_COLOURS else 99)
+    aggregated = total > dense
     out = _open(left + width + 30, f.top + f.height + 60, title, len(seen), "timeline")
     out += _time_axis(f, span)
     series: dict[str, list[str]] = {o: [] for o in seen}
@@ -143,9 +163,7 @@ def attempt_timeline(title: str, marks: Sequence[Mark], span: float, *, max_rows
                 series[m.outcome].append(f'<circle cx="{f.x(m.at, span):.1f}" cy="{y:.1f}" r="3.2">'
                                          f'<title>{escape(m.label)}</title></circle>')
             continue
-        counts: Counter[tuple[int, str]] = Counter()
-        for m in by_row[name]:
-            counts[(min(bins - 1, int(m.at / span * bins)), m.outcome)] += 1
+        counts = binned[name]
         failing_per_bin: dict[int, list[str]] = defaultdict(list)
         for (b, o) in sorted(counts):
             if o != "SUCCESS":
@@ -170,7 +188,7 @@ def attempt_timeline(title: str, marks: Sequence[Mark], span: float, *, max_rows
     out += _legend([(o, OUTCOME_COLOURS.get(o, "#000")) for o in seen], 10, legend_y)
     notes = []
     if aggregated:
-        notes.append(f"{len(marks):,} attempts in {bins} time bins (darker = more)")
+        notes.append(f"{total:,} attempts in {bins} time bins (darker = more)")
     if len(by_row) > max_rows:
         notes.append(f"first {max_rows} of {len(by_row)} queues")
     if notes:

@@ -1,13 +1,15 @@
 """`dispatchsim run --html FILE`: one self-contained page, checked in a real headless Chromium."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from dispatchsim.cli import main
-from dispatchsim.scenarios.html_report import html_report
+from dispatchsim.scenarios import html_report as html_report_module
+from dispatchsim.scenarios.html_report import html_report, write_html
 from dispatchsim.scenarios.plots import DENSE, fmt_tick, time_ticks
 from dispatchsim.scenarios.runner import run_scenario
 from dispatchsim.scenarios.spec import parse_scenario
@@ -184,3 +186,19 @@ def test_the_browser_check_catches_console_errors_and_outside_requests(browser, 
     fetching.write_text('<!DOCTYPE html><html><body><img src="http://127.0.0.1:9/x.png" alt=""></body></html>')
     with pytest.raises(AssertionError, match="Failed to load resource|requests outside the page"):
         browser.visit(fetching, lambda page: None)
+
+
+def test_a_long_event_log_embeds_its_first_and_last_lines_written_a_piece_at_a_time(tmp_path, monkeypatch):
+    """The page is written as it is made (``write_html``): the same text as the string, and a log
+    longer than MAX_EVENTS embeds its head and tail as one JSON array, ``</`` escaped."""
+    monkeypatch.setattr(html_report_module, "MAX_EVENTS", 6)
+    result = run_scenario(parse_scenario(FAILING))
+    lines = list(result.events)
+    assert len(lines) > 6
+    out = tmp_path / "page.html"
+    write_html([result], out)
+    page = out.read_text(encoding="utf-8")
+    assert page == html_report([result])
+    embedded = re.search(r'<script type="application/json" id="events0">(.*?)</script>', page, re.S).group(1)
+    assert embedded == json.dumps(lines[:3] + lines[-3:], ensure_ascii=False).replace("</", "<\\/")
+    assert f"{len(lines):,} events: the first and last 3 are embedded" in page
