@@ -37,44 +37,54 @@ def make_logger(*, now: Callable[[], float], redactor: Redactor, stream: TextIO 
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_json)
         out = stream
+    # merge_contextvars: what serve mode binds for a request (its request_id) goes on every event of it
+    processors: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, add_time,
+                             redactor, fan_out]
     logger = structlog.wrap_logger(
         structlog.PrintLogger(file=out),
-        # merge_contextvars: what serve mode binds for a request (its request_id) goes on every event of it
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, add_time, redactor,
-                    fan_out, renderer],
+        processors=[*processors, renderer],
         # the processors are fixed for this engine's life: bind them once, not on every event
         cache_logger_on_first_use=True,
     )
-    return EngineLog(logger, sinks=sink_list, writes=stream is not None)
+    return EngineLog(logger, sinks=sink_list, direct=None if stream is not None else processors)
 
 
 class EngineLog:
-    """The engine's logger: structlog's, skipped when nobody listens.
+    """The engine's logger: structlog's, made cheaper when nothing is written.
 
     An engine without a log stream and without subscribers (a library user's, a benchmark's) would
     still build, time-stamp and redact every event only to drop it: one event per transition is
     a measurable share of the CPU an attempt costs. ``sinks`` is the engine's list of subscribers,
-    which can grow at any time, so the test is made per event."""
+    which can grow at any time, so the test is made per event. With subscribers but no stream (the
+    scenario runner), the same processors run on the event directly: structlog's wrapping and a
+    renderer whose output nobody reads are skipped."""
 
-    __slots__ = ("_logger", "_sinks", "_writes")
+    __slots__ = ("_logger", "_sinks", "_direct")
 
-    def __init__(self, logger: Any, *, sinks: list[Callable[[dict[str, Any]], None]], writes: bool) -> None:
-        self._logger, self._sinks, self._writes = logger, sinks, writes
+    def __init__(self, logger: Any, *, sinks: list[Callable[[dict[str, Any]], None]],
+                 direct: list[Any] | None) -> None:
+        self._logger, self._sinks, self._direct = logger, sinks, direct
+
+    def _log(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if self._direct is None:
+            getattr(self._logger, level)(event, **fields)
+        elif self._sinks:
+            data: Any = dict(fields)
+            data["event"] = event  # as structlog builds it: the fields, then the event's name
+            for processor in self._direct:
+                data = processor(None, level, data)
 
     def info(self, event: str, **fields: Any) -> None:
         """Log ``event`` at level info."""
-        if self._writes or self._sinks:
-            self._logger.info(event, **fields)
+        self._log("info", event, fields)
 
     def warning(self, event: str, **fields: Any) -> None:
         """Log ``event`` at level warning."""
-        if self._writes or self._sinks:
-            self._logger.warning(event, **fields)
+        self._log("warning", event, fields)
 
     def error(self, event: str, **fields: Any) -> None:
         """Log ``event`` at level error."""
-        if self._writes or self._sinks:
-            self._logger.error(event, **fields)
+        self._log("error", event, fields)
 
 
 def _json(obj: Any, **kw: Any) -> str:
@@ -87,4 +97,3 @@ class _NullFile:
 
     def flush(self) -> None:
         pass
-

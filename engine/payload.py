@@ -11,6 +11,7 @@ from typing import Any
 
 from dispatchsim.mapping.activity import (ACTIVITY_TYPES, DEFAULTS, DERIVED, NESTED_SHAPES, OBJECT_OR_NULL,
                                           PAYLOAD_KEYS, STRING_OR_NULL, TEXT, TIMESTAMPS)
+from dispatchsim.yamlfile import valid_text
 
 from .clock import iso, parse_iso
 from .errors import ActivityError
@@ -21,8 +22,8 @@ def _nested_problems(value: Any, shape: dict[str, Any], where: str) -> list[str]
     if not isinstance(value, dict):
         return [f"{where}: must be an object or null, got {type(value).__name__}"]
     problems = []
-    unknown = sorted((show_key(k) for k in value if k not in shape), key=str)
-    if unknown:
+    if not value.keys() <= shape.keys():  # every activity is checked: the usual case costs one comparison
+        unknown = sorted((show_key(k) for k in value if k not in shape), key=str)
         problems.append(f"{where}: unknown field(s) {', '.join(unknown)} (the seed has {', '.join(shape)})")
     for key, kind in shape.items():
         item = value.get(key)
@@ -31,7 +32,7 @@ def _nested_problems(value: Any, shape: dict[str, Any], where: str) -> list[str]
         if kind == TEXT:
             if not isinstance(item, str):
                 problems.append(f"{where}.{key}: must be a string or null, got {type(item).__name__}")
-            else:
+            elif not valid_text(item):  # the dotted name is made only for a problem
                 problems.extend(value_problems(item, f"{where}.{key}"))
         else:
             problems.extend(_nested_problems(item, kind, f"{where}.{key}"))

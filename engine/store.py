@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
 from .payload import rendered_body
 from .store_console import ConsoleOps
-from .store_contract import Finish, StoreContract
+from .store_contract import StoreContract
 from .store_queries import QueryOps
 from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
@@ -130,6 +129,9 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             store_file.check_file(self.path, write=not readonly)
         conn = store_file.connect(self.path, readonly=readonly and not memory)
         conn.row_factory = sqlite3.Row
+        #: configurations as read (see :meth:`config`), valid while ``PRAGMA data_version`` says so
+        self._configs: dict[str, Configuration | None] = {}
+        self._configs_seen: int | None = None
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
         self.readonly = readonly
@@ -224,6 +226,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException:
+            self._configs.clear()  # what was read inside the transaction may be undone
             if self.conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
                 self.conn.execute("ROLLBACK")
             raise
@@ -268,6 +271,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def insert_config(self, config_id: str, tenant_id: str, provider_id: str | None, channel: str | None,
                       snapshot: dict[str, Any], now: float, *, kind: ConfigKind = ConfigKind.ACTIVITIES) -> None:
         """Create a configuration at version 1, inactive, with its first snapshot, in one transaction."""
+        self._configs.clear()
         with self._tx() as c:
             c.execute(
                 "INSERT INTO configurations (id, kind, tenant_id, provider_id, channel, version, active, deleted,"
@@ -282,6 +286,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         Raises NotFound when the configuration does not exist or was deleted. Deliveries already
         created keep the version they were created with.
         """
+        self._configs.clear()
         with self._tx() as c:
             row = c.execute("SELECT version FROM configurations WHERE id = ? AND deleted = 0", (config_id,)).fetchone()
             if row is None:
@@ -297,6 +302,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
         Raises NotFound when it does not exist or was deleted.
         """
+        self._configs.clear()
         cur = self.conn.execute(
             "UPDATE configurations SET active = ?, inactive_reason = ?, inactive_since = ?, updated_at = ?"
             " WHERE id = ? AND deleted = 0",
@@ -306,6 +312,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     async def delete_config(self, config_id: str, now: float) -> None:
         """Mark a configuration deleted and inactive; its history stays. NotFound when already gone."""
+        self._configs.clear()
         cur = self.conn.execute(
             "UPDATE configurations SET deleted = 1, active = 0, inactive_reason = 'deleted', updated_at = ?"
             " WHERE id = ? AND deleted = 0", (now, config_id))
@@ -313,9 +320,20 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             raise NotFound(f"configuration {config_id!r} not found")
 
     async def config(self, config_id: str) -> Configuration | None:
-        """The configuration, deleted ones included (``deleted`` says so)."""
+        """The configuration, deleted ones included (``deleted`` says so).
+
+        Every dispatch cycle and group commit asks for the configurations it works with, which
+        change rarely: answers are kept until this store changes a configuration, a transaction rolls
+        back, or another connection commits anything (``PRAGMA data_version``, one cheap statement)."""
+        seen = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if seen != self._configs_seen:
+            self._configs.clear()
+            self._configs_seen = seen
+        if config_id in self._configs:
+            return self._configs[config_id]
         row = self._one(f"SELECT {_CONFIG} FROM configurations WHERE id = ?", (config_id,))
-        return Configuration.from_row(row) if row else None
+        cfg = self._configs[config_id] = Configuration.from_row(row) if row else None
+        return cfg
 
     async def configs(self, tenant_id: str | None = None, *,
                 kind: ConfigKind | None = ConfigKind.ACTIVITIES) -> list[Configuration]:
@@ -474,24 +492,34 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
         """Lease the given (delivery id, lease_until) pairs and open an attempt row for each.
 
-        The UPDATE re-checks claimability, so a row taken meanwhile is simply skipped. Two statements
-        per chunk of leases, not two per delivery: the leases in one UPDATE, the attempts in one INSERT
-        (their rows, and so their ids, in the order of ``leases``)."""
+        The UPDATE re-checks claimability, so a row taken meanwhile is simply skipped. A few leases
+        take two statements each; more take two statements per chunk (the leases in one UPDATE, the
+        attempts in one INSERT, their rows and so their ids in the order of ``leases``), which costs
+        more for one lease and less from about four on."""
+        once: dict[int, float] = {}
+        for did, until in leases:
+            once.setdefault(did, until)  # a repeated id: its first lease (as when claimed one at a time)
+        first = list(once.items())
         claims: list[Claim] = []
         with self._tx() as c:
-            once: dict[int, float] = {}
-            for did, until in leases:
-                once.setdefault(did, until)  # a repeated id: its first lease (as when claimed one at a time)
-            first = list(once.items())
+            if len(first) < _CLAIM_TOGETHER:
+                for did, until in first:
+                    row = c.execute(
+                        "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
+                        f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+                        f" RETURNING {_CLAIMED}", (until, token, now, did)).fetchone()
+                    if row is not None:
+                        att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id)"
+                                        " VALUES (?, ?, ?, ?)", (did, row[7], now, row[4]))
+                        claims.append(_claim(row, int(att.lastrowid), token))
+                return claims
             for at in range(0, len(first), _CLAIM_CHUNK):
                 chunk = first[at:at + _CLAIM_CHUNK]
                 rows = {r[0]: r for r in c.execute(
                     "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
                     f" updated_at = ? FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS l"
                     f" WHERE deliveries.id = l.column1 AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                    " RETURNING id, webhook_id, activity_id, batch_id, config_id, config_version, queue, attempts,"
-                    " budget_attempts, budget_started_at, next_attempt_at",
-                    (token, now, *(v for lease in chunk for v in lease))).fetchall()}
+                    f" RETURNING {_CLAIMED}", (token, now, *(v for lease in chunk for v in lease))).fetchall()}
                 taken = [rows[did] for did, _ in chunk if did in rows]
                 if not taken:
                     continue
@@ -499,14 +527,15 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                     "INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES"
                     f" {', '.join(['(?, ?, ?, ?)'] * len(taken))} RETURNING delivery_id, id",
                     [v for r in taken for v in (r[0], r[7], now, r[4])]).fetchall())
-                claims.extend(Claim(
-                    delivery_id=r[0], attempt_id=int(ids[r[0]]), number=r[7], webhook_id=r[1], activity_id=r[2],
-                    batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
-                    budget_started_at=r[9], lease_token=token, due_at=r[10]) for r in taken)
+                claims.extend(_claim(r, int(ids[r[0]]), token) for r in taken)
         return claims
 
     def _record(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
-        c.execute(_RECORD_SQL, _record_params(claim, res, next_at))
+        c.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
+            " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?",
+            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
+             res.excerpt, next_at, claim.attempt_id))
 
     def _transition(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None,
                     dst: Status, sets: str, params: Sequence[Any]) -> bool:
@@ -541,41 +570,6 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             if ordered:
                 self._promote(c, claim.queue, res.finished_at)
         return True
-
-    async def finish_attempts(self, finishes: Sequence[Finish]) -> list[bool | InvalidTransition]:
-        """The group commit of finished attempts (see the contract). The successes move in one UPDATE,
-        their attempts are recorded by one ``executemany`` and each ordered queue among them promotes its
-        next head: what :meth:`mark_dispatched` does one by one. Everything else (retries, failures, a
-        success whose lease was lost) goes one by one. When an ordered delivery's queue occurs twice in
-        the batch, order within the queue matters and the whole batch goes one by one."""
-        wins = [f for f in finishes if f.status is Status.DISPATCHED]
-        queues = Counter(f.claim.queue for f in finishes)
-        if len(wins) < 2 or any(f.ordered and queues[f.claim.queue] > 1 for f in finishes):
-            return await super().finish_attempts(finishes)
-        moved: set[int] = set()
-        with self._tx() as c:
-            for at in range(0, len(wins), _CLAIM_CHUNK):
-                chunk = wins[at:at + _CLAIM_CHUNK]
-                moved.update(r[0] for r in c.execute(
-                    f"UPDATE deliveries SET status = '{Status.DISPATCHED.value}', lease_until = NULL, lease_token = NULL,"
-                    " holds = 0, eligible = 0, budget_attempts = budget_attempts + 1, dispatched_at = l.column3,"
-                    f" last_error = NULL, updated_at = l.column3 FROM (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})"
-                    " AS l WHERE deliveries.id = l.column1 AND lease_token = l.column2"
-                    f" AND status IN {_sources_sql(Status.DISPATCHED)} RETURNING id",
-                    [v for f in chunk for v in (f.claim.delivery_id, f.claim.lease_token, f.result.finished_at)]))
-            recorded = [f for f in wins if f.claim.delivery_id in moved]
-            c.executemany(_RECORD_SQL, [_record_params(f.claim, f.result, None) for f in recorded])
-            for f in recorded:
-                if f.ordered:
-                    self._promote(c, f.claim.queue, f.result.finished_at)
-            done: dict[int, bool | InvalidTransition] = {f.claim.delivery_id: True for f in recorded}
-            for f in finishes:
-                if f.claim.delivery_id not in done:
-                    try:
-                        done[f.claim.delivery_id] = await self._finish_one(f)
-                    except InvalidTransition as exc:
-                        done[f.claim.delivery_id] = exc
-        return [done[f.claim.delivery_id] for f in finishes]
 
     async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
         """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
@@ -800,18 +794,20 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
 
 
-_RECORD_SQL = ("UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
-               " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?")
-
-
-def _record_params(claim: Claim, res: AttemptResult, next_at: float | None) -> tuple[Any, ...]:
-    """The values of :data:`_RECORD_SQL`: what one try produced, on its attempt row."""
-    return (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt,
-            next_at, claim.attempt_id)
-
-
 #: leases claimed per statement (four bound values each, far below SQLite's limit of 32,766)
 _CLAIM_CHUNK = 500
+#: from this many leases on, a claim leases them in one statement and opens their attempts in another
+_CLAIM_TOGETHER = 4
+#: what a claim reads back of each leased delivery (see :func:`_claim`)
+_CLAIMED = ("id, webhook_id, activity_id, batch_id, config_id, config_version, queue, attempts, budget_attempts,"
+            " budget_started_at, next_attempt_at")
+
+
+def _claim(row: Sequence[Any], attempt_id: int, token: str) -> Claim:
+    """A :class:`Claim` from a leased delivery's :data:`_CLAIMED` columns and its new attempt."""
+    return Claim(delivery_id=row[0], attempt_id=attempt_id, number=row[7], webhook_id=row[1], activity_id=row[2],
+                 batch_id=row[3], config_id=row[4], config_version=row[5], queue=row[6], budget_attempts=row[8],
+                 budget_started_at=row[9], lease_token=token, due_at=row[10])
 _TENANT = columns(Tenant)
 _PROVIDER = columns(Provider)
 _CONFIG = columns(Configuration)

@@ -58,6 +58,17 @@ def test_one_activity_shape_defaults_examples_and_nullables_agree():
         assert list(stored) == list(PAYLOAD_KEYS)
 
 
+def test_nested_problems_name_their_dotted_field():
+    good = build_stored_payload(SEED_INPUT, activity_id="a", created_at=0)["reason"]
+    key, text_key = "reason", next(k for k, v in good.items() if isinstance(v, str))
+    for value, part in (({**good, "colour": 1}, f"{key}: unknown field(s) colour"),
+                        ({**good, text_key: 7}, f"{key}.{text_key}: must be a string or null, got int"),
+                        ({**good, text_key: "a\ud800"}, f"{key}.{text_key}: not valid Unicode text")):
+        with pytest.raises(ActivityError) as e:
+            build_stored_payload({**SEED_INPUT, key: value}, activity_id="a", created_at=0)
+        assert part in str(e.value), (part, str(e.value))
+
+
 def test_activity_validation_names_every_problem():
     with pytest.raises(ActivityError) as e:
         build_stored_payload({"channel": "", "type": "CALL", "reason": "x", "scheduledAt": "yesterday",

@@ -188,6 +188,31 @@ async def test_activities_results_once_and_pages(store: StoreContract) -> None:
     assert [aid for _, aid in await store.activity_page(ActivityFilter(dispatch_status="READY"))] == ["a1"]
 
 
+async def test_a_configuration_read_follows_every_change(store: StoreContract, backend: Backend,
+                                                        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """What ``config`` answers follows its own changes, a rolled-back transaction and another
+    connection's changes (a backend may keep answers; they never go stale)."""
+    assert (await store.config("c")).active and await store.config("nope") is None
+    with pytest.raises(RuntimeError):
+        async with store.tx():
+            await store.set_config_active("c", False, T0 + 1)
+            assert not (await store.config("c")).active
+            raise RuntimeError("roll back")
+    assert (await store.config("c")).active
+    other = await backend.open(request, tmp_path)
+    try:
+        await other.set_config_active("c", False, T0 + 2, "paused elsewhere")
+        assert not (await store.config("c")).active
+        await other.new_config_version("c", SNAP, T0 + 3)
+        assert (await store.config("c")).version == 2
+        await other.insert_config("d", "t", "p", "S", SNAP, T0 + 4)
+        assert (await store.config("d")).version == 1
+    finally:
+        await other.close()
+    await store.delete_config("c", T0 + 5)
+    assert (await store.config("c")).deleted
+
+
 async def test_the_body_of_an_activity_is_its_rendered_payload_encoded(store: StoreContract) -> None:
     """``activity_body`` is what a delivery without mapping POSTs: exactly the encoded ``to_json()``,
     as the derived fields change (a FAILED delivery, a result), for payloads the engine stored and others."""
