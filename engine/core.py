@@ -119,7 +119,10 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
 
     async def _load(self) -> None:
-        """Read what the database already holds: the secrets to redact, endpoint health, webhooks."""
+        """Read what the database already holds: the secrets to redact, endpoint health, webhooks; and
+        mark this engine's leases as held by a live owner (other workers of a shared database release
+        them at once when it dies, see ``StoreContract.dead_owners``)."""
+        await self.store.register_owner(self.instance)
         for cfg in await self.store.configs(kind=None):
             self.redactor.add(*Snapshot.from_dict(await self.store.snapshot(cfg.id, cfg.version)).secrets())
         await self.dispatcher.load()

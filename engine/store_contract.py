@@ -322,6 +322,17 @@ class StoreContract(ABC):
         """At start, as the database's only owner: every lease left belongs to a dead process."""
 
     @abstractmethod
+    async def register_owner(self, owner: str) -> None:
+        """Mark this lease owner (a dispatcher's lease-token prefix) alive while this store stays open, so
+        the other workers of a shared database can tell when it stops (:meth:`dead_owners`). Nothing to do
+        on SQLite: a file has one owner, which releases a dead predecessor's leases when it starts."""
+
+    @abstractmethod
+    async def dead_owners(self) -> list[str]:
+        """Owners of leases held now whose mark is gone: their process died or their store was closed
+        without releasing them. Always empty on SQLite."""
+
+    @abstractmethod
     async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
         """The earliest due time of a claimable delivery or lease end (None: nothing will happen)."""
 

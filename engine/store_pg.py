@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 QUEUE_LOCK = 0x44530001
 MIGRATION_LOCK = 0x44530002
 JOB_LOCK = 0x44530003
+#: held (shared) by every open store for each lease owner registered on it: see ``register_owner``
+OWNER_LOCK = 0x44530004
 #: the channel a worker LISTENs on: something became claimable now (see ``store_pg_cluster``)
 WORK_CHANNEL = "dispatchsim_work"
 
@@ -85,6 +87,9 @@ class PgStore(PgQueryOps, StoreContract):
         self.path = display_url(url)
         self.readonly = readonly
         self._snapshots: dict[tuple[str, int], dict[str, Any]] = {}
+        #: the connection holding this process's owner locks (outside the pool: a session lock lives
+        #: as long as its session, and dies with it when the process does)
+        self._owners: psycopg.AsyncConnection[Any] | None = None
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -178,6 +183,9 @@ class PgStore(PgQueryOps, StoreContract):
     async def close(self) -> None:
         """Close every connection of the pool; the store is unusable afterwards."""
         async with _clock_held():
+            if self._owners is not None:
+                await self._owners.close()  # its owners' leases are theirs to release first (release_own_leases)
+                self._owners = None
             await self.pool.close()
 
     async def ping(self) -> None:
@@ -637,6 +645,29 @@ class PgStore(PgQueryOps, StoreContract):
         no other worker runs); serve on PostgreSQL never calls it: other workers' leases expire."""
         return await self.release_leases(now, ending_by=float("inf"),
                                          error="the previous owner of the database stopped during this attempt")
+
+    async def register_owner(self, owner: str) -> None:
+        """A shared session-level advisory lock named by the owner, on a connection of its own: PostgreSQL
+        drops it when that session ends, however the process ends (kill -9 and a lost machine included,
+        once the server notices the connection is gone)."""
+        try:
+            async with _clock_held():
+                if self._owners is None or self._owners.closed:
+                    self._owners = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                await self._owners.execute("SELECT pg_advisory_lock_shared(%s, hashtext(%s))", (OWNER_LOCK, owner))
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from None
+
+    async def dead_owners(self) -> list[str]:
+        """The lease owners (token prefixes) of which no session holds the owner lock (pg_locks shows
+        a two-key advisory lock as classid, objid, objsubid 2)."""
+        rows = await self._all(
+            "SELECT o FROM (SELECT DISTINCT split_part(lease_token, ':', 1) AS o FROM deliveries"
+            " WHERE lease_until IS NOT NULL) l WHERE NOT EXISTS (SELECT 1 FROM pg_locks k WHERE"
+            " k.locktype = 'advisory' AND k.database = (SELECT oid FROM pg_database WHERE datname ="
+            " current_database()) AND k.classid = %s::bigint::oid AND k.objid = hashtext(l.o)::oid"
+            " AND k.objsubid = 2 AND k.granted) ORDER BY o", (OWNER_LOCK,))
+        return [r[0] for r in rows]
 
     async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
         excl, params = "", []

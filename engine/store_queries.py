@@ -247,6 +247,13 @@ class QueryOps:
         return await self.release_leases(now, ending_by=float("inf"),
                                          error="the previous owner of the database stopped during this attempt")
 
+    async def register_owner(self, owner: str) -> None:
+        """Nothing to do: a SQLite file has one owner (the owner lock), see :meth:`release_dead_owners_leases`."""
+
+    async def dead_owners(self) -> list[str]:
+        """None: the one owner of a file releases a dead predecessor's leases when it starts."""
+        return []
+
     def wal_checkpointer(self) -> WalCheckpointer:
         """A checkpointer that moves WAL checkpoints off the event loop (serve mode)."""
         return WalCheckpointer(self.conn, self.path)

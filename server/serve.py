@@ -156,6 +156,8 @@ class Server:
         self._unroute_logging: Callable[[], None] | None = None
         #: PostgreSQL: this worker's place among the others (None on SQLite: one owner)
         self.cluster: Any = None
+        #: lease owners the last lease sweep found dead (released when the next sweep finds them dead too)
+        self._dead_owners: set[str] = set()
 
     async def start(self) -> None:
         check_store(self.opts.db, write=True)
@@ -238,12 +240,22 @@ class Server:
         self.engine.dispatcher.wake()
 
     async def reap(self) -> None:
-        """PostgreSQL, on the worker leading the job: release the leases that ended (a dead worker's
-        attempts); the release notifies every worker, so one of them sends them again."""
+        """PostgreSQL, on the worker leading the job: release the leases that ended, and at once those
+        of a worker whose database session is gone (kill -9, a lost machine) when two sweeps in a row
+        find it gone (a session that reconnects within a sweep keeps its leases); the release notifies
+        every worker, so one of them sends them again."""
         assert self.engine is not None
-        for did in await self.engine.store.release_expired_leases(self.engine.clock.now()):
+        store, now = self.engine.store, self.engine.clock.now()
+        for did in await store.release_expired_leases(now):
             self.engine.log.warning("attempt.interrupted", delivery_id=did,
                                     reason="lease expired (its worker stopped); will be re-sent now")
+        dead = set(await store.dead_owners())
+        for owner in sorted(dead & self._dead_owners):
+            for did in await store.release_leases(now, ending_by=float("inf"), owner=owner,
+                                                  error="its worker stopped during this attempt (its session ended)"):
+                self.engine.log.warning("attempt.interrupted", delivery_id=did, worker=owner,
+                                        reason="its worker's database session ended; will be re-sent now")
+        self._dead_owners = dead
 
     async def stats(self) -> None:
         assert self.engine is not None

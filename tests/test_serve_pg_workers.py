@@ -217,3 +217,65 @@ def test_three_workers_one_killed_mid_flight_lose_nothing_and_keep_every_queue_i
                        for r in queue)  # an attempt ends for its sender when the answer comes, or at the timeout
         for (_, end), (start, _) in zip(spans, spans[1:]):
             assert start >= end, partition  # ... and never two attempts of one queue at once, across workers
+
+
+def test_a_killed_workers_attempt_is_sent_again_in_seconds_not_at_its_lease_end(pg_server, tmp_path: Path) -> None:
+    """Two workers; the sender of the first POST is killed with SIGKILL while the endpoint holds that
+    request open. Its lease has 40 s left (total timeout 10 s + the default lease_margin of 30 s), but
+    its database session is gone, and with it the owner lock it held: the lease sweep (every 0.2 s
+    here) releases its attempt when two sweeps in a row find it so, and the other worker sends it
+    again with the same webhook-id, in well under the total timeout."""
+    db = pg_server.fresh()
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(f"keys:\n  - {{key: {ADMIN}, admin: true}}\n  - {{key: {ACME}, tenant: acme}}\n"
+                   "tenants: [acme]\nproviders: [crm]\nsweep_interval: 0.2\npool_size: 3\n")
+    workers: dict[int, ServeProcess] = {}
+    posts: list[tuple[float, str]] = []
+    killed: list[float] = []
+
+    class Handler(AnsweringHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            posts.append((time.monotonic(), self.headers.get("webhook-id", "")))
+            if len(posts) == 1:
+                for worker in list(workers.values()):  # the sender of this request dies now, mid-attempt
+                    if any(c.laddr and c.laddr.port == self.client_address[1]
+                           for c in psutil.Process(worker.pid).net_connections(kind="tcp")):
+                        os.kill(worker.pid, signal.SIGKILL)
+                        killed.append(time.monotonic())
+                threading.Event().wait(5.0)  # held open past the kill
+            try:
+                self._answer(200)
+            except OSError:
+                self.close_connection = True
+
+    server = QuietServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        workers.update(enumerate(_start(db, cfg, tmp_path / "workers.log", 2)))
+        status, _, raw = call(workers[0].base, "POST", "/api/dispatch-configurations", {
+            "id": "crm", "provider_id": "crm", "channel": "SALESMAN",
+            "endpoint_url": f"http://127.0.0.1:{server.server_address[1]}/hooks",
+            "timeouts": {"connect": 1, "total": 10}}, key=ACME)
+        assert status == 201, raw
+        assert call(workers[1].base, "POST", "/api/dispatch-configurations/crm/activate", key=ACME)[0] == 200
+        assert call(workers[0].base, "POST", "/api/activities", {"channel": "SALESMAN"}, key=ACME)[0] == 201
+        wait_for(lambda: killed, 30, "the first POST and the kill of its sender")
+        wait_for(lambda: len(posts) >= 2, 30, "the attempt sent again by the other worker")
+        assert posts[1][1] == posts[0][1]  # the same delivery, the same webhook-id
+        assert posts[1][0] - killed[0] < 8.0, posts  # well before the lease (40 s) or even the timeout (10 s) ends
+        for i, w in list(workers.items()):
+            if w.proc.poll() is None:
+                w.signal(signal.SIGTERM)
+                assert w.wait()[0] == 0
+            else:
+                w.wait()
+            del workers[i]
+    finally:
+        for w in workers.values():
+            w.signal(signal.SIGKILL)
+            w.wait()
+        server.shutdown()
+        server.server_close()
+        pg_server.drop(db)

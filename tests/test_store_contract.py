@@ -385,6 +385,19 @@ async def test_a_group_commit_finishes_each_attempt_as_its_own_operation_would(
     assert (await store.delivery(later)).status is Status.DISPATCHED
 
 
+async def test_dead_owners_hold_leases_without_a_live_mark(store: StoreContract) -> None:
+    """On PostgreSQL a lease owner is alive while a store it registered on stays open; on SQLite a
+    file has one owner and nobody to watch."""
+    d1, d2 = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in (1, 2)]
+    await _claim(store, d1, token="gone:1")
+    await _claim(store, d2, token="here:1")
+    await store.register_owner("here")
+    assert await store.dead_owners() == (["gone"] if isinstance(store, PgStore) else [])
+    await store.register_owner("gone")
+    assert await store.dead_owners() == []
+    assert await store.release_leases(T0, ending_by=float("inf"), owner="gone", error="x") == [d1]
+
+
 async def test_failed_skip_or_block_force_retry_and_skip(store: StoreContract) -> None:
     d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
     await _failed(store, d1, block=True)
