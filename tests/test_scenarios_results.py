@@ -125,3 +125,19 @@ def test_order_violations_name_the_queue_and_both_deliveries():
                                      "queue c:B: delivery 4 acknowledged after 5"]
     run.force_retried = {1}
     assert order_violations(run) == ["queue c:B: delivery 4 acknowledged after 5"]
+
+
+def test_timeline_steps_merge_in_time_then_file_then_step_order():
+    """The runner merges each event's steps instead of sorting one list of them all: the order is
+    the one a sort gave (time, the event's place in the file, step), out-of-order offsets included."""
+    from dispatchsim.scenarios.runner import ScenarioRun
+
+    def event(index, at, offsets):
+        return SimpleNamespace(index=index, at=at, action=SimpleNamespace(offsets=offsets))
+
+    events = [event(0, 0.0, (0.0, 0.0, 60.0, 120.0)), event(1, 60.0, (0.0,)), event(2, 30.0, (90.0, 0.0, 30.0))]
+    run = SimpleNamespace(s=SimpleNamespace(timeline=events))
+    got = [(t, i, k) for t, i, k, _ in ScenarioRun._steps(run)]  # type: ignore[arg-type]
+    want = sorted((ev.at + off, ev.index, k) for ev in events for k, off in enumerate(ev.action.offsets))
+    assert got == want
+    assert got[:4] == [(0.0, 0, 0), (0.0, 0, 1), (30.0, 2, 1), (60.0, 0, 2)]
