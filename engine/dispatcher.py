@@ -517,9 +517,7 @@ class Dispatcher:
                          and (f.status is Status.DISPATCHED or (f.status is Status.FAILED and not f.block))],
                         changed)
         except Exception as exc:
-            for claim in chained:  # rolled back with the group commit: never sent, their counts given back
-                self._per_config[claim.config_id] -= 1
-            self._chaining -= len(chained)
+            self._give_back(chained)  # rolled back with the group commit: never sent
             if storage_error(exc) is None:
                 raise
             # rolled back: the results wait in memory (their deliveries keep their leases) and are
@@ -529,12 +527,25 @@ class Dispatcher:
             self._results = batch + self._results
             self._schedule_flush(STORAGE_RETRY)
             return
-        self._chaining -= len(chained)
-        for claim in chained:
-            self._start_attempt(claim)
+        if self._stopping:
+            # stopped (or crashed) while this commit was being stored: its claims are left like any
+            # attempt a stop abandons (their leases end, or the stop releases this engine's own)
+            self._give_back(chained)
+        else:
+            self._chaining -= len(chained)
+            for claim in chained:
+                self._start_attempt(claim)
         self._emit(events)
         self._recorded = True
         self._wake.set()
+
+    def _give_back(self, claims: list[Claim]) -> None:
+        """Claims of a group commit whose attempts will not start here: their counts are released."""
+        self._chaining -= len(claims)
+        for claim in claims:
+            self._per_config[claim.config_id] -= 1
+            if self._per_config[claim.config_id] <= 0:
+                del self._per_config[claim.config_id]
 
     async def _claim_next_heads(self, queues: list[str], changed: set[str]) -> list[Claim]:
         """In the group commit that freed these ordered queues, claim each one's next head that a
