@@ -84,7 +84,7 @@ class Result:
     db_cpu: float
     receiver_cpu: float
 
-    statements: list[tuple[int, str]] | None = None  #: (calls, query) while the workers ran, most first
+    statements: list[tuple[int, float, str]] | None = None  #: (calls, ms, query) while the workers ran, most first
 
     @property
     def rate(self) -> float:
@@ -139,7 +139,7 @@ async def _dispatched(db: str) -> int:
         await store.close()
 
 
-def _statements(db: str, *, reset: bool) -> list[tuple[int, str]]:
+def _statements(db: str, *, reset: bool) -> list[tuple[int, float, str]]:
     """The statements run in database ``db`` since the last reset (``reset``: start counting now). The
     extension lives in the server's ``postgres`` database (a dispatchsim database holds nothing else)."""
     import psycopg
@@ -150,9 +150,9 @@ def _statements(db: str, *, reset: bool) -> list[tuple[int, str]]:
         if reset:
             conn.execute("SELECT pg_stat_statements_reset()")
             return []
-        return [(int(calls), query) for calls, query in conn.execute(
-            "SELECT calls, query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname ="
-            " %s) ORDER BY calls DESC", (name,))]
+        return [(int(calls), float(ms), query) for calls, ms, query in conn.execute(
+            "SELECT calls, total_plan_time + total_exec_time, query FROM pg_stat_statements WHERE dbid = (SELECT oid"
+            " FROM pg_database WHERE datname = %s) ORDER BY calls DESC", (name,))]
 
 
 def _listening(proc: subprocess.Popen[str]) -> int:
@@ -241,6 +241,7 @@ def _load_statement_stats(server: object, folder: Path) -> psutil.Process:
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:  # type: ignore[attr-defined]
         conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
         conn.execute("ALTER SYSTEM SET pg_stat_statements.track_utility = on")
+        conn.execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
     pg_ctl(["-w", "restart"], pgdata=folder / "data", user=server.system_user)  # type: ignore[attr-defined]
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:  # type: ignore[attr-defined]
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
@@ -313,10 +314,11 @@ def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1) -> 
           f" {cores / (two.worker_ms + two.rest_ms) * 1000 / one.rate:.2f}x the 1-worker rate")
     for r in results:
         if r.statements is not None:
-            total = sum(c for c, _ in r.statements)
-            print(f"statements per delivery, {r.name}: {total / n:.2f}")
-            for calls, query in r.statements[:12]:
-                print(f"  {calls / n:6.3f}  {' '.join(query.split())[:110]}")
+            total, ms = sum(c for c, _, _ in r.statements), sum(t for _, t, _ in r.statements)
+            print(f"statements per delivery, {r.name}: {total / n:.2f}, planned and executed in {ms / n * 1000:.0f} µs"
+                  " (per delivery: calls, µs, statement)")
+            for calls, t, query in r.statements[:12]:
+                print(f"  {calls / n:6.3f} {t / n * 1000:6.1f}  {' '.join(query.split())[:100]}")
     (k1, (m1, p1)), (kn, (mn, pn)) = claims
     print(f"claim latency (due candidates + claim of 25), PostgreSQL, 40 rounds:")
     print(f"  {k1:>9,} pending: median {m1:.2f} ms, p95 {p1:.2f} ms")

@@ -620,8 +620,10 @@ class PgStore(PgQueryOps, StoreContract):
         if owner is not None:
             mine = " AND starts_with(lease_token, %s)"
             params.append(owner + ":")
+        # ORDER BY: the index on lease_until, not a scan of the table that finds nothing (the LIMIT alone
+        # made the planner expect an early match, and every dispatch cycle asks this)
         if await self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= %s"
-                           + mine + " LIMIT 1", params) is None:
+                           + mine + " ORDER BY lease_until LIMIT 1", params) is None:
             return []
         async with self.tx() as c:
             rows = await (await c.execute(
