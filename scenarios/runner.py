@@ -130,10 +130,6 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     ``scenarios.expect.evaluate(result)`` does that; :func:`run_scenario` does both."""
     wall = time.perf_counter()
     clock = VirtualClock(scenario.start) if scenario.clock == "virtual" else RealClock()
-    tmp = None
-    if db is None:  # kept until the result is done with: the expectations and reports read it
-        tmp = tempfile.mkdtemp(prefix="dispatchsim-")
-        db = Path(tmp) / "scenario.db"
     events = EventLog()
     key_events: list[tuple[float, str]] = []
     t0 = clock.now()
@@ -146,7 +142,12 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     if scenario.external_limits:  # the team's own URLs: recorded from the sender's side, and capped
         gate = ExternalGate(list(scenario.external_limits.values()), recorder=endpoints.recorder, now=clock.now,
                             sleep=clock.sleep, t0=t0)
+    tmp = None
+    if db is None:  # kept until the result is done with: the expectations and reports read it
+        tmp = tempfile.mkdtemp(prefix="dispatchsim-")
+        db = Path(tmp) / "scenario.db"
     run = ScenarioRun(scenario, clock, db, endpoints, events, key_events, sanitize, progress, gate=gate)
+    done = False
     try:
         for name in (scenario.simulated.endpoints if scenario.simulated else {}):
             sanitize.add(endpoints.url(name), f"sim://{name}")
@@ -166,11 +167,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
         endpoints.recorder.map_headers(sanitize)  # the Host header names a port that changes run to run
         finished = clock.now()
         await run.engine.close()
-        run.closed = True
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        run.closed = done = True
     finally:
         await endpoints.stop()
         if run.engine is not None and not run.closed:
@@ -178,6 +175,8 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
                 await run.engine.close()
             except Exception:
                 pass
+        if tmp is not None and not done:  # the run failed: nobody will read its database
+            shutil.rmtree(tmp, ignore_errors=True)
     reader = PageReader(db)
     result = RunResult(scenario=scenario, t0=t0, finished_at=finished, wall=time.perf_counter() - wall, idle=idle,
                        events=events, key_events=key_events, deliveries=_stream(reader.deliveries, reader, "deliveries"),

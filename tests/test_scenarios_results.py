@@ -141,3 +141,23 @@ def test_timeline_steps_merge_in_time_then_file_then_step_order():
     want = sorted((ev.at + off, ev.index, k) for ev in events for k, off in enumerate(ev.action.offsets))
     assert got == want
     assert got[:4] == [(0.0, 0, 0), (0.0, 0, 1), (30.0, 2, 1), (60.0, 0, 2)]
+
+
+def test_a_run_that_fails_removes_its_temporary_database(monkeypatch):
+    from dispatchsim.scenarios import runner
+
+    made: list[str] = []
+    mkdtemp = runner.tempfile.mkdtemp
+
+    def recording_mkdtemp(**kwargs):
+        made.append(mkdtemp(**kwargs))
+        return made[-1]
+
+    async def broken_drain(self, remaining):
+        raise RuntimeError("the drain broke")
+
+    monkeypatch.setattr(runner.tempfile, "mkdtemp", recording_mkdtemp)
+    monkeypatch.setattr(runner.ScenarioRun, "drain", broken_drain)
+    with pytest.raises(RuntimeError, match="the drain broke"):
+        run_scenario(load_scenario(CATALOGUE / "retry_after_429.yaml"))
+    assert len(made) == 1 and not Path(made[0]).exists()
