@@ -116,7 +116,7 @@ def redact(headers: Mapping[str, str], extra: set[str] | frozenset[str] = frozen
     The simulated receiver's own record-keeping: it hides whole header values by name, and knows
     nothing of the engine (whose one redaction scrubs everything the engine lets out).
     """
-    secret = SECRET_HEADERS | {h.lower() for h in extra}
+    secret = SECRET_HEADERS | {h.lower() for h in extra} if extra else SECRET_HEADERS
     out: dict[str, str] = {}
     for name, value in headers.items():
         key = name.lower()

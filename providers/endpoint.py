@@ -10,6 +10,7 @@ listening, so connects are refused and the same port is served again afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import socket
@@ -66,6 +67,10 @@ class Endpoint:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._secret_headers = {config.auth.header} if config.auth and config.auth.type == "api_key" else set()
+        #: only a schema check or a results callback reads the parsed request; the record parses its
+        #: body on demand, so an endpoint with neither does not decode every request
+        self._reads_json = config.schema is not None or config.results_callback is not None
+        self._checks = config.auth is not None or config.signing_secret is not None or config.schema is not None
 
     # ---- public
 
@@ -223,14 +228,11 @@ class Endpoint:
         owner = self._owner
         at = owner.now()
         raw = await request.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
+        parsed = _parse(raw) if self._reads_json else None
         record = owner.recorder.open(
             endpoint=self.name, at=at, offset=at - owner.t0, method=request.method, path=request.path,
             query=request.query_string, headers=redact(request.headers, self._secret_headers),
-            body=raw.decode("utf-8", "replace"), json=parsed,
+            body=raw.decode("utf-8", "replace"),
         )
         closed_by_us = False
         try:
@@ -272,7 +274,8 @@ class Endpoint:
         if isinstance(leaf, Fault) and leaf.kind == "garbage":
             data = leaf.data or self.rng.randbytes(64)
         note = None
-        if isinstance(leaf, Respond) and 200 <= leaf.status < 300 and request.method not in _READ_METHODS:
+        if self._checks and isinstance(leaf, Respond) and 200 <= leaf.status < 300 \
+                and request.method not in _READ_METHODS:
             # Only an endpoint that is up looks at the request; a 503 window answers 503 regardless.
             if cfg.auth is not None and (note := check_auth(cfg.auth, request.headers)):
                 leaf = Respond(status=401, headers=_challenge(cfg.auth.type), latency=leaf.latency)
@@ -448,11 +451,22 @@ class EndpointSet:
         endpoint.set_behaviour(parsed)
 
 
+def _parse(raw: bytes) -> Any:
+    """The request body as JSON, or None when it is empty or not JSON."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 async def _forever() -> None:
     """Wait until the connection is lost (aiohttp then cancels the handler)."""
     await asyncio.get_running_loop().create_future()
 
 
+@functools.lru_cache(maxsize=64)
 def _default_body(status: int) -> bytes:
     if 200 <= status < 300:
         return b'{"ok":true}'
@@ -463,7 +477,9 @@ def _default_body(status: int) -> bytes:
     return json.dumps({"error": phrase}, separators=(",", ":")).encode()
 
 
+@functools.lru_cache(maxsize=256)
 def _is_json(body: bytes) -> bool:
+    """Cached: an endpoint answers the same few bodies thousands of times."""
     try:
         json.loads(body)
     except ValueError:

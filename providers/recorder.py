@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import marshal
+import operator
 import os
 import tempfile
 import weakref
@@ -201,6 +202,8 @@ class Records(Sequence[Record]):
         self._file: _RecordFile | None = None
         #: changes of header values asked for after some records were stored (see Recorder.map_headers)
         self._maps: list[Callable[[str], str]] = []
+        self._late_for = 0  #: len(_maps) the cache below was made for
+        self._late_values: dict[int, dict[str, str]] = {}  #: by changes done at storing: value -> now
 
     def _add(self, record: Record) -> None:
         self._offsets.append(-1)
@@ -211,7 +214,7 @@ class Records(Sequence[Record]):
         """Write a closed record to the file; it is read from there from now on."""
         if self._file is None:
             self._file = _RecordFile()
-        data = marshal.dumps((len(self._maps), astuple_shallow(record)))
+        data = marshal.dumps((len(self._maps), _astuple(record)))
         i = record.seq - 1
         self._offsets[i] = self._file.put(data)
         self._lengths[i] = len(data)
@@ -225,11 +228,30 @@ class Records(Sequence[Record]):
         done, values = marshal.loads(self._file.get(offset, self._lengths[i]))
         record = Record(*values)
         if done < len(self._maps):
+            late = self._late(done)
             headers = record.headers
-            for change in self._maps[done:]:
-                for key, value in headers.items():
-                    headers[key] = change(value)
+            for key, value in headers.items():
+                new = late.get(value)
+                if new is None:
+                    new = value
+                    for change in self._maps[done:]:
+                        new = change(new)
+                    if len(late) < _SHARED_MAX:
+                        late[value] = new
+                headers[key] = new
         return record
+
+    def _late(self, done: int) -> dict[str, str]:
+        """Header values after the changes asked for since a record was stored with ``done`` of them:
+        records are read back several times (expectations, reports), each value once per change
+        was most of reading one back."""
+        if self._late_for != len(self._maps):
+            self._late_values = {}
+            self._late_for = len(self._maps)
+        late = self._late_values.get(done)
+        if late is None:
+            late = self._late_values[done] = {}
+        return late
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -264,9 +286,8 @@ class Records(Sequence[Record]):
         return f"<Records: {len(self)}>"
 
 
-def astuple_shallow(record: Record) -> tuple[Any, ...]:
-    """The record's field values in order (``dataclasses.astuple`` would copy the headers deeply)."""
-    return tuple(getattr(record, name) for name in _FIELDS)
+#: the record's field values in order (``dataclasses.astuple`` would copy the headers deeply)
+_astuple: Callable[[Record], tuple[Any, ...]] = operator.attrgetter(*_FIELDS)
 
 
 class Recorder:
@@ -292,10 +313,12 @@ class Recorder:
 
     def open(self, **fields: Any) -> Record:
         """Times are kept to the microsecond, so float noise of the clock never reaches the record."""
-        for name in ("at", "offset"):
-            fields[name] = _micro(fields[name])
+        fields["at"] = _micro(fields["at"])
+        fields["offset"] = _micro(fields["offset"])
         fields.pop("json", None)  # derived from the body on demand
-        fields["headers"] = {self._shared(k): self._shared(v) for k, v in fields["headers"].items()}
+        strings, shared = self._strings, self._shared
+        fields["headers"] = {strings.get(k) or shared(k): strings.get(v) or shared(v)
+                             for k, v in fields["headers"].items()}
         record = Record(seq=len(self.records) + 1, **fields)
         self.records._add(record)
         return record
