@@ -137,6 +137,10 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         #: configurations as read (see :meth:`config`), valid while ``PRAGMA data_version`` says so
         self._configs: dict[str, Configuration | None] = {}
         self._configs_seen: int | None = None
+        #: transactions begun on this connection, and (transaction, seq) of the activity inserted last
+        #: in it: see :meth:`next_activity_seq`
+        self._txs = 0
+        self._last_activity: tuple[int, int] | None = None
         self.db = sqlite_utils.Database(conn)
         self.conn = conn
         self.readonly = readonly
@@ -227,6 +231,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             yield self.conn
             return
         self.conn.execute("BEGIN IMMEDIATE")
+        self._txs += 1
         try:
             yield self.conn
             self.conn.execute("COMMIT")
@@ -372,12 +377,24 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     # -- activities and deliveries ------------------------------------------------------
 
+    async def next_activity_seq(self) -> int:
+        """The sequence number the next activity will get. Right after an activity was inserted in the
+        same transaction it is that activity's plus one, with no query: an IMMEDIATE transaction
+        writes alone and a new row's ``seq`` is above every other's, so ``MAX(seq) + 1`` would say
+        the same (a burst of 10,000 created in one transaction asked 10,000 times)."""
+        last = self._last_activity
+        if last is not None and last[0] == self._txs and self.conn.in_transaction:
+            return last[1] + 1
+        return await super().next_activity_seq()
+
     async def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
                         payload: dict[str, Any], now: float) -> None:
         """Insert an activity row (its deliveries are created separately, in the same transaction)."""
-        self.conn.execute(
+        cur = self.conn.execute(
             "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (activity_id, tenant_id, typ, channel, _dumps(payload), now))
+        if self.conn.in_transaction:
+            self._last_activity = (self._txs, cur.lastrowid)
 
     async def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
                         now: float, activity_id: str | None = None, batch_id: int | None = None) -> int:

@@ -187,6 +187,33 @@ async def test_activities_results_once_and_pages(store: StoreContract) -> None:
     await _delivery(store, 1)
     assert [aid for _, aid in await store.activity_page(ActivityFilter(dispatch_status="READY"))] == ["a1"]
 
+async def test_next_activity_seq_within_a_transaction(store: StoreContract) -> None:
+    """A burst asks for the next number after each insert of its transaction (SQLite answers that
+    one without a query): the answer is always MAX(seq) + 1, across a rollback too."""
+
+    async def seq_of(aid: str) -> int:
+        return next(seq for seq, a in await store.activity_page(ActivityFilter(), limit=100) if a == aid)
+
+    n = await store.next_activity_seq()
+    async with store.tx():
+        await store.insert_activity("a3", "t", "TASK", "S", {"id": "a3"}, T0)
+        assert await store.next_activity_seq() == await seq_of("a3") + 1 == n + 1
+        await store.insert_activity("a4", "t", "TASK", "S", {"id": "a4"}, T0)
+        assert await store.next_activity_seq() == n + 2
+    assert await store.next_activity_seq() == n + 2
+    with pytest.raises(RuntimeError):
+        async with store.tx():
+            await store.insert_activity("a5", "t", "TASK", "S", {"id": "a5"}, T0)
+            assert await store.next_activity_seq() == await seq_of("a5") + 1
+            raise RuntimeError("undo")
+    assert await store.next_activity_seq() == n + 2
+    async with store.tx():
+        assert await store.next_activity_seq() == n + 2
+        await store.insert_activity("a6", "t", "TASK", "S", {"id": "a6"}, T0)
+        assert await store.next_activity_seq() == await seq_of("a6") + 1
+    assert await store.next_activity_seq() == await seq_of("a6") + 1
+
+
 
 async def test_a_configuration_read_follows_every_change(store: StoreContract, backend: Backend,
                                                         request: pytest.FixtureRequest, tmp_path: Path) -> None:
