@@ -12,7 +12,7 @@ with the same columns and filter as :meth:`Store.deliveries`, so they show what 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,22 @@ class PageReader:
         for rows in self._pages("SELECT seq, id FROM activities WHERE seq > ? ORDER BY seq LIMIT ?", ()):
             for row in rows:
                 yield row[1]
+
+    def by_webhook_id(self, webhook_ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        """``webhook_id -> (id, config_id, queue)`` for those of ``webhook_ids`` that are deliveries
+        (by the unique index; a page of them per statement)."""
+        out: dict[str, tuple[int, str, str]] = {}
+        conn = self._connect()
+        try:
+            for start in range(0, len(webhook_ids), self.page):
+                chunk = list(webhook_ids[start:start + self.page])
+                marks = ", ".join("?" * len(chunk))
+                for wid, did, cid, queue in conn.execute(
+                        f"SELECT webhook_id, id, config_id, queue FROM deliveries WHERE webhook_id IN ({marks})", chunk):
+                    out[wid] = (did, cid, queue)
+        finally:
+            conn.close()
+        return out
 
     def count(self, table: str) -> int:
         """Rows in ``deliveries``, ``attempts`` or ``activities``."""

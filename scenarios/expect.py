@@ -7,9 +7,10 @@ Classes with ``key = None`` are not written in files; they hold for every run (e
 from __future__ import annotations
 
 import itertools
-from array import array
 from abc import ABC, abstractmethod
+from array import array
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -616,57 +617,86 @@ def unordered_configs(scenario: Any) -> set[str]:
     return out
 
 
+#: records looked up in the run's database at a time (see :func:`_finder`)
+_BATCH = 2000
+
+_Found = dict[str, tuple[int, str, str]]
+
+
+def _finder(r: Any) -> Callable[[list[str]], _Found]:
+    """Looks up the deliveries of a batch of webhook-ids: ``wid -> (id, config_id, queue)``. By the
+    run's database when it has one, so no dictionary of every delivery is built (at 100,000
+    deliveries that was 12 MB); otherwise from its rows."""
+    reader = getattr(r, "reader", None)
+    if reader is not None:
+        return reader.by_webhook_id
+    known = {d["webhook_id"]: (d["id"], d["config_id"], d["queue"]) for d in r.deliveries}
+    return lambda wids: known
+
+
+def _resolved(r: Any, records: Iterable[Any]) -> Iterator[tuple[Any, str, tuple[int, str, str] | None]]:
+    """``(record, its delivery key, its delivery or None)`` for records with a delivery key, in order,
+    their deliveries looked up :data:`_BATCH` at a time."""
+    find = _finder(r)
+    batch: list[tuple[Any, str]] = []
+    for rec in itertools.chain(records, [None]):
+        if rec is not None and (key := rec.delivery_key):
+            batch.append((rec, key))
+        if batch and (rec is None or len(batch) >= _BATCH):
+            found = find([key for _, key in batch])
+            for item, key in batch:
+                yield item, key, found.get(key)
+            batch = []
+
+
+def _flag(flags: bytearray, i: int) -> bool:
+    """Set ``flags[i]`` (growing ``flags``); whether it was set before."""
+    if i >= len(flags):
+        flags.extend(bytes(i + 1 - len(flags)))
+    was = flags[i]
+    flags[i] = 1
+    return bool(was)
+
+
 def order_violations(r: Any) -> list[str]:
     """Per ordered queue, the first acknowledgement of each delivery must come in creation order.
 
     Deliveries that went through a force retry are left out: by design they arrive late. One pass
-    over the deliveries and one over the records (in arrival order); what is kept per delivery is
-    its id under its webhook-id and its queue's number, not the rows.
+    over the records in arrival order; what is kept per delivery is one byte (acknowledged yet).
     """
     unordered = unordered_configs(r.scenario)
-    by_wid: dict[str, int] = {}
-    queue_numbers: dict[str, int] = {}
-    queues: list[str] = []
-    queue_of = array("l")  #: delivery id -> queue number (deliveries come in id order, ids from 1)
-    for d in r.deliveries:
-        if d["config_id"] in unordered:
-            continue
-        q = queue_numbers.get(d["queue"])
-        if q is None:
-            q = queue_numbers[d["queue"]] = len(queues)
-            queues.append(d["queue"])
-        did = d["id"]
-        if did >= len(queue_of):
-            queue_of.extend(itertools.repeat(-1, did + 1 - len(queue_of)))
-        queue_of[did] = q
-        by_wid[d["webhook_id"]] = did
-    seen = bytearray(len(queue_of))
-    last: dict[int, int] = {}
+    acked = (rec for rec in r.recorder.records if rec.acknowledged and rec.headers.get("webhook-id"))
+    seen = bytearray()
+    last: dict[str, int] = {}
     out: list[str] = []
-    for rec in r.recorder.records:  # in arrival order (seq)
-        if not rec.acknowledged:
+    for _, _, hit in _resolved(r, acked):  # with a webhook-id header, it is the delivery key
+        if hit is None:
             continue
-        did = by_wid.get(rec.headers.get("webhook-id"))
-        if did is None or seen[did]:
+        did, cid, q = hit
+        if cid in unordered or _flag(seen, did) or did in r.force_retried:
             continue
-        seen[did] = 1
-        if did in r.force_retried:
-            continue
-        q = queue_of[did]
         if did < last.get(q, 0):
-            out.append(f"queue {queues[q]}: delivery {did} acknowledged after {last[q]}")
+            out.append(f"queue {q}: delivery {did} acknowledged after {last[q]}")
         last[q] = max(last.get(q, 0), did)
     return out
 
 
 def duplicates(r: Any, *, acknowledged: bool = True) -> int:
     """Extra copies of one delivery (same webhook-id) beyond the first: acknowledged ones (the sender
-    saw a 2xx), or with ``acknowledged=False`` every reception that reached the receiver's handler."""
-    counts: dict[str, int] = defaultdict(int)
-    for rec in r.recorder.records:
-        if rec.method == "POST" and (rec.acknowledged or not acknowledged) and (key := rec.delivery_key):
-            counts[key] += 1
-    return sum(n - 1 for n in counts.values() if n > 1)
+    saw a 2xx), or with ``acknowledged=False`` every reception that reached the receiver's handler.
+    A delivery's copies are counted by its id; other keys (a notification's) by name."""
+    per_delivery = array("l")
+    others: dict[str, int] = defaultdict(int)
+    posts = (rec for rec in r.recorder.records if rec.method == "POST" and (rec.acknowledged or not acknowledged))
+    for _, key, hit in _resolved(r, posts):
+        if hit is None:
+            others[key] += 1
+            continue
+        did = hit[0]
+        if did >= len(per_delivery):
+            per_delivery.extend(itertools.repeat(0, did + 1 - len(per_delivery)))
+        per_delivery[did] += 1
+    return sum(n - 1 for n in itertools.chain(per_delivery, others.values()) if n > 1)
 
 
 def retry_delays(r: Any, delivery_id: int) -> list[float]:
