@@ -90,6 +90,9 @@ class PgStore(PgQueryOps, StoreContract):
         #: the connection holding this process's owner locks (outside the pool: a session lock lives
         #: as long as its session, and dies with it when the process does)
         self._owners: psycopg.AsyncConnection[Any] | None = None
+        #: every owner registered on this store, and those whose lock the current ``_owners`` session holds
+        self._owner_names: set[str] = set()
+        self._owners_locked: set[str] = set()
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -651,12 +654,26 @@ class PgStore(PgQueryOps, StoreContract):
     async def register_owner(self, owner: str) -> None:
         """A shared session-level advisory lock named by the owner, on a connection of its own: PostgreSQL
         drops it when that session ends, however the process ends (kill -9 and a lost machine included,
-        once the server notices the connection is gone)."""
+        once the server notices the connection is gone).
+
+        Called again (serve does, every lease sweep) it checks that session and, when it was lost while
+        this process lives (a restarted server, a dropped connection), opens a new one and takes every
+        registered owner's lock again: without that the other workers would take this live worker for
+        dead and release its leases at every sweep. A lock is taken once per session."""
+        self._owner_names.add(owner)
         try:
             async with _clock_held():
+                if self._owners is not None and not self._owners.closed:
+                    try:
+                        await self._owners.execute("SELECT 1")
+                    except psycopg.OperationalError:
+                        await self._owners.close()
                 if self._owners is None or self._owners.closed:
                     self._owners = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                await self._owners.execute("SELECT pg_advisory_lock_shared(%s, hashtext(%s))", (OWNER_LOCK, owner))
+                    self._owners_locked = set()
+                for name in sorted(self._owner_names - self._owners_locked):
+                    await self._owners.execute("SELECT pg_advisory_lock_shared(%s, hashtext(%s))", (OWNER_LOCK, name))
+                    self._owners_locked.add(name)
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
 

@@ -237,6 +237,8 @@ class Server:
         """Lease-expiry sweep: wake the dispatcher so expired leases are released even when idle (and,
         with several workers, the polling fallback should a wake-up notification be missed)."""
         assert self.engine is not None
+        if self.cluster is not None:  # keep this worker's owner lock: a lost session would make it look dead
+            await self.engine.store.register_owner(self.engine.instance)
         self.engine.dispatcher.wake()
 
     async def reap(self) -> None:
@@ -249,7 +251,7 @@ class Server:
         for did in await store.release_expired_leases(now):
             self.engine.log.warning("attempt.interrupted", delivery_id=did,
                                     reason="lease expired (its worker stopped); will be re-sent now")
-        dead = set(await store.dead_owners())
+        dead = set(await store.dead_owners()) - {self.engine.instance}  # alive: it runs this; its sweep relocks
         for owner in sorted(dead & self._dead_owners):
             for did in await store.release_leases(now, ending_by=float("inf"), owner=owner,
                                                   error="its worker stopped during this attempt (its session ended)"):

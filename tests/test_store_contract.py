@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from dispatchsim.engine import (TRANSITIONS, ActivityFilter, Circuit, ConfigKind, DeliveryFilter, IdempotencyStore,
@@ -28,7 +29,7 @@ from dispatchsim.engine.store_contract import EventsStoreContract, Finish
 from dispatchsim.engine.store_rows import Streak
 from dispatchsim.engine.events_store_pg import PgEventsStore
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
-from dispatchsim.engine.store_pg import PgStore
+from dispatchsim.engine.store_pg import OWNER_LOCK, PgStore
 
 pytestmark = pytest.mark.postgres
 
@@ -423,6 +424,34 @@ async def test_dead_owners_hold_leases_without_a_live_mark(store: StoreContract)
     await store.register_owner("gone")
     assert await store.dead_owners() == []
     assert await store.release_leases(T0, ending_by=float("inf"), owner="gone", error="x") == [d1]
+
+
+@pytest.mark.postgres
+async def test_a_live_owner_whose_lock_session_was_lost_takes_its_lock_again(pg_url: str) -> None:
+    """The session holding a worker's owner lock ends while the worker lives (a restarted server, a
+    dropped connection): its next sweep's ``register_owner`` opens a new one and locks every owner
+    registered on the store again, so the other workers stop taking it for dead."""
+    store = await open_store(pg_url, pool_size=3)
+    try:
+        await store.add_tenant("t", "Tenant", T0)
+        await store.add_provider("p", "Provider", T0)
+        await store.insert_config("c", "t", "p", "S", SNAP, T0)
+        await store.insert_activity("a1", "t", "TASK", "S", {"id": "a1", "type": "TASK", "status": "PENDING"}, T0)
+        for n, owner in ((1, "here"), (2, "also")):
+            await _claim(store, await _delivery(store, n, queue=f"q{n}", ordered=False), token=f"{owner}:1")
+            await store.register_owner(owner)
+        assert await store.dead_owners() == []
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:  # the server drops it
+            killed = await (await admin.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+                " AND classid = %s::bigint::oid AND database = (SELECT oid FROM pg_database WHERE datname ="
+                " current_database()) GROUP BY pid", (OWNER_LOCK,))).fetchall()
+        assert killed == [(True,)]
+        assert await store.dead_owners() == ["also", "here"]
+        await store.register_owner("here")
+        assert await store.dead_owners() == []
+    finally:
+        await store.close()
 
 
 async def test_failed_skip_or_block_force_retry_and_skip(store: StoreContract) -> None:
