@@ -137,7 +137,7 @@ class Engine:
         ``path`` is a SQLite file, or a PostgreSQL database as a ``postgresql://`` URL (with
         ``pool_size`` connections): several engines, in several processes or machines, may share a
         PostgreSQL database. A network database runs on the real clock: ``virtual=True`` with a
-        URL is a ConfigError.
+        URL is a ConfigError, and so is a ``seed`` (seeded ids would repeat across the engines sharing it).
 
         A virtual clock starts at the virtual epoch on a new database, and at the latest time recorded
         in an existing one, so simulated time continues where it stopped (never runs backwards).
@@ -147,6 +147,11 @@ class Engine:
         if virtual and is_url(path):
             raise ConfigError("the virtual clock runs on a SQLite database (a file or :memory:); a PostgreSQL "
                               "database runs on the real clock", field="db")
+        if seed is not None and is_url(path):
+            # a seed makes this engine's ids and lease tokens reproducible, so two seeded engines on one
+            # shared database would make the same ones: an activity id taken twice, one lease for two workers
+            raise ConfigError("a seed makes ids reproducible for one engine on its own SQLite database; engines "
+                              "sharing a PostgreSQL database need unique ids: open it without a seed", field="seed")
         simulated = (clock.virtual if clock is not None else virtual)
         store = await open_store(path, durable=not simulated if durable is None else durable, pool_size=pool_size)
         if clock is None:

@@ -117,6 +117,13 @@ async def test_the_virtual_clock_is_sqlites(pg_url: str) -> None:
         await Engine.open(pg_url, virtual=True)
 
 
+async def test_a_seed_is_refused_on_a_shared_database(pg_url: str) -> None:
+    """Two engines opened with one seed would make the same activity ids and lease tokens."""
+    with pytest.raises(ConfigError, match="engines sharing a PostgreSQL database need unique ids") as err:
+        await Engine.open(pg_url, seed=7)
+    assert err.value.field == "seed"
+
+
 def test_a_scenario_refuses_a_postgresql_database(capsys) -> None:
     from dispatchsim.cli import main
 
