@@ -245,7 +245,7 @@ class PgDispatchMachine(DispatchMachine):
         if clock is None:
             self.url = self.server.reset()
             clock = VirtualClock()
-        return await Engine.open(self.url, clock=clock, seed=5, pool_size=4)
+        return await Engine.open(self.url, clock=clock, pool_size=4)
 
 
 @pytest.mark.postgres
