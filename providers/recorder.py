@@ -210,12 +210,13 @@ class Records(Sequence[Record]):
         self._lengths.append(0)
         self._open[record.seq] = record
 
-    def _store(self, record: Record) -> None:
-        """Write a closed record to the file; it is read from there from now on."""
+    def _store(self, record: Record, i: int | None = None) -> None:
+        """Write a closed record to the file; it is read from there from now on. ``i``: its place, when it
+        is not its ``seq`` (a record file read back may hold any numbers)."""
         if self._file is None:
             self._file = _RecordFile()
         data = marshal.dumps((len(self._maps), _astuple(record)))
-        i = record.seq - 1
+        i = record.seq - 1 if i is None else i
         self._offsets[i] = self._file.put(data)
         self._lengths[i] = len(data)
         self._open.pop(record.seq, None)
@@ -534,7 +535,7 @@ class Recorder:
                     row.pop("json", None)
                     record = Record(**row)
                     rec.records._add(record)
-                    rec.records._store(record)
+                    rec.records._store(record, len(rec.records) - 1)
         return rec
 
 

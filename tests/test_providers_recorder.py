@@ -132,6 +132,18 @@ async def test_retry_intervals_and_jsonl_round_trip(tmp_path):
     assert buf.getvalue() == rec.jsonl()
 
 
+async def test_a_record_file_with_any_seq_numbers_reads_back(tmp_path):
+    """A filtered or hand-edited record file keeps its records' own numbers: they are read in file order."""
+    rec = Recorder()
+    for at in (0, 60, 180):
+        fake(rec, {"id": "d1"}, 503, at=at, webhook_id="msg_1")
+    kept = [json.loads(line) for line in rec.jsonl().splitlines()][1:]  # seq 2 and 3
+    path = tmp_path / "filtered.jsonl"
+    path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in reversed(kept)))
+    again = Recorder.from_jsonl(path)
+    assert [r.seq for r in again.records] == [3, 2] and [r.at for r in again.records] == [180, 60]
+
+
 async def test_recorder_over_http_sees_retries_of_a_sender():
     """A sender retrying with 1m, 2m, 4m backoff, as the engine would, against a fail-3-times endpoint."""
     cfg = parse_config({"endpoints": {"p": {"behaviour": {"sequence": [{"times": 3, "status": 503}, 200]}}}})
