@@ -564,9 +564,7 @@ class Dispatcher:
             if head is None:
                 continue
             did, cid, version = head
-            if cid not in self._batch_configs:
-                self._batch_configs[cid] = await self.store.config(cid)
-            cfg, st = self._batch_configs[cid], self._health.get(cid)
+            cfg, st = await self._batch_config(cid), self._health.get(cid)
             if (cfg is None or not cfg.active or cid in changed
                     or (st is not None and st.circuit is not Circuit.CLOSED)):
                 continue  # paused, deleted, or its endpoint's health decides: the cycle's gate handles it
@@ -592,14 +590,17 @@ class Dispatcher:
 
     # -- endpoint health ------------------------------------------------------------------
 
+    async def _batch_config(self, config_id: str) -> Configuration | None:
+        """The configuration as it is now: one look-up per configuration and group commit, not per attempt."""
+        if config_id not in self._batch_configs:
+            self._batch_configs[config_id] = await self.store.config(config_id)
+        return self._batch_configs[config_id]
+
     async def _endpoint(self, config_id: str, attempt_id: int) -> tuple[Configuration, Snapshot, EndpointState] | None:
         """The configuration as it is now, its snapshot and its health state with the breaker's window
         loaded (rebuilt from the store the first time, minus attempt ``attempt_id``); None when no
         breaker, auto-disable or health state concerns it."""
-        if config_id in self._batch_configs:  # one lookup per configuration and group commit, not per attempt
-            cfg = self._batch_configs[config_id]
-        else:
-            cfg = self._batch_configs[config_id] = await self.store.config(config_id)
+        cfg = await self._batch_config(config_id)
         if cfg is None:
             return None
         snap = (await self._prepared(config_id, cfg.version)).snapshot
