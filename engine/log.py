@@ -74,6 +74,10 @@ class EngineLog:
             for processor in self._direct:
                 data = processor(None, level, data)
 
+    def debug(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at level debug."""
+        self._log("debug", event, fields)
+
     def info(self, event: str, **fields: Any) -> None:
         """Log ``event`` at level info."""
         self._log("info", event, fields)
@@ -85,6 +89,10 @@ class EngineLog:
     def error(self, event: str, **fields: Any) -> None:
         """Log ``event`` at level error."""
         self._log("error", event, fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at level critical (a library's CRITICAL record, routed here in serve mode)."""
+        self._log("critical", event, fields)
 
 
 def _json(obj: Any, **kw: Any) -> str:

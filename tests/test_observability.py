@@ -75,6 +75,7 @@ async def test_aiohttp_and_stdlib_records_are_one_json_line_each(served) -> None
             raise ValueError("boom")
         except ValueError:
             logging.getLogger("some.library").exception("it failed")
+        logging.getLogger("other.library").critical("it is on fire")
     finally:
         undo()
     lines = engine.log_buffer.getvalue().splitlines()  # type: ignore[attr-defined]
@@ -82,6 +83,7 @@ async def test_aiohttp_and_stdlib_records_are_one_json_line_each(served) -> None
     assert {r["logger"] for r in records} >= {"some.library"}
     lib = next(r for r in records if r["logger"] == "some.library")
     assert lib["level"] == "error" and lib["message"] == "it failed" and lib["error"] == "ValueError: boom"
+    assert next(r for r in records if r["logger"] == "other.library")["level"] == "critical"
     assert not any("Traceback" in line for line in lines)
     assert logging.getLogger().handlers == [] or all(
         type(h).__name__ != "StructlogHandler" for h in logging.getLogger().handlers)
