@@ -831,8 +831,6 @@ def _finish_many_sql() -> str:
         " AS r(attempt_id, delivery_id, at, outcome, code, error, retry_after, latency, excerpt, next_at)"
         " WHERE a.id = r.attempt_id AND r.delivery_id IN (SELECT id FROM moved))"
         " SELECT id FROM moved")
-_ACTIVITY = ("a.seq, a.id, a.tenant_id, a.type, a.channel, a.payload, a.result, a.created_at, EXISTS (SELECT 1 FROM"
-             " deliveries f WHERE f.activity_id = a.id AND f.status = %(failed)s)")
 
 
 @asynccontextmanager

@@ -293,16 +293,13 @@ class DeliveredBy(Expectation):
     def check(self, r: RunResult) -> list[Check]:
         limit = r.t0 + self.by
         late: list[int] = []  # the first ten, enough to show
-        any_late, last = False, None
+        last = None
         for d in r.deliveries:
             at = _t(d["dispatched_at"])
             if at is not None and (last is None or at > last):
                 last = at
-            if d["status"] != Status.DISPATCHED.value or at > limit + 1e-6:
-                any_late = True
-                if len(late) < 10:
-                    late.append(d["id"])
-        late = late if any_late else []
+            if (d["status"] != Status.DISPATCHED.value or at > limit + 1e-6) and len(late) < 10:
+                late.append(d["id"])
         return [self.result("delivered_by", not late, f"all DISPATCHED by {fmt_offset(self.by)}",
                             f"last at {fmt_offset(last - r.t0)}" if last and not late
                             else f"late or missing: {late}")]
