@@ -7,10 +7,10 @@ only stores events and groups them. Shares the engine's SQLite connection and it
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigKind
+from .jsontext import dumps as _dumps
 from .errors import NotFound
 from .states import Status
 from .store_contract import EventsStoreContract
@@ -28,8 +28,6 @@ def batch_webhook_id(id_key: str, batch_id: int) -> str:
     return "evb_" + hashlib.sha256(f"{id_key}:batch:{batch_id}".encode()).hexdigest()[:24]
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class EventsStore(EventsStoreContract):

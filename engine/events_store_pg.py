@@ -5,10 +5,10 @@ into two batches, and batches of one account are numbered in the order their eve
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .config import ConfigKind
+from .jsontext import dumps as _dumps
 from .errors import NotFound
 from .events_store import batch_webhook_id
 from .states import Status
@@ -17,8 +17,6 @@ from .store_pg import PgStore
 from .store_rows import Configuration, EventBatch, columns
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class PgEventsStore(EventsStoreContract):

@@ -16,6 +16,7 @@ from dispatchsim.yamlfile import valid_text
 
 from .clock import iso, parse_iso
 from .errors import ActivityError
+from .jsontext import encode_body
 from .values import show_key, value_problems
 
 def _nested_problems(value: Any, shape: dict[str, Any], where: str) -> list[str]:
@@ -120,9 +121,6 @@ def render(stored: dict[str, Any], *, can_force_retry: bool, result: Any) -> dic
     return out
 
 
-def encode_body(value: Any) -> bytes:
-    """JSON as every body is sent and every payload is stored: compact, UTF-8, keys in the given order."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 _FORCE_KEY = '"canForceRetryDispatch":'

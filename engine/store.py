@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from . import store_file
+from .jsontext import dumps as _dumps
 from .errors import InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
 from . import states
@@ -54,13 +55,6 @@ def _sources_sql(dst: Status) -> str:
     return sql
 
 
-def _dumps(value: Any) -> str:
-    return _ENCODE(value)
-
-
-#: ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` without building an encoder per
-#: call (that was a seventh of storing an activity's payload): same text
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def latest_schema_version() -> int:

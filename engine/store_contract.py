@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidTransition
+from .jsontext import encode_body
 from .states import Status
 
 if TYPE_CHECKING:
@@ -170,7 +171,6 @@ class StoreContract(ABC):
     async def activity_body(self, activity_id: str) -> bytes:
         """The encoded default payload a delivery of the activity sends (no mapping): exactly
         ``encode_body(activity.to_json())``. A backend may build it more cheaply from what it stores."""
-        from .payload import encode_body
         return encode_body((await self.activity(activity_id)).to_json())
 
     @abstractmethod

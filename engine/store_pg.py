@@ -35,6 +35,7 @@ import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 
 from .config import ConfigKind
+from .jsontext import dumps as _dumps
 from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
@@ -64,8 +65,6 @@ _CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any]] | None] = Cont
                                                                                         default=None)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _sources_sql(dst: Status) -> str:
