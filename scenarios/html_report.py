@@ -115,10 +115,11 @@ def _section(i: int, r: RunResult) -> Iterator[str]:
              f'{escape(fmt_offset(r.elapsed)[1:])} · deliveries: {counts} · {len(r.attempts):,} attempts</div>']
     if s.description:
         parts.append(f'<p class="desc">{escape(" ".join(s.description.split()))}</p>')
+    config_of = _configs(r)  # one read of the deliveries for the three plots that need it
     parts += [_expectations(r), _key_events(r), "<h3>Attempts per queue</h3>", _timeline(r),
-              "<h3>Backlog and in flight per configuration</h3>", _backlog(r),
-              "<h3>Latency per provider</h3>", _latency(r),
-              "<h3>Retry schedule: configured and used</h3>", _schedules(r), "<h3>Event log</h3>"]
+              "<h3>Backlog and in flight per configuration</h3>", _backlog(r, config_of),
+              "<h3>Latency per provider</h3>", _latency(r, config_of),
+              "<h3>Retry schedule: configured and used</h3>", _schedules(r, config_of), "<h3>Event log</h3>"]
     yield "\n".join(parts) + "\n"
     yield from _event_log(i, r)
     yield "\n</section>"
@@ -219,10 +220,9 @@ class _Changes:
                      key=lambda c: (c[0], -c[1]))
 
 
-def _backlog(r: RunResult) -> str:
+def _backlog(r: RunResult, config_of: _Names) -> str:
     """Backlog (deliveries created and not yet DISPATCHED or FAILED) from the event log; in flight
     (attempts started and not finished) from the attempts."""
-    config_of = _configs(r)
     changes: dict[str, dict[str, _Changes]] = defaultdict(lambda: {"backlog": _Changes(), "in flight": _Changes()})
     for line in r.events:
         if '"delivery.' not in line:
@@ -279,13 +279,12 @@ def _percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
-def _latency(r: RunResult) -> str:
+def _latency(r: RunResult, config_of: _Names) -> str:
     """Latency of the attempts as the sender saw them, per provider (all outcomes with a response)."""
-    provider_of = _Names(r, lambda d: r.endpoint_names.get(d["config_id"], d["config_id"]))
     lat: dict[str, array[float]] = defaultdict(lambda: array("d"))
     for a in r.attempts:
-        if a["latency"] is not None and (provider := provider_of.get(a["delivery_id"])) is not None:
-            lat[provider].append(a["latency"])
+        if a["latency"] is not None and (cid := config_of.get(a["delivery_id"])) is not None:
+            lat[r.endpoint_names.get(cid, cid)].append(a["latency"])
     if not lat:
         return '<p class="note">no attempts with a measured latency</p>'
     providers = sorted(lat)
@@ -312,10 +311,9 @@ def _configured(r: RunResult) -> dict[str, RetryPolicy]:
     return out
 
 
-def _schedules(r: RunResult) -> str:
+def _schedules(r: RunResult, config_of: _Names) -> str:
     """Per configuration, the wait after failed attempt n: as configured (without jitter and
     Retry-After), and as used (median, min and max over the deliveries that waited)."""
-    config_of = _configs(r)
     # per delivery id, read in id order: its attempts so far, and when the last one finished (NaN: not)
     tries, finished = array("l"), array("d")
     used: dict[str, dict[int, array[float]]] = defaultdict(lambda: defaultdict(lambda: array("d")))
