@@ -360,7 +360,7 @@ class Dispatcher:
                 if self._per_config[cid] + planned[cid] >= limit:
                     saturated.add(cid)
                     continue
-                until = now + prep.snapshot.timeouts.total + self._lease_margin
+                until = self._lease_until(prep.snapshot, now)
                 if cid in probes and not await self._take_probe(cid, now, until):
                     saturated.add(cid)
                     continue
@@ -370,8 +370,7 @@ class Dispatcher:
                     break
             if not leases:
                 break
-            token = f"{self._instance}:{next(self._tokens)}"
-            claims = await self.store.claim(leases, token=token, now=now)
+            claims = await self._claim(leases, now)
             for cid in probes & set(planned) - {c.config_id for c in claims}:
                 # the probe's delivery was taken meanwhile: give the probe back at once
                 await self.store.save_circuit(cid, circuit=Circuit.HALF_OPEN, circuit_until=now, now=now)
@@ -391,6 +390,14 @@ class Dispatcher:
         if room > 0:
             self._chunk_limited = False
         return sorted(saturated)
+
+    def _lease_until(self, snap: Snapshot, now: float) -> float:
+        """When a lease taken now ends: the attempt's whole timeout, plus the margin for recording it."""
+        return now + snap.timeouts.total + self._lease_margin
+
+    async def _claim(self, leases: list[tuple[int, float]], now: float) -> list[Claim]:
+        """Lease these deliveries under a new token of this dispatcher (its instance, a counter)."""
+        return await self.store.claim(leases, token=f"{self._instance}:{next(self._tokens)}", now=now)
 
     async def _take_probe(self, config_id: str, now: float, until: float) -> bool:
         """Take the one probe of a half-open endpoint in the store, so that across all workers one
@@ -572,10 +579,10 @@ class Dispatcher:
             if self._per_config[cid] + planned[cid] >= snap.ordering.concurrency:
                 continue
             planned[cid] += 1
-            leases.append((did, now + snap.timeouts.total + self._lease_margin))
+            leases.append((did, self._lease_until(snap, now)))
         if not leases:
             return []
-        claims = await self.store.claim(leases, token=f"{self._instance}:{next(self._tokens)}", now=now)
+        claims = await self._claim(leases, now)
         for claim in claims:
             self._per_config[claim.config_id] += 1
         self._chaining += len(claims)
