@@ -5,8 +5,21 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from . import __version__
+
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked for (see ``dispatchsim._version``)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from . import __version__
+
+        print(f"dispatchsim {__version__}")  # on standard output, as argparse's own version action
+        parser.exit()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -46,7 +59,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="dispatchsim",
         description="Dispatch engine and simulator for webhook-style push delivery "
                     "(the sender side of Reten dispatch and Reteno webhooks).")
-    parser.add_argument("--version", action="version", version=f"dispatchsim {__version__}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="built-in demo: 3 activities, an endpoint down for 10 simulated minutes",
                           description="Send 3 activities to an endpoint on 127.0.0.1 that answers 503 for a "

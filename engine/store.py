@@ -15,8 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from . import store_file
 from .jsontext import dumps as _dumps
 from .errors import InvalidTransition, NotFound, StoreError
@@ -135,7 +133,6 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         #: in it: see :meth:`next_activity_seq`
         self._txs = 0
         self._last_activity: tuple[int, int] | None = None
-        self.db = sqlite_utils.Database(conn)
         self.conn = conn
         self.readonly = readonly
         try:
@@ -246,11 +243,13 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     async def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
         """Insert a tenant row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
-        self.db["tenants"].insert({"id": tenant_id, "name": name, "created_at": now})
+        with self._tx() as c:
+            c.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)", (tenant_id, name, now))
 
     async def add_provider(self, provider_id: str, name: str, now: float) -> None:
         """Insert a provider row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
-        self.db["providers"].insert({"id": provider_id, "name": name, "created_at": now})
+        with self._tx() as c:
+            c.execute("INSERT INTO providers (id, name, created_at) VALUES (?, ?, ?)", (provider_id, name, now))
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant with this id, or None."""
