@@ -294,6 +294,22 @@ async def test_an_ordered_queue_has_one_claimable_head(store: StoreContract) -> 
         await store.delivery(999)
 
 
+async def test_deliveries_made_in_one_transaction_queue_behind_the_holder_as_it_is_then(store: StoreContract) -> None:
+    """A queue's tail inside one transaction (a burst of activities): the first delivery of an empty queue
+    is its head, the later ones wait; once the head is DISPATCHED in that same transaction, the next new
+    delivery queues behind the one still waiting, and a queue nothing holds any more takes a new head."""
+    async with store.tx():
+        d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
+        f1 = await _delivery(store, 3, queue="f")
+        claim = await _claim(store, d1)
+        assert await store.mark_dispatched(claim, _result(T0 + 1), ordered=True)
+        assert await store.mark_dispatched(await _claim(store, f1), _result(T0 + 1), ordered=True)
+        d3, f2 = await _delivery(store, 4), await _delivery(store, 5, queue="f")
+    rows = {d.id: (d.holds, d.eligible) for d in await store.deliveries()}
+    assert [rows[d] for d in (d2, d3, f2)] == [(True, True), (True, False), (True, True)]
+    assert await store.due_candidates(T0 + 1, 10) == [(d2, "c", 1), (f2, "c", 1)]
+
+
 async def test_the_head_of_a_queue_while_it_can_be_claimed(store: StoreContract) -> None:
     """queue_head: the claimable delivery of one queue due by now (an ordered queue's head), else None."""
     d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
