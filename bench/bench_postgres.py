@@ -107,7 +107,7 @@ def _median(results: list[Result]) -> Result:
 
 
 async def _prefill(db: str, url: str, n: int) -> None:
-    eng = await Engine.open(db, seed=1)
+    eng = await Engine.open(db)  # no seed: PostgreSQL refuses one (engines sharing it need unique ids)
     await eng.add_tenant("t")
     await eng.add_provider("p")
     await eng.add_config("t", "p", "SALESMAN", config_id="c", endpoint_url=url, activate=True,
@@ -131,10 +131,17 @@ async def _window(db: str) -> tuple[int, float]:
                                                                                            for a in attempts)
 
 
-async def _dispatched(db: str) -> int:
-    store = await open_store(db, readonly=True)
+async def _wait_dispatched(db: str, n: int, name: str) -> None:
+    """Return once ``n`` deliveries are DISPATCHED (read every 0.25 s over one connection, opened once:
+    the check runs on the machine it measures, and opening a store each time cost the database more
+    than the check)."""
+    store = await open_store(db, readonly=True, pool_size=1)
     try:
-        return (await store.counts())[Status.DISPATCHED.value]
+        deadline = time.monotonic() + 600
+        while (await store.counts())[Status.DISPATCHED.value] < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name}: not every delivery was dispatched within 600 s")
+            await asyncio.sleep(0.25)
     finally:
         await store.close()
 
@@ -188,11 +195,7 @@ def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, pos
         db_before = _server_cpu(postmaster) if postmaster else 0.0
         rx_before = _cpu(receiver)
         asyncio.run(_activate(ports[0]))
-        deadline = time.monotonic() + 600
-        while asyncio.run(_dispatched(db)) < n:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name}: not every delivery was dispatched within 600 s")
-            time.sleep(0.25)
+        asyncio.run(_wait_dispatched(db, n, name))
         cpus = [_cpu(psutil.Process(p.pid)) - b for p, b in zip(procs, before)]
         db_cpu = (_server_cpu(postmaster) - db_before) if postmaster else 0.0
         rx_cpu = _cpu(receiver) - rx_before

@@ -1,0 +1,3 @@
+-- dispatchsim schema v7 for SQLite: nothing changes here. v7 narrows an index of PostgreSQL's
+-- (0007_lighter_rows.pg.sql), where every change of a delivery's row writes a new entry into each of
+-- its indexes; a SQLite row changed in place rewrites only the index entries whose columns changed.
