@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import json
 import random
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dispatchsim.engine import LIFECYCLE, ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
 from dispatchsim.engine.store_pages import PageReader
@@ -28,6 +29,9 @@ from .rows import Rows
 SETTLE_CAPPED = 60.0
 
 from .spec import Event, Scenario
+
+if TYPE_CHECKING:
+    from .expect import RecordTally
 
 
 @dataclass(repr=False)
@@ -60,6 +64,14 @@ class RunResult:
     checks: list[Any] = field(default_factory=list)
     reader: PageReader | None = None  #: the run's database (None for a result built without one)
     _cleanup: Callable[[], Any] | None = None  #: removes a temporary database
+
+    @functools.cached_property
+    def record_tally(self) -> RecordTally:
+        """The order, duplicate and per-endpoint counts of the endpoints' records, made in one pass
+        the first time an expectation asks (the records do not change once the run is over)."""
+        from .expect import tally_records
+
+        return tally_records(self)
 
     def attempts_of(self, delivery_id: int) -> list[dict[str, Any]]:
         """The attempts of one delivery, in order (read by the database's index, not by a pass)."""
