@@ -241,7 +241,9 @@ class Dispatcher:
                 self.log.error("store.unavailable", error=str(storage_error(exc)), retry_in=STORAGE_RETRY)
                 await self.clock.wait(self._wake, STORAGE_RETRY)
                 continue
-            if self._inflight and len(self._inflight) >= self._concurrency:
+            if self._chunk_limited:
+                timeout = 0.0  # more may be due right now: the next cycle follows after one loop pass
+            elif self._inflight and len(self._inflight) >= self._concurrency:
                 timeout = None
             else:
                 nxt = await self.store.next_wakeup(exclude_configs=saturated)
@@ -255,8 +257,6 @@ class Dispatcher:
                 if next_change is not None:
                     left = max(0.0, next_change - now)
                     timeout = left if timeout is None else min(timeout, left)
-            if self._chunk_limited:
-                timeout = 0.0  # more may be due right now: the next cycle follows after one loop pass
             if deadline is not None:
                 left = deadline - now
                 timeout = left if timeout is None else min(timeout, left)

@@ -114,7 +114,9 @@ class PgStore(PgQueryOps, StoreContract):
                 raise StoreError(f"{shown}: {_first_line(exc)}") from None
             finally:
                 await conn.close()
-            kwargs: dict[str, Any] = {"autocommit": True}
+            # prepared at the first use (psycopg's default waits for five): the dispatch cycle's few
+            # statements, planned once per connection instead of at every one of its first uses
+            kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0}
             if readonly:
                 kwargs["options"] = "-c default_transaction_read_only=on"
             pool = AsyncConnectionPool(url, min_size=1, max_size=max(1, pool_size), kwargs=kwargs, open=False,
