@@ -88,6 +88,36 @@ class PageReader:
             conn.close()
         return out
 
+    def attempts_spread(self, delivery_id: int | None = None) -> tuple[int, int | None, int | None]:
+        """(deliveries, fewest attempts, most attempts) of every delivery, or of one: what a bound on
+        the attempts per delivery needs, without reading every row."""
+        where, params = ("", ()) if delivery_id is None else (" WHERE id = ?", (delivery_id,))
+        conn = self._connect()
+        try:
+            n, lo, hi = conn.execute(f"SELECT COUNT(*), MIN(attempts), MAX(attempts) FROM deliveries{where}",
+                                     params).fetchone()
+        finally:
+            conn.close()
+        return int(n), lo, hi
+
+    def last_dispatched_at(self) -> float | None:
+        """When the last delivery was DISPATCHED (None: none was)."""
+        conn = self._connect()
+        try:
+            return conn.execute("SELECT MAX(dispatched_at) FROM deliveries").fetchone()[0]
+        finally:
+            conn.close()
+
+    def not_dispatched_by(self, at: float) -> Iterator[tuple[int, str, float | None]]:
+        """``(id, status, dispatched_at)`` in id order of the deliveries not DISPATCHED, or DISPATCHED
+        after ``at``."""
+        conn = self._connect()
+        try:
+            yield from conn.execute("SELECT id, status, dispatched_at FROM deliveries WHERE status != ?"
+                                    " OR dispatched_at > ? ORDER BY id", ("DISPATCHED", at))
+        finally:
+            conn.close()
+
     def count(self, table: str) -> int:
         """Rows in ``deliveries``, ``attempts`` or ``activities``."""
         if table not in ("deliveries", "attempts", "activities"):

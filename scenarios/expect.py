@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dispatchsim.engine import LIFECYCLE, Status
-from dispatchsim.engine.clock import fmt_offset, parse_iso
+from dispatchsim.engine.clock import fmt_offset, iso, parse_iso
 
 from .parsing import KeyPath, ParseContext
 
@@ -234,21 +234,17 @@ class AttemptsPerDelivery(Expectation):
 
     def check(self, r: RunResult) -> list[Check]:
         spec = self.bounds
-        ds = r.deliveries
-        if "delivery" in spec:
-            ds = [d for d in ds if d["id"] == spec["delivery"]]
-        values = [d["attempts"] for d in ds]
+        n, lo, hi = _attempts_spread(r, spec.get("delivery"))
+        got = "no deliveries" if not n else f"{lo}" if lo == hi else f"{lo}..{hi}"
         label = f"delivery {spec['delivery']}" if "delivery" in spec else "every delivery"
         out = []
         if "exactly" in spec:
-            out.append(self.result(self.key, values and all(v == spec["exactly"] for v in values),
-                                   f"{label}: exactly {spec['exactly']}", _range(values)))
+            out.append(self.result(self.key, bool(n) and lo == hi == spec["exactly"],
+                                   f"{label}: exactly {spec['exactly']}", got))
         if "max" in spec:
-            out.append(self.result(self.key, all(v <= spec["max"] for v in values), f"{label}: at most {spec['max']}",
-                                   _range(values)))
+            out.append(self.result(self.key, not n or hi <= spec["max"], f"{label}: at most {spec['max']}", got))
         if "min" in spec:
-            out.append(self.result(self.key, values and all(v >= spec["min"] for v in values),
-                                   f"{label}: at least {spec['min']}", _range(values)))
+            out.append(self.result(self.key, bool(n) and lo >= spec["min"], f"{label}: at least {spec['min']}", got))
         return out
 
 
@@ -292,14 +288,7 @@ class DeliveredBy(Expectation):
 
     def check(self, r: RunResult) -> list[Check]:
         limit = r.t0 + self.by
-        late: list[int] = []  # the first ten, enough to show
-        last = None
-        for d in r.deliveries:
-            at = _t(d["dispatched_at"])
-            if at is not None and (last is None or at > last):
-                last = at
-            if (d["status"] != Status.DISPATCHED.value or at > limit + 1e-6) and len(late) < 10:
-                late.append(d["id"])
+        last, late = _delivered_by(r, limit + 1e-6)
         return [self.result("delivered_by", not late, f"all DISPATCHED by {fmt_offset(self.by)}",
                             f"last at {fmt_offset(last - r.t0)}" if last and not late
                             else f"late or missing: {late}")]
@@ -590,10 +579,39 @@ def _fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no deliveries"
 
 
-def _range(values: list[int]) -> str:
-    if not values:
-        return "no deliveries"
-    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}..{max(values)}"
+def _attempts_spread(r: Any, delivery_id: int | None) -> tuple[int, int | None, int | None]:
+    """(deliveries, fewest attempts, most attempts) of every delivery or of one: by the run's database
+    when it has one (no row read), else from its rows."""
+    reader = getattr(r, "reader", None)
+    if reader is not None:
+        return reader.attempts_spread(delivery_id)
+    values = [d["attempts"] for d in r.deliveries if delivery_id is None or d["id"] == delivery_id]
+    return len(values), min(values, default=None), max(values, default=None)
+
+
+def _delivered_by(r: Any, limit: float) -> tuple[float | None, list[int]]:
+    """When the last delivery was DISPATCHED, and the first ten (by id) not DISPATCHED by ``limit``,
+    with times as the rows show them (to the millisecond). By the run's database when it has one:
+    the late ones are looked for among those DISPATCHED after ``limit`` less 2 ms (rounding moves a
+    time by less), so only they are read, not every delivery."""
+    late: list[int] = []  # the first ten, enough to show
+    reader = getattr(r, "reader", None)
+    if reader is None:
+        last = None
+        for d in r.deliveries:
+            at = _t(d["dispatched_at"])
+            if at is not None and (last is None or at > last):
+                last = at
+            if (d["status"] != Status.DISPATCHED.value or at > limit) and len(late) < 10:
+                late.append(d["id"])
+        return last, late
+    stored = reader.last_dispatched_at()
+    for did, status, at in reader.not_dispatched_by(limit - 0.002):
+        if status != Status.DISPATCHED.value or _t(iso(at)) > limit:
+            late.append(did)
+            if len(late) == 10:
+                break
+    return None if stored is None else _t(iso(stored)), late
 
 
 def _has(obj: Any, path: str) -> bool:

@@ -17,7 +17,7 @@ from dispatchsim.engine import open_store
 from dispatchsim.providers import Recorder
 from dispatchsim.scenarios import eventlog, load_scenario, run_scenario
 from dispatchsim.scenarios.eventlog import EventLog
-from dispatchsim.scenarios.expect import evaluate, order_violations
+from dispatchsim.scenarios.expect import AttemptsPerDelivery, DeliveredBy, evaluate, order_violations
 from dispatchsim.scenarios.report import provider_table, to_json
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "scenarios"
@@ -161,3 +161,22 @@ def test_a_run_that_fails_removes_its_temporary_database(monkeypatch):
     with pytest.raises(RuntimeError, match="the drain broke"):
         run_scenario(load_scenario(CATALOGUE / "retry_after_429.yaml"))
     assert len(made) == 1 and not Path(made[0]).exists()
+
+
+@pytest.mark.parametrize("name", ["skip_vs_block", "ordered_head_outage"])
+def test_attempt_bounds_and_delivered_by_read_from_the_database_give_the_verdicts_of_lists(name):
+    """With the run's database, the attempts-per-delivery and delivered-by checks read aggregates and
+    the late deliveries only, not every row: passing and failing verdicts, and what they show, are
+    those of the rows held as lists (FAILED deliveries in skip_vs_block; times to the millisecond)."""
+    result = run_scenario(load_scenario(CATALOGUE / f"{name}.yaml"))
+    held = _in_memory(result)
+    spans = [3600 * h + s for h in range(0, 8) for s in (0, 179.999, 180, 180.0015)]
+    exps = [AttemptsPerDelivery(bounds=b, line=1) for b in (
+        {"max": 1}, {"max": 12}, {"min": 1}, {"min": 2}, {"exactly": 1}, {"exactly": 11, "delivery": 1},
+        {"exactly": 11, "delivery": 2}, {"min": 1, "max": 3, "delivery": 999})] + [
+        DeliveredBy(by=by, line=1) for by in spans]
+    verdicts = [c for e in exps for c in e.check(result)]
+    assert verdicts == [c for e in exps for c in e.check(held)]
+    assert {c.ok for c in verdicts} == {True, False}
+    assert any(c.observed.startswith("late or missing: [") and c.observed != "late or missing: []" for c in verdicts)
+    result.close()
