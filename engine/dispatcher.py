@@ -16,7 +16,7 @@ from .clock import Clock, iso
 from .config import Auth, Snapshot
 from .health import Change, EndpointState, record, tick
 from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
-from .errors import InvalidTransition, PayloadUnmappable
+from .errors import InvalidTransition, NotFound, PayloadUnmappable
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Claim
 from .store_contract import Finish, StoreContract
@@ -51,6 +51,32 @@ async def request_body(store: StoreContract, prep: Prepared, *, activity_id: str
     if prep.mapper is None:
         return await store.activity_body(activity_id)
     return encode_body(prep.mapper((await store.activity(activity_id)).to_json()))
+
+
+class ClaimedActivities:
+    """The activities sent by the attempts of one claim, read in one query (not one per attempt) when
+    the first of them builds its body.
+
+    The attempts' tasks are created one after the other with nothing in between, so their first
+    steps, which build the bodies, run one after the other in the next pass of the event loop: every
+    body is made from the activity as it is at that moment, exactly as if each attempt had read its
+    own (a result or a failure that lands before that pass is in all of them, none lands between)."""
+
+    __slots__ = ("_store", "_ids", "_read")
+
+    def __init__(self, store: StoreContract, activity_ids: list[str]) -> None:
+        self._store = store
+        self._ids = activity_ids
+        self._read: dict[str, StoredActivity] | None = None
+
+    async def get(self, activity_id: str) -> StoredActivity:
+        """The stored activity (NotFound when it is gone, as a single read says)."""
+        if self._read is None:
+            self._read = await self._store.stored_activities(self._ids)
+        activity = self._read.get(activity_id)  # not popped: two deliveries of one activity may share a claim
+        if activity is None:
+            raise NotFound(f"activity {activity_id!r} not found")
+        return activity
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +406,7 @@ class Dispatcher:
                     self._health[claim.config_id].probing = True
                     saturated.add(claim.config_id)
                 self._per_config[claim.config_id] += 1
-                self._start_attempt(claim)
+            self._start_attempts(claims)
             room -= len(claims)
             for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid, limits):
@@ -423,18 +449,22 @@ class Dispatcher:
 
     # -- one attempt --------------------------------------------------------------------
 
-    def _start_attempt(self, claim: Claim) -> None:
-        """Send a claimed delivery in a task of its own (its configuration's count is already taken)."""
-        self._inflight[claim.delivery_id] = asyncio.create_task(self._attempt(claim),
-                                                                name=f"attempt-{claim.delivery_id}")
+    def _start_attempts(self, claims: list[Claim]) -> None:
+        """Send each claimed delivery in a task of its own (their configurations' counts are already
+        taken). The activities they send are read together, by the first of them to build its body."""
+        unread = [c.activity_id for c in claims if c.activity_id is not None and c.activity is None]
+        activities = ClaimedActivities(self.store, unread) if unread else None
+        for claim in claims:
+            self._inflight[claim.delivery_id] = asyncio.create_task(self._attempt(claim, activities),
+                                                                    name=f"attempt-{claim.delivery_id}")
 
-    async def _attempt(self, claim: Claim) -> None:
+    async def _attempt(self, claim: Claim, activities: ClaimedActivities | None) -> None:
         try:
             prep = await self._prepared(claim.config_id, claim.config_version)
             snap = prep.snapshot
             started = self.clock.now()
             try:
-                body = await self._body(claim, prep)
+                body = await self._body(claim, prep, activities)
             except PayloadUnmappable as exc:
                 self._queue_result(claim, snap, str(exc))
                 return
@@ -540,8 +570,7 @@ class Dispatcher:
             self._give_back(chained)
         else:
             self._chaining -= len(chained)
-            for claim in chained:
-                self._start_attempt(claim)
+            self._start_attempts(chained)
         self._emit(events)
         self._recorded = True
         self._wake.set()
@@ -692,9 +721,12 @@ class Dispatcher:
         await self.store.set_notification_delivery(nid, out.describe())
         self.log.info("notification.sent", notification_id=nid, outcome=out.describe())
 
-    async def _body(self, claim: Claim, prep: Prepared) -> bytes:
+    async def _body(self, claim: Claim, prep: Prepared, activities: ClaimedActivities | None) -> bytes:
+        activity = claim.activity
+        if activity is None and activities is not None and claim.activity_id is not None:
+            activity = await activities.get(claim.activity_id)
         return await request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id,
-                                  activity=claim.activity)
+                                  activity=activity)
 
     def _fields(self, claim: Claim) -> dict[str, Any]:
         what = {"activity_id": claim.activity_id} if claim.batch_id is None else {"batch_id": claim.batch_id}

@@ -436,6 +436,20 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             raise NotFound(f"activity {activity_id!r} not found")
         return rendered_body(row[0], can_force_retry=bool(row[2]), result=row[1])
 
+    async def stored_activities(self, activity_ids: Sequence[str]) -> dict[str, StoredActivity]:
+        """What deliveries of these activities send, as stored: one statement per
+        :data:`_READ_CHUNK` ids instead of one per attempt."""
+        ids = list(dict.fromkeys(activity_ids))
+        out: dict[str, StoredActivity] = {}
+        for at in range(0, len(ids), _READ_CHUNK):
+            chunk = ids[at:at + _READ_CHUNK]
+            for row in self.conn.execute(
+                    "SELECT id, payload, result, EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
+                    f" AND d.status = ?) FROM activities a WHERE a.id IN ({', '.join('?' * len(chunk))})",
+                    (Status.FAILED.value, *chunk)):
+                out[row[0]] = StoredActivity(row[1], row[2], bool(row[3]))
+        return out
+
     async def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         """The events of one batch in arrival order: the JSON array its delivery sends."""
         return [json.loads(r["payload"]) for r in self.conn.execute(
@@ -823,6 +837,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
 #: leases claimed per statement (four bound values each, far below SQLite's limit of 32,766)
 _CLAIM_CHUNK = 500
+#: ids read per statement by :meth:`Store.stored_activities`
+_READ_CHUNK = 500
 #: from this many leases on, a claim leases them in one statement and opens their attempts in another
 _CLAIM_TOGETHER = 4
 #: what a claim reads back of each leased delivery (see :func:`_claim`)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .store_console import DeliveryCursor, DeliveryFilter, QueueRow
     from .store_queries import ActivityFilter, Metrics, WalCheckpointer
     from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
-                             Notification, Provider, Streak, Tenant)
+                             Notification, Provider, StoredActivity, Streak, Tenant)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +167,12 @@ class StoreContract(ABC):
     @abstractmethod
     async def activity(self, activity_id: str) -> Activity:
         """The activity (NotFound when missing); ``can_force_retry`` is true while a delivery of it is FAILED."""
+
+    @abstractmethod
+    async def stored_activities(self, activity_ids: Sequence[str]) -> dict[str, StoredActivity]:
+        """What deliveries of these activities send, as stored (text, not decoded), in one read: the
+        attempts of one claim build their bodies from it (:meth:`StoredActivity.body` is exactly
+        :meth:`activity_body`). Unknown ids are left out."""
 
     async def activity_body(self, activity_id: str) -> bytes:
         """The encoded default payload a delivery of the activity sends (no mapping): exactly

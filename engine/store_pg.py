@@ -348,6 +348,13 @@ class PgStore(PgQueryOps, StoreContract):
             raise NotFound(f"activity {activity_id!r} not found")
         return Activity.from_row(row)
 
+    async def stored_activities(self, activity_ids: Sequence[str]) -> dict[str, StoredActivity]:
+        rows = await self._all(
+            "SELECT id, payload, result, EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
+            " AND d.status = %s) FROM activities a WHERE a.id = ANY(%s)",
+            (Status.FAILED.value, list(dict.fromkeys(activity_ids))))
+        return {r[0]: StoredActivity(r[1], r[2], r[3]) for r in rows}
+
     async def batch_events(self, batch_id: int) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in await self._all(
             "SELECT payload FROM message_events WHERE batch_id = %s ORDER BY seq", (batch_id,))]

@@ -249,7 +249,13 @@ async def test_the_body_of_an_activity_is_its_rendered_payload_encoded(store: St
 
     async def same(aid: str) -> bytes:
         body = await store.activity_body(aid)
-        assert body == encode_body((await store.activity(aid)).to_json())
+        seed = (await store.activity(aid)).to_json()
+        assert body == encode_body(seed)
+        # read together, as a claim's attempts read theirs: the same body and seed JSON, unknown ids left out
+        together = await store.stored_activities(["nope", aid, "a2", aid])
+        assert sorted(together) == sorted({aid, "a2"})
+        assert (together[aid].body(), together[aid].to_json()) == (body, seed)
+        assert together["a2"].body() == await store.activity_body("a2")
         return body
 
     first = await same("a3")
