@@ -142,6 +142,8 @@ class Dispatcher:
         self._chaining = 0
         #: a :meth:`run` is going on (a group commit claims next heads only then, as a cycle would)
         self._running = False
+        #: the group commit also claims due work (see :meth:`commit_claims`)
+        self._commit_claims = not clock.virtual
 
     async def load(self) -> None:
         """Read the persisted endpoint health (the engine calls it once, when it opens)."""
@@ -204,6 +206,14 @@ class Dispatcher:
         self._cycle_interval = max(0.0, interval)
         self._claim_chunk = chunk if chunk is None else max(1, chunk)
         self._chain = chain
+
+    def commit_claims(self, on: bool = True) -> None:
+        """The group commit that records finished attempts also claims the due work their room lets a
+        dispatch cycle claim, in the same transaction: one write transaction per wave of attempts
+        instead of two, and the next attempts start as soon as it is stored. On by default on the
+        real clock; off on the virtual clock, where a simulation's claims stay in the dispatch cycle
+        (what a scenario records does not change)."""
+        self._commit_claims = on
 
     @property
     def in_flight(self) -> int:
@@ -359,18 +369,25 @@ class Dispatcher:
             self._emit(events)
         return blocked, probes, next_change
 
-    async def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None) -> list[str]:
-        """Claim as much due work as capacity allows; returns the configs nothing more may be claimed for."""
+    async def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None, *,
+                    held: list[Claim] | None = None) -> list[str]:
+        """Claim as much due work as capacity allows; returns the configs nothing more may be claimed for.
+
+        ``held``: called by a group commit (see :meth:`commit_claims`): the claims are collected there,
+        counted against capacity, and their attempts start once the commit is stored."""
         probes = probes or set()
         limits: dict[str, int] = {}  # one look-up per configuration and cycle
         # a copy: attempts finishing while a store call awaits change the counts
         saturated = {cid for cid, n in list(self._per_config.items())
                      if n >= await self._limit(cid, limits)} | (blocked or set())
         room = self._concurrency - len(self._inflight) - self._chaining
-        self._chunk_limited = False
-        if self._claim_chunk is not None and room > self._claim_chunk:
-            room = self._claim_chunk
-            self._chunk_limited = True  # cleared below unless the chunk is used up
+        if held is None:
+            self._chunk_limited = False
+            if self._claim_chunk is not None and room > self._claim_chunk:
+                room = self._claim_chunk
+                self._chunk_limited = True  # cleared below unless the chunk is used up
+        elif self._claim_chunk is not None:
+            room = min(room, self._claim_chunk)
         while room > 0:
             asked = room * 2
             rows = await self.store.due_candidates(now, asked, exclude_configs=sorted(saturated))
@@ -406,14 +423,18 @@ class Dispatcher:
                     self._health[claim.config_id].probing = True
                     saturated.add(claim.config_id)
                 self._per_config[claim.config_id] += 1
-            self._start_attempts(claims)
+            if held is None:
+                self._start_attempts(claims)
+            else:
+                held.extend(claims)
+                self._chaining += len(claims)
             room -= len(claims)
             for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid, limits):
                     saturated.add(cid)
             if len(rows) < asked or not claims:
                 break
-        if room > 0:
+        if room > 0 and held is None:
             self._chunk_limited = False
         return sorted(saturated)
 
@@ -530,10 +551,13 @@ class Dispatcher:
         changed: set[str] = set()  # configurations whose endpoint health changed in this commit
         try:
             async with self.store.tx():
-                # the breaker windows are read before this batch is recorded (its attempts are still open)
-                for cid, aid in {c.config_id: c.attempt_id for c, _, r in batch if not isinstance(r, str)}.items():
-                    await self._endpoint(cid, aid)
-                plans = [self._plan(claim, snap, result) for claim, snap, result in batch]
+                # the breaker windows are read before this batch is recorded (its attempts are still open);
+                # a configuration no breaker, auto-disable or health state concerns now is not fed below
+                concerned = {cid for cid, aid in {c.config_id: c.attempt_id for c, _, r in batch
+                                                  if not isinstance(r, str)}.items()
+                             if await self._endpoint(cid, aid) is not None}
+                quiet = getattr(self.log, "quiet", False)  # nobody reads the events: their fields are not built
+                plans = [self._plan(claim, snap, result, quiet=quiet) for claim, snap, result in batch]
                 done = await self.store.finish_attempts([finish for finish, _ in plans])
                 for (claim, _, result), (_, event), moved in zip(batch, plans, done):
                     if isinstance(moved, InvalidTransition):
@@ -541,9 +565,11 @@ class Dispatcher:
                         # and the lease stay, so the delivery is sent again once its lease ends
                         events.append(("error", "delivery.transition_refused", {**self._fields(claim),
                                                                                 "error": str(moved)}))
-                    else:
-                        events.extend([event] if moved else self._stale(claim))
-                    if not isinstance(result, str):
+                    elif not moved:
+                        events.extend(self._stale(claim))
+                    elif event is not None:
+                        events.append(event)
+                    if claim.config_id in concerned and not isinstance(result, str):
                         health = await self._account(claim.config_id, result.ok, claim.attempt_id)
                         if health:
                             changed.add(claim.config_id)
@@ -553,6 +579,8 @@ class Dispatcher:
                         [f.claim.queue for (f, _), moved in zip(plans, done) if moved is True and f.ordered
                          and (f.status is Status.DISPATCHED or (f.status is Status.FAILED and not f.block))],
                         changed)
+                if self._commit_claims and self._running and not self._stopping:
+                    await self._refill(chained, changed)
         except Exception as exc:
             self._give_back(chained)  # rolled back with the group commit: never sent
             if storage_error(exc) is None:
@@ -574,6 +602,15 @@ class Dispatcher:
         self._emit(events)
         self._recorded = True
         self._wake.set()
+
+    async def _refill(self, held: list[Claim], changed: set[str]) -> None:
+        """In the group commit, claim the due work a dispatch cycle would claim now for the room the
+        finished attempts left (see :meth:`commit_claims`), into ``held``. Configurations that are
+        paused, whose circuit is not closed (a probe is the cycle's to take) or whose endpoint health
+        changed in this commit are left to the cycle that follows."""
+        blocked = set(await self.store.paused_configs()) | changed
+        blocked.update(cid for cid, st in self._health.items() if st.circuit is not Circuit.CLOSED)
+        await self._fill(self.clock.now(), blocked, held=held)
 
     def _give_back(self, claims: list[Claim]) -> None:
         """Claims of a group commit whose attempts will not start here: their counts are released."""
@@ -733,9 +770,11 @@ class Dispatcher:
         return {"delivery_id": claim.delivery_id, "queue": claim.queue, "attempt": claim.number, **what,
                 "config_id": claim.config_id}
 
-    def _plan(self, claim: Claim, snap: Snapshot, result: Outcome | str) -> tuple[Finish, tuple[str, str, dict]]:
+    def _plan(self, claim: Claim, snap: Snapshot, result: Outcome | str, *,
+              quiet: bool = False) -> tuple[Finish, tuple[str, str, dict] | None]:
         """Where one finished attempt sends its delivery (for the store), and the event to log once
-        the store moved it. A payload the mapping rejects (``result`` is its message) cannot be fixed by
+        the store moved it (None when ``quiet``: the log drops it unread, so a delivered attempt
+        builds none). A payload the mapping rejects (``result`` is its message) cannot be fixed by
         resending: FAILED at once, reason mapping_error."""
         now = self.clock.now()
         ordered = snap.ordering.ordered
@@ -750,6 +789,8 @@ class Dispatcher:
         res = AttemptResult(finished_at=now, outcome=out.kind.value, status_code=out.status,
                             error=out.error, retry_after=out.retry_after, latency=out.latency,
                             excerpt=out.excerpt)
+        if out.kind is OutcomeKind.SUCCESS and quiet:
+            return Finish(claim=claim, result=res, status=Status.DISPATCHED, ordered=ordered), None
         fields = {**self._fields(claim), "code": out.status, "outcome": out.kind.value, "latency": out.latency}
         if out.kind is OutcomeKind.SUCCESS:
             return (Finish(claim=claim, result=res, status=Status.DISPATCHED, ordered=ordered),

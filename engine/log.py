@@ -90,6 +90,12 @@ class EngineLog:
                  direct: list[Any] | None) -> None:
         self._logger, self._sinks, self._direct = logger, sinks, direct
 
+    @property
+    def quiet(self) -> bool:
+        """True while an event would be dropped unread (no stream, no subscriber): a caller may then
+        skip building its fields."""
+        return self._direct is not None and not self._sinks
+
     def _log(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if self._direct is None:
             getattr(self._logger, level)(event, **fields)

@@ -23,7 +23,7 @@ from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
 from .payload import rendered_body
 from .store_console import ConsoleOps
-from .store_contract import StoreContract
+from .store_contract import Finish, StoreContract
 from .store_queries import QueryOps
 from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
@@ -603,32 +603,61 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         """2xx: DISPATCHED, and the next delivery of an ordered queue becomes its head."""
         with self._tx() as c:
-            if not self._transition(c, claim, res, None, Status.DISPATCHED,
-                                    "holds = 0, eligible = 0, budget_attempts = budget_attempts + 1, dispatched_at = ?,"
-                                    " last_error = NULL, updated_at = ?", (res.finished_at, res.finished_at)):
-                return False
-            if ordered:
-                self._promote(c, claim.queue, res.finished_at)
-        return True
+            return self._dispatched(c, claim, res, ordered)
 
     async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
         """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
         with self._tx() as c:
-            return self._transition(c, claim, res, next_at, Status.RETRYING,
-                                    "budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?,"
-                                    " updated_at = ?", (next_at, error, res.finished_at))
+            return self._retrying(c, claim, res, next_at, error)
 
     async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                     ordered: bool, block: bool) -> bool:
         """Budget exhausted or unfixable: FAILED. With ``block`` it keeps its queue waiting."""
-        holds = 1 if (ordered and block) else 0
         with self._tx() as c:
-            if not self._transition(c, claim, res, None, Status.FAILED,
-                                    "holds = ?, eligible = ?, budget_attempts = budget_attempts + 1, failed_reason = ?,"
-                                    " last_error = ?, updated_at = ?", (holds, holds, reason, error, res.finished_at)):
-                return False
-            if ordered and not block:
-                self._promote(c, claim.queue, res.finished_at)
+            return self._failed(c, claim, res, reason, error, ordered, block)
+
+    async def finish_attempts(self, finishes: Sequence[Finish]) -> list[bool | InvalidTransition]:
+        """The group commit: each attempt as :meth:`mark_dispatched`, :meth:`schedule_retry` or
+        :meth:`mark_failed` records it, with the same statements, in one loop (not two coroutines
+        and a nested transaction per attempt)."""
+        done: list[bool | InvalidTransition] = []
+        with self._tx() as c:
+            for f in finishes:
+                try:
+                    if f.status is Status.DISPATCHED:
+                        done.append(self._dispatched(c, f.claim, f.result, f.ordered))
+                    elif f.status is Status.RETRYING:
+                        assert f.next_at is not None
+                        done.append(self._retrying(c, f.claim, f.result, f.next_at, f.error))
+                    else:
+                        done.append(self._failed(c, f.claim, f.result, f.reason, f.error, f.ordered, f.block))
+                except InvalidTransition as exc:
+                    done.append(exc)
+        return done
+
+    def _dispatched(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, ordered: bool) -> bool:
+        if not self._transition(c, claim, res, None, Status.DISPATCHED,
+                                "holds = 0, eligible = 0, budget_attempts = budget_attempts + 1, dispatched_at = ?,"
+                                " last_error = NULL, updated_at = ?", (res.finished_at, res.finished_at)):
+            return False
+        if ordered:
+            self._promote(c, claim.queue, res.finished_at)
+        return True
+
+    def _retrying(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
+        return self._transition(c, claim, res, next_at, Status.RETRYING,
+                                "budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?,"
+                                " updated_at = ?", (next_at, error, res.finished_at))
+
+    def _failed(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, reason: str, error: str,
+                ordered: bool, block: bool) -> bool:
+        holds = 1 if (ordered and block) else 0
+        if not self._transition(c, claim, res, None, Status.FAILED,
+                                "holds = ?, eligible = ?, budget_attempts = budget_attempts + 1, failed_reason = ?,"
+                                " last_error = ?, updated_at = ?", (holds, holds, reason, error, res.finished_at)):
+            return False
+        if ordered and not block:
+            self._promote(c, claim.queue, res.finished_at)
         return True
 
     def _promote(self, c: sqlite3.Connection, queue: str, now: float) -> None:

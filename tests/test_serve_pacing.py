@@ -113,3 +113,40 @@ async def test_a_group_commit_claims_the_next_head_of_an_ordered_queue(engine, r
     assert len(writes) == (13 if chain else 24)
     attempts = await engine.store.attempts()
     assert all(a.started_at >= b.finished_at for b, a in zip(attempts, attempts[1:]))  # one in flight at a time
+
+
+@pytest.mark.parametrize("on", [True, False])
+async def test_a_group_commit_claims_the_due_work_its_room_allows(engine, receiver, setup_config, on):
+    """A real-clock engine (switched on here on the virtual clock): the transaction that records a wave
+    of finished attempts also claims the next wave, so each wave costs one write transaction instead of
+    two; every delivery still goes exactly once and the configuration's concurrency holds."""
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 5})
+    engine.dispatcher.commit_claims(on)
+    made = [await engine.create_activity("acme", ACT) for _ in range(20)]
+    statements: list[str] = []
+    engine.store.conn.set_trace_callback(statements.append)
+    try:
+        summary = await engine.run_until_idle()
+    finally:
+        engine.store.conn.set_trace_callback(None)
+    assert summary.counts["DISPATCHED"] == 20 and summary.idle
+    assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
+    transactions, current = [], []
+    for sql in statements:
+        current.append(sql)
+        if sql == "COMMIT":
+            transactions.append(" ".join(current))
+            current = []
+    claim_only = [t for t in transactions if "INSERT INTO attempts" in t and "UPDATE attempts SET finished_at" not in t]
+    both = [t for t in transactions if "INSERT INTO attempts" in t and "UPDATE attempts SET finished_at" in t]
+    if on:
+        assert len(claim_only) == 1 and len(both) >= 3  # the first wave's claim, then claims inside group commits
+    else:
+        assert len(claim_only) >= 4 and both == []
+    attempts = await engine.store.attempts()
+    assert len(attempts) == 20
+    starts = sorted((a.started_at, 1) for a in attempts) + sorted((a.finished_at, -1) for a in attempts)
+    in_flight = 0
+    for _, step in sorted(starts, key=lambda e: (e[0], e[1])):
+        in_flight += step
+        assert in_flight <= 5
