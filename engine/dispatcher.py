@@ -136,8 +136,9 @@ class Dispatcher:
         #: results were committed since the last cycle: the next one starts at once, whatever the pacing,
         #: so an ordered queue sends its next head as soon as the previous one is recorded
         self._recorded = False
-        #: serve mode (see :meth:`pace`): a group commit claims the next head of the ordered queues it frees
-        self._chain = False
+        #: a group commit claims the next head of the ordered queues it frees (see :meth:`pace`): on by
+        #: default, so a simulation runs the path serve mode runs (and one transaction less per head)
+        self._chain = True
         #: attempts claimed by a group commit that has not committed yet (they count against capacity)
         self._chaining = 0
         #: a :meth:`run` is going on (a group commit claims next heads only then, as a cycle would)
@@ -201,7 +202,9 @@ class Dispatcher:
         ``chain``: the group commit that records the end of an ordered queue's head also claims the
         queue's next head, when it is due and a dispatch cycle would claim it now (its configuration
         active, its circuit closed, room for one more attempt): one transaction per delivery of an
-        ordered queue instead of two, and no cycle between two heads.
+        ordered queue instead of two, and no cycle between two heads. It is the default of every
+        engine (a scenario on the virtual clock too): off, the next cycle claims the same heads at the
+        same instant, one transaction later.
         """
         self._cycle_interval = max(0.0, interval)
         self._claim_chunk = chunk if chunk is None else max(1, chunk)
