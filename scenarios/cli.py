@@ -12,7 +12,6 @@ from dispatchsim.errors import LocatedError
 
 from . import catalogue
 from .errors import ScenarioError
-from .html_report import write_html
 from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, run_scenario
@@ -122,6 +121,8 @@ def main(args: argparse.Namespace) -> int:
         for r in results:
             (d / f"{_slug(r.scenario.name)}.svg").write_text(svg_timeline(r), encoding="utf-8")
     if args.html:
+        from .html_report import write_html  # its page and plot code only when a page is asked for
+
         write_html(results, args.html)
     if args.json:
         write_json(results, args.json)
