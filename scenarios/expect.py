@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dispatchsim.engine import LIFECYCLE, Status
 from dispatchsim.engine.clock import fmt_offset, iso, parse_iso
+from dispatchsim.providers.recorder import Receipt, receipt
 
 from .parsing import KeyPath, ParseContext
 
@@ -649,19 +650,25 @@ def _finder(r: Any) -> Callable[[list[str]], _Found]:
     return lambda wids: known
 
 
-def _resolved(r: Any, records: Iterable[Any]) -> Iterator[tuple[Any, str, tuple[int, str, str] | None]]:
-    """``(record, its delivery key, its delivery or None)`` for records with a delivery key, in order,
+def _resolved(r: Any, keyed: Iterable[tuple[Any, str | None]]) -> Iterator[tuple[Any, str, tuple[int, str, str] | None]]:
+    """``(item, its delivery key, its delivery or None)`` for the items with a delivery key, in order,
     their deliveries looked up :data:`_BATCH` at a time."""
     find = _finder(r)
     batch: list[tuple[Any, str]] = []
-    for rec in itertools.chain(records, [None]):
-        if rec is not None and (key := rec.delivery_key):
-            batch.append((rec, key))
-        if batch and (rec is None or len(batch) >= _BATCH):
+    for item, key in itertools.chain(keyed, [(None, None)]):
+        if key:
+            batch.append((item, key))
+        if batch and (item is None or len(batch) >= _BATCH):
             found = find([key for _, key in batch])
-            for item, key in batch:
-                yield item, key, found.get(key)
+            for got, key in batch:
+                yield got, key, found.get(key)
             batch = []
+
+
+def _receipts(records: Any) -> Iterator[Receipt]:
+    """The records' receipts: read without making the records when they are a recorder's file."""
+    read = getattr(records, "receipts", None)
+    return read() if read is not None else map(receipt, records)
 
 
 def _flag(flags: bytearray, i: int) -> bool:
@@ -703,14 +710,14 @@ def tally_records(r: Any) -> RecordTally:
     acked_other: dict[str, int] = defaultdict(int)
     received_other: dict[str, int] = defaultdict(int)
 
-    def counted(records: Iterable[Any]) -> Iterator[Any]:
-        for rec in records:
-            if rec.method == "POST":
-                posts[rec.endpoint] += 1
-            yield rec
+    def counted(receipts: Iterable[Receipt]) -> Iterator[tuple[Receipt, str | None]]:
+        for rec in receipts:
+            if rec[1] == "POST":
+                posts[rec[0]] += 1
+            yield rec, rec[3]
 
-    for rec, key, hit in _resolved(r, counted(r.recorder.records)):
-        post, ack = rec.method == "POST", rec.acknowledged
+    for (_, method, ack, _, by_header), key, hit in _resolved(r, counted(_receipts(r.recorder.records))):
+        post = method == "POST"
         if hit is None:
             if post:
                 received_other[key] += 1
@@ -723,8 +730,7 @@ def tally_records(r: Any) -> RecordTally:
             if ack:
                 _count(acked, did)
         # with a webhook-id header, it is the delivery key
-        if not ack or not rec.headers.get("webhook-id") or cid in unordered or _flag(seen, did) \
-                or did in r.force_retried:
+        if not ack or not by_header or cid in unordered or _flag(seen, did) or did in r.force_retried:
             continue
         if did < last.get(q, 0):
             order.append(f"queue {q}: delivery {did} acknowledged after {last[q]}")

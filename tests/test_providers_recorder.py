@@ -275,3 +275,25 @@ def test_closed_records_wait_in_a_file_and_read_back_equal():
     rec.close(made[4], 9.0)
     assert rec.records[4].headers["webhook-id"] == "hook-4"  # mapped once, not again when stored
     assert [json.loads(line)["seq"] for line in rec.jsonl().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+def test_receipts_read_from_the_file_equal_those_of_the_records():
+    """``Records.receipts`` reads the fields the expectations count without making each record: equal,
+    record by record, to ``receipt(record)``; header changes asked for later apply (to the key too); a
+    record without a webhook-id (or with an empty one) takes its key from the body; open ones too."""
+    from dispatchsim.providers.recorder import receipt
+
+    rec = Recorder()
+    heads = [{"webhook-id": "w1"}, {"webhook-id": ""}, {}, {"webhook-id": "w4", "host": "127.0.0.1:9"}, {"webhook-id": "w5"}]
+    bodies = ['{"id": "x"}', '{"id": "body-2"}', '{"id": 3}', "not json", ""]
+    made = [rec.open(endpoint=f"e{i % 2}", at=float(i), offset=float(i), method="GET" if i == 3 else "POST",
+                     path="/h", query="", headers=h, body=b) for i, (h, b) in enumerate(zip(heads, bodies))]
+    for i, r in enumerate(made[:4]):
+        r.response_status = (200, 503, 204, 200)[i]
+        r.fault = "reset" if i == 3 else None
+        rec.close(r, r.at + 0.5)
+    assert list(rec.records.receipts()) == [receipt(r) for r in rec.records] == [
+        ("e0", "POST", True, "w1", True), ("e1", "POST", False, "body-2", False), ("e0", "POST", True, "3", False),
+        ("e1", "GET", False, "w4", True), ("e0", "POST", False, "w5", True)]
+    rec.map_headers(lambda v: "" if v == "w1" else v.replace("w", "hook-"))
+    assert list(rec.records.receipts()) == [receipt(r) for r in rec.records]
+    assert [k for _, _, _, k, _ in rec.records.receipts()] == ["x", "body-2", "3", "hook-4", "hook-5"]
