@@ -204,9 +204,8 @@ class Engine:
         Raises ConfigError when the id is malformed or already taken.
         """
         _check_id("tenant", tenant_id)
-        if await self.store.tenant(tenant_id):
+        if not await self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now()):
             raise AlreadyExists(f"tenant {tenant_id!r} already exists")
-        await self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now())
         self.log.info("tenant.created", tenant_id=tenant_id)
         tenant = await self.store.tenant(tenant_id)
         assert tenant is not None
@@ -218,9 +217,8 @@ class Engine:
         Raises ConfigError when the id is malformed or already taken.
         """
         _check_id("provider", provider_id)
-        if await self.store.provider(provider_id):
+        if not await self.store.add_provider(provider_id, name or provider_id, self.clock.now()):
             raise AlreadyExists(f"provider {provider_id!r} already exists")
-        await self.store.add_provider(provider_id, name or provider_id, self.clock.now())
         self.log.info("provider.registered", provider_id=provider_id)
         provider = await self.store.provider(provider_id)
         assert provider is not None

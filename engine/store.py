@@ -243,15 +243,17 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     # -- tenants and providers ----------------------------------------------------------
 
-    async def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
-        """Insert a tenant row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
+    async def add_tenant(self, tenant_id: str, name: str, now: float) -> bool:
+        """Insert a tenant row; False when the id is taken."""
         with self._tx() as c:
-            c.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)", (tenant_id, name, now))
+            return c.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                             (tenant_id, name, now)).rowcount == 1
 
-    async def add_provider(self, provider_id: str, name: str, now: float) -> None:
-        """Insert a provider row; the caller checks the id is free (an existing id raises sqlite3.IntegrityError)."""
+    async def add_provider(self, provider_id: str, name: str, now: float) -> bool:
+        """Insert a provider row; False when the id is taken."""
         with self._tx() as c:
-            c.execute("INSERT INTO providers (id, name, created_at) VALUES (?, ?, ?)", (provider_id, name, now))
+            return c.execute("INSERT INTO providers (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                             (provider_id, name, now)).rowcount == 1
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant with this id, or None."""

@@ -91,12 +91,13 @@ class StoreContract(ABC):
     # -- tenants and providers --------------------------------------------------------------
 
     @abstractmethod
-    async def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
-        """Insert a tenant; the caller checks the id is free."""
+    async def add_tenant(self, tenant_id: str, name: str, now: float) -> bool:
+        """Insert a tenant; False (and nothing changed) when the id is taken. One statement, so two
+        workers registering the same tenant at once both succeed, one of them with False."""
 
     @abstractmethod
-    async def add_provider(self, provider_id: str, name: str, now: float) -> None:
-        """Insert a provider; the caller checks the id is free."""
+    async def add_provider(self, provider_id: str, name: str, now: float) -> bool:
+        """Insert a provider; False (and nothing changed) when the id is taken (see :meth:`add_tenant`)."""
 
     @abstractmethod
     async def tenant(self, tenant_id: str) -> Tenant | None:

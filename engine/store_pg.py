@@ -211,11 +211,13 @@ class PgStore(PgQueryOps, StoreContract):
 
     # -- tenants and providers ----------------------------------------------------------
 
-    async def add_tenant(self, tenant_id: str, name: str, now: float) -> None:
-        await self._run("INSERT INTO tenants (id, name, created_at) VALUES (%s, %s, %s)", (tenant_id, name, now))
+    async def add_tenant(self, tenant_id: str, name: str, now: float) -> bool:
+        return await self._run("INSERT INTO tenants (id, name, created_at) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                               (tenant_id, name, now)) == 1
 
-    async def add_provider(self, provider_id: str, name: str, now: float) -> None:
-        await self._run("INSERT INTO providers (id, name, created_at) VALUES (%s, %s, %s)", (provider_id, name, now))
+    async def add_provider(self, provider_id: str, name: str, now: float) -> bool:
+        return await self._run("INSERT INTO providers (id, name, created_at) VALUES (%s, %s, %s) "
+                               "ON CONFLICT (id) DO NOTHING", (provider_id, name, now)) == 1
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         row = await self._one(f"SELECT {_TENANT} FROM tenants WHERE id = %s", (tenant_id,))

@@ -7,6 +7,7 @@ re-sends it at once. The database is the only state: a restart resumes where thi
 """
 from __future__ import annotations
 
+import contextlib
 import asyncio
 import logging
 import signal
@@ -19,8 +20,8 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from dispatchsim.engine import (ConfigError, DispatchsimError, Engine, OwnerLock, WalCheckpointer, check_store,
-                                display_url, join_cluster, owner_lock, storage_error)
+from dispatchsim.engine import (AlreadyExists, ConfigError, DispatchsimError, Engine, OwnerLock, WalCheckpointer,
+                                check_store, display_url, join_cluster, owner_lock, storage_error)
 from dispatchsim.errors import Collector
 from dispatchsim.yamlfile import dotted, load_file
 
@@ -179,11 +180,13 @@ class Server:
         await self._recover_leases(engine)
         self.checkpointer = engine.store.wal_checkpointer()
         self.checkpointer.take_over()
+        # every worker of a cluster registers the config file's tenants and providers when it starts;
+        # the store's insert is one statement, so workers starting together do not collide
         for tid in self.opts.tenants:
-            if await engine.store.tenant(tid) is None:
+            with contextlib.suppress(AlreadyExists):
                 await engine.add_tenant(tid)
         for pid in self.opts.providers:
-            if await engine.store.provider(pid) is None:
+            with contextlib.suppress(AlreadyExists):
                 await engine.add_provider(pid)
         for tenant in {t for t in self.opts.keys.values() if t is not None}:
             if await engine.store.tenant(tenant) is None:

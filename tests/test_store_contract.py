@@ -7,6 +7,7 @@ network database runs on the real clock, and nothing here waits.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import random
@@ -126,7 +127,10 @@ def test_the_contract_lists_every_operation() -> None:
 
 
 async def test_tenants_and_providers(store: StoreContract) -> None:
-    await store.add_tenant("b", "B", T0)
+    assert await store.add_tenant("b", "B", T0) is True
+    assert await store.add_tenant("b", "Other", T0 + 1) is False  # taken: nothing changes
+    assert await store.add_provider("p", "Other", T0 + 1) is False
+    assert (await store.tenant("b")).name == "B" and (await store.provider("p")).name == "Provider"
     assert [t.id for t in await store.tenants()] == ["b", "t"]
     assert (await store.tenant("t")).name == "Tenant" and await store.tenant("nope") is None
     assert (await store.provider("p")).created_at == T0 and await store.provider("nope") is None
@@ -446,6 +450,23 @@ async def test_dead_owners_hold_leases_without_a_live_mark(store: StoreContract)
     await store.register_owner("gone")
     assert await store.dead_owners() == []
     assert await store.release_leases(T0, ending_by=float("inf"), owner="gone", error="x") == [d1]
+
+
+@pytest.mark.postgres
+async def test_workers_registering_one_tenant_at_once_both_succeed(pg_url: str) -> None:
+    """Every serve worker of a cluster registers its config file's tenants and providers when it
+    starts. Two stores inserting the same ids at once: one insert each, no unique violation."""
+    a, b = await open_store(pg_url, pool_size=2), await open_store(pg_url, pool_size=2)
+    try:
+        ids = [f"t{n}" for n in range(20)]
+        made = await asyncio.gather(*(s.add_tenant(i, i, T0) for i in ids for s in (a, b)))
+        assert [made[2 * n] + made[2 * n + 1] for n in range(len(ids))] == [1] * len(ids)
+        made = await asyncio.gather(*(s.add_provider(i, i, T0) for i in ids for s in (b, a)))
+        assert [made[2 * n] + made[2 * n + 1] for n in range(len(ids))] == [1] * len(ids)
+        assert [t.id for t in await a.tenants()] == sorted(ids)
+    finally:
+        await a.close()
+        await b.close()
 
 
 @pytest.mark.postgres
