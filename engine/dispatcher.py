@@ -6,9 +6,10 @@ in-memory counts only bound concurrency; leases in the store are the truth.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -141,6 +142,8 @@ class Dispatcher:
         self._chain = True
         #: attempts claimed by a group commit that has not committed yet (they count against capacity)
         self._chaining = 0
+        #: attempt slots a claim under way may still fill (see :meth:`_free`)
+        self._reserved = 0
         #: a :meth:`run` is going on (a group commit claims next heads only then, as a cycle would)
         self._running = False
         #: the group commit also claims due work (see :meth:`commit_claims`)
@@ -314,18 +317,20 @@ class Dispatcher:
         self._stopping = True
         self._wake.set()
         pending = list(self._inflight.values())
+        not_done: set[asyncio.Task[None]] = set()
         if pending:
-            done, not_done = await asyncio.wait(pending, timeout=deadline)
+            _, not_done = await asyncio.wait(pending, timeout=deadline)
             for task in not_done:
                 task.cancel()
             if not_done:
                 await asyncio.wait(not_done)
-            await self.flush()
-            await self._drain_side_tasks(deadline)
-            return len(not_done)
+        if self._flushes:
+            # a group commit under way may still claim (chained heads, the next wave): what it leased
+            # is in the store once it ends, so a stop that then releases this engine's leases sees it
+            await asyncio.wait(list(self._flushes), timeout=deadline)
         await self.flush()
         await self._drain_side_tasks(deadline)
-        return 0
+        return len(not_done)
 
     async def _drain_side_tasks(self, deadline: float) -> None:
         if self._side_tasks:
@@ -383,7 +388,7 @@ class Dispatcher:
         # a copy: attempts finishing while a store call awaits change the counts
         saturated = {cid for cid, n in list(self._per_config.items())
                      if n >= await self._limit(cid, limits)} | (blocked or set())
-        room = self._concurrency - len(self._inflight) - self._chaining
+        room = self._free()
         if held is None:
             self._chunk_limited = False
             if self._claim_chunk is not None and room > self._claim_chunk:
@@ -391,33 +396,47 @@ class Dispatcher:
                 self._chunk_limited = True  # cleared below unless the chunk is used up
         elif self._claim_chunk is not None:
             room = min(room, self._claim_chunk)
+        self._reserved += room
+        try:
+            room = await self._fill_room(now, room, saturated, probes, limits, held)
+        finally:
+            self._reserved -= room
+        if room > 0 and held is None:
+            self._chunk_limited = False
+        return sorted(saturated)
+
+    async def _fill_room(self, now: float, room: int, saturated: set[str], probes: set[str], limits: dict[str, int],
+                         held: list[Claim] | None) -> int:
+        """:meth:`_fill`'s claims for ``room`` reserved slots; returns the slots left unused."""
         while room > 0:
             asked = room * 2
             rows = await self.store.due_candidates(now, asked, exclude_configs=sorted(saturated))
             if not rows:
                 break
             leases: list[tuple[int, float]] = []
-            planned: Counter[str] = Counter()
-            for did, cid, version in rows:
-                if cid in saturated:
-                    continue
-                prep = await self._prepared(cid, version)
-                limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
-                if self._per_config[cid] + planned[cid] >= limit:
-                    saturated.add(cid)
-                    continue
-                until = self._lease_until(prep.snapshot, now)
-                if cid in probes and not await self._take_probe(cid, now, until):
-                    saturated.add(cid)
-                    continue
-                planned[cid] += 1
-                leases.append((did, until))
-                if len(leases) >= room:
+            with self._planning() as planned:
+                for did, cid, version in rows:
+                    if cid in saturated:
+                        continue
+                    prep = await self._prepared(cid, version)
+                    limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
+                    if self._per_config[cid] >= limit:
+                        saturated.add(cid)
+                        continue
+                    until = self._lease_until(prep.snapshot, now)
+                    if cid in probes and not await self._take_probe(cid, now, until):
+                        saturated.add(cid)
+                        continue
+                    self._count(cid, 1)  # now: a claim running while this one awaits the store sees it
+                    planned[cid] += 1
+                    leases.append((did, until))
+                    if len(leases) >= room:
+                        break
+                if not leases:
                     break
-            if not leases:
-                break
-            claims = await self._claim(leases, now)
-            for cid in probes & set(planned) - {c.config_id for c in claims}:
+                tried = set(planned)
+                claims = await self._claim_planned(leases, planned, now)
+            for cid in probes & tried - {c.config_id for c in claims}:
                 # the probe's delivery was taken meanwhile: give the probe back at once
                 await self.store.save_circuit(cid, circuit=Circuit.HALF_OPEN, circuit_until=now, now=now)
                 self._health[cid].circuit_until = now
@@ -425,21 +444,55 @@ class Dispatcher:
                 if claim.config_id in probes:
                     self._health[claim.config_id].probing = True
                     saturated.add(claim.config_id)
-                self._per_config[claim.config_id] += 1
             if held is None:
                 self._start_attempts(claims)
             else:
                 held.extend(claims)
                 self._chaining += len(claims)
             room -= len(claims)
+            self._reserved -= len(claims)
             for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid, limits):
                     saturated.add(cid)
             if len(rows) < asked or not claims:
                 break
-        if room > 0 and held is None:
-            self._chunk_limited = False
-        return sorted(saturated)
+        return room
+
+    def _free(self) -> int:
+        """Attempt slots no attempt, chained claim or claim under way holds. A claim reserves its
+        slots before its first await and counts each planned lease against its configuration at
+        once: on PostgreSQL the store's calls suspend, and a group commit claiming meanwhile (chained
+        heads, :meth:`commit_claims`) must not see the same room free."""
+        return max(0, self._concurrency - len(self._inflight) - self._chaining - self._reserved)
+
+    def _count(self, config_id: str, n: int) -> None:
+        """Add ``n`` (negative: release) to the attempts counted against a configuration."""
+        left = self._per_config[config_id] + n
+        if left > 0:
+            self._per_config[config_id] = left
+        else:
+            del self._per_config[config_id]
+
+    @contextlib.contextmanager
+    def _planning(self) -> Iterator[Counter[str]]:
+        """Leases planned in this block, per configuration, each already counted (:meth:`_count`);
+        when the block fails before :meth:`_claim_planned` returns, their counts are released."""
+        planned: Counter[str] = Counter()
+        try:
+            yield planned
+        except BaseException:
+            for cid, n in planned.items():
+                self._count(cid, -n)
+            raise
+
+    async def _claim_planned(self, leases: list[tuple[int, float]], planned: Counter[str], now: float) -> list[Claim]:
+        """Claim planned leases (see :meth:`_planning`); the counts of those the store did not lease
+        (another worker took them meanwhile) are released."""
+        claims = await self._claim(leases, now)
+        for cid, n in (planned - Counter(c.config_id for c in claims)).items():
+            self._count(cid, -n)
+        planned.clear()  # counted by their attempts now: a failure after this releases nothing
+        return claims
 
     def _lease_until(self, snap: Snapshot, now: float) -> float:
         """When a lease taken now ends: the attempt's whole timeout, plus the margin for recording it."""
@@ -502,9 +555,7 @@ class Dispatcher:
             self._queue_result(claim, snap, outcome)
         finally:
             self._inflight.pop(claim.delivery_id, None)
-            self._per_config[claim.config_id] -= 1
-            if self._per_config[claim.config_id] <= 0:
-                del self._per_config[claim.config_id]
+            self._count(claim.config_id, -1)
             self._wake.set()
 
     def _queue_result(self, claim: Claim, snap: Snapshot, result: Outcome | str) -> None:
@@ -619,9 +670,7 @@ class Dispatcher:
         """Claims of a group commit whose attempts will not start here: their counts are released."""
         self._chaining -= len(claims)
         for claim in claims:
-            self._per_config[claim.config_id] -= 1
-            if self._per_config[claim.config_id] <= 0:
-                del self._per_config[claim.config_id]
+            self._count(claim.config_id, -1)
 
     async def _claim_next_heads(self, queues: list[str], changed: set[str]) -> list[Claim]:
         """In the group commit that freed these ordered queues, claim each one's next head that a
@@ -630,32 +679,35 @@ class Dispatcher:
         endpoint health changed in this commit (``changed``: a circuit closed by its probe, a streak
         that disabled it) are left to the next cycle, which comes after the change is announced."""
         now = self.clock.now()
-        room = self._concurrency - len(self._inflight) - self._chaining
-        leases: list[tuple[int, float]] = []
-        planned: Counter[str] = Counter()
-        for queue in dict.fromkeys(queues):
-            if len(leases) >= room:
-                break
-            head = await self.store.queue_head(queue, now)
-            if head is None:
-                continue
-            did, cid, version = head
-            cfg, st = await self._batch_config(cid), self._health.get(cid)
-            if (cfg is None or not cfg.active or cid in changed
-                    or (st is not None and st.circuit is not Circuit.CLOSED)):
-                continue  # paused, deleted, or its endpoint's health decides: the cycle's gate handles it
-            snap = (await self._prepared(cid, version)).snapshot
-            if self._per_config[cid] + planned[cid] >= snap.ordering.concurrency:
-                continue
-            planned[cid] += 1
-            leases.append((did, self._lease_until(snap, now)))
-        if not leases:
-            return []
-        claims = await self._claim(leases, now)
-        for claim in claims:
-            self._per_config[claim.config_id] += 1
-        self._chaining += len(claims)
-        return claims
+        room = self._free()
+        self._reserved += room
+        try:
+            leases: list[tuple[int, float]] = []
+            with self._planning() as planned:
+                for queue in dict.fromkeys(queues):
+                    if len(leases) >= room:
+                        break
+                    head = await self.store.queue_head(queue, now)
+                    if head is None:
+                        continue
+                    did, cid, version = head
+                    cfg, st = await self._batch_config(cid), self._health.get(cid)
+                    if (cfg is None or not cfg.active or cid in changed
+                            or (st is not None and st.circuit is not Circuit.CLOSED)):
+                        continue  # paused, deleted, or its endpoint's health decides: the cycle's gate handles it
+                    snap = (await self._prepared(cid, version)).snapshot
+                    if self._per_config[cid] >= snap.ordering.concurrency:
+                        continue
+                    self._count(cid, 1)
+                    planned[cid] += 1
+                    leases.append((did, self._lease_until(snap, now)))
+                if not leases:
+                    return []
+                claims = await self._claim_planned(leases, planned, now)
+            self._chaining += len(claims)
+            return claims
+        finally:
+            self._reserved -= room
 
     def _emit(self, events: list[tuple[str, str, dict[str, Any]]]) -> None:
         for level, name, fields in events:

@@ -1,0 +1,80 @@
+"""The engine's concurrency limits on PostgreSQL, counted by the receiver: the global limit and each
+configuration's hold while the group commit claims the next attempts (chained heads, and the next
+wave on the real clock) at the same time as a dispatch cycle.
+
+On PostgreSQL every store call suspends the loop, so two claims can interleave: a claim that read the
+free room and then awaited the store let a group commit claim the same room. With three
+configurations of concurrency 4 and a global limit of 6, the receiver saw 11 or 12 requests at once
+before the fix (slots are now reserved before a claim's first await).
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+from collections import Counter
+
+import pytest
+from aiohttp import web
+
+from dispatchsim.engine import Engine
+from support import start_site
+
+pytestmark = pytest.mark.postgres
+
+ACTIVITY = {"channel": "SALESMAN", "commerceExternalId": "COM-001", "commerceName": "Fabrikam",
+            "reason": {"code": "CHURN_RISK", "label": "churn risk"}}
+
+
+class Counting:
+    """An always-200 endpoint that answers after 0-5 ms and keeps the peak of requests open at once,
+    per provider (the ``p`` query parameter) and in all."""
+
+    def __init__(self) -> None:
+        self.open: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.posts = 0
+        self.rng = random.Random(3)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.Response(text="verify")
+        name = request.query["p"]
+        await request.read()
+        self.posts += 1
+        for key in (name, "*"):
+            self.open[key] += 1
+            self.peak[key] = max(self.peak[key], self.open[key])
+        try:
+            await asyncio.sleep(self.rng.choice([0.0, 0.0, 0.001, 0.005]))  # the endpoint's own latency
+            return web.Response(text="ok")
+        finally:
+            for key in (name, "*"):
+                self.open[key] -= 1
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+async def test_limits_hold_while_group_commits_claim(pg_url: str, ordered: bool) -> None:
+    endpoint = Counting()
+    app = web.Application()
+    app.router.add_route("*", "/hooks", endpoint.handle)
+    runner, port = await start_site(app)
+    engine = await Engine.open(pg_url, concurrency=6, log_stream=io.StringIO())
+    try:
+        await engine.add_tenant("acme")
+        for name in ("crm", "erp", "bi"):
+            await engine.add_provider(name)
+            ordering = ({"mode": "partitioned", "partition_key": "commerceExternalId", "concurrency": 4} if ordered else {"mode": "none", "concurrency": 4})
+            await engine.add_config("acme", name, "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks?p={name}",
+                                    activate=True, ordering=ordering)
+        rng = random.Random(5)
+        await engine.create_activities("acme", [{**ACTIVITY, "commerceExternalId": f"COM-{rng.randrange(40)}"}
+                                                for _ in range(600)])
+        summary = await asyncio.wait_for(engine.run_until_idle(), 60)
+        assert summary.counts["DISPATCHED"] == 1800 and endpoint.posts == 1800
+        assert endpoint.peak["*"] <= 6, dict(endpoint.peak)
+        assert max(endpoint.peak[n] for n in ("crm", "erp", "bi")) <= 4, dict(endpoint.peak)
+        assert endpoint.peak["*"] >= 2  # the limits were reached for, not trivially kept
+    finally:
+        await engine.close()
+        await runner.cleanup()
