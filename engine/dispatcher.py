@@ -316,6 +316,8 @@ class Dispatcher:
         """
         self._stopping = True
         self._wake.set()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline  # one deadline for the attempts, the group commits and the side tasks
         pending = list(self._inflight.values())
         not_done: set[asyncio.Task[None]] = set()
         if pending:
@@ -327,9 +329,9 @@ class Dispatcher:
         if self._flushes:
             # a group commit under way may still claim (chained heads, the next wave): what it leased
             # is in the store once it ends, so a stop that then releases this engine's leases sees it
-            await asyncio.wait(list(self._flushes), timeout=deadline)
+            await asyncio.wait(list(self._flushes), timeout=max(0.0, end - loop.time()))
         await self.flush()
-        await self._drain_side_tasks(deadline)
+        await self._drain_side_tasks(max(0.0, end - loop.time()))
         return len(not_done)
 
     async def _drain_side_tasks(self, deadline: float) -> None:
@@ -396,12 +398,12 @@ class Dispatcher:
                 self._chunk_limited = True  # cleared below unless the chunk is used up
         elif self._claim_chunk is not None:
             room = min(room, self._claim_chunk)
-        self._reserved += room
+        self._reserved += room  # until this fill ends (its claims count twice meanwhile: never too few)
         try:
-            room = await self._fill_room(now, room, saturated, probes, limits, held)
+            left = await self._fill_room(now, room, saturated, probes, limits, held)
         finally:
             self._reserved -= room
-        if room > 0 and held is None:
+        if left > 0 and held is None:
             self._chunk_limited = False
         return sorted(saturated)
 
@@ -444,13 +446,18 @@ class Dispatcher:
                 if claim.config_id in probes:
                     self._health[claim.config_id].probing = True
                     saturated.add(claim.config_id)
-            if held is None:
-                self._start_attempts(claims)
-            else:
+            if held is not None:
                 held.extend(claims)
                 self._chaining += len(claims)
+            elif self._stopping:
+                # stopped while the store claimed: left like any attempt a stop abandons (their leases
+                # end, or the stop releases this engine's own), never started behind the stop's back
+                for claim in claims:
+                    self._count(claim.config_id, -1)
+                break
+            else:
+                self._start_attempts(claims)
             room -= len(claims)
-            self._reserved -= len(claims)
             for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid, limits):
                     saturated.add(cid)

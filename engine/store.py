@@ -548,7 +548,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                     row = c.execute(
                         "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
                         f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                        f" RETURNING {_CLAIMED}", (until, token, now, did)).fetchone()
+                        f" AND next_attempt_at <= ? RETURNING {_CLAIMED}", (until, token, now, did, now)).fetchone()
                     if row is not None:
                         att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id)"
                                         " VALUES (?, ?, ?, ?)", (did, row[7], now, row[4]))
@@ -560,7 +560,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                     "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
                     f" updated_at = ? FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS l"
                     f" WHERE deliveries.id = l.column1 AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                    f" RETURNING {_CLAIMED}", (token, now, *(v for lease in chunk for v in lease))).fetchall()}
+                    f" AND next_attempt_at <= ? RETURNING {_CLAIMED}",
+                    (token, now, *(v for lease in chunk for v in lease), now)).fetchall()}
                 taken = [rows[did] for did, _ in chunk if did in rows]
                 if not taken:
                     continue

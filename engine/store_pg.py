@@ -41,7 +41,7 @@ from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
 from .store_contract import Finish, StoreContract
 from .store_open import display_url
-from .store_pg_queries import PgQueryOps
+from .store_pg_queries import FAILED_ONLY as _FAILED_ONLY, PgQueryOps
 from .store_sql import deliveries_query, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          StoredActivity, Streak, Tenant, columns)
@@ -428,17 +428,19 @@ class PgStore(PgQueryOps, StoreContract):
         """Lease each (delivery id, lease end) that is still claimable and open its attempt, in one
         statement (one round trip, atomic on its own).
 
-        The rows are locked with ``FOR UPDATE SKIP LOCKED`` and re-checked: a row another worker
-        holds or has leased meanwhile is skipped, never waited for. Claims come back in the order
+        The rows are locked with ``FOR UPDATE SKIP LOCKED`` and re-checked (claimable and due: the
+        candidates were read without locks, so another worker may have sent one and scheduled its
+        retry meanwhile): a row another worker holds or has leased is skipped, never waited for. Claims come back in the order
         asked."""
         if not leases:
             return []
         ids = [d for d, _ in leases]
         rows = await self._all(
             # primary-key look-ups only (id = ANY, array_position): no join whose plan depends on statistics
-            "WITH locked AS MATERIALIZED (SELECT id, eligible, lease_until, status FROM deliveries"
+            "WITH locked AS MATERIALIZED (SELECT id, eligible, lease_until, status, next_attempt_at FROM deliveries"
             " WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE SKIP LOCKED),"
-            f" wanted AS (SELECT id FROM locked WHERE eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}),"
+            f" wanted AS (SELECT id FROM locked WHERE eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+            " AND next_attempt_at <= %(now)s),"
             " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
             "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"
             " updated_at = %(now)s WHERE d.id IN (SELECT id FROM wanted) RETURNING d.id, d.webhook_id, d.activity_id,"
@@ -771,7 +773,7 @@ class PgStore(PgQueryOps, StoreContract):
 
     async def failed_ids(self, *, config_id: str | None = None, since: float | None = None,
                          until: float | None = None, reason: str | None = None) -> list[int]:
-        where, params = ["status = %s"], [Status.FAILED.value]
+        where, params = [_FAILED_ONLY], []
         for clause, val in (("config_id = %s", config_id), ("created_at >= %s", since), ("created_at <= %s", until),
                             ("failed_reason = %s", reason)):
             if val is not None:

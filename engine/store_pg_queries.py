@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import psycopg
 
 _DELIVERY = columns(Delivery)
+#: the condition of the FAILED-only partial index ``deliveries_status`` (schema v7), written as a
+#: literal: a prepared statement's generic plan cannot prove ``status = $1`` implies it
+FAILED_ONLY = f"status = '{Status.FAILED.value}'"
 
 
 class NoCheckpointer:
@@ -134,12 +137,12 @@ class PgQueryOps:
 
     async def blocked_heads(self) -> list[tuple[int, str]]:
         return [(int(r[0]), r[1]) for r in await self._all(
-            "SELECT id, queue FROM deliveries WHERE status = %s AND holds ORDER BY id", (Status.FAILED.value,))]
+            f"SELECT id, queue FROM deliveries WHERE {FAILED_ONLY} AND holds ORDER BY id")]
 
     async def recent_failures(self, limit: int = 5) -> list[tuple[int, str, str | None, str | None]]:
         return [(int(r[0]), r[1], r[2], r[3]) for r in await self._all(
-            "SELECT id, queue, failed_reason, last_error FROM deliveries WHERE status = %s"
-            " ORDER BY updated_at DESC, id DESC LIMIT %s", (Status.FAILED.value, limit))]
+            f"SELECT id, queue, failed_reason, last_error FROM deliveries WHERE {FAILED_ONLY}"
+            " ORDER BY updated_at DESC, id DESC LIMIT %s", (limit,))]
 
     async def inactive_configs(self) -> list[tuple[str, str | None, float | None]]:
         return [(r[0], r[1], r[2]) for r in await self._all(

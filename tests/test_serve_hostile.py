@@ -296,3 +296,29 @@ async def test_dispatcher_waits_out_an_unwritable_database_and_loses_nothing(eng
     await engine.stop()
     assert (await engine.counts())["DISPATCHED"] == 3
     assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
+
+
+async def test_a_storage_failure_in_the_middle_of_a_claim_leaves_every_slot_counted(engine, receiver, setup_config):
+    """The storage fails in the second round of a dispatch cycle's claim (after the first round
+    leased and started an attempt): the cycle waits it out, and the slots it had reserved come back
+    exactly once. Given back twice, the global limit would let one attempt more than it allows. The
+    failure is injected into that one read of the real store; everything else is real."""
+    from dispatchsim.engine import StorageUnavailable
+
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 1})
+    # more due than a round asks for (twice the engine's room of 100), so the claim takes a second round
+    await engine.create_activities("acme", [{"channel": "SALESMAN"} for _ in range(210)])
+    real, calls = engine.store.due_candidates, []
+
+    async def failing_second_read(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise StorageUnavailable("storage unavailable: injected; nothing was stored, retry later")
+        return await real(*args, **kwargs)
+
+    engine.store.due_candidates = failing_second_read
+    summary = await engine.run_until_idle()
+    assert len(calls) > 2 and summary.counts["DISPATCHED"] == 210 and len(receiver.posts()) == 210
+    assert "store.unavailable" in engine.log_buffer.getvalue()
+    dispatcher = engine.dispatcher
+    assert dispatcher.in_flight == 0 and dispatcher._free() == dispatcher._concurrency  # nothing held, nothing extra

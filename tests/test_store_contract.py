@@ -333,6 +333,19 @@ async def test_the_head_of_a_queue_while_it_can_be_claimed(store: StoreContract)
     assert await store.queue_head("c", T0 + 61) == (d2, "c", 1)
 
 
+async def test_a_claim_skips_what_is_not_due_by_its_time(store: StoreContract) -> None:
+    """A candidate read earlier (without locks, on PostgreSQL) may have been sent by another worker
+    and scheduled for a retry meanwhile: the claim re-checks it is due, one lease or many, so a
+    backoff is never cut short."""
+    ds = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in range(1, 7)]
+    claim = await _claim(store, ds[0])
+    assert await store.schedule_retry(claim, _result(T0 + 1, "HTTP_ERROR", 503), T0 + 3600, "HTTP 503")
+    assert await store.claim([(ds[0], T0 + 60)], token="other:1", now=T0 + 2) == []
+    many = await store.claim([(d, T0 + 60) for d in ds], token="other:2", now=T0 + 2)  # the batched form
+    assert [c.delivery_id for c in many] == ds[1:]
+    assert [c.number for c in await store.claim([(ds[0], T0 + 3700)], token="other:3", now=T0 + 3600)] == [2]
+
+
 async def test_one_claim_leases_many_in_the_order_given(store: StoreContract) -> None:
     """A claim of several leases returns them in the order given, each with its own lease end, and skips
     what is not claimable."""

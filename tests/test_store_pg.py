@@ -150,7 +150,7 @@ async def test_workers_split_the_work_and_each_ordered_queue_goes_in_order(pg_ur
         idle = 0
         while idle < 40:
             rows = await store.due_candidates(T0 + 10, 3)
-            claims = await store.claim([(d, T0 + 100) for d, _, _ in rows], token=f"w{i}:1", now=T0)
+            claims = await store.claim([(d, T0 + 100) for d, _, _ in rows], token=f"w{i}:1", now=T0 + 10)
             if not claims:
                 idle += 1
                 await asyncio.sleep(0.005)

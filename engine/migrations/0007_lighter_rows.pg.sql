@@ -9,5 +9,5 @@
 -- which PostgreSQL 18 skip-scans by configuration, or the whole table they aggregate anyway.
 -- SQLite keeps its full index (its 0007 changes nothing): there a row updated in place rewrites only
 -- the index entries whose columns changed.
-DROP INDEX deliveries_status;
+DROP INDEX IF EXISTS deliveries_status;
 CREATE INDEX deliveries_status ON deliveries(status, config_id) WHERE status = 'FAILED';
