@@ -90,6 +90,11 @@ class AttemptObservation:
     lag: float
 
 
+#: seconds a stop still leaves operator notifications when the attempts used up its deadline (never more
+#: than the deadline itself; see :meth:`Dispatcher.stop`)
+NOTIFY_GRACE = 2.0
+
+
 class Dispatcher:
     """The dispatch loop: claims due deliveries, sends one attempt each, records the outcomes.
 
@@ -331,7 +336,9 @@ class Dispatcher:
             # is in the store once it ends, so a stop that then releases this engine's leases sees it
             await asyncio.wait(list(self._flushes), timeout=max(0.0, end - loop.time()))
         await self.flush()
-        await self._drain_side_tasks(max(0.0, end - loop.time()))
+        # notifications the last commits raised are sent once only: they get a moment even when the
+        # attempts used up the deadline
+        await self._drain_side_tasks(max(end - loop.time(), min(deadline, NOTIFY_GRACE)))
         return len(not_done)
 
     async def _drain_side_tasks(self, deadline: float) -> None:
@@ -438,10 +445,13 @@ class Dispatcher:
                     break
                 tried = set(planned)
                 claims = await self._claim_planned(leases, planned, now)
-            for cid in probes & tried - {c.config_id for c in claims}:
-                # the probe's delivery was taken meanwhile: give the probe back at once
-                await self.store.save_circuit(cid, circuit=Circuit.HALF_OPEN, circuit_until=now, now=now)
-                self._health[cid].circuit_until = now
+            if self._stopping and held is None:
+                # stopped while the store claimed: left like any attempt a stop abandons (their leases
+                # end, or the stop releases this engine's own), never started behind the stop's back
+                for claim in claims:
+                    self._count(claim.config_id, -1)
+                break
+            # the claims become attempts (or the group commit's) before anything else is awaited
             for claim in claims:
                 if claim.config_id in probes:
                     self._health[claim.config_id].probing = True
@@ -449,15 +459,13 @@ class Dispatcher:
             if held is not None:
                 held.extend(claims)
                 self._chaining += len(claims)
-            elif self._stopping:
-                # stopped while the store claimed: left like any attempt a stop abandons (their leases
-                # end, or the stop releases this engine's own), never started behind the stop's back
-                for claim in claims:
-                    self._count(claim.config_id, -1)
-                break
             else:
                 self._start_attempts(claims)
             room -= len(claims)
+            for cid in probes & tried - {c.config_id for c in claims}:
+                # the probe's delivery was taken meanwhile: give the probe back at once
+                await self.store.save_circuit(cid, circuit=Circuit.HALF_OPEN, circuit_until=now, now=now)
+                self._health[cid].circuit_until = now
             for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid, limits):
                     saturated.add(cid)
