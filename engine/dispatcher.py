@@ -387,13 +387,15 @@ class Dispatcher:
         return blocked, probes, next_change
 
     async def _fill(self, now: float, blocked: set[str] | None = None, probes: set[str] | None = None, *,
-                    held: list[Claim] | None = None) -> list[str]:
+                    held: list[Claim] | None = None, limits: dict[str, int] | None = None) -> list[str]:
         """Claim as much due work as capacity allows; returns the configs nothing more may be claimed for.
 
         ``held``: called by a group commit (see :meth:`commit_claims`): the claims are collected there,
-        counted against capacity, and their attempts start once the commit is stored."""
+        counted against capacity, and their attempts start once the commit is stored; the paused
+        configurations are then left out by the due read itself. ``limits``: configurations' limits
+        already known (read in this transaction)."""
         probes = probes or set()
-        limits: dict[str, int] = {}  # one look-up per configuration and cycle
+        limits = {} if limits is None else limits  # one look-up per configuration and cycle
         # a copy: attempts finishing while a store call awaits change the counts
         saturated = {cid for cid, n in list(self._per_config.items())
                      if n >= await self._limit(cid, limits)} | (blocked or set())
@@ -419,7 +421,8 @@ class Dispatcher:
         """:meth:`_fill`'s claims for ``room`` reserved slots; returns the slots left unused."""
         while room > 0:
             asked = room * 2
-            rows = await self.store.due_candidates(now, asked, exclude_configs=sorted(saturated))
+            rows = await self.store.due_candidates(now, asked, exclude_configs=sorted(saturated),
+                                                   skip_paused=held is not None)
             if not rows:
                 break
             leases: list[tuple[int, float]] = []
@@ -534,10 +537,12 @@ class Dispatcher:
         """How many attempts of the configuration (as it is now) may be in flight at once."""
         limit = memo.get(config_id)
         if limit is None:
-            cfg = await self.store.config(config_id)
-            limit = memo[config_id] = (
-                1 if cfg is None else (await self._prepared(config_id, cfg.version)).snapshot.ordering.concurrency)
+            limit = memo[config_id] = await self._limit_of(config_id, await self.store.config(config_id))
         return limit
+
+    async def _limit_of(self, config_id: str, cfg: Configuration | None) -> int:
+        """:meth:`_limit` of a configuration already read (None: deleted, one attempt at most)."""
+        return 1 if cfg is None else (await self._prepared(config_id, cfg.version)).snapshot.ordering.concurrency
 
     # -- one attempt --------------------------------------------------------------------
 
@@ -675,11 +680,13 @@ class Dispatcher:
     async def _refill(self, held: list[Claim], changed: set[str]) -> None:
         """In the group commit, claim the due work a dispatch cycle would claim now for the room the
         finished attempts left (see :meth:`commit_claims`), into ``held``. Configurations that are
-        paused, whose circuit is not closed (a probe is the cycle's to take) or whose endpoint health
-        changed in this commit are left to the cycle that follows."""
-        blocked = set(await self.store.paused_configs()) | changed
-        blocked.update(cid for cid, st in self._health.items() if st.circuit is not Circuit.CLOSED)
-        await self._fill(self.clock.now(), blocked, held=held)
+        paused (left out by the due read: no round trip of their own), whose circuit is not closed (a
+        probe is the cycle's to take) or whose endpoint health changed in this commit are left to the
+        cycle that follows. The limits of the configurations this commit already read are not read
+        again."""
+        blocked = changed | {cid for cid, st in self._health.items() if st.circuit is not Circuit.CLOSED}
+        limits = {cid: await self._limit_of(cid, cfg) for cid, cfg in list(self._batch_configs.items())}
+        await self._fill(self.clock.now(), blocked, held=held, limits=limits)
 
     def _give_back(self, claims: list[Claim]) -> None:
         """Claims of a group commit whose attempts will not start here: their counts are released."""

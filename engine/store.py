@@ -506,15 +506,17 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     # -- the dispatch cycle -------------------------------------------------------------
 
-    async def due_candidates(self, now: float, limit: int, *,
-                       exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
+    async def due_candidates(self, now: float, limit: int, *, exclude_configs: Sequence[str] = (),
+                             skip_paused: bool = False) -> list[tuple[int, str, int]]:
         """(delivery id, config id, config version) of claimable deliveries (queue heads and unordered
-        deliveries) due by ``now``, earliest first."""
+        deliveries) due by ``now``, earliest first; ``skip_paused``: not those of paused configurations."""
         excl = ""
         params: list[Any] = [now]
         if exclude_configs:
             excl = " AND config_id NOT IN (" + ",".join("?" * len(exclude_configs)) + ")"
             params.extend(exclude_configs)
+        if skip_paused:
+            excl += " AND config_id NOT IN (SELECT id FROM configurations WHERE active = 0)"
         params.append(limit)
         rows = self.conn.execute(
             "SELECT id, config_id, config_version FROM deliveries INDEXED BY deliveries_due"

@@ -245,10 +245,12 @@ class StoreContract(ABC):
     # -- the dispatch cycle -------------------------------------------------------------------
 
     @abstractmethod
-    async def due_candidates(self, now: float, limit: int, *,
-                       exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
+    async def due_candidates(self, now: float, limit: int, *, exclude_configs: Sequence[str] = (),
+                             skip_paused: bool = False) -> list[tuple[int, str, int]]:
         """(id, config id, config version) of claimable deliveries due by ``now``: queue heads and
-        unordered deliveries, not leased, earliest first."""
+        unordered deliveries, not leased, earliest first. ``skip_paused``: not those of paused (or
+        deleted) configurations, read in the same statement rather than with :meth:`paused_configs`
+        first (one round trip fewer for a group commit's claims)."""
 
     @abstractmethod
     async def queue_head(self, queue: str, now: float) -> tuple[int, str, int] | None:

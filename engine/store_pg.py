@@ -401,8 +401,8 @@ class PgStore(PgQueryOps, StoreContract):
 
     # -- the dispatch cycle -------------------------------------------------------------
 
-    async def due_candidates(self, now: float, limit: int, *,
-                             exclude_configs: Sequence[str] = ()) -> list[tuple[int, str, int]]:
+    async def due_candidates(self, now: float, limit: int, *, exclude_configs: Sequence[str] = (),
+                             skip_paused: bool = False) -> list[tuple[int, str, int]]:
         """Claimable deliveries due by ``now``, earliest first, read without locking them: the claim
         locks and re-checks the rows it leases (``SKIP LOCKED``), so a row another worker claims
         meanwhile is skipped there. (A lock here would last only this statement, since no transaction
@@ -411,6 +411,8 @@ class PgStore(PgQueryOps, StoreContract):
         if exclude_configs:
             excl = " AND NOT (config_id = ANY(%s))"
             params.append(list(exclude_configs))
+        if skip_paused:  # one hashed subplan of the few paused configurations, not a join per row
+            excl += " AND config_id NOT IN (SELECT id FROM configurations WHERE NOT active)"
         rows = await self._all(
             "SELECT id, config_id, config_version FROM deliveries"
             f" WHERE eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= %s{excl}"

@@ -278,6 +278,27 @@ async def test_the_body_of_an_activity_is_its_rendered_payload_encoded(store: St
 # -- deliveries and the dispatch cycle --------------------------------------------------------
 
 
+async def test_due_candidates_can_leave_out_paused_configurations(store: StoreContract) -> None:
+    """``skip_paused`` reads the configurations' state in the same statement: a paused or deleted
+    configuration's deliveries are not candidates, an active one's are, and activating it again
+    brings its deliveries back."""
+    for cid in ("d", "e"):
+        await store.insert_config(cid, "t", "p", "S", SNAP, T0)
+        await store.set_config_active(cid, True, T0)
+    mine = await _delivery(store, 1, ordered=False)
+    paused, deleted = [await store.insert_delivery(webhook_id=f"w{cid}", activity_id="a1", config_id=cid,
+                                                   config_version=1, queue=cid, ordered=False, now=T0)
+                       for cid in ("d", "e")]
+    await store.set_config_active("d", False, T0, "manual")
+    await store.delete_config("e", T0)
+    everything = [(mine, "c", 1), (paused, "d", 1), (deleted, "e", 1)]
+    assert await store.due_candidates(T0, 10) == everything
+    assert await store.due_candidates(T0, 10, skip_paused=True) == [(mine, "c", 1)]
+    assert await store.due_candidates(T0, 10, exclude_configs=["c"], skip_paused=True) == []
+    await store.set_config_active("d", True, T0 + 1)
+    assert await store.due_candidates(T0, 10, skip_paused=True) == [(mine, "c", 1), (paused, "d", 1)]
+
+
 async def test_an_ordered_queue_has_one_claimable_head(store: StoreContract) -> None:
     d1, d2, d3 = [await _delivery(store, n) for n in (1, 2, 3)]
     u = await _delivery(store, 4, queue="free", ordered=False)
