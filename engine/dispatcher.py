@@ -426,6 +426,7 @@ class Dispatcher:
             if not rows:
                 break
             leases: list[tuple[int, float]] = []
+            spare = 0  # stand-ins planned after the room is full (see below)
             with self._planning() as planned:
                 for did, cid, version in rows:
                     if cid in saturated:
@@ -433,21 +434,27 @@ class Dispatcher:
                     prep = await self._prepared(cid, version)
                     limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
                     if self._per_config[cid] >= limit:
-                        saturated.add(cid)
+                        if len(leases) < room:
+                            saturated.add(cid)
                         continue
                     until = self._lease_until(prep.snapshot, now)
-                    if cid in probes and not await self._take_probe(cid, now, until):
+                    if len(leases) >= room:
+                        # a stand-in: leased only in place of one another worker took meanwhile (the claim's
+                        # limit keeps it to the room); counted like the others until the claim returns, so
+                        # no configuration's limit can be passed whichever of them the store leases
+                        if cid in probes:
+                            continue
+                        spare += 1
+                    elif cid in probes and not await self._take_probe(cid, now, until):
                         saturated.add(cid)
                         continue
                     self._count(cid, 1)  # now: a claim running while this one awaits the store sees it
                     planned[cid] += 1
                     leases.append((did, until))
-                    if len(leases) >= room:
-                        break
                 if not leases:
                     break
                 tried = set(planned)
-                claims = await self._claim_planned(leases, planned, now)
+                claims = await self._claim_planned(leases, planned, now, limit=room if spare else None)
             if self._stopping and held is None:
                 # stopped while the store claimed: left like any attempt a stop abandons (their leases
                 # end, or the stop releases this engine's own), never started behind the stop's back
@@ -503,10 +510,11 @@ class Dispatcher:
                 self._count(cid, -n)
             raise
 
-    async def _claim_planned(self, leases: list[tuple[int, float]], planned: Counter[str], now: float) -> list[Claim]:
-        """Claim planned leases (see :meth:`_planning`); the counts of those the store did not lease
-        (another worker took them meanwhile) are released."""
-        claims = await self._claim(leases, now)
+    async def _claim_planned(self, leases: list[tuple[int, float]], planned: Counter[str], now: float, *,
+                             limit: int | None = None) -> list[Claim]:
+        """Claim planned leases (see :meth:`_planning`), at most ``limit`` of them; the counts of those
+        the store did not lease (another worker took them meanwhile, or the limit was reached) are released."""
+        claims = await self._claim(leases, now, limit=limit)
         for cid, n in (planned - Counter(c.config_id for c in claims)).items():
             self._count(cid, -n)
         planned.clear()  # counted by their attempts now: a failure after this releases nothing
@@ -516,9 +524,9 @@ class Dispatcher:
         """When a lease taken now ends: the attempt's whole timeout, plus the margin for recording it."""
         return now + snap.timeouts.total + self._lease_margin
 
-    async def _claim(self, leases: list[tuple[int, float]], now: float) -> list[Claim]:
-        """Lease these deliveries under a new token of this dispatcher (its instance, a counter)."""
-        return await self.store.claim(leases, token=f"{self._instance}:{next(self._tokens)}", now=now)
+    async def _claim(self, leases: list[tuple[int, float]], now: float, *, limit: int | None = None) -> list[Claim]:
+        """Lease these deliveries (at most ``limit``) under a new token of this dispatcher (its instance, a counter)."""
+        return await self.store.claim(leases, token=f"{self._instance}:{next(self._tokens)}", now=now, limit=limit)
 
     async def _take_probe(self, config_id: str, now: float, until: float) -> bool:
         """Take the one probe of a half-open endpoint in the store, so that across all workers one

@@ -532,8 +532,10 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             " AND next_attempt_at <= ? ORDER BY id LIMIT 1", (queue, now))
         return (row[0], row[1], row[2]) if row else None
 
-    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
-        """Lease the given (delivery id, lease_until) pairs and open an attempt row for each.
+    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float,
+                    limit: int | None = None) -> list[Claim]:
+        """Lease the given (delivery id, lease_until) pairs and open an attempt row for each; with
+        ``limit``, only the first ``limit`` of them (in the order given) that are still claimable.
 
         The UPDATE re-checks claimability, so a row taken meanwhile is simply skipped. A few leases
         take two statements each; more take two statements per chunk (the leases in one UPDATE, the
@@ -542,36 +544,46 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         once: dict[int, float] = {}
         for did, until in leases:
             once.setdefault(did, until)  # a repeated id: its first lease (as when claimed one at a time)
-        first = list(once.items())
+        rest = list(once.items())
         claims: list[Claim] = []
         with self._tx() as c:
-            if len(first) < _CLAIM_TOGETHER:
-                for did, until in first:
-                    row = c.execute(
-                        "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
-                        f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                        f" AND next_attempt_at <= ? RETURNING {_CLAIMED}", (until, token, now, did, now)).fetchone()
-                    if row is not None:
-                        att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id)"
-                                        " VALUES (?, ?, ?, ?)", (did, row[7], now, row[4]))
-                        claims.append(_claim(row, int(att.lastrowid), token))
-                return claims
-            for at in range(0, len(first), _CLAIM_CHUNK):
-                chunk = first[at:at + _CLAIM_CHUNK]
-                rows = {r[0]: r for r in c.execute(
-                    "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
-                    f" updated_at = ? FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS l"
-                    f" WHERE deliveries.id = l.column1 AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                    f" AND next_attempt_at <= ? RETURNING {_CLAIMED}",
-                    (token, now, *(v for lease in chunk for v in lease), now)).fetchall()}
-                taken = [rows[did] for did, _ in chunk if did in rows]
-                if not taken:
-                    continue
-                ids = dict(c.execute(
-                    "INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES"
-                    f" {', '.join(['(?, ?, ?, ?)'] * len(taken))} RETURNING delivery_id, id",
-                    [v for r in taken for v in (r[0], r[7], now, r[4])]).fetchall())
-                claims.extend(_claim(r, int(ids[r[0]]), token) for r in taken)
+            while rest and (limit is None or len(claims) < limit):
+                # the next leases as many as still wanted; those skipped are replaced by the ones after them
+                cut = len(rest) if limit is None else limit - len(claims)
+                first, rest = rest[:cut], rest[cut:]
+                claims.extend(self._claim_rows(c, first, token, now))
+        return claims
+
+    def _claim_rows(self, c: sqlite3.Connection, first: list[tuple[int, float]], token: str, now: float) -> list[Claim]:
+        """:meth:`claim`'s statements for these leases, in their transaction."""
+        claims: list[Claim] = []
+        if len(first) < _CLAIM_TOGETHER:
+            for did, until in first:
+                row = c.execute(
+                    "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
+                    f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+                    f" AND next_attempt_at <= ? RETURNING {_CLAIMED}", (until, token, now, did, now)).fetchone()
+                if row is not None:
+                    att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id)"
+                                    " VALUES (?, ?, ?, ?)", (did, row[7], now, row[4]))
+                    claims.append(_claim(row, int(att.lastrowid), token))
+            return claims
+        for at in range(0, len(first), _CLAIM_CHUNK):
+            chunk = first[at:at + _CLAIM_CHUNK]
+            rows = {r[0]: r for r in c.execute(
+                "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
+                f" updated_at = ? FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS l"
+                f" WHERE deliveries.id = l.column1 AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+                f" AND next_attempt_at <= ? RETURNING {_CLAIMED}",
+                (token, now, *(v for lease in chunk for v in lease), now)).fetchall()}
+            taken = [rows[did] for did, _ in chunk if did in rows]
+            if not taken:
+                continue
+            ids = dict(c.execute(
+                "INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES"
+                f" {', '.join(['(?, ?, ?, ?)'] * len(taken))} RETURNING delivery_id, id",
+                [v for r in taken for v in (r[0], r[7], now, r[4])]).fetchall())
+            claims.extend(_claim(r, int(ids[r[0]]), token) for r in taken)
         return claims
 
     def _record(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None) -> None:

@@ -259,8 +259,11 @@ class StoreContract(ABC):
         retry is not due yet, or nothing waits."""
 
     @abstractmethod
-    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
-        """Lease each (delivery id, lease end) that is still claimable and open its attempt; others are skipped."""
+    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float,
+                    limit: int | None = None) -> list[Claim]:
+        """Lease each (delivery id, lease end) that is still claimable and open its attempt; others are
+        skipped. ``limit``: lease at most that many, the first ones (in the order given) still claimable:
+        the later leases stand in for earlier ones another claim took meanwhile."""
 
     @abstractmethod
     async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:

@@ -426,23 +426,28 @@ class PgStore(PgQueryOps, StoreContract):
             " AND next_attempt_at <= %s ORDER BY id LIMIT 1", (queue, now))
         return (row[0], row[1], row[2]) if row else None
 
-    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float) -> list[Claim]:
+    async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float,
+                    limit: int | None = None) -> list[Claim]:
         """Lease each (delivery id, lease end) that is still claimable and open its attempt, in one
-        statement (one round trip, atomic on its own).
+        statement (one round trip, atomic on its own); with ``limit``, only the first ``limit`` of them
+        (in the order given) that are still claimable.
 
         The rows are locked with ``FOR UPDATE SKIP LOCKED`` and re-checked (claimable and due: the
         candidates were read without locks, so another worker may have sent one and scheduled its
-        retry meanwhile): a row another worker holds or has leased is skipped, never waited for. Claims come back in the order
-        asked."""
+        retry meanwhile): a row another worker holds or has leased is skipped, never waited for, and
+        with ``limit`` the next one asked for takes its place (two workers that read the same
+        candidates then split them in one claim each). Only the rows leased are locked. Claims come
+        back in the order asked."""
         if not leases:
             return []
         ids = [d for d, _ in leases]
         rows = await self._all(
-            # primary-key look-ups only (id = ANY, array_position): no join whose plan depends on statistics
-            "WITH locked AS MATERIALIZED (SELECT id, eligible, lease_until, status, next_attempt_at FROM deliveries"
-            " WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE SKIP LOCKED),"
-            f" wanted AS (SELECT id FROM locked WHERE eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-            " AND next_attempt_at <= %(now)s),"
+            # primary-key look-ups only (id = ANY, array_position): no join whose plan depends on statistics;
+            # the conditions are re-checked on the row's latest version once it is locked, and a row that no
+            # longer meets them (or is locked: skipped) does not count against the limit
+            "WITH wanted AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND eligible"
+            f" AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= %(now)s"
+            " ORDER BY array_position(%(ids)s::bigint[], id) LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
             " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
             "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"
             " updated_at = %(now)s WHERE d.id IN (SELECT id FROM wanted) RETURNING d.id, d.webhook_id, d.activity_id,"
@@ -454,7 +459,8 @@ class PgStore(PgQueryOps, StoreContract):
             " SELECT leased.*, opened.id, a.payload, a.result, EXISTS (SELECT 1 FROM deliveries f WHERE"
             " f.activity_id = a.id AND f.status = %(failed)s) FROM leased JOIN opened ON opened.delivery_id = leased.id"
             " LEFT JOIN activities a ON a.id = leased.activity_id",
-            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now, "failed": Status.FAILED.value})
+            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now, "limit": limit,
+             "failed": Status.FAILED.value})
         by_id = {r[0]: r for r in rows}
         return [Claim(delivery_id=d, attempt_id=r[11], number=r[7], webhook_id=r[1], activity_id=r[2],
                       batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],

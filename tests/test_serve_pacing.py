@@ -13,23 +13,58 @@ ACT = {"channel": "SALESMAN", "commerceExternalId": "COM-001", "commerceName": "
        "reason": {"code": "CHURN_RISK", "label": "Riesgo de fuga"}}
 
 
+def _recorded_claims(engine, monkeypatch) -> list[int]:
+    """How many deliveries each claim leased (it may be offered more, as stand-ins, with a limit)."""
+    batches: list[int] = []
+    claim = engine.store.claim
+
+    async def recording_claim(leases, **kw):
+        claims = await claim(leases, **kw)
+        batches.append(len(claims))
+        return claims
+
+    monkeypatch.setattr(engine.store, "claim", recording_claim)
+    return batches
+
+
 async def test_paced_dispatcher_claims_in_bounded_chunks_and_delivers_everything(engine, receiver, setup_config,
                                                                                  monkeypatch):
     await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 50})
     engine.dispatcher.pace(interval=0.005, chunk=3)
-    batches: list[int] = []
-    claim = engine.store.claim
-
-    def recording_claim(leases, **kw):
-        batches.append(len(leases))
-        return claim(leases, **kw)
-
-    monkeypatch.setattr(engine.store, "claim", recording_claim)
+    batches = _recorded_claims(engine, monkeypatch)
     made = [await engine.create_activity("acme", ACT) for _ in range(10)]
     summary = await engine.run_until_idle()
     assert summary.counts["DISPATCHED"] == 10 and summary.idle
     assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
     assert batches == [3, 3, 3, 1]
+
+
+async def test_a_claim_takes_stand_ins_for_candidates_another_worker_took(engine, receiver, setup_config,
+                                                                            monkeypatch):
+    """Two workers read the same earliest candidates; the one whose claim comes second leases the
+    candidates after them in the same claim instead of coming back with fewer (issue 15: claims per
+    delivery with two workers on PostgreSQL). Here "another worker" leases the first two candidates
+    between this dispatcher's due read and its claim; its leases end later and they are sent then."""
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 50})
+    engine.dispatcher.pace(interval=0.005, chunk=3)
+    batches = _recorded_claims(engine, monkeypatch)
+    read, store = engine.store.due_candidates, engine.store
+    taken: list[int] = []
+
+    async def raced(now, limit, **kw):
+        rows = await read(now, limit, **kw)
+        if not taken:  # the first read only: the other worker claims its two earliest rows meanwhile
+            taken.extend(c.delivery_id for c in await Store.claim(store, [(r[0], now + 60) for r in rows[:2]],
+                                                                 token="other:1", now=now))
+        return rows
+
+    monkeypatch.setattr(engine.store, "due_candidates", raced)
+    made = [await engine.create_activity("acme", ACT) for _ in range(10)]
+    summary = await engine.run_until_idle()
+    assert len(taken) == 2 and batches[0] == 3  # the room filled in one claim all the same
+    assert summary.counts["DISPATCHED"] == 10
+    assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
+    assert [len(await engine.store.attempts(d)) for d in taken] == [2, 2]  # the other worker's, then this one's
 
 
 async def test_pacing_does_not_cap_an_ordered_queue(engine, receiver, setup_config):
@@ -49,9 +84,7 @@ async def test_pacing_does_not_cap_an_ordered_queue(engine, receiver, setup_conf
 
 async def test_unpaced_dispatcher_claims_all_due_at_once(engine, receiver, setup_config, monkeypatch):
     await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 50})
-    batches: list[int] = []
-    claim = engine.store.claim
-    monkeypatch.setattr(engine.store, "claim", lambda leases, **kw: batches.append(len(leases)) or claim(leases, **kw))
+    batches = _recorded_claims(engine, monkeypatch)
     for _ in range(10):
         await engine.create_activity("acme", ACT)
     await engine.run_until_idle()

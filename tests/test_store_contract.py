@@ -299,6 +299,24 @@ async def test_due_candidates_can_leave_out_paused_configurations(store: StoreCo
     assert await store.due_candidates(T0, 10, skip_paused=True) == [(mine, "c", 1), (paused, "d", 1)]
 
 
+async def test_a_limited_claim_takes_later_leases_in_place_of_those_taken(store: StoreContract) -> None:
+    """``limit``: the first that many of the leases asked for that are still claimable, in the order
+    given; those another claim took (or that are not claimable) are replaced by the ones after them."""
+    ids = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in range(1, 7)]
+    taken = await _claim(store, ids[1], token="other:1")
+    head = await _delivery(store, 7)  # an ordered queue's head, and the delivery behind it (not claimable)
+    behind = await _delivery(store, 8)
+    asked = [(d, T0 + 60) for d in (ids[0], ids[1], behind, ids[2], ids[3], head, ids[4])]
+    claims = await store.claim(asked, token="me:1", now=T0, limit=3)
+    assert [c.delivery_id for c in claims] == [ids[0], ids[2], ids[3]]
+    assert (await store.delivery(ids[1])).lease_token == taken.lease_token  # untouched
+    assert [(await store.delivery(d)).lease_until for d in (head, ids[4], ids[5])] == [None] * 3
+    assert [a.number for c in claims for a in await store.attempts(c.delivery_id)] == [1, 1, 1]
+    rest = await store.claim([(d, T0 + 60) for d in (ids[0], head, ids[4], ids[5])], token="me:2", now=T0, limit=5)
+    assert [c.delivery_id for c in rest] == [head, ids[4], ids[5]]  # fewer than the limit: all there are
+    assert await store.claim([(ids[5], T0 + 60)], token="me:3", now=T0, limit=1) == []
+
+
 async def test_an_ordered_queue_has_one_claimable_head(store: StoreContract) -> None:
     d1, d2, d3 = [await _delivery(store, n) for n in (1, 2, 3)]
     u = await _delivery(store, 4, queue="free", ordered=False)
