@@ -426,7 +426,6 @@ class Dispatcher:
             if not rows:
                 break
             leases: list[tuple[int, float]] = []
-            spare = 0  # stand-ins planned after the room is full (see below)
             with self._planning() as planned:
                 for did, cid, version in rows:
                     if cid in saturated:
@@ -444,7 +443,6 @@ class Dispatcher:
                         # no configuration's limit can be passed whichever of them the store leases
                         if cid in probes:
                             continue
-                        spare += 1
                     elif cid in probes and not await self._take_probe(cid, now, until):
                         saturated.add(cid)
                         continue
@@ -454,7 +452,7 @@ class Dispatcher:
                 if not leases:
                     break
                 tried = set(planned)
-                claims = await self._claim_planned(leases, planned, now, limit=room if spare else None)
+                claims = await self._claim_planned(leases, planned, now, limit=room)
             if self._stopping and held is None:
                 # stopped while the store claimed: left like any attempt a stop abandons (their leases
                 # end, or the stop releases this engine's own), never started behind the stop's back

@@ -459,7 +459,10 @@ class PgStore(PgQueryOps, StoreContract):
             " SELECT leased.*, opened.id, a.payload, a.result, EXISTS (SELECT 1 FROM deliveries f WHERE"
             " f.activity_id = a.id AND f.status = %(failed)s) FROM leased JOIN opened ON opened.delivery_id = leased.id"
             " LEFT JOIN activities a ON a.id = leased.activity_id",
-            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now, "limit": limit,
+            # the limit always a number: a NULL would be a parameter of another type, so a statement of
+            # its own on each connection, planned anew for its first executions
+            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now,
+             "limit": len(ids) if limit is None else limit,
              "failed": Status.FAILED.value})
         by_id = {r[0]: r for r in rows}
         return [Claim(delivery_id=d, attempt_id=r[11], number=r[7], webhook_id=r[1], activity_id=r[2],
