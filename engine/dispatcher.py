@@ -132,6 +132,7 @@ class Dispatcher:
         self._health: dict[str, EndpointState] = {}
         #: shared health (see :meth:`share_health`): how often to re-read it, and when it was read
         self._health_every: float | None = None
+        self._stand_ins = False  # see share_health
         self._health_read_at = float("-inf")
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._batch_configs: dict[str, Configuration | None] = {}
@@ -164,8 +165,11 @@ class Dispatcher:
     def share_health(self, *, every: float = 1.0) -> None:
         """Several workers on one database (PostgreSQL): read the endpoint health the others stored
         at most every ``every`` seconds, so a circuit one worker opened, and a failure streak it
-        counted, hold for all; the breaker's window is then rebuilt from the shared attempts."""
+        counted, hold for all; the breaker's window is then rebuilt from the shared attempts. Each
+        claim also offers the store stand-ins for candidates another worker may take first (see
+        :meth:`_fill_room`)."""
         self._health_every = every
+        self._stand_ins = True
 
     async def _refresh_health(self, now: float, *, force: bool = False) -> None:
         if not force and (self._health_every is None or now - self._health_read_at < self._health_every):
@@ -428,6 +432,8 @@ class Dispatcher:
             leases: list[tuple[int, float]] = []
             with self._planning() as planned:
                 for did, cid, version in rows:
+                    if len(leases) >= room and not self._stand_ins:
+                        break
                     if cid in saturated:
                         continue
                     prep = await self._prepared(cid, version)

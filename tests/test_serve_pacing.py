@@ -47,6 +47,7 @@ async def test_a_claim_takes_stand_ins_for_candidates_another_worker_took(engine
     between this dispatcher's due read and its claim; its leases end later and they are sent then."""
     await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 50})
     engine.dispatcher.pace(interval=0.005, chunk=3)
+    engine.dispatcher.share_health(every=1.0)  # several workers on one database: claims offer stand-ins
     batches = _recorded_claims(engine, monkeypatch)
     read, store = engine.store.due_candidates, engine.store
     taken: list[int] = []
