@@ -76,6 +76,17 @@ def _unavailable(exc: psycopg.Error) -> StorageUnavailable:
     return StorageUnavailable(f"storage unavailable: {first[:200]}; nothing was stored, retry later")
 
 
+async def _keep_prepared(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Keep every statement prepared on the connection: psycopg forgets the least recently used one
+    past 100 (and a statement is one per parameter types: an id list of small numbers is a smallint
+    array, of larger ones an integer array), and a statement prepared again is planned again."""
+    conn.prepared_max = _PREPARED_MAX
+
+
+#: prepared statements kept per connection (psycopg's default is 100)
+_PREPARED_MAX = 1000
+
+
 class PgStore(PgQueryOps, StoreContract):
     """A dispatchsim database on PostgreSQL. Open it with :meth:`open` (it migrates, unless
     ``readonly``); ``close`` it when done. ``pool_size`` bounds the connections of this process."""
@@ -120,7 +131,7 @@ class PgStore(PgQueryOps, StoreContract):
             if readonly:
                 kwargs["options"] = "-c default_transaction_read_only=on"
             pool = AsyncConnectionPool(url, min_size=1, max_size=max(1, pool_size), kwargs=kwargs, open=False,
-                                       timeout=connect_timeout, name="dispatchsim")
+                                       timeout=connect_timeout, name="dispatchsim", configure=_keep_prepared)
             await pool.open(wait=True, timeout=connect_timeout)
         return cls(pool, url, readonly=readonly)
 
