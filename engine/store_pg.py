@@ -456,8 +456,10 @@ class PgStore(PgQueryOps, StoreContract):
             # primary-key look-ups only (id = ANY, array_position): no join whose plan depends on statistics;
             # the conditions are re-checked on the row's latest version once it is locked, and a row that no
             # longer meets them (or is locked: skipped) does not count against the limit
-            "WITH wanted AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND eligible"
-            f" AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= %(now)s"
+            # (wrapped in IS TRUE, the conditions cannot lead the planner to the due index, whose choice
+            # would depend on the statistics of the moment and be planned anew at every execution)
+            "WITH wanted AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND (eligible"
+            f" AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= %(now)s) IS TRUE"
             " ORDER BY array_position(%(ids)s::bigint[], id) LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
             " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
             "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"
