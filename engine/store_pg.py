@@ -451,7 +451,10 @@ class PgStore(PgQueryOps, StoreContract):
         back in the order asked."""
         if not leases:
             return []
-        ids = [d for d, _ in leases]
+        once: dict[int, float] = {}
+        for did, until in leases:
+            once.setdefault(did, until)  # a repeated id: its first lease, once (as SQLite's)
+        ids = list(once)
         rows = await self._all(
             # primary-key look-ups only (id = ANY, array_position): no join whose plan depends on statistics;
             # the conditions are re-checked on the row's latest version once it is locked, and a row that no
@@ -474,7 +477,7 @@ class PgStore(PgQueryOps, StoreContract):
             " LEFT JOIN activities a ON a.id = leased.activity_id",
             # the limit always a number: a NULL would be a parameter of another type, so a statement of
             # its own on each connection, planned anew for its first executions
-            {"ids": ids, "until": [u for _, u in leases], "token": token, "now": now,
+            {"ids": ids, "until": list(once.values()), "token": token, "now": now,
              "limit": len(ids) if limit is None else limit,
              "failed": Status.FAILED.value})
         by_id = {r[0]: r for r in rows}
@@ -482,7 +485,7 @@ class PgStore(PgQueryOps, StoreContract):
                       batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
                       budget_started_at=r[9], lease_token=token, due_at=r[10],
                       activity=StoredActivity(r[12], r[13], r[14]) if r[2] is not None else None)
-                for d, _ in leases if d in by_id for r in (by_id[d],)]
+                for d in ids if d in by_id for r in (by_id[d],)]
 
     async def _finish(self, claim: Claim, res: AttemptResult, next_at: float | None, dst: Status, sets: str,
                       params: Sequence[Any]) -> bool:

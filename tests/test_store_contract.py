@@ -385,6 +385,16 @@ async def test_a_claim_skips_what_is_not_due_by_its_time(store: StoreContract) -
     assert [c.number for c in await store.claim([(ds[0], T0 + 3700)], token="other:3", now=T0 + 3600)] == [2]
 
 
+async def test_a_repeated_id_in_a_claim_is_leased_once_with_its_first_lease(store: StoreContract) -> None:
+    ds = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in range(1, 4)]
+    for leases, limit in (([(ds[0], T0 + 10), (ds[0], T0 + 20)], None),
+                          ([(ds[1], T0 + 10), (ds[1], T0 + 20), (ds[2], T0 + 30), (ds[2], T0 + 40)], 2)):
+        claims = await store.claim(leases, token="me:1", now=T0, limit=limit)
+        assert [c.delivery_id for c in claims] == list(dict.fromkeys(d for d, _ in leases))
+        assert [(await store.delivery(c.delivery_id)).lease_until for c in claims] == [
+            dict(reversed(leases))[c.delivery_id] for c in claims]
+
+
 async def test_one_claim_leases_many_in_the_order_given(store: StoreContract) -> None:
     """A claim of several leases returns them in the order given, each with its own lease end, and skips
     what is not claimable."""
