@@ -25,7 +25,7 @@ from .payload import rendered_body
 from .store_console import ConsoleOps
 from .store_contract import Finish, StoreContract
 from .store_queries import QueryOps
-from .store_sql import deliveries_query, latest_time_query
+from .store_sql import deliveries_query, first_leases, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          StoredActivity, Streak, Tenant, columns)
 
@@ -41,6 +41,9 @@ def status_in(statuses: Iterable[Status]) -> str:
 
 #: literally the condition of the partial indexes over claimable rows (the planner matches it as text)
 _ACTIVE_SQL = status_in(ACTIVE)
+#: what the due read, a queue's head and the claim all ask of a delivery they may lease (its due
+#: time the last parameter): one text, so a claim re-checks exactly what the read chose by
+_CLAIMABLE_DUE = f"eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= ?"
 _SOURCES_SQL: dict[tuple[Status, frozenset[tuple[Status, Status]]], str] = {}
 
 
@@ -520,7 +523,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         params.append(limit)
         rows = self.conn.execute(
             "SELECT id, config_id, config_version FROM deliveries INDEXED BY deliveries_due"
-            f" WHERE eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= ?{excl}"
+            f" WHERE {_CLAIMABLE_DUE}{excl}"
             " ORDER BY next_attempt_at, id LIMIT ?", params)
         return [(r[0], r[1], r[2]) for r in rows]
 
@@ -528,8 +531,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         """(delivery id, config id, config version) of the claimable delivery of ``queue`` due by ``now``."""
         row = self._one(
             "SELECT id, config_id, config_version FROM deliveries INDEXED BY deliveries_queue_eligible"
-            f" WHERE queue = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-            " AND next_attempt_at <= ? ORDER BY id LIMIT 1", (queue, now))
+            f" WHERE queue = ? AND {_CLAIMABLE_DUE} ORDER BY id LIMIT 1", (queue, now))
         return (row[0], row[1], row[2]) if row else None
 
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float,
@@ -541,10 +543,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         take two statements each; more take two statements per chunk (the leases in one UPDATE, the
         attempts in one INSERT, their rows and so their ids in the order of ``leases``), which costs
         more for one lease and less from about four on."""
-        once: dict[int, float] = {}
-        for did, until in leases:
-            once.setdefault(did, until)  # a repeated id: its first lease (as when claimed one at a time)
-        rest = list(once.items())
+        rest = list(first_leases(leases).items())
         claims: list[Claim] = []
         with self._tx() as c:
             while rest and (limit is None or len(claims) < limit):
@@ -561,8 +560,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             for did, until in first:
                 row = c.execute(
                     "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
-                    f" WHERE id = ? AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                    f" AND next_attempt_at <= ? RETURNING {_CLAIMED}", (until, token, now, did, now)).fetchone()
+                    f" WHERE id = ? AND {_CLAIMABLE_DUE} RETURNING {_CLAIMED}", (until, token, now, did, now)).fetchone()
                 if row is not None:
                     att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id)"
                                     " VALUES (?, ?, ?, ?)", (did, row[7], now, row[4]))
@@ -573,8 +571,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             rows = {r[0]: r for r in c.execute(
                 "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
                 f" updated_at = ? FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS l"
-                f" WHERE deliveries.id = l.column1 AND eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
-                f" AND next_attempt_at <= ? RETURNING {_CLAIMED}",
+                f" WHERE deliveries.id = l.column1 AND {_CLAIMABLE_DUE} RETURNING {_CLAIMED}",
                 (token, now, *(v for lease in chunk for v in lease), now)).fetchall()}
             taken = [rows[did] for did, _ in chunk if did in rows]
             if not taken:

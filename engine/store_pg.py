@@ -42,7 +42,7 @@ from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migr
 from .store_contract import Finish, StoreContract
 from .store_open import display_url
 from .store_pg_queries import FAILED_ONLY as _FAILED_ONLY, PgQueryOps
-from .store_sql import deliveries_query, latest_time_query
+from .store_sql import deliveries_query, first_leases, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          StoredActivity, Streak, Tenant, columns)
 
@@ -60,6 +60,9 @@ OWNER_LOCK = 0x44530004
 WORK_CHANNEL = "dispatchsim_work"
 
 _ACTIVE_SQL = status_in(ACTIVE)
+#: what the due read, a queue's head and the claim all ask of a delivery they may lease (followed by
+#: each one's due-time condition): one text, so a claim re-checks exactly what the read chose by
+_CLAIMABLE = f"eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
 #: the transaction (and its connection) the current task runs in, with the store it belongs to
 _CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any]] | None] = ContextVar("dispatchsim_pg_tx",
                                                                                         default=None)
@@ -426,14 +429,14 @@ class PgStore(PgQueryOps, StoreContract):
             excl += " AND config_id NOT IN (SELECT id FROM configurations WHERE NOT active)"
         rows = await self._all(
             "SELECT id, config_id, config_version FROM deliveries"
-            f" WHERE eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= %s{excl}"
+            f" WHERE {_CLAIMABLE} AND next_attempt_at <= %s{excl}"
             " ORDER BY next_attempt_at, id LIMIT %s", (*params, limit))
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def queue_head(self, queue: str, now: float) -> tuple[int, str, int] | None:
         row = await self._one(
             "SELECT id, config_id, config_version FROM deliveries"
-            f" WHERE queue = %s AND eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
+            f" WHERE queue = %s AND {_CLAIMABLE}"
             " AND next_attempt_at <= %s ORDER BY id LIMIT 1", (queue, now))
         return (row[0], row[1], row[2]) if row else None
 
@@ -451,9 +454,7 @@ class PgStore(PgQueryOps, StoreContract):
         back in the order asked."""
         if not leases:
             return []
-        once: dict[int, float] = {}
-        for did, until in leases:
-            once.setdefault(did, until)  # a repeated id: its first lease, once (as SQLite's)
+        once = first_leases(leases)
         ids = list(once)
         rows = await self._all(
             # primary-key look-ups only (id = ANY, array_position): no join whose plan depends on statistics;
@@ -461,8 +462,8 @@ class PgStore(PgQueryOps, StoreContract):
             # longer meets them (or is locked: skipped) does not count against the limit
             # (wrapped in IS TRUE, the conditions cannot lead the planner to the due index, whose choice
             # would depend on the statistics of the moment and be planned anew at every execution)
-            "WITH wanted AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND (eligible"
-            f" AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= %(now)s) IS TRUE"
+            "WITH wanted AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND"
+            f" ({_CLAIMABLE} AND next_attempt_at <= %(now)s) IS TRUE"
             " ORDER BY array_position(%(ids)s::bigint[], id) LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
             " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
             "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"

@@ -5,6 +5,7 @@ so a fix to one (a new filter, a different order) cannot miss the other backend.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .states import Status
@@ -59,3 +60,12 @@ def latest_time_query() -> str:
     """The latest time anything in :data:`HAPPENED` records (one row, NULL when the database is empty)."""
     union = " UNION ALL ".join(f"SELECT MAX({col}) AS t FROM {table}" for table, col in HAPPENED)
     return f"SELECT MAX(t) FROM ({union}) AS happened"
+
+
+def first_leases(leases: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """A claim's (delivery id -> lease end) in the order asked, a repeated id keeping its first lease:
+    what both stores lease, each id once."""
+    once: dict[int, float] = {}
+    for did, until in leases:
+        once.setdefault(did, until)
+    return once
