@@ -43,6 +43,8 @@ class Expectation(ABC):
     """One kind of expectation: its parse (from the file) and its check (against a finished run)."""
 
     key: ClassVar[str | None]  #: its name under ``expect:``; None for one that every run is checked against
+    #: its check reads the run's event log (a run that was asked not to keep the log keeps it for this)
+    reads_events: ClassVar[bool] = False
     line: int | None = field(default=None, compare=False)  #: where the file states it
 
     @classmethod
@@ -413,6 +415,7 @@ class NoSecretsInLogs(_Flag):
     """No configured credential appears in the event log, the attempts or what providers recorded."""
 
     key: ClassVar[str | None] = "no_secrets_in_logs"
+    reads_events: ClassVar[bool] = True
 
     def check(self, r: RunResult) -> list[Check]:
         if not self.on:
@@ -559,14 +562,24 @@ def kinds() -> dict[str, type[Expectation]]:
     return {cls.key: cls for cls in EXPECTATIONS if cls.key is not None}
 
 
-def evaluate(r: RunResult) -> list[Check]:
-    """Every check of the run: the implied ones and those the file states, in :data:`EXPECTATIONS` order."""
-    checks: list[Check] = []
+def expectations(scenario: Scenario) -> Iterator[Expectation]:
+    """The expectations a run of ``scenario`` is held to: the implied ones and those the file states,
+    in :data:`EXPECTATIONS` order."""
     for cls in EXPECTATIONS:
-        exp = r.scenario.expect.get(cls.key) if cls.key is not None else cls.implied(r.scenario)
+        exp = scenario.expect.get(cls.key) if cls.key is not None else cls.implied(scenario)
         if exp is not None:
-            checks.extend(exp.check(r))
-    return checks
+            yield exp
+
+
+def evaluate(r: RunResult) -> list[Check]:
+    """Every check of the run, in :data:`EXPECTATIONS` order."""
+    return [check for exp in expectations(r.scenario) for check in exp.check(r)]
+
+
+def reads_events(scenario: Scenario) -> bool:
+    """True when a check of ``scenario`` reads the run's event log: the run keeps it even when no
+    report asks for it."""
+    return any(exp.reads_events for exp in expectations(scenario))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

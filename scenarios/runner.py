@@ -48,7 +48,10 @@ class RunResult:
     finished_at: float
     wall: float
     idle: bool
-    events: EventLog  #: the event log, one JSON line each, in a temporary file (it grows with the run)
+    #: the event log, one JSON line each, in a temporary file (it grows with the run); None when the run
+    #: was asked not to keep it (``keep_events=False``) and no expectation of the scenario reads it
+    events: EventLog | None
+    #: the timeline's notes; without the event log only the timeline's own actions (no delivery's story)
     key_events: list[tuple[float, str]]
     deliveries: Rows[dict[str, Any]]  #: as the engine's API shows them (``d["status"]`` …), in id order
     attempts: Rows[dict[str, Any]]  #: in id order, as the API shows them
@@ -84,7 +87,8 @@ class RunResult:
         attempts and events cannot be read afterwards."""
         if self._cleanup is not None:
             self._cleanup()
-        self.events.close()
+        if self.events is not None:
+            self.events.close()
 
     @property
     def elapsed(self) -> float:
@@ -95,8 +99,8 @@ class RunResult:
         """Short on purpose: asyncio formats the repr of a finished task's result (``asyncio.Runner``
         restoring its SIGINT handler does), and the generated one spelled out every event, delivery
         and attempt: a 55 MB string for 10,000 activities, most of the run's peak memory."""
-        return (f"<RunResult {self.scenario.name!r}: {sum(self.counts.values())} deliveries, "
-                f"{len(self.events)} events>")
+        events = "events not kept" if self.events is None else f"{len(self.events)} events"
+        return f"<RunResult {self.scenario.name!r}: {sum(self.counts.values())} deliveries, {events}>"
 
     @property
     def ok(self) -> bool:
@@ -105,6 +109,8 @@ class RunResult:
 
     def events_jsonl(self) -> str:
         """The event log as JSON Lines text (one event per line, newline-terminated)."""
+        if self.events is None:
+            raise ValueError(f"the run of {self.scenario.name!r} did not keep its event log (keep_events=False)")
         return self.events.jsonl()
 
 
@@ -122,11 +128,12 @@ class Progress(Protocol):
 
 
 def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
-                 progress: Progress | None = None) -> RunResult:
-    """Run to completion (virtual clock by default) and evaluate its expectations."""
+                 progress: Progress | None = None, keep_events: bool = True) -> RunResult:
+    """Run to completion (virtual clock by default) and evaluate its expectations (``keep_events``:
+    see :func:`run_scenario_async`)."""
     from .expect import evaluate
 
-    coro = run_scenario_async(scenario, db=db, progress=progress)
+    coro = run_scenario_async(scenario, db=db, progress=progress, keep_events=keep_events)
     if scenario.clock == "virtual":
         result = run_virtual(coro)
     else:
@@ -136,13 +143,21 @@ def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
 
 
 async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None,
-                             progress: Progress | None = None) -> RunResult:
+                             progress: Progress | None = None, keep_events: bool = True) -> RunResult:
     """The scenario as a plain async call, in the running loop (a virtual-time loop from
     ``engine.new_virtual_loop()`` for ``clock: virtual``). Expectations are not evaluated here:
-    ``scenarios.expect.evaluate(result)`` does that; :func:`run_scenario` does both."""
+    ``scenarios.expect.evaluate(result)`` does that; :func:`run_scenario` does both.
+
+    ``keep_events=False``: nobody will read the event log (``dispatchsim run -q`` without an output
+    that shows it), so the run does not follow the engine's events: the result's ``events`` is None
+    and its ``key_events`` hold the timeline's own notes only. An expectation that reads the log
+    (``no_secrets_in_logs``) keeps it anyway. Without a subscriber the engine builds no event at all:
+    about a twentieth of a large run's CPU. What the engine does is the same either way."""
+    from .expect import reads_events
+
     wall = time.perf_counter()
     clock = VirtualClock(scenario.start) if scenario.clock == "virtual" else RealClock()
-    events = EventLog()
+    events = EventLog() if keep_events or reads_events(scenario) else None
     key_events: list[tuple[float, str]] = []
     t0 = clock.now()
     endpoints = EndpointSet(scenario.simulated or ProvidersConfig(endpoints={}), seed=scenario.seed,
@@ -251,7 +266,7 @@ class ScenarioRun:
     """
 
     def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
-                 events: EventLog, key_events: list[tuple[float, str]], sanitize: _Sanitizer,
+                 events: EventLog | None, key_events: list[tuple[float, str]], sanitize: _Sanitizer,
                  progress: Progress | None = None, *, gate: ExternalGate | None = None) -> None:
         self.s = scenario
         self.gate = gate
@@ -278,6 +293,7 @@ class ScenarioRun:
         self.key_events.append((self.clock.now() - self.t0, self.sanitize(text)))
 
     def _sink(self, event: dict[str, Any]) -> None:
+        assert self.events is not None  # subscribed only with a log to keep
         event.pop("level", None)
         # ports are replaced in the serialised line (one regex pass) rather than in every value of
         # the event; the names and URLs they appear in need no JSON escaping, so the text is the same
@@ -301,7 +317,8 @@ class ScenarioRun:
 
     async def open(self) -> None:
         self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed, sender=self.gate)
-        self.engine.subscribe(self._sink)
+        if self.events is not None:
+            self.engine.subscribe(self._sink)
         if self.progress is not None:
             self.engine.subscribe(self.progress.event)
             self.progress.begin(self.clock.now)

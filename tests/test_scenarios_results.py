@@ -106,6 +106,32 @@ def test_streamed_rows_give_the_verdicts_of_lists(name):
     result.close()
 
 
+@pytest.mark.parametrize("name", ["ordered_head_outage", "circuit_breaker_flapping", "crash_restart",
+                                  "recover_since_long_outage", "skip_vs_block"])
+def test_a_run_that_keeps_no_event_log_gives_the_same_verdicts_records_and_rows(name):
+    kept = run_scenario(load_scenario(CATALOGUE / f"{name}.yaml"))
+    unkept = run_scenario(load_scenario(CATALOGUE / f"{name}.yaml"), keep_events=False)
+    assert unkept.events is None and len(kept.events) > 0
+    assert unkept.checks == kept.checks and kept.checks
+    assert list(unkept.recorder.lines()) == list(kept.recorder.lines())
+    assert list(unkept.deliveries) == list(kept.deliveries) and list(unkept.attempts) == list(kept.attempts)
+    # the timeline's own notes stay; the deliveries' story, told by their events, is not followed
+    assert set(unkept.key_events) <= set(kept.key_events)
+    assert "events not kept" in repr(unkept)
+    with pytest.raises(ValueError, match="did not keep its event log"):
+        unkept.events_jsonl()
+    kept.close()
+    unkept.close()
+
+
+def test_an_expectation_that_reads_the_event_log_keeps_it():
+    scenario = load_scenario(CATALOGUE / "happy_path_seed_payload.yaml")
+    assert scenario.expect.get("no_secrets_in_logs") is not None
+    result = run_scenario(scenario, keep_events=False)
+    assert result.events is not None and len(result.events) > 0 and result.ok
+    result.close()
+
+
 def _acked(rec: Recorder, webhook_id: str, status: int = 200) -> None:
     r = rec.open(endpoint="crm", at=0.0, offset=0.0, method="POST", path="/hooks", query="",
                  headers={"webhook-id": webhook_id}, body="{}")
