@@ -131,7 +131,7 @@ class Engine:
     @classmethod
     async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
                    seed: int | None = None, durable: bool | None = None, pool_size: int = 10,
-                   **kw: Any) -> Engine:
+                   scratch: bool = False, **kw: Any) -> Engine:
         """Open (creating or migrating) the database at ``path``; ``virtual=True`` uses the virtual clock.
 
         ``path`` is a SQLite file, or a PostgreSQL database as a ``postgresql://`` URL (with
@@ -143,6 +143,8 @@ class Engine:
         in an existing one, so simulated time continues where it stopped (never runs backwards).
         ``durable``: commits wait for the disk (see :class:`Store`); by default they do on the real
         clock and do not in a simulation (a virtual clock), where the fsyncs were most of a run's time.
+        ``scratch``: a SQLite file nobody keeps after this process (a scenario's temporary database):
+        not durable, its journal in memory (see :class:`Store`).
         """
         if virtual and is_url(path):
             raise ConfigError("the virtual clock runs on a SQLite database (a file or :memory:); a PostgreSQL "
@@ -153,7 +155,8 @@ class Engine:
             raise ConfigError("a seed makes ids reproducible for one engine on its own SQLite database; engines "
                               "sharing a PostgreSQL database need unique ids: open it without a seed", field="seed")
         simulated = (clock.virtual if clock is not None else virtual)
-        store = await open_store(path, durable=not simulated if durable is None else durable, pool_size=pool_size)
+        store = await open_store(path, durable=not simulated if durable is None else durable, pool_size=pool_size,
+                                 scratch=scratch)
         if clock is None:
             if virtual:
                 latest = await store.latest_time()

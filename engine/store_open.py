@@ -62,11 +62,12 @@ def owner_lock(db: str | Path) -> OwnerLock | None:
 
 
 async def open_store(db: str | Path = ":memory:", *, readonly: bool = False, durable: bool = True,
-                     pool_size: int = 10) -> StoreContract:
+                     pool_size: int = 10, scratch: bool = False) -> StoreContract:
     """The store on ``db`` (creating and migrating it unless ``readonly``): a SQLite file, or a
     PostgreSQL database when ``db`` is a ``postgresql://`` URL (``pool_size`` connections; psycopg
     comes with the ``postgres`` extra, and its absence is one line saying so). ``durable=False`` lets
-    a simulation's SQLite commits skip waiting for the disk (see :class:`Store`)."""
+    a simulation's SQLite commits skip waiting for the disk, ``scratch=True`` a SQLite file nobody keeps
+    its journal in memory (see :class:`Store`; a PostgreSQL database ignores both)."""
     if is_url(db):
         assert isinstance(db, str)
         try:
@@ -75,7 +76,7 @@ async def open_store(db: str | Path = ":memory:", *, readonly: bool = False, dur
             raise StoreError(f"{db.split('://')[0]}:// databases need the PostgreSQL driver: "
                              f"pip install 'dispatchsim[postgres]' ({exc.name} is missing)") from None
         return await PgStore.open(db, readonly=readonly, pool_size=pool_size)
-    return Store(db, readonly=readonly, durable=durable)
+    return Store(db, readonly=readonly, durable=durable, scratch=scratch)
 
 
 async def join_cluster(db: str | Path, *, on_work: Callable[[], None]) -> PgCluster | None:

@@ -173,7 +173,8 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     if db is None:  # kept until the result is done with: the expectations and reports read it
         tmp = tempfile.mkdtemp(prefix="dispatchsim-")
         db = Path(tmp) / "scenario.db"
-    run = ScenarioRun(scenario, clock, db, endpoints, events, key_events, sanitize, progress, gate=gate)
+    run = ScenarioRun(scenario, clock, db, endpoints, events, key_events, sanitize, progress, gate=gate,
+                      scratch=tmp is not None)
     done = False
     try:
         for name in (scenario.simulated.endpoints if scenario.simulated else {}):
@@ -267,8 +268,10 @@ class ScenarioRun:
 
     def __init__(self, scenario: Scenario, clock: Any, db: str | Path, endpoints: EndpointSet,
                  events: EventLog | None, key_events: list[tuple[float, str]], sanitize: _Sanitizer,
-                 progress: Progress | None = None, *, gate: ExternalGate | None = None) -> None:
+                 progress: Progress | None = None, *, gate: ExternalGate | None = None, scratch: bool = False) -> None:
         self.s = scenario
+        #: the database is the run's temporary file (no --db): nobody keeps it, see Engine.open(scratch=...)
+        self.scratch = scratch
         self.gate = gate
         self.clock = clock
         self.db = db
@@ -316,7 +319,8 @@ class ScenarioRun:
             self.note(f"attempt of delivery {event.get('delivery_id')} interrupted by the crash; re-sent")
 
     async def open(self) -> None:
-        self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed, sender=self.gate)
+        self.engine = await Engine.open(self.db, clock=self.clock, seed=self.s.seed, sender=self.gate,
+                                        scratch=self.scratch)
         if self.events is not None:
             self.engine.subscribe(self._sink)
         if self.progress is not None:

@@ -450,6 +450,26 @@ async def test_a_simulation_commits_without_waiting_for_the_disk_and_serve_mode_
         await eng.close()
 
 
+async def test_a_scratch_database_keeps_its_journal_in_memory_and_its_rows_after_a_crash(tmp_path):
+    """A scenario's temporary database (``scratch``): a rollback journal in memory instead of the
+    write-ahead log, commits not waited for; what was committed is in the file for the next
+    connection (a simulated crash and restart, the run's reader afterwards)."""
+    eng = await Engine.open(tmp_path / "scratch.db", virtual=True, scratch=True)
+    conn = eng.store.conn
+    assert (conn.execute("PRAGMA journal_mode").fetchone()[0], conn.execute("PRAGMA synchronous").fetchone()[0]) \
+        == ("memory", 0)
+    await eng.add_tenant("acme")
+    with pytest.raises(RuntimeError):
+        async with eng.store.tx():  # a rolled-back transaction leaves nothing
+            await eng.store.add_tenant("beta", "Beta", 0.0)
+            raise RuntimeError("undo")
+    await eng.crash()
+    again = await Engine.open(tmp_path / "scratch.db", virtual=True, scratch=True)
+    assert await again.store.tenant("acme") is not None and await again.store.tenant("beta") is None
+    await again.close()
+    assert not (tmp_path / "scratch.db-wal").exists()
+
+
 async def test_results_fill_activity_result(engine, receiver, setup_config):
     await setup_config(receiver.url)
     act = await engine.create_activity("acme", ACT)

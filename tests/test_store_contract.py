@@ -1,7 +1,7 @@
 """The store contract, run against every backend: each named operation, each transition, each guard.
 
 ``BACKENDS`` maps a name to a factory of an empty store on a fresh database: SQLite (a file in the
-test's folder) and PostgreSQL (a real server started for the session by tests/pg.py; it fails, never
+test's folder; also as a scenario's scratch file, its journal in memory) and PostgreSQL (a real server started for the session by tests/pg.py; it fails, never
 skips, when it cannot start). The module runs on a real-time loop (the ``postgres`` marker): a
 network database runs on the real clock, and nothing here waits.
 """
@@ -39,6 +39,11 @@ async def _open_sqlite(request: pytest.FixtureRequest, tmp: Path) -> StoreContra
     return await open_store(tmp / "contract.db")
 
 
+async def _open_scratch(request: pytest.FixtureRequest, tmp: Path) -> StoreContract:
+    """A scenario's temporary database: journal in memory, commits not waited for (``scratch``)."""
+    return await open_store(tmp / "scratch.db", scratch=True)
+
+
 async def _open_postgres(request: pytest.FixtureRequest, tmp: Path) -> StoreContract:
     return await open_store(request.getfixturevalue("pg_url"), pool_size=3)
 
@@ -52,10 +57,12 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(open=_open_sqlite),
+    "sqlite-scratch": Backend(open=_open_scratch),
     "postgres": Backend(open=_open_postgres),
 }
 #: every backend's classes: the store, its message-event operations, its idempotency operations
 IMPLEMENTATIONS = {"sqlite": (Store, EventsStore, IdempotencyStore),
+                   "sqlite-scratch": (Store, EventsStore, IdempotencyStore),
                    "postgres": (PgStore, PgEventsStore, PgIdempotencyStore)}
 #: public names that open a backend or serve its own classes, not operations the engine calls
 BACKEND_ONLY = {"check", "migrate", "open", "lock_queue"}
