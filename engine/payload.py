@@ -41,35 +41,45 @@ def _nested_problems(value: Any, shape: dict[str, Any], where: str) -> list[str]
     return problems
 
 
+#: every field a caller's activity may hold (and the derived ones, refused with their own message)
+_KNOWN = frozenset(PAYLOAD_KEYS)
+
+
 def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: float) -> dict[str, Any]:
     """Validate caller fields, nested ones included, and return the stored payload (seed key order,
-    derived fields unset). Every problem is reported at once, each naming its dotted field."""
+    derived fields unset). Every problem is reported at once, each naming its dotted field.
+
+    Each check first asks the question a valid activity answers at once (are all keys known, is
+    the text valid), and lists problems only when it does not: a burst of 10,000 activities was
+    checked key by key."""
     if not isinstance(data, dict):
         raise ActivityError(f"activity must be a JSON object, got {type(data).__name__}")
     problems: list[str] = []
-    unknown = sorted((show_key(k) for k in data if k not in PAYLOAD_KEYS), key=str)
-    if unknown:
+    if not data.keys() <= _KNOWN:
+        unknown = sorted((show_key(k) for k in data if k not in _KNOWN), key=str)
         problems.append(f"unknown field(s): {', '.join(unknown)}")
-    derived = sorted(k for k in data if k in DERIVED)
-    if derived:
+    if not DERIVED.isdisjoint(data):
+        derived = sorted(k for k in data if k in DERIVED)
         problems.append(f"field(s) set by the engine, not the caller: {', '.join(derived)}")
     channel = data.get("channel")
     if not isinstance(channel, str) or not channel.strip():
         problems.append("channel: required, a non-empty string such as SALESMAN")
-    else:
+    elif not valid_text(channel):
         problems.extend(value_problems(channel, "channel"))
     typ = data.get("type", "TASK")
     if not isinstance(typ, str) or typ not in ACTIVITY_TYPES:
         problems.append(f"type: must be one of {', '.join(ACTIVITY_TYPES)}, not {typ!r}")
     for key in STRING_OR_NULL:
-        if key in data and data[key] is not None:
-            if not isinstance(data[key], str):
-                problems.append(f"{key}: must be a string or null, got {type(data[key]).__name__}")
-            else:
-                problems.extend(value_problems(data[key], key))
+        value = data.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                problems.append(f"{key}: must be a string or null, got {type(value).__name__}")
+            elif not valid_text(value):
+                problems.extend(value_problems(value, key))
     for key in OBJECT_OR_NULL:
-        if key in data and data[key] is not None:
-            problems.extend(_nested_problems(data[key], NESTED_SHAPES[key], key))
+        value = data.get(key)
+        if value is not None:
+            problems.extend(_nested_problems(value, NESTED_SHAPES[key], key))
     stamps: dict[str, str | None] = {}
     for key in TIMESTAMPS:
         value = data.get(key)
@@ -86,18 +96,12 @@ def build_stored_payload(data: dict[str, Any], *, activity_id: str, created_at: 
         split = tuple(_split(p) for p in problems)
         raise ActivityError("invalid activity: " + "; ".join(problems),
                             fields=tuple(f for f, _ in split if f is not None), problems=split)
-    out: dict[str, Any] = {}
-    for key in PAYLOAD_KEYS:
-        if key == "id":
-            out[key] = activity_id
-        elif key == "createdAt":
-            out[key] = iso(created_at)
-        elif key in ("canForceRetryDispatch", "activityResult"):
-            out[key] = None  # rendered by the store
-        elif key in TIMESTAMPS:
-            out[key] = stamps[key]
-        else:
-            out[key] = data.get(key, DEFAULTS.get(key))
+    # the seed's key order; the derived fields are set below, in their places
+    out = {key: data.get(key, DEFAULTS.get(key)) for key in PAYLOAD_KEYS}
+    out["id"] = activity_id
+    out["createdAt"] = iso(created_at)
+    out["canForceRetryDispatch"] = out["activityResult"] = None  # rendered by the store
+    out.update(stamps)
     return out
 
 
