@@ -23,7 +23,7 @@ from .redact import Redactor, redact_url
 from .sender import Sender
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult
-from .store_contract import StoreContract
+from .store_contract import NewActivity, NewDelivery, StoreContract
 from .store_open import is_url, open_store
 from .store_rows import Attempt, Configuration, Delivery, Provider, Tenant
 from .store_queries import ActivityFilter
@@ -377,6 +377,9 @@ class Engine:
 
         What a burst costs is mostly its commits: a scenario creating 2,500 activities at once
         commits once instead of 2,500 times. Events are the same as for one call per activity.
+        Every activity is checked and its deliveries planned before anything is inserted; then the
+        store inserts them together (:meth:`~StoreContract.insert_activities`), in the same order,
+        with the same ids and sequence numbers as one insert after the other.
         """
         if await self.store.tenant(tenant_id) is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
@@ -385,10 +388,18 @@ class Engine:
         async with self.store.tx():
             configs: dict[str, list[tuple[str, int]]] = {}
             taken: set[str] = set()
+            activities: list[NewActivity] = []
+            deliveries: list[NewDelivery] = []
+            first_seq: int | None = None  # the sequence number of this burst's first activity, read once
             for data in items:
                 aid, data = await self._activity_id(data, taken)
+                if aid is None:
+                    if self.seed is not None and first_seq is None:
+                        first_seq = await self.store.next_activity_seq()
+                    aid = self._new_activity_id(None if first_seq is None else first_seq + len(activities))
+                    taken.add(aid)  # a caller's id equal to it, later in the burst, exists already
                 payload = build_stored_payload(data, activity_id=aid, created_at=now)
-                await self.store.insert_activity(aid, tenant_id, payload["type"], payload["channel"], payload, now)
+                activities.append(NewActivity(aid, tenant_id, payload["type"], payload["channel"], payload))
                 made = []
                 if payload["type"] in DISPATCHED_TYPES:
                     channel = payload["channel"]
@@ -397,11 +408,15 @@ class Engine:
                     for cid, version in configs[channel]:
                         prep = await self.prepared(cid, version)
                         queue = _queue(cid, prep.snapshot, payload)
-                        did = await self.store.insert_delivery(
-                            webhook_id=self._webhook_id(aid, cid), activity_id=aid, config_id=cid,
-                            config_version=version, queue=queue, ordered=prep.snapshot.ordering.ordered, now=now)
-                        made.append((did, cid, queue))
+                        deliveries.append(NewDelivery(webhook_id=self._webhook_id(aid, cid), activity_id=aid,
+                                                      config_id=cid, config_version=version, queue=queue,
+                                                      ordered=prep.snapshot.ordering.ordered))
+                        made.append((len(deliveries) - 1, cid, queue))
                 created.append((aid, payload, made))
+            await self.store.insert_activities(activities, now)
+            ids = await self.store.insert_deliveries(deliveries, now)
+        created = [(aid, payload, [(ids[at], cid, queue) for at, cid, queue in made])
+                   for aid, payload, made in created]
         for aid, payload, made in created:
             for did, cid, queue in made:
                 self.log.info("delivery.created", delivery_id=did, activity_id=aid, config_id=cid, queue=queue,
@@ -415,13 +430,14 @@ class Engine:
             self.dispatcher.wake()
         return [aid for aid, _, _ in created]
 
-    async def _activity_id(self, data: dict[str, Any], taken: set[str]) -> tuple[str, dict[str, Any]]:
-        """The id the caller chose (a UUID, the payload's ``id``) or a new one, and the fields without it.
+    async def _activity_id(self, data: dict[str, Any], taken: set[str]) -> tuple[str | None, dict[str, Any]]:
+        """The id the caller chose (a UUID, the payload's ``id``; None when it chose none), and the
+        fields without it.
 
         A caller that chooses its ids can retry a create after a timeout without making a second
         activity: the second try is refused (:class:`ActivityExists`) instead."""
         if not isinstance(data, dict) or "id" not in data:
-            return await self._new_activity_id(), data
+            return None, data
         given = data["id"]
         try:
             aid = str(uuid.UUID(given)) if isinstance(given, str) else None
@@ -442,11 +458,11 @@ class Engine:
         taken.add(aid)
         return aid, {k: v for k, v in data.items() if k != "id"}
 
-    async def _new_activity_id(self) -> str:
-        if self.seed is None:
+    def _new_activity_id(self, seq: int | None) -> str:
+        """A new id: random, or with a seed made from it and the activity's sequence number ``seq``."""
+        if self.seed is None or seq is None:
             return str(uuid.uuid4())
-        n = await self.store.next_activity_seq()
-        digest = hashlib.sha256(f"{self.seed}:activity:{n}".encode()).digest()
+        digest = hashlib.sha256(f"{self.seed}:activity:{seq}".encode()).digest()
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
     def _webhook_id(self, activity_id: str, config_id: str) -> str:

@@ -23,7 +23,7 @@ from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
 from .payload import rendered_body
 from .store_console import ConsoleOps
-from .store_contract import Finish, StoreContract
+from .store_contract import Finish, NewActivity, NewDelivery, StoreContract
 from .store_queries import QueryOps
 from .store_sql import deliveries_query, first_leases, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
@@ -399,36 +399,61 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def insert_activity(self, activity_id: str, tenant_id: str, typ: str, channel: str,
                         payload: dict[str, Any], now: float) -> None:
         """Insert an activity row (its deliveries are created separately, in the same transaction)."""
-        cur = self.conn.execute(
-            "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (activity_id, tenant_id, typ, channel, _dumps(payload), now))
-        if self.conn.in_transaction:
-            self._last_activity = (self._txs, cur.lastrowid)
+        await self.insert_activities([NewActivity(activity_id, tenant_id, typ, channel, payload)], now)
+
+    async def insert_activities(self, activities: Sequence[NewActivity], now: float) -> None:
+        """Several activities in one statement per :data:`_INSERT_CHUNK` rows: a burst of 10,000 made
+        10,000 statements."""
+        cur = None
+        for at in range(0, len(activities), _INSERT_CHUNK):
+            chunk = activities[at:at + _INSERT_CHUNK]
+            cur = self.conn.execute(
+                "INSERT INTO activities (id, tenant_id, type, channel, payload, created_at) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                [v for a in chunk for v in (a.activity_id, a.tenant_id, a.typ, a.channel, _dumps(a.payload), now)])
+        if cur is not None and self.conn.in_transaction:
+            self._last_activity = (self._txs, cur.lastrowid)  # the last row's: see next_activity_seq
 
     async def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
                         now: float, activity_id: str | None = None, batch_id: int | None = None) -> int:
         """A new READY delivery of an activity or of a batch of message events, at the tail of its
         queue (it is the head only if nothing holds the queue)."""
-        holds, eligible = 0, 1
-        if ordered:
-            # a queue that a delivery inserted earlier in this transaction holds is held: no query (a burst
-            # of 2,500 activities asked 2,500 times); a status change in the transaction forgets them all
-            txn, held = self._held
-            if txn != self._txs or not self.conn.in_transaction:
-                held = set()
-                self._held = (self._txs, held)
-            holds = 1
-            if queue in held or self._one("SELECT 1 FROM deliveries WHERE queue = ? AND holds = 1 LIMIT 1", (queue,)):
-                eligible = 0
-        cur = self.conn.execute(
-            "INSERT INTO deliveries (webhook_id, activity_id, batch_id, config_id, config_version, queue, status,"
-            " holds, eligible, budget_started_at, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (webhook_id, activity_id, batch_id, config_id, config_version, queue, Status.READY.value, holds, eligible,
-             now, now, now, now))
-        if ordered and self.conn.in_transaction:
-            self._held[1].add(queue)
-        return int(cur.lastrowid)
+        return (await self.insert_deliveries([NewDelivery(
+            webhook_id=webhook_id, config_id=config_id, config_version=config_version, queue=queue, ordered=ordered,
+            activity_id=activity_id, batch_id=batch_id)], now))[0]
+
+    async def insert_deliveries(self, deliveries: Sequence[NewDelivery], now: float) -> list[int]:
+        """New READY deliveries, each at the tail of its queue (the head only if nothing holds the queue,
+        nor an earlier one of them), in one statement per :data:`_INSERT_CHUNK` rows."""
+        # a queue that a delivery inserted earlier in this transaction holds is held: no query (a burst
+        # of 2,500 activities asked 2,500 times); a status change in the transaction forgets them all
+        txn, held = self._held
+        if txn != self._txs or not self.conn.in_transaction:
+            held = set()
+            self._held = (self._txs, held)
+        holding: set[str] = set()  # ordered queues these deliveries hold
+        rows: list[tuple[Any, ...]] = []
+        for d in deliveries:
+            holds, eligible = 0, 1
+            if d.ordered:
+                holds = 1
+                if d.queue in held or d.queue in holding or self._one(
+                        "SELECT 1 FROM deliveries WHERE queue = ? AND holds = 1 LIMIT 1", (d.queue,)):
+                    eligible = 0
+                holding.add(d.queue)
+            rows.append((d.webhook_id, d.activity_id, d.batch_id, d.config_id, d.config_version, d.queue,
+                         Status.READY.value, holds, eligible, now, now, now, now))
+        ids: dict[str, int] = {}
+        for at in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[at:at + _INSERT_CHUNK]
+            ids.update((r[1], r[0]) for r in self.conn.execute(
+                "INSERT INTO deliveries (webhook_id, activity_id, batch_id, config_id, config_version, queue, status,"
+                " holds, eligible, budget_started_at, next_attempt_at, created_at, updated_at) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)) + " RETURNING id, webhook_id",
+                [v for r in chunk for v in r]).fetchall())
+        if self.conn.in_transaction:
+            held |= holding
+        return [ids[d.webhook_id] for d in deliveries]  # webhook ids are unique: the rows' order is not promised
 
     async def activity(self, activity_id: str) -> Activity:
         """The activity; ``to_json()`` gives what the API returns and what is dispatched (seed shape)."""
@@ -891,6 +916,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 _CLAIM_CHUNK = 500
 #: ids read per statement by :meth:`Store.stored_activities`
 _READ_CHUNK = 500
+#: rows of one multi-row INSERT of activities or deliveries (13 bound values a delivery: far below the limit)
+_INSERT_CHUNK = 500
 #: from this many leases on, a claim leases them in one statement and opens their attempts in another
 _CLAIM_TOGETHER = 4
 #: what a claim reads back of each leased delivery (see :func:`_claim`)

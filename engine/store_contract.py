@@ -59,6 +59,30 @@ class Finish:
     block: bool = False  #: FAILED: its ordered queue waits for a manual action
 
 
+@dataclass(frozen=True, slots=True)
+class NewActivity:
+    """One activity of :meth:`StoreContract.insert_activities`: what :meth:`~StoreContract.insert_activity` takes."""
+
+    activity_id: str
+    tenant_id: str
+    typ: str
+    channel: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewDelivery:
+    """One delivery of :meth:`StoreContract.insert_deliveries`: what :meth:`~StoreContract.insert_delivery` takes."""
+
+    webhook_id: str
+    config_id: str
+    config_version: int
+    queue: str
+    ordered: bool
+    activity_id: str | None = None
+    batch_id: int | None = None
+
+
 class StoreContract(ABC):
     """What a dispatchsim store backend provides."""
 
@@ -165,6 +189,12 @@ class StoreContract(ABC):
                         payload: dict[str, Any], now: float) -> None:
         """Insert an activity (its deliveries are created separately, in the same transaction)."""
 
+    async def insert_activities(self, activities: Sequence[NewActivity], now: float) -> None:
+        """Insert several activities, in order, as :meth:`insert_activity` one after the other would
+        (a burst: a backend may insert them with fewer statements)."""
+        for a in activities:
+            await self.insert_activity(a.activity_id, a.tenant_id, a.typ, a.channel, a.payload, now)
+
     @abstractmethod
     async def activity(self, activity_id: str) -> Activity:
         """The activity (NotFound when missing); ``can_force_retry`` is true while a delivery of it is FAILED."""
@@ -206,6 +236,14 @@ class StoreContract(ABC):
     async def insert_delivery(self, *, webhook_id: str, config_id: str, config_version: int, queue: str, ordered: bool,
                         now: float, activity_id: str | None = None, batch_id: int | None = None) -> int:
         """A READY delivery at the tail of its queue; in an ordered queue it is claimable only as the head."""
+
+    async def insert_deliveries(self, deliveries: Sequence[NewDelivery], now: float) -> list[int]:
+        """Insert several deliveries, in order, as :meth:`insert_delivery` one after the other would
+        (the same ids, heads and tails); returns their ids in that order."""
+        return [await self.insert_delivery(webhook_id=d.webhook_id, config_id=d.config_id,
+                                           config_version=d.config_version, queue=d.queue, ordered=d.ordered,
+                                           now=now, activity_id=d.activity_id, batch_id=d.batch_id)
+                for d in deliveries]
 
     @abstractmethod
     async def delivery(self, delivery_id: int) -> Delivery:

@@ -8,6 +8,7 @@ network database runs on the real clock, and nothing here waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import random
@@ -26,7 +27,7 @@ from dispatchsim.engine.payload import build_stored_payload, encode_body
 from dispatchsim.mapping.activity import example_activity
 from dispatchsim.engine.store import AttemptResult, Claim
 from dispatchsim.engine import states
-from dispatchsim.engine.store_contract import EventsStoreContract, Finish
+from dispatchsim.engine.store_contract import EventsStoreContract, Finish, NewActivity, NewDelivery
 from dispatchsim.engine.store_rows import Streak
 from dispatchsim.engine.events_store_pg import PgEventsStore
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
@@ -364,6 +365,58 @@ async def test_deliveries_made_in_one_transaction_queue_behind_the_holder_as_it_
     rows = {d.id: (d.holds, d.eligible) for d in await store.deliveries()}
     assert [rows[d] for d in (d2, d3, f2)] == [(True, True), (True, False), (True, True)]
     assert await store.due_candidates(T0 + 1, 10) == [(d2, "c", 1), (f2, "c", 1)]
+
+
+async def test_a_burst_inserted_together_is_what_one_insert_after_the_other_makes(store: StoreContract) -> None:
+    """``insert_activities`` and ``insert_deliveries`` (a burst in a few statements) leave the rows,
+    sequence numbers, heads and tails that ``insert_activity`` and ``insert_delivery`` one after the
+    other leave: in a transaction and outside one, behind a queue held before the burst, ordered and
+    not; the ids come back in the order given."""
+    held = await _delivery(store, 0, queue="held")
+
+    def burst(tag: str) -> tuple[list[NewActivity], list[NewDelivery]]:
+        acts = [NewActivity(f"{tag}{i}", "t", "TASK", "S", {"id": f"{tag}{i}", "n": i}) for i in range(5)]
+        dels = [NewDelivery(webhook_id=f"{tag}w{i}", activity_id=f"{tag}{i % 5}", config_id="c", config_version=1,
+                            queue=f"{tag}{q}" if q != "held" else "held", ordered=q != "free")
+                for i, q in enumerate(["q1", "q2", "q1", "free", "held", "q1", "q2", "free"])]
+        return acts, dels
+
+    async def shape(tag: str) -> list[tuple]:
+        seqs = {aid: seq for seq, aid in await store.activity_page(ActivityFilter(), limit=1000)}
+        rows = [d for d in await store.deliveries() if d.webhook_id.startswith(tag)]
+        first_seq, first_id = min(seqs[a.id] for a in (await _activities(store, tag))), rows[0].id
+        return [(d.webhook_id, d.id - first_id, seqs[d.activity_id] - first_seq, d.queue.removeprefix(tag),
+                 d.holds, d.eligible) for d in rows]
+
+    async def _activities(s: StoreContract, tag: str) -> list:
+        return [await s.activity(aid) for aid in await s.activity_ids() if aid.startswith(tag)]
+
+    for in_tx in (True, False):
+        one, together = ("o", "b") if in_tx else ("O", "B")
+        acts, dels = burst(one)
+        async with contextlib.AsyncExitStack() as stack:
+            if in_tx:
+                await stack.enter_async_context(store.tx())
+            for a in acts:
+                await store.insert_activity(a.activity_id, a.tenant_id, a.typ, a.channel, a.payload, T0)
+            singles = [await store.insert_delivery(webhook_id=d.webhook_id, config_id=d.config_id,
+                                                   config_version=d.config_version, queue=d.queue, ordered=d.ordered,
+                                                   now=T0, activity_id=d.activity_id) for d in dels]
+        acts, dels = burst(together)
+        async with contextlib.AsyncExitStack() as stack:
+            if in_tx:
+                await stack.enter_async_context(store.tx())
+            await store.insert_activities(acts, T0)
+            assert await store.next_activity_seq() == max(
+                seq for seq, _ in await store.activity_page(ActivityFilter(), limit=1000)) + 1
+            ids = await store.insert_deliveries(dels, T0)
+        assert ids == sorted(ids) and [(await store.delivery(i)).webhook_id for i in ids] == [d.webhook_id for d in dels]
+        assert len(singles) == len(ids)
+        assert [r[1:] for r in await shape(together)] == [r[1:] for r in await shape(one)]
+        assert [a.payload for a in await _activities(store, together)] == [
+            {"id": f"{together}{i}", "n": i} for i in range(5)]
+    assert (await store.delivery(held)).eligible
+    assert await store.insert_activities([], T0) is None and await store.insert_deliveries([], T0) == []
 
 
 async def test_the_head_of_a_queue_while_it_can_be_claimed(store: StoreContract) -> None:
