@@ -90,6 +90,10 @@ class AttemptObservation:
     lag: float
 
 
+#: seconds at most a group commit waits for the attempts still in flight, so that waves of attempts
+#: that finish a little apart are recorded (and their successors claimed) together (see :meth:`Dispatcher.merge_waves`)
+MERGE_WINDOW = 0.002
+
 #: seconds a stop still leaves operator notifications when the attempts used up its deadline (never more
 #: than the deadline itself; see :meth:`Dispatcher.stop`)
 NOTIFY_GRACE = 2.0
@@ -154,6 +158,12 @@ class Dispatcher:
         self._running = False
         #: the group commit also claims due work (see :meth:`commit_claims`)
         self._commit_claims = not clock.virtual
+        #: seconds a group commit waits for the attempts in flight (see :meth:`merge_waves`); 0: none
+        self._merge_window = 0.0 if clock.virtual else MERGE_WINDOW
+        #: set when the last attempt in flight ends (what a waiting group commit waits for)
+        self._drained = asyncio.Event()
+        #: a group commit is waiting for attempts in flight: the results it holds keep their room
+        self._merging = False
 
     async def load(self) -> None:
         """Read the persisted endpoint health (the engine calls it once, when it opens)."""
@@ -229,6 +239,21 @@ class Dispatcher:
         real clock; off on the virtual clock, where a simulation's claims stay in the dispatch cycle
         (what a scenario records does not change)."""
         self._commit_claims = on
+
+    def merge_waves(self, window: float = MERGE_WINDOW) -> None:
+        """A group commit that finds attempts still in flight waits for them, at most ``window`` seconds,
+        so that one transaction records them all and claims their successors together.
+
+        Without it, attempts that answer a little earlier than the rest (a connection kept alive from
+        the verification ``GET``, a faster path) form a wave of their own that never merges back: each
+        wave costs a group commit (its COMMIT, its claim) whether it records one attempt or fifty, and
+        a wave claimed apart stays apart. Waiting moves the early wave onto the late one; once merged
+        the wave ends together, so the wait ends when the last of them does. While it waits, the room
+        of the attempts it holds is kept for its claim (no dispatch cycle claims it meanwhile). An
+        ordered queue's next head is not delayed by its own queue: with nothing else in flight the
+        commit goes at once. On by default on the real clock; off (0) on the virtual clock, where what
+        a simulation records must not depend on it."""
+        self._merge_window = max(0.0, window)
 
     @property
     def in_flight(self) -> int:
@@ -492,7 +517,8 @@ class Dispatcher:
         slots before its first await and counts each planned lease against its configuration at
         once: on PostgreSQL the store's calls suspend, and a group commit claiming meanwhile (chained
         heads, :meth:`commit_claims`) must not see the same room free."""
-        return max(0, self._concurrency - len(self._inflight) - self._chaining - self._reserved)
+        held = len(self._results) if self._merging else 0
+        return max(0, self._concurrency - len(self._inflight) - self._chaining - self._reserved - held)
 
     def _count(self, config_id: str, n: int) -> None:
         """Add ``n`` (negative: release) to the attempts counted against a configuration."""
@@ -588,7 +614,10 @@ class Dispatcher:
         finally:
             self._inflight.pop(claim.delivery_id, None)
             self._count(claim.config_id, -1)
-            self._wake.set()
+            if not self._inflight:
+                self._drained.set()
+            if not self._merging:
+                self._wake.set()  # (a waiting group commit wakes the loop once it is stored)
 
     def _queue_result(self, claim: Claim, snap: Snapshot, result: Outcome | str) -> None:
         """Group commit: results finished in the same loop tick are stored in one transaction.
@@ -612,7 +641,10 @@ class Dispatcher:
             self._start_flush()
 
     def _start_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.flush(), name="group-commit")
+        # the attempt whose result scheduled this commit is still counted in flight: others make it wait
+        self._merging = bool(self._merge_window) and len(self._inflight) > 1 and not self._stopping
+        commit = self._merged_flush() if self._merging else self.flush()
+        task = asyncio.get_running_loop().create_task(commit, name="group-commit")
         self._flushes.add(task)
         task.add_done_callback(self._flush_done)
 
@@ -621,6 +653,17 @@ class Dispatcher:
         if not task.cancelled() and task.exception() is not None:
             asyncio.get_running_loop().call_exception_handler(
                 {"message": "group commit failed", "exception": task.exception(), "task": task})
+
+    async def _merged_flush(self) -> None:
+        """:meth:`flush` once the attempts in flight have ended too, or after the merge window (see
+        :meth:`merge_waves`), or at once when the dispatcher stops."""
+        try:
+            if self._inflight and not self._stopping:
+                self._drained.clear()
+                await self.clock.wait(self._drained, self._merge_window)
+        finally:
+            self._merging = False
+        await self.flush()
 
     async def flush(self) -> None:
         """Commit the finished attempts waiting for the group commit, in one transaction.

@@ -184,3 +184,26 @@ async def test_a_group_commit_claims_the_due_work_its_room_allows(engine, receiv
     for _, step in sorted(starts, key=lambda e: (e[0], e[1])):
         in_flight += step
         assert in_flight <= 5
+
+
+@pytest.mark.parametrize("merge", [True, False])
+async def test_a_group_commit_waits_for_the_attempts_in_flight_so_waves_merge(engine, receiver, setup_config,
+                                                                               monkeypatch, merge):
+    """A real-clock engine (switched on here on the virtual clock): one attempt of a wave answers at once
+    (a connection kept alive, say), the others a millisecond later. Without waiting, its group commit
+    records it alone and claims one successor, and the wave of one never rejoins the others; a group
+    commit that waits (at most its window) for the attempts still in flight records and claims whole
+    waves. Every delivery still goes exactly once."""
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 5})
+    engine.dispatcher.commit_claims(True)
+    engine.dispatcher.merge_waves(0.002 if merge else 0.0)
+    receiver.respond = lambda hit, n: (200, {}, 0.0 if n == 2 else 0.001)  # the first POST (after the GET) is fast
+    made = [await engine.create_activity("acme", ACT) for _ in range(20)]
+    batches = _recorded_claims(engine, monkeypatch)
+    summary = await engine.run_until_idle()
+    assert summary.counts["DISPATCHED"] == 20 and summary.idle
+    assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
+    if merge:
+        assert batches == [5, 5, 5, 5]
+    else:
+        assert batches[:2] == [5, 1] and len(batches) == 5  # the early answer made a group commit of its own
