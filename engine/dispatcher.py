@@ -455,13 +455,16 @@ class Dispatcher:
             if not rows:
                 break
             leases: list[tuple[int, float]] = []
+            preps: dict[tuple[str, int], Prepared] = {}  # most rows share a few versions: one look-up each
             with self._planning() as planned:
                 for did, cid, version in rows:
                     if len(leases) >= room and not self._stand_ins:
                         break
                     if cid in saturated:
                         continue
-                    prep = await self._prepared(cid, version)
+                    prep = preps.get((cid, version))
+                    if prep is None:
+                        prep = preps[(cid, version)] = await self._prepared(cid, version)
                     limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
                     if self._per_config[cid] >= limit:
                         if len(leases) < room:
@@ -894,6 +897,8 @@ class Dispatcher:
         activity = claim.activity
         if activity is None and activities is not None and claim.activity_id is not None:
             activity = await activities.get(claim.activity_id)
+            if prep.mapper is None:
+                return activity.body()  # the usual case, without one more coroutine per attempt
         return await request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id,
                                   activity=activity)
 

@@ -183,13 +183,6 @@ class Sender:
         known secret here, at the edge, before it is cut, stored or logged anywhere."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-
-        def done(kind: OutcomeKind, **kw: Any) -> Outcome:
-            return Outcome(kind=kind, latency=round(loop.time() - t0, 6), **kw)
-
-        def failed(kind: OutcomeKind, exc: BaseException) -> Outcome:
-            return done(kind, error=self.redactor.error(_describe(exc, url)))
-
         try:
             async with self.session.request(method, url, headers=headers, data=data, timeout=timeout,
                                             allow_redirects=False) as resp:
@@ -197,29 +190,39 @@ class Sender:
                 status = resp.status
                 excerpt = self.redactor.excerpt(raw, EXCERPT_CAP, truncated=len(raw) >= BODY_READ_CAP)
                 if 200 <= status < 300:
-                    return done(OutcomeKind.SUCCESS, status=status, excerpt=excerpt)
+                    return Outcome(kind=OutcomeKind.SUCCESS, status=status, excerpt=excerpt,
+                                   latency=round(loop.time() - t0, 6))
                 retry_after = None
                 if status in (429, 503):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now())
-                return done(OutcomeKind.HTTP_ERROR, status=status, excerpt=excerpt, retry_after=retry_after)
+                return Outcome(kind=OutcomeKind.HTTP_ERROR, status=status, excerpt=excerpt, retry_after=retry_after,
+                               latency=round(loop.time() - t0, 6))
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            return failed(OutcomeKind.TIMEOUT, exc)
+            return self._failed(OutcomeKind.TIMEOUT, exc, url, t0)
         except aiohttp.ClientConnectorError as exc:
-            return failed(OutcomeKind.CONNECT_ERROR, exc)
+            return self._failed(OutcomeKind.CONNECT_ERROR, exc, url, t0)
         except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
             # aiohttp reports a garbage response as a 400 ClientResponseError: it is not a status
-            return failed(OutcomeKind.PROTOCOL_ERROR, exc)
+            return self._failed(OutcomeKind.PROTOCOL_ERROR, exc, url, t0)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
-            return failed(OutcomeKind.CONNECT_ERROR, exc)
+            return self._failed(OutcomeKind.CONNECT_ERROR, exc, url, t0)
         except aiohttp.ClientError as exc:
-            return failed(OutcomeKind.PROTOCOL_ERROR, exc)
+            return self._failed(OutcomeKind.PROTOCOL_ERROR, exc, url, t0)
+
+    def _failed(self, kind: OutcomeKind, exc: BaseException, url: str, t0: float) -> Outcome:
+        """The outcome of a try that got no usable answer, its error scrubbed of known secrets."""
+        return Outcome(kind=kind, error=self.redactor.error(_describe(exc, url)),
+                       latency=round(asyncio.get_running_loop().time() - t0, 6))
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
     """The response body, at most :data:`BODY_READ_CAP` bytes (a receiver may send anything)."""
     content = resp.content
-    chunks: list[bytes] = []
-    size = 0
+    first = await content.read(BODY_READ_CAP)
+    if not first or content.at_eof():
+        return first  # the usual short answer: one read, no second one to learn that it ended
+    chunks = [first]
+    size = len(first)
     while size < BODY_READ_CAP:
         chunk = await content.read(BODY_READ_CAP - size)
         if not chunk:
@@ -227,7 +230,7 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if content.at_eof():
-            break  # the usual short answer: one read, no second one to learn that it ended
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
