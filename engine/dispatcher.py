@@ -449,7 +449,10 @@ class Dispatcher:
                          held: list[Claim] | None) -> int:
         """:meth:`_fill`'s claims for ``room`` reserved slots; returns the slots left unused."""
         while room > 0:
-            asked = room * 2
+            # with stand-ins (several workers) the rows after the room are offered in place of those another
+            # worker takes; alone, rows past the room are read for nothing (one table look-up each): a row
+            # skipped here (its configuration saturated) excludes that configuration from the next read
+            asked = room * 2 if self._stand_ins else room
             rows = await self.store.due_candidates(now, asked, exclude_configs=sorted(saturated),
                                                    skip_paused=held is not None)
             if not rows:
