@@ -550,6 +550,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                              skip_paused: bool = False) -> list[tuple[int, str, int]]:
         """(delivery id, config id, config version) of claimable deliveries (queue heads and unordered
         deliveries) due by ``now``, earliest first; ``skip_paused``: not those of paused configurations."""
+        if exclude_configs and not self._any_config_left(exclude_configs, active=skip_paused):
+            return []
         excl = ""
         params: list[Any] = [now]
         if exclude_configs:
@@ -795,13 +797,24 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         excl = ""
         if exclude_configs:
             excl = " AND config_id NOT IN (" + ",".join("?" * len(exclude_configs)) + ")"
-        due = self._one("SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due WHERE eligible = 1"
-                        f" AND lease_until IS NULL AND status IN {_ACTIVE_SQL}{excl} ORDER BY next_attempt_at, id"
-                        " LIMIT 1", tuple(exclude_configs))
+        due = None
+        if not exclude_configs or self._any_config_left(exclude_configs, active=False):
+            due = self._one("SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due WHERE eligible = 1"
+                            f" AND lease_until IS NULL AND status IN {_ACTIVE_SQL}{excl} ORDER BY next_attempt_at, id"
+                            " LIMIT 1", tuple(exclude_configs))
         lease = self._one("SELECT MIN(lease_until) AS t FROM deliveries WHERE lease_until IS NOT NULL")
         times = [t for t in ((due["next_attempt_at"] if due else None), (lease["t"] if lease else None))
                  if t is not None]
         return min(times) if times else None
+
+    def _any_config_left(self, exclude_configs: Sequence[str], *, active: bool) -> bool:
+        """Whether a configuration (``active``: an active one) is not in ``exclude_configs``: when none
+        is, a due read that leaves those out finds nothing, and is not run. Every delivery belongs to
+        a configuration, so this changes no answer; without it, a read that leaves out the only
+        configuration with due work (its attempts at its limit, or paused) walks the due index through
+        all of that configuration's pending deliveries and finds none, at every dispatch cycle."""
+        cond = "id NOT IN (" + ",".join("?" * len(exclude_configs)) + ")" + (" AND active = 1" if active else "")
+        return self._one(f"SELECT 1 FROM configurations WHERE {cond} LIMIT 1", tuple(exclude_configs)) is not None
 
     async def paused_configs(self) -> list[str]:
         """Inactive or deleted configurations: their pending deliveries wait (nothing is sent)."""

@@ -70,6 +70,19 @@ _CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any]] | None] = Cont
 
 
 
+def _any_config_left(*, excluded: bool, active: bool) -> str:
+    """The condition of a due read that leaves configurations out: some configuration is left in (not
+    ``excluded``: one parameter, the ids left out; ``active``: an active one). Every delivery belongs to
+    a configuration, so it changes no answer; it reads no delivery, so PostgreSQL checks it once, before
+    the scan, and skips the scan when it is false. Without it, a read that leaves out the only
+    configuration with due work (its attempts at its limit, or paused) walks the due index through all
+    of that configuration's pending deliveries and finds none: every dispatch cycle and group commit,
+    at a cost that grows with the backlog."""
+    conds = ["NOT (id = ANY(%s))"] if excluded else []
+    conds += ["active"] if active else []
+    return f" AND EXISTS (SELECT 1 FROM configurations WHERE {' AND '.join(conds)})"
+
+
 def _sources_sql(dst: Status) -> str:
     return status_in(sources_of(dst))
 
@@ -427,6 +440,9 @@ class PgStore(PgQueryOps, StoreContract):
             params.append(list(exclude_configs))
         if skip_paused:  # one hashed subplan of the few paused configurations, not a join per row
             excl += " AND config_id NOT IN (SELECT id FROM configurations WHERE NOT active)"
+        if exclude_configs or skip_paused:
+            excl += _any_config_left(excluded=bool(exclude_configs), active=skip_paused)
+            params += [list(exclude_configs)] if exclude_configs else []
         rows = await self._all(
             "SELECT id, config_id, config_version FROM deliveries"
             f" WHERE {_CLAIMABLE} AND next_attempt_at <= %s{excl}"
@@ -733,8 +749,8 @@ class PgStore(PgQueryOps, StoreContract):
     async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
         excl, params = "", []
         if exclude_configs:
-            excl = " AND NOT (config_id = ANY(%s))"
-            params.append(list(exclude_configs))
+            excl = " AND NOT (config_id = ANY(%s))" + _any_config_left(excluded=True, active=False)
+            params += [list(exclude_configs)] * 2
         row = await self._one("SELECT (SELECT next_attempt_at FROM deliveries WHERE eligible AND lease_until IS NULL"
                               f" AND status IN {_ACTIVE_SQL}{excl} ORDER BY next_attempt_at, id LIMIT 1),"
                               " (SELECT MIN(lease_until) FROM deliveries WHERE lease_until IS NOT NULL)", params)

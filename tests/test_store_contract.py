@@ -305,6 +305,14 @@ async def test_due_candidates_can_leave_out_paused_configurations(store: StoreCo
     assert await store.due_candidates(T0, 10, exclude_configs=["c"], skip_paused=True) == []
     await store.set_config_active("d", True, T0 + 1)
     assert await store.due_candidates(T0, 10, skip_paused=True) == [(mine, "c", 1), (paused, "d", 1)]
+    # configurations left out: the others' deliveries still come (a deleted one's too, unless paused ones
+    # are skipped), and when every configuration is left out nothing does
+    assert await store.due_candidates(T0, 10, exclude_configs=["c"], skip_paused=True) == [(paused, "d", 1)]
+    assert await store.due_candidates(T0, 10, exclude_configs=["c", "d"]) == [(deleted, "e", 1)]
+    assert await store.due_candidates(T0, 10, exclude_configs=["c", "d"], skip_paused=True) == []
+    assert await store.due_candidates(T0, 10, exclude_configs=["c", "d", "e"]) == []
+    assert await store.next_wakeup(exclude_configs=["c", "d"]) == T0
+    assert await store.next_wakeup(exclude_configs=["c", "d", "e"]) is None
 
 
 async def test_a_limited_claim_takes_later_leases_in_place_of_those_taken(store: StoreContract) -> None:
