@@ -40,7 +40,7 @@ def _child(db: str, workers: int, n: int, url: str, cfg: str, postmaster: int, r
                      psutil.Process(receiver), statements=statements)
     print("RESULT " + json.dumps({"rate": r.rate, "worker_ms": r.worker_ms, "db_ms": r.db_cpu / n * 1000,
                                   "rx_ms": r.receiver_cpu / n * 1000, "statements": _plans(db) if statements
-                                  else None}))
+                                  else None, "writes": r.writes}))
 
 
 def _plans(db: str) -> list[tuple[int, int, float, str]]:
@@ -94,6 +94,9 @@ def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool) -> 
                     print(f"round {r + 1} {name:>10} {workers} worker(s): {res['rate']:6.0f}/s   CPU ms per delivery:"
                           f" workers {res['worker_ms']:.3f}, database {res['db_ms']:.3f}, receiver {res['rx_ms']:.3f}",
                           flush=True)
+                    if res.get("writes"):
+                        print("    deliveries rows updated per delivery {:.2f}, {:.0%} in place (HOT); WAL {:.0f} bytes"
+                              " per delivery".format(*res["writes"]))
                     for calls, plans, ms, query in res["statements"] or []:
                         print(f"    {calls / n:6.3f} calls {plans / n:6.3f} plans {ms / n * 1000:6.1f} µs"
                               f"  {' '.join(query.split())[:90]}")
