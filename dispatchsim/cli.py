@@ -78,6 +78,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: allocations (less deallocations) between two collections of the youngest generation, in a program's run
+GC_YOUNG = 20_000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``dispatchsim`` command; ``argv`` None: this process's own arguments (a program's run)."""
     parser = build_parser(sys.argv[1:] if argv is None else argv)
@@ -87,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # collector stops looking at it (a 10,000-activity run spent 0.08 s of CPU in collections,
         # 0.02 s after this). Not when called with arguments: a caller's objects are not ours to pin.
         gc.freeze()
+        # and it looks at the young objects every GC_YOUNG allocations instead of every 700: an
+        # attempt allocates hundreds of short-lived objects, which reference counting frees, and the
+        # 10,000-activity run made 455 collections (0.047 s) where it now makes 3 (0.012 s), its
+        # peak memory unchanged
+        gc.set_threshold(GC_YOUNG)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -232,3 +232,19 @@ def test_stored_text_in_another_form_is_rendered_the_long_way():
         assert spliced_body(text, can_force_retry=True, result=None) is None
         assert rendered_body(text, can_force_retry=True, result='{"a":1}') == encode_body(
             render(value, can_force_retry=True, result={"a": 1}))
+
+
+def test_a_program_run_collects_young_objects_less_often_and_a_call_with_arguments_leaves_the_collector(capsys):
+    """``dispatchsim`` as a program sets the youngest generation's threshold (GC_YOUNG); ``main(argv)``
+    called by another program leaves that program's collector as it was."""
+    import gc
+
+    from dispatchsim.cli import GC_YOUNG
+
+    code = ("import gc, sys; from dispatchsim.cli import main; sys.argv = ['dispatchsim', 'run', '--list'];"
+            " main(); print(gc.get_threshold()[0], file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == str(GC_YOUNG)
+    before = gc.get_threshold()
+    assert main(["run", "--list"]) == 0 and "outage_6h_10k" in capsys.readouterr().out
+    assert gc.get_threshold() == before != (GC_YOUNG, *before[1:])
