@@ -164,6 +164,8 @@ class Dispatcher:
         self._drained = asyncio.Event()
         #: a group commit is waiting for attempts in flight: the results it holds keep their room
         self._merging = False
+        #: the results waiting for the group commit include an ordered queue's: it goes without waiting
+        self._urgent = False
 
     async def load(self) -> None:
         """Read the persisted endpoint health (the engine calls it once, when it opens)."""
@@ -250,8 +252,9 @@ class Dispatcher:
         a wave claimed apart stays apart. Waiting moves the early wave onto the late one; once merged
         the wave ends together, so the wait ends when the last of them does. While it waits, the room
         of the attempts it holds is kept for its claim (no dispatch cycle claims it meanwhile). An
-        ordered queue's next head is not delayed by its own queue: with nothing else in flight the
-        commit goes at once. On by default on the real clock; off (0) on the virtual clock, where what
+        ordered queue's next head is never delayed: a commit holding an ordered queue's result goes
+        at once, and one arriving during a wait ends it (otherwise every head of an ordered queue would
+        wait out the window whenever another queue, a slow endpoint say, has an attempt in flight). On by default on the real clock; off (0) on the virtual clock, where what
         a simulation records must not depend on it."""
         self._merge_window = max(0.0, window)
 
@@ -632,6 +635,12 @@ class Dispatcher:
         a crash before the commit means the attempt is re-sent (at-least-once).
         """
         self._results.append((claim, snap, result))
+        if snap.ordering.ordered:
+            # an ordered queue's next head waits for this commit: it never waits for other queues'
+            # attempts (see :meth:`merge_waves`), so a merge under way ends now
+            self._urgent = True
+            if self._merging:
+                self._drained.set()
         self._schedule_flush()
 
     def _schedule_flush(self, delay: float = 0.0) -> None:
@@ -648,7 +657,8 @@ class Dispatcher:
 
     def _start_flush(self) -> None:
         # the attempt whose result scheduled this commit is still counted in flight: others make it wait
-        self._merging = bool(self._merge_window) and len(self._inflight) > 1 and not self._stopping
+        self._merging = (bool(self._merge_window) and len(self._inflight) > 1 and not self._stopping
+                         and not self._urgent)
         commit = self._merged_flush() if self._merging else self.flush()
         task = asyncio.get_running_loop().create_task(commit, name="group-commit")
         self._flushes.add(task)
@@ -680,6 +690,7 @@ class Dispatcher:
         if not self._results:
             return
         batch, self._results = self._results, []
+        self._urgent = False
         events: list[tuple[str, str, dict[str, Any]]] = []
         self._batch_configs: dict[str, Configuration | None] = {}
         chained: list[Claim] = []

@@ -8,6 +8,7 @@ import pytest
 from dispatchsim.engine.errors import ConfigError
 from dispatchsim.server.serve import ServeOptions, load_serve_config
 from dispatchsim.engine.store import Store
+from support import Receiver
 
 ACT = {"channel": "SALESMAN", "commerceExternalId": "COM-001", "commerceName": "Farmacia Central",
        "reason": {"code": "CHURN_RISK", "label": "Riesgo de fuga"}}
@@ -207,3 +208,32 @@ async def test_a_group_commit_waits_for_the_attempts_in_flight_so_waves_merge(en
         assert batches == [5, 5, 5, 5]
     else:
         assert batches[:2] == [5, 1] and len(batches) == 5  # the early answer made a group commit of its own
+
+
+async def test_an_ordered_queue_never_waits_for_another_queues_attempts(engine, receiver, setup_config):
+    """Merged waves must not tax an ordered queue: with a slow endpoint's attempt always in flight (10 s
+    each, loop time virtual), a group commit that waited its window for it would hold every head of the
+    ordered queue 2 ms, 20 heads at least 40 ms. A commit holding an ordered queue's result goes at once,
+    so the 20 heads take no loop time at all (HTTP takes none here)."""
+    async with Receiver(engine.clock.now) as slow:
+        slow.respond = lambda hit, n: (200, {}, 10.0)
+        await setup_config(slow.url, provider="slowcrm", ordering={"mode": "none", "concurrency": 2})
+        await setup_config(receiver.url)  # ordered: the default
+        engine.dispatcher.commit_claims(True)
+        engine.dispatcher.merge_waves(0.002)
+        await engine.create_activities("acme", [dict(ACT) for _ in range(20)])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ordered_done: list[float] = []
+        record = engine.dispatcher._queue_result
+
+        def timed(claim, snap, result):
+            if snap.ordering.ordered:
+                ordered_done.append(loop.time() - started)
+            record(claim, snap, result)
+
+        engine.dispatcher._queue_result = timed
+        summary = await engine.run_until_idle()
+        assert summary.counts["DISPATCHED"] == 40
+        assert len(ordered_done) == 20 and max(ordered_done) < 0.001, ordered_done
+        assert len(slow.posts()) == 20
