@@ -25,6 +25,7 @@ from .recorder import (
     OrderViolation,
     Record,
     Recorder,
+    RecordsNotKept,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "EndpointSet",
     "OrderReport",
     "OrderViolation",
+    "RecordsNotKept",
     "ProviderConfigError",
     "ProvidersConfig",
     "Record",

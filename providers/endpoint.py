@@ -364,14 +364,16 @@ class EndpointSet:
     ``now`` is the clock (seconds; default the loop's time) and ``t0`` the instant windows are
     measured from (default ``now()`` at start). One ``seed`` gives every endpoint its own
     ``random.Random(f"{seed}:{name}")``, so the same requests produce the same record.
+    ``keep_records=False``: the recorder keeps each request's receipt only (see :class:`Recorder`).
     """
 
     def __init__(self, config: ProvidersConfig, *, seed: int = 0, now: Clock | None = None,
-                 t0: float | None = None, host: str = "127.0.0.1", ports: Mapping[str, int] | None = None) -> None:
+                 t0: float | None = None, host: str = "127.0.0.1", ports: Mapping[str, int] | None = None,
+                 keep_records: bool = True) -> None:
         self.config = config
         self.seed = seed
         self.host = check_host(host)
-        self.recorder = Recorder()
+        self.recorder = Recorder(keep=keep_records)
         self._clock = now
         self._t0 = t0
         self._ports = dict(ports or {})

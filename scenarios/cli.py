@@ -95,12 +95,15 @@ def main(args: argparse.Namespace) -> int:
     results: list[RunResult] = []
     tty = sys.stderr.isatty() and not args.quiet
     # the event log is read by the full report (its timeline), --events, --html and --json (its
-    # timeline); a quiet run without them follows no event (see run_scenario_async)
+    # timeline); the endpoints' whole records by the full report and --json (the provider table),
+    # --record and --html: a quiet run without them keeps neither (see run_scenario_async)
     keep_events = not args.quiet or bool(args.events or args.html or args.json)
+    keep_records = not args.quiet or bool(args.record or args.html or args.json)
     for sc in scenarios:
         progress = ProgressBar(sc, stream=sys.stderr) if tty else None
         try:
-            result = run_scenario(sc, db=args.db, progress=progress, keep_events=keep_events)
+            result = run_scenario(sc, db=args.db, progress=progress, keep_events=keep_events,
+                                  keep_records=keep_records)
         finally:
             if progress is not None:
                 progress.close()

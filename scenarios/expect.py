@@ -43,8 +43,9 @@ class Expectation(ABC):
     """One kind of expectation: its parse (from the file) and its check (against a finished run)."""
 
     key: ClassVar[str | None]  #: its name under ``expect:``; None for one that every run is checked against
-    #: its check reads the run's event log (a run that was asked not to keep the log keeps it for this)
-    reads_events: ClassVar[bool] = False
+    #: what its check reads that a run keeps only when asked: ``"events"`` (the event log), ``"records"``
+    #: (the endpoints' records, not only their receipts); a run asked not to keep them keeps them for it
+    reads: ClassVar[frozenset[str]] = frozenset()
     line: int | None = field(default=None, compare=False)  #: where the file states it
 
     @classmethod
@@ -354,6 +355,7 @@ class MappingShape(Expectation):
     """What the bodies one provider received look like: ``{provider, has, lacks, array, equals}``."""
 
     key: ClassVar[str | None] = "mapping_shape"
+    reads: ClassVar[frozenset[str]] = frozenset({"records"})
     spec: dict[str, Any]
 
     @classmethod
@@ -415,7 +417,7 @@ class NoSecretsInLogs(_Flag):
     """No configured credential appears in the event log, the attempts or what providers recorded."""
 
     key: ClassVar[str | None] = "no_secrets_in_logs"
-    reads_events: ClassVar[bool] = True
+    reads: ClassVar[frozenset[str]] = frozenset({"events", "records"})
 
     def check(self, r: RunResult) -> list[Check]:
         if not self.on:
@@ -516,6 +518,7 @@ class EventsReceived(_Tally):
     """Message events acknowledged in batches, per provider."""
 
     key: ClassVar[str | None] = "events_received"
+    reads: ClassVar[frozenset[str]] = frozenset({"records"})
     what: ClassVar[str] = "message events acknowledged per provider"
 
     @classmethod
@@ -576,10 +579,10 @@ def evaluate(r: RunResult) -> list[Check]:
     return [check for exp in expectations(r.scenario) for check in exp.check(r)]
 
 
-def reads_events(scenario: Scenario) -> bool:
-    """True when a check of ``scenario`` reads the run's event log: the run keeps it even when no
-    report asks for it."""
-    return any(exp.reads_events for exp in expectations(scenario))
+def reads(scenario: Scenario) -> frozenset[str]:
+    """What the checks of ``scenario`` read that a run keeps only when asked (see :attr:`Expectation.reads`):
+    the run keeps it even when no report asks for it."""
+    return frozenset().union(*(exp.reads for exp in expectations(scenario)))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

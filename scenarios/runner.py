@@ -127,13 +127,13 @@ class Progress(Protocol):
         """The timeline or the drain made a step."""
 
 
-def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
-                 progress: Progress | None = None, keep_events: bool = True) -> RunResult:
-    """Run to completion (virtual clock by default) and evaluate its expectations (``keep_events``:
-    see :func:`run_scenario_async`)."""
+def run_scenario(scenario: Scenario, *, db: str | Path | None = None, progress: Progress | None = None,
+                 keep_events: bool = True, keep_records: bool = True) -> RunResult:
+    """Run to completion (virtual clock by default) and evaluate its expectations (``keep_events``,
+    ``keep_records``: see :func:`run_scenario_async`)."""
     from .expect import evaluate
 
-    coro = run_scenario_async(scenario, db=db, progress=progress, keep_events=keep_events)
+    coro = run_scenario_async(scenario, db=db, progress=progress, keep_events=keep_events, keep_records=keep_records)
     if scenario.clock == "virtual":
         result = run_virtual(coro)
     else:
@@ -142,8 +142,8 @@ def run_scenario(scenario: Scenario, *, db: str | Path | None = None,
     return result
 
 
-async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None,
-                             progress: Progress | None = None, keep_events: bool = True) -> RunResult:
+async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None, progress: Progress | None = None,
+                             keep_events: bool = True, keep_records: bool = True) -> RunResult:
     """The scenario as a plain async call, in the running loop (a virtual-time loop from
     ``engine.new_virtual_loop()`` for ``clock: virtual``). Expectations are not evaluated here:
     ``scenarios.expect.evaluate(result)`` does that; :func:`run_scenario` does both.
@@ -152,16 +152,23 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     that shows it), so the run does not follow the engine's events: the result's ``events`` is None
     and its ``key_events`` hold the timeline's own notes only. An expectation that reads the log
     (``no_secrets_in_logs``) keeps it anyway. Without a subscriber the engine builds no event at all:
-    about a twentieth of a large run's CPU. What the engine does is the same either way."""
-    from .expect import reads_events
+    about a twentieth of a large run's CPU. What the engine does is the same either way.
+
+    ``keep_records=False``: nobody will read the endpoints' records themselves (their headers and
+    bodies: ``--record``, the reports), so the recorder keeps each request's receipt only (endpoint,
+    method, acknowledged, delivery key), which is what the counts, order and duplicate checks read;
+    an expectation that reads whole records (``mapping_shape``, ``events_received``,
+    ``no_secrets_in_logs``) keeps them anyway. See ``providers.Recorder(keep=...)``."""
+    from .expect import reads
 
     wall = time.perf_counter()
     clock = VirtualClock(scenario.start) if scenario.clock == "virtual" else RealClock()
-    events = EventLog() if keep_events or reads_events(scenario) else None
+    needs = reads(scenario)
+    events = EventLog() if keep_events or "events" in needs else None
     key_events: list[tuple[float, str]] = []
     t0 = clock.now()
     endpoints = EndpointSet(scenario.simulated or ProvidersConfig(endpoints={}), seed=scenario.seed,
-                            now=clock.now, t0=t0)
+                            now=clock.now, t0=t0, keep_records=keep_records or "records" in needs)
     await endpoints.start()
     names: dict[str, str] = {}
     sanitize = _Sanitizer()

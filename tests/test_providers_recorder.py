@@ -297,3 +297,34 @@ def test_receipts_read_from_the_file_equal_those_of_the_records():
     rec.map_headers(lambda v: "" if v == "w1" else v.replace("w", "hook-"))
     assert list(rec.records.receipts()) == [receipt(r) for r in rec.records]
     assert [k for _, _, _, k, _ in rec.records.receipts()] == ["x", "body-2", "3", "hook-4", "hook-5"]
+
+
+def test_a_recorder_that_keeps_receipts_only_gives_the_receipts_of_one_that_keeps_records():
+    """``Recorder(keep=False)``: a closed record is stored as its receipt; the receipts (and the number
+    of records) are those a recorder keeping every record gives, header changes asked for later
+    included; a closed record cannot be read back (``RecordsNotKept``), an open one can, and the
+    listeners get every record whole as it closes."""
+    from dispatchsim.providers import RecordsNotKept
+
+    full, light = Recorder(), Recorder(keep=False)
+    heard: list[str] = []
+    light.subscribe(lambda record: heard.append(record.body))
+    heads = [{"webhook-id": "w1"}, {"webhook-id": ""}, {}, {"webhook-id": "w4", "host": "127.0.0.1:9"}, {"webhook-id": "w5"}]
+    bodies = ['{"id": "x"}', '{"id": "body-2"}', '{"id": 3}', "not json", ""]
+    for rec in (full, light):
+        made = [rec.open(endpoint=f"e{i % 2}", at=float(i), offset=float(i), method="GET" if i == 3 else "POST",
+                         path="/h", query="", headers=dict(h), body=b) for i, (h, b) in enumerate(zip(heads, bodies))]
+        for i, r in enumerate(made[:4]):
+            r.response_status = (200, 503, 204, 200)[i]
+            r.fault = "reset" if i == 3 else None
+            rec.close(r, r.at + 0.5)
+        rec.map_headers(lambda v: v.replace("w", "hook-"))
+        rec.close(made[4], 9.0)
+    assert list(light.records.receipts()) == list(full.records.receipts()) and len(light.records) == 5
+    assert [k for _, _, _, k, _ in light.records.receipts()] == ["hook-1", "body-2", "3", "hook-4", "hook-5"]
+    assert heard == bodies
+    with pytest.raises(RecordsNotKept):
+        light.records[0]
+    with pytest.raises(RecordsNotKept):
+        list(light.records)
+    assert full.records[0].body == '{"id": "x"}'

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from dispatchsim.engine import open_store
-from dispatchsim.providers import Recorder
+from dispatchsim.providers import Recorder, RecordsNotKept
 from dispatchsim.scenarios import eventlog, load_scenario, run_scenario
 from dispatchsim.scenarios.eventlog import EventLog
 from dispatchsim.scenarios.expect import AttemptsPerDelivery, DeliveredBy, evaluate, order_violations
@@ -108,12 +108,15 @@ def test_streamed_rows_give_the_verdicts_of_lists(name):
 
 @pytest.mark.parametrize("name", ["ordered_head_outage", "circuit_breaker_flapping", "crash_restart",
                                   "recover_since_long_outage", "skip_vs_block"])
-def test_a_run_that_keeps_no_event_log_gives_the_same_verdicts_records_and_rows(name):
+def test_a_run_that_keeps_no_event_log_nor_records_gives_the_same_verdicts_receipts_and_rows(name):
     kept = run_scenario(load_scenario(CATALOGUE / f"{name}.yaml"))
-    unkept = run_scenario(load_scenario(CATALOGUE / f"{name}.yaml"), keep_events=False)
+    unkept = run_scenario(load_scenario(CATALOGUE / f"{name}.yaml"), keep_events=False, keep_records=False)
     assert unkept.events is None and len(kept.events) > 0
     assert unkept.checks == kept.checks and kept.checks
-    assert list(unkept.recorder.lines()) == list(kept.recorder.lines())
+    assert list(unkept.recorder.records.receipts()) == list(kept.recorder.records.receipts())
+    assert len(unkept.recorder.records) == len(kept.recorder.records) > 0
+    with pytest.raises(RecordsNotKept):
+        unkept.recorder.records[0]
     assert list(unkept.deliveries) == list(kept.deliveries) and list(unkept.attempts) == list(kept.attempts)
     # the timeline's own notes stay; the deliveries' story, told by their events, is not followed
     assert set(unkept.key_events) <= set(kept.key_events)
@@ -124,11 +127,16 @@ def test_a_run_that_keeps_no_event_log_gives_the_same_verdicts_records_and_rows(
     unkept.close()
 
 
-def test_an_expectation_that_reads_the_event_log_keeps_it():
-    scenario = load_scenario(CATALOGUE / "happy_path_seed_payload.yaml")
-    assert scenario.expect.get("no_secrets_in_logs") is not None
-    result = run_scenario(scenario, keep_events=False)
-    assert result.events is not None and len(result.events) > 0 and result.ok
+@pytest.mark.parametrize("name", ["happy_path_seed_payload", "mapping_own_format", "reteno_message_events"])
+def test_an_expectation_that_reads_the_event_log_or_the_records_keeps_them(name):
+    """``no_secrets_in_logs`` reads the event log and the records, ``mapping_shape`` and
+    ``events_received`` the records' bodies: a run asked to keep neither keeps what they read."""
+    scenario = load_scenario(CATALOGUE / f"{name}.yaml")
+    result = run_scenario(scenario, keep_events=False, keep_records=False)
+    assert result.ok and result.checks
+    if scenario.expect.get("no_secrets_in_logs") is not None:
+        assert result.events is not None and len(result.events) > 0
+    assert result.recorder.records.keep and any(rec.body for rec in result.recorder.records)
     result.close()
 
 
