@@ -16,7 +16,7 @@ from .config import (
     parse_config,
 )
 from .endpoint import Endpoint, EndpointSet
-from .errors import ProviderConfigError
+from .errors import ProviderConfigError, RecordsNotKept
 from .recorder import (
     CallbackRecord,
     DuplicateInfo,
@@ -25,7 +25,6 @@ from .recorder import (
     OrderViolation,
     Record,
     Recorder,
-    RecordsNotKept,
 )
 
 __all__ = [

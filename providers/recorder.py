@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import IO, Any, overload
 
 from .checks import _MISSING, lookup
+from .errors import RecordsNotKept
 
 #: distinct header names and values a recorder shares between its records (see ``Recorder._shared``)
 _SHARED_MAX = 4096
@@ -97,11 +98,6 @@ _ENDPOINT, _METHOD, _HEADERS, _STATUS, _FAULT, _GONE = (
 
 #: ``(endpoint, method, acknowledged, delivery key, whether the key is the webhook-id header)`` of a record
 Receipt = tuple[str, str, bool, "str | None", bool]
-
-
-class RecordsNotKept(LookupError):
-    """The recorder kept each request's receipt only (``Recorder(keep=False)``): the record itself,
-    its headers and body, cannot be read back."""
 
 
 def _acknowledged(status: int | None, fault: str | None, client_disconnected: bool) -> bool:
