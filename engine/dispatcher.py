@@ -659,6 +659,8 @@ class Dispatcher:
         # the attempt whose result scheduled this commit is still counted in flight: others make it wait
         self._merging = (bool(self._merge_window) and len(self._inflight) > 1 and not self._stopping
                          and not self._urgent)
+        if self._merging:
+            self._drained.clear()  # here, not in the task: an ordered result of this same tick may set it
         commit = self._merged_flush() if self._merging else self.flush()
         task = asyncio.get_running_loop().create_task(commit, name="group-commit")
         self._flushes.add(task)
@@ -674,12 +676,16 @@ class Dispatcher:
         """:meth:`flush` once the attempts in flight have ended too, or after the merge window (see
         :meth:`merge_waves`), or at once when the dispatcher stops."""
         try:
-            if self._inflight and not self._stopping:
-                self._drained.clear()
+            if self._inflight and not self._stopping and not self._urgent:
                 await self.clock.wait(self._drained, self._merge_window)
         finally:
             self._merging = False
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            # the attempts that ended during the wait did not wake the loop (the commit was to): it
+            # must wake even when the commit failed, or a loop waiting for room could sleep on
+            self._wake.set()
 
     async def flush(self) -> None:
         """Commit the finished attempts waiting for the group commit, in one transaction.
@@ -736,6 +742,7 @@ class Dispatcher:
             self.log.error("store.unavailable", error=str(storage_error(exc)), pending_results=len(batch),
                            retry_in=STORAGE_RETRY)
             self._results = batch + self._results
+            self._urgent = any(snap.ordering.ordered for _, snap, _ in self._results)
             self._schedule_flush(STORAGE_RETRY)
             return
         if self._stopping:

@@ -210,18 +210,30 @@ async def test_a_group_commit_waits_for_the_attempts_in_flight_so_waves_merge(en
         assert batches[:2] == [5, 1] and len(batches) == 5  # the early answer made a group commit of its own
 
 
-async def test_an_ordered_queue_never_waits_for_another_queues_attempts(engine, receiver, setup_config):
+@pytest.mark.parametrize(("fast_unordered", "n"), [(False, 20), (True, 20), (True, 5)])
+async def test_an_ordered_queue_never_waits_for_another_queues_attempts(engine, receiver, setup_config,
+                                                                         fast_unordered, n):
     """Merged waves must not tax an ordered queue: with a slow endpoint's attempt always in flight (10 s
     each, loop time virtual), a group commit that waited its window for it would hold every head of the
-    ordered queue 2 ms, 20 heads at least 40 ms. A commit holding an ordered queue's result goes at once,
-    so the 20 heads take no loop time at all (HTTP takes none here)."""
-    async with Receiver(engine.clock.now) as slow:
+    ordered queue 2 ms, n heads at least n times that. A commit holding an ordered queue's result goes at once,
+    so the heads take no loop time at all (HTTP takes none here). With a fast unordered endpoint as
+    well, its results land in the same loop tick as the ordered queue's, often first: a commit that began
+    to wait for them must not wait once the ordered result joins it (it waited 2 ms at every head: the
+    waiting task cleared the signal the ordered result had set in the same tick)."""
+    async with Receiver(engine.clock.now) as slow, Receiver(engine.clock.now) as fast:
         slow.respond = lambda hit, n: (200, {}, 10.0)
         await setup_config(slow.url, provider="slowcrm", ordering={"mode": "none", "concurrency": 2})
+        if fast_unordered:
+            # both answer after 1 s; the unordered queue's deliveries (another channel) are made and
+            # started first, so at each whole second its result lands first, in the same loop tick
+            fast.respond = receiver.respond = lambda hit, n: (200, {}, 1.0)
+            await setup_config(fast.url, provider="fastcrm", channel="EMAIL",
+                               ordering={"mode": "none", "concurrency": 1})
+            await engine.create_activities("acme", [dict(ACT, channel="EMAIL") for _ in range(n)])
         await setup_config(receiver.url)  # ordered: the default
         engine.dispatcher.commit_claims(True)
         engine.dispatcher.merge_waves(0.002)
-        await engine.create_activities("acme", [dict(ACT) for _ in range(20)])
+        await engine.create_activities("acme", [dict(ACT) for _ in range(n)])
         loop = asyncio.get_running_loop()
         started = loop.time()
         ordered_done: list[float] = []
@@ -234,6 +246,8 @@ async def test_an_ordered_queue_never_waits_for_another_queues_attempts(engine, 
 
         engine.dispatcher._queue_result = timed
         summary = await engine.run_until_idle()
-        assert summary.counts["DISPATCHED"] == 40
-        assert len(ordered_done) == 20 and max(ordered_done) < 0.001, ordered_done
-        assert len(slow.posts()) == 20
+        assert summary.counts["DISPATCHED"] == (3 if fast_unordered else 2) * n
+        # every head ends when its answer comes (after 0 s, or 1 s after its predecessor's end): no wait
+        assert len(ordered_done) == n, ordered_done
+        assert all(abs(t - i * fast_unordered) < 0.001 for i, t in enumerate(ordered_done, 1)), ordered_done
+        assert len(slow.posts()) == n and len(fast.posts()) == (n if fast_unordered else 0)
