@@ -192,3 +192,17 @@ def test_check_lists_every_broken_invariant_and_the_scenario():
     assert text.startswith("acknowledged_in_order: queue c: delivery 1")
     assert "\nnothing_lost: 3 deliveries should exist" in text
     assert text.endswith("The run as a scenario file (dispatchsim run FILE):\nname: x\n")
+
+
+def test_a_late_tolerance_widens_only_the_late_side(monkeypatch):
+    """LATE_TOLERANCE (the PostgreSQL state machine's one second) lets a retry start a little late; it
+    never lets one start early."""
+    monkeypatch.setattr(inv, "LATE_TOLERANCE", 1.0)
+    late = _history(attempts=(_attempt(1, 1, 0, 1, "HTTP_ERROR", nxt=61, code=503), _attempt(1, 2, 61.5, 62.5),
+                              _attempt(2, 1, 63, 64)))
+    assert inv.attempt_times_follow_policy(late) is None
+    early = _history(attempts=(_attempt(1, 1, 0, 1, "HTTP_ERROR", nxt=61, code=503), _attempt(1, 2, 60.5, 61.5),
+                               _attempt(2, 1, 62, 63)))
+    assert inv.attempt_times_follow_policy(early) == "delivery 1: try 2 started at +1m00s, before it was due at +1m01s"
+    monkeypatch.setattr(inv, "LATE_TOLERANCE", inv.TOLERANCE)
+    assert "was due at +1m01s but started only at +1m02s" in inv.attempt_times_follow_policy(late)
