@@ -245,7 +245,9 @@ class Records(Sequence[Record]):
         if offset < 0:
             return self._open[i + 1]
         if not self.keep:
-            raise RecordsNotKept(f"request {i + 1} was kept as its receipt only (Recorder(keep=False))")
+            raise RecordsNotKept(f"request {i + 1} was kept as its receipt only: the run was asked not to keep whole "
+                                 "records (run_scenario(keep_records=False), Recorder(keep=False)); run with "
+                                 "keep_records=True, or with --record, --json or --html, to read them")
         assert self._file is not None
         done, values = marshal.loads(self._file.get(offset, self._lengths[i]))
         record = Record(*values)

@@ -323,7 +323,7 @@ def test_a_recorder_that_keeps_receipts_only_gives_the_receipts_of_one_that_keep
     assert list(light.records.receipts()) == list(full.records.receipts()) and len(light.records) == 5
     assert [k for _, _, _, k, _ in light.records.receipts()] == ["hook-1", "body-2", "3", "hook-4", "hook-5"]
     assert heard == bodies
-    with pytest.raises(RecordsNotKept):
+    with pytest.raises(RecordsNotKept, match="keep_records=True, or with --record"):
         light.records[0]
     with pytest.raises(RecordsNotKept):
         list(light.records)
