@@ -353,6 +353,7 @@ class Dispatcher:
         """
         self._stopping = True
         self._wake.set()
+        self._drained.set()  # a group commit waiting for attempts in flight (merge_waves) goes at once
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline  # one deadline for the attempts, the group commits and the side tasks
         pending = list(self._inflight.values())
