@@ -254,8 +254,9 @@ class Dispatcher:
         of the attempts it holds is kept for its claim (no dispatch cycle claims it meanwhile). An
         ordered queue's next head is never delayed: a commit holding an ordered queue's result goes
         at once, and one arriving during a wait ends it (otherwise every head of an ordered queue would
-        wait out the window whenever another queue, a slow endpoint say, has an attempt in flight). On by default on the real clock; off (0) on the virtual clock, where what
-        a simulation records must not depend on it."""
+        wait out the window whenever another queue, a slow endpoint say, has an attempt in flight).
+        On by default on the real clock; off (0) on the virtual clock, where what a simulation
+        records must not depend on it."""
         self._merge_window = max(0.0, window)
 
     @property

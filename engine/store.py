@@ -622,7 +622,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             claims.extend(_claim(r, int(ids[r[0]]), token) for r in taken)
         return claims
 
-    def _record(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
+    def _record(self, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
         self._cursor.execute(
             "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
             " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?",
@@ -644,11 +644,11 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             f" WHERE id = ? AND lease_token = ? AND status IN {_sources_sql(dst)}",
             (dst.value, *params, claim.delivery_id, claim.lease_token))
         if cur.rowcount == 1:
-            self._record(c, claim, res, next_at)
+            self._record(claim, res, next_at)
             return True
         row = c.execute("SELECT status, lease_token FROM deliveries WHERE id = ?", (claim.delivery_id,)).fetchone()
         if row is not None and row["lease_token"] == claim.lease_token:
-            self._record(c, claim, res, next_at)
+            self._record(claim, res, next_at)
             raise InvalidTransition(f"delivery {claim.delivery_id} is {row['status']}; {row['status']} -> {dst} is not"
                                     " an allowed transition")
         return False

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from .expect import Check, evaluate
 from .runner import RunResult, run_scenario, run_scenario_async
-from .errors import ScenarioError
+from .errors import EventsNotKept, ScenarioError
 from .spec import Scenario, load_scenario, parse_scenario
 
-__all__ = ["Check", "RunResult", "Scenario", "ScenarioError", "evaluate", "load_scenario", "parse_scenario",
-           "run_scenario", "run_scenario_async"]
+__all__ = ["Check", "EventsNotKept", "RunResult", "Scenario", "ScenarioError", "evaluate", "load_scenario",
+           "parse_scenario", "run_scenario", "run_scenario_async"]

@@ -1,7 +1,8 @@
-"""The error a scenario file raises before anything runs."""
+"""The errors of scenarios: a scenario file refused before anything runs, and an event log asked for that
+was not kept."""
 from __future__ import annotations
 
-from dispatchsim.errors import LocatedError
+from dispatchsim.errors import DispatchsimError, LocatedError
 
 
 class ScenarioError(LocatedError):
@@ -14,3 +15,7 @@ class ScenarioError(LocatedError):
     def key(self) -> str | None:
         """The key as written in the file (``configurations[0].retry``); the same as ``field``."""
         return self.field
+
+
+class EventsNotKept(DispatchsimError, ValueError):
+    """The run was asked not to keep its event log (``keep_events=False``): it cannot be read back."""

@@ -21,6 +21,7 @@ from dispatchsim.engine import LIFECYCLE, ActivationRefused, Engine, RealClock, 
 from dispatchsim.engine.store_pages import PageReader
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
+from .errors import EventsNotKept
 from .eventlog import EventLog
 from .external import ExternalGate
 from .rows import Rows
@@ -110,7 +111,8 @@ class RunResult:
     def events_jsonl(self) -> str:
         """The event log as JSON Lines text (one event per line, newline-terminated)."""
         if self.events is None:
-            raise ValueError(f"the run of {self.scenario.name!r} did not keep its event log (keep_events=False)")
+            raise EventsNotKept(f"the run of {self.scenario.name!r} did not keep its event log (keep_events=False);"
+                                " run with keep_events=True, or with --events, --json or --html, to read it")
         return self.events.jsonl()
 
 
