@@ -483,7 +483,7 @@ class PgStore(PgQueryOps, StoreContract):
             " ORDER BY array_position(%(ids)s::bigint[], id) LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
             " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
             "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"
-            " updated_at = %(now)s WHERE d.id IN (SELECT id FROM wanted) RETURNING d.id, d.webhook_id, d.activity_id,"
+            " updated_at = %(now)s WHERE d.id = ANY(ARRAY(SELECT id FROM wanted)) RETURNING d.id, d.webhook_id, d.activity_id,"
             " d.batch_id, d.config_id, d.config_version, d.queue, d.attempts, d.budget_attempts, d.budget_started_at,"
             " d.next_attempt_at),"
             " opened AS (INSERT INTO attempts (delivery_id, number, started_at, config_id)"
@@ -877,7 +877,7 @@ def _finish_many_sql() -> str:
         " next_attempt_at = CASE WHEN v.dst = 'RETRYING' THEN v.next_at ELSE d.next_attempt_at END,"
         " last_error = CASE WHEN v.dst = 'DISPATCHED' THEN NULL ELSE v.error END,"
         " failed_reason = CASE WHEN v.dst = 'FAILED' THEN v.reason ELSE d.failed_reason END"
-        " FROM v WHERE d.id = v.id AND d.lease_token = v.token AND CASE v.dst"
+        " FROM v WHERE d.id = ANY(%(id)s::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND CASE v.dst"
         + "".join(f" WHEN '{dst.value}' THEN d.status IN {_sources_sql(dst)}"
                   for dst in (Status.DISPATCHED, Status.RETRYING, Status.FAILED))
         + " ELSE false END RETURNING d.id),"
@@ -887,7 +887,7 @@ def _finish_many_sql() -> str:
         " %(outcome)s::text[], %(code)s::integer[], %(aerror)s::text[], %(retry_after)s::float8[],"
         " %(latency)s::float8[], %(excerpt)s::text[], %(next)s::float8[])"
         " AS r(attempt_id, delivery_id, at, outcome, code, error, retry_after, latency, excerpt, next_at)"
-        " WHERE a.id = r.attempt_id AND r.delivery_id IN (SELECT id FROM moved))"
+        " WHERE a.id = ANY(%(attempt)s::bigint[]) AND a.id = r.attempt_id AND r.delivery_id IN (SELECT id FROM moved))"
         " SELECT id FROM moved")
 
 

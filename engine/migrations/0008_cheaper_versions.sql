@@ -1,0 +1,4 @@
+-- dispatchsim schema v8 for SQLite: nothing changes here. v8 makes the index entries of PostgreSQL's
+-- deliveries cheaper (0008_cheaper_versions.pg.sql), where every change of a delivery's row writes a
+-- new entry into each of its indexes; a SQLite row changed in place rewrites only the index entries
+-- whose columns changed.
