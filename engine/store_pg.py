@@ -483,7 +483,7 @@ class PgStore(PgQueryOps, StoreContract):
             " ORDER BY array_position(%(ids)s::bigint[], id) LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
             " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
             "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"
-            " updated_at = %(now)s WHERE d.id = ANY(ARRAY(SELECT id FROM wanted)) RETURNING d.id, d.webhook_id, d.activity_id,"
+            " updated_at = %(now)s WHERE d.id IN (SELECT id FROM wanted) RETURNING d.id, d.webhook_id, d.activity_id,"
             " d.batch_id, d.config_id, d.config_version, d.queue, d.attempts, d.budget_attempts, d.budget_started_at,"
             " d.next_attempt_at),"
             " opened AS (INSERT INTO attempts (delivery_id, number, started_at, config_id)"
