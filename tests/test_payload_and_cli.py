@@ -248,3 +248,39 @@ def test_a_program_run_collects_young_objects_less_often_and_a_call_with_argumen
     before = gc.get_threshold()
     assert main(["run", "--list"]) == 0 and "outage_6h_10k" in capsys.readouterr().out
     assert gc.get_threshold() == before != (GC_YOUNG, *before[1:])
+
+
+_ODD_VALUES = st.one_of(st.none(), st.integers(), st.booleans(), st.just("\ud800"), st.just("ok\udfff"), st.just(""),
+                        st.just("  "), st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                        st.dictionaries(st.sampled_from(["name", "x", "id"]), st.just("v"), max_size=2))
+
+
+def _paths(value, prefix=()):
+    """Every key path of a nested activity (objects only)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield prefix + (key,)
+            yield from _paths(item, prefix + (key,))
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 10_000), pick=st.integers(0, 10_000), odd=_ODD_VALUES,
+       extra=st.sampled_from([None, "unknownKey", "id", "createdAt"]))
+def test_quick_check_of_a_valid_activity_never_hides_a_problem(seed, pick, odd, extra):
+    """build_stored_payload asks a valid activity its questions at once and checks field by field only
+    when that fails: whatever one field is changed to, the result (payload, or the problems listed)
+    is the field-by-field check's."""
+    import random
+
+    from dispatchsim.engine import payload as P
+
+    data = example_activity(random.Random(seed))
+    paths = list(_paths(data))
+    path = paths[pick % len(paths)]
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = odd
+    if extra is not None:
+        data[extra] = "x"
+    assert not P._quick_valid(data) or P._field_problems(data) == []
