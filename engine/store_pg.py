@@ -202,9 +202,11 @@ class PgStore(PgQueryOps, StoreContract):
         async with self._use() as c:
             return await (await c.execute(sql, params)).fetchone()
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _all(self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None) -> list[tuple[Any, ...]]:
+        """``prepare=False``: planned anew with its parameters' values at every execution, never as a
+        prepared statement's generic plan (see :func:`~.store_pg_queries.activity_page_query`)."""
         async with self._use() as c:
-            return await (await c.execute(sql, params)).fetchall()
+            return await (await c.execute(sql, params, prepare=prepare)).fetchall()
 
     async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Execute one statement; returns its row count."""

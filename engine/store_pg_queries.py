@@ -26,6 +26,29 @@ _DELIVERY = columns(Delivery)
 FAILED_ONLY = f"status = '{Status.FAILED.value}'"
 
 
+def activity_page_query(f: ActivityFilter, *, after_seq: int, limit: int) -> tuple[str, tuple[Any, ...]]:
+    """The statement of :meth:`PgQueryOps.activity_page` and its parameters.
+
+    It runs unprepared (planned with its values each time): the generic plan PostgreSQL switches a
+    prepared statement to after five executions knows neither the delivery status nor the page's
+    limit, and walked every activity probing its deliveries (about 0.1 s per page of FAILED ones at
+    300,000 deliveries, against 10 ms through the FAILED deliveries' index). A listing is rare; its
+    planning costs well under a millisecond. The status is a literal (one of :class:`Status`, never
+    the caller's text), so the plan can match the FAILED-only partial indexes."""
+    where, params = ["a.seq > %s"], [after_seq]
+    for clause, value in (("a.tenant_id = %s", f.tenant_id), ("a.channel = %s", f.channel),
+                          ("(a.payload::json ->> 'status') = %s", f.status),
+                          ("a.created_at >= %s", f.created_from), ("a.created_at < %s", f.created_to)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if f.dispatch_status is not None:
+        where.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
+                     f" AND d.status = '{Status(f.dispatch_status).value}')")
+    return (f"SELECT a.seq, a.id FROM activities a WHERE {' AND '.join(where)} ORDER BY a.seq LIMIT %s",
+            (*params, limit))
+
+
 class NoCheckpointer:
     """PostgreSQL checkpoints by itself: serve mode's WAL checkpoint job is SQLite's only."""
 
@@ -49,7 +72,8 @@ class PgQueryOps:
     if TYPE_CHECKING:
         def tx(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]: ...
         async def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
-        async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+        async def _all(self, sql: str, params: Sequence[Any] = (), *,
+                       prepare: bool | None = None) -> list[tuple[Any, ...]]: ...
         async def _run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
         async def counts(self) -> dict[str, int]: ...
         async def in_flight(self) -> int: ...
@@ -66,17 +90,7 @@ class PgQueryOps:
 
     async def activity_page(self, f: ActivityFilter, *, after_seq: int = 0,
                             limit: int = 100) -> list[tuple[int, str]]:
-        where, params = ["a.seq > %s"], [after_seq]
-        for clause, value in (("a.tenant_id = %s", f.tenant_id), ("a.channel = %s", f.channel),
-                              ("(a.payload::json ->> 'status') = %s", f.status),
-                              ("a.created_at >= %s", f.created_from), ("a.created_at < %s", f.created_to),
-                              ("EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id AND d.status = %s)",
-                               f.dispatch_status)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        rows = await self._all(f"SELECT a.seq, a.id FROM activities a WHERE {' AND '.join(where)}"
-                               " ORDER BY a.seq LIMIT %s", (*params, limit))
+        rows = await self._all(*activity_page_query(f, after_seq=after_seq, limit=limit), prepare=False)
         return [(int(r[0]), r[1]) for r in rows]
 
     async def activity_tenant(self, activity_id: str) -> str:

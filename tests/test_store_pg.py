@@ -266,3 +266,32 @@ async def test_new_work_wakes_every_listening_worker_and_one_worker_leads_each_j
         for c in cluster:
             await c.stop()
         await store.close()
+
+
+async def test_failed_activities_page_is_never_a_generic_plan(pg_url: str) -> None:
+    """Pooled connections prepare every statement, and after five executions PostgreSQL may switch a
+    prepared one to a generic plan, made without the parameters' values: for the page of activities
+    with a FAILED delivery that plan walked every activity probing its deliveries. The page runs
+    unprepared, planned with its values, which read the FAILED deliveries through their index."""
+    from dispatchsim.engine.store_pg_queries import activity_page_query
+    from dispatchsim.engine.store_queries import ActivityFilter
+
+    store = await PgStore.open(pg_url, pool_size=1)
+    try:
+        await store.add_tenant("t", "T", 1.0)
+        await store.add_provider("p", "P", 1.0)
+        await store.insert_config("c", "t", "p", "S", {"endpoint_url": "http://127.0.0.1:9/h"}, 1.0)
+        await store.bench_fill_deliveries(tenant_id="t", config_id="c", config_version=1, count=100_000,
+                                          failed_every=1000, now=2.0)
+        await store._run("ANALYZE")
+        f = ActivityFilter(tenant_id="t", dispatch_status="FAILED")
+        for _ in range(8):  # past the five custom plans after which a prepared statement may go generic
+            page = await store.activity_page(f, limit=50)
+            assert len(page) == 50
+        prepared = await store._all("SELECT statement FROM pg_prepared_statements")
+        assert not [s for (s,) in prepared if "FROM activities a WHERE" in s]
+        sql, params = activity_page_query(f, after_seq=0, limit=50)
+        plan = "\n".join(r[0] for r in await store._all("EXPLAIN " + sql, params, prepare=False))
+        assert "deliveries_status" in plan or "deliveries_failed_activity" in plan, plan
+    finally:
+        await store.close()
