@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from pg import database_of
 
-from dispatchsim.engine import Status, Store, StoreError, latest_schema_version
+from dispatchsim.engine import Store, StoreError, latest_schema_version
 from dispatchsim.engine.store import AttemptResult, migrations
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_open import display_url
