@@ -151,6 +151,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         #: one cursor reused by the statements every finished attempt runs (see :meth:`_transition`): a
         #: cursor made per statement cost about as much again as a one-row update's own Python overhead
         self._cursor = conn.cursor()
+        #: the group commit under way in :meth:`finish_attempts` (None outside it)
+        self._batch: _FinishBatch | None = None
         self.readonly = readonly
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
@@ -485,9 +487,12 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         out: dict[str, StoredActivity] = {}
         for at in range(0, len(ids), _READ_CHUNK):
             chunk = ids[at:at + _READ_CHUNK]
+            # whether any delivery is FAILED is asked once per statement (an uncorrelated subquery, one
+            # index probe): while none is, no activity's deliveries are looked up for it
             for row in self.conn.execute(
-                    "SELECT id, payload, result, EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
-                    f" AND d.status = ?) FROM activities a WHERE a.id IN ({', '.join('?' * len(chunk))})",
+                    "SELECT id, payload, result, CASE WHEN (SELECT 1 FROM deliveries WHERE status = ?1 LIMIT 1)"
+                    " IS NULL THEN 0 ELSE EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id AND"
+                    f" d.status = ?1) END FROM activities a WHERE a.id IN ({', '.join('?' * len(chunk))})",
                     (Status.FAILED.value, *chunk)):
                 out[row[0]] = StoredActivity(row[1], row[2], bool(row[3]))
         return out
@@ -623,11 +628,12 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return claims
 
     def _record(self, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
-        self._cursor.execute(
-            "UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
-            " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?",
-            (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
-             res.excerpt, next_at, claim.attempt_id))
+        params = (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt,
+                  next_at, claim.attempt_id)
+        if self._batch is not None:
+            self._batch.records.append(params)  # written together as the group commit's loop ends
+        else:
+            self._cursor.execute(_RECORD_SQL, params)
 
     def _transition(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float | None,
                     dst: Status, sets: str, params: Sequence[Any]) -> bool:
@@ -639,10 +645,14 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         current holder records. InvalidTransition: the table refuses the change while the lease is
         still ours; the attempt is recorded (it happened), the status and the lease stay."""
         self._held[1].clear()  # it may release its queue (see insert_delivery)
-        cur = self._cursor.execute(
-            f"UPDATE deliveries SET status = ?, lease_until = NULL, lease_token = NULL, {sets}"
-            f" WHERE id = ? AND lease_token = ? AND status IN {_sources_sql(dst)}",
-            (dst.value, *params, claim.delivery_id, claim.lease_token))
+        batch = self._batch
+        sql = None if batch is None else batch.statements.get((dst, sets))
+        if sql is None:
+            sql = (f"UPDATE deliveries SET status = ?, lease_until = NULL, lease_token = NULL, {sets}"
+                   f" WHERE id = ? AND lease_token = ? AND status IN {_sources_sql(dst)}")
+            if batch is not None:
+                batch.statements[(dst, sets)] = sql
+        cur = self._cursor.execute(sql, (dst.value, *params, claim.delivery_id, claim.lease_token))
         if cur.rowcount == 1:
             self._record(claim, res, next_at)
             return True
@@ -672,21 +682,33 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def finish_attempts(self, finishes: Sequence[Finish]) -> list[bool | InvalidTransition]:
         """The group commit: each attempt as :meth:`mark_dispatched`, :meth:`schedule_retry` or
         :meth:`mark_failed` records it, with the same statements, in one loop (not two coroutines
-        and a nested transaction per attempt)."""
+        and a nested transaction per attempt). The attempts' rows are written together at the end of
+        the loop (one ``executemany``), each statement text is built once per call."""
         done: list[bool | InvalidTransition] = []
         with self._tx() as c:
-            for f in finishes:
-                try:
-                    if f.status is Status.DISPATCHED:
-                        done.append(self._dispatched(c, f.claim, f.result, f.ordered))
-                    elif f.status is Status.RETRYING:
-                        assert f.next_at is not None
-                        done.append(self._retrying(c, f.claim, f.result, f.next_at, f.error))
-                    else:
-                        done.append(self._failed(c, f.claim, f.result, f.reason, f.error, f.ordered, f.block))
-                except InvalidTransition as exc:
-                    done.append(exc)
+            self._batch = batch = _FinishBatch({}, [])
+            try:
+                self._finish_each(c, finishes, done)
+                if batch.records:
+                    self._cursor.executemany(_RECORD_SQL, batch.records)
+            finally:
+                self._batch = None
         return done
+
+    def _finish_each(self, c: sqlite3.Connection, finishes: Sequence[Finish],
+                     done: list[bool | InvalidTransition]) -> None:
+        """:meth:`finish_attempts`' loop: each finish's outcome (or refusal) appended to ``done``."""
+        for f in finishes:
+            try:
+                if f.status is Status.DISPATCHED:
+                    done.append(self._dispatched(c, f.claim, f.result, f.ordered))
+                elif f.status is Status.RETRYING:
+                    assert f.next_at is not None
+                    done.append(self._retrying(c, f.claim, f.result, f.next_at, f.error))
+                else:
+                    done.append(self._failed(c, f.claim, f.result, f.reason, f.error, f.ordered, f.block))
+            except InvalidTransition as exc:
+                done.append(exc)
 
     def _dispatched(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, ordered: bool) -> bool:
         if not self._transition(c, claim, res, None, Status.DISPATCHED,
@@ -926,6 +948,20 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     async def in_flight(self) -> int:
         """Number of deliveries holding a lease (an attempt started and not yet recorded)."""
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
+
+
+#: what a finished attempt writes on its row (see :meth:`Store._record`)
+_RECORD_SQL = ("UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
+               " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?")
+
+
+@dataclass(slots=True)
+class _FinishBatch:
+    """One :meth:`Store.finish_attempts` call: the statement of each transition, built once (the
+    transition table cannot change within the call), and the attempt rows it writes together."""
+
+    statements: dict[tuple[Status, str], str]
+    records: list[tuple[Any, ...]]
 
 
 #: leases claimed per statement (four bound values each, far below SQLite's limit of 32,766)
