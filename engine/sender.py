@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -39,13 +38,13 @@ class OutcomeKind(str, Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The result of one HTTP try, classified once, so the policy and the health tracker read it the same way.
 
     ``status`` is set for an HTTP answer only; ``retry_after`` is in seconds (from a Retry-After
     header on 429/503); ``latency`` is in seconds; ``excerpt`` is the start of the response body,
-    with known secrets hidden.
+    with known secrets hidden. An immutable record made a named tuple, as the store's ``Claim``:
+    one is built per attempt, for a third of a frozen dataclass's cost.
     """
 
     kind: OutcomeKind
@@ -67,8 +66,9 @@ class Outcome:
         return f"{self.kind.value.lower()}: {self.error}" if self.error else self.kind.value.lower()
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """One delivery's HTTP try as the sender makes it (a named tuple, as :class:`Outcome`)."""
+
     url: str
     body: bytes
     webhook_id: str

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import store_file
 from .jsontext import dumps as _dumps
@@ -75,9 +75,12 @@ def migrations(dialect: str = "sqlite") -> list[tuple[int, str]]:
     return sorted(out)
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """One leased attempt: what the dispatcher needs to send it and to finish it."""
+class Claim(NamedTuple):
+    """One leased attempt: what the dispatcher needs to send it and to finish it.
+
+    An immutable record like a frozen dataclass, made a named tuple because one is built for every
+    attempt: it costs about a third of a frozen dataclass's ``__init__`` (whose fields are set one
+    ``object.__setattr__`` at a time), which was a measurable part of an attempt's own CPU."""
 
     delivery_id: int
     attempt_id: int
@@ -98,9 +101,9 @@ class Claim:
     activity: StoredActivity | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """What one try produced, as stored on its attempt row."""
+class AttemptResult(NamedTuple):
+    """What one try produced, as stored on its attempt row (a named tuple for the reason
+    :class:`Claim` is one)."""
 
     finished_at: float
     outcome: str

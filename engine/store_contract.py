@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidTransition
 from .jsontext import encode_body
@@ -44,10 +44,10 @@ if TYPE_CHECKING:
                              Notification, Provider, StoredActivity, Streak, Tenant)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finish:
+class Finish(NamedTuple):
     """One finished attempt of a group commit (:meth:`StoreContract.finish_attempts`): the claim,
-    what the try produced, and where the retry policy sends the delivery."""
+    what the try produced, and where the retry policy sends the delivery. Built by keyword (a named
+    tuple for the reason :class:`~dispatchsim.engine.store.Claim` is one)."""
 
     claim: Claim
     result: AttemptResult

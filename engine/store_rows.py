@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from .clock import iso
 from .config import ConfigKind
@@ -115,10 +115,10 @@ class Streak:
     failing_since: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredActivity:
+class StoredActivity(NamedTuple):
     """What a delivery of an activity sends, as stored (JSON text, not decoded), read with its claim
-    by a backend that can (PostgreSQL: one round trip less per attempt)."""
+    by a backend that can (PostgreSQL: one round trip less per attempt). A named tuple: one is
+    built per attempt (see ``Claim``)."""
 
     payload: str  #: the activity as accepted, JSON text
     result: str | None  #: its result, JSON text
