@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 
 class Finish(NamedTuple):
     """One finished attempt of a group commit (:meth:`StoreContract.finish_attempts`): the claim,
-    what the try produced, and where the retry policy sends the delivery. Built by keyword (a named
-    tuple for the reason :class:`~dispatchsim.engine.store.Claim` is one)."""
+    what the try produced, and where the retry policy sends the delivery. A named tuple for the reason
+    :class:`~dispatchsim.engine.store.Claim` is one; build it by keyword (a named tuple also takes its
+    fields in order, and ``next_at``, ``error``, ``reason``, ``ordered``, ``block`` are easy to swap)."""
 
     claim: Claim
     result: AttemptResult

@@ -24,6 +24,7 @@ _DELIVERY = columns(Delivery)
 #: the condition of the FAILED-only partial index ``deliveries_status`` (schema v7), written as a
 #: literal: a prepared statement's generic plan cannot prove ``status = $1`` implies it
 FAILED_ONLY = f"status = '{Status.FAILED.value}'"
+_STATUS_VALUES = frozenset(s.value for s in Status)
 
 
 def activity_page_query(f: ActivityFilter, *, after_seq: int, limit: int) -> tuple[str, tuple[Any, ...]]:
@@ -43,8 +44,11 @@ def activity_page_query(f: ActivityFilter, *, after_seq: int, limit: int) -> tup
             where.append(clause)
             params.append(value)
     if f.dispatch_status is not None:
-        where.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
-                     f" AND d.status = '{Status(f.dispatch_status).value}')")
+        if f.dispatch_status in _STATUS_VALUES:
+            where.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id"
+                         f" AND d.status = '{f.dispatch_status}')")
+        else:
+            where.append("FALSE")  # no delivery has such a status: an empty page, as SQLite answers
     return (f"SELECT a.seq, a.id FROM activities a WHERE {' AND '.join(where)} ORDER BY a.seq LIMIT %s",
             (*params, limit))
 

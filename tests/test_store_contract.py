@@ -199,6 +199,8 @@ async def test_activities_results_once_and_pages(store: StoreContract) -> None:
     assert await store.activity_page(ActivityFilter(channel="OTHER")) == []
     await _delivery(store, 1)
     assert [aid for _, aid in await store.activity_page(ActivityFilter(dispatch_status="READY"))] == ["a1"]
+    assert await store.activity_page(ActivityFilter(dispatch_status="FAILED")) == []
+    assert await store.activity_page(ActivityFilter(dispatch_status="LOST")) == []  # no such status: none
 
 async def test_next_activity_seq_within_a_transaction(store: StoreContract) -> None:
     """A burst asks for the next number after each insert of its transaction (SQLite answers that
