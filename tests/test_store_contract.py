@@ -21,7 +21,7 @@ import pytest
 
 from dispatchsim.engine import (TRANSITIONS, ActivityFilter, Circuit, ConfigKind, DeliveryFilter, IdempotencyStore,
                                 IdempotencyStoreContract, InvalidTransition, NotFound, Status, Store, StoreContract,
-                                open_store)
+                                StoreError, open_store)
 from dispatchsim.engine.events_store import EventsStore
 from dispatchsim.engine.payload import build_stored_payload, encode_body
 from dispatchsim.mapping.activity import example_activity
@@ -241,6 +241,13 @@ async def test_a_configuration_read_follows_every_change(store: StoreContract, b
             assert not (await store.config("c")).active
             raise RuntimeError("roll back")
     assert (await store.config("c")).active
+    if request.node.callspec.params["backend"] == "sqlite-scratch":
+        # a scratch file is this connection's alone while it lives: a second one is refused, in one line
+        with pytest.raises(StoreError, match="locked"):
+            await backend.open(request, tmp_path)
+        await store.delete_config("c", T0 + 5)
+        assert (await store.config("c")).deleted
+        return
     other = await backend.open(request, tmp_path)
     try:
         await other.set_config_active("c", False, T0 + 2, "paused elsewhere")
