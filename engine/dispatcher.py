@@ -92,6 +92,8 @@ class AttemptObservation:
 
 #: seconds at most a group commit waits for the attempts still in flight, so that waves of attempts
 #: that finish a little apart are recorded (and their successors claimed) together (see :meth:`Dispatcher.merge_waves`)
+#: loop passes without an attempt ending after which a virtual-clock group commit goes (see _instant_flush)
+INSTANT_PASSES = 6
 MERGE_WINDOW = 0.002
 
 #: seconds a stop still leaves operator notifications when the attempts used up its deadline (never more
@@ -605,6 +607,7 @@ class Dispatcher:
                                                                     name=f"attempt-{claim.delivery_id}")
 
     async def _attempt(self, claim: Claim, activities: ClaimedActivities | None) -> None:
+        chained = False
         try:
             prep = await self._prepared(claim.config_id, claim.config_version)
             snap = prep.snapshot
@@ -622,12 +625,15 @@ class Dispatcher:
                 observe(AttemptObservation(outcome=outcome.kind.value, latency=outcome.latency,
                                            lag=max(0.0, started - claim.due_at)))
             self._queue_result(claim, snap, outcome)
+            # its commit frees its ordered queue, claims the next head and wakes the loop unless that
+            # left the loop nothing to do (see _replaced): a cycle now would find the queue still leased
+            chained = snap.ordering.ordered and not self._commit_claims
         finally:
             self._inflight.pop(claim.delivery_id, None)
             self._count(claim.config_id, -1)
             if not self._inflight:
                 self._drained.set()
-            if not self._merging:
+            if not self._merging and not chained:
                 self._wake.set()  # (a waiting group commit wakes the loop once it is stored)
 
     def _queue_result(self, claim: Claim, snap: Snapshot, result: Outcome | str) -> None:
@@ -659,11 +665,12 @@ class Dispatcher:
 
     def _start_flush(self) -> None:
         # the attempt whose result scheduled this commit is still counted in flight: others make it wait
-        self._merging = (bool(self._merge_window) and len(self._inflight) > 1 and not self._stopping
-                         and not self._urgent)
-        if self._merging:
+        instant = self.clock.virtual and not self._commit_claims and len(self._inflight) > 1 and not self._stopping
+        self._merging = instant or (bool(self._merge_window) and len(self._inflight) > 1 and not self._stopping
+                                    and not self._urgent)
+        if self._merging and not instant:
             self._drained.clear()  # here, not in the task: an ordered result of this same tick may set it
-        commit = self._merged_flush() if self._merging else self.flush()
+        commit = self._instant_flush() if instant else self._merged_flush() if self._merging else self.flush()
         task = asyncio.get_running_loop().create_task(commit, name="group-commit")
         self._flushes.add(task)
         task.add_done_callback(self._flush_done)
@@ -688,6 +695,27 @@ class Dispatcher:
             # the attempts that ended during the wait did not wake the loop (the commit was to): it
             # must wake even when the commit failed, or a loop waiting for room could sleep on
             self._wake.set()
+
+    async def _instant_flush(self) -> None:
+        """Virtual clock: :meth:`flush` once the other attempts of this instant have ended too.
+
+        HTTP takes no simulated time, so a wave's attempts all end at the instant they started, over a
+        few passes of the loop (the endpoint reads and answers, the client reads). The commit waits
+        while they keep ending and goes after :data:`INSTANT_PASSES` passes without one (or once none
+        is in flight): one transaction records the wave and claims its successors. No simulated time
+        passes meanwhile (the loop is never idle, so the clock stands still), and what ends when is the
+        loop's order alone, not the wall clock's: a run records what it recorded, at the same instants.
+        (Without it, the dispatch cycle that followed every attempt's end was what let the rest of the
+        wave arrive before the commit.)"""
+        try:
+            quiet = 0
+            while self._inflight and not self._stopping and quiet < INSTANT_PASSES:
+                seen = len(self._results)
+                await asyncio.sleep(0)
+                quiet = 0 if len(self._results) > seen else quiet + 1
+        finally:
+            self._merging = False
+        await self.flush()
 
     async def flush(self) -> None:
         """Commit the finished attempts waiting for the group commit, in one transaction.
@@ -737,6 +765,7 @@ class Dispatcher:
                     await self._refill(chained, changed)
         except Exception as exc:
             self._give_back(chained)  # rolled back with the group commit: never sent
+            self._wake.set()  # the room its attempts left is the loop's to fill again
             if storage_error(exc) is None:
                 raise
             # rolled back: the results wait in memory (their deliveries keep their leases) and are
@@ -756,7 +785,21 @@ class Dispatcher:
             self._start_attempts(chained)
         self._emit(events)
         self._recorded = True
-        self._wake.set()
+        if not self._replaced(batch, chained, changed):
+            self._wake.set()
+
+    def _replaced(self, batch: list[tuple[Claim, Snapshot, AttemptResult | str]], chained: list[Claim],
+                  changed: set[str]) -> bool:
+        """Whether this group commit left nothing for a dispatch cycle to do, so it need not wake the loop:
+        every attempt it recorded freed an ordered queue whose next head it claimed (so each
+        configuration's room, and the dispatcher's, is what the last cycle saw), no endpoint's health
+        changed, and claiming other due work is not the commit's (``commit_claims``, the real clock's).
+        What the last cycle planned for a moment (a retry due, a lease ending) stays planned, and a new
+        activity wakes the loop itself. A simulation's ordered backlog then runs from commit to commit,
+        without a cycle of queries (ended leases, paused configurations, the next wake-up) after each."""
+        if changed or self._commit_claims or self._stopping or len(chained) != len(batch):
+            return False
+        return Counter(c.config_id for c in chained) == Counter(claim.config_id for claim, _, _ in batch)
 
     async def _refill(self, held: list[Claim], changed: set[str]) -> None:
         """In the group commit, claim the due work a dispatch cycle would claim now for the room the

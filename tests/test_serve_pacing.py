@@ -251,3 +251,28 @@ async def test_an_ordered_queue_never_waits_for_another_queues_attempts(engine, 
         assert len(ordered_done) == n, ordered_done
         assert all(abs(t - i * fast_unordered) < 0.001 for i, t in enumerate(ordered_done, 1)), ordered_done
         assert len(slow.posts()) == n and len(fast.posts()) == (n if fast_unordered else 0)
+
+
+async def test_a_simulations_ordered_backlog_runs_from_commit_to_commit(engine, receiver, setup_config):
+    """On the virtual clock, a group commit that claimed the next head of every queue it freed leaves
+    the dispatch loop asleep (its room is what the last cycle saw): three ordered queues of eight
+    deliveries each go out in order, in one commit per wave of three, with a few dispatch cycles in
+    all instead of one after every commit. An activity created meanwhile still starts a cycle."""
+    await setup_config(receiver.url, ordering={"mode": "partitioned", "partition_key": "commerceExternalId"})
+    made = await engine.create_activities("acme", [dict(ACT, commerceExternalId=f"COM-{i % 3}") for i in range(24)])
+    statements: list[str] = []
+    engine.store.conn.set_trace_callback(statements.append)
+    try:
+        summary = await engine.run_until_idle()
+    finally:
+        engine.store.conn.set_trace_callback(None)
+    assert summary.counts["DISPATCHED"] == 24 and summary.idle
+    got = [h.body["id"] for h in receiver.posts()]
+    for q in range(3):
+        assert [a for a in got if made.index(a) % 3 == q] == [a for i, a in enumerate(made) if i % 3 == q]
+    cycles = sum(1 for sql in statements if sql.startswith("SELECT id FROM configurations WHERE active = 0"))
+    commits = [sql for sql in statements if sql == "COMMIT"]
+    assert cycles <= 3 and len(commits) <= 9, (cycles, len(commits))  # was a cycle per commit, 3 heads per commit
+    late = await engine.create_activity("acme", dict(ACT, commerceExternalId="COM-9"))
+    summary = await engine.run_until_idle()
+    assert summary.counts["DISPATCHED"] == 25 and receiver.posts()[-1].body["id"] == late["id"]
