@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -129,6 +130,16 @@ def test_pacing_keys_in_the_serve_config(tmp_path):
             load_serve_config(cfg, ServeOptions(db="x.db"))
 
 
+async def _run_traced(engine) -> tuple[Any, list[str]]:
+    """``run_until_idle`` with every SQL statement the engine's connection ran meanwhile."""
+    statements: list[str] = []
+    engine.store.conn.set_trace_callback(statements.append)
+    try:
+        return await engine.run_until_idle(), statements
+    finally:
+        engine.store.conn.set_trace_callback(None)
+
+
 @pytest.mark.parametrize("chain", [True, False])
 async def test_a_group_commit_claims_the_next_head_of_an_ordered_queue(engine, receiver, setup_config, chain):
     """Serve mode: the transaction that records a head's success also claims the next head, so an ordered
@@ -158,12 +169,7 @@ async def test_a_group_commit_claims_the_due_work_its_room_allows(engine, receiv
     await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 5})
     engine.dispatcher.commit_claims(on)
     made = [await engine.create_activity("acme", ACT) for _ in range(20)]
-    statements: list[str] = []
-    engine.store.conn.set_trace_callback(statements.append)
-    try:
-        summary = await engine.run_until_idle()
-    finally:
-        engine.store.conn.set_trace_callback(None)
+    summary, statements = await _run_traced(engine)
     assert summary.counts["DISPATCHED"] == 20 and summary.idle
     assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
     transactions, current = [], []
@@ -260,12 +266,7 @@ async def test_a_simulations_ordered_backlog_runs_from_commit_to_commit(engine, 
     all instead of one after every commit. An activity created meanwhile still starts a cycle."""
     await setup_config(receiver.url, ordering={"mode": "partitioned", "partition_key": "commerceExternalId"})
     made = await engine.create_activities("acme", [dict(ACT, commerceExternalId=f"COM-{i % 3}") for i in range(24)])
-    statements: list[str] = []
-    engine.store.conn.set_trace_callback(statements.append)
-    try:
-        summary = await engine.run_until_idle()
-    finally:
-        engine.store.conn.set_trace_callback(None)
+    summary, statements = await _run_traced(engine)
     assert summary.counts["DISPATCHED"] == 24 and summary.idle
     got = [h.body["id"] for h in receiver.posts()]
     for q in range(3):
