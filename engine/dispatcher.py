@@ -92,9 +92,9 @@ class AttemptObservation:
 
 #: seconds at most a group commit waits for the attempts still in flight, so that waves of attempts
 #: that finish a little apart are recorded (and their successors claimed) together (see :meth:`Dispatcher.merge_waves`)
+MERGE_WINDOW = 0.002
 #: loop passes without an attempt ending after which a virtual-clock group commit goes (see _instant_flush)
 INSTANT_PASSES = 6
-MERGE_WINDOW = 0.002
 
 #: seconds a stop still leaves operator notifications when the attempts used up its deadline (never more
 #: than the deadline itself; see :meth:`Dispatcher.stop`)
@@ -665,9 +665,9 @@ class Dispatcher:
 
     def _start_flush(self) -> None:
         # the attempt whose result scheduled this commit is still counted in flight: others make it wait
-        instant = self.clock.virtual and not self._commit_claims and len(self._inflight) > 1 and not self._stopping
-        self._merging = instant or (bool(self._merge_window) and len(self._inflight) > 1 and not self._stopping
-                                    and not self._urgent)
+        others = len(self._inflight) > 1 and not self._stopping
+        instant = others and self.clock.virtual and not self._commit_claims
+        self._merging = instant or (others and bool(self._merge_window) and not self._urgent)
         if self._merging and not instant:
             self._drained.clear()  # here, not in the task: an ordered result of this same tick may set it
         commit = self._instant_flush() if instant else self._merged_flush() if self._merging else self.flush()

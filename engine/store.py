@@ -267,7 +267,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         A scratch file's lock is given back first: a connection whose statements are not all finalized
         yet (a cursor still referenced somewhere) is closed only once they are, and until then it
         would keep the lock it holds for its whole life (a simulated crash reopens the file at once)."""
-        if self.scratch and self.conn.in_transaction is False:
+        if self.scratch and not self.conn.in_transaction:
             try:
                 self.conn.execute("PRAGMA locking_mode = NORMAL")
                 self.conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # ends the lock
