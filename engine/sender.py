@@ -121,7 +121,10 @@ class Sender:
             connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._limit_per_host,
                                              force_close=self._force_close, enable_cleanup_closed=False,
                                              keepalive_timeout=None if self._force_close else 60.0)
+            # no cookie jar: this one session serves every tenant, and a cookie one endpoint sets
+            # must never ride along on a later request (another tenant's to the same host included)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                                  cookie_jar=aiohttp.DummyCookieJar(),
                                                   headers={"User-Agent": USER_AGENT},
                                                   trace_configs=self._trace_configs or None)
 

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from aiohttp import web
 
 from dispatchsim.engine import ActivationRefused
 from dispatchsim.engine.redact import ERROR_CAP, FRAGMENT, REDACTED, Redactor
-from dispatchsim.engine.sender import BODY_READ_CAP, EXCERPT_CAP
+from dispatchsim.engine.sender import BODY_READ_CAP, EXCERPT_CAP, Sender
 from dispatchsim.server.api import make_app
 from dispatchsim.server.keys import KeyRing
 
@@ -326,3 +327,33 @@ async def test_an_unparsable_request_is_logged_scrubbed_then_cut(engine):
         assert REDACTED in await logged(API_KEY, 0)
     finally:
         await runner.cleanup()
+
+
+async def test_a_sender_keeps_no_cookies():
+    """One HTTP client serves every tenant and configuration: a ``Set-Cookie`` from one endpoint must
+    never ride along on a later request (the same tenant's, or another tenant's to the same host).
+    Real clock and a host name, because aiohttp's default jar ignores cookies of IP-address hosts."""
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        return web.Response(text="ok", headers={"Set-Cookie": f"session=tenant-{len(seen)}; Path=/"})
+
+    app = web.Application()
+    app.router.add_post("/hooks", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sender = Sender(now=time.time)
+    await sender.start()
+    try:
+        for _ in range(3):
+            out = await sender.exchange("POST", f"http://localhost:{port}/hooks", headers={}, data=b"{}",
+                                        connect=5, total=5)
+            assert out.status == 200, out
+    finally:
+        await sender.close()
+        await runner.cleanup()
+    assert seen == [None, None, None]
