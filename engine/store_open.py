@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from .store import Store
 from .store_contract import StoreContract
@@ -32,21 +32,49 @@ def is_url(db: str | Path) -> bool:
 
 
 def display_url(db: str | Path) -> str:
-    """The database as messages and logs may show it: a URL without its password, or the path."""
+    """The database as messages and logs may show it: a URL without its password, or the path.
+
+    Made from the text itself, never from a URL parser's port or host (which raise on a port out of
+    range or a broken IPv6 address): showing a bad URL must not fail, and must not show its password."""
     url = str(db)
     if not is_url(url):
         return url
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname or ''}" if parts.username else f"***@{parts.hostname or ''}"
-        if parts.port:
-            netloc += f":{parts.port}"
-    if "password=" in query:  # libpq also takes the password as a query parameter
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}" if userinfo.partition(":")[0] else f"***@{hostport}"
+    if "password=" in tail:  # libpq also takes the password as a query parameter
+        before, q, query = tail.partition("?")
+        query, hash_, fragment = query.partition("#")
         query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
                           safe="/*")
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + \
-        (f"#{parts.fragment}" if parts.fragment else "")
+        tail = f"{before}{q}{query}{hash_}{fragment}"
+    return f"{scheme}://{netloc}{tail}"
+
+
+def url_secrets(db: str | Path) -> list[str]:
+    """The password of a database URL as it may appear in a driver's message: as written (percent-
+    encoded or not) and decoded, from the user part and from a ``password=`` parameter."""
+    url = str(db)
+    if not is_url(url):
+        return []
+    rest = url.partition("://")[2]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, _ = rest[:end].rpartition("@")
+    found = [userinfo.partition(":")[2]] if at and ":" in userinfo else []
+    query = rest[end:].partition("?")[2].partition("#")[0]
+    found += [v for part in query.split("&") for k, _, v in [part.partition("=")] if k == "password"]
+    found += [unquote(v) for v in found]
+    return sorted({v for v in found if v}, key=len, reverse=True)
+
+
+def scrub_url_secrets(text: str, db: str | Path) -> str:
+    """``text`` (e.g. a driver's error message about ``db``) with the URL's password hidden."""
+    for secret in url_secrets(db):
+        text = text.replace(secret, "***")
+    return text
 
 
 def check_store(db: str | Path, *, write: bool) -> None:

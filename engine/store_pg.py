@@ -40,7 +40,7 @@ from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
 from .store_contract import Finish, StoreContract
-from .store_open import display_url
+from .store_open import display_url, scrub_url_secrets
 from .store_pg_queries import FAILED_ONLY as _FAILED_ONLY, PgQueryOps
 from .store_sql import deliveries_query, first_leases, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
@@ -134,11 +134,13 @@ class PgStore(PgQueryOps, StoreContract):
                 conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
                                                              connect_timeout=int(connect_timeout))
             except psycopg.Error as exc:
-                raise StoreError(f"{shown}: cannot connect to PostgreSQL: {_first_line(exc)}") from None
+                # a driver's message may quote the URL's password (e.g. a badly percent-encoded one)
+                raise StoreError(f"{shown}: cannot connect to PostgreSQL: {scrub_url_secrets(_first_line(exc), url)}"
+                                 ) from None
             try:
                 await _migrate(conn, shown, readonly=readonly)
             except psycopg.Error as exc:
-                raise StoreError(f"{shown}: {_first_line(exc)}") from None
+                raise StoreError(f"{shown}: {scrub_url_secrets(_first_line(exc), url)}") from None
             finally:
                 await conn.close()
             # prepared at the first use (psycopg's default waits for five): the dispatch cycle's few

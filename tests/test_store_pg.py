@@ -111,6 +111,28 @@ async def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: 
     assert display_url("/var/lib/dispatch.db") == "/var/lib/dispatch.db"
 
 
+@pytest.mark.parametrize("url, secrets", [
+    ("postgresql://u:my%pass%word@127.0.0.1:1/db", ["my%pass%word", "pass"]),  # the driver quotes a bad token
+    ("postgresql://u@127.0.0.1:1/db?password=my%zzpass", ["my%zzpass", "zzpass"]),
+    ("postgresql://u:S3cretPw@127.0.0.1:99999/db", ["S3cretPw"]),  # port out of range
+    ("postgresql://u:S3cretPw@127.0.0.1:abc/db", ["S3cretPw"]),
+    ("postgresql://u:S3cretPw@[::1/db", ["S3cretPw"]),  # broken IPv6 host: the driver quotes the URL
+    ("postgresql://u:a%20S3cretPw@127.0.0.1:1/db", ["S3cretPw"]),
+])
+def test_a_bad_url_is_one_line_on_the_command_line_without_the_password(url: str, secrets: list[str],
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command that opens a database (status, keys; serve opens it the same way) shows a URL it
+    cannot use as one line and exit 2, never with its password, never as a traceback."""
+    from dispatchsim.cli import main
+
+    for argv in (["status", url], ["keys", "list", "--db", url]):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+        assert "postgres" in err and "***" in err and not any(s in err for s in secrets), err
+    assert display_url(url).count("***") == 1
+
+
 # -- many workers, one database ----------------------------------------------------------------
 
 
