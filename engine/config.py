@@ -18,7 +18,7 @@ from .health import AutoDisable, CircuitBreaker, auto_disable_from, circuit_brea
 from .health import to_dict as _health_dict
 from .policy import (BatchPolicy, OrderingPolicy, RetryPolicy, Timeouts, batch_policy_from, ordering_policy_from,
                      retry_policy_from, timeouts_from)
-from .redact import REDACTED, redact_url, url_secrets
+from .redact import REDACTED, check_http_url, redact_url, url_secrets
 
 #: An HTTP header name (RFC 9110 token); also the pattern the HTTP API documents.
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
@@ -129,15 +129,6 @@ class Auth:
         return out
 
 
-def _check_url(url: Any) -> str:
-    if not isinstance(url, str) or not url:
-        raise ConfigError("required, an http(s) URL", field="endpoint_url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"must be an absolute http(s) URL, got {redact_url(url)!r}", field="endpoint_url")
-    return url
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """Everything a delivery needs to be sent, frozen at the configuration version it was made with."""
@@ -222,7 +213,7 @@ def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
     unknown = sorted(set(data) - set(CONFIG_FIELDS))
     if unknown:
         raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)} (known: {', '.join(CONFIG_FIELDS)})")
-    url = _check_url(data.get("endpoint_url"))
+    url = check_http_url(data.get("endpoint_url"), field="endpoint_url")
     secret = check_signing_secret(data.get("signing_secret"))
     mapping_spec, digest, warnings = compile_mapping_spec(data.get("mapping"))
     snap = Snapshot(
@@ -237,6 +228,10 @@ def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
         circuit_breaker=circuit_breaker_from(data.get("circuit_breaker")),
         auto_disable=auto_disable_from(data.get("auto_disable")),
     )
+    if "@" in urlsplit(url).netloc and any(h.lower() == "authorization" for h in snap.auth.headers()):
+        # the HTTP client would refuse every request: both would set the Authorization header
+        raise ConfigError(f"credentials in the URL and auth type {snap.auth.type} both set the Authorization"
+                          " header: keep one of them", field="endpoint_url")
     if REDACTED in snap.secrets():
         raise ConfigError("secrets are write-only: send the real value (reads show ***), or leave"
                           " auth/signing_secret out of the edit to keep them")

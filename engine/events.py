@@ -139,7 +139,12 @@ class WebhookSettings:
                   "ordering": _WEBHOOK_ORDERING,
                   **{k: data[k] for k in ("auth", "signing_secret", "timeouts", "circuit_breaker", "auto_disable")
                      if data.get(k) is not None}}
-        snap, _ = build_snapshot(fields)
+        try:
+            snap, _ = build_snapshot(fields)
+        except ConfigError as exc:
+            if exc.field != "endpoint_url":
+                raise
+            raise ConfigError(exc.message, field="webhook.url") from None  # the name an account's webhook uses
         if REDACTED in snap.secrets():
             raise ConfigError("secrets are write-only; send the real value, not ***", field="webhook")
         return cls(replace(snap, batching=replace(batching, max_wait=float(batching.max_wait))))

@@ -209,13 +209,14 @@ def redact_url(url: str) -> str:
     like secrets (``?token=***``)."""
     try:
         parts = urlsplit(url)
-    except ValueError:
+        port = parts.port
+    except ValueError:  # a broken IPv6 host, a port out of range or not a number
         return "<unparseable url>"
     netloc, query = parts.netloc, parts.query
     if parts.username or parts.password:
         host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
+        if port:
+            host += f":{port}"
         netloc = f"{REDACTED}@{host}"
     if query:
         pairs = []
@@ -226,6 +227,30 @@ def redact_url(url: str) -> str:
     if (netloc, query) == (parts.netloc, parts.query):
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_http_url(url: Any, *, field: str) -> str:
+    """``url`` if an HTTP client can send to it: an absolute http(s) URL with a host, a port from 1 to
+    65535 if it names one, no whitespace or control characters. ConfigError naming ``field``
+    otherwise (the URL shown without its credentials). Every URL the engine will POST to is checked
+    here before anything is stored, so none can fail later in the client, or in a report."""
+    from .errors import ConfigError
+
+    if not isinstance(url, str) or not url:
+        raise ConfigError("required, an http(s) URL", field=field)
+    shown = redact_url(url)
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ConfigError(f"must not contain spaces or control characters, got {shown!r}", field=field)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a broken IPv6 host, a port out of range or not a number
+        raise ConfigError(f"not a valid URL: {exc}", field=field) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"must be an absolute http(s) URL, got {shown!r}", field=field)
+    if port == 0:
+        raise ConfigError(f"port 0 cannot be connected to: {shown!r}", field=field)
+    return url
 
 
 def url_secrets(url: str) -> list[str]:

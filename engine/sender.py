@@ -211,6 +211,8 @@ class Sender:
             return self._failed(OutcomeKind.CONNECT_ERROR, exc, url, t0)
         except aiohttp.ClientError as exc:
             return self._failed(OutcomeKind.PROTOCOL_ERROR, exc, url, t0)
+        except ValueError as exc:  # a request the client refuses to build: a failed try, never a crashed loop
+            return self._failed(OutcomeKind.PROTOCOL_ERROR, exc, url, t0)
 
     def _failed(self, kind: OutcomeKind, exc: BaseException, url: str, t0: float) -> Outcome:
         """The outcome of a try that got no usable answer, its error scrubbed of known secrets."""

@@ -6,11 +6,13 @@ An expectation or a timeline action parses its own value (see :mod:`.expect` and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from dispatchsim.engine.config import build_snapshot
 from dispatchsim.engine.errors import ConfigError
+from dispatchsim.engine.redact import check_http_url
 from dispatchsim.errors import Collector
 from dispatchsim.providers.durations import parse_duration
 from dispatchsim.yamlfile import dotted
@@ -122,12 +124,21 @@ class Reader:
             out[key] = value
         return out
 
-    def config_fields(self, fields: dict[str, Any], path: KeyPath) -> None:
-        """Validate configuration fields now, before anything runs (the URL is a stand-in)."""
-        stand_in = {"endpoint_url": "http://127.0.0.1:1/check"}
+    def config_fields(self, fields: dict[str, Any], path: KeyPath, *, url: str | None = None,
+                      url_path: KeyPath = ()) -> None:
+        """Validate configuration fields now, before anything runs: with an external provider's
+        ``url`` (written at ``url_path``), else with a stand-in for a simulated endpoint's."""
+        if url is not None:
+            try:
+                check_http_url(url, field="url")
+            except ConfigError:  # reported where the provider is declared
+                url = None
+        stand_in = {"endpoint_url": url or "http://127.0.0.1:1/check"}
         try:
             build_snapshot({**fields, **stand_in})
         except ConfigError as exc:
+            if exc.field == "endpoint_url" and url is not None:
+                raise self.fail(url_path, exc.message) from None
             where = tuple(exc.field.split(".")) if exc.field else ("configuration",)
             raise self.fail(path + where, exc.message) from None
         except (TypeError, ValueError) as exc:  # a wrong type the engine's validation does not name, e.g. cap: 1h
@@ -159,5 +170,7 @@ class ParseContext:
     providers: frozenset[str] | None = frozenset()  #: simulated and external provider names
     endpoints: frozenset[str] | None = frozenset()  #: simulated endpoints (their behaviour can change)
     accounts: frozenset[str] | None = frozenset()  #: accounts with a message-event webhook
+    #: external provider name -> its URL (a configuration's fields are checked against it)
+    urls: Mapping[str, str] = field(default_factory=dict)
     duration: float = 48 * 3600.0
     at: float = 0.0  #: the timeline event's own time (actions only)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from dispatchsim.engine.clock import VIRTUAL_EPOCH, parse_iso
 from dispatchsim.engine.errors import ConfigError
+from dispatchsim.engine.redact import check_http_url
 from dispatchsim.errors import Collector
 from dispatchsim.mapping import MappingSpecError, load_mapping_file
 from dispatchsim.providers import ProviderConfigError, ProvidersConfig, parse_config
@@ -122,7 +122,9 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
     ctx = ParseContext(reader=P, tenants={}, duration=duration,
                        providers=frozenset(raw) if isinstance(raw, dict) else None,
                        endpoints=frozenset(k for k, v in raw.items() if not (isinstance(v, dict) and "url" in v))
-                       if isinstance(raw, dict) else None)
+                       if isinstance(raw, dict) else None,
+                       urls={k: v["url"] for k, v in raw.items() if isinstance(v, dict) and isinstance(v.get("url"), str)}
+                       if isinstance(raw, dict) else {})
     with guard():
         ctx.tenants.update(_tenants(P, data.get("tenants")))
     accounts: dict[str, dict[str, Any]] = {}
@@ -195,9 +197,10 @@ def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str,
                 raise P.fail(("providers", name, extra[0]), "an external provider takes only url, max_rate and "
                                                             "max_requests: behaviours apply to simulated endpoints")
             url = spec["url"]
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-                raise P.fail(("providers", name, "url"), f"expected an http(s) URL, got {url!r}")
+            try:
+                check_http_url(url, field="url")
+            except ConfigError as exc:
+                raise P.fail(("providers", name, "url"), exc.message) from None
             external[name] = url
             limits[name] = ExternalProvider(name, url, _max_rate(P, name, spec.get("max_rate", DEFAULT_MAX_RATE)),
                                             _max_requests(P, name, spec.get("max_requests", DEFAULT_MAX_REQUESTS)))
@@ -339,7 +342,8 @@ def _config(ctx: ParseContext, spec: Any, path: KeyPath, base: Path, seen: set[s
             fields.update(value)
     if not found.errors:
         with found.guard():
-            P.config_fields(fields, path)  # fields that are valid alone but not together
+            # fields that are valid alone but not together, and with an external provider's URL
+            P.config_fields(fields, path, url=ctx.urls.get(provider), url_path=("providers", provider, "url"))
     active, activation = True, "ok"
     with found.guard():
         active = P.boolean(spec.get("active", True), path + ("active",))

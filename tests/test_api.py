@@ -265,6 +265,39 @@ async def test_bad_configuration_bodies_store_nothing(api: Api, receiver) -> Non
     assert await api.engine.store.configs() == []
 
 
+BAD_URLS = ["http://u:pw@127.0.0.1:99999/h", "http://[::1", "http://[zz]/", "http://x:abc/", "http://a b/",
+            "http://127.0.0.1:0/x", "http://127.0.0.1:1/x\u0007"]
+
+
+async def test_an_endpoint_url_no_client_could_use_is_refused_before_anything_is_stored(api: Api, receiver) -> None:
+    """A port out of range or not a number, a broken IPv6 host, a space, port 0, a control character;
+    credentials in the URL together with an auth type that also sets Authorization: each is a 4xx
+    naming the field, on create, on edit and for an account's webhook, and nothing is stored (these
+    were 500s, one of them stored first, after which every list of configurations failed)."""
+    for url in BAD_URLS:
+        status, out = await api.call("POST", "/api/dispatch-configurations",
+                                     body={"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": url})
+        assert status in (400, 422), (url, out)
+        _is_problem(out, status)
+        assert out["field"] == "endpoint_url" and "pw" not in json.dumps(out), (url, out)
+    status, out = await api.call("POST", "/api/dispatch-configurations", body={
+        "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": "http://u:pw@127.0.0.1:1/h",
+        "auth": {"type": "bearer", "token": "tok-123456"}})
+    assert status == 422 and out["field"] == "endpoint_url" and "Authorization" in out["detail"], out
+    assert await api.engine.store.configs() == []
+    for key in (ACME, ADMIN):
+        status, out = await api.call("GET", "/api/dispatch-configurations", key=key)
+        assert status == 200, out
+    cfg = await _config(api, receiver.url, activate=False)
+    for url in BAD_URLS:
+        status, out = await api.call("PATCH", f"/api/dispatch-configurations/{cfg['id']}", body={"endpoint_url": url})
+        assert status in (400, 422) and out["field"] == "endpoint_url", (url, out)
+        status, out = await api.call("PUT", "/api/accounts/acme/webhook", body={"url": url})
+        assert status in (400, 422) and out["field"].split(".")[-1] == "url", (url, out)
+    status, out = await api.call("GET", f"/api/dispatch-configurations/{cfg['id']}")
+    assert status == 200 and out["endpoint_url"] == receiver.url
+
+
 async def test_list_filters_and_cursor_pagination(api: Api, receiver) -> None:
     import asyncio
 

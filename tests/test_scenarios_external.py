@@ -137,6 +137,34 @@ def test_bad_external_limits_are_refused_with_the_field(limits, message):
     assert message in str(err.value) and "own.yaml:" in str(err.value)
 
 
+@pytest.mark.parametrize("url, message", [
+    ("http://[::1", "not a valid URL"),
+    ("http://[zz]/", "not a valid URL"),
+    ("http://127.0.0.1:99999/in", "Port out of range"),
+    ("http://127.0.0.1:abc/in", "not a valid URL"),
+    ("http://a b/in", "spaces or control characters"),
+    ("ftp://127.0.0.1/in", "absolute http(s) URL"),
+    # with the configuration's auth (an API key in the Authorization header) the client refuses every request
+    ("http://u:pw@127.0.0.1:9/in", "both set the Authorization header"),
+])
+def test_an_external_url_no_client_could_use_is_refused_at_its_line(url, message):
+    """These were tracebacks (from the URL parser, or from the HTTP client on the first request)."""
+    text = scenario(url, count=1).replace("header: X-Api-Key", "header: Authorization")
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(text, source="own.yaml")
+    assert str(err.value).startswith("own.yaml:6: providers.partner.url: ") and message in str(err.value), err.value
+    assert "pw" not in str(err.value)
+
+
+def test_a_notification_url_no_client_could_use_is_refused_at_its_line():
+    text = scenario("http://127.0.0.1:9/in", count=1).replace(
+        "    retry: {max_attempts: 2, base: 1s}\n",
+        "    retry: {max_attempts: 2, base: 1s}\n    auto_disable: {after_failures: 5, notify_url: 'http://u:p@127.0.0.1:99999/'}\n")
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(text, source="own.yaml")
+    assert "own.yaml:" in str(err.value) and "auto_disable.notify_url: not a valid URL" in str(err.value), err.value
+
+
 def test_defaults_cap_an_external_url_that_names_no_limits():
     s = parse_scenario(scenario("https://hooks.example.test/in", count=1))
     limits = s.external_limits["partner"]

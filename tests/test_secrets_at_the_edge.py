@@ -357,3 +357,16 @@ async def test_a_sender_keeps_no_cookies():
         await sender.close()
         await runner.cleanup()
     assert seen == [None, None, None]
+
+
+async def test_a_request_the_client_refuses_to_build_is_a_failed_try_without_the_password():
+    """Configurations cannot combine credentials in the URL with an Authorization header any more,
+    but if a request still cannot be built, the try fails like any other (no exception escapes)."""
+    sender = Sender(now=time.time)
+    await sender.start()
+    try:
+        out = await sender.exchange("POST", "http://u:pw-S3cret@127.0.0.1:9/hooks", headers={"Authorization": "x"},
+                                    data=b"{}", connect=5, total=5)
+    finally:
+        await sender.close()
+    assert out.kind.value == "PROTOCOL_ERROR" and out.error and "S3cret" not in out.error, out
