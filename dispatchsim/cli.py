@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .cliargs import duration
+
 
 class _Version(argparse.Action):
     """``--version``: the version is looked up only when asked for (see ``dispatchsim._version``)."""
@@ -65,7 +67,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="built-in demo: 3 activities, an endpoint down for 10 simulated minutes",
                           description="Send 3 activities to an endpoint on 127.0.0.1 that answers 503 for a "
                                       "while, on the virtual clock, and print every attempt.")
-    demo.add_argument("--outage", type=float, default=10.0, metavar="MINUTES",
+    demo.add_argument("--outage", type=duration, default=10.0, metavar="MINUTES",
                       help="how long the endpoint fails, in simulated minutes (default: 10)")
     demo.set_defaults(func=_demo)
     status = sub.add_parser("status", help="counts per status and queue of a dispatchsim database",

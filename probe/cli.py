@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from dispatchsim.cliargs import duration, number, port, positive_duration
 from dispatchsim.engine.clock import Clock
 from dispatchsim.engine.redact import redact_url
 from dispatchsim.engine.errors import ConfigError
@@ -20,6 +21,9 @@ from .runner import run_probe
 from .settings import LOCAL_CAPS, REMOTE_CAPS, ProbeError, ProbeSettings, check_target
 
 _D = ProbeSettings()
+_AT_LEAST_ONE = number(int, low=1)
+_RATE = number(float, above=True)
+_BODY_SIZE = number(int, low=1024, high=16 * 1024 * 1024)
 
 EPILOG = f"""\
 auth (--auth):
@@ -58,36 +62,36 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("url", help="the endpoint URL (only this URL is contacted)")
     p.add_argument("--auth", metavar="SPEC", help="credentials the endpoint expects (see below)")
     p.add_argument("--secret", metavar="SECRET", help="Standard Webhooks signing secret (whsec_… or raw)")
-    p.add_argument("--timeout", type=float, default=_D.timeout, metavar="S",
+    p.add_argument("--timeout", type=positive_duration, default=_D.timeout, metavar="S",
                    help=f"sender timeout per request, seconds (default {_D.timeout:g})")
-    p.add_argument("--connect-timeout", type=float, default=_D.connect_timeout, metavar="S",
+    p.add_argument("--connect-timeout", type=positive_duration, default=_D.connect_timeout, metavar="S",
                    help=f"connect timeout, seconds (default {_D.connect_timeout:g})")
-    p.add_argument("--ordered", type=int, default=_D.ordered, metavar="N",
+    p.add_argument("--ordered", type=_AT_LEAST_ONE, default=_D.ordered, metavar="N",
                    help=f"deliveries of one queue sent in sequence (default {_D.ordered})")
-    p.add_argument("--burst", type=int, default=_D.burst, metavar="N",
+    p.add_argument("--burst", type=_AT_LEAST_ONE, default=_D.burst, metavar="N",
                    help=f"concurrent deliveries in the burst (default {_D.burst})")
-    p.add_argument("--rate", type=float, default=_D.rate, metavar="R",
+    p.add_argument("--rate", type=_RATE, default=_D.rate, metavar="R",
                    help=f"burst start rate per second (default {_D.rate:g})")
-    p.add_argument("--concurrency", type=int, default=_D.concurrency, metavar="C",
+    p.add_argument("--concurrency", type=_AT_LEAST_ONE, default=_D.concurrency, metavar="C",
                    help=f"burst requests in flight at most (default {_D.concurrency})")
-    p.add_argument("--max-body", type=int, default=_D.max_body, metavar="BYTES",
+    p.add_argument("--max-body", type=_BODY_SIZE, default=_D.max_body, metavar="BYTES",
                    help=f"size of the max-size payload (default {_D.max_body})")
-    p.add_argument("--slow-body", type=float, default=_D.slow_body, metavar="S",
+    p.add_argument("--slow-body", type=duration, default=_D.slow_body, metavar="S",
                    help=f"seconds over which the slow body is sent (default {_D.slow_body:g})")
     p.add_argument("--results", action="store_true",
                    help="listen for results callbacks on a free port of 127.0.0.1 (the URL is printed)")
     p.add_argument("--results-url", metavar="URL", help="listen for results callbacks at this http://HOST:PORT/… URL")
-    p.add_argument("--results-port", type=int, metavar="PORT",
+    p.add_argument("--results-port", type=port, metavar="PORT",
                    help=f"listen on 127.0.0.1:PORT{RESULTS_PATH} for results callbacks (0: a free port)")
-    p.add_argument("--callback-wait", type=float, default=_D.callback_wait, metavar="S",
+    p.add_argument("--callback-wait", type=duration, default=_D.callback_wait, metavar="S",
                    help=f"after the checks, how long deliveries may take to show as processed "
                         f"(default {_D.callback_wait:g})")
-    p.add_argument("--settle", type=float, default=_D.settle, metavar="S",
+    p.add_argument("--settle", type=duration, default=_D.settle, metavar="S",
                    help=f"then how long to wait for late duplicates (default {_D.settle:g})")
     p.add_argument("--status-url", metavar="URL", help="URL with {id}: how many times that delivery was processed")
-    p.add_argument("--max-time", type=float, default=_D.max_time, metavar="S",
+    p.add_argument("--max-time", type=positive_duration, default=_D.max_time, metavar="S",
                    help=f"time budget of the whole probe (default {_D.max_time:g})")
-    p.add_argument("--check-time", type=float, default=_D.check_time, metavar="S",
+    p.add_argument("--check-time", type=positive_duration, default=_D.check_time, metavar="S",
                    help=f"each check's own deadline: a check that hangs fails alone (default {_D.check_time:g})")
     p.add_argument("--only", action="append", default=[], metavar="CHECK[,CHECK]", help="run only these checks")
     p.add_argument("--skip", action="append", default=[], metavar="CHECK[,CHECK]", help="do not run these checks")

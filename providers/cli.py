@@ -13,6 +13,8 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from dispatchsim.cliargs import port
+
 from .config import ProvidersConfig, load_config
 from .endpoint import EndpointSet
 from .errors import ProviderConfigError
@@ -28,7 +30,7 @@ def register_cli(subparsers: Any) -> argparse.ArgumentParser:
                     "logging one line per request, then write the record as JSON lines.",
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="providers YAML file")
-    parser.add_argument("--port", type=int, default=None, metavar="P",
+    parser.add_argument("--port", type=port, default=None, metavar="P",
                         help="port of the first endpoint; the next ones get P+1, P+2 … "
                              "(an endpoint's own 'port:' wins; default: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="IP address to bind (default 127.0.0.1)")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dispatchsim.engine import DispatchsimError
+from dispatchsim.cliargs import duration, port
 from dispatchsim.errors import LocatedError
 
 
@@ -32,12 +33,6 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"dispatchsim serve: {exc.filename or args.db}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: a port number from 0 to 65535")
-    return int(text)
 
 
 def _freeze_startup_objects(_server: object) -> None:
@@ -142,9 +137,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", required=True, help="SQLite file (created if missing), or a postgresql:// URL shared by "
                    "several workers (the password may come from PGPASSWORD or ~/.pgpass)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8080, help="port (default: 8080; 0 picks a free one)")
+    p.add_argument("--port", type=port, default=8080, help="port (default: 8080; 0 picks a free one)")
     p.add_argument("--config", metavar="FILE", help="YAML: keys (admin or per tenant), tenants, providers, jobs")
-    p.add_argument("--shutdown-deadline", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--shutdown-deadline", type=duration, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, how long attempts in flight may finish (default: 10)")
     p.add_argument("--log-format", choices=("json", "console"), default="json", help="event log on stderr")
     p.set_defaults(func=_serve)

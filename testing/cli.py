@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dispatchsim.cliargs import number
+
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "shrunk to the simplest one that still does and printed as a ready-to-run scenario file. "
                     "Exit code: 0 every example passed, 1 an expectation failed, 2 the file is invalid.")
     p.add_argument("scenario", metavar="SCENARIO", help="a scenario YAML file with marked values")
-    p.add_argument("--examples", type=int, default=50, metavar="N", help="examples to try (default: 50)")
+    p.add_argument("--examples", type=number(int, low=1), default=50, metavar="N", help="examples to try (default: 50)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the exploration (default: 0)")
     p.add_argument("--out", metavar="FILE", help="also write the minimal counterexample to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -27,9 +29,6 @@ def main(args: argparse.Namespace) -> int:
 
     from .explore import Template, explore, report
 
-    if args.examples < 1:
-        print("dispatchsim explore: --examples must be at least 1", file=sys.stderr)
-        return 2
     try:
         template = Template.load(args.scenario)
         tty = sys.stderr.isatty() and not args.quiet

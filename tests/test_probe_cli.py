@@ -116,7 +116,9 @@ async def test_usage_errors_exit_2(capsys):
     assert await probe_command(args("ftp://127.0.0.1/x")) == 2
     assert await probe_command(args("http://127.0.0.1:9/x", "--auth", "bearer:")) == 2
     assert await probe_command(args("http://127.0.0.1:9/x", "--status-url", "http://127.0.0.1:9/s")) == 2
-    assert await probe_command(args("http://127.0.0.1:9/x", "--burst", "0")) == 2
+    with pytest.raises(SystemExit) as exc:  # a count below 1 is refused by argparse itself
+        args("http://127.0.0.1:9/x", "--burst", "0")
+    assert exc.value.code == 2
     assert capsys.readouterr().err.count("error:") == 4
 
 
