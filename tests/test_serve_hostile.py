@@ -144,7 +144,7 @@ def test_port_out_of_range_and_in_use(tmp_path, capsys) -> None:
     db = tmp_path / "p.db"
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--db", str(db), "--port", "70000"])
-    assert exc.value.code == 2 and "a port number from 0 to 65535" in capsys.readouterr().err
+    assert exc.value.code == 2 and "a whole number from 0 to 65535" in capsys.readouterr().err
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         _one_line_error(capsys, main(["serve", "--db", str(db), "--port", str(port)]),
