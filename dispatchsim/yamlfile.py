@@ -1,15 +1,19 @@
-"""The one YAML reader for input files: strict, with the line of every key, and errors that say where.
+"""The one reader of input files (YAML, and JSON payload files): strict, with errors that say where.
 
-Scenario files, provider configurations and mapping files all go through here, so they agree on what
-a valid file is: UTF-8 text (a BOM is allowed), one YAML document, no duplicate keys (PyYAML alone
-would keep the last one silently), no text that is not valid Unicode (a ``"\\ud800"`` escape). Every problem is a :class:`~dispatchsim.errors.LocatedError`
-naming ``file:line``; all duplicate keys of a file are reported at once.
+Scenario files, provider configurations, mapping files and JSON payload files all go through here, so
+they agree on what a valid file is: UTF-8 text (a BOM is allowed), one document, no duplicate keys
+(PyYAML and Python's json alone keep the last one silently), no text that is not valid Unicode (a
+``"\\ud800"`` escape). Every problem is a :class:`~dispatchsim.errors.LocatedError` naming ``file:line``;
+all problems of a file are reported at once.
 
 This module imports nothing of ours but the error root, so every part may use it.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 from typing import Any
 
 import yaml
@@ -70,6 +74,96 @@ def load_yaml(text: str, *, source: str = "<yaml>", error: type[LocatedError] = 
             loader.dispose()
 
 
+#: How deep a JSON input file may nest; deeper is refused where it happens, not walked (Python's own
+#: parser would hit its recursion limit near 1,000 levels and raise an error naming no line).
+MAX_JSON_DEPTH = 64
+#: Python refuses to read or print an integer of more digits than this (``sys.int_info``)
+_MAX_DIGITS = 4300
+#: every token of valid JSON text that the checks need: strings (whole, so nothing inside one is
+#: seen as a token), brackets, commas, numbers, and the constants Python accepts but JSON has not
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{},]|-?(?:0|[1-9]\d*+)(?:\.\d+)?(?:[eE][+-]?\d+)?|NaN|-?Infinity')
+_COLON = re.compile(r"\s*:")
+
+
+def load_json(text: str, *, source: str = "<json>", error: type[LocatedError] = LocatedError) -> Any:
+    """One JSON value from a user's file, refused as :func:`load_yaml` refuses YAML: with ``file:line``.
+
+    Python's ``json`` module takes text JSON does not allow (``NaN``, ``Infinity``, a number too big for
+    a float becomes ``inf``), strings that are not valid Unicode (an escaped lone surrogate, ``"\\ud800"``),
+    duplicate keys (the last one wins silently), and fails on deep nesting with a ``RecursionError``.
+    Each of these is a located error here, naming the line and the dotted field; every problem at once.
+    """
+    unread: Exception | None = None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
+    except (RecursionError, ValueError) as exc:  # too deep, or an integer too long: the scan says where
+        value, unread = None, exc
+    problems = _json_problems(text, source, error)
+    if problems:
+        raise error.of(problems)
+    if unread is not None:
+        raise error(f"invalid JSON: {unread}", source=source)
+    return value
+
+
+def _json_problems(text: str, source: str, error: type[LocatedError]) -> list[LocatedError]:
+    """Walk the tokens of valid JSON text, keeping the path (keys and array indexes) to each one."""
+    problems: list[LocatedError] = []
+    frames: list[list[Any]] = []  # per open bracket: [bracket, current key or index, {key seen: its offset}]
+    line, counted = 1, 0
+
+    def fail(pos: int, message: str, path: KeyPath) -> None:
+        nonlocal line, counted
+        line += text.count("\n", counted, pos)
+        counted = pos
+        problems.append(error(message, source=source, line=line, field=dotted(path) or None))
+
+    def here(depth: int | None = None) -> KeyPath:
+        """The path to the current token (to its object, with ``depth`` one less than the frames)."""
+        return tuple(f[1] if isinstance(f[1], int) or valid_text(f[1]) else ascii(f[1]) for f in frames[:depth]
+                     if f[1] is not None)
+
+    for m in _JSON_TOKEN.finditer(text):
+        token, pos = m.group(), m.start()
+        first = token[0]
+        if first in "[{":
+            if len(frames) >= MAX_JSON_DEPTH:
+                fail(pos, f"nested deeper than {MAX_JSON_DEPTH} levels", ())
+                return problems  # nothing deeper is read
+            frames.append([first, 0 if first == "[" else None, {}])
+        elif first in "]}":
+            if frames:
+                frames.pop()
+        elif first == ",":
+            if frames and frames[-1][0] == "[":
+                frames[-1][1] += 1
+        elif first == '"':
+            try:
+                string = json.loads(token)
+            except ValueError:  # only in text the parser refused past its own error
+                continue
+            frame = frames[-1] if frames else None
+            if frame is not None and frame[0] == "{" and _COLON.match(text, m.end()):
+                if not valid_text(string):
+                    fail(pos, f"the key {ascii(string)} is not valid Unicode text ({_SURROGATE})", here(-1))
+                elif string in frame[2]:
+                    first_line = text.count("\n", 0, frame[2][string]) + 1
+                    fail(pos, f"duplicate key '{string}' (first on line {first_line})", here(-1) + (string,))
+                frame[1] = string
+                frame[2].setdefault(string, pos)
+            elif not valid_text(string):
+                fail(pos, f"not valid Unicode text: {ascii(string)} ({_SURROGATE})", here())
+        elif token[-1] in "Ny":  # NaN, Infinity, -Infinity
+            fail(pos, f"{token} is not a JSON number", here())
+        elif len(token) > _MAX_DIGITS:
+            fail(pos, f"a number of {len(token)} characters: at most {_MAX_DIGITS} digits", here())
+        elif not token.lstrip("-").isdigit() and not math.isfinite(float(token)):
+            fail(pos, f"{token} is too large for a floating-point number", here())
+    return problems
+
+
 def load_file(path: str | os.PathLike[str], *, error: type[LocatedError] = LocatedError,
               what: str = "the file") -> tuple[Any, Lines]:
     """:func:`read_text` then :func:`load_yaml`."""
@@ -105,7 +199,7 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, lines: Lines,
             _walk(loader, item, path + (i,), lines, duplicates, source, error)
 
 
-_SURROGATE = "a lone surrogate such as \\ud800: YAML's escapes allow it, UTF-8 text cannot hold it"
+_SURROGATE = "a lone surrogate such as \\ud800: an escape can write it, UTF-8 text cannot hold it"
 
 
 def valid_text(text: str) -> bool:

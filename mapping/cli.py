@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from dispatchsim.errors import LocatedError
-from dispatchsim.yamlfile import read_text
+from dispatchsim.yamlfile import load_json, read_text
 
 from .compiler import CompiledMapping, compile_mapping
 from .errors import MappingApplyError, MappingSpecError
@@ -81,13 +81,11 @@ def run_preview(args: argparse.Namespace, out: Any = None, err: Any = None) -> i
         print(warning.located(args.file, "warning"), file=err)
     payload: Any = SEED_PAYLOAD
     if getattr(args, "payload", None):
-        try:
-            payload = json.loads(read_text(args.payload, what="the payload"))
-        except LocatedError as exc:  # unreadable, or not UTF-8
-            print(exc.located(), file=err)
-            return EXIT_INVALID
-        except json.JSONDecodeError as exc:
-            print(f"{args.payload}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})", file=err)
+        try:  # the shared strict reader: NaN, lone surrogates, duplicate keys, deep nesting are file:line
+            payload = load_json(read_text(args.payload, what="the payload"), source=args.payload)
+        except LocatedError as exc:
+            for problem in exc.errors:
+                print(problem.located(), file=err)
             return EXIT_INVALID
     try:
         result = compiled.apply(payload)

@@ -1,12 +1,11 @@
 """Read a mapping file (YAML or JSON) with a line map, so problems can point at ``file:line``."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from dispatchsim.errors import LocatedError
-from dispatchsim.yamlfile import load_yaml, read_text
+from dispatchsim.yamlfile import load_json, load_yaml, read_text
 
 from .errors import MappingSpecError, Problem
 
@@ -38,31 +37,16 @@ def _spec_error(exc: LocatedError, source: str) -> MappingSpecError:
 
 
 def _load_json(text: str, source: str) -> tuple[Any, dict[Path, int]]:
-    duplicates: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in items:
-            if key in out:
-                duplicates.append(key)
-            out[key] = value
-        return out
-
+    """The value read strictly as JSON (see :func:`load_json`); the line map from reading the same text as
+    YAML, kept only when it reads as the same value (JSON that is not also YAML gets no line map)."""
     try:
-        data = json.loads(text, object_pairs_hook=pairs)
-    except json.JSONDecodeError as exc:
-        raise MappingSpecError([Problem("", f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno)],
-                               source=source) from None
+        data = load_json(text, source=source)
+    except LocatedError as exc:
+        raise _spec_error(exc, source) from None
     try:
-        same, lines = _load_yaml(text, source)
-    except MappingSpecError as exc:
-        if duplicates:
-            found = [p for p in exc.problems if p.message.startswith("duplicate key")]
-            raise MappingSpecError(found or [Problem("", f"duplicate key '{k}'") for k in duplicates],
-                                   source=source) from None
-        same, lines = None, {}
-    if duplicates:
-        raise MappingSpecError([Problem("", f"duplicate key '{k}'") for k in duplicates], source=source)
+        same, lines = load_yaml(text, source=source)
+    except LocatedError:
+        return data, {}
     return data, (lines if same == data else {})
 
 

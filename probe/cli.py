@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from dispatchsim.errors import LocatedError
+from dispatchsim.yamlfile import load_json, read_text
 from dispatchsim.cliargs import duration, number, port, positive_duration
 from dispatchsim.engine.clock import Clock
 from dispatchsim.engine.redact import redact_url
@@ -230,13 +231,9 @@ def load_payloads(paths: list[str]) -> tuple[dict[str, Any], ...]:
     out: list[dict[str, Any]] = []
     for path in paths:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ProbeError(f"{path}: cannot read payload file: {exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProbeError(f"{path}:{exc.lineno}: payload: not JSON: {exc.msg}") from None
+            data = load_json(read_text(path, what="the payload file"), source=path)
+        except LocatedError as exc:
+            raise ProbeError(str(exc)) from None
         items = data if isinstance(data, list) else [data]
         if not items or not all(isinstance(i, dict) for i in items):
             raise ProbeError(f"{path}:1: payload: expected a JSON object (or an array of objects)")

@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatchsim.mapping import SEED_PAYLOAD, MappingSpecError, compile_mapping, load_mapping_file, register_cli
+from dispatchsim.yamlfile import load_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,3 +260,65 @@ def test_cli_in_a_subprocess(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, "mapping", "check", write(tmp_path, "b.yaml", BAD)],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
     assert done.returncode == 2 and "b.yaml:7: error: task.ref: unknown function 'uper'" in done.stdout
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("surrogate.json", '{"id": "\\ud800"}', "surrogate.json:1: id: not valid Unicode text: '\\ud800'"),
+    ("deep.json", "[" * 100000 + "\n", "deep.json:1: nested deeper than 64 levels"),
+    ("nan.json", '{\n  "id": NaN\n}', "nan.json:2: id: NaN is not a JSON number"),
+    ("inf.json", '{"id": "x",\n "activityDetails": {"n": [1, 1e400]}}',
+     "inf.json:2: activityDetails.n[1]: 1e400 is too large for a floating-point number"),
+    ("dup.json", '{"id": "a",\n "id": "b"}', "dup.json:2: id: duplicate key 'id' (first on line 1)"),
+], ids=["lone-surrogate", "deep", "nan", "huge-float", "duplicate-key"])
+def test_preview_refuses_a_payload_json_cannot_carry_with_file_line_and_field(tmp_path, capsys, name, text,
+                                                                              expected):
+    from dispatchsim.cli import main
+
+    mapping = write(tmp_path, "m.yaml", GOOD)
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    code = main(["mapping", "preview", mapping, "--payload", str(tmp_path / name)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith(f"{tmp_path}/{expected}"), err
+    assert "Traceback" not in err
+
+
+def test_preview_of_a_lone_surrogate_payload_in_a_process_is_one_line_not_a_traceback(tmp_path):
+    """What a user ran: the payload was mapped and printing it to a real (UTF-8) stdout raised."""
+    mapping = write(tmp_path, "m.yaml", "fields:\n  task: id\n")
+    payload = write(tmp_path, "pl.json", '{"id":"\\ud800"}')
+    done = subprocess.run([sys.executable, "-m", "dispatchsim", "mapping", "preview", mapping, "--payload", payload],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"{payload}:1: id: not valid Unicode text: '\\ud800' (a lone surrogate such "
+                                        "as \\ud800: an escape can write it, UTF-8 text cannot hold it)"]
+
+
+def test_preview_maps_a_valid_surrogate_pair_and_reports_every_problem_at_once(tmp_path, capsys):
+    from dispatchsim.cli import main
+
+    mapping = write(tmp_path, "m.yaml", "fields:\n  task: id\n")
+    ok = write(tmp_path, "ok.json", '{"id": "\\ud83d\\ude00"}')
+    assert main(["mapping", "preview", mapping, "--payload", ok]) == 0
+    assert json.loads(capsys.readouterr().out) == {"task": "\U0001F600"}
+    bad = write(tmp_path, "bad.json", '{"id": Infinity,\n "x": ["\\udfff", -Infinity]}')
+    assert main(["mapping", "preview", mapping, "--payload", bad]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{bad}:1: id: Infinity is not a JSON number",
+        f"{bad}:2: x[0]: not valid Unicode text: '\\udfff' (a lone surrogate such as \\ud800: an escape can write "
+        "it, UTF-8 text cannot hold it)",
+        f"{bad}:2: x[1]: -Infinity is not a JSON number"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_JSON, indent=st.sampled_from([None, 0, 2]), ascii_only=st.booleans())
+def test_the_strict_json_reader_reads_every_valid_document_as_json_does(value, indent, ascii_only):
+    """The reader's own scan never refuses valid JSON (strings with brackets, quotes, escapes and
+    pairs; numbers; nesting) and returns what ``json.loads`` returns."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    assert load_json(text, source="v.json") == json.loads(text)

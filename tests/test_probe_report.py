@@ -121,7 +121,7 @@ async def test_bad_payload_file_is_refused_with_file_and_line(tmp_path, capsys):
     bad = tmp_path / "p.json"
     bad.write_text('{\n  "id": "x",\n  oops\n}\n', encoding="utf-8")
     assert await probe_command(args("http://127.0.0.1:9/x", "--payload", str(bad))) == 2
-    assert f"{bad}:3: payload: not JSON" in capsys.readouterr().err
+    assert f"{bad}:3: invalid JSON: " in capsys.readouterr().err
     bad.write_text("[1, 2]", encoding="utf-8")
     assert await probe_command(args("http://127.0.0.1:9/x", "--payload", str(bad))) == 2
     assert "expected a JSON object" in capsys.readouterr().err
