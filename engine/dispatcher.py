@@ -22,7 +22,7 @@ from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Claim
 from .store_contract import Finish, StoreContract
 from .store_file import storage_error
-from .store_rows import Configuration, StoredActivity
+from .store_rows import Configuration, EndpointHealth, StoredActivity
 
 #: seconds between tries while the database cannot take writes (disk full, busy)
 STORAGE_RETRY = 1.0
@@ -185,11 +185,19 @@ class Dispatcher:
         self._health_every = every
         self._stand_ins = True
 
+    def _health_due(self, now: float) -> bool:
+        """The shared endpoint health is to be read again now (see :meth:`share_health`)."""
+        return self._health_every is not None and now - self._health_read_at >= self._health_every
+
     async def _refresh_health(self, now: float, *, force: bool = False) -> None:
-        if not force and (self._health_every is None or now - self._health_read_at < self._health_every):
-            return
+        if force or self._health_due(now):
+            self._health_read_at = now
+            self._read_health(await self.store.health_rows(), now)
+
+    def _read_health(self, rows: list[EndpointHealth], now: float) -> None:
+        """Take the health the other workers stored (:meth:`share_health`) into this worker's view."""
         self._health_read_at = now
-        for row in await self.store.health_rows():
+        for row in rows:
             st = self._health.setdefault(row.config_id, EndpointState())
             if st.circuit is Circuit.OPEN and row.circuit is not Circuit.OPEN and (st.circuit_until or 0.0) > now:
                 # opened here, perhaps not committed yet: a stale read must not close it before its cooldown
@@ -310,12 +318,17 @@ class Dispatcher:
             if deadline is not None and now >= deadline:
                 return
             try:
-                await self._release(now)
-                await self._refresh_health(now)
+                # the cycle's first reads, sent together to a network database (one wait)
+                view = await self.store.cycle_view(now, sorted(self._per_config), health=self._health_due(now))
+                if view.leases_ended:
+                    await self._release(now)
+                if view.health is not None:
+                    self._read_health(view.health, now)
                 if self._produce is not None:
                     self._next_produce = await self._produce(now)
-                blocked, probes, next_change = await self._gate(now)
-                saturated = await self._fill(now, blocked, probes)
+                blocked, probes, next_change = await self._gate(now, view.paused)
+                limits = {cid: await self._limit_of(cid, cfg) for cid, cfg in view.configs.items()}
+                saturated = await self._fill(now, blocked, probes, limits=limits)
             except Exception as exc:
                 if storage_error(exc) is None:
                     raise
@@ -397,10 +410,10 @@ class Dispatcher:
             self.log.warning("attempt.interrupted", delivery_id=did,
                              reason="lease expired; will be re-sent now")
 
-    async def _gate(self, now: float) -> tuple[set[str], set[str], float | None]:
-        """Configurations nothing may be sent to now (paused, open circuit, probe in flight), those
+    async def _gate(self, now: float, paused: list[str]) -> tuple[set[str], set[str], float | None]:
+        """Configurations nothing may be sent to now (``paused``, open circuit, probe in flight), those
         allowed exactly one probe (half-open), and when a circuit's cool-down ends next."""
-        blocked = set(await self.store.paused_configs())
+        blocked = set(paused)
         probes: set[str] = set()
         next_change: float | None = None
         changes: list[Change] = []

@@ -84,6 +84,20 @@ class NewDelivery:
     batch_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CycleView:
+    """What a dispatch cycle reads before it claims (:meth:`StoreContract.cycle_view`)."""
+
+    #: some lease may have ended: :meth:`StoreContract.release_expired_leases` has work (True when not asked)
+    leases_ended: bool
+    #: :meth:`StoreContract.paused_configs`
+    paused: list[str]
+    #: :meth:`StoreContract.config` of each configuration asked for (None: no such configuration)
+    configs: dict[str, Configuration | None]
+    #: :meth:`StoreContract.health_rows`, when asked for
+    health: list[EndpointHealth] | None
+
+
 class StoreContract(ABC):
     """What a dispatchsim store backend provides."""
 
@@ -282,6 +296,17 @@ class StoreContract(ABC):
         """FAILED deliveries matching the filter (creation time range, failed reason), in creation order."""
 
     # -- the dispatch cycle -------------------------------------------------------------------
+
+    async def cycle_view(self, now: float, config_ids: Sequence[str], *, health: bool) -> CycleView:
+        """The reads that open a dispatch cycle, none of which depends on another: whether a lease ended
+        by ``now``, the paused configurations, the configurations ``config_ids`` (their limits) and, with
+        ``health``, the endpoint health. Here one call after the other, as the operations named in
+        :class:`CycleView` answer them (``leases_ended`` is True: the release checks for itself); a
+        network backend sends them together and waits once."""
+        paused = await self.paused_configs()
+        configs = {cid: await self.config(cid) for cid in config_ids}
+        return CycleView(leases_ended=True, paused=paused, configs=configs,
+                         health=await self.health_rows() if health else None)
 
     @abstractmethod
     async def due_candidates(self, now: float, limit: int, *, exclude_configs: Sequence[str] = (),

@@ -39,7 +39,7 @@ from .jsontext import dumps as _dumps
 from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
-from .store_contract import Finish, StoreContract
+from .store_contract import CycleView, Finish, StoreContract
 from .store_open import display_url, scrub_url_secrets
 from .store_pg_queries import FAILED_ONLY as _FAILED_ONLY, PgQueryOps
 from .store_sql import deliveries_query, first_leases, latest_time_query
@@ -339,7 +339,7 @@ class PgStore(PgQueryOps, StoreContract):
         return [(r[0], r[1]) for r in rows]
 
     async def paused_configs(self) -> list[str]:
-        return [r[0] for r in await self._all("SELECT id FROM configurations WHERE NOT active ORDER BY id")]
+        return [r[0] for r in await self._all(_PAUSED)]
 
     # -- activities and deliveries ------------------------------------------------------
 
@@ -685,10 +685,7 @@ class PgStore(PgQueryOps, StoreContract):
         if owner is not None:
             mine = " AND starts_with(lease_token, %s)"
             params.append(owner + ":")
-        # ORDER BY: the index on lease_until, not a scan of the table that finds nothing (the LIMIT alone
-        # made the planner expect an early match, and every dispatch cycle asks this)
-        if await self._one("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= %s"
-                           + mine + " ORDER BY lease_until LIMIT 1", params) is None:
+        if await self._one(_lease_ended(mine), params) is None:
             return []
         async with self.tx() as c:
             rows = await (await c.execute(
@@ -750,6 +747,29 @@ class PgStore(PgQueryOps, StoreContract):
             " AND k.objsubid = 2 AND k.granted) ORDER BY o", (OWNER_LOCK,))
         return [r[0] for r in rows]
 
+    async def cycle_view(self, now: float, config_ids: Sequence[str], *, health: bool) -> CycleView:
+        """Its statements in one pipeline (psycopg's pipeline mode): sent together and answered together
+        at the pipeline's end (its Sync), so one wait for the server and one connection from the pool,
+        where one after the other cost a round trip (and a checkout) each. They only read, each on its
+        own (in autocommit the server runs a pipeline's statements in one implicit transaction until its
+        Sync). Their rows are read once the pipeline has ended (a fetch inside it would ask the server
+        for the results so far: one more wait). A failure is raised at the pipeline's end, as the same
+        errors as outside a pipeline."""
+        async with self._use() as c:
+            async with c.pipeline():
+                ended = await c.execute(_lease_ended(), (now,))
+                paused = await c.execute(_PAUSED)
+                configs = await c.execute(f"SELECT {_CONFIG} FROM configurations WHERE id = ANY(%s)",
+                                          (list(config_ids),)) if config_ids else None
+                rows = await c.execute(_HEALTH) if health else None
+            found = {} if configs is None else {cfg.id: cfg for cfg in map(Configuration.from_row,
+                                                                            await configs.fetchall())}
+            return CycleView(leases_ended=await ended.fetchone() is not None,
+                             paused=[r[0] for r in await paused.fetchall()],
+                             configs={cid: found.get(cid) for cid in config_ids},
+                             health=None if rows is None else [EndpointHealth.from_row(r)
+                                                               for r in await rows.fetchall()])
+
     async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
         excl, params = "", []
         if exclude_configs:
@@ -769,8 +789,7 @@ class PgStore(PgQueryOps, StoreContract):
     # -- endpoint health, notifications -------------------------------------------------
 
     async def health_rows(self) -> list[EndpointHealth]:
-        return [EndpointHealth.from_row(r) for r in
-                await self._all(f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id")]
+        return [EndpointHealth.from_row(r) for r in await self._all(_HEALTH)]
 
     async def save_circuit(self, config_id: str, *, circuit: Circuit, circuit_until: float | None, now: float) -> None:
         await self._run(
@@ -857,12 +876,23 @@ class PgStore(PgQueryOps, StoreContract):
              attempt_id))
 
 
+#: the paused (or deleted) configurations
+_PAUSED = "SELECT id FROM configurations WHERE NOT active ORDER BY id"
+_HEALTH = f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id"
 _TENANT = columns(Tenant)
 _PROVIDER = columns(Provider)
 _CONFIG = columns(Configuration)
 _DELIVERY = columns(Delivery)
 _ATTEMPT = columns(Attempt)
 _NOTIFICATION = columns(Notification)
+
+
+def _lease_ended(owner: str = "") -> str:
+    """A lease (with ``owner``: a condition on its token) ended by the time given. ORDER BY: the index on
+    lease_until, not a scan of the table that finds nothing (the LIMIT alone made the planner expect an
+    early match, and every dispatch cycle asks this)."""
+    return ("SELECT 1 FROM deliveries WHERE lease_until IS NOT NULL AND lease_until <= %s" + owner
+            + " ORDER BY lease_until LIMIT 1")
 
 
 def _finish_many_sql() -> str:

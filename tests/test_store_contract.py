@@ -705,6 +705,24 @@ async def test_every_transition_of_the_table_happens_through_its_operation(store
     assert seen == set(TRANSITIONS)
 
 
+async def test_the_cycle_view_answers_what_its_operations_answer(store: StoreContract) -> None:
+    """One call for the reads that open a dispatch cycle (PostgreSQL sends them in one pipeline): each
+    part equals what its own operation answers; a lease that ended is reported where the backend checks
+    it (PostgreSQL), never missed (SQLite leaves the check to the release itself)."""
+    await store.insert_config("d", "t", "p", "S", SNAP, T0)  # never activated: paused
+    await store.save_circuit("c", circuit=Circuit.OPEN, circuit_until=T0 + 30, now=T0)
+    did = await _delivery(store, 1, ordered=False)
+    await _claim(store, did)  # its lease ends at T0 + 60
+    view = await store.cycle_view(T0 + 59, ["c", "nope"], health=True)
+    assert view.paused == await store.paused_configs() == ["d"]
+    assert view.configs == {"c": await store.config("c"), "nope": None}
+    assert view.health == await store.health_rows() and [h.circuit for h in view.health] == [Circuit.OPEN]
+    ended = await store.cycle_view(T0 + 60, [], health=False)
+    assert (ended.configs, ended.health, ended.leases_ended) == ({}, None, True)
+    assert view.leases_ended is not isinstance(store, PgStore)  # PostgreSQL asks; SQLite's release checks itself
+    assert await store.release_expired_leases(T0 + 60) == [did]
+
+
 async def test_leases_expire_are_released_by_owner_and_replays_leave_status_alone(store: StoreContract) -> None:
     d1, d2 = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in (1, 2)]
     await _claim(store, d1, token="me:1")

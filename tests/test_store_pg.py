@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from pg import database_of
 
-from dispatchsim.engine import Store, StoreError, latest_schema_version
+from dispatchsim.engine import Circuit, Store, StoreError, latest_schema_version
 from dispatchsim.engine.store import AttemptResult, migrations
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_open import display_url
@@ -254,6 +254,40 @@ async def test_a_lost_connection_is_storage_unavailable(pg_server, pg_url: str) 
                                   " AND pid <> pg_backend_pid()", (name,))
                 await store.add_provider("p", "P", T0)
         assert await store.tenant("t") is None  # nothing half-written; the pool replaced the connection
+    finally:
+        await store.close()
+
+
+async def test_a_statement_failing_in_the_cycle_pipeline_is_reported_as_outside_it(pg_server, pg_url: str) -> None:
+    """The dispatch cycle's reads go in one pipeline (``cycle_view``): when one of them fails (here its
+    lock wait times out behind a table lock) or the server ends the connection, the failure is the one
+    the same statement raises on its own: one line, StorageUnavailable (the dispatcher logs it and tries
+    again); nothing else of the pipeline is answered, and the connection serves the next call."""
+    from dispatchsim.engine import StorageUnavailable
+
+    store = await PgStore.open(pg_url, pool_size=1)
+    try:
+        await _setup(store)
+        await store.save_circuit("c", circuit=Circuit.OPEN, circuit_until=T0 + 30, now=T0)
+        await store._run("SET lock_timeout = '50ms'")  # the pool's one connection
+        with psycopg.connect(pg_url) as locker:  # a transaction holding the table until it ends
+            locker.execute("LOCK TABLE endpoint_health IN ACCESS EXCLUSIVE MODE")
+            errors = []
+            for call in (store.health_rows, lambda: store.cycle_view(T0, ["c"], health=True)):
+                with pytest.raises(StorageUnavailable) as caught:
+                    await call()
+                errors.append(str(caught.value))
+            assert errors[0] == errors[1] == ("storage unavailable: canceling statement due to lock timeout;"
+                                              " nothing was stored, retry later")
+            view = await store.cycle_view(T0, ["c"], health=False)  # the same connection, out of the failed pipeline
+            assert (view.paused, list(view.configs), view.health) == ([], ["c"], None)
+        assert [h.circuit for h in (await store.cycle_view(T0, [], health=True)).health or []] == [Circuit.OPEN]
+        with pg_server.admin() as admin:  # the server ends the pool's connection
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                          " AND pid <> pg_backend_pid()", (database_of(pg_url),))
+        with pytest.raises(StorageUnavailable, match=r"^storage unavailable: [^\n]*retry later$"):
+            await store.cycle_view(T0, ["c"], health=True)
+        assert (await store.cycle_view(T0, ["c"], health=False)).configs["c"] is not None  # a new connection
     finally:
         await store.close()
 
