@@ -64,8 +64,10 @@ _ACTIVE_SQL = status_in(ACTIVE)
 #: each one's due-time condition): one text, so a claim re-checks exactly what the read chose by
 _CLAIMABLE = f"eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
 #: the transaction (and its connection) the current task runs in, with the store it belongs to
-_CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any]] | None] = ContextVar("dispatchsim_pg_tx",
-                                                                                        default=None)
+_CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any], psycopg.AsyncPipeline] | None] = ContextVar(
+    "dispatchsim_pg_tx", default=None)
+#: a session inside a transaction block (a failed one included): what a transaction that ends must roll back
+_IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 
 
@@ -172,18 +174,34 @@ class PgStore(PgQueryOps, StoreContract):
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """One transaction (nested calls, in the same task, join the outer one)."""
+        """One transaction (nested calls, in the same task, join the outer one), in pipeline mode
+        (psycopg's): BEGIN goes with the first statement that waits for its result, and COMMIT with the
+        pipeline's end (its Sync), so the transaction costs no round trip of its own beyond its
+        statements; a statement whose result nobody reads goes with the next one that waits.
+
+        A failed statement aborts the transaction on the server, which skips the rest until the next
+        Sync; psycopg raises its error at the first fetch, sync or the pipeline's end after it (the
+        same error the statement raises outside a pipeline), and the transaction is rolled back."""
         current = _CURRENT.get()
         if current is not None and current[0] is self:
             yield current[1]
             return
         try:
-            async with _clock_held(), self.pool.connection() as conn, conn.transaction():
-                token = _CURRENT.set((self, conn))
+            async with _clock_held(), self.pool.connection() as conn:
                 try:
-                    yield conn
+                    async with conn.pipeline() as pipeline:
+                        await conn.execute("BEGIN", prepare=False)
+                        token = _CURRENT.set((self, conn, pipeline))
+                        try:
+                            yield conn
+                        finally:
+                            _CURRENT.reset(token)
+                        await conn.execute("COMMIT", prepare=False)
                 finally:
-                    _CURRENT.reset(token)
+                    # not committed (an error, or the pipeline's end raised one): the server keeps the
+                    # transaction (aborted or not) open until it is rolled back
+                    if conn.info.transaction_status in _IN_TRANSACTION:
+                        await conn.execute("ROLLBACK", prepare=False)
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
 
@@ -200,6 +218,14 @@ class PgStore(PgQueryOps, StoreContract):
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
 
+    async def _rowcount(self, cur: psycopg.AsyncCursor[Any]) -> int:
+        """The row count of the statement ``cur`` ran: in a transaction's pipeline it is known once the
+        server answered, so the pipeline is synced first (a Sync inside BEGIN ... COMMIT ends nothing)."""
+        current = _CURRENT.get()
+        if current is not None and current[0] is self:
+            await current[2].sync()
+        return cur.rowcount
+
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         async with self._use() as c:
             return await (await c.execute(sql, params)).fetchone()
@@ -213,7 +239,7 @@ class PgStore(PgQueryOps, StoreContract):
     async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Execute one statement; returns its row count."""
         async with self._use() as c:
-            return (await c.execute(sql, params)).rowcount
+            return await self._rowcount(await c.execute(sql, params))
 
     async def close(self) -> None:
         """Close every connection of the pool; the store is unusable afterwards."""
@@ -296,7 +322,7 @@ class PgStore(PgQueryOps, StoreContract):
                 "UPDATE configurations SET active = %s, inactive_reason = %s, inactive_since = %s, updated_at = %s"
                 " WHERE id = %s AND NOT deleted",
                 (active, None if active else reason, None if active else now, now, config_id))
-            if cur.rowcount != 1:
+            if await self._rowcount(cur) != 1:
                 raise NotFound(f"configuration {config_id!r} not found")
             if active:
                 await self._notify_work(c)
@@ -396,7 +422,7 @@ class PgStore(PgQueryOps, StoreContract):
         async with self.tx() as c:
             cur = await c.execute("UPDATE activities SET result = %s WHERE id = %s AND result IS NULL",
                                   (_dumps(result), activity_id))
-            if cur.rowcount == 1:
+            if await self._rowcount(cur) == 1:
                 return None
             row = await (await c.execute("SELECT result FROM activities WHERE id = %s", (activity_id,))).fetchone()
         if row is None:
@@ -639,7 +665,7 @@ class PgStore(PgQueryOps, StoreContract):
                 " config_version = COALESCE(%s, config_version)"
                 f" WHERE id = %s AND status IN {_sources_sql(Status.READY)}",
                 (Status.READY.value, now, now, ordered, not ordered, now, config_version, delivery_id))
-            if cur.rowcount != 1:
+            if await self._rowcount(cur) != 1:
                 await self._refuse(c, delivery_id, Status.READY)
             if ordered:
                 await self._promote(c, queue, now)
@@ -654,7 +680,7 @@ class PgStore(PgQueryOps, StoreContract):
             await self.lock_queue(queue)
             cur = await c.execute("UPDATE deliveries SET holds = false, eligible = false, updated_at = %s"
                                   " WHERE id = %s AND status = %s AND holds", (now, delivery_id, Status.FAILED.value))
-            if cur.rowcount != 1:
+            if await self._rowcount(cur) != 1:
                 row = await (await c.execute("SELECT status FROM deliveries WHERE id = %s",
                                              (delivery_id,))).fetchone()
                 assert row is not None

@@ -258,6 +258,46 @@ async def test_a_lost_connection_is_storage_unavailable(pg_server, pg_url: str) 
         await store.close()
 
 
+async def test_a_transaction_in_pipeline_mode_rolls_back_and_reports_a_failure_as_outside_it(pg_url: str) -> None:
+    """Transactions run in pipeline mode (BEGIN and COMMIT travel with statements): a statement whose
+    result nobody reads fails later than it ran, yet the operation that ran it raises the error it
+    raises outside a transaction, and the transaction rolls back everything, the statements the server
+    had already run included. A refusal read from a row count (NotFound) and an error of the caller's
+    own code roll back the same way, and the connection serves the next transaction."""
+    from dispatchsim.engine import NotFound
+
+    store = await PgStore.open(pg_url, pool_size=1)
+    try:
+        await _setup(store)
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as alone:
+            await store.insert_config("x", "nope", "p", "S", {}, T0)  # its own transaction: no tenant "nope"
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as inside:
+            async with store.tx():
+                await store.add_tenant("u", "U", T0)
+                await store.insert_config("x", "nope", "p", "S", {}, T0)  # nothing read: it fails at the next wait
+                await store.add_provider("q", "Q", T0)  # never run: the pipeline is aborted
+        assert type(inside.value) is type(alone.value) and str(inside.value) == str(alone.value)
+        for failing, error in ((lambda: store.set_config_active("gone", True, T0), NotFound),
+                               (lambda: _raise(RuntimeError("the caller's own error")), RuntimeError)):
+            with pytest.raises(error):
+                async with store.tx():
+                    await store.add_tenant("u", "U", T0)
+                    await store.set_config_active("c", False, T0, "manual")
+                    await failing()
+        assert (await store.tenant("u"), await store.provider("q"), await store.config("x")) == (None, None, None)
+        assert (await store.config("c")).active  # rolled back with the rest
+        async with store.tx():
+            assert await store.add_tenant("u", "U", T0) is True  # a row count read in the pipeline
+            await store.set_config_active("c", False, T0, "manual")
+        assert (await store.tenant("u")).name == "U" and await store.paused_configs() == ["c"]
+    finally:
+        await store.close()
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
+
+
 async def test_a_statement_failing_in_the_cycle_pipeline_is_reported_as_outside_it(pg_server, pg_url: str) -> None:
     """The dispatch cycle's reads go in one pipeline (``cycle_view``): when one of them fails (here its
     lock wait times out behind a table lock) or the server ends the connection, the failure is the one
