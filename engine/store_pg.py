@@ -131,6 +131,9 @@ class PgStore(PgQueryOps, StoreContract):
         naming both versions) and migrate it unless ``readonly``. A database that cannot be reached
         is one :class:`StoreError` naming it (without its password)."""
         shown = display_url(url)
+        if not psycopg.capabilities.has_pipeline():  # transactions and the dispatch cycle's reads use it
+            raise StoreError(f"{shown}: the PostgreSQL client library (libpq {psycopg.pq.version()}) has no"
+                             " pipeline mode (libpq 14 or later): install psycopg[binary], which ships its own")
         async with _clock_held():
             try:
                 conn = await psycopg.AsyncConnection.connect(url, autocommit=True,

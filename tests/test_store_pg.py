@@ -133,6 +133,16 @@ def test_a_bad_url_is_one_line_on_the_command_line_without_the_password(url: str
     assert display_url(url).count("***") == 1
 
 
+def test_a_client_library_without_pipeline_mode_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment's libpq, not the server, is what lacks it (libpq before 14): say so before connecting."""
+    monkeypatch.setattr(psycopg.capabilities, "has_pipeline", lambda check=False: False)
+    with pytest.raises(StoreError) as err:
+        asyncio.run(PgStore.open("postgresql://app:s3cret-pw@db.example/d"))
+    text = str(err.value)
+    assert text.startswith("postgresql://app:***@db.example/d: the PostgreSQL client library (libpq ")
+    assert "pipeline mode" in text and "s3cret-pw" not in text and "\n" not in text
+
+
 # -- many workers, one database ----------------------------------------------------------------
 
 
