@@ -26,7 +26,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -64,12 +64,45 @@ _ACTIVE_SQL = status_in(ACTIVE)
 #: each one's due-time condition): one text, so a claim re-checks exactly what the read chose by
 _CLAIMABLE = f"eligible AND lease_until IS NULL AND status IN {_ACTIVE_SQL}"
 #: the transaction (and its connection) the current task runs in, with the store it belongs to
-_CURRENT: ContextVar[tuple[PgStore, psycopg.AsyncConnection[Any], psycopg.AsyncPipeline] | None] = ContextVar(
-    "dispatchsim_pg_tx", default=None)
+_CURRENT: ContextVar[_Tx | None] = ContextVar("dispatchsim_pg_tx", default=None)
 #: a session inside a transaction block (a failed one included): what a transaction that ends must roll back
 _IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 
+
+
+class _Tx:
+    """The transaction the current task runs in (:meth:`PgStore.tx`): its store, its connection, and its
+    pipelined start while that lasts. Mutable, one per transaction, never shared between tasks.
+
+    The start saves the round trip of BEGIN: BEGIN is sent in pipeline mode and not waited for; the
+    statements that follow go after it until one needs an answer (a fetch, a row count), and then the
+    pipeline ends: its Sync (which ends no transaction begun by BEGIN) brings every answer in one wait,
+    and the transaction goes on outside pipeline mode, where a statement costs one message each way (in
+    pipeline mode psycopg writes each statement, and each request for answers, on its own)."""
+
+    __slots__ = ("store", "conn", "_start")
+
+    def __init__(self, store: PgStore, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.store = store
+        self.conn = conn
+        self._start: AsyncExitStack | None = None
+
+    async def begin(self) -> None:
+        self._start = AsyncExitStack()
+        await self._start.enter_async_context(self.conn.pipeline())
+        await self.conn.execute("BEGIN", prepare=False)
+
+    async def answered(self, exc: BaseException | None = None) -> None:
+        """End the pipelined start if it lasts (one wait for every answer), raising the first error of its
+        statements; with ``exc`` (the transaction failed already) only ending it, whatever it answers."""
+        start, self._start = self._start, None
+        if start is None:
+            return
+        if exc is None:
+            await start.aclose()
+        else:
+            await start.__aexit__(type(exc), exc, exc.__traceback__)
 
 
 def _any_config_left(*, excluded: bool, active: bool) -> str:
@@ -177,34 +210,36 @@ class PgStore(PgQueryOps, StoreContract):
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """One transaction (nested calls, in the same task, join the outer one), in pipeline mode
-        (psycopg's): BEGIN goes with the first statement that waits for its result, and COMMIT with the
-        pipeline's end (its Sync), so the transaction costs no round trip of its own beyond its
-        statements; a statement whose result nobody reads goes with the next one that waits.
+        """One transaction (nested calls, in the same task, join the outer one) whose BEGIN costs no
+        round trip of its own: it starts in pipeline mode (psycopg's), BEGIN waits there for the first
+        statement that needs an answer, and both are answered together (see :class:`_Tx`). A
+        transaction whose statements never needed an answer before its end sends them with its COMMIT.
 
-        A failed statement aborts the transaction on the server, which skips the rest until the next
-        Sync; psycopg raises its error at the first fetch, sync or the pipeline's end after it (the
-        same error the statement raises outside a pipeline), and the transaction is rolled back."""
+        A failed statement in the pipeline aborts the transaction on the server; psycopg raises its
+        error when the pipeline is answered (the error the statement raises outside a pipeline), from
+        the operation that waited, and the transaction is rolled back."""
         current = _CURRENT.get()
-        if current is not None and current[0] is self:
-            yield current[1]
+        if current is not None and current.store is self:
+            yield current.conn
             return
         try:
             async with _clock_held(), self.pool.connection() as conn:
+                state = _Tx(self, conn)
                 try:
-                    async with conn.pipeline() as pipeline:
-                        await conn.execute("BEGIN", prepare=False)
-                        token = _CURRENT.set((self, conn, pipeline))
-                        try:
-                            yield conn
-                        finally:
-                            _CURRENT.reset(token)
-                        await conn.execute("COMMIT", prepare=False)
-                finally:
-                    # not committed (an error, or the pipeline's end raised one): the server keeps the
-                    # transaction (aborted or not) open until it is rolled back
+                    await state.begin()
+                    token = _CURRENT.set(state)
+                    try:
+                        yield conn
+                    finally:
+                        _CURRENT.reset(token)
+                    await conn.execute("COMMIT", prepare=False)
+                    await state.answered()
+                except BaseException as exc:
+                    await state.answered(exc)
+                    # not committed: the server keeps the transaction (aborted or not) until it is rolled back
                     if conn.info.transaction_status in _IN_TRANSACTION:
                         await conn.execute("ROLLBACK", prepare=False)
+                    raise
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
 
@@ -212,8 +247,8 @@ class PgStore(PgQueryOps, StoreContract):
     async def _use(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The current transaction's connection, or a pooled one in autocommit for one statement."""
         current = _CURRENT.get()
-        if current is not None and current[0] is self:
-            yield current[1]
+        if current is not None and current.store is self:
+            yield current.conn
             return
         try:
             async with _clock_held(), self.pool.connection() as conn:
@@ -221,28 +256,36 @@ class PgStore(PgQueryOps, StoreContract):
         except psycopg.OperationalError as exc:
             raise _unavailable(exc) from None
 
-    async def _rowcount(self, cur: psycopg.AsyncCursor[Any]) -> int:
-        """The row count of the statement ``cur`` ran: in a transaction's pipeline it is known once the
-        server answered, so the pipeline is synced first (a Sync inside BEGIN ... COMMIT ends nothing)."""
+    async def _answered(self) -> None:
+        """The statements sent so far are answered: in a transaction still in its pipelined start, that
+        start ends here (one wait for its BEGIN and every statement sent since)."""
         current = _CURRENT.get()
-        if current is not None and current[0] is self:
-            await current[2].sync()
-        return cur.rowcount
+        if current is not None and current.store is self:
+            await current.answered()
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         async with self._use() as c:
-            return await (await c.execute(sql, params)).fetchone()
+            cur = await c.execute(sql, params)
+            await self._answered()
+            return await cur.fetchone()
 
     async def _all(self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None) -> list[tuple[Any, ...]]:
         """``prepare=False``: planned anew with its parameters' values at every execution, never as a
         prepared statement's generic plan (see :func:`~.store_pg_queries.activity_page_query`)."""
         async with self._use() as c:
-            return await (await c.execute(sql, params, prepare=prepare)).fetchall()
+            cur = await c.execute(sql, params, prepare=prepare)
+            await self._answered()
+            return await cur.fetchall()
 
     async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Execute one statement; returns its row count."""
         async with self._use() as c:
             return await self._rowcount(await c.execute(sql, params))
+
+    async def _rowcount(self, cur: psycopg.AsyncCursor[Any]) -> int:
+        """The row count of the statement ``cur`` ran (known once it is answered: see :meth:`_answered`)."""
+        await self._answered()
+        return cur.rowcount
 
     async def close(self) -> None:
         """Close every connection of the pool; the store is unusable afterwards."""
@@ -337,7 +380,7 @@ class PgStore(PgQueryOps, StoreContract):
             raise NotFound(f"configuration {config_id!r} not found")
 
     async def config(self, config_id: str) -> Configuration | None:
-        row = await self._one(f"SELECT {_CONFIG} FROM configurations WHERE id = %s", (config_id,))
+        row = await self._one(_CONFIG_BY_ID, (config_id,))
         return Configuration.from_row(row) if row else None
 
     async def configs(self, tenant_id: str | None = None, *,
@@ -788,14 +831,15 @@ class PgStore(PgQueryOps, StoreContract):
             async with c.pipeline():
                 ended = await c.execute(_lease_ended(), (now,))
                 paused = await c.execute(_PAUSED)
-                configs = await c.execute(f"SELECT {_CONFIG} FROM configurations WHERE id = ANY(%s)",
-                                          (list(config_ids),)) if config_ids else None
+                # one look-up each, as config() makes it (a list in one statement, id = ANY(…), is planned
+                # anew at every execution: its generic plan never looks cheaper than a custom one)
+                configs = {cid: await c.execute(_CONFIG_BY_ID, (cid,)) for cid in config_ids}
                 rows = await c.execute(_HEALTH) if health else None
-            found = {} if configs is None else {cfg.id: cfg for cfg in map(Configuration.from_row,
-                                                                            await configs.fetchall())}
+            found = {cid: await cur.fetchone() for cid, cur in configs.items()}
             return CycleView(leases_ended=await ended.fetchone() is not None,
                              paused=[r[0] for r in await paused.fetchall()],
-                             configs={cid: found.get(cid) for cid in config_ids},
+                             configs={cid: None if row is None else Configuration.from_row(row)
+                                      for cid, row in found.items()},
                              health=None if rows is None else [EndpointHealth.from_row(r)
                                                                for r in await rows.fetchall()])
 
@@ -914,6 +958,7 @@ _CONFIG = columns(Configuration)
 _DELIVERY = columns(Delivery)
 _ATTEMPT = columns(Attempt)
 _NOTIFICATION = columns(Notification)
+_CONFIG_BY_ID = f"SELECT {_CONFIG} FROM configurations WHERE id = %s"
 
 
 def _lease_ended(owner: str = "") -> str:
