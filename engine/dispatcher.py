@@ -189,10 +189,9 @@ class Dispatcher:
         """The shared endpoint health is to be read again now (see :meth:`share_health`)."""
         return self._health_every is not None and now - self._health_read_at >= self._health_every
 
-    async def _refresh_health(self, now: float, *, force: bool = False) -> None:
-        if force or self._health_due(now):
-            self._health_read_at = now
-            self._read_health(await self.store.health_rows(), now)
+    async def _refresh_health(self, now: float) -> None:
+        """Read the shared health at once (the dispatch cycle reads it when due, with its other reads)."""
+        self._read_health(await self.store.health_rows(), now)
 
     def _read_health(self, rows: list[EndpointHealth], now: float) -> None:
         """Take the health the other workers stored (:meth:`share_health`) into this worker's view."""
@@ -592,7 +591,7 @@ class Dispatcher:
         if await self.store.take_probe(config_id, now=now, until=until):
             st.circuit_until = until
             return True
-        await self._refresh_health(now, force=True)
+        await self._refresh_health(now)
         if st.circuit is Circuit.HALF_OPEN and not st.probing and (st.circuit_until or 0.0) <= now:
             st.circuit_until = now + STORAGE_RETRY  # nothing stored to take (no row): look again shortly
         return False
