@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -104,12 +105,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .engine.errors import DispatchsimError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except DispatchsimError as exc:  # e.g. a database that cannot be used: one line, no traceback
         print(f"{parser.prog} {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+#: the exit status of a command whose standard output was closed: what a shell reports for a
+#: process that SIGPIPE ended (128 + 13), as ``yes | head -1`` shows for ``yes``
+EXIT_STDOUT_CLOSED = 141
+
+
+def _stdout_closed() -> int:
+    """The reader of standard output went away (``dispatchsim demo | head -2``): stop quietly, as
+    command-line tools do. Standard output is pointed at /dev/null first, so the interpreter's own
+    flush at exit finds somewhere to put what is still buffered instead of printing another error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # a standard output with no file descriptor (captured): nothing to flush
+        pass
+    return EXIT_STDOUT_CLOSED
 
 
 if __name__ == "__main__":

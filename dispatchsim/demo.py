@@ -41,8 +41,11 @@ async def _demo(out: TextIO, outage: float) -> dict[str, int]:
             if nxt != "-":
                 nxt = fmt_offset(_parse(nxt) - t0)
             code = event.get("code") if event.get("code") is not None else event.get("outcome")
-            out.write(f"  {fmt_offset(engine.clock.now() - t0):>9}  delivery {event['delivery_id']}  "
-                      f"attempt {event['attempt']}  -> {code}  {event['status']:<10}  next: {nxt}\n")
+            try:
+                out.write(f"  {fmt_offset(engine.clock.now() - t0):>9}  delivery {event['delivery_id']}  "
+                          f"attempt {event['attempt']}  -> {code}  {event['status']:<10}  next: {nxt}\n")
+            except BrokenPipeError:  # the reader went away (`| head`): not the engine's failure; the demo's
+                pass                 # next own write raises it to the command, which stops quietly
 
     try:
         out.write(f"dispatchsim demo: endpoint {url} answers 503 for the first {outage / 60:g} simulated "

@@ -90,9 +90,18 @@ async def serve(config: ProvidersConfig, *, port: int | None = None, host: str =
         except (NotImplementedError, RuntimeError):
             pass
 
+    closed = False
+
     def log(line: str) -> None:
-        out.write(line + "\n")
-        out.flush()
+        nonlocal closed
+        if closed:
+            return
+        try:
+            out.write(line + "\n")
+            out.flush()
+        except BrokenPipeError:  # the reader went away (`| head`): stop as a piped command does, record kept
+            closed = True
+            stop.set()
 
     endpoints = EndpointSet(config, seed=seed, now=time.time, host=host, ports=assign_ports(config, port))
     endpoints.recorder.subscribe(lambda r: log(format_record(r)))
@@ -110,6 +119,8 @@ async def serve(config: ProvidersConfig, *, port: int | None = None, host: str =
                 pass
         endpoints.recorder.to_jsonl(record)
         log(f"wrote {len(endpoints.recorder.records)} records to {record}")
+    if closed:
+        raise BrokenPipeError("standard output was closed")  # the command exits quietly (dispatchsim.cli)
     return 0
 
 

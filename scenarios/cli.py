@@ -12,6 +12,7 @@ from dispatchsim.errors import LocatedError
 
 from . import catalogue
 from .errors import ScenarioError
+from .outputs import check_output_dir, check_output_file, write_output
 from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, run_scenario
@@ -114,29 +115,14 @@ def main(args: argparse.Namespace) -> int:
         else:
             print(human(result))
     several = len(results) > 1
-    if args.events:
-        _write_each(results, args.events, several, ".jsonl", lambda r, path: r.events.write_to(path))
-    if args.record:
-        d = Path(args.record)
-        d.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            r.recorder.to_jsonl(d / f"{_slug(r.scenario.name)}.record.jsonl")
-    if args.plot:
-        d = Path(args.plot)
-        d.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            (d / f"{_slug(r.scenario.name)}.svg").write_text(svg_timeline(r), encoding="utf-8")
-    if args.html:
-        from .html_report import write_html  # its page and plot code only when a page is asked for
-
-        write_html(results, args.html)
-    if args.json:
-        write_json(results, args.json)
-    if args.junit:
-        Path(args.junit).write_text(junit(results), encoding="utf-8")
+    unwritten = _write_outputs(args, results)
+    for problem in unwritten:
+        print(f"dispatchsim run: {problem}", file=sys.stderr)
     if several:
         ok = sum(r.ok for r in results)
         print(f"{ok}/{len(results)} scenarios passed")
+    if unwritten:
+        return 2
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -144,24 +130,33 @@ def _check_outputs(args: argparse.Namespace, *, several: bool) -> str | None:
     """Refuse unusable output paths before a long run, not after it; create missing parent folders."""
     files = [("--json", args.json), ("--junit", args.junit), ("--html", args.html)] + ([] if several else [("--events", args.events)])
     dirs = [("--record", args.record), ("--plot", args.plot)] + ([("--events", args.events)] if several else [])
-    for flag, value in files:
-        if value is None:
-            continue
-        path = Path(value)
-        if path.is_dir():
-            return f"{flag} {value}: is a directory, expected a file"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return f"{flag} {value}: cannot create its folder ({exc.strerror})"
-    for flag, value in dirs:
-        if value is None:
-            continue
-        try:
-            Path(value).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return f"{flag} {value}: cannot create this folder ({exc.strerror})"
-    return None
+    problems = [check_output_file(flag, value) for flag, value in files] + \
+        [check_output_dir(flag, value) for flag, value in dirs]
+    return next((p for p in problems if p), None)
+
+
+def _write_outputs(args: argparse.Namespace, results: list[RunResult]) -> list[str]:
+    """Write every output asked for; each one the file system refuses is one line, the others are written."""
+    several = len(results) > 1
+    writes: list[tuple[str, str | None, Callable[[], object]]] = [
+        ("--events", args.events,
+         lambda: _write_each(results, args.events, several, ".jsonl", lambda r, path: r.events.write_to(path))),
+        ("--record", args.record,
+         lambda: _write_each(results, args.record, True, ".record.jsonl", lambda r, path: r.recorder.to_jsonl(path))),
+        ("--plot", args.plot, lambda: _write_each(results, args.plot, True, ".svg",
+                                                  lambda r, path: path.write_text(svg_timeline(r), encoding="utf-8"))),
+        ("--html", args.html, lambda: _write_html(results, args.html)),
+        ("--json", args.json, lambda: write_json(results, args.json)),
+        ("--junit", args.junit, lambda: Path(args.junit).write_text(junit(results), encoding="utf-8")),
+    ]
+    problems = (write_output(flag, value, write) for flag, value, write in writes if value)
+    return [p for p in problems if p]
+
+
+def _write_html(results: list[RunResult], path: str) -> None:
+    from .html_report import write_html  # its page and plot code only when a page is asked for
+
+    write_html(results, path)
 
 
 def _write_each(results: list[RunResult], path: str, several: bool, suffix: str,

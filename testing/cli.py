@@ -26,9 +26,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from dispatchsim.scenarios import ScenarioError
+    from dispatchsim.scenarios.outputs import check_output_file, write_output
 
     from .explore import Template, explore, report
 
+    problem = check_output_file("--out", args.out)  # before the exploration, not after it
+    if problem:
+        print(f"dispatchsim explore: {problem}", file=sys.stderr)
+        return 2
     try:
         template = Template.load(args.scenario)
         tty = sys.stderr.isatty() and not args.quiet
@@ -45,6 +50,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"dispatchsim explore: invalid scenario: {exc}", file=sys.stderr)
         return 2
     print(report(found, examples=args.examples, seed_value=args.seed), end="")
-    if found.counterexample is not None and args.out:
-        Path(args.out).write_text(found.counterexample.text, encoding="utf-8")
+    counterexample = found.counterexample
+    if counterexample is not None and args.out:
+        problem = write_output("--out", args.out, lambda: Path(args.out).write_text(counterexample.text,
+                                                                                    encoding="utf-8"))
+        if problem:  # the counterexample is printed above: nothing is lost
+            print(f"dispatchsim explore: {problem}; the counterexample is printed above", file=sys.stderr)
+            return 2
     return 0 if found.ok else 1

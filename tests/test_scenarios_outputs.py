@@ -40,3 +40,39 @@ def test_a_file_marked_for_exploration_points_to_explore(capsys) -> None:
     assert code == 2
     assert "got {'between': " in err
     assert err.rstrip().endswith("run it with `dispatchsim explore FILE`")
+
+
+def test_an_output_the_disk_refuses_is_one_line_and_the_others_are_written(tmp_path: Path, capsys) -> None:
+    """/dev/full takes the open and refuses the write (ENOSPC), as a full disk does after a long run."""
+    for flag in ("--json", "--events"):
+        code = main(["run", "-q", SCENARIO, flag, "/dev/full", "--junit", str(tmp_path / "j.xml")])
+        captured = capsys.readouterr()
+        assert code == 2
+        assert captured.out.startswith("PASS  happy-path-seed-payload")  # the run and its verdict are kept
+        assert captured.err == f"dispatchsim run: {flag} /dev/full: cannot write (No space left on device)\n"
+        assert "<testsuites" in (tmp_path / "j.xml").read_text()
+        (tmp_path / "j.xml").unlink()
+
+
+def test_a_closed_standard_output_ends_every_command_quietly(tmp_path: Path) -> None:
+    """`dispatchsim demo | head -2`: the reader goes away. Unbuffered, the demo writes while the engine
+    runs (in an event subscriber); buffered, `run --list` writes at the interpreter's last flush."""
+    import os
+    import subprocess
+    import sys
+
+    for argv, unbuffered in ((["demo"], "1"), (["run", "--list"], ""), (["mapping", "preview", _mapping(tmp_path)], "")):
+        read, write = os.pipe()
+        os.close(read)  # every write to the pipe fails with EPIPE, as after `head` has exited
+        try:
+            done = subprocess.run([sys.executable, "-m", "dispatchsim", *argv], stdout=write, stderr=subprocess.PIPE,
+                                  env={**os.environ, "PYTHONUNBUFFERED": unbuffered}, timeout=60)
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr.decode()) == (141, ""), argv
+
+
+def _mapping(tmp_path: Path) -> str:
+    path = tmp_path / "m.yaml"
+    path.write_text("fields:\n  task: id\n", encoding="utf-8")
+    return str(path)

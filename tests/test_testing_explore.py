@@ -51,7 +51,7 @@ def test_the_planted_bug_is_found_and_shrunk_to_the_shortest_losing_outage():
 
 
 def test_explore_cli_prints_a_ready_to_run_counterexample(tmp_path, capsys):
-    out = tmp_path / "minimal.yaml"
+    out = tmp_path / "new-folder" / "minimal.yaml"  # created, as run creates its outputs' folders
     assert main(["explore", str(PLANTED), "--examples", "30", "--seed", "1", "--out", str(out), "-q"]) == 1
     text = capsys.readouterr().out
     assert text.startswith(f"FAIL  {PLANTED}: an expectation failed")
@@ -136,3 +136,18 @@ def test_svix_ordered_flapping_never_loses_or_reorders():
     found = explore(Template.load(FLAPPING), examples=8, seed_value=1)
     assert found.ok, found.counterexample and found.counterexample.text
     assert found.examples == 8
+
+
+def test_an_unusable_out_is_refused_before_exploring_and_a_failed_write_loses_nothing(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for out, why in ((tmp_path, "is a directory, expected a file"), (blocker / "x.yaml", "cannot create its folder")):
+        assert main(["explore", str(PLANTED), "--examples", "30", "--out", str(out), "-q"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""  # nothing was explored
+        assert captured.err.startswith(f"dispatchsim explore: --out {out}: {why}"), captured.err
+    assert main(["explore", str(PLANTED), "--examples", "30", "--seed", "1", "--out", "/dev/full", "-q"]) == 2
+    captured = capsys.readouterr()
+    assert "# Run it: dispatchsim run THIS_FILE" in captured.out  # the counterexample is on standard output
+    assert captured.err == ("dispatchsim explore: --out /dev/full: cannot write (No space left on device); "
+                            "the counterexample is printed above\n")

@@ -1,0 +1,46 @@
+"""Output files of a command (reports, event logs, recordings, a counterexample): checked before a long
+run, written after it, and a write that fails is one line, not a traceback.
+
+A run can take minutes; finding only at its end that ``--out`` names a directory or a missing folder
+loses its result, so the paths are checked (and missing parent folders created) before anything runs.
+A write can still fail later (a full disk, ``/dev/full``): :func:`write_output` turns that into one line
+naming the option, and the command writes its other outputs and exits non-zero.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def check_output_file(flag: str, value: str | None) -> str | None:
+    """Why ``value`` cannot be written as a file (``--json report.json``), or None; creates a missing folder."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        return f"{flag} {value}: is a directory, expected a file"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"{flag} {value}: cannot create its folder ({exc.strerror})"
+    return None
+
+
+def check_output_dir(flag: str, value: str | None) -> str | None:
+    """Why ``value`` cannot be a folder of outputs (``--record DIR``), or None; creates it."""
+    if value is None:
+        return None
+    try:
+        Path(value).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"{flag} {value}: cannot create this folder ({exc.strerror})"
+    return None
+
+
+def write_output(flag: str, value: str, write: Callable[[], object]) -> str | None:
+    """Run ``write``; a failure of the file system is returned as one line naming ``flag`` (None: written)."""
+    try:
+        write()
+    except OSError as exc:
+        return f"{flag} {value}: cannot write ({exc.strerror or exc})"
+    return None
