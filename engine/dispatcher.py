@@ -746,10 +746,11 @@ class Dispatcher:
         try:
             async with self.store.tx():
                 # the breaker windows are read before this batch is recorded (its attempts are still open);
-                # a configuration no breaker, auto-disable or health state concerns now is not fed below
-                concerned = {cid for cid, aid in {c.config_id: c.attempt_id for c, _, r in batch
-                                                  if not isinstance(r, str)}.items()
-                             if await self._endpoint(cid, aid) is not None}
+                # a configuration no breaker, auto-disable or health state concerns now is not fed below.
+                # The configurations are read together first (a network database: one wait for all)
+                attempted = {c.config_id: c.attempt_id for c, _, r in batch if not isinstance(r, str)}
+                self._batch_configs.update(await self.store.configs_by_id(list(attempted)))
+                concerned = {cid for cid, aid in attempted.items() if await self._endpoint(cid, aid) is not None}
                 quiet = getattr(self.log, "quiet", False)  # nobody reads the events: their fields are not built
                 plans = [self._plan(claim, snap, result, quiet=quiet) for claim, snap, result in batch]
                 done = await self.store.finish_attempts([finish for finish, _ in plans])
@@ -838,14 +839,21 @@ class Dispatcher:
         that disabled it) are left to the next cycle, which comes after the change is announced."""
         now = self.clock.now()
         room = self._free()
+        if room <= 0 or not queues:
+            return []
         self._reserved += room
         try:
             leases: list[tuple[int, float]] = []
+            # every head and its configuration read first, each kind together (a network database: one
+            # wait each); what follows is what one look-up after the other decided
+            heads = await self.store.queue_heads(list(dict.fromkeys(queues)), now)
+            unread = [cid for cid in dict.fromkeys(h[1] for h in heads.values() if h is not None)
+                      if cid not in self._batch_configs]
+            self._batch_configs.update(await self.store.configs_by_id(unread))
             with self._planning() as planned:
-                for queue in dict.fromkeys(queues):
+                for head in heads.values():
                     if len(leases) >= room:
                         break
-                    head = await self.store.queue_head(queue, now)
                     if head is None:
                         continue
                     did, cid, version = head

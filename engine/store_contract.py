@@ -177,6 +177,11 @@ class StoreContract(ABC):
     async def config(self, config_id: str) -> Configuration | None:
         """The configuration, deleted ones included."""
 
+    async def configs_by_id(self, config_ids: Sequence[str]) -> dict[str, Configuration | None]:
+        """:meth:`config` of each id (None: no such configuration), in the order asked. Here one call
+        after the other; a network backend sends them together and waits once."""
+        return {cid: await self.config(cid) for cid in config_ids}
+
     @abstractmethod
     async def configs(self, tenant_id: str | None = None, *, kind: ConfigKind | None = ...) -> list[Configuration]:
         """Configurations not deleted, oldest first, of one tenant and kind (``kind=None``: every kind)."""
@@ -321,6 +326,11 @@ class StoreContract(ABC):
         """(id, config id, config version) of the claimable delivery of ``queue`` due by ``now`` (for an
         ordered queue, its head), earliest first; None while an attempt of it is in flight, its head's
         retry is not due yet, or nothing waits."""
+
+    async def queue_heads(self, queues: Sequence[str], now: float) -> dict[str, tuple[int, str, int] | None]:
+        """:meth:`queue_head` of each queue, in the order asked. Here one call after the other; a network
+        backend sends them together and waits once."""
+        return {queue: await self.queue_head(queue, now) for queue in queues}
 
     @abstractmethod
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float,

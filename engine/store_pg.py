@@ -88,6 +88,11 @@ class _Tx:
         self.conn = conn
         self._start: AsyncExitStack | None = None
 
+    @property
+    def pipelined(self) -> bool:
+        """Still in its pipelined start: statements sent now wait with BEGIN (see :meth:`answered`)."""
+        return self._start is not None
+
     async def begin(self) -> None:
         self._start = AsyncExitStack()
         await self._start.enter_async_context(self.conn.pipeline())
@@ -287,6 +292,21 @@ class PgStore(PgQueryOps, StoreContract):
         await self._answered()
         return cur.rowcount
 
+    async def _together(self, c: psycopg.AsyncConnection[Any],
+                        statements: Sequence[tuple[str, Sequence[Any]]]) -> list[psycopg.AsyncCursor[Any]]:
+        """Send ``statements`` together and wait once for all their answers (psycopg's pipeline mode; in a
+        transaction still in its pipelined start, with its BEGIN); returns their cursors, answered. Read
+        their rows once the pipeline has ended: a fetch inside it asks the server for the answers so far,
+        one more wait. A failure is raised here, as the same error as outside a pipeline."""
+        current = _CURRENT.get()
+        if current is not None and current.store is self and current.pipelined:
+            curs = [await c.execute(sql, params) for sql, params in statements]
+            await current.answered()
+            return curs
+        async with c.pipeline():
+            curs = [await c.execute(sql, params) for sql, params in statements]
+        return curs
+
     async def close(self) -> None:
         """Close every connection of the pool; the store is unusable afterwards."""
         async with _clock_held():
@@ -382,6 +402,15 @@ class PgStore(PgQueryOps, StoreContract):
     async def config(self, config_id: str) -> Configuration | None:
         row = await self._one(_CONFIG_BY_ID, (config_id,))
         return Configuration.from_row(row) if row else None
+
+    async def configs_by_id(self, config_ids: Sequence[str]) -> dict[str, Configuration | None]:
+        """Several in one pipeline (:meth:`_together`): one wait, each read as :meth:`config` reads it."""
+        if len(config_ids) < 2:
+            return await super().configs_by_id(config_ids)
+        async with self._use() as c:
+            curs = await self._together(c, [(_CONFIG_BY_ID, (cid,)) for cid in config_ids])
+            rows = [await cur.fetchone() for cur in curs]
+        return {cid: None if row is None else Configuration.from_row(row) for cid, row in zip(config_ids, rows)}
 
     async def configs(self, tenant_id: str | None = None, *,
                       kind: ConfigKind | None = ConfigKind.ACTIVITIES) -> list[Configuration]:
@@ -526,11 +555,17 @@ class PgStore(PgQueryOps, StoreContract):
         return [(r[0], r[1], r[2]) for r in rows]
 
     async def queue_head(self, queue: str, now: float) -> tuple[int, str, int] | None:
-        row = await self._one(
-            "SELECT id, config_id, config_version FROM deliveries"
-            f" WHERE queue = %s AND {_CLAIMABLE}"
-            " AND next_attempt_at <= %s ORDER BY id LIMIT 1", (queue, now))
+        row = await self._one(_QUEUE_HEAD, (queue, now))
         return (row[0], row[1], row[2]) if row else None
+
+    async def queue_heads(self, queues: Sequence[str], now: float) -> dict[str, tuple[int, str, int] | None]:
+        """Several in one pipeline (:meth:`_together`): one wait, each read as :meth:`queue_head` reads it."""
+        if len(queues) < 2:
+            return await super().queue_heads(queues, now)
+        async with self._use() as c:
+            curs = await self._together(c, [(_QUEUE_HEAD, (queue, now)) for queue in queues])
+            rows = [await cur.fetchone() for cur in curs]
+        return {queue: None if row is None else (row[0], row[1], row[2]) for queue, row in zip(queues, rows)}
 
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float,
                     limit: int | None = None) -> list[Claim]:
@@ -820,28 +855,24 @@ class PgStore(PgQueryOps, StoreContract):
         return [r[0] for r in rows]
 
     async def cycle_view(self, now: float, config_ids: Sequence[str], *, health: bool) -> CycleView:
-        """Its statements in one pipeline (psycopg's pipeline mode): sent together and answered together
-        at the pipeline's end (its Sync), so one wait for the server and one connection from the pool,
-        where one after the other cost a round trip (and a checkout) each. They only read, each on its
-        own (in autocommit the server runs a pipeline's statements in one implicit transaction until its
-        Sync). Their rows are read once the pipeline has ended (a fetch inside it would ask the server
-        for the results so far: one more wait). A failure is raised at the pipeline's end, as the same
-        errors as outside a pipeline."""
+        """Its statements in one pipeline (:meth:`_together`): one wait for the server and one connection
+        from the pool, where one after the other cost a round trip (and a checkout) each. They only read,
+        each on its own (in autocommit the server runs a pipeline's statements in one implicit
+        transaction until its Sync). Each configuration is read by id, as :meth:`config` reads it (a list
+        in one statement, ``id = ANY(…)``, is planned anew at every execution: its generic plan never
+        looks cheaper than a custom one)."""
+        statements: list[tuple[str, Sequence[Any]]] = [(_lease_ended(), (now,)), (_PAUSED, ())]
+        statements += [(_CONFIG_BY_ID, (cid,)) for cid in config_ids]
+        statements += [(_HEALTH, ())] if health else []
         async with self._use() as c:
-            async with c.pipeline():
-                ended = await c.execute(_lease_ended(), (now,))
-                paused = await c.execute(_PAUSED)
-                # one look-up each, as config() makes it (a list in one statement, id = ANY(…), is planned
-                # anew at every execution: its generic plan never looks cheaper than a custom one)
-                configs = {cid: await c.execute(_CONFIG_BY_ID, (cid,)) for cid in config_ids}
-                rows = await c.execute(_HEALTH) if health else None
-            found = {cid: await cur.fetchone() for cid, cur in configs.items()}
+            ended, paused, *rest = await self._together(c, statements)
+            configs = {cid: await cur.fetchone() for cid, cur in zip(config_ids, rest)}
             return CycleView(leases_ended=await ended.fetchone() is not None,
                              paused=[r[0] for r in await paused.fetchall()],
                              configs={cid: None if row is None else Configuration.from_row(row)
-                                      for cid, row in found.items()},
-                             health=None if rows is None else [EndpointHealth.from_row(r)
-                                                               for r in await rows.fetchall()])
+                                      for cid, row in configs.items()},
+                             health=[EndpointHealth.from_row(r) for r in await rest[-1].fetchall()] if health
+                             else None)
 
     async def next_wakeup(self, exclude_configs: Sequence[str] = ()) -> float | None:
         excl, params = "", []
@@ -959,6 +990,9 @@ _DELIVERY = columns(Delivery)
 _ATTEMPT = columns(Attempt)
 _NOTIFICATION = columns(Notification)
 _CONFIG_BY_ID = f"SELECT {_CONFIG} FROM configurations WHERE id = %s"
+#: an ordered queue's head (any queue's earliest claimable delivery), due by the time given
+_QUEUE_HEAD = (f"SELECT id, config_id, config_version FROM deliveries WHERE queue = %s AND {_CLAIMABLE}"
+               " AND next_attempt_at <= %s ORDER BY id LIMIT 1")
 
 
 def _lease_ended(owner: str = "") -> str:

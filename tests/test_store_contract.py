@@ -723,6 +723,26 @@ async def test_the_cycle_view_answers_what_its_operations_answer(store: StoreCon
     assert await store.release_expired_leases(T0 + 60) == [did]
 
 
+async def test_several_configurations_and_queue_heads_read_at_once(store: StoreContract) -> None:
+    """What the group commit reads together (PostgreSQL: one pipeline each, inside its transaction too):
+    each answer equals its own operation's, in the order asked, None for what does not exist."""
+    await store.insert_config("d", "t", "p", "S", SNAP, T0)
+    assert await store.configs_by_id([]) == {} and await store.queue_heads([], T0) == {}
+    want = {cid: await store.config(cid) for cid in ("d", "nope", "c")}
+    d1, d2 = await _delivery(store, 1, queue="q1"), await _delivery(store, 2, queue="q1")
+    d3 = await _delivery(store, 3, queue="q2", at=T0 + 5)
+    for in_tx in (False, True):  # on its own, then first in a transaction (PostgreSQL: with its BEGIN)
+        async with store.tx() if in_tx else contextlib.nullcontext():
+            got = await store.configs_by_id(["d", "nope", "c"])
+            heads = await store.queue_heads(["q2", "q1", "q3"], T0)
+            assert list(got) == ["d", "nope", "c"] and got == want
+            assert list(heads) == ["q2", "q1", "q3"] and heads == {"q2": None, "q1": (d1, "c", 1), "q3": None}
+            assert heads["q1"] == await store.queue_head("q1", T0)
+            assert await store.configs_by_id(["c"]) == {"c": want["c"]}
+            assert await store.queue_heads(["q2"], T0 + 5) == {"q2": (d3, "c", 1)}
+    assert (await store.delivery(d2)).status is Status.READY
+
+
 async def test_leases_expire_are_released_by_owner_and_replays_leave_status_alone(store: StoreContract) -> None:
     d1, d2 = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in (1, 2)]
     await _claim(store, d1, token="me:1")
