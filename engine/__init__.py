@@ -4,7 +4,8 @@ from __future__ import annotations
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
 from .config import (AUTH_FIELDS, AUTH_TYPES, CONFIG_FIELDS, HEADER_NAME_PATTERN, Auth, ConfigKind,
                      check_signing_secret, compile_mapping_spec)
-from .core import ID_PATTERN, ActivityPage, Engine, ResultSubmission, RunSummary, config_name, scoped_config_id
+from .core import (ID_PATTERN, ActivityPage, Engine, ResultSubmission, RunSummary, check_id, config_name,
+                   scoped_config_id)
 from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigError, DatabaseInUse,
                      DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable,
                      StoreError)
@@ -28,7 +29,7 @@ from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, End
 
 __all__ = [
     "AUTH_FIELDS", "AUTH_TYPES", "HEADER_NAME_PATTERN", "Auth", "check_signing_secret", "compile_mapping_spec",
-    "ID_PATTERN",
+    "ID_PATTERN", "check_id",
     "EVENT_ONLY_WITH", "EVENT_PARAMS", "EVENT_REQUIRED_WITH", "EVENT_STATUSES", "validate_event",
     "AutoDisable", "CircuitBreaker", "auto_disable_from", "circuit_breaker_from",
     "MAX_AGE", "MAX_ATTEMPTS", "MAX_BATCH_SIZE", "MAX_CONCURRENCY", "MAX_DELAY", "MAX_FACTOR", "MAX_SCHEDULE",

@@ -80,9 +80,14 @@ def config_name(config_id: str) -> str:
     return m.group(1) if m else config_id
 
 
-def _check_id(kind: str, value: Any) -> str:
+def check_id(kind: str, value: Any) -> str:
+    """``value`` when it is a valid id (:data:`ID_PATTERN`), else a ConfigError saying the rule: the one
+    check of tenant, provider and configuration ids, whether they come from the API, a file or the CLI."""
     if not isinstance(value, str) or not _ID_RE.fullmatch(value):  # fullmatch: no trailing newline
-        raise ConfigError(f"{kind} id {value!r}: use 1-64 letters, digits, '_', '-', '.', ':'")
+        shown = repr(value) if not isinstance(value, str) or len(value) <= 64 else \
+            f"{value[:64]!r}… ({len(value)} characters)"
+        raise ConfigError(f"{kind} id {shown}: use 1-64 letters, digits, '_', '-', '.', ':', starting with a letter "
+                          "or digit")
     return value
 
 
@@ -206,7 +211,7 @@ class Engine:
 
         Raises ConfigError when the id is malformed or already taken.
         """
-        _check_id("tenant", tenant_id)
+        check_id("tenant", tenant_id)
         if not await self.store.add_tenant(tenant_id, name or tenant_id, self.clock.now()):
             raise AlreadyExists(f"tenant {tenant_id!r} already exists")
         self.log.info("tenant.created", tenant_id=tenant_id)
@@ -219,7 +224,7 @@ class Engine:
 
         Raises ConfigError when the id is malformed or already taken.
         """
-        _check_id("provider", provider_id)
+        check_id("provider", provider_id)
         if not await self.store.add_provider(provider_id, name or provider_id, self.clock.now()):
             raise AlreadyExists(f"provider {provider_id!r} already exists")
         self.log.info("provider.registered", provider_id=provider_id)
@@ -241,11 +246,11 @@ class Engine:
             raise ConfigError("required, e.g. SALESMAN", field="channel")
         snap, warnings = build_snapshot(fields)
         if scoped:
-            name = _check_id("configuration", config_id) if config_id else \
+            name = check_id("configuration", config_id) if config_id else \
                 await self._new_config_id(tenant_id, provider_id, channel, scoped=True)
             cid = scoped_config_id(tenant_id, name)
         else:
-            name = cid = _check_id("configuration", config_id) if config_id else \
+            name = cid = check_id("configuration", config_id) if config_id else \
                 await self._new_config_id(tenant_id, provider_id, channel)
         if await self.store.config(cid):
             raise AlreadyExists(f"configuration {name!r} already exists")

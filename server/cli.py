@@ -55,13 +55,16 @@ def _blocking(command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]])
 async def _keys_create(args: argparse.Namespace) -> int:
     import time
 
-    from dispatchsim.server.keys import create_key
-    from dispatchsim.engine import check_store, display_url, open_store
+    from dispatchsim.server.keys import check_key_name, create_key
+    from dispatchsim.engine import check_id, check_store, display_url, open_store
 
     if bool(args.admin) == bool(args.tenant):
         print("dispatchsim keys create: give exactly one of --admin or --tenant ID", file=sys.stderr)
         return 2
-    try:
+    try:  # the rules the API applies, before the database is opened
+        if args.tenant:
+            check_id("tenant", args.tenant)
+        check_key_name(args.name)
         check_store(args.db, write=True)
         store = await open_store(args.db)
     except DispatchsimError as exc:
@@ -84,14 +87,14 @@ async def _keys_create(args: argparse.Namespace) -> int:
 
 async def _keys_list(args: argparse.Namespace) -> int:
     from dispatchsim.engine import iso
-    from dispatchsim.server.keys import list_keys
+    from dispatchsim.server.keys import list_keys, shown_name
     from dispatchsim.engine import check_store, open_store
 
     check_store(args.db, write=False)
     store = await open_store(args.db, readonly=True)
     try:
         for k in await list_keys(store):
-            print(f"{k.id}  {k.tenant_id or 'admin':<20} {iso(k.created_at)}  {k.name or ''}"
+            print(f"{k.id}  {shown_name(k.tenant_id) or 'admin':<20} {iso(k.created_at)}  {shown_name(k.name)}"
                   + ("  revoked" if k.revoked_at else ""))
     finally:
         await store.close()

@@ -26,6 +26,28 @@ class Principal:
         return self.tenant_id is None
 
 
+def check_key_name(name: str | None) -> str | None:
+    """A key's label is printed by ``keys list``, the console and logs: a control or other invisible
+    character in it (a newline, an escape sequence that recolours or rewrites a terminal, a bidi
+    override) could forge what those show, so it is refused when the key is made, for every reader
+    at once, rather than escaped by each of them."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise ConfigError(f"key name: a string, got {type(name).__name__}")
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise ConfigError(f"key name: U+{ord(bad):04X} at position {name.index(bad) + 1} is a control or invisible "
+                          "character; a name is a printable label")
+    return name
+
+
+def shown_name(name: str | None) -> str:
+    """A stored label as it may be printed: a key made before :func:`check_key_name` existed may hold
+    control characters, which are shown escaped (``\\x1b``), never sent to the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name or "")
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -35,6 +57,7 @@ async def create_key(store: StoreContract, *, tenant_id: str | None, name: str |
     """Store a new key (hashed); returns (key id, the key). ``tenant_id`` None makes an admin key."""
     if tenant_id is not None and await store.tenant(tenant_id) is None:
         raise NotFound(f"tenant {tenant_id!r} not found; create it first")
+    check_key_name(name)
     if key is not None and len(key) < 16:
         raise ConfigError("api key: at least 16 characters")
     key = key or KEY_PREFIX + secrets.token_urlsafe(24)

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from dispatchsim.engine import (AlreadyExists, ConfigError, DispatchsimError, Engine, OwnerLock, WalCheckpointer,
-                                check_store, display_url, join_cluster, owner_lock, storage_error)
+                                check_id, check_store, display_url, join_cluster, owner_lock, storage_error)
 from dispatchsim.errors import Collector
 from dispatchsim.yamlfile import dotted, load_file
 
@@ -29,7 +29,7 @@ from .api import IDEMPOTENCY_KEY, make_app
 from .idempotency import DEFAULT_RETENTION, Idempotency
 from .jobs import Jobs
 from .logs import route_stdlib_logging
-from .keys import KeyRing
+from .keys import KeyRing, check_key_name
 
 
 class ServeError(DispatchsimError):
@@ -91,7 +91,8 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
     found = Collector()
 
     def fail(key: tuple[str | int, ...], message: str) -> ConfigError:
-        return ConfigError(message, source=source, line=lines.get(key) or lines.get(key[:1]), field=dotted(key))
+        line = next((lines[key[:n]] for n in range(len(key), 0, -1) if key[:n] in lines), None)
+        return ConfigError(message, source=source, line=line, field=dotted(key))
 
     for name in sorted(set(data) - _SERVE_KEYS, key=str):
         found.errors.append(fail((name,), f"unknown key {name!r} (known: {', '.join(sorted(_SERVE_KEYS))})"))
@@ -100,16 +101,21 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
         found.errors.append(fail(("keys",), "a list of {key, admin: true} or {key, tenant: ID}"))
         keys = []
     for i, entry in enumerate(keys):
-        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or len(entry["key"]) < 16 \
-                or set(entry) - {"key", "tenant", "admin", "name"} or bool(entry.get("admin")) == ("tenant" in entry):
-            found.errors.append(fail(("keys", i), "need key (16+ characters) and either admin: true or tenant: ID"))
-            continue
-        opts.keys[entry["key"]] = None if entry.get("admin") else str(entry["tenant"])
+        problems = _key_entry_problems(entry)
+        found.errors.extend(fail(("keys", i, *where), message) for where, message in problems)
+        if not problems:
+            opts.keys[entry["key"]] = None if entry.get("admin") else entry["tenant"]
     for name in ("tenants", "providers"):
         values = data.get(name) or []
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             found.errors.append(fail((name,), "a list of ids"))
             continue
+        for i, value in enumerate(values):  # the rule the API and the engine apply, checked before starting
+            with found.guard():
+                try:
+                    check_id(name[:-1], value)
+                except ConfigError as exc:
+                    raise fail((name, i), exc.message) from None
         getattr(opts, name).extend(values)
     for name, (lo, hi, unit) in _SERVE_NUMBERS.items():
         if name not in data or (name == "retention_days" and data[name] is None):
@@ -129,6 +135,31 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
             setattr(opts, name, value)
     found.raise_if_any(ConfigError)
     return opts
+
+
+#: what an entry of ``keys:`` may hold
+_KEY_ENTRY = ("admin", "key", "name", "tenant")
+
+
+def _key_entry_problems(entry: Any) -> list[tuple[tuple[str, ...], str]]:
+    """Every mistake in one ``keys:`` entry, each with the key it is under (``()``: the entry itself)."""
+    if not isinstance(entry, dict):
+        return [((), "a mapping {key, admin: true} or {key, tenant: ID}")]
+    problems: list[tuple[tuple[str, ...], str]] = [
+        ((str(name),), f"unknown key {name!r} (known: {', '.join(_KEY_ENTRY)})")
+        for name in sorted(set(entry) - set(_KEY_ENTRY), key=str)]
+    if not isinstance(entry.get("key"), str) or len(entry["key"]) < 16:
+        problems.append((("key",) if "key" in entry else (), "the API key: a string of 16 or more characters"))
+    if bool(entry.get("admin")) == ("tenant" in entry):
+        problems.append(((), "give either admin: true or tenant: ID"))
+    checks = [("tenant", lambda v: check_id("tenant", v)), ("name", check_key_name)]
+    for field_name, check in checks:
+        if field_name in entry:
+            try:
+                check(entry[field_name])
+            except ConfigError as exc:
+                problems.append(((field_name,), exc.message))
+    return problems
 
 
 class Server:

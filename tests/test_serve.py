@@ -6,6 +6,7 @@ attempts are genuinely in flight when the signal arrives. Each test takes a few 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def test_sigterm_past_the_deadline_releases_attempts_for_the_next_start(setup) -
 
 def test_serve_config_file_is_checked(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
-    for text, fragment in (("keys: [{key: short, admin: true}]", "16+"),
+    for text, fragment in (("keys: [{key: short, admin: true}]", "16 or more"),
                            ("keys: [{key: aaaaaaaaaaaaaaaaaaaa, admin: true, tenant: x}]", "either admin"),
                            ("tenants: acme", "a list of ids"), ("colour: red", "unknown key")):
         bad.write_text(text)
@@ -228,3 +229,67 @@ async def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_pa
         assert left == [(1, 3), (2, 1), (2, 2), (2, 3)]
     finally:
         await store.close()
+
+
+def test_serve_config_names_every_key_entry_mistake_at_its_line_before_starting(tmp_path, capsys) -> None:
+    from dispatchsim.cli import main
+
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text('tenants: [acme, "bad id"]\n'
+                   "keys:\n"
+                   "  - key: 0123456789abcdef0123\n"
+                   '    tenant: "bad id"\n'
+                   "  - key: 0123456789abcdef0124\n"
+                   "    admin: true\n"
+                   "    bogus: 1\n"
+                   "  - key: 0123456789abcdef0125\n"
+                   "    tenant: acme\n"
+                   '    name: "a\\e[31m"\n', encoding="utf-8")
+    db = tmp_path / "s.db"
+    assert main(["serve", "--db", str(db), "--config", str(cfg), "--port", "0"]) == 2
+    captured = capsys.readouterr()
+    rule = "use 1-64 letters, digits, '_', '-', '.', ':', starting with a letter or digit"
+    assert captured.err.splitlines() == [
+        f"{cfg}:4: keys[0].tenant: tenant id 'bad id': {rule}",
+        f"{cfg}:7: keys[1].bogus: unknown key 'bogus' (known: admin, key, name, tenant)",
+        f"{cfg}:10: keys[2].name: key name: U+001B at position 2 is a control or invisible character; a name is a "
+        "printable label",
+        f"{cfg}:1: tenants[1]: tenant id 'bad id': {rule}",
+        "dispatchsim serve: invalid --config file; nothing was started"]
+    assert "0123456789abcdef" not in captured.err  # the keys themselves are secrets
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("tenant", ["a/b?c", "bad id with spaces", "a" * 5000, "_leading", "x" * 65, "ok\n"])
+def test_keys_create_refuses_a_tenant_id_the_api_refuses_before_opening_the_database(tmp_path, capsys, tenant):
+    from dispatchsim.cli import main
+    from dispatchsim.engine import ID_PATTERN
+
+    assert re.fullmatch(ID_PATTERN, tenant) is None  # the pattern POST /api/tenants checks (server/models.py)
+    db = tmp_path / "k.db"
+    assert main(["keys", "create", "--db", str(db), "--tenant", tenant, "--create-tenant"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and len(err) < 300
+    assert err.startswith("dispatchsim keys create: tenant id ") and "use 1-64 letters" in err
+    assert not db.exists()
+    assert main(["keys", "create", "--db", str(db), "--tenant", "a:b.c-d_" + "e" * 56, "--create-tenant"]) == 0
+
+
+def test_a_key_name_with_control_characters_is_refused_and_an_old_one_is_listed_escaped(tmp_path, capsys) -> None:
+    from dispatchsim.cli import main
+
+    db = tmp_path / "k.db"
+    assert main(["keys", "create", "--db", str(db), "--admin", "--name", "a\nb\x1b[31m"]) == 2
+    assert capsys.readouterr().err == ("dispatchsim keys create: key name: U+000A at position 2 is a control or "
+                                       "invisible character; a name is a printable label\n")
+    assert main(["keys", "create", "--db", str(db), "--admin", "--name", "ops – Zoë"]) == 0
+    store = Store(db)  # a database written before the rule: the name went in as given
+    try:
+        run_sync(store.add_api_key("key_old", "0" * 64, tenant_id=None, name="x\x1b[2Jy\u202e", now=0))
+    finally:
+        run_sync(store.close())
+    capsys.readouterr()
+    assert main(["keys", "list", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "ops – Zoë" in out and "x\\x1b[2Jy\\u202e" in out
+    assert "\x1b" not in out and "\u202e" not in out
