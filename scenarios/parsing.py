@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dispatchsim.engine.config import build_snapshot
+from dispatchsim.engine.core import check_id
 from dispatchsim.engine.errors import ConfigError
 from dispatchsim.engine.redact import check_http_url
 from dispatchsim.errors import Collector
@@ -97,6 +98,15 @@ class Reader:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(path, f"expected a non-empty string, got {kind_of(value)}")
         return value
+
+    def identifier(self, value: Any, path: KeyPath, kind: str) -> str:
+        """A tenant or configuration id, by the rule the engine and the API apply (checked here so a
+        wrong one is ``file:line``, not an error once the run has started)."""
+        text = self.string(value, path)
+        try:
+            return check_id(kind, text)
+        except ConfigError as exc:
+            raise self.fail(path, exc.message) from None
 
     def boolean(self, value: Any, path: KeyPath) -> bool:
         if not isinstance(value, bool):

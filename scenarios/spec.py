@@ -248,10 +248,10 @@ def _tenants(P: Reader, value: Any) -> dict[str, str]:
     if isinstance(value, list):
         out = {}
         for i, t in enumerate(value):
-            out[P.string(t, ("tenants", i))] = t
+            out[P.identifier(t, ("tenants", i), "tenant")] = t
         return out
     if isinstance(value, dict):
-        return {P.string(k, ("tenants", k)): (v if isinstance(v, str) else k) for k, v in value.items()}
+        return {P.identifier(k, ("tenants", k), "tenant"): (v if isinstance(v, str) else k) for k, v in value.items()}
     raise P.fail(("tenants",), f"expected a list of tenant ids, got {kind_of(value)}")
 
 
@@ -313,13 +313,13 @@ def _config(ctx: ParseContext, spec: Any, path: KeyPath, base: Path, seen: set[s
             raise P.fail(path, f"missing required key {missing[0]!r}")
     cid = tenant = provider = channel = ""
     with found.guard():
-        cid = P.string(spec.get("id"), path + ("id",)) if "id" in spec else ""
+        cid = P.identifier(spec.get("id"), path + ("id",), "configuration") if "id" in spec else ""
         if cid in seen:
             raise P.fail(path + ("id",), f"duplicate configuration id {cid!r}")
         seen.add(cid)
     with found.guard():
         if "tenant" in spec:
-            tenant = P.string(spec["tenant"], path + ("tenant",))
+            tenant = P.identifier(spec["tenant"], path + ("tenant",), "tenant")
             if tenants and tenant not in tenants:
                 raise P.fail(path + ("tenant",), f"unknown tenant {tenant!r} (tenants: {', '.join(tenants)})")
             tenants.setdefault(tenant, tenant)

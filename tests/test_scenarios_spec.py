@@ -105,6 +105,12 @@ ERRORS = [
      "s.yaml:9: expect.mapping_shape.has[1]: expected a non-empty string, got nothing (null)"),
     ("mapping_shape has that is not a list", BASE + "expect:\n  mapping_shape: {provider: crm, lacks: null}\n",
      "s.yaml:9: expect.mapping_shape.lacks: expected a list of dotted paths such as [task.title, customer.id]"),
+    ("configuration id the engine refuses", BASE.replace("id: c", "id: '{'"),
+     "s.yaml:5: configurations[0].id: configuration id '{': use 1-64 letters, digits, '_', '-', '.', ':', starting "
+     "with a letter or digit"),
+    ("tenant id the engine refuses", "tenants: [acme, a b]\n" + BASE,
+     "s.yaml:1: tenants[1]: tenant id 'a b': use 1-64 letters, digits, '_', '-', '.', ':', starting with a letter or "
+     "digit"),
     ("YAML syntax", BASE + "timeline: [\n",
      "s.yaml:9: invalid YAML: expected the node content, but found '<stream end>'"),
 ]
