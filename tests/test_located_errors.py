@@ -324,7 +324,7 @@ def test_serve_config_reports_every_mistake_with_its_line(tmp_path, capsys):
     assert err[:-1] == [
         f"{path}:4: colour: unknown key 'colour' (known: checkpoint_interval, claim_chunk, dispatch_interval, idempotency_retention, keys, "
         "lease_margin, pool_size, providers, retention_days, stats_interval, sweep_interval, tenants)",
-        f"{path}:2: keys[0]: need key (16+ characters) and either admin: true or tenant: ID",
+        f"{path}:2: keys[0].key: the API key: a string of 16 or more characters",
         f"{path}:3: tenants: a list of ids",
         f"{path}:5: sweep_interval: seconds between 0.001 and 86400, got 'soon'",
         f"{path}:6: claim_chunk: a whole number between 1 and 100000, got 0",
