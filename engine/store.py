@@ -44,6 +44,9 @@ _ACTIVE_SQL = status_in(ACTIVE)
 #: what the due read, a queue's head and the claim all ask of a delivery they may lease (its due
 #: time the last parameter): one text, so a claim re-checks exactly what the read chose by
 _CLAIMABLE_DUE = f"eligible = 1 AND lease_until IS NULL AND status IN {_ACTIVE_SQL} AND next_attempt_at <= ?"
+#: literally the condition of the index of ordered queues' heads (``deliveries_queue_eligible``, schema
+#: v9): an eligible row that holds its queue. Unordered rows are eligible without holding a queue.
+_HEAD = "eligible = 1 AND holds = 1"
 _SOURCES_SQL: dict[tuple[Status, frozenset[tuple[Status, Status]]], str] = {}
 
 
@@ -596,7 +599,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         """(delivery id, config id, config version) of the claimable delivery of ``queue`` due by ``now``."""
         row = self._one(
             "SELECT id, config_id, config_version FROM deliveries INDEXED BY deliveries_queue_eligible"
-            f" WHERE queue = ? AND {_CLAIMABLE_DUE} ORDER BY id LIMIT 1", (queue, now))
+            f" WHERE queue = ? AND {_HEAD} AND {_CLAIMABLE_DUE} ORDER BY id LIMIT 1", (queue, now))
         return (row[0], row[1], row[2]) if row else None
 
     async def claim(self, leases: Sequence[tuple[int, float]], *, token: str, now: float,
@@ -759,13 +762,15 @@ class Store(QueryOps, ConsoleOps, StoreContract):
     def _promote(self, c: sqlite3.Connection, queue: str, now: float) -> None:
         """Make the earliest holder of ``queue`` its head, unless an attempt of the queue is in flight.
 
-        One statement: every other eligible row of the queue stops being eligible, the head becomes
-        eligible (its ``updated_at`` moves only when it was not the head already)."""
+        One statement: every other eligible holder of the queue stops being eligible, the head becomes
+        eligible (its ``updated_at`` moves only when it was not the head already). Rows that do not
+        hold the queue (unordered ones, of a configuration switched between ordering modes) are
+        neither heads nor in its way (see :data:`_HEAD`)."""
         c.execute(
             "UPDATE deliveries SET eligible = (id IS h.head), updated_at = CASE WHEN eligible = 0 THEN ?"
             " ELSE updated_at END FROM (SELECT (SELECT id FROM deliveries WHERE queue = ? AND holds = 1 ORDER BY id"
-            " LIMIT 1) AS head) AS h WHERE queue = ? AND (eligible = 1 OR id IS h.head) AND NOT EXISTS"
-            " (SELECT 1 FROM deliveries WHERE queue = ? AND eligible = 1 AND lease_until IS NOT NULL)",
+            f" LIMIT 1) AS head) AS h WHERE queue = ? AND ({_HEAD} OR id IS h.head) AND NOT EXISTS"
+            f" (SELECT 1 FROM deliveries WHERE queue = ? AND {_HEAD} AND lease_until IS NOT NULL)",
             (now, queue, queue, queue))
 
     async def force_retry(self, delivery_id: int, now: float, *, ordered: bool,

@@ -720,7 +720,9 @@ class PgStore(PgQueryOps, StoreContract):
     async def _promote(self, c: psycopg.AsyncConnection[Any], queue: str, now: float) -> None:
         """Make the earliest holder of ``queue`` its head, unless an attempt of the queue is in flight.
         The caller holds the queue's lock; the current heads are row-locked first, so a head another
-        worker is leasing right now is seen with its lease (the two reads go together: one wait)."""
+        worker is leasing right now is seen with its lease (the two reads go together: one wait). Rows that
+        do not hold the queue (unordered ones, of a configuration switched between ordering modes) are
+        neither heads nor in its way."""
         current, head = await self._together(c, _promote_reads(queue))
         await self._promote_to(c, now, await current.fetchall(), await head.fetchone())
 
@@ -1006,14 +1008,15 @@ _CONFIG_BY_ID = f"SELECT {_CONFIG} FROM configurations WHERE id = %s"
 #: an ordered queue's lock, held until the transaction ends (see ``PgStore.lock_queue``)
 _QUEUE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 #: an ordered queue's head (any queue's earliest claimable delivery), due by the time given
-_QUEUE_HEAD = (f"SELECT id, config_id, config_version FROM deliveries WHERE queue = %s AND {_CLAIMABLE}"
+_QUEUE_HEAD = (f"SELECT id, config_id, config_version FROM deliveries WHERE queue = %s AND holds AND {_CLAIMABLE}"
                " AND next_attempt_at <= %s ORDER BY id LIMIT 1")
 
 
 def _promote_reads(queue: str) -> list[tuple[str, Sequence[Any]]]:
     """What a promotion of ``queue``'s head reads (``PgStore._promote``): its current heads, row-locked
     (id, lease end), then its first holder."""
-    return [("SELECT id, lease_until FROM deliveries WHERE queue = %s AND eligible ORDER BY id FOR UPDATE", (queue,)),
+    return [("SELECT id, lease_until FROM deliveries WHERE queue = %s AND eligible AND holds ORDER BY id"
+             " FOR UPDATE", (queue,)),
             ("SELECT id FROM deliveries WHERE queue = %s AND holds ORDER BY id LIMIT 1", (queue,))]
 
 

@@ -449,6 +449,24 @@ async def test_the_head_of_a_queue_while_it_can_be_claimed(store: StoreContract)
     assert await store.queue_head("c", T0 + 61) == (d2, "c", 1)
 
 
+async def test_unordered_rows_of_a_queue_are_neither_its_heads_nor_in_their_way(store: StoreContract) -> None:
+    """A configuration switched between ordering modes leaves both kinds of rows in its queue (the queue
+    is the configuration): the unordered ones (holding nothing) stay claimable when an ordered head is
+    promoted, and one of them in flight does not keep the next ordered head from being promoted."""
+    u1 = await _delivery(store, 1, ordered=False)
+    d1, d2 = await _delivery(store, 2), await _delivery(store, 3)
+    u2 = await _delivery(store, 4, ordered=False)
+    assert await store.due_candidates(T0, 10) == [(u1, "c", 1), (d1, "c", 1), (u2, "c", 1)]
+    assert await store.queue_head("c", T0) == (d1, "c", 1)
+    in_flight = await _claim(store, u1)
+    assert await store.mark_dispatched(await _claim(store, d1), _result(T0 + 1), ordered=True)
+    assert await store.due_candidates(T0 + 1, 10) == [(d2, "c", 1), (u2, "c", 1)]
+    assert await store.queue_head("c", T0 + 1) == (d2, "c", 1)
+    assert await store.mark_dispatched(in_flight, _result(T0 + 2), ordered=False)
+    assert await store.mark_dispatched(await _claim(store, d2, at=T0 + 2), _result(T0 + 3), ordered=True)
+    assert await store.due_candidates(T0 + 3, 10) == [(u2, "c", 1)] and await store.queue_head("c", T0 + 3) is None
+
+
 async def test_a_claim_skips_what_is_not_due_by_its_time(store: StoreContract) -> None:
     """A candidate read earlier (without locks, on PostgreSQL) may have been sent by another worker
     and scheduled for a retry meanwhile: the claim re-checks it is due, one lease or many, so a

@@ -1,0 +1,3 @@
+-- dispatchsim schema v9 for PostgreSQL: nothing changes here. v9 narrows SQLite's index of eligible
+-- rows to the heads of ordered queues (0009_ordered_heads.sql); PostgreSQL's promotion names
+-- holds as well, and its index of eligible rows stays as it is.
