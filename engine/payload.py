@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Any, AnyStr, NamedTuple
 
 from dispatchsim.mapping.activity import (ACTIVITY_TYPES, DEFAULTS, DERIVED, NESTED_SHAPES, OBJECT_OR_NULL,
                                           PAYLOAD_KEYS, STRING_OR_NULL, TEXT, TIMESTAMPS)
@@ -177,13 +177,32 @@ def render(stored: dict[str, Any], *, can_force_retry: bool, result: Any) -> dic
 
 
 
-_FORCE_KEY = '"canForceRetryDispatch":'
-_RESULT_KEY = '"activityResult":'
-_FORCE_NULL = "," + _FORCE_KEY + "null,"
-_RESULT_NULL = "," + _RESULT_KEY + "null}"
+class _Splice(NamedTuple):
+    """The pieces :func:`spliced_body` looks for and puts in, all ``str`` or all ``bytes`` (the
+    stored text's type)."""
+
+    force_key: Any
+    result_key: Any
+    force_null: Any  #: the derived keys as the store writes them: both null
+    result_null: Any
+    true: Any
+    false: Any
+    null: Any
+    comma: Any
+    close: Any
+    empty: Any
 
 
-def rendered_body(stored: str, *, can_force_retry: bool, result: str | None) -> bytes:
+def _splice(encode: bool) -> _Splice:
+    parts = ('"canForceRetryDispatch":', '"activityResult":', ',"canForceRetryDispatch":null,',
+             ',"activityResult":null}', "true,", "false,", "null", ",", "}", "")
+    return _Splice(*(p.encode() if encode else p for p in parts))
+
+
+_SPLICE: dict[type, _Splice] = {str: _splice(False), bytes: _splice(True)}
+
+
+def rendered_body(stored: AnyStr, *, can_force_retry: bool, result: AnyStr | None) -> bytes:
     """The body of an activity's default payload from its stored JSON text and its result's JSON text:
     byte for byte ``encode_body(render(json.loads(stored), ...))``, spliced when the text is in the
     form the store writes (see :func:`spliced_body`), decoded and rendered otherwise."""
@@ -194,17 +213,24 @@ def rendered_body(stored: str, *, can_force_retry: bool, result: str | None) -> 
     return body
 
 
-def spliced_body(stored: str, *, can_force_retry: bool, result: str | None) -> bytes | None:
+def spliced_body(stored: AnyStr, *, can_force_retry: bool, result: AnyStr | None) -> bytes | None:
     """The store writes a payload with :func:`encode_body`'s settings and both derived fields
     ``null``, so the body is that text with the two values filled in: a dispatch neither decodes nor
     re-encodes the payload. A key spelled with unescaped quotes is always a key (a quote inside a
     string is escaped), so each derived key occurring once means it is the top-level one. None for
-    text in any other form (written by hand or by a bulk load, not by the store)."""
-    at = stored.find(_FORCE_NULL)
-    if (at < 0 or not stored.endswith(_RESULT_NULL) or stored.count(_FORCE_KEY) != 1
-            or stored.count(_RESULT_KEY) != 1):
+    text in any other form (written by hand or by a bulk load, not by the store).
+
+    The text may be UTF-8 bytes (``result`` then too), as SQLite reads it for a dispatch: spliced as
+    bytes, the body needs neither the text decoded from the database nor encoded again. (Every byte
+    of a character beyond ASCII is 0x80 or above, so the ASCII keys are found in the bytes exactly
+    where they are in the text.)"""
+    k = _SPLICE[type(stored)]
+    at = stored.find(k.force_null)
+    if (at < 0 or not stored.endswith(k.result_null) or stored.count(k.force_key) != 1
+            or stored.count(k.result_key) != 1):
         return None
-    cut = at + len(_FORCE_NULL)
-    return "".join((stored[:at], ",", _FORCE_KEY, "true," if can_force_retry else "false,",
-                    stored[cut:-len(_RESULT_NULL)], ",", _RESULT_KEY, "null" if result is None else result,
-                    "}")).encode()
+    cut = at + len(k.force_null)
+    body = k.empty.join((stored[:at], k.comma, k.force_key, k.true if can_force_retry else k.false,
+                         stored[cut:-len(k.result_null)], k.comma, k.result_key,
+                         k.null if result is None else result, k.close))
+    return body if isinstance(body, bytes) else body.encode()

@@ -512,9 +512,10 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         for at in range(0, len(ids), _READ_CHUNK):
             chunk = ids[at:at + _READ_CHUNK]
             # whether any delivery is FAILED is asked once per statement (an uncorrelated subquery, one
-            # index probe): while none is, no activity's deliveries are looked up for it
+            # index probe): while none is, no activity's deliveries are looked up for it; the texts are
+            # read as their UTF-8 bytes, which the body is spliced from (no decoding, no encoding)
             for row in self.conn.execute(
-                    "SELECT id, payload, result, CASE WHEN (SELECT 1 FROM deliveries WHERE status = ?1 LIMIT 1)"
+                    "SELECT id, CAST(payload AS BLOB), CAST(result AS BLOB), CASE WHEN (SELECT 1 FROM deliveries WHERE status = ?1 LIMIT 1)"
                     " IS NULL THEN 0 ELSE EXISTS (SELECT 1 FROM deliveries d WHERE d.activity_id = a.id AND"
                     f" d.status = ?1) END FROM activities a WHERE a.id IN ({', '.join('?' * len(chunk))})",
                     (Status.FAILED.value, *chunk)):

@@ -120,8 +120,9 @@ class StoredActivity(NamedTuple):
     by a backend that can (PostgreSQL: one round trip less per attempt). A named tuple: one is
     built per attempt (see ``Claim``)."""
 
-    payload: str  #: the activity as accepted, JSON text
-    result: str | None  #: its result, JSON text
+    #: the activity as accepted, JSON text (SQLite: its UTF-8 bytes, what the body is spliced from)
+    payload: str | bytes
+    result: str | bytes | None  #: its result, JSON text (of the payload's type)
     can_force_retry: bool  #: a delivery of it is FAILED
 
     def body(self) -> bytes:

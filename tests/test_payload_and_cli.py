@@ -222,6 +222,10 @@ def test_a_body_spliced_from_the_stored_text_equals_the_rendered_payload(seed, t
     text = encode_body(stored).decode()
     assert spliced_body(text, can_force_retry=failed, result=result_text) == expected  # never decoded
     assert rendered_body(text, can_force_retry=failed, result=result_text) == expected
+    # the same text as UTF-8 bytes (as SQLite reads it for a dispatch): spliced as bytes, never decoded
+    raw_result = None if result_text is None else result_text.encode()
+    assert spliced_body(text.encode(), can_force_retry=failed, result=raw_result) == expected
+    assert rendered_body(text.encode(), can_force_retry=failed, result=raw_result) == expected
 
 
 def test_stored_text_in_another_form_is_rendered_the_long_way():
@@ -230,8 +234,10 @@ def test_stored_text_in_another_form_is_rendered_the_long_way():
                  '{"activityResult":null,"canForceRetryDispatch":null,"id":"x"}', "{}"):
         value = json.loads(text)
         assert spliced_body(text, can_force_retry=True, result=None) is None
-        assert rendered_body(text, can_force_retry=True, result='{"a":1}') == encode_body(
-            render(value, can_force_retry=True, result={"a": 1}))
+        assert spliced_body(text.encode(), can_force_retry=True, result=None) is None
+        for stored, result in ((text, '{"a":1}'), (text.encode(), b'{"a":1}')):
+            assert rendered_body(stored, can_force_retry=True, result=result) == encode_body(
+                render(value, can_force_retry=True, result={"a": 1}))
 
 
 def test_a_program_run_collects_young_objects_less_often_and_a_call_with_arguments_leaves_the_collector(capsys):
