@@ -432,6 +432,38 @@ async def test_reopen_database_is_migrated_once(db_path):
     await e2.close()
 
 
+async def test_an_ordered_queue_s_head_is_found_through_the_index_of_heads(tmp_path):
+    """SQLite v9: ``deliveries_queue_eligible`` holds the heads of ordered queues only (eligible rows that
+    hold their queue), so an unordered backlog has no entry there; the statements that look for a
+    queue's head and promote the next one name that condition and read the index, never the table."""
+    from dispatchsim.engine.store import AttemptResult, Store
+
+    store = Store(tmp_path / "heads.db")
+    store.migrate()
+    await store.add_tenant("t", "T", 1.0)
+    await store.add_provider("p", "P", 1.0)
+    await store.insert_config("c", "t", "p", "S", {"endpoint_url": "http://127.0.0.1:9/h"}, 1.0)
+    await store.insert_activity("a", "t", "TASK", "S", {"id": "a", "type": "TASK"}, 1.0)
+    ids = [await store.insert_delivery(webhook_id=f"w{n}", activity_id="a", config_id="c", config_version=1,
+                                       queue="q" if n < 3 else "free", ordered=n < 3, now=1.0) for n in range(6)]
+    heads = store.conn.execute("SELECT id FROM deliveries INDEXED BY deliveries_queue_eligible"
+                               " WHERE eligible = 1 AND holds = 1").fetchall()
+    assert [r[0] for r in heads] == [ids[0]]  # the unordered three are eligible, but not heads
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    assert await store.queue_head("q", 2.0) == (ids[0], "c", 1)
+    [claim] = await store.claim([(ids[0], 60.0)], token="me:1", now=2.0)
+    assert await store.mark_dispatched(claim, AttemptResult(finished_at=3.0, outcome="SUCCESS"), ordered=True)
+    store.conn.set_trace_callback(None)
+    assert await store.queue_head("q", 3.0) == (ids[1], "c", 1)
+    reads = [s for s in statements if "eligible = 1 AND holds = 1" in s]
+    assert len(reads) == 2  # the head's read and the promotion
+    for sql in reads:
+        plan = " | ".join(r[3] for r in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "deliveries_queue_eligible" in plan and "SCAN deliveries" not in plan, plan
+    await store.close()
+
+
 async def test_a_simulation_commits_without_waiting_for_the_disk_and_serve_mode_does(tmp_path):
     """``synchronous``: 1 is NORMAL (a commit survives a crash of the process, WAL fsynced at checkpoints),
     0 is OFF (the operating system writes when it likes): a virtual run's fsyncs were most of its time."""
