@@ -15,7 +15,8 @@ from .errors import ScenarioError
 from .outputs import check_output_dir, check_output_file, write_output
 from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
-from .runner import RunResult, run_scenario
+from .runner import RunResult, check_new_database, run_scenario
+from .spec import Scenario
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -82,6 +83,11 @@ def main(args: argparse.Namespace) -> int:
             print("dispatchsim run: values like {between: …}, {one_of: …} or {maybe: …} mark a file for "
                   "exploration: run it with `dispatchsim explore FILE`", file=sys.stderr)
         return 2
+    clashes = _output_clashes(scenarios, args)
+    if clashes:
+        for clash in clashes:
+            print(f"dispatchsim run: {clash}", file=sys.stderr)
+        return 2
     if args.db and len(scenarios) > 1:
         print("dispatchsim run: --db needs exactly one scenario", file=sys.stderr)
         return 2
@@ -89,6 +95,8 @@ def main(args: argparse.Namespace) -> int:
         print("dispatchsim run: --db takes a SQLite file: a scenario runs on the virtual clock, and a PostgreSQL "
               "database runs on the real clock (use it with dispatchsim serve)", file=sys.stderr)
         return 2
+    if args.db:
+        check_new_database(args.db)  # before any output folder is made
     problem = _check_outputs(args, several=len(scenarios) > 1)
     if problem:
         print(f"dispatchsim run: {problem}", file=sys.stderr)
@@ -124,6 +132,25 @@ def main(args: argparse.Namespace) -> int:
     if unwritten:
         return 2
     return 0 if all(r.ok for r in results) else 1
+
+
+def _output_clashes(scenarios: list[Scenario], args: argparse.Namespace) -> list[str]:
+    """Several scenarios write one file each into ``--events``/``--record``/``--plot`` folders, named after
+    the scenario: two of one name would write the same files, and the first one's would be lost."""
+    folders = [flag for flag, value in (("--events", args.events), ("--record", args.record), ("--plot", args.plot))
+               if value]
+    if len(scenarios) < 2 or not folders:
+        return []
+    first: dict[str, Scenario] = {}
+    clashes = []
+    for sc in scenarios:
+        slug = _slug(sc.name)
+        other = first.setdefault(slug, sc)
+        if other is not sc:
+            names = f"both named {sc.name!r}" if other.name == sc.name else f"named {other.name!r} and {sc.name!r}"
+            clashes.append(f"{other.source} and {sc.source} are {names}: their files in {', '.join(folders)} would "
+                           f"have one name ({slug}.*) and one would overwrite the other; give one of them another name:")
+    return clashes
 
 
 def _check_outputs(args: argparse.Namespace, *, several: bool) -> str | None:

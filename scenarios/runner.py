@@ -17,7 +17,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dispatchsim.engine import LIFECYCLE, ActivationRefused, Engine, RealClock, VirtualClock, run_virtual
+from dispatchsim.engine import (LIFECYCLE, ActivationRefused, Engine, RealClock, StoreError, VirtualClock, check_store,
+                                is_url, run_virtual)
 from dispatchsim.engine.store_pages import PageReader
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
@@ -129,6 +130,21 @@ class Progress(Protocol):
         """The timeline or the drain made a step."""
 
 
+def check_new_database(db: str | Path) -> None:
+    """A scenario starts from an empty database, so ``db`` (``--db``) must be a new or empty file: one
+    that holds an earlier run would fail on its first tenant ("already exists") after half a setup.
+    A file that cannot be used at all is refused with what ``dispatchsim status`` says about it."""
+    path = Path(db)
+    if is_url(str(db)) or not path.is_file() or path.stat().st_size == 0:
+        return  # a new file, or one whose problem (a folder, no permission) opening it names
+    try:
+        check_store(db, write=False)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; --db needs a new file") from None
+    raise StoreError(f"{db}: already holds a dispatchsim database (an earlier run's); a scenario starts from an "
+                     "empty one: give --db a new file")
+
+
 def run_scenario(scenario: Scenario, *, db: str | Path | None = None, progress: Progress | None = None,
                  keep_events: bool = True, keep_records: bool = True) -> RunResult:
     """Run to completion (virtual clock by default) and evaluate its expectations (``keep_events``,
@@ -163,6 +179,8 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     ``no_secrets_in_logs``) keeps them anyway. See ``providers.Recorder(keep=...)``."""
     from .expect import reads
 
+    if db is not None:
+        check_new_database(db)
     wall = time.perf_counter()
     clock = VirtualClock(scenario.start) if scenario.clock == "virtual" else RealClock()
     needs = reads(scenario)

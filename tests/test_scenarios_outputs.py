@@ -76,3 +76,45 @@ def _mapping(tmp_path: Path) -> str:
     path = tmp_path / "m.yaml"
     path.write_text("fields:\n  task: id\n", encoding="utf-8")
     return str(path)
+
+
+def test_two_scenarios_of_one_name_are_refused_before_their_files_overwrite_each_other(tmp_path: Path, capsys) -> None:
+    text = Path(SCENARIO).read_text(encoding="utf-8")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.yaml").write_text(text, encoding="utf-8")
+    a, b = tmp_path / "a" / "x.yaml", tmp_path / "b" / "x.yaml"
+    out = tmp_path / "out"
+    code = main(["run", "-q", str(a), str(b), "--events", str(out), "--record", str(out), "--plot", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""  # nothing ran
+    assert captured.err == (f"dispatchsim run: {a} and {b} are both named 'happy-path-seed-payload': their files in "
+                            "--events, --record, --plot would have one name (happy-path-seed-payload.*) and one would "
+                            "overwrite the other; give one of them another name:\n")
+    assert not out.exists()
+    # names that differ but make one file name clash too; without per-scenario folders nothing clashes
+    b.write_text(text.replace("name: happy-path-seed-payload", "name: happy path seed payload"), encoding="utf-8")
+    assert main(["run", "-q", str(a), str(b), "--plot", str(out)]) == 2
+    assert "named 'happy-path-seed-payload' and 'happy path seed payload'" in capsys.readouterr().err
+    assert main(["run", "-q", str(a), str(b), "--json", str(tmp_path / "r.json")]) == 0
+
+
+def test_a_reused_or_damaged_db_is_refused_saying_it_needs_a_new_file(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "run.db"
+    assert main(["run", "-q", SCENARIO, "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["run", "-q", SCENARIO, "--db", str(db)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"dispatchsim run: {db}: already holds a dispatchsim database (an earlier run's); a "
+                            "scenario starts from an empty one: give --db a new file\n")
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(db.read_bytes()[:len(db.read_bytes()) // 2])
+    assert main(["status", str(damaged)]) == 2
+    status_says = capsys.readouterr().err.removeprefix("dispatchsim status: ").rstrip("\n")
+    assert "damaged" in status_says
+    assert main(["run", "-q", SCENARIO, "--db", str(damaged)]) == 2
+    assert capsys.readouterr().err == f"dispatchsim run: {status_says}; --db needs a new file\n"
+    empty = tmp_path / "empty.db"
+    empty.touch()  # an empty file is a new database
+    assert main(["run", "-q", SCENARIO, "--db", str(empty)]) == 0
