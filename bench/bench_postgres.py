@@ -118,16 +118,32 @@ def _median(results: list[Result]) -> Result:
     return sorted(results, key=lambda r: r.rate)[len(results) // 2]
 
 
-async def _prefill(db: str, url: str, n: int) -> None:
+#: the ordered setup (``ordered=True``): this many configurations, each partitioned by commerce (50 ordered
+#: queues each, 200 in all); an activity makes one delivery per configuration
+ORDERED_CONFIGS = 4
+
+
+def _configs(ordered: bool) -> list[str]:
+    return [f"c{i}" for i in range(ORDERED_CONFIGS)] if ordered else ["c"]
+
+
+async def _prefill(db: str, url: str, n: int, *, ordered: bool = False) -> None:
+    """``n`` deliveries (with ``ordered``, ``n`` a multiple of :data:`ORDERED_CONFIGS`), every configuration
+    paused: the workers start and get ready first; activating them is the start signal."""
     eng = await Engine.open(db)  # no seed: PostgreSQL refuses one (engines sharing it need unique ids)
     await eng.add_tenant("t")
     await eng.add_provider("p")
-    await eng.add_config("t", "p", "SALESMAN", config_id="c", endpoint_url=url, activate=True,
-                         ordering={"mode": "none", "concurrency": 50}, timeouts={"connect": 5, "total": 10})
+    ordering = {"mode": "partitioned", "partition_key": "commerceExternalId"} if ordered else {"mode": "none"}
+    configs = _configs(ordered)
+    for cid in configs:
+        await eng.add_config("t", "p", "SALESMAN", config_id=cid, endpoint_url=url, activate=True,
+                             ordering={**ordering, "concurrency": 50}, timeouts={"connect": 5, "total": 10})
     rng = random.Random(1)
-    for start in range(0, n, 500):
-        await eng.create_activities("t", [example_activity(rng) for _ in range(min(500, n - start))])
-    await eng.deactivate("c")  # paused: the workers start and get ready first; activating it is the start signal
+    activities = n // len(configs)
+    for start in range(0, activities, 500):
+        await eng.create_activities("t", [example_activity(rng) for _ in range(min(500, activities - start))])
+    for cid in configs:
+        await eng.deactivate(cid)
     await eng.close()
 
 
@@ -197,18 +213,21 @@ def _listening(proc: subprocess.Popen[str]) -> int:
     raise SystemExit(f"a worker exited before it was ready (exit {proc.wait()})")
 
 
-async def _activate(port: int) -> None:
-    """Resume the benchmark's configuration through a worker's API (it wakes every worker)."""
+async def _activate(port: int, configs: list[str]) -> None:
+    """Resume the benchmark's configurations through a worker's API (it wakes every worker)."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"http://127.0.0.1:{port}/api/dispatch-configurations/c/activate",
-                             headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
-            if resp.status != 200:
-                raise SystemExit(f"activation refused: HTTP {resp.status} {await resp.text()}")
+        for cid in configs:
+            async with http.post(f"http://127.0.0.1:{port}/api/dispatch-configurations/{cid}/activate",
+                                 headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
+                if resp.status != 200:
+                    raise SystemExit(f"activation refused: HTTP {resp.status} {await resp.text()}")
 
 
 def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, postmaster: psutil.Process | None,
-              receiver: psutil.Process, *, statements: bool = False) -> Result:
-    asyncio.run(_prefill(db, url, n))
+              receiver: psutil.Process, *, statements: bool = False, ordered: bool = False) -> Result:
+    """One setup; ``ordered``: the deliveries of :data:`ORDERED_CONFIGS` partitioned configurations instead
+    of one unordered configuration (``n`` a multiple of it)."""
+    asyncio.run(_prefill(db, url, n, ordered=ordered))
     if statements:
         _statements(db, reset=True)
         upd0, hot0, wal0 = _writes(db)
@@ -221,7 +240,7 @@ def run_setup(name: str, db: str, workers: int, n: int, url: str, cfg: Path, pos
         before = [_cpu(psutil.Process(p.pid)) for p in procs]
         db_before = _server_cpu(postmaster) if postmaster else 0.0
         rx_before = _cpu(receiver)
-        asyncio.run(_activate(ports[0]))
+        asyncio.run(_activate(ports[0], _configs(ordered)))
         asyncio.run(_wait_dispatched(db, n, name))
         cpus = [_cpu(psutil.Process(p.pid)) - b for p, b in zip(procs, before)]
         db_cpu = (_server_cpu(postmaster) - db_before) if postmaster else 0.0

@@ -8,9 +8,11 @@ measures them). Interleaving matters on a machine shared with other jobs: a burs
 falls on both versions, and the medians compare like with like. The CPU figures (workers, database,
 receiver, per delivery) move much less with that load than the rates do.
 
-Usage: python bench/compare_postgres.py N ROUNDS NAME=PYTHON [NAME=PYTHON ...] [--statements]
+Usage: python bench/compare_postgres.py N ROUNDS NAME=PYTHON [NAME=PYTHON ...] [--statements] [--ordered]
   e.g. python bench/compare_postgres.py 6000 3 before=../main-old/.venv/bin/python after=.venv/bin/python
 ``--statements``: per delivery, the statements' calls, plans and database time (pg_stat_statements).
+``--ordered``: the deliveries of four configurations, each partitioned by commerce (200 ordered queues),
+instead of one unordered configuration: an ordered delivery's finish moves its queue's head.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ SETUPS = (1, 2)  #: workers per setup
 
 
 def _child(db: str, workers: int, n: int, url: str, cfg: str, postmaster: int, receiver: int,
-           statements: bool) -> None:
+           statements: bool, ordered: bool) -> None:
     """One setup under this interpreter's dispatchsim; prints one JSON line."""
     import dispatchsim.engine  # noqa: F401 - this interpreter's package, before bench/common.py adds this tree
 
@@ -33,7 +35,7 @@ def _child(db: str, workers: int, n: int, url: str, cfg: str, postmaster: int, r
     import psutil
 
     r = bp.run_setup(f"{workers} workers", db, workers, n, url, Path(cfg), psutil.Process(postmaster),
-                     psutil.Process(receiver), statements=statements)
+                     psutil.Process(receiver), statements=statements, ordered=ordered)
     print("RESULT " + json.dumps({"rate": r.rate, "worker_ms": r.worker_ms, "db_ms": r.db_cpu / n * 1000,
                                   "rx_ms": r.receiver_cpu / n * 1000, "statements": _plans(db) if statements
                                   else None, "writes": r.writes}))
@@ -52,11 +54,13 @@ def _plans(db: str) -> list[tuple[int, int, float, str]]:
             " (SELECT oid FROM pg_database WHERE datname = %s) ORDER BY 3 DESC LIMIT 8", (parts.path.lstrip("/"),))]
 
 
-def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool) -> None:
+def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool, ordered: bool = False) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_postgres as bp
     import psycopg
 
+    if ordered:
+        n -= n % bp.ORDERED_CONFIGS
     runs: dict[tuple[str, int], list[dict]] = {(v, w): [] for v in versions for w in SETUPS}
     made = 0
     with bp.compare_server("compare-pg-", statements=statements) as (server, folder, postmaster, url, rx_pid):
@@ -70,7 +74,8 @@ def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool) -> 
                         conn.execute(f"CREATE DATABASE compare{made}")
                     out = subprocess.run([python, __file__, "--child", server.get_uri(f"compare{made}"), str(workers),
                                           str(n), url, str(cfg), str(postmaster), str(rx_pid),
-                                          "1" if statements else "0"], capture_output=True, text=True,
+                                          "1" if statements else "0", "1" if ordered else "0"],
+                                         capture_output=True, text=True,
                                          cwd=folder)
                     line = next((s for s in out.stdout.splitlines() if s.startswith("RESULT ")), None)
                     if line is None:
@@ -101,9 +106,10 @@ def main(n: int, rounds: int, versions: dict[str, str], *, statements: bool) -> 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         a = sys.argv[2:]
-        _child(a[0], int(a[1]), int(a[2]), a[3], a[4], int(a[5]), int(a[6]), a[7] == "1")
+        _child(a[0], int(a[1]), int(a[2]), a[3], a[4], int(a[5]), int(a[6]), a[7] == "1", a[8] == "1")
     else:
         args = [a for a in sys.argv[1:] if not a.startswith("--")]
         if len(args) < 3 or any("=" not in a for a in args[2:]):
-            raise SystemExit(__doc__.strip().splitlines()[-3])
-        main(int(args[0]), int(args[1]), dict(a.split("=", 1) for a in args[2:]), statements="--statements" in sys.argv)
+            raise SystemExit(next(line for line in __doc__.splitlines() if line.startswith("Usage:")))
+        main(int(args[0]), int(args[1]), dict(a.split("=", 1) for a in args[2:]), statements="--statements" in sys.argv,
+             ordered="--ordered" in sys.argv)
