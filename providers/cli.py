@@ -54,6 +54,8 @@ def run_cli(args: argparse.Namespace) -> int:
         for problem in exc.errors:
             print(f"error: {problem.located()}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # standard output was closed, not a socket problem: the command stops quietly (dispatchsim.cli)
     except OSError as exc:
         print(f"error: cannot listen: {exc}", file=sys.stderr)
         return 1

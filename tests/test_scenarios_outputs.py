@@ -61,7 +61,12 @@ def test_a_closed_standard_output_ends_every_command_quietly(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    for argv, unbuffered in ((["demo"], "1"), (["run", "--list"], ""), (["mapping", "preview", _mapping(tmp_path)], "")):
+    providers = tmp_path / "p.yaml"
+    providers.write_text("endpoints:\n  crm:\n    behaviour: {status: 200}\n", encoding="utf-8")
+    record = tmp_path / "record.jsonl"
+    provider = ["provider", "--config", str(providers), "--record", str(record)]  # stops at its first line, record kept
+    for argv, unbuffered in ((["demo"], "1"), (["run", "--list"], ""), (["mapping", "preview", _mapping(tmp_path)], ""),
+                             (provider, "1")):
         read, write = os.pipe()
         os.close(read)  # every write to the pipe fails with EPIPE, as after `head` has exited
         try:
@@ -70,6 +75,7 @@ def test_a_closed_standard_output_ends_every_command_quietly(tmp_path: Path) -> 
         finally:
             os.close(write)
         assert (done.returncode, done.stderr.decode()) == (141, ""), argv
+    assert record.exists()
 
 
 def _mapping(tmp_path: Path) -> str:
