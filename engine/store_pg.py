@@ -618,7 +618,8 @@ class PgStore(PgQueryOps, StoreContract):
                 for d in ids if d in by_id for r in (by_id[d],)]
 
     async def _finish(self, claim: Claim, res: AttemptResult, next_at: float | None, dst: Status, sets: str,
-                      params: Sequence[Any], *, ordered: bool = False, promote: bool = False) -> bool:
+                      params: Sequence[Any], *, ordered: bool = False, promote: bool = False,
+                      deferred: list[tuple[str, Sequence[Any]]] | None = None) -> bool:
         """Record the attempt's outcome and move the claimed delivery to ``dst`` (with ``sets``): both or
         neither, as SQLite's. The usual case is one statement: the status changes only under the
         caller's lease and from a status the table allows, and the attempt is written only when it
@@ -631,12 +632,18 @@ class PgStore(PgQueryOps, StoreContract):
         the queue's next head is made eligible once the delivery moved (see :meth:`_promote`); the
         lock, the move and the promotion's reads go in one pipeline, executed in that order by the
         server, so an ordered finish waits twice (those, then the promotion's writes) instead of five
-        times."""
+        times. ``deferred`` (a group commit's ordered finishes, in one transaction): statements sent first
+        (the previous finish's promotion, its queue still locked by this transaction), and where this
+        promotion's writes are left for the next statements instead of waiting on their own."""
         record = ("UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s, retry_after = %s,"
                   " latency = %s, excerpt = %s, next_attempt_at = %s WHERE id = %s")
         outcome = (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
                    res.excerpt, next_at, claim.attempt_id)
-        statements: list[tuple[str, Sequence[Any]]] = [(_QUEUE_LOCK_SQL, (QUEUE_LOCK, claim.queue))] if ordered else []
+        statements = list(deferred or ())
+        if deferred:
+            deferred.clear()
+        statements += [(_QUEUE_LOCK_SQL, (QUEUE_LOCK, claim.queue))] if ordered else []
+        move_at = len(statements)
         statements.append((
             f"WITH moved AS (UPDATE deliveries SET status = %s, lease_until = NULL, lease_token = NULL, {sets}"
             f" WHERE id = %s AND lease_token = %s AND status IN {_sources_sql(dst)} RETURNING id),"
@@ -646,11 +653,15 @@ class PgStore(PgQueryOps, StoreContract):
         statements += _promote_reads(claim.queue) if promote else []
         async with self._use() as c:
             answered = await self._together(c, statements)
-            moved = await answered[int(ordered)].fetchone()
+            moved = await answered[move_at].fetchone()
             if moved[0] == 1:
                 if promote:
                     current, head = answered[-2:]
-                    await self._promote_to(c, res.finished_at, await current.fetchall(), await head.fetchone())
+                    writes = _promotion(res.finished_at, await current.fetchall(), await head.fetchone())
+                    if deferred is not None:
+                        deferred.extend(writes)
+                    elif writes:
+                        await self._together(c, writes)
                 return True
             row = await (await c.execute("SELECT status, lease_token FROM deliveries WHERE id = %s FOR UPDATE",
                                          (claim.delivery_id,))).fetchone()
@@ -683,63 +694,58 @@ class PgStore(PgQueryOps, StoreContract):
                 if finishes[i].claim.delivery_id in moved:
                     done[i] = True
         out: list[bool | InvalidTransition] = []
+        # in the caller's transaction, an ordered finish's promotion writes go with the next finish's statements
+        # (its queue stays locked until the transaction ends); alone, each finish is a transaction of its own
+        current = _CURRENT.get()
+        deferred: list[tuple[str, Sequence[Any]]] | None = [] if current is not None and current.store is self else None
         for f, d in zip(finishes, done):
             if d is None:
                 try:
-                    d = await self._finish_one(f)
+                    d = await self._move(f, deferred)
                 except InvalidTransition as exc:
                     d = exc
             out.append(d)
+        if deferred:
+            async with self._use() as c:
+                await self._together(c, deferred)
         return out
 
-    async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
-        sets = ("holds = false, eligible = false, budget_attempts = budget_attempts + 1, dispatched_at = %s,"
-                " last_error = NULL, updated_at = %s")
-        if not ordered:
-            return await self._finish(claim, res, None, Status.DISPATCHED, sets, (res.finished_at, res.finished_at))
+    async def _move(self, f: Finish, deferred: list[tuple[str, Sequence[Any]]] | None = None) -> bool:
+        """:meth:`mark_dispatched`, :meth:`schedule_retry` or :meth:`mark_failed` of one finish (see
+        :meth:`_finish` for ``deferred``). A retry keeps its queue's head: no lock, no promotion."""
+        res = f.result
+        if f.status is Status.DISPATCHED:
+            sets, params, promote = _DISPATCHED_SETS, (res.finished_at, res.finished_at), True
+        elif f.status is Status.RETRYING:
+            sets, params, promote = _RETRY_SETS, (f.next_at, f.error, res.finished_at), False
+        else:
+            holds = f.ordered and f.block
+            sets, params, promote = _FAILED_SETS, (holds, holds, f.reason, f.error, res.finished_at), not f.block
+        next_at = f.next_at if f.status is Status.RETRYING else None
+        if not f.ordered or f.status is Status.RETRYING:
+            return await self._finish(f.claim, res, next_at, f.status, sets, params, deferred=deferred)
         async with self.tx():
-            return await self._finish(claim, res, None, Status.DISPATCHED, sets, (res.finished_at, res.finished_at),
-                                      ordered=True, promote=True)
+            return await self._finish(f.claim, res, next_at, f.status, sets, params, ordered=True, promote=promote,
+                                      deferred=deferred)
+
+    async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
+        return await self._move(Finish(claim=claim, result=res, status=Status.DISPATCHED, ordered=ordered))
 
     async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
-        return await self._finish(claim, res, next_at, Status.RETRYING,
-                                  "budget_attempts = budget_attempts + 1, next_attempt_at = %s, last_error = %s,"
-                                  " updated_at = %s", (next_at, error, res.finished_at))
+        return await self._move(Finish(claim=claim, result=res, status=Status.RETRYING, next_at=next_at, error=error))
 
     async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                           ordered: bool, block: bool) -> bool:
-        holds = ordered and block
-        sets = ("holds = %s, eligible = %s, budget_attempts = budget_attempts + 1, failed_reason = %s,"
-                " last_error = %s, updated_at = %s")
-        params = (holds, holds, reason, error, res.finished_at)
-        if not ordered:
-            return await self._finish(claim, res, None, Status.FAILED, sets, params)
-        async with self.tx():
-            return await self._finish(claim, res, None, Status.FAILED, sets, params, ordered=True, promote=not block)
+        return await self._move(Finish(claim=claim, result=res, status=Status.FAILED, reason=reason, error=error,
+                                       ordered=ordered, block=block))
 
     async def _promote(self, c: psycopg.AsyncConnection[Any], queue: str, now: float) -> None:
         """Make the earliest holder of ``queue`` its head, unless an attempt of the queue is in flight.
         The caller holds the queue's lock; the current heads are row-locked first, so a head another
-        worker is leasing right now is seen with its lease (the two reads go together: one wait). Rows that
-        do not hold the queue (unordered ones, of a configuration switched between ordering modes) are
-        neither heads nor in its way."""
+        worker is leasing right now is seen with its lease (the two reads go together: one wait; the
+        writes, when there are two, too)."""
         current, head = await self._together(c, _promote_reads(queue))
-        await self._promote_to(c, now, await current.fetchall(), await head.fetchone())
-
-    async def _promote_to(self, c: psycopg.AsyncConnection[Any], now: float, current: list[tuple[Any, ...]],
-                          head: tuple[Any, ...] | None) -> None:
-        """:meth:`_promote`'s writes, from its reads (``_promote_reads``): the current heads (id, lease
-        end) and the queue's first holder; both writes, when there are two, go together."""
-        if any(r[1] is not None for r in current):
-            return
-        head_id = head[0] if head else None
-        others = [r[0] for r in current if r[0] != head_id]
-        writes: list[tuple[str, Sequence[Any]]] = []
-        if others:
-            writes.append(("UPDATE deliveries SET eligible = false WHERE id = ANY(%s)", (others,)))
-        if head_id is not None:
-            writes.append(("UPDATE deliveries SET eligible = true, updated_at = %s WHERE id = %s AND NOT eligible",
-                           (now, head_id)))
+        writes = _promotion(now, await current.fetchall(), await head.fetchone())
         if writes:
             await self._together(c, writes)
 
@@ -1005,6 +1011,12 @@ _DELIVERY = columns(Delivery)
 _ATTEMPT = columns(Attempt)
 _NOTIFICATION = columns(Notification)
 _CONFIG_BY_ID = f"SELECT {_CONFIG} FROM configurations WHERE id = %s"
+#: what a finish sets besides its status and lease (``PgStore._move``), by destination
+_DISPATCHED_SETS = ("holds = false, eligible = false, budget_attempts = budget_attempts + 1, dispatched_at = %s,"
+                    " last_error = NULL, updated_at = %s")
+_RETRY_SETS = "budget_attempts = budget_attempts + 1, next_attempt_at = %s, last_error = %s, updated_at = %s"
+_FAILED_SETS = ("holds = %s, eligible = %s, budget_attempts = budget_attempts + 1, failed_reason = %s,"
+                " last_error = %s, updated_at = %s")
 #: an ordered queue's lock, held until the transaction ends (see ``PgStore.lock_queue``)
 _QUEUE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 #: an ordered queue's head (any queue's earliest claimable delivery), due by the time given
@@ -1018,6 +1030,23 @@ def _promote_reads(queue: str) -> list[tuple[str, Sequence[Any]]]:
     return [("SELECT id, lease_until FROM deliveries WHERE queue = %s AND eligible AND holds ORDER BY id"
              " FOR UPDATE", (queue,)),
             ("SELECT id FROM deliveries WHERE queue = %s AND holds ORDER BY id LIMIT 1", (queue,))]
+
+
+def _promotion(now: float, current: list[tuple[Any, ...]], head: tuple[Any, ...] | None
+               ) -> list[tuple[str, Sequence[Any]]]:
+    """The writes of a promotion (``PgStore._promote``) from its reads (``_promote_reads``): the current
+    heads (id, lease end) and the queue's first holder; none while an attempt of the queue is in flight."""
+    if any(r[1] is not None for r in current):
+        return []
+    head_id = head[0] if head else None
+    others = [r[0] for r in current if r[0] != head_id]
+    writes: list[tuple[str, Sequence[Any]]] = []
+    if others:
+        writes.append(("UPDATE deliveries SET eligible = false WHERE id = ANY(%s)", (others,)))
+    if head_id is not None:
+        writes.append(("UPDATE deliveries SET eligible = true, updated_at = %s WHERE id = %s AND NOT eligible",
+                       (now, head_id)))
+    return writes
 
 
 def _lease_ended(owner: str = "") -> str:

@@ -596,6 +596,35 @@ async def test_a_group_commit_finishes_each_attempt_as_its_own_operation_would(
     assert (await store.delivery(later)).status is Status.DISPATCHED
 
 
+async def test_a_group_commit_of_ordered_heads_moves_each_queue_before_anything_reads_it(store: StoreContract) -> None:
+    """Ordered heads of several queues finished in one group commit (PostgreSQL: in the dispatcher's
+    transaction each promotion's writes go with the next finish's statements, the last one's before the
+    call returns): every queue's next head is eligible to the reads that follow in the same transaction;
+    a blocking failure keeps its queue, a retry its head. Alone (no transaction) the same."""
+    for in_tx in (False, True):
+        q = f"t{int(in_tx)}"
+        pairs = {n: (await _delivery(store, 10 * n + 100 * in_tx, queue=f"{q}{n}"),
+                     await _delivery(store, 10 * n + 100 * in_tx + 1, queue=f"{q}{n}")) for n in (1, 2, 3, 4, 5)}
+        claims = {c.delivery_id: c for c in await store.claim([(h, T0 + 60) for h, _ in pairs.values()],
+                                                               token="me:9", now=T0)}
+        fail = {"status": Status.FAILED, "reason": "exhausted", "error": "HTTP 500", "ordered": True}
+        finishes = [Finish(claim=claims[pairs[1][0]], result=_result(T0 + 1), status=Status.DISPATCHED, ordered=True),
+                    Finish(claim=claims[pairs[2][0]], result=_result(T0 + 1), status=Status.DISPATCHED, ordered=True),
+                    Finish(claim=claims[pairs[3][0]], result=_result(T0 + 1, "HTTP_ERROR", 500), **fail),
+                    Finish(claim=claims[pairs[4][0]], result=_result(T0 + 1, "HTTP_ERROR", 500), block=True, **fail),
+                    Finish(claim=claims[pairs[5][0]], result=_result(T0 + 1, "HTTP_ERROR", 503),
+                           status=Status.RETRYING, next_at=T0 + 90, error="HTTP 503", ordered=True)]
+        finishes.reverse()  # the last one promotes: its writes are the last the call sends
+        queues = [f"{q}{n}" for n in pairs]
+        want = {f"{q}1": pairs[1][1], f"{q}2": pairs[2][1], f"{q}3": pairs[3][1], f"{q}4": None, f"{q}5": None}
+        async with store.tx() if in_tx else contextlib.nullcontext():
+            assert await store.finish_attempts(finishes) == [True] * 5
+            heads = await store.queue_heads(queues, T0 + 1)
+            assert {k: h and h[0] for k, h in heads.items()} == want
+        assert {k: h and h[0] for k, h in (await store.queue_heads(queues, T0 + 1)).items()} == want
+        assert (await store.queue_head(f"{q}5", T0 + 90))[0] == pairs[5][0]  # the retrying head, when due
+
+
 async def test_dead_owners_hold_leases_without_a_live_mark(store: StoreContract) -> None:
     """On PostgreSQL a lease owner is alive while a store it registered on stays open; on SQLite a
     file has one owner and nobody to watch."""
