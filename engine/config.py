@@ -228,6 +228,8 @@ def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
         circuit_breaker=circuit_breaker_from(data.get("circuit_breaker")),
         auto_disable=auto_disable_from(data.get("auto_disable")),
     )
+    if snap.auto_disable is not None and snap.auto_disable.notify_url is not None:
+        check_http_url(snap.auto_disable.notify_url, field="auto_disable.notify_url")
     if "@" in urlsplit(url).netloc and any(h.lower() == "authorization" for h in snap.auth.headers()):
         # the HTTP client would refuse every request: both would set the Authorization header
         raise ConfigError(f"credentials in the URL and auth type {snap.auth.type} both set the Authorization"

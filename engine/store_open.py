@@ -31,6 +31,16 @@ def is_url(db: str | Path) -> bool:
     return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
 
 
+def _userinfo(url: str) -> tuple[str, str, str | None]:
+    """``(scheme, the rest after the user part, the user part or None)`` of a database URL, made from
+    the text. The user part ends at the LAST ``@``: libpq takes a password with an unencoded ``#``, ``?``
+    or ``/`` in it, where a URL parser would end the authority early and show the password as a host.
+    (An ``@`` in a query value makes more of the URL count as the user part: more is hidden, never less.)"""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    return scheme, after if at else rest, userinfo if at else None
+
+
 def display_url(db: str | Path) -> str:
     """The database as messages and logs may show it: a URL without its password, or the path.
 
@@ -39,19 +49,17 @@ def display_url(db: str | Path) -> str:
     url = str(db)
     if not is_url(url):
         return url
-    scheme, _, rest = url.partition("://")
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}" if userinfo.partition(":")[0] else f"***@{hostport}"
-    if "password=" in tail:  # libpq also takes the password as a query parameter
-        before, q, query = tail.partition("?")
+    scheme, rest, userinfo = _userinfo(url)
+    if userinfo is not None:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{rest}" if colon and user else (f"***@{rest}" if colon else f"{user}@{rest}")
+    if "password=" in rest:  # libpq also takes the password as a query parameter
+        before, q, query = rest.partition("?")
         query, hash_, fragment = query.partition("#")
         query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
                           safe="/*")
-        tail = f"{before}{q}{query}{hash_}{fragment}"
-    return f"{scheme}://{netloc}{tail}"
+        rest = f"{before}{q}{query}{hash_}{fragment}"
+    return f"{scheme}://{rest}"
 
 
 def url_secrets(db: str | Path) -> list[str]:
@@ -60,11 +68,9 @@ def url_secrets(db: str | Path) -> list[str]:
     url = str(db)
     if not is_url(url):
         return []
-    rest = url.partition("://")[2]
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    userinfo, at, _ = rest[:end].rpartition("@")
-    found = [userinfo.partition(":")[2]] if at and ":" in userinfo else []
-    query = rest[end:].partition("?")[2].partition("#")[0]
+    _, rest, userinfo = _userinfo(url)
+    found = [userinfo.partition(":")[2]] if userinfo is not None else []
+    query = rest.partition("?")[2].partition("#")[0]
     found += [v for part in query.split("&") for k, _, v in [part.partition("=")] if k == "password"]
     found += [unquote(v) for v in found]
     return sorted({v for v in found if v}, key=len, reverse=True)

@@ -104,7 +104,7 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
         problems = _key_entry_problems(entry)
         found.errors.extend(fail(("keys", i, *where), message) for where, message in problems)
         if not problems:
-            opts.keys[entry["key"]] = None if entry.get("admin") else entry["tenant"]
+            opts.keys[entry["key"]] = None if entry.get("admin") else str(entry["tenant"])
     for name in ("tenants", "providers"):
         values = data.get(name) or []
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -152,7 +152,9 @@ def _key_entry_problems(entry: Any) -> list[tuple[tuple[str, ...], str]]:
         problems.append((("key",) if "key" in entry else (), "the API key: a string of 16 or more characters"))
     if bool(entry.get("admin")) == ("tenant" in entry):
         problems.append(((), "give either admin: true or tenant: ID"))
-    checks = [("tenant", lambda v: check_id("tenant", v)), ("name", check_key_name)]
+    # a number is its digits (``tenant: 42`` in YAML), as before this check was made here
+    checks = [("tenant", lambda v: check_id("tenant", str(v) if isinstance(v, int) and not isinstance(v, bool)
+                                            else v)), ("name", check_key_name)]
     for field_name, check in checks:
         if field_name in entry:
             try:

@@ -190,3 +190,18 @@ def test_a_success_never_opens_the_circuit():
     assert st.circuit == "closed"
     [change] = record(st, False, 2.0, cb, None, "c")  # 2 of 3 failed, and this one failed
     assert change.kind == "circuit.opened" and st.circuit == "open" and st.circuit_until == 62.0
+
+
+def test_a_stored_notification_url_loads_as_written_while_a_new_one_is_checked_whole():
+    """URLs are checked where they are entered: a snapshot an older version stored (its notify_url
+    has a space, which that version allowed) still loads, so the engine starts and delivers; a new
+    configuration with it is refused, naming the field."""
+    from dispatchsim.engine.config import Snapshot, build_snapshot
+
+    stored = {"endpoint_url": "http://127.0.0.1:1/", "auto_disable": {"after_failures": 3,
+                                                                      "notify_url": "http://ops.example/alert hook"}}
+    snap = Snapshot.from_dict(stored)
+    assert snap.auto_disable is not None and snap.auto_disable.notify_url == "http://ops.example/alert hook"
+    with pytest.raises(ConfigError) as err:
+        build_snapshot(stored)
+    assert err.value.field == "auto_disable.notify_url" and "spaces" in err.value.message

@@ -185,6 +185,8 @@ def test_serve_config_file_is_checked(tmp_path) -> None:
                     "retention_days: 30\n")
     opts = load_serve_config(good, ServeOptions(db="x"))
     assert opts.keys == {ADMIN: None, ACME: "acme"} and opts.tenants == ["acme"] and opts.retention_days == 30
+    good.write_text(f"keys: [{{key: {ACME}, tenant: 42}}]\ntenants: ['42']\n")  # YAML reads 42 as a number
+    assert load_serve_config(good, ServeOptions(db="x")).keys == {ACME: "42"}
 
 
 def test_keys_cli_stores_only_a_hash(tmp_path, capsys) -> None:

@@ -118,6 +118,9 @@ async def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: 
     ("postgresql://u:S3cretPw@127.0.0.1:abc/db", ["S3cretPw"]),
     ("postgresql://u:S3cretPw@[::1/db", ["S3cretPw"]),  # broken IPv6 host: the driver quotes the URL
     ("postgresql://u:a%20S3cretPw@127.0.0.1:1/db", ["S3cretPw"]),
+    # libpq takes a password with an unencoded # or / (a URL parser would end the host part there)
+    ("postgresql://u:Xk9#Qz7pW@127.0.0.1:1/db", ["Xk9", "Qz7pW"]),
+    ("postgresql://u:Xk9/Qz7pW@127.0.0.1:1/db", ["Xk9", "Qz7pW"]),
 ])
 def test_a_bad_url_is_one_line_on_the_command_line_without_the_password(url: str, secrets: list[str],
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
