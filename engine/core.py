@@ -201,7 +201,8 @@ class Engine:
         await self.store.close()
 
     def subscribe(self, sink: Any) -> None:
-        """Receive every event (a dict, secrets redacted) as it is logged."""
+        """Receive every event (a dict, secrets redacted) as it is logged. A sink that raises is
+        unsubscribed, its error passed to the event loop's exception handler; the engine goes on."""
         self._sinks.append(sink)
 
     # -- tenants, providers, configurations ---------------------------------------------

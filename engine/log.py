@@ -1,6 +1,7 @@
 """Structured events: one per transition, on the engine's clock, secrets redacted (:mod:`.redact`)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -52,12 +53,30 @@ def _time_stamper(now: Callable[[], float]) -> Processor:
 
 
 def _fan_out(sinks: list[Callable[[dict[str, Any]], None]]) -> Processor:
+    """Each subscriber gets its copy of the event. One that raises is unsubscribed, and its error goes
+    to the event loop's exception handler (asyncio's usual channel for a failed callback): events are
+    logged in the middle of the engine's work (a group commit, a dispatch cycle), which a subscriber's
+    bug, or its closed pipe, must not break."""
     def fan_out(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        for sink in sinks:
-            sink(dict(event))
+        for sink in list(sinks):
+            try:
+                sink(dict(event))
+            except Exception as exc:
+                if sink in sinks:
+                    sinks.remove(sink)
+                _report(f"event subscriber {sink!r} raised {type(exc).__name__} on {event.get('event')!r}:"
+                        " unsubscribed", exc)
         return event
 
     return fan_out
+
+
+def _report(message: str, exc: BaseException) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # logged outside a loop (a synchronous caller): nobody else to tell
+        return
+    loop.call_exception_handler({"message": message, "exception": exc})
 
 
 def _merge_contextvars(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:

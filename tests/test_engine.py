@@ -621,3 +621,27 @@ async def test_secret_echoed_by_the_receiver_is_not_stored(engine, setup_config)
         assert "ECHOED" not in json.dumps([d.to_json() for d in await engine.deliveries()])
     finally:
         await runner.cleanup()
+
+
+async def test_a_subscriber_that_raises_is_unsubscribed_and_the_engine_goes_on(engine, receiver, setup_config):
+    """Events are logged in the middle of a group commit: a subscriber's bug (or its closed pipe) used
+    to break the commit there, before the dispatch loop was woken. Now it is unsubscribed, its error
+    goes to the loop's exception handler, and every delivery is still made, in order."""
+    reports: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: reports.append(ctx))
+    seen: list[str] = []
+
+    def broken(event: dict) -> None:
+        if event["event"] == "delivery.dispatched":
+            raise BrokenPipeError("reader went away")
+
+    engine.subscribe(broken)
+    engine.subscribe(lambda event: seen.append(event["event"]))
+    await setup_config(receiver.url)
+    ids = [(await engine.create_activity("acme", {**ACT, "commerceExternalId": f"COM-{i}"}))["id"] for i in range(5)]
+    summary = await engine.run_until_idle()
+    assert summary.counts["DISPATCHED"] == 5 and summary.idle
+    assert [h.body["id"] for h in receiver.posts()] == ids
+    assert seen.count("delivery.dispatched") == 5
+    [report] = reports
+    assert isinstance(report["exception"], BrokenPipeError) and "unsubscribed" in report["message"]
