@@ -14,6 +14,7 @@ from .health import AutoDisable, CircuitBreaker, auto_disable_from, circuit_brea
 from .policy import (MAX_AGE, MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_CONCURRENCY, MAX_DELAY, MAX_FACTOR, MAX_SCHEDULE,
                      MAX_TIMEOUT, PRESETS, BatchPolicy, OrderingPolicy, RetryPolicy, Timeouts, delay,
                      ordering_policy_from, retry_policy_from, timeouts_from)
+from .printable import printable
 from .redact import REDACTED
 from .sender import VERSION, Outcome, OutcomeKind
 from .states import ACTIVE, LIFECYCLE, TERMINAL, TRANSITIONS, Circuit, Status
@@ -29,7 +30,7 @@ from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, End
 
 __all__ = [
     "AUTH_FIELDS", "AUTH_TYPES", "HEADER_NAME_PATTERN", "Auth", "check_signing_secret", "compile_mapping_spec",
-    "ID_PATTERN", "check_id",
+    "ID_PATTERN", "check_id", "printable",
     "EVENT_ONLY_WITH", "EVENT_PARAMS", "EVENT_REQUIRED_WITH", "EVENT_STATUSES", "validate_event",
     "AutoDisable", "CircuitBreaker", "auto_disable_from", "circuit_breaker_from",
     "MAX_AGE", "MAX_ATTEMPTS", "MAX_BATCH_SIZE", "MAX_CONCURRENCY", "MAX_DELAY", "MAX_FACTOR", "MAX_SCHEDULE",

@@ -12,6 +12,8 @@ from enum import Enum
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from dispatchsim.engine.printable import printable, xml_text
+
 from .repro import REPORT_PLACEHOLDER
 
 
@@ -188,6 +190,12 @@ class ProbeReport:
             else:
                 ET.SubElement(case, "system-out").text = f"{c.status.value}: {detail}"
         ET.indent(suite)
+        # a receiver's answer quoted in a summary or a finding may hold characters XML 1.0 forbids
+        # (NUL, ESC, ...): ElementTree writes them as they are, so they are escaped to keep the file parseable
+        for node in suite.iter():
+            node.attrib.update((k, xml_text(v)) for k, v in node.attrib.items())
+            if node.text:
+                node.text = xml_text(node.text)
         return self._placed('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n")
 
     def table(self, *, verbose: bool = False) -> str:
@@ -209,7 +217,8 @@ class ProbeReport:
         verdict = "FAILED" if not self.ok else "ok"
         lines.append(f"{verdict}: {n['pass']} passed, {n['warn']} warnings, {n['fail']} failed, "
                      f"{n['skip']} skipped; {self.requests_sent} requests in {self.duration:.1f}s")
-        return self._placed("\n".join(lines))
+        # summaries and findings quote what the receiver answered: no escape sequence reaches the terminal
+        return self._placed("\n".join(printable(line) for line in lines))
 
     def _placed(self, text: str) -> str:
         return text.replace(REPORT_PLACEHOLDER, shlex.quote(self.report_path))
@@ -222,5 +231,6 @@ def _telling(evidence: list[Evidence], n: int) -> list[Evidence]:
 
 
 def _one_line(text: str, cap: int = 160) -> str:
+    """A response excerpt on one line, its control and invisible characters shown escaped (``\\x1b``)."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= cap else flat[:cap] + "…"
+    return printable(flat if len(flat) <= cap else flat[:cap] + "…")

@@ -86,15 +86,15 @@ async def _keys_create(args: argparse.Namespace) -> int:
 
 
 async def _keys_list(args: argparse.Namespace) -> int:
-    from dispatchsim.engine import iso
-    from dispatchsim.server.keys import list_keys, shown_name
+    from dispatchsim.engine import iso, printable
+    from dispatchsim.server.keys import list_keys
     from dispatchsim.engine import check_store, open_store
 
     check_store(args.db, write=False)
     store = await open_store(args.db, readonly=True)
     try:
         for k in await list_keys(store):
-            print(f"{k.id}  {shown_name(k.tenant_id) or 'admin':<20} {iso(k.created_at)}  {shown_name(k.name)}"
+            print(f"{k.id}  {printable(k.tenant_id) or 'admin':<20} {iso(k.created_at)}  {printable(k.name)}"
                   + ("  revoked" if k.revoked_at else ""))
     finally:
         await store.close()

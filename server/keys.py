@@ -42,12 +42,6 @@ def check_key_name(name: str | None) -> str | None:
     return name
 
 
-def shown_name(name: str | None) -> str:
-    """A stored label as it may be printed: a key made before :func:`check_key_name` existed may hold
-    control characters, which are shown escaped (``\\x1b``), never sent to the terminal."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name or "")
-
-
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import io
 import json
+import unicodedata
+from xml.dom import minidom
 from xml.etree import ElementTree as ET
 
 import pytest
+from aiohttp import web
 
 from dispatchsim.cli import build_parser
 from dispatchsim.engine.clock import VirtualClock
@@ -83,6 +86,58 @@ async def test_cli_results_port_and_failing_check_exit_1(tmp_path, unused_tcp_po
     assert "FAIL  duplicate" in out.getvalue() and "processed 2 times" in out.getvalue()
     suite = ET.fromstring((tmp_path / "r.xml").read_text())
     assert [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None] == ["duplicate", "duplicate_overlap"]
+
+
+#: what a hostile (or broken) receiver may answer: a title-setting OSC, colours, NUL, BS, VT, a bidi override
+HOSTILE_BODY = "\x1b]0;PWNED\x07\x1b[31mRED\x1b[0m\x00\x08\x0b ctl \u202e evil"
+
+
+async def _hostile_cli(tmp_path, *extra: str) -> tuple[int, str]:
+    """``dispatchsim probe`` against a real endpoint answering every request 500 with HOSTILE_BODY."""
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=500, text=HOSTILE_BODY)
+
+    app = web.Application()
+    app.router.add_route("*", "/hook", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        out = io.StringIO()
+        code = await probe_command(args(f"http://127.0.0.1:{port}/hook", "--callback-wait", "0",
+                                        "--only", "seed_post,malformed_json", *extra),
+                                   clock=VirtualClock(), out=out)
+    finally:
+        await runner.cleanup()
+    return code, out.getvalue()
+
+
+async def test_a_hostile_response_reaches_the_text_report_escaped(tmp_path):
+    code, text = await _hostile_cli(tmp_path, "-v")
+    assert code == 1
+    responses = [line for line in text.splitlines() if "response: " in line]
+    assert responses
+    for line in responses:
+        assert r"\x1b]0;PWNED\x07\x1b[31mRED\x1b[0m\x00\x08" in line and r"ctl \u202e evil" in line
+    bad = [c for c in text if c != "\n" and (unicodedata.category(c) in ("Cc", "Cf"))]
+    assert not bad, bad
+
+
+async def test_a_hostile_response_keeps_the_junit_file_well_formed(tmp_path):
+    code, _ = await _hostile_cli(tmp_path, "--junit", str(tmp_path / "r.xml"), "--json", str(tmp_path / "r.json"))
+    assert code == 1
+    doc = minidom.parse(str(tmp_path / "r.xml"))
+    failures = doc.getElementsByTagName("failure")
+    assert failures
+    detail = "".join(n.data for f in failures for n in f.childNodes if n.nodeType == n.TEXT_NODE)
+    assert r"\x1b]0;PWNED\x07" in detail and r"\x00\x08" in detail
+    # the JSON report keeps the answer exactly as it came
+    data = json.loads((tmp_path / "r.json").read_text())
+    excerpts = [e["response_excerpt"] for c in data["checks"] for e in c["evidence"] if e["response_excerpt"]]
+    assert HOSTILE_BODY in excerpts
 
 
 async def test_remote_target_without_terminal_is_refused(capsys):
