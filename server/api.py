@@ -8,12 +8,13 @@ rejected request stores nothing. Keys: ``X-Api-Key: <key>`` or ``Authorization: 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -256,14 +257,26 @@ def _surrogate_path(value: Any, path: str) -> str | None:
     return None
 
 
-def encode_cursor(seq: int) -> str:
-    """A page cursor: ``a`` and the last activity sequence number seen (see :data:`models.CURSOR_PATTERN`)."""
-    return f"a{seq}"
+def encode_cursor(activity_id: str) -> str:
+    """A page cursor: ``a`` and the last activity seen, by its public id (base64url). Never the store's
+    sequence number: those are global, and the gap between two of them would tell one tenant how many
+    activities the others created in between (see :data:`models.CURSOR_PATTERN`)."""
+    return "a" + base64.urlsafe_b64encode(activity_id.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
-    """The last ``seq`` seen (the model has checked the cursor's pattern)."""
-    return int(cursor[1:])
+async def _activity_cursor(request: web.Request, cursor: str | None, tenant: str | None) -> int:
+    """The store's position after the activity a cursor names; a cursor that names no activity of the
+    caller's (another tenant's, one gone since, or not a cursor) is refused in the same words."""
+    if cursor is None:
+        return 0
+    try:
+        activity_id = base64.urlsafe_b64decode(cursor[1:] + "=" * (-len(cursor[1:]) % 4)).decode()
+        activity = await request.app[ENGINE_KEY].store.activity(activity_id)
+    except (ValueError, NotFound):
+        activity = None
+    if activity is None or (tenant is not None and activity.tenant_id != tenant):
+        raise field_problem(422, "query", [("cursor", "the next_cursor of a previous page of this listing")])
+    return activity.seq
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -434,12 +447,13 @@ async def create_activity(request: web.Request) -> web.Response:
 
 async def list_activities(request: web.Request) -> web.Response:
     q: models.ActivitiesQuery = request[QUERY_KEY]
+    tenant = _tenant_filter(request, q.tenant_id)
     page = await request.app[ENGINE_KEY].list_activities(
-        tenant_id=_tenant_filter(request, q.tenant_id), channel=q.channel, status=q.status,
+        tenant_id=tenant, channel=q.channel, status=q.status,
         dispatch_status=q.dispatch_status.value if q.dispatch_status is not None else None,
         created_from=q.created_from, created_to=q.created_to,
-        after=decode_cursor(q.cursor) if q.cursor is not None else 0, limit=q.limit)
-    cursor = encode_cursor(page.next_after) if page.next_after is not None else None
+        after=await _activity_cursor(request, q.cursor, tenant), limit=q.limit)
+    cursor = encode_cursor(page.items[-1]["id"]) if page.next_after is not None else None
     return web.json_response({"items": page.items, "next_cursor": cursor})
 
 
@@ -496,13 +510,27 @@ async def delivery_attempts(request: web.Request) -> web.Response:
 
 
 async def force_retry(request: web.Request) -> web.Response:
-    did, _ = await _owned_delivery(request)
-    return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].force_retry(did)))
+    did, public = await _owned_delivery(request)
+    with _named_publicly(did, public):
+        delivery = await request.app[ENGINE_KEY].force_retry(did)
+    return web.json_response(_public_delivery(request, delivery))
 
 
 async def skip_delivery(request: web.Request) -> web.Response:
-    did, _ = await _owned_delivery(request)
-    return web.json_response(_public_delivery(request, await request.app[ENGINE_KEY].skip(did)))
+    did, public = await _owned_delivery(request)
+    with _named_publicly(did, public):
+        delivery = await request.app[ENGINE_KEY].skip(did)
+    return web.json_response(_public_delivery(request, delivery))
+
+
+@contextlib.contextmanager
+def _named_publicly(did: int, public: str) -> Iterator[None]:
+    """The engine's refusal names the delivery by the store's id, a global sequence number (which
+    would tell one tenant the others' volume): the API names it by its public id."""
+    try:
+        yield
+    except InvalidTransition as exc:
+        raise InvalidTransition(str(exc).replace(f"delivery {did} ", f"delivery {public} ", 1)) from None
 
 
 async def submit_result(request: web.Request) -> web.Response:
@@ -683,8 +711,9 @@ ROUTES: list[Operation] = [
     Operation("POST", "/api/dispatch-configurations/{config_id}/deactivate", deactivate_config,
               "Pause: nothing new is created and pending deliveries wait", response=M.DispatchConfiguration,
               path_params=_CFG, tag="configurations"),
-    Operation("GET", "/api/activities", list_activities, "Activities, oldest first, a page at a time",
-              response=M.ActivityPage, query=M.ActivitiesQuery, errors=(404,), tag="activities"),
+    Operation("GET", "/api/activities", list_activities, "Activities, oldest first, a page at a time; pages "
+              "continue after a previous page's next_cursor (422 when it names none of the caller's activities)",
+              response=M.ActivityPage, query=M.ActivitiesQuery, errors=(404, 422), tag="activities"),
     Operation("POST", "/api/activities", create_activity,
               "Create an activity and fan it out to the active configurations of its channel",
               ok=201, response=M.Activity, body=M.ActivityIn, query=M.TenantQuery, errors=(403, 404),

@@ -40,8 +40,8 @@ from .problems import field_problem
 
 #: default and largest page of a listing
 PAGE_DEFAULT, PAGE_MAX = 50, 500
-#: a page cursor: ``a`` and the sequence number of the last activity seen (at most 2**63 - 1)
-CURSOR_PATTERN = r"^a(0|[1-9][0-9]{0,17})$"
+#: a page cursor: ``a`` and the last activity seen, its id in base64url (opaque to callers)
+CURSOR_PATTERN = r"^a[A-Za-z0-9_-]{1,400}$"
 #: the ``format`` and an example of every timestamp on the wire (the engine writes milliseconds and Z)
 EXAMPLE_TIME = "2026-04-10T14:30:00.000Z"
 
@@ -518,7 +518,7 @@ class ActivitiesQuery(TenantQuery):
     created_from: Optional[Instant] = Field(default=None, description="created at or after (inclusive)")
     created_to: Optional[Instant] = Field(default=None, description="created before (exclusive)")
     cursor: Optional[str] = Field(default=None, pattern=CURSOR_PATTERN, description="next_cursor of the previous page",
-                                  examples=["a42"])
+                                  examples=["aMGE1YzYyZDMtNGQ3OS00YjM2LThkNjctY2U3NGQ2ZTk3Y2Rm"])
     limit: Limit = PAGE_DEFAULT
 
 

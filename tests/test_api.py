@@ -1,6 +1,8 @@
 """The HTTP API through a real aiohttp client on 127.0.0.1 (virtual clock for the engine)."""
 from __future__ import annotations
 
+import base64
+
 import io
 import json
 from collections.abc import AsyncIterator
@@ -338,6 +340,46 @@ async def test_list_filters_and_cursor_pagination(api: Api, receiver) -> None:
         status, body = await api.call("GET", f"/api/activities?{bad}")
         assert status == 400, bad
         _is_problem(body, 400)
+
+
+async def test_cursors_and_refusals_tell_a_tenant_nothing_of_the_others_volume(api: Api, receiver) -> None:
+    """Page cursors were the global sequence number of the last activity (``a5``, then ``a13``: the
+    other tenant created seven in between), and a refused force retry named the store's global
+    delivery id. Now a cursor names the last activity by its public id, a cursor of another tenant's
+    activity (or of none) is refused in the same words, and refusals name deliveries by webhook-id."""
+    for key in (ACME, OTHER):
+        await _config(api, receiver.url, key=key, ordering={"mode": "none"})
+
+    async def make(key: str, n: int) -> list[str]:
+        return [(await api.call("POST", "/api/activities", key=key, body={"channel": "SALESMAN"}))[1]["id"]
+                for _ in range(n)]
+
+    mine = await make(ACME, 1)
+    await make(OTHER, 7)
+    mine += await make(ACME, 2)
+    cursors, seen, cursor = [], [], None
+    while True:
+        status, body = await api.call("GET", "/api/activities?limit=1" + (f"&cursor={cursor}" if cursor else ""))
+        assert status == 200, body
+        seen += [a["id"] for a in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        cursors.append(cursor)
+    assert seen == mine and len(cursors) == 2
+    # each cursor is the last activity's public id (base64url), nothing the store counts
+    assert [base64.urlsafe_b64decode(c[1:] + "=" * (-len(c[1:]) % 4)).decode() for c in cursors] == mine[:2]
+    _, theirs = await api.call("GET", "/api/activities?limit=1", key=OTHER)
+    for bad in (theirs["next_cursor"], "aZ2hvc3Q", "a" + "_" * 10):
+        status, body = await api.call("GET", f"/api/activities?limit=1&cursor={bad}")
+        assert status == 422 and body["field"] == "cursor" and "previous page" in body["detail"], (bad, body)
+    await api.engine.run_until_idle()
+    _, act = await api.call("GET", f"/api/activities/{mine[0]}")
+    status, body = await api.call("GET", f"/api/activities/{mine[0]}/deliveries")
+    public = body["items"][0]["id"] if status == 200 else None
+    assert public is not None and public.startswith("msg_"), body
+    status, body = await api.call("POST", f"/api/deliveries/{public}/force-retry")
+    assert status == 409 and f"delivery {public} is DISPATCHED" in body["detail"], body
 
 
 async def test_results_flow_is_validated_and_idempotent(api: Api, receiver) -> None:
