@@ -14,8 +14,8 @@ from dispatchsim.mapping.activity import DISPATCHED_TYPES
 from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
-from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigError, DispatchsimError,
-                     NotFound, PayloadUnmappable, ResultConflict)
+from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigError, ConfigInUse,
+                     DispatchsimError, NotFound, PayloadUnmappable, ResultConflict)
 from .events import MessageEvents
 from .log import make_logger
 from .payload import build_stored_payload
@@ -253,8 +253,10 @@ class Engine:
         else:
             name = cid = check_id("configuration", config_id) if config_id else \
                 await self._new_config_id(tenant_id, provider_id, channel)
-        if await self.store.config(cid):
-            raise AlreadyExists(f"configuration {name!r} already exists")
+        existing = await self.store.config(cid)
+        if existing is not None:
+            raise AlreadyExists(f"configuration id {name!r} belonged to a deleted configuration; ids are not reused"
+                                if existing.deleted else f"configuration {name!r} already exists")
         self.redactor.add(*snap.secrets())
         await self.store.insert_config(cid, tenant_id, provider_id, channel, snap.to_dict(redact=False),
                                        self.clock.now())
@@ -343,11 +345,18 @@ class Engine:
     async def delete_config(self, config_id: str) -> None:
         """Delete a configuration: it stops dispatching and can no longer be read or changed.
 
-        Raises NotFound when it does not exist or was already deleted. Its deliveries and attempts stay
-        in the store for the record.
+        Raises NotFound when it does not exist or was already deleted, and ConfigInUse while it has
+        deliveries waiting to be sent (deactivate it and let them end, or wait until they have: a
+        deleted configuration's pending deliveries would never be sent nor end). Its deliveries and
+        attempts stay in the store for the record.
         """
         await self.config(config_id)
-        await self.store.delete_config(config_id, self.clock.now())
+        async with self.store.tx():
+            for status in (Status.READY, Status.RETRYING):
+                if await self.store.deliveries(config_id=config_id, status=status, limit=1):
+                    raise ConfigInUse(f"the configuration has deliveries waiting to be sent ({status.value}):"
+                                      " deleting it would strand them; let them be delivered or fail first")
+            await self.store.delete_config(config_id, self.clock.now())
         self.log.info("config.deleted", config_id=config_id)
 
     async def config(self, config_id: str) -> Configuration:

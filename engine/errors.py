@@ -32,6 +32,11 @@ class InvalidTransition(DispatchsimError):
     """That status change is not allowed."""
 
 
+class ConfigInUse(InvalidTransition):
+    """The configuration still has deliveries waiting to be sent (READY or RETRYING): deleting it would
+    leave them pending for ever, with nothing to send them or end them."""
+
+
 class ActivityError(DispatchsimError, ValueError):
     """The activity is invalid; nothing was stored.
 

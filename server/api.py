@@ -703,8 +703,9 @@ ROUTES: list[Operation] = [
               "auth changes is verified again (422 when the verification GET fails).",
               response=M.DispatchConfiguration, body=M.ConfigEdit, path_params=_CFG, errors=(422,),
               tag="configurations"),
-    Operation("DELETE", "/api/dispatch-configurations/{config_id}", delete_config, "Delete a configuration",
-              ok=204, path_params=_CFG, tag="configurations"),
+    Operation("DELETE", "/api/dispatch-configurations/{config_id}", delete_config, "Delete a configuration "
+              "(409 while it has deliveries waiting to be sent)", ok=204, path_params=_CFG, errors=(409,),
+              tag="configurations"),
     Operation("POST", "/api/dispatch-configurations/{config_id}/activate", activate_config,
               "Activate: a verification GET to the endpoint must answer 2xx (422 with the reason otherwise)",
               response=M.DispatchConfiguration, path_params=_CFG, tag="configurations"),

@@ -382,6 +382,28 @@ async def test_cursors_and_refusals_tell_a_tenant_nothing_of_the_others_volume(a
     assert status == 409 and f"delivery {public} is DISPATCHED" in body["detail"], body
 
 
+async def test_a_configuration_with_deliveries_waiting_is_not_deleted_and_ids_are_not_reused(api: Api,
+                                                                                               receiver) -> None:
+    """Deleting a configuration whose deliveries still wait to be sent stranded them: pending for ever,
+    nothing to send or end them. It is now a 409 naming why, and works once they have ended. A deleted
+    configuration's id is not reused, and the 409 for it says so (it said the configuration exists,
+    while reading it answered 404)."""
+    receiver.respond = lambda hit, n: (503, {}, 0.0)
+    cfg = await _config(api, receiver.url, id="hang", retry={"max_attempts": 2, "base": 1})
+    await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
+    await api.engine.run_until_idle(max_time=0.5)  # the first try failed: RETRYING, the second waits
+    status, body = await api.call("DELETE", f"/api/dispatch-configurations/{cfg['id']}")
+    assert status == 409 and "waiting to be sent" in body["detail"] and "~" not in body["detail"], body
+    assert (await api.call("GET", f"/api/dispatch-configurations/{cfg['id']}"))[0] == 200
+    await api.engine.run_until_idle()  # every try fails: both end FAILED
+    assert {d.status for d in await api.engine.deliveries()} == {"FAILED"}
+    assert (await api.call("DELETE", f"/api/dispatch-configurations/{cfg['id']}"))[0] == 204
+    status, body = await api.call("POST", "/api/dispatch-configurations", body={
+        "id": "hang", "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url})
+    assert status == 409 and "deleted configuration" in body["detail"] and "not reused" in body["detail"], body
+
+
 async def test_results_flow_is_validated_and_idempotent(api: Api, receiver) -> None:
     await _config(api, receiver.url)
     _, act = await api.call("POST", "/api/activities", body={"channel": "SALESMAN"})
