@@ -117,6 +117,14 @@ class AttemptResult(NamedTuple):
     excerpt: str | None = None
 
 
+class _Closed:
+    """A closed store's connection: any use of it is one StoreError saying so (sqlite3's own error,
+    "Cannot operate on a closed database", named neither the store nor what to do)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreError("the database is closed: this engine (or store) was closed; open a new one")
+
+
 class Store(QueryOps, ConsoleOps, StoreContract):
     """A dispatchsim database. The file is checked before it is opened (see ``store_file``): a
     hostile environment is one :class:`StoreError` and nothing is written. ``readonly`` opens an
@@ -270,6 +278,8 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         A scratch file's lock is given back first: a connection whose statements are not all finalized
         yet (a cursor still referenced somewhere) is closed only once they are, and until then it
         would keep the lock it holds for its whole life (a simulated crash reopens the file at once)."""
+        if isinstance(self.conn, _Closed):
+            return  # closed already: closing again does nothing
         if self.scratch and not self.conn.in_transaction:
             try:
                 self.conn.execute("PRAGMA locking_mode = NORMAL")
@@ -278,6 +288,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                 pass  # closing anyway; the lock goes with the connection
         self._cursor.close()
         self.conn.close()
+        self.conn = self._cursor = _Closed()  # type: ignore[assignment]
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, params).fetchone()

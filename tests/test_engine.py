@@ -645,3 +645,18 @@ async def test_a_subscriber_that_raises_is_unsubscribed_and_the_engine_goes_on(e
     assert seen.count("delivery.dispatched") == 5
     [report] = reports
     assert isinstance(report["exception"], BrokenPipeError) and "unsubscribed" in report["message"]
+
+
+async def test_a_closed_engine_says_so_and_closing_again_does_nothing(db_path):
+    """After close(), every call was sqlite3's "Cannot operate on a closed database", and a second
+    close() raised it too."""
+    from dispatchsim.engine import StoreError
+
+    engine = await Engine.open(db_path, virtual=True, seed=1)
+    await engine.add_tenant("acme")
+    await engine.close()
+    await engine.close()
+    for call in (lambda: engine.create_activity("acme", ACT), lambda: engine.run_until_idle(),
+                 lambda: engine.deliveries()):
+        with pytest.raises(StoreError, match="the database is closed"):
+            await call()
