@@ -15,7 +15,7 @@ from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
 from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigError, ConfigInUse,
-                     DispatchsimError, NotFound, PayloadUnmappable, ResultConflict)
+                     DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable, ResultConflict)
 from .events import MessageEvents
 from .log import make_logger
 from .payload import build_stored_payload
@@ -544,8 +544,10 @@ class Engine:
         """
         d = await self.store.delivery(delivery_id)
         cfg = await self.store.config(d.config_id)
+        if cfg is None or cfg.deleted:  # nothing would ever send it: it would wait for ever
+            raise InvalidTransition(f"delivery {delivery_id} cannot be retried: its configuration was deleted")
         # a manual retry uses the configuration as it is now (e.g. a fixed mapping or URL)
-        version = cfg.version if cfg and not cfg.deleted else d.config_version
+        version = cfg.version
         prep = await self.prepared(d.config_id, version)
         row = await self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
                                            config_version=version)
@@ -558,12 +560,18 @@ class Engine:
                                 until: float | None = None, reason: str | None = None) -> list[int]:
         """Force-retry every FAILED delivery matching the filter (creation time range, failed reason),
         in creation order, so ordered queues get them back in their original sequence."""
-        ids = await self.store.failed_ids(config_id=config_id, since=since, until=until, reason=reason)
+        ids = [did for did in await self.store.failed_ids(config_id=config_id, since=since, until=until, reason=reason)
+               if await self._retryable(did)]
         for did in ids:
             await self.force_retry(did)
         self.log.info("recovery.force_retry", config_id=config_id, count=len(ids),
                       since=iso(since) if since is not None else None, reason=reason)
         return ids
+
+    async def _retryable(self, delivery_id: int) -> bool:
+        """Whether the delivery's configuration still exists (a deleted one's deliveries stay FAILED)."""
+        cfg = await self.store.config((await self.store.delivery(delivery_id)).config_id)
+        return cfg is not None and not cfg.deleted
 
     async def recover_since(self, config_id: str, since: float) -> list[int]:
         """Re-queue every FAILED delivery of ``config_id`` created since ``since``, in original order."""

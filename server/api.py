@@ -271,6 +271,8 @@ async def _activity_cursor(request: web.Request, cursor: str | None, tenant: str
         return 0
     try:
         activity_id = base64.urlsafe_b64decode(cursor[1:] + "=" * (-len(cursor[1:]) % 4)).decode()
+        if not activity_id.isprintable():  # no id has control characters (a NUL is a driver error on PostgreSQL)
+            raise ValueError(activity_id)
         activity = await request.app[ENGINE_KEY].store.activity(activity_id)
     except (ValueError, NotFound):
         activity = None
@@ -620,7 +622,9 @@ async def post_message_events(request: web.Request) -> web.Response:
 async def replay_delivery(request: web.Request) -> web.Response:
     """Send a DISPATCHED delivery again (same webhook-id), recorded as a replay attempt (409 otherwise)."""
     did, public = await _owned_delivery(request)
-    return web.json_response(_public_attempts([await request.app[ENGINE_KEY].replay(did)], public)[0])
+    with _named_publicly(did, public):
+        attempt = await request.app[ENGINE_KEY].replay(did)
+    return web.json_response(_public_attempts([attempt], public)[0])
 
 
 async def recover_config(request: web.Request) -> web.Response:

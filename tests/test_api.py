@@ -370,7 +370,7 @@ async def test_cursors_and_refusals_tell_a_tenant_nothing_of_the_others_volume(a
     # each cursor is the last activity's public id (base64url), nothing the store counts
     assert [base64.urlsafe_b64decode(c[1:] + "=" * (-len(c[1:]) % 4)).decode() for c in cursors] == mine[:2]
     _, theirs = await api.call("GET", "/api/activities?limit=1", key=OTHER)
-    for bad in (theirs["next_cursor"], "aZ2hvc3Q", "a" + "_" * 10):
+    for bad in (theirs["next_cursor"], "aZ2hvc3Q", "a" + "_" * 10, "aAA", "a42"):  # aAA: a NUL; a42: an old cursor
         status, body = await api.call("GET", f"/api/activities?limit=1&cursor={bad}")
         assert status == 422 and body["field"] == "cursor" and "previous page" in body["detail"], (bad, body)
     await api.engine.run_until_idle()
@@ -399,6 +399,14 @@ async def test_a_configuration_with_deliveries_waiting_is_not_deleted_and_ids_ar
     await api.engine.run_until_idle()  # every try fails: both end FAILED
     assert {d.status for d in await api.engine.deliveries()} == {"FAILED"}
     assert (await api.call("DELETE", f"/api/dispatch-configurations/{cfg['id']}"))[0] == 204
+    # nothing would send a deleted configuration's delivery again: a force retry is refused (and a
+    # replay of a FAILED one), naming it by its webhook-id
+    [public, *_] = [d.webhook_id for d in await api.engine.deliveries()]
+    status, body = await api.call("POST", f"/api/deliveries/{public}/force-retry")
+    assert status == 409 and body["detail"] == f"delivery {public} cannot be retried: its configuration was deleted"
+    status, body = await api.call("POST", f"/api/deliveries/{public}/replay")
+    assert status == 409 and body["detail"].startswith(f"delivery {public} "), body
+    assert {d.status for d in await api.engine.deliveries()} == {"FAILED"}
     status, body = await api.call("POST", "/api/dispatch-configurations", body={
         "id": "hang", "provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url})
     assert status == 409 and "deleted configuration" in body["detail"] and "not reused" in body["detail"], body

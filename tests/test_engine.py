@@ -660,3 +660,33 @@ async def test_a_closed_engine_says_so_and_closing_again_does_nothing(db_path):
                  lambda: engine.deliveries()):
         with pytest.raises(StoreError, match="the database is closed"):
             await call()
+
+
+async def test_v9_gives_an_unordered_row_a_promotion_stripped_back_its_eligibility(tmp_path, receiver):
+    """Before v9 a promotion in a queue with both kinds of rows (a configuration switched between ordering
+    modes) could leave an unordered READY row not eligible: nothing would claim it. The v9 migration
+    makes such rows eligible again; the engine then sends it."""
+    import sqlite3
+
+    db_path = str(tmp_path / "v8.db")
+    engine = await Engine.open(db_path, virtual=True, seed=1)
+    engine_receiver_url = receiver.url
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=engine_receiver_url, activate=True,
+                            ordering={"mode": "none"})
+    await engine.create_activity("acme", ACT)
+    await engine.close()
+    conn = sqlite3.connect(db_path)
+    with conn:  # the state a pre-v9 promotion left, at v8
+        conn.execute("UPDATE deliveries SET eligible = 0, holds = 0")
+        conn.execute("DROP INDEX deliveries_queue_eligible")
+        conn.execute("CREATE INDEX deliveries_queue_eligible ON deliveries(queue) WHERE eligible = 1")
+        conn.execute("PRAGMA user_version = 8")
+    conn.close()
+    engine = await Engine.open(db_path, virtual=True, seed=1)
+    try:
+        summary = await engine.run_until_idle()
+        assert summary.counts["DISPATCHED"] == 1 and len(receiver.posts()) == 1
+    finally:
+        await engine.close()

@@ -11,3 +11,7 @@
 -- leaves them eligible and is not held back by one of them in flight.
 DROP INDEX deliveries_queue_eligible;
 CREATE INDEX deliveries_queue_eligible ON deliveries(queue) WHERE eligible = 1 AND holds = 1;
+-- A promotion before v9 could strip such an unordered row of its eligibility (a configuration switched
+-- between ordering modes: one queue holds both kinds), leaving it READY or RETRYING with nothing to
+-- claim it: those rows get it back.
+UPDATE deliveries SET eligible = 1 WHERE holds = 0 AND eligible = 0 AND status IN ('READY', 'RETRYING');
