@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from .errors import ConfigError
+
 #: The one marker for anything hidden.
 REDACTED = "***"
 #: Runs of this many characters of a secret count as a leak (see the module docstring).
@@ -234,8 +236,6 @@ def check_http_url(url: Any, *, field: str) -> str:
     65535 if it names one, no whitespace or control characters. ConfigError naming ``field``
     otherwise (the URL shown without its credentials). Every URL the engine will POST to is checked
     here before anything is stored, so none can fail later in the client, or in a report."""
-    from .errors import ConfigError
-
     if not isinstance(url, str) or not url:
         raise ConfigError("required, an http(s) URL", field=field)
     shown = redact_url(url)

@@ -62,7 +62,7 @@ def display_url(db: str | Path) -> str:
     return f"{scheme}://{rest}"
 
 
-def url_secrets(db: str | Path) -> list[str]:
+def _password_forms(db: str | Path) -> list[str]:
     """The password of a database URL as it may appear in a driver's message: as written (percent-
     encoded or not) and decoded, from the user part and from a ``password=`` parameter."""
     url = str(db)
@@ -78,7 +78,7 @@ def url_secrets(db: str | Path) -> list[str]:
 
 def scrub_url_secrets(text: str, db: str | Path) -> str:
     """``text`` (e.g. a driver's error message about ``db``) with the URL's password hidden."""
-    for secret in url_secrets(db):
+    for secret in _password_forms(db):
         text = text.replace(secret, "***")
     return text
 
