@@ -352,11 +352,13 @@ class Engine:
         """
         await self.config(config_id)
         async with self.store.tx():
+            # deleted first: from here no fan-out creates a delivery for it (see StoreContract.delete_config),
+            # so the check below sees them all; refusing rolls the delete back
+            await self.store.delete_config(config_id, self.clock.now())
             for status in (Status.READY, Status.RETRYING):
                 if await self.store.deliveries(config_id=config_id, status=status, limit=1):
                     raise ConfigInUse(f"the configuration has deliveries waiting to be sent ({status.value}):"
                                       " deleting it would strand them; let them be delivered or fail first")
-            await self.store.delete_config(config_id, self.clock.now())
         self.log.info("config.deleted", config_id=config_id)
 
     async def config(self, config_id: str) -> Configuration:

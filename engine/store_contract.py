@@ -171,7 +171,11 @@ class StoreContract(ABC):
 
     @abstractmethod
     async def delete_config(self, config_id: str, now: float) -> None:
-        """Mark deleted (and inactive); its id is never reused. NotFound when already deleted."""
+        """Mark deleted (and inactive); its id is never reused. NotFound when already deleted.
+
+        Until the transaction ends, no fan-out (:meth:`active_configs`) creates deliveries for it, and
+        those that read it before have committed theirs: a check for pending deliveries made after this
+        call, in the same transaction, sees every one (the caller refuses the delete, rolling it back)."""
 
     @abstractmethod
     async def config(self, config_id: str) -> Configuration | None:
@@ -192,7 +196,8 @@ class StoreContract(ABC):
 
     @abstractmethod
     async def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
-        """(id, version) of the active configurations a new activity fans out to, oldest first."""
+        """(id, version) of the active configurations a new activity fans out to, oldest first; called
+        in the fan-out's transaction, which no :meth:`delete_config` of them overtakes."""
 
     @abstractmethod
     async def paused_configs(self) -> list[str]:

@@ -396,8 +396,12 @@ class PgStore(PgQueryOps, StoreContract):
                 await self._notify_work(c)
 
     async def delete_config(self, config_id: str, now: float) -> None:
-        n = await self._run("UPDATE configurations SET deleted = true, active = false, inactive_reason = 'deleted',"
-                            " updated_at = %s WHERE id = %s AND NOT deleted", (now, config_id))
+        """The row is locked ``FOR UPDATE`` (a plain UPDATE's lock does not conflict with the fan-out's
+        ``FOR KEY SHARE``, see :meth:`active_configs`): it waits for the fan-outs that read the
+        configuration as active to commit, and holds later ones until this transaction ends."""
+        n = await self._run("WITH held AS (SELECT id FROM configurations WHERE id = %s AND NOT deleted FOR UPDATE)"
+                            " UPDATE configurations c SET deleted = true, active = false, inactive_reason = 'deleted',"
+                            " updated_at = %s FROM held WHERE c.id = held.id", (config_id, now))
         if n != 1:
             raise NotFound(f"configuration {config_id!r} not found")
 
@@ -437,8 +441,13 @@ class PgStore(PgQueryOps, StoreContract):
         return snap
 
     async def active_configs(self, tenant_id: str, channel: str) -> list[tuple[str, int]]:
+        """Read ``FOR KEY SHARE``, the lock the deliveries' foreign key takes anyway: from the read to the
+        end of the fan-out's transaction, a :meth:`delete_config` waits (and then sees its deliveries),
+        and a fan-out reading while a delete holds the row waits for it and skips it once deleted. Other
+        changes to the row (pausing, health) do not wait."""
         rows = await self._all("SELECT id, version FROM configurations WHERE tenant_id = %s AND channel = %s"
-                               " AND active AND NOT deleted ORDER BY created_at, id", (tenant_id, channel))
+                               " AND active AND NOT deleted ORDER BY created_at, id FOR KEY SHARE",
+                               (tenant_id, channel))
         return [(r[0], r[1]) for r in rows]
 
     async def paused_configs(self) -> list[str]:

@@ -7,15 +7,17 @@ connection pool, as separate ``serve`` processes would have.
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from pg import database_of
 
-from dispatchsim.engine import Circuit, Store, StoreError, latest_schema_version
+from dispatchsim.engine import Circuit, ConfigInUse, Engine, Store, StoreError, latest_schema_version
 from dispatchsim.engine.store import AttemptResult, migrations
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_open import display_url
@@ -404,3 +406,95 @@ async def test_failed_activities_page_is_never_a_generic_plan(pg_url: str) -> No
         assert "deliveries_status" in plan or "deliveries_failed_activity" in plan, plan
     finally:
         await store.close()
+
+
+# -- deleting a configuration while an activity fans out to it ---------------------------------------
+
+
+async def _two_engines(pg_url: str) -> tuple[Engine, Engine]:
+    """Two engines (as two serve workers) on one database, with an active configuration ``c`` of
+    tenant ``t``, channel ``S``; no dispatcher runs, so what the fan-out creates stays READY."""
+    a, b = [await Engine.open(pg_url, pool_size=2, log_stream=io.StringIO()) for _ in range(2)]
+    await a.add_tenant("t")
+    await a.add_provider("p")
+    await a.add_config("t", "p", "S", config_id="c", endpoint_url="http://127.0.0.1:9/h")
+    await a.store.set_config_active("c", True, a.clock.now())  # no verification GET: nothing is sent here
+    return a, b
+
+
+async def _blocked_or_done(pg_url: str, task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` waits for a row lock in the database (True) or has ended (False): the test
+    reads the server's own view of its sessions, so it neither sleeps nor guesses."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        while not task.done():
+            row = await (await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'")).fetchone()
+            if row and row[0]:
+                return True
+    return False
+
+
+def _pause_after(store: Any, method: str, monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make ``store.method`` stop once it has answered, inside its caller's transaction, until released."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    real = getattr(store, method)
+
+    async def paused(*args: Any, **kw: Any) -> Any:
+        out = await real(*args, **kw)
+        reached.set()
+        await release.wait()
+        return out
+
+    monkeypatch.setattr(store, method, paused)
+    return reached, release
+
+
+async def _stranded(engine: Engine) -> list[int]:
+    """Ids of READY or RETRYING deliveries whose configuration is deleted: nothing would ever send them."""
+    cfgs = await engine.store.configs_by_id(["c"])
+    return [d.id for d in await engine.deliveries(config_id="c") if d.status.value in ("READY", "RETRYING")
+            and (cfgs["c"] is None or cfgs["c"].deleted)]
+
+
+async def test_a_delete_waits_for_a_fan_out_that_read_the_configuration_and_then_refuses(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fan-out has read ``c`` as active and not inserted yet; the delete on the other worker waits
+    for it to commit and then sees its delivery (409 ConfigInUse): no delivery of a deleted one."""
+    a, b = await _two_engines(pg_url)
+    try:
+        reached, release = _pause_after(a.store, "active_configs", monkeypatch)
+        create = asyncio.create_task(a.create_activity("t", {"channel": "S"}))
+        await reached.wait()
+        delete = asyncio.create_task(b.delete_config("c"))
+        waited = await _blocked_or_done(pg_url, delete)
+        release.set()
+        activity, deleted = await asyncio.gather(create, delete, return_exceptions=True)
+        assert await _stranded(b) == []
+        assert waited and isinstance(deleted, ConfigInUse)
+        [made] = await a.deliveries(activity_id=activity["id"])
+        assert made.config_id == "c" and made.status.value == "READY" and not (await b.config("c")).deleted
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_fan_out_waits_for_a_delete_in_progress_and_skips_the_deleted_configuration(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delete has checked that nothing waits and not committed yet; the fan-out on the other worker
+    waits for it and then creates no delivery for the deleted configuration."""
+    a, b = await _two_engines(pg_url)
+    try:
+        reached, release = _pause_after(b.store, "deliveries", monkeypatch)
+        delete = asyncio.create_task(b.delete_config("c"))
+        await reached.wait()
+        create = asyncio.create_task(a.create_activity("t", {"channel": "S"}))
+        waited = await _blocked_or_done(pg_url, create)
+        release.set()
+        await delete
+        activity = await create
+        assert await _stranded(a) == []
+        assert waited and await a.deliveries(activity_id=activity["id"]) == []
+    finally:
+        await a.close()
+        await b.close()
