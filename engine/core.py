@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from dispatchsim.mapping.activity import DISPATCHED_TYPES
 
+from .arguments import checked_calls
 from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
@@ -91,12 +92,14 @@ def check_id(kind: str, value: Any) -> str:
     return value
 
 
+@checked_calls
 class Engine:
     """A dispatch engine on one database (a SQLite file, or PostgreSQL shared with other engines).
 
     Open it with :meth:`open` (or ``async with Engine.open(...)``); everything is an async call.
     ``seed`` makes ids deterministic (and a virtual run byte-for-byte reproducible); without
-    one, ids are random UUIDs.
+    one, ids are random UUIDs. Every public call checks its arguments first (:func:`checked_calls`):
+    a wrong one raises :class:`InvalidArgument` naming it, and nothing is done.
     """
 
     def __init__(self, store: StoreContract, *, clock: Clock, seed: int | None = None,
@@ -491,7 +494,7 @@ class Engine:
         return (await self.store.activity(activity_id)).to_json()
 
     async def list_activities(self, *, tenant_id: str | None = None, channel: str | None = None,
-                              status: str | None = None, dispatch_status: str | None = None,
+                              status: str | None = None, dispatch_status: Status | None = None,
                               created_from: float | None = None, created_to: float | None = None,
                               after: int = 0, limit: int = 100) -> ActivityPage:
         """Activities matching every given filter, oldest first, ``limit`` at a time after ``after``.
@@ -499,8 +502,6 @@ class Engine:
         ``status`` is the payload's status (e.g. PENDING); ``dispatch_status`` keeps activities with
         at least one delivery in that status; ``created_from`` is inclusive, ``created_to`` exclusive.
         """
-        if dispatch_status is not None and dispatch_status not in {s.value for s in Status}:
-            raise DispatchsimError(f"dispatch_status: one of {', '.join(s.value for s in Status)}")
         f = ActivityFilter(tenant_id=tenant_id, channel=channel, status=status, dispatch_status=dispatch_status,
                            created_from=created_from, created_to=created_to)
         rows = await self.store.activity_page(f, after_seq=after, limit=limit + 1)
@@ -525,10 +526,13 @@ class Engine:
         self.log.info("activity.result", activity_id=activity_id)
         return ResultSubmission(activity=(await self.store.activity(activity_id)).to_json(), created=True)
 
-    async def deliveries(self, **filters: Any) -> list[Delivery]:
-        """Deliveries matching the filters of :meth:`Store.deliveries`, in id order (``to_json()`` gives
-        what the API shows)."""
-        return await self.store.deliveries(**filters)
+    async def deliveries(self, *, activity_id: str | None = None, config_id: str | None = None,
+                         status: Status | None = None, queue: str | None = None, after_id: int = 0,
+                         limit: int | None = None) -> list[Delivery]:
+        """Deliveries matching every given filter, in id order (``to_json()`` gives what the API shows);
+        ``limit`` at a time after the delivery id ``after_id``."""
+        return await self.store.deliveries(activity_id=activity_id, config_id=config_id, status=status, queue=queue,
+                                           after_id=after_id, limit=limit)
 
     async def delivery(self, delivery_id: int) -> Delivery:
         """One delivery (NotFound when the id is unknown)."""

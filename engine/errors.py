@@ -37,6 +37,13 @@ class ConfigInUse(InvalidTransition):
     leave them pending for ever, with nothing to send them or end them."""
 
 
+class InvalidArgument(LocatedError):
+    """A library call got an argument of the wrong type or out of its range; nothing was done.
+
+    ``field`` is the argument's name; ``str()`` is ``argument: message (Class.method)``.
+    """
+
+
 class ActivityError(DispatchsimError, ValueError):
     """The activity is invalid; nothing was stored.
 

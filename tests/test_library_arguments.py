@@ -1,0 +1,116 @@
+"""The library's public calls refuse a wrong argument with the project's own error, naming it, before
+doing anything: never sqlite3's or Python's own error, never a plausible answer to a wrong question.
+
+Real engine on a temp SQLite file (the ``engine`` fixture), virtual clock.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from typing import Any
+
+import pytest
+
+from dispatchsim.engine import DispatchsimError, Engine, InvalidArgument, Status
+
+ACT = {"channel": "SALESMAN", "commerceExternalId": "COM-001"}
+
+
+@pytest.mark.parametrize(("call", "argument", "says"), [
+    (lambda e: e.force_retry([1]), "delivery_id", "must be an integer, got list"),
+    (lambda e: e.force_retry(True), "delivery_id", "got a bool"),
+    (lambda e: e.skip(2**70), "delivery_id", "at most 9223372036854775807"),
+    (lambda e: e.delivery("1"), "delivery_id", "must be an integer, got str"),
+    (lambda e: e.attempts("x"), "delivery_id", "must be an integer"),
+    (lambda e: e.list_activities(limit="x"), "limit", "must be an integer, got str"),
+    (lambda e: e.list_activities(limit=-1), "limit", "at least 1, got -1"),
+    (lambda e: e.list_activities(limit=0), "limit", "at least 1, got 0"),
+    (lambda e: e.list_activities(after=-5), "after", "at least 0"),
+    (lambda e: e.list_activities(channel=["SALESMAN"]), "channel", "must be text, got list"),
+    (lambda e: e.list_activities(created_from=math.nan), "created_from", "finite number"),
+    (lambda e: e.list_activities(dispatch_status="SENT"), "dispatch_status", "one of DISPATCHED, FAILED, READY"),
+    (lambda e: e.submit_result("a", "x"), "result", "must be a dict, got str"),
+    (lambda e: e.submit_result("a", None), "result", "required, got None"),
+    (lambda e: e.config(["c"]), "config_id", "must be text, got list"),
+    (lambda e: e.deliveries(status="SENT"), "status", "one of"),
+    (lambda e: e.deliveries(limit="10"), "limit", "must be an integer"),
+    (lambda e: e.create_activities("acme", None), "items", "required, got None (expected a list)"),
+    (lambda e: e.create_activities("acme", ACT), "items", "must be a list, got dict"),
+    (lambda e: e.add_tenant("t2", 5), "name", "must be text, got int"),
+    (lambda e: e.activity("\ud800"), "activity_id", "not valid Unicode"),
+    (lambda e: e.force_retry_where(since="yesterday"), "since", "must be a number, got str"),
+    (lambda e: e.run_for(math.nan), "seconds", "finite number"),
+    (lambda e: e.run_for(-1), "seconds", "at least 0"),
+    (lambda e: e.run_until_idle(max_time="1h"), "max_time", "must be a number"),
+])
+async def test_a_wrong_argument_is_refused_naming_it(engine: Engine, call: Any, argument: str, says: str) -> None:
+    await engine.add_tenant("acme")
+    before = await engine.counts(), await engine.list_activities()
+    with pytest.raises(InvalidArgument) as err:
+        await call(engine)
+    assert err.value.field == argument and isinstance(err.value, DispatchsimError)
+    assert str(err.value).startswith(f"{argument}: ") and says in str(err.value) and "(Engine." in str(err.value)
+    assert (await engine.counts(), await engine.list_activities()) == before  # nothing done
+
+
+async def test_right_arguments_still_pass(engine: Engine) -> None:
+    """Enum members and their values, integers for numbers, None for optional ones."""
+    await engine.add_tenant("acme")
+    act = await engine.create_activity("acme", ACT)
+    assert (await engine.list_activities(dispatch_status=Status.READY, created_from=0, limit=1)).items == []
+    assert await engine.deliveries(status=Status.READY, limit=5) == []
+    assert await engine.deliveries(status="READY", activity_id=act["id"]) == []
+    page = await engine.list_activities(tenant_id="acme", created_to=None, after=0, limit=2**63 - 2)
+    assert [a["id"] for a in page.items] == [act["id"]]
+
+
+_PLACEHOLDERS = {str: "x", int: 1, float: 1.0, bool: False, dict: {}, list: []}
+
+
+def _plain(hint: Any) -> type | None:
+    """The first plain kind of an annotation (what a right value is), or None when it has none."""
+    for part in typing.get_args(hint) or (hint,):
+        base = typing.get_origin(part) or part
+        if base in _PLACEHOLDERS:
+            return base
+        if isinstance(base, type) and issubclass(base, Status):
+            return str
+    return None
+
+
+def _public_calls() -> list[tuple[str, str]]:
+    out = []
+    for name, fn in vars(Engine).items():
+        if name.startswith("_") or not inspect.iscoroutinefunction(fn):
+            continue
+        hints = typing.get_type_hints(inspect.unwrap(fn))
+        for pname, param in inspect.signature(fn).parameters.items():
+            if pname not in ("self", "data") and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) \
+                    and _plain(hints.get(pname)) is not None:
+                out.append((name, pname))
+    return out
+
+
+@pytest.mark.parametrize(("method", "argument"), _public_calls())
+async def test_every_public_call_checks_every_plain_argument(engine: Engine, method: str, argument: str) -> None:
+    """Each public coroutine method, each argument annotated with a plain kind: an object of no such
+    kind is refused by name before the method runs (the others get right placeholders)."""
+    fn = getattr(engine, method)
+    hints = typing.get_type_hints(inspect.unwrap(getattr(Engine, method)))
+    args: list[Any] = []
+    kw: dict[str, Any] = {}
+    for pname, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        kind = _plain(hints.get(pname))
+        value = object() if pname == argument else (
+            "READY" if kind is str and "status" in pname else _PLACEHOLDERS.get(kind, None) if kind else None)
+        if param.default is param.empty or pname == argument:
+            if param.kind is param.KEYWORD_ONLY:
+                kw[pname] = value
+            else:
+                args.append(value)
+    with pytest.raises(InvalidArgument) as err:
+        await fn(*args, **kw)
+    assert err.value.field == argument and "got object" in str(err.value)
