@@ -29,6 +29,7 @@ from .api import IDEMPOTENCY_KEY, make_app
 from .idempotency import DEFAULT_RETENTION, Idempotency
 from .jobs import Jobs
 from .logs import route_stdlib_logging
+from .unparsable import ProblemAppRunner
 from .keys import KeyRing, check_key_name
 
 
@@ -181,7 +182,7 @@ class Server:
         self.opts = opts
         self._log_stream = log_stream
         self.engine: Engine | None = None
-        self.runner: web.AppRunner | None = None
+        self.runner: ProblemAppRunner | None = None
         self.jobs: Jobs | None = None
         self.port: int | None = None
         self.checkpointer: WalCheckpointer | None = None
@@ -229,7 +230,7 @@ class Server:
         app = make_app(engine, keys=KeyRing(engine.store, self.opts.keys),
                        idempotency_retention=self.opts.idempotency_retention)
         self._idempotency = app[IDEMPOTENCY_KEY]
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, max_line_size=MAX_REQUEST_LINE,
+        self.runner = ProblemAppRunner(app, access_log=None, shutdown_timeout=2.0, max_line_size=MAX_REQUEST_LINE,
                                     logger=_protocol_logger(engine))
         await self.runner.setup()
         site = web.SockSite(self.runner, sock)
