@@ -74,9 +74,14 @@ def load_yaml(text: str, *, source: str = "<yaml>", error: type[LocatedError] = 
             loader.dispose()
 
 
-#: How deep a JSON input file may nest; deeper is refused where it happens, not walked (Python's own
-#: parser would hit its recursion limit near 1,000 levels and raise an error naming no line).
-MAX_JSON_DEPTH = 64
+#: How deep a user's JSON value may nest (objects and arrays inside one another), wherever it comes in:
+#: a file read here (a payload to preview, a mapping, a probe's payload) or a value handed to the engine
+#: (``engine/values.py``), so that what a preview accepts the engine accepts too. Deeper is refused where
+#: it happens, not walked (Python's own parser would hit its recursion limit near 1,000 levels and raise
+#: an error naming no line); no receiver needs more.
+MAX_JSON_DEPTH = 32
+#: The refusal of a value nested deeper than :data:`MAX_JSON_DEPTH`, the same wherever it is refused.
+TOO_DEEP = f"nested deeper than {MAX_JSON_DEPTH} levels (the limit for any JSON value)"
 #: Python refuses to read or print an integer of more digits than this (``sys.int_info``)
 _MAX_DIGITS = 4300
 #: every token of valid JSON text that the checks need: strings (whole, so nothing inside one is
@@ -130,7 +135,7 @@ def _json_problems(text: str, source: str, error: type[LocatedError]) -> list[Lo
         first = token[0]
         if first in "[{":
             if len(frames) >= MAX_JSON_DEPTH:
-                fail(pos, f"nested deeper than {MAX_JSON_DEPTH} levels", ())
+                fail(pos, TOO_DEEP, ())
                 return problems  # nothing deeper is read
             frames.append([first, 0 if first == "[" else None, {}])
         elif first in "]}":

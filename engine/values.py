@@ -10,10 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dispatchsim.yamlfile import valid_text
-
-#: How deep a user's JSON value may nest; deeper is refused rather than walked (no receiver needs it).
-MAX_DEPTH = 32
+from dispatchsim.yamlfile import MAX_JSON_DEPTH, TOO_DEEP, valid_text
 
 
 def show_key(key: object) -> str:
@@ -27,8 +24,8 @@ def value_problems(value: Any, where: str, *, depth: int = 0) -> list[str]:
         return [] if valid_text(value) else [f"{where}: not valid Unicode text (a lone surrogate such as \\ud800)"]
     if isinstance(value, float):
         return [] if math.isfinite(value) else [f"{where}: must be a finite number, not {value!r}"]
-    if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
-        return [f"{where}: nested deeper than {MAX_DEPTH} levels"]
+    if isinstance(value, (dict, list)) and depth >= MAX_JSON_DEPTH:  # the limit files have (one for both)
+        return [f"{where}: {TOO_DEEP}"]
     problems: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():

@@ -264,7 +264,7 @@ def test_cli_in_a_subprocess(tmp_path):
 
 @pytest.mark.parametrize("name, text, expected", [
     ("surrogate.json", '{"id": "\\ud800"}', "surrogate.json:1: id: not valid Unicode text: '\\ud800'"),
-    ("deep.json", "[" * 100000 + "\n", "deep.json:1: nested deeper than 64 levels"),
+    ("deep.json", "[" * 100000 + "\n", "deep.json:1: nested deeper than 32 levels (the limit for any JSON value)"),
     ("nan.json", '{\n  "id": NaN\n}', "nan.json:2: id: NaN is not a JSON number"),
     ("inf.json", '{"id": "x",\n "activityDetails": {"n": [1, 1e400]}}',
      "inf.json:2: activityDetails.n[1]: 1e400 is too large for a floating-point number"),
@@ -322,3 +322,20 @@ def test_the_strict_json_reader_reads_every_valid_document_as_json_does(value, i
     pairs; numbers; nesting) and returns what ``json.loads`` returns."""
     text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
     assert load_json(text, source="v.json") == json.loads(text)
+
+
+def test_a_payload_to_preview_and_a_value_the_engine_is_handed_have_one_depth_limit():
+    """One constant: what ``mapping preview`` reads, the engine accepts, and both refuse one level more
+    with the same words."""
+    from dispatchsim.engine.values import value_problems
+    from dispatchsim.errors import LocatedError
+    from dispatchsim.yamlfile import MAX_JSON_DEPTH, TOO_DEEP
+
+    deepest = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert load_json(deepest) == json.loads(deepest) and value_problems(json.loads(deepest), "v") == []
+    deeper = "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)
+    with pytest.raises(LocatedError) as err:
+        load_json(deeper, source="p.json")
+    assert str(err.value) == f"p.json:1: {TOO_DEEP}"
+    assert value_problems(json.loads(deeper), "v") == [f"v{'[0]' * MAX_JSON_DEPTH}: {TOO_DEEP}"]
+    assert "32 levels" in TOO_DEEP
