@@ -99,6 +99,8 @@ class Claim(NamedTuple):
     lease_token: str
     #: when the attempt was due: the claim's time minus this is the dispatch lag
     due_at: float = 0.0
+    #: when the attempt started (the claim's time): its row, written when it finishes, says so
+    started_at: float = 0.0
     #: the activity as read with the claim, when the backend reads it there (PostgreSQL: one round trip
     #: less per attempt); None: the dispatcher reads it when it builds the request
     activity: StoredActivity | None = None
@@ -570,7 +572,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
         """Attempts in id order: of one delivery, or all."""
-        return [Attempt.from_row(r) for r in self._rows("attempts", _ATTEMPT, "delivery_id", delivery_id)]
+        return [Attempt.from_row(r) for r in self._rows("attempts_all", _ATTEMPT, "delivery_id", delivery_id)]
 
     def _rows(self, table: str, cols: str, column: str, value: Any) -> list[sqlite3.Row]:
         """All rows of ``table`` in id order, or those whose ``column`` equals ``value`` (when not None)."""
@@ -634,38 +636,48 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return claims
 
     def _claim_rows(self, c: sqlite3.Connection, first: list[tuple[int, float]], token: str, now: float) -> list[Claim]:
-        """:meth:`claim`'s statements for these leases, in their transaction."""
+        """:meth:`claim`'s statements for these leases, in their transaction.
+
+        No attempt row is written: the lease notes on the delivery's row the id its attempt's row
+        will have (``lease_attempt``) and when it started, and the finish writes the row with its
+        outcome (schema v10). The ids are reserved from the attempts' AUTOINCREMENT sequence in the
+        order of the leases taken, as the INSERT that opened the rows numbered them, so they are what
+        they were; a row inserted meanwhile without an id (a replay) is numbered after them."""
         claims: list[Claim] = []
+        last = c.execute(_SEQUENCE_SQL).fetchone()[0]
         if len(first) < _CLAIM_TOGETHER:
             for did, until in first:
                 row = c.execute(
-                    "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?"
-                    f" WHERE id = ? AND {_CLAIMABLE_DUE} RETURNING {_CLAIMED}", (until, token, now, did, now)).fetchone()
+                    "UPDATE deliveries SET lease_until = ?, lease_token = ?, attempts = attempts + 1, updated_at = ?,"
+                    f" lease_attempt = ?, lease_started_at = ? WHERE id = ? AND {_CLAIMABLE_DUE} RETURNING {_CLAIMED}",
+                    (until, token, now, last + 1, now, did, now)).fetchone()
                 if row is not None:
-                    att = c.execute("INSERT INTO attempts (delivery_id, number, started_at, config_id)"
-                                    " VALUES (?, ?, ?, ?)", (did, row[7], now, row[4]))
-                    claims.append(_claim(row, int(att.lastrowid), token))
-            return claims
-        for at in range(0, len(first), _CLAIM_CHUNK):
-            chunk = first[at:at + _CLAIM_CHUNK]
-            rows = {r[0]: r for r in c.execute(
-                "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
-                f" updated_at = ? FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS l"
-                f" WHERE deliveries.id = l.column1 AND {_CLAIMABLE_DUE} RETURNING {_CLAIMED}",
-                (token, now, *(v for lease in chunk for v in lease), now)).fetchall()}
-            taken = [rows[did] for did, _ in chunk if did in rows]
-            if not taken:
-                continue
-            ids = dict(c.execute(
-                "INSERT INTO attempts (delivery_id, number, started_at, config_id) VALUES"
-                f" {', '.join(['(?, ?, ?, ?)'] * len(taken))} RETURNING delivery_id, id",
-                [v for r in taken for v in (r[0], r[7], now, r[4])]).fetchall())
-            claims.extend(_claim(r, int(ids[r[0]]), token) for r in taken)
+                    last += 1
+                    claims.append(_claim(row, last, token, now))
+        else:
+            for at in range(0, len(first), _CLAIM_CHUNK):
+                chunk = first[at:at + _CLAIM_CHUNK]
+                # each lease's attempt id by its place in the chunk; renumbered below if some were not taken
+                rows = {r[0]: r for r in c.execute(
+                    "UPDATE deliveries SET lease_until = l.column2, lease_token = ?, attempts = attempts + 1,"
+                    f" updated_at = ?, lease_attempt = ? + l.column3, lease_started_at = ?"
+                    f" FROM (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}) AS l"
+                    f" WHERE deliveries.id = l.column1 AND {_CLAIMABLE_DUE} RETURNING {_CLAIMED}",
+                    (token, now, last, now, *(v for i, (did, until) in enumerate(chunk, 1) for v in (did, until, i)),
+                     now)).fetchall()}
+                taken = [rows[did] for did, _ in chunk if did in rows]
+                if len(taken) < len(chunk):  # ids without gaps, in the order of the leases taken
+                    c.executemany("UPDATE deliveries SET lease_attempt = ? WHERE id = ?",
+                                  [(last + i, r[0]) for i, r in enumerate(taken, 1)])
+                claims.extend(_claim(r, last + i, token, now) for i, r in enumerate(taken, 1))
+                last += len(taken)
+        if claims:
+            c.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'attempts'", (last,))
         return claims
 
     def _record(self, claim: Claim, res: AttemptResult, next_at: float | None) -> None:
-        params = (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt,
-                  next_at, claim.attempt_id)
+        params = (claim.attempt_id, claim.delivery_id, claim.number, claim.started_at, claim.config_id, res.finished_at,
+                  res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt, next_at)
         if self._batch is not None:
             self._batch.records.append(params)  # written together as the group commit's loop ends
         else:
@@ -846,8 +858,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                              params).fetchall()
             ids = [r["id"] for r in rows]
             for did in ids:
-                c.execute("UPDATE attempts SET finished_at = ?, outcome = 'INTERRUPTED', error = ?"
-                          " WHERE delivery_id = ? AND finished_at IS NULL", (now, error, did))
+                c.execute(_INTERRUPTED_SQL, (now, error, did))
                 c.execute("UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = ?,"
                           " updated_at = ? WHERE id = ?", (now, now, did))
         return ids
@@ -988,9 +999,16 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         return self._one("SELECT COUNT(*) AS n FROM deliveries WHERE lease_until IS NOT NULL")["n"]
 
 
-#: what a finished attempt writes on its row (see :meth:`Store._record`)
-_RECORD_SQL = ("UPDATE attempts SET finished_at = ?, outcome = ?, status_code = ?, error = ?, retry_after = ?,"
-               " latency = ?, excerpt = ?, next_attempt_at = ? WHERE id = ?")
+#: a finished attempt's row, written once with its outcome (see :meth:`Store._record`)
+_RECORD_SQL = ("INSERT INTO attempts (id, delivery_id, number, started_at, config_id, finished_at, outcome, status_code,"
+               " error, retry_after, latency, excerpt, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+#: the row of the attempt a lease ends without (the engine stopped or died during it), from what its delivery's
+#: row holds; none when its outcome was recorded already (a refused transition keeps the lease)
+_INTERRUPTED_SQL = ("INSERT INTO attempts (id, delivery_id, number, started_at, config_id, finished_at, outcome, error)"
+                    " SELECT lease_attempt, id, attempts, lease_started_at, config_id, ?, 'INTERRUPTED', ? FROM deliveries"
+                    " WHERE id = ? AND lease_attempt IS NOT NULL AND true ON CONFLICT (id) DO NOTHING")
+#: the last attempt id given out: claims reserve the ids after it (see :meth:`Store._claim_rows`)
+_SEQUENCE_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'attempts'"
 
 
 @dataclass(slots=True)
@@ -1015,11 +1033,11 @@ _CLAIMED = ("id, webhook_id, activity_id, batch_id, config_id, config_version, q
             " budget_started_at, next_attempt_at")
 
 
-def _claim(row: Sequence[Any], attempt_id: int, token: str) -> Claim:
+def _claim(row: Sequence[Any], attempt_id: int, token: str, now: float) -> Claim:
     """A :class:`Claim` from a leased delivery's :data:`_CLAIMED` columns and its new attempt."""
     return Claim(delivery_id=row[0], attempt_id=attempt_id, number=row[7], webhook_id=row[1], activity_id=row[2],
                  batch_id=row[3], config_id=row[4], config_version=row[5], queue=row[6], budget_attempts=row[8],
-                 budget_started_at=row[9], lease_token=token, due_at=row[10])
+                 budget_started_at=row[9], lease_token=token, due_at=row[10], started_at=now)
 _TENANT = columns(Tenant)
 _PROVIDER = columns(Provider)
 _CONFIG = columns(Configuration)

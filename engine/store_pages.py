@@ -59,9 +59,9 @@ class PageReader:
     def attempts(self, delivery_id: int | None = None) -> Iterator[Attempt]:
         """Every attempt, or those of one delivery."""
         if delivery_id is None:
-            sql, params = f"SELECT {_ATTEMPT} FROM attempts WHERE id > ? ORDER BY id LIMIT ?", ()
+            sql, params = f"SELECT {_ATTEMPT} FROM attempts_all WHERE id > ? ORDER BY id LIMIT ?", ()
         else:
-            sql = f"SELECT {_ATTEMPT} FROM attempts WHERE delivery_id = ? AND id > ? ORDER BY id LIMIT ?"
+            sql = f"SELECT {_ATTEMPT} FROM attempts_all WHERE delivery_id = ? AND id > ? ORDER BY id LIMIT ?"
             params = (delivery_id,)
         for rows in self._pages(sql, params):
             yield from map(Attempt.from_row, rows)
@@ -124,6 +124,8 @@ class PageReader:
             raise ValueError(f"no count of {table!r}")
         conn = self._connect()
         try:
-            return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            # the attempts in flight too (read from their deliveries: schema v10), as the attempts listed
+            source = "attempts_all" if table == "attempts" else table
+            return int(conn.execute(f"SELECT COUNT(*) FROM {source}").fetchone()[0])
         finally:
             conn.close()

@@ -529,7 +529,7 @@ class PgStore(PgQueryOps, StoreContract):
         return [Delivery.from_row(r) for r in await self._all(sql, params)]
 
     async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
-        return [Attempt.from_row(r) for r in await self._rows("attempts", _ATTEMPT, "delivery_id", delivery_id)]
+        return [Attempt.from_row(r) for r in await self._rows("attempts_all", _ATTEMPT, "delivery_id", delivery_id)]
 
     async def _rows(self, table: str, cols: str, column: str, value: Any) -> list[tuple[Any, ...]]:
         if value is None:
@@ -603,16 +603,19 @@ class PgStore(PgQueryOps, StoreContract):
             "WITH wanted AS MATERIALIZED (SELECT id FROM deliveries WHERE id = ANY(%(ids)s) AND"
             f" ({_CLAIMABLE} AND next_attempt_at <= %(now)s) IS TRUE"
             " ORDER BY array_position(%(ids)s::bigint[], id) LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+            # no attempt row yet (schema v10): its id is reserved from the attempts' sequence, in id order as the
+            # INSERT that opened the rows numbered them, and noted on the lease with its start; the finish writes it
+            " numbered AS (SELECT id, nextval(pg_get_serial_sequence('attempts', 'id')) AS attempt"
+            " FROM (SELECT id FROM wanted ORDER BY id) w),"
             " leased AS (UPDATE deliveries d SET lease_until = (%(until)s::double precision[])"
             "[array_position(%(ids)s::bigint[], d.id)], lease_token = %(token)s, attempts = d.attempts + 1,"
-            " updated_at = %(now)s WHERE d.id IN (SELECT id FROM wanted) RETURNING d.id, d.webhook_id, d.activity_id,"
+            " updated_at = %(now)s, lease_attempt = n.attempt, lease_started_at = %(now)s FROM numbered n"
+            " WHERE d.id = n.id RETURNING d.id, d.webhook_id, d.activity_id,"
             " d.batch_id, d.config_id, d.config_version, d.queue, d.attempts, d.budget_attempts, d.budget_started_at,"
-            " d.next_attempt_at),"
-            " opened AS (INSERT INTO attempts (delivery_id, number, started_at, config_id)"
-            " SELECT id, attempts, %(now)s, config_id FROM leased ORDER BY id RETURNING id, delivery_id)"
+            " d.next_attempt_at, d.lease_attempt)"
             # the activity sent, read here rather than in one more round trip per attempt
-            " SELECT leased.*, opened.id, a.payload, a.result, EXISTS (SELECT 1 FROM deliveries f WHERE"
-            " f.activity_id = a.id AND f.status = %(failed)s) FROM leased JOIN opened ON opened.delivery_id = leased.id"
+            " SELECT leased.*, a.payload, a.result, EXISTS (SELECT 1 FROM deliveries f WHERE"
+            " f.activity_id = a.id AND f.status = %(failed)s) FROM leased"
             " LEFT JOIN activities a ON a.id = leased.activity_id",
             # the limit always a number: a NULL would be a parameter of another type, so a statement of
             # its own on each connection, planned anew for its first executions
@@ -622,7 +625,7 @@ class PgStore(PgQueryOps, StoreContract):
         by_id = {r[0]: r for r in rows}
         return [Claim(delivery_id=d, attempt_id=r[11], number=r[7], webhook_id=r[1], activity_id=r[2],
                       batch_id=r[3], config_id=r[4], config_version=r[5], queue=r[6], budget_attempts=r[8],
-                      budget_started_at=r[9], lease_token=token, due_at=r[10],
+                      budget_started_at=r[9], lease_token=token, due_at=r[10], started_at=now,
                       activity=StoredActivity(r[12], r[13], r[14]) if r[2] is not None else None)
                 for d in ids if d in by_id for r in (by_id[d],)]
 
@@ -644,10 +647,9 @@ class PgStore(PgQueryOps, StoreContract):
         times. ``deferred`` (a group commit's ordered finishes, in one transaction): statements sent first
         (the previous finish's promotion, its queue still locked by this transaction), and where this
         promotion's writes are left for the next statements instead of waiting on their own."""
-        record = ("UPDATE attempts SET finished_at = %s, outcome = %s, status_code = %s, error = %s, retry_after = %s,"
-                  " latency = %s, excerpt = %s, next_attempt_at = %s WHERE id = %s")
-        outcome = (res.finished_at, res.outcome, res.status_code, res.error, res.retry_after, res.latency,
-                   res.excerpt, next_at, claim.attempt_id)
+        record = _RECORD_SQL
+        outcome = (claim.attempt_id, claim.delivery_id, claim.number, claim.started_at, claim.config_id, res.finished_at,
+                   res.outcome, res.status_code, res.error, res.retry_after, res.latency, res.excerpt, next_at)
         statements = list(deferred or ())
         if deferred:
             deferred.clear()
@@ -656,7 +658,7 @@ class PgStore(PgQueryOps, StoreContract):
         statements.append((
             f"WITH moved AS (UPDATE deliveries SET status = %s, lease_until = NULL, lease_token = NULL, {sets}"
             f" WHERE id = %s AND lease_token = %s AND status IN {_sources_sql(dst)} RETURNING id),"
-            f" outcome AS ({record} AND EXISTS (SELECT 1 FROM moved))"
+            f" outcome AS ({record} WHERE EXISTS (SELECT 1 FROM moved))"
             " SELECT count(*) FROM moved",
             (dst.value, *params, claim.delivery_id, claim.lease_token, *outcome)))
         statements += _promote_reads(claim.queue) if promote else []
@@ -694,7 +696,9 @@ class PgStore(PgQueryOps, StoreContract):
                 "id": [f.claim.delivery_id for f in fs], "token": [f.claim.lease_token for f in fs],
                 "dst": [f.status.value for f in fs], "at": [r.finished_at for r in res], "next": nexts,
                 "error": [f.error for f in fs], "reason": [f.reason for f in fs],
-                "attempt": [f.claim.attempt_id for f in fs], "outcome": [r.outcome for r in res],
+                "attempt": [f.claim.attempt_id for f in fs], "number": [f.claim.number for f in fs],
+                "started": [f.claim.started_at for f in fs], "config": [f.claim.config_id for f in fs],
+                "outcome": [r.outcome for r in res],
                 "code": [r.status_code for r in res], "aerror": [r.error for r in res],
                 "retry_after": [r.retry_after for r in res], "latency": [r.latency for r in res],
                 "excerpt": [r.excerpt for r in res]})
@@ -830,8 +834,12 @@ class PgStore(PgQueryOps, StoreContract):
                 + " ORDER BY id FOR UPDATE SKIP LOCKED", params)).fetchall()
             ids = [r[0] for r in rows]
             if ids:
-                await c.execute("UPDATE attempts SET finished_at = %s, outcome = 'INTERRUPTED', error = %s"
-                                " WHERE delivery_id = ANY(%s) AND finished_at IS NULL", (now, error, ids))
+                # the interrupted attempts' rows, from what their leases hold (schema v10); none for an attempt
+                # recorded already (a refused transition keeps the lease)
+                await c.execute("INSERT INTO attempts (id, delivery_id, number, started_at, config_id, finished_at,"
+                                " outcome, error) SELECT lease_attempt, id, attempts, lease_started_at, config_id, %s,"
+                                " 'INTERRUPTED', %s FROM deliveries WHERE id = ANY(%s) AND lease_attempt IS NOT NULL"
+                                " ON CONFLICT (id) DO NOTHING", (now, error, ids))
                 await c.execute("UPDATE deliveries SET lease_until = NULL, lease_token = NULL, next_attempt_at = %s,"
                                 " updated_at = %s WHERE id = ANY(%s)", (now, now, ids))
                 await self._notify_work(c)
@@ -1066,6 +1074,14 @@ def _lease_ended(owner: str = "") -> str:
             + " ORDER BY lease_until LIMIT 1")
 
 
+#: a finished attempt's row, written once with its outcome (schema v10: the claim writes none); a SELECT, so a
+#: statement can make it conditional (see ``PgStore._finish``)
+_RECORD_SQL = ("INSERT INTO attempts (id, delivery_id, number, started_at, config_id, finished_at, outcome, status_code,"
+               " error, retry_after, latency, excerpt, next_attempt_at)"
+               " SELECT %s::bigint, %s::bigint, %s::integer, %s::float8, %s::text, %s::float8, %s::text, %s::integer,"
+               " %s::text, %s::float8, %s::float8, %s::text, %s::float8")
+
+
 def _finish_many_sql() -> str:
     """The group commit of unordered attempts (see ``PgStore.finish_attempts``): every delivery moved as
     mark_dispatched / schedule_retry / mark_failed move one (under its lease, from a status the
@@ -1086,13 +1102,13 @@ def _finish_many_sql() -> str:
         + "".join(f" WHEN '{dst.value}' THEN d.status IN {_sources_sql(dst)}"
                   for dst in (Status.DISPATCHED, Status.RETRYING, Status.FAILED))
         + " ELSE false END RETURNING d.id),"
-        " recorded AS (UPDATE attempts a SET finished_at = r.at, outcome = r.outcome, status_code = r.code,"
-        " error = r.error, retry_after = r.retry_after, latency = r.latency, excerpt = r.excerpt,"
-        " next_attempt_at = r.next_at FROM unnest(%(attempt)s::bigint[], %(id)s::bigint[], %(at)s::float8[],"
+        " recorded AS (INSERT INTO attempts (id, delivery_id, number, started_at, config_id, finished_at, outcome,"
+        " status_code, error, retry_after, latency, excerpt, next_attempt_at) SELECT * FROM unnest(%(attempt)s::bigint[],"
+        " %(id)s::bigint[], %(number)s::integer[], %(started)s::float8[], %(config)s::text[], %(at)s::float8[],"
         " %(outcome)s::text[], %(code)s::integer[], %(aerror)s::text[], %(retry_after)s::float8[],"
         " %(latency)s::float8[], %(excerpt)s::text[], %(next)s::float8[])"
-        " AS r(attempt_id, delivery_id, at, outcome, code, error, retry_after, latency, excerpt, next_at)"
-        " WHERE a.id = ANY(%(attempt)s::bigint[]) AND a.id = r.attempt_id AND r.delivery_id IN (SELECT id FROM moved))"
+        " AS r(attempt_id, delivery_id, number, started_at, config_id, at, outcome, code, error, retry_after, latency,"
+        " excerpt, next_at) WHERE r.delivery_id IN (SELECT id FROM moved))"
         " SELECT id FROM moved")
 
 

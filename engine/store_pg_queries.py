@@ -123,7 +123,7 @@ class PgQueryOps:
 
     async def metrics(self) -> Metrics:
         attempts = {r[0]: int(r[1]) for r in await self._all(
-            "SELECT COALESCE(outcome, 'IN_FLIGHT') AS o, COUNT(*) FROM attempts GROUP BY o")}
+            "SELECT COALESCE(outcome, 'IN_FLIGHT') AS o, COUNT(*) FROM attempts_all GROUP BY o")}
         depth = {r[0]: int(r[1]) for r in await self._all(
             "SELECT queue, COUNT(*) FROM deliveries WHERE status IN (%s, %s) GROUP BY queue",
             (Status.READY.value, Status.RETRYING.value))}
@@ -138,7 +138,7 @@ class PgQueryOps:
 
     async def attempt_count(self, outcome: str | None = None) -> int:
         if outcome is None:
-            row = await self._one("SELECT COUNT(*) FROM attempts")
+            row = await self._one("SELECT COUNT(*) FROM attempts_all")
         else:
             row = await self._one("SELECT COUNT(*) FROM attempts WHERE outcome = %s", (outcome,))
         assert row is not None

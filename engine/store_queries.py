@@ -130,7 +130,7 @@ class QueryOps:
     async def metrics(self) -> Metrics:
         c = self.conn
         attempts = {r[0]: r[1] for r in c.execute(
-            "SELECT COALESCE(outcome, 'IN_FLIGHT') AS o, COUNT(*) AS n FROM attempts GROUP BY o")}
+            "SELECT COALESCE(outcome, 'IN_FLIGHT') AS o, COUNT(*) AS n FROM attempts_all GROUP BY o")}
         depth = {r[0]: r[1] for r in c.execute(
             "SELECT queue, COUNT(*) AS n FROM deliveries INDEXED BY deliveries_status"
             " WHERE status IN (?, ?) GROUP BY queue", (Status.READY.value, Status.RETRYING.value))}
@@ -144,7 +144,7 @@ class QueryOps:
     async def attempt_count(self, outcome: str | None = None) -> int:
         """Attempts recorded (with that outcome, when given)."""
         if outcome is None:
-            return int(self.conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
+            return int(self.conn.execute("SELECT COUNT(*) FROM attempts_all").fetchone()[0])
         return int(self.conn.execute("SELECT COUNT(*) FROM attempts WHERE outcome = ?", (outcome,)).fetchone()[0])
 
     async def queue_status_counts(self) -> list[tuple[str, str, int]]:

@@ -662,6 +662,51 @@ async def test_a_closed_engine_says_so_and_closing_again_does_nothing(db_path):
             await call()
 
 
+def _undo_v10(conn) -> None:
+    """A v10 database taken back to v9's schema (what a test of an older migration starts from)."""
+    conn.execute("DROP VIEW attempts_all")
+    conn.execute("ALTER TABLE deliveries DROP COLUMN lease_attempt")
+    conn.execute("ALTER TABLE deliveries DROP COLUMN lease_started_at")
+
+
+async def test_v10_moves_an_attempt_open_at_a_crash_to_its_lease_and_recovery_keeps_its_id(tmp_path, receiver):
+    """Before v10 a claim opened the attempt's row. One still open when the engine died (a v9 file) is
+    moved by the v10 migration to its delivery's lease: listed in flight under its id, then recorded
+    INTERRUPTED under the same id and number when the lease is released; the delivery goes again."""
+    import sqlite3
+
+    from dispatchsim.engine.store import Store
+
+    db_path = str(tmp_path / "v9.db")
+    engine = await Engine.open(db_path, virtual=True, seed=1)
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, activate=True,
+                            ordering={"mode": "none"})
+    await engine.create_activity("acme", ACT)
+    [(did,)] = engine.store.conn.execute("SELECT id FROM deliveries").fetchall()
+    [claim] = await engine.store.claim([(did, 2e9 + 60)], token="dead:1", now=2e9)
+    await engine.close()
+    conn = sqlite3.connect(db_path)
+    with conn:  # what a v9 claim left: the attempt's open row
+        conn.execute("INSERT INTO attempts (id, delivery_id, number, started_at, config_id) VALUES (?, ?, 1, ?, ?)",
+                     (claim.attempt_id, did, 2e9, claim.config_id))
+        _undo_v10(conn)
+        conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    store = Store(db_path)
+    try:
+        [open_] = await store.attempts(did)
+        assert (open_.id, open_.number, open_.started_at, open_.outcome) == (claim.attempt_id, 1, 2e9, None)
+        assert await store.release_expired_leases(2e9 + 60) == [did]
+        [interrupted] = await store.attempts(did)
+        assert (interrupted.id, interrupted.number, interrupted.outcome) == (claim.attempt_id, 1, "INTERRUPTED")
+        [again] = await store.claim([(did, 2e9 + 120)], token="next:1", now=2e9 + 61)
+        assert (again.number, again.attempt_id) == (2, claim.attempt_id + 1)
+    finally:
+        await store.close()
+
+
 async def test_v9_gives_an_unordered_row_a_promotion_stripped_back_its_eligibility(tmp_path, receiver):
     """Before v9 a promotion in a queue with both kinds of rows (a configuration switched between ordering
     modes) could leave an unordered READY row not eligible: nothing would claim it. The v9 migration
@@ -682,6 +727,7 @@ async def test_v9_gives_an_unordered_row_a_promotion_stripped_back_its_eligibili
         conn.execute("UPDATE deliveries SET eligible = 0, holds = 0")
         conn.execute("DROP INDEX deliveries_queue_eligible")
         conn.execute("CREATE INDEX deliveries_queue_eligible ON deliveries(queue) WHERE eligible = 1")
+        _undo_v10(conn)
         conn.execute("PRAGMA user_version = 8")
     conn.close()
     engine = await Engine.open(db_path, virtual=True, seed=1)

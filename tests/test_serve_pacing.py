@@ -178,8 +178,9 @@ async def test_a_group_commit_claims_the_due_work_its_room_allows(engine, receiv
         if sql == "COMMIT":
             transactions.append(" ".join(current))
             current = []
-    claim_only = [t for t in transactions if "INSERT INTO attempts" in t and "UPDATE attempts SET finished_at" not in t]
-    both = [t for t in transactions if "INSERT INTO attempts" in t and "UPDATE attempts SET finished_at" in t]
+    # a claim reserves its attempts' ids (schema v10), a finish writes their rows
+    claim_only = [t for t in transactions if "UPDATE sqlite_sequence" in t and "INSERT INTO attempts" not in t]
+    both = [t for t in transactions if "UPDATE sqlite_sequence" in t and "INSERT INTO attempts" in t]
     if on:
         assert len(claim_only) == 1 and len(both) >= 3  # the first wave's claim, then claims inside group commits
     else:

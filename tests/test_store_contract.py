@@ -594,6 +594,41 @@ async def test_a_group_commit_finishes_each_attempt_as_its_own_operation_would(
     assert (d.status, d.lease_token) == (Status.READY, "me:4")  # status and lease stay; the attempt is recorded
     assert [a.outcome for a in await store.attempts(refused)] == ["SUCCESS"]
     assert (await store.delivery(later)).status is Status.DISPATCHED
+    [recorded] = await store.attempts(refused)
+    assert refused in await store.release_expired_leases(T0 + 60)  # the lease ends: its attempt is recorded already
+    assert await store.attempts(refused) == [recorded]
+
+
+async def test_an_attempt_in_flight_is_listed_from_its_lease_and_keeps_its_id_once_recorded(store: StoreContract) -> None:
+    """The claim writes no attempt row, the finish writes it with its outcome (schema v10). Meanwhile the
+    attempt is listed from its delivery's lease (what the API, the console and the metrics show in
+    flight) with the id its row then gets: ids in the order of the claims, a replay's after them; a
+    lease that ends without a finish leaves its attempt INTERRUPTED under that id."""
+    ds = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in range(1, 6)]
+    claims = await store.claim([(d, T0 + 60) for d in ds], token="me:1", now=T0)
+    ids = [c.attempt_id for c in claims]
+    assert ids == list(range(ids[0], ids[0] + 5))
+    assert [(a.id, a.delivery_id, a.number, a.started_at, a.finished_at, a.outcome, a.config_id, a.replay)
+            for a in await store.attempts()] == [(c.attempt_id, c.delivery_id, 1, T0, None, None, "c", False)
+                                                 for c in claims]
+    assert [a.id for a in await store.attempts(ds[2])] == [ids[2]]
+    assert (await store.metrics()).attempts == {"IN_FLIGHT": 5} and await store.attempt_count() == 5
+    assert await store.finish_attempts([Finish(claim=c, result=_result(T0 + 1), status=Status.DISPATCHED)
+                                        for c in claims[:2]]) == [True, True]
+    replay = await store.start_replay(ds[0], T0 + 2)
+    assert replay > ids[-1]
+    listed = await store.attempts()
+    assert [(a.id, a.outcome, a.started_at, a.finished_at) for a in listed] == [
+        (ids[0], "SUCCESS", T0, T0 + 1), (ids[1], "SUCCESS", T0, T0 + 1), (ids[2], None, T0, None),
+        (ids[3], None, T0, None), (ids[4], None, T0, None), (replay, None, T0 + 2, None)]
+    assert (await store.metrics()).attempts == {"SUCCESS": 2, "IN_FLIGHT": 4}
+    assert await store.release_expired_leases(T0 + 60) == ds[2:]
+    assert [(a.id, a.number, a.outcome, a.finished_at, a.error is not None) for a in await store.attempts()][2:5] == [
+        (i, 1, "INTERRUPTED", T0 + 60, True) for i in ids[2:]]
+    again = await _claim(store, ds[2], at=T0 + 61)
+    assert (again.number, again.attempt_id > replay) == (2, True)
+    assert [(a.id, a.number, a.outcome) for a in await store.attempts(ds[2])] == [
+        (ids[2], 1, "INTERRUPTED"), (again.attempt_id, 2, None)]
 
 
 async def test_a_group_commit_of_ordered_heads_moves_each_queue_before_anything_reads_it(store: StoreContract) -> None:

@@ -41,7 +41,7 @@ def test_every_migration_number_has_both_dialects_from_the_postgres_baseline() -
 async def test_both_dialects_end_with_the_same_tables_and_columns(pg_url: str, tmp_path: Path) -> None:
     Store(tmp_path / "s.db").conn.close()  # only the file, migrated
     lite = sqlite3.connect(tmp_path / "s.db")
-    tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+    tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
                                          " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     want = {t: [r[1] for r in lite.execute(f"PRAGMA table_info({t})")] for t in tables}
     lite.close()

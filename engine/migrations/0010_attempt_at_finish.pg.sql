@@ -1,0 +1,26 @@
+-- dispatchsim schema v10 for PostgreSQL: an attempt's row is written once, when it finishes (with its
+-- outcome), instead of opened by the claim and updated by the finish (as SQLite's 0010_attempt_at_finish.sql).
+--
+-- The claim already updates the delivery's row to lease it; it now also notes there the attempt it
+-- starts: lease_attempt, the id the attempt's row will have (taken from the attempts' identity
+-- sequence, in id order as before), and lease_started_at, when it started (its number is the
+-- delivery's attempts, its configuration the delivery's). The finish inserts the row with its
+-- outcome; a lease that ends without a finish (a worker stopped or died) inserts it as INTERRUPTED
+-- from what the delivery row holds. Both columns mean something only while the delivery is leased.
+ALTER TABLE deliveries ADD COLUMN lease_attempt bigint, ADD COLUMN lease_started_at double precision;
+-- an attempt open when the last worker stopped (it died during it) moves to its delivery's row, where
+-- recovery reads it, keeping its id
+UPDATE deliveries d SET lease_attempt = o.id, lease_started_at = o.started_at
+    FROM attempts o WHERE o.delivery_id = d.id AND o.finished_at IS NULL AND NOT o.replay
+    AND d.lease_until IS NOT NULL;
+DELETE FROM attempts a USING deliveries d WHERE a.finished_at IS NULL AND NOT a.replay AND d.id = a.delivery_id
+    AND d.lease_until IS NOT NULL AND d.lease_attempt = a.id;
+-- every attempt, the ones in flight included (read from their leased deliveries): what the API, the
+-- console and the metrics list
+CREATE VIEW attempts_all AS
+    SELECT id, delivery_id, number, started_at, finished_at, status_code, outcome, error, retry_after, latency,
+           excerpt, next_attempt_at, config_id, replay FROM attempts
+    UNION ALL
+    SELECT d.lease_attempt, d.id, d.attempts, d.lease_started_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           d.config_id, false FROM deliveries d
+    WHERE d.lease_until IS NOT NULL AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = d.lease_attempt);
