@@ -74,6 +74,44 @@ async def test_a_new_database_is_migrated_once_by_workers_starting_together(pg_s
         pg_server.drop(url)
 
 
+async def test_v10_moves_an_attempt_open_at_a_crash_to_its_lease_and_recovery_keeps_its_id(pg_server) -> None:
+    """As on SQLite (tests/test_engine.py): an attempt a v9 claim opened, left open by a worker that died,
+    is moved by the v10 migration to its delivery's lease: listed in flight under its id, then recorded
+    INTERRUPTED under the same id and number when the lease is released; the next claim numbers on."""
+    url = pg_server.empty()
+    try:
+        store = await PgStore.open(url, pool_size=1)
+        await store.add_tenant("t", "Tenant", T0)
+        await store.add_provider("p", "Provider", T0)
+        await store.insert_config("c", "t", "p", "S", {"endpoint_url": "http://127.0.0.1:9/h"}, T0)
+        await store.set_config_active("c", True, T0)
+        await store.insert_activity("a1", "t", "TASK", "S", {"id": "a1", "type": "TASK", "status": "PENDING"}, T0)
+        did = await store.insert_delivery(webhook_id="w1", activity_id="a1", config_id="c", config_version=1,
+                                          queue="c", ordered=False, now=T0)
+        [claim] = await store.claim([(did, T0 + 60)], token="dead:1", now=T0)
+        await store.close()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            async with conn.transaction():  # what a v9 claim left: the attempt's open row
+                await conn.execute("INSERT INTO attempts (id, delivery_id, number, started_at, config_id)"
+                                   " VALUES (%s, %s, 1, %s, 'c')", (claim.attempt_id, did, T0))
+                await conn.execute("DROP VIEW attempts_all")
+                await conn.execute("ALTER TABLE deliveries DROP COLUMN lease_attempt, DROP COLUMN lease_started_at")
+                await conn.execute("DELETE FROM dispatchsim_schema WHERE version = 10")
+        store = await PgStore.open(url, pool_size=1)
+        try:
+            [open_] = await store.attempts(did)
+            assert (open_.id, open_.number, open_.started_at, open_.outcome) == (claim.attempt_id, 1, T0, None)
+            assert await store.release_expired_leases(T0 + 60) == [did]
+            [interrupted] = await store.attempts(did)
+            assert (interrupted.id, interrupted.number, interrupted.outcome) == (claim.attempt_id, 1, "INTERRUPTED")
+            [again] = await store.claim([(did, T0 + 120)], token="next:1", now=T0 + 61)
+            assert (again.number, again.attempt_id) == (2, claim.attempt_id + 1)
+        finally:
+            await store.close()
+    finally:
+        pg_server.drop(url)
+
+
 async def test_newer_schema_other_application_and_empty_readonly_are_refused(pg_server, pg_url: str) -> None:
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute("INSERT INTO dispatchsim_schema (version) VALUES (99)")
