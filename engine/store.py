@@ -25,7 +25,7 @@ from .payload import rendered_body
 from .store_console import ConsoleOps
 from .store_contract import Finish, NewActivity, NewDelivery, StoreContract
 from .store_queries import QueryOps
-from .store_sql import deliveries_query, first_leases, latest_time_query
+from .store_sql import attempts_query, deliveries_query, first_leases, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          StoredActivity, Streak, Tenant, columns)
 
@@ -572,7 +572,10 @@ class Store(QueryOps, ConsoleOps, StoreContract):
 
     async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
         """Attempts in id order: of one delivery, or all."""
-        return [Attempt.from_row(r) for r in self._rows("attempts_all", _ATTEMPT, "delivery_id", delivery_id)]
+        if delivery_id is None:
+            return [Attempt.from_row(r) for r in self.conn.execute(attempts_query(_ATTEMPT))]
+        return [Attempt.from_row(r) for r in self.conn.execute(attempts_query(_ATTEMPT, "delivery_id = ?"),
+                                                               (delivery_id, delivery_id))]
 
     def _rows(self, table: str, cols: str, column: str, value: Any) -> list[sqlite3.Row]:
         """All rows of ``table`` in id order, or those whose ``column`` equals ``value`` (when not None)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import store_file
 from .store_rows import Attempt, Delivery, columns
-from .store_sql import deliveries_query
+from .store_sql import attempts_query, deliveries_query
 
 #: rows read at a time
 PAGE = 2000
@@ -37,13 +37,13 @@ class PageReader:
     def _connect(self) -> sqlite3.Connection:
         return store_file.connect(self.path, readonly=True)
 
-    def _pages(self, sql: str, params: tuple[Any, ...]) -> Iterator[list[Any]]:
-        """Pages of ``sql``, which takes ``params``, then the last id seen and the page size, and
-        selects the id first."""
+    def _pages(self, sql: str, params: tuple[Any, ...], *, parts: int = 1) -> Iterator[list[Any]]:
+        """Pages of ``sql``, which takes ``params`` and the last id seen (``parts`` times: a compound
+        SELECT), then the page size, and selects the id first."""
         conn = self._connect()
         try:
             after = 0
-            while rows := conn.execute(sql, (*params, after, self.page)).fetchall():
+            while rows := conn.execute(sql, (*params, after) * parts + (self.page,)).fetchall():
                 yield rows
                 after = rows[-1][0]
         finally:
@@ -57,13 +57,12 @@ class PageReader:
             yield from map(Delivery.from_row, rows)
 
     def attempts(self, delivery_id: int | None = None) -> Iterator[Attempt]:
-        """Every attempt, or those of one delivery."""
+        """Every attempt (those in flight too, from their leases), or those of one delivery."""
         if delivery_id is None:
-            sql, params = f"SELECT {_ATTEMPT} FROM attempts_all WHERE id > ? ORDER BY id LIMIT ?", ()
+            sql, params = attempts_query(_ATTEMPT, "id > ?", " LIMIT ?"), ()
         else:
-            sql = f"SELECT {_ATTEMPT} FROM attempts_all WHERE delivery_id = ? AND id > ? ORDER BY id LIMIT ?"
-            params = (delivery_id,)
-        for rows in self._pages(sql, params):
+            sql, params = attempts_query(_ATTEMPT, "delivery_id = ? AND id > ?", " LIMIT ?"), (delivery_id,)
+        for rows in self._pages(sql, params, parts=2):
             yield from map(Attempt.from_row, rows)
 
     def activity_ids(self) -> Iterator[str]:

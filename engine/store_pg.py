@@ -42,7 +42,7 @@ from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migr
 from .store_contract import CycleView, Finish, StoreContract
 from .store_open import display_url, scrub_url_secrets
 from .store_pg_queries import FAILED_ONLY as _FAILED_ONLY, PgQueryOps
-from .store_sql import deliveries_query, first_leases, latest_time_query
+from .store_sql import attempts_query, deliveries_query, first_leases, latest_time_query
 from .store_rows import (Activity, Attempt, Configuration, Delivery, EndpointHealth, Notification, Provider,
                          StoredActivity, Streak, Tenant, columns)
 
@@ -529,7 +529,10 @@ class PgStore(PgQueryOps, StoreContract):
         return [Delivery.from_row(r) for r in await self._all(sql, params)]
 
     async def attempts(self, delivery_id: int | None = None) -> list[Attempt]:
-        return [Attempt.from_row(r) for r in await self._rows("attempts_all", _ATTEMPT, "delivery_id", delivery_id)]
+        if delivery_id is None:
+            return [Attempt.from_row(r) for r in await self._all(attempts_query(_ATTEMPT))]
+        return [Attempt.from_row(r) for r in await self._all(attempts_query(_ATTEMPT, "delivery_id = %s"),
+                                                             (delivery_id, delivery_id))]
 
     async def _rows(self, table: str, cols: str, column: str, value: Any) -> list[tuple[Any, ...]]:
         if value is None:

@@ -62,6 +62,16 @@ def latest_time_query() -> str:
     return f"SELECT MAX(t) FROM ({union}) AS happened"
 
 
+def attempts_query(cols: str, where: str = "", tail: str = "") -> str:
+    """Attempts recorded and in flight (schema v10: one in flight has no row yet, its lease names it:
+    the view ``attempts_open``) matching ``where`` (its parameters given twice, once for each part), in
+    id order, then ``tail`` (a LIMIT). One compound SELECT rather than the view ``attempts_all``: SQLite
+    merges the two parts in id order (the rows read by their key, the few in flight sorted), where an
+    ORDER BY over the view sorts every row in a temporary tree before a LIMIT takes a page of them."""
+    cond = f" WHERE {where}" if where else ""
+    return f"SELECT {cols} FROM attempts{cond} UNION ALL SELECT {cols} FROM attempts_open{cond} ORDER BY id{tail}"
+
+
 def first_leases(leases: Sequence[tuple[int, float]]) -> dict[int, float]:
     """A claim's (delivery id -> lease end) in the order asked, a repeated id keeping its first lease:
     what both stores lease, each id once."""

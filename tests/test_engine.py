@@ -665,6 +665,7 @@ async def test_a_closed_engine_says_so_and_closing_again_does_nothing(db_path):
 def _undo_v10(conn) -> None:
     """A v10 database taken back to v9's schema (what a test of an older migration starts from)."""
     conn.execute("DROP VIEW attempts_all")
+    conn.execute("DROP VIEW attempts_open")
     conn.execute("ALTER TABLE deliveries DROP COLUMN lease_attempt")
     conn.execute("ALTER TABLE deliveries DROP COLUMN lease_started_at")
 

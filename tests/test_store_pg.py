@@ -95,6 +95,7 @@ async def test_v10_moves_an_attempt_open_at_a_crash_to_its_lease_and_recovery_ke
                 await conn.execute("INSERT INTO attempts (id, delivery_id, number, started_at, config_id)"
                                    " VALUES (%s, %s, 1, %s, 'c')", (claim.attempt_id, did, T0))
                 await conn.execute("DROP VIEW attempts_all")
+                await conn.execute("DROP VIEW attempts_open")
                 await conn.execute("ALTER TABLE deliveries DROP COLUMN lease_attempt, DROP COLUMN lease_started_at")
                 await conn.execute("DELETE FROM dispatchsim_schema WHERE version = 10")
         store = await PgStore.open(url, pool_size=1)

@@ -15,12 +15,18 @@ UPDATE deliveries d SET lease_attempt = o.id, lease_started_at = o.started_at
     AND d.lease_until IS NOT NULL;
 DELETE FROM attempts a USING deliveries d WHERE a.finished_at IS NULL AND NOT a.replay AND d.id = a.delivery_id
     AND d.lease_until IS NOT NULL AND d.lease_attempt = a.id;
--- every attempt, the ones in flight included (read from their leased deliveries): what the API, the
--- console and the metrics list
+-- the attempts in flight, read from their leases (an ordered listing reads attempts UNION ALL attempts_open
+-- ORDER BY id: see store_sql.attempts_query), and every attempt, for counts
+CREATE VIEW attempts_open AS
+    SELECT d.lease_attempt AS id, d.id AS delivery_id, d.attempts AS number, d.lease_started_at AS started_at,
+           NULL::double precision AS finished_at, NULL::integer AS status_code, NULL::text AS outcome,
+           NULL::text AS error, NULL::double precision AS retry_after, NULL::double precision AS latency,
+           NULL::text AS excerpt, NULL::double precision AS next_attempt_at, d.config_id AS config_id, false AS replay
+    FROM deliveries d
+    WHERE d.lease_until IS NOT NULL AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = d.lease_attempt);
 CREATE VIEW attempts_all AS
     SELECT id, delivery_id, number, started_at, finished_at, status_code, outcome, error, retry_after, latency,
            excerpt, next_attempt_at, config_id, replay FROM attempts
     UNION ALL
-    SELECT d.lease_attempt, d.id, d.attempts, d.lease_started_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           d.config_id, false FROM deliveries d
-    WHERE d.lease_until IS NOT NULL AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = d.lease_attempt);
+    SELECT id, delivery_id, number, started_at, finished_at, status_code, outcome, error, retry_after, latency,
+           excerpt, next_attempt_at, config_id, replay FROM attempts_open;

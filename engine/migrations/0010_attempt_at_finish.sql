@@ -20,12 +20,17 @@ UPDATE deliveries SET lease_attempt = o.id, lease_started_at = o.started_at
     WHERE deliveries.id = o.delivery_id AND deliveries.lease_until IS NOT NULL;
 DELETE FROM attempts WHERE finished_at IS NULL AND replay = 0
     AND delivery_id IN (SELECT id FROM deliveries WHERE lease_until IS NOT NULL AND lease_attempt = attempts.id);
--- every attempt, the ones in flight included (read from their leased deliveries): what the API, the
--- console, the metrics and the reports list
+-- the attempts in flight, read from their leases (an ordered listing reads attempts UNION ALL attempts_open
+-- ORDER BY id: see store_sql.attempts_query), and every attempt, for counts
+CREATE VIEW attempts_open AS
+    SELECT d.lease_attempt AS id, d.id AS delivery_id, d.attempts AS number, d.lease_started_at AS started_at,
+           NULL AS finished_at, NULL AS status_code, NULL AS outcome, NULL AS error, NULL AS retry_after,
+           NULL AS latency, NULL AS excerpt, NULL AS next_attempt_at, d.config_id AS config_id, 0 AS replay
+    FROM deliveries d
+    WHERE d.lease_until IS NOT NULL AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = d.lease_attempt);
 CREATE VIEW attempts_all AS
     SELECT id, delivery_id, number, started_at, finished_at, status_code, outcome, error, retry_after, latency,
            excerpt, next_attempt_at, config_id, replay FROM attempts
     UNION ALL
-    SELECT d.lease_attempt, d.id, d.attempts, d.lease_started_at, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-           d.config_id, 0 FROM deliveries d
-    WHERE d.lease_until IS NOT NULL AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = d.lease_attempt);
+    SELECT id, delivery_id, number, started_at, finished_at, status_code, outcome, error, retry_after, latency,
+           excerpt, next_attempt_at, config_id, replay FROM attempts_open;
