@@ -156,6 +156,9 @@ class Dispatcher:
         self._chaining = 0
         #: attempt slots a claim under way may still fill (see :meth:`_free`)
         self._reserved = 0
+        #: deliveries this dispatcher is claiming, or claimed in a group commit not committed yet: to another
+        #: connection of a shared database they still look due (see :meth:`_not_mine`)
+        self._claiming: set[int] = set()
         #: a :meth:`run` is going on (a group commit claims next heads only then, as a cycle would)
         self._running = False
         #: the group commit also claims due work (see :meth:`commit_claims`)
@@ -472,8 +475,11 @@ class Dispatcher:
             # worker takes; alone, rows past the room are read for nothing (one table look-up each): a row
             # skipped here (its configuration saturated) excludes that configuration from the next read
             asked = room * 2 if self._stand_ins else room
-            rows = await self.store.due_candidates(now, asked, exclude_configs=sorted(saturated),
+            # past what this worker is claiming too (see _not_mine): to another connection it is still due
+            mine = len(self._claiming) if self._stand_ins else 0
+            read = await self.store.due_candidates(now, asked + mine, exclude_configs=sorted(saturated),
                                                    skip_paused=held is not None)
+            rows = self._not_mine(read, asked)
             if not rows:
                 break
             leases: list[tuple[int, float]] = []
@@ -488,7 +494,10 @@ class Dispatcher:
                     if prep is None:
                         prep = preps[(cid, version)] = await self._prepared(cid, version)
                     limit = 1 if cid in probes else prep.snapshot.ordering.concurrency
-                    if self._per_config[cid] >= limit:
+                    # the store leases at most ``room`` of the claim, so at most ``room`` of one configuration:
+                    # its candidates past that many are stand-ins its limit need not count (``limit=room``)
+                    counted = len(leases) < room or planned[cid] < room
+                    if counted and self._per_config[cid] >= limit:
                         if len(leases) < room:
                             saturated.add(cid)
                         continue
@@ -502,13 +511,14 @@ class Dispatcher:
                     elif cid in probes and not await self._take_probe(cid, now, until):
                         saturated.add(cid)
                         continue
-                    self._count(cid, 1)  # now: a claim running while this one awaits the store sees it
-                    planned[cid] += 1
+                    if counted:
+                        self._count(cid, 1)  # now: a claim running while this one awaits the store sees it
+                        planned[cid] += 1
                     leases.append((did, until))
                 if not leases:
                     break
                 tried = set(planned)
-                claims = await self._claim_planned(leases, planned, now, limit=room)
+                claims = await self._claim_planned(leases, planned, now, limit=room, uncommitted=held is not None)
             if self._stopping and held is None:
                 # stopped while the store claimed: left like any attempt a stop abandons (their leases
                 # end, or the stop releases this engine's own), never started behind the stop's back
@@ -533,9 +543,21 @@ class Dispatcher:
             for cid, n in list(self._per_config.items()):
                 if n >= await self._limit(cid, limits):
                     saturated.add(cid)
-            if len(rows) < asked or not claims:
+            if len(read) < asked + mine or not claims:
                 break
         return room
+
+    def _not_mine(self, rows: list[tuple[int, str, int]], asked: int) -> list[tuple[int, str, int]]:
+        """The first ``asked`` due candidates but the deliveries this dispatcher holds already. On a
+        shared database (:meth:`share_health`) a due read on one connection still sees as due what a
+        group commit on another has claimed and not committed yet (and what a claim that committed
+        after the read began has leased): claimed again, they were found locked or leased, and about
+        one claim in five of a serve worker's benchmark run leased nothing (a due read, a claim and
+        their waits for nothing). Alone on SQLite every read sees the dispatcher's own writes: nothing
+        to leave out."""
+        if not self._stand_ins or not (self._claiming or self._inflight):
+            return rows
+        return [r for r in rows if r[0] not in self._claiming and r[0] not in self._inflight][:asked]
 
     def _free(self) -> int:
         """Attempt slots no attempt, chained claim or claim under way holds. A claim reserves its
@@ -566,10 +588,19 @@ class Dispatcher:
             raise
 
     async def _claim_planned(self, leases: list[tuple[int, float]], planned: Counter[str], now: float, *,
-                             limit: int | None = None) -> list[Claim]:
+                             limit: int | None = None, uncommitted: bool = False) -> list[Claim]:
         """Claim planned leases (see :meth:`_planning`), at most ``limit`` of them; the counts of those
-        the store did not lease (another worker took them meanwhile, or the limit was reached) are released."""
-        claims = await self._claim(leases, now, limit=limit)
+        the store did not lease (another worker took them meanwhile, or the limit was reached) are released.
+        ``uncommitted``: in a group commit, whose end forgets the claims' deliveries (see :meth:`_not_mine`)."""
+        asked = {did for did, _ in leases}
+        self._claiming |= asked
+        leased: set[int] = set()
+        try:
+            claims = await self._claim(leases, now, limit=limit)
+            if uncommitted:
+                leased = {c.delivery_id for c in claims}
+        finally:
+            self._claiming -= asked - leased
         for cid, n in (planned - Counter(c.config_id for c in claims)).items():
             self._count(cid, -n)
         planned.clear()  # counted by their attempts now: a failure after this releases nothing
@@ -734,6 +765,15 @@ class Dispatcher:
 
         Called at the end of the loop tick they finished in, and on stop so no finished outcome is lost.
         """
+        chained: list[Claim] = []  # what it claims (see _claim_planned): its deliveries are claimed until it ends
+        try:
+            await self._flush(chained)
+        finally:
+            # committed (their attempts started), rolled back or given back: no longer claimed here
+            self._claiming.difference_update(c.delivery_id for c in chained)
+
+    async def _flush(self, chained: list[Claim]) -> None:
+        """:meth:`flush`; ``chained`` collects the claims its transaction makes."""
         self._flush_scheduled = False
         if not self._results:
             return
@@ -741,7 +781,6 @@ class Dispatcher:
         self._urgent = False
         events: list[tuple[str, str, dict[str, Any]]] = []
         self._batch_configs: dict[str, Configuration | None] = {}
-        chained: list[Claim] = []
         changed: set[str] = set()  # configurations whose endpoint health changed in this commit
         try:
             async with self.store.tx():
@@ -770,7 +809,7 @@ class Dispatcher:
                             changed.add(claim.config_id)
                         events.extend(health)
                 if self._chain and self._running and not self._stopping:
-                    chained = await self._claim_next_heads(
+                    chained += await self._claim_next_heads(
                         [f.claim.queue for (f, _), moved in zip(plans, done) if moved is True and f.ordered
                          and (f.status is Status.DISPATCHED or (f.status is Status.FAILED and not f.block))],
                         changed)
@@ -869,7 +908,7 @@ class Dispatcher:
                     leases.append((did, self._lease_until(snap, now)))
                 if not leases:
                     return []
-                claims = await self._claim_planned(leases, planned, now)
+                claims = await self._claim_planned(leases, planned, now, uncommitted=True)
             self._chaining += len(claims)
             return claims
         finally:
