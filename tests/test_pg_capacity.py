@@ -13,6 +13,7 @@ import asyncio
 import io
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -75,6 +76,43 @@ async def test_limits_hold_while_group_commits_claim(pg_url: str, ordered: bool)
         assert endpoint.peak["*"] <= 6, dict(endpoint.peak)
         assert max(endpoint.peak[n] for n in ("crm", "erp", "bi")) <= 4, dict(endpoint.peak)
         assert endpoint.peak["*"] >= 2  # the limits were reached for, not trivially kept
+    finally:
+        await engine.close()
+        await runner.cleanup()
+
+
+async def test_a_worker_never_claims_what_it_holds_already(pg_url: str) -> None:
+    """A worker sharing the database (serve on PostgreSQL) runs a dispatch cycle while its group commit
+    has claimed the next attempts in a transaction not committed yet: on the cycle's connection those
+    deliveries still look due, and claiming them found each one locked, a claim that leased nothing
+    (about one claim in five of a serve worker's run). The worker leaves out of a claim what it is
+    claiming or has in flight, so with nobody else on the database every claim leases something."""
+    endpoint = Counting()
+    app = web.Application()
+    app.router.add_route("*", "/hooks", endpoint.handle)
+    runner, port = await start_site(app)
+    engine = await Engine.open(pg_url, concurrency=20, log_stream=io.StringIO())
+    engine.dispatcher.share_health(every=1.0)  # as serve sets it on PostgreSQL
+    claims: list[tuple[int, int]] = []  # (deliveries asked for, leased) of every claim
+    claim = engine.store.claim
+
+    async def counted(leases: Any, **kwargs: Any) -> Any:
+        got = await claim(leases, **kwargs)
+        claims.append((len(leases), len(got)))
+        return got
+
+    engine.store.claim = counted  # type: ignore[method-assign]
+    try:
+        await engine.add_tenant("acme")
+        await engine.add_provider("crm")
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks?p=crm",
+                                activate=True, ordering={"mode": "none", "concurrency": 20})
+        await engine.create_activities("acme", [ACTIVITY] * 600)
+        summary = await asyncio.wait_for(engine.run_until_idle(), 60)
+        assert summary.counts["DISPATCHED"] == 600 and endpoint.posts == 600
+        assert len(claims) >= 30  # waves of at most 20: the group commits claimed while cycles ran
+        assert [c for c in claims if c[1] == 0] == []
+        assert engine.dispatcher._claiming == set()  # every claim's deliveries forgotten once it ended
     finally:
         await engine.close()
         await runner.cleanup()
