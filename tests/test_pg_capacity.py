@@ -54,13 +54,19 @@ class Counting:
                 self.open[key] -= 1
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["alone", "shared"])
 @pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
-async def test_limits_hold_while_group_commits_claim(pg_url: str, ordered: bool) -> None:
+async def test_limits_hold_while_group_commits_claim(pg_url: str, ordered: bool, shared: bool) -> None:
+    """``shared``: as serve runs on PostgreSQL (:meth:`Dispatcher.share_health`): a claim then also names
+    stand-ins past its room, which a configuration's limit does not count (the claim leases at most its
+    room), and leaves out what the worker holds already."""
     endpoint = Counting()
     app = web.Application()
     app.router.add_route("*", "/hooks", endpoint.handle)
     runner, port = await start_site(app)
     engine = await Engine.open(pg_url, concurrency=6, log_stream=io.StringIO())
+    if shared:
+        engine.dispatcher.share_health(every=1.0)
     try:
         await engine.add_tenant("acme")
         for name in ("crm", "erp", "bi"):
