@@ -3,27 +3,46 @@ run, written after it, and a write that fails is one line, not a traceback.
 
 A run can take minutes; finding only at its end that ``--out`` names a directory or a missing folder
 loses its result, so the paths are checked (and missing parent folders created) before anything runs.
+An output that is written only sometimes (``explore --out``: a counterexample, when one is found) is
+checked without creating anything; its folder is made when it is written (:func:`write_text_file`).
 A write can still fail later (a full disk, ``/dev/full``): :func:`write_output` turns that into one line
 naming the option, and the command writes its other outputs and exits non-zero.
 """
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 
-def check_output_file(flag: str, value: str | None) -> str | None:
-    """Why ``value`` cannot be written as a file (``--json report.json``), or None; creates a missing folder."""
+def check_output_file(flag: str, value: str | None, *, create: bool = True) -> str | None:
+    """Why ``value`` cannot be written as a file (``--json report.json``), or None; creates a missing
+    folder, or with ``create=False`` only checks that it could be created (its nearest existing folder
+    is one this process may write in)."""
     if value is None:
         return None
     path = Path(value)
     if path.is_dir():
         return f"{flag} {value}: is a directory, expected a file"
+    if not create:
+        existing = next(p for p in path.absolute().parents if p.exists())
+        if not existing.is_dir():
+            return f"{flag} {value}: cannot create its folder ({os.strerror(errno.ENOTDIR)})"
+        if existing != path.absolute().parent and not os.access(existing, os.W_OK | os.X_OK):
+            return f"{flag} {value}: cannot create its folder ({os.strerror(errno.EACCES)})"
+        return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"{flag} {value}: cannot create its folder ({exc.strerror})"
     return None
+
+
+def write_text_file(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path``, creating its missing folders first (see :func:`check_output_file`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def check_output_dir(flag: str, value: str | None) -> str | None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from dispatchsim.cliargs import number
 
@@ -26,11 +25,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from dispatchsim.scenarios import ScenarioError
-    from dispatchsim.scenarios.outputs import check_output_file, write_output
+    from dispatchsim.scenarios.outputs import check_output_file, write_output, write_text_file
 
     from .explore import Template, explore, report
 
-    problem = check_output_file("--out", args.out)  # before the exploration, not after it
+    # before the exploration, not after it; its folder is made only if a counterexample is written
+    problem = check_output_file("--out", args.out, create=False)
     if problem:
         print(f"dispatchsim explore: {problem}", file=sys.stderr)
         return 2
@@ -52,8 +52,7 @@ def main(args: argparse.Namespace) -> int:
     print(report(found, examples=args.examples, seed_value=args.seed), end="")
     counterexample = found.counterexample
     if counterexample is not None and args.out:
-        problem = write_output("--out", args.out, lambda: Path(args.out).write_text(counterexample.text,
-                                                                                    encoding="utf-8"))
+        problem = write_output("--out", args.out, lambda: write_text_file(args.out, counterexample.text))
         if problem:  # the counterexample is printed above: nothing is lost
             print(f"dispatchsim explore: {problem}; the counterexample is printed above", file=sys.stderr)
             return 2

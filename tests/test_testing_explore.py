@@ -69,7 +69,9 @@ def test_explore_cli_prints_a_ready_to_run_counterexample(tmp_path, capsys):
 def test_explore_passes_when_every_example_holds(tmp_path, capsys):
     path = tmp_path / "small.yaml"
     path.write_text(SMALL)
-    assert main(["explore", str(path), "--examples", "6", "--seed", "2", "-q"]) == 0
+    out = tmp_path / "a" / "b.yaml"
+    assert main(["explore", str(path), "--examples", "6", "--seed", "2", "--out", str(out), "-q"]) == 0
+    assert not (tmp_path / "a").exists()  # nothing to write: no folder made for it
     text = capsys.readouterr().out
     assert text.startswith(f"PASS  {path}: 6 examples (seed 2), every expectation held; varied:\n")
     assert "      timeline[0].create.rate: between 1/m and 5/m\n" in text
