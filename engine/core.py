@@ -552,12 +552,16 @@ class Engine:
         cfg = await self.store.config(d.config_id)
         if cfg is None or cfg.deleted:  # nothing would ever send it: it would wait for ever
             raise InvalidTransition(f"delivery {delivery_id} cannot be retried: its configuration was deleted")
+        return await self._force_retry(d, cfg)
+
+    async def _force_retry(self, d: Delivery, cfg: Configuration) -> Delivery:
+        """:meth:`force_retry` of a delivery and its configuration, read already (and not deleted)."""
         # a manual retry uses the configuration as it is now (e.g. a fixed mapping or URL)
         version = cfg.version
         prep = await self.prepared(d.config_id, version)
-        row = await self.store.force_retry(delivery_id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
+        row = await self.store.force_retry(d.id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
                                            config_version=version)
-        self.log.info("delivery.force_retry", delivery_id=delivery_id, queue=row.queue, status=Status.READY,
+        self.log.info("delivery.force_retry", delivery_id=d.id, queue=row.queue, status=Status.READY,
                       config_version=version)
         self.dispatcher.wake()
         return row
@@ -565,19 +569,22 @@ class Engine:
     async def force_retry_where(self, *, config_id: str | None = None, since: float | None = None,
                                 until: float | None = None, reason: str | None = None) -> list[int]:
         """Force-retry every FAILED delivery matching the filter (creation time range, failed reason),
-        in creation order, so ordered queues get them back in their original sequence."""
-        ids = [did for did in await self.store.failed_ids(config_id=config_id, since=since, until=until, reason=reason)
-               if await self._retryable(did)]
-        for did in ids:
-            await self.force_retry(did)
+        in creation order, so ordered queues get them back in their original sequence. A deleted
+        configuration's deliveries stay FAILED (nothing would send them). Each delivery is read once,
+        and each configuration once for all its deliveries."""
+        ids: list[int] = []
+        configs: dict[str, Configuration | None] = {}
+        for did in await self.store.failed_ids(config_id=config_id, since=since, until=until, reason=reason):
+            d = await self.store.delivery(did)
+            if d.config_id not in configs:
+                configs[d.config_id] = await self.store.config(d.config_id)
+            cfg = configs[d.config_id]
+            if cfg is not None and not cfg.deleted:
+                await self._force_retry(d, cfg)
+                ids.append(did)
         self.log.info("recovery.force_retry", config_id=config_id, count=len(ids),
                       since=iso(since) if since is not None else None, reason=reason)
         return ids
-
-    async def _retryable(self, delivery_id: int) -> bool:
-        """Whether the delivery's configuration still exists (a deleted one's deliveries stay FAILED)."""
-        cfg = await self.store.config((await self.store.delivery(delivery_id)).config_id)
-        return cfg is not None and not cfg.deleted
 
     async def recover_since(self, config_id: str, since: float) -> list[int]:
         """Re-queue every FAILED delivery of ``config_id`` created since ``since``, in original order."""

@@ -13,7 +13,6 @@ from typing import Any
 from dispatchsim.engine.config import build_snapshot
 from dispatchsim.engine.core import check_id
 from dispatchsim.engine.errors import ConfigError
-from dispatchsim.engine.redact import check_http_url
 from dispatchsim.errors import Collector
 from dispatchsim.providers.durations import parse_duration
 from dispatchsim.yamlfile import dotted
@@ -137,12 +136,8 @@ class Reader:
     def config_fields(self, fields: dict[str, Any], path: KeyPath, *, url: str | None = None,
                       url_path: KeyPath = ()) -> None:
         """Validate configuration fields now, before anything runs: with an external provider's
-        ``url`` (written at ``url_path``), else with a stand-in for a simulated endpoint's."""
-        if url is not None:
-            try:
-                check_http_url(url, field="url")
-            except ConfigError:  # reported where the provider is declared
-                url = None
+        ``url`` (written at ``url_path``; checked already where the provider is declared, and given
+        only when valid), else with a stand-in for a simulated endpoint's."""
         stand_in = {"endpoint_url": url or "http://127.0.0.1:1/check"}
         try:
             build_snapshot({**fields, **stand_in})

@@ -123,8 +123,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>", base_dir: Path | No
                        providers=frozenset(raw) if isinstance(raw, dict) else None,
                        endpoints=frozenset(k for k, v in raw.items() if not (isinstance(v, dict) and "url" in v))
                        if isinstance(raw, dict) else None,
-                       urls={k: v["url"] for k, v in raw.items() if isinstance(v, dict) and isinstance(v.get("url"), str)}
-                       if isinstance(raw, dict) else {})
+                       urls=dict(external))  # the valid ones: an invalid URL is refused where it is declared
     with guard():
         ctx.tenants.update(_tenants(P, data.get("tenants")))
     accounts: dict[str, dict[str, Any]] = {}

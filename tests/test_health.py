@@ -205,3 +205,32 @@ def test_a_stored_notification_url_loads_as_written_while_a_new_one_is_checked_w
     with pytest.raises(ConfigError) as err:
         build_snapshot(stored)
     assert err.value.field == "auto_disable.notify_url" and "spaces" in err.value.message
+
+
+async def test_force_retry_where_reads_each_delivery_once_and_each_configuration_once(engine, receiver, setup_config,
+                                                                                      monkeypatch):
+    """A recovery of many deliveries is as many reads of them, not twice as many (and one read of their
+    configuration); a deleted configuration's deliveries are left FAILED."""
+    receiver.respond = lambda hit, n: (500, {}, 0)
+    cfg = await setup_config(receiver.url, retry={"max_attempts": 1})
+    for i in range(5):
+        await engine.create_activity("acme", key(i))
+    await engine.run_until_idle()
+    assert [d.status for d in await engine.deliveries()] == ["FAILED"] * 5
+    reads: list[str] = []
+    for name in ("delivery", "config"):
+        real = getattr(engine.store, name)
+
+        async def counted(*args, _real=real, _name=name, **kw):
+            reads.append(_name)
+            return await _real(*args, **kw)
+
+        monkeypatch.setattr(engine.store, name, counted)
+    assert await engine.force_retry_where(config_id=cfg["id"]) == [1, 2, 3, 4, 5]
+    # each delivery: read by the engine, and by the store for the retried row it returns (15 before, 2 + 1 each)
+    assert reads.count("delivery") == 2 * 5 and reads.count("config") == 1
+    await engine.run_until_idle()
+    await engine.deactivate(cfg["id"])
+    await engine.delete_config(cfg["id"])
+    assert await engine.force_retry_where(reason="exhausted") == []
+    assert [d.status for d in await engine.deliveries()] == ["FAILED"] * 5

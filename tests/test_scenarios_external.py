@@ -170,3 +170,22 @@ def test_defaults_cap_an_external_url_that_names_no_limits():
     limits = s.external_limits["partner"]
     assert (limits.max_rate, limits.max_requests) == (5.0, 500)
 
+
+
+def test_an_external_url_is_checked_once_where_it_is_declared(monkeypatch):
+    """Each configuration of the provider is checked with its URL (the engine's own check of a whole
+    configuration), but the URL alone once, not again for every configuration."""
+    import dispatchsim.scenarios.parsing as parsing
+    from dispatchsim.engine.redact import check_http_url
+    from dispatchsim.scenarios import spec
+
+    checked: list[str] = []
+
+    def counted(url, **kw):
+        checked.append(url)
+        return check_http_url(url, **kw)
+
+    for module in (spec, parsing):  # where the scenario reader checks URLs (or did)
+        monkeypatch.setattr(module, "check_http_url", counted, raising=False)
+    parse_scenario(scenario("http://127.0.0.1:9/in", count=1))
+    assert checked == ["http://127.0.0.1:9/in"]
