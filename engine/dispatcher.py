@@ -645,9 +645,12 @@ class Dispatcher:
         taken). The activities they send are read together, by the first of them to build its body."""
         unread = [c.activity_id for c in claims if c.activity_id is not None and c.activity is None]
         activities = ClaimedActivities(self.store, unread) if unread else None
+        # unnamed (asyncio's own "Task-N"): a name is one more Python call and string per attempt, and the
+        # task is found by its delivery id in _inflight
+        create = asyncio.get_running_loop().create_task
+        inflight = self._inflight
         for claim in claims:
-            self._inflight[claim.delivery_id] = asyncio.create_task(self._attempt(claim, activities),
-                                                                    name=f"attempt-{claim.delivery_id}")
+            inflight[claim.delivery_id] = create(self._attempt(claim, activities))
 
     async def _attempt(self, claim: Claim, activities: ClaimedActivities | None) -> None:
         chained = False
