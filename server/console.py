@@ -23,7 +23,7 @@ from dispatchsim.engine import (CONSOLE_ORDER, ActivationRefused, Configuration,
 
 from . import console_timeline
 from .console_sessions import COOKIE, Session, Sessions
-from .keys import KeyRing
+from .keys import KeyRing, hash_key
 
 PREFIX = "/console"
 PAGE_SIZE = 50
@@ -68,7 +68,11 @@ async def console_middleware(request: web.Request, handler: _Handler) -> web.Str
     action runs without the session's CSRF token."""
     try:
         if request.path not in _OPEN:
-            session = request.app[_SESSIONS].get(request.cookies.get(COOKIE))
+            token = request.cookies.get(COOKIE)
+            session = request.app[_SESSIONS].get(token)
+            if session is not None and not await _key_still_valid(request, session):
+                request.app[_SESSIONS].close(token)  # revoked or rotated: the key's sessions end with it
+                raise PageError(401, "the API key this session signed in with is no longer valid; sign in again")
             if session is None:
                 if request.method == "GET":
                     raise web.HTTPSeeOther(f"{PREFIX}/login")
@@ -102,6 +106,13 @@ async def console_middleware(request: web.Request, handler: _Handler) -> web.Str
             return _render(request, "error.html", status=503, message=f"storage unavailable: {unavailable}")
         request.app[_ENGINE].log.error("console.error", path=request.path, error=f"{type(exc).__name__}: {exc}")
         return _render(request, "error.html", status=500, message="internal error; see the server log")
+
+
+async def _key_still_valid(request: web.Request, session: Session) -> bool:
+    """Checked on every request, so that revoking a key (``keys revoke``, the API) ends its console
+    sessions at once, as it stops the key itself."""
+    principal = await request.app[_KEYS].by_digest(session.key_digest)
+    return principal is not None and principal.key_id == session.key_id
 
 
 def _session(request: web.Request) -> Session:
@@ -169,9 +180,10 @@ async def login_page(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    key = form.get("api_key")
-    principal = await request.app[_KEYS].lookup(key if isinstance(key, str) else None)
-    if principal is None:
+    given = form.get("api_key")
+    key = given if isinstance(given, str) else None
+    principal = await request.app[_KEYS].lookup(key)
+    if principal is None or key is None:
         return _render(request, "login.html", status=401, error="that API key is not valid")
     if principal.tenant_id is None:
         return _render(request, "login.html", status=403,
@@ -179,7 +191,8 @@ async def login(request: web.Request) -> web.Response:
     names = {k.id: k.name for k in await _engine(request).store.api_keys()}
     label = names.get(principal.key_id)
     who = f"{label} ({principal.key_id})" if label else principal.key_id
-    token, _ = request.app[_SESSIONS].open(key_id=principal.key_id, who=who, tenant_id=principal.tenant_id)
+    token, _ = request.app[_SESSIONS].open(key_id=principal.key_id, key_digest=hash_key(key), who=who,
+                                           tenant_id=principal.tenant_id)
     response = web.HTTPSeeOther(f"{PREFIX}/")
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path=PREFIX)
     raise response

@@ -24,6 +24,7 @@ class Session:
     """Who is signed in (the key's id and label), for which tenant, and the token action forms carry."""
 
     key_id: str
+    key_digest: str  #: the key's SHA-256, so that every request can check the key is still valid
     who: str
     tenant_id: str
     csrf: str
@@ -44,12 +45,12 @@ class Sessions:
         self._ttl, self._now = ttl, now
         self._open: dict[str, Session] = {}
 
-    def open(self, *, key_id: str, who: str, tenant_id: str) -> tuple[str, Session]:
+    def open(self, *, key_id: str, key_digest: str, who: str, tenant_id: str) -> tuple[str, Session]:
         """A new session; returns the cookie token (shown only to the browser) and the session."""
         self._expire()
         token = secrets.token_urlsafe(32)
-        session = Session(key_id=key_id, who=who, tenant_id=tenant_id, csrf=secrets.token_urlsafe(32),
-                          expires=self._now() + self._ttl)
+        session = Session(key_id=key_id, key_digest=key_digest, who=who, tenant_id=tenant_id,
+                          csrf=secrets.token_urlsafe(32), expires=self._now() + self._ttl)
         self._open[_digest(token)] = session
         return token, session
 

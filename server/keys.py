@@ -96,7 +96,10 @@ class KeyRing:
     async def lookup(self, key: str | None) -> Principal | None:
         if not key:
             return None
-        digest = hash_key(key)
+        return await self.by_digest(hash_key(key))
+
+    async def by_digest(self, digest: str) -> Principal | None:
+        """The key with this SHA-256, if it is valid now (a revoked or rotated key is not)."""
         hit = self._extra.get(digest)
         if hit is not None:
             return hit

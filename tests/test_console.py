@@ -17,7 +17,7 @@ from support import start_site
 
 from dispatchsim.server.api import make_app
 from dispatchsim.server.console_sessions import COOKIE
-from dispatchsim.server.keys import KeyRing, create_key
+from dispatchsim.server.keys import KeyRing, create_key, revoke_key, rotate_key
 
 ADMIN = "admin-key-000000000000"
 SECRET = "console-signing-secret-value"
@@ -105,6 +105,31 @@ async def test_sign_in_sets_a_strict_httponly_session_and_refuses_wrong_and_admi
     assert status == 303 and where == "/console/login"
     async with console.http.get("/console/", allow_redirects=False, cookies={COOKIE: cookie_value}) as r:
         assert r.status == 303
+
+
+async def _key_id(engine: Engine, name: str | None) -> str:
+    return next(k.id for k in await engine.store.api_keys() if k.name == name and k.revoked_at is None)
+
+
+@pytest.mark.parametrize("how", ["revoke", "rotate"])
+async def test_a_revoked_or_rotated_key_ends_its_console_sessions_at_once(console: Console, receiver, how: str) -> None:
+    """``keys revoke`` stops a key at once: its console sessions too, actions included (a session
+    used to live on for its 8 hours)."""
+    receiver.respond = lambda hit, n: (503, {}, 0.0)
+    [failed] = await _outage(console.engine, receiver.url, n=1)
+    public = (await console.engine.store.public_delivery_ids([failed]))[failed]
+    assert (await console.sign_in(console.acme_key))[0] == 303
+    token = await console.csrf(f"/console/deliveries/{public}/force-retry")
+    key_id = await _key_id(console.engine, "ops-alice")
+    if how == "revoke":
+        await revoke_key(console.engine.store, key_id, now=console.engine.clock.now())
+    else:
+        await rotate_key(console.engine.store, key_id, now=console.engine.clock.now())
+    status, html, _ = await console.post(f"/console/deliveries/{public}/force-retry",
+                                         {"csrf_token": token, "reason": "after revoke"})
+    assert status == 401 and "no longer valid" in html
+    assert (await console.engine.delivery(failed)).status == "FAILED"  # nothing was retried
+    assert (await console.get("/console/"))[0] == 303  # the session is gone: back to the sign-in page
 
 
 async def test_failed_first_attempts_timeline_and_no_secrets(console: Console, receiver) -> None:
