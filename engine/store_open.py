@@ -8,6 +8,7 @@ nothing for it and :func:`owner_lock` returns None (its workers coordinate in th
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,26 @@ def _memory(db: str | Path) -> bool:
 def is_url(db: str | Path) -> bool:
     """Whether ``db`` names a PostgreSQL database (``postgresql://…``) rather than a SQLite file."""
     return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+#: text that starts like a URL (``scheme:/…``); a file path does not
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def refuse_mistyped_url(db: str | Path) -> None:
+    """Refuse text that is meant as a database URL but is not one dispatchsim opens, such as
+    ``postgressql://…``, ``PostgreSQL://…`` or ``postgresql:/…``: taken for a file path, it was echoed
+    back whole, password included, as a directory that does not exist. The message shows the scheme
+    only."""
+    text = str(db)
+    if is_url(text):
+        return
+    meant = _URL_LIKE.match(text)
+    if meant is None and not (text[:8].lower() == "postgres" and ("@" in text or "//" in text)):
+        return
+    scheme = text.partition(":")[0] if meant else text[:10]
+    raise StoreError(f"{scheme!r} does not start a database URL dispatchsim opens: write postgresql://user@host/dbname"
+                     " (or postgres://) for PostgreSQL, in lower case, or give a file path for SQLite")
 
 
 def _userinfo(url: str) -> tuple[str, str, str | None]:
@@ -85,6 +106,7 @@ def scrub_url_secrets(text: str, db: str | Path) -> str:
 
 def check_store(db: str | Path, *, write: bool) -> None:
     """Everything about the database that can be checked before opening it (StoreError: one line)."""
+    refuse_mistyped_url(db)
     if not _memory(db) and not is_url(db):
         Store.check(db, write=write)
 
@@ -102,6 +124,7 @@ async def open_store(db: str | Path = ":memory:", *, readonly: bool = False, dur
     comes with the ``postgres`` extra, and its absence is one line saying so). ``durable=False`` lets
     a simulation's SQLite commits skip waiting for the disk, ``scratch=True`` a SQLite file nobody keeps
     its journal in memory (see :class:`Store`; a PostgreSQL database ignores both)."""
+    refuse_mistyped_url(db)
     if is_url(db):
         assert isinstance(db, str)
         try:

@@ -177,6 +177,27 @@ def test_a_bad_url_is_one_line_on_the_command_line_without_the_password(url: str
     assert display_url(url).count("***") == 1
 
 
+@pytest.mark.parametrize("url", [
+    "postgressql://u:S3cretPw@db.internal/d", "PostgreSQL://u:S3cretPw@db.internal/d",
+    "postgresql+psycopg://u:S3cretPw@db.internal/d", "postgresql:/u:S3cretPw@db.internal/d",
+    "postgresql//u:S3cretPw@db.internal/d", "mysql://u:S3cretPw@db.internal/d",
+])
+def test_a_mistyped_database_url_is_refused_without_the_password(url: str, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A URL with a scheme dispatchsim does not open was taken for a file path and echoed whole, password
+    included, as a missing directory. Now it is refused by its scheme alone; file paths still work."""
+    from dispatchsim.cli import main
+
+    for argv in (["status", url], ["keys", "list", "--db", url], ["serve", "--db", url, "--port", "0"]):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and "does not start a database URL" in err and "S3cretPw" not in err, err
+    # paths that merely look a little like one are still paths
+    for path in (tmp_path / "postgres-data.db", tmp_path / "my:db.sqlite"):
+        assert main(["keys", "create", "--db", str(path), "--admin"]) == 0, capsys.readouterr()
+    capsys.readouterr()
+
+
 def test_a_client_library_without_pipeline_mode_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """The environment's libpq, not the server, is what lacks it (libpq before 14): say so before connecting."""
     monkeypatch.setattr(psycopg.capabilities, "has_pipeline", lambda check=False: False)
