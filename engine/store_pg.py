@@ -1169,9 +1169,11 @@ async def _migrate(conn: psycopg.AsyncConnection[Any], shown: str, *, readonly: 
 
 
 async def _schema_version(conn: psycopg.AsyncConnection[Any], shown: str, *, latest: int) -> int:
+    # pg_class, not information_schema.tables: that view lists only the tables the user may use, so
+    # another role's tables made another application's database look empty, and it was migrated
     tables = [r[0] for r in await (await conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-        " ORDER BY table_name")).fetchall()]
+        "SELECT relname FROM pg_catalog.pg_class WHERE relnamespace = current_schema()::regnamespace"
+        " AND relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY relname")).fetchall()]
     if "dispatchsim_schema" not in tables:
         if tables:
             raise StoreError(f"{shown}: not a dispatchsim database (it belongs to another application: tables "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -128,6 +129,30 @@ async def test_newer_schema_other_application_and_empty_readonly_are_refused(pg_
             await PgStore.open(empty)
     finally:
         pg_server.drop(empty)
+
+
+async def test_another_roles_tables_make_a_database_another_applications(pg_server) -> None:
+    """The tables of a role the user cannot read still belong to another application: such a database was
+    taken for an empty one and migrated (the check listed only tables the user had privileges on)."""
+    empty = pg_server.empty()
+    role = f"app{os.getpid()}"
+    try:
+        async with await psycopg.AsyncConnection.connect(empty, autocommit=True) as conn:
+            await conn.execute("CREATE TABLE orders (id int)")  # the superuser's, not the role's
+            await conn.execute(f"CREATE ROLE {role} LOGIN")
+            await conn.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+        as_role = empty.replace("postgresql://postgres", f"postgresql://{role}", 1)
+        assert as_role != empty
+        with pytest.raises(StoreError, match="not a dispatchsim database .*tables orders"):
+            await PgStore.open(as_role)
+        async with await psycopg.AsyncConnection.connect(empty, autocommit=True) as conn:
+            found = await (await conn.execute("SELECT count(*) FROM pg_class WHERE relname = 'dispatchsim_schema'"))\
+                .fetchone()
+        assert found == (0,)  # nothing was written
+    finally:
+        pg_server.drop(empty)
+        async with await psycopg.AsyncConnection.connect(pg_server.base_url, autocommit=True) as conn:
+            await conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 async def test_a_readonly_store_reads_and_refuses_writes(pg_url: str) -> None:
