@@ -25,7 +25,8 @@ from .sender import Sender
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult
 from .store_contract import NewActivity, NewDelivery, StoreContract
-from .store_open import is_url, open_store
+from .store_file import OwnerLock
+from .store_open import is_url, open_store, owner_lock
 from .store_rows import Attempt, Configuration, Delivery, Provider, Tenant
 from .store_queries import ActivityFilter
 
@@ -125,6 +126,8 @@ class Engine:
                                      prepared=self._prepare, instance=self.instance, concurrency=concurrency,
                                      lease_margin=lease_margin, produce=self.events.form_due_batches)
         self._task: asyncio.Task[None] | None = None
+        #: the owner lock of the SQLite file this engine took itself (see :meth:`open`)
+        self._lock: OwnerLock | None = None
 
     async def _load(self) -> None:
         """Read what the database already holds: the secrets to redact, endpoint health, webhooks; and
@@ -139,7 +142,7 @@ class Engine:
     @classmethod
     async def open(cls, path: str | Path = ":memory:", *, clock: Clock | None = None, virtual: bool = False,
                    seed: int | None = None, durable: bool | None = None, pool_size: int = 10,
-                   scratch: bool = False, **kw: Any) -> Engine:
+                   scratch: bool = False, owner: OwnerLock | None = None, **kw: Any) -> Engine:
         """Open (creating or migrating) the database at ``path``; ``virtual=True`` uses the virtual clock.
 
         ``path`` is a SQLite file, or a PostgreSQL database as a ``postgresql://`` URL (with
@@ -153,6 +156,12 @@ class Engine:
         clock and do not in a simulation (a virtual clock), where the fsyncs were most of a run's time.
         ``scratch``: a SQLite file nobody keeps after this process (a scenario's temporary database):
         not durable, its journal in memory (see :class:`Store`).
+
+        A SQLite file has one owner process at a time, as in serve mode: the engine takes the file's
+        owner lock (:class:`OwnerLock`) until it is closed, or until :meth:`crash` (a dead process drops
+        it), so a library engine cannot dispatch the deliveries of a running serve, nor one of them send
+        the other's twice (DatabaseInUse, naming the holder's pid). ``owner``: a lock the caller already
+        holds (serve takes it before it opens anything), kept by the caller.
         """
         if virtual and is_url(path):
             raise ConfigError("the virtual clock runs on a SQLite database (a file or :memory:); a PostgreSQL "
@@ -163,8 +172,16 @@ class Engine:
             raise ConfigError("a seed makes ids reproducible for one engine on its own SQLite database; engines "
                               "sharing a PostgreSQL database need unique ids: open it without a seed", field="seed")
         simulated = (clock.virtual if clock is not None else virtual)
-        store = await open_store(path, durable=not simulated if durable is None else durable, pool_size=pool_size,
-                                 scratch=scratch)
+        lock = owner_lock(path) if owner is None else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            store = await open_store(path, durable=not simulated if durable is None else durable,
+                                     pool_size=pool_size, scratch=scratch)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         if clock is None:
             if virtual:
                 latest = await store.latest_time()
@@ -172,9 +189,20 @@ class Engine:
             else:
                 clock = RealClock()
         engine = cls(store, clock=clock, seed=seed, **kw)
-        await engine._load()
-        await engine.sender.start()
+        engine._lock = lock
+        try:
+            await engine._load()
+            await engine.sender.start()
+        except BaseException:
+            await store.close()
+            engine._release_lock()
+            raise
         return engine
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def __aenter__(self) -> Engine:
         return self
@@ -184,9 +212,12 @@ class Engine:
 
     async def close(self, *, deadline: float = 10.0) -> int:
         """Graceful stop: no new claims, wait for in-flight attempts up to ``deadline`` s."""
-        abandoned = await self.stop(deadline=deadline)
-        await self.sender.close()
-        await self.store.close()
+        try:
+            abandoned = await self.stop(deadline=deadline)
+            await self.sender.close()
+            await self.store.close()
+        finally:
+            self._release_lock()
         return abandoned
 
     async def crash(self) -> None:
@@ -201,6 +232,7 @@ class Engine:
             self._task = None
         await asyncio.sleep(0)
         await self.sender.close()
+        self._release_lock()  # as the operating system would for a dead process
         await self.store.close()
 
     def subscribe(self, sink: Any) -> None:

@@ -165,7 +165,9 @@ class OwnerLock:
     a lock that can be taken proves that whoever wrote the leases in the file is gone."""
 
     def __init__(self, db: str | Path) -> None:
-        self.path = Path(f"{db}.lock")
+        self.db = str(db)
+        #: next to the file itself: a symbolic link to the database is the same database, not a second one
+        self.path = Path(f"{os.path.realpath(db)}.lock")
         self._fd: int | None = None
         #: pid of the previous owner, when it left one (it stopped or died)
         self.previous_pid: int | None = None
@@ -186,8 +188,8 @@ class OwnerLock:
             holder = _read_pid(fd)
             os.close(fd)
             who = f"pid {holder}" if holder else "another process"
-            raise DatabaseInUse(f"{str(self.path)[:-5]}: in use by another dispatchsim serve ({who}); stop it or "
-                                "use another --db (one serve process owns a SQLite database)") from None
+            raise DatabaseInUse(f"{self.db}: in use by another dispatchsim serve or engine ({who}); stop it or "
+                                "use another --db (one process owns a SQLite database)") from None
         self.previous_pid = _read_pid(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -203,7 +203,7 @@ class Server:
                 self.lock.acquire()
             engine = self.engine = await Engine.open(self.opts.db, log_stream=self._log_stream,
                                                      log_format=self.opts.log_format, pool_size=self.opts.pool_size,
-                                                     lease_margin=self.opts.lease_margin)
+                                                     lease_margin=self.opts.lease_margin, owner=self.lock)
             self.cluster = await join_cluster(self.opts.db, on_work=engine.dispatcher.wake)
             if self.cluster is not None:
                 engine.dispatcher.share_health(every=min(1.0, self.opts.sweep_interval))

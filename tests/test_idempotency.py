@@ -115,8 +115,9 @@ async def test_keys_expire_after_the_retention_and_the_job_forgets_them(db_path:
         assert await idem.expire() == 1 and await IdempotencyStore(api.engine.store).count() == 0
 
 
-async def test_every_creating_post_honours_the_key(db_path: Path, receiver) -> None:
-    async with serving(db_path, first=True) as api:
+async def test_every_creating_post_honours_the_key(tmp_path: Path, receiver) -> None:
+    # its own file: the receiver's engine (the fixture) owns db_path
+    async with serving(tmp_path / "api.db", first=True) as api:
         cfg = {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url,
                "retry": {"max_attempts": 1}}
         s1, c1, _ = await api.post("/api/dispatch-configurations", cfg, idem="cfg")

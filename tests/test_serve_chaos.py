@@ -50,7 +50,7 @@ def test_second_serve_on_the_same_database_is_refused_naming_the_holder(tmp_path
         with pytest.raises(Exception, match="serve did not start"):
             ServeProcess(tmp_path / "one.db", cfg, tmp_path / "two.log")
         err = (tmp_path / "two.log").read_text()
-        assert f"in use by another dispatchsim serve (pid {first.pid})" in err and "Traceback" not in err
+        assert f"in use by another dispatchsim serve or engine (pid {first.pid})" in err and "Traceback" not in err
     finally:
         first.signal(signal.SIGTERM)
         assert first.wait()[0] == 0

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from dispatchsim.cli import main
-from dispatchsim.engine.errors import StoreError
+from dispatchsim.engine import Engine
+from dispatchsim.engine.errors import DatabaseInUse, StoreError
 from dispatchsim.engine.store import Store, migrations
 from dispatchsim.engine.store_file import OwnerLock
 
@@ -158,13 +159,48 @@ def test_second_owner_is_refused_naming_the_holder(tmp_path, capsys) -> None:
     holder.acquire()
     try:
         _one_line_error(capsys, main(["serve", "--db", str(db), "--port", "0"]),
-                        f"in use by another dispatchsim serve (pid {os.getpid()})")
+                        f"in use by another dispatchsim serve or engine (pid {os.getpid()})")
     finally:
         holder.release()
     again = OwnerLock(db)
     again.acquire()  # released cleanly: free again, and no pid of a dead owner is left behind
     assert again.previous_pid is None
     again.release()
+
+
+def test_a_symbolic_link_to_an_owned_database_is_the_same_database(tmp_path, capsys) -> None:
+    """The lock file is named after the file itself: serve on a link to a served database was not refused,
+    and both sent the same deliveries."""
+    db = _real_db(tmp_path / "o.db")
+    (tmp_path / "alias.db").symlink_to(db)
+    holder = OwnerLock(db)
+    holder.acquire()
+    try:
+        _one_line_error(capsys, main(["serve", "--db", str(tmp_path / "alias.db"), "--port", "0"]),
+                        f"alias.db: in use by another dispatchsim serve or engine (pid {os.getpid()})")
+    finally:
+        holder.release()
+
+
+async def test_a_library_engine_owns_its_file_like_serve(tmp_path) -> None:
+    """``Engine.open`` on a file takes the owner lock too: a library engine on a running serve's database
+    dispatched its deliveries (duplicates, attempts on its own clock). The lock goes with close() and with a
+    simulated crash (as the operating system drops a dead process's)."""
+    db = tmp_path / "lib.db"
+    first = await Engine.open(db, virtual=True)
+    with pytest.raises(DatabaseInUse, match=f"in use by another dispatchsim serve or engine \\(pid {os.getpid()}\\)"):
+        await Engine.open(db, virtual=True)
+    with pytest.raises(DatabaseInUse):  # what serve takes first (test_second_owner_is_refused_naming_the_holder)
+        OwnerLock(db).acquire()
+    await first.crash()
+    second = await Engine.open(db, virtual=True)
+    await second.close()
+    await second.close()  # twice is harmless
+    third = await Engine.open(db)  # free again after close
+    await third.close()
+    mem = [await Engine.open(":memory:", virtual=True) for _ in range(2)]  # nothing to own
+    for engine in mem:
+        await engine.close()
 
 
 @pytest.fixture
