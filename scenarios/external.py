@@ -71,11 +71,11 @@ class ExternalGate(Sender):
         lane = self._lanes.get(_key(req.url))
         if lane is None:
             return await super().send(req)
-        await self._admit(lane)
+        at = await self._admit(lane)
         headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
                                   signing_secret=req.signing_secret)
         self.teach(req.auth, req.signing_secret, req.url)
-        record = self._open(lane, "POST", req.url, self._recorded(headers), req.body.decode("utf-8", "replace"))
+        record = self._open(lane, at, "POST", req.url, self._recorded(headers), req.body.decode("utf-8", "replace"))
         self._began()
         try:
             out = await super().send(req)
@@ -88,9 +88,9 @@ class ExternalGate(Sender):
         lane = self._lanes.get(_key(url))
         if lane is None:
             return await super().verify(url, auth, connect=connect, total=total)
-        await self._admit(lane)
+        at = await self._admit(lane)
         self.teach(auth, None, url)
-        record = self._open(lane, "GET", url, self._recorded(auth.headers()), "")
+        record = self._open(lane, at, "GET", url, self._recorded(auth.headers()), "")
         self._began()
         try:
             out = await super().verify(url, auth, connect=connect, total=total)
@@ -116,8 +116,11 @@ class ExternalGate(Sender):
         """Let the requests really sent finish (each has its own timeout); the held ones never go."""
         await wait(self._quiet, timeout)
 
-    async def _admit(self, lane: _Lane) -> None:
-        """Wait for the lane's next slot; past ``max_requests`` wait for ever (the run stops first)."""
+    async def _admit(self, lane: _Lane) -> float:
+        """Wait for the lane's next slot and return the moment it was given (the request's record keeps
+        it: gaps between records are then at least 1/max_rate, even when the process is descheduled
+        between a request's admission and its send); past ``max_requests`` wait for ever (the run stops
+        first)."""
         async with lane.lock:
             if lane.sent >= lane.provider.max_requests:
                 if not self.capped.is_set():
@@ -129,13 +132,14 @@ class ExternalGate(Sender):
                 await self._sleep(lane.next_at - now)
             # The next slot counts from when this request really goes (a late wake-up under load must
             # not let the next one follow closer than 1/max_rate).
-            lane.next_at = max(self._now(), lane.next_at) + 1.0 / lane.provider.max_rate
+            at = max(self._now(), lane.next_at)
+            lane.next_at = at + 1.0 / lane.provider.max_rate
             lane.sent += 1
+            return at
 
-    def _open(self, lane: _Lane, method: str, url: str, headers: dict[str, str], body: str) -> Any:
+    def _open(self, lane: _Lane, at: float, method: str, url: str, headers: dict[str, str], body: str) -> Any:
         parts = urlsplit(url)
-        now = self._now()
-        return self._recorder.open(endpoint=lane.provider.name, at=now, offset=now - self._t0, method=method,
+        return self._recorder.open(endpoint=lane.provider.name, at=at, offset=at - self._t0, method=method,
                                    path=parts.path or "/", query=parts.query, headers=headers, body=body)
 
     def _close(self, record: Any, out: Outcome) -> None:

@@ -107,7 +107,8 @@ def test_the_request_rate_to_an_external_url_is_capped():
     with ThreadedReceiver() as receiver:
         result = run_scenario(parse_scenario(scenario(receiver.url, count=5, limits=", max_rate: 10/s")))
     assert len(receiver.posts) == 5
-    # When each request left, on the sender's clock (arrival times at the receiver jitter with the load).
+    # The slot each request was given, on the sender's clock (arrival times at the receiver jitter with the
+    # load, and so could the moment the record was opened, a few statements after the slot was given).
     times = [r.at for r in result.recorder.records if r.method == "POST"]
     assert len(times) == 5
     gaps = [b - a for a, b in zip(times, times[1:])]
