@@ -82,6 +82,13 @@ def config_name(config_id: str) -> str:
     return m.group(1) if m else config_id
 
 
+def queue_name(queue: str) -> str:
+    """An ordered queue as a tenant knows it: its configuration by name, then ``/partition`` if any (a
+    configuration id has no ``/``; see ``_queue``)."""
+    config_id, slash, partition = queue.partition("/")
+    return config_name(config_id) + slash + partition
+
+
 def check_id(kind: str, value: Any) -> str:
     """``value`` when it is a valid id (:data:`ID_PATTERN`), else a ConfigError saying the rule: the one
     check of tenant, provider and configuration ids, whether they come from the API, a file or the CLI."""

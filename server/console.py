@@ -19,7 +19,8 @@ import jinja2
 from aiohttp import web
 
 from dispatchsim.engine import (CONSOLE_ORDER, ActivationRefused, Configuration, DeliveryCursor, DeliveryFilter, DispatchsimError,
-                                Engine, InvalidTransition, NotFound, Status, config_name, iso, parse_iso, storage_error)
+                                Engine, InvalidTransition, NotFound, Status, config_name, iso, parse_iso, queue_name,
+                                storage_error)
 
 from . import console_timeline
 from .console_sessions import COOKIE, Session, Sessions
@@ -376,6 +377,7 @@ def _environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["span"] = console_timeline.fmt_span
     env.filters["name"] = config_name  # a tenant knows its configurations by name (no tenant scope suffix)
+    env.filters["queue"] = queue_name  # and its queues by that name
     return env
 
 

@@ -209,6 +209,20 @@ async def test_actions_need_csrf_and_a_reason_and_are_audited(console: Console, 
     assert kinds.count("operator.force-retry") == 1 and kinds.count("operator.replay") == 1
 
 
+async def test_a_tenant_sees_its_queues_by_configuration_name(console: Console, receiver) -> None:
+    """Serve stores a tenant's configuration ``crm-hook`` as ``crm-hook~<8 hex>``; the API shows a tenant the
+    name, and the console showed its queues by the stored id."""
+    receiver.respond = lambda hit, n: (500, {}, 0.0)
+    failed = await _outage(console.engine, receiver.url, n=2, config_id="crm-hook", scoped=True,
+                           ordering={"mode": "ordered", "on_exhausted": "block"})
+    await console.sign_in(console.acme_key)
+    head = (await console.engine.store.public_delivery_ids(failed))[failed[0]]
+    for page in ("/console/", f"/console/deliveries/{head}"):
+        status, html = await console.get(page)
+        shown = re.sub(r"<[^>]*>", " ", html)  # the text (links may carry the stored id)
+        assert status == 200 and "<code>crm-hook</code>" in html and "crm-hook~" not in shown, shown
+
+
 async def test_recover_since_reenable_and_skip(console: Console, receiver) -> None:
     engine = console.engine
     receiver.respond = lambda hit, n: (500, {}, 0.0)
