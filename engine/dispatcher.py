@@ -556,7 +556,7 @@ class Dispatcher:
         their waits for nothing). Alone on SQLite every read sees the dispatcher's own writes: nothing
         to leave out."""
         if not self._stand_ins or not (self._claiming or self._inflight):
-            return rows
+            return rows if len(rows) <= asked else rows[:asked]
         return [r for r in rows if r[0] not in self._claiming and r[0] not in self._inflight][:asked]
 
     def _free(self) -> int:

@@ -92,7 +92,8 @@ async def test_a_worker_never_claims_what_it_holds_already(pg_url: str) -> None:
     has claimed the next attempts in a transaction not committed yet: on the cycle's connection those
     deliveries still look due, and claiming them found each one locked, a claim that leased nothing
     (about one claim in five of a serve worker's run). The worker leaves out of a claim what it is
-    claiming or has in flight, so with nobody else on the database every claim leases something."""
+    claiming or has in flight, so with nobody else on the database every claim leases something
+    (but for a rare stale read, see below)."""
     endpoint = Counting()
     app = web.Application()
     app.router.add_route("*", "/hooks", endpoint.handle)
@@ -118,7 +119,10 @@ async def test_a_worker_never_claims_what_it_holds_already(pg_url: str) -> None:
         summary = await asyncio.wait_for(engine.run_until_idle(), 60)
         assert summary.counts["DISPATCHED"] == 1500 and endpoint.posts == 1500
         assert len(claims) >= 30  # chunks of 25: the group commits claimed while cycles ran
-        assert [c for c in claims if c[1] == 0] == []  # main before the change: 6-17 of about 100, in four runs
+        # main before the change: 6-17 of about 100, in four runs. One is still possible on a loaded machine:
+        # a due read whose server process was descheduled between its snapshot and its answer for longer
+        # than its rows' attempts took (claimed, sent and ended meanwhile: no longer held here)
+        assert len([c for c in claims if c[1] == 0]) <= 1, claims
         assert engine.dispatcher._claiming == set()  # every claim's deliveries forgotten once it ended
     finally:
         await engine.close()
