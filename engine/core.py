@@ -15,7 +15,7 @@ from .arguments import checked_calls
 from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
-from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigError, ConfigInUse,
+from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigDeleted, ConfigError, ConfigInUse,
                      DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable, ResultConflict)
 from .events import MessageEvents
 from .log import make_logger
@@ -597,7 +597,7 @@ class Engine:
         d = await self.store.delivery(delivery_id)
         cfg = await self.store.config(d.config_id)
         if cfg is None or cfg.deleted:  # nothing would ever send it: it would wait for ever
-            raise InvalidTransition(f"delivery {delivery_id} cannot be retried: its configuration was deleted")
+            raise ConfigDeleted(delivery_id)
         return await self._force_retry(d, cfg)
 
     async def _force_retry(self, d: Delivery, cfg: Configuration) -> Delivery:

@@ -44,6 +44,13 @@ class InvalidArgument(LocatedError):
     """
 
 
+class ConfigDeleted(InvalidTransition):
+    """The delivery's configuration was deleted: retried, it would wait for ever (nothing sends it)."""
+
+    def __init__(self, delivery_id: int) -> None:
+        super().__init__(f"delivery {delivery_id} cannot be retried: its configuration was deleted")
+
+
 class ActivityError(DispatchsimError, ValueError):
     """The activity is invalid; nothing was stored.
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from . import store_file
 from .jsontext import dumps as _dumps
-from .errors import InvalidTransition, NotFound, StoreError
+from .errors import ConfigDeleted, InvalidTransition, NotFound, StoreError
 from .config import ConfigKind
 from . import states
 from .states import ACTIVE, Circuit, Status, sources_of
@@ -804,6 +804,9 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                     config_version: int | None = None) -> Delivery:
         """FAILED -> READY with a fresh budget (and the given configuration version); the only way out of FAILED."""
         with self._tx() as c:
+            if c.execute("SELECT 1 FROM deliveries d JOIN configurations c ON c.id = d.config_id"
+                         " WHERE d.id = ? AND c.deleted = 1", (delivery_id,)).fetchone() is not None:
+                raise ConfigDeleted(delivery_id)
             row = c.execute(
                 "UPDATE deliveries SET status = ?, budget_attempts = 0, budget_started_at = ?,"
                 " next_attempt_at = ?, failed_reason = NULL, holds = ?, eligible = ?, updated_at = ?,"

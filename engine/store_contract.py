@@ -382,7 +382,9 @@ class StoreContract(ABC):
     @abstractmethod
     async def force_retry(self, delivery_id: int, now: float, *, ordered: bool,
                     config_version: int | None = None) -> Delivery:
-        """FAILED -> READY with a fresh budget, back at its place in its queue; InvalidTransition otherwise."""
+        """FAILED -> READY with a fresh budget, back at its place in its queue; InvalidTransition otherwise,
+        and ConfigDeleted when its configuration is deleted: checked in the same transaction, which no
+        :meth:`delete_config` overtakes (a delete waits for it, then sees a delivery waiting to be sent)."""
 
     @abstractmethod
     async def skip(self, delivery_id: int, now: float) -> Delivery:

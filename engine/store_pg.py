@@ -36,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .config import ConfigKind
 from .jsontext import dumps as _dumps
-from .errors import InvalidTransition, NotFound, StorageUnavailable, StoreError
+from .errors import ConfigDeleted, InvalidTransition, NotFound, StorageUnavailable, StoreError
 from .states import ACTIVE, Circuit, Status, sources_of
 from .store import AttemptResult, Claim, _split_sql, latest_schema_version, migrations, status_in
 from .store_contract import CycleView, Finish, StoreContract
@@ -775,6 +775,10 @@ class PgStore(PgQueryOps, StoreContract):
             queue = await self._queue_of(c, delivery_id)
             if queue is None:
                 raise NotFound(f"delivery {delivery_id} not found")
+            # held as a fan-out holds it (see active_configs): a delete waits, then sees it READY
+            if await (await c.execute("SELECT 1 FROM configurations WHERE id = (SELECT config_id FROM deliveries"
+                                      " WHERE id = %s) AND NOT deleted FOR KEY SHARE", (delivery_id,))).fetchone() is None:
+                raise ConfigDeleted(delivery_id)
             if ordered:
                 await self.lock_queue(queue)
             cur = await c.execute(

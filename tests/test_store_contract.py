@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dispatchsim.engine import (TRANSITIONS, ActivityFilter, Circuit, ConfigKind, DeliveryFilter, IdempotencyStore,
+from dispatchsim.engine import (TRANSITIONS, ActivityFilter, Circuit, ConfigDeleted, ConfigKind, DeliveryFilter, IdempotencyStore,
                                 IdempotencyStoreContract, InvalidTransition, NotFound, Status, Store, StoreContract,
                                 StoreError, open_store)
 from dispatchsim.engine.events_store import EventsStore
@@ -752,6 +752,17 @@ async def test_force_retry_only_from_failed_as_the_table_says(store: StoreContra
         assert (await store.delivery(d1)).status is status
     with pytest.raises(NotFound):
         await store.force_retry(999, T0, ordered=False)
+
+
+async def test_a_delivery_of_a_deleted_configuration_is_not_force_retried(store: StoreContract) -> None:
+    """Nothing would send it: READY, it would wait for ever (the check is the store's, in its transaction,
+    so no delete slips between an engine's read of the configuration and the retry)."""
+    d1 = await _delivery(store, 1)
+    await _failed(store, d1)
+    await store.delete_config("c", T0 + 1)
+    with pytest.raises(ConfigDeleted, match=f"delivery {d1} cannot be retried: its configuration was deleted"):
+        await store.force_retry(d1, T0 + 2, ordered=True)
+    assert (await store.delivery(d1)).status is Status.FAILED
 
 
 async def test_every_transition_of_the_table_happens_through_its_operation(store: StoreContract) -> None:

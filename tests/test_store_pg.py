@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from pg import database_of
 
-from dispatchsim.engine import Circuit, ConfigInUse, Engine, Store, StoreError, latest_schema_version
+from dispatchsim.engine import Circuit, ConfigDeleted, ConfigInUse, Engine, Store, StoreError, latest_schema_version
 from dispatchsim.engine.store import AttemptResult, migrations
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_open import display_url
@@ -580,6 +580,35 @@ async def test_a_fan_out_waits_for_a_delete_in_progress_and_skips_the_deleted_co
         activity = await create
         assert await _stranded(a) == []
         assert waited and await a.deliveries(activity_id=activity["id"]) == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_force_retry_waits_for_a_delete_in_progress_and_is_refused(pg_url: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FAILED delivery does not keep its configuration from being deleted; a force retry arriving while
+    the delete is in progress (it found nothing waiting) waits for it and is refused (ConfigDeleted),
+    instead of making a READY delivery of a deleted configuration."""
+    a, b = await _two_engines(pg_url)
+    try:
+        activity = await a.create_activity("t", {"channel": "S"})
+        [d] = await a.deliveries(activity_id=activity["id"])
+        claim = (await a.store.claim([(d.id, a.clock.now() + 60)], token="x:1", now=a.clock.now()))[0]
+        assert await a.store.mark_failed(claim, AttemptResult(finished_at=a.clock.now(), outcome="CONNECT_ERROR"),
+                                         "exhausted", "refused", ordered=False, block=False)
+        await a.deactivate("c")
+        reached, release = _pause_after(b.store, "deliveries", monkeypatch)
+        delete = asyncio.create_task(b.delete_config("c"))
+        await reached.wait()
+        retry = asyncio.create_task(a.force_retry(d.id))
+        waited = await _blocked_or_done(pg_url, retry)
+        release.set()
+        await delete
+        refused = (await asyncio.gather(retry, return_exceptions=True))[0]
+        assert await _stranded(a) == []
+        assert waited and isinstance(refused, ConfigDeleted)
+        assert (await a.delivery(d.id)).status.value == "FAILED"
     finally:
         await a.close()
         await b.close()
