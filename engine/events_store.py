@@ -70,8 +70,12 @@ class EventsStore(EventsStoreContract):
                          id_key: str) -> tuple[int, int, int] | None:
         """Put the oldest ``size`` unbatched events into a new batch (its contents are fixed for every
         retry) and create the READY delivery that sends it, at the tail of the webhook's ordered queue.
-        Returns (batch id, delivery id, number of events), or None when no event waits."""
+        Returns (batch id, delivery id, number of events), or None when no event waits or the webhook
+        was paused or deleted since it was read (its events wait unbatched)."""
         with self.store._tx() as c:
+            if c.execute("SELECT 1 FROM configurations WHERE id = ? AND active = 1 AND deleted = 0",
+                         (config_id,)).fetchone() is None:
+                return None
             seqs = [r["seq"] for r in c.execute(
                 "SELECT seq FROM message_events INDEXED BY message_events_unbatched WHERE account_id = ?"
                 " AND batch_id IS NULL ORDER BY seq LIMIT ?", (account_id, size))]

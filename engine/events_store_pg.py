@@ -56,6 +56,10 @@ class PgEventsStore(EventsStoreContract):
     async def form_batch(self, *, account_id: str, config_id: str, config_version: int, size: int, now: float,
                          id_key: str) -> tuple[int, int, int] | None:
         async with self.store.tx() as c:
+            # held as a fan-out holds it (see PgStore.active_configs): a delete waits, then sees the batch
+            if await (await c.execute("SELECT 1 FROM configurations WHERE id = %s AND active AND NOT deleted"
+                                      " FOR KEY SHARE", (config_id,))).fetchone() is None:
+                return None
             await self.store.lock_queue(config_id)
             seqs = [r[0] for r in await (await c.execute(
                 "SELECT seq FROM message_events WHERE account_id = %s AND batch_id IS NULL ORDER BY seq LIMIT %s",

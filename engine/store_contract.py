@@ -589,7 +589,9 @@ class EventsStoreContract(ABC):
                          id_key: str) -> tuple[int, int, int] | None:
         """The oldest ``size`` unbatched events as a batch with its READY delivery: (batch, delivery, events).
         The delivery's webhook-id is :func:`~dispatchsim.engine.events_store.batch_webhook_id` of
-        ``id_key`` and the batch's number."""
+        ``id_key`` and the batch's number. None when no event waits, or when the webhook is no longer
+        active (paused or deleted since :meth:`webhooks_free` read it): checked in this transaction,
+        which no :meth:`StoreContract.delete_config` overtakes."""
 
     @abstractmethod
     async def batches(self, account_id: str, *, after_id: int = 0, limit: int = 50) -> list[EventBatch]:

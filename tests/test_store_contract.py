@@ -960,6 +960,22 @@ async def test_message_event_batches(store: StoreContract) -> None:
         await events.batch(999)
 
 
+async def test_no_batch_is_formed_for_a_webhook_paused_or_deleted_since_it_was_read(store: StoreContract) -> None:
+    """form_due_batches reads the free webhooks, then forms their batches: one deleted in between would
+    get a READY batch nothing sends; one paused, a batch formed while it is paused."""
+    events = store.events_store()
+    await store.insert_config("t@events", "t", None, None, SNAP, T0, kind=ConfigKind.MESSAGE_EVENTS)
+    await store.set_config_active("t@events", True, T0)
+    await events.insert_events("t", [{"n": 1}], T0)
+    assert [c.id for c in await events.webhooks_free()] == ["t@events"]
+    await store.set_config_active("t@events", False, T0, "manual")
+    form = dict(account_id="t", config_id="t@events", config_version=1, size=2, now=T0, id_key="k")
+    assert await events.form_batch(**form) is None
+    await store.delete_config("t@events", T0)
+    assert await events.form_batch(**form) is None
+    assert await store.deliveries(config_id="t@events") == [] and (await events.counts())["unbatched_events"] == 1
+
+
 async def test_keys_are_revoked_and_rotated_once(store: StoreContract) -> None:
     await store.add_api_key("key_1", "f" * 64, tenant_id="t", name="ops", now=T0)
     assert await store.replace_api_key("key_1", "key_2", "e" * 64, T0 + 1)
