@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from dispatchsim.errors import LocatedError
 from dispatchsim.yamlfile import load_json, read_text
 from dispatchsim.cliargs import duration, number, port, positive_duration
+from dispatchsim.outputs import check_output_file, write_output
 from dispatchsim.engine.clock import Clock
 from dispatchsim.engine.redact import redact_url
 from dispatchsim.engine.errors import ConfigError
@@ -176,6 +177,14 @@ async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None,
     except (ProbeError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # the report files are checked (their folders made) before any request is sent: a probe's result
+    # must not be lost to a missing folder at its end
+    outputs = (("--json", args.json), ("--junit", args.junit), ("--report", args.report))
+    for flag, value in outputs:
+        problem = check_output_file(flag, value)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     if not loopback:
         capped, _ = validated.capped(False)
         if not args.yes and not _confirm(args.url, estimate_requests(capped), capped, stdin):
@@ -194,12 +203,16 @@ async def probe_command(args: argparse.Namespace, *, clock: Clock | None = None,
     elif args.report and args.report.endswith(".json"):
         report.report_path = args.report
     print(report.table(verbose=args.verbose), file=out)
-    for path, render in ((args.json, report.to_json), (args.junit, report.to_junit)):
-        if path:
-            Path(path).write_text(render(), encoding="utf-8")
-    if args.report:
-        Path(args.report).write_text(_by_extension(report, args.report), encoding="utf-8")
-    return report.exit_code
+    renders = {"--json": report.to_json, "--junit": report.to_junit,
+               "--report": lambda: _by_extension(report, args.report)}
+    failed = False
+    for flag, value in outputs:
+        if value:
+            problem = write_output(flag, value, lambda: Path(value).write_text(renders[flag](), encoding="utf-8"))
+            if problem is not None:
+                print(f"error: {problem}", file=sys.stderr)
+                failed = True
+    return 2 if failed else report.exit_code
 
 
 def _load_mapping(path: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from dispatchsim.cliargs import port
+from dispatchsim.outputs import check_output_file, write_output
 
 from .config import ProvidersConfig, load_config
 from .endpoint import EndpointSet
@@ -47,6 +48,11 @@ def run_cli(args: argparse.Namespace) -> int:
     except ProviderConfigError as exc:
         for problem in exc.errors:
             print(f"error: {problem.located()}", file=sys.stderr)
+        return 2
+    # checked (its folder made) before serving: the record is written only at the end, and was lost
+    unwritable = check_output_file("--record", args.record)
+    if unwritable is not None:
+        print(f"error: {unwritable}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(serve(config, port=args.port, host=args.host, seed=args.seed, record=args.record))
@@ -119,11 +125,14 @@ async def serve(config: ProvidersConfig, *, port: int | None = None, host: str =
                 loop.remove_signal_handler(sig)
             except (NotImplementedError, RuntimeError):
                 pass
-        endpoints.recorder.to_jsonl(record)
-        log(f"wrote {len(endpoints.recorder.records)} records to {record}")
+        unwritten = write_output("--record", record, lambda: endpoints.recorder.to_jsonl(record))
+        if unwritten is None:
+            log(f"wrote {len(endpoints.recorder.records)} records to {record}")
+        else:
+            print(f"error: {unwritten}", file=sys.stderr)
     if closed:
         raise BrokenPipeError("standard output was closed")  # the command exits quietly (dispatchsim.cli)
-    return 0
+    return 0 if unwritten is None else 2
 
 
 def format_record(r: Record) -> str:

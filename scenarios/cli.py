@@ -12,7 +12,7 @@ from dispatchsim.errors import LocatedError
 
 from . import catalogue
 from .errors import ScenarioError
-from .outputs import check_output_dir, check_output_file, write_output
+from dispatchsim.outputs import check_output_dir, check_output_file, write_output
 from .progress import ProgressBar
 from .report import human, junit, svg_timeline, write_json
 from .runner import RunResult, check_new_database, run_scenario

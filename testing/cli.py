@@ -25,7 +25,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from dispatchsim.scenarios import ScenarioError
-    from dispatchsim.scenarios.outputs import check_output_file, write_output, write_text_file
+    from dispatchsim.outputs import check_output_file, write_output, write_text_file
 
     from .explore import Template, explore, report
 

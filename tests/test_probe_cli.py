@@ -57,16 +57,16 @@ async def test_cli_good_endpoint_writes_reports_without_secrets(tmp_path, monkey
             # the listener is already running: the CLI's --results-port would start its own
             out = io.StringIO()
             a = args(eps.url("p"), "--auth", "api_key:X-Api-Key:env:PROBE_KEY", "--secret", SECRET,
-                     "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"),
+                     "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "reports" / "r.xml"),
                      "--report", str(tmp_path / "r.txt"), "--callback-wait", "0", "-v")
             code = await probe_command(a, clock=clock, out=out)
     assert code == 0, out.getvalue()
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["ok"] is True and data["counts"]["fail"] == 0
     assert data["counts"]["warn"] == 2  # the duplicates: no results listener given to the CLI
-    suite = ET.fromstring((tmp_path / "r.xml").read_text())
+    suite = ET.fromstring((tmp_path / "reports" / "r.xml").read_text())  # its missing folder was made
     assert suite.get("tests") == str(len(CHECKS)) and suite.get("failures") == "0"
-    texts = [out.getvalue(), (tmp_path / "r.json").read_text(), (tmp_path / "r.xml").read_text(),
+    texts = [out.getvalue(), (tmp_path / "r.json").read_text(), (tmp_path / "reports" / "r.xml").read_text(),
              (tmp_path / "r.txt").read_text(), capsys.readouterr().err]
     for text in texts:
         assert KEY not in text and SECRET not in text and SECRET[6:] not in text
@@ -175,6 +175,35 @@ async def test_usage_errors_exit_2(capsys):
         args("http://127.0.0.1:9/x", "--burst", "0")
     assert exc.value.code == 2
     assert capsys.readouterr().err.count("error:") == 4
+
+
+@pytest.mark.parametrize("flag", ["--json", "--junit", "--report"])
+async def test_a_report_path_that_cannot_be_written_is_refused_before_any_request(tmp_path, capsys, flag):
+    """A directory (or a folder that cannot be made) named as a report was a traceback at the end, after
+    every request had been sent, and the result was lost."""
+    hits: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(request.method)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/hooks", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        (tmp_path / "file").write_text("")
+        for bad, why in ((tmp_path, "is a directory"), (tmp_path / "file" / "r.out", "cannot create its folder")):
+            code = await probe_command(args(f"http://127.0.0.1:{port}/hooks", flag, str(bad)), clock=VirtualClock(),
+                                       out=io.StringIO())
+            err = capsys.readouterr().err
+            assert code == 2 and err.count("\n") == 1 and f"error: {flag} {bad}: {why}" in err, err
+        assert hits == []  # refused before the probe sent anything
+    finally:
+        await runner.cleanup()
 
 
 def test_redactor_hides_every_form_of_a_credential():

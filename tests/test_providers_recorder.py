@@ -248,6 +248,31 @@ async def test_serve_logs_a_line_per_request_and_writes_the_record(tmp_path):
     assert [json.loads(line)["response_status"] for line in record.read_text().splitlines()] == [503, 200, None]
 
 
+def test_a_record_path_that_cannot_be_written_is_refused_before_serving(tmp_path, capsys):
+    """The record is written only when the provider stops: a missing folder or a directory was found then,
+    and reported as 'cannot listen'; everything received was lost."""
+    from dispatchsim.providers.cli import run_cli
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("endpoints:\n  acme:\n    behaviour: {status: 200}\n")
+    (tmp_path / "file").write_text("")
+    for bad, why in ((tmp_path, "is a directory"), (tmp_path / "file" / "rec.jsonl", "cannot create its folder")):
+        ns = argparse.Namespace(config=str(cfg), record=str(bad), port=None, host="127.0.0.1", seed=0)
+        assert run_cli(ns) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --record {bad}: {why}") and err.count("\n") == 1, err
+
+
+async def test_a_record_that_cannot_be_written_at_the_end_is_one_line_and_exit_2(tmp_path, capsys):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("endpoints:\n  acme:\n    behaviour: {status: 200}\n")
+    stop = asyncio.Event()
+    stop.set()
+    record = tmp_path / "removed" / "rec.jsonl"  # the folder went away while it served
+    assert await serve(load_config(cfg), out=io.StringIO(), stop=stop, record=str(record)) == 2
+    assert capsys.readouterr().err == f"error: --record {record}: cannot write (No such file or directory)\n"
+
+
 def test_closed_records_wait_in_a_file_and_read_back_equal():
     """A long run's records are most of the recorder's memory: once closed they go to a temporary file
     and come back equal for every reader (indexing, iterating, asdict, the record file); open ones
