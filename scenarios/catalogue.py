@@ -27,24 +27,32 @@ class Entry:
     summary: str  #: the first sentence of its description
 
 
-def _files() -> dict[str, object]:
+#: the folder of the bundled files ``dispatchsim explore`` takes (scenarios with marked values)
+EXPLORE = "explore"
+
+
+def _files(folder: str | None = None) -> dict[str, object]:
     root = resources.files("dispatchsim.scenarios")
+    if folder is not None:
+        root = root.joinpath(folder)
     return {item.name[:-5]: item for item in root.iterdir() if item.name.endswith(".yaml")}
 
 
-def entries() -> list[Entry]:
-    """Every bundled scenario, by name; the summary is read without validating the whole file."""
+def entries(folder: str | None = None) -> list[Entry]:
+    """Every bundled scenario (``folder=EXPLORE``: every bundled exploration), by name; the summary is
+    read without validating the whole file."""
     out = []
-    for name, item in sorted(_files().items()):
+    prefix = BUNDLED + (f"{folder}/" if folder else "")
+    for name, item in sorted(_files(folder).items()):
         text = item.read_text(encoding="utf-8")  # type: ignore[attr-defined]
-        data = load_yaml(text, source=f"{BUNDLED}{name}.yaml")[0] or {}
+        data = load_yaml(text, source=f"{prefix}{name}.yaml")[0] or {}
         text = " ".join(str(data.get("description") or "").split())
         out.append(Entry(name=name, summary=_first_sentence(text)))
     return out
 
 
 def _first_sentence(text: str) -> str:
-    m = re.match(r"(.+?[.:;])(\s|$)", text)
+    m = re.match(r"(.+?[.:;?])(\s|$)", text)
     return (m.group(1) if m else text).rstrip(":;")
 
 
@@ -53,12 +61,22 @@ def resolve(arg: str) -> Scenario:
     ``ordered-head-outage``, with or without ``.yaml``). A file in the current directory wins."""
     if Path(arg).is_file():
         return load_scenario(arg)
+    text, source, base_dir = bundled(arg)
+    return parse_scenario(text, source=source, base_dir=base_dir)
+
+
+def bundled(arg: str, folder: str | None = None) -> tuple[str, str, Path]:
+    """The text, ``source`` and folder of the bundled file ``arg`` names (see :func:`resolve`); in
+    ``folder=EXPLORE``, of a bundled exploration. ScenarioError saying where the names are listed."""
     stem = arg[:-5] if arg.endswith(".yaml") else arg
-    item = _files().get(stem) or _files().get(stem.replace("-", "_"))
+    files = _files(folder)
+    item = files.get(stem) or files.get(stem.replace("-", "_"))
     if item is None:
         looks_like_path = "/" in arg or arg.endswith((".yaml", ".yml"))
-        what = "no such file" if looks_like_path else "no such file or bundled scenario"
-        raise ScenarioError(f"{what}; `dispatchsim run --list` shows the bundled scenarios", source=arg)
-    source = f"{BUNDLED}{item.name}"  # type: ignore[attr-defined]
+        kind = "bundled exploration" if folder == EXPLORE else "bundled scenario"
+        what = "no such file" if looks_like_path else f"no such file or {kind}"
+        command = "explore" if folder == EXPLORE else "run"
+        raise ScenarioError(f"{what}; `dispatchsim {command} --list` shows the {kind}s", source=arg)
+    source = f"{BUNDLED}{folder + '/' if folder else ''}{item.name}"  # type: ignore[attr-defined]
     with resources.as_file(item) as path:  # type: ignore[arg-type]
-        return parse_scenario(path.read_text(encoding="utf-8"), source=source, base_dir=path.parent)
+        return path.read_text(encoding="utf-8"), source, path.parent

@@ -349,7 +349,7 @@ def report(found: Exploration, *, examples: int, seed_value: int) -> str:
         where = f" (line {c.line})" if c.line else ""
         lines.append(f"      {c.name}{where}: expected {c.expected}; observed {c.observed}")
     lines.append("")
-    lines.append(f"# Minimal counterexample found by: dispatchsim explore {found.scenario} --examples {examples} "
+    lines.append(f"# Minimal counterexample found by: dispatchsim explore {_as_argument(found.scenario)} --examples {examples} "
                  f"--seed {seed_value}")
     absent = [v.path for v in found.variables if ce.values.get(v.key, ABSENT) is ABSENT]
     for v in found.variables:
@@ -364,3 +364,11 @@ def report(found: Exploration, *, examples: int, seed_value: int) -> str:
 
 __all__ = ["ABSENT", "Counterexample", "Exploration", "MARKERS", "Template", "Variable",
            "explore", "report"]
+
+
+def _as_argument(source: str) -> str:
+    """What names ``source`` on the command line: a bundled exploration by its name, a file by its path."""
+    from dispatchsim.scenarios.catalogue import BUNDLED, EXPLORE
+
+    prefix = f"{BUNDLED}{EXPLORE}/"
+    return source[len(prefix):-len(".yaml")] if source.startswith(prefix) else source

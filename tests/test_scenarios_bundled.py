@@ -90,3 +90,10 @@ def test_non_editable_install_lists_and_runs_bundled_scenarios(tmp_path):
     ran = run("-m", "dispatchsim", "run", "ordered_head_outage", "-q")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.startswith("PASS  ordered-head-outage  (bundled:ordered_head_outage.yaml")
+    # the explorations testing.md runs ship too, and explore takes their names
+    listed = run("-m", "dispatchsim", "explore", "--list")
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == \
+        sorted(p.stem for p in (ROOT / "scenarios" / "explore").glob("*.yaml")), listed.stdout + listed.stderr
+    explored = run("-m", "dispatchsim", "explore", "svix_ordered_flapping", "--examples", "2", "--seed", "1", "-q")
+    assert explored.returncode == 0, explored.stdout + explored.stderr
+    assert explored.stdout.startswith("PASS  bundled:explore/svix_ordered_flapping.yaml: 2 examples (seed 1)")

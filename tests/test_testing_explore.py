@@ -78,6 +78,18 @@ def test_explore_passes_when_every_example_holds(tmp_path, capsys):
     assert "      timeline[1].crash: maybe {restart_after: {between: [0, 300]}}\n" in text
 
 
+def test_explore_lists_and_takes_the_bundled_explorations_by_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # from any directory, as after an install
+    assert main(["explore", "--list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split()[0] for r in rows] == ["budget_ends_before_outage", "svix_ordered_flapping"]
+    assert main(["explore", "budget-ends-before-outage", "--examples", "30", "--seed", "1", "-q"]) == 1
+    assert capsys.readouterr().out.startswith("FAIL  bundled:explore/budget_ends_before_outage.yaml: an expectation")
+    assert main(["explore", "ordered_head_outage"]) == 2  # a scenario of `run`, not an exploration
+    assert "no such file or bundled exploration; `dispatchsim explore --list`" in capsys.readouterr().err
+    assert main(["explore"]) == 2 and "--list" in capsys.readouterr().err
+
+
 def test_markers_shrink_toward_the_simplest_scenario(tmp_path):
     template = Template(SMALL, source="small.yaml")
     simplest = find(template.strategy, lambda d: True, settings=settings(database=None))
@@ -129,7 +141,7 @@ def test_bad_input_exits_2_with_file_line(tmp_path, capsys):
     assert err.startswith(f"dispatchsim explore: invalid scenario: {late}:14: timeline[1].at: an example is not a "
                           "valid scenario:")
     assert main(["explore", str(tmp_path / "missing.yaml")]) == 2
-    assert "cannot read the file" in capsys.readouterr().err
+    assert f"{tmp_path / 'missing.yaml'}: no such file; `dispatchsim explore --list`" in capsys.readouterr().err
 
 
 @pytest.mark.slow
