@@ -4,7 +4,7 @@ from __future__ import annotations
 from .clock import Clock, RealClock, VirtualClock, iso, new_virtual_loop, parse_iso, run_virtual
 from .config import (AUTH_FIELDS, AUTH_TYPES, CONFIG_FIELDS, HEADER_NAME_PATTERN, Auth, ConfigKind,
                      check_signing_secret, compile_mapping_spec)
-from .core import (ID_PATTERN, ActivityPage, Engine, ResultSubmission, RunSummary, check_id, config_name, queue_name,
+from .core import (ID_PATTERN, ActivityPage, Engine, ResultSubmission, RunSummary, check_id, config_name, queue_name, scope_suffix,
                    scoped_config_id)
 from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigDeleted, ConfigError, ConfigInUse,
                      DatabaseInUse, DispatchsimError, InvalidArgument, InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable,
@@ -40,7 +40,7 @@ __all__ = [
     "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
     "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "EventBatch", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
     "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
-    "config_name", "queue_name", "latest_schema_version", "scoped_config_id", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
+    "config_name", "queue_name", "scope_suffix", "latest_schema_version", "scoped_config_id", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
     "ConfigDeleted", "ConfigError", "ConfigInUse", "DispatchsimError", "Engine", "InvalidArgument", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",
     "ResultConflict", "StoreContract", "EventsStoreContract", "ResultSubmission", "RetryPolicy", "RunSummary", "Status", "Store", "TERMINAL", "TRANSITIONS",

@@ -73,7 +73,12 @@ def scoped_config_id(tenant_id: str, name: str) -> str:
     """The stored id of a configuration a tenant names ``name`` (serve mode): names are per tenant,
     so two tenants may both have ``crm`` and neither learns of the other's. The suffix is derived
     from the tenant only ('~' never appears in a name), so it says nothing about other tenants."""
-    return f"{name}~{hashlib.sha256(tenant_id.encode()).hexdigest()[:8]}"
+    return name + scope_suffix(tenant_id)
+
+
+def scope_suffix(tenant_id: str) -> str:
+    """What :func:`scoped_config_id` appends to a tenant's configuration names (``~`` and 8 hex)."""
+    return f"~{hashlib.sha256(tenant_id.encode()).hexdigest()[:8]}"
 
 
 def config_name(config_id: str) -> str:

@@ -22,7 +22,7 @@ from aiohttp import web
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, AlreadyExists,
                                 Attempt, ConfigError, Delivery, DispatchsimError, EventBatch, InvalidTransition,
                                 NotFound, PayloadUnmappable, ResultConflict, config_name, iso, latest_schema_version,
-                                parse_iso, scoped_config_id, storage_error)
+                                parse_iso, scope_suffix, scoped_config_id, storage_error)
 
 from . import idempotency, models
 from .idempotency import Idempotency
@@ -55,9 +55,9 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
     try:
         return await handler(request)
     except Problem as p:
-        return problem_response(request, p)
+        return _problem(request, p)
     except web.HTTPRequestEntityTooLarge:
-        return problem_response(request, Problem(413, "too-large", f"request body over {MAX_BODY} bytes"))
+        return _problem(request, Problem(413, "too-large", f"request body over {MAX_BODY} bytes"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -67,41 +67,61 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
         allow = None
         if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 lists what is allowed
             allow = {"Allow": ", ".join(sorted(exc.allowed_methods))}
-        return problem_response(request, Problem(exc.status, slug, detail), headers=allow)
+        return _problem(request, Problem(exc.status, slug, detail), headers=allow)
     except NotFound as exc:
-        return problem_response(request, Problem(404, "not-found", str(exc)))
+        return _problem(request, Problem(404, "not-found", str(exc)))
     except ActivationRefused as exc:
-        return problem_response(request, Problem(422, "activation-refused", str(exc), reason=str(exc)))
+        return _problem(request, Problem(422, "activation-refused", str(exc), reason=str(exc)))
     except ActivityExists as exc:
-        return problem_response(request, Problem(409, "activity-exists", str(exc), field="id",
+        return _problem(request, Problem(409, "activity-exists", str(exc), field="id",
                                                  errors=[{"field": "id", "message": str(exc)}]))
     except AlreadyExists as exc:
-        return problem_response(request, Problem(409, "already-exists", str(exc)))
+        return _problem(request, Problem(409, "already-exists", str(exc)))
     except InvalidTransition as exc:
-        return problem_response(request, Problem(409, "invalid-transition", str(exc)))
+        return _problem(request, Problem(409, "invalid-transition", str(exc)))
     except ResultConflict as exc:
-        return problem_response(request, Problem(409, "result-exists", str(exc), activityResult=exc.current))
+        return _problem(request, Problem(409, "result-exists", str(exc), activityResult=exc.current))
     except PayloadUnmappable as exc:
-        return problem_response(request, Problem(422, "unmappable",
+        return _problem(request, Problem(422, "unmappable",
                                                  f"the payload cannot be mapped for this provider: {exc}"))
     except ActivityError as exc:  # the body has the documented shape, but the engine refuses it: 422
-        return problem_response(request, field_problem(422, "activity", exc.problems or [(None, str(exc))],
+        return _problem(request, field_problem(422, "activity", exc.problems or [(None, str(exc))],
                                                        slug="refused"))
     except ConfigError as exc:
         if exc.field is None:
-            return problem_response(request, Problem(422, "refused", str(exc)))
-        return problem_response(request, field_problem(422, "configuration", [(e.field, e.message) for e in exc.errors],
+            return _problem(request, Problem(422, "refused", str(exc)))
+        return _problem(request, field_problem(422, "configuration", [(e.field, e.message) for e in exc.errors],
                                                        slug="refused"))
     except DispatchsimError as exc:
-        return problem_response(request, Problem(400, "invalid", str(exc)))
+        return _problem(request, Problem(400, "invalid", str(exc)))
     except Exception as exc:  # a bug (still a problem document, and logged), or storage unavailable
         unavailable = storage_error(exc)
         if unavailable is not None:  # disk full, busy, read-only: rolled back, nothing half-written
             request.app[ENGINE_KEY].log.error("api.storage_unavailable", path=request.path, error=str(unavailable))
-            return problem_response(request, Problem(503, "storage-unavailable", str(unavailable)),
+            return _problem(request, Problem(503, "storage-unavailable", str(unavailable)),
                                     headers={"Retry-After": str(RETRY_AFTER_STORAGE)})
         request.app[ENGINE_KEY].log.error("api.error", path=request.path, error=f"{type(exc).__name__}: {exc}")
-        return problem_response(request, Problem(500, "internal", "internal error; see the server log"))
+        return _problem(request, Problem(500, "internal", "internal error; see the server log"))
+
+
+def _problem(request: web.Request, p: Problem, *, headers: dict[str, str] | None = None) -> web.Response:
+    """A problem document as the caller may read it: a tenant knows its configurations by name, so the
+    stored ids an engine message quotes (``crm-hook~822b33ad``) lose their tenant scope."""
+    principal = request.get(PRINCIPAL_KEY)
+    if principal is not None and principal.tenant_id is not None:
+        suffix = scope_suffix(principal.tenant_id)
+        p = Problem(p.status, p.slug, _unscoped(p.detail, suffix), **_unscoped(p.extra, suffix))
+    return problem_response(request, p, headers=headers)
+
+
+def _unscoped(value: Any, suffix: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(suffix, "")
+    if isinstance(value, dict):
+        return {k: _unscoped(v, suffix) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unscoped(v, suffix) for v in value]
+    return value
 
 
 @web.middleware

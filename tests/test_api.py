@@ -118,6 +118,8 @@ async def test_configuration_lifecycle_and_write_only_secrets(api: Api, receiver
     assert cfg["active"] is False and cfg["auth"]["value"] == "***" and cfg["signing_secret"] == "***"
     status, body = await api.call("POST", f"/api/dispatch-configurations/{cfg['id']}/activate")
     assert status == 422 and "HTTP 403" in body["reason"]
+    # the tenant's own name, as everywhere in its answers (the engine's message quotes the stored id)
+    assert f"configuration {cfg['id']!r} not activated" in body["detail"] and "~" not in body["detail"] + body["reason"]
     receiver.verify_status = 200
     status, body = await api.call("POST", f"/api/dispatch-configurations/{cfg['id']}/activate")
     assert status == 200 and body["active"] is True
