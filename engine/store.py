@@ -719,10 +719,12 @@ class Store(QueryOps, ConsoleOps, StoreContract):
         with self._tx() as c:
             return self._dispatched(c, claim, res, ordered)
 
-    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
-        """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue."""
+    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str, *,
+                             ordered: bool = False) -> bool:
+        """A failed try with budget left: RETRYING until ``next_at``; it stays the head of its queue
+        (see :meth:`StoreContract.schedule_retry`)."""
         with self._tx() as c:
-            return self._retrying(c, claim, res, next_at, error)
+            return self._retrying(c, claim, res, next_at, error, ordered)
 
     async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                     ordered: bool, block: bool) -> bool:
@@ -755,7 +757,7 @@ class Store(QueryOps, ConsoleOps, StoreContract):
                     done.append(self._dispatched(c, f.claim, f.result, f.ordered))
                 elif f.status is Status.RETRYING:
                     assert f.next_at is not None
-                    done.append(self._retrying(c, f.claim, f.result, f.next_at, f.error))
+                    done.append(self._retrying(c, f.claim, f.result, f.next_at, f.error, f.ordered))
                 else:
                     done.append(self._failed(c, f.claim, f.result, f.reason, f.error, f.ordered, f.block))
             except InvalidTransition as exc:
@@ -770,10 +772,15 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             self._promote(c, claim.queue, res.finished_at)
         return True
 
-    def _retrying(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
-        return self._transition(c, claim, res, next_at, Status.RETRYING,
+    def _retrying(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, next_at: float, error: str,
+                  ordered: bool) -> bool:
+        if not self._transition(c, claim, res, next_at, Status.RETRYING,
                                 "budget_attempts = budget_attempts + 1, next_attempt_at = ?, last_error = ?,"
-                                " updated_at = ?", (next_at, error, res.finished_at))
+                                " updated_at = ?", (next_at, error, res.finished_at)):
+            return False
+        if ordered:  # an earlier delivery force-retried while this attempt was in flight is the head now
+            self._promote(c, claim.queue, res.finished_at)
+        return True
 
     def _failed(self, c: sqlite3.Connection, claim: Claim, res: AttemptResult, reason: str, error: str,
                 ordered: bool, block: bool) -> bool:

@@ -349,8 +349,13 @@ class StoreContract(ABC):
         """2xx: DISPATCHED, and an ordered queue's next delivery becomes its head. False when the lease is lost."""
 
     @abstractmethod
-    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
-        """A failed try with budget left: RETRYING until ``next_at``, still the head. False when the lease is lost."""
+    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str, *,
+                             ordered: bool = False) -> bool:
+        """A failed try with budget left: RETRYING until ``next_at``. False when the lease is lost.
+
+        ``ordered``: it stays the head of its queue, unless an earlier delivery was force-retried back
+        into the queue while this attempt was in flight (the promotion waited for it): that one is
+        the head now, as it would have been had nothing been in flight."""
 
     @abstractmethod
     async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
@@ -376,7 +381,7 @@ class StoreContract(ABC):
             return await self.mark_dispatched(f.claim, f.result, ordered=f.ordered)
         if f.status is Status.RETRYING:
             assert f.next_at is not None
-            return await self.schedule_retry(f.claim, f.result, f.next_at, f.error)
+            return await self.schedule_retry(f.claim, f.result, f.next_at, f.error, ordered=f.ordered)
         return await self.mark_failed(f.claim, f.result, f.reason, f.error, ordered=f.ordered, block=f.block)
 
     @abstractmethod

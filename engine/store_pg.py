@@ -728,17 +728,19 @@ class PgStore(PgQueryOps, StoreContract):
 
     async def _move(self, f: Finish, deferred: list[tuple[str, Sequence[Any]]] | None = None) -> bool:
         """:meth:`mark_dispatched`, :meth:`schedule_retry` or :meth:`mark_failed` of one finish (see
-        :meth:`_finish` for ``deferred``). A retry keeps its queue's head: no lock, no promotion."""
+        :meth:`_finish` for ``deferred``). An ordered retry is a promotion too (see
+        :meth:`StoreContract.schedule_retry`): usually the head stays, and the promotion writes nothing."""
         res = f.result
         if f.status is Status.DISPATCHED:
             sets, params, promote = _DISPATCHED_SETS, (res.finished_at, res.finished_at), True
         elif f.status is Status.RETRYING:
-            sets, params, promote = _RETRY_SETS, (f.next_at, f.error, res.finished_at), False
+            # the head stays, unless an earlier delivery was force-retried while this attempt was in flight
+            sets, params, promote = _RETRY_SETS, (f.next_at, f.error, res.finished_at), True
         else:
             holds = f.ordered and f.block
             sets, params, promote = _FAILED_SETS, (holds, holds, f.reason, f.error, res.finished_at), not f.block
         next_at = f.next_at if f.status is Status.RETRYING else None
-        if not f.ordered or f.status is Status.RETRYING:
+        if not f.ordered:
             return await self._finish(f.claim, res, next_at, f.status, sets, params, deferred=deferred)
         async with self.tx():
             return await self._finish(f.claim, res, next_at, f.status, sets, params, ordered=True, promote=promote,
@@ -747,8 +749,10 @@ class PgStore(PgQueryOps, StoreContract):
     async def mark_dispatched(self, claim: Claim, res: AttemptResult, *, ordered: bool) -> bool:
         return await self._move(Finish(claim=claim, result=res, status=Status.DISPATCHED, ordered=ordered))
 
-    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str) -> bool:
-        return await self._move(Finish(claim=claim, result=res, status=Status.RETRYING, next_at=next_at, error=error))
+    async def schedule_retry(self, claim: Claim, res: AttemptResult, next_at: float, error: str, *,
+                             ordered: bool = False) -> bool:
+        return await self._move(Finish(claim=claim, result=res, status=Status.RETRYING, next_at=next_at, error=error,
+                                       ordered=ordered))
 
     async def mark_failed(self, claim: Claim, res: AttemptResult, reason: str, error: str, *,
                           ordered: bool, block: bool) -> bool:
@@ -1067,7 +1071,7 @@ def _promotion(now: float, current: list[tuple[Any, ...]], head: tuple[Any, ...]
     writes: list[tuple[str, Sequence[Any]]] = []
     if others:
         writes.append(("UPDATE deliveries SET eligible = false WHERE id = ANY(%s)", (others,)))
-    if head_id is not None:
+    if head_id is not None and head_id not in {r[0] for r in current}:  # not the head already
         writes.append(("UPDATE deliveries SET eligible = true, updated_at = %s WHERE id = %s AND NOT eligible",
                        (now, head_id)))
     return writes

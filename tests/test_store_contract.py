@@ -523,6 +523,31 @@ async def test_retry_keeps_the_head_and_a_lost_lease_refuses_every_finish(store:
     assert [a.number for a in await store.attempts(d1)] == [1, 2] and (await store.attempts(d1))[-1].next_attempt_at is None
 
 
+@pytest.mark.parametrize("how", ["schedule_retry", "group commit"])
+async def test_a_delivery_force_retried_behind_an_attempt_in_flight_is_the_head_once_it_retries(
+        store: StoreContract, how: str) -> None:
+    """A force retry puts a delivery back at its place in its queue; while a later head's attempt is in
+    flight the promotion waits for it. When that attempt ended in a retry, the later delivery stayed the
+    head and the earlier one waited behind it (a property test found it)."""
+    d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
+    await _failed(store, d1)  # not blocking: d2 is the head
+    claim = await _claim(store, d2, at=T0 + 1)
+    await store.force_retry(d1, T0 + 2, ordered=True, config_version=1)
+    assert not (await store.delivery(d1)).eligible  # not while d2's attempt is in flight
+    result = _result(T0 + 3, "HTTP_ERROR", 503)
+    if how == "schedule_retry":
+        assert await store.schedule_retry(claim, result, T0 + 63, "HTTP 503", ordered=True)
+    else:
+        assert await store.finish_attempts([Finish(claim=claim, result=result, status=Status.RETRYING,
+                                                   next_at=T0 + 63, error="HTTP 503", ordered=True)]) == [True]
+    first, second = await store.delivery(d1), await store.delivery(d2)
+    assert first.eligible and not second.eligible and second.status is Status.RETRYING
+    assert await store.due_candidates(T0 + 3, 10) == [(d1, "c", 1)]
+    # with nothing force-retried, a retry keeps its head and writes no promotion
+    assert await store.mark_dispatched(await _claim(store, d1, at=T0 + 3), _result(T0 + 4), ordered=True)
+    assert (await store.delivery(d2)).eligible
+
+
 async def test_a_late_outcome_after_the_lease_was_lost_writes_neither_attempt_nor_status(store: StoreContract) -> None:
     """An engine whose lease expired mid-attempt reports its outcome after the delivery went again:
     its attempt stays INTERRUPTED and the new holder's lease, status and attempt stay untouched."""
