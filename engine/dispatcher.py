@@ -346,7 +346,11 @@ class Dispatcher:
                 nxt = await self.store.next_wakeup(exclude_configs=saturated)
                 if self._next_produce is not None:
                     nxt = self._next_produce if nxt is None else min(nxt, self._next_produce)
-                if nxt is None and next_change is None and not self._inflight and not self._side_tasks and until_idle:
+                # a group commit under way is not idle: the results it stores may retry, and what it
+                # claims is counted against the limits (the due read left those configurations out)
+                committing = bool(self._results) or any(not t.done() for t in self._flushes)
+                if (nxt is None and next_change is None and not self._inflight and not self._side_tasks
+                        and not committing and until_idle):
                     return
                 timeout = None if nxt is None else max(0.0, nxt - now)
                 if timeout == 0.0 and self._inflight:
