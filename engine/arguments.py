@@ -63,7 +63,7 @@ class _Rule:
             return f"must be {self._expected()}, got a bool"
         if not isinstance(value, self.kinds):
             return f"must be {self._expected()}, got {type(value).__name__}"
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and (math.isnan(value) or (math.isinf(value) and self.high != math.inf)):
             return f"must be a finite number, got {_shown(value)}"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value < self.low:
@@ -79,7 +79,7 @@ class _Rule:
 
     def _expected(self) -> str:
         names = {str: "text", int: "an integer", float: "a number", bool: "True or False", dict: "a dict",
-                 list: "a list"}
+                 types.MappingProxyType: "a dict", list: "a list", tuple: "a list"}
         return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in self.kinds if k is not int
                                          or float not in self.kinds))
 
@@ -109,7 +109,11 @@ def _rule(name: str, hint: Any) -> _Rule | None:
         if isinstance(base, type) and issubclass(base, enum.Enum):
             choices = frozenset(str(m.value) for m in base)
             kinds.append(str)
-        elif base in (str, int, bool, dict, list):
+        elif base is list:
+            kinds += [list, tuple]  # a sequence: a tuple of items is one too
+        elif base is dict:
+            kinds += [dict, types.MappingProxyType]
+        elif base in (str, int, bool):
             kinds.append(base)
         elif base is float:
             kinds += [int, float]  # a number: an integer is one too

@@ -26,7 +26,7 @@ from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult
 from .store_contract import NewActivity, NewDelivery, StoreContract
 from .store_file import OwnerLock
-from .store_open import is_url, open_store, owner_lock
+from .store_open import is_url, open_store, owner_lock, refuse_mistyped_url
 from .store_rows import Attempt, Configuration, Delivery, Provider, Tenant
 from .store_queries import ActivityFilter
 
@@ -184,30 +184,30 @@ class Engine:
             raise ConfigError("a seed makes ids reproducible for one engine on its own SQLite database; engines "
                               "sharing a PostgreSQL database need unique ids: open it without a seed", field="seed")
         simulated = (clock.virtual if clock is not None else virtual)
+        refuse_mistyped_url(path)  # before the lock file, whose name would quote it
         lock = owner_lock(path) if owner is None else None
         if lock is not None:
             lock.acquire()
+        store: StoreContract | None = None
         try:
             store = await open_store(path, durable=not simulated if durable is None else durable,
                                      pool_size=pool_size, scratch=scratch)
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
-        if clock is None:
-            if virtual:
-                latest = await store.latest_time()
-                clock = VirtualClock() if latest is None else VirtualClock(epoch=latest)
-            else:
-                clock = RealClock()
-        engine = cls(store, clock=clock, seed=seed, **kw)
-        engine._lock = lock
-        try:
+            if clock is None:
+                if virtual:
+                    latest = await store.latest_time()
+                    clock = VirtualClock() if latest is None else VirtualClock(epoch=latest)
+                else:
+                    clock = RealClock()
+            engine = cls(store, clock=clock, seed=seed, **kw)
+            engine._lock = lock
             await engine._load()
             await engine.sender.start()
         except BaseException:
-            await store.close()
-            engine._release_lock()
+            # nothing of a failed open stays held: the next open in this process must not find it in use
+            if store is not None:
+                await store.close()
+            if lock is not None:
+                lock.release()
             raise
         return engine
 

@@ -41,11 +41,13 @@ def refuse_mistyped_url(db: str | Path) -> None:
     ``postgressql://…``, ``PostgreSQL://…`` or ``postgresql:/…``: taken for a file path, it was echoed
     back whole, password included, as a directory that does not exist. The message shows the scheme
     only."""
-    text = str(db)
-    if is_url(text):
+    text = str(db).strip().strip("\"'").strip()  # pasted with blanks or quotes (an env file keeps them)
+    if is_url(str(db)):
         return
+    if is_url(text):
+        raise StoreError("the database URL has blanks or quotes around it: give postgresql://… without them")
     meant = _URL_LIKE.match(text)
-    if meant is None and not (text[:8].lower() == "postgres" and ("@" in text or "//" in text)):
+    if meant is None and not (text[:8].lower() == "postgres" and ("//" in text or (":" in text and "@" in text))):
         return
     scheme = text.partition(":")[0] if meant else text[:10]
     raise StoreError(f"{scheme!r} does not start a database URL dispatchsim opens: write postgresql://user@host/dbname"

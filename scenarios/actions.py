@@ -313,7 +313,10 @@ class ForceRetry(_FailedScope):
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
         args = cls.scope(value, path, ctx)
         if isinstance(value, dict):
-            args["reason"] = value.get("reason")
+            reason = value.get("reason")
+            if reason is not None and not isinstance(reason, str):
+                raise ctx.reader.fail(path + ("reason",), f"expected text, got {type(reason).__name__}")
+            args["reason"] = reason
             for key in ("since", "until"):
                 if key in value:
                     args[key] = ctx.reader.duration(value[key], path + (key,))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import asyncio
 import logging
+import re
 import signal
 import socket
 import sys
@@ -376,9 +377,10 @@ def _protocol_logger(engine: Engine) -> logging.Logger:
     class OneLine(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             exc = record.exc_info[1] if record.exc_info else None
-            # the request's bytes are quoted in the error: scrubbed first, then cut (the one redaction)
-            error = (engine.redactor.error(f"{type(exc).__name__}: {' '.join(str(exc).split())}", cap=300)
-                     if exc is not None else None)
+            # aiohttp quotes the request's bytes (b'…') after its message: they may hold any credential, an
+            # API key included, which the redaction does not know, so they are left out, not scrubbed
+            said = re.split(r"""\s*b['"]""", " ".join(str(exc).split()), maxsplit=1)[0] if exc is not None else ""
+            error = engine.redactor.error(f"{type(exc).__name__}: {said}", cap=300) if exc is not None else None
             engine.log.warning("http.unparsable_request", message=record.getMessage(), error=error)
 
     logger = logging.getLogger(f"dispatchsim.serve.http.{engine.instance}")

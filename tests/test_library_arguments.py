@@ -63,6 +63,14 @@ async def test_right_arguments_still_pass(engine: Engine) -> None:
     assert await engine.deliveries(status="READY", activity_id=act["id"]) == []
     page = await engine.list_activities(tenant_id="acme", created_to=None, after=0, limit=2**63 - 2)
     assert [a["id"] for a in page.items] == [act["id"]]
+    # calls that worked before the checks still do: no bound (infinity) where the bound is infinite,
+    # a tuple for a list
+    import math
+
+    assert await engine.create_activities("acme", ()) == []
+    assert len(await engine.create_activities("acme", (ACT,))) == 1
+    assert (await engine.run_until_idle(max_time=math.inf)).idle
+    assert await engine.stop(deadline=math.inf) == 0
 
 
 _PLACEHOLDERS = {str: "x", int: 1, float: 1.0, bool: False, dict: {}, list: []}

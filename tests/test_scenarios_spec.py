@@ -1,6 +1,8 @@
 """Scenario files: parser errors name file:line:key before anything runs; every expectation passes and fails."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dispatchsim.scenarios.runner import run_scenario
@@ -383,3 +385,13 @@ expect:
     assert len(ids) == 2 and ids[0] == ids[1]
     with pytest.raises(ScenarioError, match=r"^r.yaml:12: timeline\[1\].replay.delivery: expected an integer >= 1"):
         parse_scenario(text.replace("delivery: 1}", "delivery: 0}"), source="r.yaml")
+
+
+def test_a_force_retry_reason_that_is_not_text_is_refused_at_its_line():
+    """It was refused only when the action ran, mid-run, naming an internal call."""
+    text = (Path(__file__).resolve().parent.parent / "scenarios" / "force_retry_failed.yaml").read_text().replace(
+        "    force_retry: crm-sales ", "    force_retry: {config: crm-sales, reason: 5} ")
+    assert "reason: 5" in text
+    with pytest.raises(ScenarioError) as refused:
+        parse_scenario(text, source="fr.yaml")
+    assert "fr.yaml:27" in str(refused.value) and "reason: expected text, got int" in str(refused.value)

@@ -203,6 +203,33 @@ async def test_a_library_engine_owns_its_file_like_serve(tmp_path) -> None:
         await engine.close()
 
 
+async def test_a_failed_open_leaves_the_file_free(tmp_path) -> None:
+    """An Engine.open that failed after taking the owner lock (an unknown keyword; the virtual clock outside
+    its loop) kept it: the next open in the process was refused as in use by the process itself."""
+    db = tmp_path / "leak.db"
+    with pytest.raises(TypeError):
+        await Engine.open(db, bogus=1)
+    engine = await Engine.open(db)
+    await engine.close()
+
+
+@pytest.mark.parametrize("url", ["PostgreSQL://bob:S3cretPw@db.example/prod", ' "postgresql://bob:S3cretPw@db.example/p"',
+                                 "postgresql+psycopg://bob:S3cretPw@db.example/prod"])
+async def test_engine_open_refuses_a_mistyped_url_before_its_lock_file_names_it(url, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError) as refused:
+        await Engine.open(url)
+    assert "S3cretPw" not in str(refused.value) and "lock" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # no lock file, no folder
+
+
+async def test_a_file_name_with_postgres_and_an_at_sign_is_still_a_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = await Engine.open("postgres-archive@2026.db")
+    await engine.close()
+    assert (tmp_path / "postgres-archive@2026.db").is_file()
+
+
 @pytest.fixture
 def read_only(tmp_path):
     """``make(folder)``: the folder (and what is in it) becomes read-only for this process. Root
