@@ -17,6 +17,7 @@ from dispatchsim.probe.cli import parse_auth, probe_command
 from dispatchsim.probe.http import redactor_for
 from dispatchsim.providers import EndpointSet, parse_config
 
+from support import start_site
 from test_probe import KEY, SECRET, good_spec
 
 
@@ -100,11 +101,7 @@ async def _hostile_cli(tmp_path, *extra: str) -> tuple[int, str]:
 
     app = web.Application()
     app.router.add_route("*", "/hook", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await start_site(app)
     try:
         out = io.StringIO()
         code = await probe_command(args(f"http://127.0.0.1:{port}/hook", "--callback-wait", "0",
@@ -189,11 +186,7 @@ async def test_a_report_path_that_cannot_be_written_is_refused_before_any_reques
 
     app = web.Application()
     app.router.add_route("*", "/hooks", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_site(app)
     try:
         (tmp_path / "file").write_text("")
         for bad, why in ((tmp_path, "is a directory"), (tmp_path / "file" / "r.out", "cannot create its folder")):
