@@ -151,7 +151,10 @@ async def test_a_circuit_one_worker_opens_holds_for_the_other(pg_url: str) -> No
             assert (await b.health("crm"))["circuit"] == "closed"
             for _ in range(2):
                 await a.create_activity("acme", {"channel": "SALESMAN"})
-            await a.run_for(1.0)
+            for _ in range(100):  # two tries one after the other (concurrency 1): a second was too short under load
+                await a.run_for(0.1)
+                if len(rx.posts()) >= 2 and (await a.health("crm"))["circuit"] == "open":
+                    break
             assert (await a.health("crm"))["circuit"] == "open" and len(rx.posts()) == 2
             for _ in range(50):  # what is shared is what A has stored: let its dispatcher write it
                 if any(r.config_id == "crm" and r.circuit.value == "open" for r in await a.store.health_rows()):
