@@ -22,7 +22,7 @@ from aiohttp import web
 from dispatchsim.engine import (CONFIG_FIELDS, ActivationRefused, ActivityError, ActivityExists, AlreadyExists,
                                 Attempt, ConfigError, Delivery, DispatchsimError, EventBatch, InvalidTransition,
                                 NotFound, PayloadUnmappable, ResultConflict, config_name, iso, latest_schema_version,
-                                parse_iso, scope_suffix, scoped_config_id, storage_error)
+                                parse_iso, queue_name, scope_suffix, scoped_config_id, storage_error)
 
 from . import idempotency, models
 from .idempotency import Idempotency
@@ -419,8 +419,8 @@ def _config_out(request: web.Request, view: dict[str, Any], key: str = "id") -> 
     if _principal(request).admin or view.get(key) is None:
         return view
     out = {**view, key: config_name(view[key])}
-    if key == "config_id" and isinstance(view.get("queue"), str) and view["queue"].startswith(view[key]):
-        out["queue"] = out[key] + view["queue"][len(view[key]):]
+    if key == "config_id" and isinstance(view.get("queue"), str):
+        out["queue"] = queue_name(view["queue"])  # as the console shows it
     return out
 
 
