@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-test install-docs docs bench clean
+.PHONY: demo test test-slow install install-test install-docs docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ demo: install
 	$(BIN)/dispatchsim run scenarios/ordered_head_outage.yaml
 
 # Tests run in one process per core (pytest-xdist): each has its own PostgreSQL server and browser.
+# The default suite (under 3 minutes on 2 cores) leaves out the tests marked slow; test-slow runs only
+# those (chaos cycles, the contract fuzzer, whole-page docs runs). CI runs both.
 test: install-test
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
+
+test-slow: install-test
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m slow
 
 install-docs: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[docs]'

@@ -32,6 +32,7 @@ def _namespace_problem() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_contract_fuzzer_finds_nothing(tmp_path: Path) -> None:
     problem = _namespace_problem()

@@ -13,11 +13,15 @@ from docs_harness import Page, blocks, run_block
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# Pages whose examples take half a minute or more (explorations, long shrinks): in the slow suite.
+SLOW_PAGES = {"docs/testing.md"}
 RUNNABLE = ("console", "sh", "python")
 
 
 @pytest.mark.timeout(300)  # a page runs real commands, servers and a real-clock probe one after another
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+@pytest.mark.parametrize("page", [
+    pytest.param(p, id=str(p.relative_to(ROOT)), marks=[pytest.mark.slow] if str(p.relative_to(ROOT)) in SLOW_PAGES else [])
+    for p in PAGES])
 def test_page_examples_run_as_written(page: Path, tmp_path: Path) -> None:
     shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     scratch = Page(tmp_path)
