@@ -98,7 +98,7 @@ async def test_v10_moves_an_attempt_open_at_a_crash_to_its_lease_and_recovery_ke
                 await conn.execute("DROP VIEW attempts_all")
                 await conn.execute("DROP VIEW attempts_open")
                 await conn.execute("ALTER TABLE deliveries DROP COLUMN lease_attempt, DROP COLUMN lease_started_at")
-                await conn.execute("DELETE FROM dispatchsim_schema WHERE version = 10")
+                await conn.execute("DELETE FROM dispatchsim_schema WHERE version >= 10")  # v10 and later run again
         store = await PgStore.open(url, pool_size=1)
         try:
             [open_] = await store.attempts(did)
@@ -112,6 +112,35 @@ async def test_v10_moves_an_attempt_open_at_a_crash_to_its_lease_and_recovery_ke
             await store.close()
     finally:
         pg_server.drop(url)
+
+
+async def test_v11_the_index_of_eligible_rows_holds_ordered_heads_only(pg_url: str) -> None:
+    """Schema v11 (as SQLite's v9): ``deliveries_queue_eligible`` has no entry for the deliveries of an
+    unordered configuration, neither when they are created nor when they are claimed (each claim of a row
+    writes a new version of it, with an entry in every index whose condition it meets); an ordered
+    queue's head is in it, and the promotion's read of a queue's heads still finds it there."""
+    store = await PgStore.open(pg_url, pool_size=1)
+    try:
+        await store.add_tenant("t", "T", T0)
+        await store.add_provider("p", "P", T0)
+        await store.insert_config("c", "t", "p", "S", {"endpoint_url": "http://127.0.0.1:9/h"}, T0)
+        await store.set_config_active("c", True, T0)
+        await store.bench_fill_deliveries(tenant_id="t", config_id="c", config_version=1, count=2000,
+                                          failed_every=0, now=T0, pending=True)
+        due = await store.due_candidates(T0 + 1, 25)
+        assert len(await store.claim([(did, T0 + 60) for did, _, _ in due], token="w:1", now=T0 + 1)) == 25
+        for i in range(3):
+            await store.insert_activity(f"o{i}", "t", "TASK", "S", {"id": f"o{i}"}, T0)
+            await store.insert_delivery(webhook_id=f"o{i}", activity_id=f"o{i}", config_id="c", config_version=1,
+                                        queue="q", ordered=True, now=T0)
+        head = await store.queue_head("q", T0 + 1)
+        assert head is not None
+        pages = await store._one("SELECT pg_relation_size('deliveries_queue_eligible') / current_setting('block_size')::int")
+        assert pages is not None and pages[0] <= 2, pages  # its meta page and one leaf: 2,025 entries would fill more
+        rows = await store._all("SELECT id FROM deliveries WHERE queue = %s AND eligible AND holds ORDER BY id", ("q",))
+        assert rows == [(head[0],)]
+    finally:
+        await store.close()
 
 
 async def test_newer_schema_other_application_and_empty_readonly_are_refused(pg_server, pg_url: str) -> None:

@@ -1,0 +1,3 @@
+-- dispatchsim schema v11 for SQLite: nothing changes here. v11 narrows PostgreSQL's
+-- deliveries_queue_eligible to the heads of ordered queues (0011_eligible_heads.pg.sql), as SQLite's
+-- index has been since v9 (0009_ordered_heads.sql).
