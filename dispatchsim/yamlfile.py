@@ -3,7 +3,8 @@
 Scenario files, provider configurations, mapping files and JSON payload files all go through here, so
 they agree on what a valid file is: UTF-8 text (a BOM is allowed), one document, no duplicate keys
 (PyYAML and Python's json alone keep the last one silently), no text that is not valid Unicode (a
-``"\\ud800"`` escape). Every problem is a :class:`~dispatchsim.errors.LocatedError` naming ``file:line``;
+``"\\ud800"`` escape), no alias that contains itself, and no aliases that repeat more than
+:data:`MAX_ALIASED_VALUES` values (a "billion laughs" file), nothing nested deeper than :data:`MAX_YAML_DEPTH`. Every problem is a :class:`~dispatchsim.errors.LocatedError` naming ``file:line``;
 all problems of a file are reported at once.
 
 This module imports nothing of ours but the error root, so every part may use it.
@@ -50,16 +51,16 @@ def load_yaml(text: str, *, source: str = "<yaml>", error: type[LocatedError] = 
     """
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
-        lines: Lines = {(): node.start_mark.line + 1}
-        duplicates: list[LocatedError] = []
-        _walk(loader, node, (), lines, duplicates, source, error)
-        if duplicates:
-            raise error.of(duplicates)
-        return loader.construct_document(node), lines
+        walk = _Walk(loader, source, error)
+        walk.lines[()] = node.start_mark.line + 1
+        walk.node(node, (), node.start_mark.line + 1)
+        if walk.problems:
+            raise error.of(walk.problems)
+        return loader.construct_document(node), walk.lines
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -175,33 +176,125 @@ def load_file(path: str | os.PathLike[str], *, error: type[LocatedError] = Locat
     return load_yaml(read_text(path, error=error, what=what), source=os.fspath(path), error=error)
 
 
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, lines: Lines, duplicates: list[LocatedError],
-          source: str, error: type[LocatedError]) -> None:
-    if isinstance(node, yaml.MappingNode):
+#: How deep a YAML document may nest: a JSON value at its deepest (:data:`MAX_JSON_DEPTH`) inside a
+#: file's own structure, with room to spare. PyYAML composes a document recursively and would fail past
+#: a few hundred levels with a ``RecursionError`` that names no line.
+MAX_YAML_DEPTH = 2 * MAX_JSON_DEPTH
+#: How many values the aliases (``*name``) of one document may repeat in all. An alias makes a second
+#: reference, not a copy, so nine short lines of aliases of aliases stand for 9^9 values that every
+#: reader of the data (the line map here, the checks, a payload's JSON) walks one by one.
+MAX_ALIASED_VALUES = 10_000
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_YAML_DEPTH` where it starts, and
+    keeping the line of every alias (PyYAML gives an alias the node of its anchor, with the anchor's line).
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+        #: (id of the collection, index of the item or id of the key node) -> the line of the alias there
+        self.alias_lines: dict[tuple[int, int], int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if parent is not None and self.check_event(yaml.AliasEvent):
+            place = index if isinstance(index, int) else id(index)
+            self.alias_lines[(id(parent), place)] = self.peek_event().start_mark.line + 1
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels (the limit for a YAML file)",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self.depth -= 1
+
+
+class _Walk:
+    """One walk over a composed document: the line of every key path, and every problem PyYAML lets by.
+
+    An alias is the node of its anchor, met again: met inside itself it is refused (its data would be
+    infinite); every later meeting counts the values it repeats against :data:`MAX_ALIASED_VALUES`.
+    """
+
+    def __init__(self, loader: _Loader, source: str, error: type[LocatedError]) -> None:
+        self.loader, self.source, self.error = loader, source, error
+        self.lines: Lines = {}
+        self.problems: list[LocatedError] = []
+        self.open: set[int] = set()  # the collections the walk is inside of
+        self.seen: set[int] = set()
+        self.repeated = 0
+        self.alias: tuple[KeyPath, int] | None = None  # the outermost alias being walked: its path and line
+
+    def fail(self, message: str, line: int, path: KeyPath) -> None:
+        self.problems.append(self.error(message, source=self.source, line=line, field=dotted(path) or None))
+
+    def node(self, node: yaml.Node, path: KeyPath, line: int) -> None:
+        """Walk ``node`` at ``path``, written on ``line`` (an alias's own line, not its anchor's)."""
+        outermost = self.alias is None and id(node) in self.seen
+        if outermost:
+            self.alias = (path, line)
+        try:
+            self.value(node, path, line)
+        finally:
+            if outermost:
+                self.alias = None
+
+    def value(self, node: yaml.Node, path: KeyPath, line: int) -> None:
+        if id(node) in self.seen:
+            self.repeated += 1
+            if self.repeated > MAX_ALIASED_VALUES:
+                at, at_line = self.alias or (path, line)
+                self.fail(f"aliases repeat more than {MAX_ALIASED_VALUES:,} values in this file; write the values "
+                          "out, or use fewer aliases", at_line, at)
+                raise self.error.of(self.problems)  # stop: walking on is the hang
+        self.seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:str" and not valid_text(node.value):
+                self.fail(f"not valid Unicode text: {ascii(node.value)} ({_SURROGATE})", line, path)
+            return
+        if id(node) in self.open:
+            self.fail("an alias inside its own anchor (its value would contain itself without end)", line, path)
+            return
+        self.open.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self.mapping(node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                item_line = self.loader.alias_lines.get((id(node), i), item.start_mark.line + 1)
+                self.lines.setdefault(path + (i,), item_line)
+                self.node(item, path + (i,), item_line)
+        self.open.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: KeyPath) -> None:
         seen: dict[Any, int] = {}
+        merged: list[tuple[yaml.Node, int]] = []  # the mappings merged in (``<<: *base``), each with its line
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                line = self.loader.alias_lines.get((id(node), id(key_node)), key_node.start_mark.line + 1)
+                if isinstance(value_node, yaml.SequenceNode):
+                    merged += [(item, self.loader.alias_lines.get((id(value_node), i), line))
+                               for i, item in enumerate(value_node.value)]
+                else:
+                    merged.append((value_node, line))
                 continue
-            key = loader.construct_object(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.loader.construct_object(key_node)
             line = key_node.start_mark.line + 1
             if isinstance(key, str) and not valid_text(key):
-                duplicates.append(error(f"the key {ascii(key)} is not valid Unicode text ({_SURROGATE})",
-                                        source=source, line=line, field=dotted(path) or None))
+                self.fail(f"the key {ascii(key)} is not valid Unicode text ({_SURROGATE})", line, path)
                 continue
             if key in seen:
-                duplicates.append(error(f"duplicate key '{key}' (first on line {seen[key]})", source=source,
-                                        line=line, field=dotted(path + (key,))))
+                self.fail(f"duplicate key '{key}' (first on line {seen[key]})", line, path + (key,))
                 continue
             seen[key] = line
-            lines[path + (key,)] = line
-            _walk(loader, value_node, path + (key,), lines, duplicates, source, error)
-    elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" and not valid_text(node.value):
-        duplicates.append(error(f"not valid Unicode text: {ascii(node.value)} ({_SURROGATE})", source=source,
-                                line=node.start_mark.line + 1, field=dotted(path) or None))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _walk(loader, item, path + (i,), lines, duplicates, source, error)
+            self.lines.setdefault(path + (key,), line)
+            self.node(value_node, path + (key,), self.loader.alias_lines.get((id(node), id(key_node)), line))
+        for source, line in merged:  # after the keys written here, whose lines win (setdefault)
+            self.node(source, path, line)
 
 
 _SURROGATE = "a lone surrogate such as \\ud800: an escape can write it, UTF-8 text cannot hold it"

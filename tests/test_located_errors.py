@@ -84,6 +84,12 @@ def test_several_problems_in_one_exception_are_each_one_line():
 # ---------------------------------------------------------------------------------------------- the reader
 
 
+#: nine short lines standing for 2 * 9^8 values (PyYAML builds them as shared references, every reader
+#: walked them one by one; this hung ``dispatchsim run``)
+BILLION_LAUGHS = ('a: &a ["lol","lol"]\n' + "".join(
+    f"{name}: &{name} [{','.join(['*' + previous] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi"))).encode()
+
+
 def test_yaml_reader_maps_every_key_and_item_to_its_line():
     data, lines = load_yaml("# a comment\na:\n  b: 1\n  c: [x, y]\nd:\n  - e: 2\n", source="f.yaml")
     assert data == {"a": {"b": 1, "c": ["x", "y"]}, "d": [{"e": 2}]}
@@ -102,6 +108,40 @@ def test_yaml_reader_reports_every_duplicate_key():
 def test_yaml_reader_merge_keys_are_not_duplicates():
     data, _ = load_yaml("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  x: 3\n")
     assert data["use"] == {"x": 3, "y": 2}
+
+
+def test_yaml_reader_takes_aliases_and_maps_them_to_the_lines_they_are_written_on():
+    """A bundled scenario shares one endpoint behaviour between two providers with an anchor and alias."""
+    data, lines = load_yaml("a: &x\n  b: 1\nc:\n  - 1\n  - *x\nd: *x\ne:\n  <<: *x\n  f: 2\n")
+    assert data == {"a": {"b": 1}, "c": [1, {"b": 1}], "d": {"b": 1}, "e": {"b": 1, "f": 2}}
+    assert lines[("c", 1)] == 5 and lines[("d",)] == 6 and lines[("e", "f")] == 9
+    assert lines[("c", 1, "b")] == lines[("e", "b")] == 2  # the value itself is written at its anchor
+
+
+@pytest.mark.parametrize("text, problems", [
+    ("a: &x [*x]\n", ["f.yaml:1: a[0]: an alias inside its own anchor (its value would contain itself without end)"]),
+    ("a: &x\n  b:\n    - 1\n    - *x\n  c: *x\n", ["f.yaml:4: a.b[1]: an alias inside its own anchor (its value would "
+                                                   "contain itself without end)",
+                                                   "f.yaml:5: a.c: an alias inside its own anchor (its value would contain "
+                                                   "itself without end)"]),
+    ("a: &x {<<: *x}\n", ["f.yaml:1: a: an alias inside its own anchor (its value would contain itself without end)"]),
+    (BILLION_LAUGHS.decode(), ["f.yaml:5: e[3]: aliases repeat more than 10,000 values in this file; write the values "
+                               "out, or use fewer aliases"]),
+    ("a: &a [1, 2]\nm:\n  <<: {b: [" + ", ".join(["*a"] * 5001) + "]}\n",
+     ["f.yaml:3: m.b[3333]: aliases repeat more than 10,000 values in this file; write the values out, or use fewer aliases"]),
+])
+def test_yaml_reader_refuses_an_alias_inside_itself_and_aliases_that_repeat_too_much(text, problems):
+    """PyYAML builds both as shared references; every reader then recursed without end or walked 9^9 values."""
+    with pytest.raises(LocatedError) as info:
+        load_yaml(text, source="f.yaml")
+    assert str(info.value).splitlines() == problems
+
+
+def test_yaml_reader_refuses_nesting_past_its_limit_where_it_starts():
+    load_yaml("a: " + "[" * 63 + "]" * 63 + "\n")
+    with pytest.raises(LocatedError) as info:
+        load_yaml("a:\n  " + "[" * 3000 + "]" * 3000 + "\n", source="f.yaml")
+    assert str(info.value) == "f.yaml:2: invalid YAML: nested deeper than 64 levels (the limit for a YAML file)"
 
 
 @pytest.mark.parametrize("text, line, message", [
@@ -280,6 +320,9 @@ BROKEN = {
     "not YAML": (b"a: [\n", 2, "invalid YAML: expected the node content"),
     "empty": (b"", 1, "the file is empty"),
     "not a mapping": (b"- a\n- b\n", 1, None),
+    "alias inside itself": (b"x: 1\na: &x [*x]\n", 2, "an alias inside its own anchor"),
+    "billion laughs": (BILLION_LAUGHS, 5, "aliases repeat more than 10,000 values in this file"),
+    "nested too deep": (b"a: " + b"[" * 3000 + b"]" * 3000 + b"\n", 1, "nested deeper than 64 levels"),
 }
 KINDS = {
     "scenario": (["run"], "err", "expected a mapping of scenario keys"),
@@ -313,6 +356,19 @@ def test_non_utf8_scenario_through_the_installed_command_is_exit_2_not_a_traceba
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[0] == (f"{path}:1: the file is not UTF-8 text: byte 0xe9 at column 10 cannot be "
                                            "decoded; save it as UTF-8")
+
+
+@pytest.mark.parametrize("broken", ["alias inside itself", "billion laughs"])
+def test_broken_files_through_the_installed_command_and_serve_are_exit_2_at_once(tmp_path, broken):
+    content, line, message = BROKEN[broken]
+    path = tmp_path / "f.yaml"
+    path.write_bytes(content)
+    for argv in (["run", str(path)], ["serve", "--db", str(tmp_path / "x.db"), "--config", str(path)]):
+        proc = subprocess.run([sys.executable, "-m", "dispatchsim", *argv], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        first = proc.stderr.splitlines()[0]
+        assert first.startswith(f"{path}:{line}: ") and message in first, proc.stderr
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_serve_config_reports_every_mistake_with_its_line(tmp_path, capsys):
