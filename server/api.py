@@ -31,6 +31,7 @@ from .keys import KeyRing, Principal
 from .openapi import Operation, build_document
 from .logs import request_log_middleware
 from .problems import Problem, field_problem, problem_response
+from .unparsable import abandon_body
 from .reference import reference_asset, reference_page
 from .prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServeMetrics
 
@@ -58,6 +59,10 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
         return _problem(request, p)
     except web.HTTPRequestEntityTooLarge:
         return _problem(request, Problem(413, "too-large", f"request body over {MAX_BODY} bytes"))
+    except web.RequestPayloadError:  # e.g. Content-Encoding: gzip on a body that is not
+        response = _problem(request, Problem(400, "unparsable-request", abandon_body(request)))
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

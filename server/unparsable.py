@@ -32,6 +32,24 @@ REASONS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+def abandon_body(request: BaseRequest) -> str:
+    """Give up the body of ``request``, which aiohttp's parser failed on as a handler read it (its
+    ``RequestPayloadError``: ``Content-Encoding: gzip`` on a body that is not); return why, for the caller.
+
+    The parser has dropped the rest of the body, so the connection cannot carry another request: the
+    answer must close it (``force_close``). The body's stream is ended here, or aiohttp would read it
+    once more after the answer and log the same failure as an unhandled exception. The reason names the
+    ``Content-Encoding`` the body did not match and never quotes aiohttp's message, which for a framing
+    error may quote the request's bytes.
+    """
+    request.content.feed_eof()
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        return (f"the request body is not valid {encoding} data, as its Content-Encoding says; send the body "
+                "compressed, or without the header; nothing was done")
+    return "the request body is cut short or its framing is not valid HTTP/1.1; nothing was done"
+
+
 def unparsable_problem(status: int, exc: BaseException | None) -> dict[str, Any]:
     """The problem document for an answer aiohttp makes itself: ``status`` and why, never the request."""
     if 400 <= status < 500:
@@ -70,4 +88,4 @@ class ProblemAppRunner(web.AppRunner):
                               handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
 
 
-__all__ = ["REASONS", "ProblemAppRunner", "unparsable_problem"]
+__all__ = ["REASONS", "ProblemAppRunner", "unparsable_problem", "abandon_body"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 
 import io
 import json
@@ -233,6 +234,26 @@ async def test_bad_activity_bodies_are_400_and_store_nothing(api: Api, raw: byte
     _is_problem(body, 400)
     assert fragment in body["detail"]
     assert api.engine.store.conn.execute("SELECT COUNT(*) FROM activities").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("path", ["/api/activities", "/api/dispatch-configurations"])
+@pytest.mark.parametrize("idempotency_key", [None, "retry-me-1"])
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_400_and_stores_nothing(
+        api: Api, receiver, caplog, encoding: str, path: str, idempotency_key: str | None) -> None:
+    """aiohttp fails on such a body as the handler (or the idempotency check) reads it: that was a 500."""
+    raw = json.dumps({"channel": "SALESMAN"} if path.endswith("activities") else
+                     {"provider_id": "crm", "channel": "SALESMAN", "endpoint_url": receiver.url}).encode()
+    headers = {"Content-Encoding": encoding, **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+    status, body = await api.call("POST", path, raw=raw, headers=headers)
+    assert status == 400, body
+    _is_problem(body, 400)
+    assert body["type"].endswith("/unparsable-request") and f"not valid {encoding} data" in body["detail"]
+    for table in ("activities", "configurations"):
+        assert api.engine.store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+    status, body = await api.call("POST", path, raw=gzip.compress(raw), headers={**headers, "Content-Encoding": "gzip"})
+    assert status == 201, body  # the same body compressed as it says is read (and the key was not used up)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # aiohttp's "Unhandled exception" was one
 
 
 async def test_oversized_body_is_413(api: Api) -> None:
