@@ -25,6 +25,7 @@ from dispatchsim.engine import (CONSOLE_ORDER, ActivationRefused, Configuration,
 from . import console_timeline
 from .console_sessions import COOKIE, Session, Sessions
 from .keys import KeyRing, hash_key
+from .unparsable import abandon_body
 
 PREFIX = "/console"
 PAGE_SIZE = 50
@@ -80,7 +81,7 @@ async def console_middleware(request: web.Request, handler: _Handler) -> web.Str
                 raise PageError(401, "sign in first: this session is missing or has expired")
             request[SESSION_KEY] = session
             if request.method == "POST":
-                form = await request.post()
+                form = await _form(request)
                 token = form.get("csrf_token")
                 if not session.csrf_ok(token if isinstance(token, str) else None):
                     raise PageError(403, "this form is missing its CSRF token or it is wrong; reload the page")
@@ -89,6 +90,10 @@ async def console_middleware(request: web.Request, handler: _Handler) -> web.Str
         raise
     except PageError as exc:
         return _render(request, "error.html", status=exc.status, message=exc.message)
+    except web.RequestPayloadError:  # e.g. Content-Encoding: gzip on a body that is not
+        response = _render(request, "error.html", status=400, message=abandon_body(request))
+        response.force_close()
+        return response
     except NotFound as exc:
         return _render(request, "error.html", status=404, message=str(exc))
     except ActivationRefused as exc:
@@ -107,6 +112,18 @@ async def console_middleware(request: web.Request, handler: _Handler) -> web.Str
             return _render(request, "error.html", status=503, message=f"storage unavailable: {unavailable}")
         request.app[_ENGINE].log.error("console.error", path=request.path, error=f"{type(exc).__name__}: {exc}")
         return _render(request, "error.html", status=500, message="internal error; see the server log")
+
+
+async def _form(request: web.Request) -> Any:
+    """The posted form; one that is not text in its charset, or multipart data without its boundaries,
+    is the sender's mistake: a 400 page, and nothing is done (a body aiohttp cannot read at all, such as
+    ``Content-Encoding: gzip`` on one that is not, is answered by the middleware)."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError):  # UnicodeDecodeError, a missing boundary; a charset with no codec
+        raise PageError(400, "the form cannot be read: it is not UTF-8 text (or not text in the charset its "
+                             "Content-Type names), or its multipart boundaries are missing; nothing was "
+                             "done") from None
 
 
 async def _key_still_valid(request: web.Request, session: Session) -> bool:
@@ -180,7 +197,7 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await _form(request)
     given = form.get("api_key")
     key = given if isinstance(given, str) else None
     principal = await request.app[_KEYS].lookup(key)
@@ -326,7 +343,7 @@ async def delivery_action(request: web.Request) -> web.Response:
     engine = _engine(request)
     did, public = await _own_delivery(request)
     action = request.match_info["action"]
-    why = _reason(await request.post())
+    why = _reason(await _form(request))
     if action == "force-retry":
         row = await engine.force_retry(did)
     elif action == "skip":
@@ -353,7 +370,7 @@ async def config_action(request: web.Request) -> web.Response:
     cid = request.match_info["config_id"]
     await _own_config(request, cid)
     action = request.match_info["action"]
-    form = await request.post()
+    form = await _form(request)
     why = _reason(form)
     if action == "recover":
         raw = form.get("since")

@@ -258,6 +258,46 @@ async def test_recover_since_reenable_and_skip(console: Console, receiver) -> No
     assert kinds[-3:] == ["operator.skip", "operator.recover", "operator.activate"]
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(("body", "headers", "says"), [
+    (b"api_key=\xff", {}, "the form cannot be read"),
+    (b"api_key=x", {"Content-Type": f"{FORM}; charset=no-such-charset"}, "the form cannot be read"),
+    (b"api_key=x", {"Content-Encoding": "gzip"}, "the request body is not valid gzip data"),
+    (b"--xx\r\n", {"Content-Type": "multipart/form-data; boundary=yy"}, "multipart boundaries are missing"),
+])
+async def test_a_sign_in_form_that_cannot_be_read_is_a_400_page(console: Console, body: bytes,
+                                                                headers: dict[str, str], says: str) -> None:
+    """It was a 500 (an internal error) before any key was looked at."""
+    async with console.http.post("/console/login", data=body, headers={"Content-Type": FORM, **headers},
+                                 allow_redirects=False) as r:
+        assert r.status == 400 and says in await r.text()
+        assert "Set-Cookie" not in r.headers
+    status, _ = await console.sign_in(console.acme_key)  # the console still answers, on a new connection
+    assert status == 303 and (await console.get("/console/"))[0] == 200
+
+
+async def test_an_action_form_that_cannot_be_read_is_a_400_page_and_changes_nothing(console: Console,
+                                                                                    receiver) -> None:
+    engine = console.engine
+    cid = (await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, activate=False))["id"]
+    await console.sign_in(console.acme_key)
+    token = await console.csrf(f"/console/configs/{cid}/activate")
+    for body, headers, says in [
+        (b"\xff=1", {}, "the form cannot be read"),  # read by the CSRF check, before any action
+        (f"csrf_token={token}&reason=caf\xe9".encode("latin-1"), {}, "the form cannot be read"),
+        (f"csrf_token={token}&reason=back".encode(), {"Content-Encoding": "deflate"}, "not valid deflate data"),
+    ]:
+        async with console.http.post(f"/console/configs/{cid}/activate", data=body,
+                                     headers={"Content-Type": FORM, **headers}, allow_redirects=False) as r:
+            assert r.status == 400 and says in await r.text(), body
+    assert not (await engine.config_view(cid))["active"]
+    assert [n["kind"] for n in await engine.notifications(cid) if n["kind"].startswith("operator.")] == []
+    status, _, _ = await console.post(f"/console/configs/{cid}/activate", {"csrf_token": token, "reason": "back"})
+    assert status == 303 and (await engine.config_view(cid))["active"]  # the same action, readable, is done
+
+
 async def test_another_tenants_ids_answer_as_missing_ones(console: Console, receiver) -> None:
     receiver.respond = lambda hit, n: (500, {}, 0.0)
     theirs = await _outage(console.engine, receiver.url, tenant="other", n=1)
