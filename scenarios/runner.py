@@ -205,8 +205,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     done = False
     try:
         for name in (scenario.simulated.endpoints if scenario.simulated else {}):
-            sanitize.add(endpoints.url(name), f"sim://{name}")
-            sanitize.add(f"127.0.0.1:{endpoints.ports[name]}", f"sim:{name}")
+            sanitize.endpoint(name, endpoints.url(name), endpoints.host, endpoints.ports[name])
         await run.open()
         await run.setup()
         for cfg in scenario.configurations:
@@ -270,7 +269,18 @@ class _Sanitizer:
         self.pairs.sort(key=lambda p: -len(p[0]))
         self._map = dict(self.pairs)
         self._olds = tuple(self._map)
-        self._re = re.compile("|".join(re.escape(o) for o, _ in self.pairs))
+        # a text ending in a port's digits is not the start of a longer number (port 4321 in 43210)
+        self._re = re.compile("|".join(re.escape(o) + (r"(?!\d)" if o[-1:].isdigit() else "") for o, _ in self.pairs))
+
+    def endpoint(self, name: str, url: str, host: str, port: int) -> None:
+        """Every form the address of simulated endpoint ``name`` takes in a text: its URL, ``host:port``
+        (aiohttp's "Cannot connect to host 127.0.0.1:PORT"), ``[host]:port`` (IPv6), and the socket
+        address tuple of an OS error (``Connect call failed ('127.0.0.1', PORT)``; an IPv6 one has four
+        items, so its start is replaced)."""
+        self.add(url, f"sim://{name}")
+        self.add(f"{host}:{port}", f"sim:{name}")
+        self.add(f"[{host}]:{port}", f"sim:{name}")
+        self.add(f"({host!r}, {port}", f"(sim:{name}")
 
     def __call__(self, text: str) -> str:
         # most texts (every delivery's events, most header values) name no endpoint: a substring test
