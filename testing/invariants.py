@@ -321,19 +321,39 @@ ALL: tuple[Invariant, ...] = (acknowledged_in_order, no_overtaking, attempt_time
                               nothing_sent_while_circuit_open, one_attempt_at_a_time)
 
 
-def violations(h: History, *invariants: Invariant) -> list[str]:
-    """``name: explanation`` for each invariant that fails (all of :data:`ALL` when none are named)."""
+def _resolve(invariants: tuple[Invariant | str, ...]) -> tuple[Invariant, ...]:
+    """The invariants to run: each given as a function or by the name of one in :data:`ALL`
+    (``"nothing_lost"``); an unknown name is refused before anything runs, naming the known ones."""
+    if not invariants:
+        return ALL
+    by_name = {inv.__name__: inv for inv in ALL}
     out = []
-    for inv in invariants or ALL:
+    for inv in invariants:
+        if isinstance(inv, str):
+            if inv not in by_name:
+                raise ValueError(f"unknown invariant {inv!r}; the named ones are: {', '.join(sorted(by_name))}")
+            inv = by_name[inv]
+        elif not callable(inv):
+            raise TypeError(f"an invariant is a function History -> str | None or its name, not {inv!r}")
+        out.append(inv)
+    return tuple(out)
+
+
+def violations(h: History, *invariants: Invariant | str) -> list[str]:
+    """``name: explanation`` for each invariant that fails (all of :data:`ALL` when none are named);
+    each is a function or the name of one in :data:`ALL`."""
+    out = []
+    for inv in _resolve(invariants):
         why = inv(h)
         if why is not None:
             out.append(f"{getattr(inv, '__name__', 'invariant')}: {why}")
     return out
 
 
-def check(h: History, *invariants: Invariant) -> None:
-    """Raise ``AssertionError`` naming every broken invariant (all of :data:`ALL` when none are named);
-    the run is appended as a ready-to-run scenario file when it came from one."""
+def check(h: History, *invariants: Invariant | str) -> None:
+    """Raise ``AssertionError`` naming every broken invariant (all of :data:`ALL` when none are named;
+    each is a function or the name of one in :data:`ALL`); the run is appended as a ready-to-run
+    scenario file when it came from one."""
     broken = violations(h, *invariants)
     if broken:
         text = "\n".join(broken)

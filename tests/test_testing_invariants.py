@@ -206,3 +206,23 @@ def test_a_late_tolerance_widens_only_the_late_side(monkeypatch):
     assert inv.attempt_times_follow_policy(early) == "delivery 1: try 2 started at +1m00s, before it was due at +1m01s"
     monkeypatch.setattr(inv, "LATE_TOLERANCE", inv.TOLERANCE)
     assert "was due at +1m01s but started only at +1m02s" in inv.attempt_times_follow_policy(late)
+
+
+def test_check_takes_invariants_by_name_as_the_docs_say():
+    """docs/testing.md: ``invariants.check(history, *names)``. A name used to be called as a function
+    (TypeError: 'str' object is not callable, which hypothesis then shrank for a minute and a half)."""
+    broken = _history(arrivals=(_arrival(1, 2, 5), _arrival(2, 1, 61)), expected_deliveries=3)
+    with pytest.raises(AssertionError) as exc:
+        inv.check(broken, "acknowledged_in_order")
+    assert str(exc.value).startswith("acknowledged_in_order: queue c: delivery 1") and "nothing_lost" not in str(exc.value)
+    assert inv.violations(broken, "nothing_lost", inv.acknowledged_in_order) == [
+        inv.violations(broken, inv.nothing_lost)[0], inv.violations(broken, "acknowledged_in_order")[0]]
+    inv.check(_history(), *(i.__name__ for i in inv.ALL))
+
+
+def test_an_unknown_invariant_name_is_refused_naming_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown invariant 'nothing_lots'; the named ones are: acknowledged_in_order, "
+                                         r"all_settled, .*nothing_lost"):
+        inv.check(_history(), "nothing_lots")
+    with pytest.raises(TypeError, match="an invariant is a function History -> str | None or its name, not 3"):
+        inv.violations(_history(), 3)  # type: ignore[arg-type]
