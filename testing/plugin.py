@@ -37,6 +37,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "dispatchsim: run this async test on dispatchsim's virtual clock")
 
 
+def _hypothesis_printer_replaced() -> bool:
+    """Whether another plugin swapped hypothesis' example printer for one that prints nothing:
+    schemathesis's pytest plugin does so when it loads (for its own speed), and every failing
+    example of every hypothesis test in the session then reads ``endpoint=,``."""
+    import sys
+
+    core = sys.modules.get("hypothesis.core")
+    if core is None:
+        return False
+    from hypothesis.vendor import pretty
+
+    return getattr(core, "RepresentationPrinter", pretty.RepresentationPrinter) is not pretty.RepresentationPrinter
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """A failing property test is only as good as its printed counterexample: say why it is blank
+    and what to do (we do not undo another plugin's patch behind its back)."""
+    if terminalreporter.stats.get("failed") and _hypothesis_printer_replaced():
+        terminalreporter.write_line(
+            "dispatchsim: hypothesis' failing examples above print blank because another pytest plugin "
+            "(schemathesis) replaced hypothesis' printer; run pytest with -p no:schemathesis to read them")
+
+
 def _wants_virtual_time(item: Any) -> bool:
     names = set(getattr(item, "fixturenames", ()) or ())
     return bool(names & FIXTURES) or item.get_closest_marker("dispatchsim") is not None

@@ -80,3 +80,33 @@ def test_the_plugin_is_registered_through_the_entry_point(pytester: pytest.Pytes
     for name in ("dispatch_engine", "dispatch_endpoints", "dispatch_recorder", "dispatch_history"):
         assert name in text
     assert "dispatchsim/testing/plugin.py" in text.replace("\\", "/") or "testing/plugin.py" in text
+
+
+FAILING_PROPERTY = '''
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=5, database=None, derandomize=True)
+@given(x=st.integers())
+def test_fails(x):
+    assert x < 0
+'''
+
+
+@pytest.mark.parametrize("schemathesis", [True, False], ids=["with-schemathesis", "without"])
+def test_a_blank_counterexample_is_explained_when_schemathesis_blanked_it(pytester: pytest.Pytester,
+                                                                           schemathesis: bool) -> None:
+    """schemathesis's pytest plugin (installed in many API projects, and by our test extra) swaps
+    hypothesis' printer for one that prints nothing, so a failing property reads ``x=,``: the plugin
+    says why and how to read it; without schemathesis the example prints and nothing is added."""
+    pytester.makepyfile(test_prop=FAILING_PROPERTY)
+    args = ["-p", "no:cacheprovider", "-q"] + ([] if schemathesis else ["-p", "no:schemathesis"])
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(failed=1)
+    text = "\n".join(result.outlines)
+    note = ("dispatchsim: hypothesis' failing examples above print blank because another pytest plugin "
+            "(schemathesis) replaced hypothesis' printer; run pytest with -p no:schemathesis to read them")
+    if schemathesis:
+        assert "x=," in text and note in text
+    else:
+        assert "x=0," in text and note not in text
