@@ -28,7 +28,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.database import InMemoryExampleDatabase
 from hypothesis.errors import Flaky
+from hypothesis.internal.conjecture.engine import MAX_SHRINKS
 
 from dispatchsim.yamlfile import load_yaml, read_text
 from dispatchsim.providers.durations import parse_duration
@@ -83,6 +85,8 @@ class Exploration:
     counterexample: Counterexample | None = None
     failures_seen: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    shrink_rounds: int = 0  #: rounds of shrinking (a round ends after hypothesis' MAX_SHRINKS improvements)
+    shrink_cut_short: bool = False  #: every round used all its shrinks: a smaller counterexample may exist
 
     @property
     def ok(self) -> bool:
@@ -299,15 +303,43 @@ def _line(lines: Mapping[tuple, int], path: tuple[str | int, ...]) -> int | None
 
 # -- exploring ---------------------------------------------------------------------------------
 
+class _Rounds(InMemoryExampleDatabase):
+    """The exploration's example database: between two rounds of shrinking, the round's result moves
+    to the secondary corpus. Replayed from the primary one, hypothesis takes an example for already
+    shrunk and stops at once; from the secondary one it shrinks it again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._keys: set[bytes] = set()
+
+    def save(self, key: bytes, value: bytes) -> None:
+        self._keys.add(key)
+        super().save(key, value)
+
+    def demote(self) -> None:
+        for key in [k for k in self._keys if b"." not in k]:  # primary keys are bare digests
+            for value in list(self.fetch(key)):
+                self.move(key, key + b".secondary", value)
+
+
+#: rounds of shrinking at most: hypothesis stops a shrink after MAX_SHRINKS improvements, and a
+#: scenario with many markers can need more; each further round starts from the last round's result
+MAX_SHRINK_ROUNDS = 8
+
+
 def explore(template: Template, *, examples: int = 50, seed_value: int = 0,
             on_example: Callable[[int, bool], None] | None = None) -> Exploration:
     """Run up to ``examples`` variations (hypothesis, seeded) and shrink the first failure.
 
     An example fails when any expectation of the file fails (as ``dispatchsim run`` would report);
     an example that is not a valid scenario raises :class:`ScenarioError` naming the marked key.
+    Hypothesis ends a shrink after :data:`MAX_SHRINKS` improvements: a shrink that used them all
+    goes on in another round from its result (through an in-memory example database), up to
+    :data:`MAX_SHRINK_ROUNDS`; :attr:`Exploration.shrink_cut_short` says when even those ran out.
     """
     out = Exploration(scenario=template.source, variables=template.variables)
     template.check()
+    failing = [0]  # failing runs in the current round
 
     def run_one(document: dict[str, Any]) -> None:
         document = _prune(document)
@@ -319,18 +351,38 @@ def explore(template: Template, *, examples: int = 50, seed_value: int = 0,
             on_example(out.examples, result.ok)
         if not result.ok:
             out.failures_seen += 1
+            failing[0] += 1
             raise _Failed(Counterexample(text=text, result=result, values=values))
 
-    test = settings(max_examples=examples, database=None, deadline=None, derandomize=False,
-                    phases=[Phase.generate, Phase.shrink], report_multiple_bugs=False, print_blob=False,
-                    suppress_health_check=list(HealthCheck))(given(template.strategy)(run_one))
-    test = seed(seed_value)(test)
-    try:
-        test()
-    except _Failed as exc:
-        out.counterexample = exc.example
-    except Flaky as exc:  # pragma: no cover - runs are deterministic per seed
-        raise ScenarioError(f"an example passed and failed on identical input ({exc})", source=template.source)
+    saved = _Rounds()  # this exploration's own: the next round starts from the last one's example
+
+    def round_of(phases: list[Phase]) -> Counterexample | None:
+        failing[0] = 0
+        # settings outermost: @seed alone turns the example database off, and the rounds need it
+        test = settings(max_examples=examples, database=saved, deadline=None, derandomize=False, phases=phases,
+                        report_multiple_bugs=False, print_blob=False,
+                        suppress_health_check=list(HealthCheck))(seed(seed_value)(given(template.strategy)(run_one)))
+        try:
+            test()
+        except _Failed as exc:
+            return exc.example
+        except Flaky as exc:  # pragma: no cover - runs are deterministic per seed
+            raise ScenarioError(f"an example passed and failed on identical input ({exc})", source=template.source)
+        return None
+
+    out.counterexample = round_of([Phase.generate, Phase.shrink])
+    rounds = 1
+    while out.counterexample is not None and failing[0] >= MAX_SHRINKS:
+        if rounds == MAX_SHRINK_ROUNDS:
+            out.shrink_cut_short = True
+            break
+        saved.demote()
+        further = round_of([Phase.reuse, Phase.shrink])
+        rounds += 1
+        if further is None or further.text == out.counterexample.text:
+            break
+        out.counterexample = further
+    out.shrink_rounds = rounds
     return out
 
 
@@ -343,8 +395,9 @@ def report(found: Exploration, *, examples: int, seed_value: int) -> str:
     ce = found.counterexample
     assert ce is not None
     failed = [c for c in ce.result.checks if not c.ok]
-    lines = [f"FAIL  {found.scenario}: an expectation failed ({found.examples} runs, seed {seed_value}); "
-             "shrunk to the minimal counterexample below"]
+    shrunk = (f"shrinking stopped after {found.shrink_rounds} round{'s' if found.shrink_rounds != 1 else ''} with the smallest counterexample below; a smaller "
+              "one may exist" if found.shrink_cut_short else "shrunk to the minimal counterexample below")
+    lines = [f"FAIL  {found.scenario}: an expectation failed ({found.examples} runs, seed {seed_value}); {shrunk}"]
     for c in failed:
         where = f" (line {c.line})" if c.line else ""
         lines.append(f"      {c.name}{where}: expected {c.expected}; observed {c.observed}")
