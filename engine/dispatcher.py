@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -159,6 +159,8 @@ class Dispatcher:
         #: deliveries this dispatcher is claiming, or claimed in a group commit not committed yet: to another
         #: connection of a shared database they still look due (see :meth:`_not_mine`)
         self._claiming: set[int] = set()
+        self._accounting: Counter[str] = Counter()  # configurations a group commit is feeding outcomes to
+        self._stale_windows: set[str] = set()  # their breaker windows, to be rebuilt once it ends
         #: a :meth:`run` is going on (a group commit claims next heads only then, as a cycle would)
         self._running = False
         #: the group commit also claims due work (see :meth:`commit_claims`)
@@ -211,8 +213,14 @@ class Dispatcher:
                 st.probing = False
             st.circuit, st.circuit_until = circuit, row.circuit_until
             st.consecutive_failures, st.failing_since = row.consecutive_failures, row.failing_since
-            st.loaded_window = False
-            st.window.clear()
+            if self._accounting[row.config_id]:
+                # a group commit is feeding this window its outcomes: emptied now, the next outcome would
+                # meet a window without the ones before it (a circuit two failures should open stayed
+                # closed); it is emptied, to be rebuilt from the shared attempts, once the commit ends
+                self._stale_windows.add(row.config_id)
+            else:
+                st.loaded_window = False
+                st.window.clear()
 
     # -- control ------------------------------------------------------------------------
 
@@ -789,12 +797,13 @@ class Dispatcher:
         events: list[tuple[str, str, dict[str, Any]]] = []
         self._batch_configs: dict[str, Configuration | None] = {}
         changed: set[str] = set()  # configurations whose endpoint health changed in this commit
+        attempted = {c.config_id: c.attempt_id for c, _, r in batch if not isinstance(r, str)}
+        self._accounting.update(attempted.keys())
         try:
             async with self.store.tx():
                 # the breaker windows are read before this batch is recorded (its attempts are still open);
                 # a configuration no breaker, auto-disable or health state concerns now is not fed below.
                 # The configurations are read together first (a network database: one wait for all)
-                attempted = {c.config_id: c.attempt_id for c, _, r in batch if not isinstance(r, str)}
                 self._batch_configs.update(await self.store.configs_by_id(list(attempted)))
                 concerned = {cid for cid, aid in attempted.items() if await self._endpoint(cid, aid) is not None}
                 quiet = getattr(self.log, "quiet", False)  # nobody reads the events: their fields are not built
@@ -834,7 +843,10 @@ class Dispatcher:
             self._results = batch + self._results
             self._urgent = any(snap.ordering.ordered for _, snap, _ in self._results)
             self._schedule_flush(STORAGE_RETRY)
+            self._stale_windows.update(attempted)  # they hold outcomes that will be fed again
             return
+        finally:
+            self._accounted(attempted.keys())
         if self._stopping:
             # stopped (or crashed) while this commit was being stored: its claims are left like any
             # attempt a stop abandons (their leases end, or the stop releases this engine's own)
@@ -930,6 +942,21 @@ class Dispatcher:
 
     # -- endpoint health ------------------------------------------------------------------
 
+    def _accounted(self, config_ids: Iterable[str]) -> None:
+        """A group commit no longer feeds these configurations' breaker windows: those a shared health
+        read found stale meanwhile are emptied now, to be rebuilt from the store at their next outcome."""
+        for cid in config_ids:
+            self._accounting[cid] -= 1
+            if self._accounting[cid] > 0:
+                continue
+            del self._accounting[cid]
+            if cid in self._stale_windows:
+                self._stale_windows.discard(cid)
+                st = self._health.get(cid)
+                if st is not None:
+                    st.loaded_window = False
+                    st.window.clear()
+
     async def _batch_config(self, config_id: str) -> Configuration | None:
         """The configuration as it is now: one look-up per configuration and group commit, not per attempt."""
         if config_id not in self._batch_configs:
@@ -949,10 +976,12 @@ class Dispatcher:
             return None
         st = self._health.setdefault(config_id, EndpointState())
         if cb is not None and not st.loaded_window:
+            # rebuild the sliding window from the store (e.g. after a restart), minus this very attempt;
+            # replaced, not added to: a shared health read may have emptied it while the store answered
+            rows = await self.store.recent_outcomes(config_id, self.clock.now() - cb.window, exclude_attempt=attempt_id)
+            st.window.clear()
+            st.window.extend(rows)
             st.loaded_window = True
-            # rebuild the sliding window from the store (e.g. after a restart), minus this very attempt
-            st.window.extend(await self.store.recent_outcomes(config_id, self.clock.now() - cb.window,
-                                                              exclude_attempt=attempt_id))
         return cfg, snap, st
 
     async def _account(self, config_id: str, ok: bool, attempt_id: int) -> list[tuple[str, str, dict[str, Any]]]:

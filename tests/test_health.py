@@ -234,3 +234,32 @@ async def test_force_retry_where_reads_each_delivery_once_and_each_configuration
     await engine.delete_config(cfg["id"])
     assert await engine.force_retry_where(reason="exhausted") == []
     assert [d.status for d in await engine.deliveries()] == ["FAILED"] * 5
+
+
+async def test_a_shared_health_read_during_a_group_commit_does_not_empty_the_breaker_window(engine, receiver,
+                                                                                             setup_config):
+    """Serve on PostgreSQL reads the health other workers stored every second (share_health) and rebuilds
+    the breaker's window from the shared attempts. A read that landed while a group commit was feeding
+    the window its outcomes emptied it: the second of two failures met a window without the first, and a
+    circuit that two failures of two should open stayed closed (tests/test_serve_pg.py failed so, under
+    load). The read is forced into that moment here: right after the commit counted the outcome."""
+    receiver.respond = lambda hit, n: (500, {}, 0)
+    await setup_config(receiver.url, retry={"base": 600, "max_attempts": None}, ordering={"mode": "none", "concurrency": 2},
+                       circuit_breaker={"window": 60, "failure_rate": 0.5, "min_requests": 2, "cooldown": 600})
+    cid = "acme.crm.salesman"
+    dispatcher, store = engine.dispatcher, engine.store
+    count_outcome, reads = store.count_outcome, []
+
+    async def counted_then_read(config_id: str, **kw):
+        streak = await count_outcome(config_id, **kw)
+        reads.append(config_id)
+        dispatcher._read_health(await store.health_rows(), engine.clock.now())  # another worker's view arrives
+        return streak
+
+    store.count_outcome = counted_then_read
+    for i in range(2):
+        await engine.create_activity("acme", key(i))
+    await engine.run_for(30)
+    assert reads == [cid, cid] and len(receiver.posts()) == 2
+    assert (await engine.health(cid))["circuit"] == "open"
+    assert [n["kind"] for n in await engine.notifications(cid)] == ["circuit.opened"]
