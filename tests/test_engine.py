@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from dispatchsim.engine import (ActivationRefused, ConfigError, Engine, InvalidTransition, NotFound, ResultConflict,
+from dispatchsim.engine import (ActivationRefused, Circuit, ConfigError, Engine, InvalidTransition, NotFound, ResultConflict,
                                 iso)
 from dispatchsim.mapping.activity import PAYLOAD_KEYS
 
@@ -735,5 +735,80 @@ async def test_v9_gives_an_unordered_row_a_promotion_stripped_back_its_eligibili
     try:
         summary = await engine.run_until_idle()
         assert summary.counts["DISPATCHED"] == 1 and len(receiver.posts()) == 1
+    finally:
+        await engine.close()
+
+
+async def test_v12_rewrites_the_status_and_circuit_checks_keeping_every_row_id_and_sequence(tmp_path, receiver):
+    """v12 rebuilds deliveries and endpoint_health with their CHECK constraints written without IN lists
+    (SQLite built a temporary B-tree for a list of more than two constants at every write of the
+    column). A v11 file keeps every row, its delivery ids and what its AUTOINCREMENT gave out; the
+    checks still refuse what they refused; the views over deliveries work again."""
+    import sqlite3
+
+    from dispatchsim.engine.store import Store
+
+    db_path = str(tmp_path / "v11.db")
+    engine = await Engine.open(db_path, virtual=True, seed=1)
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, activate=True,
+                            ordering={"mode": "none"})
+    for _ in range(3):
+        await engine.create_activity("acme", ACT)
+    await engine.run_until_idle()
+    await engine.create_activity("acme", ACT)  # READY, then leased below: an attempt in flight
+    await engine.store.save_circuit(engine.store.conn.execute("SELECT id FROM configurations").fetchone()[0],
+                                    circuit=Circuit.OPEN, circuit_until=2e9, now=1e9)
+    [(did,)] = engine.store.conn.execute("SELECT id FROM deliveries WHERE status = 'READY'").fetchall()
+    [claim] = await engine.store.claim([(did, 2e9 + 60)], token="dead:1", now=2e9)
+    await engine.close()
+    conn = sqlite3.connect(db_path)
+    with conn:  # v11's checks (IN lists), and ids given out past the last row (a later delivery rolled back)
+        conn.execute("PRAGMA writable_schema = ON")
+        for table, new, old in (
+                ("deliveries", "status = 'READY' OR status = 'RETRYING' OR status = 'DISPATCHED' OR status = 'FAILED'",
+                 "status IN ('READY','RETRYING','DISPATCHED','FAILED')"),
+                ("endpoint_health", "circuit = 'closed' OR circuit = 'open' OR circuit = 'half_open'",
+                 "circuit IN ('closed', 'open', 'half_open')")):
+            assert conn.execute("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE name = ?",
+                                (new, old, table)).rowcount == 1
+        conn.execute("PRAGMA writable_schema = OFF")
+        conn.execute("UPDATE sqlite_sequence SET seq = seq + 5 WHERE name = 'deliveries'")
+        conn.execute("PRAGMA user_version = 11")
+    conn.close()
+    conn = sqlite3.connect(db_path)
+    before = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("deliveries", "endpoint_health")}
+    [(seq,)] = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'").fetchall()
+    assert "IN (" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'deliveries'").fetchone()[0]
+    conn.close()
+    assert seq == max(r[0] for r in before["deliveries"]) + 5 and len(before["deliveries"]) == 4
+
+    store = Store(db_path)
+    try:
+        conn = store.conn
+
+        def rows(sql: str) -> list[tuple]:
+            return [tuple(r) for r in conn.execute(sql)]
+
+        assert await store.schema_version() == 12
+        for t in ("deliveries", "endpoint_health"):
+            assert rows(f"SELECT * FROM {t} ORDER BY 1") == before[t]
+            assert " IN " not in conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (t,)).fetchone()[0]
+        assert rows("SELECT name, seq FROM sqlite_sequence WHERE name LIKE 'deliveries%'") == [("deliveries", seq)]
+        assert rows("PRAGMA foreign_key_check") == [] and rows("PRAGMA integrity_check") == [("ok",)]
+        # the attempt in flight is listed from its lease (the views), and the finished ones from their rows
+        assert [(a.id, a.outcome) for a in await store.attempts(did)] == [(claim.attempt_id, None)]
+        assert len(await store.attempts()) == 4
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            conn.execute("UPDATE deliveries SET status = 'SENT' WHERE id = ?", (did,))
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            conn.execute("UPDATE endpoint_health SET circuit = 'ajar'")
+    finally:
+        await store.close()
+    engine = await Engine.open(db_path, virtual=True, seed=1)
+    try:  # the next delivery's id comes after every id given out, not after the last row
+        await engine.create_activity("acme", ACT)
+        assert engine.store.conn.execute("SELECT MAX(id) FROM deliveries").fetchone()[0] == seq + 1
     finally:
         await engine.close()

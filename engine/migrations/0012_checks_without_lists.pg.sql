@@ -1,0 +1,4 @@
+-- dispatchsim schema v12 for PostgreSQL: nothing changes here. v12 rewrites SQLite's CHECK constraints on
+-- a delivery's status and an endpoint's circuit without IN lists (0012_checks_without_lists.sql), which
+-- SQLite evaluated by building a temporary B-tree at every write of those columns; PostgreSQL tests an
+-- IN list of constants without one.
