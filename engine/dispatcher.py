@@ -24,6 +24,8 @@ from .store_contract import Finish, StoreContract
 from .store_file import storage_error
 from .store_rows import Configuration, EndpointHealth, StoredActivity
 
+#: builds a named tuple from its fields in order (see :func:`dispatchsim.engine.store._claim`)
+_NEW = tuple.__new__
 #: seconds between tries while the database cannot take writes (disk full, busy)
 STORAGE_RETRY = 1.0
 
@@ -675,9 +677,10 @@ class Dispatcher:
             except PayloadUnmappable as exc:
                 self._queue_result(claim, snap, str(exc))
                 return
-            req = Request(url=snap.endpoint_url, body=body, webhook_id=claim.webhook_id,
-                          timestamp=int(started), auth=snap.auth, signing_secret=snap.signing_secret,
-                          connect_timeout=snap.timeouts.connect, total_timeout=snap.timeouts.total)
+            # Request's fields in order (url, body, webhook_id, timestamp, auth, signing_secret, connect_timeout,
+            # total_timeout), without the Python call of a named tuple's constructor (see store._claim)
+            req = _NEW(Request, (snap.endpoint_url, body, claim.webhook_id, int(started), snap.auth,
+                                 snap.signing_secret, snap.timeouts.connect, snap.timeouts.total))
             outcome = await self.sender.send(req)
             for observe in self.observers:
                 observe(AttemptObservation(outcome=outcome.kind.value, latency=outcome.latency,
@@ -685,7 +688,7 @@ class Dispatcher:
             self._queue_result(claim, snap, outcome)
             # its commit frees its ordered queue, claims the next head and wakes the loop unless that
             # left the loop nothing to do (see _replaced): a cycle now would find the queue still leased
-            chained = snap.ordering.ordered and not self._commit_claims
+            chained = not self._commit_claims and snap.ordering.ordered
         finally:
             self._inflight.pop(claim.delivery_id, None)
             self._count(claim.config_id, -1)
@@ -1084,11 +1087,16 @@ class Dispatcher:
                     ("error", "delivery.failed", {**self._fields(claim), "status": Status.FAILED,
                                                   "reason": "mapping_error", "error": result}))
         out = result
+        if out.kind is OutcomeKind.SUCCESS and quiet:
+            # the usual case, once per attempt: both records made from their fields in order (see
+            # store._claim), AttemptResult (finished_at, outcome, status_code, error, retry_after, latency,
+            # excerpt) and Finish (claim, result, status, next_at, error, reason, ordered, block)
+            res = _NEW(AttemptResult, (now, "SUCCESS", out.status, out.error, out.retry_after, out.latency,
+                                       out.excerpt))
+            return _NEW(Finish, (claim, res, Status.DISPATCHED, None, "", "", ordered, False)), None
         res = AttemptResult(finished_at=now, outcome=out.kind.value, status_code=out.status,
                             error=out.error, retry_after=out.retry_after, latency=out.latency,
                             excerpt=out.excerpt)
-        if out.kind is OutcomeKind.SUCCESS and quiet:
-            return Finish(claim=claim, result=res, status=Status.DISPATCHED, ordered=ordered), None
         fields = {**self._fields(claim), "code": out.status, "outcome": out.kind.value, "latency": out.latency}
         if out.kind is OutcomeKind.SUCCESS:
             return (Finish(claim=claim, result=res, status=Status.DISPATCHED, ordered=ordered),

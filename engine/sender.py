@@ -16,6 +16,7 @@ from .signing import webhook_headers
 VERSION = "0.1.0"
 USER_AGENT = f"dispatchsim/{VERSION}"
 BODY_READ_CAP = 64 * 1024
+_NEW = tuple.__new__
 #: Stored excerpt of a response body (UTF-8 bytes), cut after scrubbing.
 EXCERPT_CAP = 1024
 
@@ -193,8 +194,10 @@ class Sender:
                 status = resp.status
                 excerpt = self.redactor.excerpt(raw, EXCERPT_CAP, truncated=len(raw) >= BODY_READ_CAP)
                 if 200 <= status < 300:
-                    return Outcome(kind=OutcomeKind.SUCCESS, status=status, excerpt=excerpt,
-                                   latency=round(loop.time() - t0, 6))
+                    # fields in order (kind, status, retry_after, latency, excerpt, error): one per attempt, made
+                    # without the Python call of a named tuple's constructor
+                    return _NEW(Outcome, (OutcomeKind.SUCCESS, status, None, round(loop.time() - t0, 6), excerpt,
+                                          None))
                 retry_after = None
                 if status in (429, 503):
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._now())
