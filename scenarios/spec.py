@@ -305,7 +305,9 @@ def _config(ctx: ParseContext, spec: Any, path: KeyPath, base: Path, seen: set[s
     """One dispatch configuration; each of its keys is checked, so its mistakes are all reported."""
     P, tenants = ctx.reader, ctx.tenants
     found = Collector()
-    P.mapping(spec, path, CONFIG_KEYS, "a dispatch configuration")
+    P.mapping(spec, path, None, "a dispatch configuration")  # not a mapping: nothing more to check
+    with found.guard():  # an unknown key is one more problem: the known keys are checked all the same
+        P.mapping(spec, path, CONFIG_KEYS, "a dispatch configuration")
     with found.guard():
         missing = [key for key in ("id", "tenant", "provider") if key not in spec]
         if missing:
@@ -373,20 +375,26 @@ def _timeline(ctx: ParseContext, value: Any) -> list[Event]:
     events: list[Event] = []
     for i, ev in enumerate(value):
         with P.found.guard():
-            events.append(_event(ctx, ev, i))
+            event = _event(ctx, ev, i)
+            if event is not None:
+                events.append(event)
     return sorted(events, key=lambda e: (e.at, e.index))
 
 
-def _event(ctx: ParseContext, ev: Any, i: int) -> Event:
+def _event(ctx: ParseContext, ev: Any, i: int) -> Event | None:
     P = ctx.reader
     path = ("timeline", i)
-    P.mapping(ev, path, set(ACTIONS) | {"at"}, "a timeline event")
+    P.mapping(ev, path, None, "a timeline event")  # not a mapping: nothing more to check
+    with P.found.guard():  # an unknown key is one more problem: the event is checked all the same
+        P.mapping(ev, path, set(ACTIONS) | {"at"}, "a timeline event")
     if "at" not in ev:
         raise P.fail(path, "missing required key 'at' (a simulated time such as 10m or 2h30m)")
     at = P.duration(ev["at"], path + ("at",))
     if at > ctx.duration:
         raise P.fail(path + ("at",), f"{ev['at']} is after the scenario's duration")
-    kinds = [k for k in ev if k != "at"]
+    kinds = [k for k in ev if k in ACTIONS]
+    if not kinds and len(ev) > 1:  # the action's name is the unknown key, reported already
+        return None
     if len(kinds) != 1:
         raise P.fail(path, f"expected exactly one action besides 'at' (one of: {', '.join(sorted(ACTIONS))}),"
                            f" got {', '.join(kinds) or 'none'}")
@@ -400,9 +408,12 @@ def _expect(ctx: ParseContext, value: Any) -> dict[str, Expectation]:
         return {}
     path = ("expect",)
     table = expectation_kinds()
-    ctx.reader.mapping(value, path, set(table), "the expectations")
+    ctx.reader.mapping(value, path, None, "the expectations")
+    with ctx.reader.found.guard():  # an unknown kind is one more problem: the others are checked all the same
+        ctx.reader.mapping(value, path, set(table), "the expectations")
     out: dict[str, Expectation] = {}
     for key, v in value.items():
-        with ctx.reader.found.guard():
-            out[key] = table[key].parse(v, path + (key,), ctx)
+        if key in table:
+            with ctx.reader.found.guard():
+                out[key] = table[key].parse(v, path + (key,), ctx)
     return out

@@ -246,13 +246,57 @@ def test_scenario_with_five_mistakes_library(tmp_path):
     _assert_problems([e.located() for e in info.value.errors], path, SCENARIO_5_PROBLEMS)
 
 
-def test_scenario_with_five_mistakes_cli(tmp_path, capsys):
+
+
+#: an unknown key in a configuration, in the expectations or in a timeline event hid every other mistake
+#: there: 5 of these 11 problems were reported, the other 6 only once the typos were fixed
+SCENARIO_TYPOS = """\
+name: typo
+seed: 1
+providers:
+  crm: {behaviour: {status: 200}}
+tenants: [acme]
+configurations:
+  - id: c1
+    tenant: nobody
+    provider: ghost
+    ordering: sideways
+    retyr: reteno
+timeline:
+  - {at: 0s, create: {count: 0}, colour: red}
+  - {at: 1m, crete: {count: 1}}
+expect:
+  all_delivered: true
+  all_delivred: true
+  order: sometimes
+  counts: {DISPATCHED: -1}
+expects: {}
+"""
+SCENARIO_TYPOS_PROBLEMS = [
+    (8, "configurations[0].tenant: unknown tenant 'nobody'"),
+    (9, "configurations[0].provider: unknown provider 'ghost'"),
+    (10, "configurations[0].ordering: mode must be ordered, partitioned or none, not 'sideways'"),
+    (11, "configurations[0].retyr: unknown key 'retyr' in a dispatch configuration"),
+    (13, "timeline[0].colour: unknown key 'colour' in a timeline event"),
+    (13, "timeline[0].create.count: expected an integer >= 1, got 0"),
+    (14, "timeline[1].crete: unknown key 'crete' in a timeline event"),  # and no "expected one action" besides
+    (17, "expect.all_delivred: unknown key 'all_delivred' in the expectations"),
+    (18, "expect.order: expected strict"),
+    (19, "expect.counts.DISPATCHED: expected an integer >= 0, got -1"),
+    (20, "expects: unknown key 'expects' in a scenario"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [(SCENARIO_5, SCENARIO_5_PROBLEMS),
+                                               (SCENARIO_TYPOS, SCENARIO_TYPOS_PROBLEMS)],
+                         ids=["five mistakes", "an unknown key hides no other problem"])
+def test_scenario_mistakes_cli(tmp_path, capsys, text, expected):
     path = tmp_path / "s.yaml"
-    path.write_text(SCENARIO_5)
+    path.write_text(text)
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err.splitlines()
-    _assert_problems(err[:-1], path, SCENARIO_5_PROBLEMS)
-    assert err[-1] == "dispatchsim run: 5 problems in the scenario files; nothing was run"
+    _assert_problems(err[:-1], path, expected)
+    assert err[-1] == f"dispatchsim run: {len(expected)} problems in the scenario files; nothing was run"
 
 
 def test_every_scenario_file_is_checked_before_reporting(tmp_path, capsys):
