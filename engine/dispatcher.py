@@ -359,8 +359,11 @@ class Dispatcher:
                 # a group commit under way is not idle: the results it stores may retry, and what it
                 # claims is counted against the limits (the due read left those configurations out)
                 committing = bool(self._results) or any(not t.done() for t in self._flushes)
+                # and ``saturated`` is as it was before that read: attempts that ended and were recorded while
+                # it awaited the store (a network database) leave room the read did not look at; they set
+                # the wake, so the cycle runs again instead (it returned with 1,445 deliveries READY)
                 if (nxt is None and next_change is None and not self._inflight and not self._side_tasks
-                        and not committing and until_idle):
+                        and not committing and until_idle and not self._wake.is_set()):
                     return
                 timeout = None if nxt is None else max(0.0, nxt - now)
                 if timeout == 0.0 and self._inflight:

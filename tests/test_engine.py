@@ -812,3 +812,29 @@ async def test_v12_rewrites_the_status_and_circuit_checks_keeping_every_row_id_a
         assert engine.store.conn.execute("SELECT MAX(id) FROM deliveries").fetchone()[0] == seq + 1
     finally:
         await engine.close()
+
+
+async def test_a_drain_does_not_stop_while_room_opened_during_its_last_read(engine, receiver, setup_config):
+    """run_until_idle's last check leaves out the configurations at their limit, read before the check's
+    store call. On PostgreSQL that call waits on the network, and attempts could end and be recorded
+    meanwhile: the check then saw nothing due (the only configuration left out), nothing in flight, no
+    commit under way, and returned with most deliveries READY (test_pg_capacity: 1,445 of 1,800). The
+    wait is forced here: the check's read lets the attempts in flight end and their commit finish."""
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 2})
+    dispatcher, store = engine.dispatcher, engine.store
+    next_wakeup, forced = store.next_wakeup, []
+
+    async def attempts_end_meanwhile(exclude_configs=()):
+        if exclude_configs and dispatcher._inflight:
+            forced.append(len(dispatcher._inflight))
+            await asyncio.wait(list(dispatcher._inflight.values()))
+            while any(not t.done() for t in dispatcher._flushes):
+                await asyncio.wait(list(dispatcher._flushes))
+        return await next_wakeup(exclude_configs=exclude_configs)
+
+    store.next_wakeup = attempts_end_meanwhile
+    for i in range(12):
+        await engine.create_activity("acme", {"channel": "SALESMAN", "commerceExternalId": f"C{i}"})
+    summary = await engine.run_until_idle()
+    assert forced, "the forced interleaving never happened: the test no longer tests anything"
+    assert summary.idle and summary.counts["DISPATCHED"] == 12 and len(receiver.posts()) == 12

@@ -79,10 +79,11 @@ async def test_limits_hold_while_group_commits_claim(pg_url: str, ordered: bool,
         await engine.create_activities("acme", [{**ACTIVITY, "commerceExternalId": f"COM-{rng.randrange(40)}"}
                                                 for _ in range(600)])
         summary = await asyncio.wait_for(engine.run_until_idle(), 60)
-        # (it failed once under load with 78 delivered: the engine's own account, to find out why)
+        # (under load it returned with 78 delivered: a drain's last check used a stale list of full
+        # configurations; the engine's own account names such a case)
         unusual = [line for line in log.getvalue().splitlines() if '"level": "info"' not in line][-20:]
         assert summary.counts["DISPATCHED"] == 1800 and endpoint.posts == 1800, (
-            summary, endpoint.posts, engine.dispatcher.in_flight(), unusual)
+            summary, endpoint.posts, engine.dispatcher.in_flight, unusual)
         assert endpoint.peak["*"] <= 6, dict(endpoint.peak)
         assert max(endpoint.peak[n] for n in ("crm", "erp", "bi")) <= 4, dict(endpoint.peak)
         assert endpoint.peak["*"] >= 2  # the limits were reached for, not trivially kept
