@@ -72,6 +72,12 @@ class ClaimedActivities:
         self._ids = activity_ids
         self._read: dict[str, StoredActivity] | None = None
 
+    def known(self, activity_id: str) -> StoredActivity | None:
+        """The activity when the claim's activities are read already and it is among them; None otherwise
+        (not read yet, or gone: :meth:`get` says which), without a coroutine."""
+        read = self._read
+        return None if read is None else read.get(activity_id)
+
     async def get(self, activity_id: str) -> StoredActivity:
         """The stored activity (NotFound when it is gone, as a single read says)."""
         if self._read is None:
@@ -1063,7 +1069,8 @@ class Dispatcher:
     async def _body(self, claim: Claim, prep: Prepared, activities: ClaimedActivities | None) -> bytes:
         activity = claim.activity
         if activity is None and activities is not None and claim.activity_id is not None:
-            activity = await activities.get(claim.activity_id)
+            # read by the claim's first attempt: every other one finds it without a coroutine of its own
+            activity = activities.known(claim.activity_id) or await activities.get(claim.activity_id)
             if prep.mapper is None:
                 return activity.body()  # the usual case, without one more coroutine per attempt
         return await request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id,

@@ -163,11 +163,14 @@ class Sender:
             self._taught.add(key)
 
     async def send(self, req: Request) -> Outcome:
-        self.teach(req.auth, req.signing_secret, req.url)
+        last = self._taught_last  # (teach's own first test, here without a call: once per attempt)
+        if req.auth is not last[0] or req.signing_secret is not last[1] or req.url is not last[2]:
+            self.teach(req.auth, req.signing_secret, req.url)
         headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
                                   signing_secret=req.signing_secret)
+        timeout = self._timeouts.get((req.connect_timeout, req.total_timeout))
         return await self._request("POST", req.url, headers=headers, data=req.body,
-                                   timeout=self._timeout(req.connect_timeout, req.total_timeout))
+                                   timeout=timeout or self._timeout(req.connect_timeout, req.total_timeout))
 
     async def exchange(self, method: str, url: str, *, headers: dict[str, str], data: Any,
                        connect: float, total: float) -> Outcome:
