@@ -1,3 +1,3 @@
 -- dispatchsim schema v13 for SQLite: nothing changes here. v13 has PostgreSQL's autovacuum clean
--- deliveries (and its indexes) after every 10,000 dead row versions (0013_vacuum_claimed.pg.sql);
--- SQLite rewrites an index entry in place and keeps no dead versions to clean.
+-- deliveries (and its indexes) after at most 10,000 dead row versions (0013_vacuum_claimed.pg.sql);
+-- SQLite keeps no dead row versions to clean.
