@@ -24,9 +24,13 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(8)
+
+
 def request_id_of(request: web.Request) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _SAFE_ID.fullmatch(given) else "req_" + secrets.token_hex(8)
+    return given if _SAFE_ID.fullmatch(given) else new_request_id()
 
 
 def request_log_middleware(log: Any, on_response: Callable[[web.Request, int], None] | None = None) -> Any:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import structlog
 from aiohttp import http_exceptions, web, web_protocol
 from aiohttp.web_request import BaseRequest
 
+from .logs import REQUEST_ID_HEADER, new_request_id
 from .problems import PROBLEM_BASE, PROBLEM_TYPE, TITLES
 
 #: What the caller is told, by the parser's error class (the first that matches, most specific first).
@@ -67,9 +69,16 @@ class _ProblemRequestHandler(web_protocol.RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         """aiohttp's own handling first (it logs the error, and raises when an answer has begun), then
         its answer replaced, closing the connection as aiohttp's does."""
-        super().handle_error(request, status, exc, message)
+        # a new request id (the request's own header was not read): in the answer and in the log event
+        # aiohttp's handling writes, as for every other request (logs.request_log_middleware)
+        rid = new_request_id()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            super().handle_error(request, status, exc, message)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
         resp = web.Response(status=status, text=json.dumps(unparsable_problem(status, exc)),
-                            content_type=PROBLEM_TYPE)
+                            content_type=PROBLEM_TYPE, headers={REQUEST_ID_HEADER: rid})
         resp.force_close()
         return resp
 

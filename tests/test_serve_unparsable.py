@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -64,6 +65,7 @@ async def test_a_request_the_parser_refuses_is_a_problem_document(port: int, raw
     assert doc["type"].endswith("/unparsable-request") and doc["status"] == 400 and doc["title"] == "Bad Request"
     assert says in doc["detail"]
     assert SECRET.encode() not in body and b"X-Big" not in body  # the request is never quoted back
+    assert re.fullmatch(r"req_[0-9a-f]{16}", headers["x-request-id"])  # like every other answer
 
 
 async def test_a_request_the_parser_accepts_is_answered_by_the_app(port: int) -> None:
@@ -90,3 +92,24 @@ def test_the_aiohttp_parts_this_relies_on_are_where_they_were() -> None:
 
 def test_serve_runs_the_api_on_this_runner() -> None:
     assert "ProblemAppRunner(app" in inspect.getsource(serve.Server.start)
+
+
+async def test_the_answer_and_the_log_event_of_an_unparsable_request_share_a_request_id(engine: Engine) -> None:
+    """Every answer carries an X-Request-Id that finds its log events; a request the parser refuses had
+    none (the app's middleware never ran): it gets a new id, in the answer and in the logged error."""
+    import dispatchsim.server.serve as serve_module
+
+    runner = ProblemAppRunner(web.Application(), access_log=None, logger=serve_module._protocol_logger(engine))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        mark = len(engine.log_buffer.getvalue())
+        status, headers, _ = await _answer(port, HEAD + b"X-Echo: x\x01\r\n\r\n")
+        [line] = engine.log_buffer.getvalue()[mark:].splitlines()
+        event = json.loads(line)
+        assert status == 400 and event["event"] == "http.unparsable_request"
+        assert event["request_id"] == headers["x-request-id"]
+    finally:
+        await runner.cleanup()
