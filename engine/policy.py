@@ -131,6 +131,12 @@ class RetryPolicy:
                 problems.append("repeat_last needs a schedule (exponential backoff already repeats its cap)")
         if not isinstance(self.repeat_last, bool):
             problems.append("repeat_last must be true or false")
+        elif (self.repeat_last and isinstance(self.schedule, tuple) and self.schedule and self.schedule[-1] == 0
+              and self.max_attempts is None):
+            # every retry at the instant of the failure, for ever: on the virtual clock time never moves
+            # (a run never ends), on a real one the endpoint gets a request per round trip
+            problems.append("repeat_last with a last delay of 0 retries at once without end: give the last delay "
+                            "a length or set max_attempts")
         if self.max_attempts is not None and bad_number(self.max_attempts, 1, MAX_ATTEMPTS, integer=True):
             problems.append(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS} (or null for never give up)")
         if self.max_age is not None and bad_number(self.max_age, 0, MAX_AGE, lo_open=True):

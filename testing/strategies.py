@@ -68,6 +68,8 @@ def _schedule(draw: st.DrawFn, finite: bool | None) -> dict[str, Any]:
     if finite is False or (finite is None and draw(st.booleans())):
         policy["repeat_last"] = True
         policy["max_attempts"] = None if finite is False else draw(st.none() | st.integers(1, 10))
+        if policy["max_attempts"] is None and delays[-1] == 0:
+            delays[-1] = 5  # a zero delay repeated without a budget is refused (it would retry at once, for ever)
     return policy
 
 

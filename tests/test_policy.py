@@ -157,5 +157,20 @@ def test_retry_after_ceiling_is_configurable():
 
 @given(st.lists(st.floats(0, 1e5, allow_nan=False), min_size=1, max_size=10), st.integers(1, 30))
 def test_schedule_delays_come_from_the_list(schedule, attempt):
-    p = RetryPolicy(schedule=tuple(schedule), max_attempts=None, repeat_last=True)
+    p = RetryPolicy(schedule=tuple(schedule), max_attempts=None if schedule[-1] else 50, repeat_last=True)
     assert p.delay_for(attempt) == schedule[min(attempt, len(schedule)) - 1]
+
+
+def test_a_zero_last_delay_repeated_without_a_budget_is_refused():
+    """schedule [..., 0] with repeat_last and no max_attempts retries at the instant of every failure,
+    for ever: a test of the retry table hung on it (the virtual clock never moved; 3.6 GB after 20
+    minutes). max_age does not bound it (no time passes); max_attempts does."""
+    from dispatchsim.engine import ConfigError
+
+    for schedule in ([0.0], [5.0, 0.0]):
+        with pytest.raises(ConfigError, match="repeat_last with a last delay of 0 retries at once without end: give "
+                                              "the last delay a length or set max_attempts"):
+            RetryPolicy(schedule=schedule, repeat_last=True, max_attempts=None, max_age=600.0)
+        assert RetryPolicy(schedule=schedule, repeat_last=True, max_attempts=3).budget == 3
+    assert RetryPolicy(schedule=[0.0, 5.0], repeat_last=True, max_attempts=None).budget is None  # a last delay > 0
+    assert RetryPolicy(schedule=[0.0], max_attempts=None).budget == 2  # no repeat: one immediate retry

@@ -50,6 +50,8 @@ def resolve(fields: dict) -> dict | None:
         return None                                   # rule 1: two sources of delays
     if v["repeat_last"] and schedule is None:
         return None                                   # rule 1: repeat_last needs a schedule
+    if v["repeat_last"] and schedule[-1] == 0 and v["max_attempts"] is None:
+        return None                                   # rule 2: at once, without end
     if schedule is None and v["cap"] < v["base"]:
         return None
     return v
