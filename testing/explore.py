@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
 from hypothesis.errors import Flaky
-from hypothesis.internal.conjecture.engine import MAX_SHRINKS
+from hypothesis.internal.conjecture.engine import ExitReason
+from hypothesis.statistics import collector
 
 from dispatchsim.yamlfile import load_yaml, read_text
 from dispatchsim.providers.durations import parse_duration
@@ -317,10 +318,13 @@ class _Rounds(InMemoryExampleDatabase):
         super().save(key, value)
 
     def demote(self) -> None:
-        for key in [k for k in self._keys if b"." not in k]:  # primary keys are bare digests
+        for key in [k for k in self._keys if not k.endswith((b".secondary", b".pareto"))]:  # the primary corpus
             for value in list(self.fetch(key)):
                 self.move(key, key + b".secondary", value)
 
+
+#: why hypothesis ends a shrink before nothing smaller fails: its budget of improvements (MAX_SHRINKS) or time
+_CUT_SHORT = frozenset({ExitReason.max_shrinks.value, ExitReason.very_slow_shrinking.value})
 
 #: rounds of shrinking at most: hypothesis stops a shrink after MAX_SHRINKS improvements, and a
 #: scenario with many markers can need more; each further round starts from the last round's result
@@ -333,13 +337,13 @@ def explore(template: Template, *, examples: int = 50, seed_value: int = 0,
 
     An example fails when any expectation of the file fails (as ``dispatchsim run`` would report);
     an example that is not a valid scenario raises :class:`ScenarioError` naming the marked key.
-    Hypothesis ends a shrink after :data:`MAX_SHRINKS` improvements: a shrink that used them all
-    goes on in another round from its result (through an in-memory example database), up to
+    Hypothesis ends a shrink after 500 improvements (or when shrinking is very slow): a shrink it
+    cut short goes on in another round from its result (through an in-memory example database), up to
     :data:`MAX_SHRINK_ROUNDS`; :attr:`Exploration.shrink_cut_short` says when even those ran out.
     """
     out = Exploration(scenario=template.source, variables=template.variables)
     template.check()
-    failing = [0]  # failing runs in the current round
+    stopped: list[str] = []  # why hypothesis ended each round ("stopped-because" of its statistics)
 
     def run_one(document: dict[str, Any]) -> None:
         document = _prune(document)
@@ -351,19 +355,18 @@ def explore(template: Template, *, examples: int = 50, seed_value: int = 0,
             on_example(out.examples, result.ok)
         if not result.ok:
             out.failures_seen += 1
-            failing[0] += 1
             raise _Failed(Counterexample(text=text, result=result, values=values))
 
     saved = _Rounds()  # this exploration's own: the next round starts from the last one's example
 
     def round_of(phases: list[Phase]) -> Counterexample | None:
-        failing[0] = 0
         # settings outermost: @seed alone turns the example database off, and the rounds need it
         test = settings(max_examples=examples, database=saved, deadline=None, derandomize=False, phases=phases,
                         report_multiple_bugs=False, print_blob=False,
                         suppress_health_check=list(HealthCheck))(seed(seed_value)(given(template.strategy)(run_one)))
         try:
-            test()
+            with collector.with_value(lambda stats: stopped.append(stats.get("stopped-because", ""))):
+                test()
         except _Failed as exc:
             return exc.example
         except Flaky as exc:  # pragma: no cover - runs are deterministic per seed
@@ -372,7 +375,7 @@ def explore(template: Template, *, examples: int = 50, seed_value: int = 0,
 
     out.counterexample = round_of([Phase.generate, Phase.shrink])
     rounds = 1
-    while out.counterexample is not None and failing[0] >= MAX_SHRINKS:
+    while out.counterexample is not None and stopped and stopped[-1] in _CUT_SHORT:
         if rounds == MAX_SHRINK_ROUNDS:
             out.shrink_cut_short = True
             break

@@ -167,6 +167,55 @@ def test_an_unusable_out_is_refused_before_exploring_and_a_failed_write_loses_no
                             "the counterexample is printed above\n")
 
 
+
+def _shrink_budget(monkeypatch, improvements: int) -> None:
+    """Hypothesis ends a shrink after 500 improvements (MAX_SHRINKS), which a scenario with many markers
+    can use up (a reviewer's file: 614 runs, and the "minimal" example had count 10, a force retry and
+    reten); reaching that takes half a minute, so here hypothesis gets a smaller budget per round."""
+    from hypothesis.internal.conjecture import engine as conjecture
+
+    monkeypatch.setattr(conjecture, "MAX_SHRINKS", improvements)
+
+
+def test_a_shrink_cut_short_goes_on_in_rounds_to_the_minimal_counterexample(monkeypatch):
+    """With 20 improvements a round, the first round stops at an outage of 2h40m11s; the second, started
+    from it, reaches the minimal 2h35m06s the whole budget finds (test above). A second round that
+    replayed the example as already shrunk (hypothesis' fast path for its primary corpus) ended at once."""
+    _shrink_budget(monkeypatch, 20)
+    found = explore(Template.load(PLANTED), examples=30, seed_value=1)
+    assert found.shrink_rounds == 2 and not found.shrink_cut_short
+    ce = found.counterexample
+    assert ce is not None and ce.values["providers.crm.behaviour.windows[0].to"] == "2h35m06s"
+    assert ce.values["timeline[0].create.count"] == 1 and ce.values["timeline[1].crash"] is ABSENT
+    assert "shrunk to the minimal counterexample below" in report_of(found)
+
+
+def test_a_shrink_that_runs_out_of_rounds_says_a_smaller_counterexample_may_exist(monkeypatch):
+    from dispatchsim.testing import explore as explore_module
+
+    _shrink_budget(monkeypatch, 3)
+    monkeypatch.setattr(explore_module, "MAX_SHRINK_ROUNDS", 1)
+    found = explore(Template.load(PLANTED), examples=30, seed_value=1)
+    assert found.shrink_cut_short and found.shrink_rounds == 1
+    assert found.counterexample is not None
+    assert found.counterexample.values["providers.crm.behaviour.windows[0].to"] != "2h35m06s"
+    assert ("); shrinking stopped after 1 round with the smallest counterexample below; a smaller one may exist"
+            in report_of(found))
+    assert "minimal counterexample below" not in report_of(found)
+
+
+def test_a_shrink_that_ends_by_itself_takes_one_round():
+    """Only hypothesis' own reason for stopping starts another round (not the number of failing runs)."""
+    found = explore(Template(REFUSED, source="refused.yaml"), examples=10, seed_value=4)
+    assert found.shrink_rounds == 1 and not found.shrink_cut_short and found.counterexample is not None
+
+
+def report_of(found) -> str:
+    from dispatchsim.testing.explore import report
+
+    return report(found, examples=30, seed_value=1)
+
+
 REFUSED = """\
 name: refused
 seed: 1
@@ -176,59 +225,13 @@ providers:
     behaviour:
       windows:
         - {from: 0s, to: {between: [31m, 3h]}, fault: refuse}
-      else: {status: 200, latency: {between: [0, 1]}}
+      else: {status: 200}
 tenants: [acme]
 configurations:
-  - {id: c1, tenant: acme, provider: crm, retry: {one_of: [reteno, svix, reten]},
-     ordering: {one_of: [ordered, {mode: partitioned, partition_key: commerceExternalId}]}}
+  - {id: c1, tenant: acme, provider: crm, retry: {one_of: [reteno, svix]}}
 timeline:
   - at: 0s
-    create: {count: {between: [1, 10]}, every: {between: [0s, 40m]}}
-  - at: {between: [0s, 6h]}
-    force_retry: {maybe: {config: c1}}
+    create: {count: {between: [1, 10]}}
 expect:
   all_delivered: true
 """
-
-
-def _small_shrink_budget(monkeypatch) -> None:
-    """Hypothesis ends a shrink after 500 improvements (MAX_SHRINKS), which a scenario with many markers
-    can use up (a reviewer's file: 614 runs, the "minimal" example had count 10, a force retry, reten);
-    reaching it takes half a minute, so here the budget is 3 improvements per round."""
-    from hypothesis.internal.conjecture import engine as conjecture
-
-    from dispatchsim.testing import explore as explore_module
-
-    monkeypatch.setattr(conjecture, "MAX_SHRINKS", 3)
-    monkeypatch.setattr(explore_module, "MAX_SHRINKS", 3)
-
-
-def test_a_shrink_cut_short_goes_on_in_rounds_to_the_minimal_counterexample(monkeypatch):
-    full = explore(Template(REFUSED, source="refused.yaml"), examples=10, seed_value=4)
-    assert full.shrink_rounds == 1 and not full.shrink_cut_short  # hypothesis' own budget was enough here
-    _small_shrink_budget(monkeypatch)
-    rounds = explore(Template(REFUSED, source="refused.yaml"), examples=10, seed_value=4)
-    assert rounds.shrink_rounds > 1 and not rounds.shrink_cut_short
-    assert rounds.counterexample is not None and full.counterexample is not None
-    assert rounds.counterexample.values == full.counterexample.values
-    assert rounds.counterexample.values["timeline[0].create.count"] == 1
-    assert rounds.counterexample.values["timeline[1].force_retry"] is ABSENT
-    assert "shrunk to the minimal counterexample below" in report_of(rounds)
-
-
-def test_a_shrink_that_runs_out_of_rounds_says_a_smaller_counterexample_may_exist(monkeypatch):
-    from dispatchsim.testing import explore as explore_module
-
-    _small_shrink_budget(monkeypatch)
-    monkeypatch.setattr(explore_module, "MAX_SHRINK_ROUNDS", 1)
-    found = explore(Template(REFUSED, source="refused.yaml"), examples=10, seed_value=4)
-    assert found.shrink_cut_short and found.shrink_rounds == 1
-    assert ("an expectation failed (" in report_of(found) and "); shrinking stopped after 1 round with the smallest "
-            "counterexample below; a smaller one may exist" in report_of(found))
-    assert "minimal counterexample below" not in report_of(found)
-
-
-def report_of(found) -> str:
-    from dispatchsim.testing.explore import report
-
-    return report(found, examples=10, seed_value=4)
