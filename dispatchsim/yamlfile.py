@@ -258,6 +258,12 @@ class _Walk:
         if id(node) in self.open:
             self.fail("an alias inside its own anchor (its value would contain itself without end)", line, path)
             return
+        if len(self.open) >= MAX_YAML_DEPTH:
+            # written out, the composer refused this already; reached through aliases, every alias adds its
+            # anchor's own depth (twenty anchors of fifty levels, each holding the last: a thousand)
+            self.fail(f"nested deeper than {MAX_YAML_DEPTH} levels through aliases (the limit for a YAML file)",
+                      line, path)
+            raise self.error.of(self.problems)  # stop: walking on is the crash
         self.open.add(id(node))
         if isinstance(node, yaml.MappingNode):
             self.mapping(node, path)

@@ -88,6 +88,9 @@ def test_several_problems_in_one_exception_are_each_one_line():
 #: walked them one by one; this hung ``dispatchsim run``)
 BILLION_LAUGHS = ('a: &a ["lol","lol"]\n' + "".join(
     f"{name}: &{name} [{','.join(['*' + previous] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi"))).encode()
+#: twenty anchors, each 50 levels deep and holding the alias of the one before (the second, line 3, is 101 deep)
+DEEP_THROUGH_ALIASES = ("name: deep\nx:\n" + "".join(
+    f"  k{i}: &a{i} " + "[" * 50 + (f"*a{i - 1}" if i else "1") + "]" * 50 + "\n" for i in range(20))).encode()
 
 
 def test_yaml_reader_maps_every_key_and_item_to_its_line():
@@ -135,6 +138,16 @@ def test_yaml_reader_refuses_an_alias_inside_itself_and_aliases_that_repeat_too_
     with pytest.raises(LocatedError) as info:
         load_yaml(text, source="f.yaml")
     assert str(info.value).splitlines() == problems
+
+
+def test_yaml_reader_refuses_nesting_past_its_limit_through_aliases():
+    """Each anchor is 50 levels deep and holds the last one's alias: about 1,000 levels for a reader,
+    9,500 repeated values (under the limit of 10,000): every reader crashed with a RecursionError."""
+    with pytest.raises(LocatedError) as info:
+        load_yaml(DEEP_THROUGH_ALIASES.decode(), source="f.yaml")
+    assert str(info.value).startswith("f.yaml:3: x.k1[0][0]")  # k1 holds k0: 101 levels
+    assert str(info.value).endswith(": nested deeper than 64 levels through aliases (the limit for a YAML file)")
+    load_yaml("a: &a " + "[" * 30 + "1" + "]" * 30 + "\nb: " + "[" * 30 + "*a" + "]" * 30 + "\n")  # 61: fine
 
 
 def test_yaml_reader_refuses_nesting_past_its_limit_where_it_starts():
@@ -367,6 +380,7 @@ BROKEN = {
     "alias inside itself": (b"x: 1\na: &x [*x]\n", 2, "an alias inside its own anchor"),
     "billion laughs": (BILLION_LAUGHS, 5, "aliases repeat more than 10,000 values in this file"),
     "nested too deep": (b"a: " + b"[" * 3000 + b"]" * 3000 + b"\n", 1, "nested deeper than 64 levels"),
+    "nested too deep through aliases": (DEEP_THROUGH_ALIASES, 3, "nested deeper than 64 levels through aliases"),
 }
 KINDS = {
     "scenario": (["run"], "err", "expected a mapping of scenario keys"),
@@ -402,7 +416,7 @@ def test_non_utf8_scenario_through_the_installed_command_is_exit_2_not_a_traceba
                                            "decoded; save it as UTF-8")
 
 
-@pytest.mark.parametrize("broken", ["alias inside itself", "billion laughs"])
+@pytest.mark.parametrize("broken", ["alias inside itself", "billion laughs", "nested too deep through aliases"])
 def test_broken_files_through_the_installed_command_and_serve_are_exit_2_at_once(tmp_path, broken):
     content, line, message = BROKEN[broken]
     path = tmp_path / "f.yaml"
