@@ -16,13 +16,13 @@ from .clock import Clock, RealClock, VirtualClock, iso
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
 from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigDeleted, ConfigError, ConfigInUse,
-                     DispatchsimError, InvalidTransition, NotFound, PayloadUnmappable, ResultConflict)
+                     DispatchsimError, NotFound, PayloadUnmappable, ResultConflict)
 from .events import MessageEvents
 from .log import make_logger
 from .payload import build_stored_payload
 from .redact import Redactor, redact_url
 from .sender import Sender
-from .states import ACTIVE, Circuit, Status
+from .states import Circuit, Status
 from .store import AttemptResult
 from .store_contract import NewActivity, NewDelivery, StoreContract
 from .store_file import OwnerLock

@@ -23,7 +23,6 @@ from typing import Any
 from .clock import iso
 from .config import ConfigKind, Snapshot, build_snapshot
 from .errors import ActivationRefused, ConfigError, NotFound
-from .events_store import EventsStore
 from .store_rows import Attempt, Configuration, EventBatch
 from .policy import MAX_BATCH_SIZE, BatchPolicy
 from .redact import REDACTED, redact_url

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
                       ValidationError, WithJsonSchema, create_model, model_validator)
 from pydantic_core import PydanticCustomError
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from dispatchsim.engine import (AUTH_FIELDS, AUTH_TYPES, CONFIG_FIELDS, EVENT_ONLY_WITH, EVENT_PARAMS,
                                 EVENT_REQUIRED_WITH, EVENT_STATUSES, HEADER_NAME_PATTERN, ID_PATTERN, MAX_AGE,
