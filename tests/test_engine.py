@@ -245,7 +245,7 @@ async def test_verification_get_refuses_activation(engine, receiver):
     receiver.verify_status = 404
     await engine.add_tenant("acme")
     await engine.add_provider("crm")
-    cfg = await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, config_id="c1")
+    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, config_id="c1")
     with pytest.raises(ActivationRefused, match=r"verification GET to http://127.0.0.1:\d+/hooks failed: HTTP 404"):
         await engine.activate("c1")
     assert (await engine.config_view("c1"))["active"] is False
@@ -670,6 +670,15 @@ def _undo_v10(conn) -> None:
     conn.execute("ALTER TABLE deliveries DROP COLUMN lease_started_at")
 
 
+
+async def _file_engine(db_path: str, url: str) -> Engine:
+    """An engine on a SQLite file (the migration tests reopen it) with one active unordered configuration."""
+    engine = await Engine.open(db_path, virtual=True, seed=1)
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=url, activate=True, ordering={"mode": "none"})
+    return engine
+
 async def test_v10_moves_an_attempt_open_at_a_crash_to_its_lease_and_recovery_keeps_its_id(tmp_path, receiver):
     """Before v10 a claim opened the attempt's row. One still open when the engine died (a v9 file) is
     moved by the v10 migration to its delivery's lease: listed in flight under its id, then recorded
@@ -679,11 +688,7 @@ async def test_v10_moves_an_attempt_open_at_a_crash_to_its_lease_and_recovery_ke
     from dispatchsim.engine.store import Store
 
     db_path = str(tmp_path / "v9.db")
-    engine = await Engine.open(db_path, virtual=True, seed=1)
-    await engine.add_tenant("acme")
-    await engine.add_provider("crm")
-    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, activate=True,
-                            ordering={"mode": "none"})
+    engine = await _file_engine(db_path, receiver.url)
     await engine.create_activity("acme", ACT)
     [(did,)] = engine.store.conn.execute("SELECT id FROM deliveries").fetchall()
     [claim] = await engine.store.claim([(did, 2e9 + 60)], token="dead:1", now=2e9)
@@ -715,12 +720,7 @@ async def test_v9_gives_an_unordered_row_a_promotion_stripped_back_its_eligibili
     import sqlite3
 
     db_path = str(tmp_path / "v8.db")
-    engine = await Engine.open(db_path, virtual=True, seed=1)
-    engine_receiver_url = receiver.url
-    await engine.add_tenant("acme")
-    await engine.add_provider("crm")
-    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=engine_receiver_url, activate=True,
-                            ordering={"mode": "none"})
+    engine = await _file_engine(db_path, receiver.url)
     await engine.create_activity("acme", ACT)
     await engine.close()
     conn = sqlite3.connect(db_path)
@@ -749,11 +749,7 @@ async def test_v12_rewrites_the_status_and_circuit_checks_keeping_every_row_id_a
     from dispatchsim.engine.store import Store
 
     db_path = str(tmp_path / "v11.db")
-    engine = await Engine.open(db_path, virtual=True, seed=1)
-    await engine.add_tenant("acme")
-    await engine.add_provider("crm")
-    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=receiver.url, activate=True,
-                            ordering={"mode": "none"})
+    engine = await _file_engine(db_path, receiver.url)
     for _ in range(3):
         await engine.create_activity("acme", ACT)
     await engine.run_until_idle()
@@ -838,3 +834,25 @@ async def test_a_drain_does_not_stop_while_room_opened_during_its_last_read(engi
     summary = await engine.run_until_idle()
     assert forced, "the forced interleaving never happened: the test no longer tests anything"
     assert summary.idle and summary.counts["DISPATCHED"] == 12 and len(receiver.posts()) == 12
+
+
+def test_the_records_the_attempt_path_builds_by_position_keep_their_field_order():
+    """The attempt's hot path builds these named tuples from their fields in order (``tuple.__new__``,
+    without the constructor's Python call: engine/store.py ``_claim``, dispatcher, sender). A field added,
+    removed or moved would put values under the wrong names silently: this pins the orders those calls
+    write, so such a change fails here first and the calls are updated with it."""
+    from dispatchsim.engine.sender import Outcome, Request
+    from dispatchsim.engine.store import AttemptResult, Claim
+    from dispatchsim.engine.store_contract import Finish
+    from dispatchsim.engine.store_rows import StoredActivity
+
+    assert Request._fields == ("url", "body", "webhook_id", "timestamp", "auth", "signing_secret", "connect_timeout",
+                               "total_timeout")
+    assert Outcome._fields == ("kind", "status", "retry_after", "latency", "excerpt", "error")
+    assert AttemptResult._fields == ("finished_at", "outcome", "status_code", "error", "retry_after", "latency",
+                                     "excerpt")
+    assert Finish._fields == ("claim", "result", "status", "next_at", "error", "reason", "ordered", "block")
+    assert StoredActivity._fields == ("payload", "result", "can_force_retry")
+    assert Claim._fields == ("delivery_id", "attempt_id", "number", "webhook_id", "activity_id", "batch_id", "config_id",
+                             "config_version", "queue", "budget_attempts", "budget_started_at", "lease_token", "due_at",
+                             "started_at", "activity")
