@@ -6,6 +6,7 @@ what is wrong; one exception can carry every problem found in a file, so a user 
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -59,6 +60,21 @@ class LocatedError(DispatchsimError, ValueError):
         return out
 
 
+class ReportedAlready(LocatedError):
+    """A check cannot go on, and its cause is one of the problems reported already (a required key missing
+    because it is misspelt: the unknown key says so). It stops the check of its item and adds nothing to
+    the list, so one mistake is reported once. Raise it only inside :meth:`Collector.guard`."""
+
+    def __init__(self) -> None:
+        super().__init__("reported already")
+        self.errors = ()
+
+
+def misspelt(key: str, unknown: Iterable[object]) -> bool:
+    """``key`` (missing) is probably one of the ``unknown`` keys written instead (``delivry`` for ``delivery``)."""
+    return bool(difflib.get_close_matches(key, [str(k) for k in unknown], n=1, cutoff=0.6))
+
+
 def all_errors(errors: Iterable[LocatedError]) -> list[LocatedError]:
     """Flatten exceptions that carry several problems into one list of single problems."""
     return [single for exc in errors for single in exc.errors]
@@ -68,11 +84,14 @@ class Collector:
     """Gathers located errors so a parser can go on after a mistake and report every problem at once.
 
     ``with collector.guard(): ...`` records a :class:`LocatedError` raised inside and continues after the
-    block; :meth:`raise_if_any` raises them all as one exception of the caller's class.
+    block; :meth:`raise_if_any` raises them all as one exception of the caller's class (or
+    :class:`ReportedAlready` when a block stopped on a problem reported elsewhere: what the caller was
+    building is incomplete all the same).
     """
 
     def __init__(self) -> None:
         self.errors: list[LocatedError] = []
+        self.stopped = False  #: a guarded block stopped (its problem may be reported elsewhere)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -80,7 +99,10 @@ class Collector:
             yield
         except LocatedError as exc:
             self.errors.extend(exc.errors)
+            self.stopped = True
 
     def raise_if_any(self, cls: type[LocatedError]) -> None:
         if self.errors:
             raise cls.of(self.errors)
+        if self.stopped:
+            raise ReportedAlready()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
@@ -194,6 +194,16 @@ class Snapshot:
 
 CONFIG_FIELDS = ("endpoint_url", "auth", "signing_secret", "mapping", "retry", "ordering", "timeouts",
                  "circuit_breaker", "auto_disable")
+
+#: The keys each nested object of a configuration takes (auth's depend on its type: :meth:`Auth.parse` names
+#: them), so a file reader can report an unknown one and still check the known ones.
+SECTION_KEYS: dict[str, frozenset[str]] = {
+    "retry": frozenset({"preset"} | {f.name for f in fields(RetryPolicy)}),
+    "ordering": frozenset(f.name for f in fields(OrderingPolicy)),
+    "timeouts": frozenset(f.name for f in fields(Timeouts)),
+    "circuit_breaker": frozenset(f.name for f in fields(CircuitBreaker)),
+    "auto_disable": frozenset(f.name for f in fields(AutoDisable)),
+}
 
 
 def check_signing_secret(secret: Any) -> str | None:

@@ -21,6 +21,8 @@ from dispatchsim.engine.clock import fmt_offset
 from dispatchsim.mapping.activity import example_activity
 from dispatchsim.providers import ProviderConfigError, parse_behaviour
 
+from dispatchsim.errors import Collector, ReportedAlready, misspelt
+
 from .errors import ScenarioError
 from .parsing import EDITABLE_KEYS, KeyPath, ParseContext
 
@@ -76,22 +78,39 @@ class Create(Action):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
         P, tenants = ctx.reader, ctx.tenants
-        arg = {} if value is None else value
-        P.mapping(arg, path, cls.KEYS, "an activity generator")
-        tenant = arg.get("tenant")
-        if tenant is None:
-            if len(tenants) != 1:
-                raise P.fail(path, "missing 'tenant' (required when the scenario has several tenants)")
-            tenant = next(iter(tenants))
-        elif tenant not in tenants:
-            raise P.fail(path + ("tenant",), f"unknown tenant {tenant!r} (tenants: {', '.join(tenants)})")
-        channel = P.string(arg.get("channel", "SALESMAN"), path + ("channel",))
-        activity = arg.get("activity", {})
-        if not isinstance(activity, dict):
-            raise P.fail(path + ("activity",), "expected a mapping of activity fields (seed payload names)")
-        generate = arg.get("generate", True)
-        if not isinstance(generate, bool):
-            raise P.fail(path + ("generate",), "expected true or false")
+        arg = P.mapping({} if value is None else value, path, cls.KEYS, "an activity generator")
+        found = Collector()  # the tenant, the channel, the activity, generate and the steps: each on its own
+        tenant, channel, activity, generate, offsets = "", "SALESMAN", {}, True, [0.0]
+        with found.guard():
+            tenant = arg.get("tenant")
+            if tenant is None:
+                if len(tenants) != 1:
+                    if misspelt("tenant", P.unknown.get(path, ())):
+                        raise ReportedAlready()
+                    raise P.fail(path, "missing 'tenant' (required when the scenario has several tenants)")
+                tenant = next(iter(tenants))
+            elif tenant not in tenants:
+                raise P.fail(path + ("tenant",), f"unknown tenant {tenant!r} (tenants: {', '.join(tenants)})")
+        with found.guard():
+            channel = P.string(arg.get("channel", "SALESMAN"), path + ("channel",))
+        with found.guard():
+            activity = arg.get("activity", {})
+            if not isinstance(activity, dict):
+                raise P.fail(path + ("activity",), "expected a mapping of activity fields (seed payload names)")
+            _check_activity({"channel": channel, **activity}, path + ("activity",), P)
+        with found.guard():
+            generate = arg.get("generate", True)
+            if not isinstance(generate, bool):
+                raise P.fail(path + ("generate",), "expected true or false")
+        with found.guard():
+            offsets = cls._offsets(ctx, arg, path)
+        found.raise_if_any(ScenarioError)
+        return cls(tenant=tenant, channel=channel, activity=activity, generate=generate, steps=tuple(offsets))
+
+    @classmethod
+    def _offsets(cls, ctx: ParseContext, arg: dict[str, Any], path: KeyPath) -> list[float]:
+        """When the steps happen: one, ``count`` (``every``), a ``rate`` ``for`` a span, or a ``cron``."""
+        P = ctx.reader
         modes = [k for k in ("count", "rate", "cron") if k in arg]
         if len(modes) > 1:
             raise P.fail(path, f"use one of count, rate, cron — not {' and '.join(modes)}")
@@ -120,8 +139,7 @@ class Create(Action):
             if key in arg and key not in {"rate": ("for",), "cron": ("until",)}.get(modes[0] if modes else "", ()) \
                     and not (key == "every" and not modes or key == "every" and modes == ["count"]):
                 raise P.fail(path + (key,), f"'{key}' does not apply here")
-        _check_activity({"channel": channel, **activity}, path + ("activity",), P)
-        return cls(tenant=tenant, channel=channel, activity=activity, generate=generate, steps=tuple(offsets))
+        return offsets
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
         await self.apply_batch(run, at, [step])
@@ -198,18 +216,21 @@ class Endpoint(Action):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
         P = ctx.reader
-        P.mapping(value, path, {"name", "behaviour"}, "an endpoint change")
-        name = P.string(value.get("name"), path + ("name",))
-        if ctx.endpoints is not None and name not in ctx.endpoints:
-            raise P.fail(path + ("name",), f"unknown simulated endpoint {name!r} (simulated: "
-                                           f"{', '.join(sorted(ctx.endpoints)) or 'none'})")
-        if "behaviour" not in value:
-            raise P.fail(path, "missing required key 'behaviour'")
-        try:
-            parse_behaviour(value["behaviour"], source=P.source)
-        except ProviderConfigError as exc:
-            raise ScenarioError.of([P.fail(path + ("behaviour",), f"{e.field}: {e.message}" if e.field else e.message)
-                                    for e in exc.errors]) from None
+        value = P.mapping(value, path, {"name", "behaviour"}, "an endpoint change")
+        found = Collector()  # the name and the behaviour are checked each on its own
+        name = ""
+        with found.guard():
+            name = P.string(P.required(value, path, "name"), path + ("name",))
+            if ctx.endpoints is not None and name not in ctx.endpoints:
+                raise P.fail(path + ("name",), f"unknown simulated endpoint {name!r} (simulated: "
+                                               f"{', '.join(sorted(ctx.endpoints)) or 'none'})")
+        with found.guard():
+            try:
+                parse_behaviour(P.required(value, path, "behaviour"), source=P.source)
+            except ProviderConfigError as exc:
+                raise ScenarioError.of([P.fail(path + ("behaviour",), f"{e.field}: {e.message}" if e.field
+                                               else e.message) for e in exc.errors]) from None
+        found.raise_if_any(ScenarioError)
         return cls(name=name, behaviour=value["behaviour"])
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
@@ -265,10 +286,20 @@ class Edit(Action):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
         P = ctx.reader
-        P.mapping(value, path, {"config"} | EDITABLE_KEYS, "a configuration edit")
-        cid = P.config_ref(value.get("config"), path + ("config",), ctx.configs)
-        changes = P.durations({k: v for k, v in value.items() if k != "config"}, path)
-        P.config_fields(changes, path)
+        value = P.mapping(value, path, {"config"} | EDITABLE_KEYS, "a configuration edit")
+        found = Collector()  # the configuration and each field are checked on their own
+        cid = ""
+        with found.guard():
+            cid = P.config_ref(P.required(value, path, "config"), path + ("config",), ctx.configs)
+        changes: dict[str, Any] = {}
+        for key in value.keys() - {"config"}:
+            with found.guard():
+                change = P.durations({key: value[key]}, path)
+                P.config_fields(change, path)
+                changes.update(change)
+        if not found.errors:
+            P.config_fields(changes, path)  # fields that are valid alone but not together
+        found.raise_if_any(ScenarioError)
         return cls(config=cid, changes=changes)
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
@@ -290,7 +321,7 @@ class _FailedScope(Action):
             return {"config": None}
         if isinstance(value, str):
             return {"config": P.config_ref(value, path, ctx.configs)}
-        P.mapping(value, path, cls.FILTERS, f"a {cls.key}")
+        value = P.mapping(value, path, cls.FILTERS, f"a {cls.key}")
         return {"config": P.config_ref(value["config"], path + ("config",), ctx.configs)
                 if value.get("config") is not None else None}
 
@@ -311,15 +342,21 @@ class ForceRetry(_FailedScope):
 
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
-        args = cls.scope(value, path, ctx)
+        found = Collector()  # the scope and each filter are checked on their own
+        args: dict[str, Any] = {"config": None}
+        with found.guard():
+            args = cls.scope(value, path, ctx)
         if isinstance(value, dict):
-            reason = value.get("reason")
-            if reason is not None and not isinstance(reason, str):
-                raise ctx.reader.fail(path + ("reason",), f"expected text, got {type(reason).__name__}")
-            args["reason"] = reason
+            with found.guard():
+                reason = value.get("reason")
+                if reason is not None and not isinstance(reason, str):
+                    raise ctx.reader.fail(path + ("reason",), f"expected text, got {type(reason).__name__}")
+                args["reason"] = reason
             for key in ("since", "until"):
                 if key in value:
-                    args[key] = ctx.reader.duration(value[key], path + (key,))
+                    with found.guard():
+                        args[key] = ctx.reader.duration(value[key], path + (key,))
+        found.raise_if_any(ScenarioError)
         return cls(**args)
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
@@ -355,8 +392,9 @@ class Replay(Action):
 
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
-        ctx.reader.mapping(value, path, {"delivery"}, "a replay")
-        return cls(delivery=ctx.reader.integer(value.get("delivery"), path + ("delivery",), lo=1))
+        P = ctx.reader
+        value = P.mapping(value, path, {"delivery"}, "a replay")
+        return cls(delivery=P.integer(P.required(value, path, "delivery"), path + ("delivery",), lo=1))
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
         attempt = await run.engine.replay(self.delivery)
@@ -372,8 +410,7 @@ class Crash(Action):
 
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Action:
-        arg = {} if value is None else value
-        ctx.reader.mapping(arg, path, {"restart_after"}, "a crash")
+        arg = ctx.reader.mapping({} if value is None else value, path, {"restart_after"}, "a crash")
         return cls(restart_after=ctx.reader.duration(arg.get("restart_after", 0), path + ("restart_after",)))
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:
@@ -406,27 +443,39 @@ class MessageEvents(Action):
         from dispatchsim.engine.events import EVENT_STATUSES, validate_event
 
         P, accounts = ctx.reader, ctx.accounts
-        P.mapping(value, path, cls.KEYS, "a batch of message events")
+        value = P.mapping(value, path, cls.KEYS, "a batch of message events")
         if accounts is not None and not accounts:
             raise P.fail(path, "no accounts: add a top-level 'accounts:' with the message-event webhook")
-        account = value.get("account")
-        if account is None and accounts is not None and len(accounts) == 1:
-            account = next(iter(accounts))
-        if accounts is not None and account not in accounts:
-            raise P.fail(path + ("account",), f"unknown account {account!r} (accounts: {', '.join(sorted(accounts))})")
-        status = value.get("status", "DELIVERED")
-        if status != "mixed" and status not in EVENT_STATUSES:
-            raise P.fail(path + ("status",), f"expected one of {', '.join(EVENT_STATUSES)} or mixed, got {status!r}")
-        fields = value.get("fields", {})
-        if not isinstance(fields, dict):
-            raise P.fail(path + ("fields",), "expected a mapping of the Reteno event parameters")
-        if fields:
-            _, problems = validate_event({"activityStatus": "DELIVERED", **fields}, now=0.0, where="fields")
-            problems = [p for p in problems if "only sent with" not in p]
-            if problems:
-                raise P.fail(path + ("fields",), "; ".join(problems))
-        count = P.integer(value.get("count", 1), path + ("count",), lo=1)
-        every = P.duration(value.get("every", 0), path + ("every",))
+        found = Collector()  # each key is checked on its own
+        account, status, fields, count, every = "", "DELIVERED", {}, 1, 0.0
+        with found.guard():
+            account = value.get("account")
+            if account is None and accounts is not None and len(accounts) == 1:
+                account = next(iter(accounts))
+            if account is None and misspelt("account", P.unknown.get(path, ())):
+                raise ReportedAlready()
+            if accounts is not None and account not in accounts:
+                raise P.fail(path + ("account",), f"unknown account {account!r} (accounts: "
+                                                  f"{', '.join(sorted(accounts))})")
+        with found.guard():
+            status = value.get("status", "DELIVERED")
+            if status != "mixed" and status not in EVENT_STATUSES:
+                raise P.fail(path + ("status",), f"expected one of {', '.join(EVENT_STATUSES)} or mixed, got "
+                                                 f"{status!r}")
+        with found.guard():
+            fields = value.get("fields", {})
+            if not isinstance(fields, dict):
+                raise P.fail(path + ("fields",), "expected a mapping of the Reteno event parameters")
+            if fields:
+                _, problems = validate_event({"activityStatus": "DELIVERED", **fields}, now=0.0, where="fields")
+                problems = [p for p in problems if "only sent with" not in p]
+                if problems:
+                    raise P.fail(path + ("fields",), "; ".join(problems))
+        with found.guard():
+            count = P.integer(value.get("count", 1), path + ("count",), lo=1)
+        with found.guard():
+            every = P.duration(value.get("every", 0), path + ("every",))
+        found.raise_if_any(ScenarioError)
         return cls(account=account, status=status, fields=fields, steps=tuple(k * every for k in range(count)))
 
     async def apply(self, run: ScenarioRun, at: float, step: int) -> None:

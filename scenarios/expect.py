@@ -18,7 +18,10 @@ from dispatchsim.engine import LIFECYCLE, Status
 from dispatchsim.engine.clock import fmt_offset, iso, parse_iso
 from dispatchsim.providers.recorder import Receipt, receipt
 
-from .parsing import KeyPath, ParseContext
+from dispatchsim.errors import Collector, ReportedAlready, misspelt
+
+from .errors import ScenarioError
+from .parsing import KeyPath, ParseContext, Reader
 
 if TYPE_CHECKING:
     from .runner import RunResult
@@ -128,8 +131,8 @@ class _Tally(Expectation):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
         P = ctx.reader
-        P.mapping(value, path, cls.allowed(ctx), cls.what)
-        return cls(counts={k: P.integer(n, path + (k,)) for k, n in value.items()}, line=P.line(path))
+        value = P.mapping(value, path, cls.allowed(ctx), cls.what)
+        return cls(counts=P.each(value, lambda k, n: P.integer(n, path + (k,))), line=P.line(path))
 
     @abstractmethod
     def observed(self, r: RunResult, name: str) -> int:
@@ -210,8 +213,8 @@ class Duplicates(Expectation):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
         P = ctx.reader
-        P.mapping(value, path, {"received", "acknowledged"}, "duplicate counts")
-        return cls(counts={k: P.integer(n, path + (k,)) for k, n in value.items()}, line=P.line(path))
+        value = P.mapping(value, path, {"received", "acknowledged"}, "duplicate counts")
+        return cls(counts=P.each(value, lambda k, n: P.integer(n, path + (k,))), line=P.line(path))
 
     def check(self, r: RunResult) -> list[Check]:
         out = []
@@ -233,8 +236,8 @@ class AttemptsPerDelivery(Expectation):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
         P = ctx.reader
-        P.mapping(value, path, {"max", "min", "exactly", "delivery"}, "attempts per delivery")
-        return cls(bounds={k: P.integer(n, path + (k,), lo=1) for k, n in value.items()}, line=P.line(path))
+        value = P.mapping(value, path, {"max", "min", "exactly", "delivery"}, "attempts per delivery")
+        return cls(bounds=P.each(value, lambda k, n: P.integer(n, path + (k,), lo=1)), line=P.line(path))
 
     def check(self, r: RunResult) -> list[Check]:
         spec = self.bounds
@@ -263,13 +266,19 @@ class RetryDelays(Expectation):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
         P = ctx.reader
-        spec = value if isinstance(value, dict) else {"delays": value}
-        P.mapping(spec, path, {"delivery", "delays"}, "retry delays")
-        if not isinstance(spec.get("delays"), list) or not spec["delays"]:
-            raise P.fail(path, "expected a list of delays such as [1m, 2m, 4m, 8m]")
-        return cls(delivery=P.integer(spec.get("delivery", 1), path + ("delivery",), lo=1),
-                   delays=[P.duration(d, path + ("delays", i)) for i, d in enumerate(spec["delays"])],
-                   line=P.line(path))
+        spec = P.mapping(value if isinstance(value, dict) else {"delays": value}, path, {"delivery", "delays"},
+                         "retry delays")
+        found = Collector()  # the delivery and each delay are checked on their own
+        delivery, delays = 1, []
+        with found.guard():
+            delivery = P.integer(spec.get("delivery", 1), path + ("delivery",), lo=1)
+        with found.guard():
+            items = P.required(spec, path, "delays", "expected a list of delays such as [1m, 2m, 4m, 8m]")
+            if not isinstance(items, list) or not items:
+                raise P.fail(path, "expected a list of delays such as [1m, 2m, 4m, 8m]")
+            delays = P.each_item(items, lambda i, d: P.duration(d, path + ("delays", i)))
+        found.raise_if_any(ScenarioError)
+        return cls(delivery=delivery, delays=delays, line=P.line(path))
 
     def check(self, r: RunResult) -> list[Check]:
         got = retry_delays(r, self.delivery)
@@ -301,6 +310,11 @@ class DeliveredBy(Expectation):
 FAILED_REASONS = ("exhausted", "permanent_status", "mapping_error")
 
 
+def _ids(P: Reader, value: list[Any], path: KeyPath) -> list[int]:
+    """Delivery ids, each checked on its own."""
+    return P.each_item(value, lambda i, x: P.integer(x, path + (i,), lo=1))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Failed(Expectation):
     """The FAILED set: a count, a list of delivery ids, or ``{count, deliveries, reason}``."""
@@ -317,21 +331,29 @@ class Failed(Expectation):
         if isinstance(value, int) and not isinstance(value, bool):
             return cls(count=value, line=line)
         if isinstance(value, list):
-            return cls(deliveries=[P.integer(x, path + (i,), lo=1) for i, x in enumerate(value)], line=line)
+            return cls(deliveries=_ids(P, value, path), line=line)
         if not isinstance(value, dict):
             raise P.fail(path, "expected a count, a list of delivery ids, or {count, deliveries, reason}")
-        P.mapping(value, path, {"count", "deliveries", "reason"}, "the FAILED set")
-        count = P.integer(value["count"], path + ("count",)) if "count" in value else None
-        deliveries = None
-        if "deliveries" in value:
-            if not isinstance(value["deliveries"], list):
-                raise P.fail(path + ("deliveries",), "expected a list of delivery ids")
-            deliveries = [P.integer(x, path + ("deliveries", i), lo=1) for i, x in enumerate(value["deliveries"])]
-        reason = value.get("reason")
-        if "reason" in value and reason not in FAILED_REASONS:
-            raise P.fail(path + ("reason",), f"expected one of {', '.join(FAILED_REASONS)}, got {reason!r}")
-        if count is None and deliveries is None:
-            raise P.fail(path, "give count and/or deliveries (and optionally reason)")
+        value = P.mapping(value, path, {"count", "deliveries", "reason"}, "the FAILED set")
+        found = Collector()  # each key is checked on its own
+        count = deliveries = reason = None
+        with found.guard():
+            count = P.integer(value["count"], path + ("count",)) if "count" in value else None
+        with found.guard():
+            if "deliveries" in value:
+                if not isinstance(value["deliveries"], list):
+                    raise P.fail(path + ("deliveries",), "expected a list of delivery ids")
+                deliveries = _ids(P, value["deliveries"], path + ("deliveries",))
+        with found.guard():
+            reason = value.get("reason")
+            if "reason" in value and reason not in FAILED_REASONS:
+                raise P.fail(path + ("reason",), f"expected one of {', '.join(FAILED_REASONS)}, got {reason!r}")
+        with found.guard():
+            if "count" not in value and "deliveries" not in value:
+                if misspelt("count", P.unknown.get(path, ())) or misspelt("deliveries", P.unknown.get(path, ())):
+                    raise ReportedAlready()
+                raise P.fail(path, "give count and/or deliveries (and optionally reason)")
+        found.raise_if_any(ScenarioError)
         return cls(count=count, deliveries=deliveries, reason=reason, line=line)
 
     def check(self, r: RunResult) -> list[Check]:
@@ -361,16 +383,21 @@ class MappingShape(Expectation):
     @classmethod
     def parse(cls, value: Any, path: KeyPath, ctx: ParseContext) -> Expectation:
         P = ctx.reader
-        P.mapping(value, path, {"provider", "has", "lacks", "array", "equals"}, "a mapping shape")
-        P.known(P.string(value.get("provider"), path + ("provider",)), path + ("provider",), ctx.providers, "provider")
+        value = P.mapping(value, path, {"provider", "has", "lacks", "array", "equals"}, "a mapping shape")
+        found = Collector()  # each key is checked on its own
+        with found.guard():
+            P.known(P.string(P.required(value, path, "provider"), path + ("provider",)), path + ("provider",),
+                    ctx.providers, "provider")
         for key in ("has", "lacks"):  # dotted paths into the received bodies
-            if key in value:
-                if not isinstance(value[key], list):
-                    raise P.fail(path + (key,), "expected a list of dotted paths such as [task.title, customer.id]")
-                for i, item in enumerate(value[key]):
-                    P.string(item, path + (key, i))
-        if "array" in value:
-            P.boolean(value["array"], path + ("array",))
+            with found.guard():
+                if key in value:
+                    if not isinstance(value[key], list):
+                        raise P.fail(path + (key,), "expected a list of dotted paths such as [task.title, customer.id]")
+                    P.each_item(value[key], lambda i, item: P.string(item, path + (key, i)))
+        with found.guard():
+            if "array" in value:
+                P.boolean(value["array"], path + ("array",))
+        found.raise_if_any(ScenarioError)
         return cls(spec=dict(value), line=P.line(path))
 
     def check(self, r: RunResult) -> list[Check]:
@@ -443,7 +470,7 @@ class _ConfigList(Expectation):
         P = ctx.reader
         if not isinstance(value, list):
             raise P.fail(path, f"expected a list of configuration ids{cls.what}")
-        return cls(ids=[P.config_ref(c, path + (i,), ctx.configs) for i, c in enumerate(value)], line=P.line(path))
+        return cls(ids=P.each_item(value, lambda i, c: P.config_ref(c, path + (i,), ctx.configs)), line=P.line(path))
 
 
 @dataclass(frozen=True, kw_only=True)

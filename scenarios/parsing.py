@@ -6,14 +6,14 @@ An expectation or a timeline action parses its own value (see :mod:`.expect` and
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from dispatchsim.engine.config import build_snapshot
+from dispatchsim.engine.config import SECTION_KEYS, build_snapshot
 from dispatchsim.engine.core import check_id
 from dispatchsim.engine.errors import ConfigError
-from dispatchsim.errors import Collector
+from dispatchsim.errors import Collector, ReportedAlready, misspelt
 from dispatchsim.providers.durations import parse_duration
 from dispatchsim.yamlfile import dotted
 
@@ -21,6 +21,8 @@ from .errors import ScenarioError
 
 KeyPath = tuple[str | int, ...]
 Lines = dict[KeyPath, int]
+K = TypeVar("K")
+T = TypeVar("T")
 
 #: Keys of one dispatch configuration in a scenario file.
 CONFIG_KEYS = {"id", "tenant", "provider", "channel", "auth", "signing_secret", "mapping", "retry", "ordering",
@@ -46,12 +48,16 @@ class Reader:
     """Parsing helpers that know where each key lives; every failure names ``file:line: key``.
 
     ``found`` gathers the problems of a whole file: parts of the parser guard each item
-    (``with reader.found.guard(): ...``) and go on, so one run reports every mistake.
+    (``with reader.found.guard(): ...``) and go on, so one run reports every mistake. Within one
+    mapping, each key is checked on its own (a local :class:`Collector`), and an unknown key is one
+    more problem, not the end of the mapping's checks.
     """
 
     def __init__(self, source: str, lines: Lines) -> None:
         self.source, self.lines = source, lines
         self.found = Collector()
+        #: the unknown keys found in each mapping, by its path (a missing key may be one of them misspelt)
+        self.unknown: dict[KeyPath, list[Any]] = {}
 
     def line(self, path: KeyPath) -> int | None:
         while path and path not in self.lines:
@@ -63,17 +69,44 @@ class Reader:
 
     def mapping(self, value: Any, path: KeyPath, allowed: set[str] | frozenset[str] | None,
                 what: str) -> dict[str, Any]:
-        """A mapping whose keys are all ``allowed`` (None: any key; the names are not known); every
-        unknown key is reported."""
+        """``value``'s known keys (None: any key; the names are not known). A key not ``allowed`` is one
+        more problem of the file, put in :attr:`found` rather than raised, so the caller checks the known
+        keys all the same; it is left out of what is returned, so nothing reports it a second time."""
         if not isinstance(value, dict):
             raise self.fail(path, f"expected a mapping ({what}), got {kind_of(value)}")
-        if allowed is not None:
-            expected = ", ".join(sorted(allowed))
-            unknown = [self.fail(path + (key,), f"unknown key {key!r} in {what} (expected one of: {expected})")
-                       for key in value if key not in allowed]
-            if unknown:
-                raise ScenarioError.of(unknown)
-        return value
+        if allowed is None:
+            return value
+        unknown = [key for key in value if key not in allowed]
+        if not unknown:
+            return value
+        expected = ", ".join(sorted(allowed))
+        self.found.errors.extend(self.fail(path + (key,), f"unknown key {key!r} in {what} (expected one of: "
+                                                          f"{expected})") for key in unknown)
+        self.unknown.setdefault(path, []).extend(unknown)
+        return {key: v for key, v in value.items() if key in allowed}
+
+    def required(self, value: dict[str, Any], path: KeyPath, key: str, message: str | None = None) -> Any:
+        """``value[key]`` of the mapping at ``path``; when missing, the problem, unless an unknown key
+        written there is probably ``key`` misspelt (:class:`ReportedAlready`: that key said it already)."""
+        if key in value:
+            return value[key]
+        if misspelt(key, self.unknown.get(path, ())):
+            raise ReportedAlready()
+        raise self.fail(path, message or f"missing required key {key!r}")
+
+    def each(self, value: Mapping[K, Any], check: Callable[[K, Any], T]) -> dict[K, T]:
+        """``check(key, item)`` of every entry, each on its own: the problems of all of them are raised together."""
+        found = Collector()
+        out: dict[K, T] = {}
+        for key, item in value.items():
+            with found.guard():
+                out[key] = check(key, item)
+        found.raise_if_any(ScenarioError)
+        return out
+
+    def each_item(self, value: list[Any], check: Callable[[int, Any], T]) -> list[T]:
+        """``check(index, item)`` of every item of a list, each on its own (see :meth:`each`)."""
+        return list(self.each(dict(enumerate(value)), check).values())
 
     def known(self, name: str, path: KeyPath, names: frozenset[str] | None, what: str) -> str:
         """``name`` is one of the ``names`` the file declared (None: that part of the file is itself
@@ -117,8 +150,14 @@ class Reader:
         return self.known(self.string(value, path), path, configs, "configuration")
 
     def durations(self, fields: dict[str, Any], path: KeyPath) -> dict[str, Any]:
-        """Turn durations written as text (``5m``, ``1h30m``) into the seconds the engine takes."""
+        """Configuration fields as the engine takes them: an unknown key of a nested object (``retry``,
+        ``timeouts``, …) is one more problem and is left out; durations written as text (``5m``,
+        ``1h30m``) become seconds, each checked on its own."""
         out = dict(fields)
+        for key, value in fields.items():
+            if key in SECTION_KEYS and isinstance(value, dict):
+                out[key] = self.mapping(value, path + (key,), SECTION_KEYS[key], key)
+        found = Collector()
         for key, names in DURATION_FIELDS.items():
             value = out.get(key)
             if not isinstance(value, dict):
@@ -126,11 +165,14 @@ class Reader:
             value = dict(value)
             for name in names:
                 if isinstance(value.get(name), str):
-                    value[name] = self.duration(value[name], path + (key, name))
+                    with found.guard():
+                        value[name] = self.duration(value[name], path + (key, name))
             if key == "retry" and isinstance(value.get("schedule"), list):
-                value["schedule"] = [self.duration(d, path + (key, "schedule", i))
-                                     for i, d in enumerate(value["schedule"])]
+                with found.guard():
+                    value["schedule"] = self.each_item(value["schedule"],
+                                                       lambda i, d: self.duration(d, path + (key, "schedule", i)))
             out[key] = value
+        found.raise_if_any(ScenarioError)
         return out
 
     def config_fields(self, fields: dict[str, Any], path: KeyPath, *, url: str | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 from dispatchsim.engine.clock import VIRTUAL_EPOCH, parse_iso
 from dispatchsim.engine.errors import ConfigError
 from dispatchsim.engine.redact import check_http_url
-from dispatchsim.errors import Collector
+from dispatchsim.errors import Collector, ReportedAlready
 from dispatchsim.mapping import MappingSpecError, load_mapping_file
 from dispatchsim.providers import ProviderConfigError, ProvidersConfig, parse_config
 from dispatchsim.yamlfile import load_yaml, read_text
@@ -267,21 +267,28 @@ def _accounts(ctx: ParseContext, value: Any) -> dict[str, dict[str, Any]]:
     for acc, spec in value.items():
         path = ("accounts", acc)
         with P.found.guard():
-            P.mapping(spec, path, ACCOUNT_KEYS, "an account's message-event webhook")
-            if tenants and acc not in tenants:
-                raise P.fail(path, f"unknown tenant {acc!r} (tenants: {', '.join(tenants)}); an account is a tenant")
+            spec = P.mapping(spec, path, ACCOUNT_KEYS, "an account's message-event webhook")
+            found = Collector()  # the account, its provider and its settings are checked each on its own
+            with found.guard():
+                if tenants and acc not in tenants:
+                    raise P.fail(path, f"unknown tenant {acc!r} (tenants: {', '.join(tenants)}); an account is a "
+                                       "tenant")
             tenants.setdefault(acc, acc)
-            provider = P.known(P.string(spec.get("provider"), path + ("provider",)), path + ("provider",),
-                               ctx.providers, "provider")
+            provider = ""
+            with found.guard():
+                provider = P.known(P.string(P.required(spec, path, "provider"), path + ("provider",)),
+                                   path + ("provider",), ctx.providers, "provider")
             webhook = {k: v for k, v in spec.items() if k != "provider"}
-            if isinstance(webhook.get("max_wait"), str):
-                webhook["max_wait"] = P.duration(webhook["max_wait"], path + ("max_wait",))
-            webhook = P.durations(webhook, path)
-            try:
-                WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
-            except ConfigError as exc:  # its field is named as the API names it (webhook.batch_size)
-                key = tuple((exc.field or "").removeprefix("webhook").lstrip(".").split(".")) if exc.field else ()
-                raise P.fail(path + tuple(k for k in key if k), exc.message) from None
+            with found.guard():
+                if isinstance(webhook.get("max_wait"), str):
+                    webhook["max_wait"] = P.duration(webhook["max_wait"], path + ("max_wait",))
+                webhook = P.durations(webhook, path)
+                try:
+                    WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
+                except ConfigError as exc:  # its field is named as the API names it (webhook.batch_size)
+                    key = tuple((exc.field or "").removeprefix("webhook").lstrip(".").split(".")) if exc.field else ()
+                    raise P.fail(path + tuple(k for k in key if k), exc.message) from None
+            found.raise_if_any(ScenarioError)
             out[acc] = {"provider": provider, "webhook": webhook}
     return out
 
@@ -305,13 +312,10 @@ def _config(ctx: ParseContext, spec: Any, path: KeyPath, base: Path, seen: set[s
     """One dispatch configuration; each of its keys is checked, so its mistakes are all reported."""
     P, tenants = ctx.reader, ctx.tenants
     found = Collector()
-    P.mapping(spec, path, None, "a dispatch configuration")  # not a mapping: nothing more to check
-    with found.guard():  # an unknown key is one more problem: the known keys are checked all the same
-        P.mapping(spec, path, CONFIG_KEYS, "a dispatch configuration")
-    with found.guard():
-        missing = [key for key in ("id", "tenant", "provider") if key not in spec]
-        if missing:
-            raise P.fail(path, f"missing required key {missing[0]!r}")
+    spec = P.mapping(spec, path, CONFIG_KEYS, "a dispatch configuration")  # an unknown key: one more problem
+    for key in ("id", "tenant", "provider"):
+        with found.guard():
+            P.required(spec, path, key)
     cid = tenant = provider = channel = ""
     with found.guard():
         cid = P.identifier(spec.get("id"), path + ("id",), "configuration") if "id" in spec else ""
@@ -375,31 +379,32 @@ def _timeline(ctx: ParseContext, value: Any) -> list[Event]:
     events: list[Event] = []
     for i, ev in enumerate(value):
         with P.found.guard():
-            event = _event(ctx, ev, i)
-            if event is not None:
-                events.append(event)
+            events.append(_event(ctx, ev, i))
     return sorted(events, key=lambda e: (e.at, e.index))
 
 
-def _event(ctx: ParseContext, ev: Any, i: int) -> Event | None:
+def _event(ctx: ParseContext, ev: Any, i: int) -> Event:
+    """One timeline event; its time and its action are checked each on its own."""
     P = ctx.reader
     path = ("timeline", i)
-    P.mapping(ev, path, None, "a timeline event")  # not a mapping: nothing more to check
-    with P.found.guard():  # an unknown key is one more problem: the event is checked all the same
-        P.mapping(ev, path, set(ACTIONS) | {"at"}, "a timeline event")
-    if "at" not in ev:
-        raise P.fail(path, "missing required key 'at' (a simulated time such as 10m or 2h30m)")
-    at = P.duration(ev["at"], path + ("at",))
-    if at > ctx.duration:
-        raise P.fail(path + ("at",), f"{ev['at']} is after the scenario's duration")
-    kinds = [k for k in ev if k in ACTIONS]
-    if not kinds and len(ev) > 1:  # the action's name is the unknown key, reported already
-        return None
-    if len(kinds) != 1:
-        raise P.fail(path, f"expected exactly one action besides 'at' (one of: {', '.join(sorted(ACTIONS))}),"
-                           f" got {', '.join(kinds) or 'none'}")
-    kind = kinds[0]
-    action = ACTIONS[kind].parse(ev[kind], path + (kind,), replace(ctx, at=at))
+    ev = P.mapping(ev, path, set(ACTIONS) | {"at"}, "a timeline event")  # an unknown key: one more problem
+    found = Collector()
+    at = 0.0
+    with found.guard():
+        at = P.duration(P.required(ev, path, "at", "missing required key 'at' (a simulated time such as 10m or "
+                                                   "2h30m)"), path + ("at",))
+        if at > ctx.duration:
+            raise P.fail(path + ("at",), f"{ev['at']} is after the scenario's duration")
+    action: Action | None = None
+    with found.guard():
+        kinds = [k for k in ev if k != "at"]
+        if not kinds and path in P.unknown:  # the action's name is the unknown key, reported already
+            raise ReportedAlready()
+        if len(kinds) != 1:
+            raise P.fail(path, f"expected exactly one action besides 'at' (one of: {', '.join(sorted(ACTIONS))}),"
+                               f" got {', '.join(kinds) or 'none'}")
+        action = ACTIONS[kinds[0]].parse(ev[kinds[0]], path + (kinds[0],), replace(ctx, at=at))
+    found.raise_if_any(ScenarioError)
     return Event(at=at, action=action, line=P.line(path), index=i)
 
 
@@ -408,12 +413,9 @@ def _expect(ctx: ParseContext, value: Any) -> dict[str, Expectation]:
         return {}
     path = ("expect",)
     table = expectation_kinds()
-    ctx.reader.mapping(value, path, None, "the expectations")
-    with ctx.reader.found.guard():  # an unknown kind is one more problem: the others are checked all the same
-        ctx.reader.mapping(value, path, set(table), "the expectations")
+    value = ctx.reader.mapping(value, path, set(table), "the expectations")  # an unknown kind: one more problem
     out: dict[str, Expectation] = {}
     for key, v in value.items():
-        if key in table:
-            with ctx.reader.found.guard():
-                out[key] = table[key].parse(v, path + (key,), ctx)
+        with ctx.reader.found.guard():
+            out[key] = table[key].parse(v, path + (key,), ctx)
     return out

@@ -299,10 +299,90 @@ SCENARIO_TYPOS_PROBLEMS = [
     (20, "expects: unknown key 'expects' in a scenario"),
 ]
 
+#: two independent mistakes in each nested mapping (an expectation, an action, a configuration's retry):
+#: each reported only its first, or its unknown key alone
+SCENARIO_NESTED = """\
+name: nested
+providers:
+  crm: {behaviour: {status: 200}}
+tenants: [acme, beta]
+configurations:
+  - {id: c1, tenant: acme, provider: crm, retry: {preset: reteno, cap: -5m, typo: 1}}
+timeline:
+  - {at: 0s, create: {tenant: acme, count: 0, colour: red}}
+  - {at: 1m, replay: {delivery: 0, colour: red}}
+  - {at: 2m, endpoint: {name: crm, behaviour: {status: 99}, colour: red}}
+  - {at: 3m, edit: {config: c1, retry: {cap: -1m, base: x}}}
+  - {at: 4m, force_retry: {config: nope, since: -1m}}
+expect:
+  attempts_per_delivery: {max: 0, min: -1}
+  failed: {count: -1, reason: nah, typo: 1}
+  retry_delays: {delivery: 0, delays: [1m, -2m]}
+  mapping_shape: {provider: ghost, array: 3}
+"""
+SCENARIO_NESTED_PROBLEMS = [
+    (6, "configurations[0].retry.typo: unknown key 'typo' in retry"),
+    (6, "configurations[0].retry.cap: expected a duration"),
+    (8, "timeline[0].create.colour: unknown key 'colour' in an activity generator"),
+    (8, "timeline[0].create.count: expected an integer >= 1, got 0"),
+    (9, "timeline[1].replay.colour: unknown key 'colour' in a replay"),
+    (9, "timeline[1].replay.delivery: expected an integer >= 1, got 0"),
+    (10, "timeline[2].endpoint.colour: unknown key 'colour' in an endpoint change"),
+    (10, "timeline[2].endpoint.behaviour: status: must be an integer 200..599, got 99"),
+    (11, "timeline[3].edit.retry.base: expected a duration"),
+    (11, "timeline[3].edit.retry.cap: expected a duration"),
+    (12, "timeline[4].force_retry.config: unknown configuration 'nope'"),
+    (12, "timeline[4].force_retry.since: expected a duration"),
+    (14, "expect.attempts_per_delivery.max: expected an integer >= 1, got 0"),
+    (14, "expect.attempts_per_delivery.min: expected an integer >= 1, got -1"),
+    (15, "expect.failed.typo: unknown key 'typo' in the FAILED set"),
+    (15, "expect.failed.count: expected an integer >= 0, got -1"),
+    (15, "expect.failed.reason: expected one of exhausted"),
+    (16, "expect.retry_delays.delivery: expected an integer >= 1, got 0"),
+    (16, "expect.retry_delays.delays[1]: expected a duration"),
+    (17, "expect.mapping_shape.provider: unknown provider 'ghost'"),
+    (17, "expect.mapping_shape.array: expected true or false"),
+]
+#: a required key that is missing because it is misspelt is reported once, as the unknown key; a missing
+#: one next to an unrelated unknown key is a problem of its own
+SCENARIO_MISSPELT = """\
+name: misspelt
+providers:
+  crm: {behaviour: {status: 200}}
+tenants: [acme, beta]
+configurations:
+  - {id: c1, tennant: acme, provider: crm}
+timeline:
+  - {a: 0s, create: {tenat: acme}}
+  - {at: 1m, replay: {delivry: 3}}
+  - {at: 1m, replay: {colour: 3}}
+  - {at: 2m, endpoint: {nam: crm, behavior: 503}}
+  - {at: 3m, edit: {confg: c1}}
+expect:
+  failed: {cont: 1}
+  mapping_shape: {provder: crm}
+"""
+SCENARIO_MISSPELT_PROBLEMS = [
+    (6, "configurations[0].tennant: unknown key 'tennant'"),
+    (8, "timeline[0].a: unknown key 'a' in a timeline event"),
+    (8, "timeline[0].create.tenat: unknown key 'tenat'"),
+    (9, "timeline[1].replay.delivry: unknown key 'delivry'"),
+    (10, "timeline[2].replay.colour: unknown key 'colour'"),
+    (10, "timeline[2].replay: missing required key 'delivery'"),
+    (11, "timeline[3].endpoint.nam: unknown key 'nam'"),
+    (11, "timeline[3].endpoint.behavior: unknown key 'behavior'"),
+    (12, "timeline[4].edit.confg: unknown key 'confg'"),
+    (14, "expect.failed.cont: unknown key 'cont'"),
+    (15, "expect.mapping_shape.provder: unknown key 'provder'"),
+]
+
 
 @pytest.mark.parametrize(("text", "expected"), [(SCENARIO_5, SCENARIO_5_PROBLEMS),
-                                               (SCENARIO_TYPOS, SCENARIO_TYPOS_PROBLEMS)],
-                         ids=["five mistakes", "an unknown key hides no other problem"])
+                                               (SCENARIO_TYPOS, SCENARIO_TYPOS_PROBLEMS),
+                                               (SCENARIO_NESTED, SCENARIO_NESTED_PROBLEMS),
+                                               (SCENARIO_MISSPELT, SCENARIO_MISSPELT_PROBLEMS)],
+                         ids=["five mistakes", "an unknown key hides no other problem",
+                              "every problem of a nested mapping", "a misspelt required key is reported once"])
 def test_scenario_mistakes_cli(tmp_path, capsys, text, expected):
     path = tmp_path / "s.yaml"
     path.write_text(text)
