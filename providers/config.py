@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatchsim.errors import Collector
+from dispatchsim.errors import Collector, ReportedAlready, misspelt
 from dispatchsim.yamlfile import dotted as _dotted
 from dispatchsim.yamlfile import load_file
 
@@ -118,7 +118,11 @@ def parse_config(data: Any, *, source: str = "<config>", lines: Lines | None = N
 
 def parse_behaviour(data: Any, *, source: str = "<behaviour>", lines: Lines | None = None) -> Behaviour:
     """Validate one behaviour (the value of ``behaviour:``), e.g. for ``set_behaviour``."""
-    return _Parser(source, lines or {}).behaviour(data, (), allow_refuse=True)
+    parser = _Parser(source, lines or {})
+    with parser.found.guard():
+        behaviour = parser.behaviour(data, (), allow_refuse=True)
+    parser.raise_found()
+    return behaviour
 
 
 # --------------------------------------------------------------------------- the parser
@@ -148,6 +152,8 @@ class _Parser:
         self.source = source
         self.lines = lines
         self.found = Collector()
+        #: the unknown keys found in each mapping, by its path (a missing key may be one of them misspelt)
+        self.unknown: dict[Path, list[Any]] = {}
 
     def fail(self, path: Path, message: str) -> ProviderConfigError:
         line = None
@@ -157,22 +163,70 @@ class _Parser:
                 break
         return ProviderConfigError(message, source=self.source, line=line, field=_dotted(path) or None)
 
+    def raise_found(self) -> None:
+        """Every problem found, top to bottom."""
+        self.found.errors.sort(key=lambda e: e.line or 0)
+        self.found.raise_if_any(ProviderConfigError)
+
     def mapping(self, value: Any, path: Path, allowed: set[str], what: str) -> dict[str, Any]:
+        """``value``'s known keys. An unknown key is one more problem of the file, put in :attr:`found`
+        rather than raised, so the caller checks the known keys all the same; it is left out of what is
+        returned, so nothing reports it a second time."""
         if not isinstance(value, dict):
             raise self.fail(path, f"{what} must be a mapping, got {_kind(value)}")
-        unknown = [self.fail(path + (key,), f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}")
-                   for key in value if key not in allowed]
-        if unknown:
-            raise ProviderConfigError.of(unknown)
-        return value
+        unknown = [key for key in value if key not in allowed]
+        if not unknown:
+            return value
+        self.found.errors.extend(self.fail(path + (key,), f"unknown key {key!r} in {what}; allowed: "
+                                                          f"{', '.join(sorted(allowed))}") for key in unknown)
+        self.unknown.setdefault(path, []).extend(unknown)
+        return {key: v for key, v in value.items() if key in allowed}
+
+    def required(self, value: dict[str, Any], path: Path, key: str, message: str) -> Any:
+        """``value[key]`` of the mapping at ``path``; when missing, the problem, unless an unknown key
+        written there is probably ``key`` misspelt (:class:`ReportedAlready`: that key said it already)."""
+        if key in value:
+            return value[key]
+        if misspelt(key, self.unknown.get(path, ())):
+            raise ReportedAlready()
+        raise self.fail(path, message)
+
+    def each(self, value: dict[str, Any], path: Path, checks: Mapping[str, Any]) -> dict[str, Any]:
+        """``checks[key](value[key], path + (key,))`` for each key present, each on its own: the problems
+        of all of them are raised together."""
+        found = Collector()
+        out: dict[str, Any] = {}
+        for key, check in checks.items():
+            if key in value:
+                with found.guard():
+                    out[key] = check(value[key], path + (key,))
+        found.raise_if_any(ProviderConfigError)
+        return out
+
+    def parts(self, value: dict[str, Any], path: Path, checks: Mapping[str, Any], missing: str) -> dict[str, Any]:
+        """Like :meth:`each`, every key of ``checks`` required (a missing one is one more problem)."""
+        found = Collector()
+        for key in checks:
+            with found.guard():
+                self.required(value, path, key, missing)
+        got: dict[str, Any] = {}
+        with found.guard():
+            got = self.each(value, path, checks)
+        found.raise_if_any(ProviderConfigError)
+        return got
 
     # ---- top level
 
     def config(self, data: Any) -> ProvidersConfig:
+        out: dict[str, EndpointConfig] = {}
+        with self.found.guard():
+            out = self.endpoints(data)
+        self.raise_found()
+        return ProvidersConfig(out, self.source)
+
+    def endpoints(self, data: Any) -> dict[str, EndpointConfig]:
         top = self.mapping(data, (), {"endpoints"}, "the providers config")
-        if "endpoints" not in top:
-            raise self.fail((), "missing required key 'endpoints'")
-        endpoints = top["endpoints"]
+        endpoints = self.required(top, (), "endpoints", "missing required key 'endpoints'")
         if not isinstance(endpoints, dict) or not endpoints:
             raise self.fail(("endpoints",), "endpoints must be a non-empty mapping of name -> endpoint")
         out: dict[str, EndpointConfig] = {}
@@ -185,8 +239,7 @@ class _Parser:
         ports = [e.port for e in out.values() if e.port]
         if len(ports) != len(set(ports)):
             self.found.errors.append(self.fail(("endpoints",), "two endpoints use the same port"))
-        self.found.raise_if_any(ProviderConfigError)
-        return ProvidersConfig(out, self.source)
+        return out
 
     def endpoint(self, name: str, spec: Any, path: Path) -> EndpointConfig:
         spec = self.mapping(spec, path, _ENDPOINT_KEYS, f"endpoint {name!r}")
@@ -212,8 +265,7 @@ class _Parser:
         if key == "signature_tolerance":
             return self.duration(value, path)
         if key == "schema":
-            s = self.mapping(value, path, {"required"}, "schema")
-            req = s.get("required", [])
+            req = self.mapping(value, path, {"required"}, "schema").get("required", [])
             if not isinstance(req, list) or not all(isinstance(x, str) and x for x in req):
                 raise self.fail(path + ("required",), "must be a list of field names (dotted paths allowed)")
             return SchemaCheck(required=tuple(req))
@@ -225,41 +277,48 @@ class _Parser:
         kind = value["type"]
         allowed = {"api_key": {"type", "header", "value"}, "bearer": {"type", "token"},
                    "basic": {"type", "username", "password"}}[kind]
-        self.mapping(value, path, allowed, f"{kind} auth")
-        for key in allowed - {"type", "header"}:
-            if key not in value:
-                raise self.fail(path, f"{kind} auth needs {key!r}")
+        value = self.mapping(value, path, allowed, f"{kind} auth")
+        checks = {"header": self.string, "value": self.string, "token": self.string, "username": self.string,
+                  "password": lambda v, p: self.string(v, p, allow_empty=True)}
+        got = self.parts(value, path, {key: checks[key] for key in sorted(allowed - {"type", "header"})},
+                         f"{kind} auth needs {' and '.join(repr(k) for k in sorted(allowed - {'type', 'header'}))}")
+        if "header" in value:
+            got.update(self.each(value, path, {"header": self.string}))
         if kind == "api_key":
-            return AuthCheck(type=kind, header=self.string(value.get("header", "X-Api-Key"), path + ("header",)),
-                             value=self.string(value["value"], path + ("value",)))
+            return AuthCheck(type=kind, header=got.get("header", "X-Api-Key"), value=got["value"])
         if kind == "bearer":
-            return AuthCheck(type=kind, value=self.string(value["token"], path + ("token",)))
-        return AuthCheck(type=kind, username=self.string(value["username"], path + ("username",)),
-                         password=self.string(value["password"], path + ("password",), allow_empty=True))
+            return AuthCheck(type=kind, value=got["token"])
+        return AuthCheck(type=kind, username=got["username"], password=got["password"])
 
     def callback(self, value: Any, path: Path) -> ResultsCallback:
         allowed = {"url", "delay", "api_key", "header", "status", "result", "once"}
         spec = self.mapping(value, path, allowed, "results_callback")
-        if "url" not in spec:
-            raise self.fail(path, "results_callback needs 'url'")
-        url = self.string(spec["url"], path + ("url",))
-        if not re.match(r"^https?://", url):
-            raise self.fail(path + ("url",), f"must be an http(s) URL, got {url!r}")
-        kw: dict[str, Any] = {"url": url}
-        if "delay" in spec:
-            kw["delay"] = self.duration(spec["delay"], path + ("delay",))
-        for key in ("api_key", "header", "status"):
-            if key in spec:
-                kw[key] = self.string(spec[key], path + (key,))
-        if "result" in spec:
-            if not isinstance(spec["result"], dict):
-                raise self.fail(path + ("result",), "must be a mapping (sent as the result object)")
-            kw["result"] = spec["result"]
-        if "once" in spec:
-            if not isinstance(spec["once"], bool):
-                raise self.fail(path + ("once",), "must be true or false")
-            kw["once"] = spec["once"]
+        found = Collector()  # each key is checked on its own
+        with found.guard():
+            self.required(spec, path, "url", "results_callback needs 'url'")
+        kw: dict[str, Any] = {}
+        with found.guard():
+            kw = self.each(spec, path, {"url": self.url, "delay": self.duration, "api_key": self.string,
+                                        "header": self.string, "status": self.string, "result": self.result,
+                                        "once": self.flag})
+        found.raise_if_any(ProviderConfigError)
         return ResultsCallback(**kw)
+
+    def url(self, value: Any, path: Path) -> str:
+        url = self.string(value, path)
+        if not re.match(r"^https?://", url):
+            raise self.fail(path, f"must be an http(s) URL, got {url!r}")
+        return url
+
+    def result(self, value: Any, path: Path) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, "must be a mapping (sent as the result object)")
+        return value
+
+    def flag(self, value: Any, path: Path) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, "must be true or false")
+        return value
 
     # ---- behaviours
 
@@ -275,7 +334,7 @@ class _Parser:
             raise self.fail(path, f"choose one of mix, sequence, windows (got {', '.join(composite)})")
         if composite:
             kind = composite[0]
-            self.mapping(value, path, _COMPOSITES[kind], kind)
+            value = self.mapping(value, path, _COMPOSITES[kind], kind)
             if kind == "mix":
                 return self.mix(value["mix"], path + ("mix",))
             if kind == "sequence":
@@ -321,67 +380,84 @@ class _Parser:
         if not free and abs(total - 1) > 1e-9:
             raise self.fail(path, f"probabilities sum to {total:g}; give one entry no 'p' to take the rest")
         rest = (1 - total) / free if free else 0.0
-        choices = tuple(
-            (p if p is not None else rest, self.behaviour(self._rest(item, {"p"}), ipath, allow_refuse=False))
-            for p, (item, ipath) in zip(fixed, entries)
-        )
-        return Mix(choices=choices)
+        found = Collector()  # each entry is checked on its own
+        choices = []
+        for p, (item, ipath) in zip(fixed, entries):
+            with found.guard():
+                choices.append((p if p is not None else rest,
+                                self.behaviour(self._rest(item, {"p"}), ipath, allow_refuse=False)))
+        found.raise_if_any(ProviderConfigError)
+        return Mix(choices=tuple(choices))
 
     def sequence(self, value: dict, path: Path) -> Sequence:
         entries = self._entries(value["sequence"], path + ("sequence",), {"times"}, "sequence")
+        found = Collector()  # each entry, its times and its behaviour, and cycle: each on its own
         steps = []
         for item, ipath in entries:
-            times = self.integer(item.get("times", 1), ipath + ("times",), 1, None)
-            steps.append((times, self.behaviour(self._rest(item, {"times"}), ipath, allow_refuse=False)))
-        cycle = value.get("cycle", False)
-        if not isinstance(cycle, bool):
-            raise self.fail(path + ("cycle",), "must be true or false")
+            times = 1
+            with found.guard():
+                times = self.integer(item.get("times", 1), ipath + ("times",), 1, None)
+            with found.guard():
+                steps.append((times, self.behaviour(self._rest(item, {"times"}), ipath, allow_refuse=False)))
+        cycle = False
+        with found.guard():
+            cycle = self.flag(value.get("cycle", False), path + ("cycle",))
+        found.raise_if_any(ProviderConfigError)
         return Sequence(steps=tuple(steps), cycle=cycle)
 
     def windows(self, value: dict, path: Path, *, allow_refuse: bool) -> Windows:
         entries = self._entries(value["windows"], path + ("windows",), {"from", "to"}, "windows")
+        found = Collector()  # each window's times and behaviour, and else: each on its own
         windows = []
         for item, ipath in entries:
-            start = self.duration(item.get("from", 0), ipath + ("from",))
-            end = self.duration(item["to"], ipath + ("to",)) if "to" in item else None
-            if end is not None and end <= start:
-                raise self.fail(ipath + ("to",), "'to' must be later than 'from'")
-            inner = self._rest(item, {"from", "to"})
-            if not inner:
-                raise self.fail(ipath, "a window needs a behaviour (e.g. status: 503 or fault: refuse)")
-            windows.append(Window(start=start, end=end,
-                                  behaviour=self.behaviour(inner, ipath, allow_refuse=allow_refuse)))
-        otherwise = (self.behaviour(value["else"], path + ("else",), allow_refuse=allow_refuse)
-                     if "else" in value else OK)
+            with found.guard():
+                windows.append(self.window(item, ipath, allow_refuse=allow_refuse))
+        otherwise: Behaviour = OK
+        with found.guard():
+            if "else" in value:
+                otherwise = self.behaviour(value["else"], path + ("else",), allow_refuse=allow_refuse)
+        found.raise_if_any(ProviderConfigError)
         return Windows(windows=tuple(windows), otherwise=otherwise)
 
+    def window(self, item: dict[str, Any], path: Path, *, allow_refuse: bool) -> Window:
+        found = Collector()
+        start, end = 0.0, None
+        with found.guard():
+            start = self.duration(item.get("from", 0), path + ("from",))
+            end = self.duration(item["to"], path + ("to",)) if "to" in item else None
+            if end is not None and end <= start:
+                raise self.fail(path + ("to",), "'to' must be later than 'from'")
+        behaviour: Behaviour = OK
+        with found.guard():
+            inner = self._rest(item, {"from", "to"})
+            if not inner:
+                raise self.fail(path, "a window needs a behaviour (e.g. status: 503 or fault: refuse)")
+            behaviour = self.behaviour(inner, path, allow_refuse=allow_refuse)
+        found.raise_if_any(ProviderConfigError)
+        return Window(start=start, end=end, behaviour=behaviour)
+
     def respond(self, value: dict, path: Path) -> Respond:
-        self.mapping(value, path, _RESPOND_KEYS, "a response")
-        kw: dict[str, Any] = {}
-        if "status" in value:
-            kw["status"] = self.integer(value["status"], path + ("status",), 200, 599)
-        if "body" in value:
-            kw["body"], kw["content_type"] = self.body(value["body"], path + ("body",))
-        if "content_type" in value:
-            kw["content_type"] = self.string(value["content_type"], path + ("content_type",))
-        if "headers" in value:
-            kw["headers"] = self.headers(value["headers"], path + ("headers",))
-        if "latency" in value:
-            kw["latency"] = self.latency(value["latency"], path + ("latency",))
-        if "retry_after" in value:
-            ra = value["retry_after"]
-            try:
-                kw["retry_after"] = str(int(-(-parse_duration(ra) // 1)))
-            except ValueError:
-                if not isinstance(ra, str) or not ra.strip():
-                    raise self.fail(path + ("retry_after",),
-                                    f"must be seconds (120, 2m) or an HTTP-date string, got {ra!r}") from None
-                kw["retry_after"] = ra.strip()
-        if "retry_after_date" in value:
-            kw["retry_after_date"] = self.duration(value["retry_after_date"], path + ("retry_after_date",))
-        if "location" in value:
-            kw["location"] = self.string(value["location"], path + ("location",))
+        value = self.mapping(value, path, _RESPOND_KEYS, "a response")
+        kw = self.each(value, path, {  # each key is checked on its own
+            "status": self.status, "body": self.body, "content_type": self.string, "headers": self.headers,
+            "latency": self.latency, "retry_after": self.retry_after, "retry_after_date": self.duration,
+            "location": self.string})
+        if "body" in kw:
+            kw["body"], content_type = kw["body"]
+            kw.setdefault("content_type", content_type)
         return Respond(**kw)
+
+    def status(self, value: Any, path: Path) -> int:
+        return self.integer(value, path, 200, 599)
+
+    def retry_after(self, value: Any, path: Path) -> str:
+        """Seconds (``120``, ``2m``, rounded up) or an HTTP-date string, sent as written."""
+        try:
+            return str(int(-(-parse_duration(value) // 1)))
+        except ValueError:
+            if not isinstance(value, str) or not value.strip():
+                raise self.fail(path, f"must be seconds (120, 2m) or an HTTP-date string, got {value!r}") from None
+            return value.strip()
 
     def fault(self, value: dict, path: Path, *, allow_refuse: bool) -> Fault:
         kind = value["fault"]
@@ -392,30 +468,22 @@ class _Parser:
                                                "entire behaviour or a time window's behaviour (not in a mix, "
                                                "a sequence or verify_get)")
         allowed = {"fault"} | _FAULT_KEYS[kind] | (set() if kind == REFUSE else {"latency"})
-        self.mapping(value, path, allowed, f"fault {kind}")
-        kw: dict[str, Any] = {"kind": kind}
-        if "status" in value:
-            kw["status"] = self.integer(value["status"], path + ("status",), 200, 599)
-        if "headers" in value:
-            kw["headers"] = self.headers(value["headers"], path + ("headers",))
-        if "latency" in value:
-            kw["latency"] = self.latency(value["latency"], path + ("latency",))
-        if "body" in value:
-            kw["body"], _ = self.body(value["body"], path + ("body",))
-            if not kw["body"]:
-                raise self.fail(path + ("body",), "must not be empty for this fault")
-        if "chunk" in value:
-            kw["chunk"] = self.integer(value["chunk"], path + ("chunk",), 1, None)
-        if "interval" in value:
-            kw["interval"] = self.duration(value["interval"], path + ("interval",))
-        if "send" in value:
-            kw["send"] = self.integer(value["send"], path + ("send",), 0, None)
-        if "data" in value:
-            kw["data"] = self.string(value["data"], path + ("data",)).encode("utf-8")
-        fault = Fault(**kw)
+        value = self.mapping(value, path, allowed, f"fault {kind}")
+        kw = self.each(value, path, {  # each key is checked on its own
+            "status": self.status, "headers": self.headers, "latency": self.latency, "body": self.fault_body,
+            "chunk": lambda v, p: self.integer(v, p, 1, None), "interval": self.duration,
+            "send": lambda v, p: self.integer(v, p, 0, None),
+            "data": lambda v, p: self.string(v, p).encode("utf-8")})
+        fault = Fault(kind=kind, **kw)
         if fault.send is not None and fault.send >= len(fault.body):
             raise self.fail(path + ("send",), f"must be less than the body length ({len(fault.body)} bytes)")
         return fault
+
+    def fault_body(self, value: Any, path: Path) -> bytes:
+        body, _ = self.body(value, path)
+        if not body:
+            raise self.fail(path, "must not be empty for this fault")
+        return body
 
     def latency(self, value: Any, path: Path) -> Latency:
         if not isinstance(value, dict):
@@ -435,21 +503,22 @@ class _Parser:
             return Latency(kind=kind, a=lo, b=hi)
         if kind == "normal":
             s = self.mapping(spec, sub, {"mean", "stddev"}, "normal latency")
-            if set(s) != {"mean", "stddev"}:
-                raise self.fail(sub, "normal latency needs mean and stddev")
-            return Latency(kind=kind, a=self.duration(s["mean"], sub + ("mean",)),
-                           b=self.duration(s["stddev"], sub + ("stddev",)))
+            got = self.parts(s, sub, {"mean": self.duration, "stddev": self.duration},
+                             "normal latency needs mean and stddev")
+            return Latency(kind=kind, a=got["mean"], b=got["stddev"])
         if kind == "lognormal":
             s = self.mapping(spec, sub, {"median", "sigma"}, "lognormal latency")
-            if set(s) != {"median", "sigma"}:
-                raise self.fail(sub, "lognormal latency needs median (a duration) and sigma (a number)")
-            sigma = s["sigma"]
-            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
-                raise self.fail(sub + ("sigma",), f"must be a number >= 0, got {sigma!r}")
-            return Latency(kind=kind, a=self.duration(s["median"], sub + ("median",)), b=float(sigma))
+            got = self.parts(s, sub, {"median": self.duration, "sigma": self.sigma},
+                             "lognormal latency needs median (a duration) and sigma (a number)")
+            return Latency(kind=kind, a=got["median"], b=got["sigma"])
         raise self.fail(sub, f"unknown latency distribution {kind!r}; one of fixed, uniform, normal, lognormal")
 
     # ---- scalars
+
+    def sigma(self, value: Any, path: Path) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise self.fail(path, f"must be a number >= 0, got {value!r}")
+        return float(value)
 
     def body(self, value: Any, path: Path) -> tuple[bytes, str | None]:
         if isinstance(value, (dict, list)):

@@ -412,6 +412,54 @@ def test_providers_config_with_five_mistakes(tmp_path, capsys):
     _assert_problems([line.removeprefix("error: ") for line in err], path, PROVIDERS_5_PROBLEMS)
 
 
+#: two independent mistakes in each nested mapping of a providers config: each reported only its unknown key
+PROVIDERS_NESTED = """\
+endpoints:
+  a:
+    auth: {type: bearer, token: "", typo: 1}
+    results_callback: {url: ftp://x, delay: -1s, typo: 1}
+    behaviour: {status: 99, latency: 2x, typo: 1}
+    verify_get: {fault: slow_body, chunk: 0, interval: -1s}
+  b:
+    behaviour:
+      sequence: [{status: 99, times: 0, typo: 1}]
+      cycle: 3
+  c:
+    auth: {type: basic, usernme: u, password: p}
+    behaviour: {latency: {normal: {mean: 1x, stdev: 1s}}}
+"""
+PROVIDERS_NESTED_PROBLEMS = [
+    (3, "endpoints.a.auth.typo: unknown key 'typo' in bearer auth"),
+    (3, "endpoints.a.auth.token: must be a non-empty string"),
+    (4, "endpoints.a.results_callback.typo: unknown key 'typo' in results_callback"),
+    (4, "endpoints.a.results_callback.url: must be an http(s) URL"),
+    (4, "endpoints.a.results_callback.delay: expected a duration"),
+    (5, "endpoints.a.behaviour.typo: unknown key 'typo' in a response"),
+    (5, "endpoints.a.behaviour.status: must be an integer 200..599, got 99"),
+    (5, "endpoints.a.behaviour.latency: expected a duration"),
+    (6, "endpoints.a.verify_get.chunk: must be an integer >= 1, got 0"),
+    (6, "endpoints.a.verify_get.interval: expected a duration"),
+    (9, "endpoints.b.behaviour.sequence[0].typo: unknown key 'typo' in a response"),
+    (9, "endpoints.b.behaviour.sequence[0].times: must be an integer >= 1, got 0"),
+    (9, "endpoints.b.behaviour.sequence[0].status: must be an integer 200..599, got 99"),
+    (10, "endpoints.b.behaviour.cycle: must be true or false"),
+    (12, "endpoints.c.auth.usernme: unknown key 'usernme' in basic auth"),  # not also "needs 'username'"
+    (13, "endpoints.c.behaviour.latency.normal.stdev: unknown key 'stdev' in normal latency"),
+    (13, "endpoints.c.behaviour.latency.normal.mean: expected a duration"),
+]
+
+
+def test_providers_config_nested_mistakes_are_all_reported(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text(PROVIDERS_NESTED)
+    with pytest.raises(ProviderConfigError) as info:
+        load_config(path)
+    _assert_problems([e.located() for e in info.value.errors], path, PROVIDERS_NESTED_PROBLEMS)
+    assert main(["provider", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    _assert_problems([line.removeprefix("error: ") for line in err], path, PROVIDERS_NESTED_PROBLEMS)
+
+
 def test_mapping_file_with_five_mistakes(tmp_path, capsys):
     path = tmp_path / "m.yaml"
     path.write_text(MAPPING_5)
