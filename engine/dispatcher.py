@@ -20,7 +20,7 @@ from .sender import Outcome, OutcomeKind, Request, Sender, encode_body
 from .errors import InvalidTransition, NotFound, PayloadUnmappable
 from .states import ACTIVE, Circuit, Status
 from .store import AttemptResult, Claim
-from .store_contract import Finish, StoreContract
+from .store_contract import DISPATCH_LOOP, Finish, StoreContract
 from .store_file import storage_error
 from .store_rows import Configuration, EndpointHealth, StoredActivity
 
@@ -322,9 +322,12 @@ class Dispatcher:
         for them is instant. Deliveries behind a blocked queue head are not pending.
         """
         self._running = True
+        # the loop's statements, and those of the attempts and group commits it starts (tasks inherit it)
+        token = DISPATCH_LOOP.set(True)
         try:
             await self._run(until_idle=until_idle, deadline=deadline)
         finally:
+            DISPATCH_LOOP.reset(token)
             self._running = False
 
     async def _run(self, *, until_idle: bool, deadline: float | None) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -42,6 +43,13 @@ if TYPE_CHECKING:
     from .store_queries import ActivityFilter, Metrics, WalCheckpointer
     from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
                              Notification, Provider, StoredActivity, Streak, Tenant)
+
+
+#: True in the dispatch loop and the tasks it starts (attempts, group commits: a task inherits it), set by
+#: :meth:`~dispatchsim.engine.dispatcher.Dispatcher.run`. A store may serve their statements apart from the
+#: API's: PostgreSQL gives them connections of their own, which plan each statement once (see ``PgStore``).
+#: SQLite has nothing to set apart.
+DISPATCH_LOOP: ContextVar[bool] = ContextVar("dispatchsim_dispatch_loop", default=False)
 
 
 class Finish(NamedTuple):
