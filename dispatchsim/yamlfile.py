@@ -25,10 +25,18 @@ KeyPath = tuple[Any, ...]
 Lines = dict[KeyPath, int]
 
 
+def file_path(path: Any, what: str = "the file") -> str:
+    """``path`` as text; a value that is no file path is refused as Python refuses a wrong type, but naming
+    what it was for (``os.fspath`` says only "expected str, bytes or os.PathLike object")."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path of {what}: expected a file path (str or pathlib.Path), got {type(path).__name__}")
+    return os.fspath(path)
+
+
 def read_text(path: str | os.PathLike[str], *, error: type[LocatedError] = LocatedError,
               what: str = "the file") -> str:
     """The file's text; unreadable or not UTF-8 is one located error (the line of the first bad byte)."""
-    source = os.fspath(path)
+    source = file_path(path, what)
     try:
         with open(source, "rb") as handle:
             raw = handle.read()
@@ -173,7 +181,7 @@ def _json_problems(text: str, source: str, error: type[LocatedError]) -> list[Lo
 def load_file(path: str | os.PathLike[str], *, error: type[LocatedError] = LocatedError,
               what: str = "the file") -> tuple[Any, Lines]:
     """:func:`read_text` then :func:`load_yaml`."""
-    return load_yaml(read_text(path, error=error, what=what), source=os.fspath(path), error=error)
+    return load_yaml(read_text(path, error=error, what=what), source=file_path(path, what), error=error)
 
 
 #: How deep a YAML document may nest: a JSON value at its deepest (:data:`MAX_JSON_DEPTH`) inside a

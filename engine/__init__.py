@@ -6,7 +6,7 @@ from .config import (AUTH_FIELDS, AUTH_TYPES, CONFIG_FIELDS, HEADER_NAME_PATTERN
                      check_signing_secret, compile_mapping_spec)
 from .core import (ID_PATTERN, ActivityPage, Engine, ResultSubmission, RunSummary, check_id, config_name, queue_name, scope_suffix,
                    scoped_config_id)
-from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigDeleted, ConfigError, ConfigInUse,
+from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ClockError, ConfigDeleted, ConfigError, ConfigInUse,
                      DatabaseInUse, DispatchsimError, InvalidArgument, InvalidTransition, NotFound, PayloadUnmappable, ResultConflict, StorageUnavailable,
                      StoreError)
 from .events import EVENT_ONLY_WITH, EVENT_PARAMS, EVENT_REQUIRED_WITH, EVENT_STATUSES, MessageEvents, validate_event
@@ -39,7 +39,7 @@ __all__ = [
     "display_url", "is_url", "join_cluster", "open_store", "owner_lock",
     "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
     "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "EventBatch", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
-    "ActivationRefused", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
+    "ActivationRefused", "ClockError", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
     "config_name", "queue_name", "scope_suffix", "latest_schema_version", "scoped_config_id", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",
     "ConfigDeleted", "ConfigError", "ConfigInUse", "DispatchsimError", "Engine", "InvalidArgument", "InvalidTransition", "LATENCY_BUCKETS", "MessageEvents", "Metrics", "NotFound",
     "OrderingPolicy", "Outcome", "OutcomeKind", "PRESETS", "PayloadUnmappable", "REDACTED", "RealClock",

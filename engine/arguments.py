@@ -14,6 +14,7 @@ import enum
 import functools
 import inspect
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -23,6 +24,8 @@ from typing import Any, TypeVar
 from dispatchsim.yamlfile import valid_text
 
 from .errors import InvalidArgument
+from .sender import Sender
+from .store_file import OwnerLock
 
 #: The largest integer both stores hold (a signed 64-bit column); a larger id matches nothing anyway.
 INT64_MAX = 2**63 - 1
@@ -160,4 +163,69 @@ def checked_calls(cls: C) -> C:
     return cls
 
 
-__all__ = ["BOUNDS", "INT64_MAX", "checked_calls"]
+#: What :meth:`Engine.open` passes on to the engine itself, besides its own arguments.
+ENGINE_OPTIONS = ("log_stream", "log_format", "concurrency", "lease_margin", "sender")
+#: The most attempts one engine runs at once (a limit of its HTTP connections, too).
+MAX_ENGINE_CONCURRENCY = 10_000
+#: The most connections of one engine's PostgreSQL pool.
+MAX_POOL_SIZE = 1000
+
+
+def _is_clock(value: Any) -> bool:
+    """``value`` does what :class:`Clock` promises (a protocol: checked by what it has)."""
+    return isinstance(getattr(value, "virtual", None), bool) and all(
+        callable(getattr(value, name, None)) for name in ("now", "sleep", "wait"))
+
+
+def open_problem(path: Any, *, clock: Any, virtual: Any, seed: Any, durable: Any, pool_size: Any, scratch: Any,
+                 owner: Any, options: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first argument :meth:`Engine.open` refuses, as ``(argument, why and what to give)``; None when all
+    are accepted. Checked before anything is opened, so a refused call leaves no file and no lock behind."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        return "path", (f"must be a SQLite file path (str or pathlib.Path), ':memory:' or a postgresql:// URL, "
+                        f"got {type(path).__name__}")
+    if not os.fspath(path).strip():
+        return "path", "must not be empty: give a SQLite file path, ':memory:' or a postgresql:// URL"
+    if not valid_text(os.fspath(path)) or "\x00" in os.fspath(path):
+        return "path", "not valid text for a file name (a NUL or a lone surrogate)"
+    if clock is not None and not _is_clock(clock):
+        return "clock", (f"must be a clock (dispatchsim.VirtualClock() or RealClock()), got {type(clock).__name__}; "
+                         "or leave it out and say virtual=True or False")
+    for name, value in (("virtual", virtual), ("scratch", scratch)):
+        if not isinstance(value, bool):
+            return name, f"must be True or False, got {_shown(value)}"
+    if durable is not None and not isinstance(durable, bool):
+        return "durable", f"must be True, False or None (the clock decides), got {_shown(durable)}"
+    if virtual and clock is not None and not clock.virtual:
+        return "virtual", "virtual=True with a clock that is not virtual: give one or the other"
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return "seed", f"must be an integer or None, got {_shown(seed)}"
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or not 1 <= pool_size <= MAX_POOL_SIZE:
+        return "pool_size", f"must be a whole number from 1 to {MAX_POOL_SIZE}, got {_shown(pool_size)}"
+    if owner is not None and not isinstance(owner, OwnerLock):
+        return "owner", f"must be an OwnerLock the caller holds, or None, got {type(owner).__name__}"
+    return options_problem(options)
+
+
+def options_problem(options: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first engine option (see :data:`ENGINE_OPTIONS`) refused, as ``(argument, message)``; None if none."""
+    concurrency = options.get("concurrency", 100)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) \
+            or not 1 <= concurrency <= MAX_ENGINE_CONCURRENCY:
+        return "concurrency", f"must be a whole number from 1 to {MAX_ENGINE_CONCURRENCY}, got {_shown(concurrency)}"
+    lease_margin = options.get("lease_margin", 30.0)
+    if isinstance(lease_margin, bool) or not isinstance(lease_margin, (int, float)) \
+            or not math.isfinite(lease_margin) or lease_margin <= 0:
+        return "lease_margin", f"must be a number of seconds above 0, got {_shown(lease_margin)}"
+    if options.get("log_format", "json") not in ("json", "console"):
+        return "log_format", f"must be json or console, got {_shown(options.get('log_format'))}"
+    stream = options.get("log_stream")
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        return "log_stream", f"must be a text stream such as sys.stderr or an open file, got {type(stream).__name__}"
+    sender = options.get("sender")
+    if sender is not None and not isinstance(sender, Sender):
+        return "sender", f"must be a Sender or None, got {type(sender).__name__}"
+    return None
+
+
+__all__ = ["BOUNDS", "ENGINE_OPTIONS", "INT64_MAX", "checked_calls", "open_problem", "options_problem"]

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
+
+from .errors import ClockError, InvalidArgument
 
 
 def _import_looptime() -> Any:
@@ -103,12 +106,10 @@ class VirtualClock(_LoopWaits):
     virtual = True
 
     def __init__(self, epoch: float = VIRTUAL_EPOCH) -> None:
-        loop = asyncio.get_running_loop()
-        if not isinstance(loop, looptime.LoopTimeEventLoop) or not loop.looptime_on:
-            raise RuntimeError(
-                "VirtualClock needs a time-compacting event loop: run your coroutine with "
-                "engine.clock.run_virtual(...) or create the loop with engine.clock.new_virtual_loop()"
-            )
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or not math.isfinite(epoch):
+            raise InvalidArgument(f"must be a finite number of seconds since the Unix epoch, got {epoch!r} "
+                                  "(VirtualClock)", field="epoch")
+        loop = virtual_loop()
         self._loop = loop
         self._epoch = epoch
         self._t0 = loop.time()
@@ -116,6 +117,19 @@ class VirtualClock(_LoopWaits):
     def now(self) -> float:
         """Seconds since the Unix epoch in simulated time: ``epoch`` plus the loop time elapsed."""
         return self._epoch + (self._loop.time() - self._t0)
+
+
+def virtual_loop() -> asyncio.AbstractEventLoop:
+    """The running loop, when it is one a virtual clock can run on (see :func:`new_virtual_loop`); any other
+    loop would make "virtual" time crawl at wall speed, so :class:`ClockError` (a RuntimeError) instead."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if not isinstance(loop, looptime.LoopTimeEventLoop) or not loop.looptime_on:
+        raise ClockError("the virtual clock needs a time-compacting event loop: run your coroutine with "
+                         "dispatchsim.run_virtual(...) (or on a loop from dispatchsim.engine.new_virtual_loop())")
+    return loop
 
 
 def new_virtual_loop() -> asyncio.AbstractEventLoop:

@@ -11,12 +11,12 @@ from typing import Any, TextIO
 
 from dispatchsim.mapping.activity import DISPATCHED_TYPES
 
-from .arguments import checked_calls
-from .clock import Clock, RealClock, VirtualClock, iso
+from .arguments import ENGINE_OPTIONS, checked_calls, open_problem, options_problem
+from .clock import Clock, RealClock, VirtualClock, iso, virtual_loop
 from .config import CONFIG_FIELDS, ConfigKind, Snapshot, build_snapshot
 from .dispatcher import Dispatcher, Prepared, request_body
 from .errors import (ActivationRefused, ActivityError, ActivityExists, AlreadyExists, ConfigDeleted, ConfigError, ConfigInUse,
-                     DispatchsimError, NotFound, PayloadUnmappable, ResultConflict)
+                     DispatchsimError, InvalidArgument, NotFound, PayloadUnmappable, ResultConflict)
 from .events import MessageEvents
 from .log import make_logger
 from .payload import build_stored_payload
@@ -120,6 +120,10 @@ class Engine:
                  lease_margin: float = 30.0, sender: Sender | None = None) -> None:
         """``sender``: the HTTP side to use instead of a plain :class:`Sender` (a scenario against a
         team's own URL passes one that records and caps what reaches that URL)."""
+        problem = options_problem({"log_stream": log_stream, "log_format": log_format, "concurrency": concurrency,
+                                   "lease_margin": lease_margin, "sender": sender})
+        if problem is not None:
+            raise InvalidArgument(f"{problem[1]} (Engine)", field=problem[0])
         self.store = store
         self.clock = clock
         self.seed = seed
@@ -175,6 +179,14 @@ class Engine:
         the other's twice (DatabaseInUse, naming the holder's pid). ``owner``: a lock the caller already
         holds (serve takes it before it opens anything), kept by the caller.
         """
+        unknown = sorted(set(kw) - set(ENGINE_OPTIONS))
+        if unknown:  # what Python says of a keyword it does not know, before anything is opened
+            raise TypeError(f"Engine.open() got an unexpected keyword argument {unknown[0]!r} (it takes path, "
+                            f"clock, virtual, seed, durable, pool_size, scratch, owner, {', '.join(ENGINE_OPTIONS)})")
+        problem = open_problem(path, clock=clock, virtual=virtual, seed=seed, durable=durable, pool_size=pool_size,
+                               scratch=scratch, owner=owner, options=kw)
+        if problem is not None:
+            raise InvalidArgument(f"{problem[1]} (Engine.open)", field=problem[0])
         if virtual and is_url(path):
             raise ConfigError("the virtual clock runs on a SQLite database (a file or :memory:); a PostgreSQL "
                               "database runs on the real clock", field="db")
@@ -185,6 +197,8 @@ class Engine:
                               "sharing a PostgreSQL database need unique ids: open it without a seed", field="seed")
         simulated = (clock.virtual if clock is not None else virtual)
         refuse_mistyped_url(path)  # before the lock file, whose name would quote it
+        if clock is None and virtual:
+            virtual_loop()  # a loop the virtual clock cannot run on: refused before the file is made
         lock = owner_lock(path) if owner is None else None
         if lock is not None:
             lock.acquire()
@@ -250,6 +264,9 @@ class Engine:
     def subscribe(self, sink: Any) -> None:
         """Receive every event (a dict, secrets redacted) as it is logged. A sink that raises is
         unsubscribed, its error passed to the event loop's exception handler; the engine goes on."""
+        if not callable(sink):  # it would fail at the next event, far from this call
+            raise InvalidArgument(f"must be a function taking each event (a dict), got {type(sink).__name__} "
+                                  "(Engine.subscribe)", field="sink")
         self._sinks.append(sink)
 
     # -- tenants, providers, configurations ---------------------------------------------

@@ -37,6 +37,10 @@ class ConfigInUse(InvalidTransition):
     leave them pending for ever, with nothing to send them or end them."""
 
 
+class ClockError(DispatchsimError, RuntimeError):
+    """The virtual clock cannot run here (on a loop whose time does not jump; a RuntimeError too)."""
+
+
 class InvalidArgument(LocatedError):
     """A library call got an argument of the wrong type or out of its range; nothing was done.
 

@@ -5,7 +5,7 @@ import os
 from typing import Any
 
 from dispatchsim.errors import LocatedError
-from dispatchsim.yamlfile import load_json, load_yaml, read_text
+from dispatchsim.yamlfile import file_path, load_json, load_yaml, read_text
 
 from .errors import MappingSpecError, Problem
 
@@ -18,7 +18,7 @@ def load_mapping_file(path: str | os.PathLike[str]) -> tuple[Any, dict[Path, int
     ``.json`` files are read as JSON, anything else as YAML. Unreadable files, text that is not UTF-8,
     syntax errors and duplicate keys raise :class:`MappingSpecError` naming ``file:line``.
     """
-    source = os.fspath(path)
+    source = file_path(path, "the mapping file")
     try:
         text = read_text(source, what="the mapping file")
     except LocatedError as exc:

@@ -121,6 +121,8 @@ class ProbeSettings:
 
 def check_target(url: str) -> bool:
     """Validate the URL; True when its host is this machine (loopback)."""
+    if not isinstance(url, str):
+        raise ProbeError(f"url: must be text such as http://127.0.0.1:8080/hooks, got {type(url).__name__}")
     try:
         parts = urlsplit(url)
         host = parts.hostname

@@ -372,6 +372,17 @@ class Endpoint:
                 self._owner._callbacks.schedule(self.name, callback, str(item["id"]))
 
 
+def _check_set(config: Any, seed: Any, keep_records: Any) -> None:
+    """:class:`EndpointSet`'s arguments, refused as Python refuses a wrong type (TypeError), naming them."""
+    if not isinstance(config, ProvidersConfig):
+        raise TypeError(f"EndpointSet: config must be a ProvidersConfig (from parse_config(...) or "
+                        f"load_config(path)), got {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"EndpointSet: seed must be an integer, got {type(seed).__name__}")
+    if not isinstance(keep_records, bool):
+        raise TypeError(f"EndpointSet: keep_records must be True or False, got {type(keep_records).__name__}")
+
+
 class EndpointSet:
     """Start the configured endpoints in the running loop; read what they saw in :attr:`recorder`.
 
@@ -384,6 +395,7 @@ class EndpointSet:
     def __init__(self, config: ProvidersConfig, *, seed: int = 0, now: Clock | None = None,
                  t0: float | None = None, host: str = "127.0.0.1", ports: Mapping[str, int] | None = None,
                  keep_records: bool = True) -> None:
+        _check_set(config, seed, keep_records)
         self.config = config
         self.seed = seed
         self.host = check_host(host)

@@ -5,6 +5,7 @@ import asyncio
 import functools
 import heapq
 import json
+import os
 import random
 import re
 import shutil
@@ -17,8 +18,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dispatchsim.engine import (LIFECYCLE, ActivationRefused, Engine, RealClock, StoreError, VirtualClock, check_store,
-                                is_url, run_virtual)
+from dispatchsim.engine import (LIFECYCLE, ActivationRefused, Engine, InvalidArgument, RealClock, StoreError,
+                                VirtualClock, check_store, is_url, run_virtual)
 from dispatchsim.engine.store_pages import PageReader
 from dispatchsim.providers import EndpointSet, ProvidersConfig, Recorder
 
@@ -145,12 +146,26 @@ def check_new_database(db: str | Path) -> None:
                      "empty one: give --db a new file")
 
 
+def _check_run(scenario: Any, db: Any, keep_events: Any, keep_records: Any, call: str) -> None:
+    """The arguments of a scenario run, refused with :class:`InvalidArgument` naming the one at fault."""
+    if not isinstance(scenario, Scenario):
+        raise InvalidArgument(f"must be a Scenario, got {type(scenario).__name__}: read a file with "
+                              f"dispatchsim.load_scenario(path) first ({call})", field="scenario")
+    if db is not None and (not isinstance(db, (str, os.PathLike)) or isinstance(db, bytes)):
+        raise InvalidArgument(f"must be a SQLite file path (str or pathlib.Path) or None, got {type(db).__name__} "
+                              f"({call})", field="db")
+    for name, value in (("keep_events", keep_events), ("keep_records", keep_records)):
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"must be True or False, got {value!r} ({call})", field=name)
+
+
 def run_scenario(scenario: Scenario, *, db: str | Path | None = None, progress: Progress | None = None,
                  keep_events: bool = True, keep_records: bool = True) -> RunResult:
     """Run to completion (virtual clock by default) and evaluate its expectations (``keep_events``,
     ``keep_records``: see :func:`run_scenario_async`)."""
     from .expect import evaluate
 
+    _check_run(scenario, db, keep_events, keep_records, "run_scenario")  # before the coroutine is made
     coro = run_scenario_async(scenario, db=db, progress=progress, keep_events=keep_events, keep_records=keep_records)
     if scenario.clock == "virtual":
         result = run_virtual(coro)
@@ -179,6 +194,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     ``no_secrets_in_logs``) keeps them anyway. See ``providers.Recorder(keep=...)``."""
     from .expect import reads
 
+    _check_run(scenario, db, keep_events, keep_records, "run_scenario_async")
     if db is not None:
         check_new_database(db)
     wall = time.perf_counter()

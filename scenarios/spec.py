@@ -11,7 +11,7 @@ from dispatchsim.engine.redact import check_http_url
 from dispatchsim.errors import Collector, ReportedAlready
 from dispatchsim.mapping import MappingSpecError, load_mapping_file
 from dispatchsim.providers import ProviderConfigError, ProvidersConfig, parse_config
-from dispatchsim.yamlfile import load_yaml, read_text
+from dispatchsim.yamlfile import file_path, load_yaml, read_text
 
 from .actions import ACTIONS, Action
 from .errors import ScenarioError
@@ -86,7 +86,7 @@ ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; every problem in it is reported at once (:class:`ScenarioError`)."""
-    p = Path(path)
+    p = Path(file_path(path, "the scenario"))
     text = read_text(p, error=ScenarioError)
     return parse_scenario(text, source=str(path), base_dir=p.parent)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dispatchsim.engine import DispatchsimError, Engine, InvalidArgument, Status
+from dispatchsim.engine import ClockError, DispatchsimError, Engine, InvalidArgument, Status
 
 ACT = {"channel": "SALESMAN", "commerceExternalId": "COM-001"}
 
@@ -122,3 +122,108 @@ async def test_every_public_call_checks_every_plain_argument(engine: Engine, met
     with pytest.raises(InvalidArgument) as err:
         await fn(*args, **kw)
     assert err.value.field == argument and "got object" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- Engine.open
+
+
+@pytest.mark.parametrize(("kw", "argument", "says"), [
+    ({"path": 5}, "path", "must be a SQLite file path (str or pathlib.Path), ':memory:' or a postgresql:// URL"),
+    ({"path": None}, "path", "got NoneType"),
+    ({"path": "  "}, "path", "must not be empty"),
+    ({"clock": "virtual"}, "clock", "must be a clock (dispatchsim.VirtualClock() or RealClock()), got str"),
+    ({"virtual": "yes"}, "virtual", "must be True or False, got 'yes'"),
+    ({"seed": "1"}, "seed", "must be an integer or None, got '1'"),
+    ({"durable": "no"}, "durable", "must be True, False or None"),
+    ({"scratch": 1}, "scratch", "must be True or False, got 1"),
+    ({"pool_size": 0}, "pool_size", "from 1 to 1000, got 0"),
+    ({"owner": "me"}, "owner", "must be an OwnerLock"),
+    ({"concurrency": -1}, "concurrency", "from 1 to 10000, got -1"),
+    ({"concurrency": "5"}, "concurrency", "got '5'"),
+    ({"lease_margin": -1}, "lease_margin", "above 0, got -1"),
+    ({"lease_margin": math.nan}, "lease_margin", "above 0, got nan"),
+    ({"log_format": "xml"}, "log_format", "must be json or console, got 'xml'"),
+    ({"log_stream": "out.txt"}, "log_stream", "must be a text stream"),
+    ({"sender": object()}, "sender", "must be a Sender or None"),
+])
+async def test_engine_open_refuses_a_wrong_argument_before_opening_anything(tmp_path, kw: dict[str, Any],
+                                                                          argument: str, says: str) -> None:
+    """Each wrong argument named (an AttributeError, a TypeError from a comparison or a weak reference deep
+    inside, or an engine opened with a negative concurrency before); no database file and no lock left."""
+    kw = {"path": str(tmp_path / "e.db"), "virtual": True, **kw}
+    with pytest.raises(InvalidArgument) as err:
+        await Engine.open(kw.pop("path"), **kw)
+    assert err.value.field == argument and isinstance(err.value, DispatchsimError)
+    assert str(err.value).startswith(f"{argument}: ") and says in str(err.value) and "(Engine.open)" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_engine_open_refuses_an_unknown_keyword_before_opening_anything(tmp_path) -> None:
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'colour' \(it takes path, clock, virtual"):
+        await Engine.open(tmp_path / "e.db", virtual=True, colour="red")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_open_virtual_on_a_plain_loop_is_refused_before_opening_anything(tmp_path) -> None:
+    """A virtual clock on a loop whose time does not jump: ClockError (a DispatchsimError and a RuntimeError)
+    before the database file is made (it was made, then left behind)."""
+    import asyncio
+
+    with pytest.raises(ClockError, match="time-compacting event loop"):
+        asyncio.run(Engine.open(tmp_path / "e.db", virtual=True))
+    assert list(tmp_path.iterdir()) == []
+    assert issubclass(ClockError, DispatchsimError) and issubclass(ClockError, RuntimeError)
+
+
+async def test_subscribe_refuses_what_it_cannot_call(engine: Engine) -> None:
+    """A sink that is not callable failed at the next event, far from the call that gave it."""
+    with pytest.raises(InvalidArgument, match=r"^sink: must be a function taking each event") as err:
+        engine.subscribe([])
+    assert err.value.field == "sink"
+
+
+async def test_engine_open_right_arguments_still_open(tmp_path) -> None:
+    import io
+
+    engine = await Engine.open(tmp_path / "e.db", virtual=True, seed=3, durable=False, pool_size=1, concurrency=1,
+                               lease_margin=0.5, log_format="console", log_stream=io.StringIO())
+    await engine.close()
+
+
+# ---------------------------------------------------------------------------------------------- the other calls
+
+
+def test_the_other_public_entry_points_name_a_wrong_argument(tmp_path) -> None:
+    """The package's public calls (``dispatchsim.__all__``) named the wrong argument instead of failing deep
+    inside with an AttributeError (run_scenario, EndpointSet, run_probe) or os.fspath's anonymous TypeError."""
+    import asyncio
+
+    import dispatchsim
+    from dispatchsim.probe import ProbeError
+
+    with pytest.raises(InvalidArgument, match=r"^scenario: must be a Scenario, got str: read a file with "
+                                              r"dispatchsim.load_scenario\(path\) first \(run_scenario\)$"):
+        dispatchsim.run_scenario("s.yaml")
+    with pytest.raises(InvalidArgument, match=r"^keep_events: must be True or False"):
+        asyncio.run(dispatchsim.run_scenario_async(_scenario(tmp_path), keep_events="no"))
+    with pytest.raises(InvalidArgument, match=r"^db: must be a SQLite file path"):
+        dispatchsim.run_scenario(_scenario(tmp_path), db=5)
+    with pytest.raises(TypeError, match=r"^path of the scenario: expected a file path \(str or pathlib.Path\), got int"):
+        dispatchsim.load_scenario(5)
+    with pytest.raises(TypeError, match=r"^path of the mapping file: expected a file path"):
+        dispatchsim.load_mapping_file(None)
+    with pytest.raises(TypeError, match=r"^EndpointSet: config must be a ProvidersConfig"):
+        dispatchsim.EndpointSet({"endpoints": {}})
+    with pytest.raises(ProbeError, match=r"^url: must be text such as http://127.0.0.1:8080/hooks, got int"):
+        asyncio.run(dispatchsim.run_probe(5))
+    with pytest.raises(InvalidArgument, match=r"^epoch: must be a finite number"):
+        dispatchsim.VirtualClock(epoch="2026-01-01")
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.yaml"]
+
+
+def _scenario(tmp_path) -> Any:
+    from dispatchsim import load_scenario
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nproviders: {crm: {behaviour: 200}}\nconfigurations: [{id: c, tenant: t, provider: crm}]\n")
+    return load_scenario(path)
