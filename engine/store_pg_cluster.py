@@ -26,6 +26,12 @@ from .store_pg import JOB_LOCK, WORK_CHANNEL
 
 #: seconds between tries to reconnect a lost listening or leadership connection
 RECONNECT = 1.0
+#: seconds the leadership check may take before this worker counts its lock session as lost
+PROBE_TIMEOUT = 5.0
+#: whether this session holds a job's lock: a session-level advisory lock on two int4 keys shows in
+#: pg_locks with the first key as classid, the second as objid and objsubid 2
+HELD = ("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        " AND granted AND objsubid = 2 AND classid = %s::int4::oid AND objid = hashtext(%s)::oid)")
 
 
 class PgCluster:
@@ -69,22 +75,44 @@ class PgCluster:
                 await asyncio.sleep(RECONNECT)
 
     async def leads(self, job: str) -> bool:
-        """Whether this worker runs ``job`` now: it holds the job's lock, or takes it if free."""
-        if job in self._led and self._locks is not None and not self._locks.closed:
-            return True
+        """Whether this worker runs ``job`` now: it still holds the job's lock, or takes it if free.
+
+        Leadership is asked of the database every time, never remembered: psycopg marks a
+        connection closed only once it is used, so a leader whose session the server ended (a
+        terminated backend, a restart, a cut network) would otherwise keep running the job while
+        another worker takes the freed lock. The check is one short query on the lock connection;
+        a session that fails it, or does not answer within :data:`PROBE_TIMEOUT`, loses every
+        leadership, and a new session leads only the jobs whose lock it takes."""
         try:
-            if self._locks is None or self._locks.closed:
-                self._led.clear()
-                self._locks = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            row = await (await self._locks.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                                   (JOB_LOCK, job))).fetchone()
-        except psycopg.OperationalError:
-            self._led.clear()
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                return await self._lead(job)
+        except (psycopg.OperationalError, TimeoutError):
+            await self._drop()
             return False
+
+    async def _lead(self, job: str) -> bool:
+        if self._locks is None or self._locks.closed:
+            self._led.clear()
+            self._locks = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        if job in self._led:
+            held = await (await self._locks.execute(HELD, (JOB_LOCK, job))).fetchone()
+            if held is not None and held[0]:
+                return True
+            self._led.discard(job)  # not ours any more: only the lock gives it back
+        row = await (await self._locks.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                               (JOB_LOCK, job))).fetchone()
         if row is not None and row[0]:
             self._led.add(job)
             return True
         return False
+
+    async def _drop(self) -> None:
+        """Forget every leadership and the session that held them (the server frees their locks)."""
+        self._led.clear()
+        locks, self._locks = self._locks, None
+        if locks is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await locks.close()
 
     @property
     def leading(self) -> list[str]:

@@ -82,6 +82,18 @@ class PgServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def end_lock_sessions(self, url: str, namespace: int) -> int:
+        """End (``pg_terminate_backend``) every session holding an advisory lock of ``namespace`` (the
+        first key of the two-key form) on the database at ``url``, as a server restart or a cut network
+        would; returns once they are gone and their locks free. Returns how many sessions there were."""
+        with self.admin() as conn:
+            ended = conn.execute(
+                "SELECT pg_terminate_backend(pid, 10000) FROM (SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_database d"
+                " ON d.oid = l.database WHERE l.locktype = 'advisory' AND l.classid = %s::bigint::oid AND d.datname = %s) s",
+                (namespace, database_of(url))).fetchall()
+        assert all(done for (done,) in ended), "a session outlived its pg_terminate_backend (10 s)"
+        return len(ended)
+
     def drop(self, url: str) -> None:
         name = database_of(url)
         with self.admin() as conn:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from dispatchsim.engine import ConfigError, Engine
+from dispatchsim.engine.store_pg import JOB_LOCK
 from dispatchsim.server.serve import Server, ServeOptions, load_serve_config
 from dispatchsim.status import status_report
 from support import Receiver
@@ -169,3 +170,39 @@ async def test_a_circuit_one_worker_opens_holds_for_the_other(pg_url: str) -> No
         finally:
             await a.close()
             await b.close()
+
+
+async def test_a_cluster_wide_job_keeps_one_leader_when_the_leaders_lock_session_ends(pg_url: str,
+                                                                                      pg_server) -> None:
+    """The server ends the leader's lock session (pg_terminate_backend): the old leader notices at its
+    next run and stops, the other takes the freed lock, and the job runs once per interval throughout,
+    counted from the job's own log line on each worker."""
+    streams = [io.StringIO(), io.StringIO()]
+    servers = [Server(ServeOptions(db=pg_url, port=0, keys={ADMIN: None}, tenants=["acme"], providers=["crm"],
+                                   pool_size=2, retention_days=30, sweep_interval=3600, shutdown_deadline=2.0),
+                      log_stream=log)
+               for log in streams]
+    try:
+        for s in servers:
+            await s.start()
+        runs = [s._cluster_wide("retention", s.retention) for s in servers]  # the job as the scheduler runs it
+
+        def ran() -> list[int]:
+            return [log.getvalue().count('"serve.retention"') for log in streams]
+
+        async def interval(order: tuple[int, ...]) -> list[int]:
+            before = ran()
+            for n in order:
+                await runs[n]()
+            return [after - b for after, b in zip(ran(), before)]
+
+        assert await interval((0, 1)) == [1, 0]
+        assert await interval((1, 0)) == [1, 0]
+        assert pg_server.end_lock_sessions(pg_url, JOB_LOCK) == 1  # the leader's lock session; its pool stays
+        assert await interval((1, 0)) == [0, 1]  # the other worker takes it; the old leader does not run
+        for order in ((0, 1), (1, 0), (0, 1)):
+            assert await interval(order) == [0, 1]  # and does not take it back while it is held
+        assert servers[0].cluster is not None and servers[0].cluster.leading == []
+    finally:
+        for s in servers:
+            await s.stop()

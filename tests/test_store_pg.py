@@ -22,7 +22,7 @@ from dispatchsim.engine import Circuit, ConfigDeleted, ConfigInUse, Engine, Stor
 from dispatchsim.engine.store import AttemptResult, migrations
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_open import display_url
-from dispatchsim.engine.store_pg import PgStore
+from dispatchsim.engine.store_pg import JOB_LOCK, PgStore
 
 pytestmark = pytest.mark.postgres
 T0 = 1_000_000.0
@@ -509,7 +509,7 @@ async def test_a_statement_failing_in_the_cycle_pipeline_is_reported_as_outside_
         await store.close()
 
 
-async def test_new_work_wakes_every_listening_worker_and_one_worker_leads_each_job(pg_url: str) -> None:
+async def test_new_work_wakes_every_listening_worker_and_one_worker_leads_each_job(pg_url: str, pg_server) -> None:
     from dispatchsim.engine.store_pg_cluster import PgCluster
 
     store = await PgStore.open(pg_url, pool_size=2)
@@ -535,6 +535,10 @@ async def test_new_work_wakes_every_listening_worker_and_one_worker_leads_each_j
         assert await cluster[1].leads("idempotency-expiry")  # each job has its own leader
         await cluster[0].stop()
         assert await cluster[1].leads("retention")  # the lock died with the leader's session
+        assert pg_server.end_lock_sessions(pg_url, JOB_LOCK) == 1  # the server ends the new leader's lock session
+        assert await cluster[0].leads("retention")  # free: taken through the lock
+        assert not await cluster[1].leads("retention") and cluster[1].leading == []  # it noticed: both jobs lost
+        assert await cluster[1].leads("idempotency-expiry")  # taken again through its (free) lock
     finally:
         for c in cluster:
             await c.stop()
