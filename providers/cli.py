@@ -63,7 +63,7 @@ def run_cli(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise  # standard output was closed, not a socket problem: the command stops quietly (dispatchsim.cli)
     except OSError as exc:
-        print(f"error: cannot listen: {exc}", file=sys.stderr)
+        print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 
@@ -113,8 +113,10 @@ async def serve(config: ProvidersConfig, *, port: int | None = None, host: str =
 
     endpoints = EndpointSet(config, seed=seed, now=time.time, host=host, ports=assign_ports(config, port))
     endpoints.recorder.subscribe(lambda r: log(format_record(r)))
+    started, unwritten = False, None
     try:
         async with endpoints:
+            started = True
             for name in config.endpoints:
                 log(f"{name}: {endpoints.url(name)}")
             log("Ctrl-C to stop")
@@ -125,11 +127,12 @@ async def serve(config: ProvidersConfig, *, port: int | None = None, host: str =
                 loop.remove_signal_handler(sig)
             except (NotImplementedError, RuntimeError):
                 pass
-        unwritten = write_output("--record", record, lambda: endpoints.recorder.to_jsonl(record))
-        if unwritten is None:
-            log(f"wrote {len(endpoints.recorder.records)} records to {record}")
-        else:
-            print(f"error: {unwritten}", file=sys.stderr)
+        if started:  # endpoints that never listened received nothing: a record already in the file is kept
+            unwritten = write_output("--record", record, lambda: endpoints.recorder.to_jsonl(record))
+            if unwritten is None:
+                log(f"wrote {len(endpoints.recorder.records)} records to {record}")
+            else:
+                print(f"error: {unwritten}", file=sys.stderr)
     if closed:
         raise BrokenPipeError("standard output was closed")  # the command exits quietly (dispatchsim.cli)
     return 0 if unwritten is None else 2

@@ -151,9 +151,12 @@ class Endpoint:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self._owner.host, port))
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            if exc.errno is None:
+                raise
+            # the address says which of several endpoints (ports P, P+1, ...) could not listen
+            raise OSError(exc.errno, f"{exc.strerror} ({self._owner.host}:{port}, endpoint {self.name})") from None
         return sock
 
     def _want(self, on: bool) -> None:

@@ -353,3 +353,26 @@ def test_a_recorder_that_keeps_receipts_only_gives_the_receipts_of_one_that_keep
     with pytest.raises(RecordsNotKept):
         list(light.records)
     assert full.records[0].body == '{"id": "x"}'
+
+
+def test_a_port_in_use_keeps_the_record_file_and_says_which_address(tmp_path, capsys):
+    """The endpoints never listened, yet the record file was written with 0 records (an earlier record
+    there was lost) and the error did not say which address was taken."""
+    import socket
+
+    from dispatchsim.providers.cli import run_cli
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("endpoints:\n  acme:\n    behaviour: {status: 200}\n")
+    record = tmp_path / "rec.jsonl"
+    record.write_text('{"kept": true}\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ns = argparse.Namespace(config=str(cfg), record=str(record), port=port, host="127.0.0.1", seed=0)
+        assert run_cli(ns) == 1
+    out, err = capsys.readouterr()
+    assert err == f"error: cannot listen: Address already in use (127.0.0.1:{port}, endpoint acme)\n"
+    assert "wrote" not in out
+    assert record.read_text() == '{"kept": true}\n'
