@@ -75,6 +75,10 @@ def bundled(arg: str, folder: str | None = None) -> tuple[str, str, Path]:
         looks_like_path = "/" in arg or arg.endswith((".yaml", ".yml"))
         kind = "bundled exploration" if folder == EXPLORE else "bundled scenario"
         what = "no such file" if looks_like_path else f"no such file or {kind}"
+        if Path(arg).is_dir():  # it exists: "no such file" sent people looking for a typo
+            what = "is a directory, not a scenario file"
+        elif Path(arg).exists():
+            what = "not a regular file"
         command = "explore" if folder == EXPLORE else "run"
         raise ScenarioError(f"{what}; `dispatchsim {command} --list` shows the {kind}s", source=arg)
     source = f"{BUNDLED}{folder + '/' if folder else ''}{item.name}"  # type: ignore[attr-defined]

@@ -98,3 +98,15 @@ def test_same_seed_gives_identical_event_log(tmp_path):
     assert main(["run", f, "--events", str(a), "-q"]) == 0
     assert main(["run", f, "--events", str(b), "-q"]) == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_directory_or_a_device_is_named_for_what_it_is(tmp_path, capsys):
+    """A folder given as a scenario (or one to explore) was 'no such file or bundled scenario', which sends
+    people looking for a typo in a path that exists."""
+    for command in ("run", "explore"):
+        assert main([command, str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path}: is a directory, not a scenario file; `dispatchsim {command} --list`" in err, err
+        assert err.count("\n") == (2 if command == "run" else 1), err
+    assert main(["run", "/dev/null"]) == 2
+    assert "/dev/null: not a regular file;" in capsys.readouterr().err
