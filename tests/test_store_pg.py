@@ -191,6 +191,41 @@ async def test_v13_deliveries_is_vacuumed_early_and_each_vacuum_clears_the_due_r
         await store.close()
 
 
+async def test_v14_no_trigger_checks_an_attempts_delivery_and_every_attempt_written_has_one(pg_url: str) -> None:
+    """Schema v14: ``attempts.delivery_id`` has no foreign key on PostgreSQL, whose check was a trigger and
+    a query per attempt row (about 15 % of the group commit's database CPU). It guarded nothing the store
+    does: each attempt row is written where its delivery was found (a finish records only what it moved,
+    the lease sweep what it locked, a replay the delivery it locked), and no delivery is ever deleted."""
+    from dispatchsim.engine.store_contract import Finish
+    from dispatchsim.engine.states import Status
+
+    store = await PgStore.open(pg_url, pool_size=1)
+    try:
+        assert await store._all("SELECT conname FROM pg_constraint WHERE conrelid = 'attempts'::regclass"
+                                " AND contype = 'f'") == []
+        await _setup(store)
+        await store.insert_activity("a1", "t", "TASK", "S", {"id": "a1"}, T0)
+        ids = [await store.insert_delivery(webhook_id=f"w{n}", activity_id="a1", config_id="c", config_version=1,
+                                           queue=f"u{n}", ordered=False, now=T0) for n in range(4)]
+        claims = await store.claim([(d, T0 + 60) for d in ids], token="w:1", now=T0)
+        ok = AttemptResult(finished_at=T0 + 1, outcome="SUCCESS", status_code=200, latency=0.001)
+        gone = claims[0]._replace(delivery_id=10**9, attempt_id=10**9)  # a delivery that is not there
+        async with store.tx():
+            done = await store.finish_attempts(
+                [Finish(claim=claims[0], result=ok, status=Status.DISPATCHED),
+                 Finish(claim=claims[1], result=ok, status=Status.RETRYING, next_at=T0 + 5, error="HTTP 503"),
+                 Finish(claim=gone, result=ok, status=Status.DISPATCHED)])
+        assert done == [True, True, False]
+        assert sorted(await store.release_expired_leases(T0 + 61)) == ids[2:]  # their attempts: INTERRUPTED
+        replay = await store.start_replay(ids[0], T0 + 70)
+        await store.finish_replay(replay, ok)
+        rows = await store._all("SELECT a.delivery_id, d.id FROM attempts a LEFT JOIN deliveries d"
+                                " ON d.id = a.delivery_id ORDER BY a.id")
+        assert len(rows) == 5 and all(d == did for d, did in rows), rows  # nothing of the missing delivery
+    finally:
+        await store.close()
+
+
 async def test_newer_schema_other_application_and_empty_readonly_are_refused(pg_server, pg_url: str) -> None:
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute("INSERT INTO dispatchsim_schema (version) VALUES (99)")

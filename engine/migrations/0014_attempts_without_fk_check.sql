@@ -1,0 +1,3 @@
+-- dispatchsim schema v14 for SQLite: nothing changes here. v14 drops PostgreSQL's foreign key check of
+-- attempts.delivery_id (0014_attempts_without_fk_check.pg.sql), a trigger and a query per attempt row
+-- there; SQLite checks its own in the insert itself, one look-up of the deliveries' primary key.
