@@ -210,25 +210,29 @@ class Dispatcher:
         """Take the health the other workers stored (:meth:`share_health`) into this worker's view."""
         self._health_read_at = now
         for row in rows:
-            st = self._health.setdefault(row.config_id, EndpointState())
-            if st.circuit is Circuit.OPEN and row.circuit is not Circuit.OPEN and (st.circuit_until or 0.0) > now:
-                # opened here, perhaps not committed yet: a stale read must not close it before its cooldown
-                continue
-            circuit = row.circuit
-            if circuit is Circuit.OPEN and (row.circuit_until or 0.0) <= now:
-                circuit = Circuit.HALF_OPEN  # cool-down over: what tick() makes of it (stored when probed)
-            if st.circuit is not circuit:
-                st.probing = False
-            st.circuit, st.circuit_until = circuit, row.circuit_until
-            st.consecutive_failures, st.failing_since = row.consecutive_failures, row.failing_since
-            if self._accounting[row.config_id]:
-                # a group commit is feeding this window its outcomes: emptied now, the next outcome would
-                # meet a window without the ones before it (a circuit two failures should open stayed
-                # closed); it is emptied, to be rebuilt from the shared attempts, once the commit ends
-                self._stale_windows.add(row.config_id)
-            else:
-                st.loaded_window = False
-                st.window.clear()
+            self._adopt(row, now)
+
+    def _adopt(self, row: EndpointHealth, now: float) -> None:
+        """Take one endpoint's stored health into this worker's view."""
+        st = self._health.setdefault(row.config_id, EndpointState())
+        if st.circuit is Circuit.OPEN and row.circuit is not Circuit.OPEN and (st.circuit_until or 0.0) > now:
+            # opened here, perhaps not committed yet: a stale read must not close it before its cooldown
+            return
+        circuit = row.circuit
+        if circuit is Circuit.OPEN and (row.circuit_until or 0.0) <= now:
+            circuit = Circuit.HALF_OPEN  # cool-down over: what tick() makes of it (stored when probed)
+        if st.circuit is not circuit:
+            st.probing = False
+        st.circuit, st.circuit_until = circuit, row.circuit_until
+        st.consecutive_failures, st.failing_since = row.consecutive_failures, row.failing_since
+        if self._accounting[row.config_id]:
+            # a group commit is feeding this window its outcomes: emptied now, the next outcome would
+            # meet a window without the ones before it (a circuit two failures should open stayed
+            # closed); it is emptied, to be rebuilt from the shared attempts, once the commit ends
+            self._stale_windows.add(row.config_id)
+        else:
+            st.loaded_window = False
+            st.window.clear()
 
     # -- control ------------------------------------------------------------------------
 
@@ -1020,15 +1024,32 @@ class Dispatcher:
             streak = await self.store.count_outcome(config_id, ok=True, now=self.clock.now())
             st.consecutive_failures, st.failing_since = streak.consecutive_failures, streak.failing_since
 
+    async def _store_changes(self, changes: list[Change], now: float) -> list[Change]:
+        """Store each circuit move and auto-disable as a conditional write; return the changes this
+        worker made. A change another worker stored first (it saw the same failures) is dropped: the
+        stored circuit is adopted as it is, and the cluster records and notifies the change once."""
+        made: list[Change] = []
+        for ch in changes:
+            if ch.source is not None:
+                st = self._health[ch.config_id]
+                stored = await self.store.move_circuit(ch.config_id, source=ch.source, circuit=st.circuit,
+                                                       circuit_until=st.circuit_until, now=now)
+                if stored is not None:
+                    st.circuit = ch.source  # the view before this change, so that the stored one replaces it
+                    self._adopt(stored, now)
+                    continue
+            elif ch.kind == "config.auto_disabled" and not await self.store.pause_if_active(ch.config_id, now,
+                                                                                            ch.message):
+                continue
+            made.append(ch)
+        return made
+
     async def _apply_changes(self, changes: list[Change], now: float) -> list[tuple[str, str, dict[str, Any]]]:
         """Persist circuit states and notifications (inside the caller's transaction); return events to
         emit. A cool-down's end (half-open) is not stored: it follows from the time, and the store
         records the half-open state when a worker takes the probe (``take_probe``)."""
         events: list[tuple[str, str, dict[str, Any]]] = []
-        for cid in {c.config_id for c in changes if c.kind != "circuit.half_open"}:
-            st = self._health[cid]
-            await self.store.save_circuit(cid, circuit=st.circuit, circuit_until=st.circuit_until, now=now)
-        for ch in changes:
+        for ch in await self._store_changes(changes, now):
             fields = {"config_id": ch.config_id, "reason": ch.message, **ch.fields}
             if "until" in fields and fields["until"] is not None:
                 fields["until"] = iso(fields["until"])
@@ -1038,7 +1059,6 @@ class Dispatcher:
                                                         message=ch.message)
                 fields["notification_id"] = nid
             if ch.kind == "config.auto_disabled":
-                await self.store.set_config_active(ch.config_id, False, now, ch.message)
                 cached = self._batch_configs.get(ch.config_id)
                 if cached is not None:
                     self._batch_configs[ch.config_id] = replace(cached, active=False)

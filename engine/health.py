@@ -109,6 +109,9 @@ class Change:
     config_id: str
     message: str
     fields: dict[str, Any]
+    #: a circuit's move: the state it leaves, which the store must still hold for the move to happen
+    #: (with several workers the first to store a trip or a probe's end makes it; see ``move_circuit``)
+    source: Circuit | None = None
 
 
 def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None,
@@ -123,11 +126,12 @@ def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None
             state.window.clear()
             if ok:
                 state.circuit, state.circuit_until = Circuit.CLOSED, None
-                changes.append(Change("circuit.closed", config_id, "probe succeeded; circuit closed", {}))
+                changes.append(Change("circuit.closed", config_id, "probe succeeded; circuit closed", {},
+                                      Circuit.HALF_OPEN))
             else:
                 state.circuit, state.circuit_until = Circuit.OPEN, now + cb.cooldown
                 changes.append(Change("circuit.opened", config_id, "probe failed; circuit open again",
-                                      {"until": state.circuit_until}))
+                                      {"until": state.circuit_until}, Circuit.HALF_OPEN))
         else:
             state.window.append((now, ok))
             while state.window and state.window[0][0] < now - cb.window:
@@ -142,7 +146,7 @@ def record(state: EndpointState, ok: bool, now: float, cb: CircuitBreaker | None
                 changes.append(Change("circuit.opened", config_id,
                                       f"{failed} of {total} attempts failed within {cb.window:g}s; circuit open "
                                       f"for {cb.cooldown:g}s", {"until": state.circuit_until,
-                                                                "failed": failed, "total": total}))
+                                                                "failed": failed, "total": total}, Circuit.CLOSED))
     if ad is not None and not ok:
         by_count = ad.after_failures is not None and state.consecutive_failures >= ad.after_failures
         by_time = ad.after is not None and state.failing_since is not None and now - state.failing_since >= ad.after

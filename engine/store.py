@@ -949,6 +949,31 @@ class Store(QueryOps, ConsoleOps, StoreContract):
             (Circuit.HALF_OPEN.value, until, now, config_id, Circuit.OPEN.value, Circuit.HALF_OPEN.value,
              now)).rowcount == 1
 
+    async def move_circuit(self, config_id: str, *, source: Circuit, circuit: Circuit, circuit_until: float | None,
+                           now: float) -> EndpointHealth | None:
+        """See the contract: an upsert whose update, like the plain update, holds only from ``source``."""
+        values = (circuit.value, circuit_until, now, config_id, source.value)
+        if source is Circuit.CLOSED:
+            moved = self.conn.execute(
+                "INSERT INTO endpoint_health (circuit, circuit_until, updated_at, config_id) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(config_id) DO UPDATE SET circuit = excluded.circuit,"
+                " circuit_until = excluded.circuit_until, updated_at = excluded.updated_at"
+                " WHERE endpoint_health.circuit = ?", values).rowcount
+        else:
+            moved = self.conn.execute("UPDATE endpoint_health SET circuit = ?, circuit_until = ?, updated_at = ?"
+                                      " WHERE config_id = ? AND circuit = ?", values).rowcount
+        if moved == 1:
+            return None
+        row = self.conn.execute(f"SELECT {columns(EndpointHealth)} FROM endpoint_health WHERE config_id = ?",
+                                (config_id,)).fetchone()
+        return EndpointHealth.from_row(row) if row else EndpointHealth(config_id, Circuit.CLOSED, None, 0, None, now)
+
+    async def pause_if_active(self, config_id: str, now: float, reason: str) -> bool:
+        self._configs.clear()
+        return self.conn.execute(
+            "UPDATE configurations SET active = 0, inactive_reason = ?, inactive_since = ?, updated_at = ?"
+            " WHERE id = ? AND active = 1 AND deleted = 0", (reason, now, now, config_id)).rowcount == 1
+
     async def recent_outcomes(self, config_id: str, since: float, *,
                               exclude_attempt: int = 0) -> list[tuple[float, bool]]:
         """``(finished_at, ok)`` of the configuration's attempts since ``since``, oldest first.

@@ -471,6 +471,21 @@ class StoreContract(ABC):
         for the one caller that took it: across all workers, one probe at a time."""
 
     @abstractmethod
+    async def move_circuit(self, config_id: str, *, source: Circuit, circuit: Circuit, circuit_until: float | None,
+                           now: float) -> EndpointHealth | None:
+        """Move the endpoint's circuit from ``source`` to ``circuit`` (until ``circuit_until``) in one
+        conditional statement, only if ``source`` is what is stored (no row counts as closed). None
+        when this call moved it: of workers making one change at once (a trip, a probe's end), one
+        does, and records it once for the cluster; the others get the health as stored, to adopt
+        without recording the change again."""
+
+    @abstractmethod
+    async def pause_if_active(self, config_id: str, now: float, reason: str) -> bool:
+        """Pause the configuration with a reason if it is active (one conditional statement). True for
+        the one caller that paused it: an auto-disable that several workers reach at once happens,
+        and is notified, once."""
+
+    @abstractmethod
     async def recent_outcomes(self, config_id: str, since: float, *,
                               exclude_attempt: int = 0) -> list[tuple[float, bool]]:
         """(finished at, success) of the configuration's finished, counted attempts since ``since``."""

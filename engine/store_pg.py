@@ -977,6 +977,31 @@ class PgStore(PgQueryOps, StoreContract):
             " AND circuit IN (%s, %s) AND COALESCE(circuit_until, 0) <= %s",
             (Circuit.HALF_OPEN.value, until, now, config_id, Circuit.OPEN.value, Circuit.HALF_OPEN.value, now)) == 1
 
+    async def move_circuit(self, config_id: str, *, source: Circuit, circuit: Circuit, circuit_until: float | None,
+                           now: float) -> EndpointHealth | None:
+        """The row's lock orders workers changing it at once: the first moves it, the others re-check
+        ``source`` against its write and move nothing; they then read what it stored (a statement of
+        its own, whose snapshot sees that write)."""
+        values = (circuit.value, circuit_until, now, config_id, source.value)
+        if source is Circuit.CLOSED:
+            moved = await self._run(
+                "INSERT INTO endpoint_health (circuit, circuit_until, updated_at, config_id) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (config_id) DO UPDATE SET circuit = excluded.circuit,"
+                " circuit_until = excluded.circuit_until, updated_at = excluded.updated_at"
+                " WHERE endpoint_health.circuit = %s", values)
+        else:
+            moved = await self._run("UPDATE endpoint_health SET circuit = %s, circuit_until = %s, updated_at = %s"
+                                    " WHERE config_id = %s AND circuit = %s", values)
+        if moved == 1:
+            return None
+        row = await self._one(_HEALTH_OF, (config_id,))
+        return EndpointHealth.from_row(row) if row else EndpointHealth(config_id, Circuit.CLOSED, None, 0, None, now)
+
+    async def pause_if_active(self, config_id: str, now: float, reason: str) -> bool:
+        return await self._run(
+            "UPDATE configurations SET active = false, inactive_reason = %s, inactive_since = %s, updated_at = %s"
+            " WHERE id = %s AND active AND NOT deleted", (reason, now, now, config_id)) == 1
+
     async def recent_outcomes(self, config_id: str, since: float, *,
                               exclude_attempt: int = 0) -> list[tuple[float, bool]]:
         rows = await self._all(
@@ -1038,6 +1063,7 @@ class PgStore(PgQueryOps, StoreContract):
 #: the paused (or deleted) configurations
 _PAUSED = "SELECT id FROM configurations WHERE NOT active ORDER BY id"
 _HEALTH = f"SELECT {columns(EndpointHealth)} FROM endpoint_health ORDER BY config_id"
+_HEALTH_OF = f"SELECT {columns(EndpointHealth)} FROM endpoint_health WHERE config_id = %s"
 _TENANT = columns(Tenant)
 _PROVIDER = columns(Provider)
 _CONFIG = columns(Configuration)

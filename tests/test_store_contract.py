@@ -920,6 +920,33 @@ async def test_health_and_notifications(store: StoreContract) -> None:
     assert [n.kind for n in await store.latest_notifications(1)] == ["circuit.closed"]
 
 
+async def test_a_circuit_moves_and_a_configuration_pauses_once_however_many_workers_ask(store: StoreContract) -> None:
+    """Workers that saw the same failures each ask for the same change: the first makes it, the others
+    get the health as it is stored (to adopt, not to record the change again)."""
+    trip = {"source": Circuit.CLOSED, "circuit": Circuit.OPEN}
+    assert await store.move_circuit("c", **trip, circuit_until=T0 + 30, now=T0) is None  # no row counts as closed
+    other = await store.move_circuit("c", **trip, circuit_until=T0 + 31, now=T0 + 1)
+    assert other is not None and (other.circuit, other.circuit_until, other.updated_at) == (Circuit.OPEN, T0 + 30, T0)
+    end = {"source": Circuit.HALF_OPEN, "circuit": Circuit.CLOSED, "circuit_until": None}
+    assert (await store.move_circuit("c", **end, now=T0 + 30)).circuit is Circuit.OPEN  # no probe taken yet
+    assert await store.take_probe("c", now=T0 + 30, until=T0 + 90)
+    assert await store.move_circuit("c", **end, now=T0 + 31) is None  # the probe's end, stored by its taker
+    late = await store.move_circuit("c", source=Circuit.HALF_OPEN, circuit=Circuit.OPEN, circuit_until=T0 + 92,
+                                    now=T0 + 32)
+    assert late is not None and (late.circuit, late.circuit_until) == (Circuit.CLOSED, None)
+    assert await store.count_outcome("c", ok=False, now=T0 + 33) == Streak(1, T0 + 33)  # the streak is apart
+    assert await store.move_circuit("c", **trip, circuit_until=T0 + 63, now=T0 + 33) is None
+    [h] = await store.health_rows()
+    assert (h.circuit, h.circuit_until, h.consecutive_failures) == (Circuit.OPEN, T0 + 63, 1)
+    assert await store.pause_if_active("c", T0 + 34, "auto-disabled: 5 consecutive failed attempts")
+    assert not await store.pause_if_active("c", T0 + 35, "auto-disabled: 6 consecutive failed attempts")
+    cfg = await store.config("c")
+    assert cfg is not None and not cfg.active and cfg.inactive_reason == "auto-disabled: 5 consecutive failed attempts"
+    assert cfg.inactive_since == T0 + 34
+    await store.delete_config("c", T0 + 36)
+    assert not await store.pause_if_active("c", T0 + 37, "auto-disabled")  # deleted: nothing to pause
+
+
 async def test_reports_metrics_public_ids_and_retention(store: StoreContract) -> None:
     d1, d2 = await _delivery(store, 1), await _delivery(store, 2)
     assert await store.schedule_retry(await _claim(store, d1), _result(T0 + 1, "HTTP_ERROR", 500), T0 + 2, "x")
