@@ -22,7 +22,13 @@ def check_output_file(flag: str, value: str | None, *, create: bool = True) -> s
     is one this process may write in)."""
     if value is None:
         return None
-    path = Path(value)
+    try:
+        return _file_problem(flag, value, Path(value), create=create)
+    except OSError as exc:  # a name the system refuses (too long, ...): pathlib's checks raise, not answer
+        return f"{flag} {value}: {exc.strerror or exc}"
+
+
+def _file_problem(flag: str, value: str, path: Path, *, create: bool) -> str | None:
     if path.is_dir():
         return f"{flag} {value}: is a directory, expected a file"
     if not create:

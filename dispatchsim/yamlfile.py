@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -31,6 +32,15 @@ def file_path(path: Any, what: str = "the file") -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path of {what}: expected a file path (str or pathlib.Path), got {type(path).__name__}")
     return os.fspath(path)
+
+
+def is_file(path: str | os.PathLike[str], *, error: type[LocatedError] = LocatedError) -> bool:
+    """Whether ``path`` names a regular file. A name the system refuses (too long, ...) is one located error:
+    pathlib's own check raises OSError for it instead of answering."""
+    try:
+        return Path(path).is_file()
+    except OSError as exc:
+        raise error(f"cannot read the file: {exc.strerror or exc}", source=os.fspath(path)) from None
 
 
 def read_text(path: str | os.PathLike[str], *, error: type[LocatedError] = LocatedError,

@@ -28,7 +28,13 @@ _UNAVAILABLE = {5: "the database is busy", 6: "the database is locked", 8: "the 
 
 def check_file(path: str | Path, *, write: bool) -> None:
     """Refuse, with one line, a path that cannot hold (or is not) a usable SQLite database."""
-    p = Path(path)
+    try:
+        _check_file(Path(path), write=write)
+    except OSError as exc:  # a name the system refuses (too long, ...): pathlib's checks raise, not answer
+        raise StoreError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _check_file(p: Path, *, write: bool) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.exists():
         raise StoreError(f"{p}: directory {parent} does not exist")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from dispatchsim.yamlfile import load_yaml
+from dispatchsim.yamlfile import is_file, load_yaml
 
 from .errors import ScenarioError
 from .spec import Scenario, load_scenario, parse_scenario
@@ -59,7 +59,7 @@ def _first_sentence(text: str) -> str:
 def resolve(arg: str) -> Scenario:
     """A path to a file, else the name of a bundled scenario (``ordered_head_outage`` or
     ``ordered-head-outage``, with or without ``.yaml``). A file in the current directory wins."""
-    if Path(arg).is_file():
+    if is_file(arg, error=ScenarioError):
         return load_scenario(arg)
     text, source, base_dir = bundled(arg)
     return parse_scenario(text, source=source, base_dir=base_dir)

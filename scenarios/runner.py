@@ -136,8 +136,11 @@ def check_new_database(db: str | Path) -> None:
     that holds an earlier run would fail on its first tenant ("already exists") after half a setup.
     A file that cannot be used at all is refused with what ``dispatchsim status`` says about it."""
     path = Path(db)
-    if is_url(str(db)) or not path.is_file() or path.stat().st_size == 0:
-        return  # a new file, or one whose problem (a folder, no permission) opening it names
+    try:
+        if is_url(str(db)) or not path.is_file() or path.stat().st_size == 0:
+            return  # a new file, or one whose problem (a folder, no permission) opening it names
+    except OSError as exc:  # a name the system refuses (too long, ...)
+        raise StoreError(f"{db}: {exc.strerror or exc}") from None
     try:
         check_store(db, write=False)
     except StoreError as exc:

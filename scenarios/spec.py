@@ -363,7 +363,11 @@ def _config(ctx: ParseContext, spec: Any, path: KeyPath, base: Path, seen: set[s
 
 def _mapping_file(P: Reader, path: Path, where: KeyPath) -> Any:
     """A mapping written in its own file; problems in that file name its own lines."""
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name the system refuses (too long, ...): pathlib raises instead of answering
+        raise P.fail(where, f"cannot read mapping file {str(path)!r}: {exc.strerror or exc}") from None
+    if not found:
         raise P.fail(where, f"cannot read mapping file {str(path)!r}: no such file")
     try:
         spec, _ = load_mapping_file(path)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from dispatchsim.cliargs import number
 
@@ -29,6 +28,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from dispatchsim.scenarios import ScenarioError, catalogue
     from dispatchsim.outputs import check_output_file, write_output, write_text_file
+    from dispatchsim.yamlfile import is_file
 
     from .explore import Template, explore, report
 
@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"dispatchsim explore: {problem}", file=sys.stderr)
         return 2
     try:
-        if Path(args.scenario).is_file():
+        if is_file(args.scenario, error=ScenarioError):
             template = Template.load(args.scenario)
         else:  # the name of a bundled exploration (a file in the current directory wins)
             text, source, base_dir = catalogue.bundled(args.scenario, catalogue.EXPLORE)

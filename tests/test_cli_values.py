@@ -71,3 +71,33 @@ def test_no_number_option_takes_a_bare_float_or_int_except_seeds():
     assert bare == []
     seeds = [path for path, action in _options(build_parser()) if action.dest == "seed"]
     assert len(seeds) == 3
+
+
+_CRASH = "scenarios/crash_restart.yaml"
+
+
+@pytest.mark.parametrize("args", [
+    ["keys", "create", "--db", "{long}.db", "--admin"],
+    ["keys", "list", "--db", "{long}.db"],
+    ["status", "{long}.db"],
+    ["run", "--db", "{long}.db", _CRASH],
+    ["run", "{long}.yaml"],
+    ["explore", "{long}.yaml"],
+    ["run", _CRASH, "--json", "{long}.json"],
+    ["explore", "scenarios/explore/budget_ends_before_outage.yaml", "--out", "{long}.yaml"],
+    ["probe", "http://127.0.0.1:1/", "--json", "{long}.json"],
+], ids=lambda a: " ".join(x.replace("{long}", "LONG") for x in a))
+def test_a_file_name_the_system_refuses_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args):
+    """A name longer than the file system allows: pathlib's is_file/is_dir raise OSError for it instead of
+    answering, and five commands ended in a traceback."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    long = str(tmp_path / ("x" * 300))
+    argv = [a.replace("{long}", long) if "{long}" in a else (str(root / a) if a.startswith("scenarios/") else a)
+            for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "File name too long" in err and "Traceback" not in err
+    assert err.count("\n") <= 2, err  # the problem (and run's summary line)
+    assert list(tmp_path.iterdir()) == []
