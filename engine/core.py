@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -758,11 +759,24 @@ class Engine:
         """Whether the background dispatcher of :meth:`start` is running (readiness)."""
         return self._task is not None and not self._task.done()
 
-    def start(self) -> None:
-        """Dispatch in the background until :meth:`stop` (serve mode)."""
+    def start(self, *, on_crash: Callable[[BaseException], object] | None = None) -> None:
+        """Dispatch in the background until :meth:`stop` (serve mode).
+
+        The dispatcher waits out an unavailable database by itself; should it end on any other error
+        (a bug), that is logged (``dispatcher.crashed``) and ``on_crash`` is called with it, so that a
+        service does not go on accepting work nobody sends. :meth:`stop` raises it again."""
         if self._task is None:
             self.dispatcher.arm()
             self._task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+            self._task.add_done_callback(lambda task: self._ended(task, on_crash))
+
+    def _ended(self, task: asyncio.Task[None], on_crash: Callable[[BaseException], object] | None) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            return
+        self.log.error("dispatcher.crashed", error=f"{type(exc).__name__}: {exc}")
+        if on_crash is not None:
+            on_crash(exc)
 
     async def stop(self, *, deadline: float = 10.0) -> int:
         """Stop a started engine: attempts in flight get ``deadline`` seconds to finish.
@@ -772,8 +786,8 @@ class Engine:
         """
         abandoned = await self.dispatcher.stop(deadline=deadline)
         if self._task is not None:
-            await self._task
-            self._task = None
+            task, self._task = self._task, None  # raised once: a later stop (or close) finds it gone
+            await task
         return abandoned
 
 

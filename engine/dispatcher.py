@@ -355,18 +355,18 @@ class Dispatcher:
                 limits = {cid: await self._limit_of(cid, cfg) for cid, cfg in view.configs.items()}
                 saturated = await self._fill(now, blocked, probes, limits=limits)
             except Exception as exc:
-                if storage_error(exc) is None:
-                    raise
-                # disk full, database busy or read-only: nothing was written; try again shortly
-                self.log.error("store.unavailable", error=str(storage_error(exc)), retry_in=STORAGE_RETRY)
-                await self.clock.wait(self._wake, STORAGE_RETRY)
+                await self._storage_pause(exc)
                 continue
             if self._chunk_limited:
                 timeout = 0.0  # more may be due right now: the next cycle follows after one loop pass
             elif self._inflight and len(self._inflight) >= self._concurrency:
                 timeout = None
             else:
-                nxt = await self.store.next_wakeup(exclude_configs=saturated)
+                try:
+                    nxt = await self.store.next_wakeup(exclude_configs=saturated)
+                except Exception as exc:  # the same as a failed cycle read (it ended the dispatcher for good)
+                    await self._storage_pause(exc)
+                    continue
                 if self._next_produce is not None:
                     nxt = self._next_produce if nxt is None else min(nxt, self._next_produce)
                 # a group commit under way is not idle: the results it stores may retry, and what it
@@ -392,6 +392,15 @@ class Dispatcher:
             if (self._cycle_interval or self._chunk_limited) and not self._stopping and not recorded:
                 left = 0.0 if self._chunk_limited else started + self._cycle_interval - loop.time()
                 await asyncio.sleep(max(0.0, left))
+
+    async def _storage_pause(self, exc: Exception) -> None:
+        """A read of the loop failed: when the database is unavailable (disk full, busy, read-only, the
+        connection lost) nothing was written, so log it and try again shortly; anything else is a bug."""
+        unavailable = storage_error(exc)
+        if unavailable is None:
+            raise exc
+        self.log.error("store.unavailable", error=str(unavailable), retry_in=STORAGE_RETRY)
+        await self.clock.wait(self._wake, STORAGE_RETRY)
 
     async def stop(self, *, deadline: float = 10.0) -> int:
         """Stop claiming; wait for attempts in flight up to ``deadline`` seconds, then abandon them.

@@ -97,14 +97,14 @@ async def errors_middleware(request: web.Request, handler: _Handler) -> web.Stre
             return _problem(request, Problem(422, "refused", str(exc)))
         return _problem(request, field_problem(422, "configuration", [(e.field, e.message) for e in exc.errors],
                                                        slug="refused"))
-    except DispatchsimError as exc:
-        return _problem(request, Problem(400, "invalid", str(exc)))
-    except Exception as exc:  # a bug (still a problem document, and logged), or storage unavailable
-        unavailable = storage_error(exc)
-        if unavailable is not None:  # disk full, busy, read-only: rolled back, nothing half-written
+    except Exception as exc:  # storage unavailable, another refusal, or a bug (still a problem document, and logged)
+        unavailable = storage_error(exc)  # before DispatchsimError: StorageUnavailable is one (it answered 400)
+        if unavailable is not None:  # disk full, busy, read-only, connection lost: rolled back, nothing half-written
             request.app[ENGINE_KEY].log.error("api.storage_unavailable", path=request.path, error=str(unavailable))
             return _problem(request, Problem(503, "storage-unavailable", str(unavailable)),
                                     headers={"Retry-After": str(RETRY_AFTER_STORAGE)})
+        if isinstance(exc, DispatchsimError):
+            return _problem(request, Problem(400, "invalid", str(exc)))
         request.app[ENGINE_KEY].log.error("api.error", path=request.path, error=f"{type(exc).__name__}: {exc}")
         return _problem(request, Problem(500, "internal", "internal error; see the server log"))
 

@@ -104,12 +104,12 @@ async def console_middleware(request: web.Request, handler: _Handler) -> web.Str
         if exc.status < 400:
             raise
         return _render(request, "error.html", status=exc.status, message=exc.reason)
-    except DispatchsimError as exc:
-        return _render(request, "error.html", status=400, message=str(exc))
     except Exception as exc:
-        unavailable = storage_error(exc)
+        unavailable = storage_error(exc)  # before DispatchsimError: StorageUnavailable is one (it answered 400)
         if unavailable is not None:
             return _render(request, "error.html", status=503, message=f"storage unavailable: {unavailable}")
+        if isinstance(exc, DispatchsimError):
+            return _render(request, "error.html", status=400, message=str(exc))
         request.app[_ENGINE].log.error("console.error", path=request.path, error=f"{type(exc).__name__}: {exc}")
         return _render(request, "error.html", status=500, message="internal error; see the server log")
 

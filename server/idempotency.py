@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from dispatchsim.engine import IdempotencyStoreContract
+from dispatchsim.engine import IdempotencyStoreContract, storage_error
 
 HEADER = "Idempotency-Key"
 #: a reservation whose request never answered (its process stopped) is free again after this long
@@ -35,9 +35,29 @@ class Idempotency:
     now: Callable[[], float]
     retention: float = DEFAULT_RETENTION
 
+    #: reservations of failed requests that could not be freed (the database was unavailable then): freed
+    #: before the next request and by serve mode's sweep, so the client's retry with its key is not held
+    #: off as "still running" until the reservation is abandoned
+    unreleased: set[tuple[str, str]] = field(default_factory=set)
+
     async def expire(self) -> int:
         """Forget the keys older than the retention (the recurring job); returns how many."""
         return await self.store.delete_expired(self.now() - self.retention)
+
+    async def release(self, scope: str, key: str) -> None:
+        """Free the reservation of a request that failed; when the database cannot take it now, later."""
+        try:
+            await self.store.release(scope, key)
+        except Exception as exc:
+            if storage_error(exc) is None:
+                raise
+            self.unreleased.add((scope, key))
+
+    async def release_pending(self) -> None:
+        """Free what :meth:`release` could not (a no-op when nothing waits); stops at the first failure."""
+        for scope, key in sorted(self.unreleased):
+            await self.store.release(scope, key)
+            self.unreleased.discard((scope, key))
 
 
 def fingerprint(method: str, path_qs: str, raw: bytes) -> str:
@@ -60,6 +80,8 @@ def check_key(value: str, problem: Callable[..., Exception]) -> str:
 async def run_once(request: web.Request, handler: _Handler, idem: Idempotency, scope: str, key: str,
                    problem: Callable[..., Exception]) -> web.StreamResponse:
     """Answer ``request`` at most once per (scope, key); see the module docstring."""
+    if idem.unreleased:
+        await idem.release_pending()
     raw = await request.read()  # aiohttp keeps the body: the handler reads it again
     fp = fingerprint(request.method, request.path_qs, raw)
     now = idem.now()
@@ -80,14 +102,14 @@ async def run_once(request: web.Request, handler: _Handler, idem: Idempotency, s
     try:
         response = await handler(request)
     except BaseException:
-        await idem.store.release(scope, key)
+        await idem.release(scope, key)  # never in place of the handler's own error
         raise
     if 200 <= response.status < 300 and isinstance(response, web.Response) and response.body is not None:
         body = response.body if isinstance(response.body, bytes) else b""
         await idem.store.complete(scope, key, status=response.status, body=body.decode("utf-8"),
                                   location=response.headers.get("Location"))
     else:
-        await idem.store.release(scope, key)
+        await idem.release(scope, key)
     return response
 
 

@@ -194,6 +194,9 @@ class Server:
         self.cluster: Any = None
         #: lease owners the last lease sweep found dead (released when the next sweep finds them dead too)
         self._dead_owners: set[str] = set()
+        #: set when the dispatcher ended on an error: the service stops rather than accept work it cannot send
+        self.failed = asyncio.Event()
+        self.failure: str | None = None
 
     async def start(self) -> None:
         check_store(self.opts.db, write=True)
@@ -237,7 +240,7 @@ class Server:
         site = web.SockSite(self.runner, sock)
         await site.start()
         self.port = sock.getsockname()[1]
-        engine.start()
+        engine.start(on_crash=self._dispatcher_crashed)
         jobs = self.jobs = Jobs(engine.log)
         jobs.add("lease-sweep", self.sweep, seconds=self.opts.sweep_interval)
         if self.cluster is not None:
@@ -252,6 +255,10 @@ class Server:
         jobs.start()
         engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=display_url(self.opts.db),
                         counts=await engine.counts(), worker=engine.instance)
+
+    def _dispatcher_crashed(self, exc: BaseException) -> None:
+        self.failure = f"{type(exc).__name__}: {exc}"
+        self.failed.set()
 
     def _cluster_wide(self, name: str, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """``job`` as it runs in this process: always on SQLite (one owner), and on PostgreSQL only
@@ -278,6 +285,8 @@ class Server:
         if self.cluster is not None:  # keep this worker's owner lock: a lost session would make it look dead
             await self.engine.store.register_owner(self.engine.instance)
         self.engine.dispatcher.wake()
+        if self._idempotency is not None and self._idempotency.unreleased:
+            await self._idempotency.release_pending()
 
     async def reap(self) -> None:
         """PostgreSQL, on the worker leading the job: release the leases that ended, and at once those
@@ -343,7 +352,11 @@ class Server:
                 self.cluster = None
             if engine is None:
                 return out
-            out["abandoned"] = await engine.stop(deadline=self.opts.shutdown_deadline)
+            try:
+                out["abandoned"] = await engine.stop(deadline=self.opts.shutdown_deadline)
+            except Exception:  # the dispatcher had ended on an error (logged then): release what it held
+                if self.failure is None:
+                    raise
             try:
                 released = await engine.store.release_own_leases(engine.clock.now(), engine.instance)
             except Exception as exc:
@@ -421,7 +434,16 @@ async def serve(opts: ServeOptions, *, log_stream: TextIO | None = sys.stderr, o
               flush=True)
         if on_ready is not None:
             on_ready(server)
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.failed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if server.failure is not None:
+            print(f"dispatchsim serve: the dispatcher stopped on an error ({server.failure}); shutting down so"
+                  " that a supervisor restarts the service (see the log: dispatcher.crashed)", file=sys.stderr,
+                  flush=True)
         print("dispatchsim serve: stopping (waiting for attempts in flight up to "
               f"{opts.shutdown_deadline:g}s)", file=out, flush=True)
         result = await server.stop()
@@ -430,4 +452,4 @@ async def serve(opts: ServeOptions, *, log_stream: TextIO | None = sys.stderr, o
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-    return 0
+    return 1 if server.failure is not None else 0

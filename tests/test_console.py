@@ -370,3 +370,22 @@ async def test_the_list_pages_through_failed_first_then_newest_first_without_gap
     since = DeliveryFilter(config_ids=flt.config_ids, created_from=created[2], created_to=created[4])
     rows, cursor = await engine.store.console_deliveries(since, limit=10)
     assert [r.id for r in rows] == [4, 3] and cursor is None
+
+
+async def test_a_page_the_database_cannot_answer_is_a_503_page(console: Console) -> None:
+    """A lost database connection raises StorageUnavailable, which the console showed as a 400 page
+    ("your request is wrong"); it is a 503 page, and the next request once it is back works. The
+    failure is injected into the real engine's read; HTTP and SQLite are real."""
+    from dispatchsim.engine import StorageUnavailable
+
+    assert (await console.sign_in(console.acme_key))[0] == 303
+    real = console.engine.store.ordered_queues
+
+    async def unavailable(*args, **kwargs):
+        raise StorageUnavailable("storage unavailable: injected; nothing was stored, retry later")
+
+    console.engine.store.ordered_queues = unavailable
+    status, html = await console.get("/console/")
+    assert status == 503 and "storage unavailable" in html
+    console.engine.store.ordered_queues = real
+    assert (await console.get("/console/"))[0] == 200

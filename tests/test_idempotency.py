@@ -172,3 +172,29 @@ async def test_caller_supplied_activity_id_and_duplicate_409(db_path: Path) -> N
         status, body, _ = await api.post("/api/activities", {**ACTIVITY, "id": "not-a-uuid"})
         assert status == 400 and "id" in body["detail"]
         assert await api.count() == 1
+
+
+async def test_a_request_the_database_could_not_take_is_503_and_its_key_is_free_once_it_is_back(db_path: Path) -> None:
+    """The database went away mid-request (a PostgreSQL restart): the engine raised StorageUnavailable,
+    which the API answered 400, as if the request were wrong, and the key's reservation could not be
+    freed either, so the client's retry with its key got 409 "still running" for a minute. Now: 503 with
+    Retry-After, and the reservation is freed as soon as the database takes writes again, so the retry
+    is answered. Both failures are injected into the real engine and store; HTTP and SQLite are real."""
+    from dispatchsim.engine import StorageUnavailable
+
+    async with serving(db_path, first=True) as api:
+        idem_store, real_create, real_release = (api.app[IDEMPOTENCY_KEY].store, api.engine.create_activity,
+                                                 api.app[IDEMPOTENCY_KEY].store.release)
+
+        async def unavailable(*args, **kwargs):
+            raise StorageUnavailable("storage unavailable: injected; nothing was stored, retry later")
+
+        api.engine.create_activity, idem_store.release = unavailable, unavailable
+        status, body, headers = await api.post("/api/activities", ACTIVITY, idem="k-1")
+        assert (status, body["type"].rsplit("/", 1)[-1], headers["Retry-After"]) == (503, "storage-unavailable", "5")
+        async with api.session.get("/api/activities", headers={"X-Api-Key": ACME}) as resp:
+            assert resp.status == 200
+        api.engine.create_activity, idem_store.release = real_create, real_release  # the database is back
+        status, body, _ = await api.post("/api/activities", ACTIVITY, idem="k-1")
+        assert status == 201 and await api.count() == 1
+        assert api.app[IDEMPOTENCY_KEY].unreleased == set()

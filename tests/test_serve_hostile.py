@@ -385,3 +385,59 @@ async def test_a_storage_failure_in_the_middle_of_a_claim_leaves_every_slot_coun
     assert "store.unavailable" in engine.log_buffer.getvalue()
     dispatcher = engine.dispatcher
     assert dispatcher.in_flight == 0 and dispatcher._free() == dispatcher._concurrency  # nothing held, nothing extra
+
+
+async def test_a_storage_failure_in_the_loops_wake_up_read_does_not_end_the_dispatcher(engine, receiver, setup_config):
+    """The read of the next wake-up ran outside the loop's storage guard: one lost connection there (a
+    PostgreSQL restart) ended the dispatcher for good while the API went on accepting work, with nothing
+    logged. Now it is waited out like any failed read of the loop, and later work still goes out. The
+    failure is injected into that one read of the real store; everything else is real."""
+    from dispatchsim.engine import StorageUnavailable
+
+    await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 4})
+    real, calls = engine.store.next_wakeup, []
+
+    async def failing_first_read(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageUnavailable("storage unavailable: injected; nothing was stored, retry later")
+        return await real(*args, **kwargs)
+
+    engine.store.next_wakeup = failing_first_read
+    engine.start()
+    await engine.clock.sleep(1)
+    assert calls and engine.dispatching
+    assert "store.unavailable" in engine.log_buffer.getvalue()
+    made = [await engine.create_activity("acme", {"channel": "SALESMAN"}) for _ in range(3)]
+    await engine.clock.sleep(10)
+    assert engine.dispatching and len(calls) > 1
+    await engine.stop()
+    assert (await engine.counts())["DISPATCHED"] == 3
+    assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
+
+
+async def test_serve_stops_with_exit_1_when_its_dispatcher_ends_on_a_bug(tmp_path: Path, capsys) -> None:
+    """A dispatcher that ends on an error that is not the database's (a bug) left the service accepting
+    work that nobody would send, silently. Now it is logged (``dispatcher.crashed``), the service stops
+    the way SIGTERM stops it (the leases released, ``serve.stopped`` logged) and exits 1, so that a
+    supervisor restarts it. The bug is injected into one read of the real store."""
+    import io
+
+    from dispatchsim.server.serve import ServeOptions, serve
+
+    def inject(server) -> None:
+        async def bug(*args, **kwargs):
+            raise RuntimeError("an injected bug")
+
+        server.engine.store.next_wakeup = bug
+        server.engine.dispatcher.wake()
+
+    log, out = io.StringIO(), io.StringIO()
+    opts = ServeOptions(db=str(tmp_path / "serve.db"), port=0, keys={"admin-key-000000000000": None},
+                        tenants=["acme"], shutdown_deadline=1.0)
+    assert await serve(opts, log_stream=log, out=out, on_ready=inject) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the dispatcher stopped on an error (RuntimeError: an injected bug)" in err
+    assert '"dispatcher.crashed"' in log.getvalue() and '"serve.stopped"' in log.getvalue()
+    assert "stopped; 0 attempt(s) released" in out.getvalue()
+    assert "Traceback" not in err + out.getvalue()
