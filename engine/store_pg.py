@@ -711,9 +711,9 @@ class PgStore(PgQueryOps, StoreContract):
                 "code": [r.status_code for r in res], "aerror": [r.error for r in res],
                 "retry_after": [r.retry_after for r in res], "latency": [r.latency for r in res],
                 "excerpt": [r.excerpt for r in res]})
-            moved = {r[0] for r in rows}
+            moved = {r[0] for r in rows}  # by attempt: a stale result of a delivery moved by its current one is not
             for i in batch:
-                if finishes[i].claim.delivery_id in moved:
+                if finishes[i].claim.attempt_id in moved:
                     done[i] = True
         out: list[bool | InvalidTransition] = []
         # in the caller's transaction, an ordered finish's promotion writes go with the next finish's statements
@@ -1166,7 +1166,10 @@ def _finish_many_sql() -> str:
     """The group commit of unordered attempts (see ``PgStore.finish_attempts``): every delivery moved as
     mark_dispatched / schedule_retry / mark_failed move one (under its lease, from a status the
     transition table allows, read at each call), and the attempts of the moved ones recorded; returns
-    the ids moved."""
+    the attempts whose lease moved their delivery. An attempt is recorded when its own lease moved
+    the delivery, not any lease: one batch can hold a stale result of the same delivery (kept through
+    an outage while its lease was released, its attempt written INTERRUPTED, and the delivery claimed
+    again), whose row exists."""
     return (
         "WITH v AS (SELECT * FROM unnest(%(id)s::bigint[], %(token)s::text[], %(dst)s::text[], %(at)s::float8[],"
         " %(next)s::float8[], %(error)s::text[], %(reason)s::text[]) AS v(id, token, dst, at, next_at, error, reason)),"
@@ -1181,15 +1184,15 @@ def _finish_many_sql() -> str:
         " FROM v WHERE d.id = ANY(%(id)s::bigint[]) AND d.id = v.id AND d.lease_token = v.token AND CASE v.dst"
         + "".join(f" WHEN '{dst.value}' THEN d.status IN {_sources_sql(dst)}"
                   for dst in (Status.DISPATCHED, Status.RETRYING, Status.FAILED))
-        + " ELSE false END RETURNING d.id),"
+        + " ELSE false END RETURNING d.id, d.lease_attempt AS attempt),"
         " recorded AS (INSERT INTO attempts (id, delivery_id, number, started_at, config_id, finished_at, outcome,"
         " status_code, error, retry_after, latency, excerpt, next_attempt_at) SELECT * FROM unnest(%(attempt)s::bigint[],"
         " %(id)s::bigint[], %(number)s::integer[], %(started)s::float8[], %(config)s::text[], %(at)s::float8[],"
         " %(outcome)s::text[], %(code)s::integer[], %(aerror)s::text[], %(retry_after)s::float8[],"
         " %(latency)s::float8[], %(excerpt)s::text[], %(next)s::float8[])"
         " AS r(attempt_id, delivery_id, number, started_at, config_id, at, outcome, code, error, retry_after, latency,"
-        " excerpt, next_at) WHERE r.delivery_id IN (SELECT id FROM moved))"
-        " SELECT id FROM moved")
+        " excerpt, next_at) WHERE r.attempt_id IN (SELECT attempt FROM moved))"
+        " SELECT attempt FROM moved")
 
 
 @asynccontextmanager

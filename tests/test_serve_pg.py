@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dispatchsim.engine import ConfigError, Engine
+from dispatchsim.engine import ConfigError, Engine, StorageUnavailable
 from dispatchsim.engine.store_pg import JOB_LOCK
 from dispatchsim.server.serve import Server, ServeOptions, load_serve_config
 from dispatchsim.status import status_report
@@ -206,3 +206,56 @@ async def test_a_cluster_wide_job_keeps_one_leader_when_the_leaders_lock_session
     finally:
         for s in servers:
             await s.stop()
+
+
+async def test_workers_whose_connections_keep_being_ended_go_on_dispatching(workers: list[Server], pg_server,
+                                                                             pg_url: str) -> None:
+    """The server ends every connection of the database again and again while two workers dispatch (as a
+    reviewer did with pg_terminate_backend in a loop: one worker's dispatcher ended for good when the
+    loss met its wake-up read, and a group commit holding a stale and a current result of one delivery
+    failed on a duplicate key). Every fourth POST the receiver gets, all the workers' sessions are ended.
+    Each store call that meets a dead connection is waited out (the API answers 503): every activity is
+    delivered, recorded DISPATCHED once, and both dispatchers still run. The client retries a 503 with
+    the activity id it chose, as docs/serve.md advises: a 503 whose commit did reach the database (the
+    connection ended after it) answers the retry 409, so nothing is created twice."""
+    import uuid
+
+    from pg import database_of
+
+    name = database_of(pg_url)
+    ended = []
+
+    def respond(hit, n):
+        if n % 4 == 0 and len(ended) < 20:
+            with pg_server.admin() as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                              " AND pid <> pg_backend_pid()", (name,))
+            ended.append(n)
+        return 200, {}, 0.0
+
+    async def recorded(n: int) -> bool:
+        try:
+            return await _all_dispatched(workers[0], n)
+        except StorageUnavailable:  # the test's own read met an ended connection
+            return False
+
+    a, b = workers
+    async with Receiver(time.time) as rx, aiohttp.ClientSession() as http:
+        status, created = await _call(http, a, "POST", "/api/dispatch-configurations", {
+            "id": "crm-hook", "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN",
+            "endpoint_url": rx.url, "ordering": "none", "retry": {"base": 0.05, "factor": 2, "cap": 0.2}})
+        assert status == 201
+        assert (await _call(http, a, "POST", f"/api/dispatch-configurations/{created['id']}/activate"))[0] == 200
+        rx.respond = respond
+        ids = [str(uuid.uuid4()) for _ in range(60)]
+        for n, aid in enumerate(ids):
+            for tries in range(20):
+                status, answer = await _call(http, (a, b)[(n + tries) % 2], "POST", "/api/activities?tenant_id=acme",
+                                             {"id": aid, "channel": "SALESMAN", "commerceExternalId": f"c{n}"})
+                if status != 503:
+                    break
+            assert status == 201 or (status == 409 and tries > 0), answer
+        await _until(lambda: {h.body["id"] for h in rx.posts()} >= set(ids), "every activity to reach the receiver")
+        await _until(lambda: recorded(60), "the deliveries to be recorded DISPATCHED")
+    assert len(ended) >= 10
+    assert all(w.engine is not None and w.engine.dispatching for w in workers)

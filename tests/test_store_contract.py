@@ -624,6 +624,28 @@ async def test_a_group_commit_finishes_each_attempt_as_its_own_operation_would(
     assert await store.attempts(refused) == [recorded]
 
 
+async def test_a_group_commit_holding_a_stale_and_the_current_result_of_one_delivery_records_each_once(
+        store: StoreContract) -> None:
+    """A worker keeps its results through a database outage; meanwhile its lease was released (the
+    attempt written INTERRUPTED) and the delivery claimed again and attempted: one group commit then
+    holds both results of the delivery. The current one moves it and is recorded; the stale one moves
+    nothing and writes nothing (on PostgreSQL it wrote its attempt again: a duplicate key failed the
+    whole commit, found with pg_terminate_backend under load)."""
+    did = await _delivery(store, 1, queue="u1", ordered=False)
+    [stale] = await store.claim([(did, T0 + 60)], token="me:1", now=T0)
+    assert await store.release_leases(T0 + 1, ending_by=T0 + 61, error="its worker's session ended",
+                                      owner=None) == [did]
+    [current] = await store.claim([(did, T0 + 120)], token="me:2", now=T0 + 1)
+    assert current.attempt_id != stale.attempt_id
+    done = await store.finish_attempts([Finish(claim=stale, result=_result(T0 + 2, "HTTP_ERROR", 503),
+                                               status=Status.RETRYING, next_at=T0 + 90, error="HTTP 503"),
+                                        Finish(claim=current, result=_result(T0 + 2), status=Status.DISPATCHED)])
+    assert done == [False, True]
+    assert [(a.id, a.outcome) for a in await store.attempts(did)] == [(stale.attempt_id, "INTERRUPTED"),
+                                                                      (current.attempt_id, "SUCCESS")]
+    assert (await store.delivery(did)).status is Status.DISPATCHED
+
+
 async def test_an_attempt_in_flight_is_listed_from_its_lease_and_keeps_its_id_once_recorded(store: StoreContract) -> None:
     """The claim writes no attempt row, the finish writes it with its outcome (schema v10). Meanwhile the
     attempt is listed from its delivery's lease (what the API, the console and the metrics show in
