@@ -190,6 +190,11 @@ class PgStore(PgQueryOps, StoreContract):
             try:
                 await _migrate(conn, shown, readonly=readonly)
                 sequence = await _attempt_sequence(conn)
+            except psycopg.errors.InsufficientPrivilege as exc:  # e.g. a database owned by postgres, on 15+
+                raise StoreError(f"{shown}: {scrub_url_secrets(_first_line(exc), url)}: the role may not create or"
+                                 " change dispatchsim's tables in this database; make it the database's owner, or"
+                                 " GRANT USAGE, CREATE ON SCHEMA public TO it (docs/postgres.md: Creating the role"
+                                 " and the database)") from None
             except psycopg.Error as exc:
                 raise StoreError(f"{shown}: {scrub_url_secrets(_first_line(exc), url)}") from None
             finally:

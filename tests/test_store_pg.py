@@ -728,3 +728,44 @@ async def test_a_force_retry_waits_for_a_delete_in_progress_and_is_refused(pg_ur
     finally:
         await a.close()
         await b.close()
+
+
+def _docs_block(name: str) -> str:
+    """The text of the block docs/postgres.md writes to ``name`` (``<!-- doc: file NAME -->``)."""
+    from docs_harness import blocks
+
+    [block] = [b for b in blocks(Path(__file__).resolve().parent.parent / "docs" / "postgres.md") if b.file == name]
+    return block.text
+
+
+async def test_the_docs_role_and_database_are_all_a_worker_needs_and_their_grant_fixes_a_foreign_one(
+        pg_server) -> None:
+    """docs/postgres.md's set-up SQL, run as written: the role it creates migrates the database it owns.
+    In a database owned by postgres (PostgreSQL 15+: no CREATE on ``public`` for others) the store
+    refuses in the words the page quotes, and the page's GRANT, run there, is the fix."""
+    with pg_server.admin() as admin:
+        for statement in filter(str.strip, _docs_block("setup.sql").split(";")):
+            admin.execute(statement)
+        admin.execute("CREATE DATABASE foreign_owned")  # by postgres, as createdb or a hosting panel makes it
+
+    def as_role(database: str) -> str:
+        return pg_server.url(database).replace("://postgres:@", "://dispatchsim@", 1)
+
+    try:
+        store = await PgStore.open(as_role("dispatchsim"), pool_size=1)
+        assert await store.schema_version() == latest_schema_version()
+        await store.close()
+        with pytest.raises(StoreError) as refused:
+            await PgStore.open(as_role("foreign_owned"), pool_size=1)
+        [quoted] = [line for line in _docs_block("error.txt").splitlines() if "permission denied" in line]
+        assert quoted.split("/dispatchsim: ", 1)[1].removesuffix(" …") in str(refused.value)
+        with psycopg.connect(pg_server.url("foreign_owned"), autocommit=True) as owner:
+            owner.execute(_docs_block("grant.sql"))
+        store = await PgStore.open(as_role("foreign_owned"), pool_size=1)
+        assert await store.schema_version() == latest_schema_version()
+        await store.close()
+    finally:
+        with pg_server.admin() as admin:
+            for database in ("dispatchsim", "foreign_owned"):
+                admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            admin.execute("DROP ROLE IF EXISTS dispatchsim")
