@@ -25,8 +25,8 @@ from .store_contract import EventsStoreContract, IdempotencyStoreContract, Store
 from .store_idempotency import IdempotencyStore, StoredAnswer
 from .store_open import check_store, display_url, is_url, join_cluster, open_store, owner_lock
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics, WalCheckpointer
-from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch, Notification,
-                         Provider, Tenant)
+from .store_rows import (Activity, ApiKey, Attempt, Configuration, ConsoleSession, Delivery, EndpointHealth,
+                         EventBatch, Notification, Provider, Tenant)
 
 __all__ = [
     "AUTH_FIELDS", "AUTH_TYPES", "HEADER_NAME_PATTERN", "Auth", "check_signing_secret", "compile_mapping_spec",
@@ -37,7 +37,7 @@ __all__ = [
     "MAX_TIMEOUT", "BatchPolicy", "ordering_policy_from", "retry_policy_from", "timeouts_from",
     "ActivityExists", "AlreadyExists", "IdempotencyStore", "IdempotencyStoreContract", "StoredAnswer", "check_store",
     "display_url", "is_url", "join_cluster", "open_store", "owner_lock",
-    "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "Delivery",
+    "ACTIVE", "Activity", "ApiKey", "Attempt", "CONSOLE_ORDER", "Circuit", "Configuration", "ConsoleSession", "Delivery",
     "DeliveryCursor", "DeliveryFilter", "EndpointHealth", "EventBatch", "LIFECYCLE", "Notification", "Provider", "QueueRow", "Tenant",
     "ActivationRefused", "ClockError", "DatabaseInUse", "OwnerLock", "StorageUnavailable", "StoreError",
     "config_name", "queue_name", "scope_suffix", "latest_schema_version", "scoped_config_id", "storage_error", "ActivityError", "ActivityFilter", "ActivityPage", "CONFIG_FIELDS", "ConfigKind", "Clock",

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from .store_idempotency import StoredAnswer
     from .store_console import DeliveryCursor, DeliveryFilter, QueueRow
     from .store_queries import ActivityFilter, Metrics, WalCheckpointer
-    from .store_rows import (Activity, ApiKey, Attempt, Configuration, Delivery, EndpointHealth, EventBatch,
-                             Notification, Provider, StoredActivity, Streak, Tenant)
+    from .store_rows import (Activity, ApiKey, Attempt, Configuration, ConsoleSession, Delivery, EndpointHealth,
+                             EventBatch,                             Notification, Provider, StoredActivity, Streak, Tenant)
 
 
 #: True in the dispatch loop and the tasks it starts (attempts, group commits: a task inherits it), set by
@@ -553,6 +553,25 @@ class StoreContract(ABC):
     async def replace_api_key(self, old_id: str, new_id: str, digest: str, now: float) -> bool:
         """Rotation in one transaction: a new key (hash ``digest``) with the old one's owner and
         label, and the old one revoked (False, nothing changed: no such unrevoked key)."""
+
+    # -- console sessions ------------------------------------------------------------------
+
+    @abstractmethod
+    async def open_console_session(self, token_digest: str, session: ConsoleSession, now: float) -> None:
+        """Keep a console session under the SHA-256 of its cookie token (never the token itself), so
+        every worker on the database knows it."""
+
+    @abstractmethod
+    async def console_session(self, token_digest: str, now: float) -> ConsoleSession | None:
+        """The session whose token has this digest, unless it ended by ``now`` (or was closed)."""
+
+    @abstractmethod
+    async def close_console_session(self, token_digest: str) -> None:
+        """End a session (signing out, a revoked key) on every worker at once; nothing if none."""
+
+    @abstractmethod
+    async def expire_console_sessions(self, now: float) -> int:
+        """Delete the sessions that ended by ``now`` (a recurring job); returns how many."""
 
     @abstractmethod
     async def delete_old_attempts(self, before: float) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from dataclasses import astuple
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from .errors import NotFound
 from .states import ACTIVE, Status
 from .store_console import CONSOLE_ORDER, DeliveryCursor, DeliveryFilter, QueueRow
 from .store_queries import LATENCY_BUCKETS, ActivityFilter, Metrics
-from .store_rows import ApiKey, Delivery, Notification, columns
+from .store_rows import ApiKey, ConsoleSession, Delivery, Notification, columns
 from .store_sql import newest_where
 
 if TYPE_CHECKING:
@@ -199,6 +200,24 @@ class PgQueryOps:
             await c.execute("INSERT INTO api_keys (id, hash, tenant_id, name, created_at) VALUES (%s, %s, %s, %s, %s)",
                             (new_id, digest, row[0], row[1], now))
             return True
+
+    # -- console sessions -------------------------------------------------------------------
+
+    async def open_console_session(self, token_digest: str, session: ConsoleSession, now: float) -> None:
+        await self._run(
+            f"INSERT INTO console_sessions (token_digest, created_at, {columns(ConsoleSession)})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (token_digest, now, *astuple(session)))
+
+    async def console_session(self, token_digest: str, now: float) -> ConsoleSession | None:
+        row = await self._one(f"SELECT {columns(ConsoleSession)} FROM console_sessions WHERE token_digest = %s"
+                              " AND expires_at > %s", (token_digest, now))
+        return ConsoleSession(*row) if row else None
+
+    async def close_console_session(self, token_digest: str) -> None:
+        await self._run("DELETE FROM console_sessions WHERE token_digest = %s", (token_digest,))
+
+    async def expire_console_sessions(self, now: float) -> int:
+        return await self._run("DELETE FROM console_sessions WHERE expires_at <= %s", (now,))
 
     # -- housekeeping -------------------------------------------------------------------------
 

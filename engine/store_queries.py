@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING
 
 from .errors import NotFound
 from .states import Status
-from .store_rows import ApiKey, Notification, columns
+from .store_rows import ApiKey, ConsoleSession, Notification, columns
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -217,6 +217,24 @@ class QueryOps:
                       (new_id, digest, row[0], row[1], now))
             c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, old_id))
             return True
+
+    # -- console sessions -------------------------------------------------------------------
+
+    async def open_console_session(self, token_digest: str, session: ConsoleSession, now: float) -> None:
+        self.conn.execute(
+            f"INSERT INTO console_sessions (token_digest, created_at, {columns(ConsoleSession)})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (token_digest, now, *astuple(session)))
+
+    async def console_session(self, token_digest: str, now: float) -> ConsoleSession | None:
+        row = self.conn.execute(f"SELECT {columns(ConsoleSession)} FROM console_sessions WHERE token_digest = ?"
+                                " AND expires_at > ?", (token_digest, now)).fetchone()
+        return ConsoleSession(*row) if row else None
+
+    async def close_console_session(self, token_digest: str) -> None:
+        self.conn.execute("DELETE FROM console_sessions WHERE token_digest = ?", (token_digest,))
+
+    async def expire_console_sessions(self, now: float) -> int:
+        return self.conn.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (now,)).rowcount
 
     # -- housekeeping -------------------------------------------------------------------------
 

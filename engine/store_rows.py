@@ -7,6 +7,7 @@ order of each JSON object is part of the wire format and must not change.
 """
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
@@ -288,6 +289,24 @@ class EventBatch:
                 "lease_until": _t(self.lease_until), "last_error": self.last_error,
                 "dispatched_at": _t(self.dispatched_at), "created_at": _t(self.created_at),
                 "updated_at": _t(self.updated_at), "delivery_id": self.delivery_id, "webhook_id": self.webhook_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A signed-in console user: who, with which key (its id and digest, so that a revoked or rotated
+    key ends the session), for which tenant, the CSRF token its action forms carry, and when it ends.
+    Stored under the digest of the cookie's token, never the token."""
+
+    key_id: str
+    key_digest: str
+    who: str
+    tenant_id: str
+    csrf: str
+    expires_at: float
+
+    def csrf_ok(self, given: str | None) -> bool:
+        """Whether a form carries this session's CSRF token (compared in constant time)."""
+        return bool(given) and hmac.compare_digest(self.csrf, given or "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,9 +71,9 @@ async def console_middleware(request: web.Request, handler: _Handler) -> web.Str
     try:
         if request.path not in _OPEN:
             token = request.cookies.get(COOKIE)
-            session = request.app[_SESSIONS].get(token)
+            session = await request.app[_SESSIONS].get(token)
             if session is not None and not await _key_still_valid(request, session):
-                request.app[_SESSIONS].close(token)  # revoked or rotated: the key's sessions end with it
+                await request.app[_SESSIONS].close(token)  # revoked or rotated: the key's sessions end with it
                 raise PageError(401, "the API key this session signed in with is no longer valid; sign in again")
             if session is None:
                 if request.method == "GET":
@@ -209,15 +209,15 @@ async def login(request: web.Request) -> web.Response:
     names = {k.id: k.name for k in await _engine(request).store.api_keys()}
     label = names.get(principal.key_id)
     who = f"{label} ({principal.key_id})" if label else principal.key_id
-    token, _ = request.app[_SESSIONS].open(key_id=principal.key_id, key_digest=hash_key(key), who=who,
-                                           tenant_id=principal.tenant_id)
+    token, _ = await request.app[_SESSIONS].open(key_id=principal.key_id, key_digest=hash_key(key), who=who,
+                                                 tenant_id=principal.tenant_id)
     response = web.HTTPSeeOther(f"{PREFIX}/")
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path=PREFIX)
     raise response
 
 
 async def logout(request: web.Request) -> web.Response:
-    request.app[_SESSIONS].close(request.cookies.get(COOKIE))
+    await request.app[_SESSIONS].close(request.cookies.get(COOKIE))
     response = web.HTTPSeeOther(f"{PREFIX}/login")
     response.del_cookie(COOKIE, path=PREFIX)
     raise response
@@ -401,7 +401,8 @@ def _environment() -> jinja2.Environment:
 def mount_console(app: web.Application, engine: Engine, keys: KeyRing) -> None:
     """Add the console to the API's application: ``/`` redirects to it; it lives under ``/console/``."""
     console = web.Application(middlewares=[console_middleware])
-    console[_ENGINE], console[_KEYS], console[_SESSIONS], console[_JINJA] = engine, keys, Sessions(), _environment()
+    console[_ENGINE], console[_KEYS], console[_JINJA] = engine, keys, _environment()
+    console[_SESSIONS] = Sessions(engine.store, now=engine.clock.now)
     delivery_action_path = "/deliveries/{delivery_id}/{action:force-retry|skip|replay}"
     config_action_path = "/configs/{config_id}/{action:recover|activate}"
     for method, path, handler in [

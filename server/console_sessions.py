@@ -1,37 +1,27 @@
-"""Console sessions: an opaque random token in an HttpOnly, SameSite=Strict cookie, the session kept here.
+"""Console sessions: an opaque random token in an HttpOnly, SameSite=Strict cookie, the session kept in
+the database.
 
 Signing in with an API key opens a session for that key's one tenant. The cookie carries only a
-random token; the server keeps its SHA-256, the tenant, who signed in and the session's CSRF token
-(every action form sends it back). Sessions live in the serve process: a restart signs everyone out,
-which costs a sign-in and keeps no login state in the database.
+random token; the store keeps its SHA-256 (never the token), the tenant, who signed in with which
+key, the session's CSRF token (every action form sends it back) and when it ends. In the database,
+not in the serve process: with several workers behind a load balancer every worker knows every
+session (signing out on one signs out on all), and a restarted process keeps them (on SQLite too).
+Ended sessions are ignored at once and deleted by serve's recurring job (one worker of a cluster runs it).
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from dispatchsim.engine import ConsoleSession, StoreContract
 
 COOKIE = "dispatchsim_console"
 #: a session ends this many seconds after sign-in
 SESSION_TTL = 8 * 3600.0
 
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """Who is signed in (the key's id and label), for which tenant, and the token action forms carry."""
-
-    key_id: str
-    key_digest: str  #: the key's SHA-256, so that every request can check the key is still valid
-    who: str
-    tenant_id: str
-    csrf: str
-    expires: float
-
-    def csrf_ok(self, given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest(self.csrf, given or "")
+#: the signed-in user of a console request
+Session = ConsoleSession
 
 
 def _digest(token: str) -> str:
@@ -39,35 +29,24 @@ def _digest(token: str) -> str:
 
 
 class Sessions:
-    """The open sessions of one serve process, by the digest of their cookie token."""
+    """The console's sessions in the store, by the digest of their cookie token."""
 
-    def __init__(self, *, ttl: float = SESSION_TTL, now: Callable[[], float] = time.monotonic) -> None:
-        self._ttl, self._now = ttl, now
-        self._open: dict[str, Session] = {}
+    def __init__(self, store: StoreContract, *, now: Callable[[], float], ttl: float = SESSION_TTL) -> None:
+        self._store, self._now, self._ttl = store, now, ttl
 
-    def open(self, *, key_id: str, key_digest: str, who: str, tenant_id: str) -> tuple[str, Session]:
+    async def open(self, *, key_id: str, key_digest: str, who: str, tenant_id: str) -> tuple[str, Session]:
         """A new session; returns the cookie token (shown only to the browser) and the session."""
-        self._expire()
-        token = secrets.token_urlsafe(32)
+        token, now = secrets.token_urlsafe(32), self._now()
         session = Session(key_id=key_id, key_digest=key_digest, who=who, tenant_id=tenant_id,
-                          csrf=secrets.token_urlsafe(32), expires=self._now() + self._ttl)
-        self._open[_digest(token)] = session
+                          csrf=secrets.token_urlsafe(32), expires_at=now + self._ttl)
+        await self._store.open_console_session(_digest(token), session, now)
         return token, session
 
-    def get(self, token: str | None) -> Session | None:
+    async def get(self, token: str | None) -> Session | None:
         if not token:
             return None
-        session = self._open.get(_digest(token))
-        if session is None or session.expires <= self._now():
-            self._open.pop(_digest(token), None)
-            return None
-        return session
+        return await self._store.console_session(_digest(token), self._now())
 
-    def close(self, token: str | None) -> None:
+    async def close(self, token: str | None) -> None:
         if token:
-            self._open.pop(_digest(token), None)
-
-    def _expire(self) -> None:
-        now = self._now()
-        for digest in [d for d, s in self._open.items() if s.expires <= now]:
-            del self._open[digest]
+            await self._store.close_console_session(_digest(token))

@@ -250,6 +250,8 @@ class Server:
             jobs.add("wal-checkpoint", self.checkpoint, seconds=self.opts.checkpoint_interval)
         jobs.add("idempotency-expiry", self._cluster_wide("idempotency-expiry", self.expire_idempotency_keys),
                  seconds=min(3600.0, max(1.0, self.opts.idempotency_retention / 4)))
+        jobs.add("console-session-expiry", self._cluster_wide("console-session-expiry", self.expire_console_sessions),
+                 seconds=3600)
         if self.opts.retention_days:
             jobs.add("retention", self._cluster_wide("retention", self.retention), seconds=3600)
         jobs.start()
@@ -322,6 +324,13 @@ class Server:
         cutoff = self.engine.clock.now() - self.opts.retention_days * 86400
         n = await self.engine.store.delete_old_attempts(cutoff)
         self.engine.log.info("serve.retention", deleted_attempts=n, before_days=self.opts.retention_days)
+
+    async def expire_console_sessions(self) -> None:
+        """Delete the console sessions that ended (a lookup already ignores them; this frees the rows)."""
+        assert self.engine is not None
+        n = await self.engine.store.expire_console_sessions(self.engine.clock.now())
+        if n:
+            self.engine.log.info("serve.console_sessions_expired", deleted_sessions=n)
 
     async def expire_idempotency_keys(self) -> None:
         """Forget Idempotency-Keys past their retention (a lookup already ignores them; this frees the rows)."""

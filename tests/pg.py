@@ -31,7 +31,7 @@ from dispatchsim.engine import latest_schema_version
 
 TEMPLATE = "dispatchsim_template"
 #: every table of the schema, children before parents (the order rows can be deleted in)
-_TABLES = ("attempts", "message_events", "deliveries", "event_batches", "endpoint_health", "notifications",
+_TABLES = ("console_sessions", "attempts", "message_events", "deliveries", "event_batches", "endpoint_health", "notifications",
            "idempotency_keys", "api_keys", "config_versions", "configurations", "activities", "providers", "tenants")
 
 

@@ -107,6 +107,31 @@ async def test_sign_in_sets_a_strict_httponly_session_and_refuses_wrong_and_admi
         assert r.status == 303
 
 
+async def test_a_session_is_kept_in_the_database_so_a_restarted_server_keeps_it(console: Console, db_path) -> None:
+    """On SQLite too: the server stops (its engine closes the file) and one opened anew on the same file
+    knows the session, with its CSRF token, until the user signs out there. Sessions used to live in
+    the process: a restart signed everyone out."""
+    status, _ = await console.sign_in(console.acme_key)
+    assert status == 303
+    [cookie] = [c for c in console.http.cookie_jar if c.key == COOKIE]
+    csrf = await console.csrf("/console/")
+    await console.engine.close()
+    restarted = await Engine.open(db_path, virtual=True, seed=2)
+    runner, port = await start_site(make_app(restarted, keys=KeyRing(restarted.store, {ADMIN: None})))
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}", cookies={COOKIE: cookie.value}) as again:
+            async with again.get("/console/", allow_redirects=False) as r:
+                html = await r.text()
+                assert r.status == 200 and 'id="tenant">acme<' in html and f'value="{csrf}"' in html
+            async with again.post("/console/logout", data={"csrf_token": csrf}, allow_redirects=False) as r:
+                assert r.status == 303
+            async with again.get("/console/", allow_redirects=False, cookies={COOKIE: cookie.value}) as r:
+                assert r.status == 303
+    finally:
+        await runner.cleanup()
+        await restarted.close()
+
+
 async def _key_id(engine: Engine, name: str | None) -> str:
     return next(k.id for k in await engine.store.api_keys() if k.name == name and k.revoked_at is None)
 

@@ -7,17 +7,22 @@ are for what the receiver records, with a deadline.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import io
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 
 from dispatchsim.engine import ConfigError, Engine, StorageUnavailable
 from dispatchsim.engine.store_pg import JOB_LOCK
+from dispatchsim.server.console_sessions import COOKIE
+from dispatchsim.server.keys import create_key
 from dispatchsim.server.serve import Server, ServeOptions, load_serve_config
 from dispatchsim.status import status_report
 from support import Receiver
@@ -259,3 +264,38 @@ async def test_workers_whose_connections_keep_being_ended_go_on_dispatching(work
         await _until(lambda: recorded(60), "the deliveries to be recorded DISPATCHED")
     assert len(ended) >= 10
     assert all(w.engine is not None and w.engine.dispatching for w in workers)
+
+
+async def test_a_console_session_opened_on_one_worker_holds_on_the_other_and_ends_on_both(
+        workers: list[Server], pg_url: str) -> None:
+    """Behind a load balancer each request may reach another worker: a session opened on A is known to
+    B (same user, same CSRF token), the database keeps only the token's SHA-256, and signing out on B
+    ends it on A too. Sessions used to live in each process: B sent the user back to sign in."""
+    a, b = workers
+    assert a.engine is not None
+    _, key = await create_key(a.engine.store, tenant_id="acme", name="ops-alice", now=a.engine.clock.now())
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async def page(worker: Server, path: str, **kw: object) -> tuple[int, str]:
+            async with http.get(f"http://127.0.0.1:{worker.port}{path}", allow_redirects=False, **kw) as r:
+                return r.status, await r.text()
+
+        async with http.post(f"http://127.0.0.1:{a.port}/console/login", data={"api_key": key},
+                             allow_redirects=False) as r:
+            assert r.status == 303
+            token = r.cookies[COOKIE].value
+        csrf = []
+        for worker in (a, b, a):
+            status, html = await page(worker, "/console/")
+            assert status == 200 and 'id="tenant">acme<' in html and "ops-alice" in html
+            csrf += re.findall(r'name="csrf_token" value="([^"]+)"', html)
+        assert len(csrf) == 3 and len(set(csrf)) == 1  # one session, whichever worker answers
+        with psycopg.connect(pg_url) as db:
+            rows = db.execute("SELECT * FROM console_sessions").fetchall()
+        assert [r[0] for r in rows] == [hashlib.sha256(token.encode()).hexdigest()]
+        assert not any(token in str(value) for value in rows[0])  # the token itself is nowhere
+        async with http.post(f"http://127.0.0.1:{b.port}/console/logout", data={"csrf_token": csrf[0]},
+                             allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/console/login"
+        for worker in (a, b):  # the old cookie, sent again: signed out on both
+            status, _ = await page(worker, "/console/", cookies={COOKIE: token})
+            assert status == 303

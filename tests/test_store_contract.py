@@ -28,7 +28,7 @@ from dispatchsim.mapping.activity import example_activity
 from dispatchsim.engine.store import AttemptResult, Claim
 from dispatchsim.engine import states
 from dispatchsim.engine.store_contract import EventsStoreContract, Finish, NewActivity, NewDelivery
-from dispatchsim.engine.store_rows import Streak
+from dispatchsim.engine.store_rows import ConsoleSession, Streak
 from dispatchsim.engine.events_store_pg import PgEventsStore
 from dispatchsim.engine.store_idempotency_pg import PgIdempotencyStore
 from dispatchsim.engine.store_pg import OWNER_LOCK, PgStore
@@ -967,6 +967,21 @@ async def test_a_circuit_moves_and_a_configuration_pauses_once_however_many_work
     assert cfg.inactive_since == T0 + 34
     await store.delete_config("c", T0 + 36)
     assert not await store.pause_if_active("c", T0 + 37, "auto-disabled")  # deleted: nothing to pause
+
+
+async def test_console_sessions_are_kept_by_digest_until_they_end_or_are_closed(store: StoreContract) -> None:
+    session = ConsoleSession("k1", "d" * 64, "ops (k1)", "t", "csrf-1", T0 + 100)
+    await store.open_console_session("a" * 64, session, T0)
+    await store.open_console_session("b" * 64, ConsoleSession("k1", "d" * 64, "ops (k1)", "t", "csrf-2", T0 + 50), T0)
+    assert await store.console_session("a" * 64, T0 + 99) == session
+    assert await store.console_session("a" * 64, T0 + 100) is None  # ended: ignored before the job deletes it
+    assert await store.console_session("c" * 64, T0) is None
+    await store.close_console_session("a" * 64)
+    assert await store.console_session("a" * 64, T0) is None
+    await store.close_console_session("a" * 64)  # closed twice (signed out on two workers): nothing to do
+    assert await store.expire_console_sessions(T0 + 49) == 0
+    assert await store.expire_console_sessions(T0 + 50) == 1
+    assert await store.console_session("b" * 64, T0) is None
 
 
 async def test_reports_metrics_public_ids_and_retention(store: StoreContract) -> None:
