@@ -78,6 +78,9 @@ class Scenario:
 
 
 EXTERNAL_KEYS = {"url", "max_rate", "max_requests"}
+#: The longest simulated time a scenario may ask for: a year, hourly retries included, runs in seconds; a
+#: mistyped duration (``48000h``) with a receiver that never recovers would run for ever.
+MAX_DURATION = 366 * 86400.0
 TOP_KEYS = {"name", "description", "seed", "clock", "duration", "start", "providers", "tenants",
             "configurations", "accounts", "timeline", "expect"}
 ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_secret", "timeouts", "circuit_breaker",
@@ -169,6 +172,9 @@ def _header(P: Reader, data: dict[str, Any]) -> tuple[str, str, int, float, floa
         duration = P.duration(data.get("duration", "48h"), ("duration",))
         if duration <= 0:
             raise P.fail(("duration",), "must be > 0")
+        if duration > MAX_DURATION:  # a typo (48000h): a run whose work never ends would never end either
+            raise P.fail(("duration",), f"at most {MAX_DURATION // 86400:.0f}d of simulated time, got "
+                                        f"{data['duration']!r}")
     if "start" in data:
         with guard():
             try:

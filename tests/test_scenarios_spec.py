@@ -26,6 +26,9 @@ ERRORS = [
     ("unknown key in a configuration", BASE + "    retries: 3\n",
      "s.yaml:8: configurations[0].retries: unknown key 'retries' in a dispatch configuration (expected one of: "
      "activation, active, auth, auto_disable, channel, circuit_breaker, id, mapping, ordering, provider, retry, signing_secret, tenant, timeouts)"),
+    # a mistyped duration with a receiver that never recovers ran for ever (never idle, never at the end)
+    ("a duration beyond a year", BASE + "duration: 99999999999999999999h\n",
+     "s.yaml:8: duration: at most 366d of simulated time, got '99999999999999999999h'"),
     ("bad duration", BASE + "timeline:\n  - at: 10 minutes\n    create: {}\n",
      "s.yaml:9: timeline[0].at: expected a duration like 30s, 10m, 6h or a number of seconds, got '10 minutes'"),
     ("unknown provider", BASE.replace("provider: crm", "provider: erp"),
