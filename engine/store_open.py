@@ -54,6 +54,11 @@ def refuse_mistyped_url(db: str | Path) -> None:
                      " (or postgres://) for PostgreSQL, in lower case, or give a file path for SQLite")
 
 
+#: The query parameters of a database URL that carry a secret: libpq takes the password there too, and the
+#: client key's passphrase as ``sslpassword``.
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+
+
 def _userinfo(url: str) -> tuple[str, str, str | None]:
     """``(scheme, the rest after the user part, the user part or None)`` of a database URL, made from
     the text. The user part ends at the LAST ``@``: libpq takes a password with an unencoded ``#``, ``?``
@@ -76,25 +81,25 @@ def display_url(db: str | Path) -> str:
     if userinfo is not None:
         user, colon, _ = userinfo.partition(":")
         rest = f"{user}:***@{rest}" if colon and user else (f"***@{rest}" if colon else f"{user}@{rest}")
-    if "password=" in rest:  # libpq also takes the password as a query parameter
+    if "password=" in rest:  # libpq also takes the password (and the client key's) as a query parameter
         before, q, query = rest.partition("?")
         query, hash_, fragment = query.partition("#")
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
-                          safe="/*")
+        query = urlencode([(k, "***" if k in _SECRET_PARAMS else v)
+                           for k, v in parse_qsl(query, keep_blank_values=True)], safe="/*")
         rest = f"{before}{q}{query}{hash_}{fragment}"
     return f"{scheme}://{rest}"
 
 
 def _password_forms(db: str | Path) -> list[str]:
     """The password of a database URL as it may appear in a driver's message: as written (percent-
-    encoded or not) and decoded, from the user part and from a ``password=`` parameter."""
+    encoded or not) and decoded, from the user part and from a ``password=`` (or ``sslpassword=``) parameter."""
     url = str(db)
     if not is_url(url):
         return []
     _, rest, userinfo = _userinfo(url)
     found = [userinfo.partition(":")[2]] if userinfo is not None else []
     query = rest.partition("?")[2].partition("#")[0]
-    found += [v for part in query.split("&") for k, _, v in [part.partition("=")] if k == "password"]
+    found += [v for part in query.split("&") for k, _, v in [part.partition("=")] if k in _SECRET_PARAMS]
     found += [unquote(v) for v in found]
     return sorted({v for v in found if v}, key=len, reverse=True)
 

@@ -292,6 +292,7 @@ async def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: 
 @pytest.mark.parametrize("url, secrets", [
     ("postgresql://u:my%pass%word@127.0.0.1:1/db", ["my%pass%word", "pass"]),  # the driver quotes a bad token
     ("postgresql://u@127.0.0.1:1/db?password=my%zzpass", ["my%zzpass", "zzpass"]),
+    ("postgresql://u@127.0.0.1:1/db?sslpassword=S3cretKeyPw", ["S3cretKeyPw"]),  # the client key's passphrase
     ("postgresql://u:S3cretPw@127.0.0.1:99999/db", ["S3cretPw"]),  # port out of range
     ("postgresql://u:S3cretPw@127.0.0.1:abc/db", ["S3cretPw"]),
     ("postgresql://u:S3cretPw@[::1/db", ["S3cretPw"]),  # broken IPv6 host: the driver quotes the URL
