@@ -33,6 +33,7 @@ from hypothesis.errors import Flaky
 from hypothesis.internal.conjecture.engine import ExitReason
 from hypothesis.statistics import collector
 
+from dispatchsim.errors import Collector
 from dispatchsim.yamlfile import load_yaml, read_text
 from dispatchsim.providers.durations import parse_duration
 from dispatchsim.scenarios import RunResult, Scenario, ScenarioError, parse_scenario, run_scenario
@@ -116,7 +117,10 @@ class Template:
                                 source=source, line=1)
         self.variables: list[Variable] = []
         self._values: dict[str, Any] = {}
+        self.found = Collector()  # every marker is checked: the file's mistakes are reported together
         self.strategy = self._node(self.data, ())
+        self.found.errors.sort(key=lambda e: e.line or 0)
+        self.found.raise_if_any(ScenarioError)
         if not self.variables:
             raise ScenarioError("nothing is marked variable: write a value as {between: [LOW, HIGH]}, "
                                 "{one_of: [A, B]} or {maybe: true} to let explore vary it", source=source, line=1)
@@ -134,7 +138,9 @@ class Template:
     def _node(self, node: Any, path: tuple[str | int, ...]) -> st.SearchStrategy[Any]:
         if isinstance(node, dict) and len(node) == 1 and next(iter(node)) in MARKERS:
             kind, arg = next(iter(node.items()))
-            return self._marker(kind, arg, path)
+            with self.found.guard():
+                return self._marker(kind, arg, path)
+            return st.nothing()  # reported: the template is refused
         if isinstance(node, dict):
             keys = list(node)
             parts = [self._node(node[k], path + (k,)) for k in keys]

@@ -235,3 +235,16 @@ timeline:
 expect:
   all_delivered: true
 """
+
+
+def test_every_bad_marker_of_a_file_is_reported_at_once():
+    """Four markers wrong in one file: only the first was reported, the next one after fixing it, and so on."""
+    text = (SMALL.replace("{between: [10m, 6h]}", "{between: [6h, 10m]}")
+            .replace("{one_of: [503, 500]}", "{one_of: []}")
+            .replace("{one_of: [reteno, svix]}", "{maybe: false}")
+            .replace("{between: [1/m, 5/m]}", "{between: [1/s, 5/m]}"))
+    with pytest.raises(ScenarioError) as exc:
+        Template(text, source="small.yaml")
+    assert [(e.line, e.field) for e in exc.value.errors] == [
+        (6, "providers.crm.behaviour.windows[0].to.between"), (6, "providers.crm.behaviour.windows[0].status.one_of"),
+        (10, "configurations[0].retry.maybe"), (13, "timeline[0].create.rate.between")]
