@@ -142,6 +142,9 @@ class Dispatcher:
         self._results: list[tuple[Claim, Snapshot, Outcome | str]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
+        #: a group commit is storing (:meth:`flush`), and results wait for the next one, started when it ends
+        self._storing = 0
+        self._flush_after = False
         #: circuit breaker / auto-disable state per configuration (persisted in endpoint_health)
         self._health: dict[str, EndpointState] = {}
         #: shared health (see :meth:`share_health`): how often to re-read it, and when it was read
@@ -750,6 +753,11 @@ class Dispatcher:
             self._start_flush()
 
     def _start_flush(self) -> None:
+        if self._storing:
+            # one group commit stores at a time: this one goes when it ends, with every result that
+            # finished meanwhile (see :meth:`flush`)
+            self._flush_after = True
+            return
         # the attempt whose result scheduled this commit is still counted in flight: others make it wait
         others = len(self._inflight) > 1 and not self._stopping
         instant = others and self.clock.virtual and not self._commit_claims
@@ -809,11 +817,16 @@ class Dispatcher:
         Called at the end of the loop tick they finished in, and on stop so no finished outcome is lost.
         """
         chained: list[Claim] = []  # what it claims (see _claim_planned): its deliveries are claimed until it ends
+        self._storing += 1
         try:
             await self._flush(chained)
         finally:
+            self._storing -= 1
             # committed (their attempts started), rolled back or given back: no longer claimed here
             self._claiming.difference_update(c.delivery_id for c in chained)
+            if self._flush_after and not self._storing:
+                self._flush_after = False
+                self._start_flush()
 
     async def _flush(self, chained: list[Claim]) -> None:
         """:meth:`flush`; ``chained`` collects the claims its transaction makes."""

@@ -10,6 +10,7 @@ before the fix (slots are now reserved before a claim's first await).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import random
 from collections import Counter
@@ -166,6 +167,57 @@ async def test_the_dispatch_loop_plans_each_statement_once_and_the_api_keeps_pla
         assert not [s for s, _, _ in api if s.startswith("WITH wanted")]  # never claimed on the API's pool
         tenant = [(g, c) for s, g, c in api if s.startswith("SELECT tenant_id FROM activities")]
         assert tenant == [(2, 5)], api  # PostgreSQL's default there: five custom plans, then the generic one
+    finally:
+        await engine.close()
+        await runner.cleanup()
+
+
+async def test_one_group_commit_stores_at_a_time_and_the_next_takes_what_ended_meanwhile(pg_url: str) -> None:
+    """On PostgreSQL a group commit's statements suspend the loop, and the attempts that ended meanwhile
+    started a second commit beside it: in a serve worker's run two or three stored at once, each in a
+    transaction and on a connection of its own, twice the commits of the same deliveries. The next group
+    commit now starts when the one storing ends, with every result that ended meanwhile."""
+    endpoint = Counting()
+    app = web.Application()
+    app.router.add_route("*", "/hooks", endpoint.handle)
+    runner, port = await start_site(app)
+    engine = await Engine.open(pg_url, concurrency=50, log_stream=io.StringIO())
+    engine.dispatcher.share_health(every=1.0)  # as serve sets both on PostgreSQL
+    engine.dispatcher.pace(interval=0.005, chunk=25)
+    storing: Counter[asyncio.Task[Any]] = Counter()  # group commits in their transaction (nested calls join it)
+    peak, commits = 0, 0
+    tx = engine.store.tx
+
+    @contextlib.asynccontextmanager
+    async def counted() -> Any:
+        nonlocal peak, commits
+        task = asyncio.current_task()
+        assert task is not None
+        mine = task.get_name() == "group-commit"
+        if mine:
+            commits += not storing[task]
+            storing[task] += 1
+            peak = max(peak, len(storing))
+        try:
+            async with tx() as conn:
+                yield conn
+        finally:
+            if mine:
+                storing[task] -= 1
+                if not storing[task]:
+                    del storing[task]
+
+    engine.store.tx = counted  # type: ignore[method-assign]
+    try:
+        await engine.add_tenant("acme")
+        await engine.add_provider("crm")
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks?p=crm",
+                                activate=True, ordering={"mode": "none", "concurrency": 50})
+        await engine.create_activities("acme", [ACTIVITY] * 1500)
+        summary = await asyncio.wait_for(engine.run_until_idle(), 60)
+        assert summary.counts["DISPATCHED"] == 1500 and endpoint.posts == 1500
+        assert peak == 1 and commits >= 10, (peak, commits)  # before: 2 or 3 at once
+        assert engine.dispatcher._storing == 0 and not engine.dispatcher._flush_after
     finally:
         await engine.close()
         await runner.cleanup()
