@@ -738,6 +738,10 @@ class Dispatcher:
             self._urgent = True
             if self._merging:
                 self._drained.set()
+            if self._flush_after:  # nor for the group commit storing now (see _start_flush)
+                self._flush_after = False
+                self._start_flush()
+                return
         self._schedule_flush()
 
     def _schedule_flush(self, delay: float = 0.0) -> None:
@@ -753,9 +757,10 @@ class Dispatcher:
             self._start_flush()
 
     def _start_flush(self) -> None:
-        if self._storing:
-            # one group commit stores at a time: this one goes when it ends, with every result that
-            # finished meanwhile (see :meth:`flush`)
+        if self._storing and not self._urgent:
+            # one group commit stores at a time: this one goes when it ends, with every result that ends
+            # meanwhile (see :meth:`flush`). Not an ordered queue's: its next head waits for its commit
+            # (an ordered drain is bound by that wait), which goes at once, beside the one storing.
             self._flush_after = True
             return
         # the attempt whose result scheduled this commit is still counted in flight: others make it wait
