@@ -19,10 +19,10 @@ import aiohttp
 import psycopg
 import pytest
 
-from dispatchsim.engine import ConfigError, Engine, StorageUnavailable
+from dispatchsim.engine import ConfigError, ConsoleSession, Engine, StorageUnavailable
 from dispatchsim.engine.store_pg import JOB_LOCK
 from dispatchsim.server.console_sessions import COOKIE
-from dispatchsim.server.keys import create_key
+from dispatchsim.server.keys import create_key, revoke_key
 from dispatchsim.server.serve import Server, ServeOptions, load_serve_config
 from dispatchsim.status import status_report
 from support import Receiver
@@ -270,7 +270,8 @@ async def test_a_console_session_opened_on_one_worker_holds_on_the_other_and_end
         workers: list[Server], pg_url: str) -> None:
     """Behind a load balancer each request may reach another worker: a session opened on A is known to
     B (same user, same CSRF token), the database keeps only the token's SHA-256, and signing out on B
-    ends it on A too. Sessions used to live in each process: B sent the user back to sign in."""
+    ends it on A too; a key revoked on A ends the session it opened on B. Serve's expiry job deletes the
+    ended sessions. Sessions used to live in each process: B sent the user back to sign in."""
     a, b = workers
     assert a.engine is not None
     _, key = await create_key(a.engine.store, tenant_id="acme", name="ops-alice", now=a.engine.clock.now())
@@ -299,3 +300,16 @@ async def test_a_console_session_opened_on_one_worker_holds_on_the_other_and_end
         for worker in (a, b):  # the old cookie, sent again: signed out on both
             status, _ = await page(worker, "/console/", cookies={COOKIE: token})
             assert status == 303
+        async with http.post(f"http://127.0.0.1:{b.port}/console/login", data={"api_key": key},
+                             allow_redirects=False) as r:
+            assert r.status == 303
+        key_id = next(k.id for k in await a.engine.store.api_keys() if k.name == "ops-alice")
+        await revoke_key(a.engine.store, key_id, now=a.engine.clock.now())  # on A: B's session ends with it
+        status, html = await page(b, "/console/")
+        assert status == 401 and "no longer valid" in html
+    now = a.engine.clock.now()  # serve's expiry job deletes the sessions that ended, and only those
+    for n, ends in enumerate((now - 1, now + 3600)):
+        await a.engine.store.open_console_session(f"{n}" * 64, ConsoleSession("k", "d", "w", "acme", "c", ends), now)
+    await b.expire_console_sessions()
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT token_digest FROM console_sessions").fetchall() == [("1" * 64,)]
