@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dispatchsim.engine.clock import VIRTUAL_EPOCH, parse_iso
+from dispatchsim.engine.clock import VIRTUAL_EPOCH, iso, parse_iso
 from dispatchsim.engine.errors import ConfigError
 from dispatchsim.engine.redact import check_http_url
 from dispatchsim.errors import Collector, ReportedAlready
@@ -81,6 +82,9 @@ EXTERNAL_KEYS = {"url", "max_rate", "max_requests"}
 #: The longest simulated time a scenario may ask for: a year, hourly retries included, runs in seconds; a
 #: mistyped duration (``48000h``) with a receiver that never recovers would run for ever.
 MAX_DURATION = 366 * 86400.0
+#: The latest instant a run may end at: the year after it leaves room for retries scheduled past the end,
+#: and later times (year 10000) cannot be written as dates.
+LATEST_END = datetime(9999, 1, 1, tzinfo=timezone.utc).timestamp()
 TOP_KEYS = {"name", "description", "seed", "clock", "duration", "start", "providers", "tenants",
             "configurations", "accounts", "timeline", "expect"}
 ACCOUNT_KEYS = {"provider", "batch_size", "max_wait", "retry", "auth", "signing_secret", "timeouts", "circuit_breaker",
@@ -181,6 +185,11 @@ def _header(P: Reader, data: dict[str, Any]) -> tuple[str, str, int, float, floa
                 start = parse_iso(str(data["start"]))
             except ValueError:
                 raise P.fail(("start",), f"expected an ISO-8601 timestamp, got {data['start']!r}") from None
+            if 0 < duration <= MAX_DURATION and start + duration > LATEST_END:
+                # times past the calendar's last year cannot be written: the run failed half-way, a traceback
+                raise P.fail(("start",), f"{data['start']} plus the duration ends after {iso(LATEST_END)[:10]}, "
+                                         "the latest a run may end (later times cannot be written as dates): "
+                                         "start earlier")
     return name, description, seed, duration, start
 
 
@@ -196,19 +205,24 @@ def _providers(P: Reader, value: Any) -> tuple[ProvidersConfig | None, dict[str,
         if not (isinstance(spec, dict) and "url" in spec):
             simulated[name] = spec if spec is not None else {}
             continue
-        with P.found.guard():
-            extra = sorted(set(spec) - EXTERNAL_KEYS)
-            if extra:
-                raise P.fail(("providers", name, extra[0]), "an external provider takes only url, max_rate and "
-                                                            "max_requests: behaviours apply to simulated endpoints")
-            url = spec["url"]
+        for key in sorted(set(spec) - EXTERNAL_KEYS, key=str):  # one more problem each: the others are checked
+            P.found.errors.append(P.fail(("providers", name, key), "an external provider takes only url, max_rate "
+                                                                   "and max_requests: behaviours apply to simulated "
+                                                                   "endpoints"))
+        found = Collector()  # the URL and each limit are checked on their own
+        with found.guard():
             try:
-                check_http_url(url, field="url")
+                external[name] = check_http_url(spec["url"], field="url")
             except ConfigError as exc:
                 raise P.fail(("providers", name, "url"), exc.message) from None
-            external[name] = url
-            limits[name] = ExternalProvider(name, url, _max_rate(P, name, spec.get("max_rate", DEFAULT_MAX_RATE)),
-                                            _max_requests(P, name, spec.get("max_requests", DEFAULT_MAX_REQUESTS)))
+        rate, count = DEFAULT_MAX_RATE, DEFAULT_MAX_REQUESTS
+        with found.guard():
+            rate = _max_rate(P, name, spec.get("max_rate", DEFAULT_MAX_RATE))
+        with found.guard():
+            count = _max_requests(P, name, spec.get("max_requests", DEFAULT_MAX_REQUESTS))
+        P.found.errors.extend(found.errors)
+        if name in external and not found.errors:
+            limits[name] = ExternalProvider(name, external[name], rate, count)
     config = None
     if simulated:
         sub_lines = {("endpoints",) + p[1:]: n for p, n in P.lines.items() if p[:1] == ("providers",)}
@@ -250,13 +264,14 @@ def _max_requests(P: Reader, name: str, value: Any) -> int:
 def _tenants(P: Reader, value: Any) -> dict[str, str]:
     if value is None:
         return {}
-    if isinstance(value, list):
-        out = {}
-        for i, t in enumerate(value):
-            out[P.identifier(t, ("tenants", i), "tenant")] = t
-        return out
+    if isinstance(value, list):  # each id checked on its own
+        return {t: t for t in P.each_item(value, lambda i, t: P.identifier(t, ("tenants", i), "tenant"))}
     if isinstance(value, dict):
-        return {P.identifier(k, ("tenants", k), "tenant"): (v if isinstance(v, str) else k) for k, v in value.items()}
+        def named(key: Any, name: Any) -> str:
+            P.identifier(key, ("tenants", key), "tenant")
+            return name if isinstance(name, str) else key
+
+        return P.each(value, named)
     raise P.fail(("tenants",), f"expected a list of tenant ids, got {kind_of(value)}")
 
 

@@ -376,13 +376,33 @@ SCENARIO_MISSPELT_PROBLEMS = [
     (15, "expect.mapping_shape.provder: unknown key 'provder'"),
 ]
 
+#: an external provider's unknown key hid its URL and limits; a wrong tenant id hid the next ones
+SCENARIO_LISTS = """\
+name: lists
+clock: real
+providers:
+  ext: {url: "ftp://x", max_rate: 0, typo: 1}
+tenants: [acme, "bad id", "x y"]
+configurations:
+  - {id: c, tenant: acme, provider: ext}
+"""
+SCENARIO_LISTS_PROBLEMS = [
+    (4, "providers.ext.typo: an external provider takes only url, max_rate and max_requests"),
+    (4, "providers.ext.url: must be an absolute http(s) URL, got 'ftp://x'"),
+    (4, "providers.ext.max_rate: expected a rate above 0"),
+    (5, "tenants[1]: tenant id 'bad id'"),
+    (5, "tenants[2]: tenant id 'x y'"),
+]
+
 
 @pytest.mark.parametrize(("text", "expected"), [(SCENARIO_5, SCENARIO_5_PROBLEMS),
                                                (SCENARIO_TYPOS, SCENARIO_TYPOS_PROBLEMS),
                                                (SCENARIO_NESTED, SCENARIO_NESTED_PROBLEMS),
-                                               (SCENARIO_MISSPELT, SCENARIO_MISSPELT_PROBLEMS)],
+                                               (SCENARIO_MISSPELT, SCENARIO_MISSPELT_PROBLEMS),
+                                               (SCENARIO_LISTS, SCENARIO_LISTS_PROBLEMS)],
                          ids=["five mistakes", "an unknown key hides no other problem",
-                              "every problem of a nested mapping", "a misspelt required key is reported once"])
+                              "every problem of a nested mapping", "a misspelt required key is reported once",
+                              "an external provider and the tenants"])
 def test_scenario_mistakes_cli(tmp_path, capsys, text, expected):
     path = tmp_path / "s.yaml"
     path.write_text(text)

@@ -29,6 +29,10 @@ ERRORS = [
     # a mistyped duration with a receiver that never recovers ran for ever (never idle, never at the end)
     ("a duration beyond a year", BASE + "duration: 99999999999999999999h\n",
      "s.yaml:8: duration: at most 366d of simulated time, got '99999999999999999999h'"),
+    # a run past the calendar's last year failed half-way with a traceback (year 10000 is out of range)
+    ("a start too late", BASE + "start: 9999-12-31T23:00:00Z\n",
+     "s.yaml:8: start: 9999-12-31 23:00:00+00:00 plus the duration ends after 9999-01-01, the latest a run may end "
+     "(later times cannot be written as dates): start earlier"),
     ("bad duration", BASE + "timeline:\n  - at: 10 minutes\n    create: {}\n",
      "s.yaml:9: timeline[0].at: expected a duration like 30s, 10m, 6h or a number of seconds, got '10 minutes'"),
     ("unknown provider", BASE.replace("provider: crm", "provider: erp"),
