@@ -93,13 +93,9 @@ async def test_limits_hold_while_group_commits_claim(pg_url: str, ordered: bool,
         await runner.cleanup()
 
 
-async def test_a_worker_never_claims_what_it_holds_already(pg_url: str) -> None:
-    """A worker sharing the database (serve on PostgreSQL) runs a dispatch cycle while its group commit
-    has claimed the next attempts in a transaction not committed yet: on the cycle's connection those
-    deliveries still look due, and claiming them found each one locked, a claim that leased nothing
-    (about one claim in five of a serve worker's run). The worker leaves out of a claim what it is
-    claiming or has in flight, so with nobody else on the database every claim leases something
-    (but for a rare stale read, see below)."""
+async def _serve_worker(pg_url: str) -> tuple[Engine, Counting, web.AppRunner, int]:
+    """An engine on PostgreSQL set up as serve sets up a worker there (shared health, paced cycles of 25
+    claims), and an always-200 receiver; returns the engine, the endpoint, its runner and its port."""
     endpoint = Counting()
     app = web.Application()
     app.router.add_route("*", "/hooks", endpoint.handle)
@@ -107,6 +103,29 @@ async def test_a_worker_never_claims_what_it_holds_already(pg_url: str) -> None:
     engine = await Engine.open(pg_url, concurrency=50, log_stream=io.StringIO())
     engine.dispatcher.share_health(every=1.0)  # as serve sets both on PostgreSQL
     engine.dispatcher.pace(interval=0.005, chunk=25)
+    return engine, endpoint, runner, port
+
+
+async def _drain(engine: Engine, endpoint: Counting, port: int, count: int = 1500) -> None:
+    """``count`` deliveries of one unordered configuration (concurrency 50) to ``endpoint``, run until idle:
+    each one is delivered, once."""
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks?p=crm",
+                            activate=True, ordering={"mode": "none", "concurrency": 50})
+    await engine.create_activities("acme", [ACTIVITY] * count)
+    summary = await asyncio.wait_for(engine.run_until_idle(), 60)
+    assert summary.counts["DISPATCHED"] == count and endpoint.posts == count
+
+
+async def test_a_worker_never_claims_what_it_holds_already(pg_url: str) -> None:
+    """A worker sharing the database (serve on PostgreSQL) runs a dispatch cycle while its group commit
+    has claimed the next attempts in a transaction not committed yet: on the cycle's connection those
+    deliveries still look due, and claiming them found each one locked, a claim that leased nothing
+    (about one claim in five of a serve worker's run). The worker leaves out of a claim what it is
+    claiming or has in flight, so with nobody else on the database every claim leases something
+    (but for a rare stale read, see below)."""
+    engine, endpoint, runner, port = await _serve_worker(pg_url)
     claims: list[tuple[int, int]] = []  # (deliveries asked for, leased) of every claim
     claim = engine.store.claim
 
@@ -117,13 +136,7 @@ async def test_a_worker_never_claims_what_it_holds_already(pg_url: str) -> None:
 
     engine.store.claim = counted  # type: ignore[method-assign]
     try:
-        await engine.add_tenant("acme")
-        await engine.add_provider("crm")
-        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks?p=crm",
-                                activate=True, ordering={"mode": "none", "concurrency": 50})
-        await engine.create_activities("acme", [ACTIVITY] * 1500)
-        summary = await asyncio.wait_for(engine.run_until_idle(), 60)
-        assert summary.counts["DISPATCHED"] == 1500 and endpoint.posts == 1500
+        await _drain(engine, endpoint, port)
         assert len(claims) >= 30  # chunks of 25: the group commits claimed while cycles ran
         # main before the change: 6-17 of about 100, in four runs. One is still possible on a loaded machine:
         # a due read whose server process was descheduled between its snapshot and its answer for longer
@@ -177,13 +190,7 @@ async def test_one_group_commit_stores_at_a_time_and_the_next_takes_what_ended_m
     started a second commit beside it: in a serve worker's run two or three stored at once, each in a
     transaction and on a connection of its own, twice the commits of the same deliveries. The next group
     commit now starts when the one storing ends, with every result that ended meanwhile."""
-    endpoint = Counting()
-    app = web.Application()
-    app.router.add_route("*", "/hooks", endpoint.handle)
-    runner, port = await start_site(app)
-    engine = await Engine.open(pg_url, concurrency=50, log_stream=io.StringIO())
-    engine.dispatcher.share_health(every=1.0)  # as serve sets both on PostgreSQL
-    engine.dispatcher.pace(interval=0.005, chunk=25)
+    engine, endpoint, runner, port = await _serve_worker(pg_url)
     storing: Counter[asyncio.Task[Any]] = Counter()  # group commits in their transaction (nested calls join it)
     peak, commits = 0, 0
     tx = engine.store.tx
@@ -209,13 +216,7 @@ async def test_one_group_commit_stores_at_a_time_and_the_next_takes_what_ended_m
 
     engine.store.tx = counted  # type: ignore[method-assign]
     try:
-        await engine.add_tenant("acme")
-        await engine.add_provider("crm")
-        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url=f"http://127.0.0.1:{port}/hooks?p=crm",
-                                activate=True, ordering={"mode": "none", "concurrency": 50})
-        await engine.create_activities("acme", [ACTIVITY] * 1500)
-        summary = await asyncio.wait_for(engine.run_until_idle(), 60)
-        assert summary.counts["DISPATCHED"] == 1500 and endpoint.posts == 1500
+        await _drain(engine, endpoint, port)
         assert peak == 1 and commits >= 10, (peak, commits)  # before: 2 or 3 at once
         assert engine.dispatcher._storing == 0 and not engine.dispatcher._flush_after
     finally:
