@@ -102,10 +102,15 @@ def load_serve_config(path: str | Path, opts: ServeOptions) -> ServeOptions:
     if not isinstance(keys, list):
         found.errors.append(fail(("keys",), "a list of {key, admin: true} or {key, tenant: ID}"))
         keys = []
+    first: dict[str, int] = {}  # key -> the entry that gave it first
     for i, entry in enumerate(keys):
         problems = _key_entry_problems(entry)
+        if not problems and entry["key"] in first:  # the later entry would silently take the key over
+            problems = [(("key",), f"the same key as keys[{first[entry['key']]}]: a key belongs to one tenant "
+                                   "(or is an admin key); give each entry its own")]
         found.errors.extend(fail(("keys", i, *where), message) for where, message in problems)
         if not problems:
+            first[entry["key"]] = i
             opts.keys[entry["key"]] = None if entry.get("admin") else str(entry["tenant"])
     for name in ("tenants", "providers"):
         values = data.get(name) or []

@@ -295,3 +295,21 @@ def test_a_key_name_with_control_characters_is_refused_and_an_old_one_is_listed_
     out = capsys.readouterr().out
     assert "ops – Zoë" in out and "x\\x1b[2Jy\\u202e" in out
     assert "\x1b" not in out and "\u202e" not in out
+
+
+def test_the_same_key_twice_in_the_serve_config_is_refused_not_taken_over(tmp_path, capsys) -> None:
+    """Two entries with one key: the later silently took it over (acme's key granted beta's data)."""
+    from dispatchsim.cli import main
+
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text("tenants: [acme, beta]\nkeys:\n"
+                   "  - {key: 0123456789abcdef0123, tenant: acme}\n"
+                   "  - {key: 0123456789abcdef0123, tenant: beta}\n"
+                   "  - {key: 0123456789abcdef0123, admin: true}\n", encoding="utf-8")
+    db = tmp_path / "s.db"
+    assert main(["serve", "--db", str(db), "--config", str(cfg), "--port", "0"]) == 2
+    captured = capsys.readouterr()
+    same = "the same key as keys[0]: a key belongs to one tenant (or is an admin key); give each entry its own"
+    assert captured.err.splitlines() == [f"{cfg}:4: keys[1].key: {same}", f"{cfg}:5: keys[2].key: {same}",
+                                         "dispatchsim serve: invalid --config file; nothing was started"]
+    assert "0123456789abcdef" not in captured.err and not db.exists()
