@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from dispatchsim.yamlfile import valid_text
 
+from .clock import is_clock
 from .errors import InvalidArgument
 from .sender import Sender
 from .store_file import OwnerLock
@@ -171,12 +172,6 @@ MAX_ENGINE_CONCURRENCY = 10_000
 MAX_POOL_SIZE = 1000
 
 
-def _is_clock(value: Any) -> bool:
-    """``value`` does what :class:`Clock` promises (a protocol: checked by what it has)."""
-    return isinstance(getattr(value, "virtual", None), bool) and all(
-        callable(getattr(value, name, None)) for name in ("now", "sleep", "wait"))
-
-
 def open_problem(path: Any, *, clock: Any, virtual: Any, seed: Any, durable: Any, pool_size: Any, scratch: Any,
                  owner: Any, options: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first argument :meth:`Engine.open` refuses, as ``(argument, why and what to give)``; None when all
@@ -188,7 +183,7 @@ def open_problem(path: Any, *, clock: Any, virtual: Any, seed: Any, durable: Any
         return "path", "must not be empty: give a SQLite file path, ':memory:' or a postgresql:// URL"
     if not valid_text(os.fspath(path)) or "\x00" in os.fspath(path):
         return "path", "not valid text for a file name (a NUL or a lone surrogate)"
-    if clock is not None and not _is_clock(clock):
+    if clock is not None and not is_clock(clock):
         return "clock", (f"must be a clock (dispatchsim.VirtualClock() or RealClock()), got {type(clock).__name__}; "
                          "or leave it out and say virtual=True or False")
     for name, value in (("virtual", virtual), ("scratch", scratch)):

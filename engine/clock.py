@@ -119,6 +119,12 @@ class VirtualClock(_LoopWaits):
         return self._epoch + (self._loop.time() - self._t0)
 
 
+def is_clock(value: Any) -> bool:
+    """``value`` does what :class:`Clock` promises (a protocol: checked by what it has)."""
+    return isinstance(getattr(value, "virtual", None), bool) and all(
+        callable(getattr(value, name, None)) for name in ("now", "sleep", "wait"))
+
+
 def virtual_loop() -> asyncio.AbstractEventLoop:
     """The running loop, when it is one a virtual clock can run on (see :func:`new_virtual_loop`); any other
     loop would make "virtual" time crawl at wall speed, so :class:`ClockError` (a RuntimeError) instead."""

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dispatchsim.engine.clock import Clock, RealClock, iso
+from dispatchsim.engine.clock import Clock, RealClock, is_clock, iso
 from dispatchsim.engine.config import Auth
 from dispatchsim.engine.sender import Outcome, OutcomeKind, encode_body
 from dispatchsim.engine.signing import sign
@@ -26,7 +26,7 @@ from .listener import ResultsListener
 from .payloads import Outgoing, Payloads
 from .report import CheckResult, Evidence, ProbeReport, Status
 from .repro import environment
-from .settings import ProbeSettings, RemoteNotConfirmed, check_target
+from .settings import ProbeError, ProbeSettings, RemoteNotConfirmed, check_target
 from .verify import Finding, Tracked, Verifier
 
 #: Rejections a receiver may answer for a bad credential or signature.
@@ -55,6 +55,12 @@ async def run_probe(url: str, *, clock: Clock | None = None, results_listener: R
     :class:`ResultsListener` the endpoint sends results callbacks to. Every acknowledged delivery is
     verified through the listener and the status URL, whichever are given (both when both are).
     """
+    if clock is not None and not is_clock(clock):
+        raise ProbeError(f"clock: must be a clock (RealClock(), or VirtualClock() in a virtual loop) or None, got "
+                         f"{type(clock).__name__}")
+    if results_listener is not None and not isinstance(results_listener, ResultsListener):
+        raise ProbeError(f"results_listener: must be a started ResultsListener or None, got "
+                         f"{type(results_listener).__name__}")
     opts = ProbeSettings.build(**settings)
     select(opts.only, opts.skip)
     loopback = check_target(url)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,14 +62,17 @@ class ProbeSettings:
 
         Raises ProbeError naming an unknown setting or every invalid value.
         """
+        unknown = sorted(set(kw) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ProbeError(f"unknown probe setting(s): {', '.join(unknown)}")
+        wrong = _kind_problems(kw)  # before any comparison: a text timeout failed as a TypeError inside
+        if wrong:
+            raise ProbeError("invalid probe settings: " + "; ".join(wrong))
         if "auth" in kw:
             kw["auth"] = Auth.parse(kw["auth"])
         for name in ("only", "skip", "payloads"):
             if name in kw:
                 kw[name] = tuple(kw[name] or ())
-        unknown = sorted(set(kw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ProbeError(f"unknown probe setting(s): {', '.join(unknown)}")
         if "connect_timeout" not in kw and "timeout" in kw:
             kw["connect_timeout"] = min(cls.connect_timeout, kw["timeout"])
         settings = cls(**kw)
@@ -117,6 +121,34 @@ class ProbeSettings:
         out["payloads"] = len(self.payloads)
         out["only"], out["skip"] = list(self.only), list(self.skip)
         return out
+
+
+#: Settings by the kind of value they take (the others: auth, an Auth or its dict; mapping, a dict or None).
+_NUMBERS = ("connect_timeout", "timeout", "rate", "slow_body", "callback_wait", "settle", "max_time", "check_time")
+_COUNTS = ("ordered", "burst", "concurrency", "max_body", "seed")
+_TEXTS = ("secret", "status_url")
+_LISTS = ("only", "skip", "payloads")
+
+
+def _kind_problems(kw: dict[str, Any]) -> list[str]:
+    """Every setting given a value of the wrong kind, named with what it takes."""
+    out = []
+    for name, value in kw.items():
+        if name in _NUMBERS and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                 or not math.isfinite(value)):
+            out.append(f"{name} must be a finite number of seconds (or per second), got {value!r}")
+        elif name in _COUNTS and (isinstance(value, bool) or not isinstance(value, int)):
+            out.append(f"{name} must be a whole number, got {value!r}")
+        elif name in _TEXTS and value is not None and not isinstance(value, str):
+            out.append(f"{name} must be text or None, got {type(value).__name__}")
+        elif name in _LISTS and value is not None and not isinstance(value, (list, tuple)):
+            out.append(f"{name} must be a list{' of check names' if name != 'payloads' else ''}, got "
+                       f"{type(value).__name__}")
+        elif name == "allow_remote" and not isinstance(value, bool):
+            out.append(f"allow_remote must be True or False, got {value!r}")
+        elif name == "mapping" and value is not None and not isinstance(value, dict):
+            out.append(f"mapping must be a compiled mapping (a dict) or None, got {type(value).__name__}")
+    return out
 
 
 def check_target(url: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections import Counter
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from dispatchsim.engine.clock import VirtualClock
 from dispatchsim.mapping.activity import PAYLOAD_KEYS
-from dispatchsim.probe import CHECKS, ProbeReport, ResultsListener, Status, run_probe
+from dispatchsim.probe import CHECKS, ProbeError, ProbeReport, ResultsListener, Status, run_probe
 from dispatchsim.providers import EndpointSet, parse_config
 
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZg=="
@@ -351,3 +352,22 @@ def test_probe_cli_refuses_an_invalid_mapping(tmp_path, capsys):
     assert main(["probe", "http://127.0.0.1:9/hooks", "--mapping", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "mapping" in err and "uper" in err
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"timeout": "5"}, "timeout must be a finite number of seconds (or per second), got '5'"),
+    ({"rate": math.inf}, "rate must be a finite number"),
+    ({"burst": 2.5}, "burst must be a whole number, got 2.5"),
+    ({"only": "verify_get"}, "only must be a list of check names, got str"),
+    ({"secret": 5}, "secret must be text or None, got int"),
+    ({"allow_remote": "yes"}, "allow_remote must be True or False, got 'yes'"),
+    ({"clock": "real"}, "clock: must be a clock"),
+    ({"results_listener": "x"}, "results_listener: must be a started ResultsListener or None, got str"),
+])
+async def test_run_probe_names_a_setting_of_the_wrong_kind(kw, says):
+    """A text timeout failed as a TypeError inside a comparison, a clock as an AttributeError, and a check
+    name given as text was read letter by letter ('unknown check(s) _, e, f, g …'); a wrong listener was
+    ignored. Each is a ProbeError naming the setting, before anything is sent."""
+    with pytest.raises(ProbeError) as err:
+        await run_probe("http://127.0.0.1:1/", **kw)
+    assert says in str(err.value)
