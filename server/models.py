@@ -129,8 +129,11 @@ Uuid = Annotated[str, AfterValidator(_uuid_text),
 
 
 def _digits(value: Any) -> Any:
-    """A count in a query string: plain decimal digits only (not ``+5``, ``5_0`` or `` 5``)."""
-    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+    """A count in a query string: plain decimal digits only (not ``+5``, ``5_0`` or `` 5``). A minus sign
+    before them is a whole number too: it is let through to be refused by the range (``limit=-1`` was
+    "must be a whole number", which it is)."""
+    digits = value[1:] if isinstance(value, str) and value.startswith("-") else value
+    if isinstance(value, str) and not (digits.isascii() and digits.isdigit()):
         raise PydanticCustomError("int_parsing", "must be a whole number, got {value}", {"value": repr(value)})
     return value
 

@@ -160,4 +160,8 @@ def test_query_counts_are_plain_digits() -> None:
     with pytest.raises(Problem) as caught:
         models.parse_query(models.ActivitiesQuery, MultiDict([("limit", "5"), ("limit", "6")]))
     assert "given more than once" in caught.value.detail
+    with pytest.raises(Problem) as caught:  # a whole number below the range: said so, not "not a whole number"
+        models.parse_query(models.ActivitiesQuery, MultiDict({"limit": "-1"}))
+    assert caught.value.extra["field"] == "limit" and "whole number" not in caught.value.detail
+    assert ">= 1" in caught.value.detail, caught.value.detail
     assert models.parse_query(models.ActivitiesQuery, MultiDict({"limit": "500"})).limit == 500
