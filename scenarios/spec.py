@@ -282,8 +282,6 @@ def _accounts(ctx: ParseContext, value: Any) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(value, dict) or not value:
         raise P.fail(("accounts",), "expected a mapping of account (tenant) id -> {provider, batch_size, max_wait}")
-    from dispatchsim.engine.events import WebhookSettings
-
     out = {}
     for acc, spec in value.items():
         path = ("accounts", acc)
@@ -304,14 +302,23 @@ def _accounts(ctx: ParseContext, value: Any) -> dict[str, dict[str, Any]]:
                 if isinstance(webhook.get("max_wait"), str):
                     webhook["max_wait"] = P.duration(webhook["max_wait"], path + ("max_wait",))
                 webhook = P.durations(webhook, path)
-                try:
-                    WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
-                except ConfigError as exc:  # its field is named as the API names it (webhook.batch_size)
-                    key = tuple((exc.field or "").removeprefix("webhook").lstrip(".").split(".")) if exc.field else ()
-                    raise P.fail(path + tuple(k for k in key if k), exc.message) from None
+                # each setting on its own (the engine's check stops at the first), then all together
+                P.each(webhook, lambda key, value: _webhook_settings(P, path, {key: value}))
+                _webhook_settings(P, path, webhook)
             found.raise_if_any(ScenarioError)
             out[acc] = {"provider": provider, "webhook": webhook}
     return out
+
+
+def _webhook_settings(P: Reader, path: KeyPath, webhook: dict[str, Any]) -> None:
+    """The engine's check of an account's webhook settings, its problem at the line of the key at fault."""
+    from dispatchsim.engine.events import WebhookSettings
+
+    try:
+        WebhookSettings.parse({**webhook, "url": "http://127.0.0.1:1/check"})
+    except ConfigError as exc:  # its field is named as the API names it (webhook.batch_size)
+        key = tuple((exc.field or "").removeprefix("webhook").lstrip(".").split(".")) if exc.field else ()
+        raise P.fail(path + tuple(k for k in key if k), exc.message) from None
 
 
 def _configs(ctx: ParseContext, value: Any, base: Path, required: bool = True) -> list[ConfigSpec]:

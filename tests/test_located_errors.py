@@ -394,15 +394,31 @@ SCENARIO_LISTS_PROBLEMS = [
     (5, "tenants[2]: tenant id 'x y'"),
 ]
 
+#: an account's webhook settings: the engine's check stopped at the first wrong one
+SCENARIO_ACCOUNT = """\
+name: account
+providers:
+  crm: {behaviour: {status: 200}}
+accounts:
+  acme: {provider: crm, batch_size: 0, max_wait: 99999999, timeouts: {connect: -1}, retry: {base: -1}}
+"""
+SCENARIO_ACCOUNT_PROBLEMS = [
+    (5, "accounts.acme.batch_size: an integer from 1 to 1000"),
+    (5, "accounts.acme.max_wait: seconds from 0 to 86400"),
+    (5, "accounts.acme.timeouts: need 0 < connect <= total"),
+    (5, "accounts.acme.retry: base must be a number of seconds > 0"),
+]
+
 
 @pytest.mark.parametrize(("text", "expected"), [(SCENARIO_5, SCENARIO_5_PROBLEMS),
                                                (SCENARIO_TYPOS, SCENARIO_TYPOS_PROBLEMS),
                                                (SCENARIO_NESTED, SCENARIO_NESTED_PROBLEMS),
                                                (SCENARIO_MISSPELT, SCENARIO_MISSPELT_PROBLEMS),
-                                               (SCENARIO_LISTS, SCENARIO_LISTS_PROBLEMS)],
+                                               (SCENARIO_LISTS, SCENARIO_LISTS_PROBLEMS),
+                                               (SCENARIO_ACCOUNT, SCENARIO_ACCOUNT_PROBLEMS)],
                          ids=["five mistakes", "an unknown key hides no other problem",
                               "every problem of a nested mapping", "a misspelt required key is reported once",
-                              "an external provider and the tenants"])
+                              "an external provider and the tenants", "an account's webhook settings"])
 def test_scenario_mistakes_cli(tmp_path, capsys, text, expected):
     path = tmp_path / "s.yaml"
     path.write_text(text)
