@@ -375,8 +375,10 @@ class Endpoint:
                 self._owner._callbacks.schedule(self.name, callback, str(item["id"]))
 
 
-def _check_set(config: Any, seed: Any, keep_records: Any) -> None:
-    """:class:`EndpointSet`'s arguments, refused as Python refuses a wrong type (TypeError), naming them."""
+def _check_set(config: Any, seed: Any, keep_records: Any, now: Any = None, t0: Any = None,
+               ports: Any = None) -> None:
+    """:class:`EndpointSet`'s arguments, refused as Python refuses a wrong type (TypeError), naming them; a
+    port for an endpoint the config does not have, or out of range, is a ProviderConfigError (a ValueError)."""
     if not isinstance(config, ProvidersConfig):
         raise TypeError(f"EndpointSet: config must be a ProvidersConfig (from parse_config(...) or "
                         f"load_config(path)), got {type(config).__name__}")
@@ -384,6 +386,21 @@ def _check_set(config: Any, seed: Any, keep_records: Any) -> None:
         raise TypeError(f"EndpointSet: seed must be an integer, got {type(seed).__name__}")
     if not isinstance(keep_records, bool):
         raise TypeError(f"EndpointSet: keep_records must be True or False, got {type(keep_records).__name__}")
+    if now is not None and not callable(now):
+        raise TypeError(f"EndpointSet: now must be a function returning seconds (e.g. engine.clock.now), got "
+                        f"{type(now).__name__}")
+    if t0 is not None and (isinstance(t0, bool) or not isinstance(t0, (int, float))):
+        raise TypeError(f"EndpointSet: t0 must be a number of seconds or None, got {type(t0).__name__}")
+    if ports is not None and not isinstance(ports, Mapping):
+        raise TypeError(f"EndpointSet: ports must be a mapping of endpoint name -> port, got {type(ports).__name__}")
+    unknown = sorted(set(ports or {}) - set(config.endpoints), key=str)
+    if unknown:
+        raise ProviderConfigError(f"ports given for unknown endpoints: {', '.join(map(str, unknown))} (endpoints: "
+                                  f"{', '.join(config.endpoints)})", source="<EndpointSet>", field="ports")
+    for name, port in (ports or {}).items():
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ProviderConfigError(f"port of {name} must be a whole number from 0 to 65535, got {port!r}",
+                                      source="<EndpointSet>", field="ports")
 
 
 class EndpointSet:
@@ -398,7 +415,7 @@ class EndpointSet:
     def __init__(self, config: ProvidersConfig, *, seed: int = 0, now: Clock | None = None,
                  t0: float | None = None, host: str = "127.0.0.1", ports: Mapping[str, int] | None = None,
                  keep_records: bool = True) -> None:
-        _check_set(config, seed, keep_records)
+        _check_set(config, seed, keep_records, now, t0, ports)
         self.config = config
         self.seed = seed
         self.host = check_host(host)
@@ -406,9 +423,6 @@ class EndpointSet:
         self._clock = now
         self._t0 = t0
         self._ports = dict(ports or {})
-        unknown = set(self._ports) - set(config.endpoints)
-        if unknown:
-            raise KeyError(f"ports given for unknown endpoints: {', '.join(sorted(unknown))}")
         self._endpoints: dict[str, Endpoint] = {}
         self._callbacks: Callbacks | None = None  # type: ignore[assignment]
         self.t0 = 0.0

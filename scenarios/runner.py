@@ -149,7 +149,7 @@ def check_new_database(db: str | Path) -> None:
                      "empty one: give --db a new file")
 
 
-def _check_run(scenario: Any, db: Any, keep_events: Any, keep_records: Any, call: str) -> None:
+def _check_run(scenario: Any, db: Any, keep_events: Any, keep_records: Any, call: str, progress: Any = None) -> None:
     """The arguments of a scenario run, refused with :class:`InvalidArgument` naming the one at fault."""
     if not isinstance(scenario, Scenario):
         raise InvalidArgument(f"must be a Scenario, got {type(scenario).__name__}: read a file with "
@@ -160,6 +160,9 @@ def _check_run(scenario: Any, db: Any, keep_events: Any, keep_records: Any, call
     for name, value in (("keep_events", keep_events), ("keep_records", keep_records)):
         if not isinstance(value, bool):
             raise InvalidArgument(f"must be True or False, got {value!r} ({call})", field=name)
+    if progress is not None and not all(callable(getattr(progress, m, None)) for m in ("begin", "event", "tick")):
+        raise InvalidArgument(f"must have begin, event and tick (see scenarios.progress.ProgressBar) or be None, "
+                              f"got {type(progress).__name__} ({call})", field="progress")
 
 
 def run_scenario(scenario: Scenario, *, db: str | Path | None = None, progress: Progress | None = None,
@@ -168,7 +171,7 @@ def run_scenario(scenario: Scenario, *, db: str | Path | None = None, progress: 
     ``keep_records``: see :func:`run_scenario_async`)."""
     from .expect import evaluate
 
-    _check_run(scenario, db, keep_events, keep_records, "run_scenario")  # before the coroutine is made
+    _check_run(scenario, db, keep_events, keep_records, "run_scenario", progress)  # before the coroutine is made
     coro = run_scenario_async(scenario, db=db, progress=progress, keep_events=keep_events, keep_records=keep_records)
     if scenario.clock == "virtual":
         result = run_virtual(coro)
@@ -197,7 +200,7 @@ async def run_scenario_async(scenario: Scenario, *, db: str | Path | None = None
     ``no_secrets_in_logs``) keeps them anyway. See ``providers.Recorder(keep=...)``."""
     from .expect import reads
 
-    _check_run(scenario, db, keep_events, keep_records, "run_scenario_async")
+    _check_run(scenario, db, keep_events, keep_records, "run_scenario_async", progress)
     if db is not None:
         check_new_database(db)
     wall = time.perf_counter()

@@ -208,12 +208,23 @@ def test_the_other_public_entry_points_name_a_wrong_argument(tmp_path) -> None:
         asyncio.run(dispatchsim.run_scenario_async(_scenario(tmp_path), keep_events="no"))
     with pytest.raises(InvalidArgument, match=r"^db: must be a SQLite file path"):
         dispatchsim.run_scenario(_scenario(tmp_path), db=5)
+    with pytest.raises(InvalidArgument, match=r"^progress: must have begin, event and tick"):  # AttributeError
+        dispatchsim.run_scenario(_scenario(tmp_path), progress="bar")
     with pytest.raises(TypeError, match=r"^path of the scenario: expected a file path \(str or pathlib.Path\), got int"):
         dispatchsim.load_scenario(5)
     with pytest.raises(TypeError, match=r"^path of the mapping file: expected a file path"):
         dispatchsim.load_mapping_file(None)
     with pytest.raises(TypeError, match=r"^EndpointSet: config must be a ProvidersConfig"):
         dispatchsim.EndpointSet({"endpoints": {}})
+    from dispatchsim.providers import ProviderConfigError, parse_config
+
+    crm = parse_config({"endpoints": {"crm": {"behaviour": 200}}})
+    with pytest.raises(TypeError, match=r"^EndpointSet: now must be a function returning seconds"):
+        dispatchsim.EndpointSet(crm, now=5.0)
+    with pytest.raises(ProviderConfigError, match=r"ports: ports given for unknown endpoints: crn \(endpoints: crm\)"):
+        dispatchsim.EndpointSet(crm, ports={"crn": 8080})  # a KeyError before
+    with pytest.raises(ProviderConfigError, match=r"ports: port of crm must be a whole number from 0 to 65535"):
+        dispatchsim.EndpointSet(crm, ports={"crm": 99999})
     with pytest.raises(ProbeError, match=r"^url: must be text such as http://127.0.0.1:8080/hooks, got int"):
         asyncio.run(dispatchsim.run_probe(5))
     with pytest.raises(InvalidArgument, match=r"^epoch: must be a finite number"):
