@@ -233,33 +233,38 @@ async def test_retention_deletes_old_attempts_of_finished_deliveries_only(tmp_pa
         await store.close()
 
 
-def test_serve_config_names_every_key_entry_mistake_at_its_line_before_starting(tmp_path, capsys) -> None:
+def _refused_config(tmp_path, capsys, text: str) -> tuple[Path, list[str]]:
+    """Serve started with config ``text``: exit 2, nothing started, no database made; (file, stderr lines)."""
     from dispatchsim.cli import main
 
     cfg = tmp_path / "serve.yaml"
-    cfg.write_text('tenants: [acme, "bad id"]\n'
-                   "keys:\n"
-                   "  - key: 0123456789abcdef0123\n"
-                   '    tenant: "bad id"\n'
-                   "  - key: 0123456789abcdef0124\n"
-                   "    admin: true\n"
-                   "    bogus: 1\n"
-                   "  - key: 0123456789abcdef0125\n"
-                   "    tenant: acme\n"
-                   '    name: "a\\e[31m"\n', encoding="utf-8")
+    cfg.write_text(text, encoding="utf-8")
     db = tmp_path / "s.db"
     assert main(["serve", "--db", str(db), "--config", str(cfg), "--port", "0"]) == 2
-    captured = capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "0123456789abcdef" not in err and not db.exists()  # the keys themselves are secrets
+    return cfg, err.splitlines()
+
+
+def test_serve_config_names_every_key_entry_mistake_at_its_line_before_starting(tmp_path, capsys) -> None:
+    cfg, err = _refused_config(tmp_path, capsys, 'tenants: [acme, "bad id"]\n'
+                               "keys:\n"
+                               "  - key: 0123456789abcdef0123\n"
+                               '    tenant: "bad id"\n'
+                               "  - key: 0123456789abcdef0124\n"
+                               "    admin: true\n"
+                               "    bogus: 1\n"
+                               "  - key: 0123456789abcdef0125\n"
+                               "    tenant: acme\n"
+                               '    name: "a\\e[31m"\n')
     rule = "use 1-64 letters, digits, '_', '-', '.', ':', starting with a letter or digit"
-    assert captured.err.splitlines() == [
+    assert err == [
         f"{cfg}:4: keys[0].tenant: tenant id 'bad id': {rule}",
         f"{cfg}:7: keys[1].bogus: unknown key 'bogus' (known: admin, key, name, tenant)",
         f"{cfg}:10: keys[2].name: key name: U+001B at position 2 is a control or invisible character; a name is a "
         "printable label",
         f"{cfg}:1: tenants[1]: tenant id 'bad id': {rule}",
         "dispatchsim serve: invalid --config file; nothing was started"]
-    assert "0123456789abcdef" not in captured.err  # the keys themselves are secrets
-    assert not db.exists()
 
 
 @pytest.mark.parametrize("tenant", ["a/b?c", "bad id with spaces", "a" * 5000, "_leading", "x" * 65, "ok\n"])
@@ -299,17 +304,10 @@ def test_a_key_name_with_control_characters_is_refused_and_an_old_one_is_listed_
 
 def test_the_same_key_twice_in_the_serve_config_is_refused_not_taken_over(tmp_path, capsys) -> None:
     """Two entries with one key: the later silently took it over (acme's key granted beta's data)."""
-    from dispatchsim.cli import main
-
-    cfg = tmp_path / "serve.yaml"
-    cfg.write_text("tenants: [acme, beta]\nkeys:\n"
-                   "  - {key: 0123456789abcdef0123, tenant: acme}\n"
-                   "  - {key: 0123456789abcdef0123, tenant: beta}\n"
-                   "  - {key: 0123456789abcdef0123, admin: true}\n", encoding="utf-8")
-    db = tmp_path / "s.db"
-    assert main(["serve", "--db", str(db), "--config", str(cfg), "--port", "0"]) == 2
-    captured = capsys.readouterr()
+    cfg, err = _refused_config(tmp_path, capsys, "tenants: [acme, beta]\nkeys:\n"
+                               "  - {key: 0123456789abcdef0123, tenant: acme}\n"
+                               "  - {key: 0123456789abcdef0123, tenant: beta}\n"
+                               "  - {key: 0123456789abcdef0123, admin: true}\n")
     same = "the same key as keys[0]: a key belongs to one tenant (or is an admin key); give each entry its own"
-    assert captured.err.splitlines() == [f"{cfg}:4: keys[1].key: {same}", f"{cfg}:5: keys[2].key: {same}",
-                                         "dispatchsim serve: invalid --config file; nothing was started"]
-    assert "0123456789abcdef" not in captured.err and not db.exists()
+    assert err == [f"{cfg}:4: keys[1].key: {same}", f"{cfg}:5: keys[2].key: {same}",
+                   "dispatchsim serve: invalid --config file; nothing was started"]
