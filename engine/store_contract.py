@@ -668,8 +668,10 @@ class IdempotencyStoreContract(ABC):
         """Keep the answer of the request that reserved ``key``."""
 
     @abstractmethod
-    async def release(self, scope: str, key: str) -> None:
-        """Free an unanswered reservation (its request created nothing), so the client may try again."""
+    async def release(self, scope: str, key: str, *, reserved_at: float | None = None) -> None:
+        """Free an unanswered reservation (its request created nothing), so the client may try again;
+        with ``reserved_at``, only the reservation made at that time: once abandoned, the key may have
+        been reserved again by another request, whose reservation this must not free."""
 
     @abstractmethod
     async def delete_expired(self, before: float) -> int:

@@ -57,10 +57,15 @@ class IdempotencyStore(IdempotencyStoreContract):
             c.execute("UPDATE idempotency_keys SET status = ?, body = ?, location = ? WHERE scope = ? AND key = ?",
                       (status, body, location, scope, key))
 
-    async def release(self, scope: str, key: str) -> None:
-        """Free a reservation whose request created nothing (it failed), so the client may try again."""
+    async def release(self, scope: str, key: str, *, reserved_at: float | None = None) -> None:
+        """Free a reservation whose request created nothing (it failed), so the client may try again;
+        with ``reserved_at``, only the reservation made then (not a later one of another request)."""
         with self.store._tx() as c:
-            c.execute("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status IS NULL", (scope, key))
+            if reserved_at is None:
+                c.execute("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status IS NULL", (scope, key))
+            else:
+                c.execute("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND status IS NULL"
+                          " AND created_at = ?", (scope, key, reserved_at))
 
     async def delete_expired(self, before: float) -> int:
         """Forget keys created before ``before`` (the recurring expiry job); returns how many."""

@@ -45,10 +45,15 @@ class PgIdempotencyStore(IdempotencyStoreContract):
         await self.store._run("UPDATE idempotency_keys SET status = %s, body = %s, location = %s"
                               " WHERE scope = %s AND key = %s", (status, body, location, scope, key))
 
-    async def release(self, scope: str, key: str) -> None:
-        """Free a reservation whose request created nothing (it failed), so the client may try again."""
-        await self.store._run("DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND status IS NULL",
-                              (scope, key))
+    async def release(self, scope: str, key: str, *, reserved_at: float | None = None) -> None:
+        """Free a reservation whose request created nothing (it failed), so the client may try again;
+        with ``reserved_at``, only the reservation made then (not a later one of another request)."""
+        if reserved_at is None:
+            await self.store._run("DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND status IS NULL",
+                                  (scope, key))
+        else:
+            await self.store._run("DELETE FROM idempotency_keys WHERE scope = %s AND key = %s AND status IS NULL"
+                                  " AND created_at = %s", (scope, key, reserved_at))
 
     async def delete_expired(self, before: float) -> int:
         """Forget keys created before ``before`` (the recurring expiry job); returns how many."""

@@ -473,6 +473,8 @@ class MessageEvents(Action):
                     raise P.fail(path + ("fields",), "; ".join(problems))
         with found.guard():
             count = P.integer(value.get("count", 1), path + ("count",), lo=1)
+            if count > MAX_GENERATED:  # each is a timeline step, built as the file is read
+                raise P.fail(path + ("count",), f"makes {count} message events; the limit is {MAX_GENERATED}")
         with found.guard():
             every = P.duration(value.get("every", 0), path + ("every",))
         found.raise_if_any(ScenarioError)

@@ -25,7 +25,8 @@ Session = ConsoleSession
 
 
 def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # a cookie that is not UTF-8 reaches here with lone surrogates (aiohttp's decoding): no one's session
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Sessions:

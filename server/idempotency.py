@@ -38,26 +38,27 @@ class Idempotency:
     #: reservations of failed requests that could not be freed (the database was unavailable then): freed
     #: before the next request and by serve mode's sweep, so the client's retry with its key is not held
     #: off as "still running" until the reservation is abandoned
-    unreleased: set[tuple[str, str]] = field(default_factory=set)
+    unreleased: set[tuple[str, str, float]] = field(default_factory=set)
 
     async def expire(self) -> int:
         """Forget the keys older than the retention (the recurring job); returns how many."""
         return await self.store.delete_expired(self.now() - self.retention)
 
-    async def release(self, scope: str, key: str) -> None:
-        """Free the reservation of a request that failed; when the database cannot take it now, later."""
+    async def release(self, scope: str, key: str, reserved_at: float) -> None:
+        """Free the reservation made at ``reserved_at`` by a request that failed (never a later one: once
+        abandoned, another request may hold the key); when the database cannot take it now, later."""
         try:
-            await self.store.release(scope, key)
+            await self.store.release(scope, key, reserved_at=reserved_at)
         except Exception as exc:
             if storage_error(exc) is None:
                 raise
-            self.unreleased.add((scope, key))
+            self.unreleased.add((scope, key, reserved_at))
 
     async def release_pending(self) -> None:
         """Free what :meth:`release` could not (a no-op when nothing waits); stops at the first failure."""
-        for scope, key in sorted(self.unreleased):
-            await self.store.release(scope, key)
-            self.unreleased.discard((scope, key))
+        for scope, key, reserved_at in sorted(self.unreleased):
+            await self.store.release(scope, key, reserved_at=reserved_at)
+            self.unreleased.discard((scope, key, reserved_at))
 
 
 def fingerprint(method: str, path_qs: str, raw: bytes) -> str:
@@ -102,14 +103,14 @@ async def run_once(request: web.Request, handler: _Handler, idem: Idempotency, s
     try:
         response = await handler(request)
     except BaseException:
-        await idem.release(scope, key)  # never in place of the handler's own error
+        await idem.release(scope, key, now)  # never in place of the handler's own error
         raise
     if 200 <= response.status < 300 and isinstance(response, web.Response) and response.body is not None:
         body = response.body if isinstance(response.body, bytes) else b""
         await idem.store.complete(scope, key, status=response.status, body=body.decode("utf-8"),
                                   location=response.headers.get("Location"))
     else:
-        await idem.release(scope, key)
+        await idem.release(scope, key, now)
     return response
 
 

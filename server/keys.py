@@ -43,7 +43,8 @@ def check_key_name(name: str | None) -> str | None:
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    # a header that is not UTF-8 reaches here with lone surrogates (aiohttp's decoding): a key no one holds
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 async def create_key(store: StoreContract, *, tenant_id: str | None, name: str | None = None, now: float,

@@ -263,6 +263,29 @@ class Server:
         engine.log.info("serve.started", url=f"http://{self.opts.host}:{self.port}", db=display_url(self.opts.db),
                         counts=await engine.counts(), worker=engine.instance)
 
+    async def _stop_engine(self, engine: Engine, out: dict[str, int]) -> None:
+        try:
+            out["abandoned"] = await engine.stop(deadline=self.opts.shutdown_deadline)
+        except Exception:  # the dispatcher had ended on an error (logged then): release what it held
+            if self.failure is None:
+                raise
+        try:
+            released = await engine.store.release_own_leases(engine.clock.now(), engine.instance)
+        except Exception as exc:
+            if storage_error(exc) is None:
+                raise
+            released = []  # the leases stay; the next start (holding the lock) releases them at once
+            engine.log.error("serve.release_failed", error=str(storage_error(exc)))
+        for did in released:
+            engine.log.warning("attempt.interrupted", delivery_id=did, reason="shutdown deadline passed")
+        try:
+            counts: dict[str, int] | None = await engine.counts()
+        except Exception as exc:  # the database went away meanwhile: the stop goes on without them
+            if storage_error(exc) is None:
+                raise
+            counts = None
+        engine.log.info("serve.stopped", counts=counts, **out)
+
     def _dispatcher_crashed(self, exc: BaseException) -> None:
         self.failure = f"{type(exc).__name__}: {exc}"
         self.failed.set()
@@ -367,22 +390,10 @@ class Server:
             if engine is None:
                 return out
             try:
-                out["abandoned"] = await engine.stop(deadline=self.opts.shutdown_deadline)
-            except Exception:  # the dispatcher had ended on an error (logged then): release what it held
-                if self.failure is None:
-                    raise
-            try:
-                released = await engine.store.release_own_leases(engine.clock.now(), engine.instance)
-            except Exception as exc:
-                if storage_error(exc) is None:
-                    raise
-                released = []  # the leases stay; the next start (holding the lock) releases them at once
-                engine.log.error("serve.release_failed", error=str(storage_error(exc)))
-            for did in released:
-                engine.log.warning("attempt.interrupted", delivery_id=did, reason="shutdown deadline passed")
-            engine.log.info("serve.stopped", counts=await engine.counts(), **out)
-            await engine.close(deadline=0)
-            self.engine = None
+                await self._stop_engine(engine, out)
+            finally:  # the connections are closed whatever happened (a pool left open kept its tasks running)
+                await engine.close(deadline=0)
+                self.engine = None
             return out
         finally:
             if self._unroute_logging is not None:

@@ -402,3 +402,14 @@ def test_a_force_retry_reason_that_is_not_text_is_refused_at_its_line():
     with pytest.raises(ScenarioError) as refused:
         parse_scenario(text, source="fr.yaml")
     assert "fr.yaml:27" in str(refused.value) and "reason: expected text, got int" in str(refused.value)
+
+
+def test_a_message_event_count_past_the_limit_is_refused_at_its_line():
+    """The count of message events had no upper bound: each is a timeline step built while the file is
+    read, so ``count: 10000000000`` ran the reader out of memory (a MemoryError traceback, or the kernel
+    killing it) instead of a file:line error, as activity counts get."""
+    text = MESSAGES.replace("count: 12", "count: 10000000000")
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(text, source="m.yaml")
+    assert str(info.value) == ("m.yaml:8: timeline[0].message_events.count: makes 10000000000 message events;"
+                               " the limit is 200000")

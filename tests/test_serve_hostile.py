@@ -441,3 +441,58 @@ async def test_serve_stops_with_exit_1_when_its_dispatcher_ends_on_a_bug(tmp_pat
     assert '"dispatcher.crashed"' in log.getvalue() and '"serve.stopped"' in log.getvalue()
     assert "stopped; 0 attempt(s) released" in out.getvalue()
     assert "Traceback" not in err + out.getvalue()
+
+
+async def test_a_stop_waits_for_the_commit_that_follows_the_one_storing(engine, receiver, setup_config) -> None:
+    """One group commit stores at a time: results that end meanwhile go into the next, started when it
+    ends. A stop waited only for the commits under way when it began, so it returned while that next one
+    was still storing, and serve then released the leases it was about to record: a delivery answered 200
+    was sent again. Each commit is made slow (0.4 s of the engine's clock inside its transaction), as a
+    network database's is; everything else is real."""
+    receiver.respond = lambda hit, n: (200, {}, 0.1 * n)  # the second attempt ends while the first's result is stored
+    await setup_config(receiver.url, ordering={"mode": "none"})
+    await setup_config(receiver.url, provider="erp", ordering={"mode": "none"})
+    await engine.create_activity("acme", {"channel": "SALESMAN"})
+    real = engine.store.finish_attempts
+
+    async def slow_commit(finishes):
+        await engine.clock.sleep(0.4)
+        return await real(finishes)
+
+    engine.store.finish_attempts = slow_commit
+    engine.dispatcher.merge_waves(0.0)
+    engine.start()
+    await engine.clock.sleep(0.3)
+    assert len(receiver.posts()) == 2
+    await engine.stop()
+    assert await engine.store.release_own_leases(engine.clock.now(), engine.instance) == []
+    assert (await engine.counts())["DISPATCHED"] == 2
+
+
+@pytest.mark.parametrize("request_head, status", [
+    (b"GET /api/tenants HTTP/1.1\r\nAuthorization: Bearer \xff\xfe\r\n", b"401"),
+    (b"GET /api/tenants HTTP/1.1\r\nX-Api-Key: \xff\xfe-key\r\n", b"401"),
+    (b"GET /console/ HTTP/1.1\r\nCookie: dispatchsim_console=\xff\xfe\r\n", b"303"),
+    (b"POST /console/logout HTTP/1.1\r\nCookie: dispatchsim_console=\xff\r\nContent-Length: 0\r\n", b"401"),
+], ids=["bearer", "api-key", "console-cookie", "logout-cookie"])
+async def test_a_key_or_session_cookie_that_is_not_utf8_is_no_one_s(engine, request_head: bytes, status: bytes) -> None:
+    """A key or a console cookie whose bytes are not UTF-8 answered 500 (hashing it raised): it is
+    nobody's key (401) and nobody's session (the sign-in page; a sign-out without a session is 401, as
+    with any unknown cookie)."""
+    import asyncio
+
+    from dispatchsim.server.api import make_app
+    from dispatchsim.server.keys import KeyRing
+    from support import start_site
+
+    runner, port = await start_site(make_app(engine, keys=KeyRing(engine.store, {"admin-key-000000000000": None})))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_head + b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        assert answer.split(b" ", 2)[1] == status, answer[:300]
+        assert "UnicodeEncodeError" not in engine.log_buffer.getvalue()
+    finally:
+        await runner.cleanup()

@@ -1122,3 +1122,19 @@ async def test_idempotency_keys_reserve_complete_release_expire(store: StoreCont
     assert await keys.reserve("t", "k1", "fp3", T0 + 200, expired_before=T0 + 100,
                               abandoned_before=T0 + 190) is None  # expired: reserved anew
     assert await keys.count() == 2 and await keys.delete_expired(T0 + 150) == 1 and await keys.count() == 1
+
+
+async def test_a_late_release_frees_only_the_reservation_it_was_for(store: StoreContract) -> None:
+    """A request's reservation is freed after it failed, maybe late (the database was down then): by
+    that time the reservation may have been abandoned and the key reserved again by the client's retry,
+    on another worker. The late release must not free that one, or a third retry would run the request
+    a second time beside it."""
+    keys = store.idempotency_store()
+    assert await keys.reserve("t", "k1", "fp", T0, expired_before=T0 - 100, abandoned_before=T0 - 60) is None
+    assert await keys.reserve("t", "k1", "fp", T0 + 61, expired_before=T0 - 100,
+                              abandoned_before=T0 + 1) is None  # abandoned: the retry holds it now
+    await keys.release("t", "k1", reserved_at=T0)  # the first request's late release
+    held = await keys.reserve("t", "k1", "fp", T0 + 62, expired_before=T0 - 100, abandoned_before=T0 + 2)
+    assert held is not None and held.status is None  # the retry's reservation stays: "still running"
+    await keys.release("t", "k1", reserved_at=T0 + 61)
+    assert await keys.reserve("t", "k1", "fp", T0 + 63, expired_before=T0 - 100, abandoned_before=T0 + 3) is None
