@@ -236,9 +236,13 @@ class _Parser:
                 if not isinstance(name, str) or not _NAME.match(name):
                     raise self.fail(path, f"endpoint name {name!r} must be letters, digits, '_', '.', '-'")
                 out[name] = self.endpoint(name, spec if spec is not None else {}, path)
-        ports = [e.port for e in out.values() if e.port]
-        if len(ports) != len(set(ports)):
-            self.found.errors.append(self.fail(("endpoints",), "two endpoints use the same port"))
+        owners: dict[int, str] = {}  # port -> the endpoint that has it first
+        for name, endpoint in out.items():
+            if endpoint.port and endpoint.port in owners:  # said where, and whose it is ("two endpoints" before)
+                self.found.errors.append(self.fail(("endpoints", name, "port"), f"port {endpoint.port} is endpoint "
+                                                   f"{owners[endpoint.port]}'s too: give each endpoint its own"))
+            elif endpoint.port:
+                owners[endpoint.port] = name
         return out
 
     def endpoint(self, name: str, spec: Any, path: Path) -> EndpointConfig:

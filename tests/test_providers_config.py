@@ -222,8 +222,10 @@ def test_mix_without_rest_must_sum_to_one():
 
 
 def test_duplicate_ports_rejected():
-    with pytest.raises(ProviderConfigError, match="same port"):
-        parse_config({"endpoints": {"a": {"port": 9000}, "b": {"port": 9000}}})
+    """The error said "two endpoints use the same port" at ``endpoints``: not which, nor which port."""
+    with pytest.raises(ProviderConfigError) as err:
+        parse_config({"endpoints": {"a": {"port": 9000}, "b": {"port": 9001}, "c": {"port": 9000}}})
+    assert str(err.value) == "<config>: endpoints.c.port: port 9000 is endpoint a's too: give each endpoint its own"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
