@@ -480,6 +480,52 @@ async def test_a_claim_skips_what_is_not_due_by_its_time(store: StoreContract) -
     assert [c.number for c in await store.claim([(ds[0], T0 + 3700)], token="other:3", now=T0 + 3600)] == [2]
 
 
+def _claimed(d: object, lease_token: str, now: float) -> tuple[object, ...]:
+    """What a claim of delivery ``d`` (as read before it) must say of it, its attempt id aside."""
+    return (d.id, d.attempts + 1, d.webhook_id, d.activity_id, d.batch_id, d.config_id, d.config_version, d.queue,
+            d.budget_attempts, d.budget_started_at, lease_token, d.next_attempt_at, now)
+
+
+async def test_a_claim_after_due_reads_in_its_transaction_is_the_claim_on_its_own(store: StoreContract) -> None:
+    """A group commit claims what its due reads (``due_candidates``, ``queue_head``) returned in the same
+    transaction (SQLite makes the claims from those rows): it leases and returns what a claim on its own
+    does, many leases or one, an ordered head among them; a write in between (another claim) or a read
+    at a later time than the claim's makes it check each row again."""
+    ds = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in range(1, 9)]
+    head = await _delivery(store, 9)  # the ordered queue c's head
+    later = [await _delivery(store, n, queue=f"l{n}", ordered=False, at=T0 + 5) for n in range(10, 15)]
+    before = {d: await store.delivery(d) for d in [*ds, head, *later]}
+
+    def shape(c: Claim) -> tuple[object, ...]:
+        return (c.delivery_id, c.number, c.webhook_id, c.activity_id, c.batch_id, c.config_id, c.config_version,
+                c.queue, c.budget_attempts, c.budget_started_at, c.lease_token, c.due_at, c.started_at)
+
+    async with store.tx():
+        assert [r[0] for r in await store.due_candidates(T0, 5)] == ds[:5]
+        assert await store.queue_heads(["c"], T0) == {"c": (head, "c", 1)}
+        many = await store.claim([(d, T0 + 60) for d in (ds[3], head, ds[0], ds[1], ds[2])], token="me:1", now=T0)
+    assert [shape(c) for c in many] == [_claimed(before[d], "me:1", T0) for d in (ds[3], head, ds[0], ds[1], ds[2])]
+    ids = [c.attempt_id for c in many]
+    assert sorted(ids) == list(range(min(ids), min(ids) + 5))
+    assert ids == sorted(ids) or not isinstance(store, Store)  # SQLite numbers them in the order of the leases
+    assert [(await store.delivery(d)).lease_until for d in (ds[3], head, ds[0])] == [T0 + 60] * 3
+    async with store.tx():
+        await store.due_candidates(T0, 5)
+        [one] = await store.claim([(ds[5], T0 + 30)], token="me:2", now=T0)
+    assert shape(one) == _claimed(before[ds[5]], "me:2", T0) and one.attempt_id == max(ids) + 1
+    assert [a.number for a in await store.attempts(ds[5])] == [1]
+    async with store.tx():
+        await store.due_candidates(T0, 10)
+        await store.claim([(ds[6], T0 + 60)], token="other:1", now=T0)  # a write since the read
+        rest = await store.claim([(ds[6], T0 + 60), (ds[7], T0 + 60)], token="me:3", now=T0)
+    assert [shape(c) for c in rest] == [_claimed(before[ds[7]], "me:3", T0)]
+    async with store.tx():
+        assert [r[0] for r in await store.due_candidates(T0 + 5, 10)] == [ds[4], *later]
+        assert await store.claim([(d, T0 + 60) for d in later], token="me:4", now=T0) == []  # not due by T0
+        claims = await store.claim([(d, T0 + 65) for d in later], token="me:5", now=T0 + 5)
+    assert [shape(c) for c in claims] == [_claimed(before[d], "me:5", T0 + 5) for d in later]
+
+
 async def test_a_repeated_id_in_a_claim_is_leased_once_with_its_first_lease(store: StoreContract) -> None:
     ds = [await _delivery(store, n, queue=f"q{n}", ordered=False) for n in range(1, 4)]
     for leases, limit in (([(ds[0], T0 + 10), (ds[0], T0 + 20)], None),
