@@ -141,7 +141,8 @@ class Engine:
         self.events = MessageEvents(self)
         self.dispatcher = Dispatcher(store=store, sender=self.sender, clock=clock, log=self.log,
                                      prepared=self._prepare, instance=self.instance, concurrency=concurrency,
-                                     lease_margin=lease_margin, produce=self.events.form_due_batches)
+                                     lease_margin=lease_margin, produce=self.events.form_due_batches,
+                                     known=self._prepared.get)
         self._task: asyncio.Task[None] | None = None
         #: the owner lock of the SQLite file this engine took itself (see :meth:`open`)
         self._lock: OwnerLock | None = None

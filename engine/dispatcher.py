@@ -119,12 +119,16 @@ class Dispatcher:
 
     def __init__(self, *, store: StoreContract, sender: Sender, clock: Clock, log: Any,
                  prepared: Callable[[str, int], Awaitable[Prepared]], instance: str,
-                 concurrency: int = 100, lease_margin: float = 30.0, produce: Producer | None = None) -> None:
+                 concurrency: int = 100, lease_margin: float = 30.0, produce: Producer | None = None,
+                 known: Callable[[tuple[str, int]], Prepared | None] | None = None) -> None:
+        """``prepared``: a configuration version's snapshot and mapper; ``known``: the one prepared already
+        for a (configuration, version), or None, without a coroutine (what each attempt asks first)."""
         self.store = store
         self.sender = sender
         self.clock = clock
         self.log = log
         self._prepared = prepared
+        self._known = known if known is not None else (lambda key: None)
         self._produce = produce
         #: when the producer next has something to create (as of the last cycle)
         self._next_produce: float | None = None
@@ -700,11 +704,18 @@ class Dispatcher:
     async def _attempt(self, claim: Claim, activities: ClaimedActivities | None) -> None:
         chained = False
         try:
-            prep = await self._prepared(claim.config_id, claim.config_version)
+            prep = (self._known((claim.config_id, claim.config_version))
+                    or await self._prepared(claim.config_id, claim.config_version))
             snap = prep.snapshot
             started = self.clock.now()
             try:
-                body = await self._body(claim, prep, activities)
+                # the usual case without a coroutine of its own: the activity read already (with the claim, or
+                # by the claim's first attempt: see ClaimedActivities), sent as stored
+                known = claim.activity or (activities.known(claim.activity_id) if activities is not None else None)
+                if known is not None and prep.mapper is None:
+                    body = known.body()
+                else:
+                    body = await self._body(claim, prep, activities)
             except PayloadUnmappable as exc:
                 self._queue_result(claim, snap, str(exc))
                 return
@@ -745,7 +756,8 @@ class Dispatcher:
                 self._flush_after = False
                 self._start_flush()
                 return
-        self._schedule_flush()
+        if not self._flush_scheduled:  # (most results of a wave find it scheduled: no call)
+            self._schedule_flush()
 
     def _schedule_flush(self, delay: float = 0.0) -> None:
         """Run :meth:`flush` as a task of its own: at the end of this loop tick (``delay`` 0, the
@@ -1122,10 +1134,9 @@ class Dispatcher:
     async def _body(self, claim: Claim, prep: Prepared, activities: ClaimedActivities | None) -> bytes:
         activity = claim.activity
         if activity is None and activities is not None and claim.activity_id is not None:
-            # read by the claim's first attempt: every other one finds it without a coroutine of its own
-            activity = activities.known(claim.activity_id) or await activities.get(claim.activity_id)
+            activity = await activities.get(claim.activity_id)  # the claim's first attempt reads them all
             if prep.mapper is None:
-                return activity.body()  # the usual case, without one more coroutine per attempt
+                return activity.body()
         return await request_body(self.store, prep, activity_id=claim.activity_id, batch_id=claim.batch_id,
                                   activity=activity)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any, Literal
 
 from .errors import ConfigError
@@ -295,9 +296,10 @@ class OrderingPolicy:
         if self.partition_key is not None and (not isinstance(self.partition_key, str) or not self.partition_key.strip()):
             raise ConfigError("partition_key must be a payload field name such as commerceExternalId", field="ordering")
 
-    @property
+    @cached_property
     def ordered(self) -> bool:
-        """True when deliveries of one queue are sent one at a time, in order."""
+        """True when deliveries of one queue are sent one at a time, in order (asked twice per attempt:
+        worked out once per policy, then an attribute; not a field, so not in :meth:`to_dict`)."""
         return self.mode != "none"
 
     def to_dict(self) -> dict[str, Any]:

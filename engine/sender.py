@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any, NamedTuple
@@ -162,15 +163,17 @@ class Sender:
             self.redactor.add_headers(*auth.secret_headers())
             self._taught.add(key)
 
-    async def send(self, req: Request) -> Outcome:
+    def send(self, req: Request) -> Coroutine[Any, Any, Outcome]:
+        """One delivery's POST, as a coroutine to await: not a coroutine function of its own, so an attempt
+        runs one coroutine (the exchange's) rather than two."""
         last = self._taught_last  # (teach's own first test, here without a call: once per attempt)
         if req.auth is not last[0] or req.signing_secret is not last[1] or req.url is not last[2]:
             self.teach(req.auth, req.signing_secret, req.url)
         headers = webhook_headers(webhook_id=req.webhook_id, timestamp=req.timestamp, body=req.body, auth=req.auth,
                                   signing_secret=req.signing_secret)
         timeout = self._timeouts.get((req.connect_timeout, req.total_timeout))
-        return await self._request("POST", req.url, headers=headers, data=req.body,
-                                   timeout=timeout or self._timeout(req.connect_timeout, req.total_timeout))
+        return self._request("POST", req.url, headers=headers, data=req.body,
+                             timeout=timeout or self._timeout(req.connect_timeout, req.total_timeout))
 
     async def exchange(self, method: str, url: str, *, headers: dict[str, str], data: Any,
                        connect: float, total: float) -> Outcome:
@@ -193,7 +196,12 @@ class Sender:
         try:
             async with self.session.request(method, url, headers=headers, data=data, timeout=timeout,
                                             allow_redirects=False) as resp:
-                raw = await _read_capped(resp)
+                # the body, at most BODY_READ_CAP bytes (a receiver may send anything): the usual short answer
+                # in one read, without a coroutine of its own nor a second read to learn that it ended
+                content = resp.content
+                raw = await content.read(BODY_READ_CAP)
+                if raw and not content.at_eof():
+                    raw = await _read_rest(content, raw)
                 status = resp.status
                 excerpt = self.redactor.excerpt(raw, EXCERPT_CAP, truncated=len(raw) >= BODY_READ_CAP)
                 if 200 <= status < 300:
@@ -226,12 +234,9 @@ class Sender:
                        latency=round(asyncio.get_running_loop().time() - t0, 6))
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
-    """The response body, at most :data:`BODY_READ_CAP` bytes (a receiver may send anything)."""
-    content = resp.content
-    first = await content.read(BODY_READ_CAP)
-    if not first or content.at_eof():
-        return first  # the usual short answer: one read, no second one to learn that it ended
+async def _read_rest(content: aiohttp.StreamReader, first: bytes) -> bytes:
+    """A response body whose first read (``first``) did not reach its end: all of it, ``first`` and what
+    follows, at most :data:`BODY_READ_CAP` bytes."""
     chunks = [first]
     size = len(first)
     while size < BODY_READ_CAP:

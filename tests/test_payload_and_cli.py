@@ -229,9 +229,16 @@ def test_a_body_spliced_from_the_stored_text_equals_the_rendered_payload(seed, t
 
 
 def test_stored_text_in_another_form_is_rendered_the_long_way():
-    """Text the store did not write (spaces, other key order, a payload of a bulk load) is decoded."""
+    """Text the store did not write (spaces, other key order, a payload of a bulk load), or with a derived
+    key in a nested object too (before or after the top-level one), is decoded."""
+    nested = ('{"id":"x","n":{"canForceRetryDispatch":1},"canForceRetryDispatch":null,"activityResult":null}',
+              '{"id":"x","canForceRetryDispatch":null,"n":{"canForceRetryDispatch":1},"activityResult":null}',
+              '{"id":"x","n":{"a":1,"canForceRetryDispatch":null,"b":2},"canForceRetryDispatch":null,"activityResult":null}',
+              '{"id":"x","canForceRetryDispatch":null,"n":{"a":1,"canForceRetryDispatch":null,"b":2},"activityResult":null}',
+              '{"id":"x","n":{"activityResult":1},"canForceRetryDispatch":null,"activityResult":null}',
+              '{"id":"x","canForceRetryDispatch":null,"n":{"a":1,"activityResult":null},"activityResult":null}')
     for text in ('{"id": "x", "canForceRetryDispatch": null, "activityResult": null}',
-                 '{"activityResult":null,"canForceRetryDispatch":null,"id":"x"}', "{}"):
+                 '{"activityResult":null,"canForceRetryDispatch":null,"id":"x"}', "{}", *nested):
         value = json.loads(text)
         assert spliced_body(text, can_force_retry=True, result=None) is None
         assert spliced_body(text.encode(), can_force_retry=True, result=None) is None
