@@ -42,8 +42,9 @@ def webhook_headers(*, webhook_id: str, timestamp: int, body: bytes, auth: Auth,
                     signature: str | None = None) -> dict[str, str]:
     """Every header a delivery carries besides the client's own; ``signature`` replaces the computed
     one (the probe sends tampered signatures on purpose)."""
-    headers = {"Content-Type": "application/json", "webhook-id": webhook_id, "webhook-timestamp": str(timestamp),
-               **auth.headers()}
+    headers = {"Content-Type": "application/json", "webhook-id": webhook_id, "webhook-timestamp": str(timestamp)}
+    if auth.type != "none":  # (an endpoint without credentials, the usual case, builds no second dictionary)
+        headers.update(auth.headers())
     if signature is not None:
         headers["webhook-signature"] = signature
     elif signing_secret:
