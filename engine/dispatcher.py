@@ -146,9 +146,6 @@ class Dispatcher:
         self._results: list[tuple[Claim, Snapshot, Outcome | str]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
-        #: a group commit is storing (:meth:`flush`), and results wait for the next one, started when it ends
-        self._storing = 0
-        self._flush_after = False
         #: circuit breaker / auto-disable state per configuration (persisted in endpoint_health)
         self._health: dict[str, EndpointState] = {}
         #: shared health (see :meth:`share_health`): how often to re-read it, and when it was read
@@ -752,10 +749,6 @@ class Dispatcher:
             self._urgent = True
             if self._merging:
                 self._drained.set()
-            if self._flush_after:  # nor for the group commit storing now (see _start_flush)
-                self._flush_after = False
-                self._start_flush()
-                return
         if not self._flush_scheduled:  # (most results of a wave find it scheduled: no call)
             self._schedule_flush()
 
@@ -772,12 +765,6 @@ class Dispatcher:
             self._start_flush()
 
     def _start_flush(self) -> None:
-        if self._storing and not self._urgent:
-            # one group commit stores at a time: this one goes when it ends, with every result that ends
-            # meanwhile (see :meth:`flush`). Not an ordered queue's: its next head waits for its commit
-            # (an ordered drain is bound by that wait), which goes at once, beside the one storing.
-            self._flush_after = True
-            return
         # the attempt whose result scheduled this commit is still counted in flight: others make it wait
         others = len(self._inflight) > 1 and not self._stopping
         instant = others and self.clock.virtual and not self._commit_claims
@@ -837,16 +824,11 @@ class Dispatcher:
         Called at the end of the loop tick they finished in, and on stop so no finished outcome is lost.
         """
         chained: list[Claim] = []  # what it claims (see _claim_planned): its deliveries are claimed until it ends
-        self._storing += 1
         try:
             await self._flush(chained)
         finally:
-            self._storing -= 1
             # committed (their attempts started), rolled back or given back: no longer claimed here
             self._claiming.difference_update(c.delivery_id for c in chained)
-            if self._flush_after and not self._storing:
-                self._flush_after = False
-                self._start_flush()
 
     async def _flush(self, chained: list[Claim]) -> None:
         """:meth:`flush`; ``chained`` collects the claims its transaction makes."""

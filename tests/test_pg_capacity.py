@@ -10,7 +10,6 @@ before the fix (slots are now reserved before a claim's first await).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import random
 from collections import Counter
@@ -180,45 +179,6 @@ async def test_the_dispatch_loop_plans_each_statement_once_and_the_api_keeps_pla
         assert not [s for s, _, _ in api if s.startswith("WITH wanted")]  # never claimed on the API's pool
         tenant = [(g, c) for s, g, c in api if s.startswith("SELECT tenant_id FROM activities")]
         assert tenant == [(2, 5)], api  # PostgreSQL's default there: five custom plans, then the generic one
-    finally:
-        await engine.close()
-        await runner.cleanup()
-
-
-async def test_one_group_commit_stores_at_a_time_and_the_next_takes_what_ended_meanwhile(pg_url: str) -> None:
-    """On PostgreSQL a group commit's statements suspend the loop, and the attempts that ended meanwhile
-    started a second commit beside it: in a serve worker's run two or three stored at once, each in a
-    transaction and on a connection of its own, twice the commits of the same deliveries. The next group
-    commit now starts when the one storing ends, with every result that ended meanwhile."""
-    engine, endpoint, runner, port = await _serve_worker(pg_url)
-    storing: Counter[asyncio.Task[Any]] = Counter()  # group commits in their transaction (nested calls join it)
-    peak, commits = 0, 0
-    tx = engine.store.tx
-
-    @contextlib.asynccontextmanager
-    async def counted() -> Any:
-        nonlocal peak, commits
-        task = asyncio.current_task()
-        assert task is not None
-        mine = task.get_name() == "group-commit"
-        if mine:
-            commits += not storing[task]
-            storing[task] += 1
-            peak = max(peak, len(storing))
-        try:
-            async with tx() as conn:
-                yield conn
-        finally:
-            if mine:
-                storing[task] -= 1
-                if not storing[task]:
-                    del storing[task]
-
-    engine.store.tx = counted  # type: ignore[method-assign]
-    try:
-        await _drain(engine, endpoint, port)
-        assert peak == 1 and commits >= 10, (peak, commits)  # before: 2 or 3 at once
-        assert engine.dispatcher._storing == 0 and not engine.dispatcher._flush_after
     finally:
         await engine.close()
         await runner.cleanup()
