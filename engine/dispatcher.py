@@ -428,9 +428,9 @@ class Dispatcher:
         while self._flushes and loop.time() < end:
             # a group commit under way may still claim (chained heads, the next wave): what it leased
             # is in the store once it ends, so a stop that then releases this engine's leases sees it.
-            # Waited for until none is left: one that ends starts the commit of the results that ended
-            # while it stored (one commit stores at a time), which holds them and would still be storing
-            # when the stop released their leases: a delivery answered 200 sent again
+            # Waited for until none is left: results that end while one stores start another, which holds
+            # them and would still be storing when the stop released their leases: a delivery answered
+            # 200 sent again
             await asyncio.wait(list(self._flushes), timeout=max(0.0, end - loop.time()))
         await self.flush()
         # notifications the last commits raised are sent once only: they get a moment even when the
