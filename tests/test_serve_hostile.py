@@ -444,9 +444,8 @@ async def test_serve_stops_with_exit_1_when_its_dispatcher_ends_on_a_bug(tmp_pat
 
 
 async def test_a_stop_waits_for_the_commit_that_follows_the_one_storing(engine, receiver, setup_config) -> None:
-    """One group commit stores at a time: results that end meanwhile go into the next, started when it
-    ends. A stop waited only for the commits under way when it began, so it returned while that next one
-    was still storing, and serve then released the leases it was about to record: a delivery answered 200
+    """Results that end while a group commit stores go into another one. A stop waited only for the
+    commits under way when it began, so it could return while a later one was still storing, and serve then released the leases it was about to record: a delivery answered 200
     was sent again. Each commit is made slow (0.4 s of the engine's clock inside its transaction), as a
     network database's is; everything else is real."""
     receiver.respond = lambda hit, n: (200, {}, 0.1 * n)  # the second attempt ends while the first's result is stored
