@@ -66,16 +66,21 @@ async def _call(session: aiohttp.ClientSession, server: Server, method: str, pat
         return r.status, (await r.json() if r.content_type.endswith("json") else await r.text())
 
 
+async def _configure(http: aiohttp.ClientSession, creator: Server, activator: Server, url: str, ordering: str) -> None:
+    """The test configuration crm-hook (fast retries), created on one worker and activated on another."""
+    status, created = await _call(http, creator, "POST", "/api/dispatch-configurations", {
+        "id": "crm-hook", "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN",
+        "endpoint_url": url, "ordering": ordering, "retry": {"base": 0.05, "factor": 2, "cap": 0.2}})
+    assert status == 201
+    status, view = await _call(http, activator, "POST", f"/api/dispatch-configurations/{created['id']}/activate")
+    assert status == 200 and view["active"] is True
+
+
 async def test_two_workers_deliver_in_order_and_report_from_the_shared_database(workers: list[Server],
                                                                                 pg_url: str) -> None:
     a, b = workers
     async with Receiver(time.time) as rx, aiohttp.ClientSession() as http:
-        status, created = await _call(http, a, "POST", "/api/dispatch-configurations", {
-            "id": "crm-hook", "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN",
-            "endpoint_url": rx.url, "ordering": "ordered", "retry": {"base": 0.05, "factor": 2, "cap": 0.2}})
-        assert status == 201
-        status, view = await _call(http, b, "POST", f"/api/dispatch-configurations/{created['id']}/activate")
-        assert status == 200 and view["active"] is True  # the other worker activates what the first created
+        await _configure(http, a, b, rx.url, "ordered")  # the other worker activates what the first created
         rx.respond = lambda hit, n: (503, {}, 0.0) if n <= 3 else (200, {}, 0.01)  # the first tries fail
         ids = []
         for n in range(12):  # arriving on both workers
@@ -246,11 +251,7 @@ async def test_workers_whose_connections_keep_being_ended_go_on_dispatching(work
 
     a, b = workers
     async with Receiver(time.time) as rx, aiohttp.ClientSession() as http:
-        status, created = await _call(http, a, "POST", "/api/dispatch-configurations", {
-            "id": "crm-hook", "tenant_id": "acme", "provider_id": "crm", "channel": "SALESMAN",
-            "endpoint_url": rx.url, "ordering": "none", "retry": {"base": 0.05, "factor": 2, "cap": 0.2}})
-        assert status == 201
-        assert (await _call(http, a, "POST", f"/api/dispatch-configurations/{created['id']}/activate"))[0] == 200
+        await _configure(http, a, a, rx.url, "none")
         rx.respond = respond
         ids = [str(uuid.uuid4()) for _ in range(60)]
         for n, aid in enumerate(ids):
