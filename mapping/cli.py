@@ -87,6 +87,10 @@ def run_preview(args: argparse.Namespace, out: Any = None, err: Any = None) -> i
             for problem in exc.errors:
                 print(problem.located(), file=err)
             return EXIT_INVALID
+        if not isinstance(payload, dict):  # an activity is a JSON object; a list or a number mapped to nothing
+            print(f"{args.payload}:1: the payload must be a JSON object (an activity), not {_json_kind(payload)}",
+                  file=err)
+            return EXIT_INVALID
     try:
         result = compiled.apply(payload)
     except MappingApplyError as exc:
@@ -94,6 +98,16 @@ def run_preview(args: argparse.Namespace, out: Any = None, err: Any = None) -> i
         return EXIT_APPLY_FAILED
     print(json.dumps(result, indent=2, ensure_ascii=False), file=out)
     return EXIT_OK
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    return "a string" if isinstance(value, str) else "a number"
 
 
 def _count(n: int, noun: str) -> str:

@@ -339,3 +339,14 @@ def test_a_payload_to_preview_and_a_value_the_engine_is_handed_have_one_depth_li
     assert str(err.value) == f"p.json:1: {TOO_DEEP}"
     assert value_problems(json.loads(deeper), "v") == [f"v{'[0]' * MAX_JSON_DEPTH}: {TOO_DEEP}"]
     assert "32 levels" in TOO_DEEP
+
+
+@pytest.mark.parametrize("text, kind", [("[1, 2]", "a list"), ("7", "a number"), ('"x"', "a string"), ("null", "null")])
+def test_preview_refuses_a_payload_that_is_not_an_object(tmp_path, text, kind):
+    """A payload file holding a list (or a number) was mapped as an activity with no fields: every field
+    printed null, exit 0, as if the mapping were wrong rather than the file."""
+    good = write(tmp_path, "g.yaml", GOOD)
+    payload = write(tmp_path, "p.json", text)
+    code, out, err = run(["mapping", "preview", good, "--payload", payload])
+    assert (code, out) == (2, "")
+    assert err == f"{payload}:1: the payload must be a JSON object (an activity), not {kind}\n"
