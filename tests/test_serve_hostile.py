@@ -361,25 +361,32 @@ async def test_dispatcher_waits_out_an_unwritable_database_and_loses_nothing(eng
     assert sorted(h.body["id"] for h in receiver.posts()) == sorted(a["id"] for a in made)
 
 
+def _unavailable_at(store, name: str, *, call: int) -> list[int]:
+    """Make the store's operation ``name`` raise StorageUnavailable at its ``call``-th call (a lost
+    connection, a full disk) and work otherwise; returns the list its calls are counted in."""
+    from dispatchsim.engine import StorageUnavailable
+
+    real, calls = getattr(store, name), []
+
+    async def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise StorageUnavailable("storage unavailable: injected; nothing was stored, retry later")
+        return await real(*args, **kwargs)
+
+    setattr(store, name, failing)
+    return calls
+
+
 async def test_a_storage_failure_in_the_middle_of_a_claim_leaves_every_slot_counted(engine, receiver, setup_config):
     """The storage fails in the second round of a dispatch cycle's claim (after the first round
     leased and started an attempt): the cycle waits it out, and the slots it had reserved come back
     exactly once. Given back twice, the global limit would let one attempt more than it allows. The
     failure is injected into that one read of the real store; everything else is real."""
-    from dispatchsim.engine import StorageUnavailable
-
     await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 1})
     # more due than a round asks for (twice the engine's room of 100), so the claim takes a second round
     await engine.create_activities("acme", [{"channel": "SALESMAN"} for _ in range(210)])
-    real, calls = engine.store.due_candidates, []
-
-    async def failing_second_read(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise StorageUnavailable("storage unavailable: injected; nothing was stored, retry later")
-        return await real(*args, **kwargs)
-
-    engine.store.due_candidates = failing_second_read
+    calls = _unavailable_at(engine.store, "due_candidates", call=2)
     summary = await engine.run_until_idle()
     assert len(calls) > 2 and summary.counts["DISPATCHED"] == 210 and len(receiver.posts()) == 210
     assert "store.unavailable" in engine.log_buffer.getvalue()
@@ -392,18 +399,8 @@ async def test_a_storage_failure_in_the_loops_wake_up_read_does_not_end_the_disp
     PostgreSQL restart) ended the dispatcher for good while the API went on accepting work, with nothing
     logged. Now it is waited out like any failed read of the loop, and later work still goes out. The
     failure is injected into that one read of the real store; everything else is real."""
-    from dispatchsim.engine import StorageUnavailable
-
     await setup_config(receiver.url, ordering={"mode": "none", "concurrency": 4})
-    real, calls = engine.store.next_wakeup, []
-
-    async def failing_first_read(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise StorageUnavailable("storage unavailable: injected; nothing was stored, retry later")
-        return await real(*args, **kwargs)
-
-    engine.store.next_wakeup = failing_first_read
+    calls = _unavailable_at(engine.store, "next_wakeup", call=1)
     engine.start()
     await engine.clock.sleep(1)
     assert calls and engine.dispatching
