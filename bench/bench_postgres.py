@@ -21,6 +21,11 @@ of the two cores the workers and the database share. ``--aiohttp-receiver`` uses
 ``--rounds=R`` runs every setup R times, interleaved (SQLite, 1, 2, 4 workers, then again), and prints
 the run with the median rate of each: on a machine shared with other jobs one run says little.
 
+Every round starts by measuring what two cores give two busy processes on this machine at that moment (a
+pure-Python loop alone, then in two processes at once: 2.0x on two idle cores of their own, often less on a
+shared virtual machine, whose two cores may not be two whole cores) and prints it beside the workers'
+scaling: the bound that no setup here can pass, whatever the workers do.
+
 ``--statements`` loads ``pg_stat_statements`` into the server and prints, for every PostgreSQL setup, the
 statements the workers ran per delivery (the most frequent ones first): what the database is asked to do
 for one delivery, to compare before and after a change. It costs the server some CPU: compare rates
@@ -354,6 +359,22 @@ def compare_server(prefix: str, *, statements: bool) -> Iterator[tuple[Any, Path
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def parallel_capacity(iterations: int = 6_000_000) -> float:
+    """What two cores give two busy processes here, now: the same pure-Python loop run alone, then in two
+    processes at once; returns how much more the two got done per second than the one (2.0 on two idle
+    cores of their own). On a shared or virtual machine it is often less: no two-process setup of this
+    benchmark can gain more than this."""
+    cmd = [sys.executable, "-c", f"x = 0\nfor i in range({iterations}): x += i"]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    one = time.perf_counter() - t
+    t = time.perf_counter()
+    procs = [subprocess.Popen(cmd) for _ in range(2)]
+    for p in procs:
+        p.wait()
+    return 2 * one / (time.perf_counter() - t)
+
+
 def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1, aiohttp_receiver: bool = False) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -391,8 +412,10 @@ def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1, aio
     setups = [("SQLite, 1 serve", 1)] + [(f"PostgreSQL, {w} serve", w) for w in (1, 2, 4)]
     runs: dict[str, list[Result]] = {name: [] for name, _ in setups}
     load = [os.getloadavg()[0]]
+    capacity: list[float] = []
     try:
         for _ in range(rounds):  # interleaved, so a burst of other work on the machine spreads over every setup
+            capacity.append(parallel_capacity())
             for name, workers in setups:
                 if workers == 1 and name.startswith("SQLite"):
                     with tempfile.TemporaryDirectory() as d:
@@ -427,6 +450,9 @@ def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1, aio
     print(f"CPU bound: at {two.worker_ms + two.rest_ms:.3f} ms of CPU per delivery (2 workers: workers + database +"
           f" receiver), {cores} cores carry at most {cores / (two.worker_ms + two.rest_ms) * 1000:.0f} deliveries/s,"
           f" {cores / (two.worker_ms + two.rest_ms) * 1000 / one.rate:.2f}x the 1-worker rate")
+    print(f"parallel capacity: two busy processes here got {statistics.median(capacity):.2f}x the work of one done"
+          f" (a pure-Python loop, once per round: {', '.join(f'{c:.2f}' for c in capacity)}); 2 workers got"
+          f" {two.rate / one.rate:.2f}x one worker, {two.rate / one.rate / statistics.median(capacity):.0%} of that")
     for r in results:
         if r.statements is not None:
             total, ms = sum(c for c, _, _ in r.statements), sum(t for _, t, _ in r.statements)
