@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,11 +38,45 @@ def _file_problem(flag: str, value: str, path: Path, *, create: bool) -> str | N
             return f"{flag} {value}: cannot create its folder ({os.strerror(errno.ENOTDIR)})"
         if existing != path.absolute().parent and not os.access(existing, os.W_OK | os.X_OK):
             return f"{flag} {value}: cannot create its folder ({os.strerror(errno.EACCES)})"
+        if existing == path.absolute().parent and (problem := _try_create(existing)):
+            return f"{flag} {value}: cannot write ({problem})"
         return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"{flag} {value}: cannot create its folder ({exc.strerror})"
+    if problem := _try_write(path):
+        return f"{flag} {value}: cannot write ({problem})"
+    return None
+
+
+def _try_write(path: Path) -> str | None:
+    """Why this file cannot be written, found by trying (None: it can): permission bits say nothing to root,
+    nor about a read-only mount or a file system such as /sys or /proc that refuses new files. An existing
+    file is opened for appending (its content unchanged); a new one is created and removed at once. Not a
+    regular file (``/dev/null``, a pipe): left alone, opening a pipe would wait for a reader."""
+    try:
+        if path.exists():
+            if path.is_file():
+                with open(path, "ab"):
+                    pass
+            return None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        path.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _try_create(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, found by creating (and removing) an empty one; None: it can."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".dispatchsim-check-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return exc.strerror or str(exc)
     return None
 
 
@@ -59,6 +94,8 @@ def check_output_dir(flag: str, value: str | None) -> str | None:
         Path(value).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"{flag} {value}: cannot create this folder ({exc.strerror})"
+    if problem := _try_create(Path(value)):
+        return f"{flag} {value}: cannot write in this folder ({problem})"
     return None
 
 

@@ -10,8 +10,11 @@ import base64
 import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+from dispatchsim.errors import LocatedError
 
 from .errors import ConfigError
 from .health import AutoDisable, CircuitBreaker, auto_disable_from, circuit_breaker_from
@@ -219,25 +222,30 @@ def check_signing_secret(secret: Any) -> str | None:
 
 
 def build_snapshot(data: dict[str, Any]) -> tuple[Snapshot, list[str]]:
-    """Validate the editable fields of a configuration; returns (snapshot, mapping warnings)."""
+    """Validate the editable fields of a configuration; returns (snapshot, mapping warnings). Every field
+    is checked, and a ConfigError carries the problems of all of them (``errors``), not the first only."""
     unknown = sorted(set(data) - set(CONFIG_FIELDS))
     if unknown:
         raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)} (known: {', '.join(CONFIG_FIELDS)})")
-    url = check_http_url(data.get("endpoint_url"), field="endpoint_url")
-    secret = check_signing_secret(data.get("signing_secret"))
-    mapping_spec, digest, warnings = compile_mapping_spec(data.get("mapping"))
-    snap = Snapshot(
-        endpoint_url=url,
-        auth=Auth.parse(data.get("auth")),
-        signing_secret=secret,
-        mapping=mapping_spec,
-        mapping_digest=digest,
-        retry=retry_policy_from(data.get("retry")),
-        ordering=ordering_policy_from(data.get("ordering")),
-        timeouts=timeouts_from(data.get("timeouts")),
-        circuit_breaker=circuit_breaker_from(data.get("circuit_breaker")),
-        auto_disable=auto_disable_from(data.get("auto_disable")),
-    )
+    problems: list[LocatedError] = []
+
+    def part(parse: Callable[[], Any]) -> Any:
+        try:
+            return parse()
+        except ConfigError as exc:
+            problems.extend(exc.errors)
+            return None
+
+    url = part(lambda: check_http_url(data.get("endpoint_url"), field="endpoint_url"))
+    secret = part(lambda: check_signing_secret(data.get("signing_secret")))
+    compiled = part(lambda: compile_mapping_spec(data.get("mapping")))
+    parts = {name: part(lambda parse=parse, name=name: parse(data.get(name))) for name, parse in (
+        ("auth", Auth.parse), ("retry", retry_policy_from), ("ordering", ordering_policy_from),
+        ("timeouts", timeouts_from), ("circuit_breaker", circuit_breaker_from), ("auto_disable", auto_disable_from))}
+    if problems:  # one problem: the error as its check raised it
+        raise problems[0] if len(problems) == 1 else ConfigError.of(problems)
+    mapping_spec, digest, warnings = compiled
+    snap = Snapshot(endpoint_url=url, signing_secret=secret, mapping=mapping_spec, mapping_digest=digest, **parts)
     if snap.auto_disable is not None and snap.auto_disable.notify_url is not None:
         check_http_url(snap.auto_disable.notify_url, field="auto_disable.notify_url")
     if "@" in urlsplit(url).netloc and any(h.lower() == "authorization" for h in snap.auth.headers()):

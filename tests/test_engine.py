@@ -326,6 +326,25 @@ async def test_bad_config_is_refused_before_anything_is_stored(engine):
     assert await engine.store.configs() == []
 
 
+async def test_every_problem_of_a_configuration_is_reported_at_once(engine):
+    """A library caller learns all the mistakes of one call, as an API client does, not one per attempt."""
+    await engine.add_tenant("acme")
+    await engine.add_provider("crm")
+    with pytest.raises(ConfigError) as caught:
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="ftp://x", auth={"type": "magic"},
+                                retry={"max_attempts": 0}, timeouts={"total": -1}, signing_secret="whsec_!!")
+    fields = [e.field for e in caught.value.errors]
+    assert fields[:2] == ["endpoint_url", "signing_secret"] and len(fields) >= 5, str(caught.value)
+    assert any(f and f.startswith("auth") for f in fields) and any(f and f.startswith("retry") for f in fields)
+    assert any(f and f.startswith("timeouts") for f in fields)
+    assert caught.value.field == "endpoint_url" and str(caught.value).count("\n") == len(fields) - 1
+    # one mistake alone: the error its check raised, as before
+    with pytest.raises(ConfigError, match="^endpoint_url: ") as one:
+        await engine.add_config("acme", "crm", "SALESMAN", endpoint_url="ftp://x")
+    assert len(one.value.errors) == 1
+    assert await engine.store.configs() == []
+
+
 async def test_auth_headers_and_signature(engine, receiver, setup_config):
     secret = "whsec_" + base64.b64encode(b"0123456789abcdef").decode()
     await setup_config(receiver.url, auth={"type": "basic", "username": "u", "password": "p@ss"},

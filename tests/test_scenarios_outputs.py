@@ -34,6 +34,30 @@ def test_unusable_output_is_refused_before_running(tmp_path: Path, capsys) -> No
     assert "is a directory" in capsys.readouterr().err
 
 
+def test_a_place_that_refuses_new_files_is_found_before_running(tmp_path: Path, capsys) -> None:
+    """/sys takes no new file, from root either, whose permission bits allow everything: the check tries
+    to write instead of reading permissions, so the run does not end in a lost report. Nothing is left behind."""
+    for flag, value in (("--json", "/sys/dispatchsim-report.json"), ("--html", "/sys/kernel/report.html"),
+                        ("--record", "/sys/kernel")):
+        code = main(["run", "-q", SCENARIO, flag, value])
+        captured = capsys.readouterr()
+        assert code == 2, flag
+        assert captured.out == ""  # nothing ran
+        assert captured.err.startswith(f"dispatchsim run: {flag} {value}: cannot write"), captured.err
+        assert "Traceback" not in captured.err
+    # an existing report is checked by opening it to append: its content is untouched, and a new one is
+    # created and removed again (the folder holds only what the run writes)
+    old = tmp_path / "r.json"
+    old.write_text("previous")
+    assert main(["run", "-q", SCENARIO, "--events", str(old), "--json", "/sys/r.json"]) == 2
+    assert old.read_text() == "previous"
+    assert main(["run", "-q", SCENARIO, "--junit", str(tmp_path / "missing-folder" / "j.xml"),
+                 "--events", str(old), "--json", str(tmp_path / "new.json")]) == 0
+    assert old.read_text().count("\n") > 3 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "missing-folder", "new.json", "r.json"]
+    assert [p.name for p in (tmp_path / "missing-folder").iterdir()] == ["j.xml"]
+
+
 def test_a_file_marked_for_exploration_points_to_explore(capsys) -> None:
     code = main(["run", str(ROOT / "scenarios" / "explore" / "budget_ends_before_outage.yaml")])
     err = capsys.readouterr().err
