@@ -445,13 +445,16 @@ def main(n: int, pending: int, *, statements: bool = False, rounds: int = 1, aio
     if rounds > 1:
         for name, rs in runs.items():
             print(f"  {name:<20} each round: {', '.join(f'{r.rate:.0f}' for r in rs)} deliveries/s")
+        paired = [two.rate / one.rate for one, two in zip(runs[setups[1][0]], runs[setups[2][0]])]
+        print(f"  2 workers / 1 worker, round by round: {', '.join(f'{p:.2f}' for p in paired)}"
+              f" (median {statistics.median(paired):.2f})")
     one, two = results[1], results[2]
     cores = os.cpu_count() or 1
     print(f"CPU bound: at {two.worker_ms + two.rest_ms:.3f} ms of CPU per delivery (2 workers: workers + database +"
           f" receiver), {cores} cores carry at most {cores / (two.worker_ms + two.rest_ms) * 1000:.0f} deliveries/s,"
           f" {cores / (two.worker_ms + two.rest_ms) * 1000 / one.rate:.2f}x the 1-worker rate")
-    print(f"parallel capacity: two busy processes here got {statistics.median(capacity):.2f}x the work of one done"
-          f" (a pure-Python loop, once per round: {', '.join(f'{c:.2f}' for c in capacity)}); 2 workers got"
+    print(f"parallel capacity: two busy processes here got {statistics.median(capacity):.2f}x the work of one"
+          f" done (a pure-Python loop, once per round: {', '.join(f'{c:.2f}' for c in capacity)}); 2 workers got"
           f" {two.rate / one.rate:.2f}x one worker, {two.rate / one.rate / statistics.median(capacity):.0%} of that")
     for r in results:
         if r.statements is not None:

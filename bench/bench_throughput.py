@@ -101,15 +101,16 @@ async def main(n: int, concurrency: int, rounds: int) -> None:
         cpu_ratios.append(bare_cpu / run_cpu)
         print(f"  round {i + 1}: bare {n / bare_s:6.0f} POST/s, engine {n / run_s:6.0f} deliveries/s "
               f"(every attempt recorded in SQLite): ratio {wall_ratios[-1]:.2f}; CPU per delivery engine "
-              f"{run_cpu / n * 1e3:.3f} ms, bare {bare_cpu / n * 1e3:.3f} ms: ratio bare / engine {cpu_ratios[-1]:.2f}; "
-              f"intake {n / create_s:.0f} activities/s")
+              f"{run_cpu / n * 1e3:.3f} ms, bare {bare_cpu / n * 1e3:.3f} ms: ratio bare / engine "
+              f"{cpu_ratios[-1]:.2f}; intake {n / create_s:.0f} activities/s")
     print(f"  ratio engine / bare, median  : wall {statistics.median(wall_ratios):.2f}, "
           f"CPU {statistics.median(cpu_ratios):.2f}   (target >= 0.8)")
     if rounds > 1:
         best_bare = min(c for _, c in bares)
         best_engine = min(c for _, _, c in engines)
-        print(f"  best CPU per delivery        : engine {best_engine / n * 1e3:.3f} ms, bare {best_bare / n * 1e3:.3f} ms:"
-              f" ratio {best_bare / best_engine:.2f} (best of {rounds} against best of {len(bares)})")
+        print(f"  best CPU per delivery        : engine {best_engine / n * 1e3:.3f} ms, bare"
+              f" {best_bare / n * 1e3:.3f} ms: ratio {best_bare / best_engine:.2f}"
+              f" (best of {rounds} against best of {len(bares)})")
 
 
 if __name__ == "__main__":
@@ -117,7 +118,8 @@ if __name__ == "__main__":
     flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     unknown = [a for a in sys.argv[1:] if a.startswith("--") and not a.startswith("--rounds=")]
     if unknown or len(args) > 2:
-        sys.exit(f"usage: python bench/bench_throughput.py [N] [CONCURRENCY] [--rounds=R]: {' '.join(unknown or args)}?")
+        sys.exit("usage: python bench/bench_throughput.py [N] [CONCURRENCY] [--rounds=R]:"
+                 f" {' '.join(unknown or args)}?")
     n = int(args[0]) if args else 8000
     c = int(args[1]) if len(args) > 1 else 50
     asyncio.run(main(n, c, int(flags.get("rounds", "1"))))
